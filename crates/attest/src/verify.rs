@@ -1,0 +1,1229 @@
+//! DCAP quote verification with Intel QVL semantics (Intel SGX-TDX-DCAP-QuoteVerificationLibrary,
+//! `QuoteVerifier.cpp`, `TcbLevelCheck.cpp`, `TdxModuleCheck.cpp`, `TDRelaunchCheck.cpp`).
+//!
+//! The verification time is always an input. Collateral is checked once into a
+//! [`PreparedCollateral`] that can be reused (and cached) for many quotes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::collateral::tcb_info::{IsvLevel, TdxModuleIdentity};
+use crate::collateral::{
+    format_time, Collateral, CollateralError, EnclaveIdentity, TcbInfo, TcbLevel, TcbStatus,
+};
+use crate::pck::{SgxExtension, SGX_EXTENSION_OID};
+use crate::quote::{Body, EnclaveReport, Quote, QuoteError, TdReport, Tee};
+use crate::x509::{sha256, verify_p256, Cert, Crl};
+
+/// SHA-256 of the DER of the Intel SGX Root CA.
+pub const INTEL_ROOT_SHA256: &str =
+    "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3";
+const INTEL_ROOT_PEM: &str = include_str!("../data/intel-sgx-root-ca.pem");
+const INTEL_PLATFORM_CA_PEM: &str = include_str!("../data/intel-pck-platform-ca.pem");
+const INTEL_PROCESSOR_CA_PEM: &str = include_str!("../data/intel-pck-processor-ca.pem");
+
+/// An object whose signature is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignedObject {
+    /// The PCK intermediate CA certificate, signed by the root.
+    IntermediateCert,
+    /// The PCK leaf certificate, signed by the intermediate CA.
+    PckCert,
+    /// The TCB Signing certificate, signed by the root.
+    TcbSigningCert,
+    /// The Root CA CRL.
+    RootCaCrl,
+    /// The PCK CRL.
+    PckCrl,
+    /// The TCB Info.
+    TcbInfo,
+    /// The QE Identity.
+    QeIdentity,
+    /// The QE report, signed by the PCK key.
+    QeReport,
+    /// The enclave or TD report, signed by the attestation key.
+    IsvReport,
+}
+
+impl std::fmt::Display for SignedObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SignedObject::IntermediateCert => {
+                "PCK intermediate CA certificate (signed by the root)"
+            }
+            SignedObject::PckCert => "PCK certificate (signed by the intermediate CA)",
+            SignedObject::TcbSigningCert => "TCB Signing certificate (signed by the root)",
+            SignedObject::RootCaCrl => "root_ca_crl (signed by the root)",
+            SignedObject::PckCrl => "pck_crl (signed by the PCK CA)",
+            SignedObject::TcbInfo => "tcb_info (tcb_info_signature by the TCB Signing key)",
+            SignedObject::QeIdentity => {
+                "qe_identity (qe_identity_signature by the TCB Signing key)"
+            }
+            SignedObject::QeReport => "QE report (qe_report_signature by the PCK key)",
+            SignedObject::IsvReport => "quote body (ISV signature by the attestation key)",
+        })
+    }
+}
+
+/// Why a quote did not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The quote could not be parsed.
+    #[error(transparent)]
+    Quote(#[from] QuoteError),
+    /// The collateral could not be read.
+    #[error(transparent)]
+    Collateral(#[from] CollateralError),
+    /// A certificate or chain is malformed or has the wrong shape.
+    #[error("{item}: {reason}")]
+    Certificate {
+        /// Which certificate or chain.
+        item: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A chain ends in a root other than the trusted one.
+    #[error("{item} chains to {subject:?} (sha256 {fingerprint}), not to the trusted root (sha256 {expected}){}",
+        if *.simulated { "; this is simulated evidence from a teeserve simulated TEE, which gives no protection (pass its root.pem with --root to verify it anyway)" } else { "" })]
+    UntrustedRoot {
+        /// Which chain.
+        item: &'static str,
+        /// The chain root's subject CN.
+        subject: String,
+        /// SHA-256 of the chain root's DER.
+        fingerprint: String,
+        /// SHA-256 of the trusted root's DER.
+        expected: String,
+        /// True when the root is a teeserve simulated root.
+        simulated: bool,
+    },
+    /// A signature did not verify.
+    #[error("signature of the {0} does not verify")]
+    Signature(SignedObject),
+    /// An item's validity ended before the verification time.
+    #[error("{item}.{field} {} is before the verification time {}", format_time(*.bound), format_time(*.at))]
+    Expired {
+        /// The item.
+        item: String,
+        /// `notAfter` or `nextUpdate`.
+        field: &'static str,
+        /// Its value.
+        bound: i64,
+        /// The verification time.
+        at: i64,
+    },
+    /// An item's validity starts after the verification time.
+    #[error("{item}.{field} {} is after the verification time {}", format_time(*.bound), format_time(*.at))]
+    NotYetValid {
+        /// The item.
+        item: String,
+        /// `notBefore`, `thisUpdate` or `issueDate`.
+        field: &'static str,
+        /// Its value.
+        bound: i64,
+        /// The verification time.
+        at: i64,
+    },
+    /// A certificate is listed in a CRL.
+    #[error("{item} (serial {serial}) is revoked by the {crl}")]
+    Revoked {
+        /// The revoked certificate.
+        item: &'static str,
+        /// Its serial, hex.
+        serial: String,
+        /// The CRL that lists it.
+        crl: &'static str,
+    },
+    /// A CRL was issued by someone other than the expected CA.
+    #[error("{crl} is issued by {got:?}, expected {expected:?}")]
+    CrlIssuer {
+        /// Which CRL.
+        crl: &'static str,
+        /// The expected issuer CN.
+        expected: String,
+        /// The CRL's issuer CN.
+        got: String,
+    },
+    /// The PCK certificate's FMSPC differs from the TCB Info's.
+    #[error("PCK certificate FMSPC {pck} does not match tcb_info.fmspc {tcb_info}")]
+    FmspcMismatch {
+        /// From the PCK certificate.
+        pck: String,
+        /// From the TCB Info.
+        tcb_info: String,
+    },
+    /// The PCK certificate's PCE id differs from the TCB Info's.
+    #[error("PCK certificate PCE-ID {pck} does not match tcb_info.pceId {tcb_info}")]
+    PceIdMismatch {
+        /// From the PCK certificate.
+        pck: String,
+        /// From the TCB Info.
+        tcb_info: String,
+    },
+    /// The TCB Info is for another TEE or version.
+    #[error("tcb_info mismatch: {0}")]
+    TcbInfoMismatch(String),
+    /// The QE report does not match the QE Identity.
+    #[error("QE report {field} {got} does not match qe_identity ({expected})")]
+    QeIdentityMismatch {
+        /// Which field.
+        field: &'static str,
+        /// What the identity requires.
+        expected: String,
+        /// What the report has.
+        got: String,
+    },
+    /// The QE report data does not bind the attestation key.
+    #[error("QE report data does not equal SHA-256(attestation key || QE auth data)")]
+    QeReportData,
+    /// The TDX module does not match the TCB Info's module identity.
+    #[error("TDX module mismatch: {0}")]
+    TdxModuleMismatch(String),
+    /// No TCB level matches (Intel's TCB_NOT_SUPPORTED).
+    #[error("no matching TCB level: {0} (Intel: TCB_NOT_SUPPORTED)")]
+    TcbNotSupported(String),
+    /// The TCB level is revoked.
+    #[error("TCB status is Revoked ({0})")]
+    TcbRevoked(String),
+}
+
+/// The trusted root of all chains.
+#[derive(Debug, Clone)]
+pub struct TrustAnchor {
+    cert: Cert,
+    intel: bool,
+}
+
+impl TrustAnchor {
+    /// The Intel SGX Root CA.
+    pub fn intel() -> Self {
+        let cert = Cert::chain_from_pem(INTEL_ROOT_PEM.as_bytes())
+            .ok()
+            .and_then(|mut v| v.pop())
+            .unwrap_or_else(unreachable_root);
+        TrustAnchor { cert, intel: true }
+    }
+
+    /// A custom root from PEM (for example a simulated platform's `root.pem`).
+    pub fn from_pem(pem: &[u8]) -> Result<Self, VerifyError> {
+        let certs = Cert::chain_from_pem(pem).map_err(|reason| VerifyError::Certificate {
+            item: "root certificate",
+            reason,
+        })?;
+        let cert = certs.into_iter().next().ok_or(VerifyError::Certificate {
+            item: "root certificate",
+            reason: "no certificate".into(),
+        })?;
+        let intel = hex::encode(cert.fingerprint()) == INTEL_ROOT_SHA256;
+        Ok(TrustAnchor { cert, intel })
+    }
+
+    /// True when this is Intel's production root.
+    pub fn is_intel(&self) -> bool {
+        self.intel
+    }
+
+    /// SHA-256 of the root's DER, hex.
+    pub fn fingerprint(&self) -> String {
+        hex::encode(self.cert.fingerprint())
+    }
+
+    /// The root certificate.
+    pub fn cert(&self) -> &Cert {
+        &self.cert
+    }
+}
+
+fn unreachable_root() -> Cert {
+    // The embedded PEM is checked by a unit test; this path cannot be reached with it.
+    Cert {
+        der: Vec::new(),
+        subject_raw: Vec::new(),
+        issuer_raw: Vec::new(),
+        subject_cn: String::new(),
+        issuer_cn: String::new(),
+        serial: Vec::new(),
+        not_before: 0,
+        not_after: 0,
+        spki: Vec::new(),
+        public_key: Vec::new(),
+    }
+}
+
+/// The collateral validity window and freshness, as recorded in a verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollateralWindow {
+    /// Latest start of validity over every item (RFC 3339).
+    pub not_before: String,
+    /// Earliest end of validity over every item (RFC 3339).
+    pub not_after: String,
+    /// Oldest issue time of tcb_info, qe_identity and pck_crl (RFC 3339).
+    pub oldest_issue: String,
+    /// Unix seconds of `oldest_issue`.
+    pub oldest_issue_unix: i64,
+    /// tcbEvaluationDataNumber of the TCB Info.
+    pub tcb_evaluation_data_number: u32,
+}
+
+/// The root a verdict chains to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootInfo {
+    /// True for Intel's production root; false for any other (simulated) root.
+    pub intel: bool,
+    /// SHA-256 of the root's DER, hex.
+    pub sha256: String,
+    /// The root's subject CN.
+    pub subject: String,
+}
+
+/// SGX measurements.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SgxMeasurements {
+    /// MRENCLAVE, hex.
+    pub mrenclave: String,
+    /// MRSIGNER, hex.
+    pub mrsigner: String,
+    /// ISVPRODID.
+    pub isv_prod_id: u16,
+    /// ISVSVN.
+    pub isv_svn: u16,
+    /// ATTRIBUTES (flags || xfrm), hex.
+    pub attributes: String,
+    /// MISCSELECT.
+    pub misc_select: u32,
+    /// CONFIGID, hex.
+    pub config_id: String,
+    /// CONFIGSVN.
+    pub config_svn: u16,
+}
+
+/// TDX measurements.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TdxMeasurements {
+    /// MRTD, hex.
+    pub mrtd: String,
+    /// RTMR0..3, hex.
+    pub rtmr: [String; 4],
+    /// MRCONFIGID, hex.
+    pub mrconfigid: String,
+    /// MROWNER, hex.
+    pub mrowner: String,
+    /// MROWNERCONFIG, hex.
+    pub mrownerconfig: String,
+    /// MRSEAM, hex.
+    pub mrseam: String,
+    /// TDATTRIBUTES, hex.
+    pub td_attributes: String,
+    /// XFAM, hex.
+    pub xfam: String,
+    /// TEE_TCB_SVN, hex.
+    pub tee_tcb_svn: String,
+}
+
+/// The outcome of a successful verification: what was proven about the evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// `sgx` or `tdx`.
+    pub tee: Tee,
+    /// Quote version (3, 4 or 5).
+    pub quote_version: u16,
+    /// Final TCB status (Intel's convergence of platform and QE statuses).
+    pub tcb_status: TcbStatus,
+    /// Advisory IDs of the matched TCB level.
+    pub advisory_ids: Vec<String>,
+    /// Status of the matched platform (SGX or TDX) TCB level.
+    pub platform_tcb_status: TcbStatus,
+    /// Status of the QE's TCB level.
+    pub qe_tcb_status: TcbStatus,
+    /// Status of the TDX module's level, when one applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tdx_module_tcb_status: Option<TcbStatus>,
+    /// tcbDate of the matched level.
+    pub tcb_date: String,
+    /// FMSPC, hex.
+    pub fmspc: String,
+    /// PCE id, hex.
+    pub pce_id: String,
+    /// True for a debug enclave or TD.
+    pub debug: bool,
+    /// The 64 bytes of report data, hex.
+    pub report_data: String,
+    /// SGX measurements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sgx: Option<SgxMeasurements>,
+    /// TDX measurements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tdx: Option<TdxMeasurements>,
+    /// Collateral window.
+    pub collateral: CollateralWindow,
+    /// The root the evidence chains to.
+    pub root: RootInfo,
+    /// The verification time (RFC 3339).
+    pub verified_at: String,
+    /// The verification time, Unix seconds.
+    pub verified_at_unix: i64,
+    /// True when the PCK certificate was checked against its own CA's CRL.
+    pub pck_revocation_checked: bool,
+    /// Facts a policy may want to weigh that did not fail verification.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl Verdict {
+    /// The report data bytes.
+    pub fn report_data_bytes(&self) -> Vec<u8> {
+        hex::decode(&self.report_data).unwrap_or_default()
+    }
+}
+
+#[derive(Debug)]
+struct Validity {
+    item: String,
+    from_field: &'static str,
+    from: i64,
+    to_field: &'static str,
+    to: i64,
+}
+
+fn check_validity(items: &[Validity], at: i64) -> Result<(), VerifyError> {
+    for v in items {
+        if at < v.from {
+            return Err(VerifyError::NotYetValid {
+                item: v.item.clone(),
+                field: v.from_field,
+                bound: v.from,
+                at,
+            });
+        }
+        if at > v.to {
+            return Err(VerifyError::Expired {
+                item: v.item.clone(),
+                field: v.to_field,
+                bound: v.to,
+                at,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn cert_validity(item: &str, c: &Cert) -> Validity {
+    Validity {
+        item: item.to_owned(),
+        from_field: "notBefore",
+        from: c.not_before,
+        to_field: "notAfter",
+        to: c.not_after,
+    }
+}
+
+/// A PCK chain that was verified against a prepared collateral set.
+#[derive(Debug)]
+struct VerifiedPck {
+    leaf: Cert,
+    warnings: Vec<String>,
+    ext: SgxExtension,
+    validity: Vec<Validity>,
+}
+
+/// Collateral whose signatures, chains and shapes were verified; reusable for many quotes.
+#[derive(Debug)]
+pub struct PreparedCollateral {
+    /// The TCB Info.
+    pub tcb_info: TcbInfo,
+    /// The QE Identity.
+    pub qe_identity: EnclaveIdentity,
+    root_crl: Crl,
+    pck_crl: Crl,
+    pck_crl_issuer: Cert,
+    validity: Vec<Validity>,
+    window: (i64, i64),
+    oldest_issue: i64,
+    chains: RwLock<HashMap<[u8; 32], Arc<VerifiedPck>>>,
+}
+
+impl PreparedCollateral {
+    /// The earliest end of validity over every collateral item.
+    pub fn not_after(&self) -> i64 {
+        self.window.1
+    }
+
+    /// The latest start of validity over every collateral item.
+    pub fn not_before(&self) -> i64 {
+        self.window.0
+    }
+}
+
+/// Verifies quotes against collateral, anchored at one root.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    anchor: TrustAnchor,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Self::new(TrustAnchor::intel())
+    }
+}
+
+impl Verifier {
+    /// A verifier trusting `anchor`.
+    pub fn new(anchor: TrustAnchor) -> Self {
+        Self { anchor }
+    }
+
+    /// The trust anchor.
+    pub fn anchor(&self) -> &TrustAnchor {
+        &self.anchor
+    }
+
+    fn check_root(&self, item: &'static str, chain: &[Cert]) -> Result<(), VerifyError> {
+        let root = chain.last().ok_or(VerifyError::Certificate {
+            item,
+            reason: "empty chain".into(),
+        })?;
+        if root.der != self.anchor.cert.der {
+            return Err(VerifyError::UntrustedRoot {
+                item,
+                subject: root.subject_cn.clone(),
+                fingerprint: hex::encode(root.fingerprint()),
+                expected: self.anchor.fingerprint(),
+                simulated: root.subject_cn.contains("teeserve Simulated"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks the collateral's chains, CRLs and signatures at time `at`.
+    pub fn prepare(&self, c: &Collateral, at: i64) -> Result<PreparedCollateral, VerifyError> {
+        let prepared = self.prepare_untimed(c)?;
+        check_validity(&prepared.validity, at)?;
+        Ok(prepared)
+    }
+
+    /// Everything of [`Verifier::prepare`] except the time checks.
+    pub fn prepare_untimed(&self, c: &Collateral) -> Result<PreparedCollateral, VerifyError> {
+        let root = &self.anchor.cert;
+        let mut validity = vec![cert_validity("root CA certificate", root)];
+
+        // Root CA CRL: issued and signed by the root.
+        let root_crl = Crl::parse(&c.root_ca_crl).map_err(|reason| VerifyError::Certificate {
+            item: "root_ca_crl",
+            reason,
+        })?;
+        if root_crl.issuer_raw != root.subject_raw {
+            return Err(VerifyError::CrlIssuer {
+                crl: "root_ca_crl",
+                expected: root.subject_cn.clone(),
+                got: root_crl.issuer_cn.clone(),
+            });
+        }
+        if !root_crl.verify_signed_by(&root.spki) {
+            return Err(VerifyError::Signature(SignedObject::RootCaCrl));
+        }
+        validity.push(Validity {
+            item: "root_ca_crl".into(),
+            from_field: "thisUpdate",
+            from: root_crl.this_update,
+            to_field: "nextUpdate",
+            to: root_crl.next_update,
+        });
+
+        // TCB signing chains (TCB Info and QE Identity).
+        let tcb_chain =
+            self.signing_chain("tcb_info_issuer_chain", &c.tcb_info_issuer_chain, &root_crl)?;
+        validity.push(cert_validity("tcb_info_issuer_chain[0]", &tcb_chain));
+        let qe_chain = self.signing_chain(
+            "qe_identity_issuer_chain",
+            &c.qe_identity_issuer_chain,
+            &root_crl,
+        )?;
+        validity.push(cert_validity("qe_identity_issuer_chain[0]", &qe_chain));
+
+        if c.tcb_info_signature.len() != 64
+            || !verify_p256(
+                &tcb_chain.public_key,
+                c.tcb_info.as_bytes(),
+                &c.tcb_info_signature,
+            )
+        {
+            return Err(VerifyError::Signature(SignedObject::TcbInfo));
+        }
+        if c.qe_identity_signature.len() != 64
+            || !verify_p256(
+                &qe_chain.public_key,
+                c.qe_identity.as_bytes(),
+                &c.qe_identity_signature,
+            )
+        {
+            return Err(VerifyError::Signature(SignedObject::QeIdentity));
+        }
+        let tcb_info = TcbInfo::parse(&c.tcb_info)?;
+        let qe_identity = EnclaveIdentity::parse(&c.qe_identity)?;
+        validity.push(Validity {
+            item: "tcb_info".into(),
+            from_field: "issueDate",
+            from: tcb_info.issue_date,
+            to_field: "nextUpdate",
+            to: tcb_info.next_update,
+        });
+        validity.push(Validity {
+            item: "qe_identity".into(),
+            from_field: "issueDate",
+            from: qe_identity.issue_date,
+            to_field: "nextUpdate",
+            to: qe_identity.next_update,
+        });
+
+        // PCK CRL and its issuer chain (intermediate CA, root).
+        let issuer_chain =
+            Cert::chain_from_pem(c.pck_crl_issuer_chain.as_bytes()).map_err(|reason| {
+                VerifyError::Certificate {
+                    item: "pck_crl_issuer_chain",
+                    reason,
+                }
+            })?;
+        self.check_root("pck_crl_issuer_chain", &issuer_chain)?;
+        let pck_crl_issuer = issuer_chain
+            .first()
+            .filter(|_| issuer_chain.len() == 2)
+            .cloned()
+            .ok_or_else(|| VerifyError::Certificate {
+                item: "pck_crl_issuer_chain",
+                reason: format!(
+                    "{} certificates, expected 2 (PCK CA, root)",
+                    issuer_chain.len()
+                ),
+            })?;
+        if !pck_crl_issuer.verify_signed_by(&root.spki) {
+            return Err(VerifyError::Signature(SignedObject::IntermediateCert));
+        }
+        if root_crl.is_revoked(&pck_crl_issuer.serial) {
+            return Err(VerifyError::Revoked {
+                item: "PCK intermediate CA certificate",
+                serial: hex::encode(&pck_crl_issuer.serial),
+                crl: "root_ca_crl",
+            });
+        }
+        validity.push(cert_validity("pck_crl_issuer_chain[0]", &pck_crl_issuer));
+        let pck_crl = Crl::parse(&c.pck_crl).map_err(|reason| VerifyError::Certificate {
+            item: "pck_crl",
+            reason,
+        })?;
+        // The CRL's issuer is normally the first certificate of its issuer chain. Hand-assembled
+        // bundles sometimes carry the other Intel PCK CA's CRL; Intel's two PCK CAs are known,
+        // so such a CRL can still be authenticated (and is then recorded as not covering the PCK).
+        let pck_crl_issuer = if pck_crl.issuer_raw == pck_crl_issuer.subject_raw {
+            pck_crl_issuer
+        } else {
+            self.known_intermediates()
+                .into_iter()
+                .find(|ca| ca.subject_raw == pck_crl.issuer_raw)
+                .ok_or_else(|| VerifyError::CrlIssuer {
+                    crl: "pck_crl",
+                    expected: pck_crl_issuer.subject_cn.clone(),
+                    got: pck_crl.issuer_cn.clone(),
+                })?
+        };
+        if !pck_crl.verify_signed_by(&pck_crl_issuer.spki) {
+            return Err(VerifyError::Signature(SignedObject::PckCrl));
+        }
+        validity.push(Validity {
+            item: "pck_crl".into(),
+            from_field: "thisUpdate",
+            from: pck_crl.this_update,
+            to_field: "nextUpdate",
+            to: pck_crl.next_update,
+        });
+
+        let window = (
+            validity.iter().map(|v| v.from).max().unwrap_or(0),
+            validity.iter().map(|v| v.to).min().unwrap_or(0),
+        );
+        let oldest_issue = tcb_info
+            .issue_date
+            .min(qe_identity.issue_date)
+            .min(pck_crl.this_update);
+        Ok(PreparedCollateral {
+            tcb_info,
+            qe_identity,
+            root_crl,
+            pck_crl,
+            pck_crl_issuer,
+            validity,
+            window,
+            oldest_issue,
+            chains: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// Intel's PCK Platform and Processor CA certificates, when the anchor is Intel's root.
+    fn known_intermediates(&self) -> Vec<Cert> {
+        if !self.anchor.intel {
+            return Vec::new();
+        }
+        [INTEL_PLATFORM_CA_PEM, INTEL_PROCESSOR_CA_PEM]
+            .iter()
+            .filter_map(|pem| {
+                Cert::chain_from_pem(pem.as_bytes())
+                    .ok()?
+                    .into_iter()
+                    .next()
+            })
+            .filter(|c| c.verify_signed_by(&self.anchor.cert.spki))
+            .collect()
+    }
+
+    fn signing_chain(
+        &self,
+        item: &'static str,
+        pem: &str,
+        root_crl: &Crl,
+    ) -> Result<Cert, VerifyError> {
+        let chain = Cert::chain_from_pem(pem.as_bytes())
+            .map_err(|reason| VerifyError::Certificate { item, reason })?;
+        self.check_root(item, &chain)?;
+        if chain.len() != 2 {
+            return Err(VerifyError::Certificate {
+                item,
+                reason: format!(
+                    "{} certificates, expected 2 (TCB Signing, root)",
+                    chain.len()
+                ),
+            });
+        }
+        let signer = chain[0].clone();
+        if !signer.verify_signed_by(&self.anchor.cert.spki) {
+            return Err(VerifyError::Signature(SignedObject::TcbSigningCert));
+        }
+        if root_crl.is_revoked(&signer.serial) {
+            return Err(VerifyError::Revoked {
+                item: "TCB Signing certificate",
+                serial: hex::encode(&signer.serial),
+                crl: "root_ca_crl",
+            });
+        }
+        Ok(signer)
+    }
+
+    fn pck_chain(
+        &self,
+        quote: &Quote,
+        p: &PreparedCollateral,
+    ) -> Result<Arc<VerifiedPck>, VerifyError> {
+        let key = sha256(&quote.pck_chain_pem);
+        if let Some(hit) = p.chains.read().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(hit);
+        }
+        let item = "PCK certificate chain (quote certification data)";
+        let chain = Cert::chain_from_pem(&quote.pck_chain_pem)
+            .map_err(|reason| VerifyError::Certificate { item, reason })?;
+        if chain.len() != 3 {
+            return Err(VerifyError::Certificate {
+                item,
+                reason: format!(
+                    "{} certificates, expected 3 (PCK, PCK CA, root)",
+                    chain.len()
+                ),
+            });
+        }
+        self.check_root(item, &chain)?;
+        let (leaf, inter) = (&chain[0], &chain[1]);
+        if !inter.subject_cn.contains("CA") {
+            return Err(VerifyError::Certificate {
+                item: "PCK intermediate CA certificate",
+                reason: format!("subject CN {:?} does not name a CA", inter.subject_cn),
+            });
+        }
+        if !leaf.subject_cn.contains("SGX PCK Certificate") {
+            return Err(VerifyError::Certificate {
+                item: "PCK certificate",
+                reason: format!(
+                    "subject CN {:?} is not an SGX PCK Certificate",
+                    leaf.subject_cn
+                ),
+            });
+        }
+        if inter.issuer_raw != self.anchor.cert.subject_raw || leaf.issuer_raw != inter.subject_raw
+        {
+            return Err(VerifyError::Certificate {
+                item,
+                reason: "issuer and subject names do not chain".into(),
+            });
+        }
+        if !inter.verify_signed_by(&self.anchor.cert.spki) {
+            return Err(VerifyError::Signature(SignedObject::IntermediateCert));
+        }
+        if !leaf.verify_signed_by(&inter.spki) {
+            return Err(VerifyError::Signature(SignedObject::PckCert));
+        }
+        if p.root_crl.is_revoked(&inter.serial) {
+            return Err(VerifyError::Revoked {
+                item: "PCK intermediate CA certificate",
+                serial: hex::encode(&inter.serial),
+                crl: "root_ca_crl",
+            });
+        }
+        // The PCK CRL should come from the CA that issued this PCK certificate. Collateral
+        // assembled by hand sometimes pairs the other Intel PCK CA's CRL: the PCK's revocation
+        // then cannot be checked. That is recorded in the verdict, and policies refuse it
+        // unless they set `allow_unchecked_pck_revocation`.
+        let crl_matches = p.pck_crl_issuer.subject_raw == inter.subject_raw
+            && p.pck_crl_issuer.spki == inter.spki;
+        let mut warnings = Vec::new();
+        if !crl_matches {
+            warnings.push(format!(
+                "pck_crl is issued by {:?}, not by the PCK certificate's issuer {:?}: the PCK certificate's revocation was not checked",
+                p.pck_crl.issuer_cn, inter.subject_cn
+            ));
+        }
+        if crl_matches && p.pck_crl.is_revoked(&leaf.serial) {
+            return Err(VerifyError::Revoked {
+                item: "PCK certificate",
+                serial: hex::encode(&leaf.serial),
+                crl: "pck_crl",
+            });
+        }
+        let ext_der = leaf
+            .extension(&SGX_EXTENSION_OID)
+            .ok_or(VerifyError::Certificate {
+                item: "PCK certificate",
+                reason: "no SGX extension (1.2.840.113741.1.13.1)".into(),
+            })?;
+        let ext = SgxExtension::parse(&ext_der).map_err(|e| VerifyError::Certificate {
+            item: "PCK certificate SGX extension",
+            reason: e.to_string(),
+        })?;
+        let verified = Arc::new(VerifiedPck {
+            validity: vec![
+                cert_validity("PCK certificate", leaf),
+                cert_validity("PCK intermediate CA certificate", inter),
+            ],
+            leaf: leaf.clone(),
+            ext,
+            warnings,
+        });
+        if let Ok(mut m) = p.chains.write() {
+            if m.len() < 4096 {
+                m.insert(key, verified.clone());
+            }
+        }
+        Ok(verified)
+    }
+
+    /// Verifies a quote against collateral at time `at` (Unix seconds).
+    pub fn verify(
+        &self,
+        quote: &[u8],
+        collateral: &Collateral,
+        at: i64,
+    ) -> Result<Verdict, VerifyError> {
+        let quote = Quote::parse(quote)?;
+        let prepared = self.prepare(collateral, at)?;
+        self.verify_parsed(&quote, &prepared, at)
+    }
+
+    /// Verifies a quote against prepared collateral at time `at`.
+    pub fn verify_prepared(
+        &self,
+        quote: &[u8],
+        p: &PreparedCollateral,
+        at: i64,
+    ) -> Result<Verdict, VerifyError> {
+        let quote = Quote::parse(quote)?;
+        self.verify_parsed(&quote, p, at)
+    }
+
+    /// Verifies a parsed quote against prepared collateral at time `at`.
+    pub fn verify_parsed(
+        &self,
+        quote: &Quote,
+        p: &PreparedCollateral,
+        at: i64,
+    ) -> Result<Verdict, VerifyError> {
+        check_validity(&p.validity, at)?;
+        let pck = self.pck_chain(quote, p)?;
+        check_validity(&pck.validity, at)?;
+        let tcb = &p.tcb_info;
+        let tee = quote.tee();
+
+        // 4.1.2.4.9: the TCB Info must be for this TEE.
+        match (tee, tcb.id.as_str(), tcb.version) {
+            (Tee::Sgx, "SGX", _) => {}
+            (Tee::Tdx, "TDX", 3) => {}
+            _ => {
+                return Err(VerifyError::TcbInfoMismatch(format!(
+                    "a {tee} quote cannot be verified with TCB Info id {} version {}",
+                    tcb.id, tcb.version
+                )))
+            }
+        }
+        // 4.1.2.4.10: FMSPC and PCEID.
+        if pck.ext.fmspc != tcb.fmspc {
+            return Err(VerifyError::FmspcMismatch {
+                pck: hex::encode_upper(pck.ext.fmspc),
+                tcb_info: hex::encode_upper(tcb.fmspc),
+            });
+        }
+        if pck.ext.pce_id != tcb.pce_id {
+            return Err(VerifyError::PceIdMismatch {
+                pck: hex::encode_upper(pck.ext.pce_id),
+                tcb_info: hex::encode_upper(tcb.pce_id),
+            });
+        }
+        // 4.1.2.4.11: TDX module identity.
+        let module = match &quote.body {
+            Body::Td10(td) | Body::Td15(td) => Some(check_tdx_module(td, tcb)?),
+            Body::Sgx(_) => None,
+        };
+        // 4.1.2.4.12: QE report signed by the PCK key.
+        if !verify_p256(
+            &pck.leaf.public_key,
+            &quote.qe_report_raw,
+            &quote.qe_report_signature,
+        ) {
+            return Err(VerifyError::Signature(SignedObject::QeReport));
+        }
+        // 4.1.2.4.13: QE report data binds the attestation key.
+        let mut bound = Vec::with_capacity(64 + quote.qe_auth_data.len());
+        bound.extend_from_slice(&quote.attestation_key);
+        bound.extend_from_slice(&quote.qe_auth_data);
+        if sha256(&bound) != quote.qe_report.report_data[..32] {
+            return Err(VerifyError::QeReportData);
+        }
+        // 4.1.2.4.14-15: QE identity.
+        let qe_status = check_qe_identity(&quote.qe_report, &p.qe_identity, tee)?;
+        // 4.1.2.4.16: the ISV signature.
+        if !verify_p256(
+            &quote.attestation_key,
+            &quote.signed_region,
+            &quote.signature,
+        ) {
+            return Err(VerifyError::Signature(SignedObject::IsvReport));
+        }
+        // 4.1.2.4.17: platform TCB level.
+        let sgx_ok = |l: &TcbLevel| {
+            l.sgx_components
+                .iter()
+                .zip(pck.ext.tcb_components.iter())
+                .all(|(need, have)| have >= need)
+                && pck.ext.pcesvn >= l.pcesvn
+        };
+        let sgx_level = tcb.levels.iter().find(|l| sgx_ok(l)).ok_or_else(|| {
+            VerifyError::TcbNotSupported(format!(
+                "PCK SGX components {:?} / PCESVN {} are below every tcb_info level",
+                pck.ext.tcb_components, pck.ext.pcesvn
+            ))
+        })?;
+        let (level, platform_status, module_status) = match &quote.body {
+            Body::Sgx(_) => (sgx_level, sgx_level.status, None),
+            Body::Td10(td) | Body::Td15(td) => {
+                let start = if td.tee_tcb_svn[1] > 0 { 2 } else { 0 };
+                let tdx_ok = |l: &TcbLevel| {
+                    l.tdx_components
+                        .map(|c| (start..16).all(|i| td.tee_tcb_svn[i] >= c[i]))
+                        .unwrap_or(false)
+                };
+                let tdx_level = tcb
+                    .levels
+                    .iter()
+                    .find(|l| sgx_ok(l) && tdx_ok(l))
+                    .ok_or_else(|| {
+                        VerifyError::TcbNotSupported(format!(
+                            "TEE_TCB_SVN {} is below every tcb_info TDX level",
+                            hex::encode(td.tee_tcb_svn)
+                        ))
+                    })?;
+                let mut status = tdx_level.status;
+                let module_status = module.flatten();
+                if let Some(m) = module_status {
+                    status = match (m, status) {
+                        (TcbStatus::Revoked, _) => TcbStatus::Revoked,
+                        (
+                            TcbStatus::OutOfDate,
+                            TcbStatus::UpToDate | TcbStatus::SWHardeningNeeded,
+                        ) => TcbStatus::OutOfDate,
+                        (
+                            TcbStatus::OutOfDate,
+                            TcbStatus::ConfigurationNeeded
+                            | TcbStatus::ConfigurationAndSWHardeningNeeded,
+                        ) => TcbStatus::OutOfDateConfigurationNeeded,
+                        (_, s) => s,
+                    };
+                }
+                if let (Body::Td15(td15), Some(TcbStatus::OutOfDate)) = (&quote.body, module_status)
+                {
+                    status = relaunch_check(td15, tcb, qe_status, sgx_level.status, status);
+                }
+                (tdx_level, status, module_status)
+            }
+        };
+        // Final convergence with the QE status (QVL `convergeTcbStatusWithQeTcbStatus`).
+        let final_status = match (qe_status, platform_status) {
+            (TcbStatus::Revoked, _) => TcbStatus::Revoked,
+            (TcbStatus::OutOfDate, TcbStatus::UpToDate | TcbStatus::SWHardeningNeeded) => {
+                TcbStatus::OutOfDate
+            }
+            (
+                TcbStatus::OutOfDate,
+                TcbStatus::ConfigurationNeeded | TcbStatus::ConfigurationAndSWHardeningNeeded,
+            ) => TcbStatus::OutOfDateConfigurationNeeded,
+            (_, s) => s,
+        };
+        if final_status == TcbStatus::Revoked {
+            let which = if qe_status == TcbStatus::Revoked {
+                "the QE's TCB level is revoked"
+            } else if module_status == Some(TcbStatus::Revoked) {
+                "the TDX module's TCB level is revoked"
+            } else {
+                "the platform's TCB level is revoked"
+            };
+            return Err(VerifyError::TcbRevoked(which.into()));
+        }
+
+        let (sgx, tdx) = match &quote.body {
+            Body::Sgx(r) => (Some(sgx_measurements(r)), None),
+            Body::Td10(t) | Body::Td15(t) => (None, Some(tdx_measurements(t))),
+        };
+        let root = &self.anchor.cert;
+        Ok(Verdict {
+            tee,
+            quote_version: quote.header.version,
+            tcb_status: final_status,
+            advisory_ids: level.advisory_ids.clone(),
+            platform_tcb_status: platform_status,
+            qe_tcb_status: qe_status,
+            tdx_module_tcb_status: module_status,
+            tcb_date: level.tcb_date.clone(),
+            fmspc: hex::encode_upper(pck.ext.fmspc),
+            pce_id: hex::encode_upper(pck.ext.pce_id),
+            debug: quote.body.is_debug(),
+            report_data: hex::encode(quote.body.report_data()),
+            sgx,
+            tdx,
+            collateral: CollateralWindow {
+                not_before: format_time(p.window.0),
+                not_after: format_time(p.window.1),
+                oldest_issue: format_time(p.oldest_issue),
+                oldest_issue_unix: p.oldest_issue,
+                tcb_evaluation_data_number: tcb.tcb_evaluation_data_number,
+            },
+            root: RootInfo {
+                intel: self.anchor.intel,
+                sha256: self.anchor.fingerprint(),
+                subject: root.subject_cn.clone(),
+            },
+            verified_at: format_time(at),
+            verified_at_unix: at,
+            pck_revocation_checked: pck.warnings.is_empty(),
+            warnings: pck.warnings.clone(),
+        })
+    }
+}
+
+fn first_isv_level(levels: &[IsvLevel], svn: u16) -> Option<&IsvLevel> {
+    levels.iter().find(|l| l.isvsvn <= svn)
+}
+
+fn check_tdx_module(td: &TdReport, tcb: &TcbInfo) -> Result<Option<TcbStatus>, VerifyError> {
+    let version = td.tee_tcb_svn[1];
+    let identity: &TdxModuleIdentity = if version > 0 {
+        let want = format!("TDX_{version:02X}");
+        tcb.tdx_module_identities
+            .iter()
+            .find(|m| m.id.eq_ignore_ascii_case(&want))
+            .ok_or_else(|| {
+                VerifyError::TdxModuleMismatch(format!(
+                    "tcb_info has no tdxModuleIdentities entry {want}"
+                ))
+            })?
+    } else {
+        tcb.tdx_module
+            .as_ref()
+            .ok_or_else(|| VerifyError::TdxModuleMismatch("tcb_info has no tdxModule".into()))?
+    };
+    if identity.mrsigner != td.mr_signer_seam {
+        return Err(VerifyError::TdxModuleMismatch(format!(
+            "MRSIGNERSEAM {} is not {}",
+            hex::encode(td.mr_signer_seam),
+            hex::encode(&identity.mrsigner)
+        )));
+    }
+    if td.seam_attributes != [0u8; 8] || identity.attributes.iter().any(|&b| b != 0) {
+        return Err(VerifyError::TdxModuleMismatch(format!(
+            "SEAMATTRIBUTES {} are not the expected {}",
+            hex::encode(td.seam_attributes),
+            hex::encode(&identity.attributes)
+        )));
+    }
+    if version == 0 {
+        return Ok(None);
+    }
+    let level =
+        first_isv_level(&identity.levels, u16::from(td.tee_tcb_svn[0])).ok_or_else(|| {
+            VerifyError::TcbNotSupported(format!(
+                "TDX module ISVSVN {} is below every level of {}",
+                td.tee_tcb_svn[0], identity.id
+            ))
+        })?;
+    Ok(Some(level.status))
+}
+
+fn check_qe_identity(
+    qe: &EnclaveReport,
+    id: &EnclaveIdentity,
+    tee: Tee,
+) -> Result<TcbStatus, VerifyError> {
+    let want_id = match tee {
+        Tee::Sgx => "QE",
+        Tee::Tdx => "TD_QE",
+    };
+    if id.id != want_id {
+        return Err(VerifyError::QeIdentityMismatch {
+            field: "identity id",
+            expected: want_id.into(),
+            got: id.id.clone(),
+        });
+    }
+    if qe.misc_select & id.miscselect_mask != id.miscselect {
+        return Err(VerifyError::QeIdentityMismatch {
+            field: "MISCSELECT",
+            expected: format!(
+                "{:08x} under mask {:08x}",
+                id.miscselect, id.miscselect_mask
+            ),
+            got: format!("{:08x}", qe.misc_select),
+        });
+    }
+    let masked: Vec<u8> = qe
+        .attributes
+        .iter()
+        .zip(id.attributes_mask.iter())
+        .map(|(a, m)| a & m)
+        .collect();
+    if masked != id.attributes {
+        return Err(VerifyError::QeIdentityMismatch {
+            field: "ATTRIBUTES",
+            expected: format!(
+                "{} under mask {}",
+                hex::encode(id.attributes),
+                hex::encode(id.attributes_mask)
+            ),
+            got: hex::encode(qe.attributes),
+        });
+    }
+    if qe.mr_signer != id.mrsigner {
+        return Err(VerifyError::QeIdentityMismatch {
+            field: "MRSIGNER",
+            expected: hex::encode(id.mrsigner),
+            got: hex::encode(qe.mr_signer),
+        });
+    }
+    if qe.isv_prod_id != id.isvprodid {
+        return Err(VerifyError::QeIdentityMismatch {
+            field: "ISVPRODID",
+            expected: id.isvprodid.to_string(),
+            got: qe.isv_prod_id.to_string(),
+        });
+    }
+    first_isv_level(&id.levels, qe.isv_svn)
+        .map(|l| l.status)
+        .ok_or_else(|| {
+            VerifyError::TcbNotSupported(format!(
+                "QE ISVSVN {} is below every qe_identity level",
+                qe.isv_svn
+            ))
+        })
+}
+
+/// TD 1.5 relaunch advice (QVL `TDRelaunchCheck.cpp`): the TD runs on an out-of-date module,
+/// but the platform already has the newest one (TEE_TCB_SVN2), so relaunching would fix it.
+fn relaunch_check(
+    td: &TdReport,
+    tcb: &TcbInfo,
+    qe: TcbStatus,
+    sgx: TcbStatus,
+    tdx: TcbStatus,
+) -> TcbStatus {
+    use TcbStatus::*;
+    if matches!(qe, OutOfDate | Revoked)
+        || !matches!(
+            sgx,
+            UpToDate | SWHardeningNeeded | ConfigurationNeeded | ConfigurationAndSWHardeningNeeded
+        )
+        || !matches!(tdx, OutOfDate | OutOfDateConfigurationNeeded)
+    {
+        return tdx;
+    }
+    let Some(svn2) = td.tee_tcb_svn2 else {
+        return tdx;
+    };
+    let start = if svn2[1] > 0 { 2 } else { 0 };
+    let latest_ok = tcb
+        .levels
+        .first()
+        .and_then(|l| l.tdx_components)
+        .map(|c| (start..16).all(|i| svn2[i] >= c[i]))
+        .unwrap_or(false);
+    let module_ok = if svn2[1] > 0 {
+        let want = format!("TDX_{:02X}", svn2[1]);
+        tcb.tdx_module_identities
+            .iter()
+            .find(|m| m.id.eq_ignore_ascii_case(&want))
+            .and_then(|m| m.levels.first())
+            .map(|l| u16::from(svn2[0]) >= l.isvsvn)
+            .unwrap_or(false)
+    } else {
+        true
+    };
+    if latest_ok && module_ok {
+        if sgx.needs_configuration() || tdx.needs_configuration() {
+            TDRelaunchAdvisedConfigurationNeeded
+        } else {
+            TDRelaunchAdvised
+        }
+    } else {
+        tdx
+    }
+}
+
+fn sgx_measurements(r: &EnclaveReport) -> SgxMeasurements {
+    SgxMeasurements {
+        mrenclave: hex::encode(r.mr_enclave),
+        mrsigner: hex::encode(r.mr_signer),
+        isv_prod_id: r.isv_prod_id,
+        isv_svn: r.isv_svn,
+        attributes: hex::encode(r.attributes),
+        misc_select: r.misc_select,
+        config_id: hex::encode(r.config_id),
+        config_svn: r.config_svn,
+    }
+}
+
+fn tdx_measurements(t: &TdReport) -> TdxMeasurements {
+    TdxMeasurements {
+        mrtd: hex::encode(t.mr_td),
+        rtmr: t.rtmr.map(hex::encode),
+        mrconfigid: hex::encode(t.mr_config_id),
+        mrowner: hex::encode(t.mr_owner),
+        mrownerconfig: hex::encode(t.mr_owner_config),
+        mrseam: hex::encode(t.mr_seam),
+        td_attributes: hex::encode(t.td_attributes),
+        xfam: hex::encode(t.xfam),
+        tee_tcb_svn: hex::encode(t.tee_tcb_svn),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_intel_root_has_the_pinned_fingerprint() {
+        let a = TrustAnchor::intel();
+        assert_eq!(a.fingerprint(), INTEL_ROOT_SHA256);
+        assert!(a.is_intel());
+    }
+}

@@ -1,0 +1,37 @@
+//! The subcommands: flags in one place, each with its help text.
+
+mod attest;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Confidential model serving: model weights and requests are in plaintext only inside an
+/// attested TEE (Intel SGX under Gramine, Intel TDX, or a simulated TEE for trying it out).
+#[derive(Debug, Parser)]
+#[command(name = "teeserve", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug). RUST_LOG overrides it.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// One subcommand per role.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Evidence: verify quotes, produce quotes, print this binary's measurement.
+    #[command(subcommand)]
+    Attest(attest::AttestCmd),
+    /// Collateral: fetch a bundle from a PCCS for offline verification.
+    #[command(subcommand)]
+    Collateral(attest::CollateralCmd),
+}
+
+/// Runs a subcommand and returns the process exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Attest(c) => attest::run(c),
+        Command::Collateral(c) => attest::run_collateral(c),
+    }
+}
