@@ -507,6 +507,10 @@ impl Verifier {
     pub fn prepare_untimed(&self, c: &Collateral) -> Result<PreparedCollateral, VerifyError> {
         let root = &self.anchor.cert;
         let mut validity = vec![cert_validity("root CA certificate", root)];
+        // Name a foreign (e.g. simulated) root before anything else fails on it.
+        if let Ok(chain) = Cert::chain_from_pem(c.tcb_info_issuer_chain.as_bytes()) {
+            self.check_root("tcb_info_issuer_chain", &chain)?;
+        }
 
         // Root CA CRL: issued and signed by the root.
         let root_crl = Crl::parse(&c.root_ca_crl).map_err(|reason| VerifyError::Certificate {

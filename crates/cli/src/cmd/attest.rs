@@ -17,6 +17,17 @@ pub enum AttestCmd {
     /// Exit status: 0 verified (and admitted when --policy is given), 1 not verified or refused
     /// (the reason is on stderr), 2 usage or I/O error.
     Verify(VerifyArgs),
+    /// Produce a quote over the given report data and write it to a file.
+    Quote(QuoteArgs),
+    /// Print the simulated MRENCLAVE of this executable (or of --exe): the SHA-256 of the file.
+    ///
+    /// The simulated platform reports this value; put it in a policy's `mrenclave` to admit
+    /// exactly this build.
+    Measure {
+        /// Measure this file instead of the running executable.
+        #[arg(long, value_name = "FILE")]
+        exe: Option<PathBuf>,
+    },
 }
 
 /// Flags of `attest verify`.
@@ -96,6 +107,8 @@ fn pccs_client(
 pub fn run(cmd: AttestCmd) -> Result<i32> {
     match cmd {
         AttestCmd::Verify(a) => verify(a),
+        AttestCmd::Quote(a) => quote_cmd(a),
+        AttestCmd::Measure { exe } => measure_cmd(exe),
     }
 }
 
@@ -145,4 +158,117 @@ pub fn run_collateral(cmd: CollateralCmd) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// Flags of `attest quote`.
+#[derive(Debug, Args)]
+pub struct QuoteArgs {
+    /// Where evidence comes from: auto (gramine or tdx, never simulated), gramine, tdx, simulated.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub platform: PlatformKind,
+    #[command(flatten)]
+    pub paths: PlatformPaths,
+    /// The 64 bytes of report data, hex (shorter values are zero-padded).
+    #[arg(long, value_name = "HEX")]
+    pub report_data: String,
+    /// Where to write the quote (raw bytes).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// Which evidence producer to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlatformKind {
+    /// Gramine if /dev/attestation/quote exists, TDX if configfs-tsm has a tdx_guest provider.
+    Auto,
+    /// Gramine's /dev/attestation (SGX under gramine-sgx).
+    Gramine,
+    /// Linux configfs-tsm in a TDX guest.
+    Tdx,
+    /// The simulated TEE made by `teeserve sim init` (no protection; for trying and testing).
+    Simulated,
+}
+
+/// Paths of the evidence producers.
+#[derive(Debug, Clone, Args)]
+pub struct PlatformPaths {
+    /// Directory of the simulated platform (`teeserve sim init --dir`).
+    #[arg(long, value_name = "DIR", env = "TEESERVE_SIM_DIR")]
+    pub sim_dir: Option<PathBuf>,
+    /// Gramine's attestation directory.
+    #[arg(long, value_name = "DIR", default_value = "/dev/attestation")]
+    pub gramine_dir: PathBuf,
+    /// configfs-tsm's report directory.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/sys/kernel/config/tsm/report"
+    )]
+    pub tsm_dir: PathBuf,
+}
+
+/// Opens the evidence producer the flags name.
+pub fn open_platform(
+    kind: PlatformKind,
+    paths: &PlatformPaths,
+) -> Result<Box<dyn teeserve_attest::platform::Platform>> {
+    use teeserve_attest::platform::{
+        detect, gramine::GraminePlatform, tdx::TdxPlatform, DetectPaths, SimulatedPlatform,
+    };
+    Ok(match kind {
+        PlatformKind::Auto => detect(&DetectPaths {
+            gramine: paths.gramine_dir.clone(),
+            tsm: paths.tsm_dir.clone(),
+        })?,
+        PlatformKind::Gramine => Box::new(GraminePlatform::new(&paths.gramine_dir)),
+        PlatformKind::Tdx => Box::new(TdxPlatform::new(&paths.tsm_dir)),
+        PlatformKind::Simulated => {
+            let dir = paths.sim_dir.as_ref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--platform simulated needs --sim-dir DIR (made by `teeserve sim init`)"
+                )
+            })?;
+            Box::new(SimulatedPlatform::open(dir)?)
+        }
+    })
+}
+
+/// Parses report data given as hex (up to 64 bytes, zero-padded).
+pub fn parse_report_data(s: &str) -> Result<[u8; 64]> {
+    let b = hex::decode(s.trim().trim_start_matches("0x"))
+        .map_err(|_| anyhow::anyhow!("--report-data {s:?} is not hex"))?;
+    anyhow::ensure!(
+        b.len() <= 64,
+        "--report-data is {} bytes; at most 64",
+        b.len()
+    );
+    let mut rd = [0u8; 64];
+    rd[..b.len()].copy_from_slice(&b);
+    Ok(rd)
+}
+
+pub fn quote_cmd(a: QuoteArgs) -> Result<i32> {
+    let rd = parse_report_data(&a.report_data)?;
+    let platform = open_platform(a.platform, &a.paths)?;
+    let quote = platform.quote(&rd)?;
+    std::fs::write(&a.out, &quote).with_context(|| format!("cannot write {}", a.out.display()))?;
+    eprintln!(
+        "wrote a {}-byte quote from the {} platform to {}",
+        quote.len(),
+        platform.name(),
+        a.out.display()
+    );
+    Ok(0)
+}
+
+pub fn measure_cmd(exe: Option<PathBuf>) -> Result<i32> {
+    let m = match &exe {
+        Some(p) => teeserve_attest::sim::measure_file(p)
+            .with_context(|| format!("cannot read {}", p.display()))?,
+        None => {
+            teeserve_attest::sim::measure_self().context("cannot read the running executable")?
+        }
+    };
+    println!("{}", hex::encode(m));
+    Ok(0)
 }

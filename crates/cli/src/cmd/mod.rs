@@ -1,6 +1,7 @@
 //! The subcommands: flags in one place, each with its help text.
 
-mod attest;
+pub mod attest;
+mod sim;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -26,6 +27,9 @@ pub enum Command {
     /// Collateral: fetch a bundle from a PCCS for offline verification.
     #[command(subcommand)]
     Collateral(attest::CollateralCmd),
+    /// The simulated TEE: create a platform that runs the whole flow on any machine.
+    #[command(subcommand)]
+    Sim(sim::SimCmd),
 }
 
 /// Runs a subcommand and returns the process exit code.
@@ -33,5 +37,6 @@ pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Attest(c) => attest::run(c),
         Command::Collateral(c) => attest::run_collateral(c),
+        Command::Sim(c) => sim::run(c),
     }
 }
