@@ -75,7 +75,6 @@ pub fn now() -> i64 {
 }
 
 /// Writes a file with owner-only permissions, refusing to overwrite.
-#[allow(dead_code)]
 pub fn write_private_new(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();

@@ -1,6 +1,7 @@
 //! The subcommands: flags in one place, each with its help text.
 
 pub mod attest;
+mod seal;
 mod sim;
 
 use anyhow::Result;
@@ -27,6 +28,12 @@ pub enum Command {
     /// Collateral: fetch a bundle from a PCCS for offline verification.
     #[command(subcommand)]
     Collateral(attest::CollateralCmd),
+    /// Generate a random sealing key (owner's machine).
+    Keygen(seal::KeygenArgs),
+    /// Seal a file or a model directory so that it can sit on an untrusted disk.
+    Seal(seal::SealArgs),
+    /// Unseal a file or directory (for checking; the server unseals in memory).
+    Unseal(seal::UnsealArgs),
     /// The simulated TEE: create a platform that runs the whole flow on any machine.
     #[command(subcommand)]
     Sim(sim::SimCmd),
@@ -38,5 +45,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Attest(c) => attest::run(c),
         Command::Collateral(c) => attest::run_collateral(c),
         Command::Sim(c) => sim::run(c),
+        Command::Keygen(a) => seal::keygen(a),
+        Command::Seal(a) => seal::seal(a),
+        Command::Unseal(a) => seal::unseal(a),
     }
 }

@@ -1,0 +1,366 @@
+//! `teeserve keygen`, `teeserve seal`, `teeserve unseal`.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use teeserve_seal::gramine::{self, PfVersion};
+use teeserve_seal::key::SealKey;
+use teeserve_seal::stream::{self, SealOptions};
+
+use crate::util;
+
+/// Sealed-file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// teeserve's streaming AES-256-GCM format (32-byte keys); what `teeserve serve` loads.
+    Teeserve,
+    /// Gramine protected files, major version 1 (Gramine up to 1.8; 16-byte keys).
+    Gramine,
+    /// Gramine protected files, major version 2 (Gramine 1.9+; 16-byte keys).
+    GramineV2,
+}
+
+/// Flags of `keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the key (raw bytes, owner-only permissions; never overwritten).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Key size in bytes: 32 for the teeserve format, 16 for Gramine protected files.
+    #[arg(long, default_value_t = 32, value_parser = parse_size)]
+    pub size: usize,
+}
+
+/// Flags of `seal`.
+#[derive(Debug, Args)]
+pub struct SealArgs {
+    /// The key file (raw 16/32 bytes or hex), as written by `teeserve keygen`.
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "teeserve")]
+    pub format: Format,
+    /// Name the sealed file is bound to (teeserve format). Default: the file's path relative to
+    /// IN (a directory), or its file name.
+    #[arg(long, value_name = "NAME", conflicts_with = "gramine_path")]
+    pub name: Option<String>,
+    /// Path bound into a Gramine protected file: the path Gramine will open it under (the mount
+    /// URI without `file:`). For a directory IN, the prefix of every file's path. Default: OUT.
+    #[arg(long, value_name = "PATH")]
+    pub gramine_path: Option<String>,
+    /// Input file or directory (a TF Serving model tree), or - for stdin.
+    pub input: PathBuf,
+    /// Output file or directory, or - for stdout. In directory mode, teeserve-format files get
+    /// a `.sealed` suffix (`1/model.onnx` becomes `1/model.onnx.sealed`).
+    pub output: PathBuf,
+}
+
+/// Flags of `unseal`.
+#[derive(Debug, Args)]
+pub struct UnsealArgs {
+    /// The key file.
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Input format (gramine reads both versions).
+    #[arg(long, value_enum, default_value = "teeserve")]
+    pub format: Format,
+    /// Require this bound name (teeserve) or bound path (gramine).
+    #[arg(long, value_name = "NAME")]
+    pub expect_name: Option<String>,
+    /// Sealed file or directory, or - for stdin.
+    pub input: PathBuf,
+    /// Output file or directory, or - for stdout.
+    pub output: PathBuf,
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    match s {
+        "16" => Ok(16),
+        "32" => Ok(32),
+        _ => Err(format!("{s:?}: a key is 16 or 32 bytes")),
+    }
+}
+
+pub fn keygen(a: KeygenArgs) -> Result<i32> {
+    let key = SealKey::generate(a.size)?;
+    util::write_private_new(&a.out, key.bytes())?;
+    eprintln!(
+        "wrote a {}-byte key to {} (key id {})",
+        a.size,
+        a.out.display(),
+        key.id_hex()
+    );
+    Ok(0)
+}
+
+fn is_dash(p: &Path) -> bool {
+    p.as_os_str() == "-"
+}
+
+/// Writes through a temporary file beside `dest` that is renamed only when `f` succeeds.
+fn atomic_write(dest: &Path, f: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        dest.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
+        std::process::id()
+    ));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true).write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut file = opts
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    let r = f(&mut file).and_then(|_| file.sync_all().context("sync"));
+    drop(file);
+    match r {
+        Ok(()) => std::fs::rename(&tmp, dest)
+            .with_context(|| format!("cannot rename to {}", dest.display())),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn progress<'a>(r: impl Read + 'a, len: u64, what: &str) -> Box<dyn Read + 'a> {
+    if len >= 64 << 20 && std::io::stderr().is_terminal() {
+        let pb = indicatif::ProgressBar::new(len).with_message(what.to_owned());
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Box::new(pb.wrap_read(r))
+    } else {
+        Box::new(r)
+    }
+}
+
+fn files_under(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(root).unwrap_or(&p).to_owned());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn rel_name(rel: &Path) -> String {
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn seal_one(key: &SealKey, format: Format, bound: &str, input: &Path, output: &Path) -> Result<()> {
+    let (len, reader): (u64, Box<dyn Read>) = if is_dash(input) {
+        let mut all = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut all)
+            .context("cannot read stdin")?;
+        (all.len() as u64, Box::new(std::io::Cursor::new(all)))
+    } else {
+        let f = File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
+        let len = f.metadata()?.len();
+        (len, Box::new(BufReader::with_capacity(1 << 20, f)))
+    };
+    let reader = progress(reader, len, "sealing");
+    let run = |out: &mut dyn WriteSeek| -> Result<()> {
+        match format {
+            Format::Teeserve => {
+                stream::seal(
+                    key,
+                    bound,
+                    len,
+                    reader,
+                    BufWriter::with_capacity(1 << 20, out),
+                    &SealOptions::default(),
+                )?;
+            }
+            Format::Gramine | Format::GramineV2 => {
+                let v = if format == Format::Gramine {
+                    PfVersion::V1
+                } else {
+                    PfVersion::V2
+                };
+                gramine::encrypt_file(key, bound, len, reader, out, v)?;
+            }
+        }
+        Ok(())
+    };
+    if is_dash(output) {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        run(&mut buf)?;
+        std::io::stdout()
+            .write_all(buf.get_ref())
+            .context("cannot write stdout")?;
+        Ok(())
+    } else {
+        atomic_write(output, |f| run(f))
+    }
+}
+
+trait WriteSeek: Write + std::io::Seek {}
+impl<T: Write + std::io::Seek> WriteSeek for T {}
+
+pub fn seal(a: SealArgs) -> Result<i32> {
+    let key = SealKey::from_file(&a.key).with_context(|| format!("--key {}", a.key.display()))?;
+    let check_key = |n: usize, what: &str| -> Result<()> {
+        anyhow::ensure!(
+            key.len() == n,
+            "--key {} has {} bytes; the {what} format needs {n} (teeserve keygen --size {n})",
+            a.key.display(),
+            key.len()
+        );
+        Ok(())
+    };
+    match a.format {
+        Format::Teeserve => check_key(32, "teeserve")?,
+        _ => check_key(16, "gramine")?,
+    }
+    if !is_dash(&a.input) && a.input.is_dir() {
+        anyhow::ensure!(
+            !is_dash(&a.output),
+            "a directory cannot be sealed to stdout"
+        );
+        let files = files_under(&a.input)?;
+        for rel in &files {
+            let name = rel_name(rel);
+            let (bound, out) = match a.format {
+                Format::Teeserve => (
+                    a.name
+                        .as_ref()
+                        .map(|n| format!("{n}/{name}"))
+                        .unwrap_or_else(|| name.clone()),
+                    a.output.join(format!("{}.sealed", rel.display())),
+                ),
+                _ => {
+                    let prefix = a
+                        .gramine_path
+                        .clone()
+                        .unwrap_or_else(|| a.output.display().to_string());
+                    (
+                        format!("{}/{name}", prefix.trim_end_matches('/')),
+                        a.output.join(rel),
+                    )
+                }
+            };
+            seal_one(&key, a.format, &bound, &a.input.join(rel), &out)?;
+        }
+        eprintln!(
+            "sealed {} files from {} into {}",
+            files.len(),
+            a.input.display(),
+            a.output.display()
+        );
+    } else {
+        let bound = match a.format {
+            Format::Teeserve => a.name.clone().unwrap_or_else(|| {
+                a.input
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "stdin".into())
+            }),
+            _ => a
+                .gramine_path
+                .clone()
+                .unwrap_or_else(|| a.output.display().to_string()),
+        };
+        seal_one(&key, a.format, &bound, &a.input, &a.output)?;
+        if !is_dash(&a.output) {
+            eprintln!(
+                "sealed {} into {} (bound to {bound:?})",
+                a.input.display(),
+                a.output.display()
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn unseal_one(
+    key: &SealKey,
+    format: Format,
+    expect: Option<&str>,
+    input: &Path,
+    output: &Path,
+) -> Result<()> {
+    let reader: Box<dyn Read> = if is_dash(input) {
+        Box::new(std::io::stdin())
+    } else {
+        let f = File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
+        let len = f.metadata()?.len();
+        progress(BufReader::with_capacity(1 << 20, f), len, "unsealing")
+    };
+    let run = |out: &mut dyn Write| -> Result<()> {
+        match format {
+            Format::Teeserve => {
+                stream::unseal(key, reader, BufWriter::with_capacity(1 << 20, out), expect)?;
+            }
+            _ => {
+                gramine::decrypt_file(key, reader, BufWriter::with_capacity(1 << 20, out), expect)?;
+            }
+        }
+        Ok(())
+    };
+    let ctx = || format!("cannot unseal {}", input.display());
+    if is_dash(output) {
+        // Authenticate everything before a byte of plaintext leaves.
+        let mut buf = zeroize::Zeroizing::new(Vec::new());
+        run(&mut *buf).with_context(ctx)?;
+        std::io::stdout()
+            .write_all(&buf)
+            .context("cannot write stdout")?;
+        Ok(())
+    } else {
+        atomic_write(output, |f| run(f)).with_context(ctx)
+    }
+}
+
+pub fn unseal(a: UnsealArgs) -> Result<i32> {
+    let key = SealKey::from_file(&a.key).with_context(|| format!("--key {}", a.key.display()))?;
+    if !is_dash(&a.input) && a.input.is_dir() {
+        let files = files_under(&a.input)?;
+        for rel in &files {
+            let out = match a.format {
+                Format::Teeserve => {
+                    let s = rel.display().to_string();
+                    a.output.join(s.strip_suffix(".sealed").unwrap_or(&s))
+                }
+                _ => a.output.join(rel),
+            };
+            unseal_one(&key, a.format, None, &a.input.join(rel), &out)?;
+        }
+        eprintln!("unsealed {} files into {}", files.len(), a.output.display());
+    } else {
+        unseal_one(
+            &key,
+            a.format,
+            a.expect_name.as_deref(),
+            &a.input,
+            &a.output,
+        )?;
+    }
+    Ok(0)
+}

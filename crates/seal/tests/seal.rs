@@ -1,0 +1,309 @@
+//! Round trips, tampering, and Gramine interop of the sealed formats.
+use std::io::Cursor;
+use std::path::PathBuf;
+
+use teeserve_seal::gramine::{self, PfVersion};
+use teeserve_seal::key::SealKey;
+use teeserve_seal::stream::{self, SealOptions};
+use teeserve_seal::SealError;
+
+fn vectors() -> PathBuf {
+    if let Ok(p) = std::env::var("TEESERVE_VECTORS") {
+        return PathBuf::from(p);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
+}
+
+fn data(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 31 + i / 7) as u8).collect()
+}
+
+const SMALL: SealOptions = SealOptions {
+    chunk_log2: 12,
+    threads: 2,
+};
+const CHUNK: usize = 4096;
+
+fn seal(key: &SealKey, name: &str, p: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    stream::seal(key, name, p.len() as u64, p, &mut out, &SMALL).unwrap();
+    out
+}
+
+fn header_len(sealed: &[u8]) -> usize {
+    stream::SealedHeader::parse(sealed).unwrap().1
+}
+
+#[test]
+fn teeserve_round_trips() {
+    let key = SealKey::generate(32).unwrap();
+    for n in [
+        0,
+        1,
+        CHUNK - 1,
+        CHUNK,
+        CHUNK + 1,
+        16 * CHUNK + 5,
+        40 * CHUNK,
+    ] {
+        let p = data(n);
+        let s = seal(&key, "m/1/model.onnx", &p);
+        let back = stream::unseal_to_vec(&key, &s, Some("m/1/model.onnx")).unwrap();
+        assert_eq!(&back[..], &p[..], "size {n}");
+        let mut out = Vec::new();
+        stream::unseal(&key, &s[..], &mut out, None).unwrap();
+        assert_eq!(out, p);
+    }
+}
+
+fn expect_tampered(key: &SealKey, s: &[u8]) -> SealError {
+    let e = stream::unseal_to_vec(key, s, None).unwrap_err();
+    let mut out = Vec::new();
+    assert!(stream::unseal(key, s, &mut out, None).is_err());
+    e
+}
+
+#[test]
+fn every_header_bit_and_chunk_is_authenticated() {
+    let key = SealKey::generate(32).unwrap();
+    let p = data(3 * CHUNK + 10);
+    let s = seal(&key, "name", &p);
+    let h = header_len(&s);
+    for i in 0..h {
+        for bit in [0, 7] {
+            let mut m = s.clone();
+            m[i] ^= 1 << bit;
+            let e = expect_tampered(&key, &m);
+            let msg = e.to_string();
+            assert!(
+                msg.contains("tamper")
+                    || msg.contains("wrong key")
+                    || msg.contains("not a teeserve")
+                    || msg.contains("truncated"),
+                "header byte {i}: {msg}"
+            );
+        }
+    }
+    // A flipped bit in each chunk body and each tag.
+    for chunk in 0..4 {
+        let start = h + chunk * (CHUNK + 16);
+        for off in [
+            start,
+            start + 100.min(p.len() - 3 * CHUNK - 1),
+            (start + CHUNK + 15).min(s.len() - 1),
+        ] {
+            let mut m = s.clone();
+            m[off] ^= 0x80;
+            let e = expect_tampered(&key, &m);
+            assert!(e.to_string().contains("tampered"), "offset {off}: {e}");
+        }
+    }
+}
+
+#[test]
+fn truncation_at_every_chunk_boundary_is_detected() {
+    let key = SealKey::generate(32).unwrap();
+    let p = data(4 * CHUNK);
+    let s = seal(&key, "n", &p);
+    let h = header_len(&s);
+    for k in 0..4 {
+        let cut = h + k * (CHUNK + 16);
+        let e = expect_tampered(&key, &s[..cut]);
+        assert!(e.to_string().contains("truncated"), "cut {cut}: {e}");
+    }
+    let mut longer = s.clone();
+    longer.push(0);
+    assert!(expect_tampered(&key, &longer)
+        .to_string()
+        .contains("after the last chunk"));
+}
+
+#[test]
+fn swapped_and_foreign_chunks_are_detected() {
+    let key = SealKey::generate(32).unwrap();
+    let p = data(3 * CHUNK);
+    let a = seal(&key, "n", &p);
+    let b = seal(&key, "n", &p);
+    let h = header_len(&a);
+    let c = CHUNK + 16;
+    let mut swapped = a.clone();
+    swapped[h..h + c].copy_from_slice(&a[h + c..h + 2 * c]);
+    swapped[h + c..h + 2 * c].copy_from_slice(&a[h..h + c]);
+    assert!(expect_tampered(&key, &swapped)
+        .to_string()
+        .contains("chunk 0"));
+    let mut spliced = a.clone();
+    spliced[h + c..h + 2 * c].copy_from_slice(&b[h + c..h + 2 * c]);
+    assert!(expect_tampered(&key, &spliced)
+        .to_string()
+        .contains("chunk 1"));
+}
+
+#[test]
+fn wrong_key_and_wrong_name() {
+    let key = SealKey::generate(32).unwrap();
+    let s = seal(&key, "models/a", b"secret");
+    let other = SealKey::generate(32).unwrap();
+    assert!(matches!(
+        stream::unseal_to_vec(&other, &s, None),
+        Err(SealError::WrongKey(_))
+    ));
+    assert!(matches!(
+        stream::unseal_to_vec(&key, &s, Some("models/b")),
+        Err(SealError::NameMismatch { .. })
+    ));
+    let short = SealKey::generate(16).unwrap();
+    assert!(matches!(
+        stream::unseal_to_vec(&short, &s, None),
+        Err(SealError::Key(_))
+    ));
+}
+
+#[test]
+fn real_gramine_file_decrypts_to_its_known_digest() {
+    let dir = vectors().join("gramine");
+    let key = SealKey::from_file(&dir.join("wrap_key")).unwrap();
+    let file = std::fs::read(dir.join("input.txt.pf")).unwrap();
+    let mut out = Vec::new();
+    let info =
+        gramine::decrypt_file(&key, &file[..], &mut out, Some("enc_files/input.txt")).unwrap();
+    assert_eq!(info.size, 52_258);
+    assert_eq!(info.version, PfVersion::V1);
+    assert!(out.starts_with(b"4096\n73766 0 0 69\n"));
+    let digest = ring::digest::digest(&ring::digest::SHA256, &out);
+    assert_eq!(
+        hex::encode(digest),
+        "beb3daf59da363559fd8fb02a7ccc12185325fa0a4f3dcaf0842f3f2686b167d"
+    );
+    let e =
+        gramine::decrypt_file(&key, &file[..], &mut Vec::new(), Some("other/path")).unwrap_err();
+    assert!(matches!(e, SealError::NameMismatch { .. }));
+}
+
+fn pf(key: &SealKey, path: &str, p: &[u8], v: PfVersion) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    gramine::encrypt_file(key, path, p.len() as u64, p, &mut out, v).unwrap();
+    out.into_inner()
+}
+
+#[test]
+fn gramine_round_trips_at_tree_boundaries() {
+    let key = SealKey::generate(16).unwrap();
+    // 4096*96+3072 fills the first tree node; 4096*96*2+3072+1 needs a second one; 33 tree
+    // nodes (> 1 + 32 children) need a second tree level.
+    for n in [
+        0,
+        1,
+        3071,
+        3072,
+        3073,
+        4096 * 96 + 3072,
+        4096 * 96 + 3073,
+        4096 * 96 * 34 + 3072 + 7,
+    ] {
+        for v in [PfVersion::V1, PfVersion::V2] {
+            let p = data(n);
+            let s = pf(&key, "models/m/1/model.onnx", &p, v);
+            assert_eq!(s.len() % 4096, 0);
+            let mut out = Vec::new();
+            let info = gramine::decrypt_file(&key, &s[..], &mut out, Some("models/m/1/model.onnx"))
+                .unwrap();
+            assert_eq!(info.version, v);
+            assert_eq!(out, p, "size {n}");
+            if v == PfVersion::V1 {
+                assert_eq!(
+                    independent::decrypt(key.bytes(), &s),
+                    p,
+                    "independent reader, size {n}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn gramine_tampering_is_detected() {
+    let key = SealKey::generate(16).unwrap();
+    let p = data(4096 * 3 + 3072);
+    let s = pf(&key, "a", &p, PfVersion::V1);
+    for off in [20, 60, 4096 + 5, 2 * 4096 + 9, s.len() - 1] {
+        let mut m = s.clone();
+        m[off] ^= 1;
+        let e = gramine::decrypt_file(&key, &m[..], &mut Vec::new(), None).unwrap_err();
+        assert!(
+            matches!(e, SealError::Tampered(_) | SealError::WrongKey(_)),
+            "offset {off}: {e}"
+        );
+    }
+    let e = gramine::decrypt_file(&key, &s[..s.len() - 4096], &mut Vec::new(), None).unwrap_err();
+    assert!(e.to_string().contains("truncated"), "{e}");
+    let other = SealKey::generate(16).unwrap();
+    assert!(matches!(
+        gramine::decrypt_file(&other, &s[..], &mut Vec::new(), None),
+        Err(SealError::WrongKey(_))
+    ));
+}
+
+/// An independent reading of Gramine's format (reference/gramine.md section 4), written with
+/// RustCrypto's AES-GCM and CMAC rather than the library's code paths.
+mod independent {
+    use aes::cipher::generic_array::GenericArray;
+    use aes_gcm::aead::{Aead, KeyInit, Payload};
+    use aes_gcm::Aes128Gcm;
+    use cmac::Mac;
+
+    fn open(key: &[u8], ct: &[u8], tag: &[u8]) -> Vec<u8> {
+        let c = Aes128Gcm::new(GenericArray::from_slice(key));
+        let mut msg = ct.to_vec();
+        msg.extend_from_slice(tag);
+        c.decrypt(
+            GenericArray::from_slice(&[0u8; 12]),
+            Payload {
+                msg: &msg,
+                aad: &[],
+            },
+        )
+        .expect("authentic")
+    }
+
+    pub fn decrypt(kdk: &[u8], f: &[u8]) -> Vec<u8> {
+        assert_eq!(&f[..8], b"GRAFS_PF");
+        let mut m = <cmac::Cmac<aes::Aes128> as Mac>::new_from_slice(kdk).unwrap();
+        let mut label = [0u8; 64];
+        label[..29].copy_from_slice(b"SGX-PROTECTED-FS-METADATA-KEY");
+        m.update(&1u32.to_le_bytes());
+        m.update(&label);
+        m.update(&f[10..42]);
+        m.update(&128u32.to_le_bytes());
+        let mk = m.finalize().into_bytes();
+        let blob = open(&mk, &f[58..58 + 3884], &f[42..58]);
+        let size = u64::from_le_bytes(blob[772..780].try_into().unwrap()) as usize;
+        let mut out = blob[812..812 + size.min(3072)].to_vec();
+        if size <= 3072 {
+            return out;
+        }
+        let n_data = (size - 3072).div_ceil(4096);
+        let node = |i: usize| &f[i * 4096..(i + 1) * 4096];
+        let mut mhts: Vec<Vec<u8>> = Vec::new();
+        for d in 0..n_data {
+            let m = d / 96;
+            while mhts.len() <= m {
+                let k = mhts.len();
+                let (key, mac) = if k == 0 {
+                    (blob[780..796].to_vec(), blob[796..812].to_vec())
+                } else {
+                    let p = &mhts[(k - 1) / 32];
+                    let s = (96 + (k - 1) % 32) * 32;
+                    (p[s..s + 16].to_vec(), p[s + 16..s + 32].to_vec())
+                };
+                mhts.push(open(&key, node(1 + 97 * k), &mac));
+            }
+            let s = (d % 96) * 32;
+            let (k, mac) = (&mhts[m][s..s + 16], &mhts[m][s + 16..s + 32]);
+            let plain = open(k, node(d + 2 + d / 96), mac);
+            let n = (size - out.len()).min(4096);
+            out.extend_from_slice(&plain[..n]);
+        }
+        out
+    }
+}
