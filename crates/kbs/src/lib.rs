@@ -1,1 +1,58 @@
-//! placeholder
+//! The teeserve key broker (KBS): the model owner's gatekeeper. It holds named secrets (model
+//! keys, the serving TLS key) and releases each only to a TEE whose RA-TLS evidence verifies and
+//! whose policy admits it, over a native HTTPS API and over Gramine's secret-provisioning
+//! protocol, writing one audit line per decision.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! let kbs = teeserve_kbs::server::Kbs::start(std::path::Path::new("kbs.toml")).await?;
+//! println!("native API on {}", kbs.native_addr());
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code, unused_must_use)]
+#![deny(missing_docs, unreachable_pub)]
+
+pub mod audit;
+pub mod client;
+pub mod config;
+pub mod gramine;
+pub mod server;
+pub mod tls;
+
+/// Key broker errors.
+#[derive(Debug, thiserror::Error)]
+pub enum KbsError {
+    /// The configuration is invalid.
+    #[error("config {path}: {reason}")]
+    Config {
+        /// The config file (or the file it names).
+        path: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// An I/O error.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// TLS setup or handshake failed.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The broker refused a request.
+    #[error("the key broker refused secret {secret:?}: {reason}")]
+    Refused {
+        /// The secret asked for.
+        secret: String,
+        /// The broker's reason (rule and detail).
+        reason: String,
+    },
+    /// A protocol error talking to the broker.
+    #[error("key broker protocol: {0}")]
+    Protocol(String),
+    /// Evidence could not be produced.
+    #[error(transparent)]
+    RaTls(#[from] teeserve_ratls::RaTlsError),
+}

@@ -1,1 +1,52 @@
-//! placeholder
+//! RA-TLS for teeserve: X.509 certificates that carry TEE evidence binding their own key, in
+//! Gramine's formats (the legacy quote extension and the TCG DICE tagged-evidence extension),
+//! and rustls verifiers that admit a peer only when its evidence verifies and a policy admits it.
+//!
+//! Formats: Gramine `tools/sgx/ra-tls/ra_tls_attest.c`, `ra_tls_verify_common.c`, `ra_tls.h`,
+//! `ra_tls_common.h` (see docs/ratls.md).
+//!
+//! ```no_run
+//! # use teeserve_attest::platform::Platform;
+//! # fn f(p: &dyn Platform) {
+//! let id = teeserve_ratls::RaTlsIdentity::generate(p, teeserve_ratls::EvidenceFormat::Both, teeserve_ratls::KeyType::P256).unwrap();
+//! let evidence = teeserve_ratls::parse_cert(&id.cert_der).unwrap();
+//! assert!(evidence.binding_ok);
+//! # }
+//! ```
+#![forbid(unsafe_code, unused_must_use)]
+#![deny(missing_docs, unreachable_pub)]
+
+mod cbor;
+mod cert;
+pub mod verifier;
+
+pub use cert::{
+    parse_cert, EvidenceFormat, KeyType, RaTlsEvidence, RaTlsIdentity, CBOR_TAG_TEE_QUOTE,
+    LEGACY_OID_DER, MAX_EVIDENCE, TCG_OID_DER,
+};
+
+/// Why an RA-TLS certificate could not be made or was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum RaTlsError {
+    /// The certificate is malformed or carries no evidence.
+    #[error("RA-TLS certificate: {0}")]
+    Certificate(String),
+    /// The evidence does not bind the certificate's key.
+    #[error("RA-TLS binding: {0}")]
+    Binding(String),
+    /// The quote did not verify.
+    #[error("RA-TLS evidence: {0}")]
+    Verify(#[from] teeserve_attest::VerifyError),
+    /// The policy refused the verdict.
+    #[error("RA-TLS {0}")]
+    Policy(#[from] teeserve_attest::PolicyError),
+    /// Collateral could not be obtained.
+    #[error("RA-TLS collateral: {0}")]
+    Collateral(String),
+    /// Evidence could not be produced.
+    #[error("RA-TLS evidence: {0}")]
+    Platform(#[from] teeserve_attest::platform::PlatformError),
+    /// Key or certificate generation failed.
+    #[error("RA-TLS generation: {0}")]
+    Generate(String),
+}

@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod pccs;
+pub mod source;
 pub mod tcb_info;
 
 use serde::{Deserialize, Serialize};

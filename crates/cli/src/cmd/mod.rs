@@ -1,8 +1,10 @@
 //! The subcommands: flags in one place, each with its help text.
 
 pub mod attest;
+mod kbs;
 mod seal;
 mod sim;
+mod tls;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -34,6 +36,11 @@ pub enum Command {
     Seal(seal::SealArgs),
     /// Unseal a file or directory (for checking; the server unseals in memory).
     Unseal(seal::UnsealArgs),
+    /// The key broker (owner's machine): release secrets to attested TEEs only.
+    Kbs(kbs::KbsArgs),
+    /// TLS material: a small CA with server (and client) certificates.
+    #[command(subcommand)]
+    Tls(TlsCmd),
     /// The simulated TEE: create a platform that runs the whole flow on any machine.
     #[command(subcommand)]
     Sim(sim::SimCmd),
@@ -45,8 +52,17 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Attest(c) => attest::run(c),
         Command::Collateral(c) => attest::run_collateral(c),
         Command::Sim(c) => sim::run(c),
+        Command::Kbs(a) => kbs::run(a),
+        Command::Tls(TlsCmd::Init(a)) => tls::init(a),
         Command::Keygen(a) => seal::keygen(a),
         Command::Seal(a) => seal::seal(a),
         Command::Unseal(a) => seal::unseal(a),
     }
+}
+
+/// `teeserve tls`.
+#[derive(Debug, Subcommand)]
+pub enum TlsCmd {
+    /// Create a CA and certificates for the key broker and the server.
+    Init(tls::TlsInitArgs),
 }

@@ -1,0 +1,112 @@
+//! Where a verifier gets collateral for a quote: a fixed bundle, or a PCCS with a cache.
+
+use std::sync::Arc;
+
+use super::cache::{CacheKey, CollateralCache};
+use super::pccs::PccsClient;
+use super::Collateral;
+use crate::quote::Quote;
+use crate::verify::{PreparedCollateral, Verifier, VerifyError};
+use crate::x509::Cert;
+
+/// A source of verified collateral.
+#[derive(Debug)]
+pub enum CollateralSource {
+    /// One bundle, verified once (its validity window is checked at each use).
+    Bundle(Arc<PreparedCollateral>),
+    /// A PCCS, with verified responses cached until their earliest nextUpdate.
+    Pccs {
+        /// The client.
+        client: PccsClient,
+        /// The cache.
+        cache: CollateralCache,
+    },
+}
+
+/// Why collateral could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// It did not verify.
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    /// It could not be fetched.
+    #[error(transparent)]
+    Fetch(#[from] super::CollateralError),
+}
+
+impl CollateralSource {
+    /// A source serving one bundle, whose chains and signatures are checked now.
+    pub fn bundle(verifier: &Verifier, c: &Collateral) -> Result<Self, VerifyError> {
+        Ok(Self::Bundle(Arc::new(verifier.prepare_untimed(c)?)))
+    }
+
+    /// A source fetching from a PCCS.
+    pub fn pccs(client: PccsClient) -> Self {
+        Self::Pccs {
+            client,
+            cache: CollateralCache::new(),
+        }
+    }
+
+    /// Verified collateral for `quote` at time `at`.
+    pub fn for_quote(
+        &self,
+        verifier: &Verifier,
+        quote: &Quote,
+        at: i64,
+    ) -> Result<Arc<PreparedCollateral>, SourceError> {
+        match self {
+            Self::Bundle(p) => Ok(p.clone()),
+            Self::Pccs { client, cache } => {
+                let chain = Cert::chain_from_pem(&quote.pck_chain_pem).unwrap_or_default();
+                let ca = chain
+                    .first()
+                    .map(|c| {
+                        if c.issuer_cn.contains("Processor") {
+                            "processor"
+                        } else {
+                            "platform"
+                        }
+                    })
+                    .unwrap_or("platform");
+                let fmspc = chain
+                    .first()
+                    .and_then(|c| c.extension(&crate::pck::SGX_EXTENSION_OID))
+                    .and_then(|e| crate::pck::SgxExtension::parse(&e).ok())
+                    .map(|e| hex::encode_upper(e.fmspc))
+                    .unwrap_or_default();
+                let key = CacheKey {
+                    fmspc,
+                    ca: ca.to_owned(),
+                    tee: quote.tee(),
+                };
+                cache.get_or_prepare(key, at, verifier, || {
+                    // The PCCS client runs its own small runtime; keep it off the caller's.
+                    std::thread::scope(|s| {
+                        s.spawn(|| client.fetch_for_quote(quote))
+                            .join()
+                            .unwrap_or_else(|_| {
+                                Err(super::CollateralError::Fetch {
+                                    url: format!("{client:?}"),
+                                    reason: "fetch thread failed".into(),
+                                })
+                            })
+                    })
+                    .map_err(SourceError::from)
+                })
+            }
+        }
+    }
+
+    /// Parses, fetches collateral for, and verifies a quote at `at`.
+    pub fn verify(
+        &self,
+        verifier: &Verifier,
+        quote: &[u8],
+        at: i64,
+    ) -> Result<crate::Verdict, SourceError> {
+        let q = Quote::parse(quote).map_err(VerifyError::from)?;
+        let p = self.for_quote(verifier, &q, at)?;
+        Ok(verifier.verify_parsed(&q, &p, at)?)
+    }
+}

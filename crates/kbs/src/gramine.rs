@@ -1,0 +1,77 @@
+//! Gramine's secret-provisioning protocol (Gramine `tools/sgx/ra-tls/secret_prov_*.c`): after a
+//! mutual TLS handshake in which the enclave presents its RA-TLS certificate, the enclave sends
+//! the 35 bytes of [`REQUEST`]; the server answers with the 37 bytes of [`RESPONSE`], a 4-byte
+//! big-endian length, and the secret.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use teeserve_attest::Verdict;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::audit::AuditRecord;
+use crate::config::Loaded;
+use crate::server::{decide, Refusal, State};
+
+/// `SECRET_PROVISION_RA_TLS_REQUEST_V1` with its terminating NUL.
+pub const REQUEST: &[u8; 35] = b"SECRET_PROVISION_RA_TLS_REQUEST_V1\0";
+/// `SECRET_PROVISION_RA_TLS_RESPONSE_V1:` with its terminating NUL.
+pub const RESPONSE: &[u8; 37] = b"SECRET_PROVISION_RA_TLS_RESPONSE_V1:\0";
+
+pub(crate) async fn serve<S>(
+    mut tls: S,
+    peer: SocketAddr,
+    state: Arc<State>,
+    loaded: Arc<Loaded>,
+    verdict: Arc<Result<Verdict, Refusal>>,
+    timeout_secs: u64,
+) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut req = [0u8; 35];
+    tokio::time::timeout(Duration::from_secs(timeout_secs), tls.read_exact(&mut req))
+        .await
+        .map_err(|_| "request timed out".to_owned())?
+        .map_err(|e| format!("reading the request: {e}"))?;
+    let mut rec = AuditRecord::new(&peer.to_string(), "gramine", verdict.as_ref().as_ref().ok());
+    if &req != REQUEST {
+        rec.rule = Some("protocol".into());
+        rec.detail = Some("the first 35 bytes are not SECRET_PROVISION_RA_TLS_REQUEST_V1".into());
+        let _ = state.audit_record(&rec);
+        return Err("bad request magic".into());
+    }
+    let decision = match verdict.as_ref() {
+        Ok(v) => decide(&loaded, v, None),
+        Err(r) => Err(r.clone()),
+    };
+    match decision {
+        Ok((policy, name, secret)) => {
+            rec.decision = "granted";
+            rec.policy = Some(policy.name.clone());
+            rec.secret = Some(name);
+            state
+                .audit_record(&rec)
+                .map_err(|e| format!("audit log: {e}; not releasing"))?;
+            let len = u32::try_from(secret.0.len()).map_err(|_| "secret too large".to_owned())?;
+            let mut msg = Vec::with_capacity(41 + secret.0.len());
+            msg.extend_from_slice(RESPONSE);
+            msg.extend_from_slice(&len.to_be_bytes());
+            msg.extend_from_slice(&secret.0);
+            let r = tls.write_all(&msg).await;
+            msg.iter_mut().for_each(|b| *b = 0);
+            r.map_err(|e| e.to_string())?;
+            let _ = tls.shutdown().await;
+            Ok(())
+        }
+        Err(r) => {
+            rec.policy = r.policy;
+            rec.rule = Some(r.rule);
+            rec.detail = Some(r.detail);
+            let _ = state.audit_record(&rec);
+            let _ = tls.shutdown().await;
+            Err("refused".into())
+        }
+    }
+}
