@@ -3,6 +3,7 @@
 pub mod attest;
 mod kbs;
 mod seal;
+mod serve;
 mod sim;
 mod tls;
 
@@ -38,6 +39,8 @@ pub enum Command {
     Unseal(seal::UnsealArgs),
     /// The key broker (owner's machine): release secrets to attested TEEs only.
     Kbs(kbs::KbsArgs),
+    /// The inference server (TEE host): TF Serving's gRPC and REST APIs over TLS.
+    Serve(Box<serve::ServeArgs>),
     /// TLS material: a small CA with server (and client) certificates.
     #[command(subcommand)]
     Tls(TlsCmd),
@@ -53,6 +56,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Collateral(c) => attest::run_collateral(c),
         Command::Sim(c) => sim::run(c),
         Command::Kbs(a) => kbs::run(a),
+        Command::Serve(a) => serve::run(*a),
         Command::Tls(TlsCmd::Init(a)) => tls::init(a),
         Command::Keygen(a) => seal::keygen(a),
         Command::Seal(a) => seal::seal(a),

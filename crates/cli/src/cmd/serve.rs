@@ -1,0 +1,233 @@
+//! `teeserve serve`: the inference server (TEE host). Flags follow TensorFlow Serving's
+//! `tensorflow_model_server`, plus TLS, key-broker and attestation flags.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use teeserve_serving::server::{KbsOptions, ServeOptions, Server, TlsOptions};
+use teeserve_serving::service::CoreOptions;
+
+use super::attest::{open_platform, PlatformKind, PlatformPaths};
+
+/// Flags of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// gRPC port (0 disables gRPC).
+    #[arg(long, default_value_t = 8500)]
+    pub port: u16,
+    /// REST port (0 disables REST).
+    #[arg(
+        long = "rest_api_port",
+        alias = "rest-api-port",
+        default_value_t = 8501
+    )]
+    pub rest_api_port: u16,
+    /// Address the gRPC port binds to.
+    #[arg(
+        long = "grpc_bind_address",
+        alias = "grpc-bind-address",
+        default_value = "0.0.0.0"
+    )]
+    pub grpc_bind: String,
+    /// Address the REST port binds to.
+    #[arg(
+        long = "rest_api_bind_address",
+        alias = "rest-api-bind-address",
+        default_value = "0.0.0.0"
+    )]
+    pub rest_bind: String,
+    /// Model name (single-model mode).
+    #[arg(long = "model_name", alias = "model-name", default_value = "default")]
+    pub model_name: String,
+    /// Model directory holding `<version>/model.onnx` or `<version>/model.onnx.sealed`.
+    #[arg(
+        long = "model_base_path",
+        alias = "model-base-path",
+        value_name = "DIR"
+    )]
+    pub model_base_path: Option<PathBuf>,
+    /// TF Serving model config (text ModelServerConfig: model_config_list, version policies,
+    /// version_labels); replaces --model_name/--model_base_path.
+    #[arg(
+        long = "model_config_file",
+        alias = "model-config-file",
+        value_name = "FILE"
+    )]
+    pub model_config_file: Option<PathBuf>,
+    /// Seconds between re-reads of --model_config_file (0: read once).
+    #[arg(long = "model_config_file_poll_wait_seconds", default_value_t = 0)]
+    pub model_config_file_poll_wait_seconds: u64,
+    /// Seconds between scans for new and removed versions (0: once).
+    #[arg(long = "file_system_poll_wait_seconds", default_value_t = 1)]
+    pub file_system_poll_wait_seconds: i64,
+    /// Batch concurrent requests to the same model.
+    #[arg(long = "enable_batching", alias = "enable-batching")]
+    pub enable_batching: bool,
+    /// Batching parameters (text BatchingParameters: max_batch_size, batch_timeout_micros,
+    /// num_batch_threads, max_enqueued_batches).
+    #[arg(long = "batching_parameters_file", value_name = "FILE")]
+    pub batching_parameters_file: Option<PathBuf>,
+    /// Monitoring config (text MonitoringConfig: prometheus_config { enable path }).
+    /// Metrics are served on the REST port at /monitoring/prometheus/metrics by default.
+    #[arg(long = "monitoring_config_file", value_name = "FILE")]
+    pub monitoring_config_file: Option<PathBuf>,
+    /// Add CORS headers to REST responses.
+    #[arg(long = "rest_api_enable_cors_support")]
+    pub cors: bool,
+    /// TF Serving's SSLConfig (server_key, server_cert, custom_ca, client_verify); applies to
+    /// gRPC and REST.
+    #[arg(long = "ssl_config_file", value_name = "FILE")]
+    pub ssl_config_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM) for gRPC and REST.
+    #[arg(long = "tls-cert", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM). In production fetch it from the key broker (--kbs-tls-key-secret).
+    #[arg(long = "tls-key", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (mTLS on gRPC and REST).
+    #[arg(long = "tls-client-ca", value_name = "PEM")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Serve an RA-TLS certificate made inside the TEE (its evidence binds the TLS key).
+    #[arg(long = "tls-ra")]
+    pub tls_ra: bool,
+    /// Serve plaintext (no TLS). Only for local experiments.
+    #[arg(long)]
+    pub insecure: bool,
+    /// The TEE platform this server runs in (needed with --kbs, --tls-ra and /v1/attestation).
+    #[arg(long, value_enum)]
+    pub platform: Option<PlatformKind>,
+    #[command(flatten)]
+    pub paths: PlatformPaths,
+    /// Key broker (HOST:PORT): the model key (and TLS key) are fetched over RA-TLS before the
+    /// ports open.
+    #[arg(long, value_name = "HOST:PORT", requires = "kbs_ca")]
+    pub kbs: Option<String>,
+    /// CA (PEM) of the key broker's certificate.
+    #[arg(long = "kbs-ca", value_name = "PEM")]
+    pub kbs_ca: Option<PathBuf>,
+    /// Name expected in the key broker's certificate (default: the host of --kbs).
+    #[arg(long = "kbs-server-name", value_name = "NAME")]
+    pub kbs_server_name: Option<String>,
+    /// Secret holding the model key.
+    #[arg(
+        long = "kbs-model-key-secret",
+        default_value = "model-key",
+        value_name = "NAME"
+    )]
+    pub kbs_model_key_secret: String,
+    /// Secret holding the TLS private key (PEM), used with --tls-cert.
+    #[arg(long = "kbs-tls-key-secret", value_name = "NAME")]
+    pub kbs_tls_key_secret: Option<String>,
+    /// Seconds to keep retrying an unreachable key broker before giving up.
+    #[arg(long = "kbs-retry-seconds", default_value_t = 60)]
+    pub kbs_retry_seconds: u64,
+    /// A local model key file (development only: on a TEE host use the key broker).
+    #[arg(long = "model-key", value_name = "FILE", conflicts_with = "kbs")]
+    pub model_key: Option<PathBuf>,
+    /// Collateral bundle (JSON) published in /v1/attestation so requesters can verify offline.
+    #[arg(long = "attestation-collateral", value_name = "FILE")]
+    pub attestation_collateral: Option<PathBuf>,
+    /// Requests in flight before RESOURCE_EXHAUSTED / HTTP 429.
+    #[arg(long = "max_in_flight", default_value_t = 256)]
+    pub max_in_flight: usize,
+    /// Inference worker threads (default: the cores).
+    #[arg(long = "workers")]
+    pub workers: Option<usize>,
+    /// Largest request (gRPC message or REST body), bytes.
+    #[arg(long = "max_request_bytes", default_value_t = 64 << 20)]
+    pub max_request_bytes: usize,
+    /// Request deadline, milliseconds (DEADLINE_EXCEEDED / HTTP 504 past it).
+    #[arg(
+        long = "request_timeout_ms",
+        alias = "rest_api_timeout_in_ms",
+        default_value_t = 30_000
+    )]
+    pub request_timeout_ms: u64,
+    /// Encode gRPC outputs as tensor_content instead of typed fields.
+    #[arg(long = "enable_serialization_as_tensor_content")]
+    pub tensor_content: bool,
+    /// Seconds to let in-flight requests finish on SIGTERM.
+    #[arg(long = "drain_seconds", default_value_t = 10)]
+    pub drain_seconds: u64,
+}
+
+pub fn run(a: ServeArgs) -> Result<i32> {
+    let platform: Option<Arc<dyn teeserve_attest::platform::Platform>> = match a.platform {
+        Some(k) => Some(Arc::from(open_platform(k, &a.paths)?)),
+        None => None,
+    };
+    let o = ServeOptions {
+        port: a.port,
+        rest_api_port: a.rest_api_port,
+        grpc_bind: a.grpc_bind,
+        rest_bind: a.rest_bind,
+        model_name: a.model_name,
+        model_base_path: a.model_base_path,
+        model_config_file: a.model_config_file,
+        model_config_file_poll_wait_seconds: a.model_config_file_poll_wait_seconds,
+        file_system_poll_wait_seconds: a.file_system_poll_wait_seconds,
+        enable_batching: a.enable_batching,
+        batching_parameters_file: a.batching_parameters_file,
+        monitoring_config_file: a.monitoring_config_file,
+        cors: a.cors,
+        tls: TlsOptions {
+            ssl_config_file: a.ssl_config_file,
+            cert: a.tls_cert,
+            key: a.tls_key,
+            client_ca: a.tls_client_ca,
+            ra_tls: a.tls_ra,
+            insecure: a.insecure,
+        },
+        model_key_file: a.model_key,
+        kbs: a.kbs.map(|addr| KbsOptions {
+            addr,
+            ca: a.kbs_ca.unwrap_or_default(),
+            server_name: a.kbs_server_name,
+            model_key_secret: a.kbs_model_key_secret,
+            tls_key_secret: a.kbs_tls_key_secret,
+            retry_for: Duration::from_secs(a.kbs_retry_seconds),
+        }),
+        attestation_collateral: a.attestation_collateral,
+        core: CoreOptions {
+            workers: a.workers.unwrap_or_else(|| CoreOptions::default().workers),
+            max_in_flight: a.max_in_flight,
+            timeout: Duration::from_millis(a.request_timeout_ms),
+            tensor_content: a.tensor_content,
+        },
+        max_request_bytes: a.max_request_bytes,
+        drain_secs: a.drain_seconds,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("async runtime")?;
+    rt.block_on(async move {
+        let server = Server::start(o, platform).await?;
+        let show = |a: Option<std::net::SocketAddr>| {
+            a.map(|a| a.to_string()).unwrap_or_else(|| "off".into())
+        };
+        println!(
+            "listening grpc={} rest={}",
+            show(server.grpc_addr),
+            show(server.rest_addr)
+        );
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        tracing::info!(
+            "serving: gRPC on {}, REST on {}",
+            show(server.grpc_addr),
+            show(server.rest_addr)
+        );
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("draining in-flight requests");
+        server.shutdown().await;
+        Ok(0)
+    })
+}

@@ -1,0 +1,17 @@
+//! Compiles the TF Serving-compatible protos in /proto with protox (pure Rust; no protoc).
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
+    let files = [
+        "tensorflow_serving/apis/prediction_service.proto",
+        "tensorflow_serving/apis/model_service.proto",
+        "grpc/health/v1/health.proto",
+    ];
+    println!("cargo:rerun-if-changed={}", root.display());
+    let fds = protox::compile(files, [&root])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

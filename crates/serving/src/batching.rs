@@ -1,0 +1,208 @@
+//! Dynamic batching (`--enable_batching`): requests for the same model version are queued and
+//! run together along dimension 0, up to `max_batch_size` rows or `batch_timeout_micros`. A full
+//! queue answers UNAVAILABLE (HTTP 503), as TF Serving's batch scheduler does.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tonic::Code;
+
+use crate::engine::LoadedModel;
+use crate::metrics::Metrics;
+use crate::service::{ApiError, Target};
+use crate::tensor::Tensor;
+use crate::textproto::BatchingParameters;
+
+struct Job {
+    inputs: Vec<Tensor>,
+    rows: usize,
+    reply: oneshot::Sender<Result<Vec<Tensor>, ApiError>>,
+}
+
+/// Queues and batch threads, one queue per loaded model.
+pub struct Batcher {
+    params: BatchingParameters,
+    queues: Mutex<HashMap<usize, mpsc::Sender<Job>>>,
+    threads: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Batcher({:?})", self.params)
+    }
+}
+
+impl Batcher {
+    /// A batcher with these parameters.
+    pub fn new(params: BatchingParameters, metrics: Arc<Metrics>) -> Self {
+        Self {
+            threads: Arc::new(Semaphore::new(params.num_batch_threads.max(1))),
+            params,
+            queues: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    /// Queues a request and waits for its rows of the batch's outputs.
+    pub async fn submit(
+        &self,
+        target: &Target,
+        inputs: Vec<Tensor>,
+    ) -> Result<Vec<Tensor>, ApiError> {
+        let rows = inputs
+            .first()
+            .and_then(|t| t.shape.first().copied())
+            .unwrap_or(0);
+        let batchable = rows > 0 && inputs.iter().all(|t| t.shape.first() == Some(&rows));
+        if !batchable || rows > self.params.max_batch_size {
+            return run_now(target.model.clone(), inputs, self.threads.clone()).await;
+        }
+        let key = Arc::as_ptr(&target.model) as *const () as usize;
+        let tx = {
+            let mut q = self
+                .queues
+                .lock()
+                .map_err(|_| ApiError::new(Code::Internal, "batch queue lock poisoned"))?;
+            q.entry(key)
+                .or_insert_with(|| {
+                    let cap = self
+                        .params
+                        .max_enqueued_batches
+                        .saturating_mul(self.params.max_batch_size)
+                        .clamp(1, 1 << 20);
+                    let (tx, rx) = mpsc::channel(cap);
+                    tokio::spawn(batch_loop(
+                        rx,
+                        target.model.clone(),
+                        target.name.clone(),
+                        self.params.clone(),
+                        self.threads.clone(),
+                        self.metrics.clone(),
+                    ));
+                    tx
+                })
+                .clone()
+        };
+        let (reply, rx) = oneshot::channel();
+        tx.try_send(Job {
+            inputs,
+            rows,
+            reply,
+        })
+        .map_err(|_| {
+            ApiError::new(
+                Code::Unavailable,
+                format!(
+                    "The batch scheduling queue for model {} is full; retry later",
+                    target.name
+                ),
+            )
+        })?;
+        rx.await
+            .map_err(|_| ApiError::new(Code::Internal, "the batch was dropped"))?
+    }
+}
+
+async fn run_now(
+    model: Arc<dyn LoadedModel>,
+    inputs: Vec<Tensor>,
+    threads: Arc<Semaphore>,
+) -> Result<Vec<Tensor>, ApiError> {
+    let permit = threads
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::new(Code::Unavailable, "shutting down"))?;
+    tokio::task::spawn_blocking(move || {
+        let _p = permit;
+        model.run(inputs)
+    })
+    .await
+    .map_err(|e| ApiError::new(Code::Internal, e.to_string()))?
+    .map_err(|e| ApiError::new(Code::InvalidArgument, e))
+}
+
+async fn batch_loop(
+    mut rx: mpsc::Receiver<Job>,
+    model: Arc<dyn LoadedModel>,
+    name: String,
+    p: BatchingParameters,
+    threads: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        let mut rows = jobs[0].rows;
+        let deadline = Instant::now() + Duration::from_micros(p.batch_timeout_micros);
+        while rows < p.max_batch_size {
+            let next = if p.batch_timeout_micros == 0 {
+                rx.try_recv().ok()
+            } else {
+                tokio::time::timeout_at(deadline.into(), rx.recv())
+                    .await
+                    .unwrap_or_default()
+            };
+            match next {
+                Some(j) if rows + j.rows <= p.max_batch_size => {
+                    rows += j.rows;
+                    jobs.push(j);
+                }
+                Some(j) => {
+                    // Does not fit: run it in the next batch.
+                    let model = model.clone();
+                    let threads = threads.clone();
+                    tokio::spawn(async move {
+                        let r = run_now(model, j.inputs, threads).await;
+                        let _ = j.reply.send(r);
+                    });
+                    break;
+                }
+                None => break,
+            }
+        }
+        let permit = match threads.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        metrics.batch(&name, rows);
+        let model = model.clone();
+        tokio::spawn(async move {
+            let n_inputs = jobs[0].inputs.len();
+            let merged: Result<Vec<Tensor>, String> = (0..n_inputs)
+                .map(|i| {
+                    let parts: Vec<&Tensor> = jobs.iter().map(|j| &j.inputs[i]).collect();
+                    Tensor::concat_rows(&parts)
+                })
+                .collect();
+            let result = match merged {
+                Ok(inputs) => tokio::task::spawn_blocking(move || {
+                    let _p = permit;
+                    model.run(inputs)
+                })
+                .await
+                .unwrap_or_else(|e| Err(e.to_string())),
+                Err(e) => Err(e),
+            };
+            let mut offset = 0;
+            for j in jobs {
+                let r = match &result {
+                    Ok(outs) => Ok(outs
+                        .iter()
+                        .map(|t| {
+                            if t.shape.first() == Some(&rows) {
+                                t.slice_rows(offset, offset + j.rows)
+                            } else {
+                                t.clone()
+                            }
+                        })
+                        .collect()),
+                    Err(e) => Err(ApiError::new(Code::InvalidArgument, e.clone())),
+                };
+                offset += j.rows;
+                let _ = j.reply.send(r);
+            }
+        });
+    }
+}

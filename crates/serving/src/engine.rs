@@ -1,0 +1,219 @@
+//! Inference engines behind one small trait. The default is tract (pure Rust, the smallest code
+//! inside an enclave). Models are loaded from memory: a sealed model is never written to disk.
+
+use std::sync::Arc;
+
+use crate::tensor::{DType, Data, Tensor};
+
+/// One input or output of a model's signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    /// The name (the ONNX graph input or output name).
+    pub name: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Dimensions, -1 for dynamic ones.
+    pub shape: Vec<i64>,
+}
+
+/// What a model takes and gives.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Signature {
+    /// Inputs, in graph order.
+    pub inputs: Vec<TensorSpec>,
+    /// Outputs, in graph order.
+    pub outputs: Vec<TensorSpec>,
+}
+
+/// A loaded model, safe to run from many threads at once.
+pub trait LoadedModel: Send + Sync + std::fmt::Debug {
+    /// The signature.
+    fn signature(&self) -> &Signature;
+    /// Runs one inference; inputs are in signature order.
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String>;
+}
+
+/// An inference engine.
+pub trait Engine: Send + Sync + std::fmt::Debug {
+    /// Its name (`tract`).
+    fn name(&self) -> &'static str;
+    /// Loads an ONNX model from memory.
+    fn load(&self, onnx_bytes: &[u8]) -> Result<Arc<dyn LoadedModel>, String>;
+}
+
+/// The tract engine.
+#[derive(Debug, Default)]
+pub struct TractEngine;
+
+type Plan = std::sync::Arc<tract_onnx::prelude::TypedSimplePlan>;
+
+/// A model optimised by tract.
+pub struct TractModel {
+    plan: Plan,
+    signature: Signature,
+}
+
+impl std::fmt::Debug for TractModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TractModel({:?})", self.signature)
+    }
+}
+
+/// ONNX TensorProto.DataType numbers (onnx/onnx.proto).
+fn onnx_dtype(t: i32) -> Option<DType> {
+    Some(match t {
+        1 => DType::F32,
+        2 => DType::U8,
+        3 => DType::I8,
+        4 => DType::U16,
+        5 => DType::I16,
+        6 => DType::I32,
+        7 => DType::I64,
+        8 => DType::Str,
+        9 => DType::Bool,
+        11 => DType::F64,
+        12 => DType::U32,
+        13 => DType::U64,
+        _ => return None,
+    })
+}
+
+fn spec(v: &tract_onnx::pb::ValueInfoProto) -> Result<TensorSpec, String> {
+    use tract_onnx::pb::tensor_shape_proto::dimension::Value as D;
+    use tract_onnx::pb::type_proto::Value as T;
+    let Some(T::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        return Err(format!("graph value {:?} is not a tensor", v.name));
+    };
+    let dtype = onnx_dtype(t.elem_type).ok_or_else(|| {
+        format!(
+            "graph value {:?} has unsupported ONNX type {}",
+            v.name, t.elem_type
+        )
+    })?;
+    let shape = t
+        .shape
+        .as_ref()
+        .map(|s| {
+            s.dim
+                .iter()
+                .map(|d| match d.value {
+                    Some(D::DimValue(n)) if n >= 0 => n,
+                    _ => -1,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(TensorSpec {
+        name: v.name.clone(),
+        dtype,
+        shape,
+    })
+}
+
+impl Engine for TractEngine {
+    fn name(&self) -> &'static str {
+        "tract"
+    }
+
+    fn load(&self, onnx_bytes: &[u8]) -> Result<Arc<dyn LoadedModel>, String> {
+        use tract_onnx::prelude::*;
+        let framework = tract_onnx::onnx();
+        let proto = framework
+            .proto_model_for_read(&mut std::io::Cursor::new(onnx_bytes))
+            .map_err(|e| format!("not an ONNX model: {e}"))?;
+        let graph = proto.graph.as_ref().ok_or("the ONNX model has no graph")?;
+        let initializers: std::collections::HashSet<&str> =
+            graph.initializer.iter().map(|i| i.name.as_str()).collect();
+        let signature = Signature {
+            inputs: graph
+                .input
+                .iter()
+                .filter(|i| !initializers.contains(i.name.as_str()))
+                .map(spec)
+                .collect::<Result<_, _>>()?,
+            outputs: graph.output.iter().map(spec).collect::<Result<_, _>>()?,
+        };
+        if signature
+            .inputs
+            .iter()
+            .chain(&signature.outputs)
+            .any(|s| s.dtype == DType::Str)
+        {
+            return Err("string tensors are not supported by the tract engine".into());
+        }
+        let model = framework
+            .model_for_proto_model(&proto)
+            .map_err(|e| format!("cannot translate the ONNX graph: {e:#}"))?;
+        let plan = model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| format!("cannot optimise the model: {e:#}"))?;
+        Ok(Arc::new(TractModel { plan, signature }))
+    }
+}
+
+fn to_tract(t: Tensor) -> Result<tract_onnx::prelude::TValue, String> {
+    use tract_onnx::prelude::*;
+    let shape = t.shape.clone();
+    let r = match t.data {
+        Data::F32(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
+        Data::F64(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
+        Data::I8(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
+        Data::I16(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
+        Data::I32(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
+        Data::I64(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
+        Data::U8(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
+        Data::U16(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
+        Data::U32(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
+        Data::U64(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
+        Data::Bool(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
+        Data::Str(_) => return Err("string tensors are not supported by the tract engine".into()),
+    };
+    r.map(|t| t.into_tvalue()).map_err(|e| e.to_string())
+}
+
+fn from_tract(t: &tract_onnx::prelude::Tensor) -> Result<Tensor, String> {
+    use tract_onnx::prelude::DatumType as D;
+    let shape = t.shape().to_vec();
+    macro_rules! get {
+        ($ty:ty, $variant:ident) => {
+            Data::$variant(
+                t.to_plain_array_view::<$ty>()
+                    .map_err(|e| e.to_string())?
+                    .iter()
+                    .copied()
+                    .collect(),
+            )
+        };
+    }
+    let data = match t.datum_type() {
+        D::F32 => get!(f32, F32),
+        D::F64 => get!(f64, F64),
+        D::I8 => get!(i8, I8),
+        D::I16 => get!(i16, I16),
+        D::I32 => get!(i32, I32),
+        D::I64 => get!(i64, I64),
+        D::U8 => get!(u8, U8),
+        D::U16 => get!(u16, U16),
+        D::U32 => get!(u32, U32),
+        D::U64 => get!(u64, U64),
+        D::Bool => get!(bool, Bool),
+        other => return Err(format!("output type {other:?} is not supported")),
+    };
+    Ok(Tensor { shape, data })
+}
+
+impl LoadedModel for TractModel {
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+        let inputs = inputs
+            .into_iter()
+            .map(to_tract)
+            .collect::<Result<tract_onnx::prelude::TVec<_>, _>>()?;
+        let out = self.plan.run(inputs).map_err(|e| format!("{e:#}"))?;
+        out.iter().map(|t| from_tract(t)).collect()
+    }
+}

@@ -1,0 +1,163 @@
+//! The gRPC services: `tensorflow.serving.PredictionService`, `tensorflow.serving.ModelService`
+//! and `grpc.health.v1.Health`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::examples;
+use crate::proto::health::{
+    health_check_response::ServingStatus, health_server, HealthCheckRequest, HealthCheckResponse,
+};
+use crate::proto::tensorflow::serving::{
+    model_service_server, prediction_service_server, ClassificationRequest, ClassificationResponse,
+    GetModelMetadataRequest, GetModelMetadataResponse, GetModelStatusRequest,
+    GetModelStatusResponse, PredictRequest, PredictResponse, RegressionRequest, RegressionResponse,
+};
+use crate::service::{ApiError, ServingCore};
+
+fn status(e: ApiError) -> Status {
+    // TF Serving truncates messages longer than 1024 characters (grpc_status_util.cc).
+    let mut m = e.message;
+    if m.len() > 1024 {
+        let mut cut = 1024;
+        while !m.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        m.truncate(cut);
+        m.push_str("...TRUNCATED");
+    }
+    Status::new(e.code, m)
+}
+
+/// Both TF Serving services over one core.
+#[derive(Debug, Clone)]
+pub struct Grpc(pub Arc<ServingCore>);
+
+#[tonic::async_trait]
+impl prediction_service_server::PredictionService for Grpc {
+    async fn classify(
+        &self,
+        req: Request<ClassificationRequest>,
+    ) -> Result<Response<ClassificationResponse>, Status> {
+        examples::classify(&self.0, req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn regress(
+        &self,
+        req: Request<RegressionRequest>,
+    ) -> Result<Response<RegressionResponse>, Status> {
+        examples::regress(&self.0, req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn predict(
+        &self,
+        req: Request<PredictRequest>,
+    ) -> Result<Response<PredictResponse>, Status> {
+        let start = std::time::Instant::now();
+        let r = req.into_inner();
+        let name = r
+            .model_spec
+            .as_ref()
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        let out = self.0.predict(r).await;
+        crate::rest::access_log(
+            "grpc",
+            "Predict",
+            &name,
+            out.as_ref()
+                .map(|_| 200)
+                .unwrap_or_else(|e| e.http_status()),
+            start,
+        );
+        out.map(Response::new).map_err(status)
+    }
+
+    async fn get_model_metadata(
+        &self,
+        req: Request<GetModelMetadataRequest>,
+    ) -> Result<Response<GetModelMetadataResponse>, Status> {
+        self.0
+            .metadata(req.get_ref())
+            .map(Response::new)
+            .map_err(status)
+    }
+}
+
+#[tonic::async_trait]
+impl model_service_server::ModelService for Grpc {
+    async fn get_model_status(
+        &self,
+        req: Request<GetModelStatusRequest>,
+    ) -> Result<Response<GetModelStatusResponse>, Status> {
+        self.0
+            .status(req.get_ref())
+            .map(Response::new)
+            .map_err(status)
+    }
+}
+
+/// The standard health service: SERVING once every configured model is available.
+#[derive(Debug, Clone)]
+pub struct Health(pub Arc<ServingCore>);
+
+type WatchStream = Pin<
+    Box<
+        dyn tonic::codegen::tokio_stream::Stream<Item = Result<HealthCheckResponse, Status>> + Send,
+    >,
+>;
+
+impl Health {
+    fn check_service(&self, service: &str) -> Result<HealthCheckResponse, Status> {
+        let known = [
+            "",
+            "tensorflow.serving.PredictionService",
+            "tensorflow.serving.ModelService",
+            "PredictionService",
+            "ModelService",
+        ];
+        if !known.contains(&service) {
+            return Err(Status::not_found(format!("unknown service {service:?}")));
+        }
+        let status = if self.0.repo.ready() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        Ok(HealthCheckResponse {
+            status: status as i32,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl health_server::Health for Health {
+    async fn check(
+        &self,
+        req: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        self.check_service(&req.get_ref().service)
+            .map(Response::new)
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        req: Request<HealthCheckRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let first = self.check_service(&req.get_ref().service)?;
+        let s = futures::stream::once(async move { Ok(first) }).chain(futures::stream::pending());
+        Ok(Response::new(Box::pin(s)))
+    }
+}
+
+use futures::StreamExt as _;

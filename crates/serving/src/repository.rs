@@ -1,0 +1,346 @@
+//! The model repository: TF Serving's layout (`base_path/<version>/`), version policies and
+//! labels, polling for new and removed versions, and in-memory unsealing of sealed models.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use teeserve_seal::key::SealKey;
+use teeserve_seal::stream;
+
+use crate::engine::{Engine, LoadedModel};
+use crate::textproto::{ModelConfig, VersionPolicy};
+
+/// The plaintext model file of a version directory.
+pub const MODEL_FILE: &str = "model.onnx";
+/// The sealed model file of a version directory.
+pub const SEALED_FILE: &str = "model.onnx.sealed";
+/// The largest model file accepted.
+pub const MAX_MODEL_BYTES: u64 = 4 << 30;
+
+/// A version's lifecycle state (TF Serving's ModelVersionStatus.State).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Being loaded.
+    Loading,
+    /// Serving.
+    Available,
+    /// Failed to load (see the error) or unloaded.
+    End,
+}
+
+/// One version of a model.
+#[derive(Debug, Clone)]
+pub struct VersionState {
+    /// State.
+    pub state: State,
+    /// Why loading failed.
+    pub error: Option<String>,
+    /// The loaded model.
+    pub model: Option<Arc<dyn LoadedModel>>,
+    stamp: Option<(u64, SystemTime)>,
+}
+
+/// One model.
+#[derive(Debug, Clone)]
+pub struct ModelState {
+    /// Its configuration.
+    pub config: ModelConfig,
+    /// Versions by number.
+    pub versions: BTreeMap<i64, VersionState>,
+}
+
+/// Why a model cannot be resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolveError {
+    /// Unknown model, or no such available version.
+    NotFound(String),
+    /// Unknown label.
+    BadLabel(String),
+}
+
+/// Models by name.
+#[derive(Debug)]
+pub struct ModelRepository {
+    engine: Arc<dyn Engine>,
+    key: Option<SealKey>,
+    models: RwLock<BTreeMap<String, ModelState>>,
+}
+
+fn stamp(p: &Path) -> Option<(u64, SystemTime)> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
+/// Reads a model file, unsealing it in memory when sealed. The plaintext stays in memory.
+pub fn read_model(
+    dir: &Path,
+    version: i64,
+    key: Option<&SealKey>,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+    let sealed = dir.join(SEALED_FILE);
+    let plain = dir.join(MODEL_FILE);
+    let read = |p: &Path| -> Result<Vec<u8>, String> {
+        let len = std::fs::metadata(p)
+            .map_err(|e| format!("{}: {e}", p.display()))?
+            .len();
+        if len > MAX_MODEL_BYTES {
+            return Err(format!(
+                "{}: {len} bytes is larger than the 4 GiB accepted",
+                p.display()
+            ));
+        }
+        std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    if sealed.exists() {
+        let key = key.ok_or_else(|| {
+            format!(
+                "{} is sealed but no model key was provisioned",
+                sealed.display()
+            )
+        })?;
+        let bytes = read(&sealed)?;
+        let (header, _) = stream::SealedHeader::parse(&bytes)
+            .map_err(|e| format!("{}: {e}", sealed.display()))?;
+        let want = format!("{version}/{MODEL_FILE}");
+        if header.name != want && !header.name.ends_with(&format!("/{want}")) {
+            return Err(format!(
+                "{}: the file is bound to {:?}, not to version {version} ({want:?}); a sealed model cannot be moved to another version",
+                sealed.display(),
+                header.name
+            ));
+        }
+        return stream::unseal_to_vec(key, &bytes, None)
+            .map_err(|e| format!("{}: {e}", sealed.display()));
+    }
+    if plain.exists() {
+        return read(&plain).map(zeroize::Zeroizing::new);
+    }
+    Err(format!(
+        "{} has neither {MODEL_FILE} nor {SEALED_FILE}",
+        dir.display()
+    ))
+}
+
+fn version_dirs(base: &Path) -> Result<BTreeMap<i64, PathBuf>, String> {
+    let mut out = BTreeMap::new();
+    let rd = std::fs::read_dir(base).map_err(|e| format!("{}: {e}", base.display()))?;
+    for e in rd.flatten() {
+        let p = e.path();
+        if !p.is_dir() {
+            continue;
+        }
+        if let Some(v) = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<i64>().ok())
+        {
+            if v >= 0 {
+                out.insert(v, p);
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl ModelRepository {
+    /// A repository of `configs`, loading with `engine`; `key` unseals sealed models.
+    pub fn new(engine: Arc<dyn Engine>, key: Option<SealKey>, configs: Vec<ModelConfig>) -> Self {
+        let models = configs
+            .into_iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    ModelState {
+                        config: c,
+                        versions: BTreeMap::new(),
+                    },
+                )
+            })
+            .collect();
+        Self {
+            engine,
+            key,
+            models: RwLock::new(models),
+        }
+    }
+
+    /// Replaces the model list (a new `--model_config_file`): new models are added, models not
+    /// in the list are unloaded.
+    pub fn set_configs(&self, configs: Vec<ModelConfig>) {
+        if let Ok(mut m) = self.models.write() {
+            let mut next = BTreeMap::new();
+            for c in configs {
+                let versions = m
+                    .get(&c.name)
+                    .map(|s| s.versions.clone())
+                    .unwrap_or_default();
+                next.insert(
+                    c.name.clone(),
+                    ModelState {
+                        config: c,
+                        versions,
+                    },
+                );
+            }
+            *m = next;
+        }
+    }
+
+    /// Scans every base path once: loads aspired versions that are new or changed, unloads the
+    /// rest. A version that fails to load is reported in status; older versions keep serving.
+    pub fn sync(&self) {
+        let snapshot: Vec<ModelConfig> = match self.models.read() {
+            Ok(m) => m.values().map(|s| s.config.clone()).collect(),
+            Err(_) => return,
+        };
+        for config in snapshot {
+            let dirs = match version_dirs(Path::new(&config.base_path)) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!("model {}: {e}", config.name);
+                    BTreeMap::new()
+                }
+            };
+            let aspired: Vec<i64> = match &config.policy {
+                VersionPolicy::Latest(n) => dirs.keys().rev().take(*n).copied().collect(),
+                VersionPolicy::All => dirs.keys().copied().collect(),
+                VersionPolicy::Specific(v) => {
+                    v.iter().copied().filter(|v| dirs.contains_key(v)).collect()
+                }
+            };
+            for v in &aspired {
+                let dir = &dirs[v];
+                let file = if dir.join(SEALED_FILE).exists() {
+                    dir.join(SEALED_FILE)
+                } else {
+                    dir.join(MODEL_FILE)
+                };
+                let st = stamp(&file);
+                let current = self.models.read().ok().and_then(|m| {
+                    m.get(&config.name)
+                        .and_then(|s| s.versions.get(v).map(|x| x.stamp))
+                });
+                if current == Some(st) {
+                    continue;
+                }
+                self.set_version(
+                    &config.name,
+                    *v,
+                    VersionState {
+                        state: State::Loading,
+                        error: None,
+                        model: None,
+                        stamp: st,
+                    },
+                );
+                let loaded = read_model(dir, *v, self.key.as_ref())
+                    .and_then(|bytes| self.engine.load(&bytes));
+                let state = match loaded {
+                    Ok(model) => {
+                        tracing::info!(model = %config.name, version = v, engine = self.engine.name(), "version loaded");
+                        VersionState {
+                            state: State::Available,
+                            error: None,
+                            model: Some(model),
+                            stamp: st,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(model = %config.name, version = v, "cannot load: {e}");
+                        VersionState {
+                            state: State::End,
+                            error: Some(e),
+                            model: None,
+                            stamp: st,
+                        }
+                    }
+                };
+                self.set_version(&config.name, *v, state);
+            }
+            if let Ok(mut m) = self.models.write() {
+                if let Some(s) = m.get_mut(&config.name) {
+                    let before: Vec<i64> = s.versions.keys().copied().collect();
+                    s.versions.retain(|v, _| aspired.contains(v));
+                    for v in before.iter().filter(|v| !s.versions.contains_key(v)) {
+                        tracing::info!(model = %config.name, version = v, "version unloaded");
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_version(&self, name: &str, v: i64, state: VersionState) {
+        if let Ok(mut m) = self.models.write() {
+            if let Some(s) = m.get_mut(name) {
+                s.versions.insert(v, state);
+            }
+        }
+    }
+
+    /// Resolves a model and version (a number, a label, or the newest available).
+    pub fn resolve(
+        &self,
+        name: &str,
+        version: Option<i64>,
+        label: Option<&str>,
+    ) -> Result<(i64, Arc<dyn LoadedModel>), ResolveError> {
+        let m = self
+            .models
+            .read()
+            .map_err(|_| ResolveError::NotFound("repository unavailable".into()))?;
+        let latest =
+            || ResolveError::NotFound(format!("Servable not found for request: Latest({name})"));
+        let s = m.get(name).ok_or_else(latest)?;
+        let version = match (version, label) {
+            (Some(v), _) => Some(v),
+            (None, Some(l)) => Some(*s.config.labels.get(l).ok_or_else(|| {
+                ResolveError::BadLabel(format!("Unrecognized servable version label: {l}"))
+            })?),
+            (None, None) => None,
+        };
+        match version {
+            Some(v) => s
+                .versions
+                .get(&v)
+                .and_then(|x| x.model.clone().map(|m| (v, m)))
+                .ok_or_else(|| {
+                    ResolveError::NotFound(format!(
+                        "Servable not found for request: Specific({name}, {v})"
+                    ))
+                }),
+            None => s
+                .versions
+                .iter()
+                .rev()
+                .find_map(|(v, x)| x.model.clone().map(|m| (*v, m)))
+                .ok_or_else(latest),
+        }
+    }
+
+    /// A copy of one model's state.
+    pub fn model(&self, name: &str) -> Option<ModelState> {
+        self.models.read().ok()?.get(name).cloned()
+    }
+
+    /// Names of all configured models.
+    pub fn names(&self) -> Vec<String> {
+        self.models
+            .read()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// True when every configured model has an available version.
+    pub fn ready(&self) -> bool {
+        self.models
+            .read()
+            .map(|m| {
+                !m.is_empty()
+                    && m.values()
+                        .all(|s| s.versions.values().any(|v| v.state == State::Available))
+            })
+            .unwrap_or(false)
+    }
+}

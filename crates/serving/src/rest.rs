@@ -1,0 +1,740 @@
+//! The REST API of TF Serving (`model_servers/http_rest_api_handler.cc`, `util/json_tensor.cc`)
+//! plus teeserve's additions: `/v1/models` (list), `/v1/attestation`, `/healthz`, `/readyz`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Map, Value};
+use tonic::Code;
+
+use crate::service::{ApiError, Entry, ServingCore, Target};
+use crate::tensor::{self, Tensor};
+
+/// What the REST handler needs besides the core.
+#[derive(Debug, Clone)]
+pub struct RestContext {
+    /// Prometheus path, when metrics are enabled.
+    pub metrics_path: Option<String>,
+    /// Add CORS headers.
+    pub cors: bool,
+    /// The attestation document served at /v1/attestation.
+    pub attestation: Option<Arc<Value>>,
+    /// Largest request body.
+    pub max_body: usize,
+}
+
+/// One access-log line (never payloads).
+pub fn access_log(entry: &str, method: &str, model: &str, status: u16, start: Instant) {
+    tracing::info!(
+        target: "teeserve_serving::access",
+        entry,
+        method,
+        model,
+        status,
+        latency_ms = format!("{:.3}", start.elapsed().as_secs_f64() * 1e3),
+        "request"
+    );
+}
+
+fn respond(
+    status: u16,
+    body: String,
+    ctx: &RestContext,
+    content_type: &'static str,
+) -> Response<Body> {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = r.headers_mut();
+    h.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    if ctx.cors {
+        h.insert(
+            "access-control-allow-origin",
+            hyper::header::HeaderValue::from_static("*"),
+        );
+        h.insert(
+            "access-control-allow-methods",
+            hyper::header::HeaderValue::from_static("POST, GET"),
+        );
+        h.insert(
+            "access-control-allow-headers",
+            hyper::header::HeaderValue::from_static("Content-Type"),
+        );
+    }
+    r
+}
+
+fn error(e: &ApiError, ctx: &RestContext) -> Response<Body> {
+    respond(
+        e.http_status(),
+        json!({"error": e.message}).to_string(),
+        ctx,
+        "application/json",
+    )
+}
+
+fn ok_json(v: String, ctx: &RestContext) -> Response<Body> {
+    respond(200, v, ctx, "application/json")
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::new(Code::InvalidArgument, msg)
+}
+
+fn url_decode(s: &str) -> String {
+    teeserve_attest::collateral::pccs::percent_decode(s)
+}
+
+/// A parsed `/v1/models/...` path.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ModelPath {
+    name: Option<String>,
+    version: Option<i64>,
+    label: Option<String>,
+    verb: Option<String>,
+    metadata: bool,
+}
+
+fn parse_model_path(path: &str) -> Option<Result<ModelPath, ApiError>> {
+    let lower = path.to_ascii_lowercase();
+    if !lower.starts_with("/v1/models") {
+        return None;
+    }
+    let rest = &path["/v1/models".len()..];
+    let mut mp = ModelPath::default();
+    if rest.is_empty() || rest == "/" {
+        return Some(Ok(mp));
+    }
+    let rest = rest.strip_prefix('/')?;
+    let (body, verb) = match rest.rsplit_once(':') {
+        Some((b, v)) if !v.contains('/') => (b, Some(v.to_ascii_lowercase())),
+        _ => (rest, None),
+    };
+    let parts: Vec<&str> = body.split('/').collect();
+    mp.name = Some(url_decode(parts[0]));
+    let mut i = 1;
+    if parts.len() >= 3 && parts[1].eq_ignore_ascii_case("versions") {
+        mp.version = Some(match parts[2].parse() {
+            Ok(v) => v,
+            Err(_) => return Some(Err(bad(format!("Failed to convert version: {}", parts[2])))),
+        });
+        i = 3;
+    } else if parts.len() >= 3 && parts[1].eq_ignore_ascii_case("labels") {
+        mp.label = Some(url_decode(parts[2]));
+        i = 3;
+    }
+    if parts.len() == i + 1 && parts[i].eq_ignore_ascii_case("metadata") {
+        mp.metadata = true;
+        i += 1;
+    }
+    if parts.len() != i || mp.name.as_deref().is_some_and(str::is_empty) {
+        return Some(Err(bad(format!("Malformed request: {path}"))));
+    }
+    mp.verb = verb;
+    Some(Ok(mp))
+}
+
+/// Handles one REST request.
+pub async fn handle(
+    core: Arc<ServingCore>,
+    ctx: Arc<RestContext>,
+    req: Request<Body>,
+) -> Response<Body> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let (model, resp) = route(&core, &ctx, req).await;
+    access_log(
+        "rest",
+        method.as_str(),
+        &model,
+        resp.status().as_u16(),
+        start,
+    );
+    resp
+}
+
+async fn route(
+    core: &ServingCore,
+    ctx: &RestContext,
+    req: Request<Body>,
+) -> (String, Response<Body>) {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    if method == Method::OPTIONS && ctx.cors {
+        let origin_ok = req
+            .headers()
+            .get("origin")
+            .and_then(|o| o.to_str().ok())
+            .is_some_and(|o| o.starts_with("http://") || o.starts_with("https://"));
+        return if origin_ok {
+            (
+                String::new(),
+                respond(200, String::new(), ctx, "application/json"),
+            )
+        } else {
+            (
+                String::new(),
+                error(
+                    &ApiError::new(
+                        Code::FailedPrecondition,
+                        "CORS preflight needs an http(s) Origin",
+                    ),
+                    ctx,
+                ),
+            )
+        };
+    }
+    match (method.clone(), path.as_str()) {
+        (Method::GET, "/healthz") => {
+            return (
+                String::new(),
+                respond(
+                    200,
+                    "{\"status\": \"ok\"}\n".into(),
+                    ctx,
+                    "application/json",
+                ),
+            )
+        }
+        (Method::GET, "/readyz") => {
+            let ready = core.repo.ready();
+            return (
+                String::new(),
+                respond(
+                    if ready { 200 } else { 503 },
+                    json!({"ready": ready}).to_string(),
+                    ctx,
+                    "application/json",
+                ),
+            );
+        }
+        (Method::GET, "/v1/attestation") => {
+            return (
+                String::new(),
+                match &ctx.attestation {
+                    Some(a) => ok_json(a.to_string(), ctx),
+                    None => error(
+                        &ApiError::new(
+                            Code::NotFound,
+                            "this server runs without a TEE platform: no attestation",
+                        ),
+                        ctx,
+                    ),
+                },
+            )
+        }
+        (Method::GET, p) if ctx.metrics_path.as_deref() == Some(p) => {
+            return (
+                String::new(),
+                respond(200, core.metrics.render(), ctx, "text/plain; version=0.0.4"),
+            )
+        }
+        _ => {}
+    }
+    let mp = match parse_model_path(&path) {
+        None => {
+            return (
+                String::new(),
+                error(
+                    &ApiError::new(Code::NotFound, format!("no such path {path}")),
+                    ctx,
+                ),
+            )
+        }
+        Some(Err(e)) => return (String::new(), error(&e, ctx)),
+        Some(Ok(mp)) => mp,
+    };
+    let model = mp.name.clone().unwrap_or_default();
+    let malformed = || {
+        ApiError::new(
+            Code::InvalidArgument,
+            format!("Malformed request: {} {path}", method),
+        )
+    };
+    let r = match (&method, &mp) {
+        (&Method::GET, ModelPath { name: None, .. }) => Ok(list_models(core)),
+        (
+            &Method::GET,
+            ModelPath {
+                verb: None,
+                metadata: true,
+                name: Some(n),
+                ..
+            },
+        ) => metadata_json(core, n, mp.version, mp.label.as_deref()),
+        (
+            &Method::GET,
+            ModelPath {
+                verb: None,
+                metadata: false,
+                name: Some(n),
+                ..
+            },
+        ) => status_json(core, n, mp.version, mp.label.as_deref()),
+        (
+            &Method::POST,
+            ModelPath {
+                verb: Some(v),
+                metadata: false,
+                name: Some(n),
+                ..
+            },
+        ) => {
+            let body = match read_body(req, ctx.max_body).await {
+                Ok(b) => b,
+                Err(resp) => return (model, resp_with(resp, ctx)),
+            };
+            match v.as_str() {
+                "predict" => predict(core, n, mp.version, mp.label.as_deref(), &body).await,
+                "classify" | "regress" => {
+                    classify_regress(
+                        core,
+                        n,
+                        mp.version,
+                        mp.label.as_deref(),
+                        &body,
+                        v == "classify",
+                    )
+                    .await
+                }
+                _ => Err(malformed()),
+            }
+        }
+        _ => Err(malformed()),
+    };
+    (
+        model,
+        match r {
+            Ok(s) => ok_json(s, ctx),
+            Err(e) => error(&e, ctx),
+        },
+    )
+}
+
+fn resp_with(e: (u16, String), ctx: &RestContext) -> Response<Body> {
+    respond(
+        e.0,
+        json!({"error": e.1}).to_string(),
+        ctx,
+        "application/json",
+    )
+}
+
+async fn read_body(req: Request<Body>, max: usize) -> Result<Bytes, (u16, String)> {
+    if let Some(len) = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        if len > max {
+            return Err((413, format!("request body of {len} bytes is larger than the {max} bytes allowed (--max_request_bytes)")));
+        }
+    }
+    http_body_util::Limited::new(req.into_body(), max)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|_| {
+            (
+                413,
+                format!(
+                    "request body is larger than the {max} bytes allowed (--max_request_bytes)"
+                ),
+            )
+        })
+}
+
+fn list_models(core: &ServingCore) -> String {
+    let models: Vec<Value> = core
+        .repo
+        .names()
+        .into_iter()
+        .filter_map(|n| core.repo.model(&n))
+        .map(|m| {
+            json!({
+                "name": m.config.name,
+                "versions": m.versions.iter().rev().map(|(v, s)| json!({
+                    "version": v.to_string(),
+                    "state": match s.state { crate::repository::State::Available => "AVAILABLE", crate::repository::State::Loading => "LOADING", crate::repository::State::End => "END" },
+                })).collect::<Vec<_>>(),
+                "labels": m.config.labels,
+            })
+        })
+        .collect();
+    json!({ "models": models }).to_string()
+}
+
+fn status_json(
+    core: &ServingCore,
+    name: &str,
+    version: Option<i64>,
+    label: Option<&str>,
+) -> Result<String, ApiError> {
+    let s = core.status_of(name, version, label)?;
+    let v: Vec<Value> = s
+        .model_version_status
+        .iter()
+        .map(|m| {
+            let st =
+                crate::proto::tensorflow::serving::model_version_status::State::try_from(m.state)
+                    .map(|s| s.as_str_name())
+                    .unwrap_or("UNKNOWN");
+            let status = m.status.clone().unwrap_or_default();
+            json!({
+                "version": m.version.to_string(),
+                "state": st,
+                "status": {
+                    "error_code": crate::service::code_name(Code::from_i32(status.error_code)),
+                    "error_message": status.error_message,
+                }
+            })
+        })
+        .collect();
+    Ok(serde_json::to_string_pretty(&json!({ "model_version_status": v })).unwrap_or_default())
+}
+
+fn metadata_json(
+    core: &ServingCore,
+    name: &str,
+    version: Option<i64>,
+    label: Option<&str>,
+) -> Result<String, ApiError> {
+    let t = core.resolve(name, version, label)?;
+    let sig = t.model.signature();
+    let info = |s: &crate::engine::TensorSpec| {
+        json!({
+            "dtype": s.dtype.tf_name(),
+            "tensor_shape": {"dim": s.shape.iter().map(|d| json!({"size": d.to_string(), "name": ""})).collect::<Vec<_>>(), "unknown_rank": false},
+            "name": s.name,
+        })
+    };
+    let inputs: Map<String, Value> = sig
+        .inputs
+        .iter()
+        .map(|s| (s.name.clone(), info(s)))
+        .collect();
+    let outputs: Map<String, Value> = sig
+        .outputs
+        .iter()
+        .map(|s| (s.name.clone(), info(s)))
+        .collect();
+    let v = json!({
+        "model_spec": {"name": t.name, "signature_name": "", "version": t.version.to_string()},
+        "metadata": {"signature_def": {"signature_def": {
+            crate::service::DEFAULT_SIGNATURE: {"inputs": inputs, "outputs": outputs, "method_name": crate::service::PREDICT_METHOD, "defaults": {}}
+        }}}
+    });
+    Ok(serde_json::to_string_pretty(&v).unwrap_or_default())
+}
+
+fn parse_json(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(bad("JSON Parse error: The document is empty"));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(bad(
+            "JSON Parse error: the request body is not a JSON object",
+        )),
+        Err(e) => Err(bad(format!("JSON Parse error: {e}"))),
+    }
+}
+
+fn resolve_for(
+    core: &ServingCore,
+    name: &str,
+    version: Option<i64>,
+    label: Option<&str>,
+) -> Result<Target, ApiError> {
+    core.resolve(name, version, label)
+}
+
+async fn predict(
+    core: &ServingCore,
+    name: &str,
+    version: Option<i64>,
+    label: Option<&str>,
+    body: &[u8],
+) -> Result<String, ApiError> {
+    let target = resolve_for(core, name, version, label)?;
+    let m = parse_json(body)?;
+    let sig_name = match m.get("signature_name") {
+        None => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(bad("'signature_name' key must be a string value.")),
+    };
+    let sig = target.model.signature().clone();
+    let (row, inputs) = match (m.get("instances"), m.get("inputs")) {
+        (Some(_), Some(_)) => return Err(bad(
+            "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist",
+        )),
+        (None, None) => return Err(bad("Missing 'inputs' or 'instances' key")),
+        (Some(inst), None) => (true, row_inputs(&sig, inst)?),
+        (None, Some(inp)) => (false, columnar_inputs(&sig, inp)?),
+    };
+    let outputs = core
+        .infer(&target, &sig_name, inputs, &[], Entry::Rest)
+        .await?;
+    let mut s = String::new();
+    if row {
+        let n = outputs
+            .first()
+            .and_then(|(_, t)| t.shape.first().copied())
+            .unwrap_or(0);
+        for (name, t) in &outputs {
+            if t.shape.first() != Some(&n) {
+                return Err(ApiError::new(
+                    Code::InvalidArgument,
+                    format!("Tensor name: {name} has inconsistent batch size"),
+                ));
+            }
+        }
+        s.push_str("{\n    \"predictions\": [");
+        for i in 0..n {
+            s.push_str(if i == 0 { "" } else { ", " });
+            if outputs.len() == 1 {
+                let (name, t) = &outputs[0];
+                tensor::write_json(t, Some(i), name.ends_with("_bytes"), &mut s);
+            } else {
+                s.push('{');
+                for (k, (name, t)) in outputs.iter().enumerate() {
+                    if k > 0 {
+                        s.push_str(", ");
+                    }
+                    s.push_str(&Value::String(name.clone()).to_string());
+                    s.push_str(": ");
+                    tensor::write_json(t, Some(i), name.ends_with("_bytes"), &mut s);
+                }
+                s.push('}');
+            }
+        }
+        s.push_str("]\n}");
+    } else {
+        s.push_str("{\n    \"outputs\": ");
+        if outputs.len() == 1 {
+            let (name, t) = &outputs[0];
+            tensor::write_json(t, None, name.ends_with("_bytes"), &mut s);
+        } else {
+            s.push('{');
+            for (k, (name, t)) in outputs.iter().enumerate() {
+                if k > 0 {
+                    s.push_str(", ");
+                }
+                s.push_str(&Value::String(name.clone()).to_string());
+                s.push_str(": ");
+                tensor::write_json(t, None, name.ends_with("_bytes"), &mut s);
+            }
+            s.push('}');
+        }
+        s.push_str("\n}");
+    }
+    Ok(s)
+}
+
+fn row_inputs(
+    sig: &crate::engine::Signature,
+    inst: &Value,
+) -> Result<Vec<(String, Tensor)>, ApiError> {
+    let list = match inst {
+        Value::Array(a) if !a.is_empty() => a,
+        _ => return Err(bad("Expecting 'instances' to be an list/array")),
+    };
+    let objects = list.iter().all(Value::is_object)
+        && list
+            .iter()
+            .all(|o| o.get("b64").is_none() || o.as_object().is_some_and(|m| m.len() > 1));
+    if sig.inputs.len() > 1 || objects {
+        let mut out = Vec::new();
+        for spec in &sig.inputs {
+            let mut col = Vec::with_capacity(list.len());
+            for (i, o) in list.iter().enumerate() {
+                let o = o.as_object().ok_or_else(|| {
+                    bad(format!(
+                        "Expecting object at instances[{i}] since the signature has {} inputs",
+                        sig.inputs.len()
+                    ))
+                })?;
+                if o.len() != sig.inputs.len() {
+                    return Err(bad(format!(
+                        "instances[{i}] has {} keys; the signature has {} inputs",
+                        o.len(),
+                        sig.inputs.len()
+                    )));
+                }
+                col.push(o.get(&spec.name).cloned().ok_or_else(|| {
+                    bad(format!("instances[{i}] is missing input {}", spec.name))
+                })?);
+            }
+            let t = tensor::from_json(&Value::Array(col), spec.dtype).map_err(bad)?;
+            out.push((spec.name.clone(), t));
+        }
+        return Ok(out);
+    }
+    let spec = sig
+        .inputs
+        .first()
+        .ok_or_else(|| bad("the model has no inputs"))?;
+    Ok(vec![(
+        spec.name.clone(),
+        tensor::from_json(inst, spec.dtype).map_err(bad)?,
+    )])
+}
+
+fn columnar_inputs(
+    sig: &crate::engine::Signature,
+    inp: &Value,
+) -> Result<Vec<(String, Tensor)>, ApiError> {
+    match inp {
+        Value::Object(m) if m.get("b64").is_none() || m.len() > 1 => {
+            let mut out = Vec::new();
+            for spec in &sig.inputs {
+                let v = m.get(&spec.name).ok_or_else(|| {
+                    bad(format!(
+                        "Missing named input: {} in 'inputs' object.",
+                        spec.name
+                    ))
+                })?;
+                out.push((
+                    spec.name.clone(),
+                    tensor::from_json(v, spec.dtype).map_err(bad)?,
+                ));
+            }
+            for k in m.keys() {
+                if !sig.inputs.iter().any(|s| &s.name == k) {
+                    out.push((
+                        k.clone(),
+                        tensor::from_json(&m[k], crate::tensor::DType::F32).unwrap_or(Tensor {
+                            shape: vec![0],
+                            data: crate::tensor::Data::F32(vec![]),
+                        }),
+                    ));
+                }
+            }
+            Ok(out)
+        }
+        v => {
+            if sig.inputs.len() != 1 {
+                return Err(bad(format!(
+                    "Expecting an object of {} named inputs in 'inputs'",
+                    sig.inputs.len()
+                )));
+            }
+            let spec = &sig.inputs[0];
+            Ok(vec![(
+                spec.name.clone(),
+                tensor::from_json(v, spec.dtype).map_err(bad)?,
+            )])
+        }
+    }
+}
+
+fn example_row(v: &Value, out: &mut Vec<f32>) -> Result<(), ApiError> {
+    let m = v
+        .as_object()
+        .ok_or_else(|| bad("each example must be a JSON object"))?;
+    let mut keys: Vec<&String> = m.keys().collect();
+    keys.sort();
+    for k in keys {
+        let push = |x: &Value, out: &mut Vec<f32>| -> Result<(), ApiError> {
+            out.push(
+                x.as_f64()
+                    .ok_or_else(|| bad(format!("feature {k:?}: {x} is not a number")))?
+                    as f32,
+            );
+            Ok(())
+        };
+        match &m[k] {
+            Value::Array(a) => a.iter().try_for_each(|x| push(x, out))?,
+            x => push(x, out)?,
+        }
+    }
+    Ok(())
+}
+
+async fn classify_regress(
+    core: &ServingCore,
+    name: &str,
+    version: Option<i64>,
+    label: Option<&str>,
+    body: &[u8],
+    classify: bool,
+) -> Result<String, ApiError> {
+    let target = resolve_for(core, name, version, label)?;
+    let m = parse_json(body)?;
+    let examples = m
+        .get("examples")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("Missing 'examples' key"))?;
+    let mut rows = Vec::new();
+    for e in examples {
+        let mut row = Vec::new();
+        if let Some(c) = m.get("context") {
+            example_row(c, &mut row)?;
+        }
+        example_row(e, &mut row)?;
+        rows.push(row);
+    }
+    if rows.is_empty() {
+        return Err(bad("'examples' is empty"));
+    }
+    let out = crate::examples::run_rows(core, &target, rows).await?;
+    let crate::tensor::Data::F32(v) = &out.data else {
+        return Err(ApiError::new(
+            Code::FailedPrecondition,
+            "the model's first output is not float",
+        ));
+    };
+    let n = out.shape.first().copied().unwrap_or(1).max(1);
+    let c = v.len() / n;
+    let results: Vec<Value> = (0..n)
+        .map(|i| {
+            if classify {
+                Value::Array(
+                    (0..c)
+                        .map(|k| json!([k.to_string(), v[i * c + k]]))
+                        .collect(),
+                )
+            } else {
+                json!(v[i * c])
+            }
+        })
+        .collect();
+    if !classify && c != 1 {
+        return Err(ApiError::new(
+            Code::FailedPrecondition,
+            format!("Regress needs one value per example; the model gives {c}"),
+        ));
+    }
+    Ok(json!({ "results": results }).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        let p = parse_model_path("/v1/models/digits/versions/2:predict")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (p.name.as_deref(), p.version, p.verb.as_deref()),
+            (Some("digits"), Some(2), Some("predict"))
+        );
+        let p = parse_model_path("/v1/models/digits/labels/stable/metadata")
+            .unwrap()
+            .unwrap();
+        assert!(p.metadata && p.label.as_deref() == Some("stable"));
+        assert!(parse_model_path("/v1/models/d/versions/x")
+            .unwrap()
+            .is_err());
+        assert!(parse_model_path("/other").is_none());
+    }
+}

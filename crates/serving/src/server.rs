@@ -1,0 +1,640 @@
+//! Starting and running the server: secrets from the key broker, the model repository, TLS,
+//! the attestation document, and the gRPC and REST listeners with graceful drain.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use teeserve_attest::platform::Platform;
+use teeserve_ratls::{EvidenceFormat, KeyType, RaTlsIdentity};
+use teeserve_seal::key::SealKey;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use zeroize::Zeroizing;
+
+use crate::batching::Batcher;
+use crate::engine::{Engine, TractEngine};
+use crate::metrics::Metrics;
+use crate::repository::ModelRepository;
+use crate::rest::RestContext;
+use crate::service::{CoreOptions, ServingCore};
+use crate::textproto::{self, ModelConfig, VersionPolicy};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A flag or file is wrong.
+    #[error("{0}")]
+    Config(String),
+    /// The key broker could not be reached or refused.
+    #[error("key broker: {0}")]
+    Kbs(String),
+    /// Binding a port failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Where TLS material comes from.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// TF Serving's SSLConfig file.
+    pub ssl_config_file: Option<PathBuf>,
+    /// Certificate chain (PEM).
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) on disk (development; production fetches it from the broker).
+    pub key: Option<PathBuf>,
+    /// CA for client certificates (mTLS).
+    pub client_ca: Option<PathBuf>,
+    /// Serve an RA-TLS certificate made in the TEE.
+    pub ra_tls: bool,
+    /// Allow plaintext.
+    pub insecure: bool,
+}
+
+/// Key-broker options.
+#[derive(Debug, Clone)]
+pub struct KbsOptions {
+    /// HOST:PORT of the native API.
+    pub addr: String,
+    /// CA of the broker's certificate.
+    pub ca: PathBuf,
+    /// Name expected in the broker's certificate.
+    pub server_name: Option<String>,
+    /// Secret holding the model key.
+    pub model_key_secret: String,
+    /// Secret holding the TLS private key (PEM), if the TLS key is provisioned too.
+    pub tls_key_secret: Option<String>,
+    /// How long to keep retrying an unreachable broker.
+    pub retry_for: Duration,
+}
+
+/// Everything `teeserve serve` takes.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// gRPC port (0 disables).
+    pub port: u16,
+    /// REST port (0 disables).
+    pub rest_api_port: u16,
+    /// gRPC bind address.
+    pub grpc_bind: String,
+    /// REST bind address.
+    pub rest_bind: String,
+    /// Single-model mode: name.
+    pub model_name: String,
+    /// Single-model mode: base path.
+    pub model_base_path: Option<PathBuf>,
+    /// Multi-model config file.
+    pub model_config_file: Option<PathBuf>,
+    /// Seconds between re-reads of the config file (0 = once).
+    pub model_config_file_poll_wait_seconds: u64,
+    /// Seconds between scans for versions (0 = once, negative = never).
+    pub file_system_poll_wait_seconds: i64,
+    /// Dynamic batching.
+    pub enable_batching: bool,
+    /// Batching parameters file.
+    pub batching_parameters_file: Option<PathBuf>,
+    /// Monitoring config file.
+    pub monitoring_config_file: Option<PathBuf>,
+    /// CORS on REST.
+    pub cors: bool,
+    /// TLS.
+    pub tls: TlsOptions,
+    /// A local model key file (development only: the key sits on the host's disk).
+    pub model_key_file: Option<PathBuf>,
+    /// The key broker.
+    pub kbs: Option<KbsOptions>,
+    /// Collateral to publish with the attestation document (JSON bundle).
+    pub attestation_collateral: Option<PathBuf>,
+    /// Limits.
+    pub core: CoreOptions,
+    /// Largest request body / message.
+    pub max_request_bytes: usize,
+    /// Seconds to drain in-flight requests on shutdown.
+    pub drain_secs: u64,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            port: 8500,
+            rest_api_port: 8501,
+            grpc_bind: "0.0.0.0".into(),
+            rest_bind: "0.0.0.0".into(),
+            model_name: "default".into(),
+            model_base_path: None,
+            model_config_file: None,
+            model_config_file_poll_wait_seconds: 0,
+            file_system_poll_wait_seconds: 1,
+            enable_batching: false,
+            batching_parameters_file: None,
+            monitoring_config_file: None,
+            cors: false,
+            tls: TlsOptions::default(),
+            model_key_file: None,
+            kbs: None,
+            attestation_collateral: None,
+            core: CoreOptions::default(),
+            max_request_bytes: 64 << 20,
+            drain_secs: 10,
+        }
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    /// The gRPC address.
+    pub grpc_addr: Option<SocketAddr>,
+    /// The REST address.
+    pub rest_addr: Option<SocketAddr>,
+    /// The core.
+    pub core: Arc<ServingCore>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    drain: Duration,
+}
+
+fn cfg(e: impl std::fmt::Display) -> ServeError {
+    ServeError::Config(e.to_string())
+}
+
+fn read(p: &PathBuf, flag: &str) -> Result<Vec<u8>, ServeError> {
+    std::fs::read(p).map_err(|e| cfg(format!("{flag} {}: {e}", p.display())))
+}
+
+/// Secrets obtained from the key broker.
+struct Provisioned {
+    model_key: Option<SealKey>,
+    tls_key_pem: Option<Zeroizing<Vec<u8>>>,
+}
+
+async fn provision(k: &KbsOptions, platform: &dyn Platform) -> Result<Provisioned, ServeError> {
+    let ca = read(&k.ca, "--kbs-ca")?;
+    let identity = RaTlsIdentity::generate(platform, EvidenceFormat::Both, KeyType::P256)
+        .map_err(|e| ServeError::Kbs(e.to_string()))?;
+    let deadline = tokio::time::Instant::now() + k.retry_for;
+    let mut wait = Duration::from_millis(200);
+    let mut client = loop {
+        match teeserve_kbs::client::KbsClient::connect(
+            &k.addr,
+            &ca,
+            k.server_name.as_deref(),
+            &identity,
+        )
+        .await
+        {
+            Ok(c) => break c,
+            Err(e @ teeserve_kbs::KbsError::Io { .. }) => {
+                if tokio::time::Instant::now() + wait > deadline {
+                    return Err(ServeError::Kbs(format!(
+                        "{e}; gave up after {:?}",
+                        k.retry_for
+                    )));
+                }
+                tracing::warn!("key broker unreachable ({e}); retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(ServeError::Kbs(e.to_string())),
+        }
+    };
+    let key = client
+        .get_secret(&k.model_key_secret)
+        .await
+        .map_err(|e| ServeError::Kbs(e.to_string()))?;
+    let model_key = Some(
+        SealKey::from_file_bytes(&key)
+            .map_err(|e| ServeError::Kbs(format!("secret {:?}: {e}", k.model_key_secret)))?,
+    );
+    let tls_key_pem = match &k.tls_key_secret {
+        Some(s) => Some(
+            client
+                .get_secret(s)
+                .await
+                .map_err(|e| ServeError::Kbs(e.to_string()))?,
+        ),
+        None => None,
+    };
+    tracing::info!("received secrets from the key broker at {}", k.addr);
+    Ok(Provisioned {
+        model_key,
+        tls_key_pem,
+    })
+}
+
+fn model_configs(o: &ServeOptions) -> Result<Vec<ModelConfig>, ServeError> {
+    match (&o.model_config_file, &o.model_base_path) {
+        (Some(f), _) => {
+            let text = String::from_utf8(read(f, "--model_config_file")?)
+                .map_err(|_| cfg("--model_config_file is not UTF-8"))?;
+            textproto::model_server_config(&text)
+                .map_err(|e| cfg(format!("--model_config_file {}: {e}", f.display())))
+        }
+        (None, Some(b)) => Ok(vec![ModelConfig {
+            name: o.model_name.clone(),
+            base_path: b.display().to_string(),
+            policy: VersionPolicy::Latest(1),
+            labels: Default::default(),
+        }]),
+        (None, None) => Err(cfg(
+            "give --model_base_path (with --model_name) or --model_config_file",
+        )),
+    }
+}
+
+/// A TLS configuration and the DER SubjectPublicKeyInfo of the served certificate.
+type TlsSetup = (Arc<rustls::ServerConfig>, Vec<u8>);
+
+fn tls_config(
+    t: &TlsOptions,
+    provisioned_key: Option<&[u8]>,
+    platform: Option<&dyn Platform>,
+) -> Result<Option<TlsSetup>, ServeError> {
+    let (certs, key, client_ca): (
+        Vec<CertificateDer<'static>>,
+        PrivateKeyDer<'static>,
+        Option<Vec<u8>>,
+    ) = if t.ra_tls {
+        let p = platform.ok_or_else(|| cfg("--tls-ra needs a TEE platform (--platform)"))?;
+        let id = RaTlsIdentity::generate(p, EvidenceFormat::Both, KeyType::P256)
+            .map_err(|e| cfg(format!("--tls-ra: {e}")))?;
+        (
+            vec![CertificateDer::from(id.cert_der.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(id.key_pkcs8.to_vec())),
+            t.client_ca
+                .as_ref()
+                .map(|p| read(p, "--tls-client-ca"))
+                .transpose()?,
+        )
+    } else if let Some(f) = &t.ssl_config_file {
+        let text = String::from_utf8(read(f, "--ssl_config_file")?)
+            .map_err(|_| cfg("--ssl_config_file is not UTF-8"))?;
+        let c = textproto::ssl_config(&text)
+            .map_err(|e| cfg(format!("--ssl_config_file {}: {e}", f.display())))?;
+        let certs = teeserve_kbs::tls::certs_from_pem(c.server_cert.as_bytes())
+            .map_err(|e| cfg(format!("--ssl_config_file server_cert: {e}")))?;
+        let key = teeserve_kbs::tls::key_from_pem(c.server_key.as_bytes())
+            .map_err(|e| cfg(format!("--ssl_config_file server_key: {e}")))?;
+        let ca = if c.client_verify {
+            if c.custom_ca.is_empty() {
+                return Err(cfg("--ssl_config_file: client_verify needs custom_ca"));
+            }
+            Some(c.custom_ca.into_bytes())
+        } else {
+            None
+        };
+        (certs, key, ca)
+    } else if let Some(cert) = &t.cert {
+        let certs = teeserve_kbs::tls::certs_from_pem(&read(cert, "--tls-cert")?)
+            .map_err(|e| cfg(format!("--tls-cert: {e}")))?;
+        let key_pem =
+            match (provisioned_key, &t.key) {
+                (Some(k), _) => Zeroizing::new(k.to_vec()),
+                (None, Some(p)) => Zeroizing::new(read(p, "--tls-key")?),
+                (None, None) => return Err(cfg(
+                    "--tls-cert needs --tls-key, or the key from the broker (--kbs-tls-key-secret)",
+                )),
+            };
+        let key =
+            teeserve_kbs::tls::key_from_pem(&key_pem).map_err(|e| cfg(format!("TLS key: {e}")))?;
+        (
+            certs,
+            key,
+            t.client_ca
+                .as_ref()
+                .map(|p| read(p, "--tls-client-ca"))
+                .transpose()?,
+        )
+    } else if t.insecure {
+        return Ok(None);
+    } else {
+        return Err(cfg(
+            "TLS is required: give --tls-cert (with --tls-key or a key from the broker), --ssl_config_file or --tls-ra; plaintext only with --insecure",
+        ));
+    };
+    let spki = x509_parser::parse_x509_certificate(&certs[0])
+        .map(|(_, c)| c.public_key().raw.to_vec())
+        .map_err(|e| cfg(format!("server certificate: {e}")))?;
+    let builder = rustls::ServerConfig::builder_with_provider(teeserve_kbs::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(cfg)?;
+    let builder = match client_ca {
+        Some(ca) => {
+            let roots = teeserve_kbs::tls::roots_from_pem(&ca)
+                .map_err(|e| cfg(format!("client CA: {e}")))?;
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                teeserve_kbs::tls::provider(),
+            )
+            .build()
+            .map_err(cfg)?;
+            builder.with_client_cert_verifier(v)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut c = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| cfg(format!("TLS certificate and key: {e}")))?;
+    c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some((Arc::new(c), spki)))
+}
+
+/// The attestation document: evidence whose report data is SHA-256 of the served TLS key.
+fn attestation_doc(
+    platform: &dyn Platform,
+    spki: &[u8],
+    collateral: Option<&PathBuf>,
+) -> Result<serde_json::Value, ServeError> {
+    let hash = ring::digest::digest(&ring::digest::SHA256, spki);
+    let mut rd = [0u8; 64];
+    rd[..32].copy_from_slice(hash.as_ref());
+    let quote = platform
+        .quote(&rd)
+        .map_err(|e| cfg(format!("attestation: {e}")))?;
+    let mut doc = serde_json::json!({
+        "platform": platform.name(),
+        "quote": base64::engine::general_purpose::STANDARD.encode(&quote),
+        "report_data": hex::encode(rd),
+        "binding": "report_data = SHA-256(DER SubjectPublicKeyInfo of the served TLS certificate) || 32 zero bytes",
+        "tls_spki_sha256": hex::encode(hash.as_ref()),
+    });
+    if let Some(c) = collateral {
+        let bytes = read(c, "--attestation-collateral")?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| cfg(format!("--attestation-collateral: {e}")))?;
+        doc["collateral"] = v;
+    }
+    Ok(doc)
+}
+
+impl Server {
+    /// Obtains secrets, loads models, and starts the listeners. `platform` is the TEE the server
+    /// runs in (needed with a key broker, `--tls-ra`, or for /v1/attestation).
+    pub async fn start(
+        o: ServeOptions,
+        platform: Option<Arc<dyn Platform>>,
+    ) -> Result<Self, ServeError> {
+        if o.port != 0 && o.port == o.rest_api_port {
+            return Err(cfg("--rest_api_port must differ from --port"));
+        }
+        if o.batching_parameters_file.is_some() && !o.enable_batching {
+            return Err(cfg("--batching_parameters_file needs --enable_batching"));
+        }
+        let provisioned = match (&o.kbs, &platform) {
+            (Some(k), Some(p)) => provision(k, p.as_ref()).await?,
+            (Some(_), None) => return Err(cfg("--kbs needs a TEE platform (--platform)")),
+            (None, _) => Provisioned {
+                model_key: match &o.model_key_file {
+                    Some(f) => {
+                        tracing::warn!("using a model key from a local file: on a TEE host, fetch it from the key broker instead");
+                        Some(SealKey::from_file(f).map_err(|e| cfg(format!("--model-key: {e}")))?)
+                    }
+                    None => None,
+                },
+                tls_key_pem: None,
+            },
+        };
+        let engine: Arc<dyn Engine> = Arc::new(TractEngine);
+        let repo = Arc::new(ModelRepository::new(
+            engine,
+            provisioned.model_key,
+            model_configs(&o)?,
+        ));
+        let r = repo.clone();
+        tokio::task::spawn_blocking(move || r.sync())
+            .await
+            .map_err(cfg)?;
+        let metrics = Arc::new(Metrics::default());
+        let batcher = if o.enable_batching {
+            let params = match &o.batching_parameters_file {
+                Some(f) => textproto::batching_parameters(&String::from_utf8_lossy(&read(
+                    f,
+                    "--batching_parameters_file",
+                )?))
+                .map_err(|e| cfg(format!("--batching_parameters_file {}: {e}", f.display())))?,
+                None => Default::default(),
+            };
+            Some(Arc::new(Batcher::new(params, metrics.clone())))
+        } else {
+            None
+        };
+        let core = Arc::new(ServingCore::new(
+            repo.clone(),
+            metrics,
+            o.core.clone(),
+            batcher,
+        ));
+        let tls = tls_config(
+            &o.tls,
+            provisioned.tls_key_pem.as_deref().map(|v| &v[..]),
+            platform.as_deref(),
+        )?;
+        let attestation = match (&platform, &tls) {
+            (Some(p), Some((_, spki))) => Some(Arc::new(attestation_doc(
+                p.as_ref(),
+                spki,
+                o.attestation_collateral.as_ref(),
+            )?)),
+            _ => None,
+        };
+        let metrics_path = match &o.monitoring_config_file {
+            Some(f) => textproto::monitoring_config(&String::from_utf8_lossy(&read(
+                f,
+                "--monitoring_config_file",
+            )?))
+            .map_err(|e| cfg(format!("--monitoring_config_file: {e}")))?,
+            None => Some("/monitoring/prometheus/metrics".to_owned()),
+        };
+        let ctx = Arc::new(RestContext {
+            metrics_path,
+            cors: o.cors,
+            attestation: attestation.clone(),
+            max_body: o.max_request_bytes,
+        });
+        let tls_cfg = tls.map(|(c, _)| c);
+        let (shutdown, rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+
+        let mut grpc_addr = None;
+        if o.port != 0 {
+            let l = bind(&o.grpc_bind, o.port).await?;
+            grpc_addr = l.local_addr().ok();
+            let g = crate::grpc::Grpc(core.clone());
+            let n = o.max_request_bytes;
+            let routes = tonic::service::Routes::new(
+                crate::proto::tensorflow::serving::prediction_service_server::PredictionServiceServer::new(g.clone())
+                    .max_decoding_message_size(n)
+                    .max_encoding_message_size(usize::MAX),
+            )
+            .add_service(
+                crate::proto::tensorflow::serving::model_service_server::ModelServiceServer::new(g)
+                    .max_decoding_message_size(n),
+            )
+            .add_service(crate::proto::health::health_server::HealthServer::new(crate::grpc::Health(core.clone())));
+            let att = attestation.clone();
+            let router = routes.prepare().into_axum_router().route(
+                "/v1/attestation",
+                axum::routing::get(move || {
+                    let att = att.clone();
+                    async move {
+                        match att {
+                            Some(a) => (axum::http::StatusCode::OK, a.to_string()),
+                            None => (
+                                axum::http::StatusCode::NOT_FOUND,
+                                "{\"error\": \"no attestation\"}".to_owned(),
+                            ),
+                        }
+                    }
+                }),
+            );
+            tasks.push(tokio::spawn(serve_listener(
+                l,
+                tls_cfg.clone(),
+                router,
+                rx.clone(),
+            )));
+        }
+        let mut rest_addr = None;
+        if o.rest_api_port != 0 {
+            let l = bind(&o.rest_bind, o.rest_api_port).await?;
+            rest_addr = l.local_addr().ok();
+            let c = core.clone();
+            let router = axum::Router::new().fallback(move |req: axum::extract::Request| {
+                let c = c.clone();
+                let ctx = ctx.clone();
+                async move { crate::rest::handle(c, ctx, req).await }
+            });
+            tasks.push(tokio::spawn(serve_listener(
+                l,
+                tls_cfg.clone(),
+                router,
+                rx.clone(),
+            )));
+        }
+        // Version polling and config re-reading.
+        if o.file_system_poll_wait_seconds > 0 || o.model_config_file_poll_wait_seconds > 0 {
+            let repo = repo.clone();
+            let fs_wait = o.file_system_poll_wait_seconds;
+            let cfg_wait = o.model_config_file_poll_wait_seconds;
+            let opts = o.clone();
+            let mut rx = rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let tick = Duration::from_secs(if fs_wait > 0 {
+                    fs_wait as u64
+                } else {
+                    cfg_wait.max(1)
+                });
+                let mut since_cfg = Duration::ZERO;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(tick) => {}
+                        _ = rx.changed() => return,
+                    }
+                    since_cfg += tick;
+                    if cfg_wait > 0 && since_cfg >= Duration::from_secs(cfg_wait) {
+                        since_cfg = Duration::ZERO;
+                        match model_configs(&opts) {
+                            Ok(c) => repo.set_configs(c),
+                            Err(e) => tracing::error!("model config not reloaded: {e}"),
+                        }
+                    }
+                    let r = repo.clone();
+                    let _ = tokio::task::spawn_blocking(move || r.sync()).await;
+                }
+            }));
+        }
+        Ok(Self {
+            grpc_addr,
+            rest_addr,
+            core,
+            shutdown,
+            tasks,
+            drain: Duration::from_secs(o.drain_secs),
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the drain time), and stops.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let all = futures::future::join_all(self.tasks);
+        let _ = tokio::time::timeout(self.drain + Duration::from_secs(1), all).await;
+    }
+}
+
+async fn bind(host: &str, port: u16) -> Result<TcpListener, ServeError> {
+    let addr = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    TcpListener::bind(&addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+async fn serve_listener(
+    l: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = l.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let svc = hyper_util::service::TowerToHyperService::new(router.clone());
+        let builder = auto::Builder::new(TokioExecutor::new());
+        match &acceptor {
+            Some(a) => {
+                let a = a.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let tls =
+                        match tokio::time::timeout(Duration::from_secs(10), a.accept(tcp)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!("{peer}: TLS handshake failed: {e}");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                    let conn = builder
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .into_owned();
+                    let _ = watcher.watch(conn).await;
+                });
+            }
+            None => {
+                let conn = builder
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .into_owned();
+                let fut = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = fut.await;
+                });
+            }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+}

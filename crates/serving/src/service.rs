@@ -1,0 +1,609 @@
+//! The serving core shared by gRPC and REST: model resolution, signature checks, inference on a
+//! bounded worker pool (optionally batched), status and metadata.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tonic::Code;
+
+use crate::batching::Batcher;
+use crate::engine::{LoadedModel, Signature};
+use crate::metrics::Metrics;
+use crate::proto::tensorflow::serving::{
+    model_spec::VersionChoice, model_version_status, GetModelMetadataRequest,
+    GetModelMetadataResponse, GetModelStatusRequest, GetModelStatusResponse, ModelSpec,
+    ModelVersionStatus, PredictRequest, PredictResponse, SignatureDefMap, StatusProto,
+};
+use crate::proto::tensorflow::{tensor_shape_proto, SignatureDef, TensorInfo, TensorShapeProto};
+use crate::repository::{ModelRepository, ResolveError, State};
+use crate::tensor::Tensor;
+
+/// The only signature an ONNX model has.
+pub const DEFAULT_SIGNATURE: &str = "serving_default";
+/// The method name reported for it.
+pub const PREDICT_METHOD: &str = "tensorflow/serving/predict";
+
+/// An error with a gRPC / TF status code and TF Serving's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The status code.
+    pub code: Code,
+    /// The message.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// TF's name of the code (`NOT_FOUND`).
+    pub fn code_name(&self) -> &'static str {
+        code_name(self.code)
+    }
+
+    /// The HTTP status TF Serving maps the code to (`http_server.cc::ToHTTPStatusCode`).
+    pub fn http_status(&self) -> u16 {
+        match self.code {
+            Code::Ok => 200,
+            Code::Cancelled => 499,
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => 400,
+            Code::DeadlineExceeded => 504,
+            Code::NotFound => 404,
+            Code::AlreadyExists | Code::Aborted => 409,
+            Code::PermissionDenied => 403,
+            Code::ResourceExhausted => 429,
+            Code::Unimplemented => 501,
+            Code::Unavailable => 503,
+            Code::Unauthenticated => 401,
+            _ => 500,
+        }
+    }
+}
+
+/// TF's name of a status code.
+pub fn code_name(c: Code) -> &'static str {
+    match c {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+impl From<ResolveError> for ApiError {
+    fn from(e: ResolveError) -> Self {
+        match e {
+            ResolveError::NotFound(m) => ApiError::new(Code::NotFound, m),
+            ResolveError::BadLabel(m) => ApiError::new(Code::InvalidArgument, m),
+        }
+    }
+}
+
+/// Which API a request came through (error texts differ slightly, as in TF Serving).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// gRPC.
+    Grpc,
+    /// REST.
+    Rest,
+}
+
+impl Entry {
+    fn name(self) -> &'static str {
+        match self {
+            Entry::Grpc => "GRPC",
+            Entry::Rest => "REST",
+        }
+    }
+}
+
+/// Limits and options of the core.
+#[derive(Debug, Clone)]
+pub struct CoreOptions {
+    /// Inference worker threads (default: the cores).
+    pub workers: usize,
+    /// Requests in flight before RESOURCE_EXHAUSTED.
+    pub max_in_flight: usize,
+    /// Deadline of a request.
+    pub timeout: Duration,
+    /// Encode gRPC outputs as tensor_content instead of typed fields.
+    pub tensor_content: bool,
+}
+
+impl Default for CoreOptions {
+    fn default() -> Self {
+        Self {
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            max_in_flight: 256,
+            timeout: Duration::from_secs(30),
+            tensor_content: false,
+        }
+    }
+}
+
+/// The serving core.
+#[derive(Debug)]
+pub struct ServingCore {
+    /// The models.
+    pub repo: Arc<ModelRepository>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Options.
+    pub options: CoreOptions,
+    workers: Arc<Semaphore>,
+    in_flight: Arc<Semaphore>,
+    batcher: Option<Arc<Batcher>>,
+}
+
+/// A resolved request target.
+pub struct Target {
+    /// Model name.
+    pub name: String,
+    /// Version.
+    pub version: i64,
+    /// The model.
+    pub model: Arc<dyn LoadedModel>,
+}
+
+fn check_signature(sig: &str, entry: Entry) -> Result<(), ApiError> {
+    if sig.is_empty() || sig == DEFAULT_SIGNATURE {
+        return Ok(());
+    }
+    Err(match entry {
+        Entry::Grpc => ApiError::new(
+            Code::FailedPrecondition,
+            format!("Serving signature key \"{sig}\" not found."),
+        ),
+        Entry::Rest => ApiError::new(
+            Code::InvalidArgument,
+            format!("Serving signature name: \"{sig}\" not found in signature def"),
+        ),
+    })
+}
+
+fn set_str(names: &[&str]) -> String {
+    format!("{{{}}}", names.join(", "))
+}
+
+impl ServingCore {
+    /// A core over `repo`.
+    pub fn new(
+        repo: Arc<ModelRepository>,
+        metrics: Arc<Metrics>,
+        options: CoreOptions,
+        batcher: Option<Arc<Batcher>>,
+    ) -> Self {
+        Self {
+            workers: Arc::new(Semaphore::new(options.workers.max(1))),
+            in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
+            repo,
+            metrics,
+            options,
+            batcher,
+        }
+    }
+
+    /// Resolves a model spec.
+    pub fn resolve(
+        &self,
+        name: &str,
+        version: Option<i64>,
+        label: Option<&str>,
+    ) -> Result<Target, ApiError> {
+        if name.is_empty() {
+            return Err(ApiError::new(Code::InvalidArgument, "Missing ModelSpec"));
+        }
+        let (version, model) = self.repo.resolve(name, version, label)?;
+        Ok(Target {
+            name: name.to_owned(),
+            version,
+            model,
+        })
+    }
+
+    /// Resolves a gRPC ModelSpec.
+    pub fn resolve_spec(&self, spec: Option<&ModelSpec>) -> Result<Target, ApiError> {
+        let spec = spec.ok_or_else(|| ApiError::new(Code::InvalidArgument, "Missing ModelSpec"))?;
+        let (v, l) = match &spec.version_choice {
+            Some(VersionChoice::Version(v)) => (Some(*v), None),
+            Some(VersionChoice::VersionLabel(l)) => (None, Some(l.as_str())),
+            None => (None, None),
+        };
+        self.resolve(&spec.name, v, l)
+    }
+
+    /// Checks inputs against the signature, runs the model, and filters outputs.
+    pub async fn infer(
+        &self,
+        target: &Target,
+        signature: &str,
+        mut inputs: Vec<(String, Tensor)>,
+        output_filter: &[String],
+        entry: Entry,
+    ) -> Result<Vec<(String, Tensor)>, ApiError> {
+        let start = Instant::now();
+        let r = self
+            .infer_inner(target, signature, &mut inputs, output_filter, entry)
+            .await;
+        let status = match &r {
+            Ok(_) => "OK",
+            Err(e) => e.code_name(),
+        };
+        self.metrics.request(&target.name, status);
+        if r.is_ok() {
+            let api = if entry == Entry::Rest {
+                "predict"
+            } else {
+                "Predict"
+            };
+            self.metrics.latency(
+                &target.name,
+                api,
+                entry.name(),
+                start.elapsed().as_secs_f64() * 1e6,
+            );
+        }
+        r
+    }
+
+    async fn infer_inner(
+        &self,
+        target: &Target,
+        signature: &str,
+        inputs: &mut Vec<(String, Tensor)>,
+        output_filter: &[String],
+        entry: Entry,
+    ) -> Result<Vec<(String, Tensor)>, ApiError> {
+        check_signature(signature, entry)?;
+        let sig = target.model.signature().clone();
+        let ordered = order_inputs(&sig, std::mem::take(inputs))?;
+        for alias in output_filter {
+            if !sig.outputs.iter().any(|o| &o.name == alias) {
+                let names: Vec<&str> = sig.outputs.iter().map(|o| o.name.as_str()).collect();
+                return Err(ApiError::new(
+                    Code::InvalidArgument,
+                    format!("output tensor alias not found in signature: {alias} Outputs expected to be in the set {}.", set_str(&names)),
+                ));
+            }
+        }
+        let _slot = self.in_flight.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                Code::ResourceExhausted,
+                format!(
+                    "the server has {} requests in flight, its limit; retry later",
+                    self.options.max_in_flight
+                ),
+            )
+        })?;
+        let outputs = tokio::time::timeout(self.options.timeout, self.run(target, ordered))
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    Code::DeadlineExceeded,
+                    format!("the request took longer than {:?}", self.options.timeout),
+                )
+            })??;
+        let mut named: Vec<(String, Tensor)> = sig
+            .outputs
+            .iter()
+            .map(|o| o.name.clone())
+            .zip(outputs)
+            .collect();
+        if !output_filter.is_empty() {
+            named.retain(|(n, _)| output_filter.contains(n));
+        }
+        Ok(named)
+    }
+
+    async fn run(&self, target: &Target, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ApiError> {
+        if let Some(b) = &self.batcher {
+            return b.submit(target, inputs).await;
+        }
+        let permit = self
+            .workers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::new(Code::Unavailable, "the server is shutting down"))?;
+        let model = target.model.clone();
+        let metrics = self.metrics.clone();
+        let name = target.name.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let t = Instant::now();
+            let r = model.run(inputs);
+            metrics.runtime(&name, "tract", t.elapsed().as_secs_f64() * 1e6);
+            r
+        })
+        .await
+        .map_err(|e| ApiError::new(Code::Internal, format!("inference task failed: {e}")))?
+        .map_err(|e| ApiError::new(Code::InvalidArgument, e))
+    }
+
+    /// gRPC Predict.
+    pub async fn predict(&self, req: PredictRequest) -> Result<PredictResponse, ApiError> {
+        let target = self.resolve_spec(req.model_spec.as_ref())?;
+        let mut inputs = Vec::with_capacity(req.inputs.len());
+        for (name, tp) in &req.inputs {
+            let t = Tensor::from_proto(tp)
+                .map_err(|e| ApiError::new(Code::InvalidArgument, format!("input {name}: {e}")))?;
+            inputs.push((name.clone(), t));
+        }
+        let sig_name = req
+            .model_spec
+            .as_ref()
+            .map(|s| s.signature_name.clone())
+            .unwrap_or_default();
+        let outputs = self
+            .infer(&target, &sig_name, inputs, &req.output_filter, Entry::Grpc)
+            .await?;
+        Ok(PredictResponse {
+            model_spec: Some(effective_spec(&target, &sig_name)),
+            outputs: outputs
+                .into_iter()
+                .map(|(n, t)| (n, t.to_proto(self.options.tensor_content)))
+                .collect(),
+        })
+    }
+
+    /// GetModelMetadata.
+    pub fn metadata(
+        &self,
+        req: &GetModelMetadataRequest,
+    ) -> Result<GetModelMetadataResponse, ApiError> {
+        let target = self.resolve_spec(req.model_spec.as_ref())?;
+        if req.metadata_field.is_empty() {
+            return Err(ApiError::new(
+                Code::InvalidArgument,
+                "GetModelMetadataRequest must specify at least one metadata_field",
+            ));
+        }
+        if let Some(f) = req
+            .metadata_field
+            .iter()
+            .find(|f| f.as_str() != "signature_def")
+        {
+            return Err(ApiError::new(
+                Code::InvalidArgument,
+                format!("Metadata field {f} is not supported"),
+            ));
+        }
+        let map = signature_def_map(target.model.signature());
+        let any = prost_types::Any {
+            type_url: "type.googleapis.com/tensorflow.serving.SignatureDefMap".into(),
+            value: prost::Message::encode_to_vec(&map),
+        };
+        Ok(GetModelMetadataResponse {
+            model_spec: Some(effective_spec(&target, "")),
+            metadata: [("signature_def".to_owned(), any)].into_iter().collect(),
+        })
+    }
+
+    /// GetModelStatus.
+    pub fn status(&self, req: &GetModelStatusRequest) -> Result<GetModelStatusResponse, ApiError> {
+        let spec = req
+            .model_spec
+            .as_ref()
+            .ok_or_else(|| ApiError::new(Code::InvalidArgument, "Missing ModelSpec"))?;
+        let (v, l) = match &spec.version_choice {
+            Some(VersionChoice::Version(v)) => (Some(*v), None),
+            Some(VersionChoice::VersionLabel(l)) => (None, Some(l.as_str())),
+            None => (None, None),
+        };
+        self.status_of(&spec.name, v, l)
+    }
+
+    /// Status of a model's versions (one version when given).
+    pub fn status_of(
+        &self,
+        name: &str,
+        version: Option<i64>,
+        label: Option<&str>,
+    ) -> Result<GetModelStatusResponse, ApiError> {
+        let m = self.repo.model(name).ok_or_else(|| {
+            ApiError::new(
+                Code::NotFound,
+                format!("Could not find any versions of model {name}"),
+            )
+        })?;
+        let version = match (version, label) {
+            (Some(v), _) => Some(v),
+            (None, Some(l)) => Some(*m.config.labels.get(l).ok_or_else(|| {
+                ApiError::new(
+                    Code::InvalidArgument,
+                    format!("Unrecognized servable version label: {l}"),
+                )
+            })?),
+            _ => None,
+        };
+        let mut out = Vec::new();
+        for (v, s) in m.versions.iter().rev() {
+            if version.is_some_and(|want| want != *v) {
+                continue;
+            }
+            let (state, code, msg) = match s.state {
+                State::Loading => (
+                    model_version_status::State::Loading,
+                    Code::Ok,
+                    String::new(),
+                ),
+                State::Available => (
+                    model_version_status::State::Available,
+                    Code::Ok,
+                    String::new(),
+                ),
+                State::End => (
+                    model_version_status::State::End,
+                    if s.error.is_some() {
+                        Code::Unknown
+                    } else {
+                        Code::Ok
+                    },
+                    s.error.clone().unwrap_or_default(),
+                ),
+            };
+            out.push(ModelVersionStatus {
+                version: *v,
+                state: state as i32,
+                status: Some(StatusProto {
+                    error_code: code as i32,
+                    error_message: msg,
+                }),
+            });
+        }
+        if out.is_empty() {
+            return Err(ApiError::new(
+                Code::NotFound,
+                match version {
+                    Some(v) => format!("Could not find version {v} of model {name}"),
+                    None => format!("Could not find any versions of model {name}"),
+                },
+            ));
+        }
+        Ok(GetModelStatusResponse {
+            model_version_status: out,
+        })
+    }
+}
+
+fn effective_spec(t: &Target, sig: &str) -> ModelSpec {
+    ModelSpec {
+        name: t.name.clone(),
+        version_choice: Some(VersionChoice::Version(t.version)),
+        signature_name: if sig.is_empty() {
+            DEFAULT_SIGNATURE.into()
+        } else {
+            sig.into()
+        },
+    }
+}
+
+/// Puts inputs in signature order, checking names, dtypes and fixed dimensions.
+pub fn order_inputs(
+    sig: &Signature,
+    inputs: Vec<(String, Tensor)>,
+) -> Result<Vec<Tensor>, ApiError> {
+    let sent: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
+    let expected: Vec<&str> = sig.inputs.iter().map(|s| s.name.as_str()).collect();
+    let extra: Vec<&str> = sent
+        .iter()
+        .copied()
+        .filter(|n| !expected.contains(n))
+        .collect();
+    let missing: Vec<&str> = expected
+        .iter()
+        .copied()
+        .filter(|n| !sent.contains(n))
+        .collect();
+    if !extra.is_empty() || !missing.is_empty() || sent.len() != expected.len() {
+        return Err(ApiError::new(
+            Code::InvalidArgument,
+            format!(
+                "input size does not match signature: {}!={} len({}) != len({}). Sent extra: {}. Missing but required: {}.",
+                sent.len(),
+                expected.len(),
+                set_str(&sent),
+                set_str(&expected),
+                set_str(&extra),
+                set_str(&missing)
+            ),
+        ));
+    }
+    let mut by_name: std::collections::HashMap<String, Tensor> = inputs.into_iter().collect();
+    let mut out = Vec::with_capacity(sig.inputs.len());
+    for (i, spec) in sig.inputs.iter().enumerate() {
+        let t = by_name.remove(&spec.name).ok_or_else(|| {
+            ApiError::new(
+                Code::InvalidArgument,
+                format!("missing input {}", spec.name),
+            )
+        })?;
+        if t.dtype() != spec.dtype {
+            return Err(ApiError::new(
+                Code::InvalidArgument,
+                format!(
+                    "Expects arg[{i}] to be {} but {} is provided",
+                    spec.dtype.short(),
+                    t.dtype().short()
+                ),
+            ));
+        }
+        let fits = !spec.shape.is_empty()
+            && spec.shape.len() == t.shape.len()
+            && spec
+                .shape
+                .iter()
+                .zip(&t.shape)
+                .all(|(&want, &got)| want < 0 || want as usize == got);
+        if !spec.shape.is_empty() && !fits {
+            return Err(ApiError::new(
+                Code::InvalidArgument,
+                format!(
+                    "input {}: shape {:?} does not match the signature's {:?} (-1 = any)",
+                    spec.name, t.shape, spec.shape
+                ),
+            ));
+        }
+        out.push(t);
+    }
+    Ok(out)
+}
+
+/// The SignatureDefMap of an ONNX model: one `serving_default` signature.
+pub fn signature_def_map(sig: &Signature) -> SignatureDefMap {
+    let info = |s: &crate::engine::TensorSpec| TensorInfo {
+        encoding: Some(crate::proto::tensorflow::tensor_info::Encoding::Name(
+            s.name.clone(),
+        )),
+        dtype: s.dtype.to_tf() as i32,
+        tensor_shape: Some(TensorShapeProto {
+            dim: s
+                .shape
+                .iter()
+                .map(|&d| tensor_shape_proto::Dim {
+                    size: d,
+                    name: String::new(),
+                })
+                .collect(),
+            unknown_rank: false,
+        }),
+    };
+    let def = SignatureDef {
+        inputs: sig
+            .inputs
+            .iter()
+            .map(|s| (s.name.clone(), info(s)))
+            .collect(),
+        outputs: sig
+            .outputs
+            .iter()
+            .map(|s| (s.name.clone(), info(s)))
+            .collect(),
+        method_name: PREDICT_METHOD.into(),
+        defaults: Default::default(),
+    };
+    SignatureDefMap {
+        signature_def: [(DEFAULT_SIGNATURE.to_owned(), def)].into_iter().collect(),
+    }
+}

@@ -1,0 +1,823 @@
+//! Tensors as requests carry them: TensorFlow's TensorProto (both the packed `tensor_content`
+//! and the typed `*_val` fields, with the one-value-fills-the-shape rule), TF Serving's JSON
+//! forms, and .npy files.
+//!
+//! Facts: TensorFlow `tensor.proto`, `tensor_util.py` (make_tensor_proto), TF Serving
+//! `util/json_tensor.cc`; NumPy's "NPY format" specification (format 1.0-3.0).
+
+use crate::proto::tensorflow::{tensor_shape_proto, DataType, TensorProto, TensorShapeProto};
+
+/// The most elements a tensor may have (bounds memory for hostile shapes).
+pub const MAX_ELEMENTS: usize = 1 << 28;
+
+/// Element types teeserve handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    /// float32
+    F32,
+    /// float64
+    F64,
+    /// int8
+    I8,
+    /// int16
+    I16,
+    /// int32
+    I32,
+    /// int64
+    I64,
+    /// uint8
+    U8,
+    /// uint16
+    U16,
+    /// uint32
+    U32,
+    /// uint64
+    U64,
+    /// bool
+    Bool,
+    /// bytes (DT_STRING)
+    Str,
+}
+
+impl DType {
+    /// TensorFlow's DataType.
+    pub fn to_tf(self) -> DataType {
+        match self {
+            DType::F32 => DataType::DtFloat,
+            DType::F64 => DataType::DtDouble,
+            DType::I8 => DataType::DtInt8,
+            DType::I16 => DataType::DtInt16,
+            DType::I32 => DataType::DtInt32,
+            DType::I64 => DataType::DtInt64,
+            DType::U8 => DataType::DtUint8,
+            DType::U16 => DataType::DtUint16,
+            DType::U32 => DataType::DtUint32,
+            DType::U64 => DataType::DtUint64,
+            DType::Bool => DataType::DtBool,
+            DType::Str => DataType::DtString,
+        }
+    }
+
+    /// From TensorFlow's DataType number.
+    pub fn from_tf(v: i32) -> Result<Self, String> {
+        let dt = DataType::try_from(v).map_err(|_| format!("unknown tensor dtype {v}"))?;
+        Ok(match dt {
+            DataType::DtFloat => DType::F32,
+            DataType::DtDouble => DType::F64,
+            DataType::DtInt8 => DType::I8,
+            DataType::DtInt16 => DType::I16,
+            DataType::DtInt32 => DType::I32,
+            DataType::DtInt64 => DType::I64,
+            DataType::DtUint8 => DType::U8,
+            DataType::DtUint16 => DType::U16,
+            DataType::DtUint32 => DType::U32,
+            DataType::DtUint64 => DType::U64,
+            DataType::DtBool => DType::Bool,
+            DataType::DtString => DType::Str,
+            other => {
+                return Err(format!(
+                    "tensor dtype {} is not supported",
+                    other.as_str_name()
+                ))
+            }
+        })
+    }
+
+    /// TensorFlow's name (`DT_FLOAT`).
+    pub fn tf_name(self) -> &'static str {
+        self.to_tf().as_str_name()
+    }
+
+    /// A short name (`float`, `int64`), as TensorFlow prints dtypes in messages.
+    pub fn short(self) -> &'static str {
+        match self {
+            DType::F32 => "float",
+            DType::F64 => "double",
+            DType::I8 => "int8",
+            DType::I16 => "int16",
+            DType::I32 => "int32",
+            DType::I64 => "int64",
+            DType::U8 => "uint8",
+            DType::U16 => "uint16",
+            DType::U32 => "uint32",
+            DType::U64 => "uint64",
+            DType::Bool => "bool",
+            DType::Str => "string",
+        }
+    }
+
+    fn size(self) -> usize {
+        match self {
+            DType::I8 | DType::U8 | DType::Bool => 1,
+            DType::I16 | DType::U16 => 2,
+            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::F64 | DType::I64 | DType::U64 => 8,
+            DType::Str => 0,
+        }
+    }
+}
+
+/// Tensor elements.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Data {
+    /// float32
+    F32(Vec<f32>),
+    /// float64
+    F64(Vec<f64>),
+    /// int8
+    I8(Vec<i8>),
+    /// int16
+    I16(Vec<i16>),
+    /// int32
+    I32(Vec<i32>),
+    /// int64
+    I64(Vec<i64>),
+    /// uint8
+    U8(Vec<u8>),
+    /// uint16
+    U16(Vec<u16>),
+    /// uint32
+    U32(Vec<u32>),
+    /// uint64
+    U64(Vec<u64>),
+    /// bool
+    Bool(Vec<bool>),
+    /// bytes
+    Str(Vec<Vec<u8>>),
+}
+
+/// A dense tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    /// Dimensions.
+    pub shape: Vec<usize>,
+    /// Elements, row-major.
+    pub data: Data,
+}
+
+macro_rules! each_data {
+    ($d:expr, $v:ident => $e:expr) => {
+        match $d {
+            Data::F32($v) => $e,
+            Data::F64($v) => $e,
+            Data::I8($v) => $e,
+            Data::I16($v) => $e,
+            Data::I32($v) => $e,
+            Data::I64($v) => $e,
+            Data::U8($v) => $e,
+            Data::U16($v) => $e,
+            Data::U32($v) => $e,
+            Data::U64($v) => $e,
+            Data::Bool($v) => $e,
+            Data::Str($v) => $e,
+        }
+    };
+}
+
+/// Number of elements of a shape, bounded.
+pub fn element_count(shape: &[usize]) -> Result<usize, String> {
+    let mut n: usize = 1;
+    for &d in shape {
+        n = n.checked_mul(d).ok_or("tensor shape overflows")?;
+    }
+    if n > MAX_ELEMENTS {
+        return Err(format!(
+            "tensor of {n} elements is larger than the {MAX_ELEMENTS} allowed"
+        ));
+    }
+    Ok(n)
+}
+
+fn shape_str(shape: &[usize]) -> String {
+    format!(
+        "[{}]",
+        shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    )
+}
+
+impl Tensor {
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        match &self.data {
+            Data::F32(_) => DType::F32,
+            Data::F64(_) => DType::F64,
+            Data::I8(_) => DType::I8,
+            Data::I16(_) => DType::I16,
+            Data::I32(_) => DType::I32,
+            Data::I64(_) => DType::I64,
+            Data::U8(_) => DType::U8,
+            Data::U16(_) => DType::U16,
+            Data::U32(_) => DType::U32,
+            Data::U64(_) => DType::U64,
+            Data::Bool(_) => DType::Bool,
+            Data::Str(_) => DType::Str,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        each_data!(&self.data, v => v.len())
+    }
+
+    /// True when the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Builds a tensor, checking that the data fills the shape.
+    pub fn new(shape: Vec<usize>, data: Data) -> Result<Self, String> {
+        let n = element_count(&shape)?;
+        let t = Tensor { shape, data };
+        if t.len() != n {
+            return Err(format!(
+                "{} values do not fill shape {}",
+                t.len(),
+                shape_str(&t.shape)
+            ));
+        }
+        Ok(t)
+    }
+
+    /// Decodes a TensorProto.
+    pub fn from_proto(p: &TensorProto) -> Result<Self, String> {
+        let dtype = DType::from_tf(p.dtype)?;
+        let shape_p = p.tensor_shape.clone().unwrap_or_default();
+        if shape_p.unknown_rank {
+            return Err("tensor_shape has unknown rank".into());
+        }
+        let mut shape = Vec::with_capacity(shape_p.dim.len());
+        for d in &shape_p.dim {
+            if d.size < 0 {
+                return Err(format!("tensor_shape has a negative dimension {}", d.size));
+            }
+            shape.push(usize::try_from(d.size).map_err(|_| "dimension too large")?);
+        }
+        let n = element_count(&shape)?;
+        if !p.tensor_content.is_empty() {
+            if dtype == DType::Str {
+                return Err("DT_STRING tensors cannot use tensor_content".into());
+            }
+            let b = &p.tensor_content;
+            if b.len() != n * dtype.size() {
+                return Err(format!(
+                    "tensor_content has {} bytes; shape {} of {} needs {}",
+                    b.len(),
+                    shape_str(&shape),
+                    dtype.tf_name(),
+                    n * dtype.size()
+                ));
+            }
+            return Ok(Tensor {
+                data: from_le_bytes(dtype, b),
+                shape,
+            });
+        }
+        fn fill<T: Clone>(
+            v: &[T],
+            n: usize,
+            what: &str,
+            shape: &[usize],
+        ) -> Result<Vec<T>, String> {
+            match v.len() {
+                l if l == n => Ok(v.to_vec()),
+                // version_number 0: a single value fills the whole shape.
+                1 => Ok(vec![v[0].clone(); n]),
+                l => Err(format!(
+                    "{what} has {l} values; shape {} has {n} elements",
+                    shape_str(shape)
+                )),
+            }
+        }
+        fn narrow<T: TryFrom<i32>>(v: Vec<i32>, what: &str) -> Result<Vec<T>, String> {
+            v.into_iter()
+                .map(|x| T::try_from(x).map_err(|_| format!("{what} value {x} is out of range")))
+                .collect()
+        }
+        let data = match dtype {
+            DType::F32 => Data::F32(fill(&p.float_val, n, "float_val", &shape)?),
+            DType::F64 => Data::F64(fill(&p.double_val, n, "double_val", &shape)?),
+            DType::I32 => Data::I32(fill(&p.int_val, n, "int_val", &shape)?),
+            DType::I16 => Data::I16(narrow(fill(&p.int_val, n, "int_val", &shape)?, "int_val")?),
+            DType::I8 => Data::I8(narrow(fill(&p.int_val, n, "int_val", &shape)?, "int_val")?),
+            DType::U8 => Data::U8(narrow(fill(&p.int_val, n, "int_val", &shape)?, "int_val")?),
+            DType::U16 => Data::U16(narrow(fill(&p.int_val, n, "int_val", &shape)?, "int_val")?),
+            DType::I64 => Data::I64(fill(&p.int64_val, n, "int64_val", &shape)?),
+            DType::U32 => Data::U32(fill(&p.uint32_val, n, "uint32_val", &shape)?),
+            DType::U64 => Data::U64(fill(&p.uint64_val, n, "uint64_val", &shape)?),
+            DType::Bool => Data::Bool(fill(&p.bool_val, n, "bool_val", &shape)?),
+            DType::Str => Data::Str(fill(&p.string_val, n, "string_val", &shape)?),
+        };
+        Ok(Tensor { shape, data })
+    }
+
+    /// Encodes as a TensorProto in the typed fields (TF Serving's default) or `tensor_content`.
+    pub fn to_proto(&self, as_content: bool) -> TensorProto {
+        let mut p = TensorProto {
+            dtype: self.dtype().to_tf() as i32,
+            tensor_shape: Some(TensorShapeProto {
+                dim: self
+                    .shape
+                    .iter()
+                    .map(|&d| tensor_shape_proto::Dim {
+                        size: d as i64,
+                        name: String::new(),
+                    })
+                    .collect(),
+                unknown_rank: false,
+            }),
+            ..Default::default()
+        };
+        if as_content && self.dtype() != DType::Str {
+            p.tensor_content = self.to_le_bytes();
+            return p;
+        }
+        match &self.data {
+            Data::F32(v) => p.float_val = v.clone(),
+            Data::F64(v) => p.double_val = v.clone(),
+            Data::I8(v) => p.int_val = v.iter().map(|&x| i32::from(x)).collect(),
+            Data::I16(v) => p.int_val = v.iter().map(|&x| i32::from(x)).collect(),
+            Data::I32(v) => p.int_val = v.clone(),
+            Data::U8(v) => p.int_val = v.iter().map(|&x| i32::from(x)).collect(),
+            Data::U16(v) => p.int_val = v.iter().map(|&x| i32::from(x)).collect(),
+            Data::I64(v) => p.int64_val = v.clone(),
+            Data::U32(v) => p.uint32_val = v.clone(),
+            Data::U64(v) => p.uint64_val = v.clone(),
+            Data::Bool(v) => p.bool_val = v.clone(),
+            Data::Str(v) => p.string_val = v.clone(),
+        }
+        p
+    }
+
+    /// Little-endian bytes of the elements (not for strings).
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        macro_rules! le {
+            ($v:expr) => {
+                $v.iter().flat_map(|x| x.to_le_bytes()).collect()
+            };
+        }
+        match &self.data {
+            Data::F32(v) => le!(v),
+            Data::F64(v) => le!(v),
+            Data::I8(v) => le!(v),
+            Data::I16(v) => le!(v),
+            Data::I32(v) => le!(v),
+            Data::I64(v) => le!(v),
+            Data::U8(v) => v.clone(),
+            Data::U16(v) => le!(v),
+            Data::U32(v) => le!(v),
+            Data::U64(v) => le!(v),
+            Data::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
+            Data::Str(_) => Vec::new(),
+        }
+    }
+
+    /// Rows `[start, end)` along dimension 0.
+    pub fn slice_rows(&self, start: usize, end: usize) -> Tensor {
+        let row: usize = self.shape.iter().skip(1).product();
+        let mut shape = self.shape.clone();
+        if let Some(d) = shape.first_mut() {
+            *d = end - start;
+        }
+        let (a, b) = (start * row, end * row);
+        let data = match &self.data {
+            Data::F32(v) => Data::F32(v[a..b].to_vec()),
+            Data::F64(v) => Data::F64(v[a..b].to_vec()),
+            Data::I8(v) => Data::I8(v[a..b].to_vec()),
+            Data::I16(v) => Data::I16(v[a..b].to_vec()),
+            Data::I32(v) => Data::I32(v[a..b].to_vec()),
+            Data::I64(v) => Data::I64(v[a..b].to_vec()),
+            Data::U8(v) => Data::U8(v[a..b].to_vec()),
+            Data::U16(v) => Data::U16(v[a..b].to_vec()),
+            Data::U32(v) => Data::U32(v[a..b].to_vec()),
+            Data::U64(v) => Data::U64(v[a..b].to_vec()),
+            Data::Bool(v) => Data::Bool(v[a..b].to_vec()),
+            Data::Str(v) => Data::Str(v[a..b].to_vec()),
+        };
+        Tensor { shape, data }
+    }
+
+    /// Concatenates tensors of the same dtype and trailing shape along dimension 0.
+    pub fn concat_rows(parts: &[&Tensor]) -> Result<Tensor, String> {
+        let first = parts.first().ok_or("nothing to concatenate")?;
+        let mut shape = first.shape.clone();
+        if shape.is_empty() {
+            return Err("scalars cannot be batched".into());
+        }
+        let mut rows = 0;
+        for p in parts {
+            if p.dtype() != first.dtype() || p.shape.get(1..) != first.shape.get(1..) {
+                return Err("batched tensors differ in dtype or shape".into());
+            }
+            rows += p.shape[0];
+        }
+        shape[0] = rows;
+        macro_rules! cat {
+            ($variant:ident) => {{
+                let mut out = Vec::new();
+                for p in parts {
+                    if let Data::$variant(v) = &p.data {
+                        out.extend_from_slice(v);
+                    }
+                }
+                Data::$variant(out)
+            }};
+        }
+        let data = match first.data {
+            Data::F32(_) => cat!(F32),
+            Data::F64(_) => cat!(F64),
+            Data::I8(_) => cat!(I8),
+            Data::I16(_) => cat!(I16),
+            Data::I32(_) => cat!(I32),
+            Data::I64(_) => cat!(I64),
+            Data::U8(_) => cat!(U8),
+            Data::U16(_) => cat!(U16),
+            Data::U32(_) => cat!(U32),
+            Data::U64(_) => cat!(U64),
+            Data::Bool(_) => cat!(Bool),
+            Data::Str(_) => cat!(Str),
+        };
+        Ok(Tensor { shape, data })
+    }
+}
+
+fn from_le_bytes(dtype: DType, b: &[u8]) -> Data {
+    macro_rules! de {
+        ($t:ty, $n:expr) => {
+            b.chunks_exact($n)
+                .map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or([0; $n])))
+                .collect()
+        };
+    }
+    match dtype {
+        DType::F32 => Data::F32(de!(f32, 4)),
+        DType::F64 => Data::F64(de!(f64, 8)),
+        DType::I8 => Data::I8(b.iter().map(|&x| x as i8).collect()),
+        DType::I16 => Data::I16(de!(i16, 2)),
+        DType::I32 => Data::I32(de!(i32, 4)),
+        DType::I64 => Data::I64(de!(i64, 8)),
+        DType::U8 => Data::U8(b.to_vec()),
+        DType::U16 => Data::U16(de!(u16, 2)),
+        DType::U32 => Data::U32(de!(u32, 4)),
+        DType::U64 => Data::U64(de!(u64, 8)),
+        DType::Bool => Data::Bool(b.iter().map(|&x| x != 0).collect()),
+        DType::Str => Data::Str(Vec::new()),
+    }
+}
+
+/// Parses a .npy file (NumPy format versions 1-3, little-endian, C order).
+pub fn from_npy(b: &[u8]) -> Result<Tensor, String> {
+    if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
+        return Err("not a .npy file (magic \\x93NUMPY missing)".into());
+    }
+    let (hlen, start) = match b[6] {
+        1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
+        2 | 3 if b.len() >= 12 => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
+        v => return Err(format!(".npy version {v} is not supported")),
+    };
+    let header = b.get(start..start + hlen).ok_or(".npy header truncated")?;
+    let header = std::str::from_utf8(header).map_err(|_| ".npy header is not text")?;
+    let field = |k: &str| -> Option<&str> {
+        let at = header.find(&format!("'{k}'"))? + k.len() + 2;
+        let rest = header[at..].trim_start().strip_prefix(':')?.trim_start();
+        Some(rest)
+    };
+    let descr = field("descr").ok_or(".npy header has no descr")?;
+    let descr = descr
+        .trim_start_matches('\'')
+        .split('\'')
+        .next()
+        .unwrap_or("");
+    if field("fortran_order")
+        .map(|f| f.starts_with("True"))
+        .unwrap_or(false)
+    {
+        return Err(".npy arrays in Fortran order are not supported".into());
+    }
+    let shape_s = field("shape").ok_or(".npy header has no shape")?;
+    let inner = shape_s
+        .trim_start_matches('(')
+        .split(')')
+        .next()
+        .unwrap_or("");
+    let shape: Vec<usize> = inner
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| format!(".npy shape {inner:?} is not numeric"))
+        })
+        .collect::<Result<_, _>>()?;
+    let dtype = match descr {
+        "<f4" => DType::F32,
+        "<f8" => DType::F64,
+        "|i1" => DType::I8,
+        "<i2" => DType::I16,
+        "<i4" => DType::I32,
+        "<i8" => DType::I64,
+        "|u1" => DType::U8,
+        "<u2" => DType::U16,
+        "<u4" => DType::U32,
+        "<u8" => DType::U64,
+        "|b1" => DType::Bool,
+        d => {
+            return Err(format!(
+                ".npy dtype {d:?} is not supported (little-endian numbers and bool)"
+            ))
+        }
+    };
+    let n = element_count(&shape)?;
+    let body = &b[start + hlen..];
+    if body.len() != n * dtype.size() {
+        return Err(format!(
+            ".npy data has {} bytes; shape {} needs {}",
+            body.len(),
+            shape_str(&shape),
+            n * dtype.size()
+        ));
+    }
+    Ok(Tensor {
+        data: from_le_bytes(dtype, body),
+        shape,
+    })
+}
+
+// ---- JSON (TF Serving's REST forms) ----
+
+use serde_json::Value;
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "Null",
+        Value::Bool(_) => {
+            if *v == Value::Bool(true) {
+                "True"
+            } else {
+                "False"
+            }
+        }
+        Value::Number(_) => "Number",
+        Value::String(_) => "String",
+        Value::Array(_) => "Array",
+        Value::Object(_) => "Object",
+    }
+}
+
+fn type_error(v: &Value, dtype: DType) -> String {
+    format!(
+        "JSON Value: {v} Type: {} is not of expected type: {}",
+        json_type(v),
+        dtype.short()
+    )
+}
+
+/// The shape of a nested JSON list (following element 0, as TF Serving does).
+pub fn json_shape(v: &Value) -> Vec<usize> {
+    let mut shape = Vec::new();
+    let mut cur = v;
+    while let Value::Array(a) = cur {
+        shape.push(a.len());
+        match a.first() {
+            Some(x) => cur = x,
+            None => break,
+        }
+    }
+    shape
+}
+
+fn is_b64(v: &Value) -> Option<&str> {
+    match v {
+        Value::Object(m) if m.len() == 1 => m.get("b64").and_then(Value::as_str),
+        _ => None,
+    }
+}
+
+/// Builds a tensor of `dtype` from a JSON value or nested list.
+pub fn from_json(v: &Value, dtype: DType) -> Result<Tensor, String> {
+    let shape = json_shape(v);
+    let n = element_count(&shape)?;
+    let mut flat: Vec<&Value> = Vec::with_capacity(n);
+    flatten(v, &shape, 0, &mut flat)?;
+    macro_rules! conv {
+        ($variant:ident, $f:expr) => {
+            Data::$variant(
+                flat.iter()
+                    .map(|x| $f(*x).ok_or_else(|| type_error(x, dtype)))
+                    .collect::<Result<_, _>>()?,
+            )
+        };
+    }
+    fn int<T: TryFrom<i64>>(x: &Value) -> Option<T> {
+        x.as_i64().and_then(|i| T::try_from(i).ok())
+    }
+    let data = match dtype {
+        DType::F32 => conv!(F32, |x: &Value| x.as_f64().map(|f| f as f32)),
+        DType::F64 => conv!(F64, |x: &Value| x.as_f64()),
+        DType::I8 => conv!(I8, int::<i8>),
+        DType::I16 => conv!(I16, int::<i16>),
+        DType::I32 => conv!(I32, int::<i32>),
+        DType::I64 => conv!(I64, |x: &Value| x.as_i64()),
+        DType::U8 => conv!(U8, int::<u8>),
+        DType::U16 => conv!(U16, int::<u16>),
+        DType::U32 => conv!(U32, |x: &Value| x
+            .as_u64()
+            .and_then(|u| u32::try_from(u).ok())),
+        DType::U64 => conv!(U64, |x: &Value| x.as_u64()),
+        DType::Bool => conv!(Bool, |x: &Value| x.as_bool()),
+        DType::Str => Data::Str(
+            flat.iter()
+                .map(|x| match (x, is_b64(x)) {
+                    (_, Some(b)) => {
+                        use base64::Engine;
+                        base64::engine::general_purpose::STANDARD
+                            .decode(b)
+                            .map_err(|e| format!("Unable to base64 decode: {e}"))
+                    }
+                    (Value::String(s), None) => Ok(s.clone().into_bytes()),
+                    _ => Err(type_error(x, dtype)),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    };
+    if dtype != DType::Str {
+        if let Some(x) = flat.iter().find(|x| is_b64(x).is_some()) {
+            return Err(type_error(x, dtype));
+        }
+    }
+    Ok(Tensor { shape, data })
+}
+
+fn flatten<'a>(
+    v: &'a Value,
+    shape: &[usize],
+    depth: usize,
+    out: &mut Vec<&'a Value>,
+) -> Result<(), String> {
+    if depth == shape.len() {
+        if v.is_array() {
+            return Err("Encountered list at unexpected size".into());
+        }
+        out.push(v);
+        return Ok(());
+    }
+    match v {
+        Value::Array(a) if a.len() == shape[depth] => {
+            for x in a {
+                flatten(x, shape, depth + 1, out)?;
+            }
+            Ok(())
+        }
+        Value::Array(a) => Err(format!(
+            "Encountered list at unexpected size: {} at dimension {depth}, expected {}",
+            a.len(),
+            shape[depth]
+        )),
+        _ => Err(format!(
+            "Expecting a list at dimension {depth}, found a scalar (ragged input)"
+        )),
+    }
+}
+
+/// Writes element `i` of a tensor as JSON text; `b64` writes strings as `{"b64": ...}`.
+fn write_elem(t: &Tensor, i: usize, b64: bool, out: &mut String) {
+    use std::fmt::Write;
+    fn float(out: &mut String, f: f64, s: String) {
+        if f.is_nan() {
+            out.push_str("NaN");
+        } else if f.is_infinite() {
+            out.push_str(if f > 0.0 { "Infinity" } else { "-Infinity" });
+        } else if s.contains(['.', 'e', 'E']) {
+            out.push_str(&s);
+        } else {
+            out.push_str(&s);
+            out.push_str(".0");
+        }
+    }
+    match &t.data {
+        Data::F32(v) => float(out, f64::from(v[i]), format!("{}", v[i])),
+        Data::F64(v) => float(out, v[i], format!("{}", v[i])),
+        Data::I8(v) => {
+            let _ = write!(out, "{}", v[i]);
+        }
+        Data::I16(v) => {
+            let _ = write!(out, "{}", v[i]);
+        }
+        Data::I32(v) => {
+            let _ = write!(out, "{}", v[i]);
+        }
+        Data::I64(v) => {
+            let _ = write!(out, "{}", v[i]);
+        }
+        Data::U8(v) => {
+            let _ = write!(out, "{}", v[i]);
+        }
+        Data::U16(v) => {
+            let _ = write!(out, "{}", v[i]);
+        }
+        Data::U32(v) => {
+            let _ = write!(out, "{}", v[i]);
+        }
+        Data::U64(v) => {
+            let _ = write!(out, "{}", v[i]);
+        }
+        Data::Bool(v) => out.push_str(if v[i] { "true" } else { "false" }),
+        Data::Str(v) => {
+            if b64 {
+                use base64::Engine;
+                let _ = write!(
+                    out,
+                    "{{\"b64\": \"{}\"}}",
+                    base64::engine::general_purpose::STANDARD.encode(&v[i])
+                );
+            } else {
+                out.push_str(
+                    &Value::String(String::from_utf8_lossy(&v[i]).into_owned()).to_string(),
+                );
+            }
+        }
+    }
+}
+
+/// Writes a tensor (or one row of it, when `row` is given) as nested JSON lists.
+pub fn write_json(t: &Tensor, row: Option<usize>, b64: bool, out: &mut String) {
+    let (shape, offset) = match row {
+        Some(r) => {
+            let rest: Vec<usize> = t.shape.iter().skip(1).copied().collect();
+            let n: usize = rest.iter().product();
+            (rest, r * n)
+        }
+        None => (t.shape.clone(), 0),
+    };
+    fn rec(t: &Tensor, shape: &[usize], off: usize, b64: bool, out: &mut String) {
+        match shape.split_first() {
+            None => write_elem(t, off, b64, out),
+            Some((&d, rest)) => {
+                let stride: usize = rest.iter().product();
+                out.push('[');
+                for i in 0..d {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    rec(t, rest, off + i * stride, b64, out);
+                }
+                out.push(']');
+            }
+        }
+    }
+    rec(t, &shape, offset, b64, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_value_fills_the_shape() {
+        let p = TensorProto {
+            dtype: DataType::DtFloat as i32,
+            tensor_shape: Some(TensorShapeProto {
+                dim: vec![
+                    tensor_shape_proto::Dim {
+                        size: 2,
+                        name: String::new(),
+                    },
+                    tensor_shape_proto::Dim {
+                        size: 3,
+                        name: String::new(),
+                    },
+                ],
+                unknown_rank: false,
+            }),
+            float_val: vec![1.5],
+            ..Default::default()
+        };
+        let t = Tensor::from_proto(&p).unwrap();
+        assert_eq!(t.data, Data::F32(vec![1.5; 6]));
+        let c = t.to_proto(true);
+        assert_eq!(Tensor::from_proto(&c).unwrap(), t);
+    }
+
+    #[test]
+    fn ragged_json_is_refused() {
+        let v: Value = serde_json::from_str("[[1, 2], [3]]").unwrap();
+        assert!(from_json(&v, DType::F32)
+            .unwrap_err()
+            .contains("unexpected size"));
+        let v: Value = serde_json::from_str("[[1, 2], [3, \"x\"]]").unwrap();
+        assert!(from_json(&v, DType::F32)
+            .unwrap_err()
+            .contains("is not of expected type: float"));
+    }
+
+    #[test]
+    fn json_output_formats_floats_like_tf_serving() {
+        let t = Tensor::new(vec![2], Data::F32(vec![1.0, 0.25])).unwrap();
+        let mut s = String::new();
+        write_json(&t, None, false, &mut s);
+        assert_eq!(s, "[1.0, 0.25]");
+    }
+}
