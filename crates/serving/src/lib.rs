@@ -19,6 +19,7 @@ pub mod engine;
 pub mod examples;
 pub mod grpc;
 pub mod metrics;
+pub mod predict;
 pub mod repository;
 pub mod rest;
 pub mod server;

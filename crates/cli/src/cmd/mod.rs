@@ -2,6 +2,7 @@
 
 pub mod attest;
 mod kbs;
+mod predict;
 mod seal;
 mod serve;
 mod sim;
@@ -13,7 +14,7 @@ use clap::{Parser, Subcommand};
 /// Confidential model serving: model weights and requests are in plaintext only inside an
 /// attested TEE (Intel SGX under Gramine, Intel TDX, or a simulated TEE for trying it out).
 #[derive(Debug, Parser)]
-#[command(name = "teeserve", version, about, long_about = None, propagate_version = true)]
+#[command(name = "teeserve", version, about, long_about = None)]
 pub struct Cli {
     /// More log output on stderr (-v info, -vv debug). RUST_LOG overrides it.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -41,6 +42,9 @@ pub enum Command {
     Kbs(kbs::KbsArgs),
     /// The inference server (TEE host): TF Serving's gRPC and REST APIs over TLS.
     Serve(Box<serve::ServeArgs>),
+    /// The requester: send an input over gRPC or REST with TLS, optionally after checking the
+    /// server's attestation.
+    Predict(Box<predict::PredictArgs>),
     /// TLS material: a small CA with server (and client) certificates.
     #[command(subcommand)]
     Tls(TlsCmd),
@@ -57,6 +61,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Sim(c) => sim::run(c),
         Command::Kbs(a) => kbs::run(a),
         Command::Serve(a) => serve::run(*a),
+        Command::Predict(a) => predict::run(*a),
         Command::Tls(TlsCmd::Init(a)) => tls::init(a),
         Command::Keygen(a) => seal::keygen(a),
         Command::Seal(a) => seal::seal(a),
@@ -69,4 +74,13 @@ pub fn run(cli: Cli) -> Result<i32> {
 pub enum TlsCmd {
     /// Create a CA and certificates for the key broker and the server.
     Init(tls::TlsInitArgs),
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn flags_are_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

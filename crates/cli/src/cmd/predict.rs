@@ -1,0 +1,323 @@
+//! `teeserve predict`: the requester. Sends an input to a TF Serving-compatible endpoint over
+//! gRPC or REST with TLS, optionally after checking the server's attestation.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde_json::{json, Value};
+use teeserve_attest::collateral::source::CollateralSource;
+use teeserve_attest::{Collateral, Verifier};
+use teeserve_ratls::verifier::Appraiser;
+use teeserve_serving::predict::{
+    check_attestation, fetch_attestation, spki_of, top_classes, Connection, Target,
+};
+use teeserve_serving::tensor::{self, Tensor};
+
+use super::attest::{anchor, load_policy};
+use crate::util::{self, refuse};
+
+/// Flags of `predict`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// The server, HOST:PORT (gRPC port, or REST port with --rest).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub server: String,
+    /// Model name.
+    #[arg(long)]
+    pub model: String,
+    /// Model version.
+    #[arg(long, conflicts_with = "label")]
+    pub version: Option<i64>,
+    /// Version label.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Signature name (default serving_default).
+    #[arg(long)]
+    pub signature: Option<String>,
+    /// Input: a .npy array, or JSON (a nested list, or a TF Serving body with "instances" or
+    /// "inputs"). A single array goes to the model's only input.
+    #[arg(long, value_name = "FILE")]
+    pub input: PathBuf,
+    /// Use the REST API instead of gRPC.
+    #[arg(long)]
+    pub rest: bool,
+    /// CA certificate (PEM) that signs the server's TLS certificate.
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, value_name = "PEM", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    #[arg(long, value_name = "PEM", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// The name expected in the server's certificate (default: the host of --server).
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// Before sending any data, check that the server's TLS key lives in a TEE this policy
+    /// (TOML) admits: via its RA-TLS certificate, or /v1/attestation bound to its TLS key.
+    #[arg(long, value_name = "POLICY.toml")]
+    pub attest: Option<PathBuf>,
+    /// Root certificate to trust for attestation instead of the Intel SGX Root CA.
+    #[arg(long, value_name = "PEM", requires = "attest")]
+    pub root: Option<PathBuf>,
+    /// Collateral bundle for attestation (default: the one the server publishes).
+    #[arg(long, value_name = "FILE", requires = "attest")]
+    pub collateral: Option<PathBuf>,
+    /// Talk plaintext (no TLS).
+    #[arg(long, conflicts_with_all = ["ca", "attest"])]
+    pub insecure: bool,
+    /// Classes to show per row for classifier outputs.
+    #[arg(long, default_value_t = 3)]
+    pub top: usize,
+}
+
+/// A verifier that accepts any certificate (the attestation check decides instead).
+#[derive(Debug)]
+struct AttestationDecides;
+
+impl rustls::client::danger::ServerCertVerifier for AttestationDecides {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            m,
+            c,
+            d,
+            &teeserve_kbs::tls::provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            m,
+            c,
+            d,
+            &teeserve_kbs::tls::provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        teeserve_kbs::tls::provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn read_input(path: &PathBuf) -> Result<Value> {
+    let bytes = util::read(path)?;
+    if bytes.starts_with(b"\x93NUMPY") {
+        let t = tensor::from_npy(&bytes)
+            .map_err(|e| anyhow::anyhow!("--input {}: {e}", path.display()))?;
+        let mut s = String::new();
+        tensor::write_json(&t, None, false, &mut s);
+        return Ok(serde_json::from_str(&s)?);
+    }
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("--input {} is neither .npy nor JSON", path.display()))
+}
+
+pub fn run(a: PredictArgs) -> Result<i32> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(a))
+}
+
+async fn run_async(a: PredictArgs) -> Result<i32> {
+    let server_name = a
+        .server_name
+        .clone()
+        .unwrap_or_else(|| teeserve_serving::client::host_of(&a.server));
+    let input = read_input(&a.input)?;
+    let identity = match (&a.cert, &a.key) {
+        (Some(c), Some(k)) => Some((
+            teeserve_kbs::tls::certs_from_pem(&util::read(c)?)
+                .map_err(|e| anyhow::anyhow!("--cert: {e}"))?,
+            teeserve_kbs::tls::key_from_pem(&util::read(k)?)
+                .map_err(|e| anyhow::anyhow!("--key: {e}"))?,
+        )),
+        _ => None,
+    };
+    let verifier: Option<Arc<dyn rustls::client::danger::ServerCertVerifier>> = match (&a.ca, &a.attest, a.insecure) {
+        (_, _, true) => None,
+        (Some(ca), _, _) => Some(teeserve_serving::client::ca_verifier(&util::read(ca)?).map_err(|e| anyhow::anyhow!("--ca: {e}"))?),
+        (None, Some(_), _) => Some(Arc::new(AttestationDecides)),
+        (None, None, false) => anyhow::bail!("give --ca to verify the server's certificate, --attest to rely on its attestation, or --insecure"),
+    };
+    let capture = verifier.clone().map(teeserve_serving::client::Capture::new);
+    let tls = match &capture {
+        Some(c) => {
+            let alpn: &[&[u8]] = if a.rest { &[b"http/1.1"] } else { &[b"h2"] };
+            Some(Arc::new(
+                teeserve_serving::client::client_config(c.clone(), identity, alpn)
+                    .map_err(anyhow::Error::msg)?,
+            ))
+        }
+        None => None,
+    };
+
+    // Check the attestation before anything is sent.
+    let mut attested_spki = None;
+    let mut verdict = None;
+    if let (Some(policy_path), Some(v)) = (&a.attest, &verifier) {
+        let policy = load_policy(policy_path)?;
+        let (doc, cert) = match fetch_attestation(&a.server, v.clone(), &server_name).await {
+            Ok((d, c)) => (Some(d), c),
+            Err(e) => {
+                return Err(refuse(format!(
+                    "refusing to send data: cannot get the server's attestation: {e}"
+                )))
+            }
+        };
+        let verifier = Verifier::new(anchor(a.root.as_ref())?);
+        let coll_json = match (&a.collateral, doc.as_ref().and_then(|d| d.get("collateral"))) {
+            (Some(p), _) => util::read(p)?,
+            (None, Some(c)) => serde_json::to_vec(c)?,
+            (None, None) => return Err(refuse("refusing to send data: no collateral (give --collateral; the server publishes none)")),
+        };
+        let coll = Collateral::from_json(&coll_json).context("collateral")?;
+        let source = CollateralSource::bundle(&verifier, &coll)
+            .map_err(|e| refuse(format!("refusing to send data: {e}")))?;
+        let appraiser = Appraiser::new(verifier, source);
+        let v = check_attestation(&appraiser, &policy, &cert, doc.as_ref(), util::now()).map_err(
+            |e| {
+                refuse(format!(
+                    "refusing to send data: the server's attestation is not admitted: {e}"
+                ))
+            },
+        )?;
+        eprintln!(
+            "attested: {} {} (tcb {}), admitted by policy {:?}",
+            v.tee,
+            v.sgx
+                .as_ref()
+                .map(|s| format!("MRENCLAVE {}", s.mrenclave))
+                .or_else(|| v.tdx.as_ref().map(|t| format!("MRTD {}", t.mrtd)))
+                .unwrap_or_default(),
+            v.tcb_status,
+            policy.name
+        );
+        attested_spki = Some(spki_of(&cert).map_err(anyhow::Error::msg)?);
+        verdict = Some(v);
+    }
+
+    let target = Target {
+        model: a.model.clone(),
+        version: a.version,
+        label: a.label.clone(),
+        signature: a.signature.clone(),
+    };
+    let mut conn = Connection::open(&a.server, tls, &server_name, a.rest)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    if let (Some(want), Some(c)) = (&attested_spki, &capture) {
+        // The data connection must reach the same attested TLS key. The metadata call below
+        // opens it (gRPC connects lazily) before any input is sent.
+        let sig = conn.signature(&target).await.map_err(anyhow::Error::msg)?;
+        let got = c
+            .captured()
+            .map(|cert| spki_of(&cert))
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
+        if got.as_ref() != Some(want) {
+            return Err(refuse("refusing to send data: the data connection presented a different TLS key than the attested one"));
+        }
+        let _ = sig;
+    }
+    let sig = conn
+        .signature(&target)
+        .await
+        .map_err(|e| anyhow::anyhow!("metadata of {}: {e}", a.model))?;
+    let inputs: Vec<(String, Tensor)> = match &input {
+        Value::Object(m) if m.contains_key("instances") || m.contains_key("inputs") => {
+            let v = m
+                .get("inputs")
+                .or_else(|| m.get("instances"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            match v {
+                Value::Object(named) => sig
+                    .inputs
+                    .iter()
+                    .map(|s| {
+                        let x = named
+                            .get(&s.name)
+                            .ok_or_else(|| anyhow::anyhow!("--input lacks input {:?}", s.name))?;
+                        Ok((
+                            s.name.clone(),
+                            tensor::from_json(x, s.dtype).map_err(anyhow::Error::msg)?,
+                        ))
+                    })
+                    .collect::<Result<_>>()?,
+                other => single(&sig, &other)?,
+            }
+        }
+        other => single(&sig, other)?,
+    };
+    let p = conn
+        .predict(&target, &inputs)
+        .await
+        .map_err(|e| refuse(e))?;
+    let mut out = json!({ "model": a.model, "outputs": p.outputs });
+    if let Some(v) = p.version {
+        out["version"] = json!(v);
+    }
+    let mut tops = serde_json::Map::new();
+    for (name, v) in &p.outputs {
+        if let Some(t) = top_classes(v, a.top) {
+            tops.insert(
+                name.clone(),
+                json!(t
+                    .iter()
+                    .map(|row| row
+                        .iter()
+                        .map(|(c, s)| json!({"class": c, "score": s}))
+                        .collect::<Vec<_>>())
+                    .collect::<Vec<_>>()),
+            );
+        }
+    }
+    if !tops.is_empty() {
+        out["top_classes"] = Value::Object(tops);
+    }
+    if let Some(v) = verdict {
+        out["attestation"] =
+            json!({"tee": v.tee, "tcb_status": v.tcb_status, "sgx": v.sgx, "tdx": v.tdx});
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(0)
+}
+
+fn single(sig: &teeserve_serving::engine::Signature, v: &Value) -> Result<Vec<(String, Tensor)>> {
+    anyhow::ensure!(
+        sig.inputs.len() == 1,
+        "the model has {} inputs; give a JSON object with one entry per input",
+        sig.inputs.len()
+    );
+    let s = &sig.inputs[0];
+    Ok(vec![(
+        s.name.clone(),
+        tensor::from_json(v, s.dtype).map_err(|e| anyhow::anyhow!("--input: {e}"))?,
+    )])
+}

@@ -1,0 +1,390 @@
+//! The requester's side: send tensors to a TF Serving-compatible endpoint over gRPC or REST,
+//! and, before any data leaves, check that the TLS endpoint lives in an attested TEE.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use teeserve_attest::{Policy, Verdict};
+use teeserve_ratls::verifier::Appraiser;
+
+use crate::client::{grpc_channel, Capture, RestClient};
+use crate::engine::Signature;
+use crate::proto::tensorflow::serving::{
+    model_spec::VersionChoice, prediction_service_client::PredictionServiceClient,
+    GetModelMetadataRequest, ModelSpec, PredictRequest, SignatureDefMap,
+};
+use crate::tensor::{self, DType, Tensor};
+
+/// What to call.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// Model name.
+    pub model: String,
+    /// Version.
+    pub version: Option<i64>,
+    /// Label.
+    pub label: Option<String>,
+    /// Signature name.
+    pub signature: Option<String>,
+}
+
+impl Target {
+    fn spec(&self) -> ModelSpec {
+        ModelSpec {
+            name: self.model.clone(),
+            version_choice: match (&self.version, &self.label) {
+                (Some(v), _) => Some(VersionChoice::Version(*v)),
+                (None, Some(l)) => Some(VersionChoice::VersionLabel(l.clone())),
+                _ => None,
+            },
+            signature_name: self.signature.clone().unwrap_or_default(),
+        }
+    }
+
+    fn rest_path(&self, suffix: &str) -> String {
+        let mut p = format!("/v1/models/{}", self.model);
+        if let Some(v) = self.version {
+            p.push_str(&format!("/versions/{v}"));
+        } else if let Some(l) = &self.label {
+            p.push_str(&format!("/labels/{l}"));
+        }
+        p.push_str(suffix);
+        p
+    }
+}
+
+/// A connection to a server, over gRPC or REST.
+pub enum Connection {
+    /// gRPC.
+    Grpc(PredictionServiceClient<tonic::transport::Channel>),
+    /// REST.
+    Rest(RestClient),
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Connection::Grpc(_) => "Connection(gRPC)",
+            Connection::Rest(_) => "Connection(REST)",
+        })
+    }
+}
+
+/// A prediction's result.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    /// The version that answered (gRPC only).
+    pub version: Option<i64>,
+    /// Outputs by name, as nested JSON lists.
+    pub outputs: serde_json::Map<String, Value>,
+}
+
+impl Connection {
+    /// Connects over gRPC (`rest` false) or REST.
+    pub async fn open(
+        addr: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        server_name: &str,
+        rest: bool,
+    ) -> Result<Self, String> {
+        if rest {
+            Ok(Connection::Rest(
+                RestClient::connect(addr, tls, server_name).await?,
+            ))
+        } else {
+            Ok(Connection::Grpc(
+                PredictionServiceClient::new(grpc_channel(addr, tls, server_name).await?)
+                    .max_decoding_message_size(usize::MAX)
+                    .max_encoding_message_size(usize::MAX),
+            ))
+        }
+    }
+
+    /// The model's signature (GetModelMetadata).
+    pub async fn signature(&mut self, t: &Target) -> Result<Signature, String> {
+        let (inputs, outputs): (Vec<(String, i32, Vec<i64>)>, Vec<(String, i32, Vec<i64>)>) =
+            match self {
+                Connection::Grpc(c) => {
+                    let r = c
+                        .get_model_metadata(GetModelMetadataRequest {
+                            model_spec: Some(t.spec()),
+                            metadata_field: vec!["signature_def".into()],
+                        })
+                        .await
+                        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+                        .into_inner();
+                    let any = r
+                        .metadata
+                        .get("signature_def")
+                        .ok_or("no signature_def in metadata")?;
+                    let map: SignatureDefMap =
+                        prost::Message::decode(&any.value[..]).map_err(|e| e.to_string())?;
+                    let name = t
+                        .signature
+                        .clone()
+                        .unwrap_or_else(|| crate::service::DEFAULT_SIGNATURE.into());
+                    let def = map
+                        .signature_def
+                        .get(&name)
+                        .ok_or_else(|| format!("no signature {name:?}"))?;
+                    let conv = |m: &std::collections::HashMap<
+                        String,
+                        crate::proto::tensorflow::TensorInfo,
+                    >| {
+                        let mut v: Vec<(String, i32, Vec<i64>)> = m
+                            .iter()
+                            .map(|(k, i)| {
+                                (
+                                    k.clone(),
+                                    i.dtype,
+                                    i.tensor_shape
+                                        .as_ref()
+                                        .map(|s| s.dim.iter().map(|d| d.size).collect())
+                                        .unwrap_or_default(),
+                                )
+                            })
+                            .collect();
+                        v.sort();
+                        v
+                    };
+                    (conv(&def.inputs), conv(&def.outputs))
+                }
+                Connection::Rest(c) => {
+                    let (status, body) = c
+                        .request(hyper::Method::GET, &t.rest_path("/metadata"), Vec::new())
+                        .await?;
+                    let v: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+                    if status != 200 {
+                        return Err(format!(
+                            "HTTP {status}: {}",
+                            v["error"].as_str().unwrap_or("")
+                        ));
+                    }
+                    let name = t
+                        .signature
+                        .clone()
+                        .unwrap_or_else(|| crate::service::DEFAULT_SIGNATURE.into());
+                    let def = &v["metadata"]["signature_def"]["signature_def"][&name];
+                    let conv = |m: &Value| -> Vec<(String, i32, Vec<i64>)> {
+                        let mut out: Vec<_> = m
+                            .as_object()
+                            .map(|o| {
+                                o.iter()
+                                    .map(|(k, i)| {
+                                        let dt = crate::proto::tensorflow::DataType::from_str_name(
+                                            i["dtype"].as_str().unwrap_or(""),
+                                        )
+                                        .map(|d| d as i32)
+                                        .unwrap_or(0);
+                                        let shape = i["tensor_shape"]["dim"]
+                                            .as_array()
+                                            .map(|d| {
+                                                d.iter()
+                                                    .map(|x| {
+                                                        x["size"]
+                                                            .as_str()
+                                                            .and_then(|s| s.parse().ok())
+                                                            .unwrap_or(-1)
+                                                    })
+                                                    .collect()
+                                            })
+                                            .unwrap_or_default();
+                                        (k.clone(), dt, shape)
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        out.sort();
+                        out
+                    };
+                    (conv(&def["inputs"]), conv(&def["outputs"]))
+                }
+            };
+        let spec = |(name, dt, shape): (String, i32, Vec<i64>)| -> Result<crate::engine::TensorSpec, String> {
+            Ok(crate::engine::TensorSpec { name, dtype: DType::from_tf(dt)?, shape })
+        };
+        Ok(Signature {
+            inputs: inputs.into_iter().map(spec).collect::<Result<_, _>>()?,
+            outputs: outputs.into_iter().map(spec).collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Sends one Predict request.
+    pub async fn predict(
+        &mut self,
+        t: &Target,
+        inputs: &[(String, Tensor)],
+    ) -> Result<Prediction, String> {
+        match self {
+            Connection::Grpc(c) => {
+                let req = PredictRequest {
+                    model_spec: Some(t.spec()),
+                    inputs: inputs
+                        .iter()
+                        .map(|(n, x)| (n.clone(), x.to_proto(true)))
+                        .collect(),
+                    output_filter: Vec::new(),
+                };
+                let r = c
+                    .predict(req)
+                    .await
+                    .map_err(|s| {
+                        format!("{}: {}", crate::service::code_name(s.code()), s.message())
+                    })?
+                    .into_inner();
+                let version = r.model_spec.and_then(|s| match s.version_choice {
+                    Some(VersionChoice::Version(v)) => Some(v),
+                    _ => None,
+                });
+                let mut outputs = serde_json::Map::new();
+                let mut names: Vec<&String> = r.outputs.keys().collect();
+                names.sort();
+                for n in names {
+                    let t = Tensor::from_proto(&r.outputs[n])?;
+                    let mut s = String::new();
+                    tensor::write_json(&t, None, n.ends_with("_bytes"), &mut s);
+                    outputs.insert(
+                        n.clone(),
+                        serde_json::from_str(&s).map_err(|e| e.to_string())?,
+                    );
+                }
+                Ok(Prediction { version, outputs })
+            }
+            Connection::Rest(c) => {
+                let mut obj = serde_json::Map::new();
+                for (n, x) in inputs {
+                    let mut s = String::new();
+                    tensor::write_json(x, None, false, &mut s);
+                    obj.insert(
+                        n.clone(),
+                        serde_json::from_str(&s).map_err(|e| e.to_string())?,
+                    );
+                }
+                let mut body = json!({ "inputs": obj });
+                if let Some(s) = &t.signature {
+                    body["signature_name"] = json!(s);
+                }
+                let (status, resp) = c
+                    .request(
+                        hyper::Method::POST,
+                        &t.rest_path(":predict"),
+                        body.to_string().into_bytes(),
+                    )
+                    .await?;
+                let v: Value =
+                    serde_json::from_slice(&resp).map_err(|e| format!("HTTP {status}: {e}"))?;
+                if status != 200 {
+                    return Err(format!(
+                        "HTTP {status}: {}",
+                        v["error"].as_str().unwrap_or("")
+                    ));
+                }
+                let outputs = match &v["outputs"] {
+                    Value::Object(m) => m.clone(),
+                    other => {
+                        let mut m = serde_json::Map::new();
+                        m.insert("output".into(), other.clone());
+                        m
+                    }
+                };
+                Ok(Prediction {
+                    version: None,
+                    outputs,
+                })
+            }
+        }
+    }
+}
+
+/// Top-`k` classes of every row of a `[rows, classes]` float output.
+pub fn top_classes(v: &Value, k: usize) -> Option<Vec<Vec<(usize, f64)>>> {
+    let rows = v.as_array()?;
+    let mut out = Vec::new();
+    for r in rows {
+        let scores: Vec<f64> = r
+            .as_array()?
+            .iter()
+            .map(|x| x.as_f64())
+            .collect::<Option<_>>()?;
+        if scores.len() < 2 {
+            return None;
+        }
+        let mut idx: Vec<usize> = (0..scores.len()).collect();
+        idx.sort_by(|a, b| {
+            scores[*b]
+                .partial_cmp(&scores[*a])
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        out.push(idx.into_iter().take(k).map(|i| (i, scores[i])).collect());
+    }
+    Some(out)
+}
+
+/// Fetches the server's attestation document and the certificate it served.
+pub async fn fetch_attestation(
+    addr: &str,
+    verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+    server_name: &str,
+) -> Result<(Value, Vec<u8>), String> {
+    let cap = Capture::new(verifier);
+    let cfg = crate::client::client_config(cap.clone(), None, &[b"http/1.1"])?;
+    let mut c = RestClient::connect(addr, Some(Arc::new(cfg)), server_name).await?;
+    let (status, body) = c
+        .request(hyper::Method::GET, "/v1/attestation", Vec::new())
+        .await?;
+    if status != 200 {
+        return Err(format!(
+            "GET /v1/attestation answered HTTP {status}: the server publishes no attestation"
+        ));
+    }
+    let doc: Value =
+        serde_json::from_slice(&body).map_err(|e| format!("attestation document: {e}"))?;
+    let cert = cap.captured().ok_or("no server certificate was seen")?;
+    Ok((doc, cert))
+}
+
+/// DER SubjectPublicKeyInfo of a certificate.
+pub fn spki_of(cert: &[u8]) -> Result<Vec<u8>, String> {
+    x509_parser::parse_x509_certificate(cert)
+        .map(|(_, c)| c.public_key().raw.to_vec())
+        .map_err(|e| format!("server certificate: {e}"))
+}
+
+/// Checks that the server's TLS key lives in an attested TEE that `policy` admits: through the
+/// certificate's own RA-TLS evidence when it has some, else through the attestation document.
+pub fn check_attestation(
+    appraiser: &Appraiser,
+    policy: &Policy,
+    cert: &[u8],
+    doc: Option<&Value>,
+    at: i64,
+) -> Result<Verdict, String> {
+    if let Ok(ev) = teeserve_ratls::parse_cert(cert) {
+        let v = appraiser.verify_cert(cert, at).map_err(|e| e.to_string())?;
+        let _ = ev;
+        policy.appraise(&v).map_err(|e| e.to_string())?;
+        return Ok(v);
+    }
+    let doc = doc.ok_or(
+        "the server certificate carries no evidence and no attestation document was fetched",
+    )?;
+    let quote = base64::engine::general_purpose::STANDARD
+        .decode(
+            doc["quote"]
+                .as_str()
+                .ok_or("attestation document has no quote")?,
+        )
+        .map_err(|e| format!("attestation quote: {e}"))?;
+    let v = appraiser
+        .verify_quote(&quote, at)
+        .map_err(|e| e.to_string())?;
+    let spki = spki_of(cert)?;
+    let mut want = [0u8; 64];
+    want[..32].copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &spki).as_ref());
+    if v.report_data != hex::encode(want) {
+        return Err("the attestation's report data does not bind the TLS key this server presented (another endpoint's evidence?)".into());
+    }
+    policy.appraise(&v).map_err(|e| e.to_string())?;
+    Ok(v)
+}
