@@ -16,6 +16,9 @@ use crate::proto::tensorflow::serving::{
 };
 use crate::tensor::{self, DType, Tensor};
 
+/// Name, dtype number and dims of a signature entry.
+type RawSpec = (String, i32, Vec<i64>);
+
 /// What to call.
 #[derive(Debug, Clone, Default)]
 pub struct Target {
@@ -103,104 +106,103 @@ impl Connection {
 
     /// The model's signature (GetModelMetadata).
     pub async fn signature(&mut self, t: &Target) -> Result<Signature, String> {
-        let (inputs, outputs): (Vec<(String, i32, Vec<i64>)>, Vec<(String, i32, Vec<i64>)>) =
-            match self {
-                Connection::Grpc(c) => {
-                    let r = c
-                        .get_model_metadata(GetModelMetadataRequest {
-                            model_spec: Some(t.spec()),
-                            metadata_field: vec!["signature_def".into()],
+        let (inputs, outputs): (Vec<RawSpec>, Vec<RawSpec>) = match self {
+            Connection::Grpc(c) => {
+                let r = c
+                    .get_model_metadata(GetModelMetadataRequest {
+                        model_spec: Some(t.spec()),
+                        metadata_field: vec!["signature_def".into()],
+                    })
+                    .await
+                    .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+                    .into_inner();
+                let any = r
+                    .metadata
+                    .get("signature_def")
+                    .ok_or("no signature_def in metadata")?;
+                let map: SignatureDefMap =
+                    prost::Message::decode(&any.value[..]).map_err(|e| e.to_string())?;
+                let name = t
+                    .signature
+                    .clone()
+                    .unwrap_or_else(|| crate::service::DEFAULT_SIGNATURE.into());
+                let def = map
+                    .signature_def
+                    .get(&name)
+                    .ok_or_else(|| format!("no signature {name:?}"))?;
+                let conv = |m: &std::collections::HashMap<
+                    String,
+                    crate::proto::tensorflow::TensorInfo,
+                >| {
+                    let mut v: Vec<(String, i32, Vec<i64>)> = m
+                        .iter()
+                        .map(|(k, i)| {
+                            (
+                                k.clone(),
+                                i.dtype,
+                                i.tensor_shape
+                                    .as_ref()
+                                    .map(|s| s.dim.iter().map(|d| d.size).collect())
+                                    .unwrap_or_default(),
+                            )
                         })
-                        .await
-                        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
-                        .into_inner();
-                    let any = r
-                        .metadata
-                        .get("signature_def")
-                        .ok_or("no signature_def in metadata")?;
-                    let map: SignatureDefMap =
-                        prost::Message::decode(&any.value[..]).map_err(|e| e.to_string())?;
-                    let name = t
-                        .signature
-                        .clone()
-                        .unwrap_or_else(|| crate::service::DEFAULT_SIGNATURE.into());
-                    let def = map
-                        .signature_def
-                        .get(&name)
-                        .ok_or_else(|| format!("no signature {name:?}"))?;
-                    let conv = |m: &std::collections::HashMap<
-                        String,
-                        crate::proto::tensorflow::TensorInfo,
-                    >| {
-                        let mut v: Vec<(String, i32, Vec<i64>)> = m
-                            .iter()
-                            .map(|(k, i)| {
-                                (
-                                    k.clone(),
-                                    i.dtype,
-                                    i.tensor_shape
-                                        .as_ref()
-                                        .map(|s| s.dim.iter().map(|d| d.size).collect())
-                                        .unwrap_or_default(),
-                                )
-                            })
-                            .collect();
-                        v.sort();
-                        v
-                    };
-                    (conv(&def.inputs), conv(&def.outputs))
+                        .collect();
+                    v.sort();
+                    v
+                };
+                (conv(&def.inputs), conv(&def.outputs))
+            }
+            Connection::Rest(c) => {
+                let (status, body) = c
+                    .request(hyper::Method::GET, &t.rest_path("/metadata"), Vec::new())
+                    .await?;
+                let v: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+                if status != 200 {
+                    return Err(format!(
+                        "HTTP {status}: {}",
+                        v["error"].as_str().unwrap_or("")
+                    ));
                 }
-                Connection::Rest(c) => {
-                    let (status, body) = c
-                        .request(hyper::Method::GET, &t.rest_path("/metadata"), Vec::new())
-                        .await?;
-                    let v: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-                    if status != 200 {
-                        return Err(format!(
-                            "HTTP {status}: {}",
-                            v["error"].as_str().unwrap_or("")
-                        ));
-                    }
-                    let name = t
-                        .signature
-                        .clone()
-                        .unwrap_or_else(|| crate::service::DEFAULT_SIGNATURE.into());
-                    let def = &v["metadata"]["signature_def"]["signature_def"][&name];
-                    let conv = |m: &Value| -> Vec<(String, i32, Vec<i64>)> {
-                        let mut out: Vec<_> = m
-                            .as_object()
-                            .map(|o| {
-                                o.iter()
-                                    .map(|(k, i)| {
-                                        let dt = crate::proto::tensorflow::DataType::from_str_name(
-                                            i["dtype"].as_str().unwrap_or(""),
-                                        )
-                                        .map(|d| d as i32)
-                                        .unwrap_or(0);
-                                        let shape = i["tensor_shape"]["dim"]
-                                            .as_array()
-                                            .map(|d| {
-                                                d.iter()
-                                                    .map(|x| {
-                                                        x["size"]
-                                                            .as_str()
-                                                            .and_then(|s| s.parse().ok())
-                                                            .unwrap_or(-1)
-                                                    })
-                                                    .collect()
-                                            })
-                                            .unwrap_or_default();
-                                        (k.clone(), dt, shape)
-                                    })
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        out.sort();
-                        out
-                    };
-                    (conv(&def["inputs"]), conv(&def["outputs"]))
-                }
-            };
+                let name = t
+                    .signature
+                    .clone()
+                    .unwrap_or_else(|| crate::service::DEFAULT_SIGNATURE.into());
+                let def = &v["metadata"]["signature_def"]["signature_def"][&name];
+                let conv = |m: &Value| -> Vec<(String, i32, Vec<i64>)> {
+                    let mut out: Vec<_> = m
+                        .as_object()
+                        .map(|o| {
+                            o.iter()
+                                .map(|(k, i)| {
+                                    let dt = crate::proto::tensorflow::DataType::from_str_name(
+                                        i["dtype"].as_str().unwrap_or(""),
+                                    )
+                                    .map(|d| d as i32)
+                                    .unwrap_or(0);
+                                    let shape = i["tensor_shape"]["dim"]
+                                        .as_array()
+                                        .map(|d| {
+                                            d.iter()
+                                                .map(|x| {
+                                                    x["size"]
+                                                        .as_str()
+                                                        .and_then(|s| s.parse().ok())
+                                                        .unwrap_or(-1)
+                                                })
+                                                .collect()
+                                        })
+                                        .unwrap_or_default();
+                                    (k.clone(), dt, shape)
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    out.sort();
+                    out
+                };
+                (conv(&def["inputs"]), conv(&def["outputs"]))
+            }
+        };
         let spec = |(name, dt, shape): (String, i32, Vec<i64>)| -> Result<crate::engine::TensorSpec, String> {
             Ok(crate::engine::TensorSpec { name, dtype: DType::from_tf(dt)?, shape })
         };
