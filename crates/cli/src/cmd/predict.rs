@@ -124,7 +124,7 @@ impl rustls::client::danger::ServerCertVerifier for AttestationDecides {
     }
 }
 
-fn read_input(path: &PathBuf) -> Result<Value> {
+fn read_input(path: &std::path::Path) -> Result<Value> {
     let bytes = util::read(path)?;
     if bytes.starts_with(b"\x93NUMPY") {
         let t = tensor::from_npy(&bytes)
@@ -278,7 +278,7 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
     let p = conn
         .predict(&target, &inputs)
         .await
-        .map_err(|e| refuse(e))?;
+        .map_err(refuse)?;
     let mut out = json!({ "model": a.model, "outputs": p.outputs });
     if let Some(v) = p.version {
         out["version"] = json!(v);
