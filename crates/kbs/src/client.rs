@@ -95,6 +95,10 @@ impl KbsClient {
             .header(hyper::header::HOST, &self.authority)
             .body(Empty::new())
             .map_err(|e| KbsError::Protocol(e.to_string()))?;
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| KbsError::Protocol(format!("connection closed: {e}")))?;
         let resp = self
             .sender
             .send_request(req)

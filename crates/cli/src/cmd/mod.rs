@@ -1,6 +1,7 @@
 //! The subcommands: flags in one place, each with its help text.
 
 pub mod attest;
+mod demo;
 mod kbs;
 mod predict;
 mod seal;
@@ -26,6 +27,9 @@ pub struct Cli {
 /// One subcommand per role.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the whole flow on loopback with a simulated TEE: owner, key broker, attested server,
+    /// requester over gRPC and REST with TLS.
+    Demo(demo::DemoArgs),
     /// Evidence: verify quotes, produce quotes, print this binary's measurement.
     #[command(subcommand)]
     Attest(attest::AttestCmd),
@@ -56,6 +60,7 @@ pub enum Command {
 /// Runs a subcommand and returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
+        Command::Demo(a) => demo::run(a),
         Command::Attest(c) => attest::run(c),
         Command::Collateral(c) => attest::run_collateral(c),
         Command::Sim(c) => sim::run(c),

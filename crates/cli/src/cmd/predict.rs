@@ -275,10 +275,7 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
         }
         other => single(&sig, other)?,
     };
-    let p = conn
-        .predict(&target, &inputs)
-        .await
-        .map_err(refuse)?;
+    let p = conn.predict(&target, &inputs).await.map_err(refuse)?;
     let mut out = json!({ "model": a.model, "outputs": p.outputs });
     if let Some(v) = p.version {
         out["version"] = json!(v);
