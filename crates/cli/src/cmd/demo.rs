@@ -326,7 +326,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
             let mut conn = Connection::open(&addr, Some(cfg), "127.0.0.1", rest)
                 .await
                 .map_err(anyhow::Error::msg)?;
-            for i in 0..n {
+            for (i, label) in labels.iter().enumerate().take(n) {
                 let row: Tensor = pixels.slice_rows(i, i + 1);
                 let t0 = Instant::now();
                 let p = conn
@@ -339,7 +339,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
                     .get("class")
                     .and_then(|c| c.get(0))
                     .and_then(|c| c.as_i64());
-                if class == Some(labels[i]) {
+                if class == Some(*label) {
                     correct += 1;
                 }
                 pb.set_message(format!("requester: {api}: {}/{n} digits", i + 1));
