@@ -8,6 +8,7 @@ samples and onnxruntime's outputs on them (the reference teeserve's outputs are 
     python3 -m venv .venv && .venv/bin/pip install scikit-learn onnx onnxruntime numpy
     .venv/bin/python scripts/make_digits_model.py
 """
+import json
 import pathlib
 
 import numpy as np
@@ -18,7 +19,9 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
 
-out = pathlib.Path(__file__).resolve().parent.parent / "models" / "digits"
+root = pathlib.Path(__file__).resolve().parent.parent
+out = root / "models" / "digits"
+testdata = root / "testdata" / "digits"
 digits = load_digits()
 x = digits.data.astype(np.float32)
 y = digits.target.astype(np.int64)
@@ -65,6 +68,9 @@ sess = ort.InferenceSession(str(out / "1" / "model.onnx"))
 probs, classes = sess.run(None, {"pixels": x_test})
 accuracy = float((classes == y_test).mean())
 print(f"held-out accuracy {accuracy:.4f} on {len(y_test)} digits")
-np.save(out / "heldout-pixels.npy", x_test)
-np.save(out / "heldout-labels.npy", y_test)
-np.save(out / "heldout-probabilities-onnxruntime.npy", probs.astype(np.float32))
+testdata.mkdir(parents=True, exist_ok=True)
+np.save(testdata / "heldout-pixels.npy", x_test)
+np.save(testdata / "heldout-labels.npy", y_test)
+np.save(testdata / "heldout-probabilities-onnxruntime.npy", probs.astype(np.float32))
+np.save(testdata / "sample.npy", x_test[:3])
+(testdata / "sample.json").write_text(json.dumps({"instances": x_test[:3].tolist()}) + "\n")

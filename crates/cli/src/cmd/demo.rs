@@ -19,8 +19,8 @@ use teeserve_serving::predict::{check_attestation, fetch_attestation, Connection
 use teeserve_serving::tensor::{self, Data, Tensor};
 
 const MODEL: &[u8] = include_bytes!("../../../../models/digits/1/model.onnx");
-const PIXELS: &[u8] = include_bytes!("../../../../models/digits/heldout-pixels.npy");
-const LABELS: &[u8] = include_bytes!("../../../../models/digits/heldout-labels.npy");
+const PIXELS: &[u8] = include_bytes!("../../../../testdata/digits/heldout-pixels.npy");
+const LABELS: &[u8] = include_bytes!("../../../../testdata/digits/heldout-labels.npy");
 
 /// Flags of `demo`.
 #[derive(Debug, Args)]

@@ -1,0 +1,181 @@
+//! The README walkthrough, run as written (three roles as separate processes), and a negative
+//! run in which the server's measurement is not in the broker's policy.
+mod harness;
+use harness::*;
+use std::path::Path;
+use std::process::Command;
+
+fn repo() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// The README's walkthrough block, with its ports replaced by free ones.
+fn walkthrough() -> String {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let start = readme
+        .find("<!-- walkthrough:start -->")
+        .expect("walkthrough start marker");
+    let end = readme
+        .find("<!-- walkthrough:end -->")
+        .expect("walkthrough end marker");
+    let block = &readme[start..end];
+    let script: String = block
+        .lines()
+        .filter(|l| !l.starts_with("```") && !l.starts_with("<!--"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    script
+        .replace("4430", &free_port().to_string())
+        .replace("8500", &free_port().to_string())
+        .replace("8501", &free_port().to_string())
+}
+
+fn workdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo().join("models"), &dir.path().join("models"));
+    copy_dir(&repo().join("testdata"), &dir.path().join("testdata"));
+    dir
+}
+
+fn bash(dir: &Path, script: &str) -> std::process::Output {
+    let path = format!(
+        "{}:{}",
+        bin().parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let full =
+        format!("set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n{script}");
+    Command::new("bash")
+        .arg("-c")
+        .arg(full)
+        .current_dir(dir)
+        .env("PATH", path)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn readme_walkthrough_runs_as_written() {
+    let dir = workdir();
+    let out = bash(dir.path(), &walkthrough());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "walkthrough failed\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    // gRPC predict, REST predict (curl), attested REST predict.
+    assert!(stdout.matches("\"class\"").count() >= 2, "{stdout}");
+    assert!(stdout.contains("\"predictions\""), "{stdout}");
+    assert!(stdout.contains("\"attestation\""), "{stdout}");
+    assert!(stderr.contains("admitted by policy"), "{stderr}");
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert!(
+        audit.lines().filter(|l| l.contains("\"granted\"")).count() >= 2,
+        "{audit}"
+    );
+}
+
+fn files_containing(root: &Path, needle: &[u8], skip: &Path, out: &mut Vec<String>) {
+    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.starts_with(skip) {
+            continue;
+        }
+        if p.is_dir() {
+            files_containing(&p, needle, skip, out);
+        } else if let Ok(b) = std::fs::read(&p) {
+            if b.windows(needle.len()).any(|w| w == needle) {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_server_not_in_the_policy_is_refused_and_no_plaintext_reaches_disk() {
+    let dir = workdir();
+    let script = walkthrough();
+    // Owner's part only, with a policy pinned to another measurement.
+    let cut = script.find("# TEE host: the server attests").unwrap();
+    let owner = script[..cut].replace("$(teeserve attest measure)", &"ab".repeat(32));
+    let kbs_port = owner
+        .split("listen = \"127.0.0.1:")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let serve = format!(
+        "if teeserve serve --platform simulated --sim-dir sim --kbs 127.0.0.1:{kbs_port} --kbs-ca tls/ca.pem --kbs-tls-key-secret tls-key \
+         --model_name digits --model_base_path sealed/digits --tls-cert tls/server.pem --port {} --rest_api_port {}; then echo \"serve exited 0\"; else echo \"serve exited $?\"; fi",
+        free_port(),
+        free_port()
+    );
+    let out = bash(dir.path(), &format!("{owner}\n{serve}\n"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("serve exited 2"),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(
+        stderr.contains("rule mrenclave") && stderr.contains("is not one of"),
+        "{stderr}"
+    );
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert!(audit.contains("\"rule\":\"mrenclave\""), "{audit}");
+    // The plaintext model exists only in the owner's models/ directory.
+    let model = std::fs::read(dir.path().join("models/digits/1/model.onnx")).unwrap();
+    let needle = &model[model.len() / 2..model.len() / 2 + 64];
+    let mut found = Vec::new();
+    files_containing(dir.path(), needle, &dir.path().join("models"), &mut found);
+    assert!(found.is_empty(), "plaintext model bytes found in {found:?}");
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in [
+        vec!["--help"],
+        vec!["demo", "--help"],
+        vec!["attest", "verify", "--help"],
+        vec!["attest", "quote", "--help"],
+        vec!["attest", "measure", "--help"],
+        vec!["collateral", "fetch", "--help"],
+        vec!["sim", "init", "--help"],
+        vec!["keygen", "--help"],
+        vec!["seal", "--help"],
+        vec!["unseal", "--help"],
+        vec!["kbs", "--help"],
+        vec!["kbs", "get", "--help"],
+        vec!["tls", "init", "--help"],
+        vec!["serve", "--help"],
+        vec!["predict", "--help"],
+    ] {
+        let r = run(&sub).ok();
+        assert!(r.stdout.contains("Usage:"), "{sub:?}: {}", r.stdout);
+    }
+}
