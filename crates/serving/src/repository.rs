@@ -203,61 +203,37 @@ impl ModelRepository {
                     BTreeMap::new()
                 }
             };
-            let aspired: Vec<i64> = match &config.policy {
-                VersionPolicy::Latest(n) => dirs.keys().rev().take(*n).copied().collect(),
-                VersionPolicy::All => dirs.keys().copied().collect(),
-                VersionPolicy::Specific(v) => {
-                    v.iter().copied().filter(|v| dirs.contains_key(v)).collect()
-                }
-            };
-            for v in &aspired {
-                let dir = &dirs[v];
-                let file = if dir.join(SEALED_FILE).exists() {
-                    dir.join(SEALED_FILE)
-                } else {
-                    dir.join(MODEL_FILE)
-                };
-                let st = stamp(&file);
-                let current = self.models.read().ok().and_then(|m| {
-                    m.get(&config.name)
-                        .and_then(|s| s.versions.get(v).map(|x| x.stamp))
-                });
-                if current == Some(st) {
-                    continue;
-                }
-                self.set_version(
-                    &config.name,
-                    *v,
-                    VersionState {
-                        state: State::Loading,
-                        error: None,
-                        model: None,
-                        stamp: st,
-                    },
-                );
-                let loaded = read_model(dir, *v, self.key.as_ref())
-                    .and_then(|bytes| self.engine.load(&bytes));
-                let state = match loaded {
-                    Ok(model) => {
-                        tracing::info!(model = %config.name, version = v, engine = self.engine.name(), "version loaded");
-                        VersionState {
-                            state: State::Available,
-                            error: None,
-                            model: Some(model),
-                            stamp: st,
+            // Latest(n) walks down from the newest version until n are available, so a broken
+            // new version is reported in status while the previous one keeps serving
+            // (TF Serving's availability-preserving behaviour).
+            let mut aspired = Vec::new();
+            match &config.policy {
+                VersionPolicy::Latest(n) => {
+                    let mut available = 0;
+                    for (v, dir) in dirs.iter().rev() {
+                        if available >= *n {
+                            break;
+                        }
+                        aspired.push(*v);
+                        if self.ensure(&config.name, *v, dir) {
+                            available += 1;
                         }
                     }
-                    Err(e) => {
-                        tracing::error!(model = %config.name, version = v, "cannot load: {e}");
-                        VersionState {
-                            state: State::End,
-                            error: Some(e),
-                            model: None,
-                            stamp: st,
+                }
+                VersionPolicy::All => {
+                    for (v, dir) in &dirs {
+                        aspired.push(*v);
+                        self.ensure(&config.name, *v, dir);
+                    }
+                }
+                VersionPolicy::Specific(want) => {
+                    for v in want {
+                        if let Some(dir) = dirs.get(v) {
+                            aspired.push(*v);
+                            self.ensure(&config.name, *v, dir);
                         }
                     }
-                };
-                self.set_version(&config.name, *v, state);
+                }
             }
             if let Ok(mut m) = self.models.write() {
                 if let Some(s) = m.get_mut(&config.name) {
@@ -269,6 +245,65 @@ impl ModelRepository {
                 }
             }
         }
+    }
+
+    /// Loads version `v` from `dir` unless it is loaded and unchanged; true when available.
+    fn ensure(&self, name: &str, v: i64, dir: &Path) -> bool {
+        let file = if dir.join(SEALED_FILE).exists() {
+            dir.join(SEALED_FILE)
+        } else {
+            dir.join(MODEL_FILE)
+        };
+        let st = stamp(&file);
+        let current = self.models.read().ok().and_then(|m| {
+            m.get(name)
+                .and_then(|s| s.versions.get(&v).map(|x| (x.stamp, x.state)))
+        });
+        if let Some((stamp, state)) = current {
+            if stamp == st {
+                return state == State::Available;
+            }
+        }
+        self.set_version(
+            name,
+            v,
+            VersionState {
+                state: State::Loading,
+                error: None,
+                model: None,
+                stamp: st,
+            },
+        );
+        let loaded =
+            read_model(dir, v, self.key.as_ref()).and_then(|bytes| self.engine.load(&bytes));
+        let (state, ok) = match loaded {
+            Ok(model) => {
+                tracing::info!(model = %name, version = v, engine = self.engine.name(), "version loaded");
+                (
+                    VersionState {
+                        state: State::Available,
+                        error: None,
+                        model: Some(model),
+                        stamp: st,
+                    },
+                    true,
+                )
+            }
+            Err(e) => {
+                tracing::error!(model = %name, version = v, "cannot load: {e}");
+                (
+                    VersionState {
+                        state: State::End,
+                        error: Some(e),
+                        model: None,
+                        stamp: st,
+                    },
+                    false,
+                )
+            }
+        };
+        self.set_version(name, v, state);
+        ok
     }
 
     fn set_version(&self, name: &str, v: i64, state: VersionState) {

@@ -1,0 +1,710 @@
+//! The server end to end on loopback: outputs against onnxruntime's, TF Serving's error codes
+//! and messages, version lifecycle, labels, TLS and mTLS on both APIs, limits, health, metrics.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use teeserve_serving::client::{ca_verifier, client_config, RestClient};
+use teeserve_serving::predict::{Connection, Target};
+use teeserve_serving::proto::tensorflow::serving::{
+    model_spec::VersionChoice, prediction_service_client::PredictionServiceClient,
+    GetModelStatusRequest, ModelSpec, PredictRequest,
+};
+use teeserve_serving::server::{ServeOptions, Server};
+use teeserve_serving::tensor::{self, Data, Tensor};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn model_bytes() -> Vec<u8> {
+    std::fs::read(repo().join("models/digits/1/model.onnx")).unwrap()
+}
+
+fn pixels() -> Tensor {
+    tensor::from_npy(&std::fs::read(repo().join("testdata/digits/heldout-pixels.npy")).unwrap())
+        .unwrap()
+}
+
+fn base(dir: &Path) -> PathBuf {
+    let b = dir.join("digits");
+    std::fs::create_dir_all(b.join("1")).unwrap();
+    std::fs::write(b.join("1/model.onnx"), model_bytes()).unwrap();
+    b
+}
+
+fn options(base: &Path) -> ServeOptions {
+    ServeOptions {
+        port: free_port(),
+        rest_api_port: free_port(),
+        grpc_bind: "127.0.0.1".into(),
+        rest_bind: "127.0.0.1".into(),
+        model_name: "digits".into(),
+        model_base_path: Some(base.to_owned()),
+        file_system_poll_wait_seconds: 1,
+        tls: teeserve_serving::server::TlsOptions {
+            insecure: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+async fn rest(s: &Server) -> RestClient {
+    RestClient::connect(&s.rest_addr.unwrap().to_string(), None, "127.0.0.1")
+        .await
+        .unwrap()
+}
+
+async fn grpc(s: &Server) -> PredictionServiceClient<tonic::transport::Channel> {
+    let ch = teeserve_serving::client::grpc_channel(
+        &s.grpc_addr.unwrap().to_string(),
+        None,
+        "127.0.0.1",
+    )
+    .await
+    .unwrap();
+    PredictionServiceClient::new(ch)
+}
+
+async fn post(c: &mut RestClient, path: &str, body: Value) -> (u16, Value) {
+    let (s, b) = c
+        .request(hyper::Method::POST, path, body.to_string().into_bytes())
+        .await
+        .unwrap();
+    (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+async fn get(c: &mut RestClient, path: &str) -> (u16, Value) {
+    let (s, b) = c
+        .request(hyper::Method::GET, path, Vec::new())
+        .await
+        .unwrap();
+    (
+        s,
+        serde_json::from_slice(&b)
+            .unwrap_or(Value::String(String::from_utf8_lossy(&b).into_owned())),
+    )
+}
+
+fn spec(name: &str, version: Option<i64>, label: Option<&str>, sig: &str) -> Option<ModelSpec> {
+    Some(ModelSpec {
+        name: name.into(),
+        version_choice: match (version, label) {
+            (Some(v), _) => Some(VersionChoice::Version(v)),
+            (None, Some(l)) => Some(VersionChoice::VersionLabel(l.into())),
+            _ => None,
+        },
+        signature_name: sig.into(),
+    })
+}
+
+fn rows(n: usize) -> Tensor {
+    pixels().slice_rows(0, n)
+}
+
+#[tokio::test]
+async fn outputs_match_onnxruntime() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(options(&base(dir.path())), None)
+        .await
+        .unwrap();
+    let want = tensor::from_npy(
+        &std::fs::read(repo().join("testdata/digits/heldout-probabilities-onnxruntime.npy"))
+            .unwrap(),
+    )
+    .unwrap();
+    let Data::F32(want) = want.data else { panic!() };
+    for as_content in [true, false] {
+        let mut c = grpc(&s).await;
+        let req = PredictRequest {
+            model_spec: spec("digits", None, None, ""),
+            inputs: [("pixels".to_owned(), pixels().to_proto(as_content))]
+                .into_iter()
+                .collect(),
+            output_filter: vec!["probabilities".into()],
+        };
+        let r = c.predict(req).await.unwrap().into_inner();
+        assert_eq!(r.outputs.len(), 1);
+        let got = Tensor::from_proto(&r.outputs["probabilities"]).unwrap();
+        let Data::F32(got) = got.data else { panic!() };
+        assert_eq!(got.len(), want.len());
+        let max = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(max < 1e-4, "max difference {max}");
+    }
+    // REST row and columnar formats give the same numbers.
+    let mut c = rest(&s).await;
+    let mut inst = String::new();
+    tensor::write_json(&rows(2), None, false, &mut inst);
+    let inst: Value = serde_json::from_str(&inst).unwrap();
+    let (st, v) = post(
+        &mut c,
+        "/v1/models/digits:predict",
+        json!({"instances": inst.clone()}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let p0 = v["predictions"][0]["probabilities"][3].as_f64().unwrap() as f32;
+    assert!((p0 - want[3]).abs() < 1e-4);
+    let (st, v) = post(
+        &mut c,
+        "/v1/models/digits/versions/1:predict",
+        json!({"inputs": {"pixels": inst}}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["outputs"]["class"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn errors_have_tf_serving_codes_and_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(options(&base(dir.path())), None)
+        .await
+        .unwrap();
+    let mut g = grpc(&s).await;
+    let req = |spec: Option<ModelSpec>, t: Tensor| PredictRequest {
+        model_spec: spec,
+        inputs: [("pixels".to_owned(), t.to_proto(true))]
+            .into_iter()
+            .collect(),
+        output_filter: vec![],
+    };
+    let e = g
+        .predict(req(spec("nope", None, None, ""), rows(1)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (
+            tonic::Code::NotFound,
+            "Servable not found for request: Latest(nope)"
+        )
+    );
+    let e = g
+        .predict(req(spec("digits", Some(7), None, ""), rows(1)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (
+            tonic::Code::NotFound,
+            "Servable not found for request: Specific(digits, 7)"
+        )
+    );
+    let e = g
+        .predict(req(spec("digits", None, Some("stable"), ""), rows(1)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e
+        .message()
+        .contains("Unrecognized servable version label: stable"));
+    let e = g
+        .predict(req(spec("digits", None, None, "other"), rows(1)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (
+            tonic::Code::FailedPrecondition,
+            "Serving signature key \"other\" not found."
+        )
+    );
+    let wrong_dtype = Tensor::new(vec![1, 64], Data::I64(vec![0; 64])).unwrap();
+    let e = g
+        .predict(req(spec("digits", None, None, ""), wrong_dtype))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (
+            tonic::Code::InvalidArgument,
+            "Expects arg[0] to be float but int64 is provided"
+        )
+    );
+    let wrong_shape = Tensor::new(vec![1, 63], Data::F32(vec![0.0; 63])).unwrap();
+    let e = g
+        .predict(req(spec("digits", None, None, ""), wrong_shape))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let mut extra = req(spec("digits", None, None, ""), rows(1));
+    extra.inputs.insert("extra".into(), rows(1).to_proto(true));
+    let e = g.predict(extra).await.unwrap_err();
+    assert!(
+        e.message()
+            .starts_with("input size does not match signature")
+            && e.message().contains("Sent extra: {extra}"),
+        "{}",
+        e.message()
+    );
+
+    let mut c = rest(&s).await;
+    let one = json!([vec![0.0; 64]]);
+    let cases = [
+        (
+            "/v1/models/nope:predict",
+            json!({"instances": one}),
+            404,
+            "Servable not found for request: Latest(nope)",
+        ),
+        (
+            "/v1/models/digits:predict",
+            json!({"instances": one, "signature_name": "x"}),
+            400,
+            "Serving signature name: \"x\" not found in signature def",
+        ),
+        (
+            "/v1/models/digits:predict",
+            json!({"instances": [[1, 2], [3]]}),
+            400,
+            "Encountered list at unexpected size",
+        ),
+        (
+            "/v1/models/digits:predict",
+            json!({"instances": one, "inputs": one}),
+            400,
+            "expecting only one of 'inputs' or 'instances'",
+        ),
+        (
+            "/v1/models/digits:predict",
+            json!({"foo": 1}),
+            400,
+            "Missing 'inputs' or 'instances' key",
+        ),
+        (
+            "/v1/models/digits:predict",
+            json!({"instances": [vec!["a"; 64]]}),
+            400,
+            "is not of expected type: float",
+        ),
+        (
+            "/v1/models/digits:predict",
+            json!({"inputs": {"other": one}}),
+            400,
+            "Missing named input: pixels in 'inputs' object.",
+        ),
+        (
+            "/v1/models/digits/versions/x:predict",
+            json!({"instances": one}),
+            400,
+            "Failed to convert version",
+        ),
+    ];
+    for (path, body, code, msg) in cases {
+        let (st, v) = post(&mut c, path, body).await;
+        assert_eq!(st, code, "{path}: {v}");
+        assert!(
+            v["error"].as_str().unwrap_or("").contains(msg),
+            "{path}: {v}"
+        );
+    }
+    let (st, v) = c
+        .request(hyper::Method::POST, "/v1/models/digits:predict", Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(st, 400);
+    assert!(String::from_utf8_lossy(&v).contains("The document is empty"));
+    let (st, v) = get(&mut c, "/v1/models/digits:predict").await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("Malformed request"));
+    let (st, v) = get(&mut c, "/v1/models/digits/versions/9").await;
+    assert_eq!(
+        (st, v["error"].as_str().unwrap()),
+        (404, "Could not find version 9 of model digits")
+    );
+}
+
+#[tokio::test]
+async fn oversized_requests_and_overload_are_refused_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = base(dir.path());
+    let mut o = options(&b);
+    o.max_request_bytes = 64 * 1024;
+    o.enable_batching = true;
+    let params = dir.path().join("batching.txt");
+    std::fs::write(&params, "max_batch_size { value: 2 } batch_timeout_micros { value: 300000 } max_enqueued_batches { value: 1 } num_batch_threads { value: 1 }").unwrap();
+    o.batching_parameters_file = Some(params);
+    let s = Server::start(o, None).await.unwrap();
+    let mut c = rest(&s).await;
+    let big = json!({"instances": vec![vec![0.0; 64]; 2000]});
+    let (st, v) = post(&mut c, "/v1/models/digits:predict", big).await;
+    assert_eq!(st, 413, "{v}");
+    let mut g = grpc(&s).await;
+    let e = g
+        .predict(PredictRequest {
+            model_spec: spec("digits", None, None, ""),
+            inputs: [("pixels".to_owned(), pixels().to_proto(false))]
+                .into_iter()
+                .collect(),
+            output_filter: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e.code(),
+            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+        ),
+        "{e:?}"
+    );
+
+    // Ten concurrent requests against a queue of two: the rest get UNAVAILABLE (503).
+    let addr = s.rest_addr.unwrap().to_string();
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let addr = addr.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = RestClient::connect(&addr, None, "127.0.0.1").await.unwrap();
+            post(
+                &mut c,
+                "/v1/models/digits:predict",
+                json!({"instances": [vec![0.0; 64]]}),
+            )
+            .await
+        }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        let (st, v) = t.await.unwrap();
+        if st == 503 {
+            assert!(v["error"].as_str().unwrap().contains("queue"), "{v}");
+        }
+        codes.push(st);
+    }
+    assert!(codes.iter().all(|c| *c == 200 || *c == 503), "{codes:?}");
+    assert!(codes.contains(&503) && codes.contains(&200), "{codes:?}");
+}
+
+#[tokio::test]
+async fn in_flight_limit_answers_429() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = base(dir.path());
+    let mut o = options(&b);
+    o.core.max_in_flight = 1;
+    o.enable_batching = true;
+    let params = dir.path().join("batching.txt");
+    std::fs::write(
+        &params,
+        "max_batch_size { value: 64 } batch_timeout_micros { value: 400000 }",
+    )
+    .unwrap();
+    o.batching_parameters_file = Some(params);
+    let s = Server::start(o, None).await.unwrap();
+    let addr = s.rest_addr.unwrap().to_string();
+    let slow = tokio::spawn({
+        let addr = addr.clone();
+        async move {
+            let mut c = RestClient::connect(&addr, None, "127.0.0.1").await.unwrap();
+            post(
+                &mut c,
+                "/v1/models/digits:predict",
+                json!({"instances": [vec![0.0; 64]]}),
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut c = RestClient::connect(&addr, None, "127.0.0.1").await.unwrap();
+    let (st, v) = post(
+        &mut c,
+        "/v1/models/digits:predict",
+        json!({"instances": [vec![0.0; 64]]}),
+    )
+    .await;
+    assert_eq!(st, 429, "{v}");
+    assert_eq!(slow.await.unwrap().0, 200);
+}
+
+async fn wait_for(mut f: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("condition not reached");
+}
+
+#[tokio::test]
+async fn version_lifecycle_add_remove_and_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = base(dir.path());
+    let s = Server::start(options(&b), None).await.unwrap();
+    let core = s.core.clone();
+    let latest = |core: &teeserve_serving::service::ServingCore| {
+        core.resolve("digits", None, None).map(|t| t.version).ok()
+    };
+    assert_eq!(latest(&core), Some(1));
+    std::fs::create_dir_all(b.join("2")).unwrap();
+    std::fs::write(b.join("2/model.onnx"), model_bytes()).unwrap();
+    wait_for(|| latest(&core) == Some(2)).await;
+    std::fs::remove_dir_all(b.join("2")).unwrap();
+    wait_for(|| latest(&core) == Some(1)).await;
+    std::fs::create_dir_all(b.join("3")).unwrap();
+    std::fs::write(b.join("3/model.onnx"), b"this is not an onnx model").unwrap();
+    wait_for(|| core.status_of("digits", Some(3), None).is_ok()).await;
+    let st = core.status_of("digits", Some(3), None).unwrap();
+    let v3 = &st.model_version_status[0];
+    assert_eq!(
+        v3.state,
+        teeserve_serving::proto::tensorflow::serving::model_version_status::State::End as i32
+    );
+    assert!(v3
+        .status
+        .as_ref()
+        .unwrap()
+        .error_message
+        .contains("not an ONNX model"));
+    // Version 1 keeps serving.
+    let mut c = rest(&s).await;
+    let (stc, v) = post(
+        &mut c,
+        "/v1/models/digits:predict",
+        json!({"instances": [vec![0.0; 64]]}),
+    )
+    .await;
+    assert_eq!(stc, 200, "{v}");
+    let (_, status) = get(&mut c, "/v1/models/digits").await;
+    assert_eq!(status["model_version_status"][0]["version"], "3");
+    assert_eq!(status["model_version_status"][0]["state"], "END");
+    let mut g =
+        teeserve_serving::proto::tensorflow::serving::model_service_client::ModelServiceClient::new(
+            teeserve_serving::client::grpc_channel(
+                &s.grpc_addr.unwrap().to_string(),
+                None,
+                "127.0.0.1",
+            )
+            .await
+            .unwrap(),
+        );
+    let r = g
+        .get_model_status(GetModelStatusRequest {
+            model_spec: spec("digits", Some(1), None, ""),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.model_version_status[0].state, 30);
+}
+
+#[tokio::test]
+async fn config_file_labels_metadata_health_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = base(dir.path());
+    std::fs::create_dir_all(b.join("2")).unwrap();
+    std::fs::write(b.join("2/model.onnx"), model_bytes()).unwrap();
+    let cfg = dir.path().join("models.config");
+    std::fs::write(
+        &cfg,
+        format!(
+            "model_config_list {{ config {{ name: 'digits' base_path: '{}' model_platform: 'onnx' model_version_policy {{ all {{}} }} version_labels {{ key: 'stable' value: 1 }} version_labels {{ key: 'canary' value: 2 }} }} }}",
+            b.display()
+        ),
+    )
+    .unwrap();
+    let mut o = options(&b);
+    o.model_base_path = None;
+    o.model_config_file = Some(cfg);
+    let s = Server::start(o, None).await.unwrap();
+    let mut c = rest(&s).await;
+    let (st, v) = get(&mut c, "/v1/models/digits/labels/stable/metadata").await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["model_spec"]["version"], "1");
+    let sig = &v["metadata"]["signature_def"]["signature_def"]["serving_default"];
+    assert_eq!(sig["inputs"]["pixels"]["dtype"], "DT_FLOAT");
+    assert_eq!(
+        sig["inputs"]["pixels"]["tensor_shape"]["dim"][0]["size"],
+        "-1"
+    );
+    assert_eq!(sig["method_name"], "tensorflow/serving/predict");
+    let (st, v) = post(
+        &mut c,
+        "/v1/models/digits/labels/canary:predict",
+        json!({"instances": [vec![0.0; 64]]}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let (_, list) = get(&mut c, "/v1/models").await;
+    assert_eq!(list["models"][0]["versions"].as_array().unwrap().len(), 2);
+    assert_eq!(get(&mut c, "/healthz").await.0, 200);
+    assert_eq!(get(&mut c, "/readyz").await.0, 200);
+    let (_, m) = get(&mut c, "/monitoring/prometheus/metrics").await;
+    let m = m.as_str().unwrap();
+    assert!(
+        m.contains(":tensorflow:serving:request_count{model_name=\"digits\",status=\"OK\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains(":tensorflow:serving:request_latency_bucket"),
+        "{m}"
+    );
+    // gRPC health and GetModelMetadata (SignatureDefMap packed in Any).
+    let ch = teeserve_serving::client::grpc_channel(
+        &s.grpc_addr.unwrap().to_string(),
+        None,
+        "127.0.0.1",
+    )
+    .await
+    .unwrap();
+    let mut h = teeserve_serving::proto::health::health_client::HealthClient::new(ch.clone());
+    let r = h
+        .check(teeserve_serving::proto::health::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status, 1);
+    let mut conn = Connection::open(&s.grpc_addr.unwrap().to_string(), None, "127.0.0.1", false)
+        .await
+        .unwrap();
+    let sig = conn
+        .signature(&Target {
+            model: "digits".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(sig.inputs[0].name, "pixels");
+    // Classify fits the digits model (one float input [batch, 64]).
+    let (st, v) = post(
+        &mut c,
+        "/v1/models/digits:classify",
+        json!({"examples": [{"x": vec![0.0; 64]}]}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["results"][0].as_array().unwrap().len(), 10);
+}
+
+#[tokio::test]
+async fn sealed_models_load_with_the_key_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = dir.path().join("digits");
+    std::fs::create_dir_all(b.join("1")).unwrap();
+    std::fs::create_dir_all(b.join("2")).unwrap();
+    let key = teeserve_seal::key::SealKey::generate(32).unwrap();
+    std::fs::write(dir.path().join("model.key"), key.bytes()).unwrap();
+    let m = model_bytes();
+    let seal = |name: &str| {
+        let mut out = Vec::new();
+        teeserve_seal::stream::seal(
+            &key,
+            name,
+            m.len() as u64,
+            &m[..],
+            &mut out,
+            &Default::default(),
+        )
+        .unwrap();
+        out
+    };
+    std::fs::write(b.join("1/model.onnx.sealed"), seal("1/model.onnx")).unwrap();
+    // A file sealed for version 1, moved to version 2: refused.
+    std::fs::write(b.join("2/model.onnx.sealed"), seal("1/model.onnx")).unwrap();
+    let mut o = options(&b);
+    o.model_key_file = Some(dir.path().join("model.key"));
+    let s = Server::start(o.clone(), None).await.unwrap();
+    let st = s.core.status_of("digits", Some(2), None).unwrap();
+    assert!(st.model_version_status[0]
+        .status
+        .as_ref()
+        .unwrap()
+        .error_message
+        .contains("cannot be moved to another version"));
+    assert!(s.core.resolve("digits", Some(1), None).is_ok());
+    s.shutdown().await;
+    // Without the key, nothing loads and readiness stays false.
+    o.model_key_file = None;
+    o.port = free_port();
+    o.rest_api_port = free_port();
+    let s = Server::start(o, None).await.unwrap();
+    assert!(!s.core.repo.ready());
+    let mut c = rest(&s).await;
+    assert_eq!(get(&mut c, "/readyz").await.0, 503);
+}
+
+#[tokio::test]
+async fn tls_and_mtls_on_grpc_and_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = base(dir.path());
+    let ca = teeserve_kbs::tls::make_ca("test CA").unwrap();
+    let srv = teeserve_kbs::tls::issue(
+        &ca,
+        "server",
+        &["localhost".into(), "127.0.0.1".into()],
+        false,
+    )
+    .unwrap();
+    let cli = teeserve_kbs::tls::issue(&ca, "client", &[], true).unwrap();
+    for (n, c) in [("server", &srv)] {
+        std::fs::write(dir.path().join(format!("{n}.pem")), &c.cert_pem).unwrap();
+        std::fs::write(dir.path().join(format!("{n}.key")), c.key_pem.as_bytes()).unwrap();
+    }
+    std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
+    // TF Serving's SSLConfig, with client_verify.
+    let ssl = format!(
+        "server_key: {:?}\nserver_cert: {:?}\ncustom_ca: {:?}\nclient_verify: true\n",
+        srv.key_pem.as_str(),
+        srv.cert_pem,
+        ca.cert_pem
+    );
+    std::fs::write(dir.path().join("ssl.cfg"), ssl).unwrap();
+    let mut o = options(&b);
+    o.tls = teeserve_serving::server::TlsOptions {
+        ssl_config_file: Some(dir.path().join("ssl.cfg")),
+        ..Default::default()
+    };
+    let s = Server::start(o, None).await.unwrap();
+    let verifier = ca_verifier(ca.cert_pem.as_bytes()).unwrap();
+    let identity = || {
+        Some((
+            teeserve_kbs::tls::certs_from_pem(cli.cert_pem.as_bytes()).unwrap(),
+            teeserve_kbs::tls::key_from_pem(cli.key_pem.as_bytes()).unwrap(),
+        ))
+    };
+    for rest_api in [false, true] {
+        let addr = if rest_api { s.rest_addr } else { s.grpc_addr }
+            .unwrap()
+            .to_string();
+        let alpn: &[&[u8]] = if rest_api { &[b"http/1.1"] } else { &[b"h2"] };
+        let with = Arc::new(client_config(verifier.clone(), identity(), alpn).unwrap());
+        let mut conn = Connection::open(&addr, Some(with), "localhost", rest_api)
+            .await
+            .unwrap();
+        let t = Target {
+            model: "digits".into(),
+            ..Default::default()
+        };
+        let p = conn
+            .predict(&t, &[("pixels".into(), rows(1))])
+            .await
+            .unwrap();
+        assert!(p.outputs.contains_key("class"));
+        let without = Arc::new(client_config(verifier.clone(), None, alpn).unwrap());
+        let r = async {
+            let mut conn = Connection::open(&addr, Some(without), "localhost", rest_api).await?;
+            conn.predict(&t, &[("pixels".into(), rows(1))]).await
+        }
+        .await;
+        assert!(
+            r.is_err(),
+            "served without a client certificate (rest = {rest_api})"
+        );
+    }
+}
