@@ -652,10 +652,6 @@ async fn tls_and_mtls_on_grpc_and_rest() {
     )
     .unwrap();
     let cli = teeserve_kbs::tls::issue(&ca, "client", &[], true).unwrap();
-    for (n, c) in [("server", &srv)] {
-        std::fs::write(dir.path().join(format!("{n}.pem")), &c.cert_pem).unwrap();
-        std::fs::write(dir.path().join(format!("{n}.key")), c.key_pem.as_bytes()).unwrap();
-    }
     std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
     // TF Serving's SSLConfig, with client_verify.
     let ssl = format!(
