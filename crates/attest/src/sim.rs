@@ -412,6 +412,15 @@ pub fn init(dir: &Path, o: &SimOptions) -> Result<(), SimError> {
         false,
     )?;
     write(dir, "pck.key", pck_key.serialize_pem().as_bytes(), true)?;
+    write(dir, "root.key", root_key.serialize_pem().as_bytes(), true)?;
+    write(dir, "pck-ca.pem", ca_cert.pem().as_bytes(), false)?;
+    write(dir, "pck-ca.key", ca_key.serialize_pem().as_bytes(), true)?;
+    write(
+        dir,
+        "tcb-signing.key",
+        tcb_key.serialize_pem().as_bytes(),
+        true,
+    )?;
     write(
         dir,
         "attestation.key",
@@ -432,6 +441,52 @@ pub fn init(dir: &Path, o: &SimOptions) -> Result<(), SimError> {
         false,
     )?;
     Ok(())
+}
+
+/// Signs JSON with the platform's TCB Signing key, as Intel signs TCB Info and QE Identity
+/// (for tests that need re-signed collateral).
+pub fn sign_json(dir: &Path, json: &str) -> Result<Vec<u8>, SimError> {
+    Ok(sign(&pem_key(dir, "tcb-signing.key")?, json.as_bytes())?.to_vec())
+}
+
+/// Issues a CRL from the simulated root (`issuer_is_root`) or PCK CA, revoking `revoked` serials,
+/// valid over `[this_update, next_update]` (for tests).
+pub fn make_crl(
+    dir: &Path,
+    issuer_is_root: bool,
+    revoked: &[u64],
+    this_update: i64,
+    next_update: i64,
+) -> Result<Vec<u8>, SimError> {
+    let (cert, key) = if issuer_is_root {
+        ("root.pem", "root.key")
+    } else {
+        ("pck-ca.pem", "pck-ca.key")
+    };
+    let pem = String::from_utf8_lossy(&read(dir, cert)?).into_owned();
+    let kp = KeyPair::from_pem(&String::from_utf8_lossy(&read(dir, key)?)).map_err(err)?;
+    let issuer = Issuer::from_ca_cert_pem(&pem, &kp).map_err(err)?;
+    let crl = CertificateRevocationListParams {
+        this_update: odt(this_update)?,
+        next_update: odt(next_update)?,
+        crl_number: SerialNumber::from(2u64),
+        issuing_distribution_point: None,
+        revoked_certs: revoked
+            .iter()
+            .map(|s| {
+                Ok(RevokedCertParams {
+                    serial_number: SerialNumber::from(*s),
+                    revocation_time: odt(this_update)?,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<_, SimError>>()?,
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(&issuer)
+    .map_err(err)?;
+    Ok(crl.der().to_vec())
 }
 
 /// A loaded simulated platform that makes quotes.
