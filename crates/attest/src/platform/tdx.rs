@@ -66,7 +66,19 @@ fn rand_suffix() -> String {
     hex::encode(b)
 }
 
+/// configfs creates an entry's attribute files with the directory; this bounded wait only
+/// matters for directories that imitate configfs in tests.
+fn appear(path: &Path) {
+    for _ in 0..200 {
+        if path.exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 fn read_small(path: &Path) -> Result<String, String> {
+    appear(path);
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_owned())
         .map_err(|e| e.to_string())
@@ -90,6 +102,7 @@ impl Platform for TdxPlatform {
         let inblob = e.0.join("inblob");
         std::fs::write(&inblob, report_data).map_err(|r| self.io(&inblob, r))?;
         let outblob = e.0.join("outblob");
+        appear(&outblob);
         let quote = std::fs::read(&outblob).map_err(|r| self.io(&outblob, r))?;
         // generation counts writes to the entry: anything but 1 means another writer raced us
         // and the outblob may not be over our inblob.
