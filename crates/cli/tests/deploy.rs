@@ -6,7 +6,10 @@ fn flags_in(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for (i, _) in text.match_indices("\"--") {
         let rest = &text[i + 1..];
-        let flag: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
+        let flag: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
         if flag.len() > 2 {
             out.push(flag);
         }
@@ -30,7 +33,12 @@ fn deployment_flags_exist() {
         let flags = flags_in(&text);
         assert!(!flags.is_empty(), "{f}: no flags found");
         for flag in flags {
-            assert!(help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")) || help.contains(&format!("{flag} <")), "{f}: {flag} is not a flag of teeserve");
+            assert!(
+                help.contains(&format!("{flag} "))
+                    || help.contains(&format!("{flag}\n"))
+                    || help.contains(&format!("{flag} <")),
+                "{f}: {flag} is not a flag of teeserve"
+            );
             checked += 1;
         }
     }

@@ -1,0 +1,134 @@
+//! Throughput of the digits model: engine only (one inference per core, in process), then
+//! gRPC+TLS and REST+TLS end to end at concurrency 32 on loopback.
+//!
+//!     cargo run --release -p teeserve-serving --example load [-- SECONDS]
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use teeserve_serving::client::{ca_verifier, client_config};
+use teeserve_serving::engine::{Engine, TractEngine};
+use teeserve_serving::predict::{Connection, Target};
+use teeserve_serving::server::{ServeOptions, Server, TlsOptions};
+use teeserve_serving::tensor;
+
+fn repo() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn pct(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[((v.len() as f64 - 1.0) * q).round() as usize]
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let secs: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5);
+    let model = std::fs::read(repo().join("models/digits/1/model.onnx"))?;
+    let pixels = tensor::from_npy(&std::fs::read(
+        repo().join("testdata/digits/heldout-pixels.npy"),
+    )?)?;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+
+    // Engine only: one single-threaded inference per core.
+    let m = TractEngine.load(&model)?;
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let handles: Vec<_> = (0..cores)
+        .map(|_| {
+            let (m, x) = (m.clone(), pixels.slice_rows(0, 1));
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    m.run(vec![x.clone()]).unwrap();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let engine: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let engine_rate = engine as f64 / secs as f64;
+    println!("engine only (tract, {cores} threads, batch 1): {engine_rate:.0} inferences/s");
+
+    let dir = tempfile::tempdir()?;
+    let base = dir.path().join("digits");
+    std::fs::create_dir_all(base.join("1"))?;
+    std::fs::write(base.join("1/model.onnx"), &model)?;
+    let ca = teeserve_kbs::tls::make_ca("bench CA")?;
+    let srv = teeserve_kbs::tls::issue(&ca, "server", &["127.0.0.1".into()], false)?;
+    std::fs::write(dir.path().join("s.pem"), &srv.cert_pem)?;
+    std::fs::write(dir.path().join("s.key"), srv.key_pem.as_bytes())?;
+    let o = ServeOptions {
+        port: free_port(),
+        rest_api_port: free_port(),
+        grpc_bind: "127.0.0.1".into(),
+        rest_bind: "127.0.0.1".into(),
+        model_name: "digits".into(),
+        model_base_path: Some(base),
+        file_system_poll_wait_seconds: 0,
+        tls: TlsOptions {
+            cert: Some(dir.path().join("s.pem")),
+            key: Some(dir.path().join("s.key")),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let s = Server::start(o, None).await?;
+    let verifier = ca_verifier(ca.cert_pem.as_bytes())?;
+    for rest in [false, true] {
+        let addr = if rest { s.rest_addr } else { s.grpc_addr }
+            .unwrap()
+            .to_string();
+        let alpn: &[&[u8]] = if rest { &[b"http/1.1"] } else { &[b"h2"] };
+        let cfg = Arc::new(client_config(verifier.clone(), None, alpn)?);
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut tasks = Vec::new();
+        for i in 0..32 {
+            let (addr, cfg, x) = (addr.clone(), cfg.clone(), pixels.slice_rows(i, i + 1));
+            tasks.push(tokio::spawn(async move {
+                let mut c = Connection::open(&addr, Some(cfg), "127.0.0.1", rest)
+                    .await
+                    .unwrap();
+                let t = Target {
+                    model: "digits".into(),
+                    ..Default::default()
+                };
+                let mut lat = Vec::new();
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    c.predict(&t, &[("pixels".into(), x.clone())])
+                        .await
+                        .unwrap();
+                    lat.push(t0.elapsed().as_secs_f64() * 1e3);
+                }
+                lat
+            }));
+        }
+        let mut lat = Vec::new();
+        for t in tasks {
+            lat.extend(t.await?);
+        }
+        let rate = lat.len() as f64 / secs as f64;
+        println!(
+            "{} end to end, concurrency 32, batch 1: {rate:.0} requests/s ({:.0}% of engine only), p50 {:.2} ms, p99 {:.2} ms",
+            if rest { "REST+TLS" } else { "gRPC+TLS" },
+            100.0 * rate / engine_rate,
+            pct(&mut lat, 0.5),
+            pct(&mut lat, 0.99)
+        );
+    }
+    s.shutdown().await;
+    Ok(())
+}
