@@ -249,6 +249,8 @@ fn unreachable_root() -> Cert {
         not_after: 0,
         spki: Vec::new(),
         public_key: Vec::new(),
+        curve: Vec::new(),
+        signed: crate::x509::Signed::default(),
     }
 }
 
@@ -508,8 +510,9 @@ impl Verifier {
         let root = &self.anchor.cert;
         let mut validity = vec![cert_validity("root CA certificate", root)];
         // Name a foreign (e.g. simulated) root before anything else fails on it.
-        if let Ok(chain) = Cert::chain_from_pem(c.tcb_info_issuer_chain.as_bytes()) {
-            self.check_root("tcb_info_issuer_chain", &chain)?;
+        let tcb_chain_certs = Cert::chain_from_pem(c.tcb_info_issuer_chain.as_bytes()).ok();
+        if let Some(chain) = &tcb_chain_certs {
+            self.check_root("tcb_info_issuer_chain", chain)?;
         }
 
         // Root CA CRL: issued and signed by the root.
@@ -524,7 +527,7 @@ impl Verifier {
                 got: root_crl.issuer_cn.clone(),
             });
         }
-        if !root_crl.verify_signed_by(&root.spki) {
+        if !root_crl.verify_by(root) {
             return Err(VerifyError::Signature(SignedObject::RootCaCrl));
         }
         validity.push(Validity {
@@ -536,14 +539,24 @@ impl Verifier {
         });
 
         // TCB signing chains (TCB Info and QE Identity).
-        let tcb_chain =
-            self.signing_chain("tcb_info_issuer_chain", &c.tcb_info_issuer_chain, &root_crl)?;
-        validity.push(cert_validity("tcb_info_issuer_chain[0]", &tcb_chain));
-        let qe_chain = self.signing_chain(
-            "qe_identity_issuer_chain",
-            &c.qe_identity_issuer_chain,
+        let tcb_chain = self.signing_chain(
+            "tcb_info_issuer_chain",
+            &c.tcb_info_issuer_chain,
             &root_crl,
+            tcb_chain_certs,
         )?;
+        validity.push(cert_validity("tcb_info_issuer_chain[0]", &tcb_chain));
+        // Intel serves the same chain for both; verify it once.
+        let qe_chain = if c.qe_identity_issuer_chain == c.tcb_info_issuer_chain {
+            tcb_chain.clone()
+        } else {
+            self.signing_chain(
+                "qe_identity_issuer_chain",
+                &c.qe_identity_issuer_chain,
+                &root_crl,
+                None,
+            )?
+        };
         validity.push(cert_validity("qe_identity_issuer_chain[0]", &qe_chain));
 
         if c.tcb_info_signature.len() != 64
@@ -601,7 +614,7 @@ impl Verifier {
                     issuer_chain.len()
                 ),
             })?;
-        if !pck_crl_issuer.verify_signed_by(&root.spki) {
+        if !pck_crl_issuer.verify_by(root) {
             return Err(VerifyError::Signature(SignedObject::IntermediateCert));
         }
         if root_crl.is_revoked(&pck_crl_issuer.serial) {
@@ -631,7 +644,7 @@ impl Verifier {
                     got: pck_crl.issuer_cn.clone(),
                 })?
         };
-        if !pck_crl.verify_signed_by(&pck_crl_issuer.spki) {
+        if !pck_crl.verify_by(&pck_crl_issuer) {
             return Err(VerifyError::Signature(SignedObject::PckCrl));
         }
         validity.push(Validity {
@@ -676,7 +689,7 @@ impl Verifier {
                     .into_iter()
                     .next()
             })
-            .filter(|c| c.verify_signed_by(&self.anchor.cert.spki))
+            .filter(|c| c.verify_by(&self.anchor.cert))
             .collect()
     }
 
@@ -685,9 +698,13 @@ impl Verifier {
         item: &'static str,
         pem: &str,
         root_crl: &Crl,
+        parsed: Option<Vec<Cert>>,
     ) -> Result<Cert, VerifyError> {
-        let chain = Cert::chain_from_pem(pem.as_bytes())
-            .map_err(|reason| VerifyError::Certificate { item, reason })?;
+        let chain = match parsed {
+            Some(c) => c,
+            None => Cert::chain_from_pem(pem.as_bytes())
+                .map_err(|reason| VerifyError::Certificate { item, reason })?,
+        };
         self.check_root(item, &chain)?;
         if chain.len() != 2 {
             return Err(VerifyError::Certificate {
@@ -699,7 +716,7 @@ impl Verifier {
             });
         }
         let signer = chain[0].clone();
-        if !signer.verify_signed_by(&self.anchor.cert.spki) {
+        if !signer.verify_by(&self.anchor.cert) {
             return Err(VerifyError::Signature(SignedObject::TcbSigningCert));
         }
         if root_crl.is_revoked(&signer.serial) {
@@ -757,10 +774,11 @@ impl Verifier {
                 reason: "issuer and subject names do not chain".into(),
             });
         }
-        if !inter.verify_signed_by(&self.anchor.cert.spki) {
+        // The PCK CA is normally the PCK CRL's issuer, already verified against the root.
+        if inter.der != p.pck_crl_issuer.der && !inter.verify_by(&self.anchor.cert) {
             return Err(VerifyError::Signature(SignedObject::IntermediateCert));
         }
-        if !leaf.verify_signed_by(&inter.spki) {
+        if !leaf.verify_by(inter) {
             return Err(VerifyError::Signature(SignedObject::PckCert));
         }
         if p.root_crl.is_revoked(&inter.serial) {

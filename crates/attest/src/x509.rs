@@ -28,6 +28,47 @@ pub struct Cert {
     pub spki: Vec<u8>,
     /// The raw public key bits (for EC: the uncompressed point).
     pub public_key: Vec<u8>,
+    /// Content octets of the key's curve OID (EC keys).
+    pub curve: Vec<u8>,
+    /// What the issuer signed.
+    pub signed: Signed,
+}
+
+/// The signed part of a certificate or CRL, kept so signatures are checked without re-parsing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Signed {
+    /// The DER of the TBS structure.
+    pub tbs: Vec<u8>,
+    /// Content octets of the signature algorithm OID.
+    pub alg: Vec<u8>,
+    /// The signature bits.
+    pub signature: Vec<u8>,
+}
+
+const ECDSA_SHA256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
+const ECDSA_SHA384: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03];
+const P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+const P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
+
+impl Signed {
+    /// Checks the signature with `issuer`'s key: ring directly for ECDSA (all of Intel's PKI),
+    /// `None` for other algorithms (the caller falls back to x509-parser).
+    fn verify_ecdsa(&self, issuer: &Cert) -> Option<bool> {
+        use ring::signature as s;
+        let alg: &dyn s::VerificationAlgorithm =
+            match (self.alg.as_slice(), issuer.curve.as_slice()) {
+                (ECDSA_SHA256, P256) => &s::ECDSA_P256_SHA256_ASN1,
+                (ECDSA_SHA384, P256) => &s::ECDSA_P256_SHA384_ASN1,
+                (ECDSA_SHA256, P384) => &s::ECDSA_P384_SHA256_ASN1,
+                (ECDSA_SHA384, P384) => &s::ECDSA_P384_SHA384_ASN1,
+                _ => return None,
+            };
+        Some(
+            s::UnparsedPublicKey::new(alg, &issuer.public_key)
+                .verify(&self.tbs, &self.signature)
+                .is_ok(),
+        )
+    }
 }
 
 fn cn(name: &X509Name<'_>) -> String {
@@ -60,6 +101,19 @@ impl Cert {
             not_after: c.validity().not_after.timestamp(),
             spki: c.public_key().raw.to_vec(),
             public_key: c.public_key().subject_public_key.data.to_vec(),
+            curve: c
+                .public_key()
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .map(|o| o.as_bytes().to_vec())
+                .unwrap_or_default(),
+            signed: Signed {
+                tbs: c.tbs_certificate.as_ref().to_vec(),
+                alg: c.signature_algorithm.algorithm.as_bytes().to_vec(),
+                signature: c.signature_value.data.to_vec(),
+            },
         })
     }
 
@@ -95,6 +149,13 @@ impl Cert {
             .map(|e| e.value.to_vec())
     }
 
+    /// Checks that this certificate is signed by `issuer`.
+    pub fn verify_by(&self, issuer: &Cert) -> bool {
+        self.signed
+            .verify_ecdsa(issuer)
+            .unwrap_or_else(|| self.verify_signed_by(&issuer.spki))
+    }
+
     /// Checks that this certificate is signed by `issuer_spki` (DER SubjectPublicKeyInfo).
     pub fn verify_signed_by(&self, issuer_spki: &[u8]) -> bool {
         let Ok((_, c)) = parse_x509_certificate(&self.der) else {
@@ -127,6 +188,8 @@ pub struct Crl {
     pub next_update: i64,
     /// Revoked serial numbers.
     pub revoked: Vec<Vec<u8>>,
+    /// What the issuer signed.
+    pub signed: Signed,
 }
 
 impl Crl {
@@ -147,8 +210,20 @@ impl Crl {
                 .iter_revoked_certificates()
                 .map(|r| r.raw_serial().to_vec())
                 .collect(),
-            der,
+            signed: Signed {
+                tbs: c.tbs_cert_list.as_ref().to_vec(),
+                alg: c.signature_algorithm.algorithm.as_bytes().to_vec(),
+                signature: c.signature_value.data.to_vec(),
+            },
+            der: der.clone(),
         })
+    }
+
+    /// Checks the CRL's signature with `issuer`'s key.
+    pub fn verify_by(&self, issuer: &Cert) -> bool {
+        self.signed
+            .verify_ecdsa(issuer)
+            .unwrap_or_else(|| self.verify_signed_by(&issuer.spki))
     }
 
     /// Checks the CRL's signature against an issuer's SubjectPublicKeyInfo.
