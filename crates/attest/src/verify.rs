@@ -251,6 +251,7 @@ fn unreachable_root() -> Cert {
         public_key: Vec::new(),
         curve: Vec::new(),
         signed: crate::x509::Signed::default(),
+        sgx_extension: None,
     }
 }
 
@@ -459,10 +460,17 @@ impl PreparedCollateral {
 }
 
 /// Verifies quotes against collateral, anchored at one root.
+///
+/// The verifier remembers which certificates it has seen signed by its root (Intel's PCK CAs and
+/// TCB Signing certificate are stable), so their signatures are checked once per process.
+/// Revocation and validity periods are checked on every verification.
 #[derive(Debug, Clone)]
 pub struct Verifier {
     anchor: TrustAnchor,
+    signed_by_root: Arc<RwLock<std::collections::HashSet<[u8; 32]>>>,
 }
+
+const MAX_REMEMBERED: usize = 1024;
 
 impl Default for Verifier {
     fn default() -> Self {
@@ -473,7 +481,40 @@ impl Default for Verifier {
 impl Verifier {
     /// A verifier trusting `anchor`.
     pub fn new(anchor: TrustAnchor) -> Self {
-        Self { anchor }
+        let v = Self {
+            anchor,
+            signed_by_root: Arc::new(RwLock::new(std::collections::HashSet::new())),
+        };
+        for ca in v.known_intermediates() {
+            v.remember(&ca);
+        }
+        v
+    }
+
+    fn remember(&self, c: &Cert) {
+        if let Ok(mut set) = self.signed_by_root.write() {
+            if set.len() < MAX_REMEMBERED {
+                set.insert(c.fingerprint());
+            }
+        }
+    }
+
+    /// True when `c` is signed by the root (remembered, or checked now).
+    fn signed_by_root(&self, c: &Cert) -> bool {
+        let fp = c.fingerprint();
+        if self
+            .signed_by_root
+            .read()
+            .map(|s| s.contains(&fp))
+            .unwrap_or(false)
+        {
+            return true;
+        }
+        let ok = c.verify_by(&self.anchor.cert);
+        if ok {
+            self.remember(c);
+        }
+        ok
     }
 
     /// The trust anchor.
@@ -614,7 +655,7 @@ impl Verifier {
                     issuer_chain.len()
                 ),
             })?;
-        if !pck_crl_issuer.verify_by(root) {
+        if !self.signed_by_root(&pck_crl_issuer) {
             return Err(VerifyError::Signature(SignedObject::IntermediateCert));
         }
         if root_crl.is_revoked(&pck_crl_issuer.serial) {
@@ -716,7 +757,7 @@ impl Verifier {
             });
         }
         let signer = chain[0].clone();
-        if !signer.verify_by(&self.anchor.cert) {
+        if !self.signed_by_root(&signer) {
             return Err(VerifyError::Signature(SignedObject::TcbSigningCert));
         }
         if root_crl.is_revoked(&signer.serial) {
@@ -775,7 +816,7 @@ impl Verifier {
             });
         }
         // The PCK CA is normally the PCK CRL's issuer, already verified against the root.
-        if inter.der != p.pck_crl_issuer.der && !inter.verify_by(&self.anchor.cert) {
+        if inter.der != p.pck_crl_issuer.der && !self.signed_by_root(inter) {
             return Err(VerifyError::Signature(SignedObject::IntermediateCert));
         }
         if !leaf.verify_by(inter) {

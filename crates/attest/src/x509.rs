@@ -32,6 +32,8 @@ pub struct Cert {
     pub curve: Vec<u8>,
     /// What the issuer signed.
     pub signed: Signed,
+    /// The value of Intel's SGX extension (PCK certificates), kept from the first parse.
+    pub sgx_extension: Option<Vec<u8>>,
 }
 
 /// The signed part of a certificate or CRL, kept so signatures are checked without re-parsing.
@@ -109,6 +111,14 @@ impl Cert {
                 .and_then(|p| p.as_oid().ok())
                 .map(|o| o.as_bytes().to_vec())
                 .unwrap_or_default(),
+            sgx_extension: {
+                let want =
+                    x509_parser::der_parser::oid::Oid::from(&crate::pck::SGX_EXTENSION_OID).ok();
+                c.extensions()
+                    .iter()
+                    .find(|e| Some(&e.oid) == want.as_ref())
+                    .map(|e| e.value.to_vec())
+            },
             signed: Signed {
                 tbs: c.tbs_certificate.as_ref().to_vec(),
                 alg: c.signature_algorithm.algorithm.as_bytes().to_vec(),
@@ -141,6 +151,9 @@ impl Cert {
 
     /// The value of the extension with this OID, if present.
     pub fn extension(&self, oid: &[u64]) -> Option<Vec<u8>> {
+        if oid == crate::pck::SGX_EXTENSION_OID {
+            return self.sgx_extension.clone();
+        }
         let (_, c) = parse_x509_certificate(&self.der).ok()?;
         let want = x509_parser::der_parser::oid::Oid::from(oid).ok()?;
         c.extensions()
