@@ -285,14 +285,18 @@ pub fn seal(
     let chunk = 1usize << opts.chunk_log2;
     let total = len.div_ceil(chunk as u64).max(1);
     let n_threads = threads(opts.threads);
-    let mut bufs: Vec<(u64, Zeroizing<Vec<u8>>)> = Vec::new();
+    // Buffers are allocated once and reused: fresh large allocations cost page faults.
+    let mut bufs: Vec<(u64, Zeroizing<Vec<u8>>)> = (0..BATCH.min(total as usize))
+        .map(|_| (0, Zeroizing::new(Vec::with_capacity(chunk + TAG))))
+        .collect();
     let mut index = 0u64;
     let mut remaining = len;
     while index < total {
-        bufs.clear();
-        while bufs.len() < BATCH && index < total {
+        let mut used = 0;
+        while used < bufs.len() && index < total {
             let n = remaining.min(chunk as u64) as usize;
-            let mut b = Zeroizing::new(vec![0u8; n + TAG]);
+            let (i, b) = &mut bufs[used];
+            b.resize(n + TAG, 0);
             let got = read_full(&mut input, &mut b[..n])?;
             if got != n {
                 return Err(SealError::Invalid(format!(
@@ -301,10 +305,11 @@ pub fn seal(
                 )));
             }
             remaining -= n as u64;
-            bufs.push((index, b));
+            *i = index;
             index += 1;
+            used += 1;
         }
-        par_each(&mut bufs, n_threads, |(i, b)| {
+        par_each(&mut bufs[..used], n_threads, |(i, b)| {
             let n = b.len() - TAG;
             let (data, tag_out) = b.split_at_mut(n);
             let t = keys
@@ -318,7 +323,7 @@ pub fn seal(
             tag_out.copy_from_slice(t.as_ref());
             Ok(())
         })?;
-        for (_, b) in &bufs {
+        for (_, b) in &bufs[..used] {
             output.write_all(b)?;
             written += b.len() as u64;
         }
@@ -410,13 +415,16 @@ pub fn unseal(
     let n_threads = threads(0);
     let mut remaining = h.plaintext_len;
     let mut index = 0u64;
-    let mut bufs: Vec<(u64, Zeroizing<Vec<u8>>)> = Vec::new();
+    let mut bufs: Vec<(u64, Zeroizing<Vec<u8>>)> = (0..BATCH.min(total as usize))
+        .map(|_| (0, Zeroizing::new(Vec::with_capacity(chunk + TAG))))
+        .collect();
     while index < total {
-        bufs.clear();
-        while bufs.len() < BATCH && index < total {
+        let mut used = 0;
+        while used < bufs.len() && index < total {
             let n = remaining.min(chunk as u64) as usize;
-            let mut b = Zeroizing::new(vec![0u8; n + TAG]);
-            let got = read_full(&mut input, &mut b)?;
+            let (i, b) = &mut bufs[used];
+            b.resize(n + TAG, 0);
+            let got = read_full(&mut input, b)?;
             if got != b.len() {
                 return Err(SealError::Tampered(format!(
                     "truncated: chunk {index} of {total} has {got} of {} bytes",
@@ -424,15 +432,16 @@ pub fn unseal(
                 )));
             }
             remaining -= n as u64;
-            bufs.push((index, b));
+            *i = index;
             index += 1;
+            used += 1;
         }
-        par_each(&mut bufs, n_threads, |(i, b)| {
+        par_each(&mut bufs[..used], n_threads, |(i, b)| {
             keys.aead
                 .open_in_place(
                     nonce(&keys.prefix, *i, *i + 1 == total)?,
                     Aad::from(&h.raw),
-                    b,
+                    &mut b[..],
                 )
                 .map_err(|_| {
                     SealError::Tampered(format!(
@@ -441,7 +450,7 @@ pub fn unseal(
                 })?;
             Ok(())
         })?;
-        for (_, b) in &bufs {
+        for (_, b) in &bufs[..used] {
             output.write_all(&b[..b.len() - TAG])?;
         }
     }

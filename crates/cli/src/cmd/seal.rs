@@ -183,20 +183,13 @@ fn seal_one(key: &SealKey, format: Format, bound: &str, input: &Path, output: &P
     } else {
         let f = File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
         let len = f.metadata()?.len();
-        (len, Box::new(BufReader::with_capacity(1 << 20, f)))
+        (len, Box::new(f))
     };
     let reader = progress(reader, len, "sealing");
     let run = |out: &mut dyn WriteSeek| -> Result<()> {
         match format {
             Format::Teeserve => {
-                stream::seal(
-                    key,
-                    bound,
-                    len,
-                    reader,
-                    BufWriter::with_capacity(1 << 20, out),
-                    &SealOptions::default(),
-                )?;
+                stream::seal(key, bound, len, reader, out, &SealOptions::default())?;
             }
             Format::Gramine | Format::GramineV2 => {
                 let v = if format == Format::Gramine {
@@ -204,7 +197,14 @@ fn seal_one(key: &SealKey, format: Format, bound: &str, input: &Path, output: &P
                 } else {
                     PfVersion::V2
                 };
-                gramine::encrypt_file(key, bound, len, reader, out, v)?;
+                gramine::encrypt_file(
+                    key,
+                    bound,
+                    len,
+                    BufReader::with_capacity(1 << 20, reader),
+                    BufWriter::with_capacity(1 << 20, out),
+                    v,
+                )?;
             }
         }
         Ok(())
@@ -311,15 +311,20 @@ fn unseal_one(
     } else {
         let f = File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
         let len = f.metadata()?.len();
-        progress(BufReader::with_capacity(1 << 20, f), len, "unsealing")
+        progress(f, len, "unsealing")
     };
     let run = |out: &mut dyn Write| -> Result<()> {
         match format {
             Format::Teeserve => {
-                stream::unseal(key, reader, BufWriter::with_capacity(1 << 20, out), expect)?;
+                stream::unseal(key, reader, out, expect)?;
             }
             _ => {
-                gramine::decrypt_file(key, reader, BufWriter::with_capacity(1 << 20, out), expect)?;
+                gramine::decrypt_file(
+                    key,
+                    BufReader::with_capacity(1 << 20, reader),
+                    BufWriter::with_capacity(1 << 20, out),
+                    expect,
+                )?;
             }
         }
         Ok(())
