@@ -1,7 +1,7 @@
 //! Throughput of the digits model: engine only (one inference per core, in process), then
 //! gRPC+TLS and REST+TLS end to end at concurrency 32 on loopback.
 //!
-//!     cargo run --release -p teeserve-serving --example load [-- SECONDS]
+//!     cargo run --release -p teeserve-serving --example serving_load [-- SECONDS]
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Load on the key broker over loopback: 32 concurrent clients, each doing a full RA-TLS
 //! handshake (the broker verifies the quote every time) plus one secret fetch, for 10 seconds.
 //!
-//!     cargo run --release -p teeserve-kbs --example load [-- CLIENTS SECONDS]
+//!     cargo run --release -p teeserve-kbs --example kbs_load [-- CLIENTS SECONDS]
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
