@@ -425,6 +425,9 @@ fn cert_validity(item: &str, c: &Cert) -> Validity {
 /// A PCK chain that was verified against a prepared collateral set.
 #[derive(Debug)]
 struct VerifiedPck {
+    /// QE reports (with their signatures) already verified under this PCK key: a platform's QE
+    /// report only changes when its attestation key does.
+    qe_reports: RwLock<std::collections::HashSet<[u8; 32]>>,
     leaf: Cert,
     warnings: Vec<String>,
     ext: SgxExtension,
@@ -864,6 +867,7 @@ impl Verifier {
                 cert_validity("PCK certificate", leaf),
                 cert_validity("PCK intermediate CA certificate", inter),
             ],
+            qe_reports: RwLock::new(std::collections::HashSet::new()),
             leaf: leaf.clone(),
             ext,
             warnings,
@@ -942,12 +946,28 @@ impl Verifier {
             Body::Sgx(_) => None,
         };
         // 4.1.2.4.12: QE report signed by the PCK key.
-        if !verify_p256(
-            &pck.leaf.public_key,
-            &quote.qe_report_raw,
-            &quote.qe_report_signature,
-        ) {
-            return Err(VerifyError::Signature(SignedObject::QeReport));
+        let mut qe_key = Vec::with_capacity(448);
+        qe_key.extend_from_slice(&quote.qe_report_raw);
+        qe_key.extend_from_slice(&quote.qe_report_signature);
+        let qe_hash = sha256(&qe_key);
+        let seen = pck
+            .qe_reports
+            .read()
+            .map(|s| s.contains(&qe_hash))
+            .unwrap_or(false);
+        if !seen {
+            if !verify_p256(
+                &pck.leaf.public_key,
+                &quote.qe_report_raw,
+                &quote.qe_report_signature,
+            ) {
+                return Err(VerifyError::Signature(SignedObject::QeReport));
+            }
+            if let Ok(mut s) = pck.qe_reports.write() {
+                if s.len() < 64 {
+                    s.insert(qe_hash);
+                }
+            }
         }
         // 4.1.2.4.13: QE report data binds the attestation key.
         let mut bound = Vec::with_capacity(64 + quote.qe_auth_data.len());

@@ -285,9 +285,160 @@ fn module_identity(
     })
 }
 
+#[derive(Deserialize)]
+struct RawComp {
+    svn: u8,
+}
+
+#[derive(Deserialize)]
+#[rustfmt::skip]
+struct RawTcb {
+    sgxtcbcomponents: Option<Vec<RawComp>>, tdxtcbcomponents: Option<Vec<RawComp>>, pcesvn: u16,
+    sgxtcbcomp01svn: Option<u8>, sgxtcbcomp02svn: Option<u8>, sgxtcbcomp03svn: Option<u8>, sgxtcbcomp04svn: Option<u8>,
+    sgxtcbcomp05svn: Option<u8>, sgxtcbcomp06svn: Option<u8>, sgxtcbcomp07svn: Option<u8>, sgxtcbcomp08svn: Option<u8>,
+    sgxtcbcomp09svn: Option<u8>, sgxtcbcomp10svn: Option<u8>, sgxtcbcomp11svn: Option<u8>, sgxtcbcomp12svn: Option<u8>,
+    sgxtcbcomp13svn: Option<u8>, sgxtcbcomp14svn: Option<u8>, sgxtcbcomp15svn: Option<u8>, sgxtcbcomp16svn: Option<u8>,
+}
+
+#[derive(Deserialize)]
+struct RawLevel {
+    tcb: RawTcb,
+    #[serde(rename = "tcbDate")]
+    tcb_date: String,
+    #[serde(rename = "tcbStatus")]
+    tcb_status: String,
+    #[serde(rename = "advisoryIDs", default)]
+    advisory_ids: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct RawInfo {
+    id: Option<String>,
+    version: u32,
+    #[serde(rename = "issueDate")]
+    issue_date: String,
+    #[serde(rename = "nextUpdate")]
+    next_update: String,
+    fmspc: String,
+    #[serde(rename = "pceId")]
+    pce_id: String,
+    #[serde(rename = "tcbEvaluationDataNumber", default)]
+    tcb_evaluation_data_number: u32,
+    #[serde(rename = "tdxModule")]
+    tdx_module: Option<Value>,
+    #[serde(rename = "tdxModuleIdentities")]
+    tdx_module_identities: Option<Vec<Value>>,
+    #[serde(rename = "tcbLevels")]
+    tcb_levels: Vec<RawLevel>,
+}
+
+fn comps16(v: &Option<Vec<RawComp>>) -> Option<[u8; 16]> {
+    let v = v.as_ref()?;
+    if v.len() != 16 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (o, c) in out.iter_mut().zip(v) {
+        *o = c.svn;
+    }
+    Some(out)
+}
+
 impl TcbInfo {
+    /// Typed fast path for well-formed TCB Info; `None` sends the caller to the checked path,
+    /// which names the field at fault.
+    fn parse_fast(json: &str) -> Option<Self> {
+        let r: RawInfo = serde_json::from_str(json).ok()?;
+        let tdx = match (r.version, r.id.as_deref()) {
+            (3, Some("SGX")) => false,
+            (3, Some("TDX")) => true,
+            (2, _) => false,
+            _ => return None,
+        };
+        if r.tcb_levels.is_empty() || r.tcb_levels.len() > 1024 {
+            return None;
+        }
+        let mut levels = Vec::with_capacity(r.tcb_levels.len());
+        for l in r.tcb_levels {
+            let t = &l.tcb;
+            let sgx = if r.version == 3 {
+                comps16(&t.sgxtcbcomponents)?
+            } else {
+                [
+                    t.sgxtcbcomp01svn?,
+                    t.sgxtcbcomp02svn?,
+                    t.sgxtcbcomp03svn?,
+                    t.sgxtcbcomp04svn?,
+                    t.sgxtcbcomp05svn?,
+                    t.sgxtcbcomp06svn?,
+                    t.sgxtcbcomp07svn?,
+                    t.sgxtcbcomp08svn?,
+                    t.sgxtcbcomp09svn?,
+                    t.sgxtcbcomp10svn?,
+                    t.sgxtcbcomp11svn?,
+                    t.sgxtcbcomp12svn?,
+                    t.sgxtcbcomp13svn?,
+                    t.sgxtcbcomp14svn?,
+                    t.sgxtcbcomp15svn?,
+                    t.sgxtcbcomp16svn?,
+                ]
+            };
+            let tdx_components = if tdx {
+                Some(comps16(&t.tdxtcbcomponents)?)
+            } else {
+                None
+            };
+            levels.push(TcbLevel {
+                sgx_components: sgx,
+                pcesvn: t.pcesvn,
+                tdx_components,
+                tcb_date: l.tcb_date,
+                status: TcbStatus::from_name(&l.tcb_status)?,
+                advisory_ids: l.advisory_ids,
+            });
+        }
+        let key = |l: &TcbLevel| {
+            (
+                l.sgx_components,
+                l.pcesvn,
+                l.tdx_components.unwrap_or_default(),
+            )
+        };
+        levels.sort_by_key(|l| std::cmp::Reverse(key(l)));
+        if levels.windows(2).any(|w| key(&w[0]) == key(&w[1])) {
+            return None;
+        }
+        let hex_n = |s: &str, n: usize| hex::decode(s).ok().filter(|b| b.len() == n);
+        let tdx_module = match (&r.tdx_module, tdx) {
+            (Some(m), true) => Some(module_identity(m, "tcb_info.tdxModule", false).ok()?),
+            (None, true) => return None,
+            _ => None,
+        };
+        let mut tdx_module_identities = Vec::new();
+        for (i, m) in r.tdx_module_identities.iter().flatten().enumerate() {
+            tdx_module_identities.push(
+                module_identity(m, &format!("tcb_info.tdxModuleIdentities[{i}]"), true).ok()?,
+            );
+        }
+        Some(TcbInfo {
+            id: if tdx { "TDX".into() } else { "SGX".into() },
+            version: r.version,
+            issue_date: parse_time("tcb_info.issueDate", &r.issue_date).ok()?,
+            next_update: parse_time("tcb_info.nextUpdate", &r.next_update).ok()?,
+            fmspc: hex_n(&r.fmspc, 6)?.try_into().ok()?,
+            pce_id: hex_n(&r.pce_id, 2)?.try_into().ok()?,
+            tcb_evaluation_data_number: r.tcb_evaluation_data_number,
+            tdx_module,
+            tdx_module_identities,
+            levels,
+        })
+    }
+
     /// Parses the `tcbInfo` object (the signed string).
     pub fn parse(json: &str) -> Result<Self, CollateralError> {
+        if let Some(t) = Self::parse_fast(json) {
+            return Ok(t);
+        }
         let p = "tcb_info";
         let v: Value = serde_json::from_str(json)
             .map_err(|e| CollateralError::field(p, format!("not JSON: {e}")))?;
