@@ -31,6 +31,10 @@ fn truncated_field(q: &[u8]) -> &'static str {
     }
 }
 
+fn head(n: usize) -> Vec<u8> {
+    quote(SGX)[..n].to_vec()
+}
+
 /// Cuts the signature data at `rel` and fixes its declared length, so an inner field is cut.
 fn cut_sig_data(rel: usize) -> Vec<u8> {
     let q = quote(SGX);
@@ -48,27 +52,15 @@ macro_rules! truncation {
     };
 }
 
-truncation!(truncated_empty, quote(SGX)[..0].to_vec(), "header.version");
-truncation!(
-    truncated_in_header,
-    quote(SGX)[..30].to_vec(),
-    "header.user_data"
-);
-truncation!(
-    truncated_in_report_body,
-    quote(SGX)[..148].to_vec(),
-    "report body"
-);
+truncation!(truncated_empty, head(0), "header.version");
+truncation!(truncated_in_header, head(30), "header.user_data");
+truncation!(truncated_in_report_body, head(148), "report body");
 truncation!(
     truncated_before_signature_length,
-    quote(SGX)[..432].to_vec(),
+    head(432),
     "signature_data_len"
 );
-truncation!(
-    truncated_signature_data,
-    quote(SGX)[..446].to_vec(),
-    "signature data"
-);
+truncation!(truncated_signature_data, head(446), "signature data");
 truncation!(
     truncated_isv_signature,
     cut_sig_data(63),
