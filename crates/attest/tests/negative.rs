@@ -333,7 +333,7 @@ collateral_case!(
 collateral_case!(
     tcb_info_not_json,
     |c| c.tcb_info = "not json".into(),
-    Err(_)
+    Err(VerifyError::Signature(SignedObject::TcbInfo))
 );
 
 #[test]
@@ -493,7 +493,7 @@ resigned!(
 resigned!(
     tcb_info_for_tdx,
     |p| p.tcb(|v| v["id"] = "TDX".into()),
-    Err(_)
+    Err(VerifyError::Collateral(_)) | Err(VerifyError::TcbInfoMismatch(_))
 );
 resigned!(
     duplicate_tcb_levels,
