@@ -17,6 +17,7 @@ use ring::rand::SecureRandom;
 use zeroize::Zeroizing;
 
 use crate::key::SealKey;
+use crate::stream::read_full;
 use crate::SealError;
 
 /// Node size.
@@ -131,19 +132,6 @@ fn counts(size: u64) -> (u64, u64) {
     let data = (size - MD_USER_DATA as u64).div_ceil(NODE as u64);
     let mht = data.div_ceil(DATA_PER_MHT as u64);
     (data, mht)
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Encrypts exactly `size` bytes of `input` into `output` as a protected file bound to `path`.

@@ -73,57 +73,6 @@ pub struct PredictArgs {
     pub top: usize,
 }
 
-/// A verifier that accepts any certificate (the attestation check decides instead).
-#[derive(Debug)]
-struct AttestationDecides;
-
-impl rustls::client::danger::ServerCertVerifier for AttestationDecides {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &rustls::pki_types::CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            m,
-            c,
-            d,
-            &teeserve_kbs::tls::provider().signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &rustls::pki_types::CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            m,
-            c,
-            d,
-            &teeserve_kbs::tls::provider().signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        teeserve_kbs::tls::provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 fn read_input(path: &std::path::Path) -> Result<Value> {
     let bytes = util::read(path)?;
     if bytes.starts_with(b"\x93NUMPY") {
@@ -162,7 +111,8 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
     let verifier: Option<Arc<dyn rustls::client::danger::ServerCertVerifier>> = match (&a.ca, &a.attest, a.insecure) {
         (_, _, true) => None,
         (Some(ca), _, _) => Some(teeserve_serving::client::ca_verifier(&util::read(ca)?).map_err(|e| anyhow::anyhow!("--ca: {e}"))?),
-        (None, Some(_), _) => Some(Arc::new(AttestationDecides)),
+        // The attestation check below decides instead of a CA.
+        (None, Some(_), _) => Some(Arc::new(teeserve_attest::collateral::pccs::AnyServerCert)),
         (None, None, false) => anyhow::bail!("give --ca to verify the server's certificate, --attest to rely on its attestation, or --insecure"),
     };
     let capture = verifier.clone().map(teeserve_serving::client::Capture::new);
