@@ -85,8 +85,56 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         ..Default::default()
     };
+    let batching = dir.path().join("batching.txt");
+    std::fs::write(&batching, "max_batch_size { value: 32 } batch_timeout_micros { value: 200 } num_batch_threads { value: 2 } max_enqueued_batches { value: 64 }")?;
+    let mut ob = o.clone();
+    ob.port = free_port();
+    ob.rest_api_port = free_port();
+    ob.enable_batching = true;
+    ob.batching_parameters_file = Some(batching);
     let s = Server::start(o, None).await?;
+    let sb = Server::start(ob, None).await?;
     let verifier = ca_verifier(ca.cert_pem.as_bytes())?;
+    for (label, addr) in [
+        ("gRPC+TLS without batching", s.grpc_addr.unwrap()),
+        (
+            "gRPC+TLS with --enable_batching (max 32, 200 us)",
+            sb.grpc_addr.unwrap(),
+        ),
+    ] {
+        let cfg = Arc::new(client_config(verifier.clone(), None, &[b"h2"])?);
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let (addr, cfg, x) = (addr.to_string(), cfg.clone(), pixels.slice_rows(i, i + 1));
+            tasks.push(tokio::spawn(async move {
+                let mut c = Connection::open(&addr, Some(cfg), "127.0.0.1", false)
+                    .await
+                    .unwrap();
+                let t = Target {
+                    model: "digits".into(),
+                    ..Default::default()
+                };
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    c.predict(&t, &[("pixels".into(), x.clone())])
+                        .await
+                        .unwrap();
+                    n += 1;
+                }
+                n
+            }));
+        }
+        let mut n = 0;
+        for t in tasks {
+            n += t.await?;
+        }
+        println!(
+            "{label}, concurrency 16: {:.0} requests/s",
+            n as f64 / secs as f64
+        );
+    }
+    sb.shutdown().await;
     for rest in [false, true] {
         let addr = if rest { s.rest_addr } else { s.grpc_addr }
             .unwrap()
