@@ -704,3 +704,30 @@ async fn tls_and_mtls_on_grpc_and_rest() {
         );
     }
 }
+
+#[tokio::test]
+async fn model_config_file_is_reread() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = base(dir.path());
+    let cfg = dir.path().join("models.config");
+    let write = |names: &[&str]| {
+        let body: String = names
+            .iter()
+            .map(|n| format!("config {{ name: '{n}' base_path: '{}' }}\n", b.display()))
+            .collect();
+        std::fs::write(&cfg, format!("model_config_list {{\n{body}}}\n")).unwrap();
+    };
+    write(&["digits"]);
+    let mut o = options(&b);
+    o.model_base_path = None;
+    o.model_config_file = Some(cfg.clone());
+    o.model_config_file_poll_wait_seconds = 1;
+    let s = Server::start(o, None).await.unwrap();
+    let core = s.core.clone();
+    assert!(core.resolve("other", None, None).is_err());
+    write(&["digits", "other"]);
+    wait_for(|| core.resolve("other", None, None).is_ok()).await;
+    write(&["other"]);
+    wait_for(|| core.resolve("digits", None, None).is_err()).await;
+    assert!(core.resolve("other", None, None).is_ok());
+}
