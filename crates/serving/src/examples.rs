@@ -104,7 +104,8 @@ pub async fn run_rows(
         .ok_or_else(|| ApiError::new(Code::Internal, "no output"))
 }
 
-fn scores(t: &Tensor) -> Result<(usize, usize, Vec<f32>), ApiError> {
+/// Rows, values per row, and the values of a float output.
+pub fn scores(t: &Tensor) -> Result<(usize, usize, Vec<f32>), ApiError> {
     let Data::F32(v) = &t.data else {
         return Err(ApiError::new(
             Code::FailedPrecondition,

@@ -4,6 +4,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::StreamExt as _;
 use tonic::{Request, Response, Status};
 
 use crate::examples;
@@ -159,5 +160,3 @@ impl health_server::Health for Health {
         Ok(Response::new(Box::pin(s)))
     }
 }
-
-use futures::StreamExt as _;

@@ -11,7 +11,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 use tonic::Code;
 
-use crate::service::{ApiError, Entry, ServingCore, Target};
+use crate::service::{ApiError, Entry, ServingCore};
 use crate::tensor::{self, Tensor};
 
 /// What the REST handler needs besides the core.
@@ -447,15 +447,6 @@ fn parse_json(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-fn resolve_for(
-    core: &ServingCore,
-    name: &str,
-    version: Option<i64>,
-    label: Option<&str>,
-) -> Result<Target, ApiError> {
-    core.resolve(name, version, label)
-}
-
 async fn predict(
     core: &ServingCore,
     name: &str,
@@ -463,21 +454,21 @@ async fn predict(
     label: Option<&str>,
     body: &[u8],
 ) -> Result<String, ApiError> {
-    let target = resolve_for(core, name, version, label)?;
+    let target = core.resolve(name, version, label)?;
     let m = parse_json(body)?;
     let sig_name = match m.get("signature_name") {
         None => String::new(),
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Err(bad("'signature_name' key must be a string value.")),
     };
-    let sig = target.model.signature().clone();
+    let sig = target.model.signature();
     let (row, inputs) = match (m.get("instances"), m.get("inputs")) {
         (Some(_), Some(_)) => return Err(bad(
             "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist",
         )),
         (None, None) => return Err(bad("Missing 'inputs' or 'instances' key")),
-        (Some(inst), None) => (true, row_inputs(&sig, inst)?),
-        (None, Some(inp)) => (false, columnar_inputs(&sig, inp)?),
+        (Some(inst), None) => (true, row_inputs(sig, inst)?),
+        (None, Some(inp)) => (false, columnar_inputs(sig, inp)?),
     };
     let outputs = core
         .infer(&target, &sig_name, inputs, &[], Entry::Rest)
@@ -499,43 +490,34 @@ async fn predict(
         s.push_str("{\n    \"predictions\": [");
         for i in 0..n {
             s.push_str(if i == 0 { "" } else { ", " });
-            if outputs.len() == 1 {
-                let (name, t) = &outputs[0];
-                tensor::write_json(t, Some(i), name.ends_with("_bytes"), &mut s);
-            } else {
-                s.push('{');
-                for (k, (name, t)) in outputs.iter().enumerate() {
-                    if k > 0 {
-                        s.push_str(", ");
-                    }
-                    s.push_str(&Value::String(name.clone()).to_string());
-                    s.push_str(": ");
-                    tensor::write_json(t, Some(i), name.ends_with("_bytes"), &mut s);
-                }
-                s.push('}');
-            }
+            write_outputs(&outputs, Some(i), &mut s);
         }
         s.push_str("]\n}");
     } else {
         s.push_str("{\n    \"outputs\": ");
-        if outputs.len() == 1 {
-            let (name, t) = &outputs[0];
-            tensor::write_json(t, None, name.ends_with("_bytes"), &mut s);
-        } else {
-            s.push('{');
-            for (k, (name, t)) in outputs.iter().enumerate() {
-                if k > 0 {
-                    s.push_str(", ");
-                }
-                s.push_str(&Value::String(name.clone()).to_string());
-                s.push_str(": ");
-                tensor::write_json(t, None, name.ends_with("_bytes"), &mut s);
-            }
-            s.push('}');
-        }
+        write_outputs(&outputs, None, &mut s);
         s.push_str("\n}");
     }
     Ok(s)
+}
+
+/// Writes one output as its value, or several as an object keyed by alias (TF Serving's rule);
+/// `row` selects one row of each. Aliases ending in `_bytes` are written as `{"b64": ...}`.
+fn write_outputs(outputs: &[(String, Tensor)], row: Option<usize>, s: &mut String) {
+    if let [(name, t)] = outputs {
+        tensor::write_json(t, row, name.ends_with("_bytes"), s);
+        return;
+    }
+    s.push('{');
+    for (k, (name, t)) in outputs.iter().enumerate() {
+        if k > 0 {
+            s.push_str(", ");
+        }
+        s.push_str(&Value::String(name.clone()).to_string());
+        s.push_str(": ");
+        tensor::write_json(t, row, name.ends_with("_bytes"), s);
+    }
+    s.push('}');
 }
 
 fn row_inputs(
@@ -608,12 +590,13 @@ fn columnar_inputs(
             }
             for k in m.keys() {
                 if !sig.inputs.iter().any(|s| &s.name == k) {
+                    // Only the name matters: order_inputs reports it as "Sent extra".
                     out.push((
                         k.clone(),
-                        tensor::from_json(&m[k], crate::tensor::DType::F32).unwrap_or(Tensor {
+                        Tensor {
                             shape: vec![0],
                             data: crate::tensor::Data::F32(vec![]),
-                        }),
+                        },
                     ));
                 }
             }
@@ -666,7 +649,7 @@ async fn classify_regress(
     body: &[u8],
     classify: bool,
 ) -> Result<String, ApiError> {
-    let target = resolve_for(core, name, version, label)?;
+    let target = core.resolve(name, version, label)?;
     let m = parse_json(body)?;
     let examples = m
         .get("examples")
@@ -685,14 +668,13 @@ async fn classify_regress(
         return Err(bad("'examples' is empty"));
     }
     let out = crate::examples::run_rows(core, &target, rows).await?;
-    let crate::tensor::Data::F32(v) = &out.data else {
+    let (n, c, v) = crate::examples::scores(&out)?;
+    if !classify && c != 1 {
         return Err(ApiError::new(
             Code::FailedPrecondition,
-            "the model's first output is not float",
+            format!("Regress needs one value per example; the model gives {c}"),
         ));
-    };
-    let n = out.shape.first().copied().unwrap_or(1).max(1);
-    let c = v.len() / n;
+    }
     let results: Vec<Value> = (0..n)
         .map(|i| {
             if classify {
@@ -702,16 +684,10 @@ async fn classify_regress(
                         .collect(),
                 )
             } else {
-                json!(v[i * c])
+                json!(v[i])
             }
         })
         .collect();
-    if !classify && c != 1 {
-        return Err(ApiError::new(
-            Code::FailedPrecondition,
-            format!("Regress needs one value per example; the model gives {c}"),
-        ));
-    }
     Ok(json!({ "results": results }).to_string())
 }
 

@@ -276,8 +276,8 @@ impl ServingCore {
         entry: Entry,
     ) -> Result<Vec<(String, Tensor)>, ApiError> {
         check_signature(signature, entry)?;
-        let sig = target.model.signature().clone();
-        let ordered = order_inputs(&sig, std::mem::take(inputs))?;
+        let sig = target.model.signature();
+        let ordered = order_inputs(sig, std::mem::take(inputs))?;
         for alias in output_filter {
             if !sig.outputs.iter().any(|o| &o.name == alias) {
                 let names: Vec<&str> = sig.outputs.iter().map(|o| o.name.as_str()).collect();
