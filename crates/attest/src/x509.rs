@@ -302,3 +302,41 @@ pub fn verify_p256(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool 
         .verify(message, signature)
         .is_ok()
 }
+
+/// Checks TLS handshake signatures (CertificateVerify) with ring's algorithms: what every
+/// teeserve certificate verifier needs besides its own decision about the certificate.
+#[derive(Debug, Clone, Copy)]
+pub struct HandshakeSignatures(rustls::crypto::WebPkiSupportedAlgorithms);
+
+impl Default for HandshakeSignatures {
+    fn default() -> Self {
+        Self(rustls::crypto::ring::default_provider().signature_verification_algorithms)
+    }
+}
+
+impl HandshakeSignatures {
+    /// A TLS 1.2 handshake signature.
+    pub fn tls12(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    /// A TLS 1.3 handshake signature.
+    pub fn tls13(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    /// The schemes these checks support.
+    pub fn schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}

@@ -8,6 +8,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use teeserve_attest::collateral::source::{CollateralSource, SourceError};
+use teeserve_attest::x509::HandshakeSignatures;
 use teeserve_attest::{Policy, Verdict, Verifier};
 
 use crate::{parse_cert, RaTlsError};
@@ -61,10 +62,6 @@ fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 fn tls_err(e: impl std::fmt::Display) -> rustls::Error {
     rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
         Arc::new(Msg(e.to_string())),
@@ -90,6 +87,7 @@ impl std::error::Error for Msg {}
 /// broker does this to report which rule refused a peer).
 #[derive(Debug)]
 pub struct AttestedClientVerifier {
+    handshake: HandshakeSignatures,
     appraiser: Option<Arc<Appraiser>>,
     policy: Option<Policy>,
 }
@@ -98,6 +96,7 @@ impl AttestedClientVerifier {
     /// Admits only peers whose evidence verifies and that `policy` admits.
     pub fn new(appraiser: Arc<Appraiser>, policy: Policy) -> Self {
         Self {
+            handshake: HandshakeSignatures::default(),
             appraiser: Some(appraiser),
             policy: Some(policy),
         }
@@ -106,6 +105,7 @@ impl AttestedClientVerifier {
     /// Requires a client certificate and defers the decision to the application.
     pub fn deferred() -> Self {
         Self {
+            handshake: HandshakeSignatures::default(),
             appraiser: None,
             policy: None,
         }
@@ -138,12 +138,7 @@ impl ClientCertVerifier for AttestedClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
+        self.handshake.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -152,24 +147,18 @@ impl ClientCertVerifier for AttestedClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
+        self.handshake.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.handshake.schemes()
     }
 }
 
 /// A rustls server-certificate verifier that admits a server only when its RA-TLS certificate's
 /// evidence verifies and `policy` admits it. The verdict is handed to `on_verdict`.
 pub struct AttestedServerVerifier {
+    handshake: HandshakeSignatures,
     appraiser: Arc<Appraiser>,
     policy: Policy,
     on_verdict: Box<dyn Fn(&Verdict) + Send + Sync>,
@@ -189,6 +178,7 @@ impl AttestedServerVerifier {
         on_verdict: impl Fn(&Verdict) + Send + Sync + 'static,
     ) -> Self {
         Self {
+            handshake: HandshakeSignatures::default(),
             appraiser,
             policy,
             on_verdict: Box::new(on_verdict),
@@ -219,12 +209,7 @@ impl ServerCertVerifier for AttestedServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
+        self.handshake.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -233,17 +218,10 @@ impl ServerCertVerifier for AttestedServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
+        self.handshake.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.handshake.schemes()
     }
 }

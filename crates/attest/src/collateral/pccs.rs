@@ -128,7 +128,7 @@ impl PccsClient {
             let config = if insecure {
                 builder
                     .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(AnyServerCert))
+                    .with_custom_certificate_verifier(Arc::new(AnyServerCert::default()))
                     .with_no_client_auth()
             } else {
                 let ca = ca_pem.ok_or_else(|| {
@@ -406,8 +406,8 @@ fn strip_json_comments(text: &str) -> String {
 /// A server-certificate verifier that accepts any certificate but still checks the handshake
 /// signatures: for peers whose trust comes from elsewhere (collateral verified against the root,
 /// or an attestation checked after the handshake).
-#[derive(Debug)]
-pub struct AnyServerCert;
+#[derive(Debug, Default)]
+pub struct AnyServerCert(crate::x509::HandshakeSignatures);
 
 impl rustls::client::danger::ServerCertVerifier for AnyServerCert {
     fn verify_server_cert(
@@ -427,12 +427,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyServerCert {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
+        self.0.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -441,18 +436,11 @@ impl rustls::client::danger::ServerCertVerifier for AnyServerCert {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
+        self.0.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.0.schemes()
     }
 }
 

@@ -112,7 +112,7 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
         (_, _, true) => None,
         (Some(ca), _, _) => Some(teeserve_serving::client::ca_verifier(&util::read(ca)?).map_err(|e| anyhow::anyhow!("--ca: {e}"))?),
         // The attestation check below decides instead of a CA.
-        (None, Some(_), _) => Some(Arc::new(teeserve_attest::collateral::pccs::AnyServerCert)),
+        (None, Some(_), _) => Some(Arc::new(teeserve_attest::collateral::pccs::AnyServerCert::default())),
         (None, None, false) => anyhow::bail!("give --ca to verify the server's certificate, --attest to rely on its attestation, or --insecure"),
     };
     let capture = verifier.clone().map(teeserve_serving::client::Capture::new);
