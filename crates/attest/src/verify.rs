@@ -13,7 +13,7 @@ use crate::collateral::tcb_info::{IsvLevel, TdxModuleIdentity};
 use crate::collateral::{
     format_time, Collateral, CollateralError, EnclaveIdentity, TcbInfo, TcbLevel, TcbStatus,
 };
-use crate::pck::{SgxExtension, SGX_EXTENSION_OID};
+use crate::pck::SgxExtension;
 use crate::quote::{Body, EnclaveReport, Quote, QuoteError, TdReport, Tee};
 use crate::x509::{sha256, verify_p256, Cert, Crl};
 
@@ -471,6 +471,9 @@ impl PreparedCollateral {
 pub struct Verifier {
     anchor: TrustAnchor,
     signed_by_root: Arc<RwLock<std::collections::HashSet<[u8; 32]>>>,
+    /// Intel's PCK Platform and Processor CAs, verified against the root at construction (empty
+    /// for other roots).
+    known_intermediates: Arc<Vec<Cert>>,
 }
 
 const MAX_REMEMBERED: usize = 1024;
@@ -484,14 +487,26 @@ impl Default for Verifier {
 impl Verifier {
     /// A verifier trusting `anchor`.
     pub fn new(anchor: TrustAnchor) -> Self {
-        let v = Self {
-            anchor,
-            signed_by_root: Arc::new(RwLock::new(std::collections::HashSet::new())),
+        let known: Vec<Cert> = if anchor.intel {
+            [INTEL_PLATFORM_CA_PEM, INTEL_PROCESSOR_CA_PEM]
+                .iter()
+                .filter_map(|pem| {
+                    Cert::chain_from_pem(pem.as_bytes())
+                        .ok()?
+                        .into_iter()
+                        .next()
+                })
+                .filter(|c| c.verify_by(&anchor.cert))
+                .collect()
+        } else {
+            Vec::new()
         };
-        for ca in v.known_intermediates() {
-            v.remember(&ca);
+        let signed_by_root = known.iter().map(Cert::fingerprint).collect();
+        Self {
+            anchor,
+            signed_by_root: Arc::new(RwLock::new(signed_by_root)),
+            known_intermediates: Arc::new(known),
         }
-        v
     }
 
     fn remember(&self, c: &Cert) {
@@ -679,9 +694,10 @@ impl Verifier {
         let pck_crl_issuer = if pck_crl.issuer_raw == pck_crl_issuer.subject_raw {
             pck_crl_issuer
         } else {
-            self.known_intermediates()
-                .into_iter()
+            self.known_intermediates
+                .iter()
                 .find(|ca| ca.subject_raw == pck_crl.issuer_raw)
+                .cloned()
                 .ok_or_else(|| VerifyError::CrlIssuer {
                     crl: "pck_crl",
                     expected: pck_crl_issuer.subject_cn.clone(),
@@ -718,23 +734,6 @@ impl Verifier {
             oldest_issue,
             chains: RwLock::new(HashMap::new()),
         })
-    }
-
-    /// Intel's PCK Platform and Processor CA certificates, when the anchor is Intel's root.
-    fn known_intermediates(&self) -> Vec<Cert> {
-        if !self.anchor.intel {
-            return Vec::new();
-        }
-        [INTEL_PLATFORM_CA_PEM, INTEL_PROCESSOR_CA_PEM]
-            .iter()
-            .filter_map(|pem| {
-                Cert::chain_from_pem(pem.as_bytes())
-                    .ok()?
-                    .into_iter()
-                    .next()
-            })
-            .filter(|c| c.verify_by(&self.anchor.cert))
-            .collect()
     }
 
     fn signing_chain(
@@ -853,12 +852,13 @@ impl Verifier {
             });
         }
         let ext_der = leaf
-            .extension(&SGX_EXTENSION_OID)
+            .sgx_extension
+            .as_deref()
             .ok_or(VerifyError::Certificate {
                 item: "PCK certificate",
                 reason: "no SGX extension (1.2.840.113741.1.13.1)".into(),
             })?;
-        let ext = SgxExtension::parse(&ext_der).map_err(|e| VerifyError::Certificate {
+        let ext = SgxExtension::parse(ext_der).map_err(|e| VerifyError::Certificate {
             item: "PCK certificate SGX extension",
             reason: e.to_string(),
         })?;

@@ -149,19 +149,6 @@ impl Cert {
         Ok(out)
     }
 
-    /// The value of the extension with this OID, if present.
-    pub fn extension(&self, oid: &[u64]) -> Option<Vec<u8>> {
-        if oid == crate::pck::SGX_EXTENSION_OID {
-            return self.sgx_extension.clone();
-        }
-        let (_, c) = parse_x509_certificate(&self.der).ok()?;
-        let want = x509_parser::der_parser::oid::Oid::from(oid).ok()?;
-        c.extensions()
-            .iter()
-            .find(|e| e.oid == want)
-            .map(|e| e.value.to_vec())
-    }
-
     /// Checks that this certificate is signed by `issuer`.
     pub fn verify_by(&self, issuer: &Cert) -> bool {
         self.signed

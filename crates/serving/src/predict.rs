@@ -362,9 +362,8 @@ pub fn check_attestation(
     doc: Option<&Value>,
     at: i64,
 ) -> Result<Verdict, String> {
-    if let Ok(ev) = teeserve_ratls::parse_cert(cert) {
+    if teeserve_ratls::parse_cert(cert).is_ok() {
         let v = appraiser.verify_cert(cert, at).map_err(|e| e.to_string())?;
-        let _ = ev;
         policy.appraise(&v).map_err(|e| e.to_string())?;
         return Ok(v);
     }

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
 use super::{Collateral, CollateralError};
-use crate::pck::{SgxExtension, SGX_EXTENSION_OID};
+use crate::pck::SgxExtension;
 use crate::quote::{Quote, Tee};
 use crate::x509::Cert;
 
@@ -220,22 +220,7 @@ impl PccsClient {
 
     /// Fetches the collateral `quote` needs (async).
     pub async fn fetch(&self, quote: &Quote) -> Result<Collateral, CollateralError> {
-        let chain = Cert::chain_from_pem(&quote.pck_chain_pem)
-            .map_err(|e| CollateralError::field("quote PCK chain", e))?;
-        let leaf = chain
-            .first()
-            .ok_or_else(|| CollateralError::field("quote PCK chain", "empty"))?;
-        let ext = leaf
-            .extension(&SGX_EXTENSION_OID)
-            .ok_or_else(|| CollateralError::field("quote PCK certificate", "no SGX extension"))?;
-        let ext = SgxExtension::parse(&ext)
-            .map_err(|e| CollateralError::field("quote PCK certificate", e.to_string()))?;
-        let ca = if leaf.issuer_cn.contains("Platform") {
-            "platform"
-        } else {
-            "processor"
-        };
-        let fmspc = hex::encode_upper(ext.fmspc);
+        let (ca, fmspc) = platform_of(quote)?;
         let tee_prefix = match quote.tee() {
             Tee::Sgx => "",
             Tee::Tdx => "tdx",
@@ -362,6 +347,28 @@ fn header_chain(h: &hyper::HeaderMap, names: &[&str]) -> Result<String, Collater
         }
     }
     Err(CollateralError::field(names[0], "response header missing"))
+}
+
+/// The PCK CA type (`platform` or `processor`, from the PCK certificate's issuer) and the FMSPC
+/// (upper-case hex, from its SGX extension) that select a quote's collateral.
+pub fn platform_of(quote: &Quote) -> Result<(&'static str, String), CollateralError> {
+    let chain = Cert::chain_from_pem(&quote.pck_chain_pem)
+        .map_err(|e| CollateralError::field("quote PCK chain", e))?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| CollateralError::field("quote PCK chain", "empty"))?;
+    let ext = leaf
+        .sgx_extension
+        .as_deref()
+        .ok_or_else(|| CollateralError::field("quote PCK certificate", "no SGX extension"))?;
+    let ext = SgxExtension::parse(ext)
+        .map_err(|e| CollateralError::field("quote PCK certificate", e.to_string()))?;
+    let ca = if leaf.issuer_cn.contains("Processor") {
+        "processor"
+    } else {
+        "platform"
+    };
+    Ok((ca, hex::encode_upper(ext.fmspc)))
 }
 
 /// Decodes %XX escapes (issuer chains are URL-encoded PEM).

@@ -7,7 +7,6 @@ use super::pccs::PccsClient;
 use super::Collateral;
 use crate::quote::Quote;
 use crate::verify::{PreparedCollateral, Verifier, VerifyError};
-use crate::x509::Cert;
 
 /// A source of verified collateral.
 #[derive(Debug)]
@@ -58,23 +57,7 @@ impl CollateralSource {
         match self {
             Self::Bundle(p) => Ok(p.clone()),
             Self::Pccs { client, cache } => {
-                let chain = Cert::chain_from_pem(&quote.pck_chain_pem).unwrap_or_default();
-                let ca = chain
-                    .first()
-                    .map(|c| {
-                        if c.issuer_cn.contains("Processor") {
-                            "processor"
-                        } else {
-                            "platform"
-                        }
-                    })
-                    .unwrap_or("platform");
-                let fmspc = chain
-                    .first()
-                    .and_then(|c| c.extension(&crate::pck::SGX_EXTENSION_OID))
-                    .and_then(|e| crate::pck::SgxExtension::parse(&e).ok())
-                    .map(|e| hex::encode_upper(e.fmspc))
-                    .unwrap_or_default();
+                let (ca, fmspc) = super::pccs::platform_of(quote)?;
                 let key = CacheKey {
                     fmspc,
                     ca: ca.to_owned(),

@@ -181,10 +181,13 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
     let mut conn = Connection::open(&a.server, tls, &server_name, a.rest)
         .await
         .map_err(anyhow::Error::msg)?;
+    // The metadata call opens the data connection (gRPC connects lazily) before any input is
+    // sent, so its TLS key can be compared with the attested one first.
+    let sig = conn
+        .signature(&target)
+        .await
+        .map_err(|e| anyhow::anyhow!("metadata of {}: {e}", a.model))?;
     if let (Some(want), Some(c)) = (&attested_spki, &capture) {
-        // The data connection must reach the same attested TLS key. The metadata call below
-        // opens it (gRPC connects lazily) before any input is sent.
-        let sig = conn.signature(&target).await.map_err(anyhow::Error::msg)?;
         let got = c
             .captured()
             .map(|cert| spki_of(&cert))
@@ -193,12 +196,7 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
         if got.as_ref() != Some(want) {
             return Err(refuse("refusing to send data: the data connection presented a different TLS key than the attested one"));
         }
-        let _ = sig;
     }
-    let sig = conn
-        .signature(&target)
-        .await
-        .map_err(|e| anyhow::anyhow!("metadata of {}: {e}", a.model))?;
     let inputs: Vec<(String, Tensor)> = match &input {
         Value::Object(m) if m.contains_key("instances") || m.contains_key("inputs") => {
             let v = m
