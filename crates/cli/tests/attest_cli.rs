@@ -136,12 +136,8 @@ fn sim(dir: &std::path::Path, extra: &[&str]) {
     run_in(dir, &args).ok();
 }
 
-#[test]
-fn simulated_quote_verifies_with_its_root_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    sim(d, &[]);
-    let rd = "ab".repeat(64);
+/// `attest quote` on the simulated platform in `d/p`, over report data `rd`, to `d/q.bin`.
+fn sim_quote(d: &std::path::Path, rd: &str) {
     run_in(
         d,
         &[
@@ -152,27 +148,38 @@ fn simulated_quote_verifies_with_its_root_only() {
             "--sim-dir",
             "p",
             "--report-data",
-            &rd,
+            rd,
             "--out",
             "q.bin",
         ],
     )
     .ok();
-    let v = run_in(
-        d,
-        &[
-            "attest",
-            "verify",
-            "--quote",
-            "q.bin",
-            "--collateral",
-            "p/collateral.json",
-            "--root",
-            "p/root.pem",
-        ],
-    )
-    .ok()
-    .json();
+}
+
+/// `attest verify` of `quote` against the simulated platform's collateral, plus `extra` flags.
+fn verify_sim(d: &std::path::Path, quote: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "attest",
+        "verify",
+        "--quote",
+        quote,
+        "--collateral",
+        "p/collateral.json",
+    ];
+    args.extend_from_slice(extra);
+    run_in(d, &args)
+}
+
+#[test]
+fn simulated_quote_verifies_with_its_root_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sim(d, &[]);
+    let rd = "ab".repeat(64);
+    sim_quote(d, &rd);
+    let v = verify_sim(d, "q.bin", &["--root", "p/root.pem"])
+        .ok()
+        .json();
     assert_eq!(v["tcb_status"], "UpToDate");
     assert_eq!(v["report_data"], rd);
     let me = run(&["attest", "measure"]).ok().stdout.trim().to_owned();
@@ -183,36 +190,15 @@ fn simulated_quote_verifies_with_its_root_only() {
     assert_eq!(v["root"]["intel"], false);
 
     // Without --root: refused, and the message says the evidence is simulated.
-    let r = run_in(
-        d,
-        &[
-            "attest",
-            "verify",
-            "--quote",
-            "q.bin",
-            "--collateral",
-            "p/collateral.json",
-        ],
-    )
-    .fails(1);
+    let r = verify_sim(d, "q.bin", &[]).fails(1);
     assert!(r.stderr.contains("simulated"), "{}", r.stderr);
 
     // A policy without allow_simulated refuses it too, naming the rule.
     std::fs::write(d.join("strict.toml"), format!("mrenclave = [\"{me}\"]\n")).unwrap();
-    let r = run_in(
+    let r = verify_sim(
         d,
-        &[
-            "attest",
-            "verify",
-            "--quote",
-            "q.bin",
-            "--collateral",
-            "p/collateral.json",
-            "--root",
-            "p/root.pem",
-            "--policy",
-            "strict.toml",
-        ],
+        "q.bin",
+        &["--root", "p/root.pem", "--policy", "strict.toml"],
     )
     .fails(1);
     assert!(
@@ -226,20 +212,10 @@ fn simulated_quote_verifies_with_its_root_only() {
         format!("mrenclave = [\"{me}\"]\nallow_simulated = true\n"),
     )
     .unwrap();
-    run_in(
+    verify_sim(
         d,
-        &[
-            "attest",
-            "verify",
-            "--quote",
-            "q.bin",
-            "--collateral",
-            "p/collateral.json",
-            "--root",
-            "p/root.pem",
-            "--policy",
-            "sim.toml",
-        ],
+        "q.bin",
+        &["--root", "p/root.pem", "--policy", "sim.toml"],
     )
     .ok();
 }
@@ -249,22 +225,7 @@ fn simulated_quote_tampering_fails() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     sim(d, &[]);
-    run_in(
-        d,
-        &[
-            "attest",
-            "quote",
-            "--platform",
-            "simulated",
-            "--sim-dir",
-            "p",
-            "--report-data",
-            "01",
-            "--out",
-            "q.bin",
-        ],
-    )
-    .ok();
+    sim_quote(d, "01");
     let q = std::fs::read(d.join("q.bin")).unwrap();
     // report data (offset 48+320), ISV signature (436), QE report signature (436+512).
     for (off, what) in [
@@ -275,20 +236,7 @@ fn simulated_quote_tampering_fails() {
         let mut m = q.clone();
         m[off] ^= 1;
         std::fs::write(d.join("m.bin"), &m).unwrap();
-        let r = run_in(
-            d,
-            &[
-                "attest",
-                "verify",
-                "--quote",
-                "m.bin",
-                "--collateral",
-                "p/collateral.json",
-                "--root",
-                "p/root.pem",
-            ],
-        )
-        .fails(1);
+        let r = verify_sim(d, "m.bin", &["--root", "p/root.pem"]).fails(1);
         assert!(
             r.stderr.contains("signature") && r.stderr.contains(what),
             "offset {off}: {}",
@@ -339,20 +287,10 @@ fn a_changed_executable_changes_mrenclave_and_is_refused() {
         format!("mrenclave = [\"{me}\"]\nallow_simulated = true\n"),
     )
     .unwrap();
-    let r = run_in(
+    let r = verify_sim(
         d,
-        &[
-            "attest",
-            "verify",
-            "--quote",
-            "q.bin",
-            "--collateral",
-            "p/collateral.json",
-            "--root",
-            "p/root.pem",
-            "--policy",
-            "pol.toml",
-        ],
+        "q.bin",
+        &["--root", "p/root.pem", "--policy", "pol.toml"],
     )
     .fails(1);
     assert!(r.stderr.contains("rule mrenclave"), "{}", r.stderr);
@@ -371,36 +309,8 @@ fn stale_and_revoked_simulated_collateral() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         sim(d, &flags);
-        run_in(
-            d,
-            &[
-                "attest",
-                "quote",
-                "--platform",
-                "simulated",
-                "--sim-dir",
-                "p",
-                "--report-data",
-                "01",
-                "--out",
-                "q.bin",
-            ],
-        )
-        .ok();
-        let r = run_in(
-            d,
-            &[
-                "attest",
-                "verify",
-                "--quote",
-                "q.bin",
-                "--collateral",
-                "p/collateral.json",
-                "--root",
-                "p/root.pem",
-            ],
-        )
-        .fails(1);
+        sim_quote(d, "01");
+        let r = verify_sim(d, "q.bin", &["--root", "p/root.pem"]).fails(1);
         assert!(r.stderr.contains(want), "{flags:?}: {}", r.stderr);
     }
 }
