@@ -96,6 +96,17 @@ async fn get(c: &mut RestClient, path: &str) -> (u16, Value) {
     )
 }
 
+/// A fresh REST connection to `addr` and one single-row predict of the digits model.
+async fn predict_one_zero_row(addr: &str) -> (u16, Value) {
+    let mut c = RestClient::connect(addr, None, "127.0.0.1").await.unwrap();
+    post(
+        &mut c,
+        "/v1/models/digits:predict",
+        json!({"instances": [vec![0.0; 64]]}),
+    )
+    .await
+}
+
 fn spec(name: &str, version: Option<i64>, label: Option<&str>, sig: &str) -> Option<ModelSpec> {
     Some(ModelSpec {
         name: name.into(),
@@ -368,15 +379,9 @@ async fn oversized_requests_and_overload_are_refused_cleanly() {
     let mut tasks = Vec::new();
     for _ in 0..10 {
         let addr = addr.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut c = RestClient::connect(&addr, None, "127.0.0.1").await.unwrap();
-            post(
-                &mut c,
-                "/v1/models/digits:predict",
-                json!({"instances": [vec![0.0; 64]]}),
-            )
-            .await
-        }));
+        tasks.push(tokio::spawn(
+            async move { predict_one_zero_row(&addr).await },
+        ));
     }
     let mut codes = Vec::new();
     for t in tasks {
@@ -408,24 +413,10 @@ async fn in_flight_limit_answers_429() {
     let addr = s.rest_addr.unwrap().to_string();
     let slow = tokio::spawn({
         let addr = addr.clone();
-        async move {
-            let mut c = RestClient::connect(&addr, None, "127.0.0.1").await.unwrap();
-            post(
-                &mut c,
-                "/v1/models/digits:predict",
-                json!({"instances": [vec![0.0; 64]]}),
-            )
-            .await
-        }
+        async move { predict_one_zero_row(&addr).await }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut c = RestClient::connect(&addr, None, "127.0.0.1").await.unwrap();
-    let (st, v) = post(
-        &mut c,
-        "/v1/models/digits:predict",
-        json!({"instances": [vec![0.0; 64]]}),
-    )
-    .await;
+    let (st, v) = predict_one_zero_row(&addr).await;
     assert_eq!(st, 429, "{v}");
     assert_eq!(slow.await.unwrap().0, 200);
 }
