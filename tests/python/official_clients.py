@@ -7,6 +7,8 @@ GetModelMetadata and GetModelStatus; REST with curl in both formats. Outputs are
 onnxruntime's on the same inputs (tolerance 1e-4).
 
     python3 tests/python/official_clients.py target/debug/teeserve
+The last checks run the server on the ONNX Runtime engine, loading the libonnxruntime that the
+onnxruntime wheel ships.
 Needs: tensorflow-cpu, tensorflow-serving-api, onnxruntime, numpy (.ci/run installs them).
 """
 import json
@@ -74,7 +76,12 @@ def main(binary):
         p1, grpc_port, rest_port = start(binary, tmp, "tls", ["--tls-cert", f"{tls}/server.pem", "--tls-key", f"{tls}/server.key"])
         p2, mtls_port, _ = start(binary, tmp, "mtls", ["--tls-cert", f"{tls}/server.pem", "--tls-key", f"{tls}/server.key",
                                                         "--tls-client-ca", f"{tls}/ca.pem"])
-        procs += [p1, p2]
+        ort_lib = next(os.path.join(d, f) for d in [os.path.join(os.path.dirname(ort.__file__), "capi")]
+                       for f in sorted(os.listdir(d)) if f.startswith("libonnxruntime.so.1"))
+        p3, ort_port, ort_rest_port = start(binary, tmp, "onnxruntime", [
+            "--tls-cert", f"{tls}/server.pem", "--tls-key", f"{tls}/server.key",
+            "--engine", "onnxruntime", "--onnxruntime-lib", ort_lib])
+        procs += [p1, p2, p3]
         ca = read(f"{tls}/ca.pem")
         want = ort.InferenceSession(MODEL).run(["probabilities"], {"pixels": PIXELS})[0]
 
@@ -100,8 +107,8 @@ def main(binary):
             assert len(resp.outputs["probabilities"].float_val) == want.size, "typed float_val expected"
             assert resp.model_spec.version.value == 1
 
-        def one_way_tls():
-            predict(grpc.secure_channel(f"localhost:{grpc_port}", grpc.ssl_channel_credentials(root_certificates=ca)))
+        def one_way_tls(port=None):
+            predict(grpc.secure_channel(f"localhost:{port or grpc_port}", grpc.ssl_channel_credentials(root_certificates=ca)))
 
         def metadata():
             ch = grpc.secure_channel(f"localhost:{grpc_port}", grpc.ssl_channel_credentials(root_certificates=ca))
@@ -152,9 +159,9 @@ def main(binary):
                 return
             raise AssertionError("unknown model served")
 
-        def rest_curl(body, key):
+        def rest_curl(body, key, port=None):
             out = subprocess.run(["curl", "-sf", "--cacert", f"{tls}/ca.pem", "-d", json.dumps(body),
-                                  f"https://localhost:{rest_port}/v1/models/digits:predict"],
+                                  f"https://localhost:{port or rest_port}/v1/models/digits:predict"],
                                  check=True, capture_output=True, text=True).stdout
             v = json.loads(out)[key]
             got = np.array([r["probabilities"] for r in v]) if key == "predictions" else np.array(v["probabilities"])
@@ -168,6 +175,9 @@ def main(binary):
         check("NOT_FOUND for an unknown model", not_found)
         check("REST row format with curl", lambda: rest_curl({"instances": PIXELS[:3].tolist()}, "predictions"))
         check("REST columnar format with curl", lambda: rest_curl({"inputs": {"pixels": PIXELS[:3].tolist()}}, "outputs"))
+        check("ONNX Runtime engine: Predict over one-way TLS", lambda: one_way_tls(ort_port))
+        check("ONNX Runtime engine: REST row format with curl",
+              lambda: rest_curl({"instances": PIXELS[:3].tolist()}, "predictions", ort_rest_port))
     finally:
         for p in procs:
             p.kill()

@@ -97,3 +97,15 @@ pub fn write_private_new(path: &Path, data: &[u8]) -> Result<()> {
     f.write_all(data)
         .with_context(|| format!("cannot write {}", path.display()))
 }
+
+/// Writes one line of output to stdout. A reader that went away (`teeserve predict ... | head`)
+/// is not an error: the rest of the output is dropped quietly instead of panicking as `println!`
+/// does.
+pub fn say(line: impl std::fmt::Display) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing stdout"),
+        _ => Ok(()),
+    }
+}

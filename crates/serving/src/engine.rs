@@ -110,6 +110,30 @@ fn spec(v: &tract_onnx::pb::ValueInfoProto) -> Result<TensorSpec, String> {
     })
 }
 
+/// Parses an ONNX model and reads its signature from the graph: the inputs that are not
+/// initializers, and the outputs (ONNX IR, onnx/onnx.proto `GraphProto`).
+pub(crate) fn read_onnx(
+    onnx_bytes: &[u8],
+) -> Result<(tract_onnx::pb::ModelProto, Signature), String> {
+    use tract_onnx::prelude::Framework as _;
+    let proto = tract_onnx::onnx()
+        .proto_model_for_read(&mut std::io::Cursor::new(onnx_bytes))
+        .map_err(|e| format!("not an ONNX model: {e}"))?;
+    let graph = proto.graph.as_ref().ok_or("the ONNX model has no graph")?;
+    let initializers: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|i| i.name.as_str()).collect();
+    let signature = Signature {
+        inputs: graph
+            .input
+            .iter()
+            .filter(|i| !initializers.contains(i.name.as_str()))
+            .map(spec)
+            .collect::<Result<_, _>>()?,
+        outputs: graph.output.iter().map(spec).collect::<Result<_, _>>()?,
+    };
+    Ok((proto, signature))
+}
+
 impl Engine for TractEngine {
     fn name(&self) -> &'static str {
         "tract"
@@ -118,21 +142,7 @@ impl Engine for TractEngine {
     fn load(&self, onnx_bytes: &[u8]) -> Result<Arc<dyn LoadedModel>, String> {
         use tract_onnx::prelude::*;
         let framework = tract_onnx::onnx();
-        let proto = framework
-            .proto_model_for_read(&mut std::io::Cursor::new(onnx_bytes))
-            .map_err(|e| format!("not an ONNX model: {e}"))?;
-        let graph = proto.graph.as_ref().ok_or("the ONNX model has no graph")?;
-        let initializers: std::collections::HashSet<&str> =
-            graph.initializer.iter().map(|i| i.name.as_str()).collect();
-        let signature = Signature {
-            inputs: graph
-                .input
-                .iter()
-                .filter(|i| !initializers.contains(i.name.as_str()))
-                .map(spec)
-                .collect::<Result<_, _>>()?,
-            outputs: graph.output.iter().map(spec).collect::<Result<_, _>>()?,
-        };
+        let (proto, signature) = read_onnx(onnx_bytes)?;
         if signature
             .inputs
             .iter()
@@ -215,5 +225,38 @@ impl LoadedModel for TractModel {
             .collect::<Result<tract_onnx::prelude::TVec<_>, _>>()?;
         let out = self.plan.run(inputs).map_err(|e| format!("{e:#}"))?;
         out.iter().map(|t| from_tract(t)).collect()
+    }
+}
+
+/// Which engine `teeserve serve` runs models on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum EngineChoice {
+    /// tract (pure Rust).
+    #[default]
+    Tract,
+    /// ONNX Runtime, loaded from this library file.
+    OnnxRuntime {
+        /// The path of libonnxruntime.
+        lib: std::path::PathBuf,
+    },
+}
+
+impl EngineChoice {
+    /// Starts the engine; `workers` is the number of inferences that may run at once.
+    pub fn start(&self, workers: usize) -> Result<Arc<dyn Engine>, String> {
+        match self {
+            EngineChoice::Tract => Ok(Arc::new(TractEngine)),
+            #[cfg(feature = "onnxruntime")]
+            EngineChoice::OnnxRuntime { lib } => Ok(Arc::new(
+                crate::onnxruntime::OnnxRuntimeEngine::new(lib, workers)?,
+            )),
+            #[cfg(not(feature = "onnxruntime"))]
+            EngineChoice::OnnxRuntime { .. } => {
+                let _ = workers;
+                Err("this teeserve was built without the ONNX Runtime engine \
+                     (build with `--features onnxruntime`)"
+                    .into())
+            }
+        }
     }
 }

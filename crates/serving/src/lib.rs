@@ -19,6 +19,8 @@ pub mod engine;
 pub mod examples;
 pub mod grpc;
 pub mod metrics;
+#[cfg(feature = "onnxruntime")]
+pub mod onnxruntime;
 pub mod predict;
 pub mod repository;
 pub mod rest;

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use zeroize::Zeroizing;
 
 use crate::batching::Batcher;
-use crate::engine::{Engine, TractEngine};
+use crate::engine::EngineChoice;
 use crate::metrics::Metrics;
 use crate::repository::ModelRepository;
 use crate::rest::RestContext;
@@ -115,6 +115,8 @@ pub struct ServeOptions {
     pub kbs: Option<KbsOptions>,
     /// Collateral to publish with the attestation document (JSON bundle).
     pub attestation_collateral: Option<PathBuf>,
+    /// The inference engine.
+    pub engine: EngineChoice,
     /// Limits.
     pub core: CoreOptions,
     /// Largest request body / message.
@@ -143,6 +145,7 @@ impl Default for ServeOptions {
             model_key_file: None,
             kbs: None,
             attestation_collateral: None,
+            engine: EngineChoice::default(),
             core: CoreOptions::default(),
             max_request_bytes: 64 << 20,
             drain_secs: 10,
@@ -404,7 +407,10 @@ impl Server {
                 tls_key_pem: None,
             },
         };
-        let engine: Arc<dyn Engine> = Arc::new(TractEngine);
+        let engine = o
+            .engine
+            .start(o.core.workers)
+            .map_err(|e| cfg(format!("--engine: {e}")))?;
         let repo = Arc::new(ModelRepository::new(
             engine,
             provisioned.model_key,

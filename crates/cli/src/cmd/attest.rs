@@ -133,7 +133,7 @@ fn verify(a: VerifyArgs) -> Result<i32> {
     let verdict = verifier
         .verify(&quote, &collateral, at)
         .map_err(|e| refuse(format!("not verified: {e}")))?;
-    println!("{}", serde_json::to_string_pretty(&verdict)?);
+    crate::util::say(serde_json::to_string_pretty(&verdict)?)?;
     if let Some(p) = policy {
         p.appraise(&verdict).map_err(|e| refuse(e.to_string()))?;
         eprintln!("admitted by policy {:?}", p.name);
@@ -269,6 +269,6 @@ pub fn measure_cmd(exe: Option<PathBuf>) -> Result<i32> {
             teeserve_attest::sim::measure_self().context("cannot read the running executable")?
         }
     };
-    println!("{}", hex::encode(m));
+    crate::util::say(hex::encode(m))?;
     Ok(0)
 }

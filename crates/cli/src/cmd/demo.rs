@@ -390,7 +390,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
     );
     eprint!("{summary}");
     let accuracy = correct as f64 / total as f64;
-    println!("accuracy: {:.2}% ({correct}/{total} held-out digits classified correctly over gRPC and REST)", accuracy * 100.0);
+    crate::util::say(format_args!("accuracy: {:.2}% ({correct}/{total} held-out digits classified correctly over gRPC and REST)", accuracy * 100.0))?;
     if accuracy < 0.9 {
         anyhow::bail!(
             "accuracy {:.2}% is below the 90% the bundled model reaches",

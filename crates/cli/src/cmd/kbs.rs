@@ -85,8 +85,10 @@ fn serve(config: PathBuf) -> Result<i32> {
             .gramine_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|| "off".into());
-        println!("listening native={} gramine={g}", kbs.native_addr());
-        let _ = std::io::stdout().flush();
+        crate::util::say(format_args!(
+            "listening native={} gramine={g}",
+            kbs.native_addr()
+        ))?;
         tracing::info!(
             "key broker: native API on {}, Gramine secret provisioning on {g}",
             kbs.native_addr()
@@ -122,7 +124,7 @@ fn get(a: GetArgs) -> Result<i32> {
         .await?;
         if a.verdict {
             let v = c.verdict().await.map_err(|e| refuse(e.to_string()))?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            crate::util::say(serde_json::to_string_pretty(&v)?)?;
             return Ok(0);
         }
         let name = a.secret.clone().unwrap_or_default();

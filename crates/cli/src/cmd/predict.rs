@@ -250,7 +250,7 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
         out["attestation"] =
             json!({"tee": v.tee, "tcb_status": v.tcb_status, "sgx": v.sgx, "tdx": v.tdx});
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    crate::util::say(serde_json::to_string_pretty(&out)?)?;
     Ok(0)
 }
 

@@ -7,10 +7,20 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use teeserve_serving::engine::EngineChoice;
 use teeserve_serving::server::{KbsOptions, ServeOptions, Server, TlsOptions};
 use teeserve_serving::service::CoreOptions;
 
 use super::attest::{open_platform, PlatformKind, PlatformPaths};
+
+/// Inference engines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineKind {
+    /// tract: pure Rust, the smallest code inside an enclave.
+    Tract,
+    /// ONNX Runtime, loaded at run time from --onnxruntime-lib.
+    Onnxruntime,
+}
 
 /// Flags of `serve`.
 #[derive(Debug, Args)]
@@ -130,6 +140,17 @@ pub struct ServeArgs {
     /// Collateral bundle (JSON) published in /v1/attestation so requesters can verify offline.
     #[arg(long = "attestation-collateral", value_name = "FILE")]
     pub attestation_collateral: Option<PathBuf>,
+    /// Inference engine: tract (pure Rust, built in) or onnxruntime (needs --onnxruntime-lib).
+    #[arg(long, value_enum, default_value_t = EngineKind::Tract)]
+    pub engine: EngineKind,
+    /// ONNX Runtime shared library (libonnxruntime.so), e.g. onnxruntime/capi/libonnxruntime.so.1.*
+    /// from the onnxruntime Python wheel. Loaded at start; nothing is downloaded.
+    #[arg(
+        long = "onnxruntime-lib",
+        value_name = "FILE",
+        env = "TEESERVE_ONNXRUNTIME_LIB"
+    )]
+    pub onnxruntime_lib: Option<PathBuf>,
     /// Requests in flight before RESOURCE_EXHAUSTED / HTTP 429.
     #[arg(long = "max_in_flight", default_value_t = 256)]
     pub max_in_flight: usize,
@@ -158,6 +179,13 @@ pub fn run(a: ServeArgs) -> Result<i32> {
     let platform: Option<Arc<dyn teeserve_attest::platform::Platform>> = match a.platform {
         Some(k) => Some(Arc::from(open_platform(k, &a.paths)?)),
         None => None,
+    };
+    let engine = match (a.engine, a.onnxruntime_lib) {
+        (EngineKind::Tract, _) => EngineChoice::Tract,
+        (EngineKind::Onnxruntime, Some(lib)) => EngineChoice::OnnxRuntime { lib },
+        (EngineKind::Onnxruntime, None) => anyhow::bail!(
+            "--engine onnxruntime needs --onnxruntime-lib FILE (the libonnxruntime.so to load)"
+        ),
     };
     let o = ServeOptions {
         port: a.port,
@@ -191,6 +219,7 @@ pub fn run(a: ServeArgs) -> Result<i32> {
             retry_for: Duration::from_secs(a.kbs_retry_seconds),
         }),
         attestation_collateral: a.attestation_collateral,
+        engine,
         core: CoreOptions {
             workers: a.workers.unwrap_or_else(|| CoreOptions::default().workers),
             max_in_flight: a.max_in_flight,
@@ -209,13 +238,11 @@ pub fn run(a: ServeArgs) -> Result<i32> {
         let show = |a: Option<std::net::SocketAddr>| {
             a.map(|a| a.to_string()).unwrap_or_else(|| "off".into())
         };
-        println!(
+        crate::util::say(format_args!(
             "listening grpc={} rest={}",
             show(server.grpc_addr),
             show(server.rest_addr)
-        );
-        use std::io::Write as _;
-        let _ = std::io::stdout().flush();
+        ))?;
         tracing::info!(
             "serving: gRPC on {}, REST on {}",
             show(server.grpc_addr),

@@ -1,0 +1,298 @@
+//! `teeserve serve --engine`: the tract and ONNX Runtime engines behind the same APIs give the
+//! same signature and the same outputs (onnxruntime's reference outputs, within 1e-4).
+//!
+//! ONNX Runtime is loaded from the library named by TEESERVE_ONNXRUNTIME_LIB, or from the
+//! virtualenv that .ci/run creates. Without either, the tests that need the library say so and
+//! pass, unless TEESERVE_REQUIRE_ONNXRUNTIME=1 (set by .ci/run) makes them fail.
+mod harness;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use harness::{bin, run, s};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn onnxruntime_lib() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("TEESERVE_ONNXRUNTIME_LIB") {
+        return Some(PathBuf::from(p));
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    let lib = std::fs::read_dir(cache.join("teeserve-pyclients/lib"))
+        .ok()?
+        .flatten()
+        .map(|d| d.path().join("site-packages/onnxruntime/capi"))
+        .find(|p| p.is_dir())?;
+    std::fs::read_dir(lib)
+        .ok()?
+        .flatten()
+        .map(|d| d.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so.1"))
+        })
+}
+
+fn need_onnxruntime() -> Option<PathBuf> {
+    let lib = onnxruntime_lib();
+    if lib.is_none() {
+        assert!(
+            std::env::var("TEESERVE_REQUIRE_ONNXRUNTIME").as_deref() != Ok("1"),
+            "TEESERVE_REQUIRE_ONNXRUNTIME=1 but no libonnxruntime was found (set TEESERVE_ONNXRUNTIME_LIB)"
+        );
+        eprintln!("skipped: no libonnxruntime (set TEESERVE_ONNXRUNTIME_LIB to run this test)");
+    }
+    lib
+}
+
+struct Serve {
+    child: Child,
+    grpc: String,
+    rest: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(extra: &[&str]) -> Serve {
+    let mut child = Command::new(bin())
+        .args([
+            "serve",
+            "--insecure",
+            "--model_name",
+            "digits",
+            "--model_base_path",
+            s(&repo().join("models/digits")),
+            "--grpc_bind_address",
+            "127.0.0.1",
+            "--rest_api_bind_address",
+            "127.0.0.1",
+            "--port",
+            &free_port(),
+            "--rest_api_port",
+            &free_port(),
+        ])
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    if !line.starts_with("listening") {
+        let mut err = String::new();
+        let _ = child.wait();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        panic!("serve did not start: {err}");
+    }
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .unwrap()
+            .to_owned()
+    };
+    Serve {
+        grpc: field("grpc="),
+        rest: field("rest="),
+        child,
+    }
+}
+
+fn free_port() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string()
+}
+
+fn http_get(addr: &str, path: &str) -> serde_json::Value {
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut r = String::new();
+    c.read_to_string(&mut r).unwrap();
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let body = &r[r.find("\r\n\r\n").unwrap() + 4..];
+    serde_json::from_str(body).unwrap()
+}
+
+fn probabilities(out: &serde_json::Value) -> Vec<f32> {
+    out["outputs"]["probabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter())
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn reference() -> Vec<f32> {
+    let t = teeserve_serving::tensor::from_npy(
+        &std::fs::read(repo().join("testdata/digits/heldout-probabilities-onnxruntime.npy"))
+            .unwrap(),
+    )
+    .unwrap();
+    match t.data {
+        teeserve_serving::tensor::Data::F32(v) => v,
+        other => panic!("reference is {other:?}"),
+    }
+}
+
+fn predict(server: &str, rest: bool) -> Vec<f32> {
+    let input = repo().join("testdata/digits/heldout-pixels.npy");
+    let mut args = vec![
+        "predict",
+        "--insecure",
+        "--server",
+        server,
+        "--model",
+        "digits",
+        "--input",
+        s(&input),
+    ];
+    if rest {
+        args.push("--rest");
+    }
+    probabilities(&run(&args).ok().json())
+}
+
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: number of outputs");
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-4, "{what}: differs from onnxruntime by {worst}");
+}
+
+#[test]
+fn both_engines_give_onnxruntimes_outputs_and_the_same_signature() {
+    let want = reference();
+    let tract = serve(&[]);
+    assert_close(&predict(&tract.grpc, false), &want, "tract over gRPC");
+    let Some(lib) = need_onnxruntime() else {
+        return;
+    };
+    let ort = serve(&["--engine", "onnxruntime", "--onnxruntime-lib", s(&lib)]);
+    assert_close(&predict(&ort.grpc, false), &want, "onnxruntime over gRPC");
+    assert_close(&predict(&ort.rest, true), &want, "onnxruntime over REST");
+    let meta = |s: &Serve| http_get(&s.rest, "/v1/models/digits/metadata");
+    assert_eq!(meta(&tract), meta(&ort), "metadata differs between engines");
+}
+
+#[test]
+fn onnxruntime_engine_needs_a_loadable_library() {
+    let model = repo().join("models/digits");
+    let base = [
+        "serve",
+        "--insecure",
+        "--port",
+        "0",
+        "--rest_api_port",
+        "0",
+        "--model_base_path",
+        s(&model),
+    ];
+    let with = |extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend_from_slice(extra);
+        run(&a).fails(2).stderr
+    };
+    let e = with(&["--engine", "onnxruntime"]);
+    assert!(e.contains("needs --onnxruntime-lib"), "{e}");
+    let e = with(&[
+        "--engine",
+        "onnxruntime",
+        "--onnxruntime-lib",
+        "/nonexistent/libonnxruntime.so",
+    ]);
+    assert!(
+        e.contains("/nonexistent/libonnxruntime.so: no such file"),
+        "{e}"
+    );
+    // A file that is not a shared library.
+    let e = with(&[
+        "--engine",
+        "onnxruntime",
+        "--onnxruntime-lib",
+        s(&model.join("1/model.onnx")),
+    ]);
+    assert!(e.contains("failed to load from"), "{e}");
+}
+
+#[test]
+fn onnxruntime_engine_reports_a_model_it_cannot_load() {
+    let Some(lib) = need_onnxruntime() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("broken");
+    std::fs::create_dir_all(base.join("1")).unwrap();
+    std::fs::write(base.join("1/model.onnx"), b"this is not an ONNX model").unwrap();
+    let srv = Command::new(bin())
+        .args([
+            "serve",
+            "--insecure",
+            "--port",
+            "0",
+            "--rest_api_port",
+            &free_port(),
+            "--rest_api_bind_address",
+            "127.0.0.1",
+            "--model_name",
+            "broken",
+            "--model_base_path",
+            s(&base),
+            "--engine",
+            "onnxruntime",
+            "--onnxruntime-lib",
+            s(&lib),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut srv = Serve {
+        child: srv,
+        grpc: String::new(),
+        rest: String::new(),
+    };
+    let mut line = String::new();
+    BufReader::new(srv.child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    srv.rest = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("rest="))
+        .expect("serve started")
+        .to_owned();
+    let status = http_get(&srv.rest, "/v1/models/broken");
+    let v = &status["model_version_status"][0];
+    assert_eq!(v["state"], "END", "{status}");
+    let msg = v["status"]["error_message"].as_str().unwrap();
+    assert!(msg.contains("ONNX Runtime cannot load the model"), "{msg}");
+}

@@ -1,0 +1,284 @@
+//! The ONNX Runtime engine, through the `ort` crate with the library loaded at run time from a
+//! path the operator gives (`--onnxruntime-lib`, e.g. the `libonnxruntime.so` that PyPI's
+//! onnxruntime wheel ships). Nothing is downloaded at build or run time, and a build without the
+//! `onnxruntime` feature does not contain this engine at all.
+//!
+//! `ort` runs a session through `&mut` (ONNX Runtime's allocators are not all thread safe), so a
+//! model holds one session per worker, each running one inference on one thread: the same shape
+//! of concurrency as the tract engine, where requests, not operators, are spread over the cores.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use ort::session::{Session, SessionInputValue};
+use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
+
+use crate::engine::{Engine, LoadedModel, Signature, TensorSpec};
+use crate::tensor::{DType, Data, Tensor};
+
+/// The library loaded in this process. ONNX Runtime is loaded once per process, so a second
+/// engine must name the same library.
+static LOADED: OnceLock<PathBuf> = OnceLock::new();
+
+/// The ONNX Runtime engine.
+pub struct OnnxRuntimeEngine {
+    env: ort::environment::Environment,
+    sessions: usize,
+    version: String,
+}
+
+impl std::fmt::Debug for OnnxRuntimeEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "OnnxRuntimeEngine(version {}, {} sessions per model)",
+            self.version, self.sessions
+        )
+    }
+}
+
+impl OnnxRuntimeEngine {
+    /// Loads ONNX Runtime from `lib`; each model gets `sessions` sessions (the worker count).
+    pub fn new(lib: &Path, sessions: usize) -> Result<Self, String> {
+        if !lib.is_file() {
+            return Err(format!(
+                "--onnxruntime-lib {}: no such file (give the path of libonnxruntime.so, e.g. \
+                 onnxruntime/capi/libonnxruntime.so.1.* from the onnxruntime Python wheel)",
+                lib.display()
+            ));
+        }
+        let lib = lib
+            .canonicalize()
+            .map_err(|e| format!("--onnxruntime-lib {}: {e}", lib.display()))?;
+        let first = LOADED.get_or_init(|| lib.clone());
+        if *first != lib {
+            return Err(format!(
+                "ONNX Runtime is already loaded from {} in this process; cannot load {}",
+                first.display(),
+                lib.display()
+            ));
+        }
+        let env = ort::init_from(&lib)
+            .map_err(|e| format!("--onnxruntime-lib: {e}"))?
+            .with_name("teeserve")
+            .build()
+            .map_err(|e| format!("cannot start ONNX Runtime: {e}"))?;
+        let version = ort::info()
+            .split(',')
+            .find_map(|p| p.trim().strip_prefix("git-branch="))
+            .unwrap_or("unknown")
+            .to_owned();
+        Ok(Self {
+            env,
+            sessions: sessions.max(1),
+            version,
+        })
+    }
+
+    fn session(&self, onnx_bytes: &[u8]) -> Result<Session, String> {
+        let e = |e: ort::Error<_>| format!("ONNX Runtime session options: {e}");
+        Session::builder(&self.env)
+            .map_err(|e| format!("ONNX Runtime: {e}"))?
+            .with_intra_threads(1)
+            .map_err(e)?
+            .with_inter_threads(1)
+            .map_err(e)?
+            .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
+            .map_err(e)?
+            .commit_from_memory(onnx_bytes)
+            .map_err(|e| format!("ONNX Runtime cannot load the model: {e}"))
+    }
+}
+
+/// ONNX element types this server speaks (onnxruntime_c_api.h `ONNXTensorElementDataType`).
+fn dtype(t: TensorElementType) -> Option<DType> {
+    use TensorElementType as T;
+    Some(match t {
+        T::Float32 => DType::F32,
+        T::Float64 => DType::F64,
+        T::Int8 => DType::I8,
+        T::Int16 => DType::I16,
+        T::Int32 => DType::I32,
+        T::Int64 => DType::I64,
+        T::Uint8 => DType::U8,
+        T::Uint16 => DType::U16,
+        T::Uint32 => DType::U32,
+        T::Uint64 => DType::U64,
+        T::Bool => DType::Bool,
+        T::String => DType::Str,
+        _ => return None,
+    })
+}
+
+fn spec(o: &ort::value::Outlet) -> Result<TensorSpec, String> {
+    match o.dtype() {
+        ValueType::Tensor { ty, shape, .. } => Ok(TensorSpec {
+            name: o.name().to_owned(),
+            dtype: dtype(*ty).ok_or_else(|| {
+                format!(
+                    "graph value {:?} has unsupported element type {ty}",
+                    o.name()
+                )
+            })?,
+            shape: shape.iter().map(|&d| if d < 0 { -1 } else { d }).collect(),
+        }),
+        other => Err(format!(
+            "graph value {:?} is not a tensor ({other})",
+            o.name()
+        )),
+    }
+}
+
+impl Engine for OnnxRuntimeEngine {
+    fn name(&self) -> &'static str {
+        "onnxruntime"
+    }
+
+    fn load(&self, onnx_bytes: &[u8]) -> Result<Arc<dyn LoadedModel>, String> {
+        let first = self.session(onnx_bytes)?;
+        let signature = Signature {
+            inputs: first.inputs().iter().map(spec).collect::<Result<_, _>>()?,
+            outputs: first.outputs().iter().map(spec).collect::<Result<_, _>>()?,
+        };
+        let mut sessions = vec![Mutex::new(first)];
+        for _ in 1..self.sessions {
+            sessions.push(Mutex::new(self.session(onnx_bytes)?));
+        }
+        Ok(Arc::new(OnnxRuntimeModel {
+            sessions,
+            next: AtomicUsize::new(0),
+            signature,
+        }))
+    }
+}
+
+/// A model loaded into ONNX Runtime: one session per worker.
+pub struct OnnxRuntimeModel {
+    sessions: Vec<Mutex<Session>>,
+    next: AtomicUsize,
+    signature: Signature,
+}
+
+impl std::fmt::Debug for OnnxRuntimeModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "OnnxRuntimeModel({} sessions, {:?})",
+            self.sessions.len(),
+            self.signature
+        )
+    }
+}
+
+fn input_value<'a>(t: &'a Tensor, spec: &TensorSpec) -> Result<SessionInputValue<'a>, String> {
+    let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+    macro_rules! view {
+        ($v:expr) => {
+            TensorRef::from_array_view((shape, &$v[..])).map(|t| t.into_dyn().into())
+        };
+    }
+    let v = match &t.data {
+        Data::F32(v) => view!(v),
+        Data::F64(v) => view!(v),
+        Data::I8(v) => view!(v),
+        Data::I16(v) => view!(v),
+        Data::I32(v) => view!(v),
+        Data::I64(v) => view!(v),
+        Data::U8(v) => view!(v),
+        Data::U16(v) => view!(v),
+        Data::U32(v) => view!(v),
+        Data::U64(v) => view!(v),
+        Data::Bool(v) => view!(v),
+        Data::Str(v) => {
+            let strings = v
+                .iter()
+                .map(|b| String::from_utf8(b.clone()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| {
+                    format!(
+                        "input {:?}: ONNX Runtime takes only UTF-8 strings",
+                        spec.name
+                    )
+                })?;
+            ort::value::Tensor::from_string_array((shape, &strings[..]))
+                .map(|t| SessionInputValue::Owned(t.into_dyn()))
+        }
+    };
+    v.map_err(|e| format!("input {:?}: {e}", spec.name))
+}
+
+fn output(v: &DynValue, name: &str) -> Result<Tensor, String> {
+    let ValueType::Tensor { ty, .. } = v.dtype() else {
+        return Err(format!("output {name:?} is not a tensor"));
+    };
+    macro_rules! get {
+        ($t:ty, $variant:ident) => {{
+            let (shape, data) = v
+                .try_extract_tensor::<$t>()
+                .map_err(|e| format!("output {name:?}: {e}"))?;
+            (shape.to_vec(), Data::$variant(data.to_vec()))
+        }};
+    }
+    use TensorElementType as T;
+    let (shape, data) = match ty {
+        T::Float32 => get!(f32, F32),
+        T::Float64 => get!(f64, F64),
+        T::Int8 => get!(i8, I8),
+        T::Int16 => get!(i16, I16),
+        T::Int32 => get!(i32, I32),
+        T::Int64 => get!(i64, I64),
+        T::Uint8 => get!(u8, U8),
+        T::Uint16 => get!(u16, U16),
+        T::Uint32 => get!(u32, U32),
+        T::Uint64 => get!(u64, U64),
+        T::Bool => get!(bool, Bool),
+        T::String => {
+            let (shape, s) = v
+                .try_extract_strings()
+                .map_err(|e| format!("output {name:?}: {e}"))?;
+            (
+                shape.to_vec(),
+                Data::Str(s.into_iter().map(String::into_bytes).collect()),
+            )
+        }
+        other => return Err(format!("output {name:?} has unsupported type {other}")),
+    };
+    let shape = shape
+        .into_iter()
+        .map(|d| usize::try_from(d).map_err(|_| format!("output {name:?} has dimension {d}")))
+        .collect::<Result<_, _>>()?;
+    Ok(Tensor { shape, data })
+}
+
+impl LoadedModel for OnnxRuntimeModel {
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+        let values = inputs
+            .iter()
+            .zip(&self.signature.inputs)
+            .map(|(t, s)| Ok((s.name.as_str(), input_value(t, s)?)))
+            .collect::<Result<Vec<_>, String>>()?;
+        // A free session if there is one, else wait for the next in turn.
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.sessions.len();
+        let mut guard = (0..n)
+            .find_map(|i| self.sessions[(start + i) % n].try_lock().ok())
+            .map_or_else(|| self.sessions[start % n].lock(), Ok)
+            .map_err(|_| "an earlier inference on this session panicked".to_owned())?;
+        let outputs = guard.run(values).map_err(|e| format!("{e}"))?;
+        self.signature
+            .outputs
+            .iter()
+            .map(|s| {
+                outputs
+                    .get(&s.name)
+                    .ok_or_else(|| format!("ONNX Runtime gave no output {:?}", s.name))
+                    .and_then(|v| output(v, &s.name))
+            })
+            .collect()
+    }
+}
