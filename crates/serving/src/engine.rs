@@ -47,9 +47,20 @@ pub struct TractEngine;
 
 type Plan = std::sync::Arc<tract_onnx::prelude::TypedSimplePlan>;
 
+/// Plans specialised to concrete input shapes kept per model (each holds its own packed weights).
+const SPECIALISED_PLANS: usize = 4;
+
 /// A model optimised by tract.
+///
+/// tract optimises a graph far better when every dimension is known: a symbolic batch dimension
+/// keeps it from choosing its fastest convolution kernels (MobileNetV2 runs several times slower).
+/// So besides the general plan, a model whose signature has dynamic dimensions keeps up to
+/// [`SPECIALISED_PLANS`] plans made for the input shapes requests actually send; the first request
+/// of a new shape pays for that optimisation, later ones run the specialised plan.
 pub struct TractModel {
     plan: Plan,
+    graph: Option<tract_onnx::prelude::InferenceModel>,
+    specialised: std::sync::Mutex<std::collections::HashMap<Vec<Vec<usize>>, Option<Plan>>>,
     signature: Signature,
 }
 
@@ -154,11 +165,18 @@ impl Engine for TractEngine {
         let model = framework
             .model_for_proto_model(&proto)
             .map_err(|e| format!("cannot translate the ONNX graph: {e:#}"))?;
+        let dynamic = signature.inputs.iter().any(|s| s.shape.contains(&-1));
+        let graph = dynamic.then(|| model.clone());
         let plan = model
             .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(|e| format!("cannot optimise the model: {e:#}"))?;
-        Ok(Arc::new(TractModel { plan, signature }))
+        Ok(Arc::new(TractModel {
+            plan,
+            graph,
+            specialised: Default::default(),
+            signature,
+        }))
     }
 }
 
@@ -213,17 +231,81 @@ fn from_tract(t: &tract_onnx::prelude::Tensor) -> Result<Tensor, String> {
     Ok(Tensor { shape, data })
 }
 
+impl TractModel {
+    /// The plan for inputs of these shapes: a specialised one if there is (or may be) one.
+    fn plan_for(&self, inputs: &[Tensor]) -> Plan {
+        let Some(graph) = &self.graph else {
+            return self.plan.clone();
+        };
+        let key: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
+        {
+            let Ok(known) = self.specialised.lock() else {
+                return self.plan.clone();
+            };
+            match known.get(&key) {
+                Some(Some(p)) => return p.clone(),
+                Some(None) => return self.plan.clone(),
+                None if known.len() >= SPECIALISED_PLANS => return self.plan.clone(),
+                None => {}
+            }
+        }
+        let made = self.specialise(graph, inputs);
+        if let Err(e) = &made {
+            tracing::debug!("no specialised plan for input shapes {key:?}: {e}");
+        }
+        let made = made.ok();
+        if let Ok(mut known) = self.specialised.lock() {
+            if known.len() < SPECIALISED_PLANS {
+                known.insert(key, made.clone());
+            }
+        }
+        made.unwrap_or_else(|| self.plan.clone())
+    }
+
+    fn specialise(
+        &self,
+        graph: &tract_onnx::prelude::InferenceModel,
+        inputs: &[Tensor],
+    ) -> Result<Plan, String> {
+        use tract_onnx::prelude::*;
+        let mut m = graph.clone();
+        for (i, t) in inputs.iter().enumerate() {
+            let dt = match t.dtype() {
+                DType::F32 => f32::datum_type(),
+                DType::F64 => f64::datum_type(),
+                DType::I8 => i8::datum_type(),
+                DType::I16 => i16::datum_type(),
+                DType::I32 => i32::datum_type(),
+                DType::I64 => i64::datum_type(),
+                DType::U8 => u8::datum_type(),
+                DType::U16 => u16::datum_type(),
+                DType::U32 => u32::datum_type(),
+                DType::U64 => u64::datum_type(),
+                DType::Bool => bool::datum_type(),
+                DType::Str => return Err("string input".into()),
+            };
+            m = m
+                .with_input_fact(i, InferenceFact::dt_shape(dt, t.shape.clone()))
+                .map_err(|e| format!("{e:#}"))?;
+        }
+        m.into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| format!("{e:#}"))
+    }
+}
+
 impl LoadedModel for TractModel {
     fn signature(&self) -> &Signature {
         &self.signature
     }
 
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+        let plan = self.plan_for(&inputs);
         let inputs = inputs
             .into_iter()
             .map(to_tract)
             .collect::<Result<tract_onnx::prelude::TVec<_>, _>>()?;
-        let out = self.plan.run(inputs).map_err(|e| format!("{e:#}"))?;
+        let out = plan.run(inputs).map_err(|e| format!("{e:#}"))?;
         out.iter().map(|t| from_tract(t)).collect()
     }
 }

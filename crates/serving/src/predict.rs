@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
-use serde_json::{json, Value};
+use serde_json::Value;
 use teeserve_attest::{Policy, Verdict};
 use teeserve_ratls::verifier::Appraiser;
 
@@ -254,24 +254,28 @@ impl Connection {
                 Ok(Prediction { version, outputs })
             }
             Connection::Rest(c) => {
-                let mut obj = serde_json::Map::new();
-                for (n, x) in inputs {
-                    let mut s = String::new();
-                    tensor::write_json(x, None, false, &mut s);
-                    obj.insert(
-                        n.clone(),
-                        serde_json::from_str(&s).map_err(|e| e.to_string())?,
-                    );
+                // The body is written directly: large tensors are not parsed back into JSON
+                // values only to be printed again.
+                let mut body = String::from("{\"inputs\": {");
+                for (i, (n, x)) in inputs.iter().enumerate() {
+                    if i > 0 {
+                        body.push_str(", ");
+                    }
+                    body.push_str(&Value::String(n.clone()).to_string());
+                    body.push_str(": ");
+                    tensor::write_json(x, None, false, &mut body);
                 }
-                let mut body = json!({ "inputs": obj });
+                body.push('}');
                 if let Some(s) = &t.signature {
-                    body["signature_name"] = json!(s);
+                    body.push_str(", \"signature_name\": ");
+                    body.push_str(&Value::String(s.clone()).to_string());
                 }
+                body.push('}');
                 let (status, resp) = c
                     .request(
                         hyper::Method::POST,
                         &t.rest_path(":predict"),
-                        body.to_string().into_bytes(),
+                        body.into_bytes(),
                     )
                     .await?;
                 let v: Value =

@@ -1,0 +1,150 @@
+//! Latency and throughput of one model, for bench/serving.sh.
+//!
+//! Engine only, in process (one inference at a time, one thread):
+//!     model_bench engine MODEL.onnx tract|onnxruntime[=LIB] BATCH REPS
+//! A requester against a running server (gRPC, or REST with `--rest`), over TLS with CA.pem:
+//!     model_bench client HOST:PORT CA.pem MODEL INPUT BATCH CONCURRENCY SECONDS [--rest]
+//! Both print one JSON line: p50/p90/p99 in milliseconds, count, and rate per second.
+//! Inputs are pseudo-random values in [0, 1) shaped like an image batch (BATCH x 224 x 224 x 3
+//! unless the model says otherwise).
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use teeserve_serving::client::{ca_verifier, client_config};
+use teeserve_serving::engine::{EngineChoice, LoadedModel};
+use teeserve_serving::predict::{Connection, Target};
+use teeserve_serving::tensor::{Data, Tensor};
+
+fn input(shape: &[usize]) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let data = (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 24) as f32
+        })
+        .collect();
+    Tensor {
+        shape: shape.to_vec(),
+        data: Data::F32(data),
+    }
+}
+
+fn report(mut ms: Vec<f64>, elapsed: Duration) -> String {
+    ms.sort_by(f64::total_cmp);
+    let q = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
+    format!(
+        "{{\"p50_ms\": {:.3}, \"p90_ms\": {:.3}, \"p99_ms\": {:.3}, \"count\": {}, \"per_second\": {:.2}}}",
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        ms.len(),
+        ms.len() as f64 / elapsed.as_secs_f64()
+    )
+}
+
+fn engine(args: &[String]) -> Result<(), String> {
+    let [model, which, batch, reps] = args else {
+        return Err("engine MODEL.onnx tract|onnxruntime=LIB BATCH REPS".into());
+    };
+    let choice = match which.split_once('=') {
+        Some(("onnxruntime", lib)) => EngineChoice::OnnxRuntime { lib: lib.into() },
+        None if which == "tract" => EngineChoice::Tract,
+        _ => return Err(format!("unknown engine {which}")),
+    };
+    let batch: usize = batch.parse().map_err(|e| format!("BATCH: {e}"))?;
+    let reps: usize = reps.parse().map_err(|e| format!("REPS: {e}"))?;
+    let bytes = std::fs::read(model).map_err(|e| format!("{model}: {e}"))?;
+    let m: Arc<dyn LoadedModel> = choice.start(1)?.load(&bytes)?;
+    let spec = &m.signature().inputs[0];
+    let shape: Vec<usize> = spec
+        .shape
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| match (i, d) {
+            (0, _) => batch,
+            (_, d) if d > 0 => d as usize,
+            (1 | 2, _) => 224,
+            _ => 3,
+        })
+        .collect();
+    let x = input(&shape);
+    m.run(vec![x.clone()])?; // warm-up
+    let start = Instant::now();
+    let mut ms = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        m.run(vec![x.clone()])?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    println!("{}", report(ms, start.elapsed()));
+    Ok(())
+}
+
+async fn client(args: &[String]) -> Result<(), String> {
+    let rest = args.iter().any(|a| a == "--rest");
+    let args: Vec<&String> = args.iter().filter(|a| *a != "--rest").collect();
+    let [addr, ca, model, input_name, batch, conc, secs] = args[..] else {
+        return Err(
+            "client HOST:PORT CA.pem MODEL INPUT BATCH CONCURRENCY SECONDS [--rest]".into(),
+        );
+    };
+    let batch: usize = batch.parse().map_err(|e| format!("BATCH: {e}"))?;
+    let conc: usize = conc.parse().map_err(|e| format!("CONCURRENCY: {e}"))?;
+    let secs: f64 = secs.parse().map_err(|e| format!("SECONDS: {e}"))?;
+    let ca = std::fs::read(ca).map_err(|e| format!("{ca}: {e}"))?;
+    let alpn: &[&[u8]] = if rest { &[b"http/1.1"] } else { &[b"h2"] };
+    let cfg = Arc::new(client_config(ca_verifier(&ca)?, None, alpn)?);
+    let target = Target {
+        model: model.clone(),
+        ..Default::default()
+    };
+    let x = input(&[batch, 224, 224, 3]);
+    // Warm-up: one request per connection, not timed.
+    let mut conns = Vec::new();
+    for _ in 0..conc {
+        let mut c = Connection::open(addr, Some(cfg.clone()), "127.0.0.1", rest).await?;
+        c.predict(&target, &[(input_name.clone(), x.clone())])
+            .await?;
+        conns.push(c);
+    }
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .map(|mut c| {
+            let (t, inputs) = (target.clone(), vec![(input_name.clone(), x.clone())]);
+            tokio::spawn(async move {
+                let mut ms = Vec::new();
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    c.predict(&t, &inputs).await?;
+                    ms.push(t0.elapsed().as_secs_f64() * 1e3);
+                }
+                Ok::<_, String>(ms)
+            })
+        })
+        .collect();
+    let mut ms = Vec::new();
+    for t in tasks {
+        ms.extend(t.await.map_err(|e| e.to_string())??);
+    }
+    println!("{}", report(ms, start.elapsed()));
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let r = match args.first().map(String::as_str) {
+        Some("engine") => engine(&args[1..]),
+        Some("client") => client(&args[1..]).await,
+        _ => Err("usage: model_bench engine ... | model_bench client ...".into()),
+    };
+    if let Err(e) = r {
+        eprintln!("model_bench: {e}");
+        std::process::exit(1);
+    }
+}
