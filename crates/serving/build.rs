@@ -12,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Packed tensors are taken from the received buffer without a copy.
+        .bytes(".tensorflow.TensorProto.tensor_content")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -126,6 +126,10 @@ fn free_port() -> String {
 }
 
 fn http_get(addr: &str, path: &str) -> serde_json::Value {
+    serde_json::from_str(&http_get_text(addr, path)).unwrap()
+}
+
+fn http_get_text(addr: &str, path: &str) -> String {
     let mut c = std::net::TcpStream::connect(addr).unwrap();
     write!(
         c,
@@ -135,8 +139,7 @@ fn http_get(addr: &str, path: &str) -> serde_json::Value {
     let mut r = String::new();
     c.read_to_string(&mut r).unwrap();
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
-    let body = &r[r.find("\r\n\r\n").unwrap() + 4..];
-    serde_json::from_str(body).unwrap()
+    r[r.find("\r\n\r\n").unwrap() + 4..].to_owned()
 }
 
 fn probabilities(out: &serde_json::Value) -> Vec<f32> {
@@ -202,6 +205,11 @@ fn both_engines_give_onnxruntimes_outputs_and_the_same_signature() {
     assert_close(&predict(&ort.rest, true), &want, "onnxruntime over REST");
     let meta = |s: &Serve| http_get(&s.rest, "/v1/models/digits/metadata");
     assert_eq!(meta(&tract), meta(&ort), "metadata differs between engines");
+    let metrics = http_get_text(&ort.rest, "/monitoring/prometheus/metrics");
+    assert!(
+        metrics.contains(r#"model_name="digits",API="Predict",runtime="onnxruntime""#),
+        "{metrics}"
+    );
 }
 
 #[test]

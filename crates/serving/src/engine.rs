@@ -29,6 +29,8 @@ pub struct Signature {
 pub trait LoadedModel: Send + Sync + std::fmt::Debug {
     /// The signature.
     fn signature(&self) -> &Signature;
+    /// The engine that runs it (the `runtime` label of the latency metric).
+    fn engine(&self) -> &'static str;
     /// Runs one inference; inputs are in signature order.
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String>;
 }
@@ -167,10 +169,27 @@ impl Engine for TractEngine {
             .map_err(|e| format!("cannot translate the ONNX graph: {e:#}"))?;
         let dynamic = signature.inputs.iter().any(|s| s.shape.contains(&-1));
         let graph = dynamic.then(|| model.clone());
-        let plan = model
+        let plan = match model
+            .clone()
             .into_optimized()
             .and_then(|m| m.into_runnable())
-            .map_err(|e| format!("cannot optimise the model: {e:#}"))?;
+        {
+            Ok(p) => p,
+            // Some graphs only optimise with concrete shapes (tract 0.23 cannot declutter
+            // ResNet-50 from tf2onnx with a symbolic batch): the general plan then runs the
+            // graph as translated, and the specialised plans are optimised.
+            Err(e) if dynamic => {
+                tracing::info!(
+                    "tract cannot optimise the graph for dynamic shapes ({e}); \
+                     the shapes requests send get optimised plans"
+                );
+                model
+                    .into_typed()
+                    .and_then(|m| m.into_runnable())
+                    .map_err(|e| format!("cannot prepare the model: {e:#}"))?
+            }
+            Err(e) => return Err(format!("cannot optimise the model: {e:#}")),
+        };
         Ok(Arc::new(TractModel {
             plan,
             graph,
@@ -297,6 +316,10 @@ impl TractModel {
 impl LoadedModel for TractModel {
     fn signature(&self) -> &Signature {
         &self.signature
+    }
+
+    fn engine(&self) -> &'static str {
+        "tract"
     }
 
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {

@@ -256,19 +256,25 @@ impl LoadedModel for OnnxRuntimeModel {
         &self.signature
     }
 
+    fn engine(&self) -> &'static str {
+        "onnxruntime"
+    }
+
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
         let values = inputs
             .iter()
             .zip(&self.signature.inputs)
             .map(|(t, s)| Ok((s.name.as_str(), input_value(t, s)?)))
             .collect::<Result<Vec<_>, String>>()?;
-        // A free session if there is one, else wait for the next in turn.
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        // The first free session, so that at low concurrency the same (cache-warm) session
+        // runs every request; if all are busy, wait for one in turn.
         let n = self.sessions.len();
-        let mut guard = (0..n)
-            .find_map(|i| self.sessions[(start + i) % n].try_lock().ok())
-            .map_or_else(|| self.sessions[start % n].lock(), Ok)
-            .map_err(|_| "an earlier inference on this session panicked".to_owned())?;
+        let mut guard = match self.sessions.iter().find_map(|s| s.try_lock().ok()) {
+            Some(g) => g,
+            None => self.sessions[self.next.fetch_add(1, Ordering::Relaxed) % n]
+                .lock()
+                .map_err(|_| "an earlier inference on this session panicked".to_owned())?,
+        };
         let outputs = guard.run(values).map_err(|e| format!("{e}"))?;
         self.signature
             .outputs

@@ -588,6 +588,11 @@ async fn bind(host: &str, port: u16) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
+/// HTTP/2 stream window (bytes) of both APIs' listeners.
+const H2_STREAM_WINDOW: u32 = 8 << 20;
+/// Largest HTTP/2 frame the listeners accept.
+const H2_MAX_FRAME: u32 = 256 << 10;
+
 async fn serve_listener(
     l: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -610,7 +615,15 @@ async fn serve_listener(
         };
         let _ = tcp.set_nodelay(true);
         let svc = hyper_util::service::TowerToHyperService::new(router.clone());
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // HTTP/2 flow-control windows large enough for an image batch in one round trip
+        // (the protocol's default of 64 KiB makes a 600 KB tensor wait for several
+        // WINDOW_UPDATEs); the request size limit still applies.
+        builder
+            .http2()
+            .initial_stream_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(2 * H2_STREAM_WINDOW)
+            .max_frame_size(H2_MAX_FRAME);
         match &acceptor {
             Some(a) => {
                 let a = a.clone();

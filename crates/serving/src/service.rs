@@ -333,7 +333,7 @@ impl ServingCore {
             let _permit = permit;
             let t = Instant::now();
             let r = model.run(inputs);
-            metrics.runtime(&name, "tract", t.elapsed().as_secs_f64() * 1e6);
+            metrics.runtime(&name, model.engine(), t.elapsed().as_secs_f64() * 1e6);
             r
         })
         .await

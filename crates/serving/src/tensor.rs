@@ -332,7 +332,7 @@ impl Tensor {
             ..Default::default()
         };
         if as_content && self.dtype() != DType::Str {
-            p.tensor_content = self.to_le_bytes();
+            p.tensor_content = self.to_le_bytes().into();
             return p;
         }
         match &self.data {
