@@ -56,10 +56,67 @@ fn teeserve_round_trips() {
     }
 }
 
+#[test]
+fn file_variants_round_trip_and_match_the_streaming_format() {
+    let key = SealKey::generate(32).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // 600 chunks span several 1 MiB groups, so both threads take turns.
+    for n in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 600 * CHUNK + 7] {
+        let p = data(n);
+        let (input, sealed) = files(&dir, &p);
+        let written =
+            stream::seal_file(&key, "m/1/model.onnx", &input, &sealed, &SMALL, &|_| {}).unwrap();
+        let s = read_back(&sealed);
+        assert_eq!(written, s.len() as u64, "size {n}");
+        assert_eq!(s.len(), seal(&key, "m/1/model.onnx", &p).len(), "size {n}");
+        // The streaming reader opens what the file writer wrote...
+        let back = stream::unseal_to_vec(&key, &s, Some("m/1/model.onnx")).unwrap();
+        assert_eq!(&back[..], &p[..], "size {n}");
+        // ...and the file reader opens what the streaming writer wrote.
+        let (input, output) = files(&dir, &seal(&key, "x", &p));
+        let done = std::sync::atomic::AtomicU64::new(0);
+        let h = stream::unseal_file(&key, &input, &output, Some("x"), &|k| {
+            done.fetch_add(k, std::sync::atomic::Ordering::Relaxed);
+        })
+        .unwrap();
+        assert_eq!(h.plaintext_len, n as u64);
+        assert_eq!(read_back(&output), p, "size {n}");
+        assert_eq!(done.into_inner(), n as u64, "progress of size {n}");
+    }
+}
+
+/// Writes `bytes` to a file in `dir` and opens it for reading, with an empty output beside it.
+fn files(dir: &tempfile::TempDir, bytes: &[u8]) -> (std::fs::File, std::fs::File) {
+    let n = std::fs::read_dir(dir.path()).unwrap().count();
+    let input = dir.path().join(format!("in{n}"));
+    std::fs::write(&input, bytes).unwrap();
+    let out = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(dir.path().join(format!("out{n}")))
+        .unwrap();
+    (std::fs::File::open(input).unwrap(), out)
+}
+
+fn read_back(mut f: &std::fs::File) -> Vec<u8> {
+    use std::io::{Read, Seek};
+    let mut v = Vec::new();
+    f.seek(std::io::SeekFrom::Start(0)).unwrap();
+    f.read_to_end(&mut v).unwrap();
+    v
+}
+
+/// Every reader (in memory, streaming, positional file I/O) refuses; the streaming and file
+/// readers with the same message.
 fn expect_tampered(key: &SealKey, s: &[u8]) -> SealError {
     let e = stream::unseal_to_vec(key, s, None).unwrap_err();
     let mut out = Vec::new();
-    assert!(stream::unseal(key, s, &mut out, None).is_err());
+    let streaming = stream::unseal(key, s, &mut out, None).unwrap_err();
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = files(&dir, s);
+    let file = stream::unseal_file(key, &input, &output, None, &|_| {}).unwrap_err();
+    assert_eq!(file.to_string(), streaming.to_string(), "unseal_file");
     e
 }
 

@@ -134,19 +134,36 @@ fn atomic_write(dest: &Path, f: impl FnOnce(&mut File) -> Result<()>) -> Result<
     }
 }
 
-fn progress<'a>(r: impl Read + 'a, len: u64, what: &str) -> Box<dyn Read + 'a> {
-    if len >= 64 << 20 && std::io::stderr().is_terminal() {
-        let pb = indicatif::ProgressBar::new(len).with_message(what.to_owned());
-        pb.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        Box::new(pb.wrap_read(r))
-    } else {
-        Box::new(r)
+/// A progress bar on a terminal for inputs of 64 MiB or more.
+fn progress_bar(len: u64, what: &str) -> Option<indicatif::ProgressBar> {
+    if len < 64 << 20 || !std::io::stderr().is_terminal() {
+        return None;
     }
+    let pb = indicatif::ProgressBar::new(len).with_message(what.to_owned());
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Some(pb)
+}
+
+fn progress<'a>(r: impl Read + 'a, len: u64, what: &str) -> Box<dyn Read + 'a> {
+    match progress_bar(len, what) {
+        Some(pb) => Box::new(pb.wrap_read(r)),
+        None => Box::new(r),
+    }
+}
+
+/// The input as a regular file, for the parallel positional-I/O path (not stdin, pipes or
+/// devices).
+fn regular_file(input: &Path) -> Option<File> {
+    if is_dash(input) {
+        return None;
+    }
+    let f = File::open(input).ok()?;
+    f.metadata().ok()?.is_file().then_some(f)
 }
 
 fn files_under(root: &Path) -> Result<Vec<PathBuf>> {
@@ -174,6 +191,20 @@ fn rel_name(rel: &Path) -> String {
 }
 
 fn seal_one(key: &SealKey, format: Format, bound: &str, input: &Path, output: &Path) -> Result<()> {
+    if format == Format::Teeserve && !is_dash(output) {
+        if let Some(f) = regular_file(input) {
+            let pb = progress_bar(f.metadata()?.len(), "sealing");
+            let tick = |n: u64| {
+                if let Some(pb) = &pb {
+                    pb.inc(n)
+                }
+            };
+            return atomic_write(output, |out| {
+                stream::seal_file(key, bound, &f, out, &SealOptions::default(), &tick)?;
+                Ok(())
+            });
+        }
+    }
     let (len, reader): (u64, Box<dyn Read>) = if is_dash(input) {
         let mut all = Vec::new();
         std::io::stdin()
@@ -306,6 +337,21 @@ fn unseal_one(
     input: &Path,
     output: &Path,
 ) -> Result<()> {
+    if format == Format::Teeserve && !is_dash(output) {
+        if let Some(f) = regular_file(input) {
+            let pb = progress_bar(f.metadata()?.len(), "unsealing");
+            let tick = |n: u64| {
+                if let Some(pb) = &pb {
+                    pb.inc(n)
+                }
+            };
+            return atomic_write(output, |out| {
+                stream::unseal_file(key, &f, out, expect, &tick)?;
+                Ok(())
+            })
+            .with_context(|| format!("cannot unseal {}", input.display()));
+        }
+    }
     let reader: Box<dyn Read> = if is_dash(input) {
         Box::new(std::io::stdin())
     } else {
