@@ -215,13 +215,16 @@ fn both_engines_give_onnxruntimes_outputs_and_the_same_signature() {
 #[test]
 fn onnxruntime_engine_needs_a_loadable_library() {
     let model = repo().join("models/digits");
+    let rest = free_port();
     let base = [
         "serve",
         "--insecure",
         "--port",
         "0",
         "--rest_api_port",
-        "0",
+        &rest,
+        "--rest_api_bind_address",
+        "127.0.0.1",
         "--model_base_path",
         s(&model),
     ];
@@ -303,4 +306,21 @@ fn onnxruntime_engine_reports_a_model_it_cannot_load() {
     assert_eq!(v["state"], "END", "{status}");
     let msg = v["status"]["error_message"].as_str().unwrap();
     assert!(msg.contains("ONNX Runtime cannot load the model"), "{msg}");
+}
+
+#[test]
+fn serve_refuses_to_serve_nothing() {
+    let e = run(&[
+        "serve",
+        "--insecure",
+        "--port",
+        "0",
+        "--rest_api_port",
+        "0",
+        "--model_base_path",
+        s(&repo().join("models/digits")),
+    ])
+    .fails(2)
+    .stderr;
+    assert!(e.contains("nothing would be served"), "{e}");
 }

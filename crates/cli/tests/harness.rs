@@ -55,6 +55,9 @@ pub fn run_in(dir: &Path, args: &[&str]) -> Run {
         .args(args)
         .current_dir(dir)
         .env_remove("RUST_LOG")
+        // The engine tests pass the library explicitly; an inherited one would change what
+        // `serve` is asked to do.
+        .env_remove("TEESERVE_ONNXRUNTIME_LIB")
         .output()
         .expect("run teeserve");
     Run {

@@ -387,6 +387,11 @@ impl Server {
         o: ServeOptions,
         platform: Option<Arc<dyn Platform>>,
     ) -> Result<Self, ServeError> {
+        if o.port == 0 && o.rest_api_port == 0 {
+            return Err(cfg(
+                "--port and --rest_api_port are both 0: nothing would be served",
+            ));
+        }
         if o.port != 0 && o.port == o.rest_api_port {
             return Err(cfg("--rest_api_port must differ from --port"));
         }
