@@ -195,7 +195,7 @@ fn nonce(prefix: &[u8; 7], index: u64, last: bool) -> Result<Nonce, SealError> {
     Ok(Nonce::assume_unique_for_key(n))
 }
 
-fn threads(requested: usize) -> usize {
+pub(crate) fn threads(requested: usize) -> usize {
     if requested > 0 {
         return requested;
     }
@@ -482,7 +482,7 @@ const GROUP_BYTES: usize = 1 << 20;
 /// Every thread stops at the first error; the error of the lowest chunk wins, so the report
 /// does not depend on scheduling.
 #[cfg(unix)]
-fn par_groups(
+pub(crate) fn par_groups(
     total: u64,
     group: u64,
     n: usize,
@@ -492,7 +492,7 @@ fn par_groups(
     let next = AtomicU64::new(0);
     let failed = AtomicBool::new(false);
     let results: Vec<Result<(), (u64, SealError)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..n.clamp(1, total.div_ceil(group) as usize))
+        let handles: Vec<_> = (0..n.min(total.div_ceil(group) as usize).max(1))
             .map(|_| {
                 s.spawn(|| {
                     let mut buf = Vec::new();

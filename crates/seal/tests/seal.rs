@@ -235,6 +235,11 @@ fn real_gramine_file_decrypts_to_its_known_digest() {
     let e =
         gramine::decrypt_file(&key, &file[..], &mut Vec::new(), Some("other/path")).unwrap_err();
     assert!(matches!(e, SealError::NameMismatch { .. }));
+    // The parallel file reader gives the same plaintext.
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, output) = files(&tmp, &file);
+    gramine::decrypt_file_at(&key, &input, &output, Some("enc_files/input.txt"), &|_| {}).unwrap();
+    assert_eq!(read_back(&output), out);
 }
 
 fn pf(key: &SealKey, path: &str, p: &[u8], v: PfVersion) -> Vec<u8> {
@@ -299,6 +304,95 @@ fn gramine_tampering_is_detected() {
         gramine::decrypt_file(&other, &s[..], &mut Vec::new(), None),
         Err(SealError::WrongKey(_))
     ));
+}
+
+#[test]
+fn gramine_file_variants_round_trip_and_match_the_streaming_format() {
+    let key = SealKey::generate(16).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for n in [
+        0,
+        1,
+        3071,
+        3072,
+        3073,
+        4096 * 96 + 3072,
+        4096 * 96 + 3073,
+        4096 * 96 * 34 + 3072 + 7,
+    ] {
+        for v in [PfVersion::V1, PfVersion::V2] {
+            let p = data(n);
+            let (input, output) = files(&dir, &p);
+            gramine::encrypt_file_at(&key, "m/model.onnx", &input, &output, v, &|_| {}).unwrap();
+            let s = read_back(&output);
+            assert_eq!(s.len(), pf(&key, "m/model.onnx", &p, v).len(), "size {n}");
+            // The streaming reader and the independent reader open what the file writer wrote.
+            let mut out = Vec::new();
+            let info = gramine::decrypt_file(&key, &s[..], &mut out, Some("m/model.onnx")).unwrap();
+            assert_eq!((info.version, info.size), (v, n as u64));
+            assert_eq!(out, p, "size {n}");
+            if v == PfVersion::V1 {
+                assert_eq!(independent::decrypt(key.bytes(), &s), p, "size {n}");
+            }
+            // The file reader opens what the streaming writer wrote.
+            let (input, output) = files(&dir, &pf(&key, "x", &p, v));
+            let done = std::sync::atomic::AtomicU64::new(0);
+            let info = gramine::decrypt_file_at(&key, &input, &output, Some("x"), &|k| {
+                done.fetch_add(k, std::sync::atomic::Ordering::Relaxed);
+            })
+            .unwrap();
+            assert_eq!(info.size, n as u64);
+            assert_eq!(read_back(&output), p, "size {n}");
+            assert_eq!(done.into_inner(), n.saturating_sub(3072) as u64);
+        }
+    }
+}
+
+#[test]
+fn gramine_file_reader_refuses_what_the_streaming_reader_refuses() {
+    let key = SealKey::generate(16).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Two tree levels: 34 leaf tree nodes under the root.
+    let p = data(4096 * 96 * 34 + 3072 + 7);
+    let s = pf(&key, "a", &p, PfVersion::V1);
+    let node = |i: usize| i * 4096;
+    let mut cases: Vec<Vec<u8>> = Vec::new();
+    // Metadata, root tree node, a data node, a second-level tree node, the last data node.
+    for off in [
+        20,
+        60,
+        node(1) + 5,
+        node(2) + 9,
+        node(1 + 97 * 33) + 1,
+        s.len() - 1,
+    ] {
+        let mut m = s.clone();
+        m[off] ^= 1;
+        cases.push(m);
+    }
+    cases.push(s[..s.len() - 4096].to_vec());
+    cases.push(s[..node(1) + 100].to_vec());
+    cases.push(s[..100].to_vec());
+    let mut longer = s.clone();
+    longer.push(0);
+    cases.push(longer);
+    let mut swapped = s.clone();
+    swapped[node(2)..node(3)].copy_from_slice(&s[node(3)..node(4)]);
+    swapped[node(3)..node(4)].copy_from_slice(&s[node(2)..node(3)]);
+    cases.push(swapped);
+    for (i, case) in cases.iter().enumerate() {
+        let streaming = gramine::decrypt_file(&key, &case[..], &mut Vec::new(), None).unwrap_err();
+        let (input, output) = files(&dir, case);
+        let file = gramine::decrypt_file_at(&key, &input, &output, None, &|_| {}).unwrap_err();
+        assert_eq!(file.to_string(), streaming.to_string(), "case {i}");
+    }
+    let (input, output) = files(&dir, &s);
+    let e = gramine::decrypt_file_at(&key, &input, &output, Some("b"), &|_| {}).unwrap_err();
+    assert!(matches!(e, SealError::NameMismatch { .. }), "{e}");
+    let other = SealKey::generate(16).unwrap();
+    let (input, output) = files(&dir, &s);
+    let e = gramine::decrypt_file_at(&other, &input, &output, None, &|_| {}).unwrap_err();
+    assert!(matches!(e, SealError::WrongKey(_)), "{e}");
 }
 
 /// An independent reading of Gramine's format (reference/gramine.md section 4), written with

@@ -205,6 +205,25 @@ fn seal_one(key: &SealKey, format: Format, bound: &str, input: &Path, output: &P
             });
         }
     }
+    if format != Format::Teeserve && !is_dash(output) {
+        if let Some(f) = regular_file(input) {
+            let v = if format == Format::Gramine {
+                PfVersion::V1
+            } else {
+                PfVersion::V2
+            };
+            let pb = progress_bar(f.metadata()?.len(), "sealing");
+            let tick = |n: u64| {
+                if let Some(pb) = &pb {
+                    pb.inc(n)
+                }
+            };
+            return atomic_write(output, |out| {
+                gramine::encrypt_file_at(key, bound, &f, out, v, &tick)?;
+                Ok(())
+            });
+        }
+    }
     let (len, reader): (u64, Box<dyn Read>) = if is_dash(input) {
         let mut all = Vec::new();
         std::io::stdin()
@@ -337,7 +356,7 @@ fn unseal_one(
     input: &Path,
     output: &Path,
 ) -> Result<()> {
-    if format == Format::Teeserve && !is_dash(output) {
+    if !is_dash(output) {
         if let Some(f) = regular_file(input) {
             let pb = progress_bar(f.metadata()?.len(), "unsealing");
             let tick = |n: u64| {
@@ -346,7 +365,14 @@ fn unseal_one(
                 }
             };
             return atomic_write(output, |out| {
-                stream::unseal_file(key, &f, out, expect, &tick)?;
+                match format {
+                    Format::Teeserve => {
+                        stream::unseal_file(key, &f, out, expect, &tick)?;
+                    }
+                    _ => {
+                        gramine::decrypt_file_at(key, &f, out, expect, &tick)?;
+                    }
+                }
                 Ok(())
             })
             .with_context(|| format!("cannot unseal {}", input.display()));
