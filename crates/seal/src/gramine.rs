@@ -132,6 +132,57 @@ fn counts(size: u64) -> (u64, u64) {
     (data, mht)
 }
 
+/// A tree node's key and MAC: the root's come from the metadata.
+type NodeKey = (Zeroizing<[u8; 16]>, [u8; 16]);
+
+/// Where tree node `m` (not the root) keeps its key and MAC: its parent tree node and the byte
+/// offset of the slot there (after the 96 data-node slots).
+fn child_slot(m: u64) -> (usize, usize) {
+    let c = (m - 1) as usize;
+    (c / CHILD_PER_MHT, (DATA_PER_MHT + c % CHILD_PER_MHT) * 32)
+}
+
+/// Encrypts the tree nodes children before parents under fresh keys, each child's key and MAC
+/// going into its parent's slot, and hands each encrypted node to `write` with its file offset.
+/// Returns the root's key and MAC (they go into the metadata).
+fn seal_tree(
+    mht: &mut [Zeroizing<Vec<u8>>],
+    mut write: impl FnMut(u64, &[u8]) -> Result<(), SealError>,
+) -> Result<NodeKey, SealError> {
+    let mut root = (Zeroizing::new([0u8; 16]), [0u8; 16]);
+    for m in (0..mht.len()).rev() {
+        let k = random::<16>()?;
+        let mut plain = mht[m].clone();
+        let mac = encrypt(&k[..], &mut plain)?;
+        write(mht_node_index(m as u64) * NODE as u64, &plain)?;
+        if m == 0 {
+            root = (k, mac);
+        } else {
+            let (parent, slot) = child_slot(m as u64);
+            mht[parent][slot..slot + 16].copy_from_slice(&k[..]);
+            mht[parent][slot + 16..slot + 32].copy_from_slice(&mac);
+        }
+    }
+    Ok(root)
+}
+
+/// The key and MAC of tree node `m`, from the root or from its (already decrypted) parent.
+fn tree_node_key(mht: &[Zeroizing<Vec<u8>>], root: &NodeKey, m: u64) -> Result<NodeKey, SealError> {
+    if m == 0 {
+        return Ok((root.0.clone(), root.1));
+    }
+    let (parent, slot) = child_slot(m);
+    let p = mht
+        .get(parent)
+        .ok_or_else(|| fmt_err("tree node out of order"))?;
+    let mut k = Zeroizing::new([0u8; 16]);
+    k.copy_from_slice(&p[slot..slot + 16]);
+    let mac = p[slot + 16..slot + 32]
+        .try_into()
+        .map_err(|_| fmt_err("tree slot"))?;
+    Ok((k, mac))
+}
+
 fn check_path(path: &str) -> Result<(), SealError> {
     if path.len() + 1 > PATH_MAX {
         return Err(SealError::Invalid(format!(
@@ -148,7 +199,7 @@ fn metadata_node(
     kdk: &[u8],
     path: &str,
     size: u64,
-    root: &(Zeroizing<[u8; 16]>, [u8; 16]),
+    root: &NodeKey,
     head: &[u8],
     version: PfVersion,
 ) -> Result<Vec<u8>, SealError> {
@@ -235,23 +286,11 @@ pub fn encrypt_file<W: Write + Seek>(
             "input is longer than the declared {size} bytes"
         )));
     }
-    // Children before parents: a child's key and MAC go into its parent's slot.
-    let mut root = (Zeroizing::new([0u8; 16]), [0u8; 16]);
-    for m in (0..n_mht as usize).rev() {
-        let k = random::<16>()?;
-        let mut plain = mht[m].clone();
-        let mac = encrypt(&k[..], &mut plain)?;
-        output.seek(SeekFrom::Start(mht_node_index(m as u64) * NODE as u64))?;
-        output.write_all(&plain)?;
-        if m == 0 {
-            root = (k, mac);
-        } else {
-            let parent = (m - 1) / CHILD_PER_MHT;
-            let slot = (DATA_PER_MHT + (m - 1) % CHILD_PER_MHT) * 32;
-            mht[parent][slot..slot + 16].copy_from_slice(&k[..]);
-            mht[parent][slot + 16..slot + 32].copy_from_slice(&mac);
-        }
-    }
+    let root = seal_tree(&mut mht, |at, node| {
+        output.seek(SeekFrom::Start(at))?;
+        output.write_all(node)?;
+        Ok(())
+    })?;
     let meta = metadata_node(kdk, path, size, &root, &head[..first], version)?;
     output.seek(SeekFrom::Start(0))?;
     output.write_all(&meta)?;
@@ -291,7 +330,7 @@ pub fn encrypt_file_at(
     }
     let mut head = Zeroizing::new(vec![0u8; MD_USER_DATA]);
     let first = size.min(MD_USER_DATA as u64) as usize;
-    input.read_exact_at(&mut head[..first], 0)?;
+    crate::stream::read_input_at(input, &mut head[..first], 0, size)?;
     let (n_data, n_mht) = counts(size);
     let leaves: Vec<std::sync::Mutex<Zeroizing<Vec<u8>>>> = (0..n_mht)
         .map(|_| std::sync::Mutex::new(Zeroizing::new(vec![0u8; NODE])))
@@ -303,16 +342,8 @@ pub fn encrypt_file_at(
         let plain = (size - data_offset(d0)).min((nodes * NODE) as u64) as usize;
         buf.clear();
         buf.resize(nodes * NODE, 0);
-        input
-            .read_exact_at(&mut buf[..plain], data_offset(d0))
-            .map_err(|e| {
-                fail(match e.kind() {
-                    std::io::ErrorKind::UnexpectedEof => SealError::Invalid(format!(
-                        "the input shrank below {size} bytes while it was being sealed"
-                    )),
-                    _ => e.into(),
-                })
-            })?;
+        crate::stream::read_input_at(input, &mut buf[..plain], data_offset(d0), size)
+            .map_err(fail)?;
         // One draw of randomness for all the node keys of the group.
         let mut keys = Zeroizing::new([0u8; 16 * DATA_PER_MHT]);
         ring::rand::SystemRandom::new()
@@ -333,31 +364,12 @@ pub fn encrypt_file_at(
         progress(plain as u64);
         Ok(())
     })?;
-    if input.metadata()?.len() != size {
-        return Err(SealError::Invalid(format!(
-            "the input changed size while it was being sealed (was {size} bytes)"
-        )));
-    }
-    // The tree, children before parents, as encrypt_file writes it.
+    crate::stream::check_unchanged(input, size)?;
     let mut mht: Vec<Zeroizing<Vec<u8>>> = leaves
         .into_iter()
         .map(|l| l.into_inner().unwrap_or_else(|p| p.into_inner()))
         .collect();
-    let mut root = (Zeroizing::new([0u8; 16]), [0u8; 16]);
-    for m in (0..n_mht as usize).rev() {
-        let k = random::<16>()?;
-        let mut plain = mht[m].clone();
-        let mac = encrypt(&k[..], &mut plain)?;
-        output.write_all_at(&plain, mht_node_index(m as u64) * NODE as u64)?;
-        if m == 0 {
-            root = (k, mac);
-        } else {
-            let parent = (m - 1) / CHILD_PER_MHT;
-            let slot = (DATA_PER_MHT + (m - 1) % CHILD_PER_MHT) * 32;
-            mht[parent][slot..slot + 16].copy_from_slice(&k[..]);
-            mht[parent][slot + 16..slot + 32].copy_from_slice(&mac);
-        }
-    }
+    let root = seal_tree(&mut mht, |at, node| Ok(output.write_all_at(node, at)?))?;
     let meta = metadata_node(key16(key)?, path, size, &root, &head[..first], version)?;
     output.write_all_at(&meta, 0)?;
     Ok(())
@@ -403,19 +415,10 @@ pub fn decrypt_file_at(
     }
     let mut mht: Vec<Zeroizing<Vec<u8>>> = Vec::with_capacity(n_mht as usize);
     for m in 0..n_mht {
-        let (k, mac): (Vec<u8>, Vec<u8>) = if m == 0 {
-            (root.0.to_vec(), root.1.to_vec())
-        } else {
-            let pn = &mht[((m - 1) / CHILD_PER_MHT as u64) as usize];
-            let slot = (DATA_PER_MHT + ((m - 1) % CHILD_PER_MHT as u64) as usize) * 32;
-            (
-                pn[slot..slot + 16].to_vec(),
-                pn[slot + 16..slot + 32].to_vec(),
-            )
-        };
+        let (k, mac) = tree_node_key(&mht, &root, m)?;
         let mut node = Zeroizing::new(vec![0u8; NODE]);
         input.read_exact_at(&mut node, mht_node_index(m) * NODE as u64)?;
-        decrypt(&k, &mut node, &mac, &format!("Merkle tree node {m}"))?;
+        decrypt(&k[..], &mut node, &mac, &format!("Merkle tree node {m}"))?;
         mht.push(node);
     }
     crate::stream::par_groups(n_mht, 1, crate::stream::threads(0), |m, _, buf| {
@@ -460,12 +463,11 @@ pub struct PfInfo {
 
 /// Authenticates the metadata node and reads it: what it says, the root tree node's key and
 /// MAC, and the first 3072 plaintext bytes (fewer for a smaller file).
-#[allow(clippy::type_complexity)]
 fn open_metadata(
     kdk: &[u8],
     meta: &[u8],
     expected_path: Option<&str>,
-) -> Result<(PfInfo, (Zeroizing<[u8; 16]>, [u8; 16]), Zeroizing<Vec<u8>>), SealError> {
+) -> Result<(PfInfo, NodeKey, Zeroizing<Vec<u8>>), SealError> {
     if meta[..8] != FILE_ID {
         return Err(fmt_err("file_id GRAFS_PF missing"));
     }
@@ -532,7 +534,7 @@ pub fn decrypt_file(
             "{got} bytes; a protected file is at least one 4096-byte node"
         )));
     }
-    let (info, (root_key, root_mac), head) = open_metadata(kdk, &meta, expected_path)?;
+    let (info, root, head) = open_metadata(kdk, &meta, expected_path)?;
     output.write_all(&head)?;
     let size = info.size;
     let first = head.len();
@@ -552,20 +554,8 @@ pub fn decrypt_file(
         let m = (p - 1) / 97;
         let r = (p - 1) % 97;
         if r == 0 {
-            let (k, mac): (Vec<u8>, Vec<u8>) = if m == 0 {
-                (root_key.to_vec(), root_mac.to_vec())
-            } else {
-                let parent = ((m - 1) / CHILD_PER_MHT as u64) as usize;
-                let slot = (DATA_PER_MHT + ((m - 1) % CHILD_PER_MHT as u64) as usize) * 32;
-                let pn = mht
-                    .get(parent)
-                    .ok_or_else(|| fmt_err("tree node out of order"))?;
-                (
-                    pn[slot..slot + 16].to_vec(),
-                    pn[slot + 16..slot + 32].to_vec(),
-                )
-            };
-            decrypt(&k, &mut node, &mac, &format!("Merkle tree node {m}"))?;
+            let (k, mac) = tree_node_key(&mht, &root, m)?;
+            decrypt(&k[..], &mut node, &mac, &format!("Merkle tree node {m}"))?;
             mht.push(Zeroizing::new(node.to_vec()));
         } else {
             let d = m * DATA_PER_MHT as u64 + r - 1;

@@ -529,6 +529,37 @@ pub(crate) fn par_groups(
     }
 }
 
+/// Reads the input being sealed at `offset` into `buf`; a short read means the file shrank
+/// below the `len` bytes it had when sealing began.
+#[cfg(unix)]
+pub(crate) fn read_input_at(
+    input: &std::fs::File,
+    buf: &mut [u8],
+    offset: u64,
+    len: u64,
+) -> Result<(), SealError> {
+    use std::os::unix::fs::FileExt;
+    input
+        .read_exact_at(buf, offset)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => SealError::Invalid(format!(
+                "the input shrank below {len} bytes while it was being sealed"
+            )),
+            _ => e.into(),
+        })
+}
+
+/// Refuses a sealed result if the input no longer has the `len` bytes it had when sealing began.
+#[cfg(unix)]
+pub(crate) fn check_unchanged(input: &std::fs::File, len: u64) -> Result<(), SealError> {
+    if input.metadata()?.len() != len {
+        return Err(SealError::Invalid(format!(
+            "the input changed size while it was being sealed (was {len} bytes)"
+        )));
+    }
+    Ok(())
+}
+
 /// Seals the regular file `input` into `output` (an empty file), bound to `name`, with
 /// positional I/O: chunks are independent, so every thread reads, encrypts and writes its own
 /// chunks at their final offsets, and the kernel's copies run on every core as well as the
@@ -558,15 +589,7 @@ pub fn seal_file(
             if buf.len() < pos + n + TAG {
                 buf.resize(pos + n + TAG, 0);
             }
-            input
-                .read_exact_at(&mut buf[pos..pos + n], i * chunk)
-                .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::UnexpectedEof => SealError::Invalid(format!(
-                        "the input shrank below {len} bytes while it was being sealed"
-                    )),
-                    _ => e.into(),
-                })
-                .map_err(fail)?;
+            read_input_at(input, &mut buf[pos..pos + n], i * chunk, len).map_err(fail)?;
             let tag = keys
                 .aead
                 .seal_in_place_separate_tag(
@@ -584,11 +607,7 @@ pub fn seal_file(
         progress(((last - first) * chunk).min(len - first * chunk));
         Ok(())
     })?;
-    if input.metadata()?.len() != len {
-        return Err(SealError::Invalid(format!(
-            "the input changed size while it was being sealed (was {len} bytes)"
-        )));
-    }
+    check_unchanged(input, len)?;
     Ok(at(total) - (total * chunk - len))
 }
 

@@ -248,21 +248,24 @@ fn pf(key: &SealKey, path: &str, p: &[u8], v: PfVersion) -> Vec<u8> {
     out.into_inner()
 }
 
+/// Protected-file sizes at the format's boundaries: all in the metadata node (up to 3072);
+/// 4096*96+3072 fills the first tree node and one more byte needs a second; 34 tree nodes
+/// (more than the root's 32 children) need a second tree level.
+const PF_SIZES: [usize; 8] = [
+    0,
+    1,
+    3071,
+    3072,
+    3073,
+    4096 * 96 + 3072,
+    4096 * 96 + 3073,
+    4096 * 96 * 34 + 3072 + 7,
+];
+
 #[test]
 fn gramine_round_trips_at_tree_boundaries() {
     let key = SealKey::generate(16).unwrap();
-    // 4096*96+3072 fills the first tree node; 4096*96*2+3072+1 needs a second one; 33 tree
-    // nodes (> 1 + 32 children) need a second tree level.
-    for n in [
-        0,
-        1,
-        3071,
-        3072,
-        3073,
-        4096 * 96 + 3072,
-        4096 * 96 + 3073,
-        4096 * 96 * 34 + 3072 + 7,
-    ] {
+    for n in PF_SIZES {
         for v in [PfVersion::V1, PfVersion::V2] {
             let p = data(n);
             let s = pf(&key, "models/m/1/model.onnx", &p, v);
@@ -310,16 +313,7 @@ fn gramine_tampering_is_detected() {
 fn gramine_file_variants_round_trip_and_match_the_streaming_format() {
     let key = SealKey::generate(16).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    for n in [
-        0,
-        1,
-        3071,
-        3072,
-        3073,
-        4096 * 96 + 3072,
-        4096 * 96 + 3073,
-        4096 * 96 * 34 + 3072 + 7,
-    ] {
+    for n in PF_SIZES {
         for v in [PfVersion::V1, PfVersion::V2] {
             let p = data(n);
             let (input, output) = files(&dir, &p);

@@ -23,6 +23,17 @@ pub enum Format {
     GramineV2,
 }
 
+impl Format {
+    /// The protected-file version of the Gramine formats; None for teeserve's.
+    fn pf_version(self) -> Option<PfVersion> {
+        match self {
+            Format::Teeserve => None,
+            Format::Gramine => Some(PfVersion::V1),
+            Format::GramineV2 => Some(PfVersion::V2),
+        }
+    }
+}
+
 /// Flags of `keygen`.
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
@@ -149,6 +160,16 @@ fn progress_bar(len: u64, what: &str) -> Option<indicatif::ProgressBar> {
     Some(pb)
 }
 
+/// A progress callback for the parallel file paths: advances the bar of [`progress_bar`].
+fn ticker(len: u64, what: &str) -> impl Fn(u64) + Sync {
+    let pb = progress_bar(len, what);
+    move |n| {
+        if let Some(pb) = &pb {
+            pb.inc(n)
+        }
+    }
+}
+
 fn progress<'a>(r: impl Read + 'a, len: u64, what: &str) -> Box<dyn Read + 'a> {
     match progress_bar(len, what) {
         Some(pb) => Box::new(pb.wrap_read(r)),
@@ -191,35 +212,16 @@ fn rel_name(rel: &Path) -> String {
 }
 
 fn seal_one(key: &SealKey, format: Format, bound: &str, input: &Path, output: &Path) -> Result<()> {
-    if format == Format::Teeserve && !is_dash(output) {
+    if !is_dash(output) {
         if let Some(f) = regular_file(input) {
-            let pb = progress_bar(f.metadata()?.len(), "sealing");
-            let tick = |n: u64| {
-                if let Some(pb) = &pb {
-                    pb.inc(n)
-                }
-            };
+            let tick = ticker(f.metadata()?.len(), "sealing");
             return atomic_write(output, |out| {
-                stream::seal_file(key, bound, &f, out, &SealOptions::default(), &tick)?;
-                Ok(())
-            });
-        }
-    }
-    if format != Format::Teeserve && !is_dash(output) {
-        if let Some(f) = regular_file(input) {
-            let v = if format == Format::Gramine {
-                PfVersion::V1
-            } else {
-                PfVersion::V2
-            };
-            let pb = progress_bar(f.metadata()?.len(), "sealing");
-            let tick = |n: u64| {
-                if let Some(pb) = &pb {
-                    pb.inc(n)
+                match format.pf_version() {
+                    None => {
+                        stream::seal_file(key, bound, &f, out, &SealOptions::default(), &tick)?;
+                    }
+                    Some(v) => gramine::encrypt_file_at(key, bound, &f, out, v, &tick)?,
                 }
-            };
-            return atomic_write(output, |out| {
-                gramine::encrypt_file_at(key, bound, &f, out, v, &tick)?;
                 Ok(())
             });
         }
@@ -237,16 +239,11 @@ fn seal_one(key: &SealKey, format: Format, bound: &str, input: &Path, output: &P
     };
     let reader = progress(reader, len, "sealing");
     let run = |out: &mut dyn WriteSeek| -> Result<()> {
-        match format {
-            Format::Teeserve => {
+        match format.pf_version() {
+            None => {
                 stream::seal(key, bound, len, reader, out, &SealOptions::default())?;
             }
-            Format::Gramine | Format::GramineV2 => {
-                let v = if format == Format::Gramine {
-                    PfVersion::V1
-                } else {
-                    PfVersion::V2
-                };
+            Some(v) => {
                 gramine::encrypt_file(
                     key,
                     bound,
@@ -356,26 +353,22 @@ fn unseal_one(
     input: &Path,
     output: &Path,
 ) -> Result<()> {
+    let ctx = || format!("cannot unseal {}", input.display());
     if !is_dash(output) {
         if let Some(f) = regular_file(input) {
-            let pb = progress_bar(f.metadata()?.len(), "unsealing");
-            let tick = |n: u64| {
-                if let Some(pb) = &pb {
-                    pb.inc(n)
-                }
-            };
+            let tick = ticker(f.metadata()?.len(), "unsealing");
             return atomic_write(output, |out| {
-                match format {
-                    Format::Teeserve => {
+                match format.pf_version() {
+                    None => {
                         stream::unseal_file(key, &f, out, expect, &tick)?;
                     }
-                    _ => {
+                    Some(_) => {
                         gramine::decrypt_file_at(key, &f, out, expect, &tick)?;
                     }
                 }
                 Ok(())
             })
-            .with_context(|| format!("cannot unseal {}", input.display()));
+            .with_context(ctx);
         }
     }
     let reader: Box<dyn Read> = if is_dash(input) {
@@ -401,7 +394,6 @@ fn unseal_one(
         }
         Ok(())
     };
-    let ctx = || format!("cannot unseal {}", input.display());
     if is_dash(output) {
         // Authenticate everything before a byte of plaintext leaves.
         let mut buf = zeroize::Zeroizing::new(Vec::new());
