@@ -154,8 +154,8 @@ pub async fn grpc_channel(
     });
     tonic::transport::Endpoint::from_shared(uri)
         .map_err(|e| e.to_string())?
-        .initial_stream_window_size(8 << 20)
-        .initial_connection_window_size(16 << 20)
+        .initial_stream_window_size(crate::server::H2_STREAM_WINDOW)
+        .initial_connection_window_size(2 * crate::server::H2_STREAM_WINDOW)
         .connect_with_connector(connector)
         .await
         .map_err(|e| format!("cannot connect to {}: {e:?}", server_name))

@@ -167,28 +167,31 @@ impl Engine for TractEngine {
         let model = framework
             .model_for_proto_model(&proto)
             .map_err(|e| format!("cannot translate the ONNX graph: {e:#}"))?;
-        let dynamic = signature.inputs.iter().any(|s| s.shape.contains(&-1));
-        let graph = dynamic.then(|| model.clone());
-        let plan = match model
-            .clone()
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-        {
-            Ok(p) => p,
+        // Kept for specialised plans when the signature has dynamic dimensions.
+        let graph = signature
+            .inputs
+            .iter()
+            .any(|s| s.shape.contains(&-1))
+            .then(|| model.clone());
+        let plan = match (
+            model.into_optimized().and_then(|m| m.into_runnable()),
+            &graph,
+        ) {
+            (Ok(p), _) => p,
             // Some graphs only optimise with concrete shapes (tract 0.23 cannot declutter
             // ResNet-50 from tf2onnx with a symbolic batch): the general plan then runs the
             // graph as translated, and the specialised plans are optimised.
-            Err(e) if dynamic => {
+            (Err(e), Some(g)) => {
                 tracing::info!(
                     "tract cannot optimise the graph for dynamic shapes ({e}); \
                      the shapes requests send get optimised plans"
                 );
-                model
+                g.clone()
                     .into_typed()
                     .and_then(|m| m.into_runnable())
                     .map_err(|e| format!("cannot prepare the model: {e:#}"))?
             }
-            Err(e) => return Err(format!("cannot optimise the model: {e:#}")),
+            (Err(e), None) => return Err(format!("cannot optimise the model: {e:#}")),
         };
         Ok(Arc::new(TractModel {
             plan,

@@ -51,8 +51,7 @@ impl OnnxRuntimeEngine {
         let lib = lib
             .canonicalize()
             .map_err(|e| format!("--onnxruntime-lib {}: {e}", lib.display()))?;
-        let first = LOADED.get_or_init(|| lib.clone());
-        if *first != lib {
+        if let Some(first) = LOADED.get().filter(|first| **first != lib) {
             return Err(format!(
                 "ONNX Runtime is already loaded from {} in this process; cannot load {}",
                 first.display(),
@@ -64,6 +63,8 @@ impl OnnxRuntimeEngine {
             .with_name("teeserve")
             .build()
             .map_err(|e| format!("cannot start ONNX Runtime: {e}"))?;
+        // Remembered only once loaded: a library that failed to load does not block another.
+        let _ = LOADED.set(lib);
         let version = ort::info()
             .split(',')
             .find_map(|p| p.trim().strip_prefix("git-branch="))

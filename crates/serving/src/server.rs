@@ -593,8 +593,8 @@ async fn bind(host: &str, port: u16) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
-/// HTTP/2 stream window (bytes) of both APIs' listeners.
-const H2_STREAM_WINDOW: u32 = 8 << 20;
+/// HTTP/2 stream window (bytes) of both APIs' listeners and of the gRPC client.
+pub(crate) const H2_STREAM_WINDOW: u32 = 8 << 20;
 /// Largest HTTP/2 frame the listeners accept.
 const H2_MAX_FRAME: u32 = 256 << 10;
 
