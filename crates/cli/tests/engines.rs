@@ -6,15 +6,11 @@
 //! pass, unless TEESERVE_REQUIRE_ONNXRUNTIME=1 (set by .ci/run) makes them fail.
 mod harness;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Read, Seek, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use harness::{bin, run, s};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use harness::{bin, free_port, repo, run, s};
 
 fn onnxruntime_lib() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("TEESERVE_ONNXRUNTIME_LIB") {
@@ -64,28 +60,39 @@ impl Drop for Serve {
     }
 }
 
+/// `teeserve serve` of the bundled digits model on loopback, with `extra` flags.
 fn serve(extra: &[&str]) -> Serve {
+    serve_model("digits", &repo().join("models/digits"), extra)
+}
+
+/// `teeserve serve` of model `name` at `base` on loopback; returns once it listens.
+fn serve_model(name: &str, base: &Path, extra: &[&str]) -> Serve {
+    // The server's log goes to a file: a pipe nobody reads could fill up and stall it.
+    let mut log = tempfile::tempfile().unwrap();
     let mut child = Command::new(bin())
         .args([
             "serve",
             "--insecure",
             "--model_name",
-            "digits",
+            name,
             "--model_base_path",
-            s(&repo().join("models/digits")),
+        ])
+        .arg(base)
+        .args([
             "--grpc_bind_address",
             "127.0.0.1",
             "--rest_api_bind_address",
             "127.0.0.1",
             "--port",
-            &free_port(),
+            &free_port().to_string(),
             "--rest_api_port",
-            &free_port(),
+            &free_port().to_string(),
         ])
         .args(extra)
         .env_remove("RUST_LOG")
+        .env_remove("TEESERVE_ONNXRUNTIME_LIB")
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(log.try_clone().unwrap())
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -93,14 +100,10 @@ fn serve(extra: &[&str]) -> Serve {
         .read_line(&mut line)
         .unwrap();
     if !line.starts_with("listening") {
-        let mut err = String::new();
         let _ = child.wait();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let mut err = String::new();
+        log.rewind().unwrap();
+        log.read_to_string(&mut err).unwrap();
         panic!("serve did not start: {err}");
     }
     let field = |k: &str| {
@@ -114,15 +117,6 @@ fn serve(extra: &[&str]) -> Serve {
         rest: field("rest="),
         child,
     }
-}
-
-fn free_port() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string()
 }
 
 fn http_get(addr: &str, path: &str) -> serde_json::Value {
@@ -215,7 +209,7 @@ fn both_engines_give_onnxruntimes_outputs_and_the_same_signature() {
 #[test]
 fn onnxruntime_engine_needs_a_loadable_library() {
     let model = repo().join("models/digits");
-    let rest = free_port();
+    let rest = free_port().to_string();
     let base = [
         "serve",
         "--insecure",
@@ -264,43 +258,11 @@ fn onnxruntime_engine_reports_a_model_it_cannot_load() {
     let base = dir.path().join("broken");
     std::fs::create_dir_all(base.join("1")).unwrap();
     std::fs::write(base.join("1/model.onnx"), b"this is not an ONNX model").unwrap();
-    let srv = Command::new(bin())
-        .args([
-            "serve",
-            "--insecure",
-            "--port",
-            "0",
-            "--rest_api_port",
-            &free_port(),
-            "--rest_api_bind_address",
-            "127.0.0.1",
-            "--model_name",
-            "broken",
-            "--model_base_path",
-            s(&base),
-            "--engine",
-            "onnxruntime",
-            "--onnxruntime-lib",
-            s(&lib),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut srv = Serve {
-        child: srv,
-        grpc: String::new(),
-        rest: String::new(),
-    };
-    let mut line = String::new();
-    BufReader::new(srv.child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    srv.rest = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("rest="))
-        .expect("serve started")
-        .to_owned();
+    let srv = serve_model(
+        "broken",
+        &base,
+        &["--engine", "onnxruntime", "--onnxruntime-lib", s(&lib)],
+    );
     let status = http_get(&srv.rest, "/v1/models/broken");
     let v = &status["model_version_status"][0];
     assert_eq!(v["state"], "END", "{status}");

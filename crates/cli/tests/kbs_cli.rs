@@ -65,35 +65,8 @@ fn grants_refusals_and_sighup_reload() {
         .next()
         .unwrap()
         .to_owned();
-    let get = |secret: &str, out: &str| {
-        run_in(
-            d,
-            &[
-                "kbs",
-                "get",
-                "--kbs",
-                &addr,
-                "--ca",
-                "tls/ca.pem",
-                "--platform",
-                "simulated",
-                "--sim-dir",
-                "sim",
-                "--secret",
-                secret,
-                "--out",
-                out,
-            ],
-        )
-    };
-    get("model-key", "got.key").ok();
-    assert_eq!(
-        std::fs::read(d.join("got.key")).unwrap(),
-        std::fs::read(d.join("model.key")).unwrap()
-    );
-    let v = run_in(
-        d,
-        &[
+    let kbs_get = |extra: &[&str]| {
+        let mut args = vec![
             "kbs",
             "get",
             "--kbs",
@@ -104,11 +77,17 @@ fn grants_refusals_and_sighup_reload() {
             "simulated",
             "--sim-dir",
             "sim",
-            "--verdict",
-        ],
-    )
-    .ok()
-    .json();
+        ];
+        args.extend_from_slice(extra);
+        run_in(d, &args)
+    };
+    let get = |secret: &str, out: &str| kbs_get(&["--secret", secret, "--out", out]);
+    get("model-key", "got.key").ok();
+    assert_eq!(
+        std::fs::read(d.join("got.key")).unwrap(),
+        std::fs::read(d.join("model.key")).unwrap()
+    );
+    let v = kbs_get(&["--verdict"]).ok().json();
     assert_eq!(v["sgx"]["mrenclave"], me);
     let r = get("nope", "x").fails(1);
     assert!(r.stderr.contains("404"), "{}", r.stderr);
