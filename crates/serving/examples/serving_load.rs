@@ -28,6 +28,42 @@ fn pct(v: &mut [f64], q: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * q).round() as usize]
 }
 
+/// `conc` requesters, each on its own connection sending one held-out row at a time for `secs`
+/// seconds; returns every request's latency in ms.
+async fn load(
+    addr: &str,
+    cfg: &Arc<rustls::ClientConfig>,
+    rest: bool,
+    conc: usize,
+    secs: u64,
+    pixels: &tensor::Tensor,
+) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for i in 0..conc {
+        let mut c = Connection::open(addr, Some(cfg.clone()), "127.0.0.1", rest).await?;
+        let x = pixels.slice_rows(i, i + 1);
+        tasks.push(tokio::spawn(async move {
+            let t = Target {
+                model: "digits".into(),
+                ..Default::default()
+            };
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                c.predict(&t, &[("pixels".into(), x.clone())]).await?;
+                lat.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+            Ok::<_, String>(lat)
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    Ok(lat)
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secs: u64 = std::env::args()
@@ -95,6 +131,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let s = Server::start(o, None).await?;
     let sb = Server::start(ob, None).await?;
     let verifier = ca_verifier(ca.cert_pem.as_bytes())?;
+    let h2 = Arc::new(client_config(verifier.clone(), None, &[b"h2"])?);
+    let http1 = Arc::new(client_config(verifier, None, &[b"http/1.1"])?);
     for (label, addr) in [
         ("gRPC+TLS without batching", s.grpc_addr.unwrap()),
         (
@@ -102,72 +140,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             sb.grpc_addr.unwrap(),
         ),
     ] {
-        let cfg = Arc::new(client_config(verifier.clone(), None, &[b"h2"])?);
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        let mut tasks = Vec::new();
-        for i in 0..16 {
-            let (addr, cfg, x) = (addr.to_string(), cfg.clone(), pixels.slice_rows(i, i + 1));
-            tasks.push(tokio::spawn(async move {
-                let mut c = Connection::open(&addr, Some(cfg), "127.0.0.1", false)
-                    .await
-                    .unwrap();
-                let t = Target {
-                    model: "digits".into(),
-                    ..Default::default()
-                };
-                let mut n = 0u64;
-                while Instant::now() < deadline {
-                    c.predict(&t, &[("pixels".into(), x.clone())])
-                        .await
-                        .unwrap();
-                    n += 1;
-                }
-                n
-            }));
-        }
-        let mut n = 0;
-        for t in tasks {
-            n += t.await?;
-        }
+        let lat = load(&addr.to_string(), &h2, false, 16, secs, &pixels).await?;
         println!(
             "{label}, concurrency 16: {:.0} requests/s",
-            n as f64 / secs as f64
+            lat.len() as f64 / secs as f64
         );
     }
     sb.shutdown().await;
     for rest in [false, true] {
-        let addr = if rest { s.rest_addr } else { s.grpc_addr }
-            .unwrap()
-            .to_string();
-        let alpn: &[&[u8]] = if rest { &[b"http/1.1"] } else { &[b"h2"] };
-        let cfg = Arc::new(client_config(verifier.clone(), None, alpn)?);
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        let mut tasks = Vec::new();
-        for i in 0..32 {
-            let (addr, cfg, x) = (addr.clone(), cfg.clone(), pixels.slice_rows(i, i + 1));
-            tasks.push(tokio::spawn(async move {
-                let mut c = Connection::open(&addr, Some(cfg), "127.0.0.1", rest)
-                    .await
-                    .unwrap();
-                let t = Target {
-                    model: "digits".into(),
-                    ..Default::default()
-                };
-                let mut lat = Vec::new();
-                while Instant::now() < deadline {
-                    let t0 = Instant::now();
-                    c.predict(&t, &[("pixels".into(), x.clone())])
-                        .await
-                        .unwrap();
-                    lat.push(t0.elapsed().as_secs_f64() * 1e3);
-                }
-                lat
-            }));
-        }
-        let mut lat = Vec::new();
-        for t in tasks {
-            lat.extend(t.await?);
-        }
+        let (addr, cfg) = if rest {
+            (s.rest_addr, &http1)
+        } else {
+            (s.grpc_addr, &h2)
+        };
+        let mut lat = load(&addr.unwrap().to_string(), cfg, rest, 32, secs, &pixels).await?;
         let rate = lat.len() as f64 / secs as f64;
         println!(
             "{} end to end, concurrency 32, batch 1: {rate:.0} requests/s ({:.0}% of engine only), p50 {:.2} ms, p99 {:.2} ms",
