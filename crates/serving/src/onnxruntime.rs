@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
 
-use crate::engine::{Engine, LoadedModel, Signature, TensorSpec};
+use crate::engine::{Engine, LoadedModel, RunCost, Signature, TensorSpec};
 use crate::tensor::{DType, Data, Tensor};
 
 /// The library loaded in this process. ONNX Runtime is loaded once per process, so a second
@@ -150,6 +150,7 @@ impl Engine for OnnxRuntimeEngine {
             sessions,
             next: AtomicUsize::new(0),
             signature,
+            cost: RunCost::default(),
         }))
     }
 }
@@ -159,6 +160,7 @@ pub struct OnnxRuntimeModel {
     sessions: Vec<Mutex<Session>>,
     next: AtomicUsize,
     signature: Signature,
+    cost: RunCost,
 }
 
 impl std::fmt::Debug for OnnxRuntimeModel {
@@ -259,6 +261,10 @@ impl LoadedModel for OnnxRuntimeModel {
 
     fn engine(&self) -> &'static str {
         "onnxruntime"
+    }
+
+    fn cost(&self) -> &RunCost {
+        &self.cost
     }
 
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {

@@ -326,19 +326,39 @@ impl ServingCore {
             .acquire_owned()
             .await
             .map_err(|_| ApiError::new(Code::Unavailable, "the server is shutting down"))?;
-        let model = target.model.clone();
-        let metrics = self.metrics.clone();
-        let name = target.name.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+        let elements: usize = inputs
+            .iter()
+            .map(|t| t.shape.iter().product::<usize>())
+            .sum();
+        let timed = move |model: &dyn LoadedModel, metrics: &Metrics, name: &str, inputs| {
             let t = Instant::now();
             let r = model.run(inputs);
-            metrics.runtime(&name, model.engine(), t.elapsed().as_secs_f64() * 1e6);
+            let took = t.elapsed();
+            model.cost().record(elements, took);
+            metrics.runtime(name, model.engine(), took.as_secs_f64() * 1e6);
             r
-        })
-        .await
-        .map_err(|e| ApiError::new(Code::Internal, format!("inference task failed: {e}")))?
-        .map_err(|e| ApiError::new(Code::InvalidArgument, e))
+        };
+        let r = if target.model.cost().is_quick(elements) {
+            // A model this quick runs here, on the I/O thread: handing it to a worker thread and
+            // back would cost more than the inference (engine::QUICK_RUN). The permit still
+            // counts it against the worker limit.
+            let _permit = permit;
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                timed(&*target.model, &self.metrics, &target.name, inputs)
+            }))
+            .map_err(|_| ApiError::new(Code::Internal, "inference task failed: it panicked"))?
+        } else {
+            let model = target.model.clone();
+            let metrics = self.metrics.clone();
+            let name = target.name.clone();
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                timed(&*model, &metrics, &name, inputs)
+            })
+            .await
+            .map_err(|e| ApiError::new(Code::Internal, format!("inference task failed: {e}")))?
+        };
+        r.map_err(|e| ApiError::new(Code::InvalidArgument, e))
     }
 
     /// gRPC Predict.
