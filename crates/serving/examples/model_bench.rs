@@ -102,6 +102,23 @@ async fn client(args: &[String]) -> Result<(), String> {
         ..Default::default()
     };
     let x = input(&[batch, 224, 224, 3]);
+    // gRPC: the answer is decoded into tensors, as `tf.make_ndarray` does for a Python requester;
+    // REST: into JSON values.
+    async fn send(
+        c: &mut Connection,
+        rest: bool,
+        t: &Target,
+        inputs: &[(String, Tensor)],
+    ) -> Result<(), String> {
+        if rest {
+            return c.predict(t, inputs).await.map(drop);
+        }
+        let r = c.predict_proto(t, inputs).await?;
+        for p in r.outputs.values() {
+            Tensor::from_proto(p)?;
+        }
+        Ok(())
+    }
     // TEESERVE_BENCH_TRANSPORT=1: the model name is unknown to the server, so a request measures
     // only carrying the input there and the error back.
     let transport_only = std::env::var_os("TEESERVE_BENCH_TRANSPORT").is_some();
@@ -109,7 +126,7 @@ async fn client(args: &[String]) -> Result<(), String> {
     let mut conns = Vec::new();
     for _ in 0..conc {
         let mut c = Connection::open(addr, Some(cfg.clone()), "127.0.0.1", rest).await?;
-        let r = c.predict(&target, &[(input_name.clone(), x.clone())]).await;
+        let r = send(&mut c, rest, &target, &[(input_name.clone(), x.clone())]).await;
         if !transport_only {
             r?;
         }
@@ -125,7 +142,7 @@ async fn client(args: &[String]) -> Result<(), String> {
                 let mut ms = Vec::new();
                 while Instant::now() < deadline {
                     let t0 = Instant::now();
-                    let r = c.predict(&t, &inputs).await;
+                    let r = send(&mut c, rest, &t, &inputs).await;
                     if !transport_only {
                         r?;
                     }

@@ -51,7 +51,14 @@ async fn load(
             let mut lat = Vec::new();
             while Instant::now() < deadline {
                 let t0 = Instant::now();
-                c.predict(&t, &[("pixels".into(), x.clone())]).await?;
+                let inputs = [("pixels".into(), x.clone())];
+                if rest {
+                    c.predict(&t, &inputs).await?;
+                } else {
+                    for p in c.predict_proto(&t, &inputs).await?.outputs.values() {
+                        tensor::Tensor::from_proto(p)?;
+                    }
+                }
                 lat.push(t0.elapsed().as_secs_f64() * 1e3);
             }
             Ok::<_, String>(lat)

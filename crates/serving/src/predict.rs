@@ -12,7 +12,7 @@ use crate::client::{grpc_channel, Capture, RestClient};
 use crate::engine::Signature;
 use crate::proto::tensorflow::serving::{
     model_spec::VersionChoice, prediction_service_client::PredictionServiceClient,
-    GetModelMetadataRequest, ModelSpec, PredictRequest, SignatureDefMap,
+    GetModelMetadataRequest, ModelSpec, PredictRequest, PredictResponse, SignatureDefMap,
 };
 use crate::tensor::{self, DType, Tensor};
 
@@ -212,29 +212,40 @@ impl Connection {
         })
     }
 
-    /// Sends one Predict request.
+    /// Sends one Predict request over gRPC and returns TF Serving's answer as it came: the
+    /// outputs stay tensors (`Tensor::from_proto`), as `tf.make_ndarray` leaves them for Python
+    /// requesters. Inputs travel in `tensor_content`.
+    pub async fn predict_proto(
+        &mut self,
+        t: &Target,
+        inputs: &[(String, Tensor)],
+    ) -> Result<PredictResponse, String> {
+        let Connection::Grpc(c) = self else {
+            return Err("a PredictResponse comes only over gRPC; this connection is REST".into());
+        };
+        let req = PredictRequest {
+            model_spec: Some(t.spec()),
+            inputs: inputs
+                .iter()
+                .map(|(n, x)| (n.clone(), x.to_proto(true)))
+                .collect(),
+            output_filter: Vec::new(),
+        };
+        Ok(c.predict(req)
+            .await
+            .map_err(|s| format!("{}: {}", crate::service::code_name(s.code()), s.message()))?
+            .into_inner())
+    }
+
+    /// Sends one Predict request; outputs come back as nested JSON lists.
     pub async fn predict(
         &mut self,
         t: &Target,
         inputs: &[(String, Tensor)],
     ) -> Result<Prediction, String> {
         match self {
-            Connection::Grpc(c) => {
-                let req = PredictRequest {
-                    model_spec: Some(t.spec()),
-                    inputs: inputs
-                        .iter()
-                        .map(|(n, x)| (n.clone(), x.to_proto(true)))
-                        .collect(),
-                    output_filter: Vec::new(),
-                };
-                let r = c
-                    .predict(req)
-                    .await
-                    .map_err(|s| {
-                        format!("{}: {}", crate::service::code_name(s.code()), s.message())
-                    })?
-                    .into_inner();
+            Connection::Grpc(_) => {
+                let r = self.predict_proto(t, inputs).await?;
                 let version = r.model_spec.and_then(|s| match s.version_choice {
                     Some(VersionChoice::Version(v)) => Some(v),
                     _ => None,
