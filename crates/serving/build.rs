@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // Packed tensors are taken from the received buffer without a copy.
         .bytes(".tensorflow.TensorProto.tensor_content")
+        // Buffers sized to the message before encoding (src/codec.rs).
+        .codec_path("crate::codec::ProstCodec")
         .compile_fds(fds)?;
     Ok(())
 }

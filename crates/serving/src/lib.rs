@@ -15,6 +15,7 @@
 
 pub mod batching;
 pub mod client;
+pub mod codec;
 pub mod engine;
 pub mod examples;
 pub mod grpc;

@@ -722,3 +722,96 @@ async fn model_config_file_is_reread() {
     wait_for(|| core.resolve("digits", None, None).is_err()).await;
     assert!(core.resolve("other", None, None).is_ok());
 }
+
+/// Sends raw bytes as the message of a gRPC call (what a broken or hostile client sends).
+#[derive(Default)]
+struct RawCodec;
+
+struct Raw;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl tonic::codec::Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let n = bytes::Buf::remaining(buf);
+        Ok(Some(bytes::Buf::copy_to_bytes(buf, n).to_vec()))
+    }
+}
+
+#[tokio::test]
+async fn a_message_that_is_not_protobuf_is_internal_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(options(&base(dir.path())), None)
+        .await
+        .unwrap();
+    let ch = teeserve_serving::client::grpc_channel(
+        &s.grpc_addr.unwrap().to_string(),
+        None,
+        "127.0.0.1",
+    )
+    .await
+    .unwrap();
+    let path = "/tensorflow.serving.PredictionService/Predict";
+    for body in [
+        vec![0xff; 32],                     // field 31, wire type 7: no such wire type
+        vec![0x0a, 0x80, 0x80, 0x80, 0x08], // model_spec of 16 MiB in a 5-byte message
+    ] {
+        let mut raw = tonic::client::Grpc::new(ch.clone());
+        raw.ready().await.unwrap();
+        let e = raw
+            .unary(
+                tonic::Request::new(body.clone()),
+                tonic::codegen::http::uri::PathAndQuery::from_static(path),
+                RawCodec,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Internal, "{body:x?}: {e:?}");
+        assert!(
+            e.message().contains("decode"),
+            "the message names the failure: {e:?}"
+        );
+    }
+    // A well-formed request on the same channel is answered.
+    let r = PredictionServiceClient::new(ch)
+        .predict(PredictRequest {
+            model_spec: spec("digits", None, None, ""),
+            inputs: [("pixels".to_owned(), rows(1).to_proto(true))]
+                .into_iter()
+                .collect(),
+            output_filter: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.outputs.is_empty());
+}
