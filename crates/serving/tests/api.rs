@@ -59,6 +59,21 @@ fn options(base: &Path) -> ServeOptions {
     }
 }
 
+/// Starts a server. A port that something else took after `free_port` chose it (another test's
+/// listener or client socket) is chosen again.
+async fn start(mut o: ServeOptions) -> Server {
+    for _ in 0..5 {
+        match Server::start(o.clone(), None).await {
+            Err(teeserve_serving::server::ServeError::Bind { .. }) => {
+                o.port = if o.port == 0 { 0 } else { free_port() };
+                o.rest_api_port = if o.rest_api_port == 0 { 0 } else { free_port() };
+            }
+            r => return r.unwrap(),
+        }
+    }
+    panic!("no free ports in 5 tries");
+}
+
 async fn rest(s: &Server) -> RestClient {
     RestClient::connect(&s.rest_addr.unwrap().to_string(), None, "127.0.0.1")
         .await
@@ -126,9 +141,7 @@ fn rows(n: usize) -> Tensor {
 #[tokio::test]
 async fn outputs_match_onnxruntime() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(options(&base(dir.path())), None)
-        .await
-        .unwrap();
+    let s = start(options(&base(dir.path()))).await;
     let want = tensor::from_npy(
         &std::fs::read(repo().join("testdata/digits/heldout-probabilities-onnxruntime.npy"))
             .unwrap(),
@@ -183,9 +196,7 @@ async fn outputs_match_onnxruntime() {
 #[tokio::test]
 async fn errors_have_tf_serving_codes_and_messages() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(options(&base(dir.path())), None)
-        .await
-        .unwrap();
+    let s = start(options(&base(dir.path()))).await;
     let mut g = grpc(&s).await;
     let req = |spec: Option<ModelSpec>, t: Tensor| PredictRequest {
         model_spec: spec,
@@ -350,7 +361,7 @@ async fn oversized_requests_and_overload_are_refused_cleanly() {
     let params = dir.path().join("batching.txt");
     std::fs::write(&params, "max_batch_size { value: 2 } batch_timeout_micros { value: 300000 } max_enqueued_batches { value: 1 } num_batch_threads { value: 1 }").unwrap();
     o.batching_parameters_file = Some(params);
-    let s = Server::start(o, None).await.unwrap();
+    let s = start(o).await;
     let mut c = rest(&s).await;
     let big = json!({"instances": vec![vec![0.0; 64]; 2000]});
     let (st, v) = post(&mut c, "/v1/models/digits:predict", big).await;
@@ -405,17 +416,18 @@ async fn in_flight_limit_answers_429() {
     let params = dir.path().join("batching.txt");
     std::fs::write(
         &params,
-        "max_batch_size { value: 64 } batch_timeout_micros { value: 400000 }",
+        "max_batch_size { value: 64 } batch_timeout_micros { value: 1000000 }",
     )
     .unwrap();
     o.batching_parameters_file = Some(params);
-    let s = Server::start(o, None).await.unwrap();
+    let s = start(o).await;
     let addr = s.rest_addr.unwrap().to_string();
     let slow = tokio::spawn({
         let addr = addr.clone();
         async move { predict_one_zero_row(&addr).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The first request waits a second for its batch to fill, holding the one slot.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let (st, v) = predict_one_zero_row(&addr).await;
     assert_eq!(st, 429, "{v}");
     assert_eq!(slow.await.unwrap().0, 200);
@@ -435,7 +447,7 @@ async fn wait_for(mut f: impl FnMut() -> bool) {
 async fn version_lifecycle_add_remove_and_corrupt() {
     let dir = tempfile::tempdir().unwrap();
     let b = base(dir.path());
-    let s = Server::start(options(&b), None).await.unwrap();
+    let s = start(options(&b)).await;
     let core = s.core.clone();
     let latest = |core: &teeserve_serving::service::ServingCore| {
         core.resolve("digits", None, None).map(|t| t.version).ok()
@@ -511,7 +523,7 @@ async fn config_file_labels_metadata_health_and_metrics() {
     let mut o = options(&b);
     o.model_base_path = None;
     o.model_config_file = Some(cfg);
-    let s = Server::start(o, None).await.unwrap();
+    let s = start(o).await;
     let mut c = rest(&s).await;
     let (st, v) = get(&mut c, "/v1/models/digits/labels/stable/metadata").await;
     assert_eq!(st, 200, "{v}");
@@ -610,7 +622,7 @@ async fn sealed_models_load_with_the_key_only() {
     std::fs::write(b.join("2/model.onnx.sealed"), seal("1/model.onnx")).unwrap();
     let mut o = options(&b);
     o.model_key_file = Some(dir.path().join("model.key"));
-    let s = Server::start(o.clone(), None).await.unwrap();
+    let s = start(o.clone()).await;
     let st = s.core.status_of("digits", Some(2), None).unwrap();
     assert!(st.model_version_status[0]
         .status
@@ -624,7 +636,7 @@ async fn sealed_models_load_with_the_key_only() {
     o.model_key_file = None;
     o.port = free_port();
     o.rest_api_port = free_port();
-    let s = Server::start(o, None).await.unwrap();
+    let s = start(o).await;
     assert!(!s.core.repo.ready());
     let mut c = rest(&s).await;
     assert_eq!(get(&mut c, "/readyz").await.0, 503);
@@ -657,7 +669,7 @@ async fn tls_and_mtls_on_grpc_and_rest() {
         ssl_config_file: Some(dir.path().join("ssl.cfg")),
         ..Default::default()
     };
-    let s = Server::start(o, None).await.unwrap();
+    let s = start(o).await;
     let verifier = ca_verifier(ca.cert_pem.as_bytes()).unwrap();
     let identity = || {
         Some((
@@ -713,7 +725,7 @@ async fn model_config_file_is_reread() {
     o.model_base_path = None;
     o.model_config_file = Some(cfg.clone());
     o.model_config_file_poll_wait_seconds = 1;
-    let s = Server::start(o, None).await.unwrap();
+    let s = start(o).await;
     let core = s.core.clone();
     assert!(core.resolve("other", None, None).is_err());
     write(&["digits", "other"]);
@@ -770,9 +782,7 @@ impl tonic::codec::Decoder for Raw {
 #[tokio::test]
 async fn a_message_that_is_not_protobuf_is_internal_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(options(&base(dir.path())), None)
-        .await
-        .unwrap();
+    let s = start(options(&base(dir.path()))).await;
     let ch = teeserve_serving::client::grpc_channel(
         &s.grpc_addr.unwrap().to_string(),
         None,
