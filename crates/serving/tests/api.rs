@@ -80,15 +80,14 @@ async fn rest(s: &Server) -> RestClient {
         .unwrap()
 }
 
+async fn channel(s: &Server) -> tonic::transport::Channel {
+    teeserve_serving::client::grpc_channel(&s.grpc_addr.unwrap().to_string(), None, "127.0.0.1")
+        .await
+        .unwrap()
+}
+
 async fn grpc(s: &Server) -> PredictionServiceClient<tonic::transport::Channel> {
-    let ch = teeserve_serving::client::grpc_channel(
-        &s.grpc_addr.unwrap().to_string(),
-        None,
-        "127.0.0.1",
-    )
-    .await
-    .unwrap();
-    PredictionServiceClient::new(ch)
+    PredictionServiceClient::new(channel(s).await)
 }
 
 async fn post(c: &mut RestClient, path: &str, body: Value) -> (u16, Value) {
@@ -783,13 +782,7 @@ impl tonic::codec::Decoder for Raw {
 async fn a_message_that_is_not_protobuf_is_internal_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let s = start(options(&base(dir.path()))).await;
-    let ch = teeserve_serving::client::grpc_channel(
-        &s.grpc_addr.unwrap().to_string(),
-        None,
-        "127.0.0.1",
-    )
-    .await
-    .unwrap();
+    let ch = channel(&s).await;
     let path = "/tensorflow.serving.PredictionService/Predict";
     for body in [
         vec![0xff; 32],                     // field 31, wire type 7: no such wire type
