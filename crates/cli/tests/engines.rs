@@ -65,47 +65,55 @@ fn serve(extra: &[&str]) -> Serve {
     serve_model("digits", &repo().join("models/digits"), extra)
 }
 
-/// `teeserve serve` of model `name` at `base` on loopback; returns once it listens.
+/// `teeserve serve` of model `name` at `base` on loopback; returns once it listens. Ports that
+/// something else took after `free_port` chose them are chosen again.
 fn serve_model(name: &str, base: &Path, extra: &[&str]) -> Serve {
-    // The server's log goes to a file: a pipe nobody reads could fill up and stall it.
-    let mut log = tempfile::tempfile().unwrap();
-    let mut child = Command::new(bin())
-        .args([
-            "serve",
-            "--insecure",
-            "--model_name",
-            name,
-            "--model_base_path",
-        ])
-        .arg(base)
-        .args([
-            "--grpc_bind_address",
-            "127.0.0.1",
-            "--rest_api_bind_address",
-            "127.0.0.1",
-            "--port",
-            &free_port().to_string(),
-            "--rest_api_port",
-            &free_port().to_string(),
-        ])
-        .args(extra)
-        .env_remove("RUST_LOG")
-        .env_remove("TEESERVE_ONNXRUNTIME_LIB")
-        .stdout(Stdio::piped())
-        .stderr(log.try_clone().unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    if !line.starts_with("listening") {
+    let mut tries = 0;
+    let (child, line) = loop {
+        tries += 1;
+        // The server's log goes to a file: a pipe nobody reads could fill up and stall it.
+        let mut log = tempfile::tempfile().unwrap();
+        let mut child = Command::new(bin())
+            .args([
+                "serve",
+                "--insecure",
+                "--model_name",
+                name,
+                "--model_base_path",
+            ])
+            .arg(base)
+            .args([
+                "--grpc_bind_address",
+                "127.0.0.1",
+                "--rest_api_bind_address",
+                "127.0.0.1",
+                "--port",
+                &free_port().to_string(),
+                "--rest_api_port",
+                &free_port().to_string(),
+            ])
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .env_remove("TEESERVE_ONNXRUNTIME_LIB")
+            .stdout(Stdio::piped())
+            .stderr(log.try_clone().unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        if line.starts_with("listening") {
+            break (child, line);
+        }
         let _ = child.wait();
         let mut err = String::new();
         log.rewind().unwrap();
         log.read_to_string(&mut err).unwrap();
-        panic!("serve did not start: {err}");
-    }
+        if !(err.contains("cannot listen") && tries < 5) {
+            panic!("serve did not start: {err}");
+        }
+    };
     let field = |k: &str| {
         line.split_whitespace()
             .find_map(|w| w.strip_prefix(k))
