@@ -19,6 +19,26 @@ fuzz_target!(|data: &[u8]| {
         let _ = tensor::from_json(&v, DType::Str);
     }
     if let Ok(s) = std::str::from_utf8(data) {
+        // The direct reading of numeric lists agrees with the general one wherever it succeeds.
+        for dtype in [DType::F32, DType::F64] {
+            if let Some(fast) = tensor::from_json_numbers(s, dtype) {
+                let v: serde_json::Value = serde_json::from_str(s)
+                    .unwrap_or_else(|e| panic!("read directly, but not JSON: {e}"));
+                let slow = tensor::from_json(&v, dtype).expect("the general path refused it");
+                assert_eq!(fast.shape, slow.shape);
+                let floats = |t: &Tensor| -> Vec<f64> {
+                    match &t.data {
+                        tensor::Data::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+                        tensor::Data::F64(v) => v.clone(),
+                        _ => panic!("not a float tensor"),
+                    }
+                };
+                let (a, b) = (floats(&fast), floats(&slow));
+                for (x, y) in a.iter().zip(&b) {
+                    assert!(x == y || (x - y).abs() <= y.abs() * 1e-6 + 1e-37, "{x} != {y}");
+                }
+            }
+        }
         let _ = teeserve_serving::textproto::model_server_config(s);
         let _ = teeserve_serving::textproto::batching_parameters(s);
         let _ = teeserve_serving::textproto::ssl_config(s);

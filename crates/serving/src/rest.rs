@@ -447,6 +447,77 @@ fn parse_json(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
+/// A Predict body. When the model has one float input and the body carries it as a regular
+/// nested list of numbers (`"instances": [[...]]` or `"inputs": [[...]]`, the usual image
+/// request), that list is read straight into a tensor ([`tensor::from_json_numbers`]) and
+/// stands in the object as `null`; the tensor is returned beside the object.
+/// Whatever else the body holds goes the general way, and any body the direct reading does not
+/// fit is read wholly the general way, so errors are the same either way.
+fn parse_predict_body(
+    body: &[u8],
+    sig: &crate::engine::Signature,
+) -> Result<(Map<String, Value>, Option<Tensor>), ApiError> {
+    let direct = || {
+        let [spec] = sig.inputs.as_slice() else {
+            return None;
+        };
+        let raw: Vec<(String, &serde_json::value::RawValue)> =
+            serde_json::from_slice::<RawObject>(body).ok()?.0;
+        let keys = ["instances", "inputs"];
+        let [(key, value)] = raw
+            .iter()
+            .filter(|(k, _)| keys.contains(&k.as_str()))
+            .collect::<Vec<_>>()[..]
+        else {
+            return None;
+        };
+        let t = tensor::from_json_numbers(value.get(), spec.dtype)?;
+        let mut m = Map::new();
+        for (k, v) in &raw {
+            let v = if k == key {
+                Value::Null
+            } else {
+                serde_json::from_str(v.get()).ok()?
+            };
+            m.insert(k.clone(), v);
+        }
+        Some((m, t))
+    };
+    match direct() {
+        Some((m, d)) => Ok((m, Some(d))),
+        None => Ok((parse_json(body)?, None)),
+    }
+}
+
+/// A JSON object whose values are left as text, keys in order (a repeated key keeps the last).
+struct RawObject<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for RawObject<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = RawObject<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out: Vec<(String, &'a serde_json::value::RawValue)> = Vec::new();
+                while let Some((k, v)) =
+                    a.next_entry::<String, &'de serde_json::value::RawValue>()?
+                {
+                    out.retain(|(seen, _)| *seen != k);
+                    out.push((k, v));
+                }
+                Ok(RawObject(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
 async fn predict(
     core: &ServingCore,
     name: &str,
@@ -455,20 +526,21 @@ async fn predict(
     body: &[u8],
 ) -> Result<String, ApiError> {
     let target = core.resolve(name, version, label)?;
-    let m = parse_json(body)?;
+    let sig = target.model.signature();
+    let (m, direct) = parse_predict_body(body, sig)?;
     let sig_name = match m.get("signature_name") {
         None => String::new(),
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Err(bad("'signature_name' key must be a string value.")),
     };
-    let sig = target.model.signature();
-    let (row, inputs) = match (m.get("instances"), m.get("inputs")) {
-        (Some(_), Some(_)) => return Err(bad(
+    let (row, inputs) = match (m.get("instances"), m.get("inputs"), direct) {
+        (Some(_), Some(_), _) => return Err(bad(
             "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist",
         )),
-        (None, None) => return Err(bad("Missing 'inputs' or 'instances' key")),
-        (Some(inst), None) => (true, row_inputs(sig, inst)?),
-        (None, Some(inp)) => (false, columnar_inputs(sig, inp)?),
+        (None, None, _) => return Err(bad("Missing 'inputs' or 'instances' key")),
+        (inst, _, Some(t)) => (inst.is_some(), vec![(sig.inputs[0].name.clone(), t)]),
+        (Some(inst), None, None) => (true, row_inputs(sig, inst)?),
+        (None, Some(inp), None) => (false, columnar_inputs(sig, inp)?),
     };
     let outputs = core
         .infer(&target, &sig_name, inputs, &[], Entry::Rest)

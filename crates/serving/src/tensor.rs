@@ -605,6 +605,203 @@ fn is_b64(v: &Value) -> Option<&str> {
     }
 }
 
+/// Reads a float tensor straight from JSON text that is a regular nested list of plain numbers
+/// (an image is some 150,000 of them, which as a JSON tree cost an allocation each). Gives
+/// `None` for anything else: other dtypes, empty or ragged lists, strings, objects, `true`,
+/// numbers out of range, nesting deeper than 32, more than [`MAX_ELEMENTS`] values, or text
+/// that is not JSON. The caller then takes the general path ([`from_json`]), which gives the
+/// same tensor where this one succeeds and TF Serving's error where it does not.
+pub fn from_json_numbers(text: &str, dtype: DType) -> Option<Tensor> {
+    if !matches!(dtype, DType::F32 | DType::F64) {
+        return None;
+    }
+    let mut p = NumberScanner {
+        b: text.as_bytes(),
+        i: 0,
+    };
+    // `shape[d]`: the length every list at depth d must have (set when the first one closes,
+    // usize::MAX until then);
+    // `counts[d]`: elements seen so far in the open list at depth d.
+    let mut shape: Vec<usize> = Vec::new();
+    let mut counts: Vec<usize> = Vec::new();
+    let mut leaf_depth = None;
+    let mut vals: Vec<f64> = Vec::new();
+    let mut depth = 0usize;
+    p.ws();
+    if p.peek()? != b'[' {
+        return None;
+    }
+    loop {
+        // A value: a list opens, or a number.
+        p.ws();
+        if p.peek()? == b'[' {
+            p.i += 1;
+            depth += 1;
+            if depth > 32 || leaf_depth.is_some_and(|d| depth > d) {
+                return None;
+            }
+            if counts.len() < depth {
+                counts.push(0);
+            } else {
+                counts[depth - 1] = 0;
+            }
+            p.ws();
+            if p.peek()? == b']' {
+                return None;
+            }
+            continue;
+        }
+        if *leaf_depth.get_or_insert(depth) != depth {
+            return None;
+        }
+        vals.push(p.number()?);
+        if vals.len() > MAX_ELEMENTS {
+            return None;
+        }
+        // After a value: the next element, or lists close.
+        loop {
+            counts[depth - 1] += 1;
+            p.ws();
+            match p.peek()? {
+                b',' => {
+                    p.i += 1;
+                    break;
+                }
+                b']' => {
+                    p.i += 1;
+                    let (d, n) = (depth - 1, counts[depth - 1]);
+                    if shape.len() <= d {
+                        shape.resize(d + 1, usize::MAX);
+                    }
+                    if shape[d] == usize::MAX {
+                        shape[d] = n;
+                    } else if shape[d] != n {
+                        return None;
+                    }
+                    depth -= 1;
+                    if depth == 0 {
+                        p.ws();
+                        if p.i != p.b.len() || Some(shape.len()) != leaf_depth {
+                            return None;
+                        }
+                        let data = match dtype {
+                            DType::F32 => Data::F32(vals.into_iter().map(|v| v as f32).collect()),
+                            _ => Data::F64(vals),
+                        };
+                        return Some(Tensor { shape, data });
+                    }
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+struct NumberScanner<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl NumberScanner<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    fn digits(&mut self, mut each: impl FnMut(u64)) -> usize {
+        let start = self.i;
+        while let Some(c @ b'0'..=b'9') = self.peek() {
+            each(u64::from(c - b'0'));
+            self.i += 1;
+        }
+        self.i - start
+    }
+
+    /// One JSON number (RFC 8259 section 6: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`).
+    /// Up to 19 significant digits and a power of ten within 22 convert exactly as
+    /// `mantissa * 10^e` or `mantissa / 10^e` (both operands exact, one rounding); other numbers
+    /// go through the standard library's parser.
+    fn number(&mut self) -> Option<f64> {
+        const POW10: [f64; 23] = [
+            1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+            1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+        ];
+        let start = self.i;
+        let neg = self.peek() == Some(b'-');
+        if neg {
+            self.i += 1;
+        }
+        let (mut mant, mut digits, mut exp10, mut exact) = (0u64, 0u32, 0i64, true);
+        let mut take = |d: u64, frac: bool, exp10: &mut i64| {
+            if digits < 19 {
+                mant = mant * 10 + d;
+                digits += 1;
+                if frac {
+                    *exp10 -= 1;
+                }
+            } else {
+                exact = false;
+            }
+        };
+        match self.peek()? {
+            b'0' => {
+                self.i += 1;
+            }
+            b'1'..=b'9' => {
+                let mut e = 0;
+                self.digits(|d| take(d, false, &mut e));
+            }
+            _ => return None,
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            let mut e = 0;
+            if self.digits(|d| take(d, true, &mut e)) == 0 {
+                return None;
+            }
+            exp10 += e;
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.i += 1;
+            let eneg = match self.peek() {
+                Some(b'-') => {
+                    self.i += 1;
+                    true
+                }
+                Some(b'+') => {
+                    self.i += 1;
+                    false
+                }
+                _ => false,
+            };
+            let mut e: i64 = 0;
+            if self.digits(|d| e = (e * 10 + d as i64).min(1 << 20)) == 0 {
+                return None;
+            }
+            exp10 += if eneg { -e } else { e };
+        }
+        if exact && mant < (1 << 53) && exp10.abs() <= 22 {
+            let m = mant as f64;
+            let v = if exp10 >= 0 {
+                m * POW10[exp10 as usize]
+            } else {
+                m / POW10[(-exp10) as usize]
+            };
+            return Some(if neg { -v } else { v });
+        }
+        let v: f64 = std::str::from_utf8(&self.b[start..self.i])
+            .ok()?
+            .parse()
+            .ok()?;
+        v.is_finite().then_some(v)
+    }
+}
+
 /// Builds a tensor of `dtype` from a JSON value or nested list.
 pub fn from_json(v: &Value, dtype: DType) -> Result<Tensor, String> {
     let shape = json_shape(v);
@@ -694,21 +891,24 @@ fn flatten<'a>(
 /// Writes element `i` of a tensor as JSON text; `b64` writes strings as `{"b64": ...}`.
 fn write_elem(t: &Tensor, i: usize, b64: bool, out: &mut String) {
     use std::fmt::Write;
-    fn float(out: &mut String, f: f64, s: String) {
+    // Written in place (an image is some 150,000 of them): Rust's shortest representation,
+    // with ".0" added to whole numbers as TF Serving writes floats.
+    fn float(out: &mut String, f: f64, x: impl std::fmt::Display) {
         if f.is_nan() {
             out.push_str("NaN");
         } else if f.is_infinite() {
             out.push_str(if f > 0.0 { "Infinity" } else { "-Infinity" });
-        } else if s.contains(['.', 'e', 'E']) {
-            out.push_str(&s);
         } else {
-            out.push_str(&s);
-            out.push_str(".0");
+            let start = out.len();
+            let _ = write!(out, "{x}");
+            if !out[start..].contains(['.', 'e', 'E']) {
+                out.push_str(".0");
+            }
         }
     }
     match &t.data {
-        Data::F32(v) => float(out, f64::from(v[i]), format!("{}", v[i])),
-        Data::F64(v) => float(out, v[i], format!("{}", v[i])),
+        Data::F32(v) => float(out, f64::from(v[i]), v[i]),
+        Data::F64(v) => float(out, v[i], v[i]),
         Data::I8(v) => {
             let _ = write!(out, "{}", v[i]);
         }
@@ -808,6 +1008,153 @@ mod tests {
         assert_eq!(t.data, Data::F32(vec![1.5; 6]));
         let c = t.to_proto(true);
         assert_eq!(Tensor::from_proto(&c).unwrap(), t);
+    }
+
+    #[test]
+    fn floats_are_written_as_tf_serving_writes_them() {
+        let t = Tensor {
+            shape: vec![2, 4],
+            data: Data::F32(vec![
+                1.0,
+                0.5,
+                f32::NAN,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                -3.0,
+                1e-7,
+                0.1,
+            ]),
+        };
+        let mut s = String::new();
+        write_json(&t, None, false, &mut s);
+        assert_eq!(
+            s,
+            "[[1.0, 0.5, NaN, Infinity], [-Infinity, -3.0, 0.0000001, 0.1]]"
+        );
+        let mut row = String::new();
+        write_json(&t, Some(1), false, &mut row);
+        assert_eq!(row, "[-Infinity, -3.0, 0.0000001, 0.1]");
+        let d = Tensor {
+            shape: vec![2],
+            data: Data::F64(vec![2.0, 0.25]),
+        };
+        let mut s = String::new();
+        write_json(&d, None, false, &mut s);
+        assert_eq!(s, "[2.0, 0.25]");
+    }
+
+    #[test]
+    fn numeric_json_is_read_directly_as_the_general_path_reads_it() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut cases: Vec<String> = [
+            "[1, 2, 3]",
+            " [ [0.5 , -0.25],[1e3,\t2E-3] ]\n",
+            "[[[0, -0.0], [10, 1e22]], [[1e-22, 123456789012345678901234], [0.1, 3.4028235e38]]]",
+            "[9007199254740993, 0.30000000000000004, 1.7976931348623157e308, 5e-324]",
+            "[12345678901234567890.5e-3, 0.0000000000000000000000000001]",
+        ]
+        .map(String::from)
+        .to_vec();
+        for _ in 0..50 {
+            let (a, b) = (1 + rnd() as usize % 5, 1 + rnd() as usize % 4);
+            let mut s = String::from("[");
+            for i in 0..a {
+                s.push_str(if i > 0 { ", [" } else { "[" });
+                for j in 0..b {
+                    if j > 0 {
+                        s.push(',');
+                    }
+                    let f = f32::from_bits(rnd() as u32);
+                    let f = if f.is_finite() { f } else { 1.5 };
+                    match rnd() % 3 {
+                        0 => s.push_str(&f.to_string()),
+                        1 => s.push_str(&format!("{f:e}")),
+                        _ => s.push_str(&(rnd() as i32).to_string()),
+                    }
+                }
+                s.push(']');
+            }
+            s.push(']');
+            cases.push(s);
+        }
+        for text in &cases {
+            let v: Value = serde_json::from_str(text).unwrap();
+            for dtype in [DType::F32, DType::F64] {
+                let fast = from_json_numbers(text, dtype)
+                    .unwrap_or_else(|| panic!("{text}: not read directly"));
+                let slow = from_json(&v, dtype).unwrap();
+                assert_eq!(fast.shape, slow.shape, "{text}");
+                match (&fast.data, &slow.data) {
+                    (Data::F32(a), Data::F32(b)) => assert_eq!(a, b, "{text}"),
+                    (Data::F64(a), Data::F64(b)) => {
+                        for (x, y) in a.iter().zip(b) {
+                            assert!(
+                                x == y || (x - y).abs() <= y.abs() * 1e-15,
+                                "{text}: {x} {y}"
+                            );
+                        }
+                    }
+                    _ => panic!("{text}: dtypes differ"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn json_that_is_not_a_regular_list_of_numbers_takes_the_general_path() {
+        for text in [
+            "",
+            "5",
+            "[]",
+            "[[]]",
+            "[[1], []]",
+            "[[1, 2], [3]]",
+            "[[1], 2]",
+            "[1, [2]]",
+            "[1, \"2\"]",
+            "[true]",
+            "[null]",
+            "[{\"b64\": \"AA==\"}]",
+            "[NaN]",
+            "[Infinity]",
+            "[1e400]",
+            "[-1e400]",
+            "[01]",
+            "[1.]",
+            "[.5]",
+            "[-]",
+            "[+1]",
+            "[1e]",
+            "[1e+]",
+            "[0x10]",
+            "[1,]",
+            "[1 2]",
+            "[1] x",
+            "[1",
+            "[[1]",
+            "[1]]",
+            "{\"a\": [1]}",
+        ] {
+            assert!(from_json_numbers(text, DType::F32).is_none(), "{text:?}");
+        }
+        let deep = format!("{}1{}", "[".repeat(33), "]".repeat(33));
+        assert!(from_json_numbers(&deep, DType::F32).is_none());
+        assert!(from_json_numbers(
+            &format!("{}1{}", "[".repeat(32), "]".repeat(32)),
+            DType::F32
+        )
+        .is_some());
+        assert!(
+            from_json_numbers("[1, 2]", DType::I32).is_none(),
+            "floats only"
+        );
+        assert!(from_json_numbers("[1, 2]", DType::Str).is_none());
     }
 
     #[test]

@@ -190,6 +190,15 @@ async fn outputs_match_onnxruntime() {
     .await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["outputs"]["class"].as_array().unwrap().len(), 2);
+    // The one input as a bare list under "inputs", and with a signature name beside it.
+    let (st, v2) = post(
+        &mut c,
+        "/v1/models/digits:predict",
+        json!({"signature_name": "serving_default", "inputs": inst}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v2}");
+    assert_eq!(v2["outputs"], v["outputs"]);
 }
 
 #[tokio::test]
@@ -306,6 +315,18 @@ async fn errors_have_tf_serving_codes_and_messages() {
             json!({"foo": 1}),
             400,
             "Missing 'inputs' or 'instances' key",
+        ),
+        (
+            "/v1/models/digits:predict",
+            json!({"instances": [vec![0.5; 63]]}),
+            400,
+            "does not match the signature",
+        ),
+        (
+            "/v1/models/digits:predict",
+            json!({"inputs": [[0.5, 1], [2]]}),
+            400,
+            "Encountered list at unexpected size",
         ),
         (
             "/v1/models/digits:predict",
