@@ -448,9 +448,10 @@ fn parse_json(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
 }
 
 /// A Predict body. When the model has one float input and the body carries it as a regular
-/// nested list of numbers (`"instances": [[...]]` or `"inputs": [[...]]`, the usual image
-/// request), that list is read straight into a tensor ([`tensor::from_json_numbers`]) and
-/// stands in the object as `null`; the tensor is returned beside the object.
+/// nested list of numbers (`"instances": [[...]]`, `"inputs": [[...]]` or
+/// `"inputs": {"<input>": [[...]]}`, the usual image request), that list is read straight into
+/// a tensor ([`tensor::from_json_numbers`]) and `null` stands in its place in the object; the
+/// tensor is returned beside the object.
 /// Whatever else the body holds goes the general way, and any body the direct reading does not
 /// fit is read wholly the general way, so errors are the same either way.
 fn parse_predict_body(
@@ -471,7 +472,17 @@ fn parse_predict_body(
         else {
             return None;
         };
-        let t = tensor::from_json_numbers(value.get(), spec.dtype)?;
+        let text = value.get();
+        let t = if text.starts_with('{') {
+            // "inputs": {"<the input>": [[...]]}, read without a second pass over the list.
+            let (name, list) = single_entry(text).filter(|_| key == "inputs")?;
+            if name != spec.name || name == "b64" {
+                return None;
+            }
+            tensor::from_json_numbers(list, spec.dtype)?
+        } else {
+            tensor::from_json_numbers(text, spec.dtype)?
+        };
         let mut m = Map::new();
         for (k, v) in &raw {
             let v = if k == key {
@@ -487,6 +498,26 @@ fn parse_predict_body(
         Some((m, d)) => Ok((m, Some(d))),
         None => Ok((parse_json(body)?, None)),
     }
+}
+
+/// The key and the value's text of a JSON object's text that might hold one entry, when the key
+/// has no escapes. The value's text runs to the closing brace, so that with more entries it
+/// holds their text too and will not read as one value.
+fn single_entry(object: &str) -> Option<(&str, &str)> {
+    let inner = object.strip_prefix('{')?.strip_suffix('}')?.trim_start();
+    let quoted = inner.strip_prefix('"')?;
+    let end = quoted.find('"')?;
+    let name = &quoted[..end];
+    if name.contains('\\') {
+        return None;
+    }
+    Some((
+        name,
+        quoted[end + 1..]
+            .trim_start()
+            .strip_prefix(':')?
+            .trim_start(),
+    ))
 }
 
 /// A JSON object whose values are left as text, keys in order (a repeated key keeps the last).
@@ -784,5 +815,21 @@ mod tests {
             .unwrap()
             .is_err());
         assert!(parse_model_path("/other").is_none());
+    }
+
+    #[test]
+    fn single_entry_reads_one_plain_key() {
+        assert_eq!(
+            single_entry(r#"{"pixels": [[1, 2]]}"#),
+            Some(("pixels", "[[1, 2]]"))
+        );
+        assert_eq!(single_entry(r#"{ "x" :[1] }"#), Some(("x", "[1] ")));
+        // More entries stay in the value's text, which then is not one list.
+        let (_, rest) = single_entry(r#"{"a": [1], "b": [2]}"#).unwrap();
+        assert!(tensor::from_json_numbers(rest, crate::tensor::DType::F32).is_none());
+        assert_eq!(single_entry(r#"{"a\"b": [1]}"#), None);
+        assert_eq!(single_entry(r#"{"a\u0062": [1]}"#), None);
+        assert_eq!(single_entry("[1]"), None);
+        assert_eq!(single_entry("{}"), None);
     }
 }

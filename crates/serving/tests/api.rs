@@ -341,6 +341,12 @@ async fn errors_have_tf_serving_codes_and_messages() {
             "Missing named input: pixels in 'inputs' object.",
         ),
         (
+            "/v1/models/digits:predict",
+            json!({"inputs": {"pixels": one, "extra": [[1.0]]}}),
+            400,
+            "Sent extra: {extra}",
+        ),
+        (
             "/v1/models/digits/versions/x:predict",
             json!({"instances": one}),
             400,
