@@ -274,7 +274,7 @@ impl Connection {
                     }
                     body.push_str(&Value::String(n.clone()).to_string());
                     body.push_str(": ");
-                    tensor::write_json(x, None, false, &mut body);
+                    tensor::write_json_request(x, &mut body);
                 }
                 body.push('}');
                 if let Some(s) = &t.signature {
