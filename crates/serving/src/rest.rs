@@ -462,8 +462,10 @@ fn parse_predict_body(
         let [spec] = sig.inputs.as_slice() else {
             return None;
         };
-        let raw: Vec<(String, &serde_json::value::RawValue)> =
-            serde_json::from_slice::<RawObject>(body).ok()?.0;
+        // The object with its values left as text (a repeated key keeps the last, as in the
+        // general path).
+        let raw: std::collections::BTreeMap<String, &serde_json::value::RawValue> =
+            serde_json::from_slice(body).ok()?;
         let keys = ["instances", "inputs"];
         let [(key, value)] = raw
             .iter()
@@ -518,35 +520,6 @@ fn single_entry(object: &str) -> Option<(&str, &str)> {
             .strip_prefix(':')?
             .trim_start(),
     ))
-}
-
-/// A JSON object whose values are left as text, keys in order (a repeated key keeps the last).
-struct RawObject<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
-
-impl<'de: 'a, 'a> serde::Deserialize<'de> for RawObject<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = RawObject<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut a: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut out: Vec<(String, &'a serde_json::value::RawValue)> = Vec::new();
-                while let Some((k, v)) =
-                    a.next_entry::<String, &'de serde_json::value::RawValue>()?
-                {
-                    out.retain(|(seen, _)| *seen != k);
-                    out.push((k, v));
-                }
-                Ok(RawObject(out))
-            }
-        }
-        d.deserialize_map(V(std::marker::PhantomData))
-    }
 }
 
 async fn predict(
