@@ -13,13 +13,9 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// A loopback port free at the time of asking.
+/// A loopback port free at the time of asking, outside the range connecting sockets get.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    teeserve_serving::server::free_loopback_port().unwrap()
 }
 
 pub fn vectors() -> PathBuf {

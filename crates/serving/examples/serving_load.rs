@@ -16,11 +16,7 @@ fn repo() -> std::path::PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    teeserve_serving::server::free_loopback_port().unwrap()
 }
 
 fn pct(v: &mut [f64], q: f64) -> f64 {

@@ -593,6 +593,27 @@ async fn bind(host: &str, port: u16) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
+/// A loopback TCP port that is free now, for servers a caller starts in another process or a
+/// moment later (the demo, tests, benchmarks). It is taken below Linux's default ephemeral
+/// range (32768-60999), so that no connecting socket is given it in between; the process id
+/// and a counter spread the choices, so callers in one process never get the same port twice
+/// in a row of 12,000. Falls back to a port the system picks when none there is free.
+pub fn free_loopback_port() -> std::io::Result<u16> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = std::process::id().wrapping_mul(7919);
+    for _ in 0..12_000 {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // 7 and 12,000 share no factor: 12,000 calls visit every port of the range once.
+        let port = 20_000 + (base.wrapping_add(n.wrapping_mul(7)) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port())
+}
+
 /// HTTP/2 stream window (bytes) of both APIs' listeners and of the gRPC client.
 pub(crate) const H2_STREAM_WINDOW: u32 = 8 << 20;
 /// Largest HTTP/2 frame the listeners accept.
@@ -661,4 +682,22 @@ async fn serve_listener(
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_loopback_ports_are_bindable_distinct_and_below_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..50).map(|_| free_loopback_port().unwrap()).collect();
+        let mut distinct = ports.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+        for p in ports {
+            assert!((20_000..32_000).contains(&p), "{p}");
+            std::net::TcpListener::bind(("127.0.0.1", p)).unwrap();
+        }
+    }
 }

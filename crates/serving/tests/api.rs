@@ -19,11 +19,7 @@ fn repo() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    teeserve_serving::server::free_loopback_port().unwrap()
 }
 
 fn model_bytes() -> Vec<u8> {

@@ -79,8 +79,7 @@ fn done(pb: ProgressBar, msg: String) {
 }
 
 fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
+    Ok(teeserve_serving::server::free_loopback_port()?)
 }
 
 /// Starts `teeserve ARGS` and waits for its `listening ...` line.
