@@ -625,7 +625,10 @@ pub fn from_json_numbers(text: &str, dtype: DType) -> Option<Tensor> {
     let mut shape: Vec<usize> = Vec::new();
     let mut counts: Vec<usize> = Vec::new();
     let mut leaf_depth = None;
-    let mut vals: Vec<f64> = Vec::new();
+    // Stored at the tensor's width as they are read (f64 parsed, then narrowed, as the general
+    // path does).
+    let (mut f32s, mut f64s) = (Vec::<f32>::new(), Vec::<f64>::new());
+    let narrow = dtype == DType::F32;
     let mut depth = 0usize;
     p.ws();
     if p.peek()? != b'[' {
@@ -654,8 +657,13 @@ pub fn from_json_numbers(text: &str, dtype: DType) -> Option<Tensor> {
         if *leaf_depth.get_or_insert(depth) != depth {
             return None;
         }
-        vals.push(p.number()?);
-        if vals.len() > MAX_ELEMENTS {
+        let x = p.number()?;
+        if narrow {
+            f32s.push(x as f32);
+        } else {
+            f64s.push(x);
+        }
+        if f32s.len() + f64s.len() > MAX_ELEMENTS {
             return None;
         }
         // After a value: the next element, or lists close.
@@ -684,9 +692,10 @@ pub fn from_json_numbers(text: &str, dtype: DType) -> Option<Tensor> {
                         if p.i != p.b.len() || Some(shape.len()) != leaf_depth {
                             return None;
                         }
-                        let data = match dtype {
-                            DType::F32 => Data::F32(vals.into_iter().map(|v| v as f32).collect()),
-                            _ => Data::F64(vals),
+                        let data = if narrow {
+                            Data::F32(f32s)
+                        } else {
+                            Data::F64(f64s)
                         };
                         return Some(Tensor { shape, data });
                     }
