@@ -39,7 +39,20 @@ pub struct VersionState {
     pub error: Option<String>,
     /// The loaded model.
     pub model: Option<Arc<dyn LoadedModel>>,
+    /// SHA-256 (hex) of the model file as it lies on disk (the sealed file when sealed).
+    pub digest: Option<String>,
     stamp: Option<(u64, SystemTime)>,
+}
+
+/// A version being served, as the attestation document lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServedModel {
+    /// Model name.
+    pub name: String,
+    /// Version number.
+    pub version: i64,
+    /// SHA-256 (hex) of the file the version was loaded from (the sealed file when sealed).
+    pub sha256: String,
 }
 
 /// One model.
@@ -66,6 +79,7 @@ pub struct ModelRepository {
     engine: Arc<dyn Engine>,
     key: Option<SealKey>,
     models: RwLock<BTreeMap<String, ModelState>>,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 fn stamp(p: &Path) -> Option<(u64, SystemTime)> {
@@ -73,12 +87,15 @@ fn stamp(p: &Path) -> Option<(u64, SystemTime)> {
     Some((m.len(), m.modified().ok()?))
 }
 
+/// A model's plaintext (kept in memory only) and the SHA-256 (hex) of the file it came from.
+pub type ModelBytes = (zeroize::Zeroizing<Vec<u8>>, String);
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
+}
+
 /// Reads a model file, unsealing it in memory when sealed. The plaintext stays in memory.
-pub fn read_model(
-    dir: &Path,
-    version: i64,
-    key: Option<&SealKey>,
-) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+pub fn read_model(dir: &Path, version: i64, key: Option<&SealKey>) -> Result<ModelBytes, String> {
     let sealed = dir.join(SEALED_FILE);
     let plain = dir.join(MODEL_FILE);
     let read = |p: &Path| -> Result<Vec<u8>, String> {
@@ -111,11 +128,15 @@ pub fn read_model(
                 header.name
             ));
         }
+        let digest = sha256_hex(&bytes);
         return stream::unseal_to_vec(key, &bytes, None)
+            .map(|p| (p, digest))
             .map_err(|e| format!("{}: {e}", sealed.display()));
     }
     if plain.exists() {
-        return read(&plain).map(zeroize::Zeroizing::new);
+        let bytes = zeroize::Zeroizing::new(read(&plain)?);
+        let digest = sha256_hex(&bytes);
+        return Ok((bytes, digest));
     }
     Err(format!(
         "{} has neither {MODEL_FILE} nor {SEALED_FILE}",
@@ -163,6 +184,7 @@ impl ModelRepository {
             engine,
             key,
             models: RwLock::new(models),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -186,6 +208,7 @@ impl ModelRepository {
             }
             *m = next;
         }
+        self.bump();
     }
 
     /// Scans every base path once: loads aspired versions that are new or changed, unloads the
@@ -242,6 +265,10 @@ impl ModelRepository {
                     for v in before.iter().filter(|v| !s.versions.contains_key(v)) {
                         tracing::info!(model = %config.name, version = v, "version unloaded");
                     }
+                    if before.len() != s.versions.len() {
+                        self.generation
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
                 }
             }
         }
@@ -271,19 +298,21 @@ impl ModelRepository {
                 state: State::Loading,
                 error: None,
                 model: None,
+                digest: None,
                 stamp: st,
             },
         );
-        let loaded =
-            read_model(dir, v, self.key.as_ref()).and_then(|bytes| self.engine.load(&bytes));
+        let loaded = read_model(dir, v, self.key.as_ref())
+            .and_then(|(bytes, digest)| Ok((self.engine.load(&bytes)?, digest)));
         let (state, ok) = match loaded {
-            Ok(model) => {
-                tracing::info!(model = %name, version = v, engine = self.engine.name(), "version loaded");
+            Ok((model, digest)) => {
+                tracing::info!(model = %name, version = v, engine = self.engine.name(), sha256 = %digest, "version loaded");
                 (
                     VersionState {
                         state: State::Available,
                         error: None,
                         model: Some(model),
+                        digest: Some(digest),
                         stamp: st,
                     },
                     true,
@@ -296,6 +325,7 @@ impl ModelRepository {
                         state: State::End,
                         error: Some(e),
                         model: None,
+                        digest: None,
                         stamp: st,
                     },
                     false,
@@ -312,6 +342,38 @@ impl ModelRepository {
                 s.versions.insert(v, state);
             }
         }
+        self.bump();
+    }
+
+    fn bump(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A counter that changes whenever the set of served versions may have changed (a version
+    /// loaded, failed or unloaded, or the model list replaced): whoever describes the served
+    /// models (the attestation document) compares it to know when to describe them again.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The versions available now, with the digests of the files they were loaded from,
+    /// ordered by model name and version.
+    pub fn served(&self) -> Vec<ServedModel> {
+        let Ok(m) = self.models.read() else {
+            return Vec::new();
+        };
+        m.iter()
+            .flat_map(|(name, s)| {
+                s.versions.iter().filter_map(move |(v, x)| {
+                    (x.state == State::Available && x.model.is_some()).then(|| ServedModel {
+                        name: name.clone(),
+                        version: *v,
+                        sha256: x.digest.clone().unwrap_or_default(),
+                    })
+                })
+            })
+            .collect()
     }
 
     /// Resolves a model and version (a number, a label, or the newest available).
