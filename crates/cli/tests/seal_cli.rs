@@ -51,7 +51,7 @@ fn a_model_tree_round_trips_and_tampering_leaves_no_plaintext() {
             "--key",
             "k",
             "--expect-name",
-            "1/model.onnx",
+            "model/1/model.onnx",
             "sealed/1/model.onnx.sealed",
             "one",
         ],
@@ -64,7 +64,7 @@ fn a_model_tree_round_trips_and_tampering_leaves_no_plaintext() {
             "--key",
             "k",
             "--expect-name",
-            "2/model.onnx",
+            "model/2/model.onnx",
             "sealed/1/model.onnx.sealed",
             "two",
         ],
@@ -98,6 +98,84 @@ fn a_model_tree_round_trips_and_tampering_leaves_no_plaintext() {
     )
     .fails(2);
     assert!(r.stderr.contains("wrong key"), "{}", r.stderr);
+}
+
+#[test]
+fn unsealing_a_directory_checks_every_bound_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for v in ["1", "2"] {
+        std::fs::create_dir_all(d.join(format!("digits/{v}"))).unwrap();
+        std::fs::write(
+            d.join(format!("digits/{v}/model.onnx")),
+            format!("weights of version {v}"),
+        )
+        .unwrap();
+    }
+    run_in(d, &["keygen", "--out", "k"]).ok();
+    let r = run_in(d, &["seal", "--key", "k", "digits", "sealed/digits"]).ok();
+    assert!(r.stderr.contains("model \"digits\""), "{}", r.stderr);
+    // The names carry the model, the version and the file.
+    run_in(
+        d,
+        &[
+            "unseal",
+            "--key",
+            "k",
+            "--expect-name",
+            "digits/2/model.onnx",
+            "sealed/digits/2/model.onnx.sealed",
+            "-",
+        ],
+    )
+    .ok();
+    run_in(d, &["unseal", "--key", "k", "sealed/digits", "back"]).ok();
+    assert_eq!(
+        std::fs::read(d.join("back/2/model.onnx")).unwrap(),
+        b"weights of version 2"
+    );
+
+    // The host swaps the two versions' sealed files: unsealing the directory refuses, naming
+    // the file and both names, and writes no plaintext of the swapped file.
+    let one = d.join("sealed/digits/1/model.onnx.sealed");
+    let two = d.join("sealed/digits/2/model.onnx.sealed");
+    let (a, b) = (std::fs::read(&one).unwrap(), std::fs::read(&two).unwrap());
+    std::fs::write(&one, &b).unwrap();
+    std::fs::write(&two, &a).unwrap();
+    let r = run_in(d, &["unseal", "--key", "k", "sealed/digits", "swapped"]).fails(2);
+    assert!(r.stderr.contains("bound name mismatch"), "{}", r.stderr);
+    assert!(r.stderr.contains("digits/2/model.onnx"), "{}", r.stderr);
+    assert!(r.stderr.contains("digits/1/model.onnx"), "{}", r.stderr);
+    assert!(!d.join("swapped/1/model.onnx").exists());
+
+    // The same files under another model's name: refused too.
+    std::fs::write(&one, &a).unwrap();
+    std::fs::write(&two, &b).unwrap();
+    std::fs::rename(d.join("sealed/digits"), d.join("sealed/other")).unwrap();
+    let r = run_in(d, &["unseal", "--key", "k", "sealed/other", "o"]).fails(2);
+    assert!(r.stderr.contains("other/1/model.onnx"), "{}", r.stderr);
+    run_in(
+        d,
+        &[
+            "unseal",
+            "--key",
+            "k",
+            "--expect-name",
+            "digits",
+            "sealed/other",
+            "o",
+        ],
+    )
+    .ok();
+
+    // A file outside any version directory is not part of a model: sealing says so.
+    std::fs::write(d.join("digits/notes.txt"), b"x").unwrap();
+    let r = run_in(d, &["seal", "--key", "k", "digits", "s2"]).fails(2);
+    assert!(
+        r.stderr.contains("not inside a version directory"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]

@@ -86,6 +86,56 @@ fn readme_walkthrough_runs_as_written() {
     );
 }
 
+/// The host keeps a sealed version that the owner's admitted-models list leaves out (here a
+/// second version, sealed by the owner but not admitted): the server never serves it, says why
+/// in the version's status, and keeps serving the admitted version.
+#[test]
+fn a_sealed_version_the_owner_did_not_admit_is_not_served() {
+    let dir = workdir();
+    copy_dir(
+        &dir.path().join("models/digits/1"),
+        &dir.path().join("models/digits/2"),
+    );
+    let script = walkthrough();
+    let rest_port = script
+        .split("--rest_api_port ")
+        .nth(1)
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .to_owned();
+    let check = format!(
+        "curl -s --cacert tls/ca.pem https://127.0.0.1:{rest_port}/v1/models/digits > status.json"
+    );
+    let cut = script.find("# Requester: gRPC and REST").unwrap();
+    let out = bash(
+        dir.path(),
+        &format!(
+            "{}
+{check}
+",
+            &script[..cut]
+        ),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("status.json")).unwrap()).unwrap();
+    let versions = status["model_version_status"].as_array().unwrap();
+    let v = |n: &str| versions.iter().find(|x| x["version"] == n).unwrap();
+    assert_eq!(v("1")["state"], "AVAILABLE", "{status}");
+    assert_eq!(v("2")["state"], "END", "{status}");
+    let msg = v("2")["status"]["error_message"].as_str().unwrap();
+    assert!(
+        msg.contains("not among the digests the owner admits"),
+        "{msg}"
+    );
+}
+
 fn files_containing(root: &Path, needle: &[u8], skip: &Path, out: &mut Vec<String>) {
     for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
         let p = e.path();

@@ -6,6 +6,8 @@
 //! - [`gramine`]: Gramine protected files, as written by `gramine-sgx-pf-crypt` (v1 and v2), so
 //!   files sealed here open under an unmodified Gramine and Gramine's files unseal here.
 //!
+//! [`binding`] holds the rule for the name a sealed model file is bound to.
+//!
 //! ```
 //! use teeserve_seal::{key::SealKey, stream};
 //! let key = SealKey::generate(32).unwrap();
@@ -17,6 +19,7 @@
 #![forbid(unsafe_code, unused_must_use)]
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod binding;
 pub mod gramine;
 pub mod key;
 pub mod stream;

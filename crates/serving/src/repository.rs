@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use teeserve_seal::key::SealKey;
-use teeserve_seal::stream;
+use teeserve_seal::{binding, stream};
 
 use crate::engine::{Engine, LoadedModel};
 use crate::textproto::{ModelConfig, VersionPolicy};
@@ -77,7 +77,7 @@ pub enum ResolveError {
 #[derive(Debug)]
 pub struct ModelRepository {
     engine: Arc<dyn Engine>,
-    key: Option<SealKey>,
+    source: ModelSource,
     models: RwLock<BTreeMap<String, ModelState>>,
     generation: std::sync::atomic::AtomicU64,
 }
@@ -94,54 +94,229 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
 }
 
-/// Reads a model file, unsealing it in memory when sealed. The plaintext stays in memory.
-pub fn read_model(dir: &Path, version: i64, key: Option<&SealKey>) -> Result<ModelBytes, String> {
+/// Why a version's model file was not loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelFileError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file is larger than the server accepts.
+    #[error("{path}: {len} bytes is larger than the 4 GiB accepted")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its length.
+        len: u64,
+    },
+    /// A sealed file, and no key to open it.
+    #[error("{path} is sealed but no model key was provisioned")]
+    NoKey {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A plaintext model on a server that unseals its models: the host could choose the model.
+    #[error("{path} is a plaintext model, and this server serves only sealed models (it holds a model key): a plaintext file on the host's disk would let the host choose what runs; seal it with `teeserve seal`")]
+    PlaintextRefused {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Neither file is there.
+    #[error("{dir} has neither model.onnx nor model.onnx.sealed")]
+    Missing {
+        /// The version directory.
+        dir: PathBuf,
+    },
+    /// The sealed file is bound to another model, version or file.
+    #[error("{path}: the file is sealed for {found:?}, not for {expected:?}; a sealed model cannot be moved to another model or version (sealed by an older teeserve? seal it again: `teeserve seal --name <model>`)")]
+    WrongBinding {
+        /// The file.
+        path: PathBuf,
+        /// The name in the file.
+        found: String,
+        /// The name this place in the repository needs.
+        expected: String,
+    },
+    /// Unsealing failed (wrong key, tampering, bad format).
+    #[error("{path}: {source}")]
+    Unseal {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: teeserve_seal::SealError,
+    },
+    /// The owner's list of admitted model files does not admit this one.
+    #[error("{path}: {reason}")]
+    NotAdmitted {
+        /// The file.
+        path: PathBuf,
+        /// Which rule of the list refused it.
+        reason: String,
+    },
+}
+
+/// Which model files the owner admits, released by the key broker with the model key: per
+/// model, the SHA-256 digests of the sealed files that may be served and/or the lowest version
+/// that may be served. A server holding such a list refuses every other file, so a sealed
+/// version the owner has retired cannot be brought back by the host.
+///
+/// JSON: `{"digits": {"sha256": ["<hex>", ...], "min_version": 2}}`; a model absent from the
+/// list is not admitted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(transparent)]
+pub struct AdmittedModels(pub BTreeMap<String, ModelAdmission>);
+
+/// What the owner admits of one model.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelAdmission {
+    /// SHA-256 (hex) of the sealed files that may be served; empty: any digest.
+    #[serde(default)]
+    pub sha256: Vec<String>,
+    /// The lowest version that may be served.
+    #[serde(default)]
+    pub min_version: Option<i64>,
+}
+
+/// The largest admitted-models list read (it comes from the key broker).
+const MAX_ADMITTED_BYTES: usize = 1 << 20;
+
+impl AdmittedModels {
+    /// Reads the list from its JSON text.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() > MAX_ADMITTED_BYTES {
+            return Err(format!(
+                "{} bytes; the list is at most {MAX_ADMITTED_BYTES}",
+                bytes.len()
+            ));
+        }
+        let mut list: Self = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        for (name, m) in list.0.iter_mut() {
+            if m.sha256.is_empty() && m.min_version.is_none() {
+                return Err(format!(
+                    "model {name:?}: give \"sha256\" digests, \"min_version\", or both"
+                ));
+            }
+            for d in m.sha256.iter_mut() {
+                *d = d.to_ascii_lowercase();
+                if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(format!(
+                        "model {name:?}: {d:?} is not a SHA-256 digest (64 hex digits)"
+                    ));
+                }
+            }
+        }
+        Ok(list)
+    }
+
+    /// Why version `version` of `model`, a file with digest `sha256`, is not admitted.
+    pub fn refusal(&self, model: &str, version: i64, sha256: &str) -> Option<String> {
+        let Some(m) = self.0.get(model) else {
+            return Some(format!(
+                "the owner's admitted-models list does not name model {model:?}"
+            ));
+        };
+        if let Some(min) = m.min_version {
+            if version < min {
+                return Some(format!(
+                    "version {version} is below the lowest version the owner admits ({min})"
+                ));
+            }
+        }
+        if !m.sha256.is_empty() && !m.sha256.iter().any(|d| d == sha256) {
+            return Some(format!(
+                "SHA-256 {sha256} is not among the digests the owner admits for model {model:?}"
+            ));
+        }
+        None
+    }
+}
+
+/// How a server reads model files.
+#[derive(Debug, Default)]
+pub struct ModelSource {
+    /// The key that unseals sealed models. With a key, only sealed models are served.
+    pub key: Option<SealKey>,
+    /// The owner's list of admitted files, when the key broker released one.
+    pub admitted: Option<AdmittedModels>,
+}
+
+fn read_file(p: &Path) -> Result<Vec<u8>, ModelFileError> {
+    let io = |source| ModelFileError::Io {
+        path: p.to_owned(),
+        source,
+    };
+    let len = std::fs::metadata(p).map_err(io)?.len();
+    if len > MAX_MODEL_BYTES {
+        return Err(ModelFileError::TooLarge {
+            path: p.to_owned(),
+            len,
+        });
+    }
+    std::fs::read(p).map_err(io)
+}
+
+/// Reads version `version` of model `model` from its directory `dir`, unsealing it in memory
+/// when sealed (the plaintext stays in memory). With a key, the version must be sealed, for
+/// this model and version; with an admitted-models list, the list must admit it.
+pub fn read_model(
+    dir: &Path,
+    model: &str,
+    version: i64,
+    source: &ModelSource,
+) -> Result<ModelBytes, ModelFileError> {
     let sealed = dir.join(SEALED_FILE);
     let plain = dir.join(MODEL_FILE);
-    let read = |p: &Path| -> Result<Vec<u8>, String> {
-        let len = std::fs::metadata(p)
-            .map_err(|e| format!("{}: {e}", p.display()))?
-            .len();
-        if len > MAX_MODEL_BYTES {
-            return Err(format!(
-                "{}: {len} bytes is larger than the 4 GiB accepted",
-                p.display()
-            ));
-        }
-        std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))
+    let admit = |path: &Path, digest: &str| match source
+        .admitted
+        .as_ref()
+        .and_then(|a| a.refusal(model, version, digest))
+    {
+        Some(reason) => Err(ModelFileError::NotAdmitted {
+            path: path.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
     };
     if sealed.exists() {
-        let key = key.ok_or_else(|| {
-            format!(
-                "{} is sealed but no model key was provisioned",
-                sealed.display()
-            )
+        let key = source.key.as_ref().ok_or_else(|| ModelFileError::NoKey {
+            path: sealed.clone(),
         })?;
-        let bytes = read(&sealed)?;
-        let (header, _) = stream::SealedHeader::parse(&bytes)
-            .map_err(|e| format!("{}: {e}", sealed.display()))?;
-        let want = format!("{version}/{MODEL_FILE}");
-        if header.name != want && !header.name.ends_with(&format!("/{want}")) {
-            return Err(format!(
-                "{}: the file is bound to {:?}, not to version {version} ({want:?}); a sealed model cannot be moved to another version",
-                sealed.display(),
-                header.name
-            ));
-        }
+        let bytes = read_file(&sealed)?;
         let digest = sha256_hex(&bytes);
-        return stream::unseal_to_vec(key, &bytes, None)
-            .map(|p| (p, digest))
-            .map_err(|e| format!("{}: {e}", sealed.display()));
+        admit(&sealed, &digest)?;
+        let unseal = |source| ModelFileError::Unseal {
+            path: sealed.clone(),
+            source,
+        };
+        let (header, _) = stream::SealedHeader::parse(&bytes).map_err(unseal)?;
+        let expected = binding::model_file(model, version, MODEL_FILE);
+        if header.name != expected {
+            return Err(ModelFileError::WrongBinding {
+                path: sealed,
+                found: header.name,
+                expected,
+            });
+        }
+        let plaintext = stream::unseal_to_vec(key, &bytes, Some(&expected)).map_err(unseal)?;
+        return Ok((plaintext, digest));
     }
     if plain.exists() {
-        let bytes = zeroize::Zeroizing::new(read(&plain)?);
+        if source.key.is_some() {
+            return Err(ModelFileError::PlaintextRefused { path: plain });
+        }
+        let bytes = zeroize::Zeroizing::new(read_file(&plain)?);
         let digest = sha256_hex(&bytes);
+        admit(&plain, &digest)?;
         return Ok((bytes, digest));
     }
-    Err(format!(
-        "{} has neither {MODEL_FILE} nor {SEALED_FILE}",
-        dir.display()
-    ))
+    Err(ModelFileError::Missing {
+        dir: dir.to_owned(),
+    })
 }
 
 fn version_dirs(base: &Path) -> Result<BTreeMap<i64, PathBuf>, String> {
@@ -166,8 +341,8 @@ fn version_dirs(base: &Path) -> Result<BTreeMap<i64, PathBuf>, String> {
 }
 
 impl ModelRepository {
-    /// A repository of `configs`, loading with `engine`; `key` unseals sealed models.
-    pub fn new(engine: Arc<dyn Engine>, key: Option<SealKey>, configs: Vec<ModelConfig>) -> Self {
+    /// A repository of `configs`, loading with `engine`, reading model files from `source`.
+    pub fn new(engine: Arc<dyn Engine>, source: ModelSource, configs: Vec<ModelConfig>) -> Self {
         let models = configs
             .into_iter()
             .map(|c| {
@@ -182,7 +357,7 @@ impl ModelRepository {
             .collect();
         Self {
             engine,
-            key,
+            source,
             models: RwLock::new(models),
             generation: std::sync::atomic::AtomicU64::new(0),
         }
@@ -302,7 +477,8 @@ impl ModelRepository {
                 stamp: st,
             },
         );
-        let loaded = read_model(dir, v, self.key.as_ref())
+        let loaded = read_model(dir, name, v, &self.source)
+            .map_err(|e| e.to_string())
             .and_then(|(bytes, digest)| Ok((self.engine.load(&bytes)?, digest)));
         let (state, ok) = match loaded {
             Ok((model, digest)) => {

@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 use crate::batching::Batcher;
 use crate::engine::EngineChoice;
 use crate::metrics::Metrics;
-use crate::repository::ModelRepository;
+use crate::repository::{AdmittedModels, ModelRepository, ModelSource};
 use crate::rest::RestContext;
 use crate::service::{CoreOptions, ServingCore};
 use crate::textproto::{self, ModelConfig, VersionPolicy};
@@ -74,6 +74,8 @@ pub struct KbsOptions {
     pub model_key_secret: String,
     /// Secret holding the TLS private key (PEM), if the TLS key is provisioned too.
     pub tls_key_secret: Option<String>,
+    /// Secret holding the owner's list of admitted model files ([`AdmittedModels`] JSON).
+    pub admitted_models_secret: Option<String>,
     /// How long to keep retrying an unreachable broker.
     pub retry_for: Duration,
 }
@@ -178,6 +180,7 @@ fn read(p: &PathBuf, flag: &str) -> Result<Vec<u8>, ServeError> {
 /// Secrets obtained from the key broker.
 struct Provisioned {
     model_key: Option<SealKey>,
+    admitted: Option<AdmittedModels>,
     tls_key_pem: Option<Zeroizing<Vec<u8>>>,
 }
 
@@ -228,9 +231,23 @@ async fn provision(k: &KbsOptions, platform: &dyn Platform) -> Result<Provisione
         ),
         None => None,
     };
+    let admitted = match &k.admitted_models_secret {
+        Some(s) => {
+            let list = client
+                .get_secret(s)
+                .await
+                .map_err(|e| ServeError::Kbs(e.to_string()))?;
+            Some(
+                AdmittedModels::from_json(&list)
+                    .map_err(|e| ServeError::Kbs(format!("secret {s:?} (admitted models): {e}")))?,
+            )
+        }
+        None => None,
+    };
     tracing::info!("received secrets from the key broker at {}", k.addr);
     Ok(Provisioned {
         model_key,
+        admitted,
         tls_key_pem,
     })
 }
@@ -409,6 +426,7 @@ impl Server {
                     }
                     None => None,
                 },
+                admitted: None,
                 tls_key_pem: None,
             },
         };
@@ -418,7 +436,10 @@ impl Server {
             .map_err(|e| cfg(format!("--engine: {e}")))?;
         let repo = Arc::new(ModelRepository::new(
             engine,
-            provisioned.model_key,
+            ModelSource {
+                key: provisioned.model_key,
+                admitted: provisioned.admitted,
+            },
             model_configs(&o)?,
         ));
         let r = repo.clone();

@@ -639,9 +639,9 @@ async fn sealed_models_load_with_the_key_only() {
         .unwrap();
         out
     };
-    std::fs::write(b.join("1/model.onnx.sealed"), seal("1/model.onnx")).unwrap();
+    std::fs::write(b.join("1/model.onnx.sealed"), seal("digits/1/model.onnx")).unwrap();
     // A file sealed for version 1, moved to version 2: refused.
-    std::fs::write(b.join("2/model.onnx.sealed"), seal("1/model.onnx")).unwrap();
+    std::fs::write(b.join("2/model.onnx.sealed"), seal("digits/1/model.onnx")).unwrap();
     let mut o = options(&b);
     o.model_key_file = Some(dir.path().join("model.key"));
     let s = start(o.clone()).await;
@@ -651,7 +651,7 @@ async fn sealed_models_load_with_the_key_only() {
         .as_ref()
         .unwrap()
         .error_message
-        .contains("cannot be moved to another version"));
+        .contains("cannot be moved to another model or version"));
     assert!(s.core.resolve("digits", Some(1), None).is_ok());
     s.shutdown().await;
     // Without the key, nothing loads and readiness stays false.

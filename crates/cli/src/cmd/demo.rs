@@ -173,7 +173,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
     let mut sealed = Vec::new();
     teeserve_seal::stream::seal(
         &key,
-        "1/model.onnx",
+        &teeserve_seal::binding::model_file("digits", 1, "model.onnx"),
         MODEL.len() as u64,
         MODEL,
         &mut sealed,

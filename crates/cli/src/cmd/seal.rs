@@ -54,8 +54,11 @@ pub struct SealArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "teeserve")]
     pub format: Format,
-    /// Name the sealed file is bound to (teeserve format). Default: the file's path relative to
-    /// IN (a directory), or its file name.
+    /// Name the sealed file is bound to (teeserve format). For a model directory IN (TF
+    /// Serving's `<version>/...` layout), the model name: files are bound to
+    /// `<model>/<version>/<file>`, which the server checks against the model and version it
+    /// loads (default: IN's directory name). For a single file, the whole name (default: its
+    /// file name).
     #[arg(long, value_name = "NAME", conflicts_with = "gramine_path")]
     pub name: Option<String>,
     /// Path bound into a Gramine protected file: the path Gramine will open it under (the mount
@@ -78,7 +81,11 @@ pub struct UnsealArgs {
     /// Input format (gramine reads both versions).
     #[arg(long, value_enum, default_value = "teeserve")]
     pub format: Format,
-    /// Require this bound name (teeserve) or bound path (gramine).
+    /// Require this bound name (teeserve) or bound path (gramine). For a directory IN, every
+    /// file's bound name is checked: with the teeserve format against
+    /// `<model>/<version>/<file>`, where NAME is the model (default: IN's directory name); with
+    /// the Gramine formats against `<NAME>/<path in IN>` (default NAME: IN as given, which is
+    /// what `seal --format gramine` binds by default when IN is its OUT).
     #[arg(long, value_name = "NAME")]
     pub expect_name: Option<String>,
     /// Sealed file or directory, or - for stdin.
@@ -204,6 +211,37 @@ fn files_under(root: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// The last component of a directory as given or, for `.` and the like, as resolved.
+fn dir_name(dir: &Path) -> Result<String> {
+    let named = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    match named(dir) {
+        Some(n) => Ok(n),
+        None => {
+            let abs = std::fs::canonicalize(dir)
+                .with_context(|| format!("cannot resolve {}", dir.display()))?;
+            named(&abs).with_context(|| {
+                format!(
+                    "{} has no name to use as the model name: give --name",
+                    dir.display()
+                )
+            })
+        }
+    }
+}
+
+/// The bound name of the file at `rel` in the model directory `root` (teeserve format): the
+/// one rule of `teeserve_seal::binding`, or an error for files outside version directories,
+/// which the server would never load.
+fn tree_binding(model: &str, rel: &str, root: &Path) -> Result<String> {
+    teeserve_seal::binding::in_model_tree(model, rel).with_context(|| {
+        format!(
+            "{}: {rel} is not inside a version directory (a model directory holds <version>/<files>, \
+             as TF Serving lays it out); seal each model's directory on its own",
+            root.display()
+        )
+    })
+}
+
 fn rel_name(rel: &Path) -> String {
     rel.components()
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
@@ -292,14 +330,15 @@ pub fn seal(a: SealArgs) -> Result<i32> {
             "a directory cannot be sealed to stdout"
         );
         let files = files_under(&a.input)?;
+        let model = match &a.name {
+            Some(n) => n.clone(),
+            None => dir_name(&a.input)?,
+        };
         for rel in &files {
             let name = rel_name(rel);
             let (bound, out) = match a.format {
                 Format::Teeserve => (
-                    a.name
-                        .as_ref()
-                        .map(|n| format!("{n}/{name}"))
-                        .unwrap_or_else(|| name.clone()),
+                    tree_binding(&model, &name, &a.input)?,
                     a.output.join(format!("{}.sealed", rel.display())),
                 ),
                 _ => {
@@ -316,10 +355,15 @@ pub fn seal(a: SealArgs) -> Result<i32> {
             seal_one(&key, a.format, &bound, &a.input.join(rel), &out)?;
         }
         eprintln!(
-            "sealed {} files from {} into {}",
+            "sealed {} files from {} into {}{}",
             files.len(),
             a.input.display(),
-            a.output.display()
+            a.output.display(),
+            if a.format == Format::Teeserve {
+                format!(" (model {model:?})")
+            } else {
+                String::new()
+            }
         );
     } else {
         let bound = match a.format {
@@ -411,15 +455,34 @@ pub fn unseal(a: UnsealArgs) -> Result<i32> {
     let key = SealKey::from_file(&a.key).with_context(|| format!("--key {}", a.key.display()))?;
     if !is_dash(&a.input) && a.input.is_dir() {
         let files = files_under(&a.input)?;
+        // Every file is checked against the name its place in the tree gives it, as the server
+        // checks the files it loads: two sealed files swapped in the directory are refused.
+        let prefix = match (&a.expect_name, a.format) {
+            (Some(n), _) => n.clone(),
+            (None, Format::Teeserve) => dir_name(&a.input)?,
+            (None, _) => a.input.display().to_string(),
+        };
         for rel in &files {
-            let out = match a.format {
+            let name = rel_name(rel);
+            let (out, expected) = match a.format {
                 Format::Teeserve => {
-                    let s = rel.display().to_string();
-                    a.output.join(s.strip_suffix(".sealed").unwrap_or(&s))
+                    let plain = name.strip_suffix(".sealed").with_context(|| {
+                        format!(
+                            "{}: {name} has no .sealed suffix: not a file `teeserve seal` wrote",
+                            a.input.display()
+                        )
+                    })?;
+                    (
+                        a.output.join(plain),
+                        tree_binding(&prefix, plain, &a.input)?,
+                    )
                 }
-                _ => a.output.join(rel),
+                _ => (
+                    a.output.join(rel),
+                    format!("{}/{name}", prefix.trim_end_matches('/')),
+                ),
             };
-            unseal_one(&key, a.format, None, &a.input.join(rel), &out)?;
+            unseal_one(&key, a.format, Some(&expected), &a.input.join(rel), &out)?;
         }
         eprintln!("unsealed {} files into {}", files.len(), a.output.display());
     } else {

@@ -131,6 +131,15 @@ pub struct ServeArgs {
     /// Secret holding the TLS private key (PEM), used with --tls-cert.
     #[arg(long = "kbs-tls-key-secret", value_name = "NAME")]
     pub kbs_tls_key_secret: Option<String>,
+    /// Secret holding the owner's list of admitted model files (JSON: per model, "sha256"
+    /// digests of the sealed files and/or "min_version"); every other file is refused, so a
+    /// retired sealed version cannot be brought back by the host.
+    #[arg(
+        long = "kbs-admitted-models-secret",
+        value_name = "NAME",
+        requires = "kbs"
+    )]
+    pub kbs_admitted_models_secret: Option<String>,
     /// Seconds to keep retrying an unreachable key broker before giving up.
     #[arg(long = "kbs-retry-seconds", default_value_t = 60)]
     pub kbs_retry_seconds: u64,
@@ -216,6 +225,7 @@ pub fn run(a: ServeArgs) -> Result<i32> {
             server_name: a.kbs_server_name,
             model_key_secret: a.kbs_model_key_secret,
             tls_key_secret: a.kbs_tls_key_secret,
+            admitted_models_secret: a.kbs_admitted_models_secret,
             retry_for: Duration::from_secs(a.kbs_retry_seconds),
         }),
         attestation_collateral: a.attestation_collateral,
