@@ -372,6 +372,10 @@ pub struct Verdict {
     /// Facts a policy may want to weigh that did not fail verification.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// When the evidence's carrier was made (an RA-TLS certificate's notBefore, Unix seconds);
+    /// `None` for a bare quote. Set by whoever parsed the carrier; the quote does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence_not_before_unix: Option<i64>,
 }
 
 impl Verdict {
@@ -1124,6 +1128,7 @@ impl Verifier {
             verified_at_unix: at,
             pck_revocation_checked: pck.warnings.is_empty(),
             warnings: pck.warnings.clone(),
+            evidence_not_before_unix: None,
         })
     }
 }
