@@ -62,6 +62,12 @@ pub struct Policy {
     /// thisUpdate) at verification time, in seconds.
     #[serde(default)]
     pub max_collateral_age_secs: Option<i64>,
+    /// Maximum age of the evidence at verification time, in seconds: how long ago the RA-TLS
+    /// certificate that carries the quote became valid (its notBefore). Off by default, as in
+    /// Gramine, whose verifier ignores the certificate's validity; evidence that does not say
+    /// when it was made is refused when this is set.
+    #[serde(default)]
+    pub max_evidence_age_secs: Option<i64>,
     /// Admit evidence that chains to a root other than Intel's (the simulated TEE).
     #[serde(default)]
     pub allow_simulated: bool,
@@ -101,6 +107,7 @@ impl Default for Policy {
             tcb_status: default_statuses(),
             accepted_advisories: Vec::new(),
             max_collateral_age_secs: None,
+            max_evidence_age_secs: None,
             allow_simulated: false,
             allow_unchecked_pck_revocation: false,
             secrets: Vec::new(),
@@ -176,6 +183,27 @@ impl Policy {
                 field: "rtmr",
                 reason: "more than four RTMRs".into(),
             });
+        }
+        // One signing key signs every product of its owner; without a product id (or an exact
+        // MRENCLAVE) the policy would admit all of them. Gramine's verifier asks for both too.
+        if !self.mrsigner.is_empty() && self.mrenclave.is_empty() && self.isv_prod_id.is_none() {
+            return Err(PolicyLoadError::Invalid {
+                field: "isv_prod_id",
+                reason: "mrsigner is set without isv_prod_id (or mrenclave), which would admit \
+                         every enclave product signed by that key; set isv_prod_id"
+                    .into(),
+            });
+        }
+        for (field, v) in [
+            ("max_collateral_age_secs", self.max_collateral_age_secs),
+            ("max_evidence_age_secs", self.max_evidence_age_secs),
+        ] {
+            if matches!(v, Some(s) if s < 0) {
+                return Err(PolicyLoadError::Invalid {
+                    field,
+                    reason: "must not be negative".into(),
+                });
+            }
         }
         Ok(())
     }
@@ -254,6 +282,29 @@ impl Policy {
                     format!(
                         "collateral issued {} is {age} s old, more than {max} s",
                         v.collateral.oldest_issue
+                    ),
+                ));
+            }
+        }
+        if let Some(max) = self.max_evidence_age_secs {
+            let Some(made) = v.evidence_not_before_unix else {
+                return Err(self.refuse(
+                    "max_evidence_age_secs",
+                    "the evidence does not say when it was made (a bare quote, not an RA-TLS certificate)".into(),
+                ));
+            };
+            // A notBefore in the future counts too: inside SGX the certificate's clock is the
+            // host's, so a far-future stamp must not make old evidence look fresh forever.
+            let age = v.verified_at_unix - made;
+            if age.abs() > max {
+                let when = if age >= 0 { "before" } else { "after" };
+                return Err(self.refuse(
+                    "max_evidence_age_secs",
+                    format!(
+                        "the RA-TLS certificate became valid at {}, {} s {when} the verification time {}, more than {max} s",
+                        crate::collateral::format_time(made),
+                        age.abs(),
+                        v.verified_at
                     ),
                 ));
             }

@@ -372,6 +372,10 @@ pub struct Verdict {
     /// Facts a policy may want to weigh that did not fail verification.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// When the evidence's carrier was made (an RA-TLS certificate's notBefore, Unix seconds);
+    /// `None` for a bare quote. Set by whoever parsed the carrier; the quote does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence_not_before_unix: Option<i64>,
 }
 
 impl Verdict {
@@ -772,15 +776,14 @@ impl Verifier {
         Ok(signer)
     }
 
-    fn pck_chain(
+    /// Checks a quote's PCK certificate chain up to the pinned root: its shape, names and
+    /// signatures (revocation and validity need collateral). `trusted_inter` is a PCK CA already
+    /// known to be signed by the root.
+    fn pck_chain_signed(
         &self,
         quote: &Quote,
-        p: &PreparedCollateral,
-    ) -> Result<Arc<VerifiedPck>, VerifyError> {
-        let key = sha256(&quote.pck_chain_pem);
-        if let Some(hit) = p.chains.read().ok().and_then(|m| m.get(&key).cloned()) {
-            return Ok(hit);
-        }
+        trusted_inter: Option<&Cert>,
+    ) -> Result<Vec<Cert>, VerifyError> {
         let item = "PCK certificate chain (quote certification data)";
         let chain = Cert::chain_from_pem(&quote.pck_chain_pem)
             .map_err(|reason| VerifyError::Certificate { item, reason })?;
@@ -818,12 +821,35 @@ impl Verifier {
             });
         }
         // The PCK CA is normally the PCK CRL's issuer, already verified against the root.
-        if inter.der != p.pck_crl_issuer.der && !self.signed_by_root(inter) {
+        if trusted_inter.map(|t| t.der != inter.der).unwrap_or(true) && !self.signed_by_root(inter)
+        {
             return Err(VerifyError::Signature(SignedObject::IntermediateCert));
         }
         if !leaf.verify_by(inter) {
             return Err(VerifyError::Signature(SignedObject::PckCert));
         }
+        Ok(chain)
+    }
+
+    /// Checks that a quote's PCK certificate chains to the pinned root (signatures and names;
+    /// not revocation or validity, which need collateral). Whatever selects collateral from the
+    /// PCK certificate (its FMSPC and CA) calls this first, so that an unverified certificate
+    /// cannot make the verifier fetch collateral for platforms of its choosing.
+    pub fn check_pck_chain(&self, quote: &Quote) -> Result<(), VerifyError> {
+        self.pck_chain_signed(quote, None).map(|_| ())
+    }
+
+    fn pck_chain(
+        &self,
+        quote: &Quote,
+        p: &PreparedCollateral,
+    ) -> Result<Arc<VerifiedPck>, VerifyError> {
+        let key = sha256(&quote.pck_chain_pem);
+        if let Some(hit) = p.chains.read().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(hit);
+        }
+        let chain = self.pck_chain_signed(quote, Some(&p.pck_crl_issuer))?;
+        let (leaf, inter) = (&chain[0], &chain[1]);
         if p.root_crl.is_revoked(&inter.serial) {
             return Err(VerifyError::Revoked {
                 item: "PCK intermediate CA certificate",
@@ -1102,6 +1128,7 @@ impl Verifier {
             verified_at_unix: at,
             pck_revocation_checked: pck.warnings.is_empty(),
             warnings: pck.warnings.clone(),
+            evidence_not_before_unix: None,
         })
     }
 }

@@ -1,7 +1,17 @@
 //! The audit log: one JSON line per decision, appended and flushed to disk before a secret is
 //! sent. Secrets never appear in it.
+//!
+//! Grants and refusals take different paths. A grant's line is written and synced to disk
+//! before the secret leaves, every time. Refusals are cheap for anyone to cause, so they are
+//! aggregated: the first refusal of a kind (same peer address, port, rule, policy, secret and
+//! measurements) is written at once, further identical ones are only counted and written as one
+//! line with `repeated` (and `throttled`, those answered "too many requests") when the summary
+//! interval ends. Refusal lines are not synced on their own (the next grant's sync carries
+//! them), so a flood of refusals never puts a grant behind a queue of disk syncs.
 
+use std::collections::HashMap;
 use std::io::Write;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -40,6 +50,17 @@ pub struct AuditRecord {
     /// Why it refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// On a summary line: how many refusals like this one were counted, not written, since
+    /// the previous line for them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeated: Option<u64>,
+    /// On a summary line: how many of `repeated` were answered "too many requests".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throttled: Option<u64>,
+    /// On an overflow line: refusals that could not be told apart from others (too many kinds
+    /// in one interval) and were only counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<u64>,
 }
 
 impl AuditRecord {
@@ -64,8 +85,40 @@ impl AuditRecord {
             decision: "refused",
             rule: None,
             detail: None,
+            repeated: None,
+            throttled: None,
+            dropped: None,
         }
     }
+}
+
+/// Kinds of refusal tracked in one summary interval. Beyond it, refusals are counted in one
+/// overflow line, so a peer varying the names it asks for cannot grow the log or the memory.
+const MAX_KINDS: usize = 256;
+
+/// What makes two refusals "the same" for aggregation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Kind {
+    peer: IpAddr,
+    port: &'static str,
+    rule: Option<String>,
+    policy: Option<String>,
+    secret: Option<String>,
+    measurements: String,
+}
+
+#[derive(Debug)]
+struct Counted {
+    /// The latest refusal of this kind (its time and peer port are the summary's).
+    last: AuditRecord,
+    repeated: u64,
+    throttled: u64,
+}
+
+#[derive(Debug, Default)]
+struct Refusals {
+    kinds: HashMap<Kind, Counted>,
+    dropped: u64,
 }
 
 /// An append-only audit log (or none).
@@ -73,6 +126,7 @@ impl AuditRecord {
 pub struct AuditLog {
     path: Option<PathBuf>,
     file: Mutex<Option<std::fs::File>>,
+    refusals: Mutex<Refusals>,
 }
 
 impl AuditLog {
@@ -94,27 +148,143 @@ impl AuditLog {
         Ok(Self {
             path: path.map(Path::to_owned),
             file: Mutex::new(file),
+            refusals: Mutex::new(Refusals::default()),
         })
     }
 
-    /// Appends a record and flushes it to disk. An error means the decision must not take effect.
+    /// Appends a record and syncs it to disk. An error means the decision must not take effect.
+    /// This is the path of grants.
     pub fn record(&self, r: &AuditRecord) -> std::io::Result<()> {
         let line = serde_json::to_string(r).map_err(std::io::Error::other)? + "\n";
         tracing::info!(target: "teeserve_kbs::audit", "{}", line.trim_end());
+        self.append(line.as_bytes(), true)
+    }
+
+    fn append(&self, lines: &[u8], sync: bool) -> std::io::Result<()> {
         let mut guard = self
             .file
             .lock()
             .map_err(|_| std::io::Error::other("audit log lock poisoned"))?;
         if let Some(f) = guard.as_mut() {
-            f.write_all(line.as_bytes())?;
+            f.write_all(lines)?;
             f.flush()?;
-            f.sync_data()?;
+            if sync {
+                f.sync_data()?;
+            }
         }
         Ok(())
+    }
+
+    /// Records a refusal of a peer at `peer`: written at once when it is the first of its kind
+    /// in this summary interval and not `throttled`, otherwise counted for the summary line
+    /// ([`AuditLog::flush_refusals`]). Not synced to disk on its own.
+    pub fn refusal(&self, peer: IpAddr, r: AuditRecord, throttled: bool) -> std::io::Result<()> {
+        let kind = Kind {
+            peer,
+            port: r.port,
+            rule: r.rule.clone(),
+            policy: r.policy.clone(),
+            secret: r.secret.clone(),
+            measurements: r
+                .measurements
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default(),
+        };
+        let write_now = {
+            let mut agg = self
+                .refusals
+                .lock()
+                .map_err(|_| std::io::Error::other("audit log lock poisoned"))?;
+            let full = agg.kinds.len() >= MAX_KINDS;
+            match agg.kinds.get_mut(&kind) {
+                Some(c) => {
+                    c.repeated += 1;
+                    c.throttled += u64::from(throttled);
+                    c.last = r;
+                    None
+                }
+                None if full => {
+                    agg.dropped += 1;
+                    None
+                }
+                None => {
+                    let counted = u64::from(throttled);
+                    agg.kinds.insert(
+                        kind,
+                        Counted {
+                            last: r.clone(),
+                            repeated: counted,
+                            throttled: counted,
+                        },
+                    );
+                    (!throttled).then_some(r)
+                }
+            }
+        };
+        match write_now {
+            Some(r) => {
+                let line = serde_json::to_string(&r).map_err(std::io::Error::other)? + "\n";
+                tracing::info!(target: "teeserve_kbs::audit", "{}", line.trim_end());
+                self.append(line.as_bytes(), false)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Writes one summary line for each kind of refusal counted since the last call (and one
+    /// for refusals beyond the kinds tracked), and starts a new interval.
+    pub fn flush_refusals(&self) -> std::io::Result<()> {
+        let taken = match self.refusals.lock() {
+            Ok(mut agg) => std::mem::take(&mut *agg),
+            Err(_) => return Err(std::io::Error::other("audit log lock poisoned")),
+        };
+        let now = teeserve_attest::collateral::format_time(
+            time::OffsetDateTime::now_utc().unix_timestamp(),
+        );
+        let mut out = String::new();
+        for (_, c) in taken.kinds {
+            if c.repeated == 0 {
+                continue;
+            }
+            let mut r = c.last;
+            r.time = now.clone();
+            r.repeated = Some(c.repeated);
+            r.throttled = Some(c.throttled);
+            out.push_str(&serde_json::to_string(&r).map_err(std::io::Error::other)?);
+            out.push('\n');
+        }
+        if taken.dropped > 0 {
+            let r = serde_json::json!({
+                "time": now,
+                "decision": "refused",
+                "rule": "audit_overflow",
+                "detail": format!("more than {MAX_KINDS} kinds of refusal in one interval; these were only counted"),
+                "dropped": taken.dropped,
+            });
+            out.push_str(&r.to_string());
+            out.push('\n');
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        for line in out.lines() {
+            tracing::info!(target: "teeserve_kbs::audit", "{line}");
+        }
+        self.append(out.as_bytes(), false)
     }
 
     /// The log's path.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        // A reload replaces the log; what was counted under the old one is still written.
+        if let Err(e) = self.flush_refusals() {
+            tracing::error!("audit log: {e}");
+        }
     }
 }

@@ -89,6 +89,13 @@ pub struct Limits {
     /// Seconds a client may take to send a request.
     #[serde(default = "d_timeout")]
     pub request_timeout_secs: u64,
+    /// Refused requests answered per second per peer address (and the burst allowed after a
+    /// quiet second); beyond it a peer is answered 429 and its refusals are only counted.
+    #[serde(default = "d_refusals")]
+    pub refusals_per_sec: u32,
+    /// Seconds between summary lines of repeated refusals in the audit log.
+    #[serde(default = "d_summary")]
+    pub audit_summary_secs: u64,
 }
 
 fn d_conns() -> usize {
@@ -99,12 +106,22 @@ fn d_timeout() -> u64 {
     10
 }
 
+fn d_refusals() -> u32 {
+    10
+}
+
+fn d_summary() -> u64 {
+    10
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: d_conns(),
             handshake_timeout_secs: d_timeout(),
             request_timeout_secs: d_timeout(),
+            refusals_per_sec: d_refusals(),
+            audit_summary_secs: d_summary(),
         }
     }
 }
@@ -163,6 +180,15 @@ impl Loaded {
         .flatten()
         {
             resolve(&base, p);
+        }
+        let l = &config.limits;
+        for (key, v) in [
+            ("refusals_per_sec", u64::from(l.refusals_per_sec)),
+            ("audit_summary_secs", l.audit_summary_secs),
+        ] {
+            if v == 0 {
+                return Err(err(format!("limits.{key} must be at least 1")));
+            }
         }
         let mut secrets = BTreeMap::new();
         for (name, s) in config.secrets.iter_mut() {

@@ -3,16 +3,14 @@
 //! the 35 bytes of [`REQUEST`]; the server answers with the 37 bytes of [`RESPONSE`], a 4-byte
 //! big-endian length, and the secret.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use teeserve_attest::Verdict;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zeroize::Zeroizing;
 
 use crate::audit::AuditRecord;
-use crate::config::Loaded;
-use crate::server::{decide, Refusal, State};
+use crate::server::{decide, Conn, State};
 
 /// `SECRET_PROVISION_RA_TLS_REQUEST_V1` with its terminating NUL.
 pub const REQUEST: &[u8; 35] = b"SECRET_PROVISION_RA_TLS_REQUEST_V1\0";
@@ -21,10 +19,8 @@ pub const RESPONSE: &[u8; 37] = b"SECRET_PROVISION_RA_TLS_RESPONSE_V1:\0";
 
 pub(crate) async fn serve<S>(
     mut tls: S,
-    peer: SocketAddr,
+    conn: Arc<Conn>,
     state: Arc<State>,
-    loaded: Arc<Loaded>,
-    verdict: Arc<Result<Verdict, Refusal>>,
     timeout_secs: u64,
 ) -> Result<(), String>
 where
@@ -35,11 +31,14 @@ where
         .await
         .map_err(|_| "request timed out".to_owned())?
         .map_err(|e| format!("reading the request: {e}"))?;
+    // Decided under the configuration in force now, not the one of the handshake.
+    let (loaded, verdict) = conn.appraise(&state).await?;
+    let peer = conn.peer;
     let mut rec = AuditRecord::new(&peer.to_string(), "gramine", verdict.as_ref().as_ref().ok());
     if &req != REQUEST {
         rec.rule = Some("protocol".into());
         rec.detail = Some("the first 35 bytes are not SECRET_PROVISION_RA_TLS_REQUEST_V1".into());
-        let _ = state.audit_record(&rec);
+        state.audit_refusal(peer, rec, &loaded.config.limits);
         return Err("bad request magic".into());
     }
     let decision = match verdict.as_ref() {
@@ -52,16 +51,15 @@ where
             rec.policy = Some(policy.name.clone());
             rec.secret = Some(name);
             state
-                .audit_record(&rec)
+                .audit_grant(rec)
+                .await
                 .map_err(|e| format!("audit log: {e}; not releasing"))?;
             let len = u32::try_from(secret.0.len()).map_err(|_| "secret too large".to_owned())?;
-            let mut msg = Vec::with_capacity(41 + secret.0.len());
+            let mut msg = Zeroizing::new(Vec::with_capacity(41 + secret.0.len()));
             msg.extend_from_slice(RESPONSE);
             msg.extend_from_slice(&len.to_be_bytes());
             msg.extend_from_slice(&secret.0);
-            let r = tls.write_all(&msg).await;
-            msg.iter_mut().for_each(|b| *b = 0);
-            r.map_err(|e| e.to_string())?;
+            tls.write_all(&msg).await.map_err(|e| e.to_string())?;
             let _ = tls.shutdown().await;
             Ok(())
         }
@@ -69,7 +67,8 @@ where
             rec.policy = r.policy;
             rec.rule = Some(r.rule);
             rec.detail = Some(r.detail);
-            let _ = state.audit_record(&rec);
+            // The protocol has no refusal message: the connection is closed either way.
+            state.audit_refusal(peer, rec, &loaded.config.limits);
             let _ = tls.shutdown().await;
             Err("refused".into())
         }

@@ -17,6 +17,7 @@ pub mod client;
 pub mod config;
 pub mod gramine;
 pub mod server;
+pub mod throttle;
 pub mod tls;
 
 /// Key broker errors.

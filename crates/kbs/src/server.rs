@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -16,7 +16,8 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::audit::{AuditLog, AuditRecord};
-use crate::config::{Loaded, Secret};
+use crate::config::{Limits, Loaded, Secret};
+use crate::throttle::RefusalLimiter;
 use crate::KbsError;
 
 /// Why a peer was refused: the rule and the detail.
@@ -36,6 +37,7 @@ pub struct Refusal {
 pub struct State {
     loaded: RwLock<Arc<Loaded>>,
     audit: RwLock<Arc<AuditLog>>,
+    limiter: RefusalLimiter,
     config_path: PathBuf,
 }
 
@@ -48,15 +50,37 @@ impl State {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
-    pub(crate) fn audit_record(&self, r: &AuditRecord) -> std::io::Result<()> {
-        self.audit().record(r)
-    }
-
     fn audit(&self) -> Arc<AuditLog> {
         self.audit
             .read()
             .map(|g| g.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Writes a grant's audit line and syncs it, off the async threads. An error means the
+    /// secret must not be sent.
+    pub(crate) async fn audit_grant(&self, r: AuditRecord) -> std::io::Result<()> {
+        let audit = self.audit();
+        tokio::task::spawn_blocking(move || audit.record(&r))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    /// Records a refusal of `peer` (aggregated, see [`AuditLog::refusal`]); returns false when
+    /// the peer is over its rate of refusals and should be told to slow down.
+    pub(crate) fn audit_refusal(&self, peer: SocketAddr, r: AuditRecord, limits: &Limits) -> bool {
+        let allowed = self
+            .limiter
+            .allow(peer.ip(), limits.refusals_per_sec, Instant::now());
+        if let Err(e) = self.audit().refusal(peer.ip(), r, !allowed) {
+            tracing::error!("audit log: {e}");
+        }
+        allowed
+    }
+
+    /// Writes the summary lines of refusals counted since the last summary.
+    pub fn flush_refusals(&self) -> std::io::Result<()> {
+        self.audit().flush_refusals()
     }
 
     /// Re-reads the configuration; a broken one is rejected and the old one stays.
@@ -147,6 +171,92 @@ pub fn decide<'a>(
     }))
 }
 
+/// Rules whose policy detail names the policy's expected measurements. A refused peer is told
+/// the rule, not the values that would have admitted it (the audit log keeps them).
+const MEASUREMENT_RULES: &[&str] = &[
+    "mrenclave",
+    "mrsigner",
+    "isv_prod_id",
+    "min_isv_svn",
+    "mrtd",
+    "rtmr",
+    "mrconfigid",
+];
+
+impl Refusal {
+    /// What the refused peer is told: the rule and policy, and the detail unless it would echo
+    /// the policy's measurements.
+    pub fn for_peer(&self) -> serde_json::Value {
+        let detail = if MEASUREMENT_RULES.contains(&self.rule.as_str()) {
+            format!(
+                "the evidence does not match the policy's {} (the broker's audit log has the values)",
+                self.rule
+            )
+        } else {
+            self.detail.clone()
+        };
+        serde_json::json!({
+            "error": "secret refused",
+            "policy": self.policy,
+            "rule": self.rule,
+            "detail": detail,
+        })
+    }
+}
+
+/// How the native API answers a request for a secret.
+#[derive(Debug)]
+pub enum Decision<'a> {
+    /// Release the secret.
+    Granted {
+        /// The policy that admitted the peer.
+        policy: &'a Policy,
+        /// The secret.
+        secret: Secret,
+    },
+    /// The peer is admitted by some policy, and the name is not a secret of this broker.
+    Unknown,
+    /// Refused.
+    Refused(Refusal),
+}
+
+/// Decides a native-API request for `name`. A peer that no policy admits gets the same refusal
+/// whatever name it asks for, so it cannot learn which secrets exist; a peer that some policy
+/// admits (the owner's own TEE) is told which rule refused this name, or that it is unknown.
+pub fn decide_native<'a>(
+    loaded: &'a Loaded,
+    verdict: &Result<Verdict, Refusal>,
+    name: &str,
+) -> Decision<'a> {
+    let v = match verdict {
+        Ok(v) => v,
+        Err(r) => return Decision::Refused(r.clone()),
+    };
+    let refusal = match decide(loaded, v, Some(name)) {
+        Ok((policy, _, secret)) => return Decision::Granted { policy, secret },
+        Err(r) => r,
+    };
+    let mut first = None;
+    for p in &loaded.config.policies {
+        match p.appraise(v) {
+            Ok(()) if loaded.secrets.contains_key(name) => return Decision::Refused(refusal),
+            Ok(()) => return Decision::Unknown,
+            Err(e) => {
+                first.get_or_insert(Refusal {
+                    policy: Some(e.policy.clone()),
+                    rule: e.rule.into(),
+                    detail: e.detail.clone(),
+                });
+            }
+        }
+    }
+    Decision::Refused(first.unwrap_or(Refusal {
+        policy: None,
+        rule: "secrets".into(),
+        detail: "no policy is configured".into(),
+    }))
+}
+
 /// A running key broker.
 #[derive(Debug)]
 pub struct Kbs {
@@ -189,6 +299,7 @@ impl Kbs {
         let state = Arc::new(State {
             loaded: RwLock::new(Arc::new(loaded)),
             audit: RwLock::new(Arc::new(audit)),
+            limiter: RefusalLimiter::new(),
             config_path: config_path.to_owned(),
         });
         let native_addr = native.local_addr().map_err(|e| KbsError::Io {
@@ -197,12 +308,15 @@ impl Kbs {
         })?;
         let gramine_addr = gramine.as_ref().and_then(|g| g.local_addr().ok());
         let permits = Arc::new(Semaphore::new(limits.max_connections));
-        let mut tasks = vec![tokio::spawn(accept_loop(
-            native,
-            state.clone(),
-            permits.clone(),
-            Port::Native,
-        ))];
+        let mut tasks = vec![
+            tokio::spawn(accept_loop(
+                native,
+                state.clone(),
+                permits.clone(),
+                Port::Native,
+            )),
+            tokio::spawn(summarise_refusals(state.clone())),
+        ];
         if let Some(g) = gramine {
             tasks.push(tokio::spawn(accept_loop(
                 g,
@@ -237,6 +351,21 @@ impl Kbs {
     /// The shared state.
     pub fn state(&self) -> Arc<State> {
         self.state.clone()
+    }
+}
+
+/// Writes the refusal summary lines every `audit_summary_secs` (read anew each time, so a
+/// reload changes it).
+async fn summarise_refusals(state: Arc<State>) {
+    loop {
+        let secs = state.current().config.limits.audit_summary_secs.max(1);
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let s = state.clone();
+        match tokio::task::spawn_blocking(move || s.flush_refusals()).await {
+            Ok(Err(e)) => tracing::error!("audit log: {e}"),
+            Err(e) => tracing::error!("audit log: {e}"),
+            Ok(Ok(())) => {}
+        }
     }
 }
 
@@ -275,6 +404,58 @@ async fn accept_loop(
     }
 }
 
+/// A verdict is re-checked after this long even when the configuration did not change, so a
+/// long keep-alive connection does not outlive its collateral's validity by much.
+const VERDICT_TTL: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+struct Appraisal {
+    /// The configuration the verdict was made under.
+    loaded: Arc<Loaded>,
+    verdict: Arc<Result<Verdict, Refusal>>,
+    made: Instant,
+}
+
+/// One connection: its peer, the certificate it presented, and the latest appraisal of it.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) peer: SocketAddr,
+    cert: Arc<Vec<u8>>,
+    appraisal: tokio::sync::Mutex<Option<Appraisal>>,
+}
+
+impl Conn {
+    /// The configuration in force now and this peer's verdict under it. The certificate is
+    /// verified again when the configuration changed since the last request (a reload may
+    /// change the root, the collateral or the policies) or the verdict is old.
+    pub(crate) async fn appraise(
+        &self,
+        state: &State,
+    ) -> Result<(Arc<Loaded>, Arc<Result<Verdict, Refusal>>), String> {
+        let loaded = state.current();
+        let mut guard = self.appraisal.lock().await;
+        if let Some(a) = guard.as_ref() {
+            if Arc::ptr_eq(&a.loaded, &loaded) && a.made.elapsed() < VERDICT_TTL {
+                return Ok((loaded, a.verdict.clone()));
+            }
+        }
+        let appraiser = loaded.appraiser.clone();
+        let cert = self.cert.clone();
+        let verdict: Result<Verdict, RaTlsError> = tokio::task::spawn_blocking(move || {
+            appraiser.verify_cert(&cert, time::OffsetDateTime::now_utc().unix_timestamp())
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let verdict = Arc::new(verdict.map_err(|e| refusal_of(&e)));
+        *guard = Some(Appraisal {
+            loaded: loaded.clone(),
+            verdict: verdict.clone(),
+            made: Instant::now(),
+        });
+        Ok((loaded, verdict))
+    }
+}
+
 async fn serve_conn(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -298,33 +479,22 @@ async fn serve_conn(
         .and_then(|c| c.first())
         .map(|c| c.to_vec())
         .ok_or("no client certificate")?;
-    let appraiser = loaded.appraiser.clone();
-    let verdict: Result<Verdict, RaTlsError> = tokio::task::spawn_blocking(move || {
-        appraiser.verify_cert(&cert, time::OffsetDateTime::now_utc().unix_timestamp())
-    })
-    .await
-    .map_err(|e| e.to_string())?;
-    let verdict = Arc::new(verdict.map_err(|e| refusal_of(&e)));
+    drop(loaded);
+    let conn = Arc::new(Conn {
+        peer,
+        cert: Arc::new(cert),
+        appraisal: tokio::sync::Mutex::new(None),
+    });
+    // Verified now, so a peer whose evidence fails learns it on its first request without a
+    // second verification; each request still checks that the configuration is the same.
+    conn.appraise(&state).await?;
     match port {
-        Port::Gramine => {
-            crate::gramine::serve(
-                tls,
-                peer,
-                state,
-                loaded,
-                verdict,
-                limits.request_timeout_secs,
-            )
-            .await
-        }
+        Port::Gramine => crate::gramine::serve(tls, conn, state, limits.request_timeout_secs).await,
         Port::Native => {
             let svc = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                let loaded = loaded.clone();
-                let verdict = verdict.clone();
-                async move {
-                    Ok::<_, std::convert::Infallible>(handle(req, peer, &state, &loaded, &verdict))
-                }
+                let conn = conn.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(req, &state, &conn).await) }
             });
             hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -347,12 +517,22 @@ fn json(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
     r
 }
 
-fn handle(
+fn too_many() -> Response<Full<Bytes>> {
+    let mut r = json(
+        StatusCode::TOO_MANY_REQUESTS,
+        serde_json::json!({"error": "too many refused requests from this address; slow down"}),
+    );
+    r.headers_mut().insert(
+        hyper::header::RETRY_AFTER,
+        hyper::header::HeaderValue::from_static("1"),
+    );
+    r
+}
+
+async fn handle(
     req: Request<hyper::body::Incoming>,
-    peer: SocketAddr,
     state: &State,
-    loaded: &Loaded,
-    verdict: &Result<Verdict, Refusal>,
+    conn: &Conn,
 ) -> Response<Full<Bytes>> {
     if req.method() != hyper::Method::GET {
         return json(
@@ -360,9 +540,19 @@ fn handle(
             serde_json::json!({"error": "only GET is supported"}),
         );
     }
+    let (loaded, verdict) = match conn.appraise(state).await {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!("{}: appraisal: {e}", conn.peer);
+            return json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({"error": "the evidence could not be appraised"}),
+            );
+        }
+    };
     let path = req.uri().path();
     if path == "/v1/verdict" {
-        return match verdict {
+        return match verdict.as_ref() {
             Ok(v) => json(StatusCode::OK, serde_json::to_value(v).unwrap_or_default()),
             Err(r) => json(
                 StatusCode::FORBIDDEN,
@@ -379,23 +569,14 @@ fn handle(
             serde_json::json!({"error": format!("no such endpoint {path}")}),
         );
     };
-    if !loaded.secrets.contains_key(name) {
-        return json(
-            StatusCode::NOT_FOUND,
-            serde_json::json!({"error": format!("unknown secret {name:?}")}),
-        );
-    }
-    let mut rec = AuditRecord::new(&peer.to_string(), "native", verdict.as_ref().ok());
+    let peer = conn.peer;
+    let mut rec = AuditRecord::new(&peer.to_string(), "native", verdict.as_ref().as_ref().ok());
     rec.secret = Some(name.to_owned());
-    let decision = match verdict {
-        Ok(v) => decide(loaded, v, Some(name)),
-        Err(r) => Err(r.clone()),
-    };
-    match decision {
-        Ok((policy, _, secret)) => {
+    match decide_native(&loaded, &verdict, name) {
+        Decision::Granted { policy, secret } => {
             rec.decision = "granted";
             rec.policy = Some(policy.name.clone());
-            if let Err(e) = state.audit().record(&rec) {
+            if let Err(e) = state.audit_grant(rec).await {
                 tracing::error!("audit log: {e}; refusing to release {name:?}");
                 return json(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -409,15 +590,18 @@ fn handle(
             );
             r
         }
-        Err(refusal) => {
+        Decision::Unknown => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": format!("unknown secret {name:?}")}),
+        ),
+        Decision::Refused(refusal) => {
             rec.policy = refusal.policy.clone();
             rec.rule = Some(refusal.rule.clone());
             rec.detail = Some(refusal.detail.clone());
-            let _ = state.audit().record(&rec);
-            json(
-                StatusCode::FORBIDDEN,
-                serde_json::json!({"error": format!("secret {name:?} refused"), "policy": refusal.policy, "rule": refusal.rule, "detail": refusal.detail}),
-            )
+            if !state.audit_refusal(peer, rec, &loaded.config.limits) {
+                return too_many();
+            }
+            json(StatusCode::FORBIDDEN, refusal.for_peer())
         }
     }
 }

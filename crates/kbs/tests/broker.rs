@@ -508,3 +508,234 @@ async fn a_broken_reload_keeps_the_old_config() {
     let mut c = e.client(&e.identity()).await;
     assert_eq!(&c.get_secret("model-key").await.unwrap()[..], &[7u8; 32]);
 }
+
+/// A TLS client certificate with no evidence at all, as anyone can make.
+fn self_signed() -> RaTlsIdentity {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["anyone".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    RaTlsIdentity {
+        cert_der: cert.der().to_vec(),
+        key_pkcs8: zeroize::Zeroizing::new(key.serialize_der()),
+        spki: vec![],
+    }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+/// One keep-alive HTTP/1.1 connection to the native API, presenting `id`.
+async fn keep_alive(e: &Env, id: &RaTlsIdentity) -> Sender {
+    let tls = tls_to(e.kbs.native_addr(), &e.ca, Some(id), false).await;
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// GET `path` on the connection: status and body.
+async fn get(s: &mut Sender, path: &str) -> (u16, Vec<u8>) {
+    use http_body_util::BodyExt;
+    s.ready().await.unwrap();
+    let resp = s
+        .send_request(
+            hyper::Request::get(path)
+                .header(hyper::header::HOST, "localhost")
+                .body(http_body_util::Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, body)
+}
+
+/// Rewrites kbs.toml (`from` -> `to`, which must be present) and reloads.
+fn reconfigure(e: &Env, from: &str, to: &str) {
+    let path = e.dir.join("kbs.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{from:?} not in kbs.toml");
+    std::fs::write(&path, text.replace(from, to)).unwrap();
+    e.kbs.reload().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_refusals_is_aggregated_and_does_not_stop_grants() {
+    let e = env(SimOptions::default(), "").await;
+    // Summaries only when the test asks, so the line count below does not depend on speed.
+    reconfigure(
+        &e,
+        "request_timeout_secs = 2\n",
+        "request_timeout_secs = 2\naudit_summary_secs = 3600\nrefusals_per_sec = 2\n",
+    );
+    const FLOODERS: usize = 4;
+    const EACH: usize = 750;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(FLOODERS);
+    let mut tasks = Vec::new();
+    for _ in 0..FLOODERS {
+        let mut s = keep_alive(&e, &self_signed()).await;
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut refused, mut throttled) = (0usize, 0usize);
+            for i in 0..EACH {
+                match get(&mut s, "/v1/secrets/model-key").await.0 {
+                    403 => refused += 1,
+                    429 => throttled += 1,
+                    other => panic!("status {other}"),
+                }
+                if i == 50 {
+                    tx.send(()).await.unwrap();
+                }
+            }
+            (refused, throttled)
+        }));
+    }
+    // Every flooder is under way: a legitimate peer still gets its secret.
+    for _ in 0..FLOODERS {
+        rx.recv().await.unwrap();
+    }
+    let mut c = e.client(&e.identity()).await;
+    assert_eq!(&c.get_secret("model-key").await.unwrap()[..], &[7u8; 32]);
+    let (mut refused, mut throttled) = (0, 0);
+    for t in tasks {
+        let (r, t) = t.await.unwrap();
+        refused += r;
+        throttled += t;
+    }
+    assert_eq!(refused + throttled, FLOODERS * EACH);
+    assert!(throttled > 0, "no refusal was rate-limited");
+    // One line for the grant and one for the first refusal; the rest is only counted ...
+    let audit = e.audit();
+    assert_eq!(
+        audit.len(),
+        2,
+        "audit lines: {:?}",
+        &audit[..audit.len().min(4)]
+    );
+    assert!(audit.iter().any(|l| l["decision"] == "granted"));
+    // ... and written as one summary line with the counts.
+    e.kbs.state().flush_refusals().unwrap();
+    let audit = e.audit();
+    assert_eq!(audit.len(), 3, "{audit:?}");
+    let summary = audit.last().unwrap();
+    assert_eq!(summary["rule"], "ratls_certificate");
+    assert_eq!(summary["secret"], "model-key");
+    assert_eq!(summary["repeated"], (FLOODERS * EACH - 1) as u64);
+    assert_eq!(summary["throttled"], throttled as u64);
+}
+
+#[tokio::test]
+async fn unknown_and_forbidden_names_answer_alike_to_an_unadmitted_peer() {
+    let e = env(SimOptions::default(), "").await;
+    let allowed = [hex::encode(MRENCLAVE), "00".repeat(32)];
+    // No evidence at all, and genuine evidence of an enclave no policy admits.
+    let stranger = Sim(SimPlatform::open(&e.dir.join("sim"), [0x22; 32]).unwrap());
+    let unadmitted = [
+        self_signed(),
+        RaTlsIdentity::generate(&stranger, EvidenceFormat::Both, KeyType::P256).unwrap(),
+    ];
+    for (i, id) in unadmitted.iter().enumerate() {
+        let mut s = keep_alive(&e, id).await;
+        let forbidden = get(&mut s, "/v1/secrets/model-key").await;
+        let other = get(&mut s, "/v1/secrets/other").await;
+        let unknown = get(&mut s, "/v1/secrets/no-such-secret").await;
+        assert_eq!(forbidden.0, 403, "peer {i}");
+        assert_eq!(forbidden, other, "peer {i}");
+        assert_eq!(forbidden, unknown, "peer {i}");
+        let body = String::from_utf8(forbidden.1).unwrap();
+        for hex in &allowed {
+            assert!(!body.contains(hex.as_str()), "peer {i}: {body}");
+        }
+    }
+    // The audit log keeps what the peer was not told.
+    let audit = e.audit();
+    let last = audit.last().unwrap();
+    assert_eq!(last["rule"], "mrenclave");
+    assert!(last["detail"].as_str().unwrap().contains(&allowed[0]));
+    // A peer that a policy admits is still told which rule refused a name, without the values.
+    let mut s = keep_alive(&e, &e.identity()).await;
+    let (status, body) = get(&mut s, "/v1/secrets/other").await;
+    assert_eq!(status, 403);
+    let body = String::from_utf8(body).unwrap();
+    assert!(body.contains("\"rule\":\"mrenclave\""), "{body}");
+    assert!(!body.contains(&allowed[1]), "{body}");
+    assert_eq!(get(&mut s, "/v1/secrets/no-such-secret").await.0, 404);
+}
+
+#[tokio::test]
+async fn a_reload_applies_to_connections_already_open() {
+    let e = env(SimOptions::default(), "").await;
+    let mut c = e.client(&e.identity()).await;
+    assert_eq!(&c.get_secret("model-key").await.unwrap()[..], &[7u8; 32]);
+    // The owner takes the secret away from the policy; the same connection asks again.
+    reconfigure(
+        &e,
+        "secrets = [\"model-key\"]\ngramine_secret",
+        "secrets = []\ngramine_secret",
+    );
+    let r = refused_rule(c.get_secret("model-key").await.unwrap_err());
+    assert!(r.contains("rule secrets"), "{r}");
+    // A new root: the connection's evidence is verified again under it.
+    sim::init(&e.dir.join("sim2"), &SimOptions::default()).unwrap();
+    reconfigure(
+        &e,
+        "bundle = \"sim/collateral.json\"\nroot = \"sim/root.pem\"",
+        "bundle = \"sim2/collateral.json\"\nroot = \"sim2/root.pem\"",
+    );
+    let v = c.verdict().await.unwrap_err().to_string();
+    assert!(v.contains("\"rule\":\"root\""), "{v}");
+}
+
+/// A Gramine-style certificate for a fresh key, valid from `not_before` (Unix seconds).
+fn cert_made_at(e: &Env, not_before: i64) -> RaTlsIdentity {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let quote = e
+        .platform
+        .quote(&spki_hash_report_data(
+            &rcgen::PublicKeyData::subject_public_key_info(&key),
+        ))
+        .unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.custom_extensions
+        .push(rcgen::CustomExtension::from_oid_content(
+            &[0, 6, 9, 42, 840, 113741, 1337, 6],
+            quote,
+        ));
+    p.not_before = time::OffsetDateTime::from_unix_timestamp(not_before).unwrap();
+    p.not_after = time::OffsetDateTime::from_unix_timestamp(not_before + 86_400 * 30).unwrap();
+    RaTlsIdentity {
+        cert_der: p.self_signed(&key).unwrap().der().to_vec(),
+        key_pkcs8: zeroize::Zeroizing::new(key.serialize_der()),
+        spki: vec![],
+    }
+}
+
+#[tokio::test]
+async fn max_evidence_age_bounds_the_certificates_not_before() {
+    let e = env(SimOptions::default(), "").await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    // Off by default: Gramine's certificates are valid from 2001.
+    let mut c = e.client(&cert_made_at(&e, 978_307_200)).await;
+    assert_eq!(&c.get_secret("model-key").await.unwrap()[..], &[7u8; 32]);
+    reconfigure(
+        &e,
+        "tcb_status = [\"UpToDate\"]\nsecrets",
+        "tcb_status = [\"UpToDate\"]\nmax_evidence_age_secs = 600\nsecrets",
+    );
+    let mut c = e.client(&cert_made_at(&e, now - 60)).await;
+    assert_eq!(&c.get_secret("model-key").await.unwrap()[..], &[7u8; 32]);
+    for made in [978_307_200, now - 3600, now + 86_400] {
+        let mut c = e.client(&cert_made_at(&e, made)).await;
+        let r = refused_rule(c.get_secret("model-key").await.unwrap_err());
+        assert!(r.contains("rule max_evidence_age_secs"), "{made}: {r}");
+    }
+}

@@ -37,7 +37,13 @@ impl Appraiser {
         if let Some(e) = ev.binding_error {
             return Err(RaTlsError::Binding(e));
         }
-        self.verify_quote(&ev.quote, at)
+        let mut v = self.verify_quote(&ev.quote, at)?;
+        // The quote carries no time; the certificate's notBefore is when the evidence was made,
+        // for policies that bound its age (`max_evidence_age_secs`).
+        v.evidence_not_before_unix = x509_parser::parse_x509_certificate(der)
+            .ok()
+            .map(|(_, c)| c.validity().not_before.timestamp());
+        Ok(v)
     }
 
     /// Verifies a quote at `at`.

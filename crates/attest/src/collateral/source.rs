@@ -23,7 +23,7 @@ pub enum CollateralSource {
 }
 
 /// Why collateral could not be had.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SourceError {
     /// It did not verify.
     #[error(transparent)]
@@ -57,12 +57,20 @@ impl CollateralSource {
         match self {
             Self::Bundle(p) => Ok(p.clone()),
             Self::Pccs { client, cache } => {
+                // Read before verification, so only good to find a cached entry: the quote is
+                // verified against that entry's CRLs afterwards anyway.
                 let (ca, fmspc) = super::pccs::platform_of(quote)?;
                 let key = CacheKey {
                     fmspc,
                     ca: ca.to_owned(),
                     tee: quote.tee(),
                 };
+                if let Some(p) = cache.get(&key, at) {
+                    return Ok(p);
+                }
+                // A miss costs requests to the PCCS: only a PCK certificate that chains to the
+                // pinned root may choose which FMSPC and CA are fetched.
+                verifier.check_pck_chain(quote)?;
                 cache.get_or_prepare(key, at, verifier, || {
                     // The PCCS client runs its own small runtime; keep it off the caller's.
                     std::thread::scope(|s| {
