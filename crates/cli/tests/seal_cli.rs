@@ -148,25 +148,38 @@ fn unsealing_a_directory_checks_every_bound_name() {
     assert!(r.stderr.contains("digits/1/model.onnx"), "{}", r.stderr);
     assert!(!d.join("swapped/1/model.onnx").exists());
 
-    // The same files under another model's name: refused too.
+    // The model is the one the files were sealed for, wherever the directory lies; a file of
+    // another model among them is refused, and so is the whole tree when another model is
+    // expected.
     std::fs::write(&one, &a).unwrap();
     std::fs::write(&two, &b).unwrap();
-    std::fs::rename(d.join("sealed/digits"), d.join("sealed/other")).unwrap();
-    let r = run_in(d, &["unseal", "--key", "k", "sealed/other", "o"]).fails(2);
-    assert!(r.stderr.contains("other/1/model.onnx"), "{}", r.stderr);
-    run_in(
+    std::fs::rename(d.join("sealed/digits"), d.join("sealed/copy")).unwrap();
+    let r = run_in(d, &["unseal", "--key", "k", "sealed/copy", "o"]).ok();
+    assert!(r.stderr.contains("bound to \"digits\""), "{}", r.stderr);
+    let r = run_in(
         d,
         &[
             "unseal",
             "--key",
             "k",
             "--expect-name",
-            "digits",
-            "sealed/other",
-            "o",
+            "other",
+            "sealed/copy",
+            "o2",
         ],
     )
-    .ok();
+    .fails(2);
+    assert!(r.stderr.contains("other/1/model.onnx"), "{}", r.stderr);
+    std::fs::create_dir_all(d.join("other/2")).unwrap();
+    std::fs::write(d.join("other/2/model.onnx"), b"another model").unwrap();
+    run_in(d, &["seal", "--key", "k", "other", "sealed/other"]).ok();
+    std::fs::copy(
+        d.join("sealed/other/2/model.onnx.sealed"),
+        d.join("sealed/copy/2/model.onnx.sealed"),
+    )
+    .unwrap();
+    let r = run_in(d, &["unseal", "--key", "k", "sealed/copy", "o3"]).fails(2);
+    assert!(r.stderr.contains("\"other/2/model.onnx\""), "{}", r.stderr);
 
     // A file outside any version directory is not part of a model: sealing says so.
     std::fs::write(d.join("digits/notes.txt"), b"x").unwrap();

@@ -541,13 +541,14 @@ impl ModelRepository {
         };
         m.iter()
             .flat_map(|(name, s)| {
-                s.versions.iter().filter_map(move |(v, x)| {
-                    (x.state == State::Available && x.model.is_some()).then(|| ServedModel {
+                s.versions
+                    .iter()
+                    .filter(|(_, x)| x.state == State::Available && x.model.is_some())
+                    .map(move |(v, x)| ServedModel {
                         name: name.clone(),
                         version: *v,
                         sha256: x.digest.clone().unwrap_or_default(),
                     })
-                })
             })
             .collect()
     }

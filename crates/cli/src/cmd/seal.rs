@@ -83,9 +83,10 @@ pub struct UnsealArgs {
     pub format: Format,
     /// Require this bound name (teeserve) or bound path (gramine). For a directory IN, every
     /// file's bound name is checked: with the teeserve format against
-    /// `<model>/<version>/<file>`, where NAME is the model (default: IN's directory name); with
-    /// the Gramine formats against `<NAME>/<path in IN>` (default NAME: IN as given, which is
-    /// what `seal --format gramine` binds by default when IN is its OUT).
+    /// `<model>/<version>/<file>`, where NAME is the model (default: the model the first file
+    /// was sealed for, which every other file must share); with the Gramine formats against
+    /// `<NAME>/<path in IN>` (default NAME: IN as given, which is what `seal --format gramine`
+    /// binds by default when IN is its OUT).
     #[arg(long, value_name = "NAME")]
     pub expect_name: Option<String>,
     /// Sealed file or directory, or - for stdin.
@@ -240,6 +241,38 @@ fn tree_binding(model: &str, rel: &str, root: &Path) -> Result<String> {
             root.display()
         )
     })
+}
+
+/// The model a sealed teeserve tree was sealed for, read from its first file's bound name
+/// (`<model>/<version>/<file>`): every file is then checked against it and against its place.
+fn model_of_tree(root: &Path, files: &[PathBuf]) -> Result<String> {
+    let first = files
+        .first()
+        .with_context(|| format!("{} holds no files", root.display()))?;
+    let path = root.join(first);
+    let mut head = Vec::new();
+    File::open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?
+        .take((stream::MAX_NAME + 1024) as u64)
+        .read_to_end(&mut head)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let (header, _) = stream::SealedHeader::parse(&head)
+        .with_context(|| format!("cannot unseal {}", path.display()))?;
+    let rel = rel_name(first);
+    let plain = rel.strip_suffix(".sealed").unwrap_or(&rel);
+    header
+        .name
+        .strip_suffix(&format!("/{plain}"))
+        .filter(|m| !m.is_empty())
+        .map(str::to_owned)
+        .with_context(|| {
+            format!(
+                "cannot unseal {}: bound name mismatch: the file is sealed for {:?}, which is not \
+                 <model>/{plain} (give the model with --expect-name)",
+                path.display(),
+                header.name
+            )
+        })
 }
 
 fn rel_name(rel: &Path) -> String {
@@ -459,7 +492,7 @@ pub fn unseal(a: UnsealArgs) -> Result<i32> {
         // checks the files it loads: two sealed files swapped in the directory are refused.
         let prefix = match (&a.expect_name, a.format) {
             (Some(n), _) => n.clone(),
-            (None, Format::Teeserve) => dir_name(&a.input)?,
+            (None, Format::Teeserve) => model_of_tree(&a.input, &files)?,
             (None, _) => a.input.display().to_string(),
         };
         for rel in &files {
@@ -484,7 +517,11 @@ pub fn unseal(a: UnsealArgs) -> Result<i32> {
             };
             unseal_one(&key, a.format, Some(&expected), &a.input.join(rel), &out)?;
         }
-        eprintln!("unsealed {} files into {}", files.len(), a.output.display());
+        eprintln!(
+            "unsealed {} files into {} (bound to {prefix:?})",
+            files.len(),
+            a.output.display()
+        );
     } else {
         unseal_one(
             &key,
