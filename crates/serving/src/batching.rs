@@ -56,7 +56,9 @@ impl Batcher {
             .first()
             .and_then(|t| t.shape.first().copied())
             .unwrap_or(0);
-        let batchable = rows > 0 && inputs.iter().all(|t| t.shape.first() == Some(&rows));
+        let batchable = rows > 0
+            && inputs.iter().all(|t| t.shape.first() == Some(&rows))
+            && has_batch_dimension(target.model.signature());
         if !batchable || rows > self.params.max_batch_size {
             return run_now(target.model.clone(), inputs, self.threads.clone()).await;
         }
@@ -104,6 +106,17 @@ impl Batcher {
         rx.await
             .map_err(|_| ApiError::new(Code::Internal, "the batch was dropped"))?
     }
+}
+
+/// Whether every input and output of a signature has a leading dimension of any size, the
+/// batch dimension requests are joined and split along. An output without one (a scalar, or a
+/// fixed first dimension) cannot be split by request: TF Serving refuses to batch such a
+/// signature, and a batch would give every request the output computed over all of them.
+pub fn has_batch_dimension(sig: &crate::engine::Signature) -> bool {
+    sig.inputs
+        .iter()
+        .chain(&sig.outputs)
+        .all(|s| s.shape.first() == Some(&-1))
 }
 
 async fn run_now(
@@ -168,6 +181,8 @@ async fn batch_loop(
         };
         metrics.batch(&name, rows);
         let model = model.clone();
+        let threads = threads.clone();
+        let name = name.clone();
         tokio::spawn(async move {
             let n_inputs = jobs[0].inputs.len();
             let merged: Result<Vec<Tensor>, String> = (0..n_inputs)
@@ -177,14 +192,32 @@ async fn batch_loop(
                 })
                 .collect();
             let result = match merged {
-                Ok(inputs) => tokio::task::spawn_blocking(move || {
-                    let _p = permit;
-                    model.run(inputs)
-                })
-                .await
-                .unwrap_or_else(|e| Err(e.to_string())),
+                Ok(inputs) => {
+                    let model = model.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let _p = permit;
+                        model.run(inputs)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))
+                }
                 Err(e) => Err(e),
             };
+            if let Ok(outs) = &result {
+                if jobs.len() > 1 && outs.iter().any(|t| t.shape.first() != Some(&rows)) {
+                    // An output the batch cannot be split along: its value depends on every
+                    // request of the batch, so no request may see it. Each runs on its own.
+                    tracing::warn!(
+                        "model {name}: an output has no batch dimension; the {} requests of the batch run one by one",
+                        jobs.len()
+                    );
+                    for j in jobs {
+                        let r = run_now(model.clone(), j.inputs, threads.clone()).await;
+                        let _ = j.reply.send(r);
+                    }
+                    return;
+                }
+            }
             let mut offset = 0;
             for j in jobs {
                 let r = match &result {
@@ -194,6 +227,7 @@ async fn batch_loop(
                             if t.shape.first() == Some(&rows) {
                                 t.slice_rows(offset, offset + j.rows)
                             } else {
+                                // One job: its own output, whole.
                                 t.clone()
                             }
                         })

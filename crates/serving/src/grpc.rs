@@ -18,7 +18,8 @@ use crate::proto::tensorflow::serving::{
 };
 use crate::service::{ApiError, ServingCore};
 
-fn status(e: ApiError) -> Status {
+/// A core error as a gRPC status.
+pub(crate) fn status(e: ApiError) -> Status {
     // TF Serving truncates messages longer than 1024 characters (grpc_status_util.cc).
     let mut m = e.message;
     if m.len() > 1024 {

@@ -6,12 +6,11 @@ use std::time::Instant;
 
 use axum::body::Body;
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 use tonic::Code;
 
-use crate::service::{ApiError, Entry, ServingCore};
+use crate::service::{ApiError, Entry, Reservation, ServingCore};
 use crate::tensor::{self, Tensor};
 
 /// What the REST handler needs besides the core.
@@ -286,7 +285,13 @@ async fn route(
                 ..
             },
         ) => {
-            let body = match read_body(req, ctx.max_body).await {
+            // The request takes its place among those in flight before its body is read, and
+            // the body's memory is reserved as it arrives.
+            let _admitted = match core.admit() {
+                Ok(a) => a,
+                Err(e) => return (model, error(&e, ctx)),
+            };
+            let (body, _held) = match read_body(core, req, ctx.max_body).await {
                 Ok(b) => b,
                 Err(resp) => return (model, resp_with(resp, ctx)),
             };
@@ -326,29 +331,90 @@ fn resp_with(e: (u16, String), ctx: &RestContext) -> Response<Body> {
     )
 }
 
-async fn read_body(req: Request<Body>, max: usize) -> Result<Bytes, (u16, String)> {
-    if let Some(len) = req
+/// Reads a body (at most `max` bytes, within the request deadline), reserving its memory from
+/// the in-flight budget as it arrives.
+async fn read_body(
+    core: &ServingCore,
+    req: Request<Body>,
+    max: usize,
+) -> Result<(Bytes, Reservation), (u16, String)> {
+    let declared = req
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        if len > max {
-            return Err((413, format!("request body of {len} bytes is larger than the {max} bytes allowed (--max_request_bytes)")));
+        .and_then(|v| v.parse::<usize>().ok());
+    crate::admission::read_body(core, req.into_body(), declared, max)
+        .await
+        .map_err(|e| {
+            let status = match &e {
+                crate::admission::BodyError::TooLarge(_) => Some(413),
+                crate::admission::BodyError::Timeout => Some(408),
+                _ => None,
+            };
+            let e = e.api_error(max, core);
+            (status.unwrap_or_else(|| e.http_status()), e.message)
+        })
+}
+
+/// What reading a JSON body takes, found by one pass over its bytes that allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct JsonCost {
+    /// Upper bound of the number of values (each comma, colon and opening bracket starts one).
+    values: usize,
+    /// Objects.
+    objects: usize,
+    /// The body's length.
+    len: usize,
+}
+
+impl JsonCost {
+    fn of(body: &[u8]) -> Self {
+        let (mut values, mut objects) = (1usize, 0usize);
+        let (mut in_str, mut escaped) = (false, false);
+        for &b in body {
+            if in_str {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_str = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_str = true,
+                b',' | b'[' | b':' => values += 1,
+                b'{' => {
+                    values += 1;
+                    objects += 1;
+                }
+                _ => {}
+            }
+        }
+        Self {
+            values,
+            objects,
+            len: body.len(),
         }
     }
-    http_body_util::Limited::new(req.into_body(), max)
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|_| {
-            (
-                413,
-                format!(
-                    "request body is larger than the {max} bytes allowed (--max_request_bytes)"
-                ),
-            )
-        })
+
+    /// Reading a regular list of numbers straight into a tensor: at most one element of 8
+    /// bytes per value, in a list that may have doubled its capacity.
+    fn direct(&self) -> usize {
+        self.values.saturating_mul(16)
+    }
+
+    /// Reading it as a JSON tree and then into tensors: per value a tree node (32 bytes) in a
+    /// list that may have doubled (64), a copy for the columns of a row-format request (32),
+    /// a reference in the list of leaves (8) and an element (8); per object one B-tree node of
+    /// eleven (String, Value) entries; strings twice (tree and tensor).
+    fn tree(&self) -> usize {
+        self.values
+            .saturating_mul(112)
+            .saturating_add(self.objects.saturating_mul(640))
+            .saturating_add(self.len.saturating_mul(2))
+    }
 }
 
 fn list_models(core: &ServingCore) -> String {
@@ -454,10 +520,17 @@ fn parse_json(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
 /// tensor is returned beside the object.
 /// Whatever else the body holds goes the general way, and any body the direct reading does not
 /// fit is read wholly the general way, so errors are the same either way.
+///
+/// The memory either reading takes is asked of `reserve` first (an upper bound found from the
+/// body's bytes), and no tensor larger than `max_bytes` is read.
 fn parse_predict_body(
     body: &[u8],
     sig: &crate::engine::Signature,
+    max_bytes: usize,
+    reserve: &mut dyn FnMut(usize) -> Result<(), ApiError>,
 ) -> Result<(Map<String, Value>, Option<Tensor>), ApiError> {
+    let cost = JsonCost::of(body);
+    reserve(cost.direct())?;
     let direct = || {
         let [spec] = sig.inputs.as_slice() else {
             return None;
@@ -481,9 +554,9 @@ fn parse_predict_body(
             if name != spec.name || name == "b64" {
                 return None;
             }
-            tensor::from_json_numbers(list, spec.dtype)?
+            tensor::from_json_numbers_within(list, spec.dtype, max_bytes)?
         } else {
-            tensor::from_json_numbers(text, spec.dtype)?
+            tensor::from_json_numbers_within(text, spec.dtype, max_bytes)?
         };
         let mut m = Map::new();
         for (k, v) in &raw {
@@ -498,8 +571,53 @@ fn parse_predict_body(
     };
     match direct() {
         Some((m, d)) => Ok((m, Some(d))),
-        None => Ok((parse_json(body)?, None)),
+        None => {
+            reserve(cost.tree().saturating_sub(cost.direct()))?;
+            Ok((parse_json(body)?, None))
+        }
     }
+}
+
+/// What a Predict body asks for ([`predict_inputs`]).
+#[derive(Debug)]
+pub struct PredictBody {
+    /// The body was in the row format (`instances`).
+    pub row: bool,
+    /// The signature name it asked for (empty: the default).
+    pub signature_name: String,
+    /// The input tensors by name.
+    pub inputs: Vec<(String, Tensor)>,
+}
+
+/// The inputs a Predict body carries for a model of this signature, as the REST API reads
+/// them, none larger than what is left of `max_bytes`. `reserve` is asked for the memory
+/// reading the body takes before it is taken.
+pub fn predict_inputs(
+    body: &[u8],
+    sig: &crate::engine::Signature,
+    max_bytes: usize,
+    reserve: &mut dyn FnMut(usize) -> Result<(), ApiError>,
+) -> Result<PredictBody, ApiError> {
+    let (m, direct) = parse_predict_body(body, sig, max_bytes, reserve)?;
+    let sig_name = match m.get("signature_name") {
+        None => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(bad("'signature_name' key must be a string value.")),
+    };
+    let (row, inputs) = match (m.get("instances"), m.get("inputs"), direct) {
+        (Some(_), Some(_), _) => return Err(bad(
+            "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist",
+        )),
+        (None, None, _) => return Err(bad("Missing 'inputs' or 'instances' key")),
+        (inst, _, Some(t)) => (inst.is_some(), vec![(sig.inputs[0].name.clone(), t)]),
+        (Some(inst), None, None) => (true, row_inputs(sig, inst, max_bytes)?),
+        (None, Some(inp), None) => (false, columnar_inputs(sig, inp, max_bytes)?),
+    };
+    Ok(PredictBody {
+        row,
+        signature_name: sig_name,
+        inputs,
+    })
 }
 
 /// The key and the value's text of a JSON object's text that might hold one entry, when the key
@@ -531,21 +649,15 @@ async fn predict(
 ) -> Result<String, ApiError> {
     let target = core.resolve(name, version, label)?;
     let sig = target.model.signature();
-    let (m, direct) = parse_predict_body(body, sig)?;
-    let sig_name = match m.get("signature_name") {
-        None => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => return Err(bad("'signature_name' key must be a string value.")),
-    };
-    let (row, inputs) = match (m.get("instances"), m.get("inputs"), direct) {
-        (Some(_), Some(_), _) => return Err(bad(
-            "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist",
-        )),
-        (None, None, _) => return Err(bad("Missing 'inputs' or 'instances' key")),
-        (inst, _, Some(t)) => (inst.is_some(), vec![(sig.inputs[0].name.clone(), t)]),
-        (Some(inst), None, None) => (true, row_inputs(sig, inst)?),
-        (None, Some(inp), None) => (false, columnar_inputs(sig, inp)?),
-    };
+    let mut held = Reservation::default();
+    let PredictBody {
+        row,
+        signature_name: sig_name,
+        inputs,
+    } = predict_inputs(body, sig, core.options.max_tensor_bytes, &mut |bytes| {
+        held.merge(core.reserve(bytes, "reading the request's JSON")?);
+        Ok(())
+    })?;
     let outputs = core
         .infer(&target, &sig_name, inputs, &[], Entry::Rest)
         .await?;
@@ -596,10 +708,36 @@ fn write_outputs(outputs: &[(String, Tensor)], row: Option<usize>, s: &mut Strin
     s.push('}');
 }
 
+/// Reads one input into a tensor of at most what is `left` of a request's tensor bytes.
+fn json_input(
+    v: &Value,
+    spec: &crate::engine::TensorSpec,
+    left: &mut usize,
+) -> Result<Tensor, ApiError> {
+    let t = tensor::from_json_within(v, spec.dtype, *left).map_err(|e| {
+        if e.contains("bytes decoded") {
+            bad(format!(
+                "input {}: {e} (--max_request_tensor_bytes)",
+                spec.name
+            ))
+        } else {
+            bad(e)
+        }
+    })?;
+    *left -= t.len() * spec.dtype.element_bytes()
+        + match &t.data {
+            crate::tensor::Data::Str(v) => v.iter().map(Vec::len).sum(),
+            _ => 0,
+        };
+    Ok(t)
+}
+
 fn row_inputs(
     sig: &crate::engine::Signature,
     inst: &Value,
+    max: usize,
 ) -> Result<Vec<(String, Tensor)>, ApiError> {
+    let mut left = max;
     let list = match inst {
         Value::Array(a) if !a.is_empty() => a,
         _ => return Err(bad("Expecting 'instances' to be an list/array")),
@@ -630,7 +768,7 @@ fn row_inputs(
                     bad(format!("instances[{i}] is missing input {}", spec.name))
                 })?);
             }
-            let t = tensor::from_json(&Value::Array(col), spec.dtype).map_err(bad)?;
+            let t = json_input(&Value::Array(col), spec, &mut left)?;
             out.push((spec.name.clone(), t));
         }
         return Ok(out);
@@ -641,14 +779,16 @@ fn row_inputs(
         .ok_or_else(|| bad("the model has no inputs"))?;
     Ok(vec![(
         spec.name.clone(),
-        tensor::from_json(inst, spec.dtype).map_err(bad)?,
+        json_input(inst, spec, &mut left)?,
     )])
 }
 
 fn columnar_inputs(
     sig: &crate::engine::Signature,
     inp: &Value,
+    max: usize,
 ) -> Result<Vec<(String, Tensor)>, ApiError> {
+    let mut left = max;
     match inp {
         Value::Object(m) if m.get("b64").is_none() || m.len() > 1 => {
             let mut out = Vec::new();
@@ -659,10 +799,7 @@ fn columnar_inputs(
                         spec.name
                     ))
                 })?;
-                out.push((
-                    spec.name.clone(),
-                    tensor::from_json(v, spec.dtype).map_err(bad)?,
-                ));
+                out.push((spec.name.clone(), json_input(v, spec, &mut left)?));
             }
             for k in m.keys() {
                 if !sig.inputs.iter().any(|s| &s.name == k) {
@@ -686,10 +823,7 @@ fn columnar_inputs(
                 )));
             }
             let spec = &sig.inputs[0];
-            Ok(vec![(
-                spec.name.clone(),
-                tensor::from_json(v, spec.dtype).map_err(bad)?,
-            )])
+            Ok(vec![(spec.name.clone(), json_input(v, spec, &mut left)?)])
         }
     }
 }
@@ -726,6 +860,7 @@ async fn classify_regress(
     classify: bool,
 ) -> Result<String, ApiError> {
     let target = core.resolve(name, version, label)?;
+    let _tree = core.reserve(JsonCost::of(body).tree(), "reading the request's JSON")?;
     let m = parse_json(body)?;
     let examples = m
         .get("examples")

@@ -125,6 +125,32 @@ pub struct ServeOptions {
     pub max_request_bytes: usize,
     /// Seconds to drain in-flight requests on shutdown.
     pub drain_secs: u64,
+    /// Bounds on the connections of each port.
+    pub connections: ConnectionLimits,
+}
+
+/// Bounds on the connections of each listening port (in the spirit of the broker's `[limits]`).
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Connections open at once on a port; one more is closed as soon as it is accepted, so a
+    /// full server refuses at once instead of leaving clients waiting.
+    pub max_connections: usize,
+    /// Time a client has to finish the TLS handshake and, on HTTP/1, to send each request's
+    /// header (which includes the wait for the next request on a kept-alive connection).
+    pub header_timeout: Duration,
+    /// A connection with no request in progress for this long is closed (HTTP/2: GOAWAY).
+    pub idle_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            // Both ports together stay under the common soft limit of 1024 descriptors.
+            max_connections: 400,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 impl Default for ServeOptions {
@@ -151,6 +177,7 @@ impl Default for ServeOptions {
             core: CoreOptions::default(),
             max_request_bytes: 64 << 20,
             drain_secs: 10,
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -513,8 +540,20 @@ impl Server {
                     .max_decoding_message_size(n),
             )
             .add_service(crate::proto::health::health_server::HealthServer::new(crate::grpc::Health(core.clone())));
+            // Admission (in-flight place, memory budget) before tonic reads a message.
+            let routes =
+                routes
+                    .prepare()
+                    .into_axum_router()
+                    .layer(axum::middleware::from_fn_with_state(
+                        crate::admission::GrpcAdmission {
+                            core: core.clone(),
+                            max_message: n,
+                        },
+                        crate::admission::grpc_layer,
+                    ));
             let att = attestation.clone();
-            let router = routes.prepare().into_axum_router().route(
+            let router = routes.route(
                 "/v1/attestation",
                 axum::routing::get(move || {
                     let att = att.clone();
@@ -534,6 +573,7 @@ impl Server {
                 tls_cfg.clone(),
                 router,
                 rx.clone(),
+                o.connections.clone(),
             )));
         }
         let mut rest_addr = None;
@@ -551,6 +591,7 @@ impl Server {
                 tls_cfg.clone(),
                 router,
                 rx.clone(),
+                o.connections.clone(),
             )));
         }
         // Version polling and config re-reading.
@@ -640,69 +681,200 @@ pub(crate) const H2_STREAM_WINDOW: u32 = 8 << 20;
 /// Largest HTTP/2 frame the listeners accept.
 const H2_MAX_FRAME: u32 = 256 << 10;
 
+/// Whether an accept error concerns only the connection being accepted (the next accept may
+/// succeed at once), as opposed to the process being out of descriptors or memory.
+fn only_that_connection(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::ConnectionAborted | K::ConnectionReset | K::ConnectionRefused | K::Interrupted
+    )
+}
+
 async fn serve_listener(
     l: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     router: axum::Router,
     mut stop: watch::Receiver<bool>,
+    limits: ConnectionLimits,
 ) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let max = limits
+        .max_connections
+        .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+    let open = Arc::new(tokio::sync::Semaphore::new(max));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    // HTTP/2 flow-control windows large enough for an image batch in one round trip
+    // (the protocol's default of 64 KiB makes a 600 KB tensor wait for several
+    // WINDOW_UPDATEs); the request size limit still applies.
+    builder
+        .http2()
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(2 * H2_STREAM_WINDOW)
+        .max_frame_size(H2_MAX_FRAME);
+    let mut backoff = Duration::from_millis(10);
     loop {
         let (tcp, peer) = tokio::select! {
             r = l.accept() => match r {
-                Ok(x) => x,
+                Ok(x) => {
+                    backoff = Duration::from_millis(10);
+                    x
+                }
+                Err(e) if only_that_connection(&e) => continue,
                 Err(e) => {
-                    tracing::warn!("accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of descriptors (EMFILE) or memory: accepting again at once would
+                    // fail again, so wait, longer each time, for connections to close.
+                    tracing::warn!("accept: {e}; accepting again in {backoff:?}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
                     continue;
                 }
             },
             _ = stop.changed() => break,
         };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            tracing::debug!(
+                "{peer}: closed at once, {max} connections are open (--max_connections)"
+            );
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
-        let svc = hyper_util::service::TowerToHyperService::new(router.clone());
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // HTTP/2 flow-control windows large enough for an image batch in one round trip
-        // (the protocol's default of 64 KiB makes a 600 KB tensor wait for several
-        // WINDOW_UPDATEs); the request size limit still applies.
-        builder
-            .http2()
-            .initial_stream_window_size(H2_STREAM_WINDOW)
-            .initial_connection_window_size(2 * H2_STREAM_WINDOW)
-            .max_frame_size(H2_MAX_FRAME);
-        match &acceptor {
-            Some(a) => {
-                let a = a.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let tls =
-                        match tokio::time::timeout(Duration::from_secs(10), a.accept(tcp)).await {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!("{peer}: TLS handshake failed: {e}");
-                                return;
-                            }
-                            Err(_) => return,
-                        };
-                    let conn = builder
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .into_owned();
-                    let _ = watcher.watch(conn).await;
-                });
+        let (activity, idle) = watch::channel(0usize);
+        let svc = Tracked {
+            inner: hyper_util::service::TowerToHyperService::new(router.clone()),
+            activity: Arc::new(activity),
+        };
+        let builder = builder.clone();
+        let acceptor = acceptor.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match acceptor {
+                Some(a) => {
+                    let tls = match tokio::time::timeout(limits.header_timeout, a.accept(tcp)).await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!("{peer}: TLS handshake failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(
+                                "{peer}: TLS handshake not done within {:?}",
+                                limits.header_timeout
+                            );
+                            return;
+                        }
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+                    run_connection(conn, idle, limits.idle_timeout, stop).await;
+                }
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+                    run_connection(conn, idle, limits.idle_timeout, stop).await;
+                }
             }
-            None => {
-                let conn = builder
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .into_owned();
-                let fut = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = fut.await;
-                });
+        });
+    }
+    // Drain: every connection task holds a permit until it ends.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        open.acquire_many(u32::try_from(max).unwrap_or(u32::MAX)),
+    )
+    .await;
+}
+
+/// Runs one connection until it ends, shutting it down gracefully when the server stops or
+/// when it has had no request in progress for `idle` (`activity`: requests in progress).
+async fn run_connection<I>(
+    conn: auto::Connection<'_, I, ConnectionService, TokioExecutor>,
+    mut activity: watch::Receiver<usize>,
+    idle: Duration,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let idle_for = async move {
+        loop {
+            if *activity.borrow_and_update() == 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(idle) => return,
+                    r = activity.changed() => if r.is_err() { return },
+                }
+            } else if activity.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::pin!(conn, idle_for);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!("connection ended: {e}");
+                }
+                return;
+            }
+            _ = &mut idle_for, if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = stop.changed(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
             }
         }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+}
+
+/// The service of a connection.
+type ConnectionService = Tracked<hyper_util::service::TowerToHyperService<axum::Router>>;
+
+/// A connection's service that counts the requests in progress on it (for the idle timeout).
+#[derive(Clone)]
+struct Tracked<S> {
+    inner: S,
+    activity: Arc<watch::Sender<usize>>,
+}
+
+/// Counts a request as in progress until dropped.
+struct InProgress(Arc<watch::Sender<usize>>);
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+impl<S, R> hyper::service::Service<R> for Tracked<S>
+where
+    S: hyper::service::Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn call(&self, req: R) -> Self::Future {
+        self.activity.send_modify(|n| *n += 1);
+        let guard = InProgress(self.activity.clone());
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let r = fut.await;
+            drop(guard);
+            r
+        })
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Code;
 
 use crate::batching::Batcher;
@@ -17,7 +17,7 @@ use crate::proto::tensorflow::serving::{
 };
 use crate::proto::tensorflow::{tensor_shape_proto, SignatureDef, TensorInfo, TensorShapeProto};
 use crate::repository::{ModelRepository, ResolveError, State};
-use crate::tensor::Tensor;
+use crate::tensor::{self, DType, Tensor};
 
 /// The only signature an ONNX model has.
 pub const DEFAULT_SIGNATURE: &str = "serving_default";
@@ -127,7 +127,22 @@ pub struct CoreOptions {
     pub timeout: Duration,
     /// Encode gRPC outputs as tensor_content instead of typed fields.
     pub tensor_content: bool,
+    /// The most bytes one request's input tensors may take once decoded (elements times
+    /// element size, strings with their content), checked against the shapes a request
+    /// declares before anything is allocated for them.
+    pub max_tensor_bytes: usize,
+    /// The memory all requests in flight may hold together: their bodies as they arrive, what
+    /// decoding them takes, and their input tensors. A request that does not fit in what is
+    /// left is refused with RESOURCE_EXHAUSTED (HTTP 429).
+    pub max_in_flight_bytes: usize,
 }
+
+/// Default of [`CoreOptions::max_tensor_bytes`]: twice the default largest request, so that
+/// any tensor a default-sized request carries value by value fits, while a [1048576, 64]
+/// float tensor (256 MiB) declared by a one-value fill does not.
+pub const DEFAULT_MAX_TENSOR_BYTES: usize = 128 << 20;
+/// Default of [`CoreOptions::max_in_flight_bytes`].
+pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 1 << 30;
 
 impl Default for CoreOptions {
     fn default() -> Self {
@@ -138,6 +153,8 @@ impl Default for CoreOptions {
             max_in_flight: 256,
             timeout: Duration::from_secs(30),
             tensor_content: false,
+            max_tensor_bytes: DEFAULT_MAX_TENSOR_BYTES,
+            max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
         }
     }
 }
@@ -153,7 +170,39 @@ pub struct ServingCore {
     pub options: CoreOptions,
     workers: Arc<Semaphore>,
     in_flight: Arc<Semaphore>,
+    /// [`CoreOptions::max_in_flight_bytes`] in KiB (permits are counted in u32).
+    budget: Arc<Semaphore>,
     batcher: Option<Arc<Batcher>>,
+}
+
+/// A request's place among the requests in flight ([`ServingCore::admit`]); released on drop.
+#[derive(Debug)]
+pub struct Admission {
+    _slot: OwnedSemaphorePermit,
+}
+
+/// Memory a request holds of the in-flight budget ([`ServingCore::reserve`]); released on drop.
+#[derive(Debug, Default)]
+pub struct Reservation {
+    permit: Option<OwnedSemaphorePermit>,
+    bytes: usize,
+}
+
+impl Reservation {
+    /// Bytes reserved.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Adds another reservation to this one.
+    pub fn merge(&mut self, other: Reservation) {
+        self.bytes += other.bytes;
+        match (&mut self.permit, other.permit) {
+            (Some(p), Some(o)) => p.merge(o),
+            (p @ None, o) => *p = o,
+            (Some(_), None) => {}
+        }
+    }
 }
 
 /// A resolved request target.
@@ -197,11 +246,69 @@ impl ServingCore {
         Self {
             workers: Arc::new(Semaphore::new(options.workers.max(1))),
             in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
+            budget: Arc::new(Semaphore::new(
+                kib(options.max_in_flight_bytes).clamp(1, Semaphore::MAX_PERMITS),
+            )),
             repo,
             metrics,
             options,
             batcher,
         }
+    }
+
+    /// Takes a place among the requests in flight, or refuses with RESOURCE_EXHAUSTED when
+    /// [`CoreOptions::max_in_flight`] are. The APIs take it before they read a request's body.
+    pub fn admit(&self) -> Result<Admission, ApiError> {
+        self.in_flight
+            .clone()
+            .try_acquire_owned()
+            .map(|p| Admission { _slot: p })
+            .map_err(|_| {
+                ApiError::new(
+                    Code::ResourceExhausted,
+                    format!(
+                        "the server has {} requests in flight, its limit; retry later",
+                        self.options.max_in_flight
+                    ),
+                )
+            })
+    }
+
+    /// Reserves `bytes` of the memory budget of the requests in flight, or refuses with
+    /// RESOURCE_EXHAUSTED: `what` says what the memory is for.
+    pub fn reserve(&self, bytes: usize, what: &str) -> Result<Reservation, ApiError> {
+        let want = kib(bytes);
+        if want == 0 {
+            return Ok(Reservation::default());
+        }
+        let budget = self.options.max_in_flight_bytes;
+        let too_large = || {
+            ApiError::new(
+                Code::ResourceExhausted,
+                format!(
+                    "{what} needs {bytes} bytes, more than the {budget} bytes all requests in flight may hold (--max_in_flight_bytes)"
+                ),
+            )
+        };
+        let n = u32::try_from(want).map_err(|_| too_large())?;
+        if want > kib(budget).max(1) {
+            return Err(too_large());
+        }
+        self.budget
+            .clone()
+            .try_acquire_many_owned(n)
+            .map(|p| Reservation {
+                permit: Some(p),
+                bytes,
+            })
+            .map_err(|_| {
+                ApiError::new(
+                    Code::ResourceExhausted,
+                    format!(
+                        "{what} needs {bytes} bytes and the memory for requests in flight ({budget} bytes, --max_in_flight_bytes) is taken; retry later"
+                    ),
+                )
+            })
     }
 
     /// Resolves a model spec.
@@ -287,15 +394,6 @@ impl ServingCore {
                 ));
             }
         }
-        let _slot = self.in_flight.clone().try_acquire_owned().map_err(|_| {
-            ApiError::new(
-                Code::ResourceExhausted,
-                format!(
-                    "the server has {} requests in flight, its limit; retry later",
-                    self.options.max_in_flight
-                ),
-            )
-        })?;
         let outputs = tokio::time::timeout(self.options.timeout, self.run(target, ordered))
             .await
             .map_err(|_| {
@@ -361,15 +459,17 @@ impl ServingCore {
         r.map_err(|e| ApiError::new(Code::InvalidArgument, e))
     }
 
-    /// gRPC Predict.
+    /// gRPC Predict. What each input declares (dtype, shape, decoded size) is checked against
+    /// the signature and [`CoreOptions::max_tensor_bytes`], and its memory reserved, before
+    /// any input is decoded: one value may fill a shape (TensorProto's rule), so a message of
+    /// a few bytes can declare gigabytes.
     pub async fn predict(&self, req: PredictRequest) -> Result<PredictResponse, ApiError> {
         let target = self.resolve_spec(req.model_spec.as_ref())?;
-        let mut inputs = Vec::with_capacity(req.inputs.len());
-        for (name, tp) in &req.inputs {
-            let t = Tensor::from_proto(tp)
-                .map_err(|e| ApiError::new(Code::InvalidArgument, format!("input {name}: {e}")))?;
-            inputs.push((name.clone(), t));
-        }
+        let sig = target.model.signature();
+        let max = self.options.max_tensor_bytes;
+        let total = check_declared(sig, &req.inputs, max)?;
+        let _tensors = self.reserve(total, "the request's input tensors")?;
+        let inputs = decode_inputs(sig, &req.inputs, max)?;
         let sig_name = req
             .model_spec
             .as_ref()
@@ -519,6 +619,62 @@ fn effective_spec(t: &Target, sig: &str) -> ModelSpec {
     }
 }
 
+/// Checks what each TensorProto of a Predict request declares (dtype, shape, decoded size)
+/// against the signature and `max_bytes` for all inputs together, without decoding any; gives
+/// the bytes the inputs will take. Inputs the signature does not name are left to
+/// [`order_inputs`], which names them.
+pub fn check_declared(
+    sig: &Signature,
+    inputs: &std::collections::HashMap<String, crate::proto::tensorflow::TensorProto>,
+    max_bytes: usize,
+) -> Result<usize, ApiError> {
+    let mut total = 0usize;
+    for (name, tp) in inputs {
+        let d = tensor::declared(tp)
+            .map_err(|e| ApiError::new(Code::InvalidArgument, format!("input {name}: {e}")))?;
+        let Some((i, spec)) = sig.inputs.iter().enumerate().find(|(_, s)| &s.name == name) else {
+            continue;
+        };
+        check_input(i, spec, d.dtype, &d.shape)?;
+        total = total.saturating_add(d.bytes);
+        if total > max_bytes {
+            return Err(ApiError::new(
+                Code::InvalidArgument,
+                format!(
+                    "input {name}: shape {:?} of {} takes {} bytes decoded; a request's inputs may take at most {max_bytes} bytes (--max_request_tensor_bytes)",
+                    d.shape,
+                    d.dtype.tf_name(),
+                    d.bytes
+                ),
+            ));
+        }
+    }
+    Ok(total)
+}
+
+/// Decodes the inputs of a Predict request that [`check_declared`] has passed; an input the
+/// signature does not name becomes an empty placeholder (only its name matters).
+pub fn decode_inputs(
+    sig: &Signature,
+    inputs: &std::collections::HashMap<String, crate::proto::tensorflow::TensorProto>,
+    max_bytes: usize,
+) -> Result<Vec<(String, Tensor)>, ApiError> {
+    let mut out = Vec::with_capacity(inputs.len());
+    for (name, tp) in inputs {
+        let t = if sig.inputs.iter().any(|s| &s.name == name) {
+            Tensor::from_proto_within(tp, max_bytes)
+                .map_err(|e| ApiError::new(Code::InvalidArgument, format!("input {name}: {e}")))?
+        } else {
+            Tensor {
+                shape: vec![0],
+                data: crate::tensor::Data::F32(vec![]),
+            }
+        };
+        out.push((name.clone(), t));
+    }
+    Ok(out)
+}
+
 /// Puts inputs in signature order, checking names, dtypes and fixed dimensions.
 pub fn order_inputs(
     sig: &Signature,
@@ -559,35 +715,50 @@ pub fn order_inputs(
                 format!("missing input {}", spec.name),
             )
         })?;
-        if t.dtype() != spec.dtype {
-            return Err(ApiError::new(
-                Code::InvalidArgument,
-                format!(
-                    "Expects arg[{i}] to be {} but {} is provided",
-                    spec.dtype.short(),
-                    t.dtype().short()
-                ),
-            ));
-        }
-        let fits = !spec.shape.is_empty()
-            && spec.shape.len() == t.shape.len()
-            && spec
-                .shape
-                .iter()
-                .zip(&t.shape)
-                .all(|(&want, &got)| want < 0 || want as usize == got);
-        if !spec.shape.is_empty() && !fits {
-            return Err(ApiError::new(
-                Code::InvalidArgument,
-                format!(
-                    "input {}: shape {:?} does not match the signature's {:?} (-1 = any)",
-                    spec.name, t.shape, spec.shape
-                ),
-            ));
-        }
+        check_input(i, spec, t.dtype(), &t.shape)?;
         out.push(t);
     }
     Ok(out)
+}
+
+/// Checks an input's dtype and shape against its signature entry (`i`: its place there).
+pub fn check_input(
+    i: usize,
+    spec: &crate::engine::TensorSpec,
+    dtype: DType,
+    shape: &[usize],
+) -> Result<(), ApiError> {
+    if dtype != spec.dtype {
+        return Err(ApiError::new(
+            Code::InvalidArgument,
+            format!(
+                "Expects arg[{i}] to be {} but {} is provided",
+                spec.dtype.short(),
+                dtype.short()
+            ),
+        ));
+    }
+    let fits = spec.shape.len() == shape.len()
+        && spec
+            .shape
+            .iter()
+            .zip(shape)
+            .all(|(&want, &got)| want < 0 || want as usize == got);
+    if !spec.shape.is_empty() && !fits {
+        return Err(ApiError::new(
+            Code::InvalidArgument,
+            format!(
+                "input {}: shape {:?} does not match the signature's {:?} (-1 = any)",
+                spec.name, shape, spec.shape
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Bytes in KiB, rounded up (the budget's unit).
+fn kib(bytes: usize) -> usize {
+    bytes.div_ceil(1024)
 }
 
 /// The SignatureDefMap of an ONNX model: one `serving_default` signature.

@@ -10,6 +10,11 @@ use crate::proto::tensorflow::{tensor_shape_proto, DataType, TensorProto, Tensor
 /// The most elements a tensor may have (bounds memory for hostile shapes).
 pub const MAX_ELEMENTS: usize = 1 << 28;
 
+/// The most bytes a tensor is decoded into when the caller gives no bound of its own
+/// ([`Tensor::from_proto`], [`from_json`]): one value may fill a shape of [`MAX_ELEMENTS`]
+/// elements, so without a bound a message of a few bytes would ask for gigabytes.
+pub const MAX_DECODED_BYTES: usize = 1 << 30;
+
 /// Element types teeserve handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
@@ -115,6 +120,102 @@ impl DType {
             DType::Str => 0,
         }
     }
+
+    /// Bytes one element takes in memory once decoded; a string's content comes on top of
+    /// this (its `Vec` header).
+    pub fn element_bytes(self) -> usize {
+        match self {
+            DType::Str => std::mem::size_of::<Vec<u8>>(),
+            d => d.size(),
+        }
+    }
+}
+
+/// What a TensorProto declares, read without decoding its values: the dtype, the shape, and
+/// the bytes the decoded tensor will take (one value filling the shape counts as the whole
+/// shape). Every check that needs no allocation is made here: dtype, dimensions, and that the
+/// values fill the shape or are one value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declared {
+    /// Element type.
+    pub dtype: DType,
+    /// Dimensions.
+    pub shape: Vec<usize>,
+    /// Bytes of the decoded tensor.
+    pub bytes: usize,
+}
+
+/// Reads what a TensorProto declares ([`Declared`]) without allocating for its values.
+pub fn declared(p: &TensorProto) -> Result<Declared, String> {
+    let dtype = DType::from_tf(p.dtype)?;
+    let shape_p = p.tensor_shape.as_ref();
+    if shape_p.is_some_and(|s| s.unknown_rank) {
+        return Err("tensor_shape has unknown rank".into());
+    }
+    let dims = shape_p.map(|s| s.dim.as_slice()).unwrap_or_default();
+    let mut shape = Vec::with_capacity(dims.len());
+    for d in dims {
+        if d.size < 0 {
+            return Err(format!("tensor_shape has a negative dimension {}", d.size));
+        }
+        shape.push(usize::try_from(d.size).map_err(|_| "dimension too large")?);
+    }
+    let n = element_count(&shape)?;
+    let overflow = || format!("tensor of shape {} overflows memory", shape_str(&shape));
+    let fixed = n.checked_mul(dtype.element_bytes()).ok_or_else(overflow)?;
+    if !p.tensor_content.is_empty() {
+        if dtype == DType::Str {
+            return Err("DT_STRING tensors cannot use tensor_content".into());
+        }
+        if p.tensor_content.len() != fixed {
+            return Err(format!(
+                "tensor_content has {} bytes; shape {} of {} needs {fixed}",
+                p.tensor_content.len(),
+                shape_str(&shape),
+                dtype.tf_name(),
+            ));
+        }
+        return Ok(Declared {
+            dtype,
+            shape,
+            bytes: fixed,
+        });
+    }
+    let (what, count) = match dtype {
+        DType::F32 => ("float_val", p.float_val.len()),
+        DType::F64 => ("double_val", p.double_val.len()),
+        DType::I8 | DType::I16 | DType::I32 | DType::U8 | DType::U16 => {
+            ("int_val", p.int_val.len())
+        }
+        DType::I64 => ("int64_val", p.int64_val.len()),
+        DType::U32 => ("uint32_val", p.uint32_val.len()),
+        DType::U64 => ("uint64_val", p.uint64_val.len()),
+        DType::Bool => ("bool_val", p.bool_val.len()),
+        DType::Str => ("string_val", p.string_val.len()),
+    };
+    // version_number 0: a single value fills the whole shape.
+    if count != n && count != 1 {
+        return Err(format!(
+            "{what} has {count} values; shape {} has {n} elements",
+            shape_str(&shape)
+        ));
+    }
+    let content = if dtype == DType::Str {
+        if count == n {
+            p.string_val.iter().map(Vec::len).sum::<usize>()
+        } else {
+            // Each element of the shape gets its own copy of the one string.
+            p.string_val[0].len().checked_mul(n).ok_or_else(overflow)?
+        }
+    } else {
+        0
+    };
+    let bytes = fixed.checked_add(content).ok_or_else(overflow)?;
+    Ok(Declared {
+        dtype,
+        shape,
+        bytes,
+    })
 }
 
 /// Tensor elements.
@@ -242,74 +343,60 @@ impl Tensor {
         Ok(t)
     }
 
-    /// Decodes a TensorProto.
+    /// Decodes a TensorProto, refusing one that would take more than [`MAX_DECODED_BYTES`].
     pub fn from_proto(p: &TensorProto) -> Result<Self, String> {
-        let dtype = DType::from_tf(p.dtype)?;
-        let shape_p = p.tensor_shape.clone().unwrap_or_default();
-        if shape_p.unknown_rank {
-            return Err("tensor_shape has unknown rank".into());
-        }
-        let mut shape = Vec::with_capacity(shape_p.dim.len());
-        for d in &shape_p.dim {
-            if d.size < 0 {
-                return Err(format!("tensor_shape has a negative dimension {}", d.size));
-            }
-            shape.push(usize::try_from(d.size).map_err(|_| "dimension too large")?);
+        Self::from_proto_within(p, MAX_DECODED_BYTES)
+    }
+
+    /// Decodes a TensorProto whose decoded tensor takes at most `max_bytes`; what it declares
+    /// is checked ([`declared`]) before anything is allocated for its values.
+    pub fn from_proto_within(p: &TensorProto, max_bytes: usize) -> Result<Self, String> {
+        let Declared {
+            dtype,
+            shape,
+            bytes,
+        } = declared(p)?;
+        if bytes > max_bytes {
+            return Err(format!(
+                "shape {} of {} takes {bytes} bytes decoded, more than the {max_bytes} allowed",
+                shape_str(&shape),
+                dtype.tf_name()
+            ));
         }
         let n = element_count(&shape)?;
         if !p.tensor_content.is_empty() {
-            if dtype == DType::Str {
-                return Err("DT_STRING tensors cannot use tensor_content".into());
-            }
-            let b = &p.tensor_content;
-            if b.len() != n * dtype.size() {
-                return Err(format!(
-                    "tensor_content has {} bytes; shape {} of {} needs {}",
-                    b.len(),
-                    shape_str(&shape),
-                    dtype.tf_name(),
-                    n * dtype.size()
-                ));
-            }
             return Ok(Tensor {
-                data: from_le_bytes(dtype, b),
+                data: from_le_bytes(dtype, &p.tensor_content),
                 shape,
             });
         }
-        fn fill<T: Clone>(
-            v: &[T],
-            n: usize,
-            what: &str,
-            shape: &[usize],
-        ) -> Result<Vec<T>, String> {
-            match v.len() {
-                l if l == n => Ok(v.to_vec()),
-                // version_number 0: a single value fills the whole shape.
-                1 => Ok(vec![v[0].clone(); n]),
-                l => Err(format!(
-                    "{what} has {l} values; shape {} has {n} elements",
-                    shape_str(shape)
-                )),
+        // `declared` has checked that there are n values or one.
+        fn fill<T: Clone>(v: &[T], n: usize) -> Vec<T> {
+            if v.len() == n {
+                v.to_vec()
+            } else {
+                vec![v[0].clone(); n]
             }
         }
-        fn narrow<T: TryFrom<i32>>(v: Vec<i32>, what: &str) -> Result<Vec<T>, String> {
-            v.into_iter()
-                .map(|x| T::try_from(x).map_err(|_| format!("{what} value {x} is out of range")))
+        // Narrowed before the fill, so that no i32 copy of the whole shape is made.
+        fn narrow<T: TryFrom<i32>>(v: &[i32], what: &str) -> Result<Vec<T>, String> {
+            v.iter()
+                .map(|&x| T::try_from(x).map_err(|_| format!("{what} value {x} is out of range")))
                 .collect()
         }
         let data = match dtype {
-            DType::F32 => Data::F32(fill(&p.float_val, n, "float_val", &shape)?),
-            DType::F64 => Data::F64(fill(&p.double_val, n, "double_val", &shape)?),
-            DType::I32 => Data::I32(fill(&p.int_val, n, "int_val", &shape)?),
-            DType::I16 => Data::I16(narrow(fill(&p.int_val, n, "int_val", &shape)?, "int_val")?),
-            DType::I8 => Data::I8(narrow(fill(&p.int_val, n, "int_val", &shape)?, "int_val")?),
-            DType::U8 => Data::U8(narrow(fill(&p.int_val, n, "int_val", &shape)?, "int_val")?),
-            DType::U16 => Data::U16(narrow(fill(&p.int_val, n, "int_val", &shape)?, "int_val")?),
-            DType::I64 => Data::I64(fill(&p.int64_val, n, "int64_val", &shape)?),
-            DType::U32 => Data::U32(fill(&p.uint32_val, n, "uint32_val", &shape)?),
-            DType::U64 => Data::U64(fill(&p.uint64_val, n, "uint64_val", &shape)?),
-            DType::Bool => Data::Bool(fill(&p.bool_val, n, "bool_val", &shape)?),
-            DType::Str => Data::Str(fill(&p.string_val, n, "string_val", &shape)?),
+            DType::F32 => Data::F32(fill(&p.float_val, n)),
+            DType::F64 => Data::F64(fill(&p.double_val, n)),
+            DType::I32 => Data::I32(fill(&p.int_val, n)),
+            DType::I16 => Data::I16(fill(&narrow(&p.int_val, "int_val")?, n)),
+            DType::I8 => Data::I8(fill(&narrow(&p.int_val, "int_val")?, n)),
+            DType::U8 => Data::U8(fill(&narrow(&p.int_val, "int_val")?, n)),
+            DType::U16 => Data::U16(fill(&narrow(&p.int_val, "int_val")?, n)),
+            DType::I64 => Data::I64(fill(&p.int64_val, n)),
+            DType::U32 => Data::U32(fill(&p.uint32_val, n)),
+            DType::U64 => Data::U64(fill(&p.uint64_val, n)),
+            DType::Bool => Data::Bool(fill(&p.bool_val, n)),
+            DType::Str => Data::Str(fill(&p.string_val, n)),
         };
         Ok(Tensor { shape, data })
     }
@@ -612,9 +699,16 @@ fn is_b64(v: &Value) -> Option<&str> {
 /// that is not JSON. The caller then takes the general path ([`from_json`]), which gives the
 /// same tensor where this one succeeds and TF Serving's error where it does not.
 pub fn from_json_numbers(text: &str, dtype: DType) -> Option<Tensor> {
+    from_json_numbers_within(text, dtype, MAX_DECODED_BYTES)
+}
+
+/// [`from_json_numbers`], giving `None` also for a tensor that would take more than
+/// `max_bytes` (the general path then names the bound).
+pub fn from_json_numbers_within(text: &str, dtype: DType, max_bytes: usize) -> Option<Tensor> {
     if !matches!(dtype, DType::F32 | DType::F64) {
         return None;
     }
+    let max_elements = MAX_ELEMENTS.min(max_bytes / dtype.element_bytes());
     let mut p = NumberScanner {
         b: text.as_bytes(),
         i: 0,
@@ -663,7 +757,7 @@ pub fn from_json_numbers(text: &str, dtype: DType) -> Option<Tensor> {
         } else {
             f64s.push(x);
         }
-        if f32s.len() + f64s.len() > MAX_ELEMENTS {
+        if f32s.len() + f64s.len() > max_elements {
             return None;
         }
         // After a value: the next element, or lists close.
@@ -809,12 +903,39 @@ impl NumberScanner<'_> {
     }
 }
 
-/// Builds a tensor of `dtype` from a JSON value or nested list.
+/// Builds a tensor of `dtype` from a JSON value or nested list, refusing one that would take
+/// more than [`MAX_DECODED_BYTES`].
 pub fn from_json(v: &Value, dtype: DType) -> Result<Tensor, String> {
+    from_json_within(v, dtype, MAX_DECODED_BYTES)
+}
+
+/// Builds a tensor of `dtype` from a JSON value or nested list whose decoded tensor takes at
+/// most `max_bytes`. The shape read off the first element of each list is checked against
+/// every list before anything is allocated for the elements.
+pub fn from_json_within(v: &Value, dtype: DType, max_bytes: usize) -> Result<Tensor, String> {
     let shape = json_shape(v);
     let n = element_count(&shape)?;
+    let mut content = 0usize;
+    leaves(v, &shape, 0, &mut |x| {
+        if dtype == DType::Str {
+            // Decoded base64 is shorter than its text; a plain string is its text.
+            let len = is_b64(x).map(str::len).or_else(|| x.as_str().map(str::len));
+            content = content.saturating_add(len.unwrap_or(0));
+        }
+    })?;
+    let bytes = n
+        .saturating_mul(dtype.element_bytes())
+        .saturating_add(content);
+    if bytes > max_bytes {
+        return Err(format!(
+            "shape {} of {} takes {bytes} bytes decoded, more than the {max_bytes} allowed",
+            shape_str(&shape),
+            dtype.tf_name()
+        ));
+    }
+    // The lists are regular: there are exactly n leaves.
     let mut flat: Vec<&Value> = Vec::with_capacity(n);
-    flatten(v, &shape, 0, &mut flat)?;
+    leaves(v, &shape, 0, &mut |x| flat.push(x))?;
     macro_rules! conv {
         ($variant:ident, $f:expr) => {
             Data::$variant(
@@ -864,23 +985,25 @@ pub fn from_json(v: &Value, dtype: DType) -> Result<Tensor, String> {
     Ok(Tensor { shape, data })
 }
 
-fn flatten<'a>(
+/// Calls `f` on each leaf of a nested list of this shape, in order; an error for a list of
+/// another length, a list where a leaf belongs, or a leaf where a list belongs.
+fn leaves<'a>(
     v: &'a Value,
     shape: &[usize],
     depth: usize,
-    out: &mut Vec<&'a Value>,
+    f: &mut impl FnMut(&'a Value),
 ) -> Result<(), String> {
     if depth == shape.len() {
         if v.is_array() {
             return Err("Encountered list at unexpected size".into());
         }
-        out.push(v);
+        f(v);
         return Ok(());
     }
     match v {
         Value::Array(a) if a.len() == shape[depth] => {
             for x in a {
-                flatten(x, shape, depth + 1, out)?;
+                leaves(x, shape, depth + 1, f)?;
             }
             Ok(())
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use teeserve_serving::engine::EngineChoice;
-use teeserve_serving::server::{KbsOptions, ServeOptions, Server, TlsOptions};
+use teeserve_serving::server::{ConnectionLimits, KbsOptions, ServeOptions, Server, TlsOptions};
 use teeserve_serving::service::CoreOptions;
 
 use super::attest::{open_platform, PlatformKind, PlatformPaths};
@@ -182,6 +182,25 @@ pub struct ServeArgs {
     /// Seconds to let in-flight requests finish on SIGTERM.
     #[arg(long = "drain_seconds", default_value_t = 10)]
     pub drain_seconds: u64,
+    /// Bytes one request's input tensors may take once decoded (elements times element size;
+    /// strings with their content). Checked against the shapes a request declares before
+    /// anything is allocated: one value may fill a whole shape. Over it: INVALID_ARGUMENT / 400.
+    #[arg(long = "max_request_tensor_bytes", default_value_t = teeserve_serving::service::DEFAULT_MAX_TENSOR_BYTES)]
+    pub max_request_tensor_bytes: usize,
+    /// Bytes all requests in flight may hold together: bodies as they arrive, what decoding
+    /// them takes, and their tensors. A request that does not fit: RESOURCE_EXHAUSTED / 429.
+    #[arg(long = "max_in_flight_bytes", default_value_t = teeserve_serving::service::DEFAULT_MAX_IN_FLIGHT_BYTES)]
+    pub max_in_flight_bytes: usize,
+    /// Connections open at once on each port; one more is closed as soon as it is accepted.
+    #[arg(long = "max_connections", default_value_t = ConnectionLimits::default().max_connections)]
+    pub max_connections: usize,
+    /// Seconds a client has to finish the TLS handshake and, on HTTP/1, to send each request's
+    /// header (including the wait for the next request on a kept-alive connection).
+    #[arg(long = "header_timeout_seconds", default_value_t = ConnectionLimits::default().header_timeout.as_secs())]
+    pub header_timeout_seconds: u64,
+    /// Seconds a connection may stay open with no request in progress (HTTP/2: then GOAWAY).
+    #[arg(long = "idle_timeout_seconds", default_value_t = ConnectionLimits::default().idle_timeout.as_secs())]
+    pub idle_timeout_seconds: u64,
 }
 
 pub fn run(a: ServeArgs) -> Result<i32> {
@@ -235,9 +254,16 @@ pub fn run(a: ServeArgs) -> Result<i32> {
             max_in_flight: a.max_in_flight,
             timeout: Duration::from_millis(a.request_timeout_ms),
             tensor_content: a.tensor_content,
+            max_tensor_bytes: a.max_request_tensor_bytes,
+            max_in_flight_bytes: a.max_in_flight_bytes,
         },
         max_request_bytes: a.max_request_bytes,
         drain_secs: a.drain_seconds,
+        connections: ConnectionLimits {
+            max_connections: a.max_connections,
+            header_timeout: Duration::from_secs(a.header_timeout_seconds),
+            idle_timeout: Duration::from_secs(a.idle_timeout_seconds),
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,0 +1,217 @@
+//! `teeserve serve` under an address-space limit receives the hostile requests of the review
+//! (a few dozen bytes declaring gigabytes, a ragged body, several large bodies at once): each
+//! is refused with a clear error, the server keeps serving, and its peak memory stays small.
+mod harness;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use teeserve_serving::proto::tensorflow::serving::{
+    prediction_service_client::PredictionServiceClient, ModelSpec, PredictRequest,
+};
+use teeserve_serving::proto::tensorflow::{
+    tensor_shape_proto, DataType, TensorProto, TensorShapeProto,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The server's address space: half of what the DT_STRING request below would take if its
+/// one value were expanded to the declared shape (6 GiB); the peak-memory check covers the
+/// smaller ones.
+const ADDRESS_SPACE: u64 = 3 << 30;
+
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(grpc: u16, rest: u16) -> Serve {
+    let bin = harness::bin();
+    let model = harness::repo().join("models/digits");
+    let args = [
+        "serve",
+        "--insecure",
+        "--port",
+        &grpc.to_string(),
+        "--rest_api_port",
+        &rest.to_string(),
+        "--grpc_bind_address",
+        "127.0.0.1",
+        "--rest_api_bind_address",
+        "127.0.0.1",
+        "--model_name",
+        "digits",
+        "--model_base_path",
+        model.to_str().unwrap(),
+        "--file_system_poll_wait_seconds",
+        "0",
+    ]
+    .map(String::from);
+    // Through prlimit where it exists (util-linux), so that an allocation of gigabytes aborts
+    // the server instead of swapping the machine; one malloc arena per thread is left out so
+    // that the address space counts memory, not reservations.
+    let mut cmd = if Command::new("prlimit").arg("--version").output().is_ok() {
+        let mut c = Command::new("prlimit");
+        c.arg(format!("--as={ADDRESS_SPACE}")).arg("--").arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
+    let mut child = cmd
+        .args(&args)
+        .env("MALLOC_ARENA_MAX", "2")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start teeserve serve");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines
+            .next()
+            .expect("serve exited before listening")
+            .unwrap();
+        if line.contains("listening") {
+            break;
+        }
+    }
+    Serve(child)
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+fn one_value(dtype: DataType, dims: &[i64], set: impl FnOnce(&mut TensorProto)) -> PredictRequest {
+    let mut t = TensorProto {
+        dtype: dtype as i32,
+        tensor_shape: Some(TensorShapeProto {
+            dim: dims
+                .iter()
+                .map(|&size| tensor_shape_proto::Dim {
+                    size,
+                    name: String::new(),
+                })
+                .collect(),
+            unknown_rank: false,
+        }),
+        ..Default::default()
+    };
+    set(&mut t);
+    PredictRequest {
+        model_spec: Some(ModelSpec {
+            name: "digits".into(),
+            ..Default::default()
+        }),
+        inputs: [("pixels".to_owned(), t)].into_iter().collect(),
+        output_filter: vec![],
+    }
+}
+
+/// One HTTP/1.1 POST of a Predict body on a fresh connection; the status and the JSON answer.
+async fn post(addr: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/models/digits:predict HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    // The server may answer (and close) before the whole body is sent.
+    let _ = tcp.write_all(&body).await;
+    let mut out = Vec::new();
+    let _ = tcp.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or_default();
+    (status, json)
+}
+
+#[tokio::test]
+async fn hostile_requests_are_refused_in_bounded_memory() {
+    let (grpc_port, rest_port) = (harness::free_port(), harness::free_port());
+    let mut server = serve(grpc_port, rest_port);
+    let grpc_addr = format!("127.0.0.1:{grpc_port}");
+    let rest_addr = format!("127.0.0.1:{rest_port}");
+    let mut g = PredictionServiceClient::new(
+        teeserve_serving::client::grpc_channel(&grpc_addr, None, "127.0.0.1")
+            .await
+            .unwrap(),
+    );
+    for (req, want) in [
+        (
+            one_value(DataType::DtString, &[1 << 28], |t| {
+                t.string_val = vec![b"A".to_vec()]
+            }),
+            "to be float but string",
+        ),
+        (
+            one_value(DataType::DtDouble, &[1 << 28], |t| t.double_val = vec![1.0]),
+            "to be float but double",
+        ),
+        (
+            one_value(DataType::DtFloat, &[1 << 20, 64], |t| {
+                t.float_val = vec![0.5]
+            }),
+            "--max_request_tensor_bytes",
+        ),
+    ] {
+        let e = g.predict(req).await.unwrap_err();
+        assert_eq!(e.code() as i32, 3, "INVALID_ARGUMENT: {e:?}");
+        assert!(e.message().contains(want), "{e:?}");
+    }
+    // A ragged body of 98 KB whose first row declares [16384, 16384].
+    let n = 1 << 14;
+    let body = format!(
+        "{{\"instances\": [[{}], {}]}}",
+        vec!["0"; n].join(", "),
+        vec!["0"; n - 1].join(", ")
+    );
+    let (st, v) = post(&rest_addr, body.into_bytes()).await;
+    assert_eq!(st, 400, "{v}");
+    // Four bodies of 60 MB at once that do not read as a plain list of numbers (the last row
+    // is short), so each would be a JSON tree of gigabytes.
+    let row = format!("[{}]", vec!["0"; 64].join(","));
+    let rows = 60_000_000 / (row.len() + 1);
+    let big = format!("{{\"instances\": [{}, [0]]}}", vec![row; rows].join(","));
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, body) = (rest_addr.clone(), big.clone().into_bytes());
+            tokio::spawn(async move { post(&addr, body).await })
+        })
+        .collect();
+    for t in tasks {
+        let (st, v) = t.await.unwrap();
+        assert!(st == 429 || st == 400, "{st} {v}");
+        assert!(
+            v["error"].as_str().is_some(),
+            "TF Serving's error JSON: {v}"
+        );
+    }
+    // Still serving.
+    let (st, v) = post(
+        &rest_addr,
+        serde_json::json!({"instances": [vec![0.0; 64]]})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert!(server.0.try_wait().unwrap().is_none(), "the server exited");
+    let peak = peak_rss_kib(server.0.id());
+    assert!(peak < 1024 * 1024, "peak resident memory {peak} KiB");
+}

@@ -1,0 +1,338 @@
+//! Admission of requests before their bodies are read: a place among the requests in flight
+//! ([`ServingCore::admit`]), and memory from the in-flight budget ([`ServingCore::reserve`])
+//! for the body as it arrives and for what decoding it takes. REST does this in its handler;
+//! gRPC in [`grpc_layer`], before tonic decodes the message.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use tonic::Code;
+
+use crate::service::{ApiError, Reservation, ServingCore};
+
+/// Why a body was not read.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// Larger than the largest request; the length when it was declared.
+    TooLarge(Option<usize>),
+    /// The in-flight budget refused its memory.
+    Refused(ApiError),
+    /// The connection failed while it was read.
+    Read(String),
+    /// It did not arrive within the request deadline.
+    Timeout,
+}
+
+impl BodyError {
+    /// The error as the APIs report it (`max`: the largest request).
+    pub(crate) fn api_error(self, max: usize, core: &ServingCore) -> ApiError {
+        match self {
+            BodyError::TooLarge(len) => ApiError::new(
+                Code::ResourceExhausted,
+                format!(
+                    "request body{} is larger than the {max} bytes allowed (--max_request_bytes)",
+                    len.map(|l| format!(" of {l} bytes")).unwrap_or_default()
+                ),
+            ),
+            BodyError::Refused(e) => e,
+            BodyError::Read(e) => {
+                ApiError::new(Code::Cancelled, format!("reading the request body: {e}"))
+            }
+            BodyError::Timeout => ApiError::new(
+                Code::DeadlineExceeded,
+                format!(
+                    "the request body did not arrive within {:?} (--request_timeout_ms)",
+                    core.options.timeout
+                ),
+            ),
+        }
+    }
+}
+
+/// Reads a body of at most `max` bytes within the request deadline, reserving its memory
+/// from the in-flight budget as it arrives (`declared`: its Content-Length, if any).
+pub(crate) async fn read_body(
+    core: &ServingCore,
+    mut body: Body,
+    declared: Option<usize>,
+    max: usize,
+) -> Result<(Bytes, Reservation), BodyError> {
+    if let Some(len) = declared.filter(|&l| l > max) {
+        return Err(BodyError::TooLarge(Some(len)));
+    }
+    let mut held = core
+        .reserve(declared.unwrap_or(0), "the request body")
+        .map_err(BodyError::Refused)?;
+    // Sized from the declared length only once that is reserved.
+    let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0));
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let len = buf.len() + data.len();
+            if len > max {
+                return Err(BodyError::TooLarge(None));
+            }
+            if len > held.bytes() {
+                // In steps of at least 1 MiB, so that a body in small frames is not a
+                // reservation per frame.
+                let want = (held.bytes() + (1 << 20)).min(max).max(len);
+                held.merge(
+                    core.reserve(want - held.bytes(), "the request body")
+                        .map_err(BodyError::Refused)?,
+                );
+            }
+            buf.extend_from_slice(&data);
+        }
+        Ok(())
+    };
+    tokio::time::timeout(core.options.timeout, read)
+        .await
+        .map_err(|_| BodyError::Timeout)??;
+    Ok((Bytes::from(buf), held))
+}
+
+/// State of [`grpc_layer`].
+#[derive(Debug, Clone)]
+pub(crate) struct GrpcAdmission {
+    /// The core.
+    pub(crate) core: Arc<ServingCore>,
+    /// The largest message, bytes.
+    pub(crate) max_message: usize,
+}
+
+fn grpc_error(e: ApiError) -> Response {
+    crate::grpc::status(e).into_http::<Body>()
+}
+
+/// Admits a gRPC call before tonic reads and decodes its message: a place among the requests
+/// in flight, the message's memory as it arrives, and then what decoding it takes (estimated
+/// from the bytes, [`decoded_bytes`]). Health checks pass straight through, so that an
+/// overloaded server still answers them.
+pub(crate) async fn grpc_layer(
+    State(a): State<GrpcAdmission>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path();
+    if path.starts_with("/grpc.health.v1.") || req.method() == hyper::Method::GET {
+        return next.run(req).await;
+    }
+    let predict = path == "/tensorflow.serving.PredictionService/Predict";
+    let _admitted = match a.core.admit() {
+        Ok(x) => x,
+        Err(e) => return grpc_error(e),
+    };
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    // The message and its 5-byte gRPC frame header.
+    let max = a.max_message.saturating_add(5);
+    let (bytes, _body) = match read_body(&a.core, body, declared, max).await {
+        Ok(x) => x,
+        Err(e) => return grpc_error(e.api_error(a.max_message, &a.core)),
+    };
+    let estimate = decoded_bytes(&bytes, predict);
+    let _decoding = match a.core.reserve(estimate, "decoding the request") {
+        Ok(x) => x,
+        Err(e) => return grpc_error(e),
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+/// An upper bound of the memory that decoding a gRPC request body (one length-prefixed
+/// message) takes, besides the body itself. A PredictRequest is walked field by field
+/// ([`predict_request_bytes`]); other messages (Classify, Regress, metadata and status), whose
+/// nested lists cost at most a few dozen bytes per byte sent, are counted at 64 per byte.
+pub fn decoded_bytes(body: &[u8], predict: bool) -> usize {
+    let msg = match body {
+        [0, a, b, c, d, msg @ ..] if u32::from_be_bytes([*a, *b, *c, *d]) as usize == msg.len() => {
+            msg
+        }
+        // Compressed or malformed: tonic refuses it before decoding.
+        _ => return body.len(),
+    };
+    // tonic copies the message into its own buffer before decoding.
+    let copy = msg.len();
+    let decoded = if predict {
+        predict_request_bytes(msg)
+    } else {
+        None
+    };
+    copy.saturating_add(decoded.unwrap_or_else(|| msg.len().saturating_mul(64)))
+}
+
+/// Protobuf wire format (protobuf.dev "Encoding"): calls `f(field, wire type, payload)` for
+/// each field; the payload of a varint, fixed64 or fixed32 field is its bytes. `None` for
+/// bytes that are not a sequence of fields (groups included: nothing here has any).
+fn fields(mut b: &[u8], f: &mut impl FnMut(u64, u8, &[u8]) -> usize) -> Option<usize> {
+    fn varint(b: &mut &[u8]) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&x, rest) = b.split_first()?;
+            *b = rest;
+            v |= u64::from(x & 0x7f) << shift;
+            if x & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut total = 0usize;
+    while !b.is_empty() {
+        let key = varint(&mut b)?;
+        let (field, wire) = (key >> 3, (key & 7) as u8);
+        let len = match wire {
+            0 => {
+                varint(&mut b)?;
+                total = total.saturating_add(f(field, wire, &[]));
+                continue;
+            }
+            1 => 8,
+            5 => 4,
+            2 => usize::try_from(varint(&mut b)?).ok()?,
+            _ => return None,
+        };
+        let payload = b.get(..len)?;
+        b = &b[len..];
+        total = total.saturating_add(f(field, wire, payload));
+    }
+    Some(total)
+}
+
+/// What prost allocates to decode a PredictRequest (tensorflow_serving/apis/predict.proto),
+/// as an upper bound: list capacities may have doubled, and each map entry costs a String
+/// and a TensorProto in a hash table that may have doubled.
+fn predict_request_bytes(msg: &[u8]) -> Option<usize> {
+    let mut bad = false;
+    let total = fields(msg, &mut |field, wire, p| match (field, wire) {
+        // model_spec
+        (1, 2) => 128 + p.len(),
+        // inputs: map<string, TensorProto>
+        (2, 2) => {
+            let entry = fields(p, &mut |field, wire, p| match (field, wire) {
+                (1, 2) => p.len(),
+                (2, 2) => tensor_proto_bytes(p).unwrap_or_else(|| {
+                    bad = true;
+                    0
+                }),
+                _ => 0,
+            });
+            1024 + entry.unwrap_or_else(|| {
+                bad = true;
+                0
+            })
+        }
+        // output_filter: repeated string
+        (3, 2) => 48 + p.len(),
+        _ => 0,
+    })?;
+    (!bad).then_some(total)
+}
+
+/// What prost allocates to decode a TensorProto (tensorflow/core/framework/tensor.proto as
+/// /proto has it): packed lists at their element width (varints widen: one byte may become
+/// eight), doubled for capacity; each string a `Vec` header and its bytes.
+fn tensor_proto_bytes(p: &[u8]) -> Option<usize> {
+    let mut bad = false;
+    let total = fields(p, &mut |field, wire, p| {
+        let len = p.len();
+        match (field, wire) {
+            // tensor_shape: repeated Dim { int64 size, string name }
+            (2, 2) => {
+                64 + fields(p, &mut |field, wire, p| match (field, wire) {
+                    (2, 2) => 64 + p.len(),
+                    _ => 0,
+                })
+                .unwrap_or_else(|| {
+                    bad = true;
+                    0
+                })
+            }
+            // tensor_content, float8_val
+            (4 | 18, 2) => len,
+            // string_val
+            (8, 2) => 48 + len,
+            // float_val, scomplex_val, double_val, dcomplex_val, bool_val: one byte sent is
+            // at most one byte kept
+            (5 | 6 | 9 | 11 | 12, 2) => len.saturating_mul(2),
+            // int_val, half_val, uint32_val: varints kept as 4 bytes
+            (7 | 13 | 16, 2) => len.saturating_mul(8),
+            // int64_val, uint64_val: varints kept as 8 bytes
+            (10 | 17, 2) => len.saturating_mul(16),
+            // One element of a list sent unpacked.
+            (5 | 6 | 7 | 9 | 10 | 11 | 12 | 13 | 16 | 17, _) => 16,
+            _ => 0,
+        }
+    })?;
+    (!bad).then_some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::tensorflow::serving::PredictRequest;
+    use crate::tensor::{Data, Tensor};
+    use prost::Message;
+
+    fn framed(m: &impl Message) -> Vec<u8> {
+        let msg = m.encode_to_vec();
+        let mut out = vec![0];
+        out.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+        out.extend_from_slice(&msg);
+        out
+    }
+
+    #[test]
+    fn packed_floats_are_counted_near_their_size() {
+        let t = Tensor::new(vec![100, 64], Data::F32(vec![0.5; 6400])).unwrap();
+        let req = PredictRequest {
+            inputs: [("pixels".to_owned(), t.to_proto(false))]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        let body = framed(&req);
+        let est = decoded_bytes(&body, true);
+        assert!(est >= 25_600, "{est}");
+        assert!(
+            est < 4 * body.len() + 4096,
+            "{est} for {} bytes",
+            body.len()
+        );
+    }
+
+    #[test]
+    fn many_empty_strings_are_counted_at_their_decoded_size() {
+        let t = Tensor {
+            shape: vec![100_000],
+            data: Data::Str(vec![Vec::new(); 100_000]),
+        };
+        let req = PredictRequest {
+            inputs: [("s".to_owned(), t.to_proto(false))].into_iter().collect(),
+            ..Default::default()
+        };
+        let body = framed(&req);
+        // Two bytes sent per string; prost keeps 24 each, in a list that may have doubled.
+        assert!(decoded_bytes(&body, true) >= 100_000 * 48);
+    }
+
+    #[test]
+    fn bytes_that_are_not_a_message_are_counted_generously() {
+        let mut body = vec![0, 0, 0, 0, 4];
+        body.extend_from_slice(&[0x0b, 0x0c, 0x0d, 0x0e]); // group wire types
+        assert!(decoded_bytes(&body, true) >= 4 * 64);
+        assert_eq!(decoded_bytes(&[1, 2, 3], true), 3);
+    }
+}

@@ -1,0 +1,570 @@
+//! The server's resource bounds on loopback: requests whose declared shapes would take more
+//! memory than the signature and the per-request bound allow, admission before bodies are
+//! read, connection limits and timeouts, and batching of models whose outputs have no batch
+//! dimension.
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use teeserve_serving::client::RestClient;
+use teeserve_serving::proto::tensorflow::serving::{
+    prediction_service_client::PredictionServiceClient, ModelSpec, PredictRequest,
+};
+use teeserve_serving::proto::tensorflow::{
+    tensor_shape_proto, DataType, TensorProto, TensorShapeProto,
+};
+use teeserve_serving::server::{ServeOptions, Server};
+use teeserve_serving::tensor::{Data, Tensor};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn free_port() -> u16 {
+    teeserve_serving::server::free_loopback_port().unwrap()
+}
+
+fn model_dir(dir: &Path, name: &str, onnx: &[u8]) -> PathBuf {
+    let b = dir.join(name);
+    std::fs::create_dir_all(b.join("1")).unwrap();
+    std::fs::write(b.join("1/model.onnx"), onnx).unwrap();
+    b
+}
+
+fn digits(dir: &Path) -> PathBuf {
+    model_dir(
+        dir,
+        "digits",
+        &std::fs::read(repo().join("models/digits/1/model.onnx")).unwrap(),
+    )
+}
+
+fn options(base: &Path, name: &str) -> ServeOptions {
+    ServeOptions {
+        port: free_port(),
+        rest_api_port: free_port(),
+        grpc_bind: "127.0.0.1".into(),
+        rest_bind: "127.0.0.1".into(),
+        model_name: name.into(),
+        model_base_path: Some(base.to_owned()),
+        file_system_poll_wait_seconds: 0,
+        tls: teeserve_serving::server::TlsOptions {
+            insecure: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+async fn start(mut o: ServeOptions) -> Server {
+    for _ in 0..5 {
+        match Server::start(o.clone(), None).await {
+            Err(teeserve_serving::server::ServeError::Bind { .. }) => {
+                o.port = free_port();
+                o.rest_api_port = free_port();
+            }
+            r => return r.unwrap(),
+        }
+    }
+    panic!("no free ports in 5 tries");
+}
+
+async fn grpc(s: &Server) -> PredictionServiceClient<tonic::transport::Channel> {
+    PredictionServiceClient::new(
+        teeserve_serving::client::grpc_channel(
+            &s.grpc_addr.unwrap().to_string(),
+            None,
+            "127.0.0.1",
+        )
+        .await
+        .unwrap(),
+    )
+}
+
+fn predict_request(input: &str, t: TensorProto) -> PredictRequest {
+    PredictRequest {
+        model_spec: Some(ModelSpec {
+            name: "digits".into(),
+            ..Default::default()
+        }),
+        inputs: [(input.to_owned(), t)].into_iter().collect(),
+        output_filter: vec![],
+    }
+}
+
+/// A TensorProto that declares `dims` and carries one value (`set` fills it in).
+fn one_value(dtype: DataType, dims: &[i64], set: impl FnOnce(&mut TensorProto)) -> TensorProto {
+    let mut t = TensorProto {
+        dtype: dtype as i32,
+        tensor_shape: Some(TensorShapeProto {
+            dim: dims
+                .iter()
+                .map(|&size| tensor_shape_proto::Dim {
+                    size,
+                    name: String::new(),
+                })
+                .collect(),
+            unknown_rank: false,
+        }),
+        ..Default::default()
+    };
+    set(&mut t);
+    t
+}
+
+fn zero_row() -> TensorProto {
+    Tensor::new(vec![1, 64], Data::F32(vec![0.0; 64]))
+        .unwrap()
+        .to_proto(true)
+}
+
+/// The requests of the review, each a few dozen bytes: a DT_STRING and a DT_DOUBLE tensor of
+/// 2^28 elements and a DT_FLOAT one of [1048576, 64], each filled from one value. They are
+/// refused by the signature and bound checks before anything is expanded, and the server keeps
+/// serving.
+#[tokio::test]
+async fn one_value_fills_are_checked_against_the_signature_and_bound_before_expanding() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(options(&digits(dir.path()), "digits")).await;
+    let mut g = grpc(&s).await;
+    let cases = [
+        (
+            one_value(DataType::DtString, &[1 << 28], |t| t.string_val = vec![b"A".to_vec()]),
+            "Expects arg[0] to be float but string is provided",
+        ),
+        (
+            one_value(DataType::DtDouble, &[1 << 28], |t| t.double_val = vec![1.0]),
+            "Expects arg[0] to be float but double is provided",
+        ),
+        (
+            one_value(DataType::DtFloat, &[1 << 20, 64], |t| t.float_val = vec![0.5]),
+            "takes 268435456 bytes decoded; a request's inputs may take at most 134217728 bytes (--max_request_tensor_bytes)",
+        ),
+    ];
+    for (t, want) in cases {
+        let req = predict_request("pixels", t);
+        let len = prost::Message::encoded_len(&req);
+        assert!(len < 64, "a request of {len} bytes");
+        let e = g.predict(req).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains(want), "{e:?}");
+    }
+    // A fill within the bound still fills (TensorProto's rule).
+    let r = g
+        .predict(predict_request(
+            "pixels",
+            one_value(DataType::DtFloat, &[3, 64], |t| t.float_val = vec![0.0]),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let class = Tensor::from_proto(&r.outputs["class"]).unwrap();
+    assert_eq!(class.shape, vec![3]);
+    // A fill of an input the model does not have is not decoded: the name is reported.
+    let mut extra = predict_request("pixels", zero_row());
+    extra.inputs.insert(
+        "other".into(),
+        one_value(DataType::DtString, &[1 << 28], |t| {
+            t.string_val = vec![b"A".to_vec()]
+        }),
+    );
+    let e = g.predict(extra).await.unwrap_err();
+    assert!(e.message().contains("Sent extra: {other}"), "{e:?}");
+}
+
+async fn post_raw(addr: &str, path: &str, body: Vec<u8>) -> (u16, Value) {
+    let mut c = RestClient::connect(addr, None, "127.0.0.1").await.unwrap();
+    let (st, b) = c.request(hyper::Method::POST, path, body).await.unwrap();
+    (st, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+/// A 98 KB body whose first row declares [16384, 16384] and whose other rows are scalars: the
+/// shape read off the first element is checked against every row before any reservation.
+#[tokio::test]
+async fn a_ragged_json_body_is_refused_without_reserving_its_first_rows_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(options(&digits(dir.path()), "digits")).await;
+    let addr = s.rest_addr.unwrap().to_string();
+    let n = 1 << 14;
+    let first = vec!["0"; n].join(", ");
+    let rest = vec!["0"; n - 1].join(", ");
+    let body = format!("{{\"instances\": [[{first}], {rest}]}}");
+    assert!(
+        body.len() > 90_000 && body.len() < 100_000,
+        "{}",
+        body.len()
+    );
+    let (st, v) = post_raw(&addr, "/v1/models/digits:predict", body.into_bytes()).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("Expecting a list at dimension 1"),
+        "{v}"
+    );
+    let (st, v) = post_raw(
+        &addr,
+        "/v1/models/digits:predict",
+        serde_json::json!({"instances": [vec![0.0; 64]]})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+}
+
+/// Opens a REST request that declares a body of `len` bytes and sends only its first bytes:
+/// it holds whatever the server gives a request before its body is read.
+async fn half_sent(addr: &str, len: usize) -> TcpStream {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        format!(
+            "POST /v1/models/digits:predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\r\n{{\"instances\": ["
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tcp.flush().await.unwrap();
+    tcp
+}
+
+/// Reads what the server sends until it closes the connection.
+async fn read_to_close(tcp: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    // A hang here is the failure this guards against; the bound only ends the test.
+    tokio::time::timeout(Duration::from_secs(60), tcp.read_to_end(&mut out))
+        .await
+        .expect("the server kept the connection open")
+        .ok();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The in-flight place is taken before the body is read, on both APIs (one limit): while a
+/// request's body is still arriving, another REST request and a gRPC Predict are refused.
+#[tokio::test]
+async fn the_in_flight_limit_is_taken_before_bodies_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(&digits(dir.path()), "digits");
+    o.core.max_in_flight = 1;
+    let s = start(o).await;
+    let addr = s.rest_addr.unwrap().to_string();
+    let mut holder = half_sent(&addr, 1000).await;
+    // The holder's request is admitted once its header is read: wait until it is.
+    let mut refused = None;
+    for _ in 0..200 {
+        let (st, v) = post_raw(
+            &addr,
+            "/v1/models/digits:predict",
+            serde_json::json!({"instances": [vec![0.0; 64]]})
+                .to_string()
+                .into_bytes(),
+        )
+        .await;
+        if st == 429 {
+            refused = Some(v);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let v = refused.expect("a second request was served while the first body was arriving");
+    assert!(
+        v["error"].as_str().unwrap().contains("requests in flight"),
+        "{v}"
+    );
+    let e = grpc(&s)
+        .await
+        .predict(predict_request("pixels", zero_row()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    // The held request ends; the next one is served.
+    holder.shutdown().await.unwrap();
+    drop(holder);
+    let mut ok = false;
+    for _ in 0..200 {
+        let (st, _) = post_raw(
+            &addr,
+            "/v1/models/digits:predict",
+            serde_json::json!({"instances": [vec![0.0; 64]]})
+                .to_string()
+                .into_bytes(),
+        )
+        .await;
+        if st == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "never served again");
+}
+
+/// Memory for bodies comes from one budget across requests: two declared 40 MB bodies do not
+/// both fit in 64 MiB, so while one arrives the other is refused at once, naming the budget.
+#[tokio::test]
+async fn large_bodies_at_once_share_one_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(&digits(dir.path()), "digits");
+    o.core.max_in_flight_bytes = 64 << 20;
+    let s = start(o).await;
+    let addr = s.rest_addr.unwrap().to_string();
+    let _first = half_sent(&addr, 40 << 20).await;
+    let mut refused = None;
+    for _ in 0..200 {
+        let mut second = half_sent(&addr, 40 << 20).await;
+        let mut head = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_millis(500), second.read(&mut head)).await;
+        if let Ok(Ok(n)) = n {
+            let text = String::from_utf8_lossy(&head[..n]).into_owned();
+            if text.starts_with("HTTP/1.1 429") {
+                refused = Some(text);
+                break;
+            }
+        }
+    }
+    let text = refused.expect("two 40 MB bodies were taken in at once");
+    assert!(text.contains("--max_in_flight_bytes"), "{text}");
+    // A body that alone is larger than the budget is refused outright.
+    let (st, v) = post_raw(&addr, "/v1/models/digits:predict", vec![b' '; 60 << 20]).await;
+    assert_eq!(st, 429, "{v}");
+}
+
+fn tls_options(dir: &Path, o: &mut ServeOptions) -> Vec<u8> {
+    let ca = teeserve_kbs::tls::make_ca("test CA").unwrap();
+    let srv = teeserve_kbs::tls::issue(&ca, "server", &["127.0.0.1".into()], false).unwrap();
+    std::fs::write(dir.join("s.pem"), &srv.cert_pem).unwrap();
+    std::fs::write(dir.join("s.key"), srv.key_pem.as_bytes()).unwrap();
+    o.tls = teeserve_serving::server::TlsOptions {
+        cert: Some(dir.join("s.pem")),
+        key: Some(dir.join("s.key")),
+        ..Default::default()
+    };
+    ca.cert_pem.into_bytes()
+}
+
+/// 100 idle TLS connections are closed once the idle timeout has passed.
+#[tokio::test]
+async fn idle_tls_connections_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(&digits(dir.path()), "digits");
+    let ca = tls_options(dir.path(), &mut o);
+    o.connections.idle_timeout = Duration::from_secs(1);
+    let s = start(o).await;
+    let verifier = teeserve_serving::client::ca_verifier(&ca).unwrap();
+    let config = std::sync::Arc::new(
+        teeserve_serving::client::client_config(verifier, None, &[b"h2", b"http/1.1"]).unwrap(),
+    );
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let mut conns = Vec::new();
+    for i in 0..100 {
+        let addr = if i % 2 == 0 { s.rest_addr } else { s.grpc_addr }.unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        conns.push(connector.connect(name, tcp).await.unwrap());
+    }
+    for mut c in conns {
+        let mut buf = Vec::new();
+        // Ends when the server closes; a hang is the failure.
+        tokio::time::timeout(Duration::from_secs(60), c.read_to_end(&mut buf))
+            .await
+            .expect("an idle connection was kept open")
+            .ok();
+    }
+}
+
+/// With the connection cap reached, a new connection is closed at once (a refusal, not a
+/// wait); once a connection closes, requests are answered again.
+#[tokio::test]
+async fn connections_over_the_cap_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(&digits(dir.path()), "digits");
+    o.connections.max_connections = 3;
+    let s = start(o).await;
+    let addr = s.rest_addr.unwrap().to_string();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = TcpStream::connect(&addr).await.unwrap();
+        // A request on each shows it was accepted and counted.
+        c.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut b = [0u8; 512];
+        let n = c.read(&mut b).await.unwrap();
+        assert!(
+            b[..n].starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&b[..n])
+        );
+        held.push(c);
+    }
+    let mut over = TcpStream::connect(&addr).await.unwrap();
+    let _ = over
+        .write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await;
+    let answer = read_to_close(&mut over).await;
+    assert_eq!(answer, "", "the connection over the cap was served");
+    held.pop();
+    let mut ok = false;
+    for _ in 0..200 {
+        let mut c = TcpStream::connect(&addr).await.unwrap();
+        let _ = c
+            .write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await;
+        if read_to_close(&mut c).await.starts_with("HTTP/1.1 200") {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "not served after a connection closed");
+}
+
+/// A client that sends its HTTP/1 header a byte at a time is cut off after the header timeout.
+#[tokio::test]
+async fn a_slow_http1_header_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(&digits(dir.path()), "digits");
+    o.connections.header_timeout = Duration::from_secs(1);
+    let s = start(o).await;
+    let mut c = TcpStream::connect(s.rest_addr.unwrap()).await.unwrap();
+    let header = b"GET /readyz HTTP/1.1\r\nhost: x\r\nx-slow: ";
+    c.write_all(header).await.unwrap();
+    // Keeps sending, slower than any header should take; the server must close first.
+    let mut closed = false;
+    for _ in 0..600 {
+        if c.write_all(b"a").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut b = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(100), c.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(_)) => {
+                // An error answer (408) before closing is fine too.
+                closed = true;
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(
+        closed,
+        "a header sent a byte at a time was read for a minute"
+    );
+}
+
+/// A tiny ONNX model (protobuf written here, onnx.proto field numbers): `y = ReduceSum(x)` of
+/// `x` [N, 4] with keepdims 0, a scalar output without a batch dimension.
+fn reduce_sum_model() -> Vec<u8> {
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    fn field(n: u64, payload: &[u8], out: &mut Vec<u8>) {
+        varint(n << 3 | 2, out);
+        varint(payload.len() as u64, out);
+        out.extend_from_slice(payload);
+    }
+    fn int(n: u64, v: u64, out: &mut Vec<u8>) {
+        varint(n << 3, out);
+        varint(v, out);
+    }
+    // ValueInfoProto { name = 1, type = 2 { tensor_type = 1 { elem_type = 1, shape = 2 } } }
+    let value_info = |name: &str, dims: &[Result<u64, &str>]| {
+        let mut shape = Vec::new();
+        for d in dims {
+            let mut dim = Vec::new();
+            match d {
+                Ok(v) => int(1, *v, &mut dim),
+                Err(p) => field(2, p.as_bytes(), &mut dim),
+            }
+            field(1, &dim, &mut shape);
+        }
+        let mut tensor = Vec::new();
+        int(1, 1, &mut tensor); // FLOAT
+        field(2, &shape, &mut tensor);
+        let mut ty = Vec::new();
+        field(1, &tensor, &mut ty);
+        let mut vi = Vec::new();
+        field(1, name.as_bytes(), &mut vi);
+        field(2, &ty, &mut vi);
+        vi
+    };
+    // NodeProto { input = 1, output = 2, op_type = 4, attribute = 5 { name = 1, i = 3, type = 20 } }
+    let mut attr = Vec::new();
+    field(1, b"keepdims", &mut attr);
+    int(3, 0, &mut attr);
+    int(20, 2, &mut attr); // INT
+    let mut node = Vec::new();
+    field(1, b"x", &mut node);
+    field(2, b"y", &mut node);
+    field(4, b"ReduceSum", &mut node);
+    field(5, &attr, &mut node);
+    // GraphProto { node = 1, name = 2, input = 11, output = 12 }
+    let mut graph = Vec::new();
+    field(1, &node, &mut graph);
+    field(2, b"sum", &mut graph);
+    field(11, &value_info("x", &[Err("N"), Ok(4)]), &mut graph);
+    field(12, &value_info("y", &[]), &mut graph);
+    // ModelProto { ir_version = 1, graph = 7, opset_import = 8 { version = 2 } }
+    let mut opset = Vec::new();
+    int(2, 11, &mut opset);
+    let mut model = Vec::new();
+    int(1, 7, &mut model);
+    field(7, &graph, &mut model);
+    field(8, &opset, &mut model);
+    model
+}
+
+/// Two requests batched together to a model whose output has no batch dimension: each gets
+/// the output of its own input, not one computed over both.
+#[tokio::test]
+async fn outputs_without_a_batch_dimension_are_not_shared_across_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = model_dir(dir.path(), "sum", &reduce_sum_model());
+    let mut o = options(&base, "sum");
+    o.enable_batching = true;
+    let params = dir.path().join("batching.txt");
+    std::fs::write(
+        &params,
+        "max_batch_size { value: 2 } batch_timeout_micros { value: 2000000 } num_batch_threads { value: 1 }",
+    )
+    .unwrap();
+    o.batching_parameters_file = Some(params);
+    let s = start(o).await;
+    assert!(
+        s.core.repo.ready(),
+        "{:?}",
+        s.core.status_of("sum", None, None)
+    );
+    let addr = s.rest_addr.unwrap().to_string();
+    let ask = |v: f32| {
+        let addr = addr.clone();
+        tokio::spawn(async move {
+            post_raw(
+                &addr,
+                "/v1/models/sum:predict",
+                serde_json::json!({"inputs": [vec![v; 4]]})
+                    .to_string()
+                    .into_bytes(),
+            )
+            .await
+        })
+    };
+    let (a, b) = (ask(1.0), ask(2.0));
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert_eq!(a.0, 200, "{a:?}");
+    assert_eq!(b.0, 200, "{b:?}");
+    assert_eq!(a.1["outputs"], serde_json::json!(4.0), "{a:?}");
+    assert_eq!(b.1["outputs"], serde_json::json!(8.0), "{b:?}");
+}
