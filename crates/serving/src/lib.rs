@@ -13,6 +13,7 @@
 #![forbid(unsafe_code, unused_must_use)]
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod attestation;
 pub mod batching;
 pub mod client;
 pub mod codec;
