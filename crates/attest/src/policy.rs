@@ -80,6 +80,14 @@ pub struct Policy {
     /// The secret the Gramine secret-provisioning port sends to peers this policy admits.
     #[serde(default)]
     pub gramine_secret: Option<String>,
+    /// Requester side: where the server's TLS key may come from, as its attestation document
+    /// states (default: `tee` and `broker`, never a key file the host gave the server).
+    #[serde(default)]
+    pub tls_key_origin: Vec<KeyOrigin>,
+    /// Requester side: for each model named here, the SHA-256 digests of the sealed files the
+    /// server may serve it from; every served version of that model must be one of them.
+    #[serde(default)]
+    pub models: std::collections::BTreeMap<String, Vec<ModelDigest>>,
 }
 
 fn default_name() -> String {
@@ -112,6 +120,8 @@ impl Default for Policy {
             allow_unchecked_pck_revocation: false,
             secrets: Vec::new(),
             gramine_secret: None,
+            tls_key_origin: Vec::new(),
+            models: Default::default(),
         }
     }
 }
@@ -391,5 +401,201 @@ impl Policy {
             }
         }
         Ok(())
+    }
+}
+
+// The requester's rules about what the server's attestation document states besides the
+// quote: where its TLS key came from and which model files it serves. They are appraised
+// apart from the evidence (`Policy::appraise_served`), by requesters only.
+
+/// Where a server's TLS private key came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyOrigin {
+    /// Made inside the TEE; it never left it.
+    Tee,
+    /// Released by the key broker to an attested TEE.
+    Broker,
+    /// A file the host gave the server: whoever controls the host holds it too.
+    Host,
+}
+
+impl KeyOrigin {
+    /// The name used in documents and policies.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyOrigin::Tee => "tee",
+            KeyOrigin::Broker => "broker",
+            KeyOrigin::Host => "host",
+        }
+    }
+}
+
+impl std::fmt::Display for KeyOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A SHA-256 digest in lower-case hex, checked when the policy is read.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ModelDigest(String);
+
+impl ModelDigest {
+    /// The digest as lower-case hex.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ModelDigest {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        let s = s.trim().to_ascii_lowercase();
+        if s.len() != 64 || hex::decode(&s).is_err() {
+            return Err(format!(
+                "model digest {s:?} is not a SHA-256 digest (64 hex digits)"
+            ));
+        }
+        Ok(Self(s))
+    }
+}
+
+impl From<ModelDigest> for String {
+    fn from(d: ModelDigest) -> String {
+        d.0
+    }
+}
+
+/// One version a server says it serves, with the digest of the file it was loaded from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServedVersion<'a> {
+    /// Model name.
+    pub name: &'a str,
+    /// Version.
+    pub version: i64,
+    /// SHA-256 (hex) of the file it was loaded from.
+    pub sha256: &'a str,
+}
+
+impl Policy {
+    /// The key origins this policy admits (`tls_key_origin`, or `tee` and `broker`).
+    pub fn admitted_key_origins(&self) -> Vec<KeyOrigin> {
+        if self.tls_key_origin.is_empty() {
+            vec![KeyOrigin::Tee, KeyOrigin::Broker]
+        } else {
+            self.tls_key_origin.clone()
+        }
+    }
+
+    /// Requester side: appraises what an attested server states beyond its evidence, i.e.
+    /// where its TLS key came from (`tls_key_origin`) and which model files it serves
+    /// (`models`). Call it only with statements the evidence binds.
+    pub fn appraise_served(
+        &self,
+        origin: KeyOrigin,
+        served: &[ServedVersion<'_>],
+    ) -> Result<(), PolicyError> {
+        let origins = self.admitted_key_origins();
+        if !origins.contains(&origin) {
+            let names: Vec<&str> = origins.iter().map(|o| o.name()).collect();
+            let why = if origin == KeyOrigin::Host {
+                " (the host holds a copy of a key it gave the server, so it could answer in the server's place)"
+            } else {
+                ""
+            };
+            return Err(self.refuse(
+                "tls_key_origin",
+                format!(
+                    "the server's TLS key origin is {origin}, not one of [{}]{why}",
+                    names.join(", ")
+                ),
+            ));
+        }
+        for (name, digests) in &self.models {
+            let versions: Vec<&ServedVersion<'_>> =
+                served.iter().filter(|s| s.name == name).collect();
+            if versions.is_empty() {
+                return Err(self.refuse(
+                    "models",
+                    format!("the server does not say it serves model {name:?}"),
+                ));
+            }
+            for v in versions {
+                let got = v.sha256.to_ascii_lowercase();
+                if !digests.iter().any(|d| d.as_str() == got) {
+                    let want: Vec<&str> = digests.iter().map(|d| d.as_str()).collect();
+                    return Err(self.refuse(
+                        "models",
+                        format!(
+                            "model {name:?} version {} is served from a file with SHA-256 {got}, not one of {want:?}",
+                            v.version
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod served_tests {
+    use super::*;
+
+    fn served<'a>(name: &'a str, version: i64, sha256: &'a str) -> ServedVersion<'a> {
+        ServedVersion {
+            name,
+            version,
+            sha256,
+        }
+    }
+
+    #[test]
+    fn a_host_given_key_is_refused_unless_the_policy_names_it() {
+        let p = Policy::from_toml("").unwrap();
+        p.appraise_served(KeyOrigin::Tee, &[]).unwrap();
+        p.appraise_served(KeyOrigin::Broker, &[]).unwrap();
+        let e = p.appraise_served(KeyOrigin::Host, &[]).unwrap_err();
+        assert_eq!(e.rule, "tls_key_origin");
+        let p = Policy::from_toml("tls_key_origin = [\"host\"]").unwrap();
+        p.appraise_served(KeyOrigin::Host, &[]).unwrap();
+        assert_eq!(
+            p.appraise_served(KeyOrigin::Tee, &[]).unwrap_err().rule,
+            "tls_key_origin"
+        );
+        assert!(Policy::from_toml("tls_key_origin = [\"disk\"]").is_err());
+    }
+
+    #[test]
+    fn every_served_version_of_a_named_model_needs_an_admitted_digest() {
+        let a = "ab".repeat(32);
+        let b = "cd".repeat(32);
+        let p = Policy::from_toml(&format!(
+            "models = {{ digits = [\"{}\"] }}",
+            a.to_uppercase()
+        ))
+        .unwrap();
+        p.appraise_served(
+            KeyOrigin::Tee,
+            &[served("digits", 1, &a), served("other", 1, &b)],
+        )
+        .unwrap();
+        let e = p
+            .appraise_served(
+                KeyOrigin::Tee,
+                &[served("digits", 1, &a), served("digits", 2, &b)],
+            )
+            .unwrap_err();
+        assert_eq!(e.rule, "models");
+        assert!(e.detail.contains("version 2"), "{e}");
+        let e = p
+            .appraise_served(KeyOrigin::Tee, &[served("other", 1, &a)])
+            .unwrap_err();
+        assert!(e.detail.contains("does not say it serves"), "{e}");
+        let e = Policy::from_toml("models = { digits = [\"abc\"] }").unwrap_err();
+        assert!(e.to_string().contains("not a SHA-256 digest"), "{e}");
     }
 }

@@ -9,6 +9,7 @@ use x509_parser::prelude::*;
 use zeroize::Zeroizing;
 
 use crate::cbor::{self, Item};
+use crate::document::report_data_over;
 use crate::RaTlsError;
 
 /// The legacy extension's OID as it appears on the wire: Gramine passes the bytes
@@ -81,12 +82,6 @@ pub(crate) fn claims_for(spki: &[u8]) -> Vec<u8> {
     claims
 }
 
-fn report_data(hash: [u8; 32]) -> [u8; 64] {
-    let mut rd = [0u8; 64];
-    rd[..32].copy_from_slice(&hash);
-    rd
-}
-
 impl RaTlsIdentity {
     /// Makes a fresh key and a self-signed certificate whose evidence (from `platform`) binds it.
     pub fn generate(
@@ -121,7 +116,7 @@ impl RaTlsIdentity {
         params.not_after = now + ::time::Duration::seconds(valid_secs);
         if matches!(format, EvidenceFormat::Standard | EvidenceFormat::Both) {
             let claims = claims_for(&spki);
-            let quote = platform.quote(&report_data(sha256(&claims)))?;
+            let quote = platform.quote(&report_data_over(&claims))?;
             let mut v = Vec::new();
             cbor::tag(CBOR_TAG_TEE_QUOTE, &mut v);
             cbor::array(2, &mut v);
@@ -132,7 +127,7 @@ impl RaTlsIdentity {
                 .push(CustomExtension::from_oid_content(&TCG_OID_ARCS, v));
         }
         if matches!(format, EvidenceFormat::Legacy | EvidenceFormat::Both) {
-            let quote = platform.quote(&report_data(sha256(&spki)))?;
+            let quote = platform.quote(&report_data_over(&spki))?;
             params
                 .custom_extensions
                 .push(CustomExtension::from_oid_content(&LEGACY_OID_ARCS, quote));
@@ -233,7 +228,7 @@ pub fn parse_cert(der: &[u8]) -> Result<RaTlsEvidence, RaTlsError> {
         })?
         .to_vec();
     let rd = quote_rd(&quote)?;
-    let binding_error = (rd[..32] != sha256(&spki) || rd[32..] != [0u8; 32]).then(|| {
+    let binding_error = (rd != report_data_over(&spki)).then(|| {
         "the quote's report data is not SHA-256 of the certificate's public key followed by zeros (the certificate was replayed with another key, or made for another key)".to_owned()
     });
     Ok(RaTlsEvidence {
@@ -246,7 +241,7 @@ pub fn parse_cert(der: &[u8]) -> Result<RaTlsEvidence, RaTlsError> {
 }
 
 fn check_claims(claims: &[u8], spki: &[u8], rd: &[u8; 64]) -> Option<String> {
-    if rd[..32] != sha256(claims) || rd[32..] != [0u8; 32] {
+    if *rd != report_data_over(claims) {
         return Some(
             "the quote's report data is not SHA-256 of the claims followed by zeros".into(),
         );

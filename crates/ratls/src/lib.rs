@@ -18,7 +18,10 @@
 
 mod cbor;
 mod cert;
+pub mod document;
 pub mod verifier;
+
+pub use document::{AttestationDoc, DocumentError, KeyOrigin, ModelDigest};
 
 pub use cert::{
     parse_cert, EvidenceFormat, KeyType, RaTlsEvidence, RaTlsIdentity, CBOR_TAG_TEE_QUOTE,

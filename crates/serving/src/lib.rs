@@ -14,6 +14,7 @@
 #![deny(missing_docs, unreachable_pub)]
 
 pub mod admission;
+pub mod attestation;
 pub mod batching;
 pub mod client;
 pub mod codec;

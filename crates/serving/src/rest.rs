@@ -20,8 +20,8 @@ pub struct RestContext {
     pub metrics_path: Option<String>,
     /// Add CORS headers.
     pub cors: bool,
-    /// The attestation document served at /v1/attestation.
-    pub attestation: Option<Arc<Value>>,
+    /// What answers /v1/attestation (None: this server publishes no attestation).
+    pub attestation: Option<Arc<crate::attestation::Attestor>>,
     /// Largest request body.
     pub max_body: usize,
 }
@@ -214,19 +214,14 @@ async fn route(
             );
         }
         (Method::GET, "/v1/attestation") => {
+            let (status, body) = match &ctx.attestation {
+                Some(a) => a.respond(req.uri().query()).await,
+                None => crate::attestation::no_attestation(),
+            };
             return (
                 String::new(),
-                match &ctx.attestation {
-                    Some(a) => ok_json(a.to_string(), ctx),
-                    None => error(
-                        &ApiError::new(
-                            Code::NotFound,
-                            "this server runs without a TEE platform: no attestation",
-                        ),
-                        ctx,
-                    ),
-                },
-            )
+                respond(status, body, ctx, "application/json"),
+            );
         }
         (Method::GET, p) if ctx.metrics_path.as_deref() == Some(p) => {
             return (

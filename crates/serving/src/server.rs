@@ -6,17 +6,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use teeserve_attest::platform::Platform;
-use teeserve_ratls::{EvidenceFormat, KeyType, RaTlsIdentity};
+use teeserve_ratls::{EvidenceFormat, KeyOrigin, KeyType, RaTlsIdentity};
 use teeserve_seal::key::SealKey;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
+use crate::attestation::Attestor;
 use crate::batching::Batcher;
 use crate::engine::EngineChoice;
 use crate::metrics::Metrics;
@@ -59,6 +59,9 @@ pub struct TlsOptions {
     pub ra_tls: bool,
     /// Allow plaintext.
     pub insecure: bool,
+    /// Publish attestation even when the TLS key is a file the host gave (`--tls-key`,
+    /// `--ssl_config_file`); the document then says so (key origin `host`).
+    pub attest_host_key: bool,
 }
 
 /// Key-broker options.
@@ -299,18 +302,20 @@ fn model_configs(o: &ServeOptions) -> Result<Vec<ModelConfig>, ServeError> {
     }
 }
 
-/// A TLS configuration and the DER SubjectPublicKeyInfo of the served certificate.
-type TlsSetup = (Arc<rustls::ServerConfig>, Vec<u8>);
+/// A TLS configuration, the DER SubjectPublicKeyInfo of the served certificate, and where its
+/// key came from.
+type TlsSetup = (Arc<rustls::ServerConfig>, Vec<u8>, KeyOrigin);
 
 fn tls_config(
     t: &TlsOptions,
     provisioned_key: Option<&[u8]>,
     platform: Option<&dyn Platform>,
 ) -> Result<Option<TlsSetup>, ServeError> {
-    let (certs, key, client_ca): (
+    let (certs, key, client_ca, origin): (
         Vec<CertificateDer<'static>>,
         PrivateKeyDer<'static>,
         Option<Vec<u8>>,
+        KeyOrigin,
     ) = if t.ra_tls {
         let p = platform.ok_or_else(|| cfg("--tls-ra needs a TEE platform (--platform)"))?;
         let id = RaTlsIdentity::generate(p, EvidenceFormat::Both, KeyType::P256)
@@ -322,6 +327,7 @@ fn tls_config(
                 .as_ref()
                 .map(|p| read(p, "--tls-client-ca"))
                 .transpose()?,
+            KeyOrigin::Tee,
         )
     } else if let Some(f) = &t.ssl_config_file {
         let text = String::from_utf8(read(f, "--ssl_config_file")?)
@@ -340,14 +346,14 @@ fn tls_config(
         } else {
             None
         };
-        (certs, key, ca)
+        (certs, key, ca, KeyOrigin::Host)
     } else if let Some(cert) = &t.cert {
         let certs = teeserve_kbs::tls::certs_from_pem(&read(cert, "--tls-cert")?)
             .map_err(|e| cfg(format!("--tls-cert: {e}")))?;
-        let key_pem =
+        let (key_pem, origin) =
             match (provisioned_key, &t.key) {
-                (Some(k), _) => Zeroizing::new(k.to_vec()),
-                (None, Some(p)) => Zeroizing::new(read(p, "--tls-key")?),
+                (Some(k), _) => (Zeroizing::new(k.to_vec()), KeyOrigin::Broker),
+                (None, Some(p)) => (Zeroizing::new(read(p, "--tls-key")?), KeyOrigin::Host),
                 (None, None) => return Err(cfg(
                     "--tls-cert needs --tls-key, or the key from the broker (--kbs-tls-key-secret)",
                 )),
@@ -361,6 +367,7 @@ fn tls_config(
                 .as_ref()
                 .map(|p| read(p, "--tls-client-ca"))
                 .transpose()?,
+            origin,
         )
     } else if t.insecure {
         return Ok(None);
@@ -393,35 +400,7 @@ fn tls_config(
         .with_single_cert(certs, key)
         .map_err(|e| cfg(format!("TLS certificate and key: {e}")))?;
     c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Some((Arc::new(c), spki)))
-}
-
-/// The attestation document: evidence whose report data is SHA-256 of the served TLS key.
-fn attestation_doc(
-    platform: &dyn Platform,
-    spki: &[u8],
-    collateral: Option<&PathBuf>,
-) -> Result<serde_json::Value, ServeError> {
-    let hash = ring::digest::digest(&ring::digest::SHA256, spki);
-    let mut rd = [0u8; 64];
-    rd[..32].copy_from_slice(hash.as_ref());
-    let quote = platform
-        .quote(&rd)
-        .map_err(|e| cfg(format!("attestation: {e}")))?;
-    let mut doc = serde_json::json!({
-        "platform": platform.name(),
-        "quote": base64::engine::general_purpose::STANDARD.encode(&quote),
-        "report_data": hex::encode(rd),
-        "binding": "report_data = SHA-256(DER SubjectPublicKeyInfo of the served TLS certificate) || 32 zero bytes",
-        "tls_spki_sha256": hex::encode(hash.as_ref()),
-    });
-    if let Some(c) = collateral {
-        let bytes = read(c, "--attestation-collateral")?;
-        let v: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| cfg(format!("--attestation-collateral: {e}")))?;
-        doc["collateral"] = v;
-    }
-    Ok(doc)
+    Ok(Some((Arc::new(c), spki, origin)))
 }
 
 impl Server {
@@ -499,11 +478,31 @@ impl Server {
             platform.as_deref(),
         )?;
         let attestation = match (&platform, &tls) {
-            (Some(p), Some((_, spki))) => Some(Arc::new(attestation_doc(
-                p.as_ref(),
-                spki,
-                o.attestation_collateral.as_ref(),
-            )?)),
+            (Some(_), Some((_, _, KeyOrigin::Host))) if !o.tls.attest_host_key => {
+                tracing::warn!("/v1/attestation is off: the TLS key is a file the host gave, so the host could answer in this server's place (--attest-host-tls-key publishes it anyway, marked as a host key)");
+                None
+            }
+            (Some(p), Some((_, spki, origin))) => {
+                let collateral = match &o.attestation_collateral {
+                    Some(c) => Some(
+                        serde_json::from_slice(&read(c, "--attestation-collateral")?)
+                            .map_err(|e| cfg(format!("--attestation-collateral: {e}")))?,
+                    ),
+                    None => None,
+                };
+                let a = Arc::new(Attestor::new(
+                    p.clone(),
+                    spki.clone(),
+                    *origin,
+                    collateral,
+                    repo.clone(),
+                ));
+                // Quote once now, so a platform that cannot quote stops the start.
+                a.current()
+                    .await
+                    .map_err(|e| cfg(format!("attestation: {e}")))?;
+                Some(a)
+            }
             _ => None,
         };
         let metrics_path = match &o.monitoring_config_file {
@@ -520,7 +519,7 @@ impl Server {
             attestation: attestation.clone(),
             max_body: o.max_request_bytes,
         });
-        let tls_cfg = tls.map(|(c, _)| c);
+        let tls_cfg = tls.map(|(c, _, _)| c);
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = Vec::new();
 
@@ -555,16 +554,19 @@ impl Server {
             let att = attestation.clone();
             let router = routes.route(
                 "/v1/attestation",
-                axum::routing::get(move || {
+                axum::routing::get(move |uri: axum::http::Uri| {
                     let att = att.clone();
                     async move {
-                        match att {
-                            Some(a) => (axum::http::StatusCode::OK, a.to_string()),
-                            None => (
-                                axum::http::StatusCode::NOT_FOUND,
-                                "{\"error\": \"no attestation\"}".to_owned(),
-                            ),
-                        }
+                        let (status, body) = match att {
+                            Some(a) => a.respond(uri.query()).await,
+                            None => crate::attestation::no_attestation(),
+                        };
+                        (
+                            axum::http::StatusCode::from_u16(status)
+                                .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR),
+                            [(axum::http::header::CONTENT_TYPE, "application/json")],
+                            body,
+                        )
                     }
                 }),
             );

@@ -15,7 +15,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use teeserve_attest::collateral::source::CollateralSource;
 use teeserve_attest::{Collateral, Policy, TrustAnchor, Verifier};
 use teeserve_ratls::verifier::Appraiser;
-use teeserve_serving::predict::{check_attestation, fetch_attestation, Connection, Target};
+use teeserve_serving::predict::{
+    attested_client_config, check_attestation, fetch_attestation, fresh_nonce, Connection, Target,
+};
 use teeserve_serving::tensor::{self, Data, Tensor};
 
 const MODEL: &[u8] = include_bytes!("../../../../models/digits/1/model.onnx");
@@ -272,20 +274,31 @@ pub fn run(a: DemoArgs) -> Result<i32> {
         let verifier =
             teeserve_serving::client::ca_verifier(&ca_pem).map_err(anyhow::Error::msg)?;
         let rest_addr = format!("127.0.0.1:{rest_port}");
-        let (doc, cert) = fetch_attestation(&rest_addr, verifier.clone(), "127.0.0.1")
+        let nonce = fresh_nonce().map_err(anyhow::Error::msg)?;
+        let fetched = fetch_attestation(&rest_addr, verifier.clone(), "127.0.0.1", Some(&nonce))
             .await
             .map_err(anyhow::Error::msg)?;
         let v = Verifier::new(TrustAnchor::from_pem(&std::fs::read(
             dir.join("sim/root.pem"),
         )?)?);
         let coll: Collateral =
-            serde_json::from_value(doc["collateral"].clone()).context("published collateral")?;
-        let appraiser = Appraiser::new(v.clone(), CollateralSource::bundle(&v, &coll)?);
+            serde_json::from_value(fetched.doc.collateral.clone().unwrap_or_default())
+                .context("published collateral")?;
+        let appraiser = Arc::new(Appraiser::new(
+            v.clone(),
+            CollateralSource::bundle(&v, &coll)?,
+        ));
         let policy = Policy::from_toml(&format!(
             "name = \"requester\"\nmrenclave = [\"{measurement}\"]\nallow_simulated = true\n"
         ))?;
-        let verdict = check_attestation(&appraiser, &policy, &cert, Some(&doc), crate::util::now())
-            .map_err(anyhow::Error::msg)?;
+        let verdict = check_attestation(
+            &appraiser,
+            &policy,
+            &fetched,
+            Some(&nonce),
+            crate::util::now(),
+        )
+        .map_err(anyhow::Error::msg)?;
         done(
             pb,
             format!(
@@ -317,9 +330,16 @@ pub fn run(a: DemoArgs) -> Result<i32> {
                 "requester: sending {n} held-out digits over {api} with TLS"
             ));
             let alpn: &[&[u8]] = if rest { &[b"http/1.1"] } else { &[b"h2"] };
+            // Every data connection must present the attested key, on top of the CA.
             let cfg = Arc::new(
-                teeserve_serving::client::client_config(verifier.clone(), None, alpn)
-                    .map_err(anyhow::Error::msg)?,
+                attested_client_config(
+                    &fetched.cert,
+                    Some(verifier.clone()),
+                    Some((appraiser.clone(), policy.clone())),
+                    None,
+                    alpn,
+                )
+                .map_err(anyhow::Error::msg)?,
             );
             let addr = format!("127.0.0.1:{}", if rest { rest_port } else { grpc_port });
             let mut conn = Connection::open(&addr, Some(cfg), "127.0.0.1", rest)

@@ -11,7 +11,8 @@ use teeserve_attest::collateral::source::CollateralSource;
 use teeserve_attest::{Collateral, Verifier};
 use teeserve_ratls::verifier::Appraiser;
 use teeserve_serving::predict::{
-    check_attestation, fetch_attestation, spki_of, top_classes, Connection, Target,
+    answered_by, attested_client_config, check_attestation, fetch_attestation, fresh_nonce,
+    top_classes, Connection, Target,
 };
 use teeserve_serving::tensor::{self, Tensor};
 
@@ -56,7 +57,10 @@ pub struct PredictArgs {
     #[arg(long, value_name = "NAME")]
     pub server_name: Option<String>,
     /// Before sending any data, check that the server's TLS key lives in a TEE this policy
-    /// (TOML) admits: via its RA-TLS certificate, or /v1/attestation bound to its TLS key.
+    /// (TOML) admits: /v1/attestation, quoted over a fresh nonce, must bind the TLS key, its
+    /// origin (policy key `tls_key_origin`, default tee or broker) and the served model files
+    /// (policy key `models = { NAME = ["<sha256>", ...] }`); an RA-TLS certificate's own
+    /// evidence is appraised too. Every connection must then present that same key.
     #[arg(long, value_name = "POLICY.toml")]
     pub attest: Option<PathBuf>,
     /// Root certificate to trust for attestation instead of the Intel SGX Root CA.
@@ -65,6 +69,11 @@ pub struct PredictArgs {
     /// Collateral bundle for attestation (default: the one the server publishes).
     #[arg(long, value_name = "FILE", requires = "attest")]
     pub collateral: Option<PathBuf>,
+    /// Ask for the server's standing attestation document instead of a quote over a fresh
+    /// random nonce (for servers that cannot quote on request; a saved document can then be
+    /// replayed by whoever holds the TLS key).
+    #[arg(long = "no-nonce", requires = "attest")]
+    pub no_nonce: bool,
     /// Talk plaintext (no TLS).
     #[arg(long, conflicts_with_all = ["ca", "attest"])]
     pub insecure: bool,
@@ -108,69 +117,99 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
         )),
         _ => None,
     };
-    let verifier: Option<Arc<dyn rustls::client::danger::ServerCertVerifier>> = match (&a.ca, &a.attest, a.insecure) {
-        (_, _, true) => None,
-        (Some(ca), _, _) => Some(teeserve_serving::client::ca_verifier(&util::read(ca)?).map_err(|e| anyhow::anyhow!("--ca: {e}"))?),
-        // The attestation check below decides instead of a CA.
-        (None, Some(_), _) => Some(Arc::new(teeserve_attest::collateral::pccs::AnyServerCert::default())),
-        (None, None, false) => anyhow::bail!("give --ca to verify the server's certificate, --attest to rely on its attestation, or --insecure"),
+    let alpn: &[&[u8]] = if a.rest { &[b"http/1.1"] } else { &[b"h2"] };
+    let ca = match &a.ca {
+        Some(ca) if !a.insecure => Some(
+            teeserve_serving::client::ca_verifier(&util::read(ca)?)
+                .map_err(|e| anyhow::anyhow!("--ca: {e}"))?,
+        ),
+        _ => None,
     };
-    let capture = verifier.clone().map(teeserve_serving::client::Capture::new);
-    let tls = match &capture {
-        Some(c) => {
-            let alpn: &[&[u8]] = if a.rest { &[b"http/1.1"] } else { &[b"h2"] };
+
+    // Check the attestation before anything is sent. The fetch carries only the nonce; the
+    // data connections then admit no other TLS key than the attested one, on every handshake.
+    let mut attested = None;
+    let tls = match (&a.attest, a.insecure) {
+        (_, true) => None,
+        (None, false) => {
+            let ca = ca.clone().ok_or_else(|| anyhow::anyhow!(
+                "give --ca to verify the server's certificate, --attest to rely on its attestation, or --insecure"
+            ))?;
             Some(Arc::new(
-                teeserve_serving::client::client_config(c.clone(), identity, alpn)
+                teeserve_serving::client::client_config(ca, identity, alpn)
                     .map_err(anyhow::Error::msg)?,
             ))
         }
-        None => None,
-    };
-
-    // Check the attestation before anything is sent.
-    let mut attested_spki = None;
-    let mut verdict = None;
-    if let (Some(policy_path), Some(v)) = (&a.attest, &verifier) {
-        let policy = load_policy(policy_path)?;
-        let (doc, cert) = match fetch_attestation(&a.server, v.clone(), &server_name).await {
-            Ok((d, c)) => (Some(d), c),
-            Err(e) => {
-                return Err(refuse(format!(
+        (Some(policy_path), false) => {
+            let policy = load_policy(policy_path)?;
+            let nonce = if a.no_nonce {
+                None
+            } else {
+                Some(fresh_nonce().map_err(anyhow::Error::msg)?)
+            };
+            // With a CA the fetch already requires it; without one the document's binding to
+            // this connection's key is what decides.
+            let fetch_verifier = ca.clone().unwrap_or_else(|| {
+                Arc::new(teeserve_attest::collateral::pccs::AnyServerCert::default())
+            });
+            let fetched = fetch_attestation(
+                &a.server,
+                fetch_verifier,
+                &server_name,
+                nonce.as_ref().map(|n| &n[..]),
+            )
+            .await
+            .map_err(|e| {
+                refuse(format!(
                     "refusing to send data: cannot get the server's attestation: {e}"
-                )))
-            }
-        };
-        let verifier = Verifier::new(anchor(a.root.as_ref())?);
-        let coll_json = match (&a.collateral, doc.as_ref().and_then(|d| d.get("collateral"))) {
-            (Some(p), _) => util::read(p)?,
-            (None, Some(c)) => serde_json::to_vec(c)?,
-            (None, None) => return Err(refuse("refusing to send data: no collateral (give --collateral; the server publishes none)")),
-        };
-        let coll = Collateral::from_json(&coll_json).context("collateral")?;
-        let source = CollateralSource::bundle(&verifier, &coll)
-            .map_err(|e| refuse(format!("refusing to send data: {e}")))?;
-        let appraiser = Appraiser::new(verifier, source);
-        let v = check_attestation(&appraiser, &policy, &cert, doc.as_ref(), util::now()).map_err(
-            |e| {
+                ))
+            })?;
+            let verifier = Verifier::new(anchor(a.root.as_ref())?);
+            let coll_json = match (&a.collateral, &fetched.doc.collateral) {
+                (Some(p), _) => util::read(p)?,
+                (None, Some(c)) => serde_json::to_vec(c)?,
+                (None, None) => return Err(refuse("refusing to send data: no collateral (give --collateral; the server publishes none)")),
+            };
+            let coll = Collateral::from_json(&coll_json).context("collateral")?;
+            let source = CollateralSource::bundle(&verifier, &coll)
+                .map_err(|e| refuse(format!("refusing to send data: {e}")))?;
+            let appraiser = Arc::new(Appraiser::new(verifier, source));
+            let v = check_attestation(
+                &appraiser,
+                &policy,
+                &fetched,
+                nonce.as_ref().map(|n| &n[..]),
+                util::now(),
+            )
+            .map_err(|e| {
                 refuse(format!(
                     "refusing to send data: the server's attestation is not admitted: {e}"
                 ))
-            },
-        )?;
-        eprintln!(
-            "attested: {} {} (tcb {}), admitted by policy {:?}",
-            v.tee,
-            v.sgx
-                .as_ref()
-                .map(|s| format!("MRENCLAVE {}", s.mrenclave))
-                .or_else(|| v.tdx.as_ref().map(|t| format!("MRTD {}", t.mrtd)))
-                .unwrap_or_default(),
-            v.tcb_status,
-            policy.name
-        );
-        attested_spki = Some(spki_of(&cert).map_err(anyhow::Error::msg)?);
-        verdict = Some(v);
-    }
+            })?;
+            eprintln!(
+                "attested: {} {} (tcb {}), TLS key from {}, admitted by policy {:?}",
+                v.tee,
+                v.sgx
+                    .as_ref()
+                    .map(|s| format!("MRENCLAVE {}", s.mrenclave))
+                    .or_else(|| v.tdx.as_ref().map(|t| format!("MRTD {}", t.mrtd)))
+                    .unwrap_or_default(),
+                v.tcb_status,
+                fetched.doc.key_origin,
+                policy.name
+            );
+            let cfg = attested_client_config(
+                &fetched.cert,
+                ca.clone(),
+                Some((appraiser, policy)),
+                identity,
+                alpn,
+            )
+            .map_err(anyhow::Error::msg)?;
+            attested = Some((v, fetched.doc));
+            Some(Arc::new(cfg))
+        }
+    };
 
     let target = Target {
         model: a.model.clone(),
@@ -180,23 +219,11 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
     };
     let mut conn = Connection::open(&a.server, tls, &server_name, a.rest)
         .await
-        .map_err(anyhow::Error::msg)?;
-    // The metadata call opens the data connection (gRPC connects lazily) before any input is
-    // sent, so its TLS key can be compared with the attested one first.
+        .map_err(|e| refuse(format!("refusing to send data: {e}")))?;
     let sig = conn
         .signature(&target)
         .await
         .map_err(|e| anyhow::anyhow!("metadata of {}: {e}", a.model))?;
-    if let (Some(want), Some(c)) = (&attested_spki, &capture) {
-        let got = c
-            .captured()
-            .map(|cert| spki_of(&cert))
-            .transpose()
-            .map_err(anyhow::Error::msg)?;
-        if got.as_ref() != Some(want) {
-            return Err(refuse("refusing to send data: the data connection presented a different TLS key than the attested one"));
-        }
-    }
     let inputs: Vec<(String, Tensor)> = match &input {
         Value::Object(m) if m.contains_key("instances") || m.contains_key("inputs") => {
             let v = m
@@ -246,9 +273,32 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
     if !tops.is_empty() {
         out["top_classes"] = Value::Object(tops);
     }
-    if let Some(v) = verdict {
-        out["attestation"] =
-            json!({"tee": v.tee, "tcb_status": v.tcb_status, "sgx": v.sgx, "tdx": v.tdx});
+    if let Some((v, doc)) = &attested {
+        out["attestation"] = json!({
+            "tee": v.tee,
+            "tcb_status": v.tcb_status,
+            "sgx": v.sgx,
+            "tdx": v.tdx,
+            "tls_key_origin": doc.key_origin,
+        });
+        // Which attested model file answered, when the answer (or the request) says which
+        // version it was.
+        out["answered_by"] = match answered_by(doc, &a.model, p.version, a.version) {
+            Some(m) => json!({"model": m.name, "version": m.version, "sha256": m.sha256}),
+            None => json!({"model": a.model, "version": p.version, "sha256": null}),
+        };
+        if let Some(ver) = p.version {
+            if !doc
+                .models
+                .iter()
+                .any(|m| m.name == a.model && m.version == ver)
+            {
+                return Err(refuse(format!(
+                    "the answer came from {} version {ver}, which the attestation document does not list (loaded after it was made?); not trusting it",
+                    a.model
+                )));
+            }
+        }
     }
     crate::util::say(serde_json::to_string_pretty(&out)?)?;
     Ok(0)

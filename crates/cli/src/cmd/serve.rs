@@ -97,6 +97,12 @@ pub struct ServeArgs {
     /// TLS private key (PEM). In production fetch it from the key broker (--kbs-tls-key-secret).
     #[arg(long = "tls-key", value_name = "PEM")]
     pub tls_key: Option<PathBuf>,
+    /// Publish /v1/attestation although the TLS key is a file on the host (--tls-key or
+    /// --ssl_config_file). Off by default: the host holds that key too and could answer in the
+    /// server's place; the document says "key_origin": "host", which requesters refuse unless
+    /// their policy has tls_key_origin = ["host"].
+    #[arg(long = "attest-host-tls-key")]
+    pub attest_host_tls_key: bool,
     /// Require client certificates signed by this CA (mTLS on gRPC and REST).
     #[arg(long = "tls-client-ca", value_name = "PEM")]
     pub tls_client_ca: Option<PathBuf>,
@@ -236,6 +242,7 @@ pub fn run(a: ServeArgs) -> Result<i32> {
             client_ca: a.tls_client_ca,
             ra_tls: a.tls_ra,
             insecure: a.insecure,
+            attest_host_key: a.attest_host_tls_key,
         },
         model_key_file: a.model_key,
         kbs: a.kbs.map(|addr| KbsOptions {
