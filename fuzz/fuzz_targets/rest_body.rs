@@ -1,0 +1,63 @@
+//! A REST Predict body as the server reads it into tensors for a model's signature (the
+//! direct reading of numeric lists and the general JSON path, row and columnar formats), with
+//! a per-request bound. Run with a memory limit, so that any allocation beyond the bound and
+//! the reservation asked for is a finding:
+//!
+//! ```text
+//! cargo fuzz run rest_body -- -rss_limit_mb=512 -malloc_limit_mb=256
+//! ```
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use teeserve_serving::engine::{Signature, TensorSpec};
+use teeserve_serving::rest::predict_inputs;
+use teeserve_serving::tensor::{DType, Data};
+
+const MAX_TENSOR_BYTES: usize = 16 << 20;
+
+fn spec(name: &str, dtype: DType, shape: &[i64]) -> TensorSpec {
+    TensorSpec {
+        name: name.into(),
+        dtype,
+        shape: shape.to_vec(),
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let out = vec![spec("out", DType::F32, &[-1])];
+    let signatures = [
+        // One float input: the direct reading applies.
+        Signature {
+            inputs: vec![spec("pixels", DType::F32, &[-1, 64])],
+            outputs: out.clone(),
+        },
+        Signature {
+            inputs: vec![
+                spec("ids", DType::I64, &[-1, -1]),
+                spec("text", DType::Str, &[-1]),
+            ],
+            outputs: out,
+        },
+    ];
+    for sig in &signatures {
+        let mut asked = 0usize;
+        let r = predict_inputs(data, sig, MAX_TENSOR_BYTES, &mut |b| {
+            asked = asked.saturating_add(b);
+            Ok(())
+        });
+        if let Ok(body) = r {
+            let bytes: usize = body
+                .inputs
+                .iter()
+                .map(|(_, t)| {
+                    t.len() * t.dtype().element_bytes()
+                        + match &t.data {
+                            Data::Str(v) => v.iter().map(Vec::len).sum(),
+                            _ => 0,
+                        }
+                })
+                .sum();
+            assert!(bytes <= MAX_TENSOR_BYTES);
+            assert!(bytes <= asked, "{bytes} bytes read, {asked} reserved");
+        }
+    }
+});
