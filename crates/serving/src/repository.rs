@@ -2,6 +2,7 @@
 //! labels, polling for new and removed versions, and in-memory unsealing of sealed models.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
@@ -286,14 +287,23 @@ pub fn read_model(
         let key = source.key.as_ref().ok_or_else(|| ModelFileError::NoKey {
             path: sealed.clone(),
         })?;
-        let bytes = read_file(&sealed)?;
-        let digest = sha256_hex(&bytes);
-        admit(&sealed, &digest)?;
         let unseal = |source| ModelFileError::Unseal {
             path: sealed.clone(),
             source,
         };
-        let (header, _) = stream::SealedHeader::parse(&bytes).map_err(unseal)?;
+        // The bound name is checked from the header alone, so a misplaced file is refused
+        // without reading all of it.
+        let io = |source| ModelFileError::Io {
+            path: sealed.clone(),
+            source,
+        };
+        let mut head = Vec::new();
+        std::fs::File::open(&sealed)
+            .map_err(io)?
+            .take((stream::MAX_NAME + 1024) as u64)
+            .read_to_end(&mut head)
+            .map_err(io)?;
+        let (header, _) = stream::SealedHeader::parse(&head).map_err(unseal)?;
         let expected = binding::model_file(model, version, MODEL_FILE);
         if header.name != expected {
             return Err(ModelFileError::WrongBinding {
@@ -302,6 +312,9 @@ pub fn read_model(
                 expected,
             });
         }
+        let bytes = read_file(&sealed)?;
+        let digest = sha256_hex(&bytes);
+        admit(&sealed, &digest)?;
         let plaintext = stream::unseal_to_vec(key, &bytes, Some(&expected)).map_err(unseal)?;
         return Ok((plaintext, digest));
     }
