@@ -2,8 +2,8 @@
 mod harness;
 use harness::*;
 
-fn verify_vector(name: &str, at: &str) -> Run {
-    let d = vectors().join("dcap");
+fn verify_vector(vectors: &std::path::Path, name: &str, at: &str) -> Run {
+    let d = vectors.join("dcap");
     run(&[
         "attest",
         "verify",
@@ -18,7 +18,10 @@ fn verify_vector(name: &str, at: &str) -> Run {
 
 #[test]
 fn vector_sgx_v3_dcapqvl() {
-    let v = verify_vector("sgx-v3-dcapqvl", "1751000000").ok().json();
+    let vectors = teeserve_testkit::require_vectors!();
+    let v = verify_vector(&vectors, "sgx-v3-dcapqvl", "1751000000")
+        .ok()
+        .json();
     assert_eq!(v["tcb_status"], "ConfigurationAndSWHardeningNeeded");
     assert_eq!(
         v["advisory_ids"],
@@ -28,20 +31,25 @@ fn vector_sgx_v3_dcapqvl() {
 
 #[test]
 fn vector_tdx_v4_dcapqvl() {
-    let v = verify_vector("tdx-v4-dcapqvl", "1751000000").ok().json();
+    let vectors = teeserve_testkit::require_vectors!();
+    let v = verify_vector(&vectors, "tdx-v4-dcapqvl", "1751000000")
+        .ok()
+        .json();
     assert_eq!(v["tcb_status"], "UpToDate");
     assert_eq!(v["advisory_ids"], serde_json::json!([]));
 }
 
 #[test]
 fn vector_tdx_v5_no_matching_level() {
-    let r = verify_vector("tdx-v5-dcapqvl", "1772000000").fails(1);
+    let vectors = teeserve_testkit::require_vectors!();
+    let r = verify_vector(&vectors, "tdx-v5-dcapqvl", "1772000000").fails(1);
     assert!(r.stderr.contains("no matching TCB level"), "{}", r.stderr);
 }
 
 #[test]
 fn vector_tdx_v4_padded() {
-    let v = verify_vector("tdx-v4-automata-padded", "2025-02-13T04:00:32Z")
+    let vectors = teeserve_testkit::require_vectors!();
+    let v = verify_vector(&vectors, "tdx-v4-automata-padded", "2025-02-13T04:00:32Z")
         .ok()
         .json();
     assert_eq!(v["tcb_status"], "OutOfDate");
@@ -53,7 +61,8 @@ fn vector_tdx_v4_padded() {
 
 #[test]
 fn vector_sgx_tcb_info_v2() {
-    let v = verify_vector("sgx-v3-automata-tcbinfo-v2", "1739419232")
+    let vectors = teeserve_testkit::require_vectors!();
+    let v = verify_vector(&vectors, "sgx-v3-automata-tcbinfo-v2", "1739419232")
         .ok()
         .json();
     assert_eq!(v["tcb_status"], "OutOfDate");
@@ -62,8 +71,9 @@ fn vector_sgx_tcb_info_v2() {
 
 #[test]
 fn vector_expired_names_the_item() {
+    let vectors = teeserve_testkit::require_vectors!();
     // sgx-v3-dcapqvl's window ends when its QE identity expires, 2025-07-19T10:01:18Z.
-    let r = verify_vector("sgx-v3-dcapqvl", "2025-07-19T10:01:19Z").fails(1);
+    let r = verify_vector(&vectors, "sgx-v3-dcapqvl", "2025-07-19T10:01:19Z").fails(1);
     assert!(
         r.stderr.contains(
             "qe_identity.nextUpdate 2025-07-19T10:01:18Z is before the verification time"
@@ -71,16 +81,17 @@ fn vector_expired_names_the_item() {
         "{}",
         r.stderr
     );
-    verify_vector("sgx-v3-dcapqvl", "2025-07-19T10:01:18Z").ok();
+    verify_vector(&vectors, "sgx-v3-dcapqvl", "2025-07-19T10:01:18Z").ok();
 }
 
 #[test]
 fn debug_vectors_are_refused_by_the_default_policy() {
+    let vectors = teeserve_testkit::require_vectors!();
     let dir = tempfile::tempdir().unwrap();
     // A debug enclave quote has no collateral; the policy check is shown with the real
     // collateral-free path in the library tests. Here: the quote parses and the CLI reports
     // usage errors cleanly when collateral is missing.
-    let d = vectors().join("dcap");
+    let d = vectors.join("dcap");
     let r = run_in(
         dir.path(),
         &[
@@ -96,8 +107,9 @@ fn debug_vectors_are_refused_by_the_default_policy() {
 
 #[test]
 fn hex_quote_files_are_accepted() {
+    let vectors = teeserve_testkit::require_vectors!();
     let dir = tempfile::tempdir().unwrap();
-    let d = vectors().join("dcap");
+    let d = vectors.join("dcap");
     let q = std::fs::read(d.join("tdx-v4-dcapqvl.quote")).unwrap();
     std::fs::write(dir.path().join("q.hex"), hex::encode(q) + "\n").unwrap();
     run_in(

@@ -18,19 +18,6 @@ pub fn free_port() -> u16 {
     teeserve_serving::server::free_loopback_port().unwrap()
 }
 
-pub fn vectors() -> PathBuf {
-    if let Ok(p) = std::env::var("TEESERVE_VECTORS") {
-        return PathBuf::from(p);
-    }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors");
-    assert!(
-        p.is_dir(),
-        "test vectors not found at {} (set TEESERVE_VECTORS)",
-        p.display()
-    );
-    p
-}
-
 pub struct Run {
     pub code: i32,
     pub stdout: String,

@@ -19,14 +19,9 @@ fn encode(s: &str) -> String {
 }
 
 /// Serves one vector's collateral; returns the base URL and the log of request paths.
-fn pccs(name: &str) -> (String, Arc<Mutex<Vec<String>>>) {
+fn pccs(vectors: &std::path::Path, name: &str) -> (String, Arc<Mutex<Vec<String>>>) {
     let c: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            vectors()
-                .join("dcap")
-                .join(format!("{name}.collateral.json")),
-        )
-        .unwrap(),
+        &std::fs::read(vectors.join("dcap").join(format!("{name}.collateral.json"))).unwrap(),
     )
     .unwrap();
     let tdx = name.starts_with("tdx");
@@ -129,12 +124,13 @@ fn pccs(name: &str) -> (String, Arc<Mutex<Vec<String>>>) {
 
 #[test]
 fn verify_through_a_pccs() {
+    let vectors = teeserve_testkit::require_vectors!();
     for (name, at) in [
         ("sgx-v3-dcapqvl", "1751000000"),
         ("tdx-v4-dcapqvl", "1751000000"),
     ] {
-        let (url, log) = pccs(name);
-        let q = vectors().join("dcap").join(format!("{name}.quote"));
+        let (url, log) = pccs(&vectors, name);
+        let q = vectors.join("dcap").join(format!("{name}.quote"));
         let v = run(&[
             "attest",
             "verify",
@@ -167,10 +163,11 @@ fn verify_through_a_pccs() {
 
 #[test]
 fn fetch_writes_a_bundle_equal_to_the_source() {
+    let vectors = teeserve_testkit::require_vectors!();
     let name = "sgx-v3-dcapqvl";
-    let (url, _) = pccs(name);
+    let (url, _) = pccs(&vectors, name);
     let dir = tempfile::tempdir().unwrap();
-    let q = vectors().join("dcap").join(format!("{name}.quote"));
+    let q = vectors.join("dcap").join(format!("{name}.quote"));
     run_in(
         dir.path(),
         &[
@@ -188,12 +185,7 @@ fn fetch_writes_a_bundle_equal_to_the_source() {
     let got: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("bundle.json")).unwrap()).unwrap();
     let want: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            vectors()
-                .join("dcap")
-                .join(format!("{name}.collateral.json")),
-        )
-        .unwrap(),
+        &std::fs::read(vectors.join("dcap").join(format!("{name}.collateral.json"))).unwrap(),
     )
     .unwrap();
     for k in [
@@ -226,7 +218,8 @@ fn fetch_writes_a_bundle_equal_to_the_source() {
 
 #[test]
 fn an_unreachable_pccs_is_a_clear_error() {
-    let q = vectors().join("dcap").join("sgx-v3-dcapqvl.quote");
+    let vectors = teeserve_testkit::require_vectors!();
+    let q = vectors.join("dcap").join("sgx-v3-dcapqvl.quote");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -211,9 +211,10 @@ fn stdin_and_stdout() {
 
 #[test]
 fn gramine_vector_and_gramine_format() {
+    let vectors = teeserve_testkit::require_vectors!();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let g = vectors().join("gramine");
+    let g = vectors.join("gramine");
     run_in(
         d,
         &[

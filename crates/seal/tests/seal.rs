@@ -1,18 +1,10 @@
 //! Round trips, tampering, and Gramine interop of the sealed formats.
 use std::io::Cursor;
-use std::path::PathBuf;
 
 use teeserve_seal::gramine::{self, PfVersion};
 use teeserve_seal::key::SealKey;
 use teeserve_seal::stream::{self, SealOptions};
 use teeserve_seal::SealError;
-
-fn vectors() -> PathBuf {
-    if let Ok(p) = std::env::var("TEESERVE_VECTORS") {
-        return PathBuf::from(p);
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
-}
 
 fn data(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 31 + i / 7) as u8).collect()
@@ -218,7 +210,8 @@ fn wrong_key_and_wrong_name() {
 
 #[test]
 fn real_gramine_file_decrypts_to_its_known_digest() {
-    let dir = vectors().join("gramine");
+    let vectors = teeserve_testkit::require_vectors!();
+    let dir = vectors.join("gramine");
     let key = SealKey::from_file(&dir.join("wrap_key")).unwrap();
     let file = std::fs::read(dir.join("input.txt.pf")).unwrap();
     let mut out = Vec::new();
