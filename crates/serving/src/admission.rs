@@ -13,7 +13,8 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use tonic::Code;
 
-use crate::service::{ApiError, Reservation, ServingCore};
+use crate::error::ApiError;
+use crate::service::{Reservation, ServingCore};
 
 /// Why a body was not read.
 #[derive(Debug)]

@@ -10,8 +10,9 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::Code;
 
 use crate::engine::LoadedModel;
+use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::service::{ApiError, Target};
+use crate::repository::ResolvedModel;
 use crate::tensor::Tensor;
 use crate::textproto::BatchingParameters;
 
@@ -49,7 +50,7 @@ impl Batcher {
     /// Queues a request and waits for its rows of the batch's outputs.
     pub async fn submit(
         &self,
-        target: &Target,
+        target: &ResolvedModel,
         inputs: Vec<Tensor>,
     ) -> Result<Vec<Tensor>, ApiError> {
         let rows = inputs

@@ -5,13 +5,15 @@
 
 use tonic::Code;
 
+use crate::error::ApiError;
 use crate::proto::tensorflow::serving::{
     input, Class, ClassificationRequest, ClassificationResponse, ClassificationResult,
     Classifications, Input, ModelSpec, Regression, RegressionRequest, RegressionResponse,
     RegressionResult,
 };
 use crate::proto::tensorflow::{feature, Example};
-use crate::service::{ApiError, Entry, ServingCore, Target};
+use crate::repository::ResolvedModel;
+use crate::service::{Entry, ServingCore};
 use crate::tensor::{DType, Data, Tensor};
 
 fn features(e: &Example, out: &mut Vec<f32>) -> Result<(), ApiError> {
@@ -60,7 +62,7 @@ pub fn rows(input: Option<&Input>) -> Result<Vec<Vec<f32>>, ApiError> {
         .collect()
 }
 
-fn single_io(target: &Target) -> Result<(String, usize), ApiError> {
+fn single_io(target: &ResolvedModel) -> Result<(String, usize), ApiError> {
     let sig = target.model.signature();
     match (sig.inputs.as_slice(), sig.outputs.len()) {
         ([i], 1..) if i.dtype == DType::F32 && i.shape.len() == 2 => Ok((i.name.clone(), i.shape[1].max(0) as usize)),
@@ -74,7 +76,7 @@ fn single_io(target: &Target) -> Result<(String, usize), ApiError> {
 /// Runs the rows through the model; returns the first output.
 pub async fn run_rows(
     core: &ServingCore,
-    target: &Target,
+    target: &ResolvedModel,
     rows: Vec<Vec<f32>>,
 ) -> Result<Tensor, ApiError> {
     let (input, width) = single_io(target)?;
@@ -117,7 +119,7 @@ pub fn scores(t: &Tensor) -> Result<(usize, usize, Vec<f32>), ApiError> {
     Ok((n, c, v.clone()))
 }
 
-fn spec(t: &Target) -> ModelSpec {
+fn spec(t: &ResolvedModel) -> ModelSpec {
     ModelSpec {
         name: t.name.clone(),
         version_choice: Some(

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures::StreamExt as _;
 use tonic::{Request, Response, Status};
 
+use crate::error::ApiError;
 use crate::examples;
 use crate::proto::health::{
     health_check_response::ServingStatus, health_server, HealthCheckRequest, HealthCheckResponse,
@@ -16,7 +17,7 @@ use crate::proto::tensorflow::serving::{
     GetModelMetadataRequest, GetModelMetadataResponse, GetModelStatusRequest,
     GetModelStatusResponse, PredictRequest, PredictResponse, RegressionRequest, RegressionResponse,
 };
-use crate::service::{ApiError, ServingCore};
+use crate::service::ServingCore;
 
 /// A core error as a gRPC status.
 pub(crate) fn status(e: ApiError) -> Status {

@@ -19,6 +19,7 @@ pub mod batching;
 pub mod client;
 pub mod codec;
 pub mod engine;
+pub mod error;
 pub mod examples;
 pub mod grpc;
 pub mod metrics;

@@ -234,7 +234,7 @@ impl Connection {
         };
         Ok(c.predict(req)
             .await
-            .map_err(|s| format!("{}: {}", crate::service::code_name(s.code()), s.message()))?
+            .map_err(|s| format!("{}: {}", crate::error::code_name(s.code()), s.message()))?
             .into_inner())
     }
 

@@ -74,7 +74,17 @@ pub enum ResolveError {
     BadLabel(String),
 }
 
-/// Models by name.
+/// A model version a request resolved to: the model's name, the version and the loaded model.
+pub struct ResolvedModel {
+    /// Model name.
+    pub name: String,
+    /// Version.
+    pub version: i64,
+    /// The model.
+    pub model: Arc<dyn LoadedModel>,
+}
+
+/// The served models by name: their configured sources, loaded versions and states.
 #[derive(Debug)]
 pub struct ModelRepository {
     engine: Arc<dyn Engine>,
@@ -572,7 +582,7 @@ impl ModelRepository {
         name: &str,
         version: Option<i64>,
         label: Option<&str>,
-    ) -> Result<(i64, Arc<dyn LoadedModel>), ResolveError> {
+    ) -> Result<ResolvedModel, ResolveError> {
         let m = self
             .models
             .read()
@@ -587,7 +597,7 @@ impl ModelRepository {
             })?),
             (None, None) => None,
         };
-        match version {
+        let found = match version {
             Some(v) => s
                 .versions
                 .get(&v)
@@ -603,7 +613,13 @@ impl ModelRepository {
                 .rev()
                 .find_map(|(v, x)| x.model.clone().map(|m| (*v, m)))
                 .ok_or_else(latest),
-        }
+        };
+        let (version, model) = found?;
+        Ok(ResolvedModel {
+            name: name.to_owned(),
+            version,
+            model,
+        })
     }
 
     /// A copy of one model's state.

@@ -10,7 +10,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 use tonic::Code;
 
-use crate::service::{ApiError, Entry, Reservation, ServingCore};
+use crate::error::ApiError;
+use crate::service::{Entry, Reservation, ServingCore};
 use crate::tensor::{self, Tensor};
 
 /// What the REST handler needs besides the core.
@@ -452,7 +453,7 @@ fn status_json(
                 "version": m.version.to_string(),
                 "state": st,
                 "status": {
-                    "error_code": crate::service::code_name(Code::from_i32(status.error_code)),
+                    "error_code": crate::error::code_name(Code::from_i32(status.error_code)),
                     "error_message": status.error_message,
                 }
             })

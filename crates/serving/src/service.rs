@@ -9,6 +9,7 @@ use tonic::Code;
 
 use crate::batching::Batcher;
 use crate::engine::{LoadedModel, Signature};
+use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::proto::tensorflow::serving::{
     model_spec::VersionChoice, model_version_status, GetModelMetadataRequest,
@@ -16,87 +17,13 @@ use crate::proto::tensorflow::serving::{
     ModelVersionStatus, PredictRequest, PredictResponse, SignatureDefMap, StatusProto,
 };
 use crate::proto::tensorflow::{tensor_shape_proto, SignatureDef, TensorInfo, TensorShapeProto};
-use crate::repository::{ModelRepository, ResolveError, State};
+use crate::repository::{ModelRepository, ResolvedModel, State};
 use crate::tensor::{self, DType, Tensor};
 
 /// The only signature an ONNX model has.
 pub const DEFAULT_SIGNATURE: &str = "serving_default";
 /// The method name reported for it.
 pub const PREDICT_METHOD: &str = "tensorflow/serving/predict";
-
-/// An error with a gRPC / TF status code and TF Serving's message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    /// The status code.
-    pub code: Code,
-    /// The message.
-    pub message: String,
-}
-
-impl ApiError {
-    /// An error.
-    pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// TF's name of the code (`NOT_FOUND`).
-    pub fn code_name(&self) -> &'static str {
-        code_name(self.code)
-    }
-
-    /// The HTTP status TF Serving maps the code to (`http_server.cc::ToHTTPStatusCode`).
-    pub fn http_status(&self) -> u16 {
-        match self.code {
-            Code::Ok => 200,
-            Code::Cancelled => 499,
-            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => 400,
-            Code::DeadlineExceeded => 504,
-            Code::NotFound => 404,
-            Code::AlreadyExists | Code::Aborted => 409,
-            Code::PermissionDenied => 403,
-            Code::ResourceExhausted => 429,
-            Code::Unimplemented => 501,
-            Code::Unavailable => 503,
-            Code::Unauthenticated => 401,
-            _ => 500,
-        }
-    }
-}
-
-/// TF's name of a status code.
-pub fn code_name(c: Code) -> &'static str {
-    match c {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
-impl From<ResolveError> for ApiError {
-    fn from(e: ResolveError) -> Self {
-        match e {
-            ResolveError::NotFound(m) => ApiError::new(Code::NotFound, m),
-            ResolveError::BadLabel(m) => ApiError::new(Code::InvalidArgument, m),
-        }
-    }
-}
 
 /// Which API a request came through (error texts differ slightly, as in TF Serving).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,16 +132,6 @@ impl Reservation {
     }
 }
 
-/// A resolved request target.
-pub struct Target {
-    /// Model name.
-    pub name: String,
-    /// Version.
-    pub version: i64,
-    /// The model.
-    pub model: Arc<dyn LoadedModel>,
-}
-
 fn check_signature(sig: &str, entry: Entry) -> Result<(), ApiError> {
     if sig.is_empty() || sig == DEFAULT_SIGNATURE {
         return Ok(());
@@ -317,20 +234,15 @@ impl ServingCore {
         name: &str,
         version: Option<i64>,
         label: Option<&str>,
-    ) -> Result<Target, ApiError> {
+    ) -> Result<ResolvedModel, ApiError> {
         if name.is_empty() {
             return Err(ApiError::new(Code::InvalidArgument, "Missing ModelSpec"));
         }
-        let (version, model) = self.repo.resolve(name, version, label)?;
-        Ok(Target {
-            name: name.to_owned(),
-            version,
-            model,
-        })
+        Ok(self.repo.resolve(name, version, label)?)
     }
 
     /// Resolves a gRPC ModelSpec.
-    pub fn resolve_spec(&self, spec: Option<&ModelSpec>) -> Result<Target, ApiError> {
+    pub fn resolve_spec(&self, spec: Option<&ModelSpec>) -> Result<ResolvedModel, ApiError> {
         let spec = spec.ok_or_else(|| ApiError::new(Code::InvalidArgument, "Missing ModelSpec"))?;
         let (v, l) = match &spec.version_choice {
             Some(VersionChoice::Version(v)) => (Some(*v), None),
@@ -343,7 +255,7 @@ impl ServingCore {
     /// Checks inputs against the signature, runs the model, and filters outputs.
     pub async fn infer(
         &self,
-        target: &Target,
+        target: &ResolvedModel,
         signature: &str,
         mut inputs: Vec<(String, Tensor)>,
         output_filter: &[String],
@@ -376,7 +288,7 @@ impl ServingCore {
 
     async fn infer_inner(
         &self,
-        target: &Target,
+        target: &ResolvedModel,
         signature: &str,
         inputs: &mut Vec<(String, Tensor)>,
         output_filter: &[String],
@@ -414,7 +326,11 @@ impl ServingCore {
         Ok(named)
     }
 
-    async fn run(&self, target: &Target, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ApiError> {
+    async fn run(
+        &self,
+        target: &ResolvedModel,
+        inputs: Vec<Tensor>,
+    ) -> Result<Vec<Tensor>, ApiError> {
         if let Some(b) = &self.batcher {
             return b.submit(target, inputs).await;
         }
@@ -607,7 +523,7 @@ impl ServingCore {
     }
 }
 
-fn effective_spec(t: &Target, sig: &str) -> ModelSpec {
+fn effective_spec(t: &ResolvedModel, sig: &str) -> ModelSpec {
     ModelSpec {
         name: t.name.clone(),
         version_choice: Some(VersionChoice::Version(t.version)),

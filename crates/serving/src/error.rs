@@ -1,0 +1,81 @@
+//! The one error type of the request path, [`ApiError`]: a gRPC status code with TF Serving's
+//! message. gRPC sends it as a status, REST as TF Serving's HTTP status and `{"error": ...}`;
+//! every lower error becomes one here, in one place.
+
+use tonic::Code;
+
+use crate::repository::ResolveError;
+
+/// An error with a gRPC / TF status code and TF Serving's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The status code.
+    pub code: Code,
+    /// The message.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// TF's name of the code (`NOT_FOUND`).
+    pub fn code_name(&self) -> &'static str {
+        code_name(self.code)
+    }
+
+    /// The HTTP status TF Serving maps the code to (`http_server.cc::ToHTTPStatusCode`).
+    pub fn http_status(&self) -> u16 {
+        match self.code {
+            Code::Ok => 200,
+            Code::Cancelled => 499,
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => 400,
+            Code::DeadlineExceeded => 504,
+            Code::NotFound => 404,
+            Code::AlreadyExists | Code::Aborted => 409,
+            Code::PermissionDenied => 403,
+            Code::ResourceExhausted => 429,
+            Code::Unimplemented => 501,
+            Code::Unavailable => 503,
+            Code::Unauthenticated => 401,
+            _ => 500,
+        }
+    }
+}
+
+/// TF's name of a status code.
+pub fn code_name(c: Code) -> &'static str {
+    match c {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+impl From<ResolveError> for ApiError {
+    fn from(e: ResolveError) -> Self {
+        match e {
+            ResolveError::NotFound(m) => ApiError::new(Code::NotFound, m),
+            ResolveError::BadLabel(m) => ApiError::new(Code::InvalidArgument, m),
+        }
+    }
+}
