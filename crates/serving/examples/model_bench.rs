@@ -57,7 +57,10 @@ fn engine(args: &[String]) -> Result<(), String> {
     let batch: usize = batch.parse().map_err(|e| format!("BATCH: {e}"))?;
     let reps: usize = reps.parse().map_err(|e| format!("REPS: {e}"))?;
     let bytes = std::fs::read(model).map_err(|e| format!("{model}: {e}"))?;
-    let m: Arc<dyn LoadedModel> = choice.start(1)?.load(&bytes)?;
+    let m: Arc<dyn LoadedModel> = choice
+        .start(1)
+        .and_then(|e| e.load(&bytes))
+        .map_err(|e| e.to_string())?;
     let spec = &m.signature().inputs[0];
     let shape: Vec<usize> = spec
         .shape
@@ -71,12 +74,12 @@ fn engine(args: &[String]) -> Result<(), String> {
         })
         .collect();
     let x = input(&shape);
-    m.run(vec![x.clone()])?; // warm-up
+    m.run(vec![x.clone()]).map_err(|e| e.to_string())?; // warm-up
     let start = Instant::now();
     let mut ms = Vec::with_capacity(reps);
     for _ in 0..reps {
         let t = Instant::now();
-        m.run(vec![x.clone()])?;
+        m.run(vec![x.clone()]).map_err(|e| e.to_string())?;
         ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
     println!("{}", report(ms, start.elapsed()));

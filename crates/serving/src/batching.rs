@@ -135,7 +135,7 @@ async fn run_now(
     })
     .await
     .map_err(|e| ApiError::new(Code::Internal, e.to_string()))?
-    .map_err(|e| ApiError::new(Code::InvalidArgument, e))
+    .map_err(ApiError::from)
 }
 
 async fn batch_loop(
@@ -200,9 +200,10 @@ async fn batch_loop(
                         model.run(inputs)
                     })
                     .await
-                    .unwrap_or_else(|e| Err(e.to_string()))
+                    .map_err(|e| ApiError::new(Code::InvalidArgument, e.to_string()))
+                    .and_then(|r| r.map_err(ApiError::from))
                 }
-                Err(e) => Err(e),
+                Err(e) => Err(ApiError::new(Code::InvalidArgument, e)),
             };
             if let Ok(outs) = &result {
                 if jobs.len() > 1 && outs.iter().any(|t| t.shape.first() != Some(&rows)) {
@@ -233,7 +234,7 @@ async fn batch_loop(
                             }
                         })
                         .collect()),
-                    Err(e) => Err(ApiError::new(Code::InvalidArgument, e.clone())),
+                    Err(e) => Err(e.clone()),
                 };
                 offset += j.rows;
                 let _ = j.reply.send(r);

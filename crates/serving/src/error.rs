@@ -4,6 +4,7 @@
 
 use tonic::Code;
 
+use crate::engine::EngineError;
 use crate::repository::ResolveError;
 
 /// An error with a gRPC / TF status code and TF Serving's message.
@@ -77,5 +78,13 @@ impl From<ResolveError> for ApiError {
             ResolveError::NotFound(m) => ApiError::new(Code::NotFound, m),
             ResolveError::BadLabel(m) => ApiError::new(Code::InvalidArgument, m),
         }
+    }
+}
+
+/// A model that fails on a request's inputs answers INVALID_ARGUMENT with the engine's message,
+/// as TF Serving does for a failed session run.
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        ApiError::new(Code::InvalidArgument, e.to_string())
     }
 }

@@ -23,8 +23,6 @@ pub mod error;
 pub mod examples;
 pub mod grpc;
 pub mod metrics;
-#[cfg(feature = "onnxruntime")]
-pub mod onnxruntime;
 pub mod predict;
 pub mod repository;
 pub mod rest;

@@ -502,7 +502,10 @@ impl ModelRepository {
         );
         let loaded = read_model(dir, name, v, &self.source)
             .map_err(|e| e.to_string())
-            .and_then(|(bytes, digest)| Ok((self.engine.load(&bytes)?, digest)));
+            .and_then(|(bytes, digest)| {
+                let model = self.engine.load(&bytes).map_err(|e| e.to_string())?;
+                Ok((model, digest))
+            });
         let (state, ok) = match loaded {
             Ok((model, digest)) => {
                 tracing::info!(model = %name, version = v, engine = self.engine.name(), sha256 = %digest, "version loaded");

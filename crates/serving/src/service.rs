@@ -372,7 +372,7 @@ impl ServingCore {
             .await
             .map_err(|e| ApiError::new(Code::Internal, format!("inference task failed: {e}")))?
         };
-        r.map_err(|e| ApiError::new(Code::InvalidArgument, e))
+        r.map_err(ApiError::from)
     }
 
     /// gRPC Predict. What each input declares (dtype, shape, decoded size) is checked against

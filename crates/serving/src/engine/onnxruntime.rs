@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
 
-use crate::engine::{Engine, LoadedModel, RunCost, Signature, TensorSpec};
+use super::model::{Engine, EngineError, LoadedModel, RunCost, Signature, TensorSpec};
 use crate::tensor::{DType, Data, Tensor};
 
 /// The library loaded in this process. ONNX Runtime is loaded once per process, so a second
@@ -40,29 +40,31 @@ impl std::fmt::Debug for OnnxRuntimeEngine {
 
 impl OnnxRuntimeEngine {
     /// Loads ONNX Runtime from `lib`; each model gets `sessions` sessions (the worker count).
-    pub fn new(lib: &Path, sessions: usize) -> Result<Self, String> {
+    pub fn new(lib: &Path, sessions: usize) -> Result<Self, EngineError> {
+        let library = |detail: String| EngineError::Library {
+            engine: "ONNX Runtime",
+            path: lib.to_owned(),
+            detail,
+        };
         if !lib.is_file() {
-            return Err(format!(
-                "--onnxruntime-lib {}: no such file (give the path of libonnxruntime.so, e.g. \
-                 onnxruntime/capi/libonnxruntime.so.1.* from the onnxruntime Python wheel)",
-                lib.display()
+            return Err(library(
+                "no such file (give the path of libonnxruntime.so, e.g. \
+                 onnxruntime/capi/libonnxruntime.so.1.* from the onnxruntime Python wheel)"
+                    .into(),
             ));
         }
-        let lib = lib
-            .canonicalize()
-            .map_err(|e| format!("--onnxruntime-lib {}: {e}", lib.display()))?;
+        let lib = lib.canonicalize().map_err(|e| library(e.to_string()))?;
         if let Some(first) = LOADED.get().filter(|first| **first != lib) {
-            return Err(format!(
-                "ONNX Runtime is already loaded from {} in this process; cannot load {}",
+            return Err(library(format!(
+                "ONNX Runtime is already loaded from {} in this process",
                 first.display(),
-                lib.display()
-            ));
+            )));
         }
         let env = ort::init_from(&lib)
-            .map_err(|e| format!("--onnxruntime-lib: {e}"))?
+            .map_err(|e| library(e.to_string()))?
             .with_name("teeserve")
             .build()
-            .map_err(|e| format!("cannot start ONNX Runtime: {e}"))?;
+            .map_err(|e| library(format!("cannot start ONNX Runtime: {e}")))?;
         // Remembered only once loaded: a library that failed to load does not block another.
         let _ = LOADED.set(lib);
         let version = ort::info()
@@ -77,10 +79,10 @@ impl OnnxRuntimeEngine {
         })
     }
 
-    fn session(&self, onnx_bytes: &[u8]) -> Result<Session, String> {
-        let e = |e: ort::Error<_>| format!("ONNX Runtime session options: {e}");
+    fn session(&self, onnx_bytes: &[u8]) -> Result<Session, EngineError> {
+        let e = |e: ort::Error<_>| load(format!("ONNX Runtime session options: {e}"));
         Session::builder(&self.env)
-            .map_err(|e| format!("ONNX Runtime: {e}"))?
+            .map_err(|e| load(format!("ONNX Runtime: {e}")))?
             .with_intra_threads(1)
             .map_err(e)?
             .with_inter_threads(1)
@@ -88,7 +90,14 @@ impl OnnxRuntimeEngine {
             .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
             .map_err(e)?
             .commit_from_memory(onnx_bytes)
-            .map_err(|e| format!("ONNX Runtime cannot load the model: {e}"))
+            .map_err(|e| load(format!("ONNX Runtime cannot load the model: {e}")))
+    }
+}
+
+fn load(detail: String) -> EngineError {
+    EngineError::Load {
+        engine: "onnxruntime",
+        detail,
     }
 }
 
@@ -112,22 +121,22 @@ fn dtype(t: TensorElementType) -> Option<DType> {
     })
 }
 
-fn spec(o: &ort::value::Outlet) -> Result<TensorSpec, String> {
+fn spec(o: &ort::value::Outlet) -> Result<TensorSpec, EngineError> {
     match o.dtype() {
         ValueType::Tensor { ty, shape, .. } => Ok(TensorSpec {
             name: o.name().to_owned(),
             dtype: dtype(*ty).ok_or_else(|| {
-                format!(
+                EngineError::Format(format!(
                     "graph value {:?} has unsupported element type {ty}",
                     o.name()
-                )
+                ))
             })?,
             shape: shape.iter().map(|&d| if d < 0 { -1 } else { d }).collect(),
         }),
-        other => Err(format!(
+        other => Err(EngineError::Format(format!(
             "graph value {:?} is not a tensor ({other})",
             o.name()
-        )),
+        ))),
     }
 }
 
@@ -136,7 +145,7 @@ impl Engine for OnnxRuntimeEngine {
         "onnxruntime"
     }
 
-    fn load(&self, onnx_bytes: &[u8]) -> Result<Arc<dyn LoadedModel>, String> {
+    fn load(&self, onnx_bytes: &[u8]) -> Result<Arc<dyn LoadedModel>, EngineError> {
         let first = self.session(onnx_bytes)?;
         let signature = Signature {
             inputs: first.inputs().iter().map(spec).collect::<Result<_, _>>()?,
@@ -156,7 +165,7 @@ impl Engine for OnnxRuntimeEngine {
 }
 
 /// A model loaded into ONNX Runtime: one session per worker.
-pub struct OnnxRuntimeModel {
+pub(super) struct OnnxRuntimeModel {
     sessions: Vec<Mutex<Session>>,
     next: AtomicUsize,
     signature: Signature,
@@ -174,7 +183,11 @@ impl std::fmt::Debug for OnnxRuntimeModel {
     }
 }
 
-fn input_value<'a>(t: &'a Tensor, spec: &TensorSpec) -> Result<SessionInputValue<'a>, String> {
+fn input_value<'a>(t: &'a Tensor, spec: &TensorSpec) -> Result<SessionInputValue<'a>, EngineError> {
+    let input = |detail: String| EngineError::Input {
+        name: spec.name.clone(),
+        detail,
+    };
     let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
     macro_rules! view {
         ($v:expr) => {
@@ -198,28 +211,27 @@ fn input_value<'a>(t: &'a Tensor, spec: &TensorSpec) -> Result<SessionInputValue
                 .iter()
                 .map(|b| String::from_utf8(b.clone()))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| {
-                    format!(
-                        "input {:?}: ONNX Runtime takes only UTF-8 strings",
-                        spec.name
-                    )
-                })?;
+                .map_err(|_| input("ONNX Runtime takes only UTF-8 strings".into()))?;
             ort::value::Tensor::from_string_array((shape, &strings[..]))
                 .map(|t| SessionInputValue::Owned(t.into_dyn()))
         }
     };
-    v.map_err(|e| format!("input {:?}: {e}", spec.name))
+    v.map_err(|e| input(e.to_string()))
 }
 
-fn output(v: &DynValue, name: &str) -> Result<Tensor, String> {
+fn output(v: &DynValue, name: &str) -> Result<Tensor, EngineError> {
+    let output = |detail: String| EngineError::Output {
+        name: name.to_owned(),
+        detail,
+    };
     let ValueType::Tensor { ty, .. } = v.dtype() else {
-        return Err(format!("output {name:?} is not a tensor"));
+        return Err(output("not a tensor".into()));
     };
     macro_rules! get {
         ($t:ty, $variant:ident) => {{
             let (shape, data) = v
                 .try_extract_tensor::<$t>()
-                .map_err(|e| format!("output {name:?}: {e}"))?;
+                .map_err(|e| output(e.to_string()))?;
             (shape.to_vec(), Data::$variant(data.to_vec()))
         }};
     }
@@ -237,21 +249,26 @@ fn output(v: &DynValue, name: &str) -> Result<Tensor, String> {
         T::Uint64 => get!(u64, U64),
         T::Bool => get!(bool, Bool),
         T::String => {
-            let (shape, s) = v
-                .try_extract_strings()
-                .map_err(|e| format!("output {name:?}: {e}"))?;
+            let (shape, s) = v.try_extract_strings().map_err(|e| output(e.to_string()))?;
             (
                 shape.to_vec(),
                 Data::Str(s.into_iter().map(String::into_bytes).collect()),
             )
         }
-        other => return Err(format!("output {name:?} has unsupported type {other}")),
+        other => return Err(output(format!("unsupported type {other}"))),
     };
     let shape = shape
         .into_iter()
-        .map(|d| usize::try_from(d).map_err(|_| format!("output {name:?} has dimension {d}")))
+        .map(|d| usize::try_from(d).map_err(|_| output(format!("dimension {d}"))))
         .collect::<Result<_, _>>()?;
     Ok(Tensor { shape, data })
+}
+
+fn run(detail: String) -> EngineError {
+    EngineError::Run {
+        engine: "onnxruntime",
+        detail,
+    }
 }
 
 impl LoadedModel for OnnxRuntimeModel {
@@ -267,12 +284,12 @@ impl LoadedModel for OnnxRuntimeModel {
         &self.cost
     }
 
-    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
         let values = inputs
             .iter()
             .zip(&self.signature.inputs)
             .map(|(t, s)| Ok((s.name.as_str(), input_value(t, s)?)))
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, EngineError>>()?;
         // The first free session, so that at low concurrency the same (cache-warm) session
         // runs every request; if all are busy, wait for one in turn.
         let n = self.sessions.len();
@@ -280,16 +297,16 @@ impl LoadedModel for OnnxRuntimeModel {
             Some(g) => g,
             None => self.sessions[self.next.fetch_add(1, Ordering::Relaxed) % n]
                 .lock()
-                .map_err(|_| "an earlier inference on this session panicked".to_owned())?,
+                .map_err(|_| run("an earlier inference on this session panicked".into()))?,
         };
-        let outputs = guard.run(values).map_err(|e| format!("{e}"))?;
+        let outputs = guard.run(values).map_err(|e| run(e.to_string()))?;
         self.signature
             .outputs
             .iter()
             .map(|s| {
                 outputs
                     .get(&s.name)
-                    .ok_or_else(|| format!("ONNX Runtime gave no output {:?}", s.name))
+                    .ok_or_else(|| run(format!("ONNX Runtime gave no output {:?}", s.name)))
                     .and_then(|v| output(v, &s.name))
             })
             .collect()

@@ -1,0 +1,50 @@
+//! Inference engines behind one small trait: tract (pure Rust, the default) and, when built with
+//! the `onnxruntime` feature, ONNX Runtime loaded at run time. One file per engine; what they
+//! share is in `model.rs`.
+
+mod model;
+mod onnx;
+#[cfg(feature = "onnxruntime")]
+mod onnxruntime;
+mod tract;
+
+use std::sync::Arc;
+
+pub use model::{Engine, EngineError, LoadedModel, RunCost, Signature, TensorSpec, QUICK_RUN};
+#[cfg(feature = "onnxruntime")]
+pub use onnxruntime::OnnxRuntimeEngine;
+pub use tract::TractEngine;
+
+/// Which engine `teeserve serve` runs models on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum EngineChoice {
+    /// tract (pure Rust).
+    #[default]
+    Tract,
+    /// ONNX Runtime, loaded from this library file.
+    OnnxRuntime {
+        /// The path of libonnxruntime.
+        lib: std::path::PathBuf,
+    },
+}
+
+impl EngineChoice {
+    /// Starts the engine; `workers` is the number of inferences that may run at once.
+    pub fn start(&self, workers: usize) -> Result<Arc<dyn Engine>, EngineError> {
+        match self {
+            EngineChoice::Tract => Ok(Arc::new(TractEngine)),
+            #[cfg(feature = "onnxruntime")]
+            EngineChoice::OnnxRuntime { lib } => {
+                Ok(Arc::new(OnnxRuntimeEngine::new(lib, workers)?))
+            }
+            #[cfg(not(feature = "onnxruntime"))]
+            EngineChoice::OnnxRuntime { .. } => {
+                let _ = workers;
+                Err(EngineError::NotBuilt {
+                    engine: "ONNX Runtime",
+                    feature: "onnxruntime",
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The tract engine (pure Rust: the smallest code inside an enclave). Models are loaded from
+//! memory, so a sealed model is never written to disk.
+
+use std::sync::Arc;
+
+use super::model::{Engine, EngineError, LoadedModel, RunCost, Signature};
+use super::onnx::read_onnx;
+use crate::tensor::{DType, Data, Tensor};
+
+/// The tract engine.
+#[derive(Debug, Default)]
+pub struct TractEngine;
+
+type Plan = std::sync::Arc<tract_onnx::prelude::TypedSimplePlan>;
+
+/// Plans specialised to concrete input shapes kept per model (each holds its own packed weights).
+const SPECIALISED_PLANS: usize = 4;
+
+/// A model optimised by tract.
+///
+/// tract optimises a graph far better when every dimension is known: a symbolic batch dimension
+/// keeps it from choosing its fastest convolution kernels (MobileNetV2 runs several times slower).
+/// So besides the general plan, a model whose signature has dynamic dimensions keeps up to
+/// [`SPECIALISED_PLANS`] plans made for the input shapes requests actually send; the first request
+/// of a new shape pays for that optimisation, later ones run the specialised plan.
+pub(super) struct TractModel {
+    plan: Plan,
+    graph: Option<tract_onnx::prelude::InferenceModel>,
+    specialised: std::sync::Mutex<std::collections::HashMap<Vec<Vec<usize>>, Option<Plan>>>,
+    signature: Signature,
+    cost: RunCost,
+}
+
+impl std::fmt::Debug for TractModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TractModel({:?})", self.signature)
+    }
+}
+
+impl Engine for TractEngine {
+    fn name(&self) -> &'static str {
+        "tract"
+    }
+
+    fn load(&self, onnx_bytes: &[u8]) -> Result<Arc<dyn LoadedModel>, EngineError> {
+        use tract_onnx::prelude::*;
+        let framework = tract_onnx::onnx();
+        let (proto, signature) = read_onnx(onnx_bytes)?;
+        if signature
+            .inputs
+            .iter()
+            .chain(&signature.outputs)
+            .any(|s| s.dtype == DType::Str)
+        {
+            return Err(load(
+                "string tensors are not supported by the tract engine".into(),
+            ));
+        }
+        let model = framework
+            .model_for_proto_model(&proto)
+            .map_err(|e| load(format!("cannot translate the ONNX graph: {e:#}")))?;
+        // Kept for specialised plans when the signature has dynamic dimensions.
+        let graph = signature
+            .inputs
+            .iter()
+            .any(|s| s.shape.contains(&-1))
+            .then(|| model.clone());
+        let plan = match (
+            model.into_optimized().and_then(|m| m.into_runnable()),
+            &graph,
+        ) {
+            (Ok(p), _) => p,
+            // Some graphs only optimise with concrete shapes (tract 0.23 cannot declutter
+            // ResNet-50 from tf2onnx with a symbolic batch): the general plan then runs the
+            // graph as translated, and the specialised plans are optimised.
+            (Err(e), Some(g)) => {
+                tracing::info!(
+                    "tract cannot optimise the graph for dynamic shapes ({e}); \
+                     the shapes requests send get optimised plans"
+                );
+                g.clone()
+                    .into_typed()
+                    .and_then(|m| m.into_runnable())
+                    .map_err(|e| load(format!("cannot prepare the model: {e:#}")))?
+            }
+            (Err(e), None) => return Err(load(format!("cannot optimise the model: {e:#}"))),
+        };
+        Ok(Arc::new(TractModel {
+            plan,
+            graph,
+            specialised: Default::default(),
+            signature,
+            cost: RunCost::default(),
+        }))
+    }
+}
+
+fn load(detail: String) -> EngineError {
+    EngineError::Load {
+        engine: "tract",
+        detail,
+    }
+}
+
+fn run_error(detail: String) -> EngineError {
+    EngineError::Run {
+        engine: "tract",
+        detail,
+    }
+}
+
+fn to_tract(t: Tensor) -> Result<tract_onnx::prelude::TValue, EngineError> {
+    use tract_onnx::prelude::*;
+    let shape = t.shape.clone();
+    let r = match t.data {
+        Data::F32(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
+        Data::F64(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
+        Data::I8(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
+        Data::I16(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
+        Data::I32(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
+        Data::I64(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
+        Data::U8(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
+        Data::U16(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
+        Data::U32(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
+        Data::U64(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
+        Data::Bool(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
+        Data::Str(_) => {
+            return Err(run_error(
+                "string tensors are not supported by the tract engine".into(),
+            ))
+        }
+    };
+    r.map(|t| t.into_tvalue())
+        .map_err(|e| run_error(e.to_string()))
+}
+
+fn from_tract(t: &tract_onnx::prelude::Tensor) -> Result<Tensor, EngineError> {
+    use tract_onnx::prelude::DatumType as D;
+    let shape = t.shape().to_vec();
+    macro_rules! get {
+        ($ty:ty, $variant:ident) => {
+            Data::$variant(
+                t.to_plain_array_view::<$ty>()
+                    .map_err(|e| run_error(e.to_string()))?
+                    .iter()
+                    .copied()
+                    .collect(),
+            )
+        };
+    }
+    let data = match t.datum_type() {
+        D::F32 => get!(f32, F32),
+        D::F64 => get!(f64, F64),
+        D::I8 => get!(i8, I8),
+        D::I16 => get!(i16, I16),
+        D::I32 => get!(i32, I32),
+        D::I64 => get!(i64, I64),
+        D::U8 => get!(u8, U8),
+        D::U16 => get!(u16, U16),
+        D::U32 => get!(u32, U32),
+        D::U64 => get!(u64, U64),
+        D::Bool => get!(bool, Bool),
+        other => return Err(run_error(format!("output type {other:?} is not supported"))),
+    };
+    Ok(Tensor { shape, data })
+}
+
+impl TractModel {
+    /// The plan for inputs of these shapes: a specialised one if there is (or may be) one.
+    fn plan_for(&self, inputs: &[Tensor]) -> Plan {
+        let Some(graph) = &self.graph else {
+            return self.plan.clone();
+        };
+        let key: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
+        {
+            let Ok(known) = self.specialised.lock() else {
+                return self.plan.clone();
+            };
+            match known.get(&key) {
+                Some(Some(p)) => return p.clone(),
+                Some(None) => return self.plan.clone(),
+                None if known.len() >= SPECIALISED_PLANS => return self.plan.clone(),
+                None => {}
+            }
+        }
+        let made = self.specialise(graph, inputs);
+        if let Err(e) = &made {
+            tracing::debug!("no specialised plan for input shapes {key:?}: {e}");
+        }
+        let made = made.ok();
+        if let Ok(mut known) = self.specialised.lock() {
+            if known.len() < SPECIALISED_PLANS {
+                known.insert(key, made.clone());
+            }
+        }
+        made.unwrap_or_else(|| self.plan.clone())
+    }
+
+    fn specialise(
+        &self,
+        graph: &tract_onnx::prelude::InferenceModel,
+        inputs: &[Tensor],
+    ) -> Result<Plan, String> {
+        use tract_onnx::prelude::*;
+        let mut m = graph.clone();
+        for (i, t) in inputs.iter().enumerate() {
+            let dt = match t.dtype() {
+                DType::F32 => f32::datum_type(),
+                DType::F64 => f64::datum_type(),
+                DType::I8 => i8::datum_type(),
+                DType::I16 => i16::datum_type(),
+                DType::I32 => i32::datum_type(),
+                DType::I64 => i64::datum_type(),
+                DType::U8 => u8::datum_type(),
+                DType::U16 => u16::datum_type(),
+                DType::U32 => u32::datum_type(),
+                DType::U64 => u64::datum_type(),
+                DType::Bool => bool::datum_type(),
+                DType::Str => return Err("string input".into()),
+            };
+            m = m
+                .with_input_fact(i, InferenceFact::dt_shape(dt, t.shape.clone()))
+                .map_err(|e| format!("{e:#}"))?;
+        }
+        m.into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| format!("{e:#}"))
+    }
+}
+
+impl LoadedModel for TractModel {
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn engine(&self) -> &'static str {
+        "tract"
+    }
+
+    fn cost(&self) -> &RunCost {
+        &self.cost
+    }
+
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
+        let plan = self.plan_for(&inputs);
+        let inputs = inputs
+            .into_iter()
+            .map(to_tract)
+            .collect::<Result<tract_onnx::prelude::TVec<_>, _>>()?;
+        let out = plan.run(inputs).map_err(|e| run_error(format!("{e:#}")))?;
+        out.iter().map(|t| from_tract(t)).collect()
+    }
+}
