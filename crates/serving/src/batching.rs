@@ -186,7 +186,7 @@ async fn batch_loop(
         let name = name.clone();
         tokio::spawn(async move {
             let n_inputs = jobs[0].inputs.len();
-            let merged: Result<Vec<Tensor>, String> = (0..n_inputs)
+            let merged: Result<Vec<Tensor>, _> = (0..n_inputs)
                 .map(|i| {
                     let parts: Vec<&Tensor> = jobs.iter().map(|j| &j.inputs[i]).collect();
                     Tensor::concat_rows(&parts)
@@ -203,7 +203,7 @@ async fn batch_loop(
                     .map_err(|e| ApiError::new(Code::InvalidArgument, e.to_string()))
                     .and_then(|r| r.map_err(ApiError::from))
                 }
-                Err(e) => Err(ApiError::new(Code::InvalidArgument, e)),
+                Err(e) => Err(ApiError::from(e)),
             };
             if let Ok(outs) = &result {
                 if jobs.len() > 1 && outs.iter().any(|t| t.shape.first() != Some(&rows)) {

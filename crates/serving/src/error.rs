@@ -6,6 +6,7 @@ use tonic::Code;
 
 use crate::engine::EngineError;
 use crate::repository::ResolveError;
+use crate::tensor::TensorError;
 
 /// An error with a gRPC / TF status code and TF Serving's message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +86,13 @@ impl From<ResolveError> for ApiError {
 /// as TF Serving does for a failed session run.
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
+        ApiError::new(Code::InvalidArgument, e.to_string())
+    }
+}
+
+/// A tensor that cannot be decoded is the requester's fault: INVALID_ARGUMENT.
+impl From<TensorError> for ApiError {
+    fn from(e: TensorError) -> Self {
         ApiError::new(Code::InvalidArgument, e.to_string())
     }
 }

@@ -711,13 +711,13 @@ fn json_input(
     left: &mut usize,
 ) -> Result<Tensor, ApiError> {
     let t = tensor::from_json_within(v, spec.dtype, *left).map_err(|e| {
-        if e.contains("bytes decoded") {
+        if matches!(e, tensor::TensorError::TooLarge(_)) {
             bad(format!(
                 "input {}: {e} (--max_request_tensor_bytes)",
                 spec.name
             ))
         } else {
-            bad(e)
+            bad(e.to_string())
         }
     })?;
     *left -= t.len() * spec.dtype.element_bytes()

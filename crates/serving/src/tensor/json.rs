@@ -22,12 +22,12 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-fn type_error(v: &Value, dtype: DType) -> String {
-    format!(
+fn type_error(v: &Value, dtype: DType) -> TensorError {
+    TensorError::Value(format!(
         "JSON Value: {v} Type: {} is not of expected type: {}",
         json_type(v),
         dtype.short()
-    )
+    ))
 }
 
 /// The shape of a nested JSON list (following element 0, as TF Serving does).
@@ -264,14 +264,14 @@ impl NumberScanner<'_> {
 
 /// Builds a tensor of `dtype` from a JSON value or nested list, refusing one that would take
 /// more than [`MAX_DECODED_BYTES`].
-pub fn from_json(v: &Value, dtype: DType) -> Result<Tensor, String> {
+pub fn from_json(v: &Value, dtype: DType) -> Result<Tensor, TensorError> {
     from_json_within(v, dtype, MAX_DECODED_BYTES)
 }
 
 /// Builds a tensor of `dtype` from a JSON value or nested list whose decoded tensor takes at
 /// most `max_bytes`. The shape read off the first element of each list is checked against
 /// every list before anything is allocated for the elements.
-pub fn from_json_within(v: &Value, dtype: DType, max_bytes: usize) -> Result<Tensor, String> {
+pub fn from_json_within(v: &Value, dtype: DType, max_bytes: usize) -> Result<Tensor, TensorError> {
     let shape = json_shape(v);
     let n = element_count(&shape)?;
     let mut content = 0usize;
@@ -286,11 +286,11 @@ pub fn from_json_within(v: &Value, dtype: DType, max_bytes: usize) -> Result<Ten
         .saturating_mul(dtype.element_bytes())
         .saturating_add(content);
     if bytes > max_bytes {
-        return Err(format!(
+        return Err(TensorError::TooLarge(format!(
             "shape {} of {} takes {bytes} bytes decoded, more than the {max_bytes} allowed",
             shape_str(&shape),
             dtype.tf_name()
-        ));
+        )));
     }
     // The lists are regular: there are exactly n leaves.
     let mut flat: Vec<&Value> = Vec::with_capacity(n);
@@ -328,7 +328,9 @@ pub fn from_json_within(v: &Value, dtype: DType, max_bytes: usize) -> Result<Ten
                         use base64::Engine;
                         base64::engine::general_purpose::STANDARD
                             .decode(b)
-                            .map_err(|e| format!("Unable to base64 decode: {e}"))
+                            .map_err(|e| {
+                                TensorError::Value(format!("Unable to base64 decode: {e}"))
+                            })
                     }
                     (Value::String(s), None) => Ok(s.clone().into_bytes()),
                     _ => Err(type_error(x, dtype)),
@@ -351,10 +353,12 @@ fn leaves<'a>(
     shape: &[usize],
     depth: usize,
     f: &mut impl FnMut(&'a Value),
-) -> Result<(), String> {
+) -> Result<(), TensorError> {
     if depth == shape.len() {
         if v.is_array() {
-            return Err("Encountered list at unexpected size".into());
+            return Err(TensorError::Shape(
+                "Encountered list at unexpected size".into(),
+            ));
         }
         f(v);
         return Ok(());
@@ -366,14 +370,14 @@ fn leaves<'a>(
             }
             Ok(())
         }
-        Value::Array(a) => Err(format!(
+        Value::Array(a) => Err(TensorError::Shape(format!(
             "Encountered list at unexpected size: {} at dimension {depth}, expected {}",
             a.len(),
             shape[depth]
-        )),
-        _ => Err(format!(
+        ))),
+        _ => Err(TensorError::Shape(format!(
             "Expecting a list at dimension {depth}, found a scalar (ragged input)"
-        )),
+        ))),
     }
 }
 
@@ -683,10 +687,12 @@ mod tests {
         let v: Value = serde_json::from_str("[[1, 2], [3]]").unwrap();
         assert!(from_json(&v, DType::F32)
             .unwrap_err()
+            .to_string()
             .contains("unexpected size"));
         let v: Value = serde_json::from_str("[[1, 2], [3, \"x\"]]").unwrap();
         assert!(from_json(&v, DType::F32)
             .unwrap_err()
+            .to_string()
             .contains("is not of expected type: float"));
     }
 

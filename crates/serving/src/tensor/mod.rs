@@ -102,8 +102,9 @@ impl DType {
     }
 
     /// From TensorFlow's DataType number.
-    pub fn from_tf(v: i32) -> Result<Self, String> {
-        let dt = DataType::try_from(v).map_err(|_| format!("unknown tensor dtype {v}"))?;
+    pub fn from_tf(v: i32) -> Result<Self, TensorError> {
+        let dt = DataType::try_from(v)
+            .map_err(|_| TensorError::Dtype(format!("unknown tensor dtype {v}")))?;
         Ok(match dt {
             DataType::DtFloat => DType::F32,
             DataType::DtDouble => DType::F64,
@@ -118,10 +119,10 @@ impl DType {
             DataType::DtBool => DType::Bool,
             DataType::DtString => DType::Str,
             other => {
-                return Err(format!(
+                return Err(TensorError::Dtype(format!(
                     "tensor dtype {} is not supported",
                     other.as_str_name()
-                ))
+                )))
             }
         })
     }
@@ -227,15 +228,17 @@ macro_rules! each_data {
 }
 
 /// Number of elements of a shape, bounded.
-pub fn element_count(shape: &[usize]) -> Result<usize, String> {
+pub fn element_count(shape: &[usize]) -> Result<usize, TensorError> {
     let mut n: usize = 1;
     for &d in shape {
-        n = n.checked_mul(d).ok_or("tensor shape overflows")?;
+        n = n
+            .checked_mul(d)
+            .ok_or_else(|| TensorError::Shape("tensor shape overflows".into()))?;
     }
     if n > MAX_ELEMENTS {
-        return Err(format!(
+        return Err(TensorError::Shape(format!(
             "tensor of {n} elements is larger than the {MAX_ELEMENTS} allowed"
-        ));
+        )));
     }
     Ok(n)
 }
@@ -281,15 +284,15 @@ impl Tensor {
     }
 
     /// Builds a tensor, checking that the data fills the shape.
-    pub fn new(shape: Vec<usize>, data: Data) -> Result<Self, String> {
+    pub fn new(shape: Vec<usize>, data: Data) -> Result<Self, TensorError> {
         let n = element_count(&shape)?;
         let t = Tensor { shape, data };
         if t.len() != n {
-            return Err(format!(
+            return Err(TensorError::Shape(format!(
                 "{} values do not fill shape {}",
                 t.len(),
                 shape_str(&t.shape)
-            ));
+            )));
         }
         Ok(t)
     }
@@ -352,16 +355,20 @@ impl Tensor {
     }
 
     /// Concatenates tensors of the same dtype and trailing shape along dimension 0.
-    pub fn concat_rows(parts: &[&Tensor]) -> Result<Tensor, String> {
-        let first = parts.first().ok_or("nothing to concatenate")?;
+    pub fn concat_rows(parts: &[&Tensor]) -> Result<Tensor, TensorError> {
+        let first = parts
+            .first()
+            .ok_or_else(|| TensorError::Shape("nothing to concatenate".into()))?;
         let mut shape = first.shape.clone();
         if shape.is_empty() {
-            return Err("scalars cannot be batched".into());
+            return Err(TensorError::Shape("scalars cannot be batched".into()));
         }
         let mut rows = 0;
         for p in parts {
             if p.dtype() != first.dtype() || p.shape.get(1..) != first.shape.get(1..) {
-                return Err("batched tensors differ in dtype or shape".into());
+                return Err(TensorError::Shape(
+                    "batched tensors differ in dtype or shape".into(),
+                ));
             }
             rows += p.shape[0];
         }

@@ -3,7 +3,11 @@
 use super::*;
 
 /// Parses a .npy file (NumPy format versions 1-3, little-endian, C order).
-pub fn from_npy(b: &[u8]) -> Result<Tensor, String> {
+pub fn from_npy(b: &[u8]) -> Result<Tensor, TensorError> {
+    from_npy_text(b).map_err(TensorError::Npy)
+}
+
+fn from_npy_text(b: &[u8]) -> Result<Tensor, String> {
     if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
         return Err("not a .npy file (magic \\x93NUMPY missing)".into());
     }
@@ -64,7 +68,7 @@ pub fn from_npy(b: &[u8]) -> Result<Tensor, String> {
             ))
         }
     };
-    let n = element_count(&shape)?;
+    let n = element_count(&shape).map_err(|e| e.to_string())?;
     let body = &b[start + hlen..];
     if body.len() != n * dtype.size() {
         return Err(format!(

@@ -19,34 +19,47 @@ pub struct Declared {
 }
 
 /// Reads what a TensorProto declares ([`Declared`]) without allocating for its values.
-pub fn declared(p: &TensorProto) -> Result<Declared, String> {
+pub fn declared(p: &TensorProto) -> Result<Declared, TensorError> {
     let dtype = DType::from_tf(p.dtype)?;
     let shape_p = p.tensor_shape.as_ref();
     if shape_p.is_some_and(|s| s.unknown_rank) {
-        return Err("tensor_shape has unknown rank".into());
+        return Err(TensorError::Shape("tensor_shape has unknown rank".into()));
     }
     let dims = shape_p.map(|s| s.dim.as_slice()).unwrap_or_default();
     let mut shape = Vec::with_capacity(dims.len());
     for d in dims {
         if d.size < 0 {
-            return Err(format!("tensor_shape has a negative dimension {}", d.size));
+            return Err(TensorError::Shape(format!(
+                "tensor_shape has a negative dimension {}",
+                d.size
+            )));
         }
-        shape.push(usize::try_from(d.size).map_err(|_| "dimension too large")?);
+        shape.push(
+            usize::try_from(d.size)
+                .map_err(|_| TensorError::Shape("dimension too large".into()))?,
+        );
     }
     let n = element_count(&shape)?;
-    let overflow = || format!("tensor of shape {} overflows memory", shape_str(&shape));
+    let overflow = || {
+        TensorError::Shape(format!(
+            "tensor of shape {} overflows memory",
+            shape_str(&shape)
+        ))
+    };
     let fixed = n.checked_mul(dtype.element_bytes()).ok_or_else(overflow)?;
     if !p.tensor_content.is_empty() {
         if dtype == DType::Str {
-            return Err("DT_STRING tensors cannot use tensor_content".into());
+            return Err(TensorError::Shape(
+                "DT_STRING tensors cannot use tensor_content".into(),
+            ));
         }
         if p.tensor_content.len() != fixed {
-            return Err(format!(
+            return Err(TensorError::Shape(format!(
                 "tensor_content has {} bytes; shape {} of {} needs {fixed}",
                 p.tensor_content.len(),
                 shape_str(&shape),
                 dtype.tf_name(),
-            ));
+            )));
         }
         return Ok(Declared {
             dtype,
@@ -68,10 +81,10 @@ pub fn declared(p: &TensorProto) -> Result<Declared, String> {
     };
     // version_number 0: a single value fills the whole shape.
     if count != n && count != 1 {
-        return Err(format!(
+        return Err(TensorError::Shape(format!(
             "{what} has {count} values; shape {} has {n} elements",
             shape_str(&shape)
-        ));
+        )));
     }
     let content = if dtype == DType::Str {
         if count == n {
@@ -93,24 +106,24 @@ pub fn declared(p: &TensorProto) -> Result<Declared, String> {
 
 impl Tensor {
     /// Decodes a TensorProto, refusing one that would take more than [`MAX_DECODED_BYTES`].
-    pub fn from_proto(p: &TensorProto) -> Result<Self, String> {
+    pub fn from_proto(p: &TensorProto) -> Result<Self, TensorError> {
         Self::from_proto_within(p, MAX_DECODED_BYTES)
     }
 
     /// Decodes a TensorProto whose decoded tensor takes at most `max_bytes`; what it declares
     /// is checked ([`declared`]) before anything is allocated for its values.
-    pub fn from_proto_within(p: &TensorProto, max_bytes: usize) -> Result<Self, String> {
+    pub fn from_proto_within(p: &TensorProto, max_bytes: usize) -> Result<Self, TensorError> {
         let Declared {
             dtype,
             shape,
             bytes,
         } = declared(p)?;
         if bytes > max_bytes {
-            return Err(format!(
+            return Err(TensorError::TooLarge(format!(
                 "shape {} of {} takes {bytes} bytes decoded, more than the {max_bytes} allowed",
                 shape_str(&shape),
                 dtype.tf_name()
-            ));
+            )));
         }
         let n = element_count(&shape)?;
         if !p.tensor_content.is_empty() {
@@ -128,9 +141,13 @@ impl Tensor {
             }
         }
         // Narrowed before the fill, so that no i32 copy of the whole shape is made.
-        fn narrow<T: TryFrom<i32>>(v: &[i32], what: &str) -> Result<Vec<T>, String> {
+        fn narrow<T: TryFrom<i32>>(v: &[i32], what: &str) -> Result<Vec<T>, TensorError> {
             v.iter()
-                .map(|&x| T::try_from(x).map_err(|_| format!("{what} value {x} is out of range")))
+                .map(|&x| {
+                    T::try_from(x).map_err(|_| {
+                        TensorError::Value(format!("{what} value {x} is out of range"))
+                    })
+                })
                 .collect()
         }
         let data = match dtype {
