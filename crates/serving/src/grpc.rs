@@ -7,8 +7,8 @@ use std::sync::Arc;
 use futures::StreamExt as _;
 use tonic::{Request, Response, Status};
 
+use crate::classify;
 use crate::error::ApiError;
-use crate::examples;
 use crate::proto::health::{
     health_check_response::ServingStatus, health_server, HealthCheckRequest, HealthCheckResponse,
 };
@@ -44,7 +44,7 @@ impl prediction_service_server::PredictionService for Grpc {
         &self,
         req: Request<ClassificationRequest>,
     ) -> Result<Response<ClassificationResponse>, Status> {
-        examples::classify(&self.0, req.into_inner())
+        classify::classify(&self.0, req.into_inner())
             .await
             .map(Response::new)
             .map_err(status)
@@ -54,7 +54,7 @@ impl prediction_service_server::PredictionService for Grpc {
         &self,
         req: Request<RegressionRequest>,
     ) -> Result<Response<RegressionResponse>, Status> {
-        examples::regress(&self.0, req.into_inner())
+        classify::regress(&self.0, req.into_inner())
             .await
             .map(Response::new)
             .map_err(status)

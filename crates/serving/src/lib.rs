@@ -16,11 +16,11 @@
 pub mod admission;
 pub mod attestation;
 pub mod batching;
+pub mod classify;
 pub mod client;
 pub mod codec;
 pub mod engine;
 pub mod error;
-pub mod examples;
 pub mod grpc;
 pub mod metrics;
 pub mod predict;

@@ -164,83 +164,82 @@ async fn route(
     ctx: &RestContext,
     req: Request<Body>,
 ) -> (String, Response<Body>) {
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    if method == Method::OPTIONS && ctx.cors {
-        let origin_ok = req
-            .headers()
-            .get("origin")
-            .and_then(|o| o.to_str().ok())
-            .is_some_and(|o| o.starts_with("http://") || o.starts_with("https://"));
-        return if origin_ok {
-            (
-                String::new(),
-                respond(200, String::new(), ctx, "application/json"),
-            )
-        } else {
-            (
-                String::new(),
-                error(
-                    &ApiError::new(
-                        Code::FailedPrecondition,
-                        "CORS preflight needs an http(s) Origin",
-                    ),
-                    ctx,
-                ),
-            )
-        };
+    if req.method() == Method::OPTIONS && ctx.cors {
+        return (String::new(), cors_preflight(&req, ctx));
     }
-    match (method.clone(), path.as_str()) {
-        (Method::GET, "/healthz") => {
-            return (
-                String::new(),
-                respond(
-                    200,
-                    "{\"status\": \"ok\"}\n".into(),
-                    ctx,
-                    "application/json",
-                ),
-            )
+    if req.method() == Method::GET {
+        // The request itself is not held across the await: its body is not `Sync`.
+        let query = req.uri().query().map(str::to_owned);
+        if let Some(resp) = service_endpoint(core, ctx, req.uri().path(), query.as_deref()).await {
+            return (String::new(), resp);
         }
-        (Method::GET, "/readyz") => {
+    }
+    model_api(core, ctx, req).await
+}
+
+/// A CORS preflight: allowed for an http(s) origin.
+fn cors_preflight(req: &Request<Body>, ctx: &RestContext) -> Response<Body> {
+    let origin_ok = req
+        .headers()
+        .get("origin")
+        .and_then(|o| o.to_str().ok())
+        .is_some_and(|o| o.starts_with("http://") || o.starts_with("https://"));
+    if origin_ok {
+        respond(200, String::new(), ctx, "application/json")
+    } else {
+        error(
+            &ApiError::new(
+                Code::FailedPrecondition,
+                "CORS preflight needs an http(s) Origin",
+            ),
+            ctx,
+        )
+    }
+}
+
+/// The server's own endpoints (GET): health, readiness, attestation and metrics; `None` for
+/// any other path.
+async fn service_endpoint(
+    core: &ServingCore,
+    ctx: &RestContext,
+    path: &str,
+    query: Option<&str>,
+) -> Option<Response<Body>> {
+    let json = "application/json";
+    Some(match path {
+        "/healthz" => respond(200, "{\"status\": \"ok\"}\n".into(), ctx, json),
+        "/readyz" => {
             let ready = core.repo.ready();
-            return (
-                String::new(),
-                respond(
-                    if ready { 200 } else { 503 },
-                    json!({"ready": ready}).to_string(),
-                    ctx,
-                    "application/json",
-                ),
-            );
+            let status = if ready { 200 } else { 503 };
+            respond(status, json!({"ready": ready}).to_string(), ctx, json)
         }
-        (Method::GET, "/v1/attestation") => {
+        "/v1/attestation" => {
             let (status, body) = match &ctx.attestation {
-                Some(a) => a.respond(req.uri().query()).await,
+                Some(a) => a.respond(query).await,
                 None => crate::attestation::no_attestation(),
             };
-            return (
-                String::new(),
-                respond(status, body, ctx, "application/json"),
-            );
+            respond(status, body, ctx, json)
         }
-        (Method::GET, p) if ctx.metrics_path.as_deref() == Some(p) => {
-            return (
-                String::new(),
-                respond(200, core.metrics.render(), ctx, "text/plain; version=0.0.4"),
-            )
+        p if ctx.metrics_path.as_deref() == Some(p) => {
+            respond(200, core.metrics.render(), ctx, "text/plain; version=0.0.4")
         }
-        _ => {}
-    }
+        _ => return None,
+    })
+}
+
+/// TF Serving's model API under `/v1/models`; gives the model name (for the access log) and the
+/// response.
+async fn model_api(
+    core: &ServingCore,
+    ctx: &RestContext,
+    req: Request<Body>,
+) -> (String, Response<Body>) {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
     let mp = match parse_model_path(&path) {
         None => {
-            return (
-                String::new(),
-                error(
-                    &ApiError::new(Code::NotFound, format!("no such path {path}")),
-                    ctx,
-                ),
-            )
+            let e = ApiError::new(Code::NotFound, format!("no such path {path}"));
+            return (String::new(), error(&e, ctx));
         }
         Some(Err(e)) => return (String::new(), error(&e, ctx)),
         Some(Ok(mp)) => mp,
@@ -249,9 +248,11 @@ async fn route(
     let malformed = || {
         ApiError::new(
             Code::InvalidArgument,
-            format!("Malformed request: {} {path}", method),
+            format!("Malformed request: {method} {path}"),
         )
     };
+    let version = mp.version;
+    let label = mp.label.as_deref();
     let r = match (&method, &mp) {
         (&Method::GET, ModelPath { name: None, .. }) => Ok(list_models(core)),
         (
@@ -262,7 +263,7 @@ async fn route(
                 name: Some(n),
                 ..
             },
-        ) => metadata_json(core, n, mp.version, mp.label.as_deref()),
+        ) => metadata_json(core, n, version, label),
         (
             &Method::GET,
             ModelPath {
@@ -271,7 +272,7 @@ async fn route(
                 name: Some(n),
                 ..
             },
-        ) => status_json(core, n, mp.version, mp.label.as_deref()),
+        ) => status_json(core, n, version, label),
         (
             &Method::POST,
             ModelPath {
@@ -281,41 +282,44 @@ async fn route(
                 ..
             },
         ) => {
-            // The request takes its place among those in flight before its body is read, and
-            // the body's memory is reserved as it arrives.
-            let _admitted = match core.admit() {
-                Ok(a) => a,
-                Err(e) => return (model, error(&e, ctx)),
-            };
-            let (body, _held) = match read_body(core, req, ctx.max_body).await {
-                Ok(b) => b,
-                Err(resp) => return (model, resp_with(resp, ctx)),
-            };
-            match v.as_str() {
-                "predict" => predict(core, n, mp.version, mp.label.as_deref(), &body).await,
-                "classify" | "regress" => {
-                    classify_regress(
-                        core,
-                        n,
-                        mp.version,
-                        mp.label.as_deref(),
-                        &body,
-                        v == "classify",
-                    )
-                    .await
+            if !matches!(v.as_str(), "predict" | "classify" | "regress") {
+                Err(malformed())
+            } else {
+                match post_verb(core, ctx, req, n, version, label, v).await {
+                    Ok(r) => r,
+                    Err(resp) => return (model, resp),
                 }
-                _ => Err(malformed()),
             }
         }
         _ => Err(malformed()),
     };
-    (
-        model,
-        match r {
-            Ok(s) => ok_json(s, ctx),
-            Err(e) => error(&e, ctx),
-        },
-    )
+    let resp = match r {
+        Ok(s) => ok_json(s, ctx),
+        Err(e) => error(&e, ctx),
+    };
+    (model, resp)
+}
+
+/// `POST /v1/models/<name>[/versions/<v>|/labels/<l>]:<verb>`. The request takes its place
+/// among those in flight before its body is read, and the body's memory is reserved as it
+/// arrives. `Err` is a response already made (the request was not admitted or its body not read).
+async fn post_verb(
+    core: &ServingCore,
+    ctx: &RestContext,
+    req: Request<Body>,
+    name: &str,
+    version: Option<i64>,
+    label: Option<&str>,
+    verb: &str,
+) -> Result<Result<String, ApiError>, Response<Body>> {
+    let _admitted = core.admit().map_err(|e| error(&e, ctx))?;
+    let (body, _held) = read_body(core, req, ctx.max_body)
+        .await
+        .map_err(|e| resp_with(e, ctx))?;
+    Ok(match verb {
+        "predict" => predict(core, name, version, label, &body).await,
+        _ => classify_regress(core, name, version, label, &body, verb == "classify").await,
+    })
 }
 
 fn resp_with(e: (u16, String), ctx: &RestContext) -> Response<Body> {
@@ -874,8 +878,8 @@ async fn classify_regress(
     if rows.is_empty() {
         return Err(bad("'examples' is empty"));
     }
-    let out = crate::examples::run_rows(core, &target, rows).await?;
-    let (n, c, v) = crate::examples::scores(&out)?;
+    let out = crate::classify::run_rows(core, &target, rows).await?;
+    let (n, c, v) = crate::classify::scores(&out)?;
     if !classify && c != 1 {
         return Err(ApiError::new(
             Code::FailedPrecondition,
