@@ -15,6 +15,17 @@ pub enum Value {
     Msg(Vec<(String, Value)>),
 }
 
+/// Why a configuration file was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TextProtoError {
+    /// The text is not protobuf text format (with the line).
+    #[error("{0}")]
+    Syntax(String),
+    /// A field is unknown, of the wrong kind, or has a value out of range.
+    #[error("{0}")]
+    Field(String),
+}
+
 const MAX_DEPTH: usize = 32;
 const MAX_SIZE: usize = 16 * 1024 * 1024;
 
@@ -183,9 +194,11 @@ impl P<'_> {
 }
 
 /// Parses text-format protobuf into a list of fields.
-pub fn parse(text: &str) -> Result<Vec<(String, Value)>, String> {
+pub fn parse(text: &str) -> Result<Vec<(String, Value)>, TextProtoError> {
     if text.len() > MAX_SIZE {
-        return Err("text proto larger than 16 MiB".into());
+        return Err(TextProtoError::Syntax(
+            "text proto larger than 16 MiB".into(),
+        ));
     }
     P {
         b: text.as_bytes(),
@@ -193,6 +206,7 @@ pub fn parse(text: &str) -> Result<Vec<(String, Value)>, String> {
         line: 1,
     }
     .fields(0, None)
+    .map_err(TextProtoError::Syntax)
 }
 
 fn msg<'a>(v: &'a Value, field: &str) -> Result<&'a [(String, Value)], String> {
@@ -260,8 +274,12 @@ pub struct ModelConfig {
 }
 
 /// Parses a ModelServerConfig (`model_config_list { config { ... } }`).
-pub fn model_server_config(text: &str) -> Result<Vec<ModelConfig>, String> {
+pub fn model_server_config(text: &str) -> Result<Vec<ModelConfig>, TextProtoError> {
     let top = parse(text)?;
+    model_server_config_fields(top).map_err(TextProtoError::Field)
+}
+
+fn model_server_config_fields(top: Vec<(String, Value)>) -> Result<Vec<ModelConfig>, String> {
     let mut out = Vec::new();
     for (k, v) in &top {
         if k != "model_config_list" {
@@ -370,9 +388,14 @@ impl Default for BatchingParameters {
 }
 
 /// Parses a batching parameters file.
-pub fn batching_parameters(text: &str) -> Result<BatchingParameters, String> {
+pub fn batching_parameters(text: &str) -> Result<BatchingParameters, TextProtoError> {
+    let top = parse(text)?;
+    batching_parameters_fields(top).map_err(TextProtoError::Field)
+}
+
+fn batching_parameters_fields(top: Vec<(String, Value)>) -> Result<BatchingParameters, String> {
     let mut p = BatchingParameters::default();
-    for (k, v) in parse(text)? {
+    for (k, v) in top {
         let n = || wrapped_int(&v, &k);
         match k.as_str() {
             "max_batch_size" => p.max_batch_size = n()?.max(1) as usize,
@@ -404,9 +427,14 @@ pub struct SslConfig {
 }
 
 /// Parses an SSLConfig file.
-pub fn ssl_config(text: &str) -> Result<SslConfig, String> {
+pub fn ssl_config(text: &str) -> Result<SslConfig, TextProtoError> {
+    let top = parse(text)?;
+    ssl_config_fields(top).map_err(TextProtoError::Field)
+}
+
+fn ssl_config_fields(top: Vec<(String, Value)>) -> Result<SslConfig, String> {
     let mut c = SslConfig::default();
-    for (k, v) in parse(text)? {
+    for (k, v) in top {
         match k.as_str() {
             "server_key" => c.server_key = scalar(&v, &k)?,
             "server_cert" => c.server_cert = scalar(&v, &k)?,
@@ -420,9 +448,14 @@ pub fn ssl_config(text: &str) -> Result<SslConfig, String> {
 
 /// Parses a MonitoringConfig file: `prometheus_config { enable: true path: "..." }`.
 /// Returns the metrics path when enabled.
-pub fn monitoring_config(text: &str) -> Result<Option<String>, String> {
+pub fn monitoring_config(text: &str) -> Result<Option<String>, TextProtoError> {
+    let top = parse(text)?;
+    monitoring_config_fields(top).map_err(TextProtoError::Field)
+}
+
+fn monitoring_config_fields(top: Vec<(String, Value)>) -> Result<Option<String>, String> {
     let mut out = None;
-    for (k, v) in parse(text)? {
+    for (k, v) in top {
         if k != "prometheus_config" {
             return Err(format!("unknown monitoring field {k:?}"));
         }
