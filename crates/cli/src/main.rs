@@ -2,6 +2,9 @@
 //!
 //! This binary parses flags, wires the libraries together and renders errors; the work is done
 //! in the `teeserve-*` library crates.
+#![forbid(unsafe_code, unused_must_use)]
+// Flag doc comments are `--help` text, where URLs are written bare.
+#![allow(rustdoc::bare_urls)]
 
 mod cmd;
 mod util;

@@ -1,7 +1,7 @@
 //! Admission of requests before their bodies are read: a place among the requests in flight
 //! ([`ServingCore::admit`]), and memory from the in-flight budget ([`ServingCore::reserve`])
 //! for the body as it arrives and for what decoding it takes. REST does this in its handler;
-//! gRPC in [`grpc_layer`], before tonic decodes the message.
+//! gRPC in `grpc_layer`, before tonic decodes the message.
 
 use std::sync::Arc;
 
@@ -154,7 +154,7 @@ pub(crate) async fn grpc_layer(
 
 /// An upper bound of the memory that decoding a gRPC request body (one length-prefixed
 /// message) takes, besides the body itself. A PredictRequest is walked field by field
-/// ([`predict_request_bytes`]); other messages (Classify, Regress, metadata and status), whose
+/// (`predict_request_bytes`); other messages (Classify, Regress, metadata and status), whose
 /// nested lists cost at most a few dozen bytes per byte sent, are counted at 64 per byte.
 pub fn decoded_bytes(body: &[u8], predict: bool) -> usize {
     let msg = match body {
