@@ -29,8 +29,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path();
     sim::init(&dir.join("sim"), &SimOptions::default())?;
-    let ca = teeserve_kbs::tls::make_ca("load CA")?;
-    let srv = teeserve_kbs::tls::issue(&ca, "kbs", &["127.0.0.1".into()], false)?;
+    let ca = teeserve_tls::make_ca("load CA")?;
+    let srv = teeserve_tls::issue(&ca, "kbs", &["127.0.0.1".into()], false)?;
     std::fs::write(dir.join("kbs.pem"), &srv.cert_pem)?;
     std::fs::write(dir.join("kbs.key"), srv.key_pem.as_bytes())?;
     std::fs::write(dir.join("model.key"), [1u8; 32])?;

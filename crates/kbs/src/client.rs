@@ -31,9 +31,9 @@ pub fn client_config(
     identity: &RaTlsIdentity,
 ) -> Result<rustls::ClientConfig, KbsError> {
     let roots =
-        crate::tls::roots_from_pem(ca_pem).map_err(|e| KbsError::Tls(format!("CA: {e}")))?;
+        teeserve_tls::roots_from_pem(ca_pem).map_err(|e| KbsError::Tls(format!("CA: {e}")))?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key_pkcs8.to_vec()));
-    rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+    rustls::ClientConfig::builder_with_provider(teeserve_tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| KbsError::Tls(e.to_string()))?
         .with_root_certificates(roots)

@@ -281,9 +281,9 @@ impl Loaded {
                 ))
             }
         };
-        let certs = crate::tls::load_certs(&config.tls_cert)?;
-        let key = crate::tls::load_key(&config.tls_key)?;
-        let tls = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+        let certs = teeserve_tls::load_certs(&config.tls_cert).map_err(KbsError::from)?;
+        let key = teeserve_tls::load_key(&config.tls_key).map_err(KbsError::from)?;
+        let tls = rustls::ServerConfig::builder_with_provider(teeserve_tls::provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| err(e.to_string()))?
             .with_client_cert_verifier(Arc::new(

@@ -18,7 +18,6 @@ pub mod config;
 pub mod gramine;
 pub mod server;
 pub mod throttle;
-pub mod tls;
 
 /// Key broker errors.
 #[derive(Debug, thiserror::Error)]
@@ -56,4 +55,12 @@ pub enum KbsError {
     /// Evidence could not be produced.
     #[error(transparent)]
     RaTls(#[from] teeserve_ratls::RaTlsError),
+}
+
+impl From<teeserve_tls::TlsError> for KbsError {
+    fn from(e: teeserve_tls::TlsError) -> Self {
+        match e {
+            teeserve_tls::TlsError::File { path, reason } => KbsError::Config { path, reason },
+        }
+    }
 }

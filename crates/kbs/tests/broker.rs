@@ -43,10 +43,9 @@ async fn env(opts: SimOptions, extra_policy: &str) -> Env {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_owned();
     sim::init(&dir.join("sim"), &opts).unwrap();
-    let ca = teeserve_kbs::tls::make_ca("test CA").unwrap();
+    let ca = teeserve_tls::make_ca("test CA").unwrap();
     let srv =
-        teeserve_kbs::tls::issue(&ca, "kbs", &["localhost".into(), "127.0.0.1".into()], false)
-            .unwrap();
+        teeserve_tls::issue(&ca, "kbs", &["localhost".into(), "127.0.0.1".into()], false).unwrap();
     write(&dir, "ca.pem", &ca.cert_pem);
     write(&dir, "kbs.pem", &srv.cert_pem);
     write(&dir, "kbs.key", srv.key_pem.as_bytes());

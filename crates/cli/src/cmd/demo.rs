@@ -161,12 +161,12 @@ pub fn run(a: DemoArgs) -> Result<i32> {
         step("owner: generating the model key and TLS certificates, sealing the digits classifier");
     let key = teeserve_seal::key::SealKey::generate(32)?;
     crate::util::write_private_new(&dir.join("model.key"), key.bytes())?;
-    let ca = teeserve_kbs::tls::make_ca("teeserve demo owner CA").map_err(anyhow::Error::msg)?;
+    let ca = teeserve_tls::make_ca("teeserve demo owner CA").map_err(anyhow::Error::msg)?;
     let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
     std::fs::create_dir_all(dir.join("tls"))?;
     std::fs::write(dir.join("tls/ca.pem"), &ca.cert_pem)?;
     for n in ["kbs", "server"] {
-        let c = teeserve_kbs::tls::issue(&ca, n, &names, false).map_err(anyhow::Error::msg)?;
+        let c = teeserve_tls::issue(&ca, n, &names, false).map_err(anyhow::Error::msg)?;
         std::fs::write(dir.join(format!("tls/{n}.pem")), &c.cert_pem)?;
         crate::util::write_private_new(&dir.join(format!("tls/{n}.key")), c.key_pem.as_bytes())?;
     }
