@@ -30,15 +30,12 @@ pub fn client_config(
     ca_pem: &[u8],
     identity: &RaTlsIdentity,
 ) -> Result<rustls::ClientConfig, KbsError> {
-    let roots =
-        teeserve_tls::roots_from_pem(ca_pem).map_err(|e| KbsError::Tls(format!("CA: {e}")))?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key_pkcs8.to_vec()));
-    rustls::ClientConfig::builder_with_provider(teeserve_tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| KbsError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(vec![CertificateDer::from(identity.cert_der.clone())], key)
-        .map_err(|e| KbsError::Tls(e.to_string()))
+    Ok(teeserve_tls::client_config(
+        ca_pem,
+        vec![CertificateDer::from(identity.cert_der.clone())],
+        key,
+    )?)
 }
 
 /// Splits `host:port` and picks the TLS server name (`server_name` overrides the host).
@@ -46,15 +43,7 @@ pub fn server_name(
     addr: &str,
     override_name: Option<&str>,
 ) -> Result<ServerName<'static>, KbsError> {
-    let host = match override_name {
-        Some(n) => n.to_owned(),
-        None => {
-            let h = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
-            h.trim_start_matches('[').trim_end_matches(']').to_owned()
-        }
-    };
-    ServerName::try_from(host.clone())
-        .map_err(|_| KbsError::Tls(format!("{host:?} is not a valid server name")))
+    Ok(teeserve_tls::server_name(addr, override_name)?)
 }
 
 impl KbsClient {

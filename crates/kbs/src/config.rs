@@ -283,14 +283,15 @@ impl Loaded {
         };
         let certs = teeserve_tls::load_certs(&config.tls_cert).map_err(KbsError::from)?;
         let key = teeserve_tls::load_key(&config.tls_key).map_err(KbsError::from)?;
-        let tls = rustls::ServerConfig::builder_with_provider(teeserve_tls::provider())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| err(e.to_string()))?
-            .with_client_cert_verifier(Arc::new(
-                teeserve_ratls::verifier::AttestedClientVerifier::deferred(),
-            ))
-            .with_single_cert(certs, key)
-            .map_err(|e| err(format!("tls_cert/tls_key: {e}")))?;
+        let tls = teeserve_tls::server_config(
+            certs,
+            key,
+            Arc::new(teeserve_ratls::verifier::AttestedClientVerifier::deferred()),
+        )
+        .map_err(|e| match e {
+            teeserve_tls::TlsError::CertKey(e) => err(format!("tls_cert/tls_key: {e}")),
+            e => err(e.to_string()),
+        })?;
         Ok(Self {
             config,
             secrets,

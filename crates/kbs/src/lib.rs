@@ -61,6 +61,7 @@ impl From<teeserve_tls::TlsError> for KbsError {
     fn from(e: teeserve_tls::TlsError) -> Self {
         match e {
             teeserve_tls::TlsError::File { path, reason } => KbsError::Config { path, reason },
+            e => KbsError::Tls(e.to_string()),
         }
     }
 }

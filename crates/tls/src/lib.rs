@@ -1,7 +1,7 @@
 //! Ordinary TLS for teeserve: loading PEM certificates and keys, a small CA that issues server
-//! and client certificates (`teeserve tls init`), and the one rustls crypto provider every
-//! teeserve connection uses. The key broker and the server both build on it, so the server
-//! needs nothing from the broker's crate.
+//! and client certificates (`teeserve tls init`), and the rustls configurations (one crypto
+//! provider, the protocol versions) that teeserve's endpoints use. The key broker and the
+//! server both build on it, so the server needs nothing from the broker's crate.
 //!
 //! ```
 //! let ca = teeserve_tls::make_ca("owner CA").unwrap();
@@ -19,18 +19,13 @@
 #![forbid(unsafe_code, unused_must_use)]
 #![deny(missing_docs, unreachable_pub)]
 
-use std::sync::Arc;
-
 mod ca;
+mod config;
 mod pem;
 
 pub use ca::{issue, make_ca, IssuedCert};
+pub use config::{client_config, provider, server_config, server_name};
 pub use pem::{certs_from_pem, key_from_pem, load_certs, load_key, roots_from_pem};
-
-/// The ring crypto provider, used everywhere in teeserve.
-pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
 
 /// Why TLS material could not be loaded or a configuration made.
 #[derive(Debug, thiserror::Error)]
@@ -43,4 +38,16 @@ pub enum TlsError {
         /// What was wrong.
         reason: String,
     },
+    /// The CA certificates to trust are not usable.
+    #[error("CA: {0}")]
+    Ca(String),
+    /// rustls refused the configuration.
+    #[error("{0}")]
+    Config(rustls::Error),
+    /// The certificate chain and the private key do not make a usable pair.
+    #[error("certificate and key: {0}")]
+    CertKey(rustls::Error),
+    /// The name is not a DNS name or IP address a certificate can be checked against.
+    #[error("{0:?} is not a valid server name")]
+    ServerName(String),
 }
