@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use teeserve_attest::platform::{Platform, PlatformError};
 use teeserve_attest::sim::{self, SimOptions, SimPlatform};
-use teeserve_kbs::client::KbsClient;
 use teeserve_ratls::{EvidenceFormat, KeyType, RaTlsIdentity};
+use teeserve_tls::broker::KbsClient;
 
 #[derive(Debug)]
 struct Sim(SimPlatform);

@@ -13,7 +13,6 @@
 #![deny(missing_docs, unreachable_pub)]
 
 pub mod audit;
-pub mod client;
 pub mod config;
 pub mod gramine;
 pub mod server;
@@ -38,23 +37,9 @@ pub enum KbsError {
         /// The error.
         source: std::io::Error,
     },
-    /// TLS setup or handshake failed.
+    /// The TLS configuration could not be made.
     #[error("TLS: {0}")]
     Tls(String),
-    /// The broker refused a request.
-    #[error("the key broker refused secret {secret:?}: {reason}")]
-    Refused {
-        /// The secret asked for.
-        secret: String,
-        /// The broker's reason (rule and detail).
-        reason: String,
-    },
-    /// A protocol error talking to the broker.
-    #[error("key broker protocol: {0}")]
-    Protocol(String),
-    /// Evidence could not be produced.
-    #[error(transparent)]
-    RaTls(#[from] teeserve_ratls::RaTlsError),
 }
 
 impl From<teeserve_tls::TlsError> for KbsError {

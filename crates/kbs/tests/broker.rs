@@ -8,10 +8,9 @@ use std::time::Duration;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use teeserve_attest::platform::{Platform, PlatformError};
 use teeserve_attest::sim::{self, SimOptions, SimPlatform};
-use teeserve_kbs::client::KbsClient;
 use teeserve_kbs::server::Kbs;
-use teeserve_kbs::KbsError;
 use teeserve_ratls::{EvidenceFormat, KeyType, RaTlsIdentity};
+use teeserve_tls::broker::{BrokerError, KbsClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MRENCLAVE: [u8; 32] = [0x11; 32];
@@ -117,9 +116,9 @@ impl Env {
     }
 }
 
-fn refused_rule(e: KbsError) -> String {
+fn refused_rule(e: BrokerError) -> String {
     match e {
-        KbsError::Refused { reason, .. } => reason,
+        BrokerError::Refused { reason, .. } => reason,
         other => panic!("expected a refusal, got {other}"),
     }
 }

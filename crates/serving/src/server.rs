@@ -221,7 +221,7 @@ async fn provision(k: &KbsOptions, platform: &dyn Platform) -> Result<Provisione
     let deadline = tokio::time::Instant::now() + k.retry_for;
     let mut wait = Duration::from_millis(200);
     let mut client = loop {
-        match teeserve_kbs::client::KbsClient::connect(
+        match teeserve_tls::broker::KbsClient::connect(
             &k.addr,
             &ca,
             k.server_name.as_deref(),
@@ -230,7 +230,7 @@ async fn provision(k: &KbsOptions, platform: &dyn Platform) -> Result<Provisione
         .await
         {
             Ok(c) => break c,
-            Err(e @ teeserve_kbs::KbsError::Io { .. }) => {
+            Err(e @ teeserve_tls::broker::BrokerError::Io { .. }) => {
                 if tokio::time::Instant::now() + wait > deadline {
                     return Err(ServeError::Kbs(format!(
                         "{e}; gave up after {:?}",

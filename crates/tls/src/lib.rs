@@ -1,7 +1,8 @@
 //! Ordinary TLS for teeserve: loading PEM certificates and keys, a small CA that issues server
 //! and client certificates (`teeserve tls init`), and the rustls configurations (one crypto
-//! provider, the protocol versions) that teeserve's endpoints use. The key broker and the
-//! server both build on it, so the server needs nothing from the broker's crate.
+//! provider, the protocol versions) that teeserve's endpoints use; and, in [`broker`], the TEE
+//! side of the key broker's protocol. The key broker and the server both build on it, so the
+//! server needs nothing from the broker's crate.
 //!
 //! ```
 //! let ca = teeserve_tls::make_ca("owner CA").unwrap();
@@ -19,6 +20,7 @@
 #![forbid(unsafe_code, unused_must_use)]
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod broker;
 mod ca;
 mod config;
 mod pem;
