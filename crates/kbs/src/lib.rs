@@ -13,6 +13,7 @@
 #![deny(missing_docs, unreachable_pub)]
 
 pub mod audit;
+pub mod broker;
 pub mod config;
 pub mod gramine;
 pub mod server;

@@ -621,7 +621,7 @@ async fn a_flood_of_refusals_is_aggregated_and_does_not_stop_grants() {
     );
     assert!(audit.iter().any(|l| l["decision"] == "granted"));
     // ... and written as one summary line with the counts.
-    e.kbs.state().flush_refusals().unwrap();
+    e.kbs.broker().flush_refusals().unwrap();
     let audit = e.audit();
     assert_eq!(audit.len(), 3, "{audit:?}");
     let summary = audit.last().unwrap();
