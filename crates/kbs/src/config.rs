@@ -8,7 +8,7 @@ use serde::Deserialize;
 use teeserve_attest::collateral::pccs::PccsClient;
 use teeserve_attest::collateral::source::CollateralSource;
 use teeserve_attest::{Collateral, Policy, TrustAnchor, Verifier};
-use teeserve_ratls::verifier::Appraiser;
+use teeserve_ratls::Appraiser;
 use zeroize::Zeroizing;
 
 use crate::KbsError;
@@ -328,7 +328,7 @@ fn native_api_tls(
     teeserve_tls::server_config(
         certs,
         key,
-        Arc::new(teeserve_ratls::verifier::AttestedClientVerifier::deferred()),
+        Arc::new(teeserve_ratls::AttestedClientVerifier::deferred()),
     )
     .map_err(|e| KbsError::Config {
         path: config_path.display().to_string(),

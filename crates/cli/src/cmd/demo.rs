@@ -14,7 +14,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use teeserve_attest::collateral::source::CollateralSource;
 use teeserve_attest::{Collateral, Policy, TrustAnchor, Verifier};
-use teeserve_ratls::verifier::Appraiser;
+use teeserve_ratls::Appraiser;
 use teeserve_serving::predict::{
     attested_client_config, check_attestation, fetch_attestation, fresh_nonce, Connection, Target,
 };

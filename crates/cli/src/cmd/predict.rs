@@ -9,7 +9,7 @@ use clap::Args;
 use serde_json::{json, Value};
 use teeserve_attest::collateral::source::CollateralSource;
 use teeserve_attest::{Collateral, Verifier};
-use teeserve_ratls::verifier::Appraiser;
+use teeserve_ratls::Appraiser;
 use teeserve_serving::predict::{
     answered_by, attested_client_config, check_attestation, fetch_attestation, fresh_nonce,
     top_classes, Connection, Target,
