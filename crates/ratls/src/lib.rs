@@ -23,11 +23,13 @@
 #![forbid(unsafe_code, unused_must_use)]
 #![deny(missing_docs, unreachable_pub)]
 
+mod binding;
 mod cbor;
 mod cert;
 pub mod document;
 mod verifier;
 
+pub use binding::{key_report_data, report_data_over};
 pub use document::{AttestationDoc, DocumentError, KeyOrigin, ModelDigest};
 pub use verifier::{
     spki_of, Appraiser, AttestedClientVerifier, AttestedServerVerifier, PinnedKeyVerifier,
