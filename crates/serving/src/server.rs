@@ -11,7 +11,7 @@ use hyper_util::server::conn::auto;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use teeserve_attest::platform::Platform;
 use teeserve_ratls::{EvidenceFormat, KeyOrigin, KeyType, RaTlsIdentity};
-use teeserve_seal::key::SealKey;
+use teeserve_seal::SealKey;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use zeroize::Zeroizing;

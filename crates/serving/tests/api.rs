@@ -623,7 +623,7 @@ async fn sealed_models_load_with_the_key_only() {
     let b = dir.path().join("digits");
     std::fs::create_dir_all(b.join("1")).unwrap();
     std::fs::create_dir_all(b.join("2")).unwrap();
-    let key = teeserve_seal::key::SealKey::generate(32).unwrap();
+    let key = teeserve_seal::SealKey::generate(32).unwrap();
     std::fs::write(dir.path().join("model.key"), key.bytes()).unwrap();
     let m = model_bytes();
     let seal = |name: &str| {

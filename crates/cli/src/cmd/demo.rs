@@ -159,7 +159,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
     // Owner: keys, TLS, sealed model, policy, key broker.
     let pb =
         step("owner: generating the model key and TLS certificates, sealing the digits classifier");
-    let key = teeserve_seal::key::SealKey::generate(32)?;
+    let key = teeserve_seal::SealKey::generate(32)?;
     crate::util::write_private_new(&dir.join("model.key"), key.bytes())?;
     let ca = teeserve_tls::make_ca("teeserve demo owner CA").map_err(anyhow::Error::msg)?;
     let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
