@@ -41,7 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "listen = \"127.0.0.1:0\"\ntls_cert = \"kbs.pem\"\ntls_key = \"kbs.key\"\naudit_log = \"audit.jsonl\"\n[collateral]\nbundle = \"sim/collateral.json\"\nroot = \"sim/root.pem\"\n[secrets.model-key]\nfile = \"model.key\"\n[[policies]]\nname = \"p\"\nmrenclave = [\"{mr}\"]\nallow_simulated = true\nsecrets = [\"model-key\"]\n"
         ),
     )?;
-    let kbs = teeserve_kbs::server::Kbs::start(&dir.join("kbs.toml")).await?;
+    let kbs = teeserve_kbs::Kbs::start(&dir.join("kbs.toml")).await?;
     let addr = kbs.native_addr().to_string();
     let platform = Sim(SimPlatform::open(&dir.join("sim"), [0x11; 32])?);
     let ca_pem = Arc::new(ca.cert_pem.into_bytes());

@@ -19,14 +19,14 @@ use crate::KbsError;
 
 /// Why a peer was refused: the rule and the detail.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     /// The policy that decided, when one did.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub policy: Option<String>,
+    pub(crate) policy: Option<String>,
     /// The rule that failed.
-    pub rule: String,
+    pub(crate) rule: String,
     /// What failed it.
-    pub detail: String,
+    pub(crate) detail: String,
 }
 
 /// The key broker: the configuration in force (policies, secrets, the appraiser), the audit
@@ -49,7 +49,7 @@ fn open_audit(loaded: &Loaded) -> Result<AuditLog, KbsError> {
 
 impl KeyBroker {
     /// Loads the configuration at `config_path` and opens its audit log.
-    pub fn load(config_path: &Path) -> Result<Self, KbsError> {
+    pub(crate) fn load(config_path: &Path) -> Result<Self, KbsError> {
         let loaded = Loaded::load(config_path)?;
         let audit = open_audit(&loaded)?;
         Ok(Self {
@@ -61,7 +61,7 @@ impl KeyBroker {
     }
 
     /// The current configuration.
-    pub fn current(&self) -> Arc<Loaded> {
+    pub(crate) fn current(&self) -> Arc<Loaded> {
         self.loaded
             .read()
             .map(|g| g.clone())
@@ -116,7 +116,7 @@ impl KeyBroker {
 }
 
 /// Maps a verification failure to the rule it breaks.
-pub fn refusal_of(e: &RaTlsError) -> Refusal {
+pub(crate) fn refusal_of(e: &RaTlsError) -> Refusal {
     let rule = match e {
         RaTlsError::Certificate(_) => "ratls_certificate",
         RaTlsError::Binding(_) => "ratls_binding",
@@ -146,7 +146,7 @@ pub fn refusal_of(e: &RaTlsError) -> Refusal {
 
 /// Decides whether a peer with this verdict gets `secret`, using the policies that name it
 /// (`gramine` selects the policies' `gramine_secret` instead).
-pub fn decide<'a>(
+pub(crate) fn decide<'a>(
     loaded: &'a Loaded,
     verdict: &Verdict,
     secret: Option<&str>,
@@ -201,7 +201,7 @@ const MEASUREMENT_RULES: &[&str] = &[
 impl Refusal {
     /// What the refused peer is told: the rule and policy, and the detail unless it would echo
     /// the policy's measurements.
-    pub fn for_peer(&self) -> serde_json::Value {
+    pub(crate) fn for_peer(&self) -> serde_json::Value {
         let detail = if MEASUREMENT_RULES.contains(&self.rule.as_str()) {
             format!(
                 "the evidence does not match the policy's {} (the broker's audit log has the values)",
@@ -221,7 +221,7 @@ impl Refusal {
 
 /// How the native API answers a request for a secret.
 #[derive(Debug)]
-pub enum Decision<'a> {
+pub(crate) enum Decision<'a> {
     /// Release the secret.
     Granted {
         /// The policy that admitted the peer.
@@ -238,7 +238,7 @@ pub enum Decision<'a> {
 /// Decides a native-API request for `name`. A peer that no policy admits gets the same refusal
 /// whatever name it asks for, so it cannot learn which secrets exist; a peer that some policy
 /// admits (the owner's own TEE) is told which rule refused this name, or that it is unknown.
-pub fn decide_native<'a>(
+pub(crate) fn decide_native<'a>(
     loaded: &'a Loaded,
     verdict: &Result<Verdict, Refusal>,
     name: &str,

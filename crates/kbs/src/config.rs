@@ -16,86 +16,86 @@ use crate::KbsError;
 /// The configuration file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct KbsConfig {
+pub(crate) struct KbsConfig {
     /// Address of the native API (HTTPS).
-    pub listen: String,
+    pub(crate) listen: String,
     /// Address of the Gramine secret-provisioning port (optional).
     #[serde(default)]
-    pub gramine_listen: Option<String>,
+    pub(crate) gramine_listen: Option<String>,
     /// The broker's ordinary TLS certificate chain (PEM).
-    pub tls_cert: PathBuf,
+    pub(crate) tls_cert: PathBuf,
     /// Its private key (PEM).
-    pub tls_key: PathBuf,
+    pub(crate) tls_key: PathBuf,
     /// The audit log (JSON lines); absent = decisions only go to the log output.
     #[serde(default)]
-    pub audit_log: Option<PathBuf>,
+    pub(crate) audit_log: Option<PathBuf>,
     /// Where collateral comes from.
     #[serde(default)]
-    pub collateral: CollateralConfig,
+    pub(crate) collateral: CollateralConfig,
     /// Named secrets.
     #[serde(default)]
-    pub secrets: BTreeMap<String, SecretConfig>,
+    pub(crate) secrets: BTreeMap<String, SecretConfig>,
     /// Appraisal policies, each naming the secrets it may receive.
     #[serde(default)]
-    pub policies: Vec<Policy>,
+    pub(crate) policies: Vec<Policy>,
     /// Resource limits.
     #[serde(default)]
-    pub limits: Limits,
+    pub(crate) limits: Limits,
 }
 
 /// `[collateral]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CollateralConfig {
+pub(crate) struct CollateralConfig {
     /// A collateral bundle (JSON, dcap-qvl layout).
     #[serde(default)]
-    pub bundle: Option<PathBuf>,
+    pub(crate) bundle: Option<PathBuf>,
     /// A PCCS or Intel PCS v4 base URL.
     #[serde(default)]
-    pub pccs_url: Option<String>,
+    pub(crate) pccs_url: Option<String>,
     /// Read `pccs_url` from an sgx_default_qcnl.conf.
     #[serde(default)]
-    pub qcnl_conf: Option<PathBuf>,
+    pub(crate) qcnl_conf: Option<PathBuf>,
     /// The CA of the PCCS's TLS certificate.
     #[serde(default)]
-    pub pccs_ca: Option<PathBuf>,
+    pub(crate) pccs_ca: Option<PathBuf>,
     /// The root to trust instead of the Intel SGX Root CA (e.g. a simulated platform's root.pem).
     #[serde(default)]
-    pub root: Option<PathBuf>,
+    pub(crate) root: Option<PathBuf>,
 }
 
 /// `[secrets.NAME]`: exactly one of `file` or `env`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SecretConfig {
+pub(crate) struct SecretConfig {
     /// Read the secret from this file (raw bytes).
     #[serde(default)]
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     /// Read the secret from this environment variable (its bytes).
     #[serde(default)]
-    pub env: Option<String>,
+    pub(crate) env: Option<String>,
 }
 
 /// `[limits]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Concurrent connections.
     #[serde(default = "d_conns")]
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Seconds a client may take to finish the TLS handshake.
     #[serde(default = "d_timeout")]
-    pub handshake_timeout_secs: u64,
+    pub(crate) handshake_timeout_secs: u64,
     /// Seconds a client may take to send a request.
     #[serde(default = "d_timeout")]
-    pub request_timeout_secs: u64,
+    pub(crate) request_timeout_secs: u64,
     /// Refused requests answered per second per peer address (and the burst allowed after a
     /// quiet second); beyond it a peer is answered 429 and its refusals are only counted.
     #[serde(default = "d_refusals")]
-    pub refusals_per_sec: u32,
+    pub(crate) refusals_per_sec: u32,
     /// Seconds between summary lines of repeated refusals in the audit log.
     #[serde(default = "d_summary")]
-    pub audit_summary_secs: u64,
+    pub(crate) audit_summary_secs: u64,
 }
 
 fn d_conns() -> usize {
@@ -128,7 +128,7 @@ impl Default for Limits {
 
 /// A secret's bytes; zeroized on drop and never printed.
 #[derive(Clone)]
-pub struct Secret(pub Arc<Zeroizing<Vec<u8>>>);
+pub(crate) struct Secret(pub Arc<Zeroizing<Vec<u8>>>);
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -138,15 +138,15 @@ impl std::fmt::Debug for Secret {
 
 /// A loaded, checked configuration.
 #[derive(Debug)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// The configuration as written (paths resolved).
-    pub config: KbsConfig,
+    pub(crate) config: KbsConfig,
     /// Secrets by name.
-    pub secrets: BTreeMap<String, Secret>,
+    pub(crate) secrets: BTreeMap<String, Secret>,
     /// The appraiser (trust anchor + collateral).
-    pub appraiser: Arc<Appraiser>,
+    pub(crate) appraiser: Arc<Appraiser>,
     /// The TLS server configuration of the native API.
-    pub tls: Arc<rustls::ServerConfig>,
+    pub(crate) tls: Arc<rustls::ServerConfig>,
 }
 
 fn resolve(base: &Path, p: &mut PathBuf) {
@@ -157,7 +157,7 @@ fn resolve(base: &Path, p: &mut PathBuf) {
 
 impl Loaded {
     /// Reads, resolves and checks a configuration file.
-    pub fn load(path: &Path) -> Result<Self, KbsError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, KbsError> {
         let err = |reason: String| KbsError::Config {
             path: path.display().to_string(),
             reason,

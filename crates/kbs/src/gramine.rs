@@ -13,9 +13,9 @@ use crate::audit::AuditRecord;
 use crate::broker::{decide, Conn, KeyBroker};
 
 /// `SECRET_PROVISION_RA_TLS_REQUEST_V1` with its terminating NUL.
-pub const REQUEST: &[u8; 35] = b"SECRET_PROVISION_RA_TLS_REQUEST_V1\0";
+pub(crate) const REQUEST: &[u8; 35] = b"SECRET_PROVISION_RA_TLS_REQUEST_V1\0";
 /// `SECRET_PROVISION_RA_TLS_RESPONSE_V1:` with its terminating NUL.
-pub const RESPONSE: &[u8; 37] = b"SECRET_PROVISION_RA_TLS_RESPONSE_V1:\0";
+pub(crate) const RESPONSE: &[u8; 37] = b"SECRET_PROVISION_RA_TLS_RESPONSE_V1:\0";
 
 pub(crate) async fn serve<S>(
     mut tls: S,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use teeserve_attest::platform::{Platform, PlatformError};
 use teeserve_attest::sim::{self, SimOptions, SimPlatform};
-use teeserve_kbs::server::Kbs;
+use teeserve_kbs::Kbs;
 use teeserve_ratls::{EvidenceFormat, KeyType, RaTlsIdentity};
 use teeserve_tls::broker::{BrokerError, KbsClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use teeserve_kbs::server::Kbs;
+use teeserve_kbs::Kbs;
 use teeserve_ratls::{EvidenceFormat, KeyType, RaTlsIdentity};
 
 use super::attest::{open_platform, PlatformKind, PlatformPaths};
