@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 mod differential;
 
 fuzz_target!(|data: &[u8]| {
-    let key = teeserve_seal::key::SealKey::from_bytes(&[9u8; 16]).unwrap();
+    let key = teeserve_seal::SealKey::from_bytes(&[9u8; 16]).unwrap();
     differential::check(
         data,
         |out| teeserve_seal::gramine::decrypt_file(&key, data, out, Some("a/b")),

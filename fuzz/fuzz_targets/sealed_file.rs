@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 mod differential;
 
 fuzz_target!(|data: &[u8]| {
-    let key = teeserve_seal::key::SealKey::from_bytes(&[7u8; 32]).unwrap();
+    let key = teeserve_seal::SealKey::from_bytes(&[7u8; 32]).unwrap();
     differential::check(
         data,
         |out| teeserve_seal::stream::unseal(&key, data, out, None),

@@ -146,12 +146,11 @@ struct Replayer {
 
 fn replayer(d: &Path, doc: String, metadata: String) -> Replayer {
     let certs =
-        teeserve_kbs::tls::certs_from_pem(&std::fs::read(d.join("tls/server.pem")).unwrap())
-            .unwrap();
+        teeserve_tls::certs_from_pem(&std::fs::read(d.join("tls/server.pem")).unwrap()).unwrap();
     let key =
-        teeserve_kbs::tls::key_from_pem(&std::fs::read(d.join("tls/server.key")).unwrap()).unwrap();
+        teeserve_tls::key_from_pem(&std::fs::read(d.join("tls/server.key")).unwrap()).unwrap();
     let cfg = Arc::new(
-        rustls::ServerConfig::builder_with_provider(teeserve_kbs::tls::provider())
+        rustls::ServerConfig::builder_with_provider(teeserve_tls::provider())
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()

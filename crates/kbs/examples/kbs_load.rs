@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use teeserve_attest::platform::{Platform, PlatformError};
 use teeserve_attest::sim::{self, SimOptions, SimPlatform};
-use teeserve_kbs::client::KbsClient;
 use teeserve_ratls::{EvidenceFormat, KeyType, RaTlsIdentity};
+use teeserve_tls::broker::KbsClient;
 
 #[derive(Debug)]
 struct Sim(SimPlatform);
@@ -29,8 +29,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path();
     sim::init(&dir.join("sim"), &SimOptions::default())?;
-    let ca = teeserve_kbs::tls::make_ca("load CA")?;
-    let srv = teeserve_kbs::tls::issue(&ca, "kbs", &["127.0.0.1".into()], false)?;
+    let ca = teeserve_tls::make_ca("load CA")?;
+    let srv = teeserve_tls::issue(&ca, "kbs", &["127.0.0.1".into()], false)?;
     std::fs::write(dir.join("kbs.pem"), &srv.cert_pem)?;
     std::fs::write(dir.join("kbs.key"), srv.key_pem.as_bytes())?;
     std::fs::write(dir.join("model.key"), [1u8; 32])?;
@@ -41,7 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "listen = \"127.0.0.1:0\"\ntls_cert = \"kbs.pem\"\ntls_key = \"kbs.key\"\naudit_log = \"audit.jsonl\"\n[collateral]\nbundle = \"sim/collateral.json\"\nroot = \"sim/root.pem\"\n[secrets.model-key]\nfile = \"model.key\"\n[[policies]]\nname = \"p\"\nmrenclave = [\"{mr}\"]\nallow_simulated = true\nsecrets = [\"model-key\"]\n"
         ),
     )?;
-    let kbs = teeserve_kbs::server::Kbs::start(&dir.join("kbs.toml")).await?;
+    let kbs = teeserve_kbs::Kbs::start(&dir.join("kbs.toml")).await?;
     let addr = kbs.native_addr().to_string();
     let platform = Sim(SimPlatform::open(&dir.join("sim"), [0x11; 32])?);
     let ca_pem = Arc::new(ca.cert_pem.into_bytes());

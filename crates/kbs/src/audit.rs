@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -20,52 +20,52 @@ use teeserve_attest::Verdict;
 
 /// One decision.
 #[derive(Debug, Clone, Serialize)]
-pub struct AuditRecord {
+pub(crate) struct AuditRecord {
     /// RFC 3339 time.
-    pub time: String,
+    pub(crate) time: String,
     /// The peer's address.
-    pub peer: String,
+    pub(crate) peer: String,
     /// `native` or `gramine`.
-    pub port: &'static str,
+    pub(crate) port: &'static str,
     /// `sgx` or `tdx`, when evidence verified.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tee: Option<String>,
+    pub(crate) tee: Option<String>,
     /// Measurements that identify the peer (MRENCLAVE/MRSIGNER or MRTD).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub measurements: Option<serde_json::Value>,
+    pub(crate) measurements: Option<serde_json::Value>,
     /// The TCB status.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tcb_status: Option<String>,
+    pub(crate) tcb_status: Option<String>,
     /// The policy that decided (when one did).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub policy: Option<String>,
+    pub(crate) policy: Option<String>,
     /// The secret asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
+    pub(crate) secret: Option<String>,
     /// `granted` or `refused`.
-    pub decision: &'static str,
+    pub(crate) decision: &'static str,
     /// The rule that refused.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
+    pub(crate) rule: Option<String>,
     /// Why it refused.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
+    pub(crate) detail: Option<String>,
     /// On a summary line: how many refusals like this one were counted, not written, since
     /// the previous line for them.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub repeated: Option<u64>,
+    pub(crate) repeated: Option<u64>,
     /// On a summary line: how many of `repeated` were answered "too many requests".
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub throttled: Option<u64>,
+    pub(crate) throttled: Option<u64>,
     /// On an overflow line: refusals that could not be told apart from others (too many kinds
     /// in one interval) and were only counted.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub dropped: Option<u64>,
+    pub(crate) dropped: Option<u64>,
 }
 
 impl AuditRecord {
     /// A record for `peer` with what the verdict says.
-    pub fn new(peer: &str, port: &'static str, verdict: Option<&Verdict>) -> Self {
+    pub(crate) fn new(peer: &str, port: &'static str, verdict: Option<&Verdict>) -> Self {
         let measurements = verdict.map(|v| match (&v.sgx, &v.tdx) {
             (Some(s), _) => serde_json::json!({"mrenclave": s.mrenclave, "mrsigner": s.mrsigner, "isv_prod_id": s.isv_prod_id, "isv_svn": s.isv_svn}),
             (_, Some(t)) => serde_json::json!({"mrtd": t.mrtd, "rtmr": t.rtmr}),
@@ -123,15 +123,14 @@ struct Refusals {
 
 /// An append-only audit log (or none).
 #[derive(Debug)]
-pub struct AuditLog {
-    path: Option<PathBuf>,
+pub(crate) struct AuditLog {
     file: Mutex<Option<std::fs::File>>,
     refusals: Mutex<Refusals>,
 }
 
 impl AuditLog {
     /// Opens (creating) the log for appending.
-    pub fn open(path: Option<&Path>) -> std::io::Result<Self> {
+    pub(crate) fn open(path: Option<&Path>) -> std::io::Result<Self> {
         let file = match path {
             Some(p) => {
                 let mut o = std::fs::OpenOptions::new();
@@ -146,7 +145,6 @@ impl AuditLog {
             None => None,
         };
         Ok(Self {
-            path: path.map(Path::to_owned),
             file: Mutex::new(file),
             refusals: Mutex::new(Refusals::default()),
         })
@@ -154,7 +152,7 @@ impl AuditLog {
 
     /// Appends a record and syncs it to disk. An error means the decision must not take effect.
     /// This is the path of grants.
-    pub fn record(&self, r: &AuditRecord) -> std::io::Result<()> {
+    pub(crate) fn record(&self, r: &AuditRecord) -> std::io::Result<()> {
         let line = serde_json::to_string(r).map_err(std::io::Error::other)? + "\n";
         tracing::info!(target: "teeserve_kbs::audit", "{}", line.trim_end());
         self.append(line.as_bytes(), true)
@@ -178,7 +176,12 @@ impl AuditLog {
     /// Records a refusal of a peer at `peer`: written at once when it is the first of its kind
     /// in this summary interval and not `throttled`, otherwise counted for the summary line
     /// ([`AuditLog::flush_refusals`]). Not synced to disk on its own.
-    pub fn refusal(&self, peer: IpAddr, r: AuditRecord, throttled: bool) -> std::io::Result<()> {
+    pub(crate) fn refusal(
+        &self,
+        peer: IpAddr,
+        r: AuditRecord,
+        throttled: bool,
+    ) -> std::io::Result<()> {
         let kind = Kind {
             peer,
             port: r.port,
@@ -234,7 +237,7 @@ impl AuditLog {
 
     /// Writes one summary line for each kind of refusal counted since the last call (and one
     /// for refusals beyond the kinds tracked), and starts a new interval.
-    pub fn flush_refusals(&self) -> std::io::Result<()> {
+    pub(crate) fn flush_refusals(&self) -> std::io::Result<()> {
         let taken = match self.refusals.lock() {
             Ok(mut agg) => std::mem::take(&mut *agg),
             Err(_) => return Err(std::io::Error::other("audit log lock poisoned")),
@@ -272,11 +275,6 @@ impl AuditLog {
             tracing::info!(target: "teeserve_kbs::audit", "{line}");
         }
         self.append(out.as_bytes(), false)
-    }
-
-    /// The log's path.
-    pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
     }
 }
 

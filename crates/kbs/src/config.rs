@@ -8,7 +8,7 @@ use serde::Deserialize;
 use teeserve_attest::collateral::pccs::PccsClient;
 use teeserve_attest::collateral::source::CollateralSource;
 use teeserve_attest::{Collateral, Policy, TrustAnchor, Verifier};
-use teeserve_ratls::verifier::Appraiser;
+use teeserve_ratls::Appraiser;
 use zeroize::Zeroizing;
 
 use crate::KbsError;
@@ -16,86 +16,86 @@ use crate::KbsError;
 /// The configuration file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct KbsConfig {
+pub(crate) struct KbsConfig {
     /// Address of the native API (HTTPS).
-    pub listen: String,
+    pub(crate) listen: String,
     /// Address of the Gramine secret-provisioning port (optional).
     #[serde(default)]
-    pub gramine_listen: Option<String>,
+    pub(crate) gramine_listen: Option<String>,
     /// The broker's ordinary TLS certificate chain (PEM).
-    pub tls_cert: PathBuf,
+    pub(crate) tls_cert: PathBuf,
     /// Its private key (PEM).
-    pub tls_key: PathBuf,
+    pub(crate) tls_key: PathBuf,
     /// The audit log (JSON lines); absent = decisions only go to the log output.
     #[serde(default)]
-    pub audit_log: Option<PathBuf>,
+    pub(crate) audit_log: Option<PathBuf>,
     /// Where collateral comes from.
     #[serde(default)]
-    pub collateral: CollateralConfig,
+    pub(crate) collateral: CollateralConfig,
     /// Named secrets.
     #[serde(default)]
-    pub secrets: BTreeMap<String, SecretConfig>,
+    pub(crate) secrets: BTreeMap<String, SecretConfig>,
     /// Appraisal policies, each naming the secrets it may receive.
     #[serde(default)]
-    pub policies: Vec<Policy>,
+    pub(crate) policies: Vec<Policy>,
     /// Resource limits.
     #[serde(default)]
-    pub limits: Limits,
+    pub(crate) limits: Limits,
 }
 
 /// `[collateral]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CollateralConfig {
+pub(crate) struct CollateralConfig {
     /// A collateral bundle (JSON, dcap-qvl layout).
     #[serde(default)]
-    pub bundle: Option<PathBuf>,
+    pub(crate) bundle: Option<PathBuf>,
     /// A PCCS or Intel PCS v4 base URL.
     #[serde(default)]
-    pub pccs_url: Option<String>,
+    pub(crate) pccs_url: Option<String>,
     /// Read `pccs_url` from an sgx_default_qcnl.conf.
     #[serde(default)]
-    pub qcnl_conf: Option<PathBuf>,
+    pub(crate) qcnl_conf: Option<PathBuf>,
     /// The CA of the PCCS's TLS certificate.
     #[serde(default)]
-    pub pccs_ca: Option<PathBuf>,
+    pub(crate) pccs_ca: Option<PathBuf>,
     /// The root to trust instead of the Intel SGX Root CA (e.g. a simulated platform's root.pem).
     #[serde(default)]
-    pub root: Option<PathBuf>,
+    pub(crate) root: Option<PathBuf>,
 }
 
 /// `[secrets.NAME]`: exactly one of `file` or `env`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SecretConfig {
+pub(crate) struct SecretConfig {
     /// Read the secret from this file (raw bytes).
     #[serde(default)]
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     /// Read the secret from this environment variable (its bytes).
     #[serde(default)]
-    pub env: Option<String>,
+    pub(crate) env: Option<String>,
 }
 
 /// `[limits]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Concurrent connections.
     #[serde(default = "d_conns")]
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Seconds a client may take to finish the TLS handshake.
     #[serde(default = "d_timeout")]
-    pub handshake_timeout_secs: u64,
+    pub(crate) handshake_timeout_secs: u64,
     /// Seconds a client may take to send a request.
     #[serde(default = "d_timeout")]
-    pub request_timeout_secs: u64,
+    pub(crate) request_timeout_secs: u64,
     /// Refused requests answered per second per peer address (and the burst allowed after a
     /// quiet second); beyond it a peer is answered 429 and its refusals are only counted.
     #[serde(default = "d_refusals")]
-    pub refusals_per_sec: u32,
+    pub(crate) refusals_per_sec: u32,
     /// Seconds between summary lines of repeated refusals in the audit log.
     #[serde(default = "d_summary")]
-    pub audit_summary_secs: u64,
+    pub(crate) audit_summary_secs: u64,
 }
 
 fn d_conns() -> usize {
@@ -128,7 +128,7 @@ impl Default for Limits {
 
 /// A secret's bytes; zeroized on drop and never printed.
 #[derive(Clone)]
-pub struct Secret(pub Arc<Zeroizing<Vec<u8>>>);
+pub(crate) struct Secret(pub Arc<Zeroizing<Vec<u8>>>);
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -138,15 +138,15 @@ impl std::fmt::Debug for Secret {
 
 /// A loaded, checked configuration.
 #[derive(Debug)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// The configuration as written (paths resolved).
-    pub config: KbsConfig,
+    pub(crate) config: KbsConfig,
     /// Secrets by name.
-    pub secrets: BTreeMap<String, Secret>,
+    pub(crate) secrets: BTreeMap<String, Secret>,
     /// The appraiser (trust anchor + collateral).
-    pub appraiser: Arc<Appraiser>,
+    pub(crate) appraiser: Arc<Appraiser>,
     /// The TLS server configuration of the native API.
-    pub tls: Arc<rustls::ServerConfig>,
+    pub(crate) tls: Arc<rustls::ServerConfig>,
 }
 
 fn resolve(base: &Path, p: &mut PathBuf) {
@@ -157,7 +157,7 @@ fn resolve(base: &Path, p: &mut PathBuf) {
 
 impl Loaded {
     /// Reads, resolves and checks a configuration file.
-    pub fn load(path: &Path) -> Result<Self, KbsError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, KbsError> {
         let err = |reason: String| KbsError::Config {
             path: path.display().to_string(),
             reason,
@@ -165,132 +165,13 @@ impl Loaded {
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         let mut config: KbsConfig = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new(".")).to_owned();
-        resolve(&base, &mut config.tls_cert);
-        resolve(&base, &mut config.tls_key);
-        if let Some(p) = config.audit_log.as_mut() {
-            resolve(&base, p);
-        }
-        for p in [
-            &mut config.collateral.bundle,
-            &mut config.collateral.root,
-            &mut config.collateral.pccs_ca,
-            &mut config.collateral.qcnl_conf,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            resolve(&base, p);
-        }
-        let l = &config.limits;
-        for (key, v) in [
-            ("refusals_per_sec", u64::from(l.refusals_per_sec)),
-            ("audit_summary_secs", l.audit_summary_secs),
-        ] {
-            if v == 0 {
-                return Err(err(format!("limits.{key} must be at least 1")));
-            }
-        }
-        let mut secrets = BTreeMap::new();
-        for (name, s) in config.secrets.iter_mut() {
-            let bytes =
-                match (&mut s.file, &s.env) {
-                    (Some(f), None) => {
-                        resolve(&base, f);
-                        Zeroizing::new(std::fs::read(&*f).map_err(|e| {
-                            err(format!("secrets.{name}.file {}: {e}", f.display()))
-                        })?)
-                    }
-                    (None, Some(v)) => Zeroizing::new(
-                        std::env::var(v)
-                            .map_err(|_| {
-                                err(format!(
-                                    "secrets.{name}.env: environment variable {v} is not set"
-                                ))
-                            })?
-                            .into_bytes(),
-                    ),
-                    _ => {
-                        return Err(err(format!(
-                            "secrets.{name}: give exactly one of file or env"
-                        )))
-                    }
-                };
-            secrets.insert(name.clone(), Secret(Arc::new(bytes)));
-        }
-        let mut names = std::collections::HashSet::new();
-        for (i, p) in config.policies.iter_mut().enumerate() {
-            p.normalise()
-                .map_err(|e| err(format!("policies[{i}]: {e}")))?;
-            if !names.insert(p.name.clone()) {
-                return Err(err(format!(
-                    "policies[{i}]: the name {:?} is used twice",
-                    p.name
-                )));
-            }
-            for s in p.secrets.iter().chain(p.gramine_secret.iter()) {
-                if !secrets.contains_key(s) {
-                    return Err(err(format!(
-                        "policies[{i}] ({}): secret {s:?} is not defined in [secrets]",
-                        p.name
-                    )));
-                }
-            }
-        }
-        let anchor = match &config.collateral.root {
-            Some(r) => TrustAnchor::from_pem(
-                &std::fs::read(r)
-                    .map_err(|e| err(format!("collateral.root {}: {e}", r.display())))?,
-            )
-            .map_err(|e| err(format!("collateral.root: {e}")))?,
-            None => TrustAnchor::intel(),
-        };
-        let verifier = Verifier::new(anchor);
-        let c = &config.collateral;
-        let read_ca = |p: &Option<PathBuf>| -> Result<Option<Vec<u8>>, KbsError> {
-            p.as_ref()
-                .map(|p| {
-                    std::fs::read(p)
-                        .map_err(|e| err(format!("collateral.pccs_ca {}: {e}", p.display())))
-                })
-                .transpose()
-        };
-        let source = match (&c.bundle, &c.pccs_url, &c.qcnl_conf) {
-            (Some(b), None, None) => {
-                let bytes = std::fs::read(b)
-                    .map_err(|e| err(format!("collateral.bundle {}: {e}", b.display())))?;
-                let coll = Collateral::from_json(&bytes)
-                    .map_err(|e| err(format!("collateral.bundle: {e}")))?;
-                CollateralSource::bundle(&verifier, &coll)
-                    .map_err(|e| err(format!("collateral.bundle does not verify: {e}")))?
-            }
-            (None, Some(url), None) => CollateralSource::pccs(
-                PccsClient::new(url, read_ca(&c.pccs_ca)?.as_deref())
-                    .map_err(|e| err(format!("collateral.pccs_url: {e}")))?,
-            ),
-            (None, None, Some(q)) => {
-                let text = std::fs::read_to_string(q)
-                    .map_err(|e| err(format!("collateral.qcnl_conf {}: {e}", q.display())))?;
-                CollateralSource::pccs(
-                    PccsClient::from_qcnl_conf(&text, read_ca(&c.pccs_ca)?.as_deref())
-                        .map_err(|e| err(format!("collateral.qcnl_conf: {e}")))?,
-                )
-            }
-            _ => {
-                return Err(err(
-                    "[collateral]: give exactly one of bundle, pccs_url or qcnl_conf".into(),
-                ))
-            }
-        };
-        let certs = crate::tls::load_certs(&config.tls_cert)?;
-        let key = crate::tls::load_key(&config.tls_key)?;
-        let tls = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| err(e.to_string()))?
-            .with_client_cert_verifier(Arc::new(
-                teeserve_ratls::verifier::AttestedClientVerifier::deferred(),
-            ))
-            .with_single_cert(certs, key)
-            .map_err(|e| err(format!("tls_cert/tls_key: {e}")))?;
+        resolve_paths(&mut config, &base);
+        check_limits(&config.limits).map_err(err)?;
+        let secrets = load_secrets(&mut config.secrets, &base).map_err(err)?;
+        check_policies(&mut config.policies, &secrets).map_err(err)?;
+        let verifier = Verifier::new(trust_anchor(&config.collateral).map_err(err)?);
+        let source = collateral_source(&config.collateral, &verifier).map_err(err)?;
+        let tls = native_api_tls(&config, path)?;
         Ok(Self {
             config,
             secrets,
@@ -298,4 +179,162 @@ impl Loaded {
             tls: Arc::new(tls),
         })
     }
+}
+
+/// Resolves the configuration's paths against the directory of the configuration file.
+fn resolve_paths(config: &mut KbsConfig, base: &Path) {
+    resolve(base, &mut config.tls_cert);
+    resolve(base, &mut config.tls_key);
+    if let Some(p) = config.audit_log.as_mut() {
+        resolve(base, p);
+    }
+    for p in [
+        &mut config.collateral.bundle,
+        &mut config.collateral.root,
+        &mut config.collateral.pccs_ca,
+        &mut config.collateral.qcnl_conf,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        resolve(base, p);
+    }
+}
+
+fn check_limits(l: &Limits) -> Result<(), String> {
+    for (key, v) in [
+        ("refusals_per_sec", u64::from(l.refusals_per_sec)),
+        ("audit_summary_secs", l.audit_summary_secs),
+    ] {
+        if v == 0 {
+            return Err(format!("limits.{key} must be at least 1"));
+        }
+    }
+    Ok(())
+}
+
+/// Reads every secret (resolving its file against `base`).
+fn load_secrets(
+    configured: &mut BTreeMap<String, SecretConfig>,
+    base: &Path,
+) -> Result<BTreeMap<String, Secret>, String> {
+    let mut secrets = BTreeMap::new();
+    for (name, s) in configured.iter_mut() {
+        let bytes = match (&mut s.file, &s.env) {
+            (Some(f), None) => {
+                resolve(base, f);
+                Zeroizing::new(
+                    std::fs::read(&*f)
+                        .map_err(|e| format!("secrets.{name}.file {}: {e}", f.display()))?,
+                )
+            }
+            (None, Some(v)) => Zeroizing::new(
+                std::env::var(v)
+                    .map_err(|_| {
+                        format!("secrets.{name}.env: environment variable {v} is not set")
+                    })?
+                    .into_bytes(),
+            ),
+            _ => return Err(format!("secrets.{name}: give exactly one of file or env")),
+        };
+        secrets.insert(name.clone(), Secret(Arc::new(bytes)));
+    }
+    Ok(secrets)
+}
+
+/// Normalises the policies and checks that their names are unique and their secrets defined.
+fn check_policies(
+    policies: &mut [Policy],
+    secrets: &BTreeMap<String, Secret>,
+) -> Result<(), String> {
+    let mut names = std::collections::HashSet::new();
+    for (i, p) in policies.iter_mut().enumerate() {
+        p.normalise().map_err(|e| format!("policies[{i}]: {e}"))?;
+        if !names.insert(p.name.clone()) {
+            return Err(format!(
+                "policies[{i}]: the name {:?} is used twice",
+                p.name
+            ));
+        }
+        for s in p.secrets.iter().chain(p.gramine_secret.iter()) {
+            if !secrets.contains_key(s) {
+                return Err(format!(
+                    "policies[{i}] ({}): secret {s:?} is not defined in [secrets]",
+                    p.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The root quotes must chain to: `collateral.root`, or Intel's.
+fn trust_anchor(c: &CollateralConfig) -> Result<TrustAnchor, String> {
+    match &c.root {
+        Some(r) => TrustAnchor::from_pem(
+            &std::fs::read(r).map_err(|e| format!("collateral.root {}: {e}", r.display()))?,
+        )
+        .map_err(|e| format!("collateral.root: {e}")),
+        None => Ok(TrustAnchor::intel()),
+    }
+}
+
+/// Where collateral comes from: exactly one of a bundle, a PCCS URL or a QCNL configuration.
+fn collateral_source(
+    c: &CollateralConfig,
+    verifier: &Verifier,
+) -> Result<CollateralSource, String> {
+    let read_ca = |p: &Option<PathBuf>| -> Result<Option<Vec<u8>>, String> {
+        p.as_ref()
+            .map(|p| {
+                std::fs::read(p).map_err(|e| format!("collateral.pccs_ca {}: {e}", p.display()))
+            })
+            .transpose()
+    };
+    match (&c.bundle, &c.pccs_url, &c.qcnl_conf) {
+        (Some(b), None, None) => {
+            let bytes =
+                std::fs::read(b).map_err(|e| format!("collateral.bundle {}: {e}", b.display()))?;
+            let coll =
+                Collateral::from_json(&bytes).map_err(|e| format!("collateral.bundle: {e}"))?;
+            CollateralSource::bundle(verifier, &coll)
+                .map_err(|e| format!("collateral.bundle does not verify: {e}"))
+        }
+        (None, Some(url), None) => Ok(CollateralSource::pccs(
+            PccsClient::new(url, read_ca(&c.pccs_ca)?.as_deref())
+                .map_err(|e| format!("collateral.pccs_url: {e}"))?,
+        )),
+        (None, None, Some(q)) => {
+            let text = std::fs::read_to_string(q)
+                .map_err(|e| format!("collateral.qcnl_conf {}: {e}", q.display()))?;
+            Ok(CollateralSource::pccs(
+                PccsClient::from_qcnl_conf(&text, read_ca(&c.pccs_ca)?.as_deref())
+                    .map_err(|e| format!("collateral.qcnl_conf: {e}"))?,
+            ))
+        }
+        _ => Err("[collateral]: give exactly one of bundle, pccs_url or qcnl_conf".into()),
+    }
+}
+
+/// The native API's TLS configuration: the broker's certificate, and any client certificate
+/// accepted at the handshake (the broker appraises it afterwards, to answer with the rule).
+/// A PEM file that cannot be read is named in the error; other failures name `config_path`.
+fn native_api_tls(
+    config: &KbsConfig,
+    config_path: &Path,
+) -> Result<rustls::ServerConfig, KbsError> {
+    let certs = teeserve_tls::load_certs(&config.tls_cert)?;
+    let key = teeserve_tls::load_key(&config.tls_key)?;
+    teeserve_tls::server_config(
+        certs,
+        key,
+        Arc::new(teeserve_ratls::AttestedClientVerifier::deferred()),
+    )
+    .map_err(|e| KbsError::Config {
+        path: config_path.display().to_string(),
+        reason: match e {
+            teeserve_tls::TlsError::CertKey(e) => format!("tls_cert/tls_key: {e}"),
+            e => e.to_string(),
+        },
+    })
 }

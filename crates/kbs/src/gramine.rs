@@ -10,17 +10,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zeroize::Zeroizing;
 
 use crate::audit::AuditRecord;
-use crate::server::{decide, Conn, State};
+use crate::broker::{decide, Conn, KeyBroker};
 
 /// `SECRET_PROVISION_RA_TLS_REQUEST_V1` with its terminating NUL.
-pub const REQUEST: &[u8; 35] = b"SECRET_PROVISION_RA_TLS_REQUEST_V1\0";
+pub(crate) const REQUEST: &[u8; 35] = b"SECRET_PROVISION_RA_TLS_REQUEST_V1\0";
 /// `SECRET_PROVISION_RA_TLS_RESPONSE_V1:` with its terminating NUL.
-pub const RESPONSE: &[u8; 37] = b"SECRET_PROVISION_RA_TLS_RESPONSE_V1:\0";
+pub(crate) const RESPONSE: &[u8; 37] = b"SECRET_PROVISION_RA_TLS_RESPONSE_V1:\0";
 
 pub(crate) async fn serve<S>(
     mut tls: S,
     conn: Arc<Conn>,
-    state: Arc<State>,
+    broker: Arc<KeyBroker>,
     timeout_secs: u64,
 ) -> Result<(), String>
 where
@@ -32,13 +32,13 @@ where
         .map_err(|_| "request timed out".to_owned())?
         .map_err(|e| format!("reading the request: {e}"))?;
     // Decided under the configuration in force now, not the one of the handshake.
-    let (loaded, verdict) = conn.appraise(&state).await?;
+    let (loaded, verdict) = conn.appraise(&broker).await?;
     let peer = conn.peer;
     let mut rec = AuditRecord::new(&peer.to_string(), "gramine", verdict.as_ref().as_ref().ok());
     if &req != REQUEST {
         rec.rule = Some("protocol".into());
         rec.detail = Some("the first 35 bytes are not SECRET_PROVISION_RA_TLS_REQUEST_V1".into());
-        state.audit_refusal(peer, rec, &loaded.config.limits);
+        broker.audit_refusal(peer, rec, &loaded.config.limits);
         return Err("bad request magic".into());
     }
     let decision = match verdict.as_ref() {
@@ -50,7 +50,7 @@ where
             rec.decision = "granted";
             rec.policy = Some(policy.name.clone());
             rec.secret = Some(name);
-            state
+            broker
                 .audit_grant(rec)
                 .await
                 .map_err(|e| format!("audit log: {e}; not releasing"))?;
@@ -68,7 +68,7 @@ where
             rec.rule = Some(r.rule);
             rec.detail = Some(r.detail);
             // The protocol has no refusal message: the connection is closed either way.
-            state.audit_refusal(peer, rec, &loaded.config.limits);
+            broker.audit_refusal(peer, rec, &loaded.config.limits);
             let _ = tls.shutdown().await;
             Err("refused".into())
         }

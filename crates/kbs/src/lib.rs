@@ -5,20 +5,28 @@
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
-//! let kbs = teeserve_kbs::server::Kbs::start(std::path::Path::new("kbs.toml")).await?;
+//! let kbs = teeserve_kbs::Kbs::start(std::path::Path::new("kbs.toml")).await?;
 //! println!("native API on {}", kbs.native_addr());
+//! kbs.reload()?; // what SIGHUP does: a broken configuration is refused, the old one stays
 //! # Ok(()) }
 //! ```
+//!
+//! [`Kbs`] runs the ports (the native HTTPS API and Gramine's secret provisioning); the
+//! [`KeyBroker`] behind them holds the configuration, the audit log and the refusal throttle,
+//! and decides what each peer receives. The TEE side of the protocol is
+//! `teeserve_tls::broker`, so that a TEE needs nothing from this crate.
 #![forbid(unsafe_code, unused_must_use)]
 #![deny(missing_docs, unreachable_pub)]
 
-pub mod audit;
-pub mod client;
-pub mod config;
-pub mod gramine;
-pub mod server;
-pub mod throttle;
-pub mod tls;
+mod audit;
+mod broker;
+mod config;
+mod gramine;
+mod server;
+mod throttle;
+
+pub use broker::KeyBroker;
+pub use server::Kbs;
 
 /// Key broker errors.
 #[derive(Debug, thiserror::Error)]
@@ -39,21 +47,16 @@ pub enum KbsError {
         /// The error.
         source: std::io::Error,
     },
-    /// TLS setup or handshake failed.
+    /// The TLS configuration could not be made.
     #[error("TLS: {0}")]
     Tls(String),
-    /// The broker refused a request.
-    #[error("the key broker refused secret {secret:?}: {reason}")]
-    Refused {
-        /// The secret asked for.
-        secret: String,
-        /// The broker's reason (rule and detail).
-        reason: String,
-    },
-    /// A protocol error talking to the broker.
-    #[error("key broker protocol: {0}")]
-    Protocol(String),
-    /// Evidence could not be produced.
-    #[error(transparent)]
-    RaTls(#[from] teeserve_ratls::RaTlsError),
+}
+
+impl From<teeserve_tls::TlsError> for KbsError {
+    fn from(e: teeserve_tls::TlsError) -> Self {
+        match e {
+            teeserve_tls::TlsError::File { path, reason } => KbsError::Config { path, reason },
+            e => KbsError::Tls(e.to_string()),
+        }
+    }
 }

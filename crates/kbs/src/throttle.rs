@@ -23,19 +23,19 @@ struct Bucket {
 
 /// Token buckets of refused requests, one per peer address.
 #[derive(Debug, Default)]
-pub struct RefusalLimiter {
+pub(crate) struct RefusalLimiter {
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
 }
 
 impl RefusalLimiter {
     /// An empty limiter.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Takes a token for one refusal of `peer`; false when the peer has used its `per_sec`
     /// refusals per second (a burst of `per_sec` is allowed after a quiet second).
-    pub fn allow(&self, peer: IpAddr, per_sec: u32, now: Instant) -> bool {
+    pub(crate) fn allow(&self, peer: IpAddr, per_sec: u32, now: Instant) -> bool {
         let rate = f64::from(per_sec.max(1));
         let Ok(mut map) = self.buckets.lock() else {
             return false;

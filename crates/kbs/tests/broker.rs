@@ -8,10 +8,9 @@ use std::time::Duration;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use teeserve_attest::platform::{Platform, PlatformError};
 use teeserve_attest::sim::{self, SimOptions, SimPlatform};
-use teeserve_kbs::client::KbsClient;
-use teeserve_kbs::server::Kbs;
-use teeserve_kbs::KbsError;
+use teeserve_kbs::Kbs;
 use teeserve_ratls::{EvidenceFormat, KeyType, RaTlsIdentity};
+use teeserve_tls::broker::{BrokerError, KbsClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MRENCLAVE: [u8; 32] = [0x11; 32];
@@ -43,10 +42,9 @@ async fn env(opts: SimOptions, extra_policy: &str) -> Env {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_owned();
     sim::init(&dir.join("sim"), &opts).unwrap();
-    let ca = teeserve_kbs::tls::make_ca("test CA").unwrap();
+    let ca = teeserve_tls::make_ca("test CA").unwrap();
     let srv =
-        teeserve_kbs::tls::issue(&ca, "kbs", &["localhost".into(), "127.0.0.1".into()], false)
-            .unwrap();
+        teeserve_tls::issue(&ca, "kbs", &["localhost".into(), "127.0.0.1".into()], false).unwrap();
     write(&dir, "ca.pem", &ca.cert_pem);
     write(&dir, "kbs.pem", &srv.cert_pem);
     write(&dir, "kbs.key", srv.key_pem.as_bytes());
@@ -118,9 +116,9 @@ impl Env {
     }
 }
 
-fn refused_rule(e: KbsError) -> String {
+fn refused_rule(e: BrokerError) -> String {
     match e {
-        KbsError::Refused { reason, .. } => reason,
+        BrokerError::Refused { reason, .. } => reason,
         other => panic!("expected a refusal, got {other}"),
     }
 }
@@ -623,7 +621,7 @@ async fn a_flood_of_refusals_is_aggregated_and_does_not_stop_grants() {
     );
     assert!(audit.iter().any(|l| l["decision"] == "granted"));
     // ... and written as one summary line with the counts.
-    e.kbs.state().flush_refusals().unwrap();
+    e.kbs.broker().flush_refusals().unwrap();
     let audit = e.audit();
     assert_eq!(audit.len(), 3, "{audit:?}");
     let summary = audit.last().unwrap();

@@ -8,8 +8,8 @@ use teeserve_attest::quote::Quote;
 use x509_parser::prelude::*;
 use zeroize::Zeroizing;
 
+use crate::binding::{claims_for, key_report_data, report_data_over, sha256};
 use crate::cbor::{self, Item};
-use crate::document::report_data_over;
 use crate::RaTlsError;
 
 /// The legacy extension's OID as it appears on the wire: Gramine passes the bytes
@@ -63,25 +63,6 @@ impl std::fmt::Debug for RaTlsIdentity {
     }
 }
 
-fn sha256(b: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, b).as_ref());
-    out
-}
-
-/// The claims map `{"pubkey-hash": bstr([1, bstr(sha256(spki))])}`.
-pub(crate) fn claims_for(spki: &[u8]) -> Vec<u8> {
-    let mut entry = Vec::new();
-    cbor::array(2, &mut entry);
-    cbor::uint(1, &mut entry);
-    cbor::bstr(&sha256(spki), &mut entry);
-    let mut claims = Vec::new();
-    cbor::map(1, &mut claims);
-    cbor::tstr("pubkey-hash", &mut claims);
-    cbor::bstr(&entry, &mut claims);
-    claims
-}
-
 impl RaTlsIdentity {
     /// Makes a fresh key and a self-signed certificate whose evidence (from `platform`) binds it.
     pub fn generate(
@@ -127,7 +108,7 @@ impl RaTlsIdentity {
                 .push(CustomExtension::from_oid_content(&TCG_OID_ARCS, v));
         }
         if matches!(format, EvidenceFormat::Legacy | EvidenceFormat::Both) {
-            let quote = platform.quote(&report_data_over(&spki))?;
+            let quote = platform.quote(&key_report_data(&spki))?;
             params
                 .custom_extensions
                 .push(CustomExtension::from_oid_content(&LEGACY_OID_ARCS, quote));
@@ -228,7 +209,7 @@ pub fn parse_cert(der: &[u8]) -> Result<RaTlsEvidence, RaTlsError> {
         })?
         .to_vec();
     let rd = quote_rd(&quote)?;
-    let binding_error = (rd != report_data_over(&spki)).then(|| {
+    let binding_error = (rd != key_report_data(&spki)).then(|| {
         "the quote's report data is not SHA-256 of the certificate's public key followed by zeros (the certificate was replayed with another key, or made for another key)".to_owned()
     });
     Ok(RaTlsEvidence {

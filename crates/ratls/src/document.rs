@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use teeserve_attest::platform::Platform;
 pub use teeserve_attest::policy::KeyOrigin;
 
+use crate::binding::report_data_over;
+
 /// Largest requester nonce, in bytes (the report data it ends up in is 64 bytes; a longer
 /// nonce adds nothing and costs the server hashing and the requester bandwidth).
 pub const MAX_NONCE: usize = 64;
@@ -22,16 +24,6 @@ const DOMAIN: &[u8] = b"teeserve attestation document v1\0";
 
 /// What the `binding` field of every document says, for a reader of the JSON.
 pub const BINDING_TEXT: &str = "report_data = SHA-256(\"teeserve attestation document v1\\0\" || SHA-256(DER SubjectPublicKeyInfo of the served TLS certificate) || key origin (1 tee, 2 broker, 3 host) || nonce length (1 byte) || nonce || model count (4 bytes BE) || per model, sorted by name and version: name length (2 bytes BE) || name || version (8 bytes BE, signed) || SHA-256 of its file) || 32 zero bytes";
-
-/// The report-data shape shared by every teeserve and Gramine binding: SHA-256 of `bound`
-/// followed by 32 zero bytes. Gramine's legacy RA-TLS extension binds the DER
-/// SubjectPublicKeyInfo this way, its TCG extension the CBOR claims, and the attestation
-/// document the canonical encoding of [`bind`].
-pub fn report_data_over(bound: &[u8]) -> [u8; 64] {
-    let mut rd = [0u8; 64];
-    rd[..32].copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bound).as_ref());
-    rd
-}
 
 /// Why a document could not be made, read, or does not bind what it must.
 #[derive(Debug, thiserror::Error)]

@@ -1,27 +1,39 @@
 //! RA-TLS for teeserve: X.509 certificates that carry TEE evidence binding their own key, in
-//! Gramine's formats (the legacy quote extension and the TCG DICE tagged-evidence extension),
-//! and rustls verifiers that admit a peer only when its evidence verifies and a policy admits it.
+//! Gramine's formats (the legacy quote extension and the TCG DICE tagged-evidence extension);
+//! rustls verifiers that admit a peer only when its evidence verifies and a policy admits it;
+//! and the attestation document a server publishes for requesters, with what its quote binds.
+//!
+//! ```
+//! use teeserve_attest::platform::SimulatedPlatform;
+//! use teeserve_attest::sim::{self, SimPlatform};
+//! use teeserve_ratls::{parse_cert, EvidenceFormat, KeyType, RaTlsIdentity};
+//! # let tmp = tempfile::tempdir().unwrap();
+//! # let dir = tmp.path().join("sim");
+//! // A simulated TEE (it protects nothing; it lets the flow run anywhere).
+//! sim::init(&dir, &Default::default()).unwrap();
+//! let platform = SimulatedPlatform(SimPlatform::open(&dir, [0x11; 32]).unwrap());
+//! let id = RaTlsIdentity::generate(&platform, EvidenceFormat::Both, KeyType::P256).unwrap();
+//! let evidence = parse_cert(&id.cert_der).unwrap();
+//! assert!(evidence.binding_ok);
+//! ```
 //!
 //! Formats: Gramine `tools/sgx/ra-tls/ra_tls_attest.c`, `ra_tls_verify_common.c`, `ra_tls.h`,
-//! `ra_tls_common.h` (see docs/ratls.md).
-//!
-//! ```no_run
-//! # use teeserve_attest::platform::Platform;
-//! # fn f(p: &dyn Platform) {
-//! let id = teeserve_ratls::RaTlsIdentity::generate(p, teeserve_ratls::EvidenceFormat::Both, teeserve_ratls::KeyType::P256).unwrap();
-//! let evidence = teeserve_ratls::parse_cert(&id.cert_der).unwrap();
-//! assert!(evidence.binding_ok);
-//! # }
-//! ```
+//! `ra_tls_common.h` (see docs/ratls.md). [`document`] holds the attestation document's
+//! binding rule.
 #![forbid(unsafe_code, unused_must_use)]
 #![deny(missing_docs, unreachable_pub)]
 
+mod binding;
 mod cbor;
 mod cert;
 pub mod document;
-pub mod verifier;
+mod verifier;
 
+pub use binding::{key_report_data, report_data_over};
 pub use document::{AttestationDoc, DocumentError, KeyOrigin, ModelDigest};
+pub use verifier::{
+    spki_of, Appraiser, AttestedClientVerifier, AttestedServerVerifier, PinnedKeyVerifier,
+};
 
 pub use cert::{
     parse_cert, EvidenceFormat, KeyType, RaTlsEvidence, RaTlsIdentity, CBOR_TAG_TEE_QUOTE,

@@ -2,8 +2,8 @@
 //! with `openssl speed -evp aes-256-gcm` / `aes-128-gcm`. File-to-file figures: bench/seal.sh.
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use teeserve_seal::gramine::{self, PfVersion};
-use teeserve_seal::key::SealKey;
 use teeserve_seal::stream::{self, SealOptions};
+use teeserve_seal::SealKey;
 
 fn bench(c: &mut Criterion) {
     let size = 256 << 20;

@@ -1,6 +1,7 @@
 //! Sealed files for teeserve: the model never sits on the TEE host's disk in plaintext.
 //!
-//! Two formats:
+//! Two formats, each a namespace with its writer and reader (in memory, and file to file),
+//! both keyed by a [`SealKey`]:
 //! - [`stream`]: teeserve's own format (docs/SEALED_FORMAT.md): an authenticated header, then
 //!   AES-256-GCM chunks in the STREAM construction, streamed in constant memory.
 //! - [`gramine`]: Gramine protected files, as written by `gramine-sgx-pf-crypt` (v1 and v2), so
@@ -9,7 +10,7 @@
 //! [`binding`] holds the rule for the name a sealed model file is bound to.
 //!
 //! ```
-//! use teeserve_seal::{key::SealKey, stream};
+//! use teeserve_seal::{stream, SealKey};
 //! let key = SealKey::generate(32).unwrap();
 //! let mut sealed = Vec::new();
 //! stream::seal(&key, "model.onnx", 5, &b"hello"[..], &mut sealed, &stream::SealOptions::default()).unwrap();
@@ -21,8 +22,10 @@
 
 pub mod binding;
 pub mod gramine;
-pub mod key;
+mod key;
 pub mod stream;
+
+pub use key::SealKey;
 
 /// Why sealing or unsealing failed.
 #[derive(Debug, thiserror::Error)]

@@ -2,9 +2,9 @@
 use std::io::Cursor;
 
 use teeserve_seal::gramine::{self, PfVersion};
-use teeserve_seal::key::SealKey;
 use teeserve_seal::stream::{self, SealOptions};
 use teeserve_seal::SealError;
+use teeserve_seal::SealKey;
 
 fn data(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 31 + i / 7) as u8).collect()

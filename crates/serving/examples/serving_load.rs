@@ -105,8 +105,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let base = dir.path().join("digits");
     std::fs::create_dir_all(base.join("1"))?;
     std::fs::write(base.join("1/model.onnx"), &model)?;
-    let ca = teeserve_kbs::tls::make_ca("bench CA")?;
-    let srv = teeserve_kbs::tls::issue(&ca, "server", &["127.0.0.1".into()], false)?;
+    let ca = teeserve_tls::make_ca("bench CA")?;
+    let srv = teeserve_tls::issue(&ca, "server", &["127.0.0.1".into()], false)?;
     std::fs::write(dir.path().join("s.pem"), &srv.cert_pem)?;
     std::fs::write(dir.path().join("s.key"), srv.key_pem.as_bytes())?;
     let o = ServeOptions {

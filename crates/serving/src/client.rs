@@ -83,10 +83,10 @@ impl ServerCertVerifier for Capture {
 
 /// A verifier that checks the server's certificate against a CA (PEM).
 pub fn ca_verifier(ca_pem: &[u8]) -> Result<Arc<dyn ServerCertVerifier>, String> {
-    let roots = teeserve_kbs::tls::roots_from_pem(ca_pem)?;
+    let roots = teeserve_tls::roots_from_pem(ca_pem)?;
     let v = rustls::client::WebPkiServerVerifier::builder_with_provider(
         Arc::new(roots),
-        teeserve_kbs::tls::provider(),
+        teeserve_tls::provider(),
     )
     .build()
     .map_err(|e| e.to_string())?;
@@ -99,7 +99,7 @@ pub fn client_config(
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     alpn: &[&[u8]],
 ) -> Result<rustls::ClientConfig, String> {
-    let b = rustls::ClientConfig::builder_with_provider(teeserve_kbs::tls::provider())
+    let b = rustls::ClientConfig::builder_with_provider(teeserve_tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .dangerous()

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use teeserve_attest::policy::ServedVersion;
 use teeserve_attest::{Policy, Verdict};
-use teeserve_ratls::verifier::{Appraiser, PinnedKeyVerifier};
-use teeserve_ratls::{AttestationDoc, ModelDigest};
+use teeserve_ratls::{Appraiser, AttestationDoc, ModelDigest, PinnedKeyVerifier};
 
 use crate::client::{grpc_channel, Capture, RestClient};
 use crate::engine::Signature;
@@ -404,7 +403,7 @@ pub async fn fetch_attestation(
 
 /// DER SubjectPublicKeyInfo of a certificate.
 pub fn spki_of(cert: &[u8]) -> Result<Vec<u8>, String> {
-    teeserve_ratls::verifier::spki_of(cert).map_err(|e| format!("server certificate: {e}"))
+    teeserve_ratls::spki_of(cert).map_err(|e| format!("server certificate: {e}"))
 }
 
 /// Checks that the server's TLS key lives in an attested TEE that `policy` admits: the

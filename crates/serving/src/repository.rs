@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use teeserve_seal::key::SealKey;
+use teeserve_seal::SealKey;
 use teeserve_seal::{binding, stream};
 
 use crate::engine::{Engine, LoadedModel};

@@ -11,7 +11,7 @@ use hyper_util::server::conn::auto;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use teeserve_attest::platform::Platform;
 use teeserve_ratls::{EvidenceFormat, KeyOrigin, KeyType, RaTlsIdentity};
-use teeserve_seal::key::SealKey;
+use teeserve_seal::SealKey;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
@@ -221,7 +221,7 @@ async fn provision(k: &KbsOptions, platform: &dyn Platform) -> Result<Provisione
     let deadline = tokio::time::Instant::now() + k.retry_for;
     let mut wait = Duration::from_millis(200);
     let mut client = loop {
-        match teeserve_kbs::client::KbsClient::connect(
+        match teeserve_tls::broker::KbsClient::connect(
             &k.addr,
             &ca,
             k.server_name.as_deref(),
@@ -230,7 +230,7 @@ async fn provision(k: &KbsOptions, platform: &dyn Platform) -> Result<Provisione
         .await
         {
             Ok(c) => break c,
-            Err(e @ teeserve_kbs::KbsError::Io { .. }) => {
+            Err(e @ teeserve_tls::broker::BrokerError::Io { .. }) => {
                 if tokio::time::Instant::now() + wait > deadline {
                     return Err(ServeError::Kbs(format!(
                         "{e}; gave up after {:?}",
@@ -334,9 +334,9 @@ fn tls_config(
             .map_err(|_| cfg("--ssl_config_file is not UTF-8"))?;
         let c = textproto::ssl_config(&text)
             .map_err(|e| cfg(format!("--ssl_config_file {}: {e}", f.display())))?;
-        let certs = teeserve_kbs::tls::certs_from_pem(c.server_cert.as_bytes())
+        let certs = teeserve_tls::certs_from_pem(c.server_cert.as_bytes())
             .map_err(|e| cfg(format!("--ssl_config_file server_cert: {e}")))?;
-        let key = teeserve_kbs::tls::key_from_pem(c.server_key.as_bytes())
+        let key = teeserve_tls::key_from_pem(c.server_key.as_bytes())
             .map_err(|e| cfg(format!("--ssl_config_file server_key: {e}")))?;
         let ca = if c.client_verify {
             if c.custom_ca.is_empty() {
@@ -348,7 +348,7 @@ fn tls_config(
         };
         (certs, key, ca, KeyOrigin::Host)
     } else if let Some(cert) = &t.cert {
-        let certs = teeserve_kbs::tls::certs_from_pem(&read(cert, "--tls-cert")?)
+        let certs = teeserve_tls::certs_from_pem(&read(cert, "--tls-cert")?)
             .map_err(|e| cfg(format!("--tls-cert: {e}")))?;
         let (key_pem, origin) =
             match (provisioned_key, &t.key) {
@@ -358,8 +358,7 @@ fn tls_config(
                     "--tls-cert needs --tls-key, or the key from the broker (--kbs-tls-key-secret)",
                 )),
             };
-        let key =
-            teeserve_kbs::tls::key_from_pem(&key_pem).map_err(|e| cfg(format!("TLS key: {e}")))?;
+        let key = teeserve_tls::key_from_pem(&key_pem).map_err(|e| cfg(format!("TLS key: {e}")))?;
         (
             certs,
             key,
@@ -379,16 +378,16 @@ fn tls_config(
     let spki = x509_parser::parse_x509_certificate(&certs[0])
         .map(|(_, c)| c.public_key().raw.to_vec())
         .map_err(|e| cfg(format!("server certificate: {e}")))?;
-    let builder = rustls::ServerConfig::builder_with_provider(teeserve_kbs::tls::provider())
+    let builder = rustls::ServerConfig::builder_with_provider(teeserve_tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(cfg)?;
     let builder = match client_ca {
         Some(ca) => {
-            let roots = teeserve_kbs::tls::roots_from_pem(&ca)
-                .map_err(|e| cfg(format!("client CA: {e}")))?;
+            let roots =
+                teeserve_tls::roots_from_pem(&ca).map_err(|e| cfg(format!("client CA: {e}")))?;
             let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
-                teeserve_kbs::tls::provider(),
+                teeserve_tls::provider(),
             )
             .build()
             .map_err(cfg)?;

@@ -623,7 +623,7 @@ async fn sealed_models_load_with_the_key_only() {
     let b = dir.path().join("digits");
     std::fs::create_dir_all(b.join("1")).unwrap();
     std::fs::create_dir_all(b.join("2")).unwrap();
-    let key = teeserve_seal::key::SealKey::generate(32).unwrap();
+    let key = teeserve_seal::SealKey::generate(32).unwrap();
     std::fs::write(dir.path().join("model.key"), key.bytes()).unwrap();
     let m = model_bytes();
     let seal = |name: &str| {
@@ -668,15 +668,15 @@ async fn sealed_models_load_with_the_key_only() {
 async fn tls_and_mtls_on_grpc_and_rest() {
     let dir = tempfile::tempdir().unwrap();
     let b = base(dir.path());
-    let ca = teeserve_kbs::tls::make_ca("test CA").unwrap();
-    let srv = teeserve_kbs::tls::issue(
+    let ca = teeserve_tls::make_ca("test CA").unwrap();
+    let srv = teeserve_tls::issue(
         &ca,
         "server",
         &["localhost".into(), "127.0.0.1".into()],
         false,
     )
     .unwrap();
-    let cli = teeserve_kbs::tls::issue(&ca, "client", &[], true).unwrap();
+    let cli = teeserve_tls::issue(&ca, "client", &[], true).unwrap();
     std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
     // TF Serving's SSLConfig, with client_verify.
     let ssl = format!(
@@ -695,8 +695,8 @@ async fn tls_and_mtls_on_grpc_and_rest() {
     let verifier = ca_verifier(ca.cert_pem.as_bytes()).unwrap();
     let identity = || {
         Some((
-            teeserve_kbs::tls::certs_from_pem(cli.cert_pem.as_bytes()).unwrap(),
-            teeserve_kbs::tls::key_from_pem(cli.key_pem.as_bytes()).unwrap(),
+            teeserve_tls::certs_from_pem(cli.cert_pem.as_bytes()).unwrap(),
+            teeserve_tls::key_from_pem(cli.key_pem.as_bytes()).unwrap(),
         ))
     };
     for rest_api in [false, true] {

@@ -334,8 +334,8 @@ async fn large_bodies_at_once_share_one_memory_budget() {
 }
 
 fn tls_options(dir: &Path, o: &mut ServeOptions) -> Vec<u8> {
-    let ca = teeserve_kbs::tls::make_ca("test CA").unwrap();
-    let srv = teeserve_kbs::tls::issue(&ca, "server", &["127.0.0.1".into()], false).unwrap();
+    let ca = teeserve_tls::make_ca("test CA").unwrap();
+    let srv = teeserve_tls::issue(&ca, "server", &["127.0.0.1".into()], false).unwrap();
     std::fs::write(dir.join("s.pem"), &srv.cert_pem).unwrap();
     std::fs::write(dir.join("s.key"), srv.key_pem.as_bytes()).unwrap();
     o.tls = teeserve_serving::server::TlsOptions {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use teeserve_seal::binding;
-use teeserve_seal::key::SealKey;
+use teeserve_seal::SealKey;
 use teeserve_serving::engine::EngineChoice;
 use teeserve_serving::repository::{
     AdmittedModels, ModelRepository, ModelSource, ServedModel, State, MODEL_FILE, SEALED_FILE,

@@ -10,7 +10,7 @@ use teeserve_attest::collateral::pccs::AnyServerCert;
 use teeserve_attest::collateral::source::CollateralSource;
 use teeserve_attest::platform::{Platform, SimulatedPlatform};
 use teeserve_attest::{Collateral, Policy, TrustAnchor, Verifier};
-use teeserve_ratls::verifier::Appraiser;
+use teeserve_ratls::Appraiser;
 use teeserve_serving::predict::{
     attested_client_config, check_attestation, fetch_attestation, fresh_nonce, Connection, Target,
 };
@@ -100,14 +100,14 @@ async fn relay_until_closed(
 /// Answers with a self-signed certificate and records whatever the client sends, until the
 /// client stops or `needle` (the input) has arrived.
 async fn impostor(tcp: TcpStream, seen: Arc<Mutex<Seen>>, needle: Vec<u8>) {
-    let ca = teeserve_kbs::tls::make_ca("127.0.0.1").unwrap();
-    let cfg = rustls::ServerConfig::builder_with_provider(teeserve_kbs::tls::provider())
+    let ca = teeserve_tls::make_ca("127.0.0.1").unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(teeserve_tls::provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(
-            teeserve_kbs::tls::certs_from_pem(ca.cert_pem.as_bytes()).unwrap(),
-            teeserve_kbs::tls::key_from_pem(ca.key_pem.as_bytes()).unwrap(),
+            teeserve_tls::certs_from_pem(ca.cert_pem.as_bytes()).unwrap(),
+            teeserve_tls::key_from_pem(ca.key_pem.as_bytes()).unwrap(),
         )
         .unwrap();
     let mut cfg = cfg;

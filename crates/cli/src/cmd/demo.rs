@@ -14,7 +14,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use teeserve_attest::collateral::source::CollateralSource;
 use teeserve_attest::{Collateral, Policy, TrustAnchor, Verifier};
-use teeserve_ratls::verifier::Appraiser;
+use teeserve_ratls::Appraiser;
 use teeserve_serving::predict::{
     attested_client_config, check_attestation, fetch_attestation, fresh_nonce, Connection, Target,
 };
@@ -159,14 +159,14 @@ pub fn run(a: DemoArgs) -> Result<i32> {
     // Owner: keys, TLS, sealed model, policy, key broker.
     let pb =
         step("owner: generating the model key and TLS certificates, sealing the digits classifier");
-    let key = teeserve_seal::key::SealKey::generate(32)?;
+    let key = teeserve_seal::SealKey::generate(32)?;
     crate::util::write_private_new(&dir.join("model.key"), key.bytes())?;
-    let ca = teeserve_kbs::tls::make_ca("teeserve demo owner CA").map_err(anyhow::Error::msg)?;
+    let ca = teeserve_tls::make_ca("teeserve demo owner CA").map_err(anyhow::Error::msg)?;
     let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
     std::fs::create_dir_all(dir.join("tls"))?;
     std::fs::write(dir.join("tls/ca.pem"), &ca.cert_pem)?;
     for n in ["kbs", "server"] {
-        let c = teeserve_kbs::tls::issue(&ca, n, &names, false).map_err(anyhow::Error::msg)?;
+        let c = teeserve_tls::issue(&ca, n, &names, false).map_err(anyhow::Error::msg)?;
         std::fs::write(dir.join(format!("tls/{n}.pem")), &c.cert_pem)?;
         crate::util::write_private_new(&dir.join(format!("tls/{n}.key")), c.key_pem.as_bytes())?;
     }

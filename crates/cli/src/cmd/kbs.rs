@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use teeserve_kbs::server::Kbs;
+use teeserve_kbs::Kbs;
 use teeserve_ratls::{EvidenceFormat, KeyType, RaTlsIdentity};
 
 use super::attest::{open_platform, PlatformKind, PlatformPaths};
@@ -115,7 +115,7 @@ fn get(a: GetArgs) -> Result<i32> {
     let platform = open_platform(a.platform, &a.paths)?;
     let identity = RaTlsIdentity::generate(platform.as_ref(), EvidenceFormat::Both, KeyType::P256)?;
     runtime()?.block_on(async move {
-        let mut c = teeserve_kbs::client::KbsClient::connect(
+        let mut c = teeserve_tls::broker::KbsClient::connect(
             &a.kbs,
             &ca,
             a.server_name.as_deref(),

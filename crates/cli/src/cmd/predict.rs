@@ -9,7 +9,7 @@ use clap::Args;
 use serde_json::{json, Value};
 use teeserve_attest::collateral::source::CollateralSource;
 use teeserve_attest::{Collateral, Verifier};
-use teeserve_ratls::verifier::Appraiser;
+use teeserve_ratls::Appraiser;
 use teeserve_serving::predict::{
     answered_by, attested_client_config, check_attestation, fetch_attestation, fresh_nonce,
     top_classes, Connection, Target,
@@ -110,9 +110,9 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
     let input = read_input(&a.input)?;
     let identity = match (&a.cert, &a.key) {
         (Some(c), Some(k)) => Some((
-            teeserve_kbs::tls::certs_from_pem(&util::read(c)?)
+            teeserve_tls::certs_from_pem(&util::read(c)?)
                 .map_err(|e| anyhow::anyhow!("--cert: {e}"))?,
-            teeserve_kbs::tls::key_from_pem(&util::read(k)?)
+            teeserve_tls::key_from_pem(&util::read(k)?)
                 .map_err(|e| anyhow::anyhow!("--key: {e}"))?,
         )),
         _ => None,

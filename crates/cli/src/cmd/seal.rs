@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use teeserve_seal::gramine::{self, PfVersion};
-use teeserve_seal::key::SealKey;
 use teeserve_seal::stream::{self, SealOptions};
+use teeserve_seal::SealKey;
 
 use crate::util;
 

@@ -26,16 +26,16 @@ pub struct TlsInitArgs {
 
 pub fn init(a: TlsInitArgs) -> Result<i32> {
     std::fs::create_dir_all(&a.dir)?;
-    let ca = teeserve_kbs::tls::make_ca("teeserve owner CA").map_err(anyhow::Error::msg)?;
+    let ca = teeserve_tls::make_ca("teeserve owner CA").map_err(anyhow::Error::msg)?;
     std::fs::write(a.dir.join("ca.pem"), &ca.cert_pem)?;
     util::write_private_new(&a.dir.join("ca.key"), ca.key_pem.as_bytes())?;
     for n in &a.names {
-        let c = teeserve_kbs::tls::issue(&ca, n, &a.sans, false).map_err(anyhow::Error::msg)?;
+        let c = teeserve_tls::issue(&ca, n, &a.sans, false).map_err(anyhow::Error::msg)?;
         std::fs::write(a.dir.join(format!("{n}.pem")), &c.cert_pem)?;
         util::write_private_new(&a.dir.join(format!("{n}.key")), c.key_pem.as_bytes())?;
     }
     if a.client {
-        let c = teeserve_kbs::tls::issue(&ca, "client", &[], true).map_err(anyhow::Error::msg)?;
+        let c = teeserve_tls::issue(&ca, "client", &[], true).map_err(anyhow::Error::msg)?;
         std::fs::write(a.dir.join("client.pem"), &c.cert_pem)?;
         util::write_private_new(&a.dir.join("client.key"), c.key_pem.as_bytes())?;
     }

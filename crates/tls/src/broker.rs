@@ -1,17 +1,53 @@
-//! The TEE side of the native API: connect with an RA-TLS client certificate and fetch secrets.
+//! The TEE side of the key broker's native API: connect with an RA-TLS client certificate and
+//! fetch secrets (`GET /v1/secrets/{name}`) or this TEE's verdict (`GET /v1/verdict`).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use teeserve_ratls::RaTlsIdentity;
 use zeroize::Zeroizing;
 
-use crate::KbsError;
+use crate::TlsError;
 
 const MAX_SECRET: usize = 64 * 1024 * 1024;
+
+/// Why a secret could not be fetched from the key broker.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The broker could not be reached (worth retrying: it may not be up yet).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The TLS configuration could not be made.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    /// The TLS handshake with the broker failed.
+    #[error("TLS: handshake with {addr}: {source}")]
+    Handshake {
+        /// The broker's address.
+        addr: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The broker refused the request.
+    #[error("the key broker refused secret {secret:?}: {reason}")]
+    Refused {
+        /// The secret asked for.
+        secret: String,
+        /// The broker's reason (rule and detail).
+        reason: String,
+    },
+    /// The broker's answer is not the protocol's.
+    #[error("key broker protocol: {0}")]
+    Protocol(String),
+}
 
 /// A connection to a key broker.
 pub struct KbsClient {
@@ -26,35 +62,16 @@ impl std::fmt::Debug for KbsClient {
 }
 
 /// A TLS client configuration that presents `identity` and trusts `ca_pem`.
-pub fn client_config(
+fn client_config(
     ca_pem: &[u8],
     identity: &RaTlsIdentity,
-) -> Result<rustls::ClientConfig, KbsError> {
-    let roots =
-        crate::tls::roots_from_pem(ca_pem).map_err(|e| KbsError::Tls(format!("CA: {e}")))?;
+) -> Result<rustls::ClientConfig, TlsError> {
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key_pkcs8.to_vec()));
-    rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| KbsError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(vec![CertificateDer::from(identity.cert_der.clone())], key)
-        .map_err(|e| KbsError::Tls(e.to_string()))
-}
-
-/// Splits `host:port` and picks the TLS server name (`server_name` overrides the host).
-pub fn server_name(
-    addr: &str,
-    override_name: Option<&str>,
-) -> Result<ServerName<'static>, KbsError> {
-    let host = match override_name {
-        Some(n) => n.to_owned(),
-        None => {
-            let h = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
-            h.trim_start_matches('[').trim_end_matches(']').to_owned()
-        }
-    };
-    ServerName::try_from(host.clone())
-        .map_err(|_| KbsError::Tls(format!("{host:?} is not a valid server name")))
+    crate::client_config(
+        ca_pem,
+        vec![CertificateDer::from(identity.cert_der.clone())],
+        key,
+    )
 }
 
 impl KbsClient {
@@ -64,12 +81,12 @@ impl KbsClient {
         ca_pem: &[u8],
         name: Option<&str>,
         identity: &RaTlsIdentity,
-    ) -> Result<Self, KbsError> {
+    ) -> Result<Self, BrokerError> {
         let config = Arc::new(client_config(ca_pem, identity)?);
-        let sni = server_name(addr, name)?;
+        let sni = crate::server_name(addr, name)?;
         let tcp = tokio::net::TcpStream::connect(addr)
             .await
-            .map_err(|e| KbsError::Io {
+            .map_err(|e| BrokerError::Io {
                 what: format!("cannot connect to the key broker at {addr}"),
                 source: e,
             })?;
@@ -77,10 +94,13 @@ impl KbsClient {
         let tls = tokio_rustls::TlsConnector::from(config)
             .connect(sni, tcp)
             .await
-            .map_err(|e| KbsError::Tls(format!("handshake with {addr}: {e}")))?;
+            .map_err(|e| BrokerError::Handshake {
+                addr: addr.to_owned(),
+                source: e,
+            })?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
-            .map_err(|e| KbsError::Protocol(e.to_string()))?;
+            .map_err(|e| BrokerError::Protocol(e.to_string()))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -90,31 +110,31 @@ impl KbsClient {
         })
     }
 
-    async fn get(&mut self, path: &str) -> Result<(u16, Zeroizing<Vec<u8>>), KbsError> {
+    async fn get(&mut self, path: &str) -> Result<(u16, Zeroizing<Vec<u8>>), BrokerError> {
         let req = hyper::Request::get(path)
             .header(hyper::header::HOST, &self.authority)
             .body(Empty::new())
-            .map_err(|e| KbsError::Protocol(e.to_string()))?;
+            .map_err(|e| BrokerError::Protocol(e.to_string()))?;
         self.sender
             .ready()
             .await
-            .map_err(|e| KbsError::Protocol(format!("connection closed: {e}")))?;
+            .map_err(|e| BrokerError::Protocol(format!("connection closed: {e}")))?;
         let resp = self
             .sender
             .send_request(req)
             .await
-            .map_err(|e| KbsError::Protocol(format!("GET {path}: {e}")))?;
+            .map_err(|e| BrokerError::Protocol(format!("GET {path}: {e}")))?;
         let status = resp.status().as_u16();
         let body = Limited::new(resp.into_body(), MAX_SECRET)
             .collect()
             .await
-            .map_err(|e| KbsError::Protocol(format!("GET {path}: {e}")))?
+            .map_err(|e| BrokerError::Protocol(format!("GET {path}: {e}")))?
             .to_bytes();
         Ok((status, Zeroizing::new(body.to_vec())))
     }
 
     /// Fetches a secret. A refusal carries the broker's reason (policy, rule, detail).
-    pub async fn get_secret(&mut self, name: &str) -> Result<Zeroizing<Vec<u8>>, KbsError> {
+    pub async fn get_secret(&mut self, name: &str) -> Result<Zeroizing<Vec<u8>>, BrokerError> {
         let (status, body) = self.get(&format!("/v1/secrets/{name}")).await?;
         if status == 200 {
             return Ok(body);
@@ -134,19 +154,19 @@ impl KbsClient {
             }
             Err(_) => format!("HTTP {status}"),
         };
-        Err(KbsError::Refused {
+        Err(BrokerError::Refused {
             secret: name.to_owned(),
             reason,
         })
     }
 
     /// How the broker appraised this connection's evidence.
-    pub async fn verdict(&mut self) -> Result<serde_json::Value, KbsError> {
+    pub async fn verdict(&mut self) -> Result<serde_json::Value, BrokerError> {
         let (status, body) = self.get("/v1/verdict").await?;
         let v: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| KbsError::Protocol(e.to_string()))?;
+            serde_json::from_slice(&body).map_err(|e| BrokerError::Protocol(e.to_string()))?;
         if status != 200 {
-            return Err(KbsError::Refused {
+            return Err(BrokerError::Refused {
                 secret: "(verdict)".into(),
                 reason: v.to_string(),
             });
