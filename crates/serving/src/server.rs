@@ -25,15 +25,128 @@ use crate::rest::RestContext;
 use crate::service::{CoreOptions, ServingCore};
 use crate::textproto::{self, ModelConfig, VersionPolicy};
 
+/// An option of [`ServeOptions`], named in errors so that the caller (the binary) can say
+/// which of its flags or settings is wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServeOption {
+    /// [`ServeOptions::port`].
+    Port,
+    /// [`ServeOptions::rest_api_port`].
+    RestApiPort,
+    /// [`ServeOptions::model_base_path`] (with [`ServeOptions::model_name`]).
+    ModelBasePath,
+    /// [`ServeOptions::model_config_file`].
+    ModelConfigFile,
+    /// [`ServeOptions::enable_batching`].
+    EnableBatching,
+    /// [`ServeOptions::batching_parameters_file`].
+    BatchingParametersFile,
+    /// [`ServeOptions::monitoring_config_file`].
+    MonitoringConfigFile,
+    /// [`ServeOptions::model_key_file`].
+    ModelKeyFile,
+    /// [`ServeOptions::engine`].
+    Engine,
+    /// [`ServeOptions::attestation_collateral`].
+    AttestationCollateral,
+    /// [`ServeOptions::kbs`].
+    Kbs,
+    /// [`KbsOptions::ca`].
+    KbsCa,
+    /// [`KbsOptions::tls_key_secret`].
+    KbsTlsKeySecret,
+    /// [`TlsOptions::ssl_config_file`].
+    SslConfigFile,
+    /// [`TlsOptions::cert`].
+    TlsCert,
+    /// [`TlsOptions::key`].
+    TlsKey,
+    /// [`TlsOptions::client_ca`].
+    TlsClientCa,
+    /// [`TlsOptions::ra_tls`].
+    TlsRa,
+    /// [`TlsOptions::insecure`].
+    Insecure,
+    /// The TEE platform given to [`Server::start`].
+    Platform,
+}
+
+impl ServeOption {
+    /// The option's name in [`ServeOptions`] (`kbs.ca`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ServeOption::Port => "port",
+            ServeOption::RestApiPort => "rest_api_port",
+            ServeOption::ModelBasePath => "model_base_path",
+            ServeOption::ModelConfigFile => "model_config_file",
+            ServeOption::EnableBatching => "enable_batching",
+            ServeOption::BatchingParametersFile => "batching_parameters_file",
+            ServeOption::MonitoringConfigFile => "monitoring_config_file",
+            ServeOption::ModelKeyFile => "model_key_file",
+            ServeOption::Engine => "engine",
+            ServeOption::AttestationCollateral => "attestation_collateral",
+            ServeOption::Kbs => "kbs",
+            ServeOption::KbsCa => "kbs.ca",
+            ServeOption::KbsTlsKeySecret => "kbs.tls_key_secret",
+            ServeOption::SslConfigFile => "tls.ssl_config_file",
+            ServeOption::TlsCert => "tls.cert",
+            ServeOption::TlsKey => "tls.key",
+            ServeOption::TlsClientCa => "tls.client_ca",
+            ServeOption::TlsRa => "tls.ra_tls",
+            ServeOption::Insecure => "tls.insecure",
+            ServeOption::Platform => "platform",
+        }
+    }
+}
+
+impl std::fmt::Display for ServeOption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// A flag or file is wrong.
+    /// An option's value is wrong, or the file it names cannot be read or parsed.
+    #[error("{option}: {detail}")]
+    Option {
+        /// The option.
+        option: ServeOption,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// An option that works only together with another.
+    #[error("{option} needs {}", needs.iter().map(|n| n.name()).collect::<Vec<_>>().join(" or "))]
+    Needs {
+        /// The option given.
+        option: ServeOption,
+        /// What it needs (one of these).
+        needs: Vec<ServeOption>,
+    },
+    /// Options that cannot be used together, or none of those one of which is required.
     #[error("{0}")]
-    Config(String),
-    /// The key broker could not be reached or refused.
+    Options(OptionsError),
+    /// The key broker could not be reached (for the whole retry time) or refused.
     #[error("key broker: {0}")]
-    Kbs(String),
+    Broker(#[from] teeserve_tls::broker::BrokerError),
+    /// A secret the key broker released is not usable.
+    #[error("key broker secret {name:?}: {detail}")]
+    Secret {
+        /// The secret's name.
+        name: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// This TEE's attestation (its RA-TLS identity or its quote) could not be made.
+    #[error("attestation: {0}")]
+    Attestation(String),
+    /// The TLS certificate, key or client CA do not make a TLS configuration.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// Loading the configured models failed.
+    #[error("{0}")]
+    Models(String),
     /// Binding a port failed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -42,6 +155,26 @@ pub enum ServeError {
         /// The error.
         source: std::io::Error,
     },
+}
+
+/// Combinations of options that cannot start a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OptionsError {
+    /// Both ports are 0.
+    #[error("port and rest_api_port are both 0: nothing would be served")]
+    NoPorts,
+    /// Both APIs on one port.
+    #[error("rest_api_port must differ from port")]
+    SamePort,
+    /// No model given.
+    #[error("give model_base_path (with model_name) or model_config_file")]
+    NoModels,
+    /// No TLS material and plaintext not allowed.
+    #[error(
+        "TLS is required: give a certificate (with its key from a file or the key broker), \
+         an SSLConfig file or RA-TLS; plaintext only when insecure is set"
+    )]
+    NoTls,
 }
 
 /// Where TLS material comes from.
@@ -199,12 +332,20 @@ pub struct Server {
     drain: Duration,
 }
 
-fn cfg(e: impl std::fmt::Display) -> ServeError {
-    ServeError::Config(e.to_string())
+fn option(option: ServeOption, detail: impl std::fmt::Display) -> ServeError {
+    ServeError::Option {
+        option,
+        detail: detail.to_string(),
+    }
 }
 
-fn read(p: &PathBuf, flag: &str) -> Result<Vec<u8>, ServeError> {
-    std::fs::read(p).map_err(|e| cfg(format!("{flag} {}: {e}", p.display())))
+fn read(p: &std::path::Path, o: ServeOption) -> Result<Vec<u8>, ServeError> {
+    std::fs::read(p).map_err(|e| option(o, format!("{}: {e}", p.display())))
+}
+
+/// Reads a TF Serving text-format configuration file.
+fn read_text(p: &std::path::Path, o: ServeOption) -> Result<String, ServeError> {
+    String::from_utf8(read(p, o)?).map_err(|_| option(o, format!("{} is not UTF-8", p.display())))
 }
 
 /// Secrets obtained from the key broker.
@@ -215,9 +356,9 @@ struct Provisioned {
 }
 
 async fn provision(k: &KbsOptions, platform: &dyn Platform) -> Result<Provisioned, ServeError> {
-    let ca = read(&k.ca, "--kbs-ca")?;
+    let ca = read(&k.ca, ServeOption::KbsCa)?;
     let identity = RaTlsIdentity::generate(platform, EvidenceFormat::Both, KeyType::P256)
-        .map_err(|e| ServeError::Kbs(e.to_string()))?;
+        .map_err(|e| ServeError::Attestation(e.to_string()))?;
     let deadline = tokio::time::Instant::now() + k.retry_for;
     let mut wait = Duration::from_millis(200);
     let mut client = loop {
@@ -232,44 +373,38 @@ async fn provision(k: &KbsOptions, platform: &dyn Platform) -> Result<Provisione
             Ok(c) => break c,
             Err(e @ teeserve_tls::broker::BrokerError::Io { .. }) => {
                 if tokio::time::Instant::now() + wait > deadline {
-                    return Err(ServeError::Kbs(format!(
-                        "{e}; gave up after {:?}",
-                        k.retry_for
-                    )));
+                    tracing::error!("key broker unreachable; gave up after {:?}", k.retry_for);
+                    return Err(e.into());
                 }
                 tracing::warn!("key broker unreachable ({e}); retrying in {wait:?}");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
-            Err(e) => return Err(ServeError::Kbs(e.to_string())),
+            Err(e) => return Err(e.into()),
         }
     };
     let key = client
         .get_secret(&k.model_key_secret)
         .await
-        .map_err(|e| ServeError::Kbs(e.to_string()))?;
+        .map_err(ServeError::Broker)?;
     let model_key = Some(
-        SealKey::from_file_bytes(&key)
-            .map_err(|e| ServeError::Kbs(format!("secret {:?}: {e}", k.model_key_secret)))?,
+        SealKey::from_file_bytes(&key).map_err(|e| ServeError::Secret {
+            name: k.model_key_secret.clone(),
+            detail: e.to_string(),
+        })?,
     );
     let tls_key_pem = match &k.tls_key_secret {
-        Some(s) => Some(
-            client
-                .get_secret(s)
-                .await
-                .map_err(|e| ServeError::Kbs(e.to_string()))?,
-        ),
+        Some(s) => Some(client.get_secret(s).await.map_err(ServeError::Broker)?),
         None => None,
     };
     let admitted = match &k.admitted_models_secret {
         Some(s) => {
-            let list = client
-                .get_secret(s)
-                .await
-                .map_err(|e| ServeError::Kbs(e.to_string()))?;
+            let list = client.get_secret(s).await.map_err(ServeError::Broker)?;
             Some(
-                AdmittedModels::from_json(&list)
-                    .map_err(|e| ServeError::Kbs(format!("secret {s:?} (admitted models): {e}")))?,
+                AdmittedModels::from_json(&list).map_err(|e| ServeError::Secret {
+                    name: s.clone(),
+                    detail: format!("admitted models: {e}"),
+                })?,
             )
         }
         None => None,
@@ -285,10 +420,13 @@ async fn provision(k: &KbsOptions, platform: &dyn Platform) -> Result<Provisione
 fn model_configs(o: &ServeOptions) -> Result<Vec<ModelConfig>, ServeError> {
     match (&o.model_config_file, &o.model_base_path) {
         (Some(f), _) => {
-            let text = String::from_utf8(read(f, "--model_config_file")?)
-                .map_err(|_| cfg("--model_config_file is not UTF-8"))?;
-            textproto::model_server_config(&text)
-                .map_err(|e| cfg(format!("--model_config_file {}: {e}", f.display())))
+            let text = read_text(f, ServeOption::ModelConfigFile)?;
+            textproto::model_server_config(&text).map_err(|e| {
+                option(
+                    ServeOption::ModelConfigFile,
+                    format!("{}: {e}", f.display()),
+                )
+            })
         }
         (None, Some(b)) => Ok(vec![ModelConfig {
             name: o.model_name.clone(),
@@ -296,9 +434,7 @@ fn model_configs(o: &ServeOptions) -> Result<Vec<ModelConfig>, ServeError> {
             policy: VersionPolicy::Latest(1),
             labels: Default::default(),
         }]),
-        (None, None) => Err(cfg(
-            "give --model_base_path (with --model_name) or --model_config_file",
-        )),
+        (None, None) => Err(ServeError::Options(OptionsError::NoModels)),
     }
 }
 
@@ -317,30 +453,32 @@ fn tls_config(
         Option<Vec<u8>>,
         KeyOrigin,
     ) = if t.ra_tls {
-        let p = platform.ok_or_else(|| cfg("--tls-ra needs a TEE platform (--platform)"))?;
+        let p = platform.ok_or(ServeError::Needs {
+            option: ServeOption::TlsRa,
+            needs: vec![ServeOption::Platform],
+        })?;
         let id = RaTlsIdentity::generate(p, EvidenceFormat::Both, KeyType::P256)
-            .map_err(|e| cfg(format!("--tls-ra: {e}")))?;
+            .map_err(|e| ServeError::Attestation(e.to_string()))?;
         (
             vec![CertificateDer::from(id.cert_der.clone())],
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(id.key_pkcs8.to_vec())),
             t.client_ca
                 .as_ref()
-                .map(|p| read(p, "--tls-client-ca"))
+                .map(|p| read(p, ServeOption::TlsClientCa))
                 .transpose()?,
             KeyOrigin::Tee,
         )
     } else if let Some(f) = &t.ssl_config_file {
-        let text = String::from_utf8(read(f, "--ssl_config_file")?)
-            .map_err(|_| cfg("--ssl_config_file is not UTF-8"))?;
-        let c = textproto::ssl_config(&text)
-            .map_err(|e| cfg(format!("--ssl_config_file {}: {e}", f.display())))?;
+        let ssl = |detail: String| option(ServeOption::SslConfigFile, detail);
+        let text = read_text(f, ServeOption::SslConfigFile)?;
+        let c = textproto::ssl_config(&text).map_err(|e| ssl(format!("{}: {e}", f.display())))?;
         let certs = teeserve_tls::certs_from_pem(c.server_cert.as_bytes())
-            .map_err(|e| cfg(format!("--ssl_config_file server_cert: {e}")))?;
+            .map_err(|e| ssl(format!("server_cert: {e}")))?;
         let key = teeserve_tls::key_from_pem(c.server_key.as_bytes())
-            .map_err(|e| cfg(format!("--ssl_config_file server_key: {e}")))?;
+            .map_err(|e| ssl(format!("server_key: {e}")))?;
         let ca = if c.client_verify {
             if c.custom_ca.is_empty() {
-                return Err(cfg("--ssl_config_file: client_verify needs custom_ca"));
+                return Err(ssl("client_verify needs custom_ca".into()));
             }
             Some(c.custom_ca.into_bytes())
         } else {
@@ -348,97 +486,78 @@ fn tls_config(
         };
         (certs, key, ca, KeyOrigin::Host)
     } else if let Some(cert) = &t.cert {
-        let certs = teeserve_tls::certs_from_pem(&read(cert, "--tls-cert")?)
-            .map_err(|e| cfg(format!("--tls-cert: {e}")))?;
-        let (key_pem, origin) =
-            match (provisioned_key, &t.key) {
-                (Some(k), _) => (Zeroizing::new(k.to_vec()), KeyOrigin::Broker),
-                (None, Some(p)) => (Zeroizing::new(read(p, "--tls-key")?), KeyOrigin::Host),
-                (None, None) => return Err(cfg(
-                    "--tls-cert needs --tls-key, or the key from the broker (--kbs-tls-key-secret)",
-                )),
-            };
-        let key = teeserve_tls::key_from_pem(&key_pem).map_err(|e| cfg(format!("TLS key: {e}")))?;
+        let certs = teeserve_tls::certs_from_pem(&read(cert, ServeOption::TlsCert)?)
+            .map_err(|e| option(ServeOption::TlsCert, e))?;
+        let (key_pem, origin) = match (provisioned_key, &t.key) {
+            (Some(k), _) => (Zeroizing::new(k.to_vec()), KeyOrigin::Broker),
+            (None, Some(p)) => (
+                Zeroizing::new(read(p, ServeOption::TlsKey)?),
+                KeyOrigin::Host,
+            ),
+            (None, None) => {
+                return Err(ServeError::Needs {
+                    option: ServeOption::TlsCert,
+                    needs: vec![ServeOption::TlsKey, ServeOption::KbsTlsKeySecret],
+                })
+            }
+        };
+        let key = teeserve_tls::key_from_pem(&key_pem)
+            .map_err(|e| ServeError::Tls(format!("TLS key: {e}")))?;
         (
             certs,
             key,
             t.client_ca
                 .as_ref()
-                .map(|p| read(p, "--tls-client-ca"))
+                .map(|p| read(p, ServeOption::TlsClientCa))
                 .transpose()?,
             origin,
         )
     } else if t.insecure {
         return Ok(None);
     } else {
-        return Err(cfg(
-            "TLS is required: give --tls-cert (with --tls-key or a key from the broker), --ssl_config_file or --tls-ra; plaintext only with --insecure",
-        ));
+        return Err(ServeError::Options(OptionsError::NoTls));
     };
     let spki = x509_parser::parse_x509_certificate(&certs[0])
         .map(|(_, c)| c.public_key().raw.to_vec())
-        .map_err(|e| cfg(format!("server certificate: {e}")))?;
+        .map_err(|e| ServeError::Tls(format!("server certificate: {e}")))?;
+    let tls = |e: rustls::Error| ServeError::Tls(e.to_string());
     let builder = rustls::ServerConfig::builder_with_provider(teeserve_tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(cfg)?;
+        .map_err(tls)?;
     let builder = match client_ca {
         Some(ca) => {
-            let roots =
-                teeserve_tls::roots_from_pem(&ca).map_err(|e| cfg(format!("client CA: {e}")))?;
+            let roots = teeserve_tls::roots_from_pem(&ca)
+                .map_err(|e| option(ServeOption::TlsClientCa, e))?;
             let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 teeserve_tls::provider(),
             )
             .build()
-            .map_err(cfg)?;
+            .map_err(|e| ServeError::Tls(format!("client CA: {e}")))?;
             builder.with_client_cert_verifier(v)
         }
         None => builder.with_no_client_auth(),
     };
     let mut c = builder
         .with_single_cert(certs, key)
-        .map_err(|e| cfg(format!("TLS certificate and key: {e}")))?;
+        .map_err(|e| ServeError::Tls(format!("certificate and key: {e}")))?;
     c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Some((Arc::new(c), spki, origin)))
 }
 
 impl Server {
     /// Obtains secrets, loads models, and starts the listeners. `platform` is the TEE the server
-    /// runs in (needed with a key broker, `--tls-ra`, or for /v1/attestation).
+    /// runs in (needed with a key broker, RA-TLS, or for /v1/attestation).
     pub async fn start(
         o: ServeOptions,
         platform: Option<Arc<dyn Platform>>,
     ) -> Result<Self, ServeError> {
-        if o.port == 0 && o.rest_api_port == 0 {
-            return Err(cfg(
-                "--port and --rest_api_port are both 0: nothing would be served",
-            ));
-        }
-        if o.port != 0 && o.port == o.rest_api_port {
-            return Err(cfg("--rest_api_port must differ from --port"));
-        }
-        if o.batching_parameters_file.is_some() && !o.enable_batching {
-            return Err(cfg("--batching_parameters_file needs --enable_batching"));
-        }
-        let provisioned = match (&o.kbs, &platform) {
-            (Some(k), Some(p)) => provision(k, p.as_ref()).await?,
-            (Some(_), None) => return Err(cfg("--kbs needs a TEE platform (--platform)")),
-            (None, _) => Provisioned {
-                model_key: match &o.model_key_file {
-                    Some(f) => {
-                        tracing::warn!("using a model key from a local file: on a TEE host, fetch it from the key broker instead");
-                        Some(SealKey::from_file(f).map_err(|e| cfg(format!("--model-key: {e}")))?)
-                    }
-                    None => None,
-                },
-                admitted: None,
-                tls_key_pem: None,
-            },
-        };
+        check_options(&o)?;
+        let provisioned = secrets(&o, platform.as_deref()).await?;
         let engine = o
             .engine
             .start(o.core.workers)
-            .map_err(|e| cfg(format!("--engine: {e}")))?;
+            .map_err(|e| option(ServeOption::Engine, e))?;
         let repo = Arc::new(ModelRepository::new(
             engine,
             ModelSource {
@@ -450,70 +569,22 @@ impl Server {
         let r = repo.clone();
         tokio::task::spawn_blocking(move || r.sync())
             .await
-            .map_err(cfg)?;
+            .map_err(|e| ServeError::Models(e.to_string()))?;
         let metrics = Arc::new(Metrics::default());
-        let batcher = if o.enable_batching {
-            let params = match &o.batching_parameters_file {
-                Some(f) => textproto::batching_parameters(&String::from_utf8_lossy(&read(
-                    f,
-                    "--batching_parameters_file",
-                )?))
-                .map_err(|e| cfg(format!("--batching_parameters_file {}: {e}", f.display())))?,
-                None => Default::default(),
-            };
-            Some(Arc::new(Batcher::new(params, metrics.clone())))
-        } else {
-            None
-        };
         let core = Arc::new(ServingCore::new(
             repo.clone(),
-            metrics,
+            metrics.clone(),
             o.core.clone(),
-            batcher,
+            batcher(&o, metrics)?,
         ));
         let tls = tls_config(
             &o.tls,
             provisioned.tls_key_pem.as_deref().map(|v| &v[..]),
             platform.as_deref(),
         )?;
-        let attestation = match (&platform, &tls) {
-            (Some(_), Some((_, _, KeyOrigin::Host))) if !o.tls.attest_host_key => {
-                tracing::warn!("/v1/attestation is off: the TLS key is a file the host gave, so the host could answer in this server's place (--attest-host-tls-key publishes it anyway, marked as a host key)");
-                None
-            }
-            (Some(p), Some((_, spki, origin))) => {
-                let collateral = match &o.attestation_collateral {
-                    Some(c) => Some(
-                        serde_json::from_slice(&read(c, "--attestation-collateral")?)
-                            .map_err(|e| cfg(format!("--attestation-collateral: {e}")))?,
-                    ),
-                    None => None,
-                };
-                let a = Arc::new(Attestor::new(
-                    p.clone(),
-                    spki.clone(),
-                    *origin,
-                    collateral,
-                    repo.clone(),
-                ));
-                // Quote once now, so a platform that cannot quote stops the start.
-                a.current()
-                    .await
-                    .map_err(|e| cfg(format!("attestation: {e}")))?;
-                Some(a)
-            }
-            _ => None,
-        };
-        let metrics_path = match &o.monitoring_config_file {
-            Some(f) => textproto::monitoring_config(&String::from_utf8_lossy(&read(
-                f,
-                "--monitoring_config_file",
-            )?))
-            .map_err(|e| cfg(format!("--monitoring_config_file: {e}")))?,
-            None => Some("/monitoring/prometheus/metrics".to_owned()),
-        };
+        let attestation = attestor(&o, platform.as_ref(), tls.as_ref(), &repo).await?;
         let ctx = Arc::new(RestContext {
-            metrics_path,
+            metrics_path: metrics_path(&o)?,
             cors: o.cors,
             attestation: attestation.clone(),
             max_body: o.max_request_bytes,
@@ -526,49 +597,7 @@ impl Server {
         if o.port != 0 {
             let l = bind(&o.grpc_bind, o.port).await?;
             grpc_addr = l.local_addr().ok();
-            let g = crate::grpc::Grpc(core.clone());
-            let n = o.max_request_bytes;
-            let routes = tonic::service::Routes::new(
-                crate::proto::tensorflow::serving::prediction_service_server::PredictionServiceServer::new(g.clone())
-                    .max_decoding_message_size(n)
-                    .max_encoding_message_size(usize::MAX),
-            )
-            .add_service(
-                crate::proto::tensorflow::serving::model_service_server::ModelServiceServer::new(g)
-                    .max_decoding_message_size(n),
-            )
-            .add_service(crate::proto::health::health_server::HealthServer::new(crate::grpc::Health(core.clone())));
-            // Admission (in-flight place, memory budget) before tonic reads a message.
-            let routes =
-                routes
-                    .prepare()
-                    .into_axum_router()
-                    .layer(axum::middleware::from_fn_with_state(
-                        crate::admission::GrpcAdmission {
-                            core: core.clone(),
-                            max_message: n,
-                        },
-                        crate::admission::grpc_layer,
-                    ));
-            let att = attestation.clone();
-            let router = routes.route(
-                "/v1/attestation",
-                axum::routing::get(move |uri: axum::http::Uri| {
-                    let att = att.clone();
-                    async move {
-                        let (status, body) = match att {
-                            Some(a) => a.respond(uri.query()).await,
-                            None => crate::attestation::no_attestation(),
-                        };
-                        (
-                            axum::http::StatusCode::from_u16(status)
-                                .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR),
-                            [(axum::http::header::CONTENT_TYPE, "application/json")],
-                            body,
-                        )
-                    }
-                }),
-            );
+            let router = grpc_router(&core, attestation, o.max_request_bytes);
             tasks.push(tokio::spawn(serve_listener(
                 l,
                 tls_cfg.clone(),
@@ -595,37 +624,12 @@ impl Server {
                 o.connections.clone(),
             )));
         }
-        // Version polling and config re-reading.
         if o.file_system_poll_wait_seconds > 0 || o.model_config_file_poll_wait_seconds > 0 {
-            let repo = repo.clone();
-            let fs_wait = o.file_system_poll_wait_seconds;
-            let cfg_wait = o.model_config_file_poll_wait_seconds;
-            let opts = o.clone();
-            let mut rx = rx.clone();
-            tasks.push(tokio::spawn(async move {
-                let tick = Duration::from_secs(if fs_wait > 0 {
-                    fs_wait as u64
-                } else {
-                    cfg_wait.max(1)
-                });
-                let mut since_cfg = Duration::ZERO;
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(tick) => {}
-                        _ = rx.changed() => return,
-                    }
-                    since_cfg += tick;
-                    if cfg_wait > 0 && since_cfg >= Duration::from_secs(cfg_wait) {
-                        since_cfg = Duration::ZERO;
-                        match model_configs(&opts) {
-                            Ok(c) => repo.set_configs(c),
-                            Err(e) => tracing::error!("model config not reloaded: {e}"),
-                        }
-                    }
-                    let r = repo.clone();
-                    let _ = tokio::task::spawn_blocking(move || r.sync()).await;
-                }
-            }));
+            tasks.push(tokio::spawn(poll_models(
+                o.clone(),
+                repo.clone(),
+                rx.clone(),
+            )));
         }
         Ok(Self {
             grpc_addr,
@@ -642,6 +646,195 @@ impl Server {
         let _ = self.shutdown.send(true);
         let all = futures::future::join_all(self.tasks);
         let _ = tokio::time::timeout(self.drain + Duration::from_secs(1), all).await;
+    }
+}
+
+/// Refuses option combinations that cannot start a server.
+fn check_options(o: &ServeOptions) -> Result<(), ServeError> {
+    if o.port == 0 && o.rest_api_port == 0 {
+        return Err(ServeError::Options(OptionsError::NoPorts));
+    }
+    if o.port != 0 && o.port == o.rest_api_port {
+        return Err(ServeError::Options(OptionsError::SamePort));
+    }
+    if o.batching_parameters_file.is_some() && !o.enable_batching {
+        return Err(ServeError::Needs {
+            option: ServeOption::BatchingParametersFile,
+            needs: vec![ServeOption::EnableBatching],
+        });
+    }
+    Ok(())
+}
+
+/// The secrets: from the key broker (attesting with `platform`), or a local model key file.
+async fn secrets(
+    o: &ServeOptions,
+    platform: Option<&dyn Platform>,
+) -> Result<Provisioned, ServeError> {
+    match (&o.kbs, platform) {
+        (Some(k), Some(p)) => provision(k, p).await,
+        (Some(_), None) => Err(ServeError::Needs {
+            option: ServeOption::Kbs,
+            needs: vec![ServeOption::Platform],
+        }),
+        (None, _) => Ok(Provisioned {
+            model_key: match &o.model_key_file {
+                Some(f) => {
+                    tracing::warn!("using a model key from a local file: on a TEE host, fetch it from the key broker instead");
+                    Some(SealKey::from_file(f).map_err(|e| option(ServeOption::ModelKeyFile, e))?)
+                }
+                None => None,
+            },
+            admitted: None,
+            tls_key_pem: None,
+        }),
+    }
+}
+
+/// The dynamic batcher, when batching is on.
+fn batcher(o: &ServeOptions, metrics: Arc<Metrics>) -> Result<Option<Arc<Batcher>>, ServeError> {
+    if !o.enable_batching {
+        return Ok(None);
+    }
+    let params = match &o.batching_parameters_file {
+        Some(f) => {
+            let text = read_text(f, ServeOption::BatchingParametersFile)?;
+            textproto::batching_parameters(&text).map_err(|e| {
+                option(
+                    ServeOption::BatchingParametersFile,
+                    format!("{}: {e}", f.display()),
+                )
+            })?
+        }
+        None => Default::default(),
+    };
+    Ok(Some(Arc::new(Batcher::new(params, metrics))))
+}
+
+/// The attestation document's maker, when there is a platform and a TLS key it may vouch for.
+async fn attestor(
+    o: &ServeOptions,
+    platform: Option<&Arc<dyn Platform>>,
+    tls: Option<&TlsSetup>,
+    repo: &Arc<ModelRepository>,
+) -> Result<Option<Arc<Attestor>>, ServeError> {
+    let (Some(p), Some((_, spki, origin))) = (platform, tls) else {
+        return Ok(None);
+    };
+    if *origin == KeyOrigin::Host && !o.tls.attest_host_key {
+        tracing::warn!("/v1/attestation is off: the TLS key is a file the host gave, so the host could answer in this server's place (--attest-host-tls-key publishes it anyway, marked as a host key)");
+        return Ok(None);
+    }
+    let collateral = match &o.attestation_collateral {
+        Some(c) => Some(
+            serde_json::from_slice(&read(c, ServeOption::AttestationCollateral)?)
+                .map_err(|e| option(ServeOption::AttestationCollateral, e))?,
+        ),
+        None => None,
+    };
+    let a = Arc::new(Attestor::new(
+        p.clone(),
+        spki.clone(),
+        *origin,
+        collateral,
+        repo.clone(),
+    ));
+    // Quote once now, so a platform that cannot quote stops the start.
+    a.current()
+        .await
+        .map_err(|e| ServeError::Attestation(e.to_string()))?;
+    Ok(Some(a))
+}
+
+/// Where REST serves the Prometheus metrics (TF Serving's default path unless the monitoring
+/// config says otherwise; `None`: not served).
+fn metrics_path(o: &ServeOptions) -> Result<Option<String>, ServeError> {
+    match &o.monitoring_config_file {
+        Some(f) => {
+            let text = read_text(f, ServeOption::MonitoringConfigFile)?;
+            textproto::monitoring_config(&text)
+                .map_err(|e| option(ServeOption::MonitoringConfigFile, e))
+        }
+        None => Ok(Some("/monitoring/prometheus/metrics".to_owned())),
+    }
+}
+
+/// The gRPC services (prediction, model, health) behind request admission, and
+/// `/v1/attestation` beside them on the same port.
+fn grpc_router(
+    core: &Arc<ServingCore>,
+    attestation: Option<Arc<Attestor>>,
+    max_message: usize,
+) -> axum::Router {
+    use crate::proto::tensorflow::serving::model_service_server::ModelServiceServer;
+    use crate::proto::tensorflow::serving::prediction_service_server::PredictionServiceServer;
+    let g = crate::grpc::Grpc(core.clone());
+    let routes = tonic::service::Routes::new(
+        PredictionServiceServer::new(g.clone())
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(usize::MAX),
+    )
+    .add_service(ModelServiceServer::new(g).max_decoding_message_size(max_message))
+    .add_service(crate::proto::health::health_server::HealthServer::new(
+        crate::grpc::Health(core.clone()),
+    ));
+    // Admission (in-flight place, memory budget) before tonic reads a message.
+    let routes = routes
+        .prepare()
+        .into_axum_router()
+        .layer(axum::middleware::from_fn_with_state(
+            crate::admission::GrpcAdmission {
+                core: core.clone(),
+                max_message,
+            },
+            crate::admission::grpc_layer,
+        ));
+    routes.route(
+        "/v1/attestation",
+        axum::routing::get(move |uri: axum::http::Uri| {
+            let att = attestation.clone();
+            async move {
+                let (status, body) = match att {
+                    Some(a) => a.respond(uri.query()).await,
+                    None => crate::attestation::no_attestation(),
+                };
+                (
+                    axum::http::StatusCode::from_u16(status)
+                        .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR),
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    body,
+                )
+            }
+        }),
+    )
+}
+
+/// Scans for new and retired versions, and re-reads the model config file, at their poll
+/// intervals until shutdown.
+async fn poll_models(o: ServeOptions, repo: Arc<ModelRepository>, mut rx: watch::Receiver<bool>) {
+    let fs_wait = o.file_system_poll_wait_seconds;
+    let cfg_wait = o.model_config_file_poll_wait_seconds;
+    let tick = Duration::from_secs(if fs_wait > 0 {
+        fs_wait as u64
+    } else {
+        cfg_wait.max(1)
+    });
+    let mut since_cfg = Duration::ZERO;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = rx.changed() => return,
+        }
+        since_cfg += tick;
+        if cfg_wait > 0 && since_cfg >= Duration::from_secs(cfg_wait) {
+            since_cfg = Duration::ZERO;
+            match model_configs(&o) {
+                Ok(c) => repo.set_configs(c),
+                Err(e) => tracing::error!("model config not reloaded: {e}"),
+            }
+        }
+        let r = repo.clone();
+        let _ = tokio::task::spawn_blocking(move || r.sync()).await;
     }
 }
 

@@ -8,7 +8,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use teeserve_serving::engine::EngineChoice;
-use teeserve_serving::server::{ConnectionLimits, KbsOptions, ServeOptions, Server, TlsOptions};
+use teeserve_serving::server::{
+    ConnectionLimits, KbsOptions, OptionsError, ServeError, ServeOption, ServeOptions, Server,
+    TlsOptions,
+};
 use teeserve_serving::service::CoreOptions;
 
 use super::attest::{open_platform, PlatformKind, PlatformPaths};
@@ -277,7 +280,9 @@ pub fn run(a: ServeArgs) -> Result<i32> {
         .build()
         .context("async runtime")?;
     rt.block_on(async move {
-        let server = Server::start(o, platform).await?;
+        let server = Server::start(o, platform)
+            .await
+            .map_err(|e| anyhow::anyhow!(describe(&e)))?;
         let show = |a: Option<std::net::SocketAddr>| {
             a.map(|a| a.to_string()).unwrap_or_else(|| "off".into())
         };
@@ -300,4 +305,53 @@ pub fn run(a: ServeArgs) -> Result<i32> {
         server.shutdown().await;
         Ok(0)
     })
+}
+
+/// The flag of `serve` that sets an option of the server.
+fn flag(o: ServeOption) -> &'static str {
+    match o {
+        ServeOption::Port => "--port",
+        ServeOption::RestApiPort => "--rest_api_port",
+        ServeOption::ModelBasePath => "--model_base_path",
+        ServeOption::ModelConfigFile => "--model_config_file",
+        ServeOption::EnableBatching => "--enable_batching",
+        ServeOption::BatchingParametersFile => "--batching_parameters_file",
+        ServeOption::MonitoringConfigFile => "--monitoring_config_file",
+        ServeOption::ModelKeyFile => "--model-key",
+        ServeOption::Engine => "--engine",
+        ServeOption::AttestationCollateral => "--attestation-collateral",
+        ServeOption::Kbs => "--kbs",
+        ServeOption::KbsCa => "--kbs-ca",
+        ServeOption::KbsTlsKeySecret => "--kbs-tls-key-secret",
+        ServeOption::SslConfigFile => "--ssl_config_file",
+        ServeOption::TlsCert => "--tls-cert",
+        ServeOption::TlsKey => "--tls-key",
+        ServeOption::TlsClientCa => "--tls-client-ca",
+        ServeOption::TlsRa => "--tls-ra",
+        ServeOption::Insecure => "--insecure",
+        ServeOption::Platform => "--platform",
+    }
+}
+
+/// The server's start-up error in the words of `serve`'s flags.
+fn describe(e: &ServeError) -> String {
+    match e {
+        ServeError::Option { option, detail } => format!("{} {detail}", flag(*option)),
+        ServeError::Needs { option, needs } => format!(
+            "{} needs {}",
+            flag(*option),
+            needs.iter().map(|n| flag(*n)).collect::<Vec<_>>().join(" or ")
+        ),
+        ServeError::Options(OptionsError::NoPorts) => {
+            "--port and --rest_api_port are both 0: nothing would be served".into()
+        }
+        ServeError::Options(OptionsError::SamePort) => {
+            "--rest_api_port must differ from --port".into()
+        }
+        ServeError::Options(OptionsError::NoModels) => {
+            "give --model_base_path (with --model_name) or --model_config_file".into()
+        }
+        ServeError::Options(OptionsError::NoTls) => "TLS is required: give --tls-cert (with --tls-key or a key from the broker), --ssl_config_file or --tls-ra; plaintext only with --insecure".into(),
+        other => other.to_string(),
+    }
 }
