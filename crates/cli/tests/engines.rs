@@ -266,16 +266,78 @@ fn onnxruntime_engine_reports_a_model_it_cannot_load() {
     let base = dir.path().join("broken");
     std::fs::create_dir_all(base.join("1")).unwrap();
     std::fs::write(base.join("1/model.onnx"), b"this is not an ONNX model").unwrap();
-    let srv = serve_model(
+    // As TF Serving: a model none of whose versions loads stops the start, with the error.
+    let (grpc, rest) = (free_port().to_string(), free_port().to_string());
+    let e = run(&[
+        "serve",
+        "--insecure",
+        "--port",
+        &grpc,
+        "--rest_api_port",
+        &rest,
+        "--model_name",
         "broken",
-        &base,
-        &["--engine", "onnxruntime", "--onnxruntime-lib", s(&lib)],
+        "--model_base_path",
+        s(&base),
+        "--engine",
+        "onnxruntime",
+        "--onnxruntime-lib",
+        s(&lib),
+    ])
+    .fails(2)
+    .stderr;
+    assert!(e.contains("model broken did not load: version 1:"), "{e}");
+    assert!(e.contains("ONNX Runtime cannot load the model"), "{e}");
+}
+
+#[test]
+fn serve_stops_when_a_model_has_no_version_that_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken");
+    std::fs::create_dir_all(broken.join("1")).unwrap();
+    std::fs::write(broken.join("1/model.onnx"), b"this is not an ONNX model").unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let config = dir.path().join("models.config");
+    std::fs::write(
+        &config,
+        format!(
+            "model_config_list {{\n  config {{ name: \"digits\" base_path: \"{}\" model_platform: \"onnx\" }}\n  config {{ name: \"broken\" base_path: \"{}\" }}\n  config {{ name: \"empty\" base_path: \"{}\" }}\n}}\n",
+            repo().join("models/digits").display(),
+            broken.display(),
+            empty.display()
+        ),
+    )
+    .unwrap();
+    let (grpc, rest) = (free_port(), free_port());
+    let r = run(&[
+        "serve",
+        "--insecure",
+        "--port",
+        &grpc.to_string(),
+        "--rest_api_port",
+        &rest.to_string(),
+        "--model_config_file",
+        s(&config),
+    ])
+    .fails(2);
+    assert!(
+        r.stderr
+            .contains("model broken did not load: version 1: not an ONNX model"),
+        "{}",
+        r.stderr
     );
-    let status = http_get(&srv.rest, "/v1/models/broken");
-    let v = &status["model_version_status"][0];
-    assert_eq!(v["state"], "END", "{status}");
-    let msg = v["status"]["error_message"].as_str().unwrap();
-    assert!(msg.contains("ONNX Runtime cannot load the model"), "{msg}");
+    assert!(
+        r.stderr.contains("model empty: no version found under"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("model digits"), "{}", r.stderr);
+    assert!(!r.stdout.contains("listening"), "{}", r.stdout);
+    // Nothing was left listening on either port.
+    for p in [grpc, rest] {
+        assert!(std::net::TcpStream::connect(("127.0.0.1", p)).is_err());
+    }
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use teeserve_serving::client::{ca_verifier, client_config, RestClient};
+use teeserve_serving::requester::{ca_verifier, client_config, RestClient};
 
 struct Serve {
     child: Child,

@@ -148,7 +148,7 @@ async fn hostile_requests_are_refused_in_bounded_memory() {
     let grpc_addr = format!("127.0.0.1:{grpc_port}");
     let rest_addr = format!("127.0.0.1:{rest_port}");
     let mut g = PredictionServiceClient::new(
-        teeserve_serving::client::grpc_channel(&grpc_addr, None, "127.0.0.1")
+        teeserve_serving::requester::grpc_channel(&grpc_addr, None, "127.0.0.1")
             .await
             .unwrap(),
     );

@@ -10,9 +10,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use teeserve_serving::client::{ca_verifier, client_config};
 use teeserve_serving::engine::{EngineChoice, LoadedModel};
-use teeserve_serving::predict::{Connection, Target};
+use teeserve_serving::requester::{ca_verifier, client_config};
+use teeserve_serving::requester::{Connection, RequestTarget};
 use teeserve_serving::tensor::{Data, Tensor};
 
 fn input(shape: &[usize]) -> Tensor {
@@ -100,7 +100,7 @@ async fn client(args: &[String]) -> Result<(), String> {
     let ca = std::fs::read(ca).map_err(|e| format!("{ca}: {e}"))?;
     let alpn: &[&[u8]] = if rest { &[b"http/1.1"] } else { &[b"h2"] };
     let cfg = Arc::new(client_config(ca_verifier(&ca)?, None, alpn)?);
-    let target = Target {
+    let target = RequestTarget {
         model: model.clone(),
         ..Default::default()
     };
@@ -110,7 +110,7 @@ async fn client(args: &[String]) -> Result<(), String> {
     async fn send(
         c: &mut Connection,
         rest: bool,
-        t: &Target,
+        t: &RequestTarget,
         inputs: &[(String, Tensor)],
     ) -> Result<(), String> {
         if rest {

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use teeserve_serving::client::{ca_verifier, client_config};
 use teeserve_serving::engine::{Engine, TractEngine};
-use teeserve_serving::predict::{Connection, Target};
+use teeserve_serving::requester::{ca_verifier, client_config};
+use teeserve_serving::requester::{Connection, RequestTarget};
 use teeserve_serving::server::{ServeOptions, Server, TlsOptions};
 use teeserve_serving::tensor;
 
@@ -40,7 +40,7 @@ async fn load(
         let mut c = Connection::open(addr, Some(cfg.clone()), "127.0.0.1", rest).await?;
         let x = pixels.slice_rows(i, i + 1);
         tasks.push(tokio::spawn(async move {
-            let t = Target {
+            let t = RequestTarget {
                 model: "digits".into(),
                 ..Default::default()
             };

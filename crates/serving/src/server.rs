@@ -20,7 +20,7 @@ use crate::attestation::Attestor;
 use crate::batching::Batcher;
 use crate::engine::EngineChoice;
 use crate::metrics::Metrics;
-use crate::repository::{AdmittedModels, ModelRepository, ModelSource};
+use crate::repository::{AdmittedModels, ModelRepository, ModelSource, State};
 use crate::rest::RestContext;
 use crate::service::{CoreOptions, ServingCore};
 use crate::textproto::{self, ModelConfig, VersionPolicy};
@@ -570,6 +570,7 @@ impl Server {
         tokio::task::spawn_blocking(move || r.sync())
             .await
             .map_err(|e| ServeError::Models(e.to_string()))?;
+        every_model_loaded(&repo)?;
         let metrics = Arc::new(Metrics::default());
         let core = Arc::new(ServingCore::new(
             repo.clone(),
@@ -646,6 +647,42 @@ impl Server {
         let _ = self.shutdown.send(true);
         let all = futures::future::join_all(self.tasks);
         let _ = tokio::time::timeout(self.drain + Duration::from_secs(1), all).await;
+    }
+}
+
+/// As TF Serving does, the ports open only once every configured model has a version loaded: a
+/// model with no version, or whose versions all failed to load, stops the start with the load
+/// errors (a requester would otherwise find the server up and the model NOT_FOUND).
+fn every_model_loaded(repo: &ModelRepository) -> Result<(), ServeError> {
+    let mut failed = Vec::new();
+    for name in repo.names() {
+        let Some(m) = repo.model(&name) else {
+            continue;
+        };
+        if m.versions.values().any(|v| v.state == State::Available) {
+            continue;
+        }
+        if m.versions.is_empty() {
+            failed.push(format!(
+                "model {name}: no version found under {}",
+                m.config.base_path
+            ));
+            continue;
+        }
+        let errors: Vec<String> = m
+            .versions
+            .iter()
+            .map(|(n, v)| {
+                let e = v.error.as_deref().unwrap_or("not loaded");
+                format!("version {n}: {e}")
+            })
+            .collect();
+        failed.push(format!("model {name} did not load: {}", errors.join("; ")));
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(ServeError::Models(failed.join("\n")))
     }
 }
 

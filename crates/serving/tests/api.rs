@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use teeserve_serving::client::{ca_verifier, client_config, RestClient};
-use teeserve_serving::predict::{Connection, Target};
 use teeserve_serving::proto::tensorflow::serving::{
     model_spec::VersionChoice, prediction_service_client::PredictionServiceClient,
     GetModelStatusRequest, ModelSpec, PredictRequest,
 };
+use teeserve_serving::requester::{ca_verifier, client_config, RestClient};
+use teeserve_serving::requester::{Connection, RequestTarget};
 use teeserve_serving::server::{ServeOptions, Server};
 use teeserve_serving::tensor::{self, Data, Tensor};
 
@@ -77,7 +77,7 @@ async fn rest(s: &Server) -> RestClient {
 }
 
 async fn channel(s: &Server) -> tonic::transport::Channel {
-    teeserve_serving::client::grpc_channel(&s.grpc_addr.unwrap().to_string(), None, "127.0.0.1")
+    teeserve_serving::requester::grpc_channel(&s.grpc_addr.unwrap().to_string(), None, "127.0.0.1")
         .await
         .unwrap()
 }
@@ -509,7 +509,7 @@ async fn version_lifecycle_add_remove_and_corrupt() {
     assert_eq!(status["model_version_status"][0]["state"], "END");
     let mut g =
         teeserve_serving::proto::tensorflow::serving::model_service_client::ModelServiceClient::new(
-            teeserve_serving::client::grpc_channel(
+            teeserve_serving::requester::grpc_channel(
                 &s.grpc_addr.unwrap().to_string(),
                 None,
                 "127.0.0.1",
@@ -579,7 +579,7 @@ async fn config_file_labels_metadata_health_and_metrics() {
         "{m}"
     );
     // gRPC health and GetModelMetadata (SignatureDefMap packed in Any).
-    let ch = teeserve_serving::client::grpc_channel(
+    let ch = teeserve_serving::requester::grpc_channel(
         &s.grpc_addr.unwrap().to_string(),
         None,
         "127.0.0.1",
@@ -599,7 +599,7 @@ async fn config_file_labels_metadata_health_and_metrics() {
         .await
         .unwrap();
     let sig = conn
-        .signature(&Target {
+        .signature(&RequestTarget {
             model: "digits".into(),
             ..Default::default()
         })
@@ -654,14 +654,16 @@ async fn sealed_models_load_with_the_key_only() {
         .contains("cannot be moved to another model or version"));
     assert!(s.core.resolve("digits", Some(1), None).is_ok());
     s.shutdown().await;
-    // Without the key, nothing loads and readiness stays false.
+    // Without the key nothing loads, so (as TF Serving) the server does not start, and says why.
     o.model_key_file = None;
     o.port = free_port();
     o.rest_api_port = free_port();
-    let s = start(o).await;
-    assert!(!s.core.repo.ready());
-    let mut c = rest(&s).await;
-    assert_eq!(get(&mut c, "/readyz").await.0, 503);
+    let e = Server::start(o, None).await.err().unwrap();
+    assert!(
+        matches!(e, teeserve_serving::server::ServeError::Models(_)),
+        "{e}"
+    );
+    assert!(e.to_string().contains("model digits did not load"), "{e}");
 }
 
 #[tokio::test]
@@ -708,7 +710,7 @@ async fn tls_and_mtls_on_grpc_and_rest() {
         let mut conn = Connection::open(&addr, Some(with), "localhost", rest_api)
             .await
             .unwrap();
-        let t = Target {
+        let t = RequestTarget {
             model: "digits".into(),
             ..Default::default()
         };

@@ -123,7 +123,7 @@ async fn a_plaintext_version_dropped_by_the_host_is_never_served() {
     let msg = status.expect("version 2 was never examined");
     assert!(msg.contains("plaintext model"), "{msg}");
     // Requests still reach the sealed version 1, over the real socket.
-    let mut c = teeserve_serving::client::RestClient::connect(
+    let mut c = teeserve_serving::requester::RestClient::connect(
         &s.rest_addr.unwrap().to_string(),
         None,
         "127.0.0.1",

@@ -11,8 +11,9 @@ use teeserve_attest::collateral::source::CollateralSource;
 use teeserve_attest::platform::{Platform, SimulatedPlatform};
 use teeserve_attest::{Collateral, Policy, TrustAnchor, Verifier};
 use teeserve_ratls::Appraiser;
-use teeserve_serving::predict::{
-    attested_client_config, check_attestation, fetch_attestation, fresh_nonce, Connection, Target,
+use teeserve_serving::requester::{
+    attested_client_config, check_attestation, fetch_attestation, fresh_nonce, Connection,
+    RequestTarget,
 };
 use teeserve_serving::server::{ServeOptions, Server, TlsOptions};
 use teeserve_serving::tensor::{self, Tensor};
@@ -219,7 +220,7 @@ async fn a_reconnect_to_an_impostor_receives_none_of_the_input() {
     let mut conn = Connection::open(&proxy.addr, Some(Arc::new(cfg)), "127.0.0.1", false)
         .await
         .unwrap();
-    let target = Target {
+    let target = RequestTarget {
         model: "digits".into(),
         ..Default::default()
     };

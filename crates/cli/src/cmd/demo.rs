@@ -15,8 +15,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use teeserve_attest::collateral::source::CollateralSource;
 use teeserve_attest::{Collateral, Policy, TrustAnchor, Verifier};
 use teeserve_ratls::Appraiser;
-use teeserve_serving::predict::{
-    attested_client_config, check_attestation, fetch_attestation, fresh_nonce, Connection, Target,
+use teeserve_serving::requester::{
+    attested_client_config, check_attestation, fetch_attestation, fresh_nonce, Connection,
+    RequestTarget,
 };
 use teeserve_serving::tensor::{self, Data, Tensor};
 
@@ -272,7 +273,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
         let pb = step("requester: checking the server's attestation before sending any data");
         let ca_pem = std::fs::read(dir.join("tls/ca.pem"))?;
         let verifier =
-            teeserve_serving::client::ca_verifier(&ca_pem).map_err(anyhow::Error::msg)?;
+            teeserve_serving::requester::ca_verifier(&ca_pem).map_err(anyhow::Error::msg)?;
         let rest_addr = format!("127.0.0.1:{rest_port}");
         let nonce = fresh_nonce().map_err(anyhow::Error::msg)?;
         let fetched = fetch_attestation(&rest_addr, verifier.clone(), "127.0.0.1", Some(&nonce))
@@ -318,7 +319,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
             anyhow::bail!("labels are not int64")
         };
         let n = pixels.shape[0];
-        let target = Target {
+        let target = RequestTarget {
             model: "digits".into(),
             ..Default::default()
         };

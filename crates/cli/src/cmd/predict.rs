@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 use teeserve_attest::collateral::source::CollateralSource;
 use teeserve_attest::{Collateral, Verifier};
 use teeserve_ratls::Appraiser;
-use teeserve_serving::predict::{
+use teeserve_serving::requester::{
     answered_by, attested_client_config, check_attestation, fetch_attestation, fresh_nonce,
-    top_classes, Connection, Target,
+    top_classes, Connection, RequestTarget,
 };
 use teeserve_serving::tensor::{self, Tensor};
 
@@ -106,7 +106,7 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
     let server_name = a
         .server_name
         .clone()
-        .unwrap_or_else(|| teeserve_serving::client::host_of(&a.server));
+        .unwrap_or_else(|| teeserve_serving::requester::host_of(&a.server));
     let input = read_input(&a.input)?;
     let identity = match (&a.cert, &a.key) {
         (Some(c), Some(k)) => Some((
@@ -120,7 +120,7 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
     let alpn: &[&[u8]] = if a.rest { &[b"http/1.1"] } else { &[b"h2"] };
     let ca = match &a.ca {
         Some(ca) if !a.insecure => Some(
-            teeserve_serving::client::ca_verifier(&util::read(ca)?)
+            teeserve_serving::requester::ca_verifier(&util::read(ca)?)
                 .map_err(|e| anyhow::anyhow!("--ca: {e}"))?,
         ),
         _ => None,
@@ -136,7 +136,7 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
                 "give --ca to verify the server's certificate, --attest to rely on its attestation, or --insecure"
             ))?;
             Some(Arc::new(
-                teeserve_serving::client::client_config(ca, identity, alpn)
+                teeserve_serving::requester::client_config(ca, identity, alpn)
                     .map_err(anyhow::Error::msg)?,
             ))
         }
@@ -211,7 +211,7 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
         }
     };
 
-    let target = Target {
+    let target = RequestTarget {
         model: a.model.clone(),
         version: a.version,
         label: a.label.clone(),

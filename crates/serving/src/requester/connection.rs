@@ -1,14 +1,11 @@
-//! The requester's side: send tensors to a TF Serving-compatible endpoint over gRPC or REST,
-//! and, before any data leaves, check that the TLS endpoint lives in an attested TEE.
+//! A requester's connection to a TF Serving-compatible endpoint over gRPC or REST: the model's
+//! signature from its metadata, and Predict with tensors in and JSON or tensors out.
 
 use std::sync::Arc;
 
 use serde_json::Value;
-use teeserve_attest::policy::ServedVersion;
-use teeserve_attest::{Policy, Verdict};
-use teeserve_ratls::{Appraiser, AttestationDoc, ModelDigest, PinnedKeyVerifier};
 
-use crate::client::{grpc_channel, Capture, RestClient};
+use super::transport::{grpc_channel, RestClient};
 use crate::engine::Signature;
 use crate::proto::tensorflow::serving::{
     model_spec::VersionChoice, prediction_service_client::PredictionServiceClient,
@@ -21,7 +18,7 @@ type RawSpec = (String, i32, Vec<i64>);
 
 /// What to call.
 #[derive(Debug, Clone, Default)]
-pub struct Target {
+pub struct RequestTarget {
     /// Model name.
     pub model: String,
     /// Version.
@@ -32,7 +29,7 @@ pub struct Target {
     pub signature: Option<String>,
 }
 
-impl Target {
+impl RequestTarget {
     fn spec(&self) -> ModelSpec {
         ModelSpec {
             name: self.model.clone(),
@@ -105,7 +102,7 @@ impl Connection {
     }
 
     /// The model's signature (GetModelMetadata).
-    pub async fn signature(&mut self, t: &Target) -> Result<Signature, String> {
+    pub async fn signature(&mut self, t: &RequestTarget) -> Result<Signature, String> {
         let (inputs, outputs): (Vec<RawSpec>, Vec<RawSpec>) = match self {
             Connection::Grpc(c) => {
                 let r = c
@@ -217,7 +214,7 @@ impl Connection {
     /// requesters. Inputs travel in `tensor_content`.
     pub async fn predict_proto(
         &mut self,
-        t: &Target,
+        t: &RequestTarget,
         inputs: &[(String, Tensor)],
     ) -> Result<PredictResponse, String> {
         let Connection::Grpc(c) = self else {
@@ -240,7 +237,7 @@ impl Connection {
     /// Sends one Predict request; outputs come back as nested JSON lists.
     pub async fn predict(
         &mut self,
-        t: &Target,
+        t: &RequestTarget,
         inputs: &[(String, Tensor)],
     ) -> Result<Prediction, String> {
         match self {
@@ -336,156 +333,4 @@ pub fn top_classes(v: &Value, k: usize) -> Option<Vec<Vec<(usize, f64)>>> {
         out.push(idx.into_iter().take(k).map(|i| (i, scores[i])).collect());
     }
     Some(out)
-}
-
-/// What a server answered at `/v1/attestation`, and the certificate of the connection it came
-/// over.
-#[derive(Debug, Clone)]
-pub struct FetchedAttestation {
-    /// The document.
-    pub doc: AttestationDoc,
-    /// The certificate (DER) the server presented on that connection.
-    pub cert: Vec<u8>,
-}
-
-/// Largest attestation document a requester reads (a document with collateral is tens of KB).
-const MAX_DOCUMENT: usize = 4 << 20;
-
-/// A fresh random nonce for [`fetch_attestation`].
-pub fn fresh_nonce() -> Result<[u8; 32], String> {
-    let mut n = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut n)
-        .map_err(|_| "no randomness for the attestation nonce".to_owned())?;
-    Ok(n)
-}
-
-/// Fetches the server's attestation document (quoted over `nonce` when given) and the
-/// certificate it served. Only the nonce leaves on this connection; it is closed after.
-pub async fn fetch_attestation(
-    addr: &str,
-    verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
-    server_name: &str,
-    nonce: Option<&[u8]>,
-) -> Result<FetchedAttestation, String> {
-    let cap = Capture::new(verifier);
-    let cfg = crate::client::client_config(cap.clone(), None, &[b"http/1.1"])?;
-    let mut c = RestClient::connect(addr, Some(Arc::new(cfg)), server_name).await?;
-    let path = match nonce {
-        Some(n) => format!("/v1/attestation?nonce={}", hex::encode(n)),
-        None => "/v1/attestation".to_owned(),
-    };
-    let (status, body) = c.request(hyper::Method::GET, &path, Vec::new()).await?;
-    if status != 200 {
-        let why = serde_json::from_slice::<Value>(&body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
-            .unwrap_or_default();
-        return Err(format!(
-            "GET /v1/attestation answered HTTP {status}: the server publishes no attestation{}",
-            if why.is_empty() {
-                String::new()
-            } else {
-                format!(" ({why})")
-            }
-        ));
-    }
-    if body.len() > MAX_DOCUMENT {
-        return Err(format!(
-            "the attestation document is {} bytes, more than {MAX_DOCUMENT}",
-            body.len()
-        ));
-    }
-    let doc: AttestationDoc =
-        serde_json::from_slice(&body).map_err(|e| format!("attestation document: {e}"))?;
-    let cert = cap.captured().ok_or("no server certificate was seen")?;
-    Ok(FetchedAttestation { doc, cert })
-}
-
-/// DER SubjectPublicKeyInfo of a certificate.
-pub fn spki_of(cert: &[u8]) -> Result<Vec<u8>, String> {
-    teeserve_ratls::spki_of(cert).map_err(|e| format!("server certificate: {e}"))
-}
-
-/// Checks that the server's TLS key lives in an attested TEE that `policy` admits: the
-/// document's quote verifies and binds the key the server presented with the document's
-/// statements (key origin, `nonce`, models); the policy admits the evidence and the statements;
-/// and a certificate that carries RA-TLS evidence of its own is appraised as well.
-pub fn check_attestation(
-    appraiser: &Appraiser,
-    policy: &Policy,
-    fetched: &FetchedAttestation,
-    nonce: Option<&[u8]>,
-    at: i64,
-) -> Result<Verdict, String> {
-    let (doc, cert) = (&fetched.doc, &fetched.cert);
-    if teeserve_ratls::parse_cert(cert).is_ok() {
-        let v = appraiser.verify_cert(cert, at).map_err(|e| e.to_string())?;
-        policy.appraise(&v).map_err(|e| e.to_string())?;
-    }
-    let quote = doc.quote_bytes().map_err(|e| e.to_string())?;
-    let v = appraiser
-        .verify_quote(&quote, at)
-        .map_err(|e| e.to_string())?;
-    policy.appraise(&v).map_err(|e| e.to_string())?;
-    // What the document states is appraised before its binding is checked: a statement the
-    // policy refuses needs no proof, and the refusal then names the rule.
-    let served: Vec<ServedVersion<'_>> = doc
-        .models
-        .iter()
-        .map(|m| ServedVersion {
-            name: &m.name,
-            version: m.version,
-            sha256: &m.sha256,
-        })
-        .collect();
-    policy
-        .appraise_served(doc.key_origin, &served)
-        .map_err(|e| e.to_string())?;
-    doc.check_binding(&v.report_data, &spki_of(cert)?, nonce)
-        .map_err(|e| e.to_string())?;
-    Ok(v)
-}
-
-/// A TLS client configuration for the data connections to an attested server: every handshake
-/// must present the attested key (`attested_cert`'s), and also satisfy `ca` when given; a
-/// certificate with RA-TLS evidence has that evidence appraised too when `evidence` is given.
-pub fn attested_client_config(
-    attested_cert: &[u8],
-    ca: Option<Arc<dyn rustls::client::danger::ServerCertVerifier>>,
-    evidence: Option<(Arc<Appraiser>, Policy)>,
-    identity: Option<(
-        Vec<rustls::pki_types::CertificateDer<'static>>,
-        rustls::pki_types::PrivateKeyDer<'static>,
-    )>,
-    alpn: &[&[u8]],
-) -> Result<rustls::ClientConfig, String> {
-    let mut v = PinnedKeyVerifier::for_cert(attested_cert).map_err(|e| e.to_string())?;
-    if let Some(ca) = ca {
-        v = v.with_ca(ca);
-    }
-    if let Some((a, p)) = evidence {
-        v = v.with_evidence(a, p);
-    }
-    crate::client::client_config(Arc::new(v), identity, alpn)
-}
-
-/// The model file that answered: the version the answer names (gRPC), else the one asked for,
-/// else the only version of the model the document lists; None when it cannot be told.
-pub fn answered_by<'a>(
-    doc: &'a AttestationDoc,
-    model: &str,
-    answered_version: Option<i64>,
-    asked_version: Option<i64>,
-) -> Option<&'a ModelDigest> {
-    let mut versions = doc.models.iter().filter(|m| m.name == model);
-    match answered_version.or(asked_version) {
-        Some(v) => doc
-            .models
-            .iter()
-            .find(|m| m.name == model && m.version == v),
-        None => {
-            let first = versions.next()?;
-            versions.next().is_none().then_some(first)
-        }
-    }
 }

@@ -1,0 +1,164 @@
+//! Checking a server's attestation before any data leaves: fetch `/v1/attestation` over a fresh
+//! nonce, verify and appraise it, and pin the attested TLS key for the data connections.
+
+use std::sync::Arc;
+
+use teeserve_attest::policy::ServedVersion;
+use teeserve_attest::{Policy, Verdict};
+use teeserve_ratls::{Appraiser, AttestationDoc, ModelDigest, PinnedKeyVerifier};
+
+use serde_json::Value;
+
+use super::transport::{Capture, RestClient};
+
+/// What a server answered at `/v1/attestation`, and the certificate of the connection it came
+/// over.
+#[derive(Debug, Clone)]
+pub struct FetchedAttestation {
+    /// The document.
+    pub doc: AttestationDoc,
+    /// The certificate (DER) the server presented on that connection.
+    pub cert: Vec<u8>,
+}
+
+/// Largest attestation document a requester reads (a document with collateral is tens of KB).
+const MAX_DOCUMENT: usize = 4 << 20;
+
+/// A fresh random nonce for [`fetch_attestation`].
+pub fn fresh_nonce() -> Result<[u8; 32], String> {
+    let mut n = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut n)
+        .map_err(|_| "no randomness for the attestation nonce".to_owned())?;
+    Ok(n)
+}
+
+/// Fetches the server's attestation document (quoted over `nonce` when given) and the
+/// certificate it served. Only the nonce leaves on this connection; it is closed after.
+pub async fn fetch_attestation(
+    addr: &str,
+    verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+    server_name: &str,
+    nonce: Option<&[u8]>,
+) -> Result<FetchedAttestation, String> {
+    let cap = Capture::new(verifier);
+    let cfg = super::transport::client_config(cap.clone(), None, &[b"http/1.1"])?;
+    let mut c = RestClient::connect(addr, Some(Arc::new(cfg)), server_name).await?;
+    let path = match nonce {
+        Some(n) => format!("/v1/attestation?nonce={}", hex::encode(n)),
+        None => "/v1/attestation".to_owned(),
+    };
+    let (status, body) = c.request(hyper::Method::GET, &path, Vec::new()).await?;
+    if status != 200 {
+        let why = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        return Err(format!(
+            "GET /v1/attestation answered HTTP {status}: the server publishes no attestation{}",
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(" ({why})")
+            }
+        ));
+    }
+    if body.len() > MAX_DOCUMENT {
+        return Err(format!(
+            "the attestation document is {} bytes, more than {MAX_DOCUMENT}",
+            body.len()
+        ));
+    }
+    let doc: AttestationDoc =
+        serde_json::from_slice(&body).map_err(|e| format!("attestation document: {e}"))?;
+    let cert = cap.captured().ok_or("no server certificate was seen")?;
+    Ok(FetchedAttestation { doc, cert })
+}
+
+/// DER SubjectPublicKeyInfo of a certificate.
+pub fn spki_of(cert: &[u8]) -> Result<Vec<u8>, String> {
+    teeserve_ratls::spki_of(cert).map_err(|e| format!("server certificate: {e}"))
+}
+
+/// Checks that the server's TLS key lives in an attested TEE that `policy` admits: the
+/// document's quote verifies and binds the key the server presented with the document's
+/// statements (key origin, `nonce`, models); the policy admits the evidence and the statements;
+/// and a certificate that carries RA-TLS evidence of its own is appraised as well.
+pub fn check_attestation(
+    appraiser: &Appraiser,
+    policy: &Policy,
+    fetched: &FetchedAttestation,
+    nonce: Option<&[u8]>,
+    at: i64,
+) -> Result<Verdict, String> {
+    let (doc, cert) = (&fetched.doc, &fetched.cert);
+    if teeserve_ratls::parse_cert(cert).is_ok() {
+        let v = appraiser.verify_cert(cert, at).map_err(|e| e.to_string())?;
+        policy.appraise(&v).map_err(|e| e.to_string())?;
+    }
+    let quote = doc.quote_bytes().map_err(|e| e.to_string())?;
+    let v = appraiser
+        .verify_quote(&quote, at)
+        .map_err(|e| e.to_string())?;
+    policy.appraise(&v).map_err(|e| e.to_string())?;
+    // What the document states is appraised before its binding is checked: a statement the
+    // policy refuses needs no proof, and the refusal then names the rule.
+    let served: Vec<ServedVersion<'_>> = doc
+        .models
+        .iter()
+        .map(|m| ServedVersion {
+            name: &m.name,
+            version: m.version,
+            sha256: &m.sha256,
+        })
+        .collect();
+    policy
+        .appraise_served(doc.key_origin, &served)
+        .map_err(|e| e.to_string())?;
+    doc.check_binding(&v.report_data, &spki_of(cert)?, nonce)
+        .map_err(|e| e.to_string())?;
+    Ok(v)
+}
+
+/// A TLS client configuration for the data connections to an attested server: every handshake
+/// must present the attested key (`attested_cert`'s), and also satisfy `ca` when given; a
+/// certificate with RA-TLS evidence has that evidence appraised too when `evidence` is given.
+pub fn attested_client_config(
+    attested_cert: &[u8],
+    ca: Option<Arc<dyn rustls::client::danger::ServerCertVerifier>>,
+    evidence: Option<(Arc<Appraiser>, Policy)>,
+    identity: Option<(
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )>,
+    alpn: &[&[u8]],
+) -> Result<rustls::ClientConfig, String> {
+    let mut v = PinnedKeyVerifier::for_cert(attested_cert).map_err(|e| e.to_string())?;
+    if let Some(ca) = ca {
+        v = v.with_ca(ca);
+    }
+    if let Some((a, p)) = evidence {
+        v = v.with_evidence(a, p);
+    }
+    super::transport::client_config(Arc::new(v), identity, alpn)
+}
+
+/// The model file that answered: the version the answer names (gRPC), else the one asked for,
+/// else the only version of the model the document lists; None when it cannot be told.
+pub fn answered_by<'a>(
+    doc: &'a AttestationDoc,
+    model: &str,
+    answered_version: Option<i64>,
+    asked_version: Option<i64>,
+) -> Option<&'a ModelDigest> {
+    let mut versions = doc.models.iter().filter(|m| m.name == model);
+    match answered_version.or(asked_version) {
+        Some(v) => doc
+            .models
+            .iter()
+            .find(|m| m.name == model && m.version == v),
+        None => {
+            let first = versions.next()?;
+            versions.next().is_none().then_some(first)
+        }
+    }
+}
