@@ -122,6 +122,8 @@ pub struct ServeOptions {
     pub attestation_collateral: Option<PathBuf>,
     /// The inference engine.
     pub engine: EngineChoice,
+    /// The TensorFlow engine for SavedModels (`--tensorflow-lib`); None: ONNX models only.
+    pub tensorflow: Option<crate::engine::TensorFlowOptions>,
     /// Limits.
     pub core: CoreOptions,
     /// Largest request body / message.
@@ -177,6 +179,7 @@ impl Default for ServeOptions {
             kbs: None,
             attestation_collateral: None,
             engine: EngineChoice::default(),
+            tensorflow: None,
             core: CoreOptions::default(),
             max_request_bytes: 64 << 20,
             drain_secs: 10,
@@ -440,14 +443,23 @@ impl Server {
             .engine
             .start(o.core.workers)
             .map_err(|e| cfg(format!("--engine: {e}")))?;
-        let repo = Arc::new(ModelRepository::new(
-            engine,
-            ModelSource {
-                key: provisioned.model_key,
-                admitted: provisioned.admitted,
-            },
-            model_configs(&o)?,
-        ));
+        let repo = Arc::new(
+            ModelRepository::new(
+                engine,
+                ModelSource {
+                    key: provisioned.model_key,
+                    admitted: provisioned.admitted,
+                },
+                model_configs(&o)?,
+            )
+            .with_tensorflow(match &o.tensorflow {
+                Some(t) => Some(Arc::new(
+                    crate::engine::TensorFlowEngine::new(t.clone())
+                        .map_err(|e| cfg(format!("--tensorflow-lib: {e}")))?,
+                )),
+                None => None,
+            }),
+        );
         let r = repo.clone();
         tokio::task::spawn_blocking(move || r.sync())
             .await
