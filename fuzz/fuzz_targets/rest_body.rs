@@ -8,7 +8,7 @@
 //! ```
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use teeserve_serving::engine::{Signature, TensorSpec};
+use teeserve_serving::engine::{Signature, Signatures, TensorSpec};
 use teeserve_serving::rest::predict_inputs;
 use teeserve_serving::tensor::{DType, Data};
 
@@ -38,9 +38,10 @@ fuzz_target!(|data: &[u8]| {
             outputs: out,
         },
     ];
-    for sig in &signatures {
+    for sig in signatures {
+        let sig = Signatures::single(sig);
         let mut asked = 0usize;
-        let r = predict_inputs(data, sig, MAX_TENSOR_BYTES, &mut |b| {
+        let r = predict_inputs(data, &sig, MAX_TENSOR_BYTES, &mut |b| {
             asked = asked.saturating_add(b);
             Ok(())
         });

@@ -61,7 +61,11 @@ fn engine(args: &[String]) -> Result<(), String> {
         .start(1)
         .and_then(|e| e.load(&bytes))
         .map_err(|e| e.to_string())?;
-    let spec = &m.signature().inputs[0];
+    let spec = &m
+        .signatures()
+        .get("")
+        .ok_or("no serving_default signature")?
+        .inputs[0];
     let shape: Vec<usize> = spec
         .shape
         .iter()
@@ -74,12 +78,12 @@ fn engine(args: &[String]) -> Result<(), String> {
         })
         .collect();
     let x = input(&shape);
-    m.run(vec![x.clone()]).map_err(|e| e.to_string())?; // warm-up
+    m.run("", vec![x.clone()]).map_err(|e| e.to_string())?; // warm-up
     let start = Instant::now();
     let mut ms = Vec::with_capacity(reps);
     for _ in 0..reps {
         let t = Instant::now();
-        m.run(vec![x.clone()]).map_err(|e| e.to_string())?;
+        m.run("", vec![x.clone()]).map_err(|e| e.to_string())?;
         ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
     println!("{}", report(ms, start.elapsed()));

@@ -90,7 +90,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::thread::spawn(move || {
                 let mut n = 0u64;
                 while Instant::now() < deadline {
-                    m.run(vec![x.clone()]).unwrap();
+                    m.run("", vec![x.clone()]).unwrap();
                     n += 1;
                 }
                 n

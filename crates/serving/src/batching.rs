@@ -25,7 +25,7 @@ struct Job {
 /// Queues and batch threads, one queue per loaded model.
 pub struct Batcher {
     params: BatchingParameters,
-    queues: Mutex<HashMap<usize, mpsc::Sender<Job>>>,
+    queues: Mutex<HashMap<(usize, String), mpsc::Sender<Job>>>,
     threads: Arc<Semaphore>,
     metrics: Arc<Metrics>,
 }
@@ -51,6 +51,7 @@ impl Batcher {
     pub async fn submit(
         &self,
         target: &ResolvedModel,
+        signature: &str,
         inputs: Vec<Tensor>,
     ) -> Result<Vec<Tensor>, ApiError> {
         let rows = inputs
@@ -59,11 +60,25 @@ impl Batcher {
             .unwrap_or(0);
         let batchable = rows > 0
             && inputs.iter().all(|t| t.shape.first() == Some(&rows))
-            && has_batch_dimension(target.model.signature());
+            && target
+                .model
+                .signatures()
+                .get(signature)
+                .is_some_and(has_batch_dimension);
+        let signature: Arc<str> = signature.into();
         if !batchable || rows > self.params.max_batch_size {
-            return run_now(target.model.clone(), inputs, self.threads.clone()).await;
+            return run_now(
+                target.model.clone(),
+                signature,
+                inputs,
+                self.threads.clone(),
+            )
+            .await;
         }
-        let key = Arc::as_ptr(&target.model) as *const () as usize;
+        let key = (
+            Arc::as_ptr(&target.model) as *const () as usize,
+            signature.to_string(),
+        );
         let tx = {
             let mut q = self
                 .queues
@@ -80,6 +95,7 @@ impl Batcher {
                     tokio::spawn(batch_loop(
                         rx,
                         target.model.clone(),
+                        signature.clone(),
                         target.name.clone(),
                         self.params.clone(),
                         self.threads.clone(),
@@ -122,6 +138,7 @@ pub fn has_batch_dimension(sig: &crate::engine::Signature) -> bool {
 
 async fn run_now(
     model: Arc<dyn LoadedModel>,
+    signature: Arc<str>,
     inputs: Vec<Tensor>,
     threads: Arc<Semaphore>,
 ) -> Result<Vec<Tensor>, ApiError> {
@@ -131,7 +148,7 @@ async fn run_now(
         .map_err(|_| ApiError::new(Code::Unavailable, "shutting down"))?;
     tokio::task::spawn_blocking(move || {
         let _p = permit;
-        model.run(inputs)
+        model.run(&signature, inputs)
     })
     .await
     .map_err(|e| ApiError::new(Code::Internal, e.to_string()))?
@@ -141,6 +158,7 @@ async fn run_now(
 async fn batch_loop(
     mut rx: mpsc::Receiver<Job>,
     model: Arc<dyn LoadedModel>,
+    signature: Arc<str>,
     name: String,
     p: BatchingParameters,
     threads: Arc<Semaphore>,
@@ -166,9 +184,10 @@ async fn batch_loop(
                 Some(j) => {
                     // Does not fit: run it in the next batch.
                     let model = model.clone();
+                    let signature = signature.clone();
                     let threads = threads.clone();
                     tokio::spawn(async move {
-                        let r = run_now(model, j.inputs, threads).await;
+                        let r = run_now(model, signature, j.inputs, threads).await;
                         let _ = j.reply.send(r);
                     });
                     break;
@@ -182,6 +201,7 @@ async fn batch_loop(
         };
         metrics.batch(&name, rows);
         let model = model.clone();
+        let signature = signature.clone();
         let threads = threads.clone();
         let name = name.clone();
         tokio::spawn(async move {
@@ -195,9 +215,10 @@ async fn batch_loop(
             let result = match merged {
                 Ok(inputs) => {
                     let model = model.clone();
+                    let signature = signature.clone();
                     tokio::task::spawn_blocking(move || {
                         let _p = permit;
-                        model.run(inputs)
+                        model.run(&signature, inputs)
                     })
                     .await
                     .map_err(|e| ApiError::new(Code::InvalidArgument, e.to_string()))
@@ -214,7 +235,9 @@ async fn batch_loop(
                         jobs.len()
                     );
                     for j in jobs {
-                        let r = run_now(model.clone(), j.inputs, threads.clone()).await;
+                        let r =
+                            run_now(model.clone(), signature.clone(), j.inputs, threads.clone())
+                                .await;
                         let _ = j.reply.send(r);
                     }
                     return;

@@ -1,7 +1,15 @@
-//! Classify and Regress for ONNX models whose signature fits: one float input `[batch, F]`
-//! and one float output, `[batch, C]` class scores (classify) or `[batch]` / `[batch, 1]`
-//! values (regress). Each tf.Example becomes one row: its features (context first) in name
-//! order, float and int64 values as floats.
+//! Classify and Regress.
+//!
+//! A signature whose method is `tensorflow/serving/classify` or `.../regress` (a SavedModel's
+//! classification and regression signatures) runs as TF Serving runs it: its one DT_STRING
+//! input takes the serialized tf.Examples (a context's bytes followed by each example's, which
+//! protobuf reads as the two merged), and its outputs `classes` / `scores` or `outputs` give
+//! the results (tensorflow_serving/servables/tensorflow/classifier.cc, regressor.cc).
+//!
+//! Other models fit when their default signature has one float input `[batch, F]` and one
+//! float output, `[batch, C]` class scores (classify) or `[batch]` / `[batch, 1]` values
+//! (regress). Each tf.Example becomes one row: its features (context first) in name order,
+//! float and int64 values as floats.
 
 use tonic::Code;
 
@@ -63,7 +71,7 @@ pub fn rows(input: Option<&Input>) -> Result<Vec<Vec<f32>>, ApiError> {
 }
 
 fn single_io(target: &ResolvedModel) -> Result<(String, usize), ApiError> {
-    let sig = target.model.signature();
+    let sig = crate::service::lookup_signature(target.model.signatures(), "", Entry::Grpc)?;
     match (sig.inputs.as_slice(), sig.outputs.len()) {
         ([i], 1..) if i.dtype == DType::F32 && i.shape.len() == 2 => Ok((i.name.clone(), i.shape[1].max(0) as usize)),
         _ => Err(ApiError::new(
@@ -119,25 +127,171 @@ pub fn scores(t: &Tensor) -> Result<(usize, usize, Vec<f32>), ApiError> {
     Ok((n, c, v.clone()))
 }
 
-fn spec(t: &ResolvedModel) -> ModelSpec {
+fn spec(t: &ResolvedModel, sig_name: &str) -> ModelSpec {
     ModelSpec {
         name: t.name.clone(),
         version_choice: Some(
             crate::proto::tensorflow::serving::model_spec::VersionChoice::Version(t.version),
         ),
-        signature_name: crate::service::DEFAULT_SIGNATURE.into(),
+        signature_name: if sig_name.is_empty() {
+            crate::service::DEFAULT_SIGNATURE.into()
+        } else {
+            sig_name.into()
+        },
     }
 }
 
-/// gRPC Classify.
-pub async fn classify(
+/// The method name of a classification signature.
+pub const CLASSIFY_METHOD: &str = "tensorflow/serving/classify";
+/// The method name of a regression signature.
+pub const REGRESS_METHOD: &str = "tensorflow/serving/regress";
+
+/// The serialized tf.Examples of an Input, the context's bytes before each example's.
+pub fn serialized_examples(input: Option<&Input>) -> Result<Vec<Vec<u8>>, ApiError> {
+    use prost::Message as _;
+    let (examples, context) = match input.and_then(|i| i.kind.as_ref()) {
+        Some(input::Kind::ExampleList(l)) => (&l.examples, None),
+        Some(input::Kind::ExampleListWithContext(l)) => (&l.examples, l.context.as_ref()),
+        None => return Err(ApiError::new(Code::InvalidArgument, "Input is empty")),
+    };
+    if examples.is_empty() {
+        return Err(ApiError::new(Code::InvalidArgument, "Input is empty"));
+    }
+    let context = context.map(|c| c.encode_to_vec()).unwrap_or_default();
+    Ok(examples
+        .iter()
+        .map(|e| {
+            let mut b = context.clone();
+            b.extend_from_slice(&e.encode_to_vec());
+            b
+        })
+        .collect())
+}
+
+impl ResolvedModel {
+    fn method_of(&self, signature: &str) -> Option<&str> {
+        self.model.signatures().method(signature)
+    }
+}
+
+/// Runs signature `sig_name` of `target`, a classification or regression signature, on the
+/// examples; gives its outputs by alias.
+async fn run_examples(
     core: &ServingCore,
-    req: ClassificationRequest,
-) -> Result<ClassificationResponse, ApiError> {
-    let target = core.resolve_spec(req.model_spec.as_ref())?;
-    let out = run_rows(core, &target, rows(req.input.as_ref())?).await?;
+    target: &ResolvedModel,
+    sig_name: &str,
+    input: Option<&Input>,
+    entry: Entry,
+) -> Result<Vec<(String, Tensor)>, ApiError> {
+    let serialized = serialized_examples(input)?;
+    let sig = crate::service::lookup_signature(target.model.signatures(), sig_name, entry)?;
+    let [spec] = sig.inputs.as_slice() else {
+        return Err(ApiError::new(
+            Code::InvalidArgument,
+            "Expected one input Tensor.",
+        ));
+    };
+    if spec.dtype != DType::Str {
+        return Err(ApiError::new(
+            Code::InvalidArgument,
+            "Input tensor must be of type DT_STRING (serialized tf.Examples)",
+        ));
+    }
+    let n = serialized.len();
+    let t = Tensor::new(vec![n], Data::Str(serialized))
+        .map_err(|e| ApiError::new(Code::InvalidArgument, e))?;
+    core.infer(target, sig_name, vec![(spec.name.clone(), t)], &[], entry)
+        .await
+}
+
+fn output<'a>(outs: &'a [(String, Tensor)], name: &str) -> Option<&'a Tensor> {
+    outs.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+}
+
+/// The classifications of a classification signature's outputs `classes` and `scores`.
+fn classifications(outs: &[(String, Tensor)], n: usize) -> Result<Vec<Classifications>, ApiError> {
+    let bad = |m: String| ApiError::new(Code::InvalidArgument, m);
+    let classes = match output(outs, "classes").map(|t| &t.data) {
+        Some(Data::Str(v)) => Some(v),
+        Some(_) => return Err(bad("Expected classes Tensor of DT_STRING.".into())),
+        None => None,
+    };
+    let scores = match output(outs, "scores").map(|t| &t.data) {
+        Some(Data::F32(v)) => Some(v),
+        Some(_) => return Err(bad("Expected scores Tensor of DT_FLOAT.".into())),
+        None => None,
+    };
+    let k = classes
+        .map(Vec::len)
+        .or(scores.map(Vec::len))
+        .unwrap_or(0)
+        .checked_div(n)
+        .unwrap_or(0);
+    for len in [classes.map(Vec::len), scores.map(Vec::len)]
+        .into_iter()
+        .flatten()
+    {
+        if len != n * k {
+            return Err(bad(format!(
+                "outputs of {len} values for {n} examples of {k} classes"
+            )));
+        }
+    }
+    Ok((0..n)
+        .map(|i| Classifications {
+            classes: (0..k)
+                .map(|j| Class {
+                    label: classes
+                        .map(|c| String::from_utf8_lossy(&c[i * k + j]).into_owned())
+                        .unwrap_or_default(),
+                    score: scores.map(|s| s[i * k + j]).unwrap_or_default(),
+                })
+                .collect(),
+        })
+        .collect())
+}
+
+/// The regressions of a regression signature's output `outputs`.
+fn regressions(outs: &[(String, Tensor)], n: usize) -> Result<Vec<Regression>, ApiError> {
+    match output(outs, "outputs").map(|t| &t.data) {
+        Some(Data::F32(v)) if v.len() == n => {
+            Ok(v.iter().map(|&value| Regression { value }).collect())
+        }
+        Some(Data::F32(v)) => Err(ApiError::new(
+            Code::InvalidArgument,
+            format!("{} regression values for {n} examples", v.len()),
+        )),
+        _ => Err(ApiError::new(
+            Code::InvalidArgument,
+            "Expected output Tensor of DT_FLOAT.",
+        )),
+    }
+}
+
+fn examples_in(input: Option<&Input>) -> usize {
+    match input.and_then(|i| i.kind.as_ref()) {
+        Some(input::Kind::ExampleList(l)) => l.examples.len(),
+        Some(input::Kind::ExampleListWithContext(l)) => l.examples.len(),
+        None => 0,
+    }
+}
+
+/// Classify on `input`: the signature `sig_name` when it is a classification signature,
+/// otherwise the rows rule of ONNX models.
+pub async fn classify_input(
+    core: &ServingCore,
+    target: &ResolvedModel,
+    sig_name: &str,
+    input: Option<&Input>,
+    entry: Entry,
+) -> Result<Vec<Classifications>, ApiError> {
+    if target.method_of(sig_name) == Some(CLASSIFY_METHOD) {
+        let outs = run_examples(core, target, sig_name, input, entry).await?;
+        return classifications(&outs, examples_in(input));
+    }
+    let out = run_rows(core, target, rows(input)?).await?;
     let (n, c, v) = scores(&out)?;
-    let classifications = (0..n)
+    Ok((0..n)
         .map(|i| Classifications {
             classes: (0..c)
                 .map(|k| Class {
@@ -146,9 +300,48 @@ pub async fn classify(
                 })
                 .collect(),
         })
-        .collect();
+        .collect())
+}
+
+/// Regress on `input`: the signature `sig_name` when it is a regression signature, otherwise
+/// the rows rule of ONNX models.
+pub async fn regress_input(
+    core: &ServingCore,
+    target: &ResolvedModel,
+    sig_name: &str,
+    input: Option<&Input>,
+    entry: Entry,
+) -> Result<Vec<Regression>, ApiError> {
+    if target.method_of(sig_name) == Some(REGRESS_METHOD) {
+        let outs = run_examples(core, target, sig_name, input, entry).await?;
+        return regressions(&outs, examples_in(input));
+    }
+    let out = run_rows(core, target, rows(input)?).await?;
+    let (n, c, v) = scores(&out)?;
+    if c != 1 {
+        return Err(ApiError::new(
+            Code::FailedPrecondition,
+            format!("Regress needs one value per example; the model gives {c}"),
+        ));
+    }
+    Ok((0..n).map(|i| Regression { value: v[i] }).collect())
+}
+
+/// gRPC Classify.
+pub async fn classify(
+    core: &ServingCore,
+    req: ClassificationRequest,
+) -> Result<ClassificationResponse, ApiError> {
+    let target = core.resolve_spec(req.model_spec.as_ref())?;
+    let sig_name = req
+        .model_spec
+        .as_ref()
+        .map(|s| s.signature_name.clone())
+        .unwrap_or_default();
+    let classifications =
+        classify_input(core, &target, &sig_name, req.input.as_ref(), Entry::Grpc).await?;
     Ok(ClassificationResponse {
-        model_spec: Some(spec(&target)),
+        model_spec: Some(spec(&target, &sig_name)),
         result: Some(ClassificationResult { classifications }),
     })
 }
@@ -159,18 +352,15 @@ pub async fn regress(
     req: RegressionRequest,
 ) -> Result<RegressionResponse, ApiError> {
     let target = core.resolve_spec(req.model_spec.as_ref())?;
-    let out = run_rows(core, &target, rows(req.input.as_ref())?).await?;
-    let (n, c, v) = scores(&out)?;
-    if c != 1 {
-        return Err(ApiError::new(
-            Code::FailedPrecondition,
-            format!("Regress needs one value per example; the model gives {c}"),
-        ));
-    }
+    let sig_name = req
+        .model_spec
+        .as_ref()
+        .map(|s| s.signature_name.clone())
+        .unwrap_or_default();
+    let regressions =
+        regress_input(core, &target, &sig_name, req.input.as_ref(), Entry::Grpc).await?;
     Ok(RegressionResponse {
-        model_spec: Some(spec(&target)),
-        result: Some(RegressionResult {
-            regressions: (0..n).map(|i| Regression { value: v[i] }).collect(),
-        }),
+        model_spec: Some(spec(&target, &sig_name)),
+        result: Some(RegressionResult { regressions }),
     })
 }

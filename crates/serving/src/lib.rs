@@ -10,7 +10,10 @@
 //! println!("gRPC on {:?}", server.grpc_addr);
 //! # Ok(()) }
 //! ```
-#![forbid(unsafe_code, unused_must_use)]
+// `deny`, not `forbid`: the TensorFlow engine's FFI module (engine/tensorflow/ffi.rs, the only
+// one) allows unsafe code to call TensorFlow's C API, with a SAFETY comment per block.
+#![deny(unsafe_code)]
+#![forbid(unused_must_use)]
 #![deny(missing_docs, unreachable_pub)]
 
 pub mod admission;

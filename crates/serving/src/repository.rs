@@ -1,5 +1,7 @@
 //! The model repository: TF Serving's layout (`base_path/<version>/`), version policies and
-//! labels, polling for new and removed versions, and in-memory unsealing of sealed models.
+//! labels, polling for new and removed versions, and in-memory unsealing of sealed models. A
+//! version's format picks its engine: `model.onnx` goes to the ONNX engine, `saved_model.pb`
+//! to TensorFlow.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -10,15 +12,23 @@ use std::time::SystemTime;
 use teeserve_seal::SealKey;
 use teeserve_seal::{binding, stream};
 
-use crate::engine::{Engine, LoadedModel};
+use crate::engine::{Engine, LoadedModel, TensorFlowEngine};
 use crate::textproto::{ModelConfig, VersionPolicy};
 
 /// The plaintext model file of a version directory.
 pub const MODEL_FILE: &str = "model.onnx";
 /// The sealed model file of a version directory.
 pub const SEALED_FILE: &str = "model.onnx.sealed";
-/// The largest model file accepted.
+/// The largest model file accepted (for a SavedModel: all its files together).
 pub const MAX_MODEL_BYTES: u64 = 4 << 30;
+/// The SavedModel file of a version directory (TensorFlow's format; its engine is TensorFlow).
+pub const SAVED_MODEL_FILE: &str = crate::engine::tensorflow::SAVED_MODEL_FILE;
+/// The sealed SavedModel file; every other file of the version is sealed beside it the same way.
+pub const SAVED_MODEL_SEALED_FILE: &str = "saved_model.pb.sealed";
+/// The most files a SavedModel version may have.
+pub const MAX_SAVED_MODEL_FILES: usize = 100_000;
+/// The suffix `teeserve seal` gives sealed files.
+const SEALED_SUFFIX: &str = ".sealed";
 
 /// A version's lifecycle state (TF Serving's ModelVersionStatus.State).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +98,7 @@ pub struct ResolvedModel {
 #[derive(Debug)]
 pub struct ModelRepository {
     engine: Arc<dyn Engine>,
+    tensorflow: Option<Arc<TensorFlowEngine>>,
     source: ModelSource,
     models: RwLock<BTreeMap<String, ModelState>>,
     generation: std::sync::atomic::AtomicU64,
@@ -136,8 +147,22 @@ pub enum ModelFileError {
         /// The file.
         path: PathBuf,
     },
+    /// A SavedModel, and no TensorFlow engine.
+    #[error("{dir} holds a TensorFlow SavedModel, and this server was given no TensorFlow library (--tensorflow-lib, or TEESERVE_TENSORFLOW_LIB)")]
+    NoTensorFlow {
+        /// The version directory.
+        dir: PathBuf,
+    },
+    /// A SavedModel with more files than accepted.
+    #[error("{dir}: more than {MAX_SAVED_MODEL_FILES} files")]
+    TooManyFiles {
+        /// The version directory.
+        dir: PathBuf,
+    },
     /// Neither file is there.
-    #[error("{dir} has neither model.onnx nor model.onnx.sealed")]
+    #[error(
+        "{dir} has none of model.onnx, model.onnx.sealed, saved_model.pb, saved_model.pb.sealed"
+    )]
     Missing {
         /// The version directory.
         dir: PathBuf,
@@ -342,6 +367,127 @@ pub fn read_model(
     })
 }
 
+/// Whether a version directory holds a TensorFlow SavedModel (plaintext or sealed).
+pub fn is_saved_model(dir: &Path) -> bool {
+    dir.join(SAVED_MODEL_FILE).is_file() || dir.join(SAVED_MODEL_SEALED_FILE).is_file()
+}
+
+/// A SavedModel version as read by [`read_saved_model`].
+#[derive(Debug)]
+pub struct SavedModelFiles {
+    /// The unsealed files (path in the version, bytes) of a sealed version, kept in memory
+    /// only; None for a plaintext version, which TensorFlow reads from its directory.
+    pub plaintext: Option<Vec<(String, zeroize::Zeroizing<Vec<u8>>)>>,
+    /// SHA-256 (hex) of the version's manifest: the lines `<sha256 of the file> <path>\n`, one
+    /// per file as it lies on disk (sealed files when sealed), sorted by path.
+    pub digest: String,
+}
+
+/// The files under `dir`, as paths relative to it with `/` separators, sorted.
+fn files_under(dir: &Path) -> Result<Vec<String>, ModelFileError> {
+    let mut out = Vec::new();
+    let mut stack = vec![(dir.to_owned(), String::new())];
+    while let Some((d, prefix)) = stack.pop() {
+        let io = |source| ModelFileError::Io {
+            path: d.clone(),
+            source,
+        };
+        for e in std::fs::read_dir(&d).map_err(io)? {
+            let e = e.map_err(io)?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let t = e.file_type().map_err(io)?;
+            if t.is_dir() {
+                stack.push((e.path(), rel));
+            } else if t.is_file() {
+                out.push(rel);
+            }
+            if out.len() + stack.len() > MAX_SAVED_MODEL_FILES {
+                return Err(ModelFileError::TooManyFiles {
+                    dir: dir.to_owned(),
+                });
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads the SavedModel version `version` of `model` in `dir`. A sealed version (every file
+/// sealed by `teeserve seal`, each bound to `<model>/<version>/<path in the version>`) is
+/// unsealed in memory; with a key, only sealed versions are served; with an admitted-models
+/// list, the list must admit the version's manifest digest.
+pub fn read_saved_model(
+    dir: &Path,
+    model: &str,
+    version: i64,
+    source: &ModelSource,
+) -> Result<SavedModelFiles, ModelFileError> {
+    let sealed = dir.join(SAVED_MODEL_SEALED_FILE).is_file();
+    if !sealed && source.key.is_some() {
+        return Err(ModelFileError::PlaintextRefused {
+            path: dir.join(SAVED_MODEL_FILE),
+        });
+    }
+    let mut manifest = String::new();
+    let mut plaintext = Vec::new();
+    let mut total = 0u64;
+    for rel in files_under(dir)? {
+        let path = dir.join(&rel);
+        let bytes = zeroize::Zeroizing::new(read_file(&path)?);
+        total = total.saturating_add(bytes.len() as u64);
+        if total > MAX_MODEL_BYTES {
+            return Err(ModelFileError::TooLarge { path, len: total });
+        }
+        manifest.push_str(&format!("{} {rel}\n", sha256_hex(&bytes)));
+        if !sealed {
+            continue;
+        }
+        let Some(inner) = rel.strip_suffix(SEALED_SUFFIX) else {
+            // A plaintext file beside sealed ones would be a file the host chose.
+            return Err(ModelFileError::PlaintextRefused { path });
+        };
+        let key = source
+            .key
+            .as_ref()
+            .ok_or_else(|| ModelFileError::NoKey { path: path.clone() })?;
+        let unseal = |source| ModelFileError::Unseal {
+            path: path.clone(),
+            source,
+        };
+        let (header, _) = stream::SealedHeader::parse(&bytes).map_err(unseal)?;
+        let expected = binding::model_file(model, version, inner);
+        if header.name != expected {
+            return Err(ModelFileError::WrongBinding {
+                path,
+                found: header.name,
+                expected,
+            });
+        }
+        let plain = stream::unseal_to_vec(key, &bytes, Some(&expected)).map_err(unseal)?;
+        plaintext.push((inner.to_owned(), plain));
+    }
+    let digest = sha256_hex(manifest.as_bytes());
+    if let Some(reason) = source
+        .admitted
+        .as_ref()
+        .and_then(|a| a.refusal(model, version, &digest))
+    {
+        return Err(ModelFileError::NotAdmitted {
+            path: dir.to_owned(),
+            reason,
+        });
+    }
+    Ok(SavedModelFiles {
+        plaintext: sealed.then_some(plaintext),
+        digest,
+    })
+}
+
 fn version_dirs(base: &Path) -> Result<BTreeMap<i64, PathBuf>, String> {
     let mut out = BTreeMap::new();
     let rd = std::fs::read_dir(base).map_err(|e| format!("{}: {e}", base.display()))?;
@@ -380,10 +526,18 @@ impl ModelRepository {
             .collect();
         Self {
             engine,
+            tensorflow: None,
             source,
             models: RwLock::new(models),
             generation: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Serves SavedModels with `tensorflow` (without it, a SavedModel version fails to load
+    /// with an error that names the flag).
+    pub fn with_tensorflow(mut self, tensorflow: Option<Arc<TensorFlowEngine>>) -> Self {
+        self.tensorflow = tensorflow;
+        self
     }
 
     /// Replaces the model list (a new `--model_config_file`): new models are added, models not
@@ -474,11 +628,16 @@ impl ModelRepository {
 
     /// Loads version `v` from `dir` unless it is loaded and unchanged; true when available.
     fn ensure(&self, name: &str, v: i64, dir: &Path) -> bool {
-        let file = if dir.join(SEALED_FILE).exists() {
-            dir.join(SEALED_FILE)
-        } else {
-            dir.join(MODEL_FILE)
-        };
+        let file = [
+            SEALED_FILE,
+            MODEL_FILE,
+            SAVED_MODEL_SEALED_FILE,
+            SAVED_MODEL_FILE,
+        ]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| dir.join(MODEL_FILE));
         let st = stamp(&file);
         let current = self.models.read().ok().and_then(|m| {
             m.get(name)
@@ -500,15 +659,19 @@ impl ModelRepository {
                 stamp: st,
             },
         );
-        let loaded = read_model(dir, name, v, &self.source)
-            .map_err(|e| e.to_string())
-            .and_then(|(bytes, digest)| {
-                let model = self.engine.load(&bytes).map_err(|e| e.to_string())?;
-                Ok((model, digest))
-            });
+        let loaded = if is_saved_model(dir) {
+            self.load_saved_model(dir, name, v)
+        } else {
+            read_model(dir, name, v, &self.source)
+                .map_err(|e| e.to_string())
+                .and_then(|(bytes, digest)| {
+                    let model = self.engine.load(&bytes).map_err(|e| e.to_string())?;
+                    Ok((model, digest))
+                })
+        };
         let (state, ok) = match loaded {
             Ok((model, digest)) => {
-                tracing::info!(model = %name, version = v, engine = self.engine.name(), sha256 = %digest, "version loaded");
+                tracing::info!(model = %name, version = v, engine = model.engine(), sha256 = %digest, "version loaded");
                 (
                     VersionState {
                         state: State::Available,
@@ -536,6 +699,35 @@ impl ModelRepository {
         };
         self.set_version(name, v, state);
         ok
+    }
+
+    /// Loads the SavedModel of version `v` in `dir` with TensorFlow: from the directory when
+    /// plaintext, from memory when sealed ([`read_saved_model`]).
+    fn load_saved_model(
+        &self,
+        dir: &Path,
+        name: &str,
+        v: i64,
+    ) -> Result<(Arc<dyn LoadedModel>, String), String> {
+        let tf = self.tensorflow.as_ref().ok_or_else(|| {
+            ModelFileError::NoTensorFlow {
+                dir: dir.to_owned(),
+            }
+            .to_string()
+        })?;
+        let files = read_saved_model(dir, name, v, &self.source).map_err(|e| e.to_string())?;
+        let model = match &files.plaintext {
+            Some(files) => {
+                let refs: Vec<(String, &[u8])> = files
+                    .iter()
+                    .map(|(p, b)| (p.clone(), b.as_slice()))
+                    .collect();
+                tf.load_files(&refs)
+            }
+            None => tf.load_dir(dir),
+        }
+        .map_err(|e| e.to_string())?;
+        Ok((model, files.digest))
     }
 
     fn set_version(&self, name: &str, v: i64, state: VersionState) {

@@ -473,29 +473,43 @@ fn metadata_json(
     label: Option<&str>,
 ) -> Result<String, ApiError> {
     let t = core.resolve(name, version, label)?;
-    let sig = t.model.signature();
-    let info = |s: &crate::engine::TensorSpec| {
+    let info = |i: &crate::proto::tensorflow::TensorInfo| {
+        let shape = i.tensor_shape.clone().unwrap_or_default();
         json!({
-            "dtype": s.dtype.tf_name(),
-            "tensor_shape": {"dim": s.shape.iter().map(|d| json!({"size": d.to_string(), "name": ""})).collect::<Vec<_>>(), "unknown_rank": false},
-            "name": s.name,
+            "dtype": crate::proto::tensorflow::DataType::try_from(i.dtype).map(|d| d.as_str_name()).unwrap_or("DT_INVALID"),
+            "tensor_shape": {
+                "dim": shape.dim.iter().map(|d| json!({"size": d.size.to_string(), "name": d.name})).collect::<Vec<_>>(),
+                "unknown_rank": shape.unknown_rank,
+            },
+            "name": match &i.encoding {
+                Some(crate::proto::tensorflow::tensor_info::Encoding::Name(n)) => n.as_str(),
+                None => "",
+            },
         })
     };
-    let inputs: Map<String, Value> = sig
-        .inputs
+    let defs: Map<String, Value> = t
+        .model
+        .signatures()
+        .def_map()
+        .signature_def
         .iter()
-        .map(|s| (s.name.clone(), info(s)))
-        .collect();
-    let outputs: Map<String, Value> = sig
-        .outputs
-        .iter()
-        .map(|s| (s.name.clone(), info(s)))
+        .map(|(name, d)| {
+            let io = |m: &std::collections::HashMap<String, crate::proto::tensorflow::TensorInfo>| {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                keys.into_iter()
+                    .map(|k| (k.clone(), info(&m[k])))
+                    .collect::<Map<String, Value>>()
+            };
+            (
+                name.clone(),
+                json!({"inputs": io(&d.inputs), "outputs": io(&d.outputs), "method_name": d.method_name, "defaults": {}}),
+            )
+        })
         .collect();
     let v = json!({
         "model_spec": {"name": t.name, "signature_name": "", "version": t.version.to_string()},
-        "metadata": {"signature_def": {"signature_def": {
-            crate::service::DEFAULT_SIGNATURE: {"inputs": inputs, "outputs": outputs, "method_name": crate::service::PREDICT_METHOD, "defaults": {}}
-        }}}
+        "metadata": {"signature_def": {"signature_def": defs}}
     });
     Ok(serde_json::to_string_pretty(&v).unwrap_or_default())
 }
@@ -525,20 +539,24 @@ fn parse_json(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
 /// body's bytes), and no tensor larger than `max_bytes` is read.
 fn parse_predict_body(
     body: &[u8],
-    sig: &crate::engine::Signature,
+    sigs: &crate::engine::Signatures,
     max_bytes: usize,
     reserve: &mut dyn FnMut(usize) -> Result<(), ApiError>,
 ) -> Result<(Map<String, Value>, Option<Tensor>), ApiError> {
     let cost = JsonCost::of(body);
     reserve(cost.direct())?;
     let direct = || {
-        let [spec] = sig.inputs.as_slice() else {
-            return None;
-        };
         // The object with its values left as text (a repeated key keeps the last, as in the
         // general path).
         let raw: std::collections::BTreeMap<String, &serde_json::value::RawValue> =
             serde_json::from_slice(body).ok()?;
+        let sig_name: String = match raw.get("signature_name") {
+            Some(v) => serde_json::from_str(v.get()).ok()?,
+            None => String::new(),
+        };
+        let [spec] = sigs.get(&sig_name)?.inputs.as_slice() else {
+            return None;
+        };
         let keys = ["instances", "inputs"];
         let [(key, value)] = raw
             .iter()
@@ -594,16 +612,17 @@ pub struct PredictBody {
 /// reading the body takes before it is taken.
 pub fn predict_inputs(
     body: &[u8],
-    sig: &crate::engine::Signature,
+    signatures: &crate::engine::Signatures,
     max_bytes: usize,
     reserve: &mut dyn FnMut(usize) -> Result<(), ApiError>,
 ) -> Result<PredictBody, ApiError> {
-    let (m, direct) = parse_predict_body(body, sig, max_bytes, reserve)?;
+    let (m, direct) = parse_predict_body(body, signatures, max_bytes, reserve)?;
     let sig_name = match m.get("signature_name") {
         None => String::new(),
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Err(bad("'signature_name' key must be a string value.")),
     };
+    let sig = crate::service::lookup_signature(signatures, &sig_name, Entry::Rest)?;
     let (row, inputs) = match (m.get("instances"), m.get("inputs"), direct) {
         (Some(_), Some(_), _) => return Err(bad(
             "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist",
@@ -648,16 +667,20 @@ async fn predict(
     body: &[u8],
 ) -> Result<String, ApiError> {
     let target = core.resolve(name, version, label)?;
-    let sig = target.model.signature();
     let mut held = Reservation::default();
     let PredictBody {
         row,
         signature_name: sig_name,
         inputs,
-    } = predict_inputs(body, sig, core.options.max_tensor_bytes, &mut |bytes| {
-        held.merge(core.reserve(bytes, "reading the request's JSON")?);
-        Ok(())
-    })?;
+    } = predict_inputs(
+        body,
+        target.model.signatures(),
+        core.options.max_tensor_bytes,
+        &mut |bytes| {
+            held.merge(core.reserve(bytes, "reading the request's JSON")?);
+            Ok(())
+        },
+    )?;
     let outputs = core
         .infer(&target, &sig_name, inputs, &[], Entry::Rest)
         .await?;
@@ -828,6 +851,67 @@ fn columnar_inputs(
     }
 }
 
+/// A tf.Example from TF Serving's JSON form of one (util/json_tensor.cc): a float is a
+/// float_list value, an integer or a bool an int64_list value, a string or `{"b64": ...}` a
+/// bytes_list value; a list holds values of one kind.
+fn json_example(v: &Value) -> Result<crate::proto::tensorflow::Example, ApiError> {
+    use crate::proto::tensorflow::{feature, BytesList, Feature, Features, FloatList, Int64List};
+    let m = v
+        .as_object()
+        .ok_or_else(|| bad("each example must be a JSON object"))?;
+    let mut features = std::collections::HashMap::new();
+    for (k, v) in m {
+        let values: Vec<&Value> = match v {
+            Value::Array(a) => a.iter().collect(),
+            x => vec![x],
+        };
+        let wrong = |x: &Value| bad(format!("feature {k:?}: {x} does not fit its list"));
+        let kind = match values.first() {
+            None => feature::Kind::FloatList(FloatList { value: vec![] }),
+            Some(Value::String(_)) | Some(Value::Object(_)) => {
+                feature::Kind::BytesList(BytesList {
+                    value: values
+                        .iter()
+                        .map(|x| match x {
+                            Value::String(s) => Ok(s.clone().into_bytes()),
+                            Value::Object(o) => match (o.len(), o.get("b64")) {
+                                (1, Some(Value::String(b))) => {
+                                    use base64::Engine as _;
+                                    base64::engine::general_purpose::STANDARD
+                                        .decode(b)
+                                        .map_err(|e| bad(format!("feature {k:?}: {e}")))
+                                }
+                                _ => Err(wrong(x)),
+                            },
+                            _ => Err(wrong(x)),
+                        })
+                        .collect::<Result<_, _>>()?,
+                })
+            }
+            Some(Value::Number(n)) if n.is_f64() => feature::Kind::FloatList(FloatList {
+                value: values
+                    .iter()
+                    .map(|x| x.as_f64().map(|f| f as f32).ok_or_else(|| wrong(x)))
+                    .collect::<Result<_, _>>()?,
+            }),
+            Some(Value::Number(_)) | Some(Value::Bool(_)) => feature::Kind::Int64List(Int64List {
+                value: values
+                    .iter()
+                    .map(|x| match x {
+                        Value::Bool(b) => Ok(i64::from(*b)),
+                        x => x.as_i64().ok_or_else(|| wrong(x)),
+                    })
+                    .collect::<Result<_, _>>()?,
+            }),
+            Some(x) => return Err(wrong(x)),
+        };
+        features.insert(k.clone(), Feature { kind: Some(kind) });
+    }
+    Ok(crate::proto::tensorflow::Example {
+        features: Some(Features { feature: features }),
+    })
+}
+
 fn example_row(v: &Value, out: &mut Vec<f32>) -> Result<(), ApiError> {
     let m = v
         .as_object()
@@ -866,6 +950,52 @@ async fn classify_regress(
         .get("examples")
         .and_then(Value::as_array)
         .ok_or_else(|| bad("Missing 'examples' key"))?;
+    let sig_name = match m.get("signature_name") {
+        None => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(bad("'signature_name' key must be a string value.")),
+    };
+    let method = if classify {
+        crate::classify::CLASSIFY_METHOD
+    } else {
+        crate::classify::REGRESS_METHOD
+    };
+    if target.model.signatures().method(&sig_name) == Some(method) {
+        // A SavedModel's classification or regression signature: tf.Examples, as TF Serving.
+        use crate::proto::tensorflow::serving::{input, ExampleListWithContext, Input};
+        let input = Input {
+            kind: Some(input::Kind::ExampleListWithContext(
+                ExampleListWithContext {
+                    examples: examples
+                        .iter()
+                        .map(json_example)
+                        .collect::<Result<_, _>>()?,
+                    context: m.get("context").map(json_example).transpose()?,
+                },
+            )),
+        };
+        let results: Vec<Value> = if classify {
+            crate::classify::classify_input(core, &target, &sig_name, Some(&input), Entry::Rest)
+                .await?
+                .into_iter()
+                .map(|c| {
+                    Value::Array(
+                        c.classes
+                            .into_iter()
+                            .map(|k| json!([k.label, k.score]))
+                            .collect(),
+                    )
+                })
+                .collect()
+        } else {
+            crate::classify::regress_input(core, &target, &sig_name, Some(&input), Entry::Rest)
+                .await?
+                .into_iter()
+                .map(|r| json!(r.value))
+                .collect()
+        };
+        return Ok(json!({ "results": results }).to_string());
+    }
     let mut rows = Vec::new();
     for e in examples {
         let mut row = Vec::new();

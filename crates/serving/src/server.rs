@@ -47,6 +47,8 @@ pub enum ServeOption {
     ModelKeyFile,
     /// [`ServeOptions::engine`].
     Engine,
+    /// [`ServeOptions::tensorflow`] (the TensorFlow library).
+    TensorflowLib,
     /// [`ServeOptions::attestation_collateral`].
     AttestationCollateral,
     /// [`ServeOptions::kbs`].
@@ -84,6 +86,7 @@ impl ServeOption {
             ServeOption::MonitoringConfigFile => "monitoring_config_file",
             ServeOption::ModelKeyFile => "model_key_file",
             ServeOption::Engine => "engine",
+            ServeOption::TensorflowLib => "tensorflow.lib",
             ServeOption::AttestationCollateral => "attestation_collateral",
             ServeOption::Kbs => "kbs",
             ServeOption::KbsCa => "kbs.ca",
@@ -255,6 +258,8 @@ pub struct ServeOptions {
     pub attestation_collateral: Option<PathBuf>,
     /// The inference engine.
     pub engine: EngineChoice,
+    /// The TensorFlow engine for SavedModels (`--tensorflow-lib`); None: ONNX models only.
+    pub tensorflow: Option<crate::engine::TensorFlowOptions>,
     /// Limits.
     pub core: CoreOptions,
     /// Largest request body / message.
@@ -310,6 +315,7 @@ impl Default for ServeOptions {
             kbs: None,
             attestation_collateral: None,
             engine: EngineChoice::default(),
+            tensorflow: None,
             core: CoreOptions::default(),
             max_request_bytes: 64 << 20,
             drain_secs: 10,
@@ -558,14 +564,24 @@ impl Server {
             .engine
             .start(o.core.workers)
             .map_err(|e| option(ServeOption::Engine, e))?;
-        let repo = Arc::new(ModelRepository::new(
-            engine,
-            ModelSource {
-                key: provisioned.model_key,
-                admitted: provisioned.admitted,
-            },
-            model_configs(&o)?,
-        ));
+        let tensorflow = match &o.tensorflow {
+            Some(t) => Some(Arc::new(
+                crate::engine::TensorFlowEngine::new(t.clone())
+                    .map_err(|e| option(ServeOption::TensorflowLib, e))?,
+            )),
+            None => None,
+        };
+        let repo = Arc::new(
+            ModelRepository::new(
+                engine,
+                ModelSource {
+                    key: provisioned.model_key,
+                    admitted: provisioned.admitted,
+                },
+                model_configs(&o)?,
+            )
+            .with_tensorflow(tensorflow),
+        );
         let r = repo.clone();
         tokio::task::spawn_blocking(move || r.sync())
             .await

@@ -16,14 +16,10 @@ use crate::proto::tensorflow::serving::{
     GetModelMetadataResponse, GetModelStatusRequest, GetModelStatusResponse, ModelSpec,
     ModelVersionStatus, PredictRequest, PredictResponse, SignatureDefMap, StatusProto,
 };
-use crate::proto::tensorflow::{tensor_shape_proto, SignatureDef, TensorInfo, TensorShapeProto};
 use crate::repository::{ModelRepository, ResolvedModel, State};
 use crate::tensor::{self, DType, Tensor};
 
-/// The only signature an ONNX model has.
-pub const DEFAULT_SIGNATURE: &str = "serving_default";
-/// The method name reported for it.
-pub const PREDICT_METHOD: &str = "tensorflow/serving/predict";
+pub use crate::engine::{DEFAULT_SIGNATURE, PREDICT_METHOD};
 
 /// Which API a request came through (error texts differ slightly, as in TF Serving).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,10 +128,21 @@ impl Reservation {
     }
 }
 
-fn check_signature(sig: &str, entry: Entry) -> Result<(), ApiError> {
-    if sig.is_empty() || sig == DEFAULT_SIGNATURE {
-        return Ok(());
+/// Signature `name` of `model` (the empty name is the default), or TF Serving's error for an
+/// unknown one.
+pub fn lookup_signature<'m>(
+    signatures: &'m crate::engine::Signatures,
+    name: &str,
+    entry: Entry,
+) -> Result<&'m Signature, ApiError> {
+    if let Some(s) = signatures.get(name) {
+        return Ok(s);
     }
+    let sig = if name.is_empty() {
+        DEFAULT_SIGNATURE
+    } else {
+        name
+    };
     Err(match entry {
         Entry::Grpc => ApiError::new(
             Code::FailedPrecondition,
@@ -294,8 +301,7 @@ impl ServingCore {
         output_filter: &[String],
         entry: Entry,
     ) -> Result<Vec<(String, Tensor)>, ApiError> {
-        check_signature(signature, entry)?;
-        let sig = target.model.signature();
+        let sig = lookup_signature(target.model.signatures(), signature, entry)?;
         let ordered = order_inputs(sig, std::mem::take(inputs))?;
         for alias in output_filter {
             if !sig.outputs.iter().any(|o| &o.name == alias) {
@@ -306,14 +312,15 @@ impl ServingCore {
                 ));
             }
         }
-        let outputs = tokio::time::timeout(self.options.timeout, self.run(target, ordered))
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    Code::DeadlineExceeded,
-                    format!("the request took longer than {:?}", self.options.timeout),
-                )
-            })??;
+        let outputs =
+            tokio::time::timeout(self.options.timeout, self.run(target, signature, ordered))
+                .await
+                .map_err(|_| {
+                    ApiError::new(
+                        Code::DeadlineExceeded,
+                        format!("the request took longer than {:?}", self.options.timeout),
+                    )
+                })??;
         let mut named: Vec<(String, Tensor)> = sig
             .outputs
             .iter()
@@ -329,10 +336,11 @@ impl ServingCore {
     async fn run(
         &self,
         target: &ResolvedModel,
+        signature: &str,
         inputs: Vec<Tensor>,
     ) -> Result<Vec<Tensor>, ApiError> {
         if let Some(b) = &self.batcher {
-            return b.submit(target, inputs).await;
+            return b.submit(target, signature, inputs).await;
         }
         let permit = self
             .workers
@@ -344,9 +352,10 @@ impl ServingCore {
             .iter()
             .map(|t| t.shape.iter().product::<usize>())
             .sum();
+        let signature = signature.to_owned();
         let timed = move |model: &dyn LoadedModel, metrics: &Metrics, name: &str, inputs| {
             let t = Instant::now();
-            let r = model.run(inputs);
+            let r = model.run(&signature, inputs);
             let took = t.elapsed();
             model.cost().record(elements, took);
             metrics.runtime(name, model.engine(), took.as_secs_f64() * 1e6);
@@ -381,16 +390,16 @@ impl ServingCore {
     /// a few bytes can declare gigabytes.
     pub async fn predict(&self, req: PredictRequest) -> Result<PredictResponse, ApiError> {
         let target = self.resolve_spec(req.model_spec.as_ref())?;
-        let sig = target.model.signature();
-        let max = self.options.max_tensor_bytes;
-        let total = check_declared(sig, &req.inputs, max)?;
-        let _tensors = self.reserve(total, "the request's input tensors")?;
-        let inputs = decode_inputs(sig, &req.inputs, max)?;
         let sig_name = req
             .model_spec
             .as_ref()
             .map(|s| s.signature_name.clone())
             .unwrap_or_default();
+        let sig = lookup_signature(target.model.signatures(), &sig_name, Entry::Grpc)?;
+        let max = self.options.max_tensor_bytes;
+        let total = check_declared(sig, &req.inputs, max)?;
+        let _tensors = self.reserve(total, "the request's input tensors")?;
+        let inputs = decode_inputs(sig, &req.inputs, max)?;
         let outputs = self
             .infer(&target, &sig_name, inputs, &req.output_filter, Entry::Grpc)
             .await?;
@@ -425,7 +434,7 @@ impl ServingCore {
                 format!("Metadata field {f} is not supported"),
             ));
         }
-        let map = signature_def_map(target.model.signature());
+        let map = target.model.signatures().def_map();
         let any = prost_types::Any {
             type_url: "type.googleapis.com/tensorflow.serving.SignatureDefMap".into(),
             value: prost::Message::encode_to_vec(&map),
@@ -677,40 +686,7 @@ fn kib(bytes: usize) -> usize {
     bytes.div_ceil(1024)
 }
 
-/// The SignatureDefMap of an ONNX model: one `serving_default` signature.
+/// The SignatureDefMap of a model with this one `serving_default` Predict signature (ONNX).
 pub fn signature_def_map(sig: &Signature) -> SignatureDefMap {
-    let info = |s: &crate::engine::TensorSpec| TensorInfo {
-        encoding: Some(crate::proto::tensorflow::tensor_info::Encoding::Name(
-            s.name.clone(),
-        )),
-        dtype: s.dtype.to_tf() as i32,
-        tensor_shape: Some(TensorShapeProto {
-            dim: s
-                .shape
-                .iter()
-                .map(|&d| tensor_shape_proto::Dim {
-                    size: d,
-                    name: String::new(),
-                })
-                .collect(),
-            unknown_rank: false,
-        }),
-    };
-    let def = SignatureDef {
-        inputs: sig
-            .inputs
-            .iter()
-            .map(|s| (s.name.clone(), info(s)))
-            .collect(),
-        outputs: sig
-            .outputs
-            .iter()
-            .map(|s| (s.name.clone(), info(s)))
-            .collect(),
-        method_name: PREDICT_METHOD.into(),
-        defaults: Default::default(),
-    };
-    SignatureDefMap {
-        signature_def: [(DEFAULT_SIGNATURE.to_owned(), def)].into_iter().collect(),
-    }
+    crate::engine::Signatures::single(sig.clone()).def_map()
 }

@@ -23,7 +23,7 @@ fn every_batch_size_matches_onnxruntime() {
     // Sizes 1..=9 twice: the first four get specialised plans, the rest the general one.
     for round in 0..2 {
         for rows in 1..=9 {
-            let out = model.run(vec![pixels.slice_rows(0, rows)]).unwrap();
+            let out = model.run("", vec![pixels.slice_rows(0, rows)]).unwrap();
             let probs = out
                 .iter()
                 .find_map(|t| match &t.data {

@@ -9,6 +9,7 @@
 //! | needs | found at | points to it | no skip when |
 //! |---|---|---|---|
 //! | real DCAP and Gramine vectors | `../shared/vectors` beside the repository | `TEESERVE_VECTORS` | `TEESERVE_REQUIRE_VECTORS=1` |
+//! | TensorFlow (`libtensorflow_cc.so.2` of the tensorflow-cpu wheel) | nowhere by default | `TEESERVE_TENSORFLOW_LIB` | `TEESERVE_REQUIRE_TENSORFLOW=1` |
 //!
 //! ```
 //! fn a_test_on_real_quotes() {
@@ -67,4 +68,70 @@ macro_rules! require_vectors {
             None => return,
         }
     };
+}
+
+/// The TensorFlow library (`TEESERVE_TENSORFLOW_LIB`: the tensorflow-cpu wheel's
+/// `tensorflow/libtensorflow_cc.so.2`). `None` (after saying so on stderr) when it is not set
+/// or not a file; a panic instead when `TEESERVE_REQUIRE_TENSORFLOW=1`.
+pub fn tensorflow_lib() -> Option<PathBuf> {
+    match std::env::var_os("TEESERVE_TENSORFLOW_LIB").map(PathBuf::from) {
+        Some(p) if p.is_file() => Some(p),
+        Some(p) => absent(
+            &format!(
+                "TEESERVE_TENSORFLOW_LIB is {}, which is not a file",
+                p.display()
+            ),
+            "TEESERVE_REQUIRE_TENSORFLOW",
+        ),
+        None => absent(
+            "no TensorFlow library: set TEESERVE_TENSORFLOW_LIB to the tensorflow-cpu wheel's \
+             tensorflow/libtensorflow_cc.so.2",
+            "TEESERVE_REQUIRE_TENSORFLOW",
+        ),
+    }
+}
+
+/// The TensorFlow library, or returns from the calling test (a skip) when it is absent.
+#[macro_export]
+macro_rules! require_tensorflow {
+    () => {
+        match $crate::tensorflow_lib() {
+            Some(lib) => lib,
+            None => return,
+        }
+    };
+}
+
+/// Makes the test SavedModels of `tests/python/make_savedmodels.py` under `out` with the
+/// Python of the virtualenv the TensorFlow library `lib` belongs to (or `TEESERVE_PYTHON`).
+pub fn make_savedmodels(lib: &Path, out: &Path) -> Result<(), String> {
+    let python = match std::env::var_os("TEESERVE_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => lib
+            .ancestors()
+            .map(|a| a.join("bin/python"))
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                format!(
+                    "no bin/python above {}; set TEESERVE_PYTHON to a Python with tensorflow",
+                    lib.display()
+                )
+            })?,
+    };
+    let script = repo().join("tests/python/make_savedmodels.py");
+    let o = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(out)
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .output()
+        .map_err(|e| format!("{}: {e}", python.display()))?;
+    if !o.status.success() {
+        return Err(format!(
+            "{} {} failed: {}",
+            python.display(),
+            script.display(),
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    Ok(())
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use teeserve_serving::engine::EngineChoice;
+use teeserve_serving::engine::{EngineChoice, TensorFlowOptions};
 use teeserve_serving::server::{
     ConnectionLimits, KbsOptions, OptionsError, ServeError, ServeOption, ServeOptions, Server,
     TlsOptions,
@@ -170,6 +170,26 @@ pub struct ServeArgs {
     )]
     pub onnxruntime_lib: Option<PathBuf>,
     /// Requests in flight before RESOURCE_EXHAUSTED / HTTP 429.
+    /// TensorFlow shared library for SavedModels (`saved_model.pb` versions):
+    /// tensorflow/libtensorflow_cc.so.2 from the tensorflow-cpu Python wheel, with
+    /// libtensorflow_framework.so.2 beside it. Opened when the first SavedModel loads; nothing is
+    /// downloaded. ONNX models run on --engine whatever this says.
+    #[arg(
+        long = "tensorflow-lib",
+        value_name = "FILE",
+        env = "TEESERVE_TENSORFLOW_LIB"
+    )]
+    pub tensorflow_lib: Option<PathBuf>,
+    /// MetaGraphDef tags of the SavedModels to load, comma-separated (TF Serving's flag).
+    #[arg(long = "saved_model_tags", default_value = "serve")]
+    pub saved_model_tags: String,
+    /// Threads one TensorFlow operation may use (0: TensorFlow's choice, the cores).
+    #[arg(long = "tensorflow_intra_op_parallelism", default_value_t = 0)]
+    pub tensorflow_intra_op_parallelism: i32,
+    /// TensorFlow operations run at once (0: TensorFlow's choice).
+    #[arg(long = "tensorflow_inter_op_parallelism", default_value_t = 0)]
+    pub tensorflow_inter_op_parallelism: i32,
+    /// Requests in flight before RESOURCE_EXHAUSTED / HTTP 429.
     #[arg(long = "max_in_flight", default_value_t = 256)]
     pub max_in_flight: usize,
     /// Inference worker threads (default: the cores).
@@ -259,6 +279,17 @@ pub fn run(a: ServeArgs) -> Result<i32> {
         }),
         attestation_collateral: a.attestation_collateral,
         engine,
+        tensorflow: a.tensorflow_lib.map(|lib| TensorFlowOptions {
+            lib,
+            tags: a
+                .saved_model_tags
+                .split(',')
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .collect(),
+            intra_op_parallelism: a.tensorflow_intra_op_parallelism,
+            inter_op_parallelism: a.tensorflow_inter_op_parallelism,
+        }),
         core: CoreOptions {
             workers: a.workers.unwrap_or_else(|| CoreOptions::default().workers),
             max_in_flight: a.max_in_flight,
@@ -319,6 +350,7 @@ fn flag(o: ServeOption) -> &'static str {
         ServeOption::MonitoringConfigFile => "--monitoring_config_file",
         ServeOption::ModelKeyFile => "--model-key",
         ServeOption::Engine => "--engine",
+        ServeOption::TensorflowLib => "--tensorflow-lib",
         ServeOption::AttestationCollateral => "--attestation-collateral",
         ServeOption::Kbs => "--kbs",
         ServeOption::KbsCa => "--kbs-ca",

@@ -1,18 +1,24 @@
-//! Inference engines behind one small trait: tract (pure Rust, the default) and, when built with
-//! the `onnxruntime` feature, ONNX Runtime loaded at run time. One file per engine; what they
-//! share is in `model.rs`.
+//! Inference engines: for ONNX models tract (pure Rust, the default) and, when built with the
+//! `onnxruntime` feature, ONNX Runtime loaded at run time; for TensorFlow SavedModels,
+//! TensorFlow loaded at run time. A model's format picks its engine. One module per engine;
+//! what they share is in `model.rs`.
 
 mod model;
 mod onnx;
 #[cfg(feature = "onnxruntime")]
 mod onnxruntime;
+pub mod tensorflow;
 mod tract;
 
 use std::sync::Arc;
 
-pub use model::{Engine, EngineError, LoadedModel, RunCost, Signature, TensorSpec, QUICK_RUN};
+pub use model::{
+    signature_def, Engine, EngineError, LoadedModel, RunCost, Signature, Signatures, TensorSpec,
+    DEFAULT_SIGNATURE, PREDICT_METHOD, QUICK_RUN,
+};
 #[cfg(feature = "onnxruntime")]
 pub use onnxruntime::OnnxRuntimeEngine;
+pub use tensorflow::{TensorFlowEngine, TensorFlowOptions};
 pub use tract::TractEngine;
 
 /// Which engine `teeserve serve` runs models on.

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
 
-use super::model::{Engine, EngineError, LoadedModel, RunCost, Signature, TensorSpec};
+use super::model::{Engine, EngineError, LoadedModel, RunCost, Signature, Signatures, TensorSpec};
 use crate::tensor::{DType, Data, Tensor};
 
 /// The library loaded in this process. ONNX Runtime is loaded once per process, so a second
@@ -158,6 +158,7 @@ impl Engine for OnnxRuntimeEngine {
         Ok(Arc::new(OnnxRuntimeModel {
             sessions,
             next: AtomicUsize::new(0),
+            signatures: Signatures::single(signature.clone()),
             signature,
             cost: RunCost::default(),
         }))
@@ -169,6 +170,7 @@ pub(super) struct OnnxRuntimeModel {
     sessions: Vec<Mutex<Session>>,
     next: AtomicUsize,
     signature: Signature,
+    signatures: Signatures,
     cost: RunCost,
 }
 
@@ -272,8 +274,8 @@ fn run(detail: String) -> EngineError {
 }
 
 impl LoadedModel for OnnxRuntimeModel {
-    fn signature(&self) -> &Signature {
-        &self.signature
+    fn signatures(&self) -> &Signatures {
+        &self.signatures
     }
 
     fn engine(&self) -> &'static str {
@@ -284,7 +286,7 @@ impl LoadedModel for OnnxRuntimeModel {
         &self.cost
     }
 
-    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
+    fn run(&self, _signature: &str, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
         let values = inputs
             .iter()
             .zip(&self.signature.inputs)

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::model::{Engine, EngineError, LoadedModel, RunCost, Signature};
+use super::model::{Engine, EngineError, LoadedModel, RunCost, Signature, Signatures};
 use super::onnx::read_onnx;
 use crate::tensor::{DType, Data, Tensor};
 
@@ -28,6 +28,7 @@ pub(super) struct TractModel {
     graph: Option<tract_onnx::prelude::InferenceModel>,
     specialised: std::sync::Mutex<std::collections::HashMap<Vec<Vec<usize>>, Option<Plan>>>,
     signature: Signature,
+    signatures: Signatures,
     cost: RunCost,
 }
 
@@ -89,6 +90,7 @@ impl Engine for TractEngine {
             plan,
             graph,
             specialised: Default::default(),
+            signatures: Signatures::single(signature.clone()),
             signature,
             cost: RunCost::default(),
         }))
@@ -229,8 +231,8 @@ impl TractModel {
 }
 
 impl LoadedModel for TractModel {
-    fn signature(&self) -> &Signature {
-        &self.signature
+    fn signatures(&self) -> &Signatures {
+        &self.signatures
     }
 
     fn engine(&self) -> &'static str {
@@ -241,7 +243,7 @@ impl LoadedModel for TractModel {
         &self.cost
     }
 
-    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
+    fn run(&self, _signature: &str, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
         let plan = self.plan_for(&inputs);
         let inputs = inputs
             .into_iter()

@@ -1,0 +1,381 @@
+//! TensorFlow SavedModels on the TensorFlow engine, through the real binary on loopback:
+//! Predict and metadata of SavedModels in both export styles (TF1 Builder, TF2
+//! tf.saved_model.save) with no flag but `--tensorflow-lib`, DT_STRING in and out, an ONNX
+//! model and a SavedModel side by side, and a sealed SavedModel served from memory with no
+//! plaintext byte on the file system.
+//!
+//! TensorFlow is loaded from TEESERVE_TENSORFLOW_LIB (the tensorflow-cpu wheel's
+//! libtensorflow_cc.so.2) and the models are made by tests/python/make_savedmodels.py with the
+//! Python beside it; without the library these tests skip, unless TEESERVE_REQUIRE_TENSORFLOW=1.
+mod harness;
+
+use std::io::{BufRead, BufReader, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use harness::{bin, free_port, repo, run, s};
+use serde_json::{json, Value};
+
+/// The test SavedModels, made once per test process.
+fn savedmodels(lib: &Path) -> PathBuf {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap();
+        teeserve_testkit::make_savedmodels(lib, d.path()).unwrap();
+        d
+    })
+    .path()
+    .to_owned()
+}
+
+struct Serve {
+    child: Child,
+    rest: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `teeserve serve` with `args` on loopback, from directory `cwd`, which is also its TMPDIR;
+/// returns once it listens.
+fn serve_in(cwd: &Path, args: &[&str]) -> Serve {
+    let mut log = tempfile::tempfile().unwrap();
+    let mut child = Command::new(bin())
+        .current_dir(cwd)
+        .env("TMPDIR", cwd)
+        .args(["serve", "--insecure"])
+        .args(args)
+        .args([
+            "--grpc_bind_address",
+            "127.0.0.1",
+            "--rest_api_bind_address",
+            "127.0.0.1",
+            "--port",
+            &free_port().to_string(),
+            "--rest_api_port",
+            &free_port().to_string(),
+        ])
+        .env_remove("RUST_LOG")
+        .env_remove("TEESERVE_TENSORFLOW_LIB")
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .stdout(Stdio::piped())
+        .stderr(log.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    if !line.starts_with("listening") {
+        let _ = child.wait();
+        let mut err = String::new();
+        log.rewind().unwrap();
+        log.read_to_string(&mut err).unwrap();
+        panic!("serve did not start: {err}");
+    }
+    let rest = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("rest="))
+        .unwrap()
+        .to_owned();
+    Serve { child, rest }
+}
+
+fn serve(args: &[&str]) -> Serve {
+    serve_in(&std::env::temp_dir(), args)
+}
+
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        c,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut r = String::new();
+    c.read_to_string(&mut r).unwrap();
+    let code = r[9..12].parse().unwrap();
+    let body = &r[r.find("\r\n\r\n").unwrap() + 4..];
+    (
+        code,
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}")),
+    )
+}
+
+fn predict(addr: &str, model: &str, body: Value) -> Value {
+    let (code, v) = http(
+        addr,
+        "POST",
+        &format!("/v1/models/{model}:predict"),
+        &body.to_string(),
+    );
+    assert_eq!(code, 200, "{v}");
+    v
+}
+
+/// What the half models give for [[1, 2, 3], [6, 5, 4]]: y = 0.5 x + 2 and its argmax.
+fn half_predictions() -> Value {
+    json!([
+        {"argmax": 2, "y": [2.5, 3.0, 3.5]},
+        {"argmax": 0, "y": [5.0, 4.5, 4.0]},
+    ])
+}
+
+#[test]
+fn savedmodels_of_both_export_styles_serve_predict_and_metadata_with_only_the_library_flag() {
+    let lib = teeserve_testkit::require_tensorflow!();
+    let models = savedmodels(&lib);
+    for (name, tensor) in [("half_tf1", "x:0"), ("half_tf2", "serving_default_x:0")] {
+        let base = models.join(name);
+        let server = serve(&[
+            "--tensorflow-lib",
+            s(&lib),
+            "--model_name",
+            name,
+            "--model_base_path",
+            s(&base),
+        ]);
+        // Row format, two outputs: one object per row (TF Serving's rule).
+        let out = predict(
+            &server.rest,
+            name,
+            json!({"instances": [[1.0, 2.0, 3.0], [6.0, 5.0, 4.0]]}),
+        );
+        assert_eq!(out["predictions"], half_predictions(), "{name}");
+        // Columnar format.
+        let out = predict(
+            &server.rest,
+            name,
+            json!({"signature_name": "serving_default", "inputs": {"x": [[1.0, 2.0, 3.0]]}}),
+        );
+        assert_eq!(out["outputs"]["argmax"], json!([2]), "{name}");
+        let (code, meta) = http(
+            &server.rest,
+            "GET",
+            &format!("/v1/models/{name}/metadata"),
+            "",
+        );
+        assert_eq!(code, 200);
+        let sig = &meta["metadata"]["signature_def"]["signature_def"]["serving_default"];
+        assert_eq!(sig["method_name"], "tensorflow/serving/predict", "{meta}");
+        assert_eq!(sig["inputs"]["x"]["dtype"], "DT_FLOAT");
+        assert_eq!(sig["inputs"]["x"]["name"], tensor);
+        assert_eq!(sig["inputs"]["x"]["tensor_shape"]["dim"][1]["size"], "3");
+        assert_eq!(sig["outputs"]["argmax"]["dtype"], "DT_INT64");
+        // An unknown signature is TF Serving's error.
+        let (code, err) = http(
+            &server.rest,
+            "POST",
+            &format!("/v1/models/{name}:predict"),
+            r#"{"signature_name": "nope", "instances": [[1.0, 2.0, 3.0]]}"#,
+        );
+        assert_eq!(code, 400, "{err}");
+        assert!(err["error"].as_str().unwrap().contains("nope"), "{err}");
+    }
+}
+
+#[test]
+fn string_tensors_go_in_and_out() {
+    let lib = teeserve_testkit::require_tensorflow!();
+    let models = savedmodels(&lib);
+    let server = serve(&[
+        "--tensorflow-lib",
+        s(&lib),
+        "--model_name",
+        "strings",
+        "--model_base_path",
+        s(&models.join("strings_tf2")),
+    ]);
+    let long = "a long string that does not fit in a small TF_TString";
+    let out = predict(
+        &server.rest,
+        "strings",
+        json!({"instances": ["abc", {"b64": "ZGVm"}, long]}),
+    );
+    assert_eq!(
+        out["predictions"],
+        json!([
+            {"length": 3, "upper": "ABC"},
+            {"length": 3, "upper": "DEF"},
+            {"length": long.len(), "upper": long.to_uppercase()},
+        ])
+    );
+}
+
+#[test]
+fn an_onnx_model_and_a_savedmodel_are_served_side_by_side() {
+    let lib = teeserve_testkit::require_tensorflow!();
+    let models = savedmodels(&lib);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("models.config");
+    std::fs::write(
+        &config,
+        format!(
+            "model_config_list {{\n config {{ name: 'digits' base_path: '{}' model_platform: 'onnx' }}\n config {{ name: 'half' base_path: '{}' model_platform: 'tensorflow' }}\n}}\n",
+            repo().join("models/digits").display(),
+            models.join("half_tf2").display()
+        ),
+    )
+    .unwrap();
+    let server = serve(&[
+        "--tensorflow-lib",
+        s(&lib),
+        "--model_config_file",
+        s(&config),
+    ]);
+    let out = predict(
+        &server.rest,
+        "half",
+        json!({"instances": [[1.0, 2.0, 3.0], [6.0, 5.0, 4.0]]}),
+    );
+    assert_eq!(out["predictions"], half_predictions());
+    let (code, meta) = http(&server.rest, "GET", "/v1/models/digits/metadata", "");
+    assert_eq!(code, 200);
+    assert!(meta["metadata"]["signature_def"]["signature_def"]["serving_default"].is_object());
+}
+
+#[test]
+fn a_savedmodel_without_the_library_fails_to_load_naming_the_flag() {
+    // No TensorFlow needed: the version is refused before anything is read.
+    let base = tempfile::tempdir().unwrap();
+    std::fs::create_dir(base.path().join("1")).unwrap();
+    std::fs::write(base.path().join("1/saved_model.pb"), b"not read").unwrap();
+    let server = serve(&["--model_name", "m", "--model_base_path", s(base.path())]);
+    let (code, status) = http(&server.rest, "GET", "/v1/models/m", "");
+    assert_eq!(code, 200, "{status}");
+    let v = &status["model_version_status"][0];
+    assert_eq!(v["state"], "END", "{status}");
+    let msg = v["status"]["error_message"].as_str().unwrap();
+    assert!(msg.contains("--tensorflow-lib"), "{msg}");
+}
+
+/// Whether `needle` occurs in any file under `dir`.
+fn found_under(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return hits;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_dir() {
+            hits.extend(found_under(&p, needle));
+        } else if t.is_file() {
+            if let Ok(b) = std::fs::read(&p) {
+                if b.windows(needle.len()).any(|w| w == needle) {
+                    hits.push(p);
+                }
+            }
+        }
+    }
+    hits
+}
+
+#[test]
+fn a_sealed_savedmodel_serves_from_memory_and_no_plaintext_reaches_the_file_system() {
+    let lib = teeserve_testkit::require_tensorflow!();
+    let models = savedmodels(&lib);
+    let work = tempfile::tempdir().unwrap();
+    let key = work.path().join("model.key");
+    run(&["keygen", "--out", s(&key)]).ok();
+    // Bound to the model name IN's directory gives (half_tf1), as `teeserve seal` defaults.
+    let sealed = work.path().join("sealed/half_tf1");
+    run(&[
+        "seal",
+        "--key",
+        s(&key),
+        s(&models.join("half_tf1")),
+        s(&sealed),
+    ])
+    .ok();
+    assert!(sealed.join("1/saved_model.pb.sealed").is_file());
+    assert!(sealed.join("1/variables/variables.index.sealed").is_file());
+    assert!(!sealed.join("1/saved_model.pb").exists());
+    let cwd = work.path().join("cwd");
+    std::fs::create_dir(&cwd).unwrap();
+    let server = serve_in(
+        &cwd,
+        &[
+            "--tensorflow-lib",
+            s(&lib),
+            "--model-key",
+            s(&key),
+            "--model_name",
+            "half_tf1",
+            "--model_base_path",
+            s(&sealed),
+        ],
+    );
+    let out = predict(
+        &server.rest,
+        "half_tf1",
+        json!({"instances": [[1.0, 2.0, 3.0], [6.0, 5.0, 4.0]]}),
+    );
+    assert_eq!(out["predictions"], half_predictions());
+    // The plaintext graph and weights appear nowhere: not in the server's working and
+    // temporary directory, not beside the sealed files, not in /dev/shm, not among its open
+    // files.
+    let plain = models.join("half_tf1/1");
+    let graph = std::fs::read(plain.join("saved_model.pb")).unwrap();
+    let weights = std::fs::read(plain.join("variables/variables.index")).unwrap();
+    for needle in [&graph[..], &weights[..]] {
+        for dir in [work.path(), Path::new("/dev/shm")] {
+            let hits = found_under(dir, needle);
+            assert!(hits.is_empty(), "plaintext model bytes in {hits:?}");
+        }
+    }
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", server.child.id())).unwrap();
+    for fd in fds.flatten() {
+        if let Ok(target) = std::fs::read_link(fd.path()) {
+            let t = target.to_string_lossy();
+            assert!(
+                !t.contains("saved_model") && !t.contains("variables"),
+                "the server holds {t} open"
+            );
+        }
+    }
+}
+
+#[test]
+fn classify_and_regress_run_a_savedmodels_signatures_on_tf_examples() {
+    let lib = teeserve_testkit::require_tensorflow!();
+    let models = savedmodels(&lib);
+    let server = serve(&[
+        "--tensorflow-lib",
+        s(&lib),
+        "--model_name",
+        "ex",
+        "--model_base_path",
+        s(&models.join("examples_tf1")),
+    ]);
+    // x = [1, 2]: logits x·w = [5, 0], regression 0.25 + 8.
+    let (code, out) = http(
+        &server.rest,
+        "POST",
+        "/v1/models/ex:classify",
+        r#"{"signature_name": "classify_x", "examples": [{"x": [1.0, 2.0]}]}"#,
+    );
+    assert_eq!(code, 200, "{out}");
+    let row = &out["results"][0];
+    assert_eq!(row[0][0], "neg", "{out}");
+    assert_eq!(row[1][0], "pos", "{out}");
+    let p = 1.0 / (1.0 + (-5f64).exp());
+    assert!((row[0][1].as_f64().unwrap() - p).abs() < 1e-5, "{out}");
+    let (code, out) = http(
+        &server.rest,
+        "POST",
+        "/v1/models/ex:regress",
+        r#"{"signature_name": "regress_x", "context": {"x": [1.0, 2.0]}, "examples": [{}]}"#,
+    );
+    assert_eq!(code, 200, "{out}");
+    assert!(
+        (out["results"][0].as_f64().unwrap() - 8.25).abs() < 1e-5,
+        "{out}"
+    );
+}
