@@ -20,9 +20,9 @@ use crate::x509::{sha256, verify_p256, Cert, Crl};
 /// SHA-256 of the DER of the Intel SGX Root CA.
 pub const INTEL_ROOT_SHA256: &str =
     "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3";
-const INTEL_ROOT_PEM: &str = include_str!("../data/intel-sgx-root-ca.pem");
-const INTEL_PLATFORM_CA_PEM: &str = include_str!("../data/intel-pck-platform-ca.pem");
-const INTEL_PROCESSOR_CA_PEM: &str = include_str!("../data/intel-pck-processor-ca.pem");
+const INTEL_ROOT_PEM: &str = include_str!("../../data/intel-sgx-root-ca.pem");
+const INTEL_PLATFORM_CA_PEM: &str = include_str!("../../data/intel-pck-platform-ca.pem");
+const INTEL_PROCESSOR_CA_PEM: &str = include_str!("../../data/intel-pck-processor-ca.pem");
 
 /// An object whose signature is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
