@@ -13,86 +13,15 @@ use crate::pck::SgxExtension;
 use crate::quote::{Body, EnclaveReport, Quote, TdReport, Tee};
 use crate::x509::{sha256, verify_p256, Cert, Crl};
 
+mod anchor;
 mod error;
 mod verdict;
 
+pub use anchor::{TrustAnchor, INTEL_ROOT_SHA256};
 pub use error::{SignedObject, VerifyError};
 pub use verdict::{CollateralWindow, RootInfo, SgxMeasurements, TdxMeasurements, Verdict};
 
 use verdict::{sgx_measurements, tdx_measurements};
-
-/// SHA-256 of the DER of the Intel SGX Root CA.
-pub const INTEL_ROOT_SHA256: &str =
-    "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3";
-const INTEL_ROOT_PEM: &str = include_str!("../../data/intel-sgx-root-ca.pem");
-const INTEL_PLATFORM_CA_PEM: &str = include_str!("../../data/intel-pck-platform-ca.pem");
-const INTEL_PROCESSOR_CA_PEM: &str = include_str!("../../data/intel-pck-processor-ca.pem");
-
-/// The trusted root of all chains.
-#[derive(Debug, Clone)]
-pub struct TrustAnchor {
-    cert: Cert,
-    intel: bool,
-}
-
-impl TrustAnchor {
-    /// The Intel SGX Root CA.
-    pub fn intel() -> Self {
-        let cert = Cert::chain_from_pem(INTEL_ROOT_PEM.as_bytes())
-            .ok()
-            .and_then(|mut v| v.pop())
-            .unwrap_or_else(unreachable_root);
-        TrustAnchor { cert, intel: true }
-    }
-
-    /// A custom root from PEM (for example a simulated platform's `root.pem`).
-    pub fn from_pem(pem: &[u8]) -> Result<Self, VerifyError> {
-        let certs = Cert::chain_from_pem(pem).map_err(|reason| VerifyError::Certificate {
-            item: "root certificate",
-            reason,
-        })?;
-        let cert = certs.into_iter().next().ok_or(VerifyError::Certificate {
-            item: "root certificate",
-            reason: "no certificate".into(),
-        })?;
-        let intel = hex::encode(cert.fingerprint()) == INTEL_ROOT_SHA256;
-        Ok(TrustAnchor { cert, intel })
-    }
-
-    /// True when this is Intel's production root.
-    pub fn is_intel(&self) -> bool {
-        self.intel
-    }
-
-    /// SHA-256 of the root's DER, hex.
-    pub fn fingerprint(&self) -> String {
-        hex::encode(self.cert.fingerprint())
-    }
-
-    /// The root certificate.
-    pub fn cert(&self) -> &Cert {
-        &self.cert
-    }
-}
-
-fn unreachable_root() -> Cert {
-    // The embedded PEM is checked by a unit test; this path cannot be reached with it.
-    Cert {
-        der: Vec::new(),
-        subject_raw: Vec::new(),
-        issuer_raw: Vec::new(),
-        subject_cn: String::new(),
-        issuer_cn: String::new(),
-        serial: Vec::new(),
-        not_before: 0,
-        not_after: 0,
-        spki: Vec::new(),
-        public_key: Vec::new(),
-        curve: Vec::new(),
-        signed: crate::x509::Signed::default(),
-        sgx_extension: None,
-    }
-}
 
 #[derive(Debug)]
 struct Validity {
@@ -200,20 +129,7 @@ impl Default for Verifier {
 impl Verifier {
     /// A verifier trusting `anchor`.
     pub fn new(anchor: TrustAnchor) -> Self {
-        let known: Vec<Cert> = if anchor.intel {
-            [INTEL_PLATFORM_CA_PEM, INTEL_PROCESSOR_CA_PEM]
-                .iter()
-                .filter_map(|pem| {
-                    Cert::chain_from_pem(pem.as_bytes())
-                        .ok()?
-                        .into_iter()
-                        .next()
-                })
-                .filter(|c| c.verify_by(&anchor.cert))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let known = anchor.intel_pck_cas();
         let signed_by_root = known.iter().map(Cert::fingerprint).collect();
         Self {
             anchor,
@@ -241,7 +157,7 @@ impl Verifier {
         {
             return true;
         }
-        let ok = c.verify_by(&self.anchor.cert);
+        let ok = c.verify_by(self.anchor.cert());
         if ok {
             self.remember(c);
         }
@@ -258,7 +174,7 @@ impl Verifier {
             item,
             reason: "empty chain".into(),
         })?;
-        if root.der != self.anchor.cert.der {
+        if root.der != self.anchor.cert().der {
             return Err(VerifyError::UntrustedRoot {
                 item,
                 subject: root.subject_cn.clone(),
@@ -279,7 +195,7 @@ impl Verifier {
 
     /// Everything of [`Verifier::prepare`] except the time checks.
     pub fn prepare_untimed(&self, c: &Collateral) -> Result<PreparedCollateral, VerifyError> {
-        let root = &self.anchor.cert;
+        let root = self.anchor.cert();
         let mut validity = vec![cert_validity("root CA certificate", root)];
         // Name a foreign (e.g. simulated) root before anything else fails on it.
         let tcb_chain_certs = Cert::chain_from_pem(c.tcb_info_issuer_chain.as_bytes()).ok();
@@ -522,7 +438,8 @@ impl Verifier {
                 ),
             });
         }
-        if inter.issuer_raw != self.anchor.cert.subject_raw || leaf.issuer_raw != inter.subject_raw
+        if inter.issuer_raw != self.anchor.cert().subject_raw
+            || leaf.issuer_raw != inter.subject_raw
         {
             return Err(VerifyError::Certificate {
                 item,
@@ -805,7 +722,7 @@ impl Verifier {
             Body::Sgx(r) => (Some(sgx_measurements(r)), None),
             Body::Td10(t) | Body::Td15(t) => (None, Some(tdx_measurements(t))),
         };
-        let root = &self.anchor.cert;
+        let root = self.anchor.cert();
         Ok(Verdict {
             tee,
             quote_version: quote.header.version,
@@ -829,7 +746,7 @@ impl Verifier {
                 tcb_evaluation_data_number: tcb.tcb_evaluation_data_number,
             },
             root: RootInfo {
-                intel: self.anchor.intel,
+                intel: self.anchor.is_intel(),
                 sha256: self.anchor.fingerprint(),
                 subject: root.subject_cn.clone(),
             },
@@ -1005,17 +922,5 @@ fn relaunch_check(
         }
     } else {
         tdx
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn embedded_intel_root_has_the_pinned_fingerprint() {
-        let a = TrustAnchor::intel();
-        assert_eq!(a.fingerprint(), INTEL_ROOT_SHA256);
-        assert!(a.is_intel());
     }
 }
