@@ -15,54 +15,15 @@ use crate::x509::{sha256, verify_p256, Cert, Crl};
 
 mod anchor;
 mod error;
+mod validity;
 mod verdict;
 
 pub use anchor::{TrustAnchor, INTEL_ROOT_SHA256};
 pub use error::{SignedObject, VerifyError};
 pub use verdict::{CollateralWindow, RootInfo, SgxMeasurements, TdxMeasurements, Verdict};
 
+use validity::{cert_validity, check_validity, crl_validity, issued_validity, window, Validity};
 use verdict::{sgx_measurements, tdx_measurements};
-
-#[derive(Debug)]
-struct Validity {
-    item: String,
-    from_field: &'static str,
-    from: i64,
-    to_field: &'static str,
-    to: i64,
-}
-
-fn check_validity(items: &[Validity], at: i64) -> Result<(), VerifyError> {
-    for v in items {
-        if at < v.from {
-            return Err(VerifyError::NotYetValid {
-                item: v.item.clone(),
-                field: v.from_field,
-                bound: v.from,
-                at,
-            });
-        }
-        if at > v.to {
-            return Err(VerifyError::Expired {
-                item: v.item.clone(),
-                field: v.to_field,
-                bound: v.to,
-                at,
-            });
-        }
-    }
-    Ok(())
-}
-
-fn cert_validity(item: &str, c: &Cert) -> Validity {
-    Validity {
-        item: item.to_owned(),
-        from_field: "notBefore",
-        from: c.not_before,
-        to_field: "notAfter",
-        to: c.not_after,
-    }
-}
 
 /// A PCK chain that was verified against a prepared collateral set.
 #[derive(Debug)]
@@ -218,13 +179,7 @@ impl Verifier {
         if !root_crl.verify_by(root) {
             return Err(VerifyError::Signature(SignedObject::RootCaCrl));
         }
-        validity.push(Validity {
-            item: "root_ca_crl".into(),
-            from_field: "thisUpdate",
-            from: root_crl.this_update,
-            to_field: "nextUpdate",
-            to: root_crl.next_update,
-        });
+        validity.push(crl_validity("root_ca_crl", &root_crl));
 
         // TCB signing chains (TCB Info and QE Identity).
         let tcb_chain = self.signing_chain(
@@ -267,20 +222,16 @@ impl Verifier {
         }
         let tcb_info = TcbInfo::parse(&c.tcb_info)?;
         let qe_identity = EnclaveIdentity::parse(&c.qe_identity)?;
-        validity.push(Validity {
-            item: "tcb_info".into(),
-            from_field: "issueDate",
-            from: tcb_info.issue_date,
-            to_field: "nextUpdate",
-            to: tcb_info.next_update,
-        });
-        validity.push(Validity {
-            item: "qe_identity".into(),
-            from_field: "issueDate",
-            from: qe_identity.issue_date,
-            to_field: "nextUpdate",
-            to: qe_identity.next_update,
-        });
+        validity.push(issued_validity(
+            "tcb_info",
+            tcb_info.issue_date,
+            tcb_info.next_update,
+        ));
+        validity.push(issued_validity(
+            "qe_identity",
+            qe_identity.issue_date,
+            qe_identity.next_update,
+        ));
 
         // PCK CRL and its issuer chain (intermediate CA, root).
         let issuer_chain =
@@ -336,18 +287,9 @@ impl Verifier {
         if !pck_crl.verify_by(&pck_crl_issuer) {
             return Err(VerifyError::Signature(SignedObject::PckCrl));
         }
-        validity.push(Validity {
-            item: "pck_crl".into(),
-            from_field: "thisUpdate",
-            from: pck_crl.this_update,
-            to_field: "nextUpdate",
-            to: pck_crl.next_update,
-        });
+        validity.push(crl_validity("pck_crl", &pck_crl));
 
-        let window = (
-            validity.iter().map(|v| v.from).max().unwrap_or(0),
-            validity.iter().map(|v| v.to).min().unwrap_or(0),
-        );
+        let window = window(&validity);
         let oldest_issue = tcb_info
             .issue_date
             .min(qe_identity.issue_date)
