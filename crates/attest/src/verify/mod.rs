@@ -9,11 +9,11 @@ use std::sync::{Arc, RwLock};
 
 use crate::collateral::tcb_info::{IsvLevel, TdxModuleIdentity};
 use crate::collateral::{format_time, Collateral, EnclaveIdentity, TcbInfo, TcbLevel, TcbStatus};
-use crate::pck::SgxExtension;
 use crate::quote::{Body, EnclaveReport, Quote, TdReport, Tee};
 use crate::x509::{sha256, verify_p256, Cert, Crl};
 
 mod anchor;
+mod chain;
 mod error;
 mod validity;
 mod verdict;
@@ -22,20 +22,9 @@ pub use anchor::{TrustAnchor, INTEL_ROOT_SHA256};
 pub use error::{SignedObject, VerifyError};
 pub use verdict::{CollateralWindow, RootInfo, SgxMeasurements, TdxMeasurements, Verdict};
 
+use chain::{TrustStore, VerifiedPck};
 use validity::{cert_validity, check_validity, crl_validity, issued_validity, window, Validity};
 use verdict::{sgx_measurements, tdx_measurements};
-
-/// A PCK chain that was verified against a prepared collateral set.
-#[derive(Debug)]
-struct VerifiedPck {
-    /// QE reports (with their signatures) already verified under this PCK key: a platform's QE
-    /// report only changes when its attestation key does.
-    qe_reports: RwLock<std::collections::HashSet<[u8; 32]>>,
-    leaf: Cert,
-    warnings: Vec<String>,
-    ext: SgxExtension,
-    validity: Vec<Validity>,
-}
 
 /// Collateral whose signatures, chains and shapes were verified; reusable for many quotes.
 #[derive(Debug)]
@@ -72,14 +61,8 @@ impl PreparedCollateral {
 /// Revocation and validity periods are checked on every verification.
 #[derive(Debug, Clone)]
 pub struct Verifier {
-    anchor: TrustAnchor,
-    signed_by_root: Arc<RwLock<std::collections::HashSet<[u8; 32]>>>,
-    /// Intel's PCK Platform and Processor CAs, verified against the root at construction (empty
-    /// for other roots).
-    known_intermediates: Arc<Vec<Cert>>,
+    trust: TrustStore,
 }
-
-const MAX_REMEMBERED: usize = 1024;
 
 impl Default for Verifier {
     fn default() -> Self {
@@ -90,61 +73,14 @@ impl Default for Verifier {
 impl Verifier {
     /// A verifier trusting `anchor`.
     pub fn new(anchor: TrustAnchor) -> Self {
-        let known = anchor.intel_pck_cas();
-        let signed_by_root = known.iter().map(Cert::fingerprint).collect();
         Self {
-            anchor,
-            signed_by_root: Arc::new(RwLock::new(signed_by_root)),
-            known_intermediates: Arc::new(known),
+            trust: TrustStore::new(anchor),
         }
-    }
-
-    fn remember(&self, c: &Cert) {
-        if let Ok(mut set) = self.signed_by_root.write() {
-            if set.len() < MAX_REMEMBERED {
-                set.insert(c.fingerprint());
-            }
-        }
-    }
-
-    /// True when `c` is signed by the root (remembered, or checked now).
-    fn signed_by_root(&self, c: &Cert) -> bool {
-        let fp = c.fingerprint();
-        if self
-            .signed_by_root
-            .read()
-            .map(|s| s.contains(&fp))
-            .unwrap_or(false)
-        {
-            return true;
-        }
-        let ok = c.verify_by(self.anchor.cert());
-        if ok {
-            self.remember(c);
-        }
-        ok
     }
 
     /// The trust anchor.
     pub fn anchor(&self) -> &TrustAnchor {
-        &self.anchor
-    }
-
-    fn check_root(&self, item: &'static str, chain: &[Cert]) -> Result<(), VerifyError> {
-        let root = chain.last().ok_or(VerifyError::Certificate {
-            item,
-            reason: "empty chain".into(),
-        })?;
-        if root.der != self.anchor.cert().der {
-            return Err(VerifyError::UntrustedRoot {
-                item,
-                subject: root.subject_cn.clone(),
-                fingerprint: hex::encode(root.fingerprint()),
-                expected: self.anchor.fingerprint(),
-                simulated: root.subject_cn.contains("teeserve Simulated"),
-            });
-        }
-        Ok(())
+        self.trust.anchor()
     }
 
     /// Checks the collateral's chains, CRLs and signatures at time `at`.
@@ -156,72 +92,21 @@ impl Verifier {
 
     /// Everything of [`Verifier::prepare`] except the time checks.
     pub fn prepare_untimed(&self, c: &Collateral) -> Result<PreparedCollateral, VerifyError> {
-        let root = self.anchor.cert();
-        let mut validity = vec![cert_validity("root CA certificate", root)];
+        let mut validity = vec![cert_validity(
+            "root CA certificate",
+            self.trust.anchor().cert(),
+        )];
         // Name a foreign (e.g. simulated) root before anything else fails on it.
-        let tcb_chain_certs = Cert::chain_from_pem(c.tcb_info_issuer_chain.as_bytes()).ok();
-        if let Some(chain) = &tcb_chain_certs {
-            self.check_root("tcb_info_issuer_chain", chain)?;
+        let tcb_chain = Cert::chain_from_pem(c.tcb_info_issuer_chain.as_bytes()).ok();
+        if let Some(chain) = &tcb_chain {
+            self.trust.check_root("tcb_info_issuer_chain", chain)?;
         }
-
-        // Root CA CRL: issued and signed by the root.
-        let root_crl = Crl::parse(&c.root_ca_crl).map_err(|reason| VerifyError::Certificate {
-            item: "root_ca_crl",
-            reason,
-        })?;
-        if root_crl.issuer_raw != root.subject_raw {
-            return Err(VerifyError::CrlIssuer {
-                crl: "root_ca_crl",
-                expected: root.subject_cn.clone(),
-                got: root_crl.issuer_cn.clone(),
-            });
-        }
-        if !root_crl.verify_by(root) {
-            return Err(VerifyError::Signature(SignedObject::RootCaCrl));
-        }
+        let root_crl = chain::root_ca_crl(&self.trust, &c.root_ca_crl)?;
         validity.push(crl_validity("root_ca_crl", &root_crl));
-
-        // TCB signing chains (TCB Info and QE Identity).
-        let tcb_chain = self.signing_chain(
-            "tcb_info_issuer_chain",
-            &c.tcb_info_issuer_chain,
-            &root_crl,
-            tcb_chain_certs,
-        )?;
-        validity.push(cert_validity("tcb_info_issuer_chain[0]", &tcb_chain));
-        // Intel serves the same chain for both; verify it once.
-        let qe_chain = if c.qe_identity_issuer_chain == c.tcb_info_issuer_chain {
-            tcb_chain.clone()
-        } else {
-            self.signing_chain(
-                "qe_identity_issuer_chain",
-                &c.qe_identity_issuer_chain,
-                &root_crl,
-                None,
-            )?
-        };
-        validity.push(cert_validity("qe_identity_issuer_chain[0]", &qe_chain));
-
-        if c.tcb_info_signature.len() != 64
-            || !verify_p256(
-                &tcb_chain.public_key,
-                c.tcb_info.as_bytes(),
-                &c.tcb_info_signature,
-            )
-        {
-            return Err(VerifyError::Signature(SignedObject::TcbInfo));
-        }
-        if c.qe_identity_signature.len() != 64
-            || !verify_p256(
-                &qe_chain.public_key,
-                c.qe_identity.as_bytes(),
-                &c.qe_identity_signature,
-            )
-        {
-            return Err(VerifyError::Signature(SignedObject::QeIdentity));
-        }
-        let tcb_info = TcbInfo::parse(&c.tcb_info)?;
-        let qe_identity = EnclaveIdentity::parse(&c.qe_identity)?;
+        let (tcb_signer, qe_signer) = chain::signing_certs(&self.trust, c, &root_crl, tcb_chain)?;
+        validity.push(cert_validity("tcb_info_issuer_chain[0]", &tcb_signer));
+        validity.push(cert_validity("qe_identity_issuer_chain[0]", &qe_signer));
+        let (tcb_info, qe_identity) = signed_collateral(c, &tcb_signer, &qe_signer)?;
         validity.push(issued_validity(
             "tcb_info",
             tcb_info.issue_date,
@@ -232,63 +117,11 @@ impl Verifier {
             qe_identity.issue_date,
             qe_identity.next_update,
         ));
-
-        // PCK CRL and its issuer chain (intermediate CA, root).
-        let issuer_chain =
-            Cert::chain_from_pem(c.pck_crl_issuer_chain.as_bytes()).map_err(|reason| {
-                VerifyError::Certificate {
-                    item: "pck_crl_issuer_chain",
-                    reason,
-                }
-            })?;
-        self.check_root("pck_crl_issuer_chain", &issuer_chain)?;
-        let pck_crl_issuer = issuer_chain
-            .first()
-            .filter(|_| issuer_chain.len() == 2)
-            .cloned()
-            .ok_or_else(|| VerifyError::Certificate {
-                item: "pck_crl_issuer_chain",
-                reason: format!(
-                    "{} certificates, expected 2 (PCK CA, root)",
-                    issuer_chain.len()
-                ),
-            })?;
-        if !self.signed_by_root(&pck_crl_issuer) {
-            return Err(VerifyError::Signature(SignedObject::IntermediateCert));
-        }
-        if root_crl.is_revoked(&pck_crl_issuer.serial) {
-            return Err(VerifyError::Revoked {
-                item: "PCK intermediate CA certificate",
-                serial: hex::encode(&pck_crl_issuer.serial),
-                crl: "root_ca_crl",
-            });
-        }
+        let pck_crl_issuer =
+            chain::pck_crl_issuer(&self.trust, &c.pck_crl_issuer_chain, &root_crl)?;
         validity.push(cert_validity("pck_crl_issuer_chain[0]", &pck_crl_issuer));
-        let pck_crl = Crl::parse(&c.pck_crl).map_err(|reason| VerifyError::Certificate {
-            item: "pck_crl",
-            reason,
-        })?;
-        // The CRL's issuer is normally the first certificate of its issuer chain. Hand-assembled
-        // bundles sometimes carry the other Intel PCK CA's CRL; Intel's two PCK CAs are known,
-        // so such a CRL can still be authenticated (and is then recorded as not covering the PCK).
-        let pck_crl_issuer = if pck_crl.issuer_raw == pck_crl_issuer.subject_raw {
-            pck_crl_issuer
-        } else {
-            self.known_intermediates
-                .iter()
-                .find(|ca| ca.subject_raw == pck_crl.issuer_raw)
-                .cloned()
-                .ok_or_else(|| VerifyError::CrlIssuer {
-                    crl: "pck_crl",
-                    expected: pck_crl_issuer.subject_cn.clone(),
-                    got: pck_crl.issuer_cn.clone(),
-                })?
-        };
-        if !pck_crl.verify_by(&pck_crl_issuer) {
-            return Err(VerifyError::Signature(SignedObject::PckCrl));
-        }
+        let (pck_crl, pck_crl_issuer) = chain::pck_crl(&self.trust, &c.pck_crl, pck_crl_issuer)?;
         validity.push(crl_validity("pck_crl", &pck_crl));
-
         let window = window(&validity);
         let oldest_issue = tcb_info
             .issue_date
@@ -307,106 +140,16 @@ impl Verifier {
         })
     }
 
-    fn signing_chain(
-        &self,
-        item: &'static str,
-        pem: &str,
-        root_crl: &Crl,
-        parsed: Option<Vec<Cert>>,
-    ) -> Result<Cert, VerifyError> {
-        let chain = match parsed {
-            Some(c) => c,
-            None => Cert::chain_from_pem(pem.as_bytes())
-                .map_err(|reason| VerifyError::Certificate { item, reason })?,
-        };
-        self.check_root(item, &chain)?;
-        if chain.len() != 2 {
-            return Err(VerifyError::Certificate {
-                item,
-                reason: format!(
-                    "{} certificates, expected 2 (TCB Signing, root)",
-                    chain.len()
-                ),
-            });
-        }
-        let signer = chain[0].clone();
-        if !self.signed_by_root(&signer) {
-            return Err(VerifyError::Signature(SignedObject::TcbSigningCert));
-        }
-        if root_crl.is_revoked(&signer.serial) {
-            return Err(VerifyError::Revoked {
-                item: "TCB Signing certificate",
-                serial: hex::encode(&signer.serial),
-                crl: "root_ca_crl",
-            });
-        }
-        Ok(signer)
-    }
-
-    /// Checks a quote's PCK certificate chain up to the pinned root: its shape, names and
-    /// signatures (revocation and validity need collateral). `trusted_inter` is a PCK CA already
-    /// known to be signed by the root.
-    fn pck_chain_signed(
-        &self,
-        quote: &Quote,
-        trusted_inter: Option<&Cert>,
-    ) -> Result<Vec<Cert>, VerifyError> {
-        let item = "PCK certificate chain (quote certification data)";
-        let chain = Cert::chain_from_pem(&quote.pck_chain_pem)
-            .map_err(|reason| VerifyError::Certificate { item, reason })?;
-        if chain.len() != 3 {
-            return Err(VerifyError::Certificate {
-                item,
-                reason: format!(
-                    "{} certificates, expected 3 (PCK, PCK CA, root)",
-                    chain.len()
-                ),
-            });
-        }
-        self.check_root(item, &chain)?;
-        let (leaf, inter) = (&chain[0], &chain[1]);
-        if !inter.subject_cn.contains("CA") {
-            return Err(VerifyError::Certificate {
-                item: "PCK intermediate CA certificate",
-                reason: format!("subject CN {:?} does not name a CA", inter.subject_cn),
-            });
-        }
-        if !leaf.subject_cn.contains("SGX PCK Certificate") {
-            return Err(VerifyError::Certificate {
-                item: "PCK certificate",
-                reason: format!(
-                    "subject CN {:?} is not an SGX PCK Certificate",
-                    leaf.subject_cn
-                ),
-            });
-        }
-        if inter.issuer_raw != self.anchor.cert().subject_raw
-            || leaf.issuer_raw != inter.subject_raw
-        {
-            return Err(VerifyError::Certificate {
-                item,
-                reason: "issuer and subject names do not chain".into(),
-            });
-        }
-        // The PCK CA is normally the PCK CRL's issuer, already verified against the root.
-        if trusted_inter.map(|t| t.der != inter.der).unwrap_or(true) && !self.signed_by_root(inter)
-        {
-            return Err(VerifyError::Signature(SignedObject::IntermediateCert));
-        }
-        if !leaf.verify_by(inter) {
-            return Err(VerifyError::Signature(SignedObject::PckCert));
-        }
-        Ok(chain)
-    }
-
     /// Checks that a quote's PCK certificate chains to the pinned root (signatures and names;
     /// not revocation or validity, which need collateral). Whatever selects collateral from the
     /// PCK certificate (its FMSPC and CA) calls this first, so that an unverified certificate
     /// cannot make the verifier fetch collateral for platforms of its choosing.
     pub fn check_pck_chain(&self, quote: &Quote) -> Result<(), VerifyError> {
-        self.pck_chain_signed(quote, None).map(|_| ())
+        chain::pck_chain_signed(&self.trust, quote, None).map(|_| ())
     }
 
+    /// The quote's PCK chain, verified against `p`'s CRLs; remembered in `p` for the platform's
+    /// next quote.
     fn pck_chain(
         &self,
         quote: &Quote,
@@ -416,56 +159,13 @@ impl Verifier {
         if let Some(hit) = p.chains.read().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(hit);
         }
-        let chain = self.pck_chain_signed(quote, Some(&p.pck_crl_issuer))?;
-        let (leaf, inter) = (&chain[0], &chain[1]);
-        if p.root_crl.is_revoked(&inter.serial) {
-            return Err(VerifyError::Revoked {
-                item: "PCK intermediate CA certificate",
-                serial: hex::encode(&inter.serial),
-                crl: "root_ca_crl",
-            });
-        }
-        // The PCK CRL should come from the CA that issued this PCK certificate. Collateral
-        // assembled by hand sometimes pairs the other Intel PCK CA's CRL: the PCK's revocation
-        // then cannot be checked. That is recorded in the verdict, and policies refuse it
-        // unless they set `allow_unchecked_pck_revocation`.
-        let crl_matches = p.pck_crl_issuer.subject_raw == inter.subject_raw
-            && p.pck_crl_issuer.spki == inter.spki;
-        let mut warnings = Vec::new();
-        if !crl_matches {
-            warnings.push(format!(
-                "pck_crl is issued by {:?}, not by the PCK certificate's issuer {:?}: the PCK certificate's revocation was not checked",
-                p.pck_crl.issuer_cn, inter.subject_cn
-            ));
-        }
-        if crl_matches && p.pck_crl.is_revoked(&leaf.serial) {
-            return Err(VerifyError::Revoked {
-                item: "PCK certificate",
-                serial: hex::encode(&leaf.serial),
-                crl: "pck_crl",
-            });
-        }
-        let ext_der = leaf
-            .sgx_extension
-            .as_deref()
-            .ok_or(VerifyError::Certificate {
-                item: "PCK certificate",
-                reason: "no SGX extension (1.2.840.113741.1.13.1)".into(),
-            })?;
-        let ext = SgxExtension::parse(ext_der).map_err(|e| VerifyError::Certificate {
-            item: "PCK certificate SGX extension",
-            reason: e.to_string(),
-        })?;
-        let verified = Arc::new(VerifiedPck {
-            validity: vec![
-                cert_validity("PCK certificate", leaf),
-                cert_validity("PCK intermediate CA certificate", inter),
-            ],
-            qe_reports: RwLock::new(std::collections::HashSet::new()),
-            leaf: leaf.clone(),
-            ext,
-            warnings,
-        });
+        let verified = Arc::new(chain::verify_pck(
+            &self.trust,
+            quote,
+            &p.root_crl,
+            &p.pck_crl,
+            &p.pck_crl_issuer,
+        )?);
         if let Ok(mut m) = p.chains.write() {
             if m.len() < 4096 {
                 m.insert(key, verified.clone());
@@ -664,7 +364,6 @@ impl Verifier {
             Body::Sgx(r) => (Some(sgx_measurements(r)), None),
             Body::Td10(t) | Body::Td15(t) => (None, Some(tdx_measurements(t))),
         };
-        let root = self.anchor.cert();
         Ok(Verdict {
             tee,
             quote_version: quote.header.version,
@@ -688,9 +387,9 @@ impl Verifier {
                 tcb_evaluation_data_number: tcb.tcb_evaluation_data_number,
             },
             root: RootInfo {
-                intel: self.anchor.is_intel(),
-                sha256: self.anchor.fingerprint(),
-                subject: root.subject_cn.clone(),
+                intel: self.trust.anchor().is_intel(),
+                sha256: self.trust.anchor().fingerprint(),
+                subject: self.trust.anchor().cert().subject_cn.clone(),
             },
             verified_at: format_time(at),
             verified_at_unix: at,
@@ -699,6 +398,36 @@ impl Verifier {
             evidence_not_before_unix: None,
         })
     }
+}
+
+/// The TCB Info and QE Identity, once their signatures by their TCB Signing keys verify.
+fn signed_collateral(
+    c: &Collateral,
+    tcb_signer: &Cert,
+    qe_signer: &Cert,
+) -> Result<(TcbInfo, EnclaveIdentity), VerifyError> {
+    if c.tcb_info_signature.len() != 64
+        || !verify_p256(
+            &tcb_signer.public_key,
+            c.tcb_info.as_bytes(),
+            &c.tcb_info_signature,
+        )
+    {
+        return Err(VerifyError::Signature(SignedObject::TcbInfo));
+    }
+    if c.qe_identity_signature.len() != 64
+        || !verify_p256(
+            &qe_signer.public_key,
+            c.qe_identity.as_bytes(),
+            &c.qe_identity_signature,
+        )
+    {
+        return Err(VerifyError::Signature(SignedObject::QeIdentity));
+    }
+    Ok((
+        TcbInfo::parse(&c.tcb_info)?,
+        EnclaveIdentity::parse(&c.qe_identity)?,
+    ))
 }
 
 fn first_isv_level(levels: &[IsvLevel], svn: u16) -> Option<&IsvLevel> {
