@@ -4,55 +4,28 @@
 //! The verification time is always an input. Collateral is checked once into a
 //! [`PreparedCollateral`] that can be reused (and cached) for many quotes.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use crate::collateral::tcb_info::{IsvLevel, TdxModuleIdentity};
 use crate::collateral::{format_time, Collateral, EnclaveIdentity, TcbInfo, TcbLevel, TcbStatus};
 use crate::quote::{Body, EnclaveReport, Quote, TdReport, Tee};
-use crate::x509::{sha256, verify_p256, Cert, Crl};
+use crate::x509::{sha256, verify_p256, Cert};
 
 mod anchor;
 mod chain;
 mod error;
+mod prepared;
 mod validity;
 mod verdict;
 
 pub use anchor::{TrustAnchor, INTEL_ROOT_SHA256};
 pub use error::{SignedObject, VerifyError};
+pub use prepared::PreparedCollateral;
 pub use verdict::{CollateralWindow, RootInfo, SgxMeasurements, TdxMeasurements, Verdict};
 
 use chain::{TrustStore, VerifiedPck};
-use validity::{cert_validity, check_validity, crl_validity, issued_validity, window, Validity};
+use validity::{cert_validity, check_validity, crl_validity, issued_validity};
 use verdict::{sgx_measurements, tdx_measurements};
-
-/// Collateral whose signatures, chains and shapes were verified; reusable for many quotes.
-#[derive(Debug)]
-pub struct PreparedCollateral {
-    /// The TCB Info.
-    pub tcb_info: TcbInfo,
-    /// The QE Identity.
-    pub qe_identity: EnclaveIdentity,
-    root_crl: Crl,
-    pck_crl: Crl,
-    pck_crl_issuer: Cert,
-    validity: Vec<Validity>,
-    window: (i64, i64),
-    oldest_issue: i64,
-    chains: RwLock<HashMap<[u8; 32], Arc<VerifiedPck>>>,
-}
-
-impl PreparedCollateral {
-    /// The earliest end of validity over every collateral item.
-    pub fn not_after(&self) -> i64 {
-        self.window.1
-    }
-
-    /// The latest start of validity over every collateral item.
-    pub fn not_before(&self) -> i64 {
-        self.window.0
-    }
-}
 
 /// Verifies quotes against collateral, anchored at one root.
 ///
@@ -122,22 +95,14 @@ impl Verifier {
         validity.push(cert_validity("pck_crl_issuer_chain[0]", &pck_crl_issuer));
         let (pck_crl, pck_crl_issuer) = chain::pck_crl(&self.trust, &c.pck_crl, pck_crl_issuer)?;
         validity.push(crl_validity("pck_crl", &pck_crl));
-        let window = window(&validity);
-        let oldest_issue = tcb_info
-            .issue_date
-            .min(qe_identity.issue_date)
-            .min(pck_crl.this_update);
-        Ok(PreparedCollateral {
+        Ok(PreparedCollateral::new(
             tcb_info,
             qe_identity,
             root_crl,
             pck_crl,
             pck_crl_issuer,
             validity,
-            window,
-            oldest_issue,
-            chains: RwLock::new(HashMap::new()),
-        })
+        ))
     }
 
     /// Checks that a quote's PCK certificate chains to the pinned root (signatures and names;
@@ -156,7 +121,7 @@ impl Verifier {
         p: &PreparedCollateral,
     ) -> Result<Arc<VerifiedPck>, VerifyError> {
         let key = sha256(&quote.pck_chain_pem);
-        if let Some(hit) = p.chains.read().ok().and_then(|m| m.get(&key).cloned()) {
+        if let Some(hit) = p.verified_pck(&key) {
             return Ok(hit);
         }
         let verified = Arc::new(chain::verify_pck(
@@ -166,11 +131,7 @@ impl Verifier {
             &p.pck_crl,
             &p.pck_crl_issuer,
         )?);
-        if let Ok(mut m) = p.chains.write() {
-            if m.len() < 4096 {
-                m.insert(key, verified.clone());
-            }
-        }
+        p.remember_pck(key, verified.clone());
         Ok(verified)
     }
 
