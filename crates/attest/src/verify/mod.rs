@@ -6,15 +6,15 @@
 
 use std::sync::Arc;
 
-use crate::collateral::tcb_info::{IsvLevel, TdxModuleIdentity};
-use crate::collateral::{format_time, Collateral, EnclaveIdentity, TcbInfo, TcbLevel, TcbStatus};
-use crate::quote::{Body, EnclaveReport, Quote, TdReport, Tee};
+use crate::collateral::{format_time, Collateral, EnclaveIdentity, TcbInfo, TcbStatus};
+use crate::quote::{Body, EnclaveReport, Quote, Tee};
 use crate::x509::{sha256, verify_p256, Cert};
 
 mod anchor;
 mod chain;
 mod error;
 mod prepared;
+mod tcb;
 mod validity;
 mod verdict;
 
@@ -24,6 +24,7 @@ pub use prepared::PreparedCollateral;
 pub use verdict::{CollateralWindow, RootInfo, SgxMeasurements, TdxMeasurements, Verdict};
 
 use chain::{TrustStore, VerifiedPck};
+use tcb::first_isv_level;
 use validity::{cert_validity, check_validity, crl_validity, issued_validity};
 use verdict::{sgx_measurements, tdx_measurements};
 
@@ -172,34 +173,11 @@ impl Verifier {
         let tee = quote.tee();
 
         // 4.1.2.4.9: the TCB Info must be for this TEE.
-        match (tee, tcb.id.as_str(), tcb.version) {
-            (Tee::Sgx, "SGX", _) => {}
-            (Tee::Tdx, "TDX", 3) => {}
-            _ => {
-                return Err(VerifyError::TcbInfoMismatch(format!(
-                    "a {tee} quote cannot be verified with TCB Info id {} version {}",
-                    tcb.id, tcb.version
-                )))
-            }
-        }
+        tcb::check_tcb_info_tee(tee, tcb)?;
         // 4.1.2.4.10: FMSPC and PCEID.
-        if pck.ext.fmspc != tcb.fmspc {
-            return Err(VerifyError::FmspcMismatch {
-                pck: hex::encode_upper(pck.ext.fmspc),
-                tcb_info: hex::encode_upper(tcb.fmspc),
-            });
-        }
-        if pck.ext.pce_id != tcb.pce_id {
-            return Err(VerifyError::PceIdMismatch {
-                pck: hex::encode_upper(pck.ext.pce_id),
-                tcb_info: hex::encode_upper(tcb.pce_id),
-            });
-        }
+        tcb::check_fmspc_and_pce_id(&pck.ext, tcb)?;
         // 4.1.2.4.11: TDX module identity.
-        let module = match &quote.body {
-            Body::Td10(td) | Body::Td15(td) => Some(check_tdx_module(td, tcb)?),
-            Body::Sgx(_) => None,
-        };
+        let module_status = tcb::tdx_module_status(&quote.body, tcb)?;
         // 4.1.2.4.12: QE report signed by the PCK key.
         let mut qe_key = Vec::with_capacity(448);
         qe_key.extend_from_slice(&quote.qe_report_raw);
@@ -242,84 +220,9 @@ impl Verifier {
             return Err(VerifyError::Signature(SignedObject::IsvReport));
         }
         // 4.1.2.4.17: platform TCB level.
-        let sgx_ok = |l: &TcbLevel| {
-            l.sgx_components
-                .iter()
-                .zip(pck.ext.tcb_components.iter())
-                .all(|(need, have)| have >= need)
-                && pck.ext.pcesvn >= l.pcesvn
-        };
-        let sgx_level = tcb.levels.iter().find(|l| sgx_ok(l)).ok_or_else(|| {
-            VerifyError::TcbNotSupported(format!(
-                "PCK SGX components {:?} / PCESVN {} are below every tcb_info level",
-                pck.ext.tcb_components, pck.ext.pcesvn
-            ))
-        })?;
-        let (level, platform_status, module_status) = match &quote.body {
-            Body::Sgx(_) => (sgx_level, sgx_level.status, None),
-            Body::Td10(td) | Body::Td15(td) => {
-                let start = if td.tee_tcb_svn[1] > 0 { 2 } else { 0 };
-                let tdx_ok = |l: &TcbLevel| {
-                    l.tdx_components
-                        .map(|c| (start..16).all(|i| td.tee_tcb_svn[i] >= c[i]))
-                        .unwrap_or(false)
-                };
-                let tdx_level = tcb
-                    .levels
-                    .iter()
-                    .find(|l| sgx_ok(l) && tdx_ok(l))
-                    .ok_or_else(|| {
-                        VerifyError::TcbNotSupported(format!(
-                            "TEE_TCB_SVN {} is below every tcb_info TDX level",
-                            hex::encode(td.tee_tcb_svn)
-                        ))
-                    })?;
-                let mut status = tdx_level.status;
-                let module_status = module.flatten();
-                if let Some(m) = module_status {
-                    status = match (m, status) {
-                        (TcbStatus::Revoked, _) => TcbStatus::Revoked,
-                        (
-                            TcbStatus::OutOfDate,
-                            TcbStatus::UpToDate | TcbStatus::SWHardeningNeeded,
-                        ) => TcbStatus::OutOfDate,
-                        (
-                            TcbStatus::OutOfDate,
-                            TcbStatus::ConfigurationNeeded
-                            | TcbStatus::ConfigurationAndSWHardeningNeeded,
-                        ) => TcbStatus::OutOfDateConfigurationNeeded,
-                        (_, s) => s,
-                    };
-                }
-                if let (Body::Td15(td15), Some(TcbStatus::OutOfDate)) = (&quote.body, module_status)
-                {
-                    status = relaunch_check(td15, tcb, qe_status, sgx_level.status, status);
-                }
-                (tdx_level, status, module_status)
-            }
-        };
+        let platform = tcb::platform_tcb(&quote.body, tcb, &pck.ext, module_status, qe_status)?;
         // Final convergence with the QE status (QVL `convergeTcbStatusWithQeTcbStatus`).
-        let final_status = match (qe_status, platform_status) {
-            (TcbStatus::Revoked, _) => TcbStatus::Revoked,
-            (TcbStatus::OutOfDate, TcbStatus::UpToDate | TcbStatus::SWHardeningNeeded) => {
-                TcbStatus::OutOfDate
-            }
-            (
-                TcbStatus::OutOfDate,
-                TcbStatus::ConfigurationNeeded | TcbStatus::ConfigurationAndSWHardeningNeeded,
-            ) => TcbStatus::OutOfDateConfigurationNeeded,
-            (_, s) => s,
-        };
-        if final_status == TcbStatus::Revoked {
-            let which = if qe_status == TcbStatus::Revoked {
-                "the QE's TCB level is revoked"
-            } else if module_status == Some(TcbStatus::Revoked) {
-                "the TDX module's TCB level is revoked"
-            } else {
-                "the platform's TCB level is revoked"
-            };
-            return Err(VerifyError::TcbRevoked(which.into()));
-        }
+        let outcome = tcb::converge_with_qe(platform, qe_status)?;
 
         let (sgx, tdx) = match &quote.body {
             Body::Sgx(r) => (Some(sgx_measurements(r)), None),
@@ -328,12 +231,12 @@ impl Verifier {
         Ok(Verdict {
             tee,
             quote_version: quote.header.version,
-            tcb_status: final_status,
-            advisory_ids: level.advisory_ids.clone(),
-            platform_tcb_status: platform_status,
-            qe_tcb_status: qe_status,
-            tdx_module_tcb_status: module_status,
-            tcb_date: level.tcb_date.clone(),
+            tcb_status: outcome.status,
+            advisory_ids: outcome.level.advisory_ids.clone(),
+            platform_tcb_status: outcome.platform_status,
+            qe_tcb_status: outcome.qe_status,
+            tdx_module_tcb_status: outcome.module_status,
+            tcb_date: outcome.level.tcb_date.clone(),
             fmspc: hex::encode_upper(pck.ext.fmspc),
             pce_id: hex::encode_upper(pck.ext.pce_id),
             debug: quote.body.is_debug(),
@@ -389,54 +292,6 @@ fn signed_collateral(
         TcbInfo::parse(&c.tcb_info)?,
         EnclaveIdentity::parse(&c.qe_identity)?,
     ))
-}
-
-fn first_isv_level(levels: &[IsvLevel], svn: u16) -> Option<&IsvLevel> {
-    levels.iter().find(|l| l.isvsvn <= svn)
-}
-
-fn check_tdx_module(td: &TdReport, tcb: &TcbInfo) -> Result<Option<TcbStatus>, VerifyError> {
-    let version = td.tee_tcb_svn[1];
-    let identity: &TdxModuleIdentity = if version > 0 {
-        let want = format!("TDX_{version:02X}");
-        tcb.tdx_module_identities
-            .iter()
-            .find(|m| m.id.eq_ignore_ascii_case(&want))
-            .ok_or_else(|| {
-                VerifyError::TdxModuleMismatch(format!(
-                    "tcb_info has no tdxModuleIdentities entry {want}"
-                ))
-            })?
-    } else {
-        tcb.tdx_module
-            .as_ref()
-            .ok_or_else(|| VerifyError::TdxModuleMismatch("tcb_info has no tdxModule".into()))?
-    };
-    if identity.mrsigner != td.mr_signer_seam {
-        return Err(VerifyError::TdxModuleMismatch(format!(
-            "MRSIGNERSEAM {} is not {}",
-            hex::encode(td.mr_signer_seam),
-            hex::encode(&identity.mrsigner)
-        )));
-    }
-    if td.seam_attributes != [0u8; 8] || identity.attributes.iter().any(|&b| b != 0) {
-        return Err(VerifyError::TdxModuleMismatch(format!(
-            "SEAMATTRIBUTES {} are not the expected {}",
-            hex::encode(td.seam_attributes),
-            hex::encode(&identity.attributes)
-        )));
-    }
-    if version == 0 {
-        return Ok(None);
-    }
-    let level =
-        first_isv_level(&identity.levels, u16::from(td.tee_tcb_svn[0])).ok_or_else(|| {
-            VerifyError::TcbNotSupported(format!(
-                "TDX module ISVSVN {} is below every level of {}",
-                td.tee_tcb_svn[0], identity.id
-            ))
-        })?;
-    Ok(Some(level.status))
 }
 
 fn check_qe_identity(
@@ -504,55 +359,4 @@ fn check_qe_identity(
                 qe.isv_svn
             ))
         })
-}
-
-/// TD 1.5 relaunch advice (QVL `TDRelaunchCheck.cpp`): the TD runs on an out-of-date module,
-/// but the platform already has the newest one (TEE_TCB_SVN2), so relaunching would fix it.
-fn relaunch_check(
-    td: &TdReport,
-    tcb: &TcbInfo,
-    qe: TcbStatus,
-    sgx: TcbStatus,
-    tdx: TcbStatus,
-) -> TcbStatus {
-    use TcbStatus::*;
-    if matches!(qe, OutOfDate | Revoked)
-        || !matches!(
-            sgx,
-            UpToDate | SWHardeningNeeded | ConfigurationNeeded | ConfigurationAndSWHardeningNeeded
-        )
-        || !matches!(tdx, OutOfDate | OutOfDateConfigurationNeeded)
-    {
-        return tdx;
-    }
-    let Some(svn2) = td.tee_tcb_svn2 else {
-        return tdx;
-    };
-    let start = if svn2[1] > 0 { 2 } else { 0 };
-    let latest_ok = tcb
-        .levels
-        .first()
-        .and_then(|l| l.tdx_components)
-        .map(|c| (start..16).all(|i| svn2[i] >= c[i]))
-        .unwrap_or(false);
-    let module_ok = if svn2[1] > 0 {
-        let want = format!("TDX_{:02X}", svn2[1]);
-        tcb.tdx_module_identities
-            .iter()
-            .find(|m| m.id.eq_ignore_ascii_case(&want))
-            .and_then(|m| m.levels.first())
-            .map(|l| u16::from(svn2[0]) >= l.isvsvn)
-            .unwrap_or(false)
-    } else {
-        true
-    };
-    if latest_ok && module_ok {
-        if sgx.needs_configuration() || tdx.needs_configuration() {
-            TDRelaunchAdvisedConfigurationNeeded
-        } else {
-            TDRelaunchAdvised
-        }
-    } else {
-        tdx
-    }
 }
