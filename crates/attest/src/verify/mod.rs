@@ -6,14 +6,15 @@
 
 use std::sync::Arc;
 
-use crate::collateral::{format_time, Collateral, EnclaveIdentity, TcbInfo, TcbStatus};
-use crate::quote::{Body, EnclaveReport, Quote, Tee};
+use crate::collateral::{format_time, Collateral, EnclaveIdentity, TcbInfo};
+use crate::quote::{Body, Quote};
 use crate::x509::{sha256, verify_p256, Cert};
 
 mod anchor;
 mod chain;
 mod error;
 mod prepared;
+mod qe;
 mod tcb;
 mod validity;
 mod verdict;
@@ -24,7 +25,7 @@ pub use prepared::PreparedCollateral;
 pub use verdict::{CollateralWindow, RootInfo, SgxMeasurements, TdxMeasurements, Verdict};
 
 use chain::{TrustStore, VerifiedPck};
-use tcb::first_isv_level;
+use tcb::TcbOutcome;
 use validity::{cert_validity, check_validity, crl_validity, issued_validity};
 use verdict::{sgx_measurements, tdx_measurements};
 
@@ -114,28 +115,6 @@ impl Verifier {
         chain::pck_chain_signed(&self.trust, quote, None).map(|_| ())
     }
 
-    /// The quote's PCK chain, verified against `p`'s CRLs; remembered in `p` for the platform's
-    /// next quote.
-    fn pck_chain(
-        &self,
-        quote: &Quote,
-        p: &PreparedCollateral,
-    ) -> Result<Arc<VerifiedPck>, VerifyError> {
-        let key = sha256(&quote.pck_chain_pem);
-        if let Some(hit) = p.verified_pck(&key) {
-            return Ok(hit);
-        }
-        let verified = Arc::new(chain::verify_pck(
-            &self.trust,
-            quote,
-            &p.root_crl,
-            &p.pck_crl,
-            &p.pck_crl_issuer,
-        )?);
-        p.remember_pck(key, verified.clone());
-        Ok(verified)
-    }
-
     /// Verifies a quote against collateral at time `at` (Unix seconds).
     pub fn verify(
         &self,
@@ -170,73 +149,72 @@ impl Verifier {
         let pck = self.pck_chain(quote, p)?;
         check_validity(&pck.validity, at)?;
         let tcb = &p.tcb_info;
-        let tee = quote.tee();
-
         // 4.1.2.4.9: the TCB Info must be for this TEE.
-        tcb::check_tcb_info_tee(tee, tcb)?;
+        tcb::check_tcb_info_tee(quote.tee(), tcb)?;
         // 4.1.2.4.10: FMSPC and PCEID.
         tcb::check_fmspc_and_pce_id(&pck.ext, tcb)?;
         // 4.1.2.4.11: TDX module identity.
         let module_status = tcb::tdx_module_status(&quote.body, tcb)?;
         // 4.1.2.4.12: QE report signed by the PCK key.
-        let mut qe_key = Vec::with_capacity(448);
-        qe_key.extend_from_slice(&quote.qe_report_raw);
-        qe_key.extend_from_slice(&quote.qe_report_signature);
-        let qe_hash = sha256(&qe_key);
-        let seen = pck
-            .qe_reports
-            .read()
-            .map(|s| s.contains(&qe_hash))
-            .unwrap_or(false);
-        if !seen {
-            if !verify_p256(
-                &pck.leaf.public_key,
-                &quote.qe_report_raw,
-                &quote.qe_report_signature,
-            ) {
-                return Err(VerifyError::Signature(SignedObject::QeReport));
-            }
-            if let Ok(mut s) = pck.qe_reports.write() {
-                if s.len() < 64 {
-                    s.insert(qe_hash);
-                }
-            }
-        }
+        qe::check_qe_report_signature(quote, &pck)?;
         // 4.1.2.4.13: QE report data binds the attestation key.
-        let mut bound = Vec::with_capacity(64 + quote.qe_auth_data.len());
-        bound.extend_from_slice(&quote.attestation_key);
-        bound.extend_from_slice(&quote.qe_auth_data);
-        if sha256(&bound) != quote.qe_report.report_data[..32] {
-            return Err(VerifyError::QeReportData);
-        }
+        qe::check_qe_report_data(quote)?;
         // 4.1.2.4.14-15: QE identity.
-        let qe_status = check_qe_identity(&quote.qe_report, &p.qe_identity, tee)?;
+        let qe_status = qe::check_qe_identity(&quote.qe_report, &p.qe_identity, quote.tee())?;
         // 4.1.2.4.16: the ISV signature.
-        if !verify_p256(
-            &quote.attestation_key,
-            &quote.signed_region,
-            &quote.signature,
-        ) {
-            return Err(VerifyError::Signature(SignedObject::IsvReport));
-        }
+        check_isv_signature(quote)?;
         // 4.1.2.4.17: platform TCB level.
         let platform = tcb::platform_tcb(&quote.body, tcb, &pck.ext, module_status, qe_status)?;
         // Final convergence with the QE status (QVL `convergeTcbStatusWithQeTcbStatus`).
         let outcome = tcb::converge_with_qe(platform, qe_status)?;
+        Ok(self.verdict(quote, p, &pck, &outcome, at))
+    }
 
+    /// The quote's PCK chain, verified against `p`'s CRLs; remembered in `p` for the platform's
+    /// next quote.
+    fn pck_chain(
+        &self,
+        quote: &Quote,
+        p: &PreparedCollateral,
+    ) -> Result<Arc<VerifiedPck>, VerifyError> {
+        let key = sha256(&quote.pck_chain_pem);
+        if let Some(hit) = p.verified_pck(&key) {
+            return Ok(hit);
+        }
+        let verified = Arc::new(chain::verify_pck(
+            &self.trust,
+            quote,
+            &p.root_crl,
+            &p.pck_crl,
+            &p.pck_crl_issuer,
+        )?);
+        p.remember_pck(key, verified.clone());
+        Ok(verified)
+    }
+
+    /// What the verification proved, for a quote that passed every check.
+    fn verdict(
+        &self,
+        quote: &Quote,
+        p: &PreparedCollateral,
+        pck: &VerifiedPck,
+        tcb: &TcbOutcome<'_>,
+        at: i64,
+    ) -> Verdict {
         let (sgx, tdx) = match &quote.body {
             Body::Sgx(r) => (Some(sgx_measurements(r)), None),
             Body::Td10(t) | Body::Td15(t) => (None, Some(tdx_measurements(t))),
         };
-        Ok(Verdict {
-            tee,
+        let anchor = self.trust.anchor();
+        Verdict {
+            tee: quote.tee(),
             quote_version: quote.header.version,
-            tcb_status: outcome.status,
-            advisory_ids: outcome.level.advisory_ids.clone(),
-            platform_tcb_status: outcome.platform_status,
-            qe_tcb_status: outcome.qe_status,
-            tdx_module_tcb_status: outcome.module_status,
-            tcb_date: outcome.level.tcb_date.clone(),
+            tcb_status: tcb.status,
+            advisory_ids: tcb.level.advisory_ids.clone(),
+            platform_tcb_status: tcb.platform_status,
+            qe_tcb_status: tcb.qe_status,
+            tdx_module_tcb_status: tcb.module_status,
+            tcb_date: tcb.level.tcb_date.clone(),
             fmspc: hex::encode_upper(pck.ext.fmspc),
             pce_id: hex::encode_upper(pck.ext.pce_id),
             debug: quote.body.is_debug(),
@@ -248,19 +226,19 @@ impl Verifier {
                 not_after: format_time(p.window.1),
                 oldest_issue: format_time(p.oldest_issue),
                 oldest_issue_unix: p.oldest_issue,
-                tcb_evaluation_data_number: tcb.tcb_evaluation_data_number,
+                tcb_evaluation_data_number: p.tcb_info.tcb_evaluation_data_number,
             },
             root: RootInfo {
-                intel: self.trust.anchor().is_intel(),
-                sha256: self.trust.anchor().fingerprint(),
-                subject: self.trust.anchor().cert().subject_cn.clone(),
+                intel: anchor.is_intel(),
+                sha256: anchor.fingerprint(),
+                subject: anchor.cert().subject_cn.clone(),
             },
             verified_at: format_time(at),
             verified_at_unix: at,
             pck_revocation_checked: pck.warnings.is_empty(),
             warnings: pck.warnings.clone(),
             evidence_not_before_unix: None,
-        })
+        }
     }
 }
 
@@ -294,69 +272,14 @@ fn signed_collateral(
     ))
 }
 
-fn check_qe_identity(
-    qe: &EnclaveReport,
-    id: &EnclaveIdentity,
-    tee: Tee,
-) -> Result<TcbStatus, VerifyError> {
-    let want_id = match tee {
-        Tee::Sgx => "QE",
-        Tee::Tdx => "TD_QE",
-    };
-    if id.id != want_id {
-        return Err(VerifyError::QeIdentityMismatch {
-            field: "identity id",
-            expected: want_id.into(),
-            got: id.id.clone(),
-        });
+/// The ISV signature: the enclave or TD report is signed by the attestation key.
+fn check_isv_signature(quote: &Quote) -> Result<(), VerifyError> {
+    if !verify_p256(
+        &quote.attestation_key,
+        &quote.signed_region,
+        &quote.signature,
+    ) {
+        return Err(VerifyError::Signature(SignedObject::IsvReport));
     }
-    if qe.misc_select & id.miscselect_mask != id.miscselect {
-        return Err(VerifyError::QeIdentityMismatch {
-            field: "MISCSELECT",
-            expected: format!(
-                "{:08x} under mask {:08x}",
-                id.miscselect, id.miscselect_mask
-            ),
-            got: format!("{:08x}", qe.misc_select),
-        });
-    }
-    let masked: Vec<u8> = qe
-        .attributes
-        .iter()
-        .zip(id.attributes_mask.iter())
-        .map(|(a, m)| a & m)
-        .collect();
-    if masked != id.attributes {
-        return Err(VerifyError::QeIdentityMismatch {
-            field: "ATTRIBUTES",
-            expected: format!(
-                "{} under mask {}",
-                hex::encode(id.attributes),
-                hex::encode(id.attributes_mask)
-            ),
-            got: hex::encode(qe.attributes),
-        });
-    }
-    if qe.mr_signer != id.mrsigner {
-        return Err(VerifyError::QeIdentityMismatch {
-            field: "MRSIGNER",
-            expected: hex::encode(id.mrsigner),
-            got: hex::encode(qe.mr_signer),
-        });
-    }
-    if qe.isv_prod_id != id.isvprodid {
-        return Err(VerifyError::QeIdentityMismatch {
-            field: "ISVPRODID",
-            expected: id.isvprodid.to_string(),
-            got: qe.isv_prod_id.to_string(),
-        });
-    }
-    first_isv_level(&id.levels, qe.isv_svn)
-        .map(|l| l.status)
-        .ok_or_else(|| {
-            VerifyError::TcbNotSupported(format!(
-                "QE ISVSVN {} is below every qe_identity level",
-                qe.isv_svn
-            ))
-        })
+    Ok(())
 }
