@@ -19,10 +19,12 @@ pub mod platform;
 pub mod policy;
 pub mod quote;
 pub mod sim;
+pub mod source;
 pub mod verify;
 pub mod x509;
 
 pub use collateral::{Collateral, TcbStatus};
 pub use policy::{Policy, PolicyError};
 pub use quote::{Quote, Tee};
+pub use source::{CollateralSource, SourceError};
 pub use verify::{TrustAnchor, Verdict, Verifier, VerifyError};

@@ -4,9 +4,7 @@
 //! chains, hex-encoded DER CRLs, and the inner `tcbInfo` / `enclaveIdentity` objects kept as the
 //! exact strings that were signed.
 
-pub mod cache;
 pub mod pccs;
-pub mod source;
 pub mod tcb_info;
 
 use serde::{Deserialize, Serialize};
