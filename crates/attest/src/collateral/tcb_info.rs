@@ -3,7 +3,7 @@
 //! Schemas: Intel PCS API v4 documentation and PCCS `services/pccs_schemas.js`; parse rules follow
 //! the QVL parsers (`Src/AttestationParsers/src/Json/TcbInfo.cpp`, `EnclaveIdentityV2.cpp`).
 
-use super::{parse_time, CollateralError};
+use super::bundle::{parse_time, CollateralError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

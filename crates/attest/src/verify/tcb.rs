@@ -2,8 +2,7 @@
 //! the TDX module reach, and how their statuses and the QE's combine into the verdict's, as
 //! Intel's QVL does it (`TcbLevelCheck.cpp`, `TdxModuleCheck.cpp`, `TDRelaunchCheck.cpp`).
 
-use crate::collateral::tcb_info::{IsvLevel, TdxModuleIdentity};
-use crate::collateral::{TcbInfo, TcbLevel, TcbStatus};
+use crate::collateral::{IsvLevel, TcbInfo, TcbLevel, TcbStatus, TdxModuleIdentity};
 use crate::pck::SgxExtension;
 use crate::quote::{Body, TdReport, Tee};
 
