@@ -17,8 +17,12 @@ fn time<T>(what: &str, n: u32, mut f: impl FnMut() -> T) {
 }
 
 fn main() {
-    let d =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/dcap");
+    // `vectors()` says on stderr where it looked.
+    let Some(vectors) = teeserve_testkit::vectors() else {
+        eprintln!("error: this example times the real vector dcap/sgx-v3-dcapqvl; set TEESERVE_VECTORS to the vectors folder");
+        std::process::exit(1);
+    };
+    let d = vectors.join("dcap");
     let q = std::fs::read(d.join("sgx-v3-dcapqvl.quote")).unwrap();
     let c =
         Collateral::from_json(&std::fs::read(d.join("sgx-v3-dcapqvl.collateral.json")).unwrap())

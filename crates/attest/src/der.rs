@@ -4,17 +4,15 @@
 //! Encoding rules: ITU-T X.690 (definite lengths only, no indefinite form).
 
 /// Tag of a DER INTEGER.
-pub const INTEGER: u8 = 0x02;
-/// Tag of a DER BOOLEAN.
-pub const BOOLEAN: u8 = 0x01;
+pub(crate) const INTEGER: u8 = 0x02;
 /// Tag of a DER OCTET STRING.
-pub const OCTET_STRING: u8 = 0x04;
+pub(crate) const OCTET_STRING: u8 = 0x04;
 /// Tag of a DER OBJECT IDENTIFIER.
-pub const OID: u8 = 0x06;
+pub(crate) const OID: u8 = 0x06;
 /// Tag of a DER ENUMERATED.
-pub const ENUMERATED: u8 = 0x0a;
+pub(crate) const ENUMERATED: u8 = 0x0a;
 /// Tag of a DER SEQUENCE (constructed).
-pub const SEQUENCE: u8 = 0x30;
+pub(crate) const SEQUENCE: u8 = 0x30;
 
 /// A DER decoding error: where it happened and what was wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,32 +21,32 @@ pub struct DerError(pub &'static str);
 
 /// One tag-length-value element.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tlv<'a> {
+pub(crate) struct Tlv<'a> {
     /// The tag byte (only single-byte tags are supported).
-    pub tag: u8,
+    pub(crate) tag: u8,
     /// The content octets.
-    pub value: &'a [u8],
+    pub(crate) value: &'a [u8],
 }
 
 /// A cursor over a run of DER elements.
 #[derive(Debug, Clone)]
-pub struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     rest: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
     /// Reads the elements of `bytes`.
-    pub fn new(bytes: &'a [u8]) -> Self {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
         Self { rest: bytes }
     }
 
     /// True when every byte was consumed.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.rest.is_empty()
     }
 
     /// Reads the next element.
-    pub fn next_tlv(&mut self) -> Result<Tlv<'a>, DerError> {
+    pub(crate) fn next_tlv(&mut self) -> Result<Tlv<'a>, DerError> {
         let (&tag, after_tag) = self.rest.split_first().ok_or(DerError("unexpected end"))?;
         if tag & 0x1f == 0x1f {
             return Err(DerError("multi-byte tags are not supported"));
@@ -80,7 +78,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads the next element and checks its tag.
-    pub fn expect(&mut self, tag: u8, what: &'static str) -> Result<&'a [u8], DerError> {
+    pub(crate) fn expect(&mut self, tag: u8, what: &'static str) -> Result<&'a [u8], DerError> {
         let tlv = self.next_tlv()?;
         if tlv.tag != tag {
             return Err(DerError(what));
@@ -90,7 +88,7 @@ impl<'a> Reader<'a> {
 }
 
 /// Decodes a non-negative DER INTEGER that fits in a u64.
-pub fn uint(value: &[u8]) -> Result<u64, DerError> {
+pub(crate) fn uint(value: &[u8]) -> Result<u64, DerError> {
     let v = match value {
         [] => return Err(DerError("empty integer")),
         [0, rest @ ..] => rest,
@@ -104,7 +102,7 @@ pub fn uint(value: &[u8]) -> Result<u64, DerError> {
 }
 
 /// Encodes the OID arcs into DER content octets.
-pub fn oid_content(arcs: &[u64]) -> Vec<u8> {
+pub(crate) fn oid_content(arcs: &[u64]) -> Vec<u8> {
     let mut out = Vec::new();
     if arcs.len() >= 2 {
         push_base128(&mut out, arcs[0] * 40 + arcs[1]);
@@ -133,7 +131,7 @@ fn push_base128(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// Encodes one element with a definite length.
-pub fn tlv(tag: u8, value: &[u8]) -> Vec<u8> {
+pub(crate) fn tlv(tag: u8, value: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(value.len() + 6);
     out.push(tag);
     push_len(&mut out, value.len());
@@ -142,7 +140,7 @@ pub fn tlv(tag: u8, value: &[u8]) -> Vec<u8> {
 }
 
 /// Encodes a length in DER's shortest form.
-pub fn push_len(out: &mut Vec<u8>, len: usize) {
+pub(crate) fn push_len(out: &mut Vec<u8>, len: usize) {
     if len < 0x80 {
         out.push(len as u8);
     } else {
@@ -154,7 +152,7 @@ pub fn push_len(out: &mut Vec<u8>, len: usize) {
 }
 
 /// Encodes a non-negative INTEGER.
-pub fn uint_tlv(v: u64) -> Vec<u8> {
+pub(crate) fn uint_tlv(v: u64) -> Vec<u8> {
     let bytes = v.to_be_bytes();
     let skip = bytes.iter().take_while(|&&b| b == 0).count().min(7);
     let mut content = Vec::new();
@@ -166,7 +164,7 @@ pub fn uint_tlv(v: u64) -> Vec<u8> {
 }
 
 /// Encodes a SEQUENCE of already encoded elements.
-pub fn sequence(items: &[Vec<u8>]) -> Vec<u8> {
+pub(crate) fn sequence(items: &[Vec<u8>]) -> Vec<u8> {
     tlv(SEQUENCE, &items.concat())
 }
 

@@ -4,6 +4,8 @@
 
 use crate::der::{self, Reader};
 
+pub use crate::der::DerError;
+
 /// OID arcs of the SGX extension.
 pub const SGX_EXTENSION_OID: [u64; 7] = [1, 2, 840, 113741, 1, 13, 1];
 

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::collateral::TcbStatus;
-use crate::verify::Verdict;
+use crate::verify::{SgxMeasurements, TdxMeasurements, Verdict};
 
 /// An appraisal policy (TOML).
 ///
@@ -228,6 +228,24 @@ impl Policy {
 
     /// Appraises a verdict. `Ok` means admitted.
     pub fn appraise(&self, v: &Verdict) -> Result<(), PolicyError> {
+        self.check_root(v)?;
+        self.check_pck_revocation(v)?;
+        self.check_tee(v)?;
+        self.check_debug(v)?;
+        self.check_tcb_status(v)?;
+        self.check_advisories(v)?;
+        self.check_collateral_age(v)?;
+        self.check_evidence_age(v)?;
+        match (&v.sgx, &v.tdx) {
+            (Some(m), _) => self.check_sgx_measurements(m),
+            (None, Some(t)) => self.check_tdx_measurements(t),
+            (None, None) => Err(self.refuse("tee", "the verdict carries no measurements".into())),
+        }
+    }
+
+    /// `allow_simulated`: the evidence chains to Intel's root, unless simulated evidence is
+    /// admitted.
+    fn check_root(&self, v: &Verdict) -> Result<(), PolicyError> {
         if !v.root.intel && !self.allow_simulated {
             return Err(self.refuse(
                 "allow_simulated",
@@ -237,6 +255,11 @@ impl Policy {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// `allow_unchecked_pck_revocation`: the PCK certificate was checked against its own CA's CRL.
+    fn check_pck_revocation(&self, v: &Verdict) -> Result<(), PolicyError> {
         if !v.pck_revocation_checked && !self.allow_unchecked_pck_revocation {
             return Err(self.refuse(
                 "allow_unchecked_pck_revocation",
@@ -246,9 +269,19 @@ impl Policy {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// `tee`: the evidence comes from an accepted TEE.
+    fn check_tee(&self, v: &Verdict) -> Result<(), PolicyError> {
         if !self.tee.is_empty() && !self.tee.contains(&v.tee) {
             return Err(self.refuse("tee", format!("{} is not one of {:?}", v.tee, self.tee)));
         }
+        Ok(())
+    }
+
+    /// `allow_debug`: no debug enclave or TD, unless admitted.
+    fn check_debug(&self, v: &Verdict) -> Result<(), PolicyError> {
         if v.debug && !self.allow_debug {
             let what = if v.tee == crate::quote::Tee::Sgx {
                 "a debug enclave (ATTRIBUTES.DEBUG set)"
@@ -257,6 +290,11 @@ impl Policy {
             };
             return Err(self.refuse("allow_debug", format!("the evidence comes from {what}")));
         }
+        Ok(())
+    }
+
+    /// `tcb_status`: the TCB status is accepted.
+    fn check_tcb_status(&self, v: &Verdict) -> Result<(), PolicyError> {
         if !self.tcb_status.contains(&v.tcb_status) {
             let accepted: Vec<&str> = self.tcb_status.iter().map(|s| s.name()).collect();
             return Err(self.refuse(
@@ -268,6 +306,11 @@ impl Policy {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// `accepted_advisories`: a status other than UpToDate carries only accepted advisories.
+    fn check_advisories(&self, v: &Verdict) -> Result<(), PolicyError> {
         let unaccepted: Vec<&String> = v
             .advisory_ids
             .iter()
@@ -284,6 +327,11 @@ impl Policy {
                 format!("advisories {unaccepted:?} are not accepted"),
             ));
         }
+        Ok(())
+    }
+
+    /// `max_collateral_age_secs`: the oldest collateral item is recent enough.
+    fn check_collateral_age(&self, v: &Verdict) -> Result<(), PolicyError> {
         if let Some(max) = self.max_collateral_age_secs {
             let age = v.verified_at_unix - v.collateral.oldest_issue_unix;
             if age > max {
@@ -296,6 +344,11 @@ impl Policy {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// `max_evidence_age_secs`: the evidence was made recently enough.
+    fn check_evidence_age(&self, v: &Verdict) -> Result<(), PolicyError> {
         if let Some(max) = self.max_evidence_age_secs {
             let Some(made) = v.evidence_not_before_unix else {
                 return Err(self.refuse(
@@ -319,86 +372,84 @@ impl Policy {
                 ));
             }
         }
-        match (&v.sgx, &v.tdx) {
-            (Some(m), _) => {
-                if self.mrenclave.is_empty() && self.mrsigner.is_empty() && !self.mrtd.is_empty() {
-                    return Err(self.refuse(
-                        "mrtd",
-                        "the policy admits TDX measurements only; this is SGX evidence".into(),
-                    ));
-                }
-                if !self.mrenclave.is_empty() && !self.mrenclave.contains(&m.mrenclave) {
-                    return Err(self.refuse(
-                        "mrenclave",
-                        format!(
-                            "MRENCLAVE {} is not one of {:?}",
-                            m.mrenclave, self.mrenclave
-                        ),
-                    ));
-                }
-                if !self.mrsigner.is_empty() && !self.mrsigner.contains(&m.mrsigner) {
-                    return Err(self.refuse(
-                        "mrsigner",
-                        format!("MRSIGNER {} is not one of {:?}", m.mrsigner, self.mrsigner),
-                    ));
-                }
-                if let Some(id) = self.isv_prod_id {
-                    if m.isv_prod_id != id {
-                        return Err(self.refuse(
-                            "isv_prod_id",
-                            format!("ISVPRODID {} is not {id}", m.isv_prod_id),
-                        ));
-                    }
-                }
-                if let Some(min) = self.min_isv_svn {
-                    if m.isv_svn < min {
-                        return Err(self.refuse(
-                            "min_isv_svn",
-                            format!("ISVSVN {} is below {min}", m.isv_svn),
-                        ));
-                    }
-                }
-                if self.mrenclave.is_empty() && self.mrsigner.is_empty() {
-                    return Err(self.refuse(
-                        "mrenclave",
-                        "the policy names no MRENCLAVE or MRSIGNER, so it admits no SGX enclave"
-                            .into(),
-                    ));
-                }
+        Ok(())
+    }
+
+    /// `mrenclave`, `mrsigner`, `isv_prod_id`, `min_isv_svn`: the SGX measurements.
+    fn check_sgx_measurements(&self, m: &SgxMeasurements) -> Result<(), PolicyError> {
+        if self.mrenclave.is_empty() && self.mrsigner.is_empty() && !self.mrtd.is_empty() {
+            return Err(self.refuse(
+                "mrtd",
+                "the policy admits TDX measurements only; this is SGX evidence".into(),
+            ));
+        }
+        if !self.mrenclave.is_empty() && !self.mrenclave.contains(&m.mrenclave) {
+            return Err(self.refuse(
+                "mrenclave",
+                format!(
+                    "MRENCLAVE {} is not one of {:?}",
+                    m.mrenclave, self.mrenclave
+                ),
+            ));
+        }
+        if !self.mrsigner.is_empty() && !self.mrsigner.contains(&m.mrsigner) {
+            return Err(self.refuse(
+                "mrsigner",
+                format!("MRSIGNER {} is not one of {:?}", m.mrsigner, self.mrsigner),
+            ));
+        }
+        if let Some(id) = self.isv_prod_id {
+            if m.isv_prod_id != id {
+                return Err(self.refuse(
+                    "isv_prod_id",
+                    format!("ISVPRODID {} is not {id}", m.isv_prod_id),
+                ));
             }
-            (None, Some(t)) => {
-                if self.mrtd.is_empty() {
-                    return Err(self.refuse(
-                        "mrtd",
-                        "the policy names no MRTD, so it admits no TD".into(),
-                    ));
-                }
-                if !self.mrtd.contains(&t.mrtd) {
-                    return Err(self.refuse(
-                        "mrtd",
-                        format!("MRTD {} is not one of {:?}", t.mrtd, self.mrtd),
-                    ));
-                }
-                for (i, want) in self.rtmr.iter().enumerate() {
-                    if !want.is_empty() && &t.rtmr[i] != want {
-                        return Err(
-                            self.refuse("rtmr", format!("RTMR{i} {} is not {want}", t.rtmr[i]))
-                        );
-                    }
-                }
-                if !self.mrconfigid.is_empty() && !self.mrconfigid.contains(&t.mrconfigid) {
-                    return Err(self.refuse(
-                        "mrconfigid",
-                        format!(
-                            "MRCONFIGID {} is not one of {:?}",
-                            t.mrconfigid, self.mrconfigid
-                        ),
-                    ));
-                }
+        }
+        if let Some(min) = self.min_isv_svn {
+            if m.isv_svn < min {
+                return Err(self.refuse(
+                    "min_isv_svn",
+                    format!("ISVSVN {} is below {min}", m.isv_svn),
+                ));
             }
-            (None, None) => {
-                return Err(self.refuse("tee", "the verdict carries no measurements".into()))
+        }
+        if self.mrenclave.is_empty() && self.mrsigner.is_empty() {
+            return Err(self.refuse(
+                "mrenclave",
+                "the policy names no MRENCLAVE or MRSIGNER, so it admits no SGX enclave".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `mrtd`, `rtmr`, `mrconfigid`: the TDX measurements.
+    fn check_tdx_measurements(&self, t: &TdxMeasurements) -> Result<(), PolicyError> {
+        if self.mrtd.is_empty() {
+            return Err(self.refuse(
+                "mrtd",
+                "the policy names no MRTD, so it admits no TD".into(),
+            ));
+        }
+        if !self.mrtd.contains(&t.mrtd) {
+            return Err(self.refuse(
+                "mrtd",
+                format!("MRTD {} is not one of {:?}", t.mrtd, self.mrtd),
+            ));
+        }
+        for (i, want) in self.rtmr.iter().enumerate() {
+            if !want.is_empty() && &t.rtmr[i] != want {
+                return Err(self.refuse("rtmr", format!("RTMR{i} {} is not {want}", t.rtmr[i])));
             }
+        }
+        if !self.mrconfigid.is_empty() && !self.mrconfigid.contains(&t.mrconfigid) {
+            return Err(self.refuse(
+                "mrconfigid",
+                format!(
+                    "MRCONFIGID {} is not one of {:?}",
+                    t.mrconfigid, self.mrconfigid
+                ),
+            ));
         }
         Ok(())
     }

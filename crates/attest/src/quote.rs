@@ -243,7 +243,7 @@ impl EnclaveReport {
 /// A TD report body, TDX 1.0 (584 bytes) or 1.5 (648 bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TdReport {
-    /// TEE_TCB_SVN: [0] module ISVSVN, [1] module major version, [2] late microcode SVN.
+    /// TEE_TCB_SVN: byte 0 the module ISVSVN, byte 1 the module major version, byte 2 the late microcode SVN.
     pub tee_tcb_svn: [u8; 16],
     /// MRSEAM.
     pub mr_seam: [u8; 48],
@@ -379,70 +379,9 @@ impl Quote {
             return Err(QuoteError::TooLarge(bytes.len()));
         }
         let mut c = Cursor::new(bytes, 0);
-        let header = Header {
-            version: c.u16("header.version")?,
-            att_key_type: c.u16("header.att_key_type")?,
-            tee_type: c.u32("header.tee_type")?,
-            qe_svn: c.u16("header.qe_svn")?,
-            pce_svn: c.u16("header.pce_svn")?,
-            qe_vendor_id: c.array("header.qe_vendor_id")?,
-            user_data: c.array("header.user_data")?,
-        };
-        if !(3..=5).contains(&header.version) {
-            return Err(QuoteError::Version(header.version));
-        }
-        if header.att_key_type != ATT_KEY_TYPE_ECDSA_P256 {
-            return Err(QuoteError::KeyType(header.att_key_type));
-        }
-        let tee_ok = match header.version {
-            3 => header.tee_type == TEE_TYPE_SGX,
-            _ => header.tee_type == TEE_TYPE_SGX || header.tee_type == TEE_TYPE_TDX,
-        };
-        if !tee_ok {
-            return Err(QuoteError::TeeType {
-                version: header.version,
-                tee_type: header.tee_type,
-            });
-        }
-        if header.qe_vendor_id != INTEL_QE_VENDOR_ID {
-            return Err(QuoteError::VendorId(hex::encode(header.qe_vendor_id)));
-        }
-
-        let body = match header.version {
-            3 => Body::Sgx(EnclaveReport::parse(
-                c.take(ENCLAVE_REPORT_LEN, "report body")?,
-            )?),
-            4 if header.tee_type == TEE_TYPE_SGX => Body::Sgx(EnclaveReport::parse(
-                c.take(ENCLAVE_REPORT_LEN, "report body")?,
-            )?),
-            4 => Body::Td10(TdReport::parse(
-                c.take(TD_REPORT10_LEN, "td report body")?,
-                false,
-            )?),
-            _ => {
-                let body_type = c.u16("body_type")?;
-                let size = c.u32("body_size")?;
-                let expected = match (body_type, header.tee_type) {
-                    (1, TEE_TYPE_SGX) => Some(ENCLAVE_REPORT_LEN),
-                    (2, TEE_TYPE_TDX) => Some(TD_REPORT10_LEN),
-                    (3, TEE_TYPE_TDX) => Some(TD_REPORT15_LEN),
-                    _ => None,
-                };
-                if expected != Some(size as usize) {
-                    return Err(QuoteError::BodyType {
-                        body_type,
-                        size,
-                        tee_type: header.tee_type,
-                    });
-                }
-                let raw = c.take(size as usize, "report body")?;
-                match body_type {
-                    1 => Body::Sgx(EnclaveReport::parse(raw)?),
-                    2 => Body::Td10(TdReport::parse(raw, false)?),
-                    _ => Body::Td15(TdReport::parse(raw, true)?),
-                }
-            }
-        };
+        let header = read_header(&mut c)?;
+        check_header(&header)?;
+        let body = read_body(&mut c, &header)?;
         let signed_region = bytes[..c.pos].to_vec();
 
         let sig_len = c.u32("signature_data_len")? as usize;
@@ -450,58 +389,18 @@ impl Quote {
         let mut s = Cursor::new(sig_data, c.pos - sig_len);
         let signature = s.array("signature data.isv_signature")?;
         let attestation_key = s.array("signature data.attestation_key")?;
-
-        let qe_block = if header.version == 3 {
-            s.rest()
-        } else {
-            let ty = s.u16("certification data type")?;
-            if ty != CERT_DATA_QE_REPORT {
-                return Err(QuoteError::CertDataType {
-                    field: "signature data certification data",
-                    got: ty,
-                    expected: CERT_DATA_QE_REPORT,
-                });
-            }
-            let len = s.u32("certification data size")? as usize;
-            s.take(len, "QE report certification data")?
-        };
-        let mut q = Cursor::new(qe_block, 0);
-        let qe_report_raw = q.take(ENCLAVE_REPORT_LEN, "qe_report")?.to_vec();
-        let qe_report = EnclaveReport::parse(&qe_report_raw)?;
-        let qe_report_signature = q.array("qe_report_signature")?;
-        let auth_len = q.u16("qe_auth_data size")? as usize;
-        let qe_auth_data = q.take(auth_len, "qe_auth_data")?.to_vec();
-        let ty = q.u16("certification data type")?;
-        if ty != CERT_DATA_PCK_CHAIN {
-            return Err(QuoteError::CertDataType {
-                field: "QE certification data",
-                got: ty,
-                expected: CERT_DATA_PCK_CHAIN,
-            });
-        }
-        let len = q.u32("certification data size")? as usize;
-        if len > MAX_CERT_DATA_SIZE {
-            return Err(QuoteError::Oversized {
-                field: "certification data",
-                len,
-                max: MAX_CERT_DATA_SIZE,
-            });
-        }
-        let mut pck_chain_pem = q.take(len, "certification data (PCK chain)")?.to_vec();
-        while pck_chain_pem.last() == Some(&0) {
-            pck_chain_pem.pop();
-        }
+        let qe = read_qe_certification(qe_block(&mut s, header.version)?)?;
         Ok(Quote {
             header,
             body,
             signed_region,
             signature,
             attestation_key,
-            qe_report,
-            qe_report_raw,
-            qe_report_signature,
-            qe_auth_data,
-            pck_chain_pem,
+            qe_report: qe.report,
+            qe_report_raw: qe.report_raw,
+            qe_report_signature: qe.report_signature,
+            qe_auth_data: qe.auth_data,
+            pck_chain_pem: qe.pck_chain_pem,
         })
     }
 
@@ -509,6 +408,146 @@ impl Quote {
     pub fn tee(&self) -> Tee {
         self.body.tee()
     }
+}
+
+/// The 48-byte header, read as it is ([`check_header`] says whether it is supported).
+fn read_header(c: &mut Cursor<'_>) -> Result<Header, QuoteError> {
+    Ok(Header {
+        version: c.u16("header.version")?,
+        att_key_type: c.u16("header.att_key_type")?,
+        tee_type: c.u32("header.tee_type")?,
+        qe_svn: c.u16("header.qe_svn")?,
+        pce_svn: c.u16("header.pce_svn")?,
+        qe_vendor_id: c.array("header.qe_vendor_id")?,
+        user_data: c.array("header.user_data")?,
+    })
+}
+
+/// The versions, key type, TEE types and QE vendor this parser accepts.
+fn check_header(header: &Header) -> Result<(), QuoteError> {
+    if !(3..=5).contains(&header.version) {
+        return Err(QuoteError::Version(header.version));
+    }
+    if header.att_key_type != ATT_KEY_TYPE_ECDSA_P256 {
+        return Err(QuoteError::KeyType(header.att_key_type));
+    }
+    let tee_ok = match header.version {
+        3 => header.tee_type == TEE_TYPE_SGX,
+        _ => header.tee_type == TEE_TYPE_SGX || header.tee_type == TEE_TYPE_TDX,
+    };
+    if !tee_ok {
+        return Err(QuoteError::TeeType {
+            version: header.version,
+            tee_type: header.tee_type,
+        });
+    }
+    if header.qe_vendor_id != INTEL_QE_VENDOR_ID {
+        return Err(QuoteError::VendorId(hex::encode(header.qe_vendor_id)));
+    }
+    Ok(())
+}
+
+/// The report body: fixed by the version and TEE type up to v4; v5 describes it with a type and
+/// a size.
+fn read_body(c: &mut Cursor<'_>, header: &Header) -> Result<Body, QuoteError> {
+    Ok(match header.version {
+        3 => Body::Sgx(EnclaveReport::parse(
+            c.take(ENCLAVE_REPORT_LEN, "report body")?,
+        )?),
+        4 if header.tee_type == TEE_TYPE_SGX => Body::Sgx(EnclaveReport::parse(
+            c.take(ENCLAVE_REPORT_LEN, "report body")?,
+        )?),
+        4 => Body::Td10(TdReport::parse(
+            c.take(TD_REPORT10_LEN, "td report body")?,
+            false,
+        )?),
+        _ => {
+            let body_type = c.u16("body_type")?;
+            let size = c.u32("body_size")?;
+            let expected = match (body_type, header.tee_type) {
+                (1, TEE_TYPE_SGX) => Some(ENCLAVE_REPORT_LEN),
+                (2, TEE_TYPE_TDX) => Some(TD_REPORT10_LEN),
+                (3, TEE_TYPE_TDX) => Some(TD_REPORT15_LEN),
+                _ => None,
+            };
+            if expected != Some(size as usize) {
+                return Err(QuoteError::BodyType {
+                    body_type,
+                    size,
+                    tee_type: header.tee_type,
+                });
+            }
+            let raw = c.take(size as usize, "report body")?;
+            match body_type {
+                1 => Body::Sgx(EnclaveReport::parse(raw)?),
+                2 => Body::Td10(TdReport::parse(raw, false)?),
+                _ => Body::Td15(TdReport::parse(raw, true)?),
+            }
+        }
+    })
+}
+
+/// The QE report certification data: the rest of the signature data in v3, wrapped in a
+/// certification data envelope of type 6 in v4 and v5.
+fn qe_block<'a>(s: &mut Cursor<'a>, version: u16) -> Result<&'a [u8], QuoteError> {
+    if version == 3 {
+        return Ok(s.rest());
+    }
+    let ty = s.u16("certification data type")?;
+    if ty != CERT_DATA_QE_REPORT {
+        return Err(QuoteError::CertDataType {
+            field: "signature data certification data",
+            got: ty,
+            expected: CERT_DATA_QE_REPORT,
+        });
+    }
+    let len = s.u32("certification data size")? as usize;
+    s.take(len, "QE report certification data")
+}
+
+/// What the QE report certification data carries.
+struct QeCertification {
+    report_raw: Vec<u8>,
+    report: EnclaveReport,
+    report_signature: [u8; 64],
+    auth_data: Vec<u8>,
+    pck_chain_pem: Vec<u8>,
+}
+
+fn read_qe_certification(qe_block: &[u8]) -> Result<QeCertification, QuoteError> {
+    let mut q = Cursor::new(qe_block, 0);
+    let report_raw = q.take(ENCLAVE_REPORT_LEN, "qe_report")?.to_vec();
+    let report = EnclaveReport::parse(&report_raw)?;
+    let report_signature = q.array("qe_report_signature")?;
+    let auth_len = q.u16("qe_auth_data size")? as usize;
+    let auth_data = q.take(auth_len, "qe_auth_data")?.to_vec();
+    let ty = q.u16("certification data type")?;
+    if ty != CERT_DATA_PCK_CHAIN {
+        return Err(QuoteError::CertDataType {
+            field: "QE certification data",
+            got: ty,
+            expected: CERT_DATA_PCK_CHAIN,
+        });
+    }
+    let len = q.u32("certification data size")? as usize;
+    if len > MAX_CERT_DATA_SIZE {
+        return Err(QuoteError::Oversized {
+            field: "certification data",
+            len,
+            max: MAX_CERT_DATA_SIZE,
+        });
+    }
+    let mut pck_chain_pem = q.take(len, "certification data (PCK chain)")?.to_vec();
+    while pck_chain_pem.last() == Some(&0) {
+        pck_chain_pem.pop();
+    }
+    Ok(QeCertification {
+        report_raw,
+        report,
+        report_signature,
+        auth_data,
+        pck_chain_pem,
+    })
 }
 
 /// The parts of an SGX v3 quote, for building one (the simulated platform and tests).

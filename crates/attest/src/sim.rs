@@ -9,9 +9,9 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, CustomExtension,
-    DistinguishedName, DnType, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    RevokedCertParams, SerialNumber, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, Certificate, CertificateParams, CertificateRevocationList,
+    CertificateRevocationListParams, CustomExtension, DistinguishedName, DnType, IsCa, Issuer,
+    KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber, PKCS_ECDSA_P256_SHA256,
 };
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
@@ -211,9 +211,37 @@ fn read(dir: &Path, name: &str) -> Result<Vec<u8>, SimError> {
     std::fs::read(&path).map_err(|source| SimError::Io { path, source })
 }
 
+/// One day, in seconds.
+const DAY: i64 = 86_400;
+
 /// Creates a simulated platform in `dir` (created with owner-only permissions; it must not
 /// exist or be empty).
 pub fn init(dir: &Path, o: &SimOptions) -> Result<(), SimError> {
+    create_platform_dir(dir)?;
+    let now = o.now;
+    let certs_valid = (now - 365 * DAY, now + 10 * 365 * DAY);
+    let (issued, next) = if o.stale {
+        (now - (o.valid_days + 1) * DAY, now - DAY)
+    } else {
+        (now - 3600, now + o.valid_days * DAY)
+    };
+    let pki = SimPki::generate(o.revoke, certs_valid, (issued, next))?;
+    let collateral = signed_collateral(&pki, o, issued, next)?;
+    let attest_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err)?;
+    let signer_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err)?;
+    let platform = PlatformFile {
+        isv_prod_id: o.isv_prod_id,
+        isv_svn: o.isv_svn,
+        debug: o.debug,
+        mrsigner: hex::encode(sha256(signer_key.public_key_raw())),
+        qe_id: hex::encode(&sha256(attest_key.public_key_raw())[..16]),
+        qe_mrsigner: hex::encode(qe_mrsigner()),
+    };
+    write_platform(dir, &pki, &collateral, &platform, &attest_key, &signer_key)
+}
+
+/// Creates `dir` with owner-only permissions, refusing one that has content.
+fn create_platform_dir(dir: &Path) -> Result<(), SimError> {
     if dir.exists()
         && std::fs::read_dir(dir)
             .map(|mut d| d.next().is_some())
@@ -234,37 +262,77 @@ pub fn init(dir: &Path, o: &SimOptions) -> Result<(), SimError> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
     }
+    Ok(())
+}
 
-    let now = o.now;
-    let day = 86_400;
-    let (cert_nb, cert_na) = (now - 365 * day, now + 10 * 365 * day);
-    let (issued, next) = if o.stale {
-        (now - (o.valid_days + 1) * day, now - day)
-    } else {
-        (now - 3600, now + o.valid_days * day)
-    };
+/// The simulated PKI, shaped like Intel's: a root CA, a PCK Platform CA, a TCB Signing
+/// certificate, a PCK certificate with the SGX extension, and the root's and PCK CA's CRLs.
+struct SimPki {
+    root_key: KeyPair,
+    root_cert: Certificate,
+    ca_key: KeyPair,
+    ca_cert: Certificate,
+    tcb_key: KeyPair,
+    tcb_cert: Certificate,
+    pck_key: KeyPair,
+    pck_cert: Certificate,
+    root_crl: CertificateRevocationList,
+    pck_crl: CertificateRevocationList,
+}
 
-    let root_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err)?;
-    let root_params = ca_params(SIM_ROOT_CN, 1, 1, cert_nb, cert_na)?;
-    let root_cert = root_params.self_signed(&root_key).map_err(err)?;
-    let root = Issuer::new(root_params, &root_key);
+impl SimPki {
+    /// Certificates valid over `(cert_nb, cert_na)`, CRLs over `(issued, next)`.
+    fn generate(
+        revoke: Revoke,
+        (cert_nb, cert_na): (i64, i64),
+        (issued, next): (i64, i64),
+    ) -> Result<Self, SimError> {
+        let root_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err)?;
+        let root_params = ca_params(SIM_ROOT_CN, 1, 1, cert_nb, cert_na)?;
+        let root_cert = root_params.self_signed(&root_key).map_err(err)?;
+        let root = Issuer::new(root_params, &root_key);
 
-    let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err)?;
-    let ca_params_ = ca_params(
-        "teeserve Simulated SGX PCK Platform CA",
-        0,
-        2,
-        cert_nb,
-        cert_na,
-    )?;
-    let ca_cert = ca_params_.signed_by(&ca_key, &root).map_err(err)?;
-    let ca = Issuer::new(ca_params_, &ca_key);
+        let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err)?;
+        let ca_params_ = ca_params(
+            "teeserve Simulated SGX PCK Platform CA",
+            0,
+            2,
+            cert_nb,
+            cert_na,
+        )?;
+        let ca_cert = ca_params_.signed_by(&ca_key, &root).map_err(err)?;
+        let ca = Issuer::new(ca_params_, &ca_key);
 
-    let tcb_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err)?;
-    let tcb_cert = leaf_params("teeserve Simulated SGX TCB Signing", 3, cert_nb, cert_na)?
-        .signed_by(&tcb_key, &root)
-        .map_err(err)?;
+        let tcb_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err)?;
+        let tcb_cert = leaf_params("teeserve Simulated SGX TCB Signing", 3, cert_nb, cert_na)?
+            .signed_by(&tcb_key, &root)
+            .map_err(err)?;
 
+        let (pck_key, pck_cert) = pck_certificate(&ca, cert_nb, cert_na)?;
+
+        let root_crl = signed_crl(&root, (revoke == Revoke::PckCa).then_some(2), issued, next)?;
+        let pck_crl = signed_crl(&ca, (revoke == Revoke::Pck).then_some(4), issued, next)?;
+        Ok(Self {
+            root_key,
+            root_cert,
+            ca_key,
+            ca_cert,
+            tcb_key,
+            tcb_cert,
+            pck_key,
+            pck_cert,
+            root_crl,
+            pck_crl,
+        })
+    }
+}
+
+/// The PCK leaf certificate (serial 4), carrying the simulated platform's SGX extension.
+fn pck_certificate(
+    ca: &Issuer<'_, &KeyPair>,
+    cert_nb: i64,
+    cert_na: i64,
+) -> Result<(KeyPair, Certificate), SimError> {
     let pck_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err)?;
     let mut cpusvn = [0u8; 16];
     cpusvn.copy_from_slice(&SIM_TCB_COMPONENTS);
@@ -289,44 +357,79 @@ pub fn init(dir: &Path, o: &SimOptions) -> Result<(), SimError> {
             &SGX_EXTENSION_OID,
             ext.encode(),
         ));
-    let pck_cert = pck_params.signed_by(&pck_key, &ca).map_err(err)?;
+    let pck_cert = pck_params.signed_by(&pck_key, ca).map_err(err)?;
+    Ok((pck_key, pck_cert))
+}
 
-    let crl = |issuer: &Issuer<'_, &KeyPair>, revoked: Option<u64>, number: u64| {
-        CertificateRevocationListParams {
-            this_update: odt(issued)?,
-            next_update: odt(next)?,
-            crl_number: SerialNumber::from(number),
-            issuing_distribution_point: None,
-            revoked_certs: revoked
-                .map(|s| {
-                    Ok::<_, SimError>(vec![RevokedCertParams {
-                        serial_number: SerialNumber::from(s),
-                        revocation_time: odt(issued)?,
-                        reason_code: Some(rcgen::RevocationReason::KeyCompromise),
-                        invalidity_date: None,
-                    }])
-                })
-                .transpose()?
-                .unwrap_or_default(),
-            key_identifier_method: KeyIdMethod::Sha256,
-        }
-        .signed_by(issuer)
-        .map_err(err)
-    };
-    let root_crl = crl(&root, (o.revoke == Revoke::PckCa).then_some(2), 1)?;
-    let pck_crl = crl(&ca, (o.revoke == Revoke::Pck).then_some(4), 1)?;
+/// A CRL from `issuer` over `[issued, next]`, revoking the serial `revoked` if any.
+fn signed_crl(
+    issuer: &Issuer<'_, &KeyPair>,
+    revoked: Option<u64>,
+    issued: i64,
+    next: i64,
+) -> Result<CertificateRevocationList, SimError> {
+    CertificateRevocationListParams {
+        this_update: odt(issued)?,
+        next_update: odt(next)?,
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: revoked
+            .map(|s| {
+                Ok::<_, SimError>(vec![RevokedCertParams {
+                    serial_number: SerialNumber::from(s),
+                    revocation_time: odt(issued)?,
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                }])
+            })
+            .transpose()?
+            .unwrap_or_default(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(issuer)
+    .map_err(err)
+}
 
-    // Quoting enclave identity and TCB Info, signed by the TCB Signing key.
-    let qe_mrsigner = sha256(b"teeserve simulated quoting enclave");
-    let tcb_signer = signer(&tcb_key.serialize_der())?;
+/// The simulated quoting enclave's MRSIGNER.
+fn qe_mrsigner() -> [u8; 32] {
+    sha256(b"teeserve simulated quoting enclave")
+}
+
+/// The TCB Info and QE Identity, signed by the TCB Signing key, with the PKI's chains and CRLs.
+fn signed_collateral(
+    pki: &SimPki,
+    o: &SimOptions,
+    issued: i64,
+    next: i64,
+) -> Result<Collateral, SimError> {
+    let tcb_signer = signer(&pki.tcb_key.serialize_der())?;
+    let tcb_info = tcb_info_json(o.tcb_status, issued, next);
+    let qe_identity = qe_identity_json(issued, next);
+    let root_pem = pki.root_cert.pem();
+    let signing_chain = format!("{}{}", pki.tcb_cert.pem(), root_pem);
+    Ok(Collateral {
+        pck_crl_issuer_chain: format!("{}{}", pki.ca_cert.pem(), root_pem),
+        root_ca_crl: pki.root_crl.der().to_vec(),
+        pck_crl: pki.pck_crl.der().to_vec(),
+        tcb_info_issuer_chain: signing_chain.clone(),
+        tcb_info_signature: sign(&tcb_signer, tcb_info.as_bytes())?.to_vec(),
+        tcb_info,
+        qe_identity_issuer_chain: signing_chain,
+        qe_identity_signature: sign(&tcb_signer, qe_identity.as_bytes())?.to_vec(),
+        qe_identity,
+    })
+}
+
+/// The TCB Info: the platform's level with `status`, and an out-of-date level below it.
+fn tcb_info_json(status: TcbStatus, issued: i64, next: i64) -> String {
     let mut levels = vec![serde_json::json!({
         "tcb": {
             "sgxtcbcomponents": SIM_TCB_COMPONENTS.iter().map(|s| serde_json::json!({"svn": s})).collect::<Vec<_>>(),
             "pcesvn": SIM_PCESVN,
         },
-        "tcbDate": rfc3339(issued - 30 * day),
-        "tcbStatus": o.tcb_status.name(),
-        "advisoryIDs": if o.tcb_status == TcbStatus::UpToDate { vec![] } else { vec!["INTEL-SA-00000"] },
+        "tcbDate": rfc3339(issued - 30 * DAY),
+        "tcbStatus": status.name(),
+        "advisoryIDs": if status == TcbStatus::UpToDate { vec![] } else { vec!["INTEL-SA-00000"] },
     })];
     let mut lower = SIM_TCB_COMPONENTS;
     lower[0] -= 1;
@@ -335,11 +438,11 @@ pub fn init(dir: &Path, o: &SimOptions) -> Result<(), SimError> {
             "sgxtcbcomponents": lower.iter().map(|s| serde_json::json!({"svn": s})).collect::<Vec<_>>(),
             "pcesvn": SIM_PCESVN - 1,
         },
-        "tcbDate": rfc3339(issued - 400 * day),
+        "tcbDate": rfc3339(issued - 400 * DAY),
         "tcbStatus": "OutOfDate",
         "advisoryIDs": ["INTEL-SA-00001"],
     }));
-    let tcb_info = serde_json::json!({
+    serde_json::json!({
         "id": "SGX",
         "version": 3,
         "issueDate": rfc3339(issued),
@@ -350,8 +453,12 @@ pub fn init(dir: &Path, o: &SimOptions) -> Result<(), SimError> {
         "tcbEvaluationDataNumber": 17,
         "tcbLevels": levels,
     })
-    .to_string();
-    let qe_identity = serde_json::json!({
+    .to_string()
+}
+
+/// The QE Identity of the simulated quoting enclave.
+fn qe_identity_json(issued: i64, next: i64) -> String {
+    serde_json::json!({
         "id": "QE",
         "version": 2,
         "issueDate": rfc3339(issued),
@@ -361,40 +468,28 @@ pub fn init(dir: &Path, o: &SimOptions) -> Result<(), SimError> {
         "miscselectMask": "FFFFFFFF",
         "attributes": hex::encode_upper(QE_ATTRIBUTES),
         "attributesMask": "FBFFFFFFFFFFFFFF0000000000000000",
-        "mrsigner": hex::encode_upper(qe_mrsigner),
+        "mrsigner": hex::encode_upper(qe_mrsigner()),
         "isvprodid": 1,
-        "tcbLevels": [{"tcb": {"isvsvn": SIM_QE_SVN}, "tcbDate": rfc3339(issued - 30 * day), "tcbStatus": "UpToDate"}],
+        "tcbLevels": [{"tcb": {"isvsvn": SIM_QE_SVN}, "tcbDate": rfc3339(issued - 30 * DAY), "tcbStatus": "UpToDate"}],
     })
-    .to_string();
-    let signing_chain = format!("{}{}", tcb_cert.pem(), root_cert.pem());
-    let collateral = Collateral {
-        pck_crl_issuer_chain: format!("{}{}", ca_cert.pem(), root_cert.pem()),
-        root_ca_crl: root_crl.der().to_vec(),
-        pck_crl: pck_crl.der().to_vec(),
-        tcb_info_issuer_chain: signing_chain.clone(),
-        tcb_info_signature: sign(&tcb_signer, tcb_info.as_bytes())?.to_vec(),
-        tcb_info,
-        qe_identity_issuer_chain: signing_chain,
-        qe_identity_signature: sign(&tcb_signer, qe_identity.as_bytes())?.to_vec(),
-        qe_identity,
-    };
+    .to_string()
+}
 
-    let attest_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err)?;
-    let signer_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err)?;
-    let platform = PlatformFile {
-        isv_prod_id: o.isv_prod_id,
-        isv_svn: o.isv_svn,
-        debug: o.debug,
-        mrsigner: hex::encode(sha256(signer_key.public_key_raw())),
-        qe_id: hex::encode(&sha256(attest_key.public_key_raw())[..16]),
-        qe_mrsigner: hex::encode(qe_mrsigner),
-    };
-
-    write(dir, "root.pem", root_cert.pem().as_bytes(), false)?;
+/// Writes the platform's files: certificates and collateral readable by all, keys owner-only.
+fn write_platform(
+    dir: &Path,
+    pki: &SimPki,
+    collateral: &Collateral,
+    platform: &PlatformFile,
+    attest_key: &KeyPair,
+    signer_key: &KeyPair,
+) -> Result<(), SimError> {
+    let root_pem = pki.root_cert.pem();
+    write(dir, "root.pem", root_pem.as_bytes(), false)?;
     write(
         dir,
         "pck-chain.pem",
-        format!("{}{}{}", pck_cert.pem(), ca_cert.pem(), root_cert.pem()).as_bytes(),
+        format!("{}{}{}", pki.pck_cert.pem(), pki.ca_cert.pem(), root_pem).as_bytes(),
         false,
     )?;
     write(
@@ -406,19 +501,29 @@ pub fn init(dir: &Path, o: &SimOptions) -> Result<(), SimError> {
     write(
         dir,
         "platform.json",
-        serde_json::to_string_pretty(&platform)
+        serde_json::to_string_pretty(platform)
             .map_err(err)?
             .as_bytes(),
         false,
     )?;
-    write(dir, "pck.key", pck_key.serialize_pem().as_bytes(), true)?;
-    write(dir, "root.key", root_key.serialize_pem().as_bytes(), true)?;
-    write(dir, "pck-ca.pem", ca_cert.pem().as_bytes(), false)?;
-    write(dir, "pck-ca.key", ca_key.serialize_pem().as_bytes(), true)?;
+    write(dir, "pck.key", pki.pck_key.serialize_pem().as_bytes(), true)?;
+    write(
+        dir,
+        "root.key",
+        pki.root_key.serialize_pem().as_bytes(),
+        true,
+    )?;
+    write(dir, "pck-ca.pem", pki.ca_cert.pem().as_bytes(), false)?;
+    write(
+        dir,
+        "pck-ca.key",
+        pki.ca_key.serialize_pem().as_bytes(),
+        true,
+    )?;
     write(
         dir,
         "tcb-signing.key",
-        tcb_key.serialize_pem().as_bytes(),
+        pki.tcb_key.serialize_pem().as_bytes(),
         true,
     )?;
     write(

@@ -1,6 +1,8 @@
 //! Negative cases, one test each, with the specific error expected: mutations of the real
 //! vectors, and re-signed collateral from a test PKI shaped like Intel's (the simulated platform).
 mod common;
+use std::path::Path;
+
 use common::*;
 use serde_json::Value;
 use teeserve_attest::quote::QuoteError;
@@ -31,105 +33,120 @@ fn truncated_field(q: &[u8]) -> &'static str {
     }
 }
 
-fn head(n: usize) -> Vec<u8> {
-    quote(SGX)[..n].to_vec()
+fn head(vectors: &Path, n: usize) -> Vec<u8> {
+    quote(vectors, SGX)[..n].to_vec()
 }
 
 /// Cuts the signature data at `rel` and fixes its declared length, so an inner field is cut.
-fn cut_sig_data(rel: usize) -> Vec<u8> {
-    let q = quote(SGX);
+fn cut_sig_data(vectors: &Path, rel: usize) -> Vec<u8> {
+    let q = quote(vectors, SGX);
     let mut m = q[..436 + rel].to_vec();
     m[432..436].copy_from_slice(&(rel as u32).to_le_bytes());
     m
 }
 
 macro_rules! truncation {
-    ($name:ident, $bytes:expr, $field:expr) => {
+    ($name:ident, |$v:ident| $bytes:expr, $field:expr) => {
         #[test]
         fn $name() {
+            let vectors = teeserve_testkit::require_vectors!();
+            let $v: &Path = &vectors;
             assert_eq!(truncated_field(&$bytes), $field);
         }
     };
 }
 
-truncation!(truncated_empty, head(0), "header.version");
-truncation!(truncated_in_header, head(30), "header.user_data");
-truncation!(truncated_in_report_body, head(148), "report body");
+truncation!(truncated_empty, |v| head(v, 0), "header.version");
+truncation!(truncated_in_header, |v| head(v, 30), "header.user_data");
+truncation!(truncated_in_report_body, |v| head(v, 148), "report body");
 truncation!(
     truncated_before_signature_length,
-    head(432),
+    |v| head(v, 432),
     "signature_data_len"
 );
-truncation!(truncated_signature_data, head(446), "signature data");
+truncation!(truncated_signature_data, |v| head(v, 446), "signature data");
 truncation!(
     truncated_isv_signature,
-    cut_sig_data(63),
+    |v| cut_sig_data(v, 63),
     "signature data.isv_signature"
 );
 truncation!(
     truncated_attestation_key,
-    cut_sig_data(127),
+    |v| cut_sig_data(v, 127),
     "signature data.attestation_key"
 );
-truncation!(truncated_qe_report, cut_sig_data(511), "qe_report");
+truncation!(truncated_qe_report, |v| cut_sig_data(v, 511), "qe_report");
 truncation!(
     truncated_qe_report_signature,
-    cut_sig_data(575),
+    |v| cut_sig_data(v, 575),
     "qe_report_signature"
 );
 truncation!(
     truncated_qe_auth_size,
-    cut_sig_data(577),
+    |v| cut_sig_data(v, 577),
     "qe_auth_data size"
 );
 truncation!(
     truncated_qe_auth_data,
-    cut_sig_data(578 + 31),
+    |v| cut_sig_data(v, 578 + 31),
     "qe_auth_data"
 );
 truncation!(
     truncated_cert_type,
-    cut_sig_data(578 + 32 + 1),
+    |v| cut_sig_data(v, 578 + 32 + 1),
     "certification data type"
 );
 truncation!(
     truncated_cert_size,
-    cut_sig_data(580 + 32 + 3),
+    |v| cut_sig_data(v, 580 + 32 + 3),
     "certification data size"
 );
 truncation!(
     truncated_cert_data,
-    cut_sig_data(584 + 32 + 10),
+    |v| cut_sig_data(v, 584 + 32 + 10),
     "certification data (PCK chain)"
 );
 
 // ---- quote header and envelopes ----
 
-fn header_byte(off: usize, v: u8) -> Result<Quote, QuoteError> {
-    let mut m = quote(SGX);
+fn header_byte(vectors: &Path, off: usize, v: u8) -> Result<Quote, QuoteError> {
+    let mut m = quote(vectors, SGX);
     m[off] = v;
     Quote::parse(&m)
 }
 
 #[test]
 fn version_2() {
-    assert!(matches!(header_byte(0, 2), Err(QuoteError::Version(2))));
+    let vectors = teeserve_testkit::require_vectors!();
+    assert!(matches!(
+        header_byte(&vectors, 0, 2),
+        Err(QuoteError::Version(2))
+    ));
 }
 
 #[test]
 fn version_6() {
-    assert!(matches!(header_byte(0, 6), Err(QuoteError::Version(6))));
+    let vectors = teeserve_testkit::require_vectors!();
+    assert!(matches!(
+        header_byte(&vectors, 0, 6),
+        Err(QuoteError::Version(6))
+    ));
 }
 
 #[test]
 fn key_type_p384() {
-    assert!(matches!(header_byte(2, 3), Err(QuoteError::KeyType(3))));
+    let vectors = teeserve_testkit::require_vectors!();
+    assert!(matches!(
+        header_byte(&vectors, 2, 3),
+        Err(QuoteError::KeyType(3))
+    ));
 }
 
 #[test]
 fn tdx_tee_type_in_a_v3_quote() {
+    let vectors = teeserve_testkit::require_vectors!();
     assert!(matches!(
-        header_byte(4, 0x81),
+        header_byte(&vectors, 4, 0x81),
         Err(QuoteError::TeeType {
             version: 3,
             tee_type: 0x81
@@ -139,7 +156,11 @@ fn tdx_tee_type_in_a_v3_quote() {
 
 #[test]
 fn foreign_qe_vendor_id() {
-    assert!(matches!(header_byte(12, 0), Err(QuoteError::VendorId(_))));
+    let vectors = teeserve_testkit::require_vectors!();
+    assert!(matches!(
+        header_byte(&vectors, 12, 0),
+        Err(QuoteError::VendorId(_))
+    ));
 }
 
 #[test]
@@ -152,7 +173,8 @@ fn oversized_quote() {
 
 #[test]
 fn certification_data_type_4() {
-    let q = quote(SGX);
+    let vectors = teeserve_testkit::require_vectors!();
+    let q = quote(&vectors, SGX);
     let at = 436 + 578 + Quote::parse(&q).unwrap().qe_auth_data.len();
     let mut m = q.clone();
     m[at] = 4;
@@ -168,7 +190,8 @@ fn certification_data_type_4() {
 
 #[test]
 fn tdx_outer_certification_data_not_type_6() {
-    let mut m = quote(TDX);
+    let vectors = teeserve_testkit::require_vectors!();
+    let mut m = quote(&vectors, TDX);
     m[636 + 128] = 5;
     assert!(matches!(
         Quote::parse(&m),
@@ -182,7 +205,8 @@ fn tdx_outer_certification_data_not_type_6() {
 
 #[test]
 fn v5_unknown_body_type() {
-    let mut m = quote("tdx-v5-dcapqvl");
+    let vectors = teeserve_testkit::require_vectors!();
+    let mut m = quote(&vectors, "tdx-v5-dcapqvl");
     m[48] = 9;
     assert!(matches!(
         Quote::parse(&m),
@@ -196,7 +220,11 @@ macro_rules! quote_flip {
     ($name:ident, $off:expr, $pat:pat) => {
         #[test]
         fn $name() {
-            let r = verify_sgx(&flip(&quote(SGX), $off), &collateral(SGX));
+            let vectors = teeserve_testkit::require_vectors!();
+            let r = verify_sgx(
+                &flip(&quote(&vectors, SGX), $off),
+                &collateral(&vectors, SGX),
+            );
             assert!(matches!(r, $pat), "{r:?}");
         }
     };
@@ -245,7 +273,12 @@ quote_flip!(
 
 #[test]
 fn tdx_mrtd_flipped() {
-    let r = Verifier::default().verify(&flip(&quote(TDX), 48 + 136), &collateral(TDX), 1751000000);
+    let vectors = teeserve_testkit::require_vectors!();
+    let r = Verifier::default().verify(
+        &flip(&quote(&vectors, TDX), 48 + 136),
+        &collateral(&vectors, TDX),
+        1751000000,
+    );
     assert!(
         matches!(r, Err(VerifyError::Signature(SignedObject::IsvReport))),
         "{r:?}"
@@ -254,11 +287,12 @@ fn tdx_mrtd_flipped() {
 
 #[test]
 fn pck_certificate_tampered() {
-    let q = quote(SGX);
+    let vectors = teeserve_testkit::require_vectors!();
+    let q = quote(&vectors, SGX);
     let at = q.windows(4).position(|w| w == b"MIIE").unwrap() + 1500;
     let mut m = q.clone();
     m[at] = if m[at] == b'A' { b'B' } else { b'A' };
-    let r = verify_sgx(&m, &collateral(SGX));
+    let r = verify_sgx(&m, &collateral(&vectors, SGX));
     assert!(
         matches!(
             r,
@@ -275,9 +309,10 @@ macro_rules! collateral_case {
     ($name:ident, |$c:ident| $edit:expr, $pat:pat) => {
         #[test]
         fn $name() {
-            let mut $c = collateral(SGX);
+            let vectors = teeserve_testkit::require_vectors!();
+            let mut $c = collateral(&vectors, SGX);
             $edit;
-            let r = verify_sgx(&quote(SGX), &$c);
+            let r = verify_sgx(&quote(&vectors, SGX), &$c);
             assert!(matches!(r, $pat), "{r:?}");
         }
     };
@@ -338,23 +373,30 @@ collateral_case!(
 
 #[test]
 fn tdx_collateral_for_an_sgx_quote() {
-    let r = verify_sgx(&quote(SGX), &collateral(TDX));
+    let vectors = teeserve_testkit::require_vectors!();
+    let r = verify_sgx(&quote(&vectors, SGX), &collateral(&vectors, TDX));
     assert!(matches!(r, Err(VerifyError::TcbInfoMismatch(_))), "{r:?}");
 }
 
 #[test]
 fn sgx_collateral_for_a_tdx_quote() {
-    let r = Verifier::default().verify(&quote(TDX), &collateral(SGX), 1751000000);
+    let vectors = teeserve_testkit::require_vectors!();
+    let r = Verifier::default().verify(
+        &quote(&vectors, TDX),
+        &collateral(&vectors, SGX),
+        1751000000,
+    );
     assert!(matches!(r, Err(VerifyError::TcbInfoMismatch(_))), "{r:?}");
 }
 
 #[test]
 fn a_foreign_root() {
+    let vectors = teeserve_testkit::require_vectors!();
     let tmp = tempfile::tempdir().unwrap();
     sim::init(&tmp.path().join("s"), &SimOptions::default()).unwrap();
     let other =
         TrustAnchor::from_pem(&std::fs::read(tmp.path().join("s/root.pem")).unwrap()).unwrap();
-    let r = Verifier::new(other).verify(&quote(SGX), &collateral(SGX), SGX_AT);
+    let r = Verifier::new(other).verify(&quote(&vectors, SGX), &collateral(&vectors, SGX), SGX_AT);
     assert!(
         matches!(
             r,

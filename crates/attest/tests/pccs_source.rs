@@ -6,11 +6,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use teeserve_attest::collateral::cache::DEFAULT_FAILURE_TTL_SECS;
 use teeserve_attest::collateral::pccs::{percent_encode, PccsClient};
-use teeserve_attest::collateral::source::{CollateralSource, SourceError};
 use teeserve_attest::sim::{self, SimOptions, SimPlatform};
-use teeserve_attest::{Collateral, TrustAnchor, Verifier, VerifyError};
+use teeserve_attest::source::DEFAULT_FAILURE_TTL_SECS;
+use teeserve_attest::{
+    Collateral, CollateralSource, SourceError, TrustAnchor, Verifier, VerifyError,
+};
 
 /// Serves `c` through the v4 API (or answers every request with 503 when `c` is None); returns
 /// the base URL and the number of requests received.

@@ -88,12 +88,9 @@ fn fake_tsm(
 
 #[test]
 fn tdx_configfs_tsm_round_trip_and_failures() {
+    let vectors = teeserve_testkit::require_vectors!();
     let tmp = tempfile::tempdir().unwrap();
-    let quote = std::fs::read(
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/vectors/dcap/tdx-v4-dcapqvl.quote"),
-    )
-    .unwrap();
+    let quote = std::fs::read(vectors.join("dcap/tdx-v4-dcapqvl.quote")).unwrap();
     for (provider, generation, quote, want) in [
         ("tdx_guest", "1", quote.clone(), None),
         (

@@ -246,12 +246,24 @@ fn a_savedmodel_without_the_library_fails_to_load_naming_the_flag() {
     let base = tempfile::tempdir().unwrap();
     std::fs::create_dir(base.path().join("1")).unwrap();
     std::fs::write(base.path().join("1/saved_model.pb"), b"not read").unwrap();
-    let server = serve(&["--model_name", "m", "--model_base_path", s(base.path())]);
-    let (code, status) = http(&server.rest, "GET", "/v1/models/m", "");
-    assert_eq!(code, 200, "{status}");
-    let v = &status["model_version_status"][0];
-    assert_eq!(v["state"], "END", "{status}");
-    let msg = v["status"]["error_message"].as_str().unwrap();
+    // As TF Serving, a model none of whose versions loads stops the start, with the reason.
+    let out = Command::new(bin())
+        .args([
+            "serve",
+            "--insecure",
+            "--model_name",
+            "m",
+            "--model_base_path",
+        ])
+        .arg(base.path())
+        .args(["--port", &free_port().to_string()])
+        .args(["--rest_api_port", &free_port().to_string()])
+        .env_remove("TEESERVE_TENSORFLOW_LIB")
+        .output()
+        .unwrap();
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{msg}");
+    assert!(msg.contains("model m did not load: version 1:"), "{msg}");
     assert!(msg.contains("--tensorflow-lib"), "{msg}");
 }
 

@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use teeserve_attest::collateral::pccs::PccsClient;
-use teeserve_attest::collateral::source::CollateralSource;
-use teeserve_attest::{Collateral, Policy, TrustAnchor, Verifier};
+use teeserve_attest::{Collateral, CollateralSource, Policy, TrustAnchor, Verifier};
 use teeserve_ratls::Appraiser;
 use zeroize::Zeroizing;
 

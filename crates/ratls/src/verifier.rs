@@ -7,9 +7,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
-use teeserve_attest::collateral::source::{CollateralSource, SourceError};
 use teeserve_attest::x509::HandshakeSignatures;
-use teeserve_attest::{Policy, Verdict, Verifier};
+use teeserve_attest::{CollateralSource, Policy, SourceError, Verdict, Verifier};
 
 use crate::{parse_cert, RaTlsError};
 

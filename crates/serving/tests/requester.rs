@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use teeserve_attest::collateral::pccs::AnyServerCert;
-use teeserve_attest::collateral::source::CollateralSource;
 use teeserve_attest::platform::{Platform, SimulatedPlatform};
-use teeserve_attest::{Collateral, Policy, TrustAnchor, Verifier};
+use teeserve_attest::{Collateral, CollateralSource, Policy, TrustAnchor, Verifier};
 use teeserve_ratls::Appraiser;
 use teeserve_serving::requester::{
     attested_client_config, check_attestation, fetch_attestation, fresh_nonce, Connection,

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
-use super::{Collateral, CollateralError};
+use super::bundle::{Collateral, CollateralError};
 use crate::pck::SgxExtension;
 use crate::quote::{Quote, Tee};
 use crate::x509::Cert;

@@ -3,7 +3,7 @@
 //! Schemas: Intel PCS API v4 documentation and PCCS `services/pccs_schemas.js`; parse rules follow
 //! the QVL parsers (`Src/AttestationParsers/src/Json/TcbInfo.cpp`, `EnclaveIdentityV2.cpp`).
 
-use super::{parse_time, CollateralError};
+use super::bundle::{parse_time, CollateralError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -397,15 +397,11 @@ impl TcbInfo {
                 advisory_ids: l.advisory_ids,
             });
         }
-        let key = |l: &TcbLevel| {
-            (
-                l.sgx_components,
-                l.pcesvn,
-                l.tdx_components.unwrap_or_default(),
-            )
-        };
-        levels.sort_by_key(|l| std::cmp::Reverse(key(l)));
-        if levels.windows(2).any(|w| key(&w[0]) == key(&w[1])) {
+        levels.sort_by_key(|l| std::cmp::Reverse(level_key(l)));
+        if levels
+            .windows(2)
+            .any(|w| level_key(&w[0]) == level_key(&w[1]))
+        {
             return None;
         }
         let hex_n = |s: &str, n: usize| hex::decode(s).ok().filter(|b| b.len() == n);
@@ -442,99 +438,12 @@ impl TcbInfo {
         let p = "tcb_info";
         let v: Value = serde_json::from_str(json)
             .map_err(|e| CollateralError::field(p, format!("not JSON: {e}")))?;
-        let version = uint_field(&v, "version", p, 100)? as u32;
-        if version != 2 && version != 3 {
-            return Err(CollateralError::field(
-                "tcb_info.version",
-                format!("{version} is not 2 or 3"),
-            ));
-        }
-        let id = if version == 3 {
-            let id = str_field(&v, "id", p)?;
-            if id != "SGX" && id != "TDX" {
-                return Err(CollateralError::field(
-                    "tcb_info.id",
-                    format!("{id:?} is not SGX or TDX"),
-                ));
-            }
-            id.to_owned()
-        } else {
-            "SGX".to_owned()
-        };
+        let (version, id) = version_and_id(&v)?;
         let tdx = id == "TDX";
-        let mut levels = Vec::new();
-        for (i, l) in levels_array(&v, p)?.iter().enumerate() {
-            let lp = format!("{p}.tcbLevels[{i}]");
-            let tcb = l
-                .get("tcb")
-                .ok_or_else(|| CollateralError::field(format!("{lp}.tcb"), "missing"))?;
-            let tp = format!("{lp}.tcb");
-            let (sgx_components, tdx_components) = if version == 3 {
-                let sgx = components(tcb, "sgxtcbcomponents", &tp)?;
-                let tdxc = if tdx {
-                    Some(components(tcb, "tdxtcbcomponents", &tp)?)
-                } else {
-                    None
-                };
-                (sgx, tdxc)
-            } else {
-                let mut sgx = [0u8; 16];
-                for (k, c) in sgx.iter_mut().enumerate() {
-                    *c = uint_field(tcb, &format!("sgxtcbcomp{:02}svn", k + 1), &tp, 255)? as u8;
-                }
-                (sgx, None)
-            };
-            levels.push(TcbLevel {
-                sgx_components,
-                pcesvn: uint_field(tcb, "pcesvn", &tp, u16::MAX.into())? as u16,
-                tdx_components,
-                tcb_date: str_field(l, "tcbDate", &lp)?.to_owned(),
-                status: status_field(l, &lp)?,
-                advisory_ids: advisories(l),
-            });
-        }
-        // QVL keeps levels in a set: duplicates are an error, order is descending.
-        let key = |l: &TcbLevel| {
-            (
-                l.sgx_components,
-                l.pcesvn,
-                l.tdx_components.unwrap_or_default(),
-            )
-        };
-        for i in 0..levels.len() {
-            for j in i + 1..levels.len() {
-                if key(&levels[i]) == key(&levels[j]) {
-                    return Err(CollateralError::field(
-                        format!("tcb_info.tcbLevels[{j}]"),
-                        format!("duplicates tcbLevels[{i}]"),
-                    ));
-                }
-            }
-        }
-        levels.sort_by_key(|l| std::cmp::Reverse(key(l)));
-
+        let levels = tcb_levels(&v, version, tdx)?;
         let fmspc: [u8; 6] = hex_field(&v, "fmspc", p, 6)?.try_into().unwrap_or_default();
         let pce_id: [u8; 2] = hex_field(&v, "pceId", p, 2)?.try_into().unwrap_or_default();
-        let tdx_module = match v.get("tdxModule") {
-            Some(m) if tdx => Some(module_identity(m, "tcb_info.tdxModule", false)?),
-            None if tdx => {
-                return Err(CollateralError::field(
-                    "tcb_info.tdxModule",
-                    "missing for TDX",
-                ))
-            }
-            _ => None,
-        };
-        let mut tdx_module_identities = Vec::new();
-        if let Some(ids) = v.get("tdxModuleIdentities").and_then(Value::as_array) {
-            for (i, m) in ids.iter().enumerate() {
-                tdx_module_identities.push(module_identity(
-                    m,
-                    &format!("tcb_info.tdxModuleIdentities[{i}]"),
-                    true,
-                )?);
-            }
-        }
+        let (tdx_module, tdx_module_identities) = tdx_modules(&v, tdx)?;
         Ok(TcbInfo {
             version,
             issue_date: parse_time("tcb_info.issueDate", str_field(&v, "issueDate", p)?)?,
@@ -551,6 +460,123 @@ impl TcbInfo {
             id,
         })
     }
+}
+
+/// The TCB Info's version (2 or 3) and id (`SGX` or `TDX`; v2 has none and is SGX).
+fn version_and_id(v: &Value) -> Result<(u32, String), CollateralError> {
+    let p = "tcb_info";
+    let version = uint_field(v, "version", p, 100)? as u32;
+    if version != 2 && version != 3 {
+        return Err(CollateralError::field(
+            "tcb_info.version",
+            format!("{version} is not 2 or 3"),
+        ));
+    }
+    let id = if version == 3 {
+        let id = str_field(v, "id", p)?;
+        if id != "SGX" && id != "TDX" {
+            return Err(CollateralError::field(
+                "tcb_info.id",
+                format!("{id:?} is not SGX or TDX"),
+            ));
+        }
+        id.to_owned()
+    } else {
+        "SGX".to_owned()
+    };
+    Ok((version, id))
+}
+
+/// The TCB levels, highest first.
+fn tcb_levels(v: &Value, version: u32, tdx: bool) -> Result<Vec<TcbLevel>, CollateralError> {
+    let p = "tcb_info";
+    let mut levels = Vec::new();
+    for (i, l) in levels_array(v, p)?.iter().enumerate() {
+        levels.push(tcb_level(l, &format!("{p}.tcbLevels[{i}]"), version, tdx)?);
+    }
+    // QVL keeps levels in a set: duplicates are an error, order is descending.
+    for i in 0..levels.len() {
+        for j in i + 1..levels.len() {
+            if level_key(&levels[i]) == level_key(&levels[j]) {
+                return Err(CollateralError::field(
+                    format!("tcb_info.tcbLevels[{j}]"),
+                    format!("duplicates tcbLevels[{i}]"),
+                ));
+            }
+        }
+    }
+    levels.sort_by_key(|l| std::cmp::Reverse(level_key(l)));
+    Ok(levels)
+}
+
+/// One TCB level; its components are an array of `{"svn": n}` in v3, and sixteen
+/// `sgxtcbcompNNsvn` fields in v2.
+fn tcb_level(l: &Value, lp: &str, version: u32, tdx: bool) -> Result<TcbLevel, CollateralError> {
+    let tcb = l
+        .get("tcb")
+        .ok_or_else(|| CollateralError::field(format!("{lp}.tcb"), "missing"))?;
+    let tp = format!("{lp}.tcb");
+    let (sgx_components, tdx_components) = if version == 3 {
+        let sgx = components(tcb, "sgxtcbcomponents", &tp)?;
+        let tdxc = if tdx {
+            Some(components(tcb, "tdxtcbcomponents", &tp)?)
+        } else {
+            None
+        };
+        (sgx, tdxc)
+    } else {
+        let mut sgx = [0u8; 16];
+        for (k, c) in sgx.iter_mut().enumerate() {
+            *c = uint_field(tcb, &format!("sgxtcbcomp{:02}svn", k + 1), &tp, 255)? as u8;
+        }
+        (sgx, None)
+    };
+    Ok(TcbLevel {
+        sgx_components,
+        pcesvn: uint_field(tcb, "pcesvn", &tp, u16::MAX.into())? as u16,
+        tdx_components,
+        tcb_date: str_field(l, "tcbDate", lp)?.to_owned(),
+        status: status_field(l, lp)?,
+        advisory_ids: advisories(l),
+    })
+}
+
+/// What orders TCB levels (and makes two of them the same level).
+fn level_key(l: &TcbLevel) -> ([u8; 16], u16, [u8; 16]) {
+    (
+        l.sgx_components,
+        l.pcesvn,
+        l.tdx_components.unwrap_or_default(),
+    )
+}
+
+/// The TDX module identities: the default `tdxModule` (required for TDX) and the versioned
+/// `tdxModuleIdentities`.
+fn tdx_modules(
+    v: &Value,
+    tdx: bool,
+) -> Result<(Option<TdxModuleIdentity>, Vec<TdxModuleIdentity>), CollateralError> {
+    let tdx_module = match v.get("tdxModule") {
+        Some(m) if tdx => Some(module_identity(m, "tcb_info.tdxModule", false)?),
+        None if tdx => {
+            return Err(CollateralError::field(
+                "tcb_info.tdxModule",
+                "missing for TDX",
+            ))
+        }
+        _ => None,
+    };
+    let mut tdx_module_identities = Vec::new();
+    if let Some(ids) = v.get("tdxModuleIdentities").and_then(Value::as_array) {
+        for (i, m) in ids.iter().enumerate() {
+            tdx_module_identities.push(module_identity(
+                m,
+                &format!("tcb_info.tdxModuleIdentities[{i}]"),
+                true,
+            )?);
+        }
+    }
+    Ok((tdx_module, tdx_module_identities))
 }
 
 /// A parsed QE Identity (`enclaveIdentity` v2).

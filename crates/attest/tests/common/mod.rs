@@ -1,30 +1,19 @@
+//! The shared real vectors (`dcap/` of the vectors folder). A test gets the folder from
+//! `teeserve_testkit::require_vectors!()`, which skips the test when it is absent.
 #![allow(dead_code)]
-use std::path::PathBuf;
+use std::path::Path;
 
-/// The shared real test vectors (`shared/vectors` beside the repository).
-pub fn vectors() -> PathBuf {
-    if let Ok(p) = std::env::var("TEESERVE_VECTORS") {
-        return PathBuf::from(p);
-    }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors");
-    assert!(
-        p.is_dir(),
-        "test vectors not found at {} (set TEESERVE_VECTORS)",
-        p.display()
-    );
-    p
+/// The quote of vector `name`.
+pub fn quote(vectors: &Path, name: &str) -> Vec<u8> {
+    std::fs::read(vectors.join("dcap").join(format!("{name}.quote"))).unwrap()
 }
 
-pub fn quote(name: &str) -> Vec<u8> {
-    std::fs::read(vectors().join("dcap").join(format!("{name}.quote"))).unwrap()
+/// The collateral bundle of vector `name`, as its JSON bytes.
+pub fn collateral_json(vectors: &Path, name: &str) -> Vec<u8> {
+    std::fs::read(vectors.join("dcap").join(format!("{name}.collateral.json"))).unwrap()
 }
 
-pub fn collateral(name: &str) -> teeserve_attest::Collateral {
-    let b = std::fs::read(
-        vectors()
-            .join("dcap")
-            .join(format!("{name}.collateral.json")),
-    )
-    .unwrap();
-    teeserve_attest::Collateral::from_json(&b).unwrap()
+/// The collateral bundle of vector `name`.
+pub fn collateral(vectors: &Path, name: &str) -> teeserve_attest::Collateral {
+    teeserve_attest::Collateral::from_json(&collateral_json(vectors, name)).unwrap()
 }

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use teeserve_attest::collateral::source::CollateralSource;
-use teeserve_attest::{Collateral, Policy, TrustAnchor, Verifier};
+use teeserve_attest::{Collateral, CollateralSource, Policy, TrustAnchor, Verifier};
 use teeserve_ratls::Appraiser;
 use teeserve_serving::requester::{
     attested_client_config, check_attestation, fetch_attestation, fresh_nonce, Connection,

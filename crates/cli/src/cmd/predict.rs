@@ -7,8 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
-use teeserve_attest::collateral::source::CollateralSource;
-use teeserve_attest::{Collateral, Verifier};
+use teeserve_attest::{Collateral, CollateralSource, Verifier};
 use teeserve_ratls::Appraiser;
 use teeserve_serving::requester::{
     answered_by, attested_client_config, check_attestation, fetch_attestation, fresh_nonce,

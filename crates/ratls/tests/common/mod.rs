@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use teeserve_attest::collateral::source::CollateralSource;
 use teeserve_attest::platform::SimulatedPlatform;
 use teeserve_attest::sim::{self, SimOptions, SimPlatform};
+use teeserve_attest::CollateralSource;
 use teeserve_attest::{Collateral, Policy, TrustAnchor, Verifier};
 use teeserve_ratls::Appraiser;
 

@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::collateral::Collateral;
 use crate::quote::Tee;
 use crate::verify::{PreparedCollateral, Verifier};
 
-use super::source::SourceError;
-use super::Collateral;
+use super::error::SourceError;
 
 /// The key of a cache entry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -1,12 +1,20 @@
 //! Where a verifier gets collateral for a quote: a fixed bundle, or a PCCS with a cache.
+//!
+//! This sits above both [`crate::collateral`] (what collateral is, and fetching it) and
+//! [`crate::verify`] (checking it): a source hands out collateral only once it is verified.
 
 use std::sync::Arc;
 
-use super::cache::{CacheKey, CollateralCache};
-use super::pccs::PccsClient;
-use super::Collateral;
+use crate::collateral::pccs::{self, PccsClient};
+use crate::collateral::{Collateral, CollateralError};
 use crate::quote::Quote;
-use crate::verify::{PreparedCollateral, Verifier, VerifyError};
+use crate::verify::{PreparedCollateral, Verdict, Verifier, VerifyError};
+
+mod cache;
+mod error;
+
+pub use cache::{CacheKey, CollateralCache, DEFAULT_FAILURE_TTL_SECS};
+pub use error::SourceError;
 
 /// A source of verified collateral.
 #[derive(Debug)]
@@ -20,17 +28,6 @@ pub enum CollateralSource {
         /// The cache.
         cache: CollateralCache,
     },
-}
-
-/// Why collateral could not be had.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum SourceError {
-    /// It did not verify.
-    #[error(transparent)]
-    Verify(#[from] VerifyError),
-    /// It could not be fetched.
-    #[error(transparent)]
-    Fetch(#[from] super::CollateralError),
 }
 
 impl CollateralSource {
@@ -59,7 +56,7 @@ impl CollateralSource {
             Self::Pccs { client, cache } => {
                 // Read before verification, so only good to find a cached entry: the quote is
                 // verified against that entry's CRLs afterwards anyway.
-                let (ca, fmspc) = super::pccs::platform_of(quote)?;
+                let (ca, fmspc) = pccs::platform_of(quote)?;
                 let key = CacheKey {
                     fmspc,
                     ca: ca.to_owned(),
@@ -77,7 +74,7 @@ impl CollateralSource {
                         s.spawn(|| client.fetch_for_quote(quote))
                             .join()
                             .unwrap_or_else(|_| {
-                                Err(super::CollateralError::Fetch {
+                                Err(CollateralError::Fetch {
                                     url: format!("{client:?}"),
                                     reason: "fetch thread failed".into(),
                                 })
@@ -95,7 +92,7 @@ impl CollateralSource {
         verifier: &Verifier,
         quote: &[u8],
         at: i64,
-    ) -> Result<crate::Verdict, SourceError> {
+    ) -> Result<Verdict, SourceError> {
         let q = Quote::parse(quote).map_err(VerifyError::from)?;
         let p = self.for_quote(verifier, &q, at)?;
         Ok(verifier.verify_parsed(&q, &p, at)?)
