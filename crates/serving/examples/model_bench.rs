@@ -118,7 +118,7 @@ async fn client(args: &[String]) -> Result<(), String> {
         inputs: &[(String, Tensor)],
     ) -> Result<(), String> {
         if rest {
-            return c.predict(t, inputs).await.map(drop);
+            return c.predict(t, inputs).await.map(drop).map_err(String::from);
         }
         let r = c.predict_proto(t, inputs).await?;
         for p in r.outputs.values() {

@@ -1,6 +1,7 @@
 //! Checking a server's attestation before any data leaves: fetch `/v1/attestation` over a fresh
 //! nonce, verify and appraise it, and pin the attested TLS key for the data connections.
 
+use super::error::RequesterError;
 use std::sync::Arc;
 
 use teeserve_attest::policy::ServedVersion;
@@ -25,7 +26,12 @@ pub struct FetchedAttestation {
 const MAX_DOCUMENT: usize = 4 << 20;
 
 /// A fresh random nonce for [`fetch_attestation`].
-pub fn fresh_nonce() -> Result<[u8; 32], String> {
+pub fn fresh_nonce() -> Result<[u8; 32], RequesterError> {
+    fresh_nonce_text().map_err(RequesterError::Attestation)
+}
+
+// The same, with the error as text (the public function gives its class).
+fn fresh_nonce_text() -> Result<[u8; 32], String> {
     let mut n = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut n)
         .map_err(|_| "no randomness for the attestation nonce".to_owned())?;
@@ -35,6 +41,18 @@ pub fn fresh_nonce() -> Result<[u8; 32], String> {
 /// Fetches the server's attestation document (quoted over `nonce` when given) and the
 /// certificate it served. Only the nonce leaves on this connection; it is closed after.
 pub async fn fetch_attestation(
+    addr: &str,
+    verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+    server_name: &str,
+    nonce: Option<&[u8]>,
+) -> Result<FetchedAttestation, RequesterError> {
+    fetch_attestation_text(addr, verifier, server_name, nonce)
+        .await
+        .map_err(RequesterError::Attestation)
+}
+
+// The same, with the error as text (the public function gives its class).
+async fn fetch_attestation_text(
     addr: &str,
     verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
     server_name: &str,
@@ -75,7 +93,12 @@ pub async fn fetch_attestation(
 }
 
 /// DER SubjectPublicKeyInfo of a certificate.
-pub fn spki_of(cert: &[u8]) -> Result<Vec<u8>, String> {
+pub fn spki_of(cert: &[u8]) -> Result<Vec<u8>, RequesterError> {
+    spki_of_text(cert).map_err(RequesterError::Attestation)
+}
+
+// The same, with the error as text (the public function gives its class).
+fn spki_of_text(cert: &[u8]) -> Result<Vec<u8>, String> {
     teeserve_ratls::spki_of(cert).map_err(|e| format!("server certificate: {e}"))
 }
 
@@ -84,6 +107,18 @@ pub fn spki_of(cert: &[u8]) -> Result<Vec<u8>, String> {
 /// statements (key origin, `nonce`, models); the policy admits the evidence and the statements;
 /// and a certificate that carries RA-TLS evidence of its own is appraised as well.
 pub fn check_attestation(
+    appraiser: &Appraiser,
+    policy: &Policy,
+    fetched: &FetchedAttestation,
+    nonce: Option<&[u8]>,
+    at: i64,
+) -> Result<Verdict, RequesterError> {
+    check_attestation_text(appraiser, policy, fetched, nonce, at)
+        .map_err(RequesterError::Attestation)
+}
+
+// The same, with the error as text (the public function gives its class).
+fn check_attestation_text(
     appraiser: &Appraiser,
     policy: &Policy,
     fetched: &FetchedAttestation,
@@ -131,6 +166,21 @@ pub fn attested_client_config(
         rustls::pki_types::PrivateKeyDer<'static>,
     )>,
     alpn: &[&[u8]],
+) -> Result<rustls::ClientConfig, RequesterError> {
+    attested_client_config_text(attested_cert, ca, evidence, identity, alpn)
+        .map_err(RequesterError::Tls)
+}
+
+// The same, with the error as text (the public function gives its class).
+fn attested_client_config_text(
+    attested_cert: &[u8],
+    ca: Option<Arc<dyn rustls::client::danger::ServerCertVerifier>>,
+    evidence: Option<(Arc<Appraiser>, Policy)>,
+    identity: Option<(
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )>,
+    alpn: &[&[u8]],
 ) -> Result<rustls::ClientConfig, String> {
     let mut v = PinnedKeyVerifier::for_cert(attested_cert).map_err(|e| e.to_string())?;
     if let Some(ca) = ca {
@@ -139,7 +189,7 @@ pub fn attested_client_config(
     if let Some((a, p)) = evidence {
         v = v.with_evidence(a, p);
     }
-    super::transport::client_config(Arc::new(v), identity, alpn)
+    super::transport::client_config(Arc::new(v), identity, alpn).map_err(String::from)
 }
 
 /// The model file that answered: the version the answer names (gRPC), else the one asked for,

@@ -1,6 +1,7 @@
 //! A requester's connection to a TF Serving-compatible endpoint over gRPC or REST: the model's
 //! signature from its metadata, and Predict with tensors in and JSON or tensors out.
 
+use super::error::RequesterError;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -87,6 +88,18 @@ impl Connection {
         tls: Option<Arc<rustls::ClientConfig>>,
         server_name: &str,
         rest: bool,
+    ) -> Result<Self, RequesterError> {
+        Self::open_text(addr, tls, server_name, rest)
+            .await
+            .map_err(RequesterError::Connect)
+    }
+
+    // The same, with the error as text (the public function gives its class).
+    async fn open_text(
+        addr: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        server_name: &str,
+        rest: bool,
     ) -> Result<Self, String> {
         if rest {
             Ok(Connection::Rest(
@@ -102,7 +115,12 @@ impl Connection {
     }
 
     /// The model's signature (GetModelMetadata).
-    pub async fn signature(&mut self, t: &RequestTarget) -> Result<Signature, String> {
+    pub async fn signature(&mut self, t: &RequestTarget) -> Result<Signature, RequesterError> {
+        self.signature_text(t).await.map_err(RequesterError::Server)
+    }
+
+    // The same, with the error as text (the public function gives its class).
+    async fn signature_text(&mut self, t: &RequestTarget) -> Result<Signature, String> {
         let (inputs, outputs): (Vec<RawSpec>, Vec<RawSpec>) = match self {
             Connection::Grpc(c) => {
                 let r = c
@@ -216,6 +234,17 @@ impl Connection {
         &mut self,
         t: &RequestTarget,
         inputs: &[(String, Tensor)],
+    ) -> Result<PredictResponse, RequesterError> {
+        self.predict_proto_text(t, inputs)
+            .await
+            .map_err(RequesterError::Server)
+    }
+
+    // The same, with the error as text (the public function gives its class).
+    async fn predict_proto_text(
+        &mut self,
+        t: &RequestTarget,
+        inputs: &[(String, Tensor)],
     ) -> Result<PredictResponse, String> {
         let Connection::Grpc(c) = self else {
             return Err("a PredictResponse comes only over gRPC; this connection is REST".into());
@@ -236,6 +265,17 @@ impl Connection {
 
     /// Sends one Predict request; outputs come back as nested JSON lists.
     pub async fn predict(
+        &mut self,
+        t: &RequestTarget,
+        inputs: &[(String, Tensor)],
+    ) -> Result<Prediction, RequesterError> {
+        self.predict_text(t, inputs)
+            .await
+            .map_err(RequesterError::Server)
+    }
+
+    // The same, with the error as text (the public function gives its class).
+    async fn predict_text(
         &mut self,
         t: &RequestTarget,
         inputs: &[(String, Tensor)],

@@ -7,6 +7,7 @@
 
 mod attestation;
 mod connection;
+mod error;
 mod transport;
 
 pub use attestation::{
@@ -14,4 +15,5 @@ pub use attestation::{
     spki_of, FetchedAttestation,
 };
 pub use connection::{top_classes, Connection, Prediction, RequestTarget};
+pub use error::RequesterError;
 pub use transport::{ca_verifier, client_config, grpc_channel, host_of, Capture, Io, RestClient};

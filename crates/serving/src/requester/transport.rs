@@ -2,6 +2,7 @@
 //! REST connection, both on a caller-supplied rustls configuration (so attested peers can be
 //! required), plus the TLS helpers they share.
 
+use super::error::RequesterError;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -82,7 +83,12 @@ impl ServerCertVerifier for Capture {
 }
 
 /// A verifier that checks the server's certificate against a CA (PEM).
-pub fn ca_verifier(ca_pem: &[u8]) -> Result<Arc<dyn ServerCertVerifier>, String> {
+pub fn ca_verifier(ca_pem: &[u8]) -> Result<Arc<dyn ServerCertVerifier>, RequesterError> {
+    ca_verifier_text(ca_pem).map_err(RequesterError::Tls)
+}
+
+// The same, with the error as text (the public function gives its class).
+fn ca_verifier_text(ca_pem: &[u8]) -> Result<Arc<dyn ServerCertVerifier>, String> {
     let roots = teeserve_tls::roots_from_pem(ca_pem)?;
     let v = rustls::client::WebPkiServerVerifier::builder_with_provider(
         Arc::new(roots),
@@ -95,6 +101,15 @@ pub fn ca_verifier(ca_pem: &[u8]) -> Result<Arc<dyn ServerCertVerifier>, String>
 
 /// A TLS client configuration with this verifier, an optional client identity, and ALPN.
 pub fn client_config(
+    verifier: Arc<dyn ServerCertVerifier>,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    alpn: &[&[u8]],
+) -> Result<rustls::ClientConfig, RequesterError> {
+    client_config_text(verifier, identity, alpn).map_err(RequesterError::Tls)
+}
+
+// The same, with the error as text (the public function gives its class).
+fn client_config_text(
     verifier: Arc<dyn ServerCertVerifier>,
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     alpn: &[&[u8]],
@@ -143,6 +158,17 @@ pub async fn grpc_channel(
     addr: &str,
     tls: Option<Arc<rustls::ClientConfig>>,
     server_name: &str,
+) -> Result<tonic::transport::Channel, RequesterError> {
+    grpc_channel_text(addr, tls, server_name)
+        .await
+        .map_err(RequesterError::Connect)
+}
+
+// The same, with the error as text (the public function gives its class).
+async fn grpc_channel_text(
+    addr: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    server_name: &str,
 ) -> Result<tonic::transport::Channel, String> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let uri = format!("{scheme}://{addr}");
@@ -179,6 +205,17 @@ impl RestClient {
         addr: &str,
         tls: Option<Arc<rustls::ClientConfig>>,
         server_name: &str,
+    ) -> Result<Self, RequesterError> {
+        Self::connect_text(addr, tls, server_name)
+            .await
+            .map_err(RequesterError::Connect)
+    }
+
+    // The same, with the error as text (the public function gives its class).
+    async fn connect_text(
+        addr: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        server_name: &str,
     ) -> Result<Self, String> {
         let io = connect_tls(addr, tls, server_name)
             .await
@@ -197,6 +234,18 @@ impl RestClient {
 
     /// Sends a request; returns the status and the body.
     pub async fn request(
+        &mut self,
+        method: hyper::Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(u16, Vec<u8>), RequesterError> {
+        self.request_text(method, path, body)
+            .await
+            .map_err(RequesterError::Connect)
+    }
+
+    // The same, with the error as text (the public function gives its class).
+    async fn request_text(
         &mut self,
         method: hyper::Method,
         path: &str,
