@@ -7,11 +7,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
+use teeserve_attest::Verdict;
 use teeserve_attest::{Collateral, CollateralSource, Verifier};
 use teeserve_ratls::Appraiser;
+use teeserve_ratls::AttestationDoc;
 use teeserve_serving::requester::{
     answered_by, attested_client_config, check_attestation, fetch_attestation, fresh_nonce,
-    top_classes, Connection, RequestTarget,
+    top_classes, Connection, FetchedAttestation, Prediction, RequestTarget,
 };
 use teeserve_serving::tensor::{self, Tensor};
 
@@ -107,109 +109,9 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
         .clone()
         .unwrap_or_else(|| teeserve_serving::requester::host_of(&a.server));
     let input = read_input(&a.input)?;
-    let identity = match (&a.cert, &a.key) {
-        (Some(c), Some(k)) => Some((
-            teeserve_tls::certs_from_pem(&util::read(c)?)
-                .map_err(|e| anyhow::anyhow!("--cert: {e}"))?,
-            teeserve_tls::key_from_pem(&util::read(k)?)
-                .map_err(|e| anyhow::anyhow!("--key: {e}"))?,
-        )),
-        _ => None,
-    };
-    let alpn: &[&[u8]] = if a.rest { &[b"http/1.1"] } else { &[b"h2"] };
-    let ca = match &a.ca {
-        Some(ca) if !a.insecure => Some(
-            teeserve_serving::requester::ca_verifier(&util::read(ca)?)
-                .map_err(|e| anyhow::anyhow!("--ca: {e}"))?,
-        ),
-        _ => None,
-    };
-
-    // Check the attestation before anything is sent. The fetch carries only the nonce; the
-    // data connections then admit no other TLS key than the attested one, on every handshake.
-    let mut attested = None;
-    let tls = match (&a.attest, a.insecure) {
-        (_, true) => None,
-        (None, false) => {
-            let ca = ca.clone().ok_or_else(|| anyhow::anyhow!(
-                "give --ca to verify the server's certificate, --attest to rely on its attestation, or --insecure"
-            ))?;
-            Some(Arc::new(
-                teeserve_serving::requester::client_config(ca, identity, alpn)
-                    .map_err(anyhow::Error::msg)?,
-            ))
-        }
-        (Some(policy_path), false) => {
-            let policy = load_policy(policy_path)?;
-            let nonce = if a.no_nonce {
-                None
-            } else {
-                Some(fresh_nonce().map_err(anyhow::Error::msg)?)
-            };
-            // With a CA the fetch already requires it; without one the document's binding to
-            // this connection's key is what decides.
-            let fetch_verifier = ca.clone().unwrap_or_else(|| {
-                Arc::new(teeserve_attest::collateral::pccs::AnyServerCert::default())
-            });
-            let fetched = fetch_attestation(
-                &a.server,
-                fetch_verifier,
-                &server_name,
-                nonce.as_ref().map(|n| &n[..]),
-            )
-            .await
-            .map_err(|e| {
-                refuse(format!(
-                    "refusing to send data: cannot get the server's attestation: {e}"
-                ))
-            })?;
-            let verifier = Verifier::new(anchor(a.root.as_ref())?);
-            let coll_json = match (&a.collateral, &fetched.doc.collateral) {
-                (Some(p), _) => util::read(p)?,
-                (None, Some(c)) => serde_json::to_vec(c)?,
-                (None, None) => return Err(refuse("refusing to send data: no collateral (give --collateral; the server publishes none)")),
-            };
-            let coll = Collateral::from_json(&coll_json).context("collateral")?;
-            let source = CollateralSource::bundle(&verifier, &coll)
-                .map_err(|e| refuse(format!("refusing to send data: {e}")))?;
-            let appraiser = Arc::new(Appraiser::new(verifier, source));
-            let v = check_attestation(
-                &appraiser,
-                &policy,
-                &fetched,
-                nonce.as_ref().map(|n| &n[..]),
-                util::now(),
-            )
-            .map_err(|e| {
-                refuse(format!(
-                    "refusing to send data: the server's attestation is not admitted: {e}"
-                ))
-            })?;
-            eprintln!(
-                "attested: {} {} (tcb {}), TLS key from {}, admitted by policy {:?}",
-                v.tee,
-                v.sgx
-                    .as_ref()
-                    .map(|s| format!("MRENCLAVE {}", s.mrenclave))
-                    .or_else(|| v.tdx.as_ref().map(|t| format!("MRTD {}", t.mrtd)))
-                    .unwrap_or_default(),
-                v.tcb_status,
-                fetched.doc.key_origin,
-                policy.name
-            );
-            let cfg = attested_client_config(
-                &fetched.cert,
-                ca.clone(),
-                Some((appraiser, policy)),
-                identity,
-                alpn,
-            )
-            .map_err(anyhow::Error::msg)?;
-            attested = Some((v, fetched.doc));
-            Some(Arc::new(cfg))
-        }
-    };
-
+    // The attestation is checked before anything is sent; the data connections then admit no
+    // other TLS key than the attested one, on every handshake.
+    let (tls, attested) = data_tls(&a, &server_name).await?;
     let target = RequestTarget {
         model: a.model.clone(),
         version: a.version,
@@ -223,7 +125,142 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
         .signature(&target)
         .await
         .map_err(|e| anyhow::anyhow!("metadata of {}: {e}", a.model))?;
-    let inputs: Vec<(String, Tensor)> = match &input {
+    let inputs = request_inputs(&sig, &input)?;
+    let p = conn.predict(&target, &inputs).await.map_err(refuse)?;
+    let out = report(&a, &p, attested.as_ref())?;
+    crate::util::say(serde_json::to_string_pretty(&out)?)?;
+    Ok(0)
+}
+
+/// The client certificate and key for mutual TLS, when given.
+fn client_identity(a: &PredictArgs) -> Result<Option<ClientIdentity>> {
+    Ok(match (&a.cert, &a.key) {
+        (Some(c), Some(k)) => Some((
+            teeserve_tls::certs_from_pem(&util::read(c)?)
+                .map_err(|e| anyhow::anyhow!("--cert: {e}"))?,
+            teeserve_tls::key_from_pem(&util::read(k)?)
+                .map_err(|e| anyhow::anyhow!("--key: {e}"))?,
+        )),
+        _ => None,
+    })
+}
+
+type ClientIdentity = (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+);
+
+/// The TLS configuration of the data connections (None: plaintext), and what the attestation
+/// check found when `--attest` was given.
+async fn data_tls(
+    a: &PredictArgs,
+    server_name: &str,
+) -> Result<(
+    Option<Arc<rustls::ClientConfig>>,
+    Option<(Verdict, AttestationDoc)>,
+)> {
+    if a.insecure {
+        return Ok((None, None));
+    }
+    let identity = client_identity(a)?;
+    let alpn: &[&[u8]] = if a.rest { &[b"http/1.1"] } else { &[b"h2"] };
+    let ca = match &a.ca {
+        Some(ca) => Some(
+            teeserve_serving::requester::ca_verifier(&util::read(ca)?)
+                .map_err(|e| anyhow::anyhow!("--ca: {e}"))?,
+        ),
+        None => None,
+    };
+    let Some(policy_path) = &a.attest else {
+        let ca = ca.ok_or_else(|| anyhow::anyhow!(
+            "give --ca to verify the server's certificate, --attest to rely on its attestation, or --insecure"
+        ))?;
+        let cfg = teeserve_serving::requester::client_config(ca, identity, alpn)
+            .map_err(anyhow::Error::msg)?;
+        return Ok((Some(Arc::new(cfg)), None));
+    };
+    let policy = load_policy(policy_path)?;
+    let (fetched, appraiser, verdict) = attest_server(a, server_name, ca.clone(), &policy).await?;
+    let cfg = attested_client_config(&fetched.cert, ca, Some((appraiser, policy)), identity, alpn)
+        .map_err(anyhow::Error::msg)?;
+    Ok((Some(Arc::new(cfg)), Some((verdict, fetched.doc))))
+}
+
+/// Fetches the server's attestation (over a fresh nonce unless `--no-nonce`) and checks it
+/// against the policy; refuses (before any data is sent) when it does not hold.
+async fn attest_server(
+    a: &PredictArgs,
+    server_name: &str,
+    ca: Option<Arc<dyn rustls::client::danger::ServerCertVerifier>>,
+    policy: &teeserve_attest::Policy,
+) -> Result<(FetchedAttestation, Arc<Appraiser>, Verdict)> {
+    let nonce = if a.no_nonce {
+        None
+    } else {
+        Some(fresh_nonce().map_err(anyhow::Error::msg)?)
+    };
+    // With a CA the fetch already requires it; without one the document's binding to
+    // this connection's key is what decides.
+    let fetch_verifier =
+        ca.unwrap_or_else(|| Arc::new(teeserve_attest::collateral::pccs::AnyServerCert::default()));
+    let fetched = fetch_attestation(
+        &a.server,
+        fetch_verifier,
+        server_name,
+        nonce.as_ref().map(|n| &n[..]),
+    )
+    .await
+    .map_err(|e| {
+        refuse(format!(
+            "refusing to send data: cannot get the server's attestation: {e}"
+        ))
+    })?;
+    let verifier = Verifier::new(anchor(a.root.as_ref())?);
+    let coll_json = match (&a.collateral, &fetched.doc.collateral) {
+        (Some(p), _) => util::read(p)?,
+        (None, Some(c)) => serde_json::to_vec(c)?,
+        (None, None) => return Err(refuse(
+            "refusing to send data: no collateral (give --collateral; the server publishes none)",
+        )),
+    };
+    let coll = Collateral::from_json(&coll_json).context("collateral")?;
+    let source = CollateralSource::bundle(&verifier, &coll)
+        .map_err(|e| refuse(format!("refusing to send data: {e}")))?;
+    let appraiser = Arc::new(Appraiser::new(verifier, source));
+    let v = check_attestation(
+        &appraiser,
+        policy,
+        &fetched,
+        nonce.as_ref().map(|n| &n[..]),
+        util::now(),
+    )
+    .map_err(|e| {
+        refuse(format!(
+            "refusing to send data: the server's attestation is not admitted: {e}"
+        ))
+    })?;
+    eprintln!(
+        "attested: {} {} (tcb {}), TLS key from {}, admitted by policy {:?}",
+        v.tee,
+        v.sgx
+            .as_ref()
+            .map(|s| format!("MRENCLAVE {}", s.mrenclave))
+            .or_else(|| v.tdx.as_ref().map(|t| format!("MRTD {}", t.mrtd)))
+            .unwrap_or_default(),
+        v.tcb_status,
+        fetched.doc.key_origin,
+        policy.name
+    );
+    Ok((fetched, appraiser, v))
+}
+
+/// The request's tensors: a TF Serving body ("instances" or "inputs", by input name), or one
+/// array for the model's only input.
+fn request_inputs(
+    sig: &teeserve_serving::engine::Signature,
+    input: &Value,
+) -> Result<Vec<(String, Tensor)>> {
+    match input {
         Value::Object(m) if m.contains_key("instances") || m.contains_key("inputs") => {
             let v = m
                 .get("inputs")
@@ -243,13 +280,21 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
                             tensor::from_json(x, s.dtype).map_err(anyhow::Error::msg)?,
                         ))
                     })
-                    .collect::<Result<_>>()?,
-                other => single(&sig, &other)?,
+                    .collect(),
+                other => single(sig, &other),
             }
         }
-        other => single(&sig, other)?,
-    };
-    let p = conn.predict(&target, &inputs).await.map_err(refuse)?;
+        other => single(sig, other),
+    }
+}
+
+/// The printed answer: outputs, top classes, and what the attestation said and which attested
+/// model file answered. Refuses an answer from a version the attestation does not list.
+fn report(
+    a: &PredictArgs,
+    p: &Prediction,
+    attested: Option<&(Verdict, AttestationDoc)>,
+) -> Result<Value> {
     let mut out = json!({ "model": a.model, "outputs": p.outputs });
     if let Some(v) = p.version {
         out["version"] = json!(v);
@@ -272,35 +317,35 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
     if !tops.is_empty() {
         out["top_classes"] = Value::Object(tops);
     }
-    if let Some((v, doc)) = &attested {
-        out["attestation"] = json!({
-            "tee": v.tee,
-            "tcb_status": v.tcb_status,
-            "sgx": v.sgx,
-            "tdx": v.tdx,
-            "tls_key_origin": doc.key_origin,
-        });
-        // Which attested model file answered, when the answer (or the request) says which
-        // version it was.
-        out["answered_by"] = match answered_by(doc, &a.model, p.version, a.version) {
-            Some(m) => json!({"model": m.name, "version": m.version, "sha256": m.sha256}),
-            None => json!({"model": a.model, "version": p.version, "sha256": null}),
-        };
-        if let Some(ver) = p.version {
-            if !doc
-                .models
-                .iter()
-                .any(|m| m.name == a.model && m.version == ver)
-            {
-                return Err(refuse(format!(
-                    "the answer came from {} version {ver}, which the attestation document does not list (loaded after it was made?); not trusting it",
-                    a.model
-                )));
-            }
+    let Some((v, doc)) = attested else {
+        return Ok(out);
+    };
+    out["attestation"] = json!({
+        "tee": v.tee,
+        "tcb_status": v.tcb_status,
+        "sgx": v.sgx,
+        "tdx": v.tdx,
+        "tls_key_origin": doc.key_origin,
+    });
+    // Which attested model file answered, when the answer (or the request) says which
+    // version it was.
+    out["answered_by"] = match answered_by(doc, &a.model, p.version, a.version) {
+        Some(m) => json!({"model": m.name, "version": m.version, "sha256": m.sha256}),
+        None => json!({"model": a.model, "version": p.version, "sha256": null}),
+    };
+    if let Some(ver) = p.version {
+        if !doc
+            .models
+            .iter()
+            .any(|m| m.name == a.model && m.version == ver)
+        {
+            return Err(refuse(format!(
+                "the answer came from {} version {ver}, which the attestation document does not list (loaded after it was made?); not trusting it",
+                a.model
+            )));
         }
     }
-    crate::util::say(serde_json::to_string_pretty(&out)?)?;
-    Ok(0)
+    Ok(out)
 }
 
 fn single(sig: &teeserve_serving::engine::Signature, v: &Value) -> Result<Vec<(String, Tensor)>> {
