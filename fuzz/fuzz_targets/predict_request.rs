@@ -11,7 +11,7 @@ use libfuzzer_sys::fuzz_target;
 use prost::Message as _;
 use teeserve_serving::engine::{Signature, TensorSpec};
 use teeserve_serving::proto::tensorflow::serving::PredictRequest;
-use teeserve_serving::service::{check_declared, decode_inputs, order_inputs};
+use teeserve_serving::fuzzing::{check_declared, decode_inputs, order_inputs};
 use teeserve_serving::tensor::{DType, Data};
 
 /// Small against the memory limit: a decoded request near it still fits several times.
@@ -35,7 +35,7 @@ fn signature() -> Signature {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let _ = teeserve_serving::admission::decoded_bytes(data, true);
+    let _ = teeserve_serving::fuzzing::decoded_bytes(data, true);
     let Ok(req) = PredictRequest::decode(data) else {
         return;
     };

@@ -9,7 +9,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use teeserve_serving::engine::{Signature, Signatures, TensorSpec};
-use teeserve_serving::rest::predict_inputs;
+use teeserve_serving::fuzzing::predict_inputs;
 use teeserve_serving::tensor::{DType, Data};
 
 const MAX_TENSOR_BYTES: usize = 16 << 20;

@@ -39,8 +39,8 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        let _ = teeserve_serving::textproto::model_server_config(s);
-        let _ = teeserve_serving::textproto::batching_parameters(s);
-        let _ = teeserve_serving::textproto::ssl_config(s);
+        let _ = teeserve_serving::fuzzing::model_server_config(s);
+        let _ = teeserve_serving::fuzzing::batching_parameters(s);
+        let _ = teeserve_serving::fuzzing::ssl_config(s);
     }
 });

@@ -15,7 +15,7 @@ pub fn repo() -> PathBuf {
 
 /// A loopback port free at the time of asking, outside the range connecting sockets get.
 pub fn free_port() -> u16 {
-    teeserve_serving::server::free_loopback_port().unwrap()
+    teeserve_serving::free_loopback_port().unwrap()
 }
 
 pub struct Run {

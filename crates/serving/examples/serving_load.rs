@@ -8,15 +8,15 @@ use std::time::{Duration, Instant};
 use teeserve_serving::engine::{Engine, TractEngine};
 use teeserve_serving::requester::{ca_verifier, client_config};
 use teeserve_serving::requester::{Connection, RequestTarget};
-use teeserve_serving::server::{ServeOptions, Server, TlsOptions};
 use teeserve_serving::tensor;
+use teeserve_serving::{ServeOptions, Server, TlsOptions};
 
 fn repo() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn free_port() -> u16 {
-    teeserve_serving::server::free_loopback_port().unwrap()
+    teeserve_serving::free_loopback_port().unwrap()
 }
 
 fn pct(v: &mut [f64], q: f64) -> f64 {

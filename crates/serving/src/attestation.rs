@@ -13,11 +13,11 @@ use crate::repository::ModelRepository;
 /// Fresh quotes (over a requester's nonce) made at the same time; more are refused with 429
 /// rather than queued, so that a flood of nonces costs the server at most this many quotes
 /// in flight.
-pub const MAX_FRESH_QUOTES: usize = 2;
+pub(crate) const MAX_FRESH_QUOTES: usize = 2;
 
 /// Why `/v1/attestation` could not answer.
 #[derive(Debug, thiserror::Error)]
-pub enum AttestationRequestError {
+pub(crate) enum AttestationRequestError {
     /// The query is malformed (HTTP 400).
     #[error("{0}")]
     BadRequest(String),
@@ -34,7 +34,7 @@ pub enum AttestationRequestError {
 
 impl AttestationRequestError {
     /// The HTTP status for this error.
-    pub fn http_status(&self) -> u16 {
+    pub(crate) fn http_status(&self) -> u16 {
         match self {
             Self::BadRequest(_) => 400,
             Self::Busy => 429,
@@ -44,7 +44,7 @@ impl AttestationRequestError {
 }
 
 /// Makes and serves the attestation document of one server.
-pub struct Attestor {
+pub(crate) struct Attestor {
     platform: Arc<dyn Platform>,
     spki: Vec<u8>,
     origin: KeyOrigin,
@@ -68,7 +68,7 @@ impl std::fmt::Debug for Attestor {
 
 impl Attestor {
     /// An attestor for the TLS key `spki` (DER SubjectPublicKeyInfo) that came from `origin`.
-    pub fn new(
+    pub(crate) fn new(
         platform: Arc<dyn Platform>,
         spki: Vec<u8>,
         origin: KeyOrigin,
@@ -84,11 +84,6 @@ impl Attestor {
             current: Mutex::new(None),
             fresh: Semaphore::new(MAX_FRESH_QUOTES),
         }
-    }
-
-    /// Where the served TLS key came from.
-    pub fn origin(&self) -> KeyOrigin {
-        self.origin
     }
 
     fn served(&self) -> Vec<ModelDigest> {
@@ -127,7 +122,7 @@ impl Attestor {
     }
 
     /// The document without a nonce, quoted again when the served models have changed since.
-    pub async fn current(&self) -> Result<Arc<String>, AttestationRequestError> {
+    pub(crate) async fn current(&self) -> Result<Arc<String>, AttestationRequestError> {
         let mut cur = self.current.lock().await;
         // The generation is read before the models, so a change in between makes the next
         // call quote again rather than leave a stale list standing.
@@ -144,7 +139,7 @@ impl Attestor {
 
     /// Answers `GET /v1/attestation[?nonce=<hex>]`: the current document, or one quoted now
     /// over the requester's nonce (1 to 64 bytes).
-    pub async fn answer(
+    pub(crate) async fn answer(
         &self,
         query: Option<&str>,
     ) -> Result<Arc<String>, AttestationRequestError> {
@@ -182,7 +177,7 @@ impl Attestor {
     }
 
     /// [`Attestor::answer`] as an HTTP status and a JSON body.
-    pub async fn respond(&self, query: Option<&str>) -> (u16, String) {
+    pub(crate) async fn respond(&self, query: Option<&str>) -> (u16, String) {
         match self.answer(query).await {
             Ok(doc) => (200, doc.as_ref().clone()),
             Err(e) => (
@@ -194,7 +189,7 @@ impl Attestor {
 }
 
 /// The answer of `/v1/attestation` on a server that publishes none.
-pub fn no_attestation() -> (u16, String) {
+pub(crate) fn no_attestation() -> (u16, String) {
     (
         404,
         serde_json::json!({

@@ -129,7 +129,7 @@ impl Batcher {
 /// batch dimension requests are joined and split along. An output without one (a scalar, or a
 /// fixed first dimension) cannot be split by request: TF Serving refuses to batch such a
 /// signature, and a batch would give every request the output computed over all of them.
-pub fn has_batch_dimension(sig: &crate::engine::Signature) -> bool {
+pub(crate) fn has_batch_dimension(sig: &crate::engine::Signature) -> bool {
     sig.inputs
         .iter()
         .chain(&sig.outputs)

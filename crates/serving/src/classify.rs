@@ -48,7 +48,7 @@ fn features(e: &Example, out: &mut Vec<f32>) -> Result<(), ApiError> {
 }
 
 /// Rows of floats from the examples of an Input.
-pub fn rows(input: Option<&Input>) -> Result<Vec<Vec<f32>>, ApiError> {
+pub(crate) fn rows(input: Option<&Input>) -> Result<Vec<Vec<f32>>, ApiError> {
     let (examples, context) = match input.and_then(|i| i.kind.as_ref()) {
         Some(input::Kind::ExampleList(l)) => (&l.examples, None),
         Some(input::Kind::ExampleListWithContext(l)) => (&l.examples, l.context.as_ref()),
@@ -82,7 +82,7 @@ fn single_io(target: &ResolvedModel) -> Result<(String, usize), ApiError> {
 }
 
 /// Runs the rows through the model; returns the first output.
-pub async fn run_rows(
+pub(crate) async fn run_rows(
     core: &ServingCore,
     target: &ResolvedModel,
     rows: Vec<Vec<f32>>,
@@ -115,7 +115,7 @@ pub async fn run_rows(
 }
 
 /// Rows, values per row, and the values of a float output.
-pub fn scores(t: &Tensor) -> Result<(usize, usize, Vec<f32>), ApiError> {
+pub(crate) fn scores(t: &Tensor) -> Result<(usize, usize, Vec<f32>), ApiError> {
     let Data::F32(v) = &t.data else {
         return Err(ApiError::new(
             Code::FailedPrecondition,
@@ -142,12 +142,12 @@ fn spec(t: &ResolvedModel, sig_name: &str) -> ModelSpec {
 }
 
 /// The method name of a classification signature.
-pub const CLASSIFY_METHOD: &str = "tensorflow/serving/classify";
+pub(crate) const CLASSIFY_METHOD: &str = "tensorflow/serving/classify";
 /// The method name of a regression signature.
-pub const REGRESS_METHOD: &str = "tensorflow/serving/regress";
+pub(crate) const REGRESS_METHOD: &str = "tensorflow/serving/regress";
 
 /// The serialized tf.Examples of an Input, the context's bytes before each example's.
-pub fn serialized_examples(input: Option<&Input>) -> Result<Vec<Vec<u8>>, ApiError> {
+pub(crate) fn serialized_examples(input: Option<&Input>) -> Result<Vec<Vec<u8>>, ApiError> {
     use prost::Message as _;
     let (examples, context) = match input.and_then(|i| i.kind.as_ref()) {
         Some(input::Kind::ExampleList(l)) => (&l.examples, None),
@@ -278,7 +278,7 @@ fn examples_in(input: Option<&Input>) -> usize {
 
 /// Classify on `input`: the signature `sig_name` when it is a classification signature,
 /// otherwise the rows rule of ONNX models.
-pub async fn classify_input(
+pub(crate) async fn classify_input(
     core: &ServingCore,
     target: &ResolvedModel,
     sig_name: &str,
@@ -305,7 +305,7 @@ pub async fn classify_input(
 
 /// Regress on `input`: the signature `sig_name` when it is a regression signature, otherwise
 /// the rows rule of ONNX models.
-pub async fn regress_input(
+pub(crate) async fn regress_input(
     core: &ServingCore,
     target: &ResolvedModel,
     sig_name: &str,
@@ -328,7 +328,7 @@ pub async fn regress_input(
 }
 
 /// gRPC Classify.
-pub async fn classify(
+pub(crate) async fn classify(
     core: &ServingCore,
     req: ClassificationRequest,
 ) -> Result<ClassificationResponse, ApiError> {
@@ -347,7 +347,7 @@ pub async fn classify(
 }
 
 /// gRPC Regress.
-pub async fn regress(
+pub(crate) async fn regress(
     core: &ServingCore,
     req: RegressionRequest,
 ) -> Result<RegressionResponse, ApiError> {

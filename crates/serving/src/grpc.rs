@@ -36,7 +36,7 @@ pub(crate) fn status(e: ApiError) -> Status {
 
 /// Both TF Serving services over one core.
 #[derive(Debug, Clone)]
-pub struct Grpc(pub Arc<ServingCore>);
+pub(crate) struct Grpc(pub Arc<ServingCore>);
 
 #[tonic::async_trait]
 impl prediction_service_server::PredictionService for Grpc {
@@ -110,7 +110,7 @@ impl model_service_server::ModelService for Grpc {
 
 /// The standard health service: SERVING once every configured model is available.
 #[derive(Debug, Clone)]
-pub struct Health(pub Arc<ServingCore>);
+pub(crate) struct Health(pub Arc<ServingCore>);
 
 type WatchStream = Pin<
     Box<

@@ -3,10 +3,10 @@
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
-//! let mut o = teeserve_serving::server::ServeOptions::default();
+//! let mut o = teeserve_serving::ServeOptions::default();
 //! o.model_base_path = Some("models/digits".into());
 //! o.tls.insecure = true;
-//! let server = teeserve_serving::server::Server::start(o, None).await?;
+//! let server = teeserve_serving::Server::start(o, None).await?;
 //! println!("gRPC on {:?}", server.grpc_addr);
 //! # Ok(()) }
 //! ```
@@ -16,22 +16,47 @@
 #![forbid(unused_must_use)]
 #![deny(missing_docs, unreachable_pub)]
 
-pub mod admission;
-pub mod attestation;
-pub mod batching;
-pub mod classify;
-pub mod codec;
+mod admission;
+mod attestation;
+mod batching;
+mod classify;
+mod codec;
 pub mod engine;
-pub mod error;
-pub mod grpc;
-pub mod metrics;
-pub mod repository;
+mod error;
+mod grpc;
+mod metrics;
+mod repository;
 pub mod requester;
-pub mod rest;
-pub mod server;
-pub mod service;
+mod rest;
+mod server;
+mod service;
 pub mod tensor;
-pub mod textproto;
+mod textproto;
+
+pub use error::{code_name, ApiError};
+pub use repository::{
+    AdmittedModels, ModelAdmission, ModelFileError, ModelRepository, ModelSource, ModelState,
+    ResolveError, ResolvedModel, ServedModel, State, VersionState, MAX_MODEL_BYTES, MODEL_FILE,
+    SEALED_FILE,
+};
+pub use server::{
+    free_loopback_port, ConnectionLimits, KbsOptions, OptionsError, ServeError, ServeOption,
+    ServeOptions, Server, TlsOptions,
+};
+pub use service::{
+    CoreOptions, Entry, ServingCore, DEFAULT_MAX_IN_FLIGHT_BYTES, DEFAULT_MAX_TENSOR_BYTES,
+    DEFAULT_SIGNATURE, PREDICT_METHOD,
+};
+pub use textproto::{BatchingParameters, ModelConfig, SslConfig, TextProtoError, VersionPolicy};
+
+/// The parsers of untrusted bytes, for the fuzz targets in `fuzz/`; not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::admission::decoded_bytes;
+    pub use crate::rest::predict_inputs;
+    pub use crate::service::{check_declared, decode_inputs, order_inputs};
+    pub use crate::textproto::{batching_parameters, model_server_config, ssl_config};
+}
 
 /// Generated protobuf and gRPC code (from /proto).
 #[allow(missing_docs, unreachable_pub, clippy::all)]

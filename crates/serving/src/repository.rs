@@ -22,11 +22,11 @@ pub const SEALED_FILE: &str = "model.onnx.sealed";
 /// The largest model file accepted (for a SavedModel: all its files together).
 pub const MAX_MODEL_BYTES: u64 = 4 << 30;
 /// The SavedModel file of a version directory (TensorFlow's format; its engine is TensorFlow).
-pub const SAVED_MODEL_FILE: &str = crate::engine::tensorflow::SAVED_MODEL_FILE;
+pub(crate) const SAVED_MODEL_FILE: &str = crate::engine::tensorflow::SAVED_MODEL_FILE;
 /// The sealed SavedModel file; every other file of the version is sealed beside it the same way.
-pub const SAVED_MODEL_SEALED_FILE: &str = "saved_model.pb.sealed";
+pub(crate) const SAVED_MODEL_SEALED_FILE: &str = "saved_model.pb.sealed";
 /// The most files a SavedModel version may have.
-pub const MAX_SAVED_MODEL_FILES: usize = 100_000;
+pub(crate) const MAX_SAVED_MODEL_FILES: usize = 100_000;
 /// The suffix `teeserve seal` gives sealed files.
 const SEALED_SUFFIX: &str = ".sealed";
 
@@ -110,7 +110,7 @@ fn stamp(p: &Path) -> Option<(u64, SystemTime)> {
 }
 
 /// A model's plaintext (kept in memory only) and the SHA-256 (hex) of the file it came from.
-pub type ModelBytes = (zeroize::Zeroizing<Vec<u8>>, String);
+pub(crate) type ModelBytes = (zeroize::Zeroizing<Vec<u8>>, String);
 
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
@@ -299,7 +299,7 @@ fn read_file(p: &Path) -> Result<Vec<u8>, ModelFileError> {
 /// Reads version `version` of model `model` from its directory `dir`, unsealing it in memory
 /// when sealed (the plaintext stays in memory). With a key, the version must be sealed, for
 /// this model and version; with an admitted-models list, the list must admit it.
-pub fn read_model(
+pub(crate) fn read_model(
     dir: &Path,
     model: &str,
     version: i64,
@@ -368,13 +368,13 @@ pub fn read_model(
 }
 
 /// Whether a version directory holds a TensorFlow SavedModel (plaintext or sealed).
-pub fn is_saved_model(dir: &Path) -> bool {
+pub(crate) fn is_saved_model(dir: &Path) -> bool {
     dir.join(SAVED_MODEL_FILE).is_file() || dir.join(SAVED_MODEL_SEALED_FILE).is_file()
 }
 
 /// A SavedModel version as read by [`read_saved_model`].
 #[derive(Debug)]
-pub struct SavedModelFiles {
+pub(crate) struct SavedModelFiles {
     /// The unsealed files (path in the version, bytes) of a sealed version, kept in memory
     /// only; None for a plaintext version, which TensorFlow reads from its directory.
     pub plaintext: Option<Vec<(String, zeroize::Zeroizing<Vec<u8>>)>>,
@@ -421,7 +421,7 @@ fn files_under(dir: &Path) -> Result<Vec<String>, ModelFileError> {
 /// sealed by `teeserve seal`, each bound to `<model>/<version>/<path in the version>`) is
 /// unsealed in memory; with a key, only sealed versions are served; with an admitted-models
 /// list, the list must admit the version's manifest digest.
-pub fn read_saved_model(
+pub(crate) fn read_saved_model(
     dir: &Path,
     model: &str,
     version: i64,

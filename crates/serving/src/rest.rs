@@ -16,7 +16,7 @@ use crate::tensor::{self, Tensor};
 
 /// What the REST handler needs besides the core.
 #[derive(Debug, Clone)]
-pub struct RestContext {
+pub(crate) struct RestContext {
     /// Prometheus path, when metrics are enabled.
     pub metrics_path: Option<String>,
     /// Add CORS headers.
@@ -28,7 +28,7 @@ pub struct RestContext {
 }
 
 /// One access-log line (never payloads).
-pub fn access_log(entry: &str, method: &str, model: &str, status: u16, start: Instant) {
+pub(crate) fn access_log(entry: &str, method: &str, model: &str, status: u16, start: Instant) {
     tracing::info!(
         target: "teeserve_serving::access",
         entry,
@@ -141,7 +141,7 @@ fn parse_model_path(path: &str) -> Option<Result<ModelPath, ApiError>> {
 }
 
 /// Handles one REST request.
-pub async fn handle(
+pub(crate) async fn handle(
     core: Arc<ServingCore>,
     ctx: Arc<RestContext>,
     req: Request<Body>,

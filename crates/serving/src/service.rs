@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::proto::tensorflow::serving::{
     model_spec::VersionChoice, model_version_status, GetModelMetadataRequest,
     GetModelMetadataResponse, GetModelStatusRequest, GetModelStatusResponse, ModelSpec,
-    ModelVersionStatus, PredictRequest, PredictResponse, SignatureDefMap, StatusProto,
+    ModelVersionStatus, PredictRequest, PredictResponse, StatusProto,
 };
 use crate::repository::{ModelRepository, ResolvedModel, State};
 use crate::tensor::{self, DType, Tensor};
@@ -130,7 +130,7 @@ impl Reservation {
 
 /// Signature `name` of `model` (the empty name is the default), or TF Serving's error for an
 /// unknown one.
-pub fn lookup_signature<'m>(
+pub(crate) fn lookup_signature<'m>(
     signatures: &'m crate::engine::Signatures,
     name: &str,
     entry: Entry,
@@ -647,7 +647,7 @@ pub fn order_inputs(
 }
 
 /// Checks an input's dtype and shape against its signature entry (`i`: its place there).
-pub fn check_input(
+pub(crate) fn check_input(
     i: usize,
     spec: &crate::engine::TensorSpec,
     dtype: DType,
@@ -684,9 +684,4 @@ pub fn check_input(
 /// Bytes in KiB, rounded up (the budget's unit).
 fn kib(bytes: usize) -> usize {
     bytes.div_ceil(1024)
-}
-
-/// The SignatureDefMap of a model with this one `serving_default` Predict signature (ONNX).
-pub fn signature_def_map(sig: &Signature) -> SignatureDefMap {
-    crate::engine::Signatures::single(sig.clone()).def_map()
 }

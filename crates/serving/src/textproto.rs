@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 /// A parsed field value.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Value {
+pub(crate) enum Value {
     /// A string literal (already unescaped).
     Str(String),
     /// A number, identifier or bool, as written.
@@ -194,7 +194,7 @@ impl P<'_> {
 }
 
 /// Parses text-format protobuf into a list of fields.
-pub fn parse(text: &str) -> Result<Vec<(String, Value)>, TextProtoError> {
+pub(crate) fn parse(text: &str) -> Result<Vec<(String, Value)>, TextProtoError> {
     if text.len() > MAX_SIZE {
         return Err(TextProtoError::Syntax(
             "text proto larger than 16 MiB".into(),
@@ -448,7 +448,7 @@ fn ssl_config_fields(top: Vec<(String, Value)>) -> Result<SslConfig, String> {
 
 /// Parses a MonitoringConfig file: `prometheus_config { enable: true path: "..." }`.
 /// Returns the metrics path when enabled.
-pub fn monitoring_config(text: &str) -> Result<Option<String>, TextProtoError> {
+pub(crate) fn monitoring_config(text: &str) -> Result<Option<String>, TextProtoError> {
     let top = parse(text)?;
     monitoring_config_fields(top).map_err(TextProtoError::Field)
 }

@@ -11,15 +11,15 @@ use teeserve_serving::proto::tensorflow::serving::{
 };
 use teeserve_serving::requester::{ca_verifier, client_config, RestClient};
 use teeserve_serving::requester::{Connection, RequestTarget};
-use teeserve_serving::server::{ServeOptions, Server};
 use teeserve_serving::tensor::{self, Data, Tensor};
+use teeserve_serving::{ServeOptions, Server};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn free_port() -> u16 {
-    teeserve_serving::server::free_loopback_port().unwrap()
+    teeserve_serving::free_loopback_port().unwrap()
 }
 
 fn model_bytes() -> Vec<u8> {
@@ -47,7 +47,7 @@ fn options(base: &Path) -> ServeOptions {
         model_name: "digits".into(),
         model_base_path: Some(base.to_owned()),
         file_system_poll_wait_seconds: 1,
-        tls: teeserve_serving::server::TlsOptions {
+        tls: teeserve_serving::TlsOptions {
             insecure: true,
             ..Default::default()
         },
@@ -60,7 +60,7 @@ fn options(base: &Path) -> ServeOptions {
 async fn start(mut o: ServeOptions) -> Server {
     for _ in 0..5 {
         match Server::start(o.clone(), None).await {
-            Err(teeserve_serving::server::ServeError::Bind { .. }) => {
+            Err(teeserve_serving::ServeError::Bind { .. }) => {
                 o.port = if o.port == 0 { 0 } else { free_port() };
                 o.rest_api_port = if o.rest_api_port == 0 { 0 } else { free_port() };
             }
@@ -471,7 +471,7 @@ async fn version_lifecycle_add_remove_and_corrupt() {
     let b = base(dir.path());
     let s = start(options(&b)).await;
     let core = s.core.clone();
-    let latest = |core: &teeserve_serving::service::ServingCore| {
+    let latest = |core: &teeserve_serving::ServingCore| {
         core.resolve("digits", None, None).map(|t| t.version).ok()
     };
     assert_eq!(latest(&core), Some(1));
@@ -659,10 +659,7 @@ async fn sealed_models_load_with_the_key_only() {
     o.port = free_port();
     o.rest_api_port = free_port();
     let e = Server::start(o, None).await.err().unwrap();
-    assert!(
-        matches!(e, teeserve_serving::server::ServeError::Models(_)),
-        "{e}"
-    );
+    assert!(matches!(e, teeserve_serving::ServeError::Models(_)), "{e}");
     assert!(e.to_string().contains("model digits did not load"), "{e}");
 }
 
@@ -689,7 +686,7 @@ async fn tls_and_mtls_on_grpc_and_rest() {
     );
     std::fs::write(dir.path().join("ssl.cfg"), ssl).unwrap();
     let mut o = options(&b);
-    o.tls = teeserve_serving::server::TlsOptions {
+    o.tls = teeserve_serving::TlsOptions {
         ssl_config_file: Some(dir.path().join("ssl.cfg")),
         ..Default::default()
     };

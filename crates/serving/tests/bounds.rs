@@ -13,8 +13,8 @@ use teeserve_serving::proto::tensorflow::{
     tensor_shape_proto, DataType, TensorProto, TensorShapeProto,
 };
 use teeserve_serving::requester::RestClient;
-use teeserve_serving::server::{ServeOptions, Server};
 use teeserve_serving::tensor::{Data, Tensor};
+use teeserve_serving::{ServeOptions, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -23,7 +23,7 @@ fn repo() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    teeserve_serving::server::free_loopback_port().unwrap()
+    teeserve_serving::free_loopback_port().unwrap()
 }
 
 fn model_dir(dir: &Path, name: &str, onnx: &[u8]) -> PathBuf {
@@ -50,7 +50,7 @@ fn options(base: &Path, name: &str) -> ServeOptions {
         model_name: name.into(),
         model_base_path: Some(base.to_owned()),
         file_system_poll_wait_seconds: 0,
-        tls: teeserve_serving::server::TlsOptions {
+        tls: teeserve_serving::TlsOptions {
             insecure: true,
             ..Default::default()
         },
@@ -61,7 +61,7 @@ fn options(base: &Path, name: &str) -> ServeOptions {
 async fn start(mut o: ServeOptions) -> Server {
     for _ in 0..5 {
         match Server::start(o.clone(), None).await {
-            Err(teeserve_serving::server::ServeError::Bind { .. }) => {
+            Err(teeserve_serving::ServeError::Bind { .. }) => {
                 o.port = free_port();
                 o.rest_api_port = free_port();
             }
@@ -338,7 +338,7 @@ fn tls_options(dir: &Path, o: &mut ServeOptions) -> Vec<u8> {
     let srv = teeserve_tls::issue(&ca, "server", &["127.0.0.1".into()], false).unwrap();
     std::fs::write(dir.join("s.pem"), &srv.cert_pem).unwrap();
     std::fs::write(dir.join("s.key"), srv.key_pem.as_bytes()).unwrap();
-    o.tls = teeserve_serving::server::TlsOptions {
+    o.tls = teeserve_serving::TlsOptions {
         cert: Some(dir.join("s.pem")),
         key: Some(dir.join("s.key")),
         ..Default::default()

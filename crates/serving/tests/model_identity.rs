@@ -8,11 +8,11 @@ use std::time::Duration;
 use teeserve_seal::binding;
 use teeserve_seal::SealKey;
 use teeserve_serving::engine::EngineChoice;
-use teeserve_serving::repository::{
+use teeserve_serving::{
     AdmittedModels, ModelRepository, ModelSource, ServedModel, State, MODEL_FILE, SEALED_FILE,
 };
-use teeserve_serving::server::{ServeOptions, Server};
-use teeserve_serving::textproto::{ModelConfig, VersionPolicy};
+use teeserve_serving::{ModelConfig, VersionPolicy};
+use teeserve_serving::{ServeOptions, Server};
 
 fn model_bytes() -> Vec<u8> {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -87,13 +87,13 @@ async fn a_plaintext_version_dropped_by_the_host_is_never_served() {
     );
     let o = ServeOptions {
         port: 0,
-        rest_api_port: teeserve_serving::server::free_loopback_port().unwrap(),
+        rest_api_port: teeserve_serving::free_loopback_port().unwrap(),
         rest_bind: "127.0.0.1".into(),
         model_name: "digits".into(),
         model_base_path: Some(base.clone()),
         file_system_poll_wait_seconds: 1,
         model_key_file: Some(dir.path().join("model.key")),
-        tls: teeserve_serving::server::TlsOptions {
+        tls: teeserve_serving::TlsOptions {
             insecure: true,
             ..Default::default()
         },

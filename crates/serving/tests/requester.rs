@@ -14,8 +14,8 @@ use teeserve_serving::requester::{
     attested_client_config, check_attestation, fetch_attestation, fresh_nonce, Connection,
     RequestTarget,
 };
-use teeserve_serving::server::{ServeOptions, Server, TlsOptions};
 use teeserve_serving::tensor::{self, Tensor};
+use teeserve_serving::{ServeOptions, Server, TlsOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -30,7 +30,7 @@ async fn start(sim: &Path) -> Server {
     let platform: Arc<dyn Platform> = Arc::new(SimulatedPlatform::open(sim).unwrap());
     for _ in 0..5 {
         let o = ServeOptions {
-            port: teeserve_serving::server::free_loopback_port().unwrap(),
+            port: teeserve_serving::free_loopback_port().unwrap(),
             rest_api_port: 0,
             grpc_bind: "127.0.0.1".into(),
             model_name: "digits".into(),
@@ -43,7 +43,7 @@ async fn start(sim: &Path) -> Server {
             ..Default::default()
         };
         match Server::start(o, Some(platform.clone())).await {
-            Err(teeserve_serving::server::ServeError::Bind { .. }) => continue,
+            Err(teeserve_serving::ServeError::Bind { .. }) => continue,
             r => return r.unwrap(),
         }
     }

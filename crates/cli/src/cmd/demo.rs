@@ -81,7 +81,7 @@ fn done(pb: ProgressBar, msg: String) {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(teeserve_serving::server::free_loopback_port()?)
+    Ok(teeserve_serving::free_loopback_port()?)
 }
 
 /// Starts `teeserve ARGS` and waits for its `listening ...` line.

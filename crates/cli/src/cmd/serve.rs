@@ -8,11 +8,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use teeserve_serving::engine::{EngineChoice, TensorFlowOptions};
-use teeserve_serving::server::{
+use teeserve_serving::CoreOptions;
+use teeserve_serving::{
     ConnectionLimits, KbsOptions, OptionsError, ServeError, ServeOption, ServeOptions, Server,
     TlsOptions,
 };
-use teeserve_serving::service::CoreOptions;
 
 use super::attest::{open_platform, PlatformKind, PlatformPaths};
 
@@ -214,11 +214,11 @@ pub struct ServeArgs {
     /// Bytes one request's input tensors may take once decoded (elements times element size;
     /// strings with their content). Checked against the shapes a request declares before
     /// anything is allocated: one value may fill a whole shape. Over it: INVALID_ARGUMENT / 400.
-    #[arg(long = "max_request_tensor_bytes", default_value_t = teeserve_serving::service::DEFAULT_MAX_TENSOR_BYTES)]
+    #[arg(long = "max_request_tensor_bytes", default_value_t = teeserve_serving::DEFAULT_MAX_TENSOR_BYTES)]
     pub max_request_tensor_bytes: usize,
     /// Bytes all requests in flight may hold together: bodies as they arrive, what decoding
     /// them takes, and their tensors. A request that does not fit: RESOURCE_EXHAUSTED / 429.
-    #[arg(long = "max_in_flight_bytes", default_value_t = teeserve_serving::service::DEFAULT_MAX_IN_FLIGHT_BYTES)]
+    #[arg(long = "max_in_flight_bytes", default_value_t = teeserve_serving::DEFAULT_MAX_IN_FLIGHT_BYTES)]
     pub max_in_flight_bytes: usize,
     /// Connections open at once on each port; one more is closed as soon as it is accepted.
     #[arg(long = "max_connections", default_value_t = ConnectionLimits::default().max_connections)]
