@@ -10,10 +10,9 @@ pub struct IssuedCert {
 }
 
 /// Makes a self-signed CA.
-pub fn make_ca(cn: &str) -> Result<IssuedCert, String> {
-    let key =
-        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
-    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+pub fn make_ca(cn: &str) -> Result<IssuedCert, crate::TlsError> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(issue_error)?;
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(issue_error)?;
     p.distinguished_name.push(rcgen::DnType::CommonName, cn);
     p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     p.key_usages = vec![
@@ -23,7 +22,7 @@ pub fn make_ca(cn: &str) -> Result<IssuedCert, String> {
     let now = time::OffsetDateTime::now_utc();
     p.not_before = now - time::Duration::hours(1);
     p.not_after = now + time::Duration::days(3650);
-    let cert = p.self_signed(&key).map_err(|e| e.to_string())?;
+    let cert = p.self_signed(&key).map_err(issue_error)?;
     Ok(IssuedCert {
         cert_pem: cert.pem(),
         key_pem: zeroize::Zeroizing::new(key.serialize_pem()),
@@ -36,13 +35,11 @@ pub fn issue(
     cn: &str,
     names: &[String],
     client: bool,
-) -> Result<IssuedCert, String> {
-    let ca_key = rcgen::KeyPair::from_pem(&ca.key_pem).map_err(|e| e.to_string())?;
-    let issuer =
-        rcgen::Issuer::from_ca_cert_pem(&ca.cert_pem, &ca_key).map_err(|e| e.to_string())?;
-    let key =
-        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
-    let mut p = rcgen::CertificateParams::new(names.to_vec()).map_err(|e| e.to_string())?;
+) -> Result<IssuedCert, crate::TlsError> {
+    let ca_key = rcgen::KeyPair::from_pem(&ca.key_pem).map_err(issue_error)?;
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca.cert_pem, &ca_key).map_err(issue_error)?;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(issue_error)?;
+    let mut p = rcgen::CertificateParams::new(names.to_vec()).map_err(issue_error)?;
     p.distinguished_name.push(rcgen::DnType::CommonName, cn);
     p.extended_key_usages = vec![if client {
         rcgen::ExtendedKeyUsagePurpose::ClientAuth
@@ -52,9 +49,13 @@ pub fn issue(
     let now = time::OffsetDateTime::now_utc();
     p.not_before = now - time::Duration::hours(1);
     p.not_after = now + time::Duration::days(825);
-    let cert = p.signed_by(&key, &issuer).map_err(|e| e.to_string())?;
+    let cert = p.signed_by(&key, &issuer).map_err(issue_error)?;
     Ok(IssuedCert {
         cert_pem: cert.pem(),
         key_pem: zeroize::Zeroizing::new(key.serialize_pem()),
     })
+}
+
+fn issue_error(e: rcgen::Error) -> crate::TlsError {
+    crate::TlsError::Issue(e.to_string())
 }

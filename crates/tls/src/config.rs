@@ -20,7 +20,7 @@ pub fn client_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<rustls::ClientConfig, TlsError> {
-    let roots = crate::roots_from_pem(ca_pem).map_err(TlsError::Ca)?;
+    let roots = crate::roots_from_pem(ca_pem).map_err(|e| TlsError::Ca(e.to_string()))?;
     rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Config)?

@@ -49,6 +49,12 @@ pub enum TlsError {
     /// The certificate chain and the private key do not make a usable pair.
     #[error("certificate and key: {0}")]
     CertKey(rustls::Error),
+    /// PEM text that holds no usable certificate or key.
+    #[error("{0}")]
+    Pem(String),
+    /// A certificate could not be made.
+    #[error("cannot make a certificate: {0}")]
+    Issue(String),
     /// The name is not a DNS name or IP address a certificate can be checked against.
     #[error("{0:?} is not a valid server name")]
     ServerName(String),

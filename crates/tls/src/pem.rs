@@ -20,12 +20,12 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 }
 
 /// Parses a PEM certificate chain.
-pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs: Vec<_> = rustls_pemfile::certs(&mut &pem[..])
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("bad PEM: {e}"))?;
+        .map_err(|e| TlsError::Pem(format!("bad PEM: {e}")))?;
     if certs.is_empty() {
-        return Err("no certificate in PEM".into());
+        return Err(TlsError::Pem("no certificate in PEM".into()));
     }
     Ok(certs)
 }
@@ -37,17 +37,17 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 /// Parses a PEM private key.
-pub fn key_from_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
+pub fn key_from_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
     rustls_pemfile::private_key(&mut &pem[..])
-        .map_err(|e| format!("bad PEM: {e}"))?
-        .ok_or_else(|| "no private key in PEM".to_owned())
+        .map_err(|e| TlsError::Pem(format!("bad PEM: {e}")))?
+        .ok_or_else(|| TlsError::Pem("no private key in PEM".into()))
 }
 
 /// A root store holding the certificates of a PEM file.
-pub fn roots_from_pem(pem: &[u8]) -> Result<rustls::RootCertStore, String> {
+pub fn roots_from_pem(pem: &[u8]) -> Result<rustls::RootCertStore, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for c in certs_from_pem(pem)? {
-        roots.add(c).map_err(|e| e.to_string())?;
+        roots.add(c).map_err(|e| TlsError::Pem(e.to_string()))?;
     }
     Ok(roots)
 }

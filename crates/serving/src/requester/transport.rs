@@ -89,7 +89,7 @@ pub fn ca_verifier(ca_pem: &[u8]) -> Result<Arc<dyn ServerCertVerifier>, Request
 
 // The same, with the error as text (the public function gives its class).
 fn ca_verifier_text(ca_pem: &[u8]) -> Result<Arc<dyn ServerCertVerifier>, String> {
-    let roots = teeserve_tls::roots_from_pem(ca_pem)?;
+    let roots = teeserve_tls::roots_from_pem(ca_pem).map_err(|e| e.to_string())?;
     let v = rustls::client::WebPkiServerVerifier::builder_with_provider(
         Arc::new(roots),
         teeserve_tls::provider(),
