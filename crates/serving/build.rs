@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "tensorflow_serving/apis/prediction_service.proto",
         "tensorflow_serving/apis/model_service.proto",
+        "tensorflow_serving/apis/prediction_log.proto",
         "grpc/health/v1/health.proto",
     ];
     println!("cargo:rerun-if-changed={}", root.display());

@@ -202,6 +202,29 @@ def main(binary):
         check("REST row format with curl, two outputs: one object per row", rest_rows)
         check("REST metadata with curl", rest_metadata)
         check("a sealed SavedModel gives the same answers", sealed_same)
+
+        def warmup():
+            # TF Serving's documented recipe: a TFRecord of PredictionLog in assets.extra,
+            # written with TensorFlow's own writer; the server replays it before serving.
+            from tensorflow_serving.apis import prediction_log_pb2
+            warm = os.path.join(tmp, "warm", "half_tf2")
+            shutil.copytree(os.path.join(models, "half_tf2"), warm)
+            extra = os.path.join(warm, "1", "assets.extra")
+            os.makedirs(extra, exist_ok=True)
+            with tf.io.TFRecordWriter(os.path.join(extra, "tf_serving_warmup_requests")) as w:
+                for _ in range(3):
+                    req = predict_pb2.PredictRequest()
+                    req.model_spec.name = "half_tf2"
+                    req.inputs["x"].CopyFrom(tf.make_tensor_proto(X))
+                    log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=req))
+                    w.write(log.SerializeToString())
+            p, port, _ = start(binary, tmp, "warm", ["--model_name", "half_tf2", "--model_base_path", warm] + tls_flags)
+            procs.append(p)
+            logged = open(os.path.join(tmp, "warm.log")).read()
+            assert "warmup requests replayed" in logged and "records=3" in logged, logged
+            predict("half_tf2", port)
+
+        check("warmup requests written by TensorFlow are replayed before serving", warmup)
     finally:
         for p in procs:
             p.kill()

@@ -32,6 +32,7 @@ mod server;
 mod service;
 pub mod tensor;
 mod textproto;
+mod warmup;
 
 pub use error::{code_name, ApiError};
 pub use repository::{
@@ -56,6 +57,7 @@ pub mod fuzzing {
     pub use crate::rest::predict_inputs;
     pub use crate::service::{check_declared, decode_inputs, order_inputs};
     pub use crate::textproto::{batching_parameters, model_server_config, ssl_config};
+    pub use crate::warmup::{frame_record, records as warmup_records, WarmupError};
 }
 
 /// Generated protobuf and gRPC code (from /proto).

@@ -281,6 +281,64 @@ pub struct ModelSource {
     pub admitted: Option<AdmittedModels>,
 }
 
+/// The warmup file of a version (TF Serving's `assets.extra/tf_serving_warmup_requests`), in
+/// memory: sealed and bound to `<model>/<version>/assets.extra/tf_serving_warmup_requests` when
+/// the server holds a model key (a plaintext one is then refused, as any plaintext model file
+/// is), plaintext otherwise. `None` when the version has none.
+fn read_warmup(
+    dir: &Path,
+    model: &str,
+    version: i64,
+    source: &ModelSource,
+) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, ModelFileError> {
+    use crate::warmup::{MAX_WARMUP_BYTES, WARMUP_FILE};
+    let plain = dir.join(WARMUP_FILE);
+    let sealed = dir.join(format!("{WARMUP_FILE}{SEALED_SUFFIX}"));
+    let read = |p: &Path| -> Result<zeroize::Zeroizing<Vec<u8>>, ModelFileError> {
+        let io = |source| ModelFileError::Io {
+            path: p.to_owned(),
+            source,
+        };
+        let len = std::fs::metadata(p).map_err(io)?.len();
+        if len > MAX_WARMUP_BYTES {
+            return Err(ModelFileError::TooLarge {
+                path: p.to_owned(),
+                len,
+            });
+        }
+        Ok(zeroize::Zeroizing::new(std::fs::read(p).map_err(io)?))
+    };
+    let Some(key) = &source.key else {
+        return if plain.is_file() {
+            read(&plain).map(Some)
+        } else {
+            Ok(None)
+        };
+    };
+    if plain.exists() {
+        return Err(ModelFileError::PlaintextRefused { path: plain });
+    }
+    if !sealed.is_file() {
+        return Ok(None);
+    }
+    let bytes = read(&sealed)?;
+    let unseal = |source| ModelFileError::Unseal {
+        path: sealed.clone(),
+        source,
+    };
+    let (header, _) = stream::SealedHeader::parse(&bytes).map_err(unseal)?;
+    let expected = binding::model_file(model, version, WARMUP_FILE);
+    if header.name != expected {
+        return Err(ModelFileError::WrongBinding {
+            path: sealed,
+            found: header.name,
+            expected,
+        });
+    }
+    let plaintext = stream::unseal_to_vec(key, &bytes, Some(&expected)).map_err(unseal)?;
+    Ok(Some(plaintext))
+}
+
 fn read_file(p: &Path) -> Result<Vec<u8>, ModelFileError> {
     let io = |source| ModelFileError::Io {
         path: p.to_owned(),
@@ -669,6 +727,10 @@ impl ModelRepository {
                     Ok((model, digest))
                 })
         };
+        let loaded = loaded.and_then(|(model, digest)| {
+            self.warm_up(dir, name, v, &*model)?;
+            Ok((model, digest))
+        });
         let (state, ok) = match loaded {
             Ok((model, digest)) => {
                 tracing::info!(model = %name, version = v, engine = model.engine(), sha256 = %digest, "version loaded");
@@ -699,6 +761,22 @@ impl ModelRepository {
         };
         self.set_version(name, v, state);
         ok
+    }
+
+    /// Replays the version's warmup requests, if it has a warmup file, before it is served.
+    fn warm_up(
+        &self,
+        dir: &Path,
+        name: &str,
+        v: i64,
+        model: &dyn LoadedModel,
+    ) -> Result<(), String> {
+        let Some(file) = read_warmup(dir, name, v, &self.source).map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        let n = crate::warmup::replay(model, &file).map_err(|e| e.to_string())?;
+        tracing::info!(model = %name, version = v, records = n, "warmup requests replayed");
+        Ok(())
     }
 
     /// Loads the SavedModel of version `v` in `dir` with TensorFlow: from the directory when

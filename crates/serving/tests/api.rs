@@ -840,3 +840,73 @@ async fn a_message_that_is_not_protobuf_is_internal_and_the_server_keeps_serving
         .into_inner();
     assert!(!r.outputs.is_empty());
 }
+
+/// A warmup file (TFRecord of PredictionLog) of `n` Predict requests of `rows` digits each.
+fn warmup_file(n: usize, rows_per_request: usize) -> Vec<u8> {
+    use prost::Message;
+    use teeserve_serving::proto::tensorflow::serving::{
+        prediction_log::LogType, PredictLog, PredictionLog,
+    };
+    let log = PredictionLog {
+        log_type: Some(LogType::PredictLog(PredictLog {
+            request: Some(PredictRequest {
+                model_spec: Some(ModelSpec {
+                    name: "digits".into(),
+                    ..Default::default()
+                }),
+                inputs: [("pixels".to_owned(), rows(rows_per_request).to_proto(true))]
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            }),
+            response: None,
+        })),
+    };
+    (0..n)
+        .flat_map(|_| teeserve_serving::fuzzing::frame_record(&log.encode_to_vec()))
+        .collect()
+}
+
+#[tokio::test]
+async fn warmup_requests_are_replayed_before_a_version_serves_and_a_bad_file_fails_its_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = base(dir.path());
+    let warmup = b.join("1/assets.extra/tf_serving_warmup_requests");
+    std::fs::create_dir_all(warmup.parent().unwrap()).unwrap();
+    // A good file: the version loads and serves.
+    std::fs::write(&warmup, warmup_file(3, 2)).unwrap();
+    let s = start(options(&b)).await;
+    assert!(s.core.repo.ready());
+    s.shutdown().await;
+    // A damaged record: the version fails to load, naming the record and the damage, and the
+    // server (whose only model it is) does not start.
+    let mut bad = warmup_file(3, 2);
+    let last = bad.len() - 5;
+    bad[last] ^= 1;
+    std::fs::write(&warmup, &bad).unwrap();
+    let e = Server::start(options(&b), None)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("warmup file: record 2: data checksum mismatch"),
+        "{e}"
+    );
+    // A request the model refuses (a wrong input name) fails the load too.
+    let mut wrong = warmup_file(1, 1);
+    let at = wrong.windows(6).position(|w| w == b"pixels").unwrap();
+    wrong[at..at + 6].copy_from_slice(b"pixelz");
+    // Framed again: the checksum covers the data.
+    let data = wrong[12..wrong.len() - 4].to_vec();
+    std::fs::write(&warmup, teeserve_serving::fuzzing::frame_record(&data)).unwrap();
+    let e = Server::start(options(&b), None)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("warmup file: record 0: no input \"pixels\""),
+        "{e}"
+    );
+}
