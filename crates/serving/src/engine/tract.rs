@@ -23,8 +23,13 @@ const SPECIALISED_PLANS: usize = 4;
 /// So besides the general plan, a model whose signature has dynamic dimensions keeps up to
 /// [`SPECIALISED_PLANS`] plans made for the input shapes requests actually send; the first request
 /// of a new shape pays for that optimisation, later ones run the specialised plan.
+///
+/// Some exported graphs cannot be typed at all with a symbolic batch (a Keras Flatten exported by
+/// tf2onnx computes its Reshape's shape from the input's): such a model has no general plan, only
+/// plans for concrete shapes. It is loaded when a plan for its smallest shapes (every dynamic
+/// dimension 1) can be made, so that a model tract cannot run fails at load, not on a request.
 pub(super) struct TractModel {
-    plan: Plan,
+    plan: Option<Plan>,
     graph: Option<tract_onnx::prelude::InferenceModel>,
     specialised: std::sync::Mutex<std::collections::HashMap<Vec<Vec<usize>>, Option<Plan>>>,
     signature: Signature,
@@ -57,45 +62,77 @@ impl Engine for TractEngine {
                 "string tensors are not supported by the tract engine".into(),
             ));
         }
-        let model = framework
-            .model_for_proto_model(&proto)
-            .map_err(|e| load(format!("cannot translate the ONNX graph: {e:#}")))?;
+        let model = framework.model_for_proto_model(&proto).map_err(|e| {
+            load(format!(
+                "cannot translate the ONNX graph: {e:#}. {ELSEWHERE}"
+            ))
+        })?;
         // Kept for specialised plans when the signature has dynamic dimensions.
         let graph = signature
             .inputs
             .iter()
             .any(|s| s.shape.contains(&-1))
             .then(|| model.clone());
+        let mut specialised = std::collections::HashMap::new();
         let plan = match (
             model.into_optimized().and_then(|m| m.into_runnable()),
             &graph,
         ) {
-            (Ok(p), _) => p,
+            (Ok(p), _) => Some(p),
             // Some graphs only optimise with concrete shapes (tract 0.23 cannot declutter
             // ResNet-50 from tf2onnx with a symbolic batch): the general plan then runs the
             // graph as translated, and the specialised plans are optimised.
-            (Err(e), Some(g)) => {
-                tracing::info!(
-                    "tract cannot optimise the graph for dynamic shapes ({e}); \
-                     the shapes requests send get optimised plans"
-                );
-                g.clone()
-                    .into_typed()
-                    .and_then(|m| m.into_runnable())
-                    .map_err(|e| load(format!("cannot prepare the model: {e:#}")))?
+            (Err(e), Some(g)) => match g.clone().into_typed().and_then(|m| m.into_runnable()) {
+                Ok(p) => {
+                    tracing::info!(
+                        "tract cannot optimise the graph for dynamic shapes ({e}); \
+                         the shapes requests send get optimised plans"
+                    );
+                    Some(p)
+                }
+                // Nor typed: only plans for concrete shapes, the smallest made now.
+                Err(general) => {
+                    let smallest: Vec<(DType, Vec<usize>)> = signature
+                        .inputs
+                        .iter()
+                        .map(|s| {
+                            let dims = s.shape.iter().map(|&d| usize::try_from(d).unwrap_or(1));
+                            (s.dtype, dims.collect())
+                        })
+                        .collect();
+                    let p = specialise(g, &smallest).map_err(|concrete| {
+                        load(format!(
+                            "cannot prepare the model: {general:#}; nor for concrete input \
+                             shapes: {concrete}. {ELSEWHERE}"
+                        ))
+                    })?;
+                    tracing::info!(
+                        "tract cannot type the graph with dynamic shapes ({general}); \
+                         it runs on plans made for the shapes requests send"
+                    );
+                    specialised.insert(smallest.into_iter().map(|(_, s)| s).collect(), Some(p));
+                    None
+                }
+            },
+            (Err(e), None) => {
+                return Err(load(format!(
+                    "cannot optimise the model: {e:#}. {ELSEWHERE}"
+                )))
             }
-            (Err(e), None) => return Err(load(format!("cannot optimise the model: {e:#}"))),
         };
         Ok(Arc::new(TractModel {
             plan,
             graph,
-            specialised: Default::default(),
+            specialised: std::sync::Mutex::new(specialised),
             signatures: Signatures::single(signature.clone()),
             signature,
             cost: RunCost::default(),
         }))
     }
 }
+
+/// Where a model tract cannot run may run instead.
+const ELSEWHERE: &str = "The ONNX Runtime engine may run it.";
 
 fn load(detail: String) -> EngineError {
     EngineError::Load {
@@ -168,24 +205,43 @@ fn from_tract(t: &tract_onnx::prelude::Tensor) -> Result<Tensor, EngineError> {
 }
 
 impl TractModel {
-    /// The plan for inputs of these shapes: a specialised one if there is (or may be) one.
-    fn plan_for(&self, inputs: &[Tensor]) -> Plan {
+    /// The plan for inputs of these shapes: a specialised one if there is (or may be) one,
+    /// else the general plan.
+    fn plan_for(&self, inputs: &[Tensor]) -> Result<Plan, EngineError> {
+        let general = || {
+            self.plan.clone().ok_or_else(|| {
+                let shapes: Vec<&[usize]> = inputs.iter().map(|t| &t.shape[..]).collect();
+                run_error(format!(
+                    "tract cannot run this model on input shapes {shapes:?}"
+                ))
+            })
+        };
         let Some(graph) = &self.graph else {
-            return self.plan.clone();
+            return general();
         };
         let key: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
+        let facts: Vec<(DType, Vec<usize>)> = inputs
+            .iter()
+            .map(|t| (t.dtype(), t.shape.clone()))
+            .collect();
         {
             let Ok(known) = self.specialised.lock() else {
-                return self.plan.clone();
+                return general();
             };
             match known.get(&key) {
-                Some(Some(p)) => return p.clone(),
-                Some(None) => return self.plan.clone(),
-                None if known.len() >= SPECIALISED_PLANS => return self.plan.clone(),
+                Some(Some(p)) => return Ok(p.clone()),
+                Some(None) => return general(),
+                // Full: the general plan, or (a model without one) a plan made for this run.
+                None if known.len() >= SPECIALISED_PLANS => {
+                    return match &self.plan {
+                        Some(p) => Ok(p.clone()),
+                        None => specialise(graph, &facts).map_err(run_error),
+                    };
+                }
                 None => {}
             }
         }
-        let made = self.specialise(graph, inputs);
+        let made = specialise(graph, &facts);
         if let Err(e) = &made {
             tracing::debug!("no specialised plan for input shapes {key:?}: {e}");
         }
@@ -195,39 +251,42 @@ impl TractModel {
                 known.insert(key, made.clone());
             }
         }
-        made.unwrap_or_else(|| self.plan.clone())
-    }
-
-    fn specialise(
-        &self,
-        graph: &tract_onnx::prelude::InferenceModel,
-        inputs: &[Tensor],
-    ) -> Result<Plan, String> {
-        use tract_onnx::prelude::*;
-        let mut m = graph.clone();
-        for (i, t) in inputs.iter().enumerate() {
-            let dt = match t.dtype() {
-                DType::F32 => f32::datum_type(),
-                DType::F64 => f64::datum_type(),
-                DType::I8 => i8::datum_type(),
-                DType::I16 => i16::datum_type(),
-                DType::I32 => i32::datum_type(),
-                DType::I64 => i64::datum_type(),
-                DType::U8 => u8::datum_type(),
-                DType::U16 => u16::datum_type(),
-                DType::U32 => u32::datum_type(),
-                DType::U64 => u64::datum_type(),
-                DType::Bool => bool::datum_type(),
-                DType::Str => return Err("string input".into()),
-            };
-            m = m
-                .with_input_fact(i, InferenceFact::dt_shape(dt, t.shape.clone()))
-                .map_err(|e| format!("{e:#}"))?;
+        match made {
+            Some(p) => Ok(p),
+            None => general(),
         }
-        m.into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| format!("{e:#}"))
     }
+}
+
+/// A plan of `graph` optimised for inputs of these element types and shapes.
+fn specialise(
+    graph: &tract_onnx::prelude::InferenceModel,
+    inputs: &[(DType, Vec<usize>)],
+) -> Result<Plan, String> {
+    use tract_onnx::prelude::*;
+    let mut m = graph.clone();
+    for (i, (dtype, shape)) in inputs.iter().enumerate() {
+        let dt = match dtype {
+            DType::F32 => f32::datum_type(),
+            DType::F64 => f64::datum_type(),
+            DType::I8 => i8::datum_type(),
+            DType::I16 => i16::datum_type(),
+            DType::I32 => i32::datum_type(),
+            DType::I64 => i64::datum_type(),
+            DType::U8 => u8::datum_type(),
+            DType::U16 => u16::datum_type(),
+            DType::U32 => u32::datum_type(),
+            DType::U64 => u64::datum_type(),
+            DType::Bool => bool::datum_type(),
+            other => return Err(format!("{} inputs", other.tf_name())),
+        };
+        m = m
+            .with_input_fact(i, InferenceFact::dt_shape(dt, shape.clone()))
+            .map_err(|e| format!("{e:#}"))?;
+    }
+    m.into_optimized()
+        .and_then(|m| m.into_runnable())
+        .map_err(|e| format!("{e:#}"))
 }
 
 impl LoadedModel for TractModel {
@@ -244,7 +303,7 @@ impl LoadedModel for TractModel {
     }
 
     fn run(&self, _signature: &str, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
-        let plan = self.plan_for(&inputs);
+        let plan = self.plan_for(&inputs)?;
         let inputs = inputs
             .into_iter()
             .map(to_tract)
