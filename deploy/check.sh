@@ -40,7 +40,18 @@ assert "kbs.test:4430" in argv and "/models/digits" in argv, argv
 t = tomllib.loads(env.from_string(open("gramine/tfserving/tensorflow_model_server.manifest.template").read()).render(**values))
 assert t["loader"]["env"]["SECRET_PROVISION_SERVERS"] == "kbs.test:4433"
 assert t["loader"]["env"]["SECRET_PROVISION_SET_KEY"] == "default"
-assert any(x.get("type") == "encrypted" for x in t["fs"]["mounts"])
+encrypted = {x["path"]: x for x in t["fs"]["mounts"] if x.get("type") == "encrypted"}
+# The whole model directory (every version, variables/ included) and ssl.cfg are encrypted.
+assert encrypted.get("/models/digits", {}).get("uri") == "file:models/digits", encrypted
+assert encrypted.get("/ssl.cfg", {}).get("uri") == "file:ssl.cfg", encrypted
+assert all(x["key_name"] == "default" for x in encrypted.values()), encrypted
+assert not any(x["uri"].startswith("file:models") for x in t["fs"]["mounts"] if x.get("type") != "encrypted")
+# The command line is the manifest's, not the host's.
+assert "insecure__use_cmdline_argv" not in t["loader"], t["loader"]
+targv = t["loader"]["argv"]
+assert targv[0] == "/usr/bin/tensorflow_model_server", targv
+for flag in ["--model_name=digits", "--model_base_path=/models/digits", "--ssl_config_file=/ssl.cfg"]:
+    assert flag in targv, (flag, targv)
 assert t["sgx"]["remote_attestation"] == "dcap"
 print("gramine templates: ok")
 PY
