@@ -267,3 +267,66 @@ fn gramine_vector_and_gramine_format() {
     let r = run_in(d, &["seal", "--key", "k16", "input.txt", "y"]).fails(2);
     assert!(r.stderr.contains("needs 32"), "{}", r.stderr);
 }
+
+#[path = "../../seal/tests/support/independent.rs"]
+mod independent;
+
+/// Issue: the stock TF Serving recipe encrypts the whole model directory. A SavedModel base
+/// directory of two versions, sealed in Gramine's format as docs/deploy.md path 2 says, is read
+/// back file by file with an independent Gramine reader, each file bound to the host path the
+/// manifest's encrypted mount opens it by.
+#[test]
+fn a_savedmodel_directory_sealed_for_the_tf_serving_manifest_opens_under_the_mounted_paths() {
+    let manifest = std::fs::read_to_string(
+        repo().join("deploy/gramine/tfserving/tensorflow_model_server.manifest.template"),
+    )
+    .unwrap();
+    assert!(
+        manifest.contains(
+            r#"{ type = "encrypted", path = "/models/{{ model_name }}", uri = "file:models/{{ model_name }}""#
+        ),
+        "the manifest's model mount changed; update this test and docs/deploy.md"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let files = [
+        ("1/saved_model.pb", 5000usize),
+        ("1/variables/variables.index", 300),
+        ("1/variables/variables.data-00000-of-00001", 20_000),
+        ("1/assets.extra/tf_serving_warmup_requests", 100),
+        ("2/saved_model.pb", 5100),
+        ("2/variables/variables.index", 310),
+        ("2/variables/variables.data-00000-of-00001", 3072),
+    ];
+    for (rel, n) in files {
+        let p = d.join("resnet").join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let bytes: Vec<u8> = (0..n).map(|i| (i * 7 + rel.len()) as u8).collect();
+        std::fs::write(p, bytes).unwrap();
+    }
+    run_in(d, &["keygen", "--size", "16", "--out", "wrap_key"]).ok();
+    run_in(
+        d,
+        &[
+            "seal",
+            "--key",
+            "wrap_key",
+            "--format",
+            "gramine",
+            "resnet",
+            "models/resnet",
+        ],
+    )
+    .ok();
+    let key = std::fs::read(d.join("wrap_key")).unwrap();
+    for (rel, _) in files {
+        let sealed = std::fs::read(d.join("models/resnet").join(rel)).unwrap();
+        let plain = std::fs::read(d.join("resnet").join(rel)).unwrap();
+        assert_eq!(
+            independent::bound_path(&key, &sealed),
+            format!("models/resnet/{rel}"),
+            "{rel}: Gramine opens it by the mount URI's host path"
+        );
+        assert_eq!(independent::decrypt(&key, &sealed), plain, "{rel}");
+    }
+}
