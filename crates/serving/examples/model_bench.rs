@@ -122,7 +122,7 @@ async fn client(args: &[String]) -> Result<(), String> {
         }
         let r = c.predict_proto(t, inputs).await?;
         for p in r.outputs.values() {
-            Tensor::from_proto(p)?;
+            Tensor::from_proto(p).map_err(|e| e.to_string())?;
         }
         Ok(())
     }

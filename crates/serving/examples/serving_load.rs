@@ -52,7 +52,7 @@ async fn load(
                     c.predict(&t, &inputs).await?;
                 } else {
                     for p in c.predict_proto(&t, &inputs).await?.outputs.values() {
-                        tensor::Tensor::from_proto(p)?;
+                        tensor::Tensor::from_proto(p).map_err(|e| e.to_string())?;
                     }
                 }
                 lat.push(t0.elapsed().as_secs_f64() * 1e3);

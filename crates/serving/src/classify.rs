@@ -103,8 +103,7 @@ pub(crate) async fn run_rows(
         flat.extend(r);
     }
     let w = flat.len() / n.max(1);
-    let t = Tensor::new(vec![n, w], Data::F32(flat))
-        .map_err(|e| ApiError::new(Code::InvalidArgument, e))?;
+    let t = Tensor::new(vec![n, w], Data::F32(flat)).map_err(ApiError::from)?;
     let out = core
         .infer(target, "", vec![(input, t)], &[], Entry::Grpc)
         .await?;
@@ -198,8 +197,7 @@ async fn run_examples(
         ));
     }
     let n = serialized.len();
-    let t = Tensor::new(vec![n], Data::Str(serialized))
-        .map_err(|e| ApiError::new(Code::InvalidArgument, e))?;
+    let t = Tensor::new(vec![n], Data::Str(serialized)).map_err(ApiError::from)?;
     core.infer(target, sig_name, vec![(spec.name.clone(), t)], &[], entry)
         .await
 }

@@ -219,7 +219,7 @@ impl Connection {
             }
         };
         let spec = |(name, dt, shape): (String, i32, Vec<i64>)| -> Result<crate::engine::TensorSpec, String> {
-            Ok(crate::engine::TensorSpec { name, dtype: DType::from_tf(dt)?, shape })
+            Ok(crate::engine::TensorSpec { name, dtype: DType::from_tf(dt).map_err(|e| e.to_string())?, shape })
         };
         Ok(Signature {
             inputs: inputs.into_iter().map(spec).collect::<Result<_, _>>()?,
@@ -291,7 +291,7 @@ impl Connection {
                 let mut names: Vec<&String> = r.outputs.keys().collect();
                 names.sort();
                 for n in names {
-                    let t = Tensor::from_proto(&r.outputs[n])?;
+                    let t = Tensor::from_proto(&r.outputs[n]).map_err(|e| e.to_string())?;
                     let mut s = String::new();
                     tensor::write_json(&t, None, n.ends_with("_bytes"), &mut s);
                     outputs.insert(

@@ -39,12 +39,6 @@ pub enum TensorError {
     Npy(String),
 }
 
-impl From<TensorError> for String {
-    fn from(e: TensorError) -> String {
-        e.to_string()
-    }
-}
-
 /// The most elements a tensor may have (bounds memory for hostile shapes).
 pub const MAX_ELEMENTS: usize = 1 << 28;
 
