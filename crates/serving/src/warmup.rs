@@ -20,6 +20,9 @@ pub(crate) const WARMUP_FILE: &str = "assets.extra/tf_serving_warmup_requests";
 /// The most records replayed; TF Serving refuses a warmup file with more.
 pub(crate) const MAX_RECORDS: usize = 1000;
 
+/// The most bytes one warmup input decodes into: the default bound of a request's inputs.
+const MAX_TENSOR_BYTES: usize = crate::service::DEFAULT_MAX_TENSOR_BYTES;
+
 /// The largest warmup file read.
 pub(crate) const MAX_WARMUP_BYTES: u64 = 256 << 20;
 
@@ -144,7 +147,9 @@ pub(crate) fn replay(model: &dyn LoadedModel, file: &[u8]) -> Result<usize, Warm
                         .inputs
                         .get(&spec.name)
                         .ok_or_else(|| fail(format!("no input {:?}", spec.name)))?;
-                    let t = Tensor::from_proto(tp)
+                    // Bounded as a request's inputs are, before anything is allocated: a
+                    // record of a few bytes may declare a shape of gigabytes.
+                    let t = Tensor::from_proto_within(tp, MAX_TENSOR_BYTES)
                         .map_err(|e| fail(format!("input {:?}: {e}", spec.name)))?;
                     inputs.push(t);
                 }

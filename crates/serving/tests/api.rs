@@ -910,3 +910,53 @@ async fn warmup_requests_are_replayed_before_a_version_serves_and_a_bad_file_fai
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_warmup_record_declaring_a_huge_shape_fails_the_load_without_allocating_it() {
+    use prost::Message;
+    use teeserve_serving::proto::tensorflow::serving::{
+        prediction_log::LogType, PredictLog, PredictionLog,
+    };
+    use teeserve_serving::proto::tensorflow::{tensor_shape_proto, TensorProto, TensorShapeProto};
+    let dir = tempfile::tempdir().unwrap();
+    let b = base(dir.path());
+    let warmup = b.join("1/assets.extra/tf_serving_warmup_requests");
+    std::fs::create_dir_all(warmup.parent().unwrap()).unwrap();
+    // One float that "fills" [1 << 25, 4]: 512 MiB decoded, from a record of a few dozen bytes.
+    let huge = TensorProto {
+        dtype: teeserve_serving::proto::tensorflow::DataType::DtFloat as i32,
+        tensor_shape: Some(TensorShapeProto {
+            dim: [1i64 << 25, 4]
+                .iter()
+                .map(|&size| tensor_shape_proto::Dim {
+                    size,
+                    name: String::new(),
+                })
+                .collect(),
+            unknown_rank: false,
+        }),
+        float_val: vec![0.5],
+        ..Default::default()
+    };
+    let log = PredictionLog {
+        log_type: Some(LogType::PredictLog(PredictLog {
+            request: Some(PredictRequest {
+                inputs: [("pixels".to_owned(), huge)].into_iter().collect(),
+                ..Default::default()
+            }),
+            response: None,
+        })),
+    };
+    std::fs::write(
+        &warmup,
+        teeserve_serving::fuzzing::frame_record(&log.encode_to_vec()),
+    )
+    .unwrap();
+    let e = Server::start(options(&b), None)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("warmup file: record 0: input \"pixels\""), "{e}");
+    assert!(e.contains("more than the 134217728 allowed"), "{e}");
+}
