@@ -325,17 +325,18 @@ pub(crate) async fn regress_input(
     Ok((0..n).map(|i| Regression { value: v[i] }).collect())
 }
 
+/// The signature a gRPC request names (empty: the default).
+fn signature_name(spec: Option<&ModelSpec>) -> String {
+    spec.map(|s| s.signature_name.clone()).unwrap_or_default()
+}
+
 /// gRPC Classify.
 pub(crate) async fn classify(
     core: &ServingCore,
     req: ClassificationRequest,
 ) -> Result<ClassificationResponse, ApiError> {
     let target = core.resolve_spec(req.model_spec.as_ref())?;
-    let sig_name = req
-        .model_spec
-        .as_ref()
-        .map(|s| s.signature_name.clone())
-        .unwrap_or_default();
+    let sig_name = signature_name(req.model_spec.as_ref());
     let classifications =
         classify_input(core, &target, &sig_name, req.input.as_ref(), Entry::Grpc).await?;
     Ok(ClassificationResponse {
@@ -350,11 +351,7 @@ pub(crate) async fn regress(
     req: RegressionRequest,
 ) -> Result<RegressionResponse, ApiError> {
     let target = core.resolve_spec(req.model_spec.as_ref())?;
-    let sig_name = req
-        .model_spec
-        .as_ref()
-        .map(|s| s.signature_name.clone())
-        .unwrap_or_default();
+    let sig_name = signature_name(req.model_spec.as_ref());
     let regressions =
         regress_input(core, &target, &sig_name, req.input.as_ref(), Entry::Grpc).await?;
     Ok(RegressionResponse {
