@@ -391,3 +391,143 @@ fn classify_and_regress_run_a_savedmodels_signatures_on_tf_examples() {
         "{out}"
     );
 }
+
+/// Examples, each one float feature: its name and values.
+type Examples<'a> = &'a [(&'a str, &'a [f32])];
+
+/// A warmup file of Classify and Regress requests on the examples model's signatures: per
+/// record, the signature and its examples.
+fn examples_warmup(records: &[(&str, Examples)]) -> Vec<u8> {
+    use prost::Message;
+    use teeserve_serving::proto::tensorflow::serving::{
+        input, prediction_log::LogType, ClassificationRequest, ClassifyLog, ExampleList, Input,
+        ModelSpec, PredictionLog, RegressLog, RegressionRequest,
+    };
+    use teeserve_serving::proto::tensorflow::{feature, Example, Feature, Features, FloatList};
+    let mut out = Vec::new();
+    for (signature, examples) in records {
+        let examples = examples
+            .iter()
+            .map(|(name, values)| Example {
+                features: Some(Features {
+                    feature: [(
+                        name.to_string(),
+                        Feature {
+                            kind: Some(feature::Kind::FloatList(FloatList {
+                                value: values.to_vec(),
+                            })),
+                        },
+                    )]
+                    .into_iter()
+                    .collect(),
+                }),
+            })
+            .collect();
+        let input = Some(Input {
+            kind: Some(input::Kind::ExampleList(ExampleList { examples })),
+        });
+        let model_spec = Some(ModelSpec {
+            name: "ex".into(),
+            signature_name: signature.to_string(),
+            ..Default::default()
+        });
+        let log_type = if signature.starts_with("classify") {
+            LogType::ClassifyLog(ClassifyLog {
+                request: Some(ClassificationRequest { model_spec, input }),
+                response: None,
+            })
+        } else {
+            LogType::RegressLog(RegressLog {
+                request: Some(RegressionRequest { model_spec, input }),
+                response: None,
+            })
+        };
+        let log = PredictionLog {
+            log_type: Some(log_type),
+        };
+        out.extend(teeserve_serving::fuzzing::frame_record(
+            &log.encode_to_vec(),
+        ));
+    }
+    out
+}
+
+/// Copies a directory tree.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn classify_and_regress_warmup_records_run_on_a_savedmodels_signatures() {
+    let lib = teeserve_testkit::require_tensorflow!();
+    let models = savedmodels(&lib);
+    let base = tempfile::tempdir().unwrap();
+    copy_tree(&models.join("examples_tf1"), base.path());
+    let warmup = base
+        .path()
+        .join("1/assets.extra/tf_serving_warmup_requests");
+    std::fs::create_dir_all(warmup.parent().unwrap()).unwrap();
+    let start = || {
+        Command::new(bin())
+            .args(["serve", "--insecure", "--tensorflow-lib", s(&lib)])
+            .args(["--model_name", "ex", "--model_base_path", s(base.path())])
+            .args(["--port", &free_port().to_string()])
+            .args(["--rest_api_port", &free_port().to_string()])
+            .args(["--grpc_bind_address", "127.0.0.1"])
+            .args(["--rest_api_bind_address", "127.0.0.1"])
+            .env("TF_CPP_MIN_LOG_LEVEL", "2")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Good records on both signatures: the version loads and says how many it replayed.
+    std::fs::write(
+        &warmup,
+        examples_warmup(&[
+            ("classify_x", &[("x", &[1.0, 2.0]), ("x", &[0.5, 0.0])]),
+            ("regress_x", &[("x", &[1.0, 2.0])]),
+        ]),
+    )
+    .unwrap();
+    let mut child = start();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(line.starts_with("listening"), "{line}{log}");
+    assert!(
+        log.contains("warmup requests replayed") && log.contains("records=2"),
+        "{log}"
+    );
+    // They are run by TensorFlow, not skipped: an example without the feature the signature
+    // parses (a FixedLenFeature with no default) fails the load, naming the record.
+    std::fs::write(
+        &warmup,
+        examples_warmup(&[
+            ("regress_x", &[("x", &[1.0, 2.0])]),
+            ("classify_x", &[("y", &[1.0, 2.0])]),
+        ]),
+    )
+    .unwrap();
+    let out = start().wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{log}");
+    assert!(
+        log.contains("warmup file: record 1: the model refused it"),
+        "{log}"
+    );
+}

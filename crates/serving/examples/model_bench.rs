@@ -1,7 +1,8 @@
 //! Latency and throughput of one model, for bench/serving.sh.
 //!
 //! Engine only, in process (one inference at a time, one thread):
-//!     model_bench engine MODEL.onnx tract|onnxruntime[=LIB] BATCH REPS
+//!     model_bench engine MODEL.onnx tract|onnxruntime=LIB BATCH REPS
+//!     model_bench engine SAVEDMODEL_DIR tensorflow=LIB BATCH REPS
 //! A requester against a running server (gRPC, or REST with `--rest`), over TLS with CA.pem:
 //!     model_bench client HOST:PORT CA.pem MODEL INPUT BATCH CONCURRENCY SECONDS [--rest]
 //! Both print one JSON line: p50/p90/p99 in milliseconds, count, and rate per second.
@@ -10,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use teeserve_serving::engine::{EngineChoice, LoadedModel};
+use teeserve_serving::engine::{EngineChoice, LoadedModel, TensorFlowEngine, TensorFlowOptions};
 use teeserve_serving::requester::{ca_verifier, client_config};
 use teeserve_serving::requester::{Connection, RequestTarget};
 use teeserve_serving::tensor::{Data, Tensor};
@@ -47,20 +48,31 @@ fn report(mut ms: Vec<f64>, elapsed: Duration) -> String {
 
 fn engine(args: &[String]) -> Result<(), String> {
     let [model, which, batch, reps] = args else {
-        return Err("engine MODEL.onnx tract|onnxruntime=LIB BATCH REPS".into());
-    };
-    let choice = match which.split_once('=') {
-        Some(("onnxruntime", lib)) => EngineChoice::OnnxRuntime { lib: lib.into() },
-        None if which == "tract" => EngineChoice::Tract,
-        _ => return Err(format!("unknown engine {which}")),
+        return Err("engine MODEL tract|onnxruntime=LIB|tensorflow=LIB BATCH REPS".into());
     };
     let batch: usize = batch.parse().map_err(|e| format!("BATCH: {e}"))?;
     let reps: usize = reps.parse().map_err(|e| format!("REPS: {e}"))?;
-    let bytes = std::fs::read(model).map_err(|e| format!("{model}: {e}"))?;
-    let m: Arc<dyn LoadedModel> = choice
-        .start(1)
-        .and_then(|e| e.load(&bytes))
-        .map_err(|e| e.to_string())?;
+    let onnx = |choice: EngineChoice| {
+        let bytes = std::fs::read(model).map_err(|e| format!("{model}: {e}"))?;
+        choice
+            .start(1)
+            .and_then(|e| e.load(&bytes))
+            .map_err(|e| e.to_string())
+    };
+    let m: Arc<dyn LoadedModel> = match which.split_once('=') {
+        Some(("onnxruntime", lib)) => onnx(EngineChoice::OnnxRuntime { lib: lib.into() })?,
+        None if which == "tract" => onnx(EngineChoice::Tract)?,
+        // One thread per operation and one operation at a time, as the Python reference runs.
+        Some(("tensorflow", lib)) => {
+            let mut options = TensorFlowOptions::new(lib.into());
+            options.intra_op_parallelism = 1;
+            options.inter_op_parallelism = 1;
+            TensorFlowEngine::new(options)
+                .and_then(|e| e.load_dir(std::path::Path::new(model)))
+                .map_err(|e| e.to_string())?
+        }
+        _ => return Err(format!("unknown engine {which}")),
+    };
     let spec = &m
         .signatures()
         .get("")

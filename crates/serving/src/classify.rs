@@ -47,8 +47,47 @@ fn features(e: &Example, out: &mut Vec<f32>) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Rows of floats from the examples of an Input.
-pub(crate) fn rows(input: Option<&Input>) -> Result<Vec<Vec<f32>>, ApiError> {
+/// The number of feature values of an example, counted without copying any.
+fn values_in(e: &Example) -> usize {
+    e.features.as_ref().map_or(0, |f| {
+        f.feature
+            .values()
+            .map(|f| match &f.kind {
+                Some(feature::Kind::FloatList(l)) => l.value.len(),
+                Some(feature::Kind::Int64List(l)) => l.value.len(),
+                Some(feature::Kind::BytesList(l)) => l.value.len(),
+                None => 0,
+            })
+            .sum()
+    })
+}
+
+/// Checks what the examples take once each carries its own copy of the context (`context`
+/// bytes, and `each` bytes of its own), before any copy is made: a request of a few bytes per
+/// example beside one large context would otherwise multiply into far more memory than it
+/// took to send.
+pub(crate) fn check_merged(
+    context: usize,
+    each: impl Iterator<Item = usize>,
+    max_bytes: usize,
+) -> Result<(), ApiError> {
+    let mut total = 0usize;
+    for bytes in each {
+        total = total.saturating_add(context.saturating_add(bytes));
+        if total > max_bytes {
+            return Err(ApiError::new(
+                Code::InvalidArgument,
+                format!(
+                    "the examples take more than {max_bytes} bytes once the context ({context} bytes) is merged into each; a request's inputs may take at most {max_bytes} bytes (--max_request_tensor_bytes)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Rows of floats from the examples of an Input, at most `max_bytes` of them in all.
+pub(crate) fn rows(input: Option<&Input>, max_bytes: usize) -> Result<Vec<Vec<f32>>, ApiError> {
     let (examples, context) = match input.and_then(|i| i.kind.as_ref()) {
         Some(input::Kind::ExampleList(l)) => (&l.examples, None),
         Some(input::Kind::ExampleListWithContext(l)) => (&l.examples, l.context.as_ref()),
@@ -57,13 +96,20 @@ pub(crate) fn rows(input: Option<&Input>) -> Result<Vec<Vec<f32>>, ApiError> {
     if examples.is_empty() {
         return Err(ApiError::new(Code::InvalidArgument, "Input is empty"));
     }
+    let mut shared = Vec::new();
+    if let Some(c) = context {
+        features(c, &mut shared)?;
+    }
+    let float = std::mem::size_of::<f32>();
+    check_merged(
+        shared.len() * float,
+        examples.iter().map(|e| values_in(e).saturating_mul(float)),
+        max_bytes,
+    )?;
     examples
         .iter()
         .map(|e| {
-            let mut row = Vec::new();
-            if let Some(c) = context {
-                features(c, &mut row)?;
-            }
+            let mut row = shared.clone();
             features(e, &mut row)?;
             Ok(row)
         })
@@ -145,8 +191,12 @@ pub(crate) const CLASSIFY_METHOD: &str = "tensorflow/serving/classify";
 /// The method name of a regression signature.
 pub(crate) const REGRESS_METHOD: &str = "tensorflow/serving/regress";
 
-/// The serialized tf.Examples of an Input, the context's bytes before each example's.
-pub(crate) fn serialized_examples(input: Option<&Input>) -> Result<Vec<Vec<u8>>, ApiError> {
+/// The serialized tf.Examples of an Input, the context's bytes before each example's, at most
+/// `max_bytes` of them in all.
+pub(crate) fn serialized_examples(
+    input: Option<&Input>,
+    max_bytes: usize,
+) -> Result<Vec<Vec<u8>>, ApiError> {
     use prost::Message as _;
     let (examples, context) = match input.and_then(|i| i.kind.as_ref()) {
         Some(input::Kind::ExampleList(l)) => (&l.examples, None),
@@ -157,6 +207,11 @@ pub(crate) fn serialized_examples(input: Option<&Input>) -> Result<Vec<Vec<u8>>,
         return Err(ApiError::new(Code::InvalidArgument, "Input is empty"));
     }
     let context = context.map(|c| c.encode_to_vec()).unwrap_or_default();
+    check_merged(
+        context.len(),
+        examples.iter().map(|e| e.encoded_len()),
+        max_bytes,
+    )?;
     Ok(examples
         .iter()
         .map(|e| {
@@ -182,7 +237,7 @@ async fn run_examples(
     input: Option<&Input>,
     entry: Entry,
 ) -> Result<Vec<(String, Tensor)>, ApiError> {
-    let serialized = serialized_examples(input)?;
+    let serialized = serialized_examples(input, core.options.max_tensor_bytes)?;
     let sig = crate::service::lookup_signature(target.model.signatures(), sig_name, entry)?;
     let [spec] = sig.inputs.as_slice() else {
         return Err(ApiError::new(
@@ -207,7 +262,10 @@ fn output<'a>(outs: &'a [(String, Tensor)], name: &str) -> Option<&'a Tensor> {
 }
 
 /// The classifications of a classification signature's outputs `classes` and `scores`.
-fn classifications(outs: &[(String, Tensor)], n: usize) -> Result<Vec<Classifications>, ApiError> {
+pub(crate) fn classifications(
+    outs: &[(String, Tensor)],
+    n: usize,
+) -> Result<Vec<Classifications>, ApiError> {
     let bad = |m: String| ApiError::new(Code::InvalidArgument, m);
     let classes = match output(outs, "classes").map(|t| &t.data) {
         Some(Data::Str(v)) => Some(v),
@@ -250,7 +308,10 @@ fn classifications(outs: &[(String, Tensor)], n: usize) -> Result<Vec<Classifica
 }
 
 /// The regressions of a regression signature's output `outputs`.
-fn regressions(outs: &[(String, Tensor)], n: usize) -> Result<Vec<Regression>, ApiError> {
+pub(crate) fn regressions(
+    outs: &[(String, Tensor)],
+    n: usize,
+) -> Result<Vec<Regression>, ApiError> {
     match output(outs, "outputs").map(|t| &t.data) {
         Some(Data::F32(v)) if v.len() == n => {
             Ok(v.iter().map(|&value| Regression { value }).collect())
@@ -287,7 +348,7 @@ pub(crate) async fn classify_input(
         let outs = run_examples(core, target, sig_name, input, entry).await?;
         return classifications(&outs, examples_in(input));
     }
-    let out = run_rows(core, target, rows(input)?).await?;
+    let out = run_rows(core, target, rows(input, core.options.max_tensor_bytes)?).await?;
     let (n, c, v) = scores(&out)?;
     Ok((0..n)
         .map(|i| Classifications {
@@ -314,7 +375,7 @@ pub(crate) async fn regress_input(
         let outs = run_examples(core, target, sig_name, input, entry).await?;
         return regressions(&outs, examples_in(input));
     }
-    let out = run_rows(core, target, rows(input)?).await?;
+    let out = run_rows(core, target, rows(input, core.options.max_tensor_bytes)?).await?;
     let (n, c, v) = scores(&out)?;
     if c != 1 {
         return Err(ApiError::new(

@@ -996,15 +996,28 @@ async fn classify_regress(
         };
         return Ok(json!({ "results": results }).to_string());
     }
-    let mut rows = Vec::new();
+    // The context's values are read once and copied into each row only after the rows'
+    // total is known to fit.
+    let mut shared = Vec::new();
+    if let Some(c) = m.get("context") {
+        example_row(c, &mut shared)?;
+    }
+    let mut rows = Vec::with_capacity(examples.len());
     for e in examples {
         let mut row = Vec::new();
-        if let Some(c) = m.get("context") {
-            example_row(c, &mut row)?;
-        }
         example_row(e, &mut row)?;
         rows.push(row);
     }
+    let float = std::mem::size_of::<f32>();
+    crate::classify::check_merged(
+        shared.len() * float,
+        rows.iter().map(|r| r.len() * float),
+        core.options.max_tensor_bytes,
+    )?;
+    let rows: Vec<Vec<f32>> = rows
+        .into_iter()
+        .map(|r| shared.iter().copied().chain(r).collect())
+        .collect();
     if rows.is_empty() {
         return Err(bad("'examples' is empty"));
     }

@@ -10,9 +10,10 @@
 
 use prost::Message;
 
+use crate::classify::{self, CLASSIFY_METHOD, REGRESS_METHOD};
 use crate::engine::LoadedModel;
-use crate::proto::tensorflow::serving::{prediction_log, PredictionLog};
-use crate::tensor::Tensor;
+use crate::proto::tensorflow::serving::{prediction_log, Input, ModelSpec, PredictionLog};
+use crate::tensor::{DType, Data, Tensor};
 
 /// Where the warmup file is, inside a version directory.
 pub(crate) const WARMUP_FILE: &str = "assets.extra/tf_serving_warmup_requests";
@@ -117,9 +118,10 @@ pub fn records(mut file: &[u8]) -> Result<Vec<&[u8]>, WarmupError> {
     Ok(out)
 }
 
-/// Replays the warmup records on `model`; gives the number of predict records replayed. A
-/// predict log runs its request on the signature it names; classify and regress logs are
-/// decoded and skipped (they are not replayed yet).
+/// Replays the warmup records on `model`; gives the number of records replayed. A predict log
+/// runs its request on the signature it names; a classify or regress log runs its examples as
+/// Classify and Regress would (a classification or regression signature takes them serialized;
+/// another model takes them as rows of floats).
 pub(crate) fn replay(model: &dyn LoadedModel, file: &[u8]) -> Result<usize, WarmupError> {
     let records = records(file)?;
     let mut replayed = 0;
@@ -158,8 +160,32 @@ pub(crate) fn replay(model: &dyn LoadedModel, file: &[u8]) -> Result<usize, Warm
                     .map_err(|e| fail(format!("the model refused it: {e}")))?;
                 replayed += 1;
             }
-            Some(prediction_log::LogType::ClassifyLog(_))
-            | Some(prediction_log::LogType::RegressLog(_)) => {}
+            Some(prediction_log::LogType::ClassifyLog(c)) => {
+                let req = c
+                    .request
+                    .ok_or_else(|| fail("classify_log has no request".into()))?;
+                run_examples(
+                    model,
+                    req.model_spec.as_ref(),
+                    req.input.as_ref(),
+                    CLASSIFY_METHOD,
+                )
+                .map_err(fail)?;
+                replayed += 1;
+            }
+            Some(prediction_log::LogType::RegressLog(r)) => {
+                let req = r
+                    .request
+                    .ok_or_else(|| fail("regress_log has no request".into()))?;
+                run_examples(
+                    model,
+                    req.model_spec.as_ref(),
+                    req.input.as_ref(),
+                    REGRESS_METHOD,
+                )
+                .map_err(fail)?;
+                replayed += 1;
+            }
             None => {
                 return Err(fail(
                     "a PredictionLog of a kind teeserve does not replay".into(),
@@ -168,6 +194,78 @@ pub(crate) fn replay(model: &dyn LoadedModel, file: &[u8]) -> Result<usize, Warm
         }
     }
     Ok(replayed)
+}
+
+/// Runs the examples of a Classify or Regress request (`method` says which) on `model`, with
+/// the inputs the live request would give it, bounded as a request's are.
+fn run_examples(
+    model: &dyn LoadedModel,
+    spec: Option<&ModelSpec>,
+    input: Option<&Input>,
+    method: &str,
+) -> Result<(), String> {
+    let name = spec.map(|s| s.signature_name.as_str()).unwrap_or_default();
+    if model.signatures().method(name) == Some(method) {
+        let sig = model
+            .signatures()
+            .get(name)
+            .ok_or_else(|| format!("no signature {name:?}"))?;
+        let [input_spec] = sig.inputs.as_slice() else {
+            return Err(format!("signature {name:?} does not have one input"));
+        };
+        if input_spec.dtype != DType::Str {
+            return Err(format!(
+                "signature {name:?} does not take serialized tf.Examples (DT_STRING)"
+            ));
+        }
+        let serialized =
+            classify::serialized_examples(input, MAX_TENSOR_BYTES).map_err(|e| e.message)?;
+        let n = serialized.len();
+        let t = Tensor::new(vec![n], Data::Str(serialized)).map_err(|e| e.to_string())?;
+        let outs = model
+            .run(name, vec![t])
+            .map_err(|e| format!("the model refused it: {e}"))?;
+        // Its outputs read as Classify or Regress reads them: a signature whose outputs they
+        // could not answer fails here as the live request would.
+        let outs: Vec<(String, Tensor)> = sig
+            .outputs
+            .iter()
+            .map(|s| s.name.clone())
+            .zip(outs)
+            .collect();
+        let read = if method == CLASSIFY_METHOD {
+            classify::classifications(&outs, n).map(drop)
+        } else {
+            classify::regressions(&outs, n).map(drop)
+        };
+        return read.map_err(|e| e.message);
+    }
+    if !name.is_empty() && model.signatures().get(name).is_none() {
+        return Err(format!("no signature {name:?}"));
+    }
+    let rows = classify::rows(input, MAX_TENSOR_BYTES).map_err(|e| e.message)?;
+    let width = rows[0].len();
+    if let Some(i) = rows.iter().position(|r| r.len() != width) {
+        return Err(format!(
+            "example {i} has {} feature values; example 0 has {width}",
+            rows[i].len()
+        ));
+    }
+    let n = rows.len();
+    let t = Tensor::new(vec![n, width], Data::F32(rows.concat())).map_err(|e| e.to_string())?;
+    let out = model
+        .run("", vec![t])
+        .map_err(|e| format!("the model refused it: {e}"))?;
+    let first = out
+        .first()
+        .ok_or_else(|| "the model gave no output".to_owned())?;
+    let (_, values, _) = classify::scores(first).map_err(|e| e.message)?;
+    if method == REGRESS_METHOD && values != 1 {
+        return Err(format!(
+            "Regress needs one value per example; the model gives {values}"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -960,3 +960,201 @@ async fn a_warmup_record_declaring_a_huge_shape_fails_the_load_without_allocatin
     assert!(e.contains("warmup file: record 0: input \"pixels\""), "{e}");
     assert!(e.contains("more than the 134217728 allowed"), "{e}");
 }
+
+/// tf.Examples of the digits model's 64 features (one float feature `x` of `width` values).
+fn digit_examples(n: usize, width: usize) -> Vec<teeserve_serving::proto::tensorflow::Example> {
+    use teeserve_serving::proto::tensorflow::{feature, Example, Feature, Features, FloatList};
+    let x = pixels();
+    let Data::F32(v) = &x.data else { panic!() };
+    (0..n)
+        .map(|i| Example {
+            features: Some(Features {
+                feature: [(
+                    "x".to_owned(),
+                    Feature {
+                        kind: Some(feature::Kind::FloatList(FloatList {
+                            value: v[i * 64..i * 64 + width].to_vec(),
+                        })),
+                    },
+                )]
+                .into_iter()
+                .collect(),
+            }),
+        })
+        .collect()
+}
+
+/// A one-record warmup file of a Classify (or Regress) request on `examples`.
+fn examples_warmup(
+    classify: bool,
+    examples: Vec<teeserve_serving::proto::tensorflow::Example>,
+    context: Option<teeserve_serving::proto::tensorflow::Example>,
+) -> Vec<u8> {
+    use prost::Message;
+    use teeserve_serving::proto::tensorflow::serving::{
+        input, prediction_log::LogType, ClassificationRequest, ClassifyLog, ExampleListWithContext,
+        Input, PredictionLog, RegressLog, RegressionRequest,
+    };
+    let input = Some(Input {
+        kind: Some(input::Kind::ExampleListWithContext(
+            ExampleListWithContext { examples, context },
+        )),
+    });
+    let model_spec = spec("digits", None, None, "");
+    let log_type = if classify {
+        LogType::ClassifyLog(ClassifyLog {
+            request: Some(ClassificationRequest { model_spec, input }),
+            response: None,
+        })
+    } else {
+        LogType::RegressLog(RegressLog {
+            request: Some(RegressionRequest { model_spec, input }),
+            response: None,
+        })
+    };
+    let log = PredictionLog {
+        log_type: Some(log_type),
+    };
+    teeserve_serving::fuzzing::frame_record(&log.encode_to_vec())
+}
+
+#[tokio::test]
+async fn classify_and_regress_warmup_records_run_and_one_the_model_refuses_fails_the_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = base(dir.path());
+    let warmup = b.join("1/assets.extra/tf_serving_warmup_requests");
+    std::fs::create_dir_all(warmup.parent().unwrap()).unwrap();
+    // Classify records run on the digits model (its rows rule: 64 floats per example).
+    std::fs::write(&warmup, examples_warmup(true, digit_examples(3, 64), None)).unwrap();
+    let s = start(options(&b)).await;
+    assert!(s.core.repo.ready());
+    s.shutdown().await;
+    // They are run, not skipped: examples of 63 features fail the load, naming the record.
+    std::fs::write(&warmup, examples_warmup(true, digit_examples(2, 63), None)).unwrap();
+    let e = Server::start(options(&b), None)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("warmup file: record 0: the model refused it"),
+        "{e}"
+    );
+    // A Regress record runs too, and its answer is read as Regress reads it: the digits model
+    // gives ten values per example where Regress needs one, so the second record fails.
+    let mut two = examples_warmup(true, digit_examples(1, 64), None);
+    two.extend(examples_warmup(false, digit_examples(1, 64), None));
+    std::fs::write(&warmup, &two).unwrap();
+    let e = Server::start(options(&b), None)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains(
+            "warmup file: record 1: Regress needs one value per example; the model gives 10"
+        ),
+        "{e}"
+    );
+    // A record of a few megabytes whose context would be copied into each of its examples:
+    // refused before the copies are made.
+    let context = digit_examples(1, 64).pop().map(|mut e| {
+        let f = e.features.as_mut().unwrap().feature.get_mut("x").unwrap();
+        if let Some(teeserve_serving::proto::tensorflow::feature::Kind::FloatList(l)) = &mut f.kind
+        {
+            l.value = vec![0.5; 1 << 20];
+        }
+        e
+    });
+    let empty = vec![teeserve_serving::proto::tensorflow::Example::default(); 100_000];
+    std::fs::write(&warmup, examples_warmup(true, empty, context)).unwrap();
+    let e = Server::start(options(&b), None)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("warmup file: record 0: the examples take more than")
+            && e.contains("--max_request_tensor_bytes"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_context_merged_into_many_examples_is_refused_before_it_is_copied() {
+    use teeserve_serving::proto::tensorflow::serving::{
+        input, ClassificationRequest, ExampleListWithContext, Input, RegressionRequest,
+    };
+    use teeserve_serving::proto::tensorflow::{feature, Example, Feature, Features, FloatList};
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(options(&base(dir.path()))).await;
+    // 4 MiB of context and 100,000 empty examples: a 4.2 MB request that would take 400 GB
+    // once the context is merged into each example.
+    let context = Example {
+        features: Some(Features {
+            feature: [(
+                "c".to_owned(),
+                Feature {
+                    kind: Some(feature::Kind::FloatList(FloatList {
+                        value: vec![0.25; 1 << 20],
+                    })),
+                },
+            )]
+            .into_iter()
+            .collect(),
+        }),
+    };
+    let input = Some(Input {
+        kind: Some(input::Kind::ExampleListWithContext(
+            ExampleListWithContext {
+                examples: vec![Example::default(); 100_000],
+                context: Some(context),
+            },
+        )),
+    });
+    let mut c = grpc(&s).await;
+    let e = c
+        .classify(ClassificationRequest {
+            model_spec: spec("digits", None, None, ""),
+            input: input.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message()
+            .contains("once the context (4194304 bytes) is merged into each")
+            && e.message().contains("--max_request_tensor_bytes"),
+        "{e:?}"
+    );
+    let e = c
+        .regress(RegressionRequest {
+            model_spec: spec("digits", None, None, ""),
+            input,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    // REST: the same request as JSON (a context of 1 Mi numbers, 100,000 empty examples).
+    let body = format!(
+        "{{\"context\": {{\"c\": [{}]}}, \"examples\": [{}]}}",
+        vec!["0.25"; 1 << 20].join(","),
+        vec!["{}"; 100_000].join(",")
+    );
+    let mut r = rest(&s).await;
+    let (status, b) = r
+        .request(
+            hyper::Method::POST,
+            "/v1/models/digits:classify",
+            body.into_bytes(),
+        )
+        .await
+        .unwrap();
+    let b = String::from_utf8_lossy(&b);
+    assert_eq!(status, 400, "{b}");
+    assert!(b.contains("--max_request_tensor_bytes"), "{b}");
+    // The server goes on serving.
+    let (status, _) = predict_one_zero_row(&s.rest_addr.unwrap().to_string()).await;
+    assert_eq!(status, 200);
+    s.shutdown().await;
+}

@@ -192,7 +192,9 @@ pub struct ServeArgs {
     /// Requests in flight before RESOURCE_EXHAUSTED / HTTP 429.
     #[arg(long = "max_in_flight", default_value_t = 256)]
     pub max_in_flight: usize,
-    /// Inference worker threads (default: the cores).
+    /// Inference worker threads (default: the cores). A model's weights are held once whatever
+    /// the number: tract shares one plan between the workers, TensorFlow one session; ONNX
+    /// Runtime runs one session per model whose inferences take turns, each on this many threads.
     #[arg(long = "workers")]
     pub workers: Option<usize>,
     /// Largest request (gRPC message or REST body), bytes.

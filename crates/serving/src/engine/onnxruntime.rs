@@ -3,12 +3,16 @@
 //! onnxruntime wheel ships). Nothing is downloaded at build or run time, and a build without the
 //! `onnxruntime` feature does not contain this engine at all.
 //!
-//! `ort` runs a session through `&mut` (ONNX Runtime's allocators are not all thread safe), so a
-//! model holds one session per worker, each running one inference on one thread: the same shape
-//! of concurrency as the tract engine, where requests, not operators, are spread over the cores.
+//! A model is one session, so its weights are in memory once whatever the number of workers (in
+//! an enclave, memory is the scarcest resource). `ort` runs a session through `&mut` (its
+//! maintainers do not trust ONNX Runtime's `Run` from several threads at once), so inferences on
+//! one model take turns, and each spreads its operators over as many threads as there are
+//! workers, as TensorFlow Serving runs one session with intra-op threads. Concurrent requests
+//! still share a run through the batcher (`--enable_batching`). One session per worker was the
+//! alternative: about 15% more throughput on ResNet-50 at 2 workers without batching, for a full
+//! copy of the (layout-transformed) weights per worker; see docs/BENCHMARKS.md.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use ort::session::{Session, SessionInputValue};
@@ -24,7 +28,7 @@ static LOADED: OnceLock<PathBuf> = OnceLock::new();
 /// The ONNX Runtime engine.
 pub struct OnnxRuntimeEngine {
     env: ort::environment::Environment,
-    sessions: usize,
+    threads: usize,
     version: String,
 }
 
@@ -32,15 +36,16 @@ impl std::fmt::Debug for OnnxRuntimeEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "OnnxRuntimeEngine(version {}, {} sessions per model)",
-            self.version, self.sessions
+            "OnnxRuntimeEngine(version {}, {} threads per inference)",
+            self.version, self.threads
         )
     }
 }
 
 impl OnnxRuntimeEngine {
-    /// Loads ONNX Runtime from `lib`; each model gets `sessions` sessions (the worker count).
-    pub fn new(lib: &Path, sessions: usize) -> Result<Self, EngineError> {
+    /// Loads ONNX Runtime from `lib`; each inference runs its operators on `threads` threads (the
+    /// worker count).
+    pub fn new(lib: &Path, threads: usize) -> Result<Self, EngineError> {
         let library = |detail: String| EngineError::Library {
             engine: "ONNX Runtime",
             path: lib.to_owned(),
@@ -74,7 +79,7 @@ impl OnnxRuntimeEngine {
             .to_owned();
         Ok(Self {
             env,
-            sessions: sessions.max(1),
+            threads: threads.max(1),
             version,
         })
     }
@@ -83,7 +88,7 @@ impl OnnxRuntimeEngine {
         let e = |e: ort::Error<_>| load(format!("ONNX Runtime session options: {e}"));
         Session::builder(&self.env)
             .map_err(|e| load(format!("ONNX Runtime: {e}")))?
-            .with_intra_threads(1)
+            .with_intra_threads(self.threads)
             .map_err(e)?
             .with_inter_threads(1)
             .map_err(e)?
@@ -146,18 +151,21 @@ impl Engine for OnnxRuntimeEngine {
     }
 
     fn load(&self, onnx_bytes: &[u8]) -> Result<Arc<dyn LoadedModel>, EngineError> {
-        let first = self.session(onnx_bytes)?;
+        let session = self.session(onnx_bytes)?;
         let signature = Signature {
-            inputs: first.inputs().iter().map(spec).collect::<Result<_, _>>()?,
-            outputs: first.outputs().iter().map(spec).collect::<Result<_, _>>()?,
+            inputs: session
+                .inputs()
+                .iter()
+                .map(spec)
+                .collect::<Result<_, _>>()?,
+            outputs: session
+                .outputs()
+                .iter()
+                .map(spec)
+                .collect::<Result<_, _>>()?,
         };
-        let mut sessions = vec![Mutex::new(first)];
-        for _ in 1..self.sessions {
-            sessions.push(Mutex::new(self.session(onnx_bytes)?));
-        }
         Ok(Arc::new(OnnxRuntimeModel {
-            sessions,
-            next: AtomicUsize::new(0),
+            session: Mutex::new(session),
             signatures: Signatures::single(signature.clone()),
             signature,
             cost: RunCost::default(),
@@ -165,10 +173,9 @@ impl Engine for OnnxRuntimeEngine {
     }
 }
 
-/// A model loaded into ONNX Runtime: one session per worker.
+/// A model loaded into ONNX Runtime: one session, which inferences take in turns.
 pub(super) struct OnnxRuntimeModel {
-    sessions: Vec<Mutex<Session>>,
-    next: AtomicUsize,
+    session: Mutex<Session>,
     signature: Signature,
     signatures: Signatures,
     cost: RunCost,
@@ -176,12 +183,7 @@ pub(super) struct OnnxRuntimeModel {
 
 impl std::fmt::Debug for OnnxRuntimeModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "OnnxRuntimeModel({} sessions, {:?})",
-            self.sessions.len(),
-            self.signature
-        )
+        write!(f, "OnnxRuntimeModel({:?})", self.signature)
     }
 }
 
@@ -292,15 +294,10 @@ impl LoadedModel for OnnxRuntimeModel {
             .zip(&self.signature.inputs)
             .map(|(t, s)| Ok((s.name.as_str(), input_value(t, s)?)))
             .collect::<Result<Vec<_>, EngineError>>()?;
-        // The first free session, so that at low concurrency the same (cache-warm) session
-        // runs every request; if all are busy, wait for one in turn.
-        let n = self.sessions.len();
-        let mut guard = match self.sessions.iter().find_map(|s| s.try_lock().ok()) {
-            Some(g) => g,
-            None => self.sessions[self.next.fetch_add(1, Ordering::Relaxed) % n]
-                .lock()
-                .map_err(|_| run("an earlier inference on this session panicked".into()))?,
-        };
+        let mut guard = self
+            .session
+            .lock()
+            .map_err(|_| run("an earlier inference on this session panicked".into()))?;
         let outputs = guard.run(values).map_err(|e| run(e.to_string()))?;
         self.signature
             .outputs
