@@ -9,6 +9,9 @@ styles, under OUT (a temporary directory; nothing here is committed):
   OUT/examples_tf1/1    TF1 with classification and regression signatures over serialized
                         tf.Example (features x: float [2]), and a predict serving_default
   OUT/strings_tf2/1     TF2, DT_STRING in and out: text -> upper (string), length (int32)
+  OUT/dtypes_tf2/1      TF2, 16-bit floats and complex numbers in and out: h (half) -> 2h,
+                        b (bfloat16) -> b + 1, c (complex64) -> c * (1 + 2i), and c as
+                        complex128
 
 Run with the CI virtualenv's python (tensorflow-cpu): python make_savedmodels.py OUT
 """
@@ -91,11 +94,26 @@ def strings_tf2(path):
     tf.saved_model.save(m, path, signatures={"serving_default": m.serve})
 
 
+class Dtypes(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float16, name="h"),
+                                  tf.TensorSpec([None], tf.bfloat16, name="b"),
+                                  tf.TensorSpec([None], tf.complex64, name="c")])
+    def serve(self, h, b, c):
+        return {"h2": h * tf.constant(2, tf.float16), "b1": b + tf.constant(1, tf.bfloat16),
+                "c2": c * tf.constant(1 + 2j, tf.complex64), "z": tf.cast(c, tf.complex128)}
+
+
+def dtypes_tf2(path):
+    m = Dtypes()
+    tf.saved_model.save(m, path, signatures={"serving_default": m.serve})
+
+
 MODELS = {
     "half_tf1": half_tf1,
     "half_tf2": half_tf2,
     "examples_tf1": examples_tf1,
     "strings_tf2": strings_tf2,
+    "dtypes_tf2": dtypes_tf2,
 }
 
 

@@ -141,6 +141,46 @@ def main(binary):
             assert list(tf.make_ndarray(resp.outputs["upper"])) == list(want["upper"].numpy())
             assert (tf.make_ndarray(resp.outputs["length"]) == want["length"].numpy()).all()
 
+        def dtypes():
+            h = np.array([1.5, -0.25, 65504.0], np.float16)
+            b = tf.constant([1.0, 2.5, -3.0], tf.bfloat16)
+            c = np.array([1 + 1j, -2.5j, 3], np.complex64)
+            want = in_process("dtypes_tf2", h=tf.constant(h), b=b, c=tf.constant(c))
+
+            def ask(req):
+                resp = stub(grpc_port).Predict(req, 30)
+                for k, dt in [("h2", tf.float16), ("b1", tf.bfloat16), ("c2", tf.complex64), ("z", tf.complex128)]:
+                    assert resp.outputs[k].dtype == dt.as_datatype_enum, (k, resp.outputs[k])
+                    got = tf.make_ndarray(resp.outputs[k])
+                    assert got.dtype == want[k].numpy().dtype, (k, got.dtype)
+                    assert (got == want[k].numpy()).all(), (k, got, want[k].numpy())
+
+            # As make_tensor_proto writes them (tensor_content for the 16-bit floats,
+            # scomplex_val for complex64).
+            req = predict_pb2.PredictRequest()
+            req.model_spec.name = "dtypes_tf2"
+            req.inputs["h"].CopyFrom(tf.make_tensor_proto(h))
+            req.inputs["b"].CopyFrom(tf.make_tensor_proto(b))
+            req.inputs["c"].CopyFrom(tf.make_tensor_proto(c))
+            ask(req)
+            # The other encodings: 16-bit floats as bit patterns in half_val, complex64 as
+            # tensor_content.
+            for k, bits in [("h", h.view(np.uint16)), ("b", b.numpy().view(np.uint16))]:
+                t = req.inputs[k]
+                t.ClearField("tensor_content")
+                t.half_val.extend(int(x) for x in bits)
+            req.inputs["c"].ClearField("scomplex_val")
+            req.inputs["c"].tensor_content = c.tobytes()
+            ask(req)
+            # REST: 16-bit floats as numbers; complex numbers, as in TF Serving, are refused.
+            body = json.dumps({"inputs": {"h": h.astype(float).tolist(), "b": [1.0, 2.5, -3.0],
+                                          "c": [[1, 1], [0, -2.5], [3, 0]]}})
+            r = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", "--cacert", f"{tls}/ca.pem", "-d", body,
+                                f"https://localhost:{rest_port}/v1/models/dtypes_tf2:predict"],
+                               check=True, capture_output=True, text=True).stdout
+            out, code = r.rsplit("\n", 1)
+            assert code == "400" and "DT_COMPLEX64" in json.loads(out)["error"], (code, out)
+
         def examples():
             inp = input_pb2.Input()
             for row in ([1.0, 2.0], [-3.0, 0.5]):
@@ -197,6 +237,7 @@ def main(binary):
         for name in make_savedmodels.MODELS:
             check(f"GetModelMetadata of {name} equals the MetaGraphDef's SignatureDefMap", lambda n=name: metadata(n))
         check("DT_STRING in and out", strings)
+        check("DT_HALF, DT_BFLOAT16, DT_COMPLEX64 and DT_COMPLEX128 in and out", dtypes)
         check("Classify on a classification signature", classify)
         check("Regress on a regression signature", regress)
         check("REST row format with curl, two outputs: one object per row", rest_rows)

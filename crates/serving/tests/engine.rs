@@ -1,5 +1,6 @@
-//! The tract engine in process: plans specialised to request shapes give the same outputs as
-//! the general plan, for more distinct shapes than it keeps plans for.
+//! The ONNX engines in process: tract's plans specialised to request shapes give the same
+//! outputs as the general plan, for more distinct shapes than it keeps plans for; 16-bit float
+//! tensors go in and out of tract and ONNX Runtime.
 use teeserve_serving::engine::{Engine, TractEngine};
 use teeserve_serving::tensor::{self, Data};
 
@@ -39,4 +40,111 @@ fn every_batch_size_matches_onnxruntime() {
             assert!(worst < 1e-4, "round {round}, {rows} rows: off by {worst}");
         }
     }
+}
+
+/// x: `elem` [N, 2] -> y = x + x (`op` Add) or y = x (`op` Identity), a graph of one node in
+/// `elem` (ONNX's TensorProto.DataType).
+fn one_node_model(elem: tract_onnx::pb::tensor_proto::DataType, op: &str) -> Vec<u8> {
+    use prost::Message;
+    use tract_onnx::pb::{
+        tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
+        TensorShapeProto, TypeProto, ValueInfoProto,
+    };
+    let value = |name: &str| ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: elem as i32,
+                shape: Some(TensorShapeProto {
+                    dim: [
+                        tensor_shape_proto::dimension::Value::DimParam("N".into()),
+                        tensor_shape_proto::dimension::Value::DimValue(2),
+                    ]
+                    .into_iter()
+                    .map(|v| tensor_shape_proto::Dimension {
+                        value: Some(v),
+                        ..Default::default()
+                    })
+                    .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(GraphProto {
+            name: "double".into(),
+            node: vec![NodeProto {
+                op_type: op.into(),
+                input: if op == "Add" {
+                    vec!["x".into(), "x".into()]
+                } else {
+                    vec!["x".into()]
+                },
+                output: vec!["y".into()],
+                name: "y".into(),
+                ..Default::default()
+            }],
+            input: vec![value("x")],
+            output: vec![value("y")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn half_precision_tensors_go_in_and_out_of_tract_and_onnx_runtime() {
+    use tract_onnx::pb::tensor_proto::DataType as Onnx;
+    let h = |v: &[f32]| Data::F16(v.iter().map(|&x| half::f16::from_f32(x)).collect());
+    let x = tensor::Tensor::new(vec![2, 2], h(&[1.5, -0.25, 100.0, 0.0])).unwrap();
+    let want = h(&[3.0, -0.5, 200.0, 0.0]);
+    let model = TractEngine
+        .load(&one_node_model(Onnx::Float16, "Add"))
+        .unwrap();
+    assert_eq!(
+        model.signatures().get("").unwrap().inputs[0].dtype,
+        tensor::DType::F16
+    );
+    let out = model.run("", vec![x.clone()]).unwrap();
+    assert_eq!(
+        (out[0].shape.as_slice(), &out[0].data),
+        (&[2usize, 2][..], &want)
+    );
+
+    // ONNX Runtime: half, and bfloat16 (which its CPU kernels only move, not add).
+    let Some(lib) = std::env::var_os("TEESERVE_ONNXRUNTIME_LIB") else {
+        let _: Option<()> = teeserve_testkit::absent(
+            "no libonnxruntime (set TEESERVE_ONNXRUNTIME_LIB)",
+            "TEESERVE_REQUIRE_ONNXRUNTIME",
+        );
+        return;
+    };
+    let ort = teeserve_serving::engine::EngineChoice::OnnxRuntime { lib: lib.into() }
+        .start(2)
+        .unwrap();
+    let out = ort
+        .load(&one_node_model(Onnx::Float16, "Add"))
+        .unwrap()
+        .run("", vec![x])
+        .unwrap();
+    assert_eq!(out[0].data, want);
+    let b = |v: &[f32]| Data::BF16(v.iter().map(|&x| half::bf16::from_f32(x)).collect());
+    let x = tensor::Tensor::new(vec![1, 2], b(&[1.5, -3.0])).unwrap();
+    let model = ort
+        .load(&one_node_model(Onnx::Bfloat16, "Identity"))
+        .unwrap();
+    assert_eq!(
+        model.signatures().get("").unwrap().inputs[0].dtype,
+        tensor::DType::BF16
+    );
+    let out = model.run("", vec![x]).unwrap();
+    assert_eq!(out[0].data, b(&[1.5, -3.0]));
 }

@@ -15,9 +15,13 @@ fn onnx_dtype(t: i32) -> Option<DType> {
         7 => DType::I64,
         8 => DType::Str,
         9 => DType::Bool,
+        10 => DType::F16,
         11 => DType::F64,
         12 => DType::U32,
         13 => DType::U64,
+        14 => DType::C64,
+        15 => DType::C128,
+        16 => DType::BF16,
         _ => return None,
     })
 }

@@ -122,6 +122,8 @@ fn dtype(t: TensorElementType) -> Option<DType> {
         T::Uint64 => DType::U64,
         T::Bool => DType::Bool,
         T::String => DType::Str,
+        T::Float16 => DType::F16,
+        T::Bfloat16 => DType::BF16,
         _ => return None,
     })
 }
@@ -210,6 +212,14 @@ fn input_value<'a>(t: &'a Tensor, spec: &TensorSpec) -> Result<SessionInputValue
         Data::U32(v) => view!(v),
         Data::U64(v) => view!(v),
         Data::Bool(v) => view!(v),
+        Data::F16(v) => view!(v),
+        Data::BF16(v) => view!(v),
+        Data::C64(_) | Data::C128(_) => {
+            return Err(input(format!(
+                "{} tensors are not supported by the ONNX Runtime engine",
+                t.dtype().tf_name()
+            )))
+        }
         Data::Str(v) => {
             let strings = v
                 .iter()
@@ -252,6 +262,8 @@ fn output(v: &DynValue, name: &str) -> Result<Tensor, EngineError> {
         T::Uint32 => get!(u32, U32),
         T::Uint64 => get!(u64, U64),
         T::Bool => get!(bool, Bool),
+        T::Float16 => get!(half::f16, F16),
+        T::Bfloat16 => get!(half::bf16, BF16),
         T::String => {
             let (shape, s) = v.try_extract_strings().map_err(|e| output(e.to_string()))?;
             (

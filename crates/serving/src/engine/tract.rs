@@ -151,6 +151,7 @@ fn run_error(detail: String) -> EngineError {
 fn to_tract(t: Tensor) -> Result<tract_onnx::prelude::TValue, EngineError> {
     use tract_onnx::prelude::*;
     let shape = t.shape.clone();
+    let dtype = t.dtype();
     let r = match t.data {
         Data::F32(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
         Data::F64(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
@@ -163,10 +164,17 @@ fn to_tract(t: Tensor) -> Result<tract_onnx::prelude::TValue, EngineError> {
         Data::U32(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
         Data::U64(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
         Data::Bool(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
+        Data::F16(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
         Data::Str(_) => {
             return Err(run_error(
                 "string tensors are not supported by the tract engine".into(),
             ))
+        }
+        Data::BF16(_) | Data::C64(_) | Data::C128(_) => {
+            return Err(run_error(format!(
+                "{} tensors are not supported by the tract engine",
+                dtype.tf_name()
+            )))
         }
     };
     r.map(|t| t.into_tvalue())
@@ -199,6 +207,7 @@ fn from_tract(t: &tract_onnx::prelude::Tensor) -> Result<Tensor, EngineError> {
         D::U32 => get!(u32, U32),
         D::U64 => get!(u64, U64),
         D::Bool => get!(bool, Bool),
+        D::F16 => get!(half::f16, F16),
         other => return Err(run_error(format!("output type {other:?} is not supported"))),
     };
     Ok(Tensor { shape, data })
@@ -278,6 +287,7 @@ fn specialise(
             DType::U32 => u32::datum_type(),
             DType::U64 => u64::datum_type(),
             DType::Bool => bool::datum_type(),
+            DType::F16 => half::f16::datum_type(),
             other => return Err(format!("{} inputs", other.tf_name())),
         };
         m = m

@@ -321,6 +321,17 @@ pub fn from_json_within(v: &Value, dtype: DType, max_bytes: usize) -> Result<Ten
             .and_then(|u| u32::try_from(u).ok())),
         DType::U64 => conv!(U64, |x: &Value| x.as_u64()),
         DType::Bool => conv!(Bool, |x: &Value| x.as_bool()),
+        // Numbers, rounded to the nearest 16-bit float (TF Serving's JSON has no 16-bit floats;
+        // teeserve reads them as numbers, as a requester would write them).
+        DType::F16 => conv!(F16, |x: &Value| x.as_f64().map(half::f16::from_f64)),
+        DType::BF16 => conv!(BF16, |x: &Value| x.as_f64().map(half::bf16::from_f64)),
+        // As TF Serving: JSON has no complex numbers (send them over gRPC).
+        DType::C64 | DType::C128 => {
+            return Err(TensorError::Dtype(format!(
+            "Conversion of JSON Value to type {} is not supported; send complex tensors over gRPC",
+            dtype.tf_name()
+        )))
+        }
         DType::Str => Data::Str(
             flat.iter()
                 .map(|x| match (x, is_b64(x)) {
@@ -427,6 +438,23 @@ fn write_elem(t: &Tensor, i: usize, b64: bool, out: &mut String) {
             let _ = write!(out, "{}", v[i]);
         }
         Data::Bool(v) => out.push_str(if v[i] { "true" } else { "false" }),
+        Data::F16(v) => float(out, v[i].to_f64(), v[i].to_f32()),
+        Data::BF16(v) => float(out, v[i].to_f64(), v[i].to_f32()),
+        // A complex number as its (real, imaginary) pair.
+        Data::C64(v) => {
+            out.push('[');
+            float(out, f64::from(v[i][0]), v[i][0]);
+            out.push_str(", ");
+            float(out, f64::from(v[i][1]), v[i][1]);
+            out.push(']');
+        }
+        Data::C128(v) => {
+            out.push('[');
+            float(out, v[i][0], v[i][0]);
+            out.push_str(", ");
+            float(out, v[i][1], v[i][1]);
+            out.push(']');
+        }
         Data::Str(v) => {
             if b64 {
                 use base64::Engine;
@@ -702,5 +730,28 @@ mod tests {
         let mut s = String::new();
         write_json(&t, None, false, &mut s);
         assert_eq!(s, "[1.0, 0.25]");
+    }
+
+    #[test]
+    fn sixteen_bit_floats_are_numbers_and_complex_numbers_are_pairs() {
+        let t = from_json(&serde_json::json!([1.5, -0.25, 3.0]), DType::F16).unwrap();
+        let Data::F16(v) = &t.data else { panic!() };
+        assert_eq!(v[0], half::f16::from_f32(1.5));
+        let mut s = String::new();
+        write_json(&t, None, false, &mut s);
+        assert_eq!(s, "[1.5, -0.25, 3.0]");
+        let t = from_json(&serde_json::json!([[2.5]]), DType::BF16).unwrap();
+        let mut s = String::new();
+        write_json(&t, None, false, &mut s);
+        assert_eq!(s, "[[2.5]]");
+        // As TF Serving, no complex numbers in; out, each is its (real, imaginary) pair.
+        let e = from_json(&serde_json::json!([[1, 2]]), DType::C64)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("DT_COMPLEX64"), "{e}");
+        let t = Tensor::new(vec![2], Data::C64(vec![[1.0, -2.0], [0.5, 0.0]])).unwrap();
+        let mut s = String::new();
+        write_json(&t, None, false, &mut s);
+        assert_eq!(s, "[[1.0, -2.0], [0.5, 0.0]]");
     }
 }

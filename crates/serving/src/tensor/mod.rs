@@ -74,6 +74,14 @@ pub enum DType {
     Bool,
     /// bytes (DT_STRING)
     Str,
+    /// IEEE half precision (DT_HALF)
+    F16,
+    /// bfloat16 (DT_BFLOAT16)
+    BF16,
+    /// complex of two float32 (DT_COMPLEX64)
+    C64,
+    /// complex of two float64 (DT_COMPLEX128)
+    C128,
 }
 
 impl DType {
@@ -92,6 +100,10 @@ impl DType {
             DType::U64 => DataType::DtUint64,
             DType::Bool => DataType::DtBool,
             DType::Str => DataType::DtString,
+            DType::F16 => DataType::DtHalf,
+            DType::BF16 => DataType::DtBfloat16,
+            DType::C64 => DataType::DtComplex64,
+            DType::C128 => DataType::DtComplex128,
         }
     }
 
@@ -112,6 +124,10 @@ impl DType {
             DataType::DtUint64 => DType::U64,
             DataType::DtBool => DType::Bool,
             DataType::DtString => DType::Str,
+            DataType::DtHalf => DType::F16,
+            DataType::DtBfloat16 => DType::BF16,
+            DataType::DtComplex64 => DType::C64,
+            DataType::DtComplex128 => DType::C128,
             other => {
                 return Err(TensorError::Dtype(format!(
                     "tensor dtype {} is not supported",
@@ -141,15 +157,20 @@ impl DType {
             DType::U64 => "uint64",
             DType::Bool => "bool",
             DType::Str => "string",
+            DType::F16 => "half",
+            DType::BF16 => "bfloat16",
+            DType::C64 => "complex64",
+            DType::C128 => "complex128",
         }
     }
 
     fn size(self) -> usize {
         match self {
             DType::I8 | DType::U8 | DType::Bool => 1,
-            DType::I16 | DType::U16 => 2,
+            DType::I16 | DType::U16 | DType::F16 | DType::BF16 => 2,
             DType::F32 | DType::I32 | DType::U32 => 4,
-            DType::F64 | DType::I64 | DType::U64 => 8,
+            DType::F64 | DType::I64 | DType::U64 | DType::C64 => 8,
+            DType::C128 => 16,
             DType::Str => 0,
         }
     }
@@ -191,6 +212,14 @@ pub enum Data {
     Bool(Vec<bool>),
     /// bytes
     Str(Vec<Vec<u8>>),
+    /// half
+    F16(Vec<half::f16>),
+    /// bfloat16
+    BF16(Vec<half::bf16>),
+    /// complex64: (real, imaginary)
+    C64(Vec<[f32; 2]>),
+    /// complex128: (real, imaginary)
+    C128(Vec<[f64; 2]>),
 }
 
 /// A dense tensor.
@@ -217,6 +246,10 @@ macro_rules! each_data {
             Data::U64($v) => $e,
             Data::Bool($v) => $e,
             Data::Str($v) => $e,
+            Data::F16($v) => $e,
+            Data::BF16($v) => $e,
+            Data::C64($v) => $e,
+            Data::C128($v) => $e,
         }
     };
 }
@@ -264,6 +297,10 @@ impl Tensor {
             Data::U64(_) => DType::U64,
             Data::Bool(_) => DType::Bool,
             Data::Str(_) => DType::Str,
+            Data::F16(_) => DType::F16,
+            Data::BF16(_) => DType::BF16,
+            Data::C64(_) => DType::C64,
+            Data::C128(_) => DType::C128,
         }
     }
 
@@ -320,6 +357,20 @@ impl Tensor {
             Data::U64(v) => le!(v),
             Data::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
             Data::Str(_) => Vec::new(),
+            Data::F16(v) => le!(v),
+            Data::BF16(v) => le!(v),
+            Data::C64(v) => le(v, |[re, im]| {
+                let mut b = [0u8; 8];
+                b[..4].copy_from_slice(&re.to_le_bytes());
+                b[4..].copy_from_slice(&im.to_le_bytes());
+                b
+            }),
+            Data::C128(v) => le(v, |[re, im]| {
+                let mut b = [0u8; 16];
+                b[..8].copy_from_slice(&re.to_le_bytes());
+                b[8..].copy_from_slice(&im.to_le_bytes());
+                b
+            }),
         }
     }
 
@@ -344,6 +395,10 @@ impl Tensor {
             Data::U64(v) => Data::U64(v[a..b].to_vec()),
             Data::Bool(v) => Data::Bool(v[a..b].to_vec()),
             Data::Str(v) => Data::Str(v[a..b].to_vec()),
+            Data::F16(v) => Data::F16(v[a..b].to_vec()),
+            Data::BF16(v) => Data::BF16(v[a..b].to_vec()),
+            Data::C64(v) => Data::C64(v[a..b].to_vec()),
+            Data::C128(v) => Data::C128(v[a..b].to_vec()),
         };
         Tensor { shape, data }
     }
@@ -391,12 +446,18 @@ impl Tensor {
             Data::U64(_) => cat!(U64),
             Data::Bool(_) => cat!(Bool),
             Data::Str(_) => cat!(Str),
+            Data::F16(_) => cat!(F16),
+            Data::BF16(_) => cat!(BF16),
+            Data::C64(_) => cat!(C64),
+            Data::C128(_) => cat!(C128),
         };
         Ok(Tensor { shape, data })
     }
 }
 
-fn from_le_bytes(dtype: DType, b: &[u8]) -> Data {
+/// Elements of `dtype` from their little-endian bytes (a whole number of elements; not for
+/// strings).
+pub(crate) fn from_le_bytes(dtype: DType, b: &[u8]) -> Data {
     macro_rules! de {
         ($t:ty, $n:expr) => {
             b.chunks_exact($n)
@@ -417,5 +478,29 @@ fn from_le_bytes(dtype: DType, b: &[u8]) -> Data {
         DType::U64 => Data::U64(de!(u64, 8)),
         DType::Bool => Data::Bool(b.iter().map(|&x| x != 0).collect()),
         DType::Str => Data::Str(Vec::new()),
+        DType::F16 => Data::F16(de!(half::f16, 2)),
+        DType::BF16 => Data::BF16(de!(half::bf16, 2)),
+        DType::C64 => Data::C64(
+            b.chunks_exact(8)
+                .map(|c| {
+                    let (re, im) = c.split_at(4);
+                    [
+                        f32::from_le_bytes(re.try_into().unwrap_or([0; 4])),
+                        f32::from_le_bytes(im.try_into().unwrap_or([0; 4])),
+                    ]
+                })
+                .collect(),
+        ),
+        DType::C128 => Data::C128(
+            b.chunks_exact(16)
+                .map(|c| {
+                    let (re, im) = c.split_at(8);
+                    [
+                        f64::from_le_bytes(re.try_into().unwrap_or([0; 8])),
+                        f64::from_le_bytes(im.try_into().unwrap_or([0; 8])),
+                    ]
+                })
+                .collect(),
+        ),
     }
 }

@@ -51,6 +51,9 @@ fn from_npy_text(b: &[u8]) -> Result<Tensor, String> {
         })
         .collect::<Result<_, _>>()?;
     let dtype = match descr {
+        "<f2" => DType::F16,
+        "<c8" => DType::C64,
+        "<c16" => DType::C128,
         "<f4" => DType::F32,
         "<f8" => DType::F64,
         "|i1" => DType::I8,

@@ -18,6 +18,16 @@ pub struct Declared {
     pub bytes: usize,
 }
 
+/// The complex values of a `*complex_val` field of `len` floats: (real, imaginary) pairs.
+fn pairs(what: &str, len: usize) -> Result<usize, TensorError> {
+    if !len.is_multiple_of(2) {
+        return Err(TensorError::Shape(format!(
+            "{what} has {len} values; complex values come as (real, imaginary) pairs"
+        )));
+    }
+    Ok(len / 2)
+}
+
 /// Reads what a TensorProto declares ([`Declared`]) without allocating for its values.
 pub fn declared(p: &TensorProto) -> Result<Declared, TensorError> {
     let dtype = DType::from_tf(p.dtype)?;
@@ -78,6 +88,11 @@ pub fn declared(p: &TensorProto) -> Result<Declared, TensorError> {
         DType::U64 => ("uint64_val", p.uint64_val.len()),
         DType::Bool => ("bool_val", p.bool_val.len()),
         DType::Str => ("string_val", p.string_val.len()),
+        // The bit patterns, one per int32.
+        DType::F16 | DType::BF16 => ("half_val", p.half_val.len()),
+        // (real, imaginary) pairs.
+        DType::C64 => ("scomplex_val", pairs("scomplex_val", p.scomplex_val.len())?),
+        DType::C128 => ("dcomplex_val", pairs("dcomplex_val", p.dcomplex_val.len())?),
     };
     // version_number 0: a single value fills the whole shape.
     if count != n && count != 1 {
@@ -163,6 +178,34 @@ impl Tensor {
             DType::U64 => Data::U64(fill(&p.uint64_val, n)),
             DType::Bool => Data::Bool(fill(&p.bool_val, n)),
             DType::Str => Data::Str(fill(&p.string_val, n)),
+            DType::F16 => Data::F16(fill(
+                &narrow::<u16>(&p.half_val, "half_val")?
+                    .into_iter()
+                    .map(half::f16::from_bits)
+                    .collect::<Vec<_>>(),
+                n,
+            )),
+            DType::BF16 => Data::BF16(fill(
+                &narrow::<u16>(&p.half_val, "half_val")?
+                    .into_iter()
+                    .map(half::bf16::from_bits)
+                    .collect::<Vec<_>>(),
+                n,
+            )),
+            DType::C64 => Data::C64(fill(
+                &p.scomplex_val
+                    .chunks_exact(2)
+                    .map(|c| [c[0], c[1]])
+                    .collect::<Vec<_>>(),
+                n,
+            )),
+            DType::C128 => Data::C128(fill(
+                &p.dcomplex_val
+                    .chunks_exact(2)
+                    .map(|c| [c[0], c[1]])
+                    .collect::<Vec<_>>(),
+                n,
+            )),
         };
         Ok(Tensor { shape, data })
     }
@@ -201,6 +244,10 @@ impl Tensor {
             Data::U64(v) => p.uint64_val = v.clone(),
             Data::Bool(v) => p.bool_val = v.clone(),
             Data::Str(v) => p.string_val = v.clone(),
+            Data::F16(v) => p.half_val = v.iter().map(|x| i32::from(x.to_bits())).collect(),
+            Data::BF16(v) => p.half_val = v.iter().map(|x| i32::from(x.to_bits())).collect(),
+            Data::C64(v) => p.scomplex_val = v.iter().flatten().copied().collect(),
+            Data::C128(v) => p.dcomplex_val = v.iter().flatten().copied().collect(),
         }
         p
     }
@@ -235,5 +282,97 @@ mod tests {
         assert_eq!(t.data, Data::F32(vec![1.5; 6]));
         let c = t.to_proto(true);
         assert_eq!(Tensor::from_proto(&c).unwrap(), t);
+    }
+
+    fn dims(shape: &[i64]) -> Option<TensorShapeProto> {
+        Some(TensorShapeProto {
+            dim: shape
+                .iter()
+                .map(|&size| tensor_shape_proto::Dim {
+                    size,
+                    name: String::new(),
+                })
+                .collect(),
+            unknown_rank: false,
+        })
+    }
+
+    #[test]
+    fn sixteen_bit_floats_and_complex_numbers_round_trip_in_both_encodings() {
+        // What tf.make_tensor_proto writes: bit patterns in half_val, (re, im) in *complex_val.
+        let half = TensorProto {
+            dtype: DataType::DtHalf as i32,
+            tensor_shape: dims(&[3]),
+            half_val: vec![0x3E00, 0xB400, 0x7BFF], // 1.5, -0.25, 65504
+            ..Default::default()
+        };
+        let t = Tensor::from_proto(&half).unwrap();
+        let want: Vec<f32> = vec![1.5, -0.25, 65504.0];
+        let Data::F16(v) = &t.data else { panic!() };
+        assert_eq!(v.iter().map(|x| x.to_f32()).collect::<Vec<_>>(), want);
+        assert_eq!(t.to_proto(false), half);
+        assert_eq!(Tensor::from_proto(&t.to_proto(true)).unwrap(), t);
+
+        let bf = TensorProto {
+            dtype: DataType::DtBfloat16 as i32,
+            tensor_shape: dims(&[2]),
+            half_val: vec![0x3FC0], // 1.5, filling the shape
+            ..Default::default()
+        };
+        let t = Tensor::from_proto(&bf).unwrap();
+        assert_eq!(t.data, Data::BF16(vec![half::bf16::from_f32(1.5); 2]));
+        assert_eq!(Tensor::from_proto(&t.to_proto(true)).unwrap(), t);
+
+        let c = TensorProto {
+            dtype: DataType::DtComplex64 as i32,
+            tensor_shape: dims(&[2]),
+            scomplex_val: vec![1.0, 2.0, -3.0, 0.5],
+            ..Default::default()
+        };
+        let t = Tensor::from_proto(&c).unwrap();
+        assert_eq!(t.data, Data::C64(vec![[1.0, 2.0], [-3.0, 0.5]]));
+        assert_eq!(t.to_proto(false), c);
+        let content = t.to_proto(true);
+        assert_eq!(content.tensor_content.len(), 16);
+        assert_eq!(Tensor::from_proto(&content).unwrap(), t);
+
+        let z = TensorProto {
+            dtype: DataType::DtComplex128 as i32,
+            tensor_shape: dims(&[1, 2]),
+            dcomplex_val: vec![0.25, -1.0],
+            ..Default::default()
+        };
+        let t = Tensor::from_proto(&z).unwrap();
+        assert_eq!(t.data, Data::C128(vec![[0.25, -1.0]; 2]));
+        assert_eq!(Tensor::from_proto(&t.to_proto(true)).unwrap(), t);
+        assert_eq!(declared(&z).unwrap().bytes, 32);
+    }
+
+    #[test]
+    fn malformed_sixteen_bit_and_complex_values_are_named() {
+        let odd = TensorProto {
+            dtype: DataType::DtComplex64 as i32,
+            tensor_shape: dims(&[1]),
+            scomplex_val: vec![1.0, 2.0, 3.0],
+            ..Default::default()
+        };
+        let e = Tensor::from_proto(&odd).unwrap_err().to_string();
+        assert!(e.contains("scomplex_val has 3 values"), "{e}");
+        let wide = TensorProto {
+            dtype: DataType::DtHalf as i32,
+            tensor_shape: dims(&[1]),
+            half_val: vec![0x1_0000],
+            ..Default::default()
+        };
+        let e = Tensor::from_proto(&wide).unwrap_err().to_string();
+        assert!(e.contains("half_val value 65536 is out of range"), "{e}");
+        let short = TensorProto {
+            dtype: DataType::DtComplex128 as i32,
+            tensor_shape: dims(&[2]),
+            tensor_content: vec![0; 24].into(),
+            ..Default::default()
+        };
+        let e = Tensor::from_proto(&short).unwrap_err().to_string();
+        assert!(e.contains("tensor_content has 24 bytes"), "{e}");
     }
 }

@@ -339,6 +339,9 @@ fn output(name: &str, t: ffi::OutTensor) -> Result<Tensor, EngineError> {
     })?;
     let b = &t.bytes;
     let data = match dtype {
+        DType::F16 | DType::BF16 | DType::C64 | DType::C128 => {
+            crate::tensor::from_le_bytes(dtype, b)
+        }
         DType::F32 => Data::F32(from_le(b, f32::from_le_bytes)),
         DType::F64 => Data::F64(from_le(b, f64::from_le_bytes)),
         DType::I8 => Data::I8(from_le(b, i8::from_le_bytes)),
