@@ -43,6 +43,26 @@ def keras_to_onnx(make, shape, dtype, path):
     tf2onnx.convert.from_function(serve, input_signature=spec, opset=17, output_path=path)
 
 
+def keras_via_savedmodel(make, shape, dtype, path):
+    """Through a SavedModel written by Keras's export, then tf2onnx's SavedModel converter,
+    which freezes every variable: tf2onnx's function converter leaves the variables of
+    EfficientNet's Normalization layer (mean and variance) as graph inputs."""
+    import subprocess
+    import tensorflow as tf
+    tf.keras.utils.set_random_seed(0)
+    m = make()
+    archive = tf.keras.export.ExportArchive()
+    archive.track(m)
+    archive.add_endpoint(name="serving_default", fn=lambda input: {"output": m(input, training=False)},  # noqa: A002
+                         input_signature=[tf.TensorSpec([None] + list(shape), dtype, name="input")])
+    sm = path + ".savedmodel"
+    shutil.rmtree(sm, ignore_errors=True)
+    archive.write_out(sm)
+    subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model", sm, "--opset", "17",
+                    "--output", path], check=True, capture_output=True)
+    shutil.rmtree(sm, ignore_errors=True)
+
+
 def small_cnn():
     import tensorflow as tf
     L = tf.keras.layers
@@ -78,7 +98,7 @@ def corpus():
     return [
         ("ResNet50", lambda p: keras_to_onnx(lambda: apps.ResNet50(weights=None), (224, 224, 3), tf.float32, p), img(224)),
         ("MobileNetV2", lambda p: keras_to_onnx(lambda: apps.MobileNetV2(weights=None), (224, 224, 3), tf.float32, p), img(224)),
-        ("EfficientNetB0", lambda p: keras_to_onnx(lambda: apps.EfficientNetB0(weights=None), (224, 224, 3), tf.float32, p), img(224)),
+        ("EfficientNetB0", lambda p: keras_via_savedmodel(lambda: apps.EfficientNetB0(weights=None), (224, 224, 3), tf.float32, p), img(224)),
         ("DenseNet121", lambda p: keras_to_onnx(lambda: apps.DenseNet121(weights=None), (224, 224, 3), tf.float32, p), img(224)),
         ("InceptionV3", lambda p: keras_to_onnx(lambda: apps.InceptionV3(weights=None), (299, 299, 3), tf.float32, p), img(299)),
         ("Keras CNN, Flatten and Reshape", lambda p: keras_to_onnx(small_cnn, (28, 28, 1), tf.float32, p),
