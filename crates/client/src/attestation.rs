@@ -1,7 +1,7 @@
 //! Checking a server's attestation before any data leaves: fetch `/v1/attestation` over a fresh
 //! nonce, verify and appraise it, and pin the attested TLS key for the data connections.
 
-use super::error::RequesterError;
+use crate::error::RequesterError;
 use std::sync::Arc;
 
 use teeserve_attest::policy::ServedVersion;
@@ -10,7 +10,7 @@ use teeserve_ratls::{Appraiser, AttestationDoc, ModelDigest, PinnedKeyVerifier};
 
 use serde_json::Value;
 
-use super::transport::{Capture, RestClient};
+use crate::transport::{Capture, RestClient};
 
 /// What a server answered at `/v1/attestation`, and the certificate of the connection it came
 /// over.
@@ -59,7 +59,7 @@ async fn fetch_attestation_text(
     nonce: Option<&[u8]>,
 ) -> Result<FetchedAttestation, String> {
     let cap = Capture::new(verifier);
-    let cfg = super::transport::client_config(cap.clone(), None, &[b"http/1.1"])?;
+    let cfg = crate::transport::client_config(cap.clone(), None, &[b"http/1.1"])?;
     let mut c = RestClient::connect(addr, Some(Arc::new(cfg)), server_name).await?;
     let path = match nonce {
         Some(n) => format!("/v1/attestation?nonce={}", hex::encode(n)),
@@ -189,7 +189,7 @@ fn attested_client_config_text(
     if let Some((a, p)) = evidence {
         v = v.with_evidence(a, p);
     }
-    super::transport::client_config(Arc::new(v), identity, alpn).map_err(String::from)
+    crate::transport::client_config(Arc::new(v), identity, alpn).map_err(String::from)
 }
 
 /// The model file that answered: the version the answer names (gRPC), else the one asked for,
