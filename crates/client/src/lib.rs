@@ -9,6 +9,10 @@
 //! (and the CA, when given) for the data connections. `teeserve predict --attest` and the
 //! Python package build on it; the server's own crate re-exports it as its `requester`.
 //!
+//! [`attest_server`] runs the whole check in one call and names the rule that refused
+//! ([`Refusal`]); [`forward::Forwarder`] carries the connections of a client that cannot pin a
+//! key itself (grpcio, requests) to the attested server, from a private Unix socket.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use teeserve_attest::{Collateral, CollateralSource, Policy, TrustAnchor, Verifier};
@@ -35,12 +39,17 @@
 #![deny(missing_docs, unreachable_pub)]
 
 mod attestation;
+mod attested;
 mod error;
+pub mod forward;
 mod transport;
 
 pub use attestation::{
-    answered_by, attested_client_config, check_attestation, fetch_attestation, fresh_nonce,
-    spki_of, FetchedAttestation,
+    answered_by, appraise_attestation, attested_client_config, check_attestation,
+    fetch_attestation, fetch_attestation_as, fresh_nonce, spki_of, FetchedAttestation,
 };
-pub use error::RequesterError;
-pub use transport::{ca_verifier, client_config, connect_tls, host_of, Capture, Io, RestClient};
+pub use attested::{attest_server, AttestOptions, Attested};
+pub use error::{Refusal, RequesterError};
+pub use transport::{
+    ca_verifier, client_config, connect_tls, host_of, Capture, ClientIdentity, Io, RestClient,
+};

@@ -82,6 +82,9 @@ impl ServerCertVerifier for Capture {
     }
 }
 
+/// A client certificate chain and its private key, for mutual TLS.
+pub type ClientIdentity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
 /// A verifier that checks the server's certificate against a CA (PEM).
 pub fn ca_verifier(ca_pem: &[u8]) -> Result<Arc<dyn ServerCertVerifier>, RequesterError> {
     ca_verifier_text(ca_pem).map_err(RequesterError::Tls)
