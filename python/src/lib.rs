@@ -226,7 +226,7 @@ fn verify_quote(
             Ok(verdict)
         })
         .map_err(refusal)?;
-    serde_json::to_string_pretty(&verdict).map_err(|e| value_error("verdict", e))
+    serde_json::to_string(&verdict).map_err(|e| value_error("verdict", e))
 }
 
 /// An attested server and the forwarder that carries connections to it, pinned to the
