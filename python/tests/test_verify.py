@@ -117,6 +117,20 @@ def test_debug_vectors_need_collateral(name):
         teeserve.verify_quote(read(vector(name, "quote")))
 
 
+def test_a_debug_enclave_is_refused_by_a_policy_that_admits_its_measurement():
+    # The debug enclave's platform (FMSPC 00A067110000) is sgx-v3-automata-tcbinfo-v2's, whose
+    # collateral verifies it.
+    q = read(vector("sgx-v3-debug-enclave", "quote"))
+    c = vector("sgx-v3-automata-tcbinfo-v2", "collateral.json")
+    v = teeserve.verify_quote(q, c, at=1739419232)
+    assert v["debug"] is True
+    policy = {"mrenclave": [v["sgx"]["mrenclave"]], "tcb_status": [v["tcb_status"]]}
+    with pytest.raises(teeserve.VerificationError) as e:
+        teeserve.verify_quote(q, c, at=1739419232, policy=policy)
+    assert e.value.rule == "allow_debug"
+    assert teeserve.verify_quote(q, c, at=1739419232, policy=dict(policy, allow_debug=True)) == v
+
+
 def test_garbage_is_a_verification_error_not_a_crash():
     c = vector("sgx-v3-dcapqvl", "collateral.json")
     for q in [b"", b"\x03\x00" + b"\xff" * 50, os.urandom(2000)]:
