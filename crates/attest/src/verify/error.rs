@@ -168,3 +168,29 @@ pub enum VerifyError {
     #[error("TCB status is Revoked ({0})")]
     TcbRevoked(String),
 }
+
+impl VerifyError {
+    /// The check that failed, as a short stable name a caller can branch on (the message says
+    /// exactly what failed).
+    pub fn rule(&self) -> &'static str {
+        match self {
+            VerifyError::Quote(_) => "quote",
+            VerifyError::Collateral(_) => "collateral",
+            VerifyError::Certificate { .. } => "certificate",
+            VerifyError::UntrustedRoot { .. } => "root",
+            VerifyError::Signature(_) => "signature",
+            VerifyError::Expired { .. } => "expired",
+            VerifyError::NotYetValid { .. } => "not_yet_valid",
+            VerifyError::Revoked { .. } => "revoked",
+            VerifyError::CrlIssuer { .. } => "crl_issuer",
+            VerifyError::FmspcMismatch { .. } => "fmspc",
+            VerifyError::PceIdMismatch { .. } => "pce_id",
+            VerifyError::TcbInfoMismatch(_) => "tcb_info",
+            VerifyError::QeIdentityMismatch { .. } => "qe_identity",
+            VerifyError::QeReportData => "qe_report_data",
+            VerifyError::TdxModuleMismatch(_) => "tdx_module",
+            VerifyError::TcbNotSupported(_) => "tcb_not_supported",
+            VerifyError::TcbRevoked(_) => "tcb_revoked",
+        }
+    }
+}

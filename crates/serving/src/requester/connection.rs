@@ -1,18 +1,19 @@
 //! A requester's connection to a TF Serving-compatible endpoint over gRPC or REST: the model's
 //! signature from its metadata, and Predict with tensors in and JSON or tensors out.
 
-use super::error::RequesterError;
 use std::sync::Arc;
+use teeserve_client::RequesterError;
 
 use serde_json::Value;
 
-use super::transport::{grpc_channel, RestClient};
+use super::transport::grpc_channel;
 use crate::engine::Signature;
 use crate::proto::tensorflow::serving::{
     model_spec::VersionChoice, prediction_service_client::PredictionServiceClient,
     GetModelMetadataRequest, ModelSpec, PredictRequest, PredictResponse, SignatureDefMap,
 };
 use crate::tensor::{self, DType, Tensor};
+use teeserve_client::RestClient;
 
 /// Name, dtype number and dims of a signature entry.
 type RawSpec = (String, i32, Vec<i64>);

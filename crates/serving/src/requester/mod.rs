@@ -1,19 +1,20 @@
 //! The requester's side: send tensors to a TF Serving-compatible endpoint over gRPC or REST,
 //! and, before any data leaves, check that the TLS endpoint lives in an attested TEE.
 //!
-//! - `attestation.rs`: fetch and check the attestation document, pin the attested key;
+//! The attestation check, the pinned TLS configuration and the REST client are
+//! `teeserve_client`'s (re-exported here), so that a requester can have them without the
+//! server's engines; this module adds what needs the server's types:
+//!
 //! - `connection.rs`: one gRPC or REST connection, metadata and Predict;
-//! - `transport.rs`: the TLS client configuration, the gRPC channel and the REST client.
+//! - `transport.rs`: the gRPC channel.
 
-mod attestation;
 mod connection;
-mod error;
 mod transport;
 
-pub use attestation::{
-    answered_by, attested_client_config, check_attestation, fetch_attestation, fresh_nonce,
-    spki_of, FetchedAttestation,
-};
 pub use connection::{top_classes, Connection, Prediction, RequestTarget};
-pub use error::RequesterError;
-pub use transport::{ca_verifier, client_config, grpc_channel, host_of, Capture, Io, RestClient};
+pub use teeserve_client::{
+    answered_by, attested_client_config, ca_verifier, check_attestation, client_config,
+    fetch_attestation, fresh_nonce, host_of, spki_of, Capture, FetchedAttestation, Io,
+    RequesterError, RestClient,
+};
+pub use transport::grpc_channel;

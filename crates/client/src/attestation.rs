@@ -1,7 +1,7 @@
 //! Checking a server's attestation before any data leaves: fetch `/v1/attestation` over a fresh
 //! nonce, verify and appraise it, and pin the attested TLS key for the data connections.
 
-use super::error::RequesterError;
+use crate::error::{Refusal, RequesterError};
 use std::sync::Arc;
 
 use teeserve_attest::policy::ServedVersion;
@@ -10,7 +10,7 @@ use teeserve_ratls::{Appraiser, AttestationDoc, ModelDigest, PinnedKeyVerifier};
 
 use serde_json::Value;
 
-use super::transport::{Capture, RestClient};
+use crate::transport::{Capture, ClientIdentity, RestClient};
 
 /// What a server answered at `/v1/attestation`, and the certificate of the connection it came
 /// over.
@@ -46,7 +46,21 @@ pub async fn fetch_attestation(
     server_name: &str,
     nonce: Option<&[u8]>,
 ) -> Result<FetchedAttestation, RequesterError> {
-    fetch_attestation_text(addr, verifier, server_name, nonce)
+    fetch_attestation_text(addr, verifier, None, server_name, nonce)
+        .await
+        .map_err(RequesterError::Attestation)
+}
+
+/// [`fetch_attestation`] presenting a client certificate (a server that requires mutual TLS
+/// answers nothing without one).
+pub async fn fetch_attestation_as(
+    addr: &str,
+    verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+    identity: Option<ClientIdentity>,
+    server_name: &str,
+    nonce: Option<&[u8]>,
+) -> Result<FetchedAttestation, RequesterError> {
+    fetch_attestation_text(addr, verifier, identity, server_name, nonce)
         .await
         .map_err(RequesterError::Attestation)
 }
@@ -55,11 +69,12 @@ pub async fn fetch_attestation(
 async fn fetch_attestation_text(
     addr: &str,
     verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+    identity: Option<ClientIdentity>,
     server_name: &str,
     nonce: Option<&[u8]>,
 ) -> Result<FetchedAttestation, String> {
     let cap = Capture::new(verifier);
-    let cfg = super::transport::client_config(cap.clone(), None, &[b"http/1.1"])?;
+    let cfg = crate::transport::client_config(cap.clone(), identity, &[b"http/1.1"])?;
     let mut c = RestClient::connect(addr, Some(Arc::new(cfg)), server_name).await?;
     let path = match nonce {
         Some(n) => format!("/v1/attestation?nonce={}", hex::encode(n)),
@@ -113,28 +128,26 @@ pub fn check_attestation(
     nonce: Option<&[u8]>,
     at: i64,
 ) -> Result<Verdict, RequesterError> {
-    check_attestation_text(appraiser, policy, fetched, nonce, at)
-        .map_err(RequesterError::Attestation)
+    appraise_attestation(appraiser, policy, fetched, nonce, at)
+        .map_err(|r| RequesterError::Attestation(r.message))
 }
 
-// The same, with the error as text (the public function gives its class).
-fn check_attestation_text(
+/// [`check_attestation`], naming the rule that refused.
+pub fn appraise_attestation(
     appraiser: &Appraiser,
     policy: &Policy,
     fetched: &FetchedAttestation,
     nonce: Option<&[u8]>,
     at: i64,
-) -> Result<Verdict, String> {
+) -> Result<Verdict, Refusal> {
     let (doc, cert) = (&fetched.doc, &fetched.cert);
     if teeserve_ratls::parse_cert(cert).is_ok() {
-        let v = appraiser.verify_cert(cert, at).map_err(|e| e.to_string())?;
-        policy.appraise(&v).map_err(|e| e.to_string())?;
+        let v = appraiser.verify_cert(cert, at)?;
+        policy.appraise(&v)?;
     }
-    let quote = doc.quote_bytes().map_err(|e| e.to_string())?;
-    let v = appraiser
-        .verify_quote(&quote, at)
-        .map_err(|e| e.to_string())?;
-    policy.appraise(&v).map_err(|e| e.to_string())?;
+    let quote = doc.quote_bytes()?;
+    let v = appraiser.verify_quote(&quote, at)?;
+    policy.appraise(&v)?;
     // What the document states is appraised before its binding is checked: a statement the
     // policy refuses needs no proof, and the refusal then names the rule.
     let served: Vec<ServedVersion<'_>> = doc
@@ -146,11 +159,9 @@ fn check_attestation_text(
             sha256: &m.sha256,
         })
         .collect();
-    policy
-        .appraise_served(doc.key_origin, &served)
-        .map_err(|e| e.to_string())?;
-    doc.check_binding(&v.report_data, &spki_of(cert)?, nonce)
-        .map_err(|e| e.to_string())?;
+    policy.appraise_served(doc.key_origin, &served)?;
+    let spki = spki_of_text(cert).map_err(|e| Refusal::new("certificate", e))?;
+    doc.check_binding(&v.report_data, &spki, nonce)?;
     Ok(v)
 }
 
@@ -189,7 +200,7 @@ fn attested_client_config_text(
     if let Some((a, p)) = evidence {
         v = v.with_evidence(a, p);
     }
-    super::transport::client_config(Arc::new(v), identity, alpn).map_err(String::from)
+    crate::transport::client_config(Arc::new(v), identity, alpn).map_err(String::from)
 }
 
 /// The model file that answered: the version the answer names (gRPC), else the one asked for,

@@ -1,0 +1,385 @@
+//! The native half of teeserve's Python package (`teeserve._native`): quote verification with
+//! the Rust verifier, and the attestation check plus the pinning forwarder behind
+//! `teeserve.attested_channel` and `teeserve.attested_session`. The Python half (`teeserve/`)
+//! turns its results into dicts, exceptions, a `grpc.Channel` and a `requests.Session`.
+//!
+//! Refusals are raised as `_native.Refusal(rule, detail, message)`; malformed arguments (a
+//! policy, a root certificate, a client key) as `ValueError`.
+// `deny`, not `forbid`: PyO3's macros expand to unsafe code that they allow themselves.
+#![deny(unsafe_code)]
+#![forbid(unused_must_use)]
+#![deny(missing_docs, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+use zeroize::Zeroizing;
+
+use teeserve_attest::{Collateral, Policy, PreparedCollateral, Quote, TrustAnchor, Verifier};
+use teeserve_client::forward::{Forwarder, Protocol, Upstream};
+use teeserve_client::{attest_server, AttestOptions, Refusal};
+
+pyo3::create_exception!(
+    _native,
+    RefusalError,
+    pyo3::exceptions::PyException,
+    "A refusal: args are (rule, detail, message)."
+);
+
+fn refusal(r: Refusal) -> PyErr {
+    RefusalError::new_err((r.rule, r.detail, r.message))
+}
+
+fn value_error(what: &str, e: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(format!("{what}: {e}"))
+}
+
+/// One runtime for every forwarder and attestation check of the process.
+fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    if let Some(rt) = RT.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("teeserve-io")
+        .enable_all()
+        .build()
+        .map_err(|e| PyOSError::new_err(format!("cannot start teeserve's I/O threads: {e}")))?;
+    Ok(RT.get_or_init(|| rt))
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// A policy from TOML text or from JSON text (a dict with the TOML's keys).
+fn policy_from(kind: &str, text: &str) -> PyResult<Policy> {
+    match kind {
+        "toml" => Policy::from_toml(text).map_err(|e| value_error("policy", e)),
+        "json" => {
+            let mut p: Policy = serde_json::from_str(text).map_err(|e| value_error("policy", e))?;
+            p.normalise().map_err(|e| value_error("policy", e))?;
+            Ok(p)
+        }
+        other => Err(PyValueError::new_err(format!(
+            "policy kind {other:?} is neither toml nor json"
+        ))),
+    }
+}
+
+fn anchor_from(root_pem: Option<&[u8]>) -> PyResult<TrustAnchor> {
+    match root_pem {
+        Some(pem) => TrustAnchor::from_pem(pem).map_err(|e| value_error("root", e)),
+        None => Ok(TrustAnchor::intel()),
+    }
+}
+
+/// Unix seconds or RFC 3339 text.
+#[pyfunction]
+fn parse_time(text: &str) -> PyResult<i64> {
+    if let Ok(n) = text.trim().parse::<i64>() {
+        return Ok(n);
+    }
+    time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|_| {
+            PyValueError::new_err(format!(
+                "at {text:?} is neither Unix seconds nor an RFC 3339 time"
+            ))
+        })
+}
+
+/// Collateral checked once per (root, bundle), as the key broker keeps it: signatures, chains
+/// and CRLs do not change with time; the validity windows are checked on every call.
+struct VerifyCache {
+    verifiers: HashMap<[u8; 32], Verifier>,
+    prepared: Vec<([u8; 64], Arc<PreparedCollateral>)>,
+}
+
+/// Bundles remembered at once.
+const CACHED_BUNDLES: usize = 8;
+
+fn cache() -> &'static Mutex<VerifyCache> {
+    static CACHE: OnceLock<Mutex<VerifyCache>> = OnceLock::new();
+    CACHE.get_or_init(|| {
+        Mutex::new(VerifyCache {
+            verifiers: HashMap::new(),
+            prepared: Vec::new(),
+        })
+    })
+}
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, b).as_ref());
+    out
+}
+
+/// The verifier for `anchor`, and `bundle` checked against it (from the cache when it was
+/// checked before).
+fn prepared_for(
+    anchor: TrustAnchor,
+    bundle: &[u8],
+) -> Result<(Verifier, Arc<PreparedCollateral>), Refusal> {
+    let root = anchor.cert().fingerprint();
+    let mut key = [0u8; 64];
+    key[..32].copy_from_slice(&root);
+    key[32..].copy_from_slice(&sha256(bundle));
+    let verifier = {
+        let mut c = cache().lock().map_err(|_| poisoned())?;
+        if let Some(hit) = c
+            .prepared
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|e| e.1.clone())
+        {
+            let v = c.verifiers.get(&root).cloned();
+            if let Some(v) = v {
+                return Ok((v, hit));
+            }
+        }
+        c.verifiers
+            .entry(root)
+            .or_insert_with(|| Verifier::new(anchor))
+            .clone()
+    };
+    let collateral = Collateral::from_json(bundle)
+        .map_err(|e| Refusal::new("collateral", format!("collateral: {e}")))?;
+    let prepared = Arc::new(verifier.prepare_untimed(&collateral)?);
+    let mut c = cache().lock().map_err(|_| poisoned())?;
+    if c.prepared.len() >= CACHED_BUNDLES {
+        c.prepared.remove(0);
+    }
+    c.prepared.push((key, prepared.clone()));
+    Ok((verifier, prepared))
+}
+
+fn poisoned() -> Refusal {
+    Refusal::new("internal", "the verifier's cache is unusable after a panic")
+}
+
+/// Forgets the collateral checked so far (the next call checks its bundle again).
+#[pyfunction]
+fn clear_cache() {
+    if let Ok(mut c) = cache().lock() {
+        c.prepared.clear();
+        c.verifiers.clear();
+    }
+}
+
+/// Verifies a quote against a collateral bundle (JSON bytes) or the collateral a PCCS serves,
+/// at `at` (default now), and appraises it with a policy when one is given. Returns the
+/// verdict as JSON text, the same as `teeserve attest verify` prints.
+#[pyfunction]
+#[pyo3(signature = (quote, collateral=None, pccs_url=None, at=None, policy_kind=None, policy_text=None, root_pem=None))]
+#[allow(clippy::too_many_arguments)]
+fn verify_quote(
+    py: Python<'_>,
+    quote: Vec<u8>,
+    collateral: Option<Vec<u8>>,
+    pccs_url: Option<String>,
+    at: Option<i64>,
+    policy_kind: Option<String>,
+    policy_text: Option<String>,
+    root_pem: Option<Vec<u8>>,
+) -> PyResult<String> {
+    let policy = match (policy_kind.as_deref(), policy_text.as_deref()) {
+        (Some(k), Some(t)) => Some(policy_from(k, t)?),
+        _ => None,
+    };
+    let anchor = anchor_from(root_pem.as_deref())?;
+    let quote = teeserve_attest::quote::decode_quote_file(&quote);
+    let at = at.unwrap_or_else(now);
+    let verdict = py
+        .detach(move || -> Result<_, Refusal> {
+            let parsed = Quote::parse(&quote).map_err(teeserve_attest::VerifyError::from)?;
+            let verdict = match (collateral, pccs_url) {
+                (Some(bundle), _) => {
+                    let (verifier, prepared) = prepared_for(anchor, &bundle)?;
+                    verifier.verify_parsed(&parsed, &prepared, at)?
+                }
+                (None, Some(url)) => {
+                    let client = teeserve_attest::PccsClient::new(&url, None)
+                        .map_err(|e| Refusal::new("collateral", format!("pccs_url: {e}")))?;
+                    // Only a PCK chain that ends in the root may choose what is fetched.
+                    let verifier = Verifier::new(anchor);
+                    verifier.check_pck_chain(&parsed)?;
+                    let c = client
+                        .fetch_for_quote(&parsed)
+                        .map_err(|e| Refusal::new("collateral", e.to_string()))?;
+                    let prepared = verifier.prepare(&c, at)?;
+                    verifier.verify_parsed(&parsed, &prepared, at)?
+                }
+                (None, None) => {
+                    return Err(Refusal::new(
+                        "collateral",
+                        "no collateral: give collateral (a bundle) or pccs_url",
+                    ))
+                }
+            };
+            if let Some(p) = &policy {
+                p.appraise(&verdict)?;
+            }
+            Ok(verdict)
+        })
+        .map_err(refusal)?;
+    serde_json::to_string(&verdict).map_err(|e| value_error("verdict", e))
+}
+
+/// An attested server and the forwarder that carries connections to it, pinned to the
+/// attested key.
+#[pyclass(module = "teeserve._native", name = "AttestedForwarder")]
+struct AttestedForwarder {
+    forwarder: Mutex<Forwarder>,
+    socket_path: String,
+    verdict_json: String,
+    document_json: String,
+}
+
+#[pymethods]
+impl AttestedForwarder {
+    /// The Unix socket to connect to.
+    #[getter]
+    fn socket_path(&self) -> &str {
+        &self.socket_path
+    }
+
+    /// The verdict on the server's evidence (JSON).
+    #[getter]
+    fn verdict_json(&self) -> &str {
+        &self.verdict_json
+    }
+
+    /// The server's attestation document (JSON).
+    #[getter]
+    fn document_json(&self) -> &str {
+        &self.document_json
+    }
+
+    /// Why the last connection to the server was refused or failed, if one was.
+    fn last_error(&self) -> Option<String> {
+        self.forwarder.lock().ok().and_then(|f| f.last_error())
+    }
+
+    /// True once closed.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.forwarder.lock().map(|f| f.is_closed()).unwrap_or(true)
+    }
+
+    /// Stops the forwarder: no new connection, the open ones end, the socket is removed.
+    fn close(&self) {
+        if let Ok(mut f) = self.forwarder.lock() {
+            f.close();
+        }
+    }
+}
+
+/// Checks a server's attestation and starts a forwarder pinned to its attested key; raises
+/// `Refusal` before anything but a nonce reached the server when the check fails.
+#[pyfunction]
+#[pyo3(signature = (addr, server_name, protocol, policy_kind, policy_text, ca_pem=None, root_pem=None, collateral=None, certificate_chain=None, private_key=None))]
+#[allow(clippy::too_many_arguments)]
+fn attest(
+    py: Python<'_>,
+    addr: String,
+    server_name: String,
+    protocol: &str,
+    policy_kind: &str,
+    policy_text: &str,
+    ca_pem: Option<Vec<u8>>,
+    root_pem: Option<Vec<u8>>,
+    collateral: Option<Vec<u8>>,
+    certificate_chain: Option<Vec<u8>>,
+    private_key: Option<Vec<u8>>,
+) -> PyResult<AttestedForwarder> {
+    let private_key = private_key.map(Zeroizing::new);
+    let (protocol, alpn): (Protocol, &[&[u8]]) = match protocol {
+        "grpc" => (Protocol::Grpc, &[b"h2"]),
+        "http1" => (Protocol::Http1, &[b"http/1.1"]),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "protocol {other:?} is neither grpc nor http1"
+            )))
+        }
+    };
+    let policy = policy_from(policy_kind, policy_text)?;
+    let anchor = anchor_from(root_pem.as_deref())?;
+    let ca = ca_pem
+        .as_deref()
+        .map(teeserve_client::ca_verifier)
+        .transpose()
+        .map_err(|e| value_error("root_certificates", e))?;
+    let identity = || -> PyResult<Option<teeserve_client::ClientIdentity>> {
+        match (&certificate_chain, &private_key) {
+            (Some(chain), Some(key)) => Ok(Some((
+                teeserve_tls::certs_from_pem(chain)
+                    .map_err(|e| value_error("certificate_chain", e))?,
+                teeserve_tls::key_from_pem(key).map_err(|e| value_error("private_key", e))?,
+            ))),
+            (None, None) => Ok(None),
+            _ => Err(PyValueError::new_err(
+                "give both private_key and certificate_chain, or neither",
+            )),
+        }
+    };
+    let collateral = collateral
+        .as_deref()
+        .map(Collateral::from_json)
+        .transpose()
+        .map_err(|e| value_error("collateral", e))?;
+    let options = AttestOptions {
+        addr: addr.clone(),
+        server_name: server_name.clone(),
+        ca: ca.clone(),
+        identity: identity()?,
+        policy,
+        anchor,
+        collateral,
+        at: now(),
+    };
+    let data_identity = identity()?;
+    let rt = runtime()?;
+    let (attested, tls) = py
+        .detach(|| {
+            rt.block_on(async {
+                let attested = attest_server(options).await?;
+                let tls = attested.client_config(ca, data_identity, alpn)?;
+                Ok::<_, Refusal>((attested, tls))
+            })
+        })
+        .map_err(refusal)?;
+    let forwarder = Forwarder::start(
+        rt.handle(),
+        Upstream {
+            addr,
+            server_name,
+            tls: Arc::new(tls),
+        },
+        protocol,
+    )
+    .map_err(|e| PyOSError::new_err(format!("cannot start the local forwarder: {e}")))?;
+    Ok(AttestedForwarder {
+        socket_path: forwarder.path().to_string_lossy().into_owned(),
+        forwarder: Mutex::new(forwarder),
+        verdict_json: serde_json::to_string(&attested.verdict)
+            .map_err(|e| value_error("verdict", e))?,
+        document_json: serde_json::to_string(&attested.doc)
+            .map_err(|e| value_error("document", e))?,
+    })
+}
+
+/// The extension module.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("Refusal", m.py().get_type::<RefusalError>())?;
+    m.add_function(wrap_pyfunction!(verify_quote, m)?)?;
+    m.add_function(wrap_pyfunction!(clear_cache, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_time, m)?)?;
+    m.add_function(wrap_pyfunction!(attest, m)?)?;
+    m.add_class::<AttestedForwarder>()?;
+    Ok(())
+}

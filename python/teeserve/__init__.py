@@ -1,0 +1,204 @@
+"""Check a teeserve server's attestation before sending it any data.
+
+- ``verify_quote``: verify an Intel DCAP quote (SGX v3, TDX v4/v5) against Intel-signed
+  collateral with teeserve's Rust verifier, and appraise it with a policy.
+- ``attested_channel``: a ``grpc.Channel`` to a server whose TLS key was attested; it works
+  unchanged with ``PredictionServiceStub`` and ``ModelServiceStub``.
+- ``attested_session``: a ``requests.Session`` with the same guarantee for REST.
+
+The channel and the session never reach a server whose key was not attested: every connection
+they open goes through a small forwarder in the extension, on a Unix socket in a private
+directory, which opens TLS to the server and admits only the attested key (and the CA).
+"""
+
+import datetime as _dt
+import json as _json
+import math as _math
+import os as _os
+
+from . import _native
+
+__all__ = [
+    "Error",
+    "VerificationError",
+    "AttestationError",
+    "verify_quote",
+    "attested_channel",
+    "attested_session",
+]
+
+
+class Error(Exception):
+    """A refusal by teeserve: ``rule`` names the check that failed, ``detail`` what failed it."""
+
+    def __init__(self, message, rule, detail):
+        super().__init__(message)
+        self.rule = rule
+        self.detail = detail
+
+
+class VerificationError(Error):
+    """A quote did not verify, or the policy refused its verdict.
+
+    ``rule`` is the policy key that refused (``mrenclave``, ``tcb_status``, ``allow_debug``,
+    ...) or the verification check that failed (``signature``, ``expired``, ``root``,
+    ``tcb_not_supported``, ``collateral``, ``quote``, ...).
+    """
+
+
+class AttestationError(Error):
+    """A server's attestation could not be fetched, did not verify, did not bind the TLS key of
+    the connection it came over, or was refused by the policy. Nothing but a fresh nonce was
+    sent to the server."""
+
+
+def _bytes(value, what):
+    """Bytes given as bytes, or read from a path."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, (str, _os.PathLike)):
+        with open(value, "rb") as f:
+            return f.read()
+    raise TypeError(f"{what} must be bytes or a path, not {type(value).__name__}")
+
+
+def _policy(policy):
+    """(kind, text) of a policy given as a dict or as the path of a TOML file."""
+    if isinstance(policy, dict):
+        return "json", _json.dumps(policy)
+    if isinstance(policy, (str, _os.PathLike)):
+        with open(policy, "r", encoding="utf-8") as f:
+            return "toml", f.read()
+    raise TypeError(f"policy must be a dict or the path of a TOML file, not {type(policy).__name__}")
+
+
+def _time(at):
+    """Unix seconds from a datetime (naive means UTC), a number, or RFC 3339 text."""
+    if at is None:
+        return None
+    if isinstance(at, bool):
+        raise TypeError("at must be a datetime, Unix seconds or an RFC 3339 string, not bool")
+    if isinstance(at, _dt.datetime):
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=_dt.timezone.utc)
+        return _math.floor(at.timestamp())
+    if isinstance(at, int):
+        return at
+    if isinstance(at, float):
+        return _math.floor(at)
+    if isinstance(at, str):
+        return _native.parse_time(at)
+    raise TypeError(f"at must be a datetime, Unix seconds or an RFC 3339 string, not {type(at).__name__}")
+
+
+def verify_quote(quote, collateral=None, *, pccs_url=None, at=None, policy=None, root=None):
+    """Verifies a DCAP quote and returns its verdict as a dict (the JSON that
+    ``teeserve attest verify`` prints).
+
+    quote: the quote's bytes (raw, or hex text).
+    collateral: a collateral bundle (dcap-qvl's JSON layout), as bytes or a path.
+    pccs_url: else, a PCCS or Intel PCS v4 base URL to fetch the collateral from.
+    at: the verification time: a datetime (naive means UTC), Unix seconds or RFC 3339 text;
+        default now.
+    policy: a dict with the keys of a teeserve policy file, or the path of one (TOML); the
+        verdict must then be admitted too.
+    root: the root certificate (PEM bytes or a path) instead of the Intel SGX Root CA.
+
+    Raises VerificationError (with ``rule`` and ``detail``) when the quote does not verify or
+    the policy refuses it; ValueError or TypeError for malformed arguments.
+
+    Collateral bundles are checked once and kept (the last few, by their SHA-256 and the
+    root), as teeserve's key broker keeps them: their signatures, chains and CRLs do not change;
+    the validity windows are checked against ``at`` on every call.
+    """
+    q = _bytes(quote, "quote")
+    c = None if collateral is None else _bytes(collateral, "collateral")
+    if c is None and pccs_url is None:
+        raise TypeError("verify_quote needs collateral (a bundle) or pccs_url")
+    kind, text = _policy(policy) if policy is not None else (None, None)
+    r = None if root is None else _bytes(root, "root")
+    try:
+        verdict = _native.verify_quote(q, c, pccs_url, _time(at), kind, text, r)
+    except _native.Refusal as e:
+        rule, detail, message = e.args
+        raise VerificationError(message, rule, detail) from None
+    return _json.loads(verdict)
+
+
+def _split_target(target):
+    """(host:port, host) of a gRPC target such as ``localhost:8500`` or ``dns:///host:8500``."""
+    t = target
+    for prefix in ("dns:///", "dns:", "ipv4:", "ipv6:"):
+        if t.startswith(prefix):
+            t = t[len(prefix):]
+            break
+    if t.startswith("["):
+        host, _, rest = t[1:].partition("]")
+        if not rest.startswith(":"):
+            raise ValueError(f"target {target!r} has no port")
+        return t, host
+    host, sep, port = t.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"target {target!r} is not HOST:PORT")
+    return t, host
+
+
+def _attest(addr, server_name, protocol, root_certificates, policy, root, collateral,
+            private_key, certificate_chain):
+    kind, text = _policy(policy)
+    try:
+        return _native.attest(
+            addr, server_name, protocol, kind, text,
+            ca_pem=None if root_certificates is None else _bytes(root_certificates, "root_certificates"),
+            root_pem=None if root is None else _bytes(root, "root"),
+            collateral=None if collateral is None else _bytes(collateral, "collateral"),
+            certificate_chain=None if certificate_chain is None else _bytes(certificate_chain, "certificate_chain"),
+            private_key=None if private_key is None else _bytes(private_key, "private_key"),
+        )
+    except _native.Refusal as e:
+        rule, detail, message = e.args
+        raise AttestationError(
+            f"refusing to send data to {addr}: {message}", rule, detail) from None
+
+
+def attested_channel(target, *, root_certificates, policy, root=None, collateral=None,
+                     private_key=None, certificate_chain=None, options=None):
+    """A ``grpc.Channel`` to ``target`` (``HOST:PORT``) whose server's TLS key was attested.
+
+    Before returning, fetches the server's attestation document (``/v1/attestation``, quoted
+    over a fresh nonce), verifies it, checks that it binds the key of the TLS certificate that
+    the server presented, and appraises it with ``policy`` (a dict with the keys of a teeserve
+    policy file, or the path of one). Raises AttestationError otherwise, before any request.
+
+    root_certificates: the CA (PEM bytes) the server's certificate must chain to, as for
+        ``grpc.ssl_channel_credentials``; None lets the attestation alone decide.
+    root: the attestation root certificate (PEM bytes or path) instead of Intel's.
+    collateral: a collateral bundle (bytes or path) instead of the one the server publishes.
+    private_key, certificate_chain: PEM bytes of a client identity, for mutual TLS.
+    options: gRPC channel options; ``grpc.ssl_target_name_override`` names the server.
+
+    Every connection the channel makes (reconnects included) must present the attested key:
+    a server swapped in later, even with a certificate from the same CA, is refused at the
+    handshake, and the call fails with UNAVAILABLE saying why. ``close()`` stops the forwarder.
+    """
+    from . import _grpc
+
+    return _grpc.channel(target, root_certificates=root_certificates, policy=policy, root=root,
+                         collateral=collateral, private_key=private_key,
+                         certificate_chain=certificate_chain, options=options)
+
+
+def attested_session(url, *, root_certificates, policy, root=None, collateral=None,
+                     private_key=None, certificate_chain=None):
+    """A ``requests.Session`` for the REST API at ``url`` (``https://HOST:PORT``) whose server's
+    TLS key was attested, with the same check and arguments as attested_channel.
+
+    The session talks only to that origin (any other URL, redirects included, is refused) and
+    only to the attested key: a server swapped in later is refused at the handshake and the
+    request raises ``requests.exceptions.SSLError`` saying why. ``close()`` stops the forwarder.
+    """
+    from . import _rest
+
+    return _rest.session(url, root_certificates=root_certificates, policy=policy,
+                         root=root, collateral=collateral, private_key=private_key,
+                         certificate_chain=certificate_chain)

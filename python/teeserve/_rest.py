@@ -1,0 +1,148 @@
+"""attested_session: a requests.Session over the extension's pinning forwarder."""
+
+import json
+import socket
+import weakref
+from urllib.parse import urlsplit
+
+import requests
+import requests.adapters
+import urllib3
+import urllib3.connection
+
+from . import _attest
+
+# The header on the forwarder's own answer when it refused the server.
+_REFUSED = "x-teeserve-refused"
+
+
+class _UnixConnection(urllib3.connection.HTTPConnection):
+    """HTTP/1.1 to the forwarder's socket; the Host header still names the server."""
+
+    def __init__(self, *args, socket_path, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._socket_path = socket_path
+
+    def _new_conn(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if isinstance(self.timeout, (int, float)):
+            s.settimeout(self.timeout)
+        try:
+            s.connect(self._socket_path)
+        except OSError:
+            s.close()
+            raise
+        return s
+
+
+class _UnixPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _UnixConnection
+
+
+class _PinnedAdapter(requests.adapters.HTTPAdapter):
+    """Sends every request through the forwarder; TLS (the CA, the attested key, the client
+    certificate) is the forwarder's, so requests' own verify and cert do not apply."""
+
+    def __init__(self, forwarder, host, port):
+        super().__init__()
+        self._forwarder = forwarder
+        self._pool = _UnixPool(host, port, socket_path=forwarder.socket_path)
+
+    def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
+        return self._pool
+
+    def get_connection(self, url, proxies=None):
+        return self._pool
+
+    def cert_verify(self, conn, url, verify, cert):
+        pass
+
+    def request_url(self, request, proxies):
+        # Never a proxy: the forwarder connects to the attested server itself.
+        return request.path_url
+
+    def send(self, request, **kwargs):
+        try:
+            resp = super().send(request, **kwargs)
+        except requests.exceptions.ConnectionError as e:
+            why = self._forwarder.last_error()
+            if why:
+                raise requests.exceptions.SSLError(why, request=request) from e
+            raise
+        if resp.headers.get(_REFUSED):
+            try:
+                why = json.loads(resp.content)["error"]
+            except (ValueError, KeyError, TypeError):
+                why = "the server's TLS key is not the attested one"
+            raise requests.exceptions.SSLError(why, request=request, response=resp)
+        return resp
+
+    def close(self):
+        super().close()
+        self._pool.close()
+
+
+class _ElsewhereAdapter(requests.adapters.BaseAdapter):
+    """Refuses every URL outside the attested origin."""
+
+    def __init__(self, origin):
+        super().__init__()
+        self._origin = origin
+
+    def send(self, request, **kwargs):
+        raise requests.exceptions.InvalidURL(
+            f"{request.url} is not on {self._origin}: an attested session talks only to the "
+            "server whose attestation it checked", request=request)
+
+    def close(self):
+        pass
+
+
+class AttestedSession(requests.Session):
+    """A requests.Session that talks only to the attested server.
+
+    ``verdict`` and ``document`` are what the attestation check found; ``base_url`` is the
+    origin it admits.
+    """
+
+    def __init__(self, forwarder, origin, host, port):
+        super().__init__()
+        self._forwarder = forwarder
+        self.base_url = origin
+        self.verdict = json.loads(forwarder.verdict_json)
+        self.document = json.loads(forwarder.document_json)
+        self.trust_env = False  # no proxy from the environment: nothing but the forwarder
+        elsewhere = _ElsewhereAdapter(origin)
+        self.mount("https://", elsewhere)
+        self.mount("http://", elsewhere)
+        pinned = _PinnedAdapter(forwarder, host, port)
+        for prefix in _prefixes(host, port):
+            self.mount(prefix, pinned)
+        weakref.finalize(self, forwarder.close)
+
+    def close(self):
+        try:
+            super().close()
+        finally:
+            self._forwarder.close()
+
+
+def _prefixes(host, port):
+    name = f"[{host}]" if ":" in host else host
+    out = [f"https://{name}:{port}/"]
+    if port == 443:
+        out.append(f"https://{name}/")
+    return out
+
+
+def session(url, *, root_certificates, policy, root, collateral, private_key,
+            certificate_chain):
+    u = urlsplit(url)
+    if u.scheme != "https" or not u.hostname:
+        raise ValueError(f"url {url!r} is not https://HOST[:PORT]")
+    host, port = u.hostname, u.port or 443
+    name = f"[{host}]" if ":" in host else host
+    addr = f"{name}:{port}"
+    fwd = _attest(addr, host, "http1", root_certificates, policy, root, collateral,
+                  private_key, certificate_chain)
+    return AttestedSession(fwd, f"https://{addr}", host, port)
