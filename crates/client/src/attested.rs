@@ -14,6 +14,9 @@ use crate::attestation::{
 use crate::error::Refusal;
 use crate::transport::ClientIdentity;
 
+/// How long fetching the attestation document may take (a fresh quote included).
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What a requester trusts and requires of a server.
 pub struct AttestOptions {
     /// The server, `host:port`.
@@ -90,15 +93,26 @@ pub async fn attest_server(o: AttestOptions) -> Result<Attested, Refusal> {
         .ca
         .clone()
         .unwrap_or_else(|| Arc::new(teeserve_attest::collateral::pccs::AnyServerCert::default()));
-    let fetched = fetch_attestation_as(
+    let fetch = fetch_attestation_as(
         &o.addr,
         fetch_verifier,
         o.identity,
         &o.server_name,
         Some(&nonce),
-    )
-    .await
-    .map_err(|e| Refusal::new("fetch", format!("cannot get the server's attestation: {e}")))?;
+    );
+    let fetched = tokio::time::timeout(FETCH_TIMEOUT, fetch)
+        .await
+        .map_err(|_| {
+            Refusal::new(
+                "fetch",
+                format!(
+                    "cannot get the server's attestation: no answer from {} within {} s",
+                    o.addr,
+                    FETCH_TIMEOUT.as_secs()
+                ),
+            )
+        })?
+        .map_err(|e| Refusal::new("fetch", format!("cannot get the server's attestation: {e}")))?;
     let verifier = Verifier::new(o.anchor);
     let collateral = match (o.collateral, &fetched.doc.collateral) {
         (Some(c), _) => c,

@@ -95,7 +95,7 @@ impl Forwarder {
         &self.path
     }
 
-    /// Why the last connection to the server was refused or failed, if one was.
+    /// Why the last connection to the server was refused or failed, if it was.
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().ok().and_then(|e| e.clone())
     }
@@ -163,6 +163,10 @@ async fn carry(
     .await;
     let why = match connected {
         Ok(Ok(mut remote)) => {
+            // The reason given for a failure is the latest one's.
+            if let Ok(mut e) = last_error.lock() {
+                *e = None;
+            }
             let _ = tokio::io::copy_bidirectional(&mut local, &mut remote).await;
             return;
         }
