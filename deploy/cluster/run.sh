@@ -26,6 +26,7 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
+SCRIPT="$REPO/deploy/cluster/$(basename "$0")"
 PREFIX=tsc                      # every namespace, link and file this harness makes starts with it
 BRIDGE="$PREFIX-br0"
 NET="${TEESERVE_CLUSTER_NET:-10.213.7}"
@@ -79,9 +80,71 @@ print_config() {
   printf ']}\n'
 }
 
+# probe REPLICA: its readiness endpoint, as the kubelet's readinessProbe asks it (from the
+# balancer's namespace).
+probe() {
+  curl -sf -o /dev/null -m 1 --cacert "$WORK/lb/ca.pem" \
+    --resolve "$SNI:$REST_PORT:${ADDR[$1]}" "https://$SNI:$REST_PORT$READY_PATH"
+}
+
+# The balancer's upstreams: the ready replicas (an empty group has one server marked down).
+write_upstreams() {
+  local port group r f="$WORK/lb/upstreams.conf.new"
+  : >"$f"
+  for group in grpc rest; do
+    port=$GRPC_PORT
+    [ "$group" = rest ] && port=$REST_PORT
+    {
+      echo "upstream ${group}_ready {"
+      echo "    zone ${group}_ready 64k;"
+      for r in "$@"; do
+        echo "    server ${ADDR[$r]}:$port max_fails=1 fail_timeout=5s;"
+      done
+      [ "$#" -gt 0 ] || echo "    server 127.0.0.1:$port down;"
+      echo "}"
+    } >>"$f"
+  done
+  mv "$f" "$WORK/lb/upstreams.conf"
+}
+
+# The readiness watcher: what a Service's endpoints controller does, for nginx. Every 0.2 s it
+# probes each candidate replica (the pods the Service selects); when the ready set changes, it
+# rewrites the upstreams and reloads nginx. nginx's passive checks (max_fails) cover the time
+# between a replica's death and the next probe. It runs in the balancer's namespace
+# (`run.sh --watch START_NS`), like everything this harness starts, so that a run after a crash
+# finds and ends it there.
+watch_readiness() {
+  local last="-" ready r candidates
+  # It keeps watching whatever one probe or one reload does.
+  set +e
+  trap 'exit 0' TERM
+  while :; do
+    ready=""
+    read -r -a candidates <"$WORK/lb/candidates"
+    for r in "${candidates[@]}"; do
+      if probe "$r"; then ready="$ready $r"; fi
+    done
+    ready="${ready# }"
+    if [ "$ready" != "$last" ]; then
+      # shellcheck disable=SC2086 # one argument per replica
+      write_upstreams $ready
+      kill -HUP "$(cat "$WORK/lb/nginx.pid")"
+      echo "$(( ($(date +%s%N) - START_NS) / 1000000 )) ${ready:-none}" >>"$WORK/lb/watcher.log"
+      echo "$ready" >"$WORK/lb/ready.new"
+      mv "$WORK/lb/ready.new" "$WORK/lb/ready"
+      last=$ready
+    fi
+    sleep 0.2
+  done
+}
+
 if [ "${1:-}" = "--print-config" ]; then
   print_config
   exit 0
+fi
+if [ "${1:-}" = "--watch" ] && [ "$#" = 2 ]; then
+  START_NS=$2
+  watch_readiness
 fi
 if [ "$#" -gt 0 ]; then
   sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
@@ -319,60 +382,6 @@ log_mark() { wc -l <"$WORK/logs/$1.log" 2>/dev/null || echo 0; }
 log_since() { tail -n "+$(($2 + 1))" "$WORK/logs/$1.log" 2>/dev/null; }
 retries_since() { [ "$(log_since "$1" "$2" | grep -c 'key broker unreachable')" -ge "$3" ]; }
 
-probe() {   # probe REPLICA: its readiness endpoint, as the kubelet's readinessProbe asks it
-  in_ns lb curl -sf -o /dev/null -m 1 --cacert "$WORK/lb/ca.pem" \
-    --resolve "$SNI:$REST_PORT:${ADDR[$1]}" "https://$SNI:$REST_PORT$READY_PATH"
-}
-
-# The balancer's upstreams: the ready replicas (an empty group has one server marked down).
-write_upstreams() {
-  local port group r f="$WORK/lb/upstreams.conf.new"
-  : >"$f"
-  for group in grpc rest; do
-    port=$GRPC_PORT
-    [ "$group" = rest ] && port=$REST_PORT
-    {
-      echo "upstream ${group}_ready {"
-      echo "    zone ${group}_ready 64k;"
-      for r in "$@"; do
-        echo "    server ${ADDR[$r]}:$port max_fails=1 fail_timeout=5s;"
-      done
-      [ "$#" -gt 0 ] || echo "    server 127.0.0.1:$port down;"
-      echo "}"
-    } >>"$f"
-  done
-  mv "$f" "$WORK/lb/upstreams.conf"
-}
-
-# The readiness watcher: what a Service's endpoints controller does, for nginx. Every 0.2 s it
-# probes each candidate replica (the pods the Service selects); when the ready set changes, it
-# rewrites the upstreams and reloads nginx. nginx's passive checks (max_fails) cover the time
-# between a replica's death and the next probe.
-watcher() {
-  local last="-" ready r candidates
-  # It keeps watching whatever one probe or one reload does.
-  set +e
-  trap 'exit 0' TERM
-  while :; do
-    ready=""
-    read -r -a candidates <"$WORK/lb/candidates"
-    for r in "${candidates[@]}"; do
-      if probe "$r"; then ready="$ready $r"; fi
-    done
-    ready="${ready# }"
-    if [ "$ready" != "$last" ]; then
-      # shellcheck disable=SC2086 # one argument per replica
-      write_upstreams $ready
-      kill -HUP "$(cat "$WORK/lb/nginx.pid")"
-      echo "$(elapsed) ${ready:-none}" >>"$WORK/lb/watcher.log"
-      echo "$ready" >"$WORK/lb/ready.new"
-      mv "$WORK/lb/ready.new" "$WORK/lb/ready"
-      last=$ready
-    fi
-    sleep 0.2
-  done
-}
-
 set_candidates() { echo "$*" >"$WORK/lb/candidates.new" && mv "$WORK/lb/candidates.new" "$WORK/lb/candidates"; }
 # The replicas behind the balancer now (as long as the watcher runs: a stale answer is none).
 ready_set() {
@@ -439,7 +448,8 @@ EOF
     >>"$WORK/logs/nginx.log" 2>&1 &
   PIDS[nginx]=$!
   wait_for 10 "nginx" test -s "$WORK/lb/nginx.pid"
-  watcher &
+  ( exec ip netns exec "$PREFIX-lb" env TEESERVE_CLUSTER_WORK="$WORK" TEESERVE_CLUSTER_NET="$NET" \
+      bash "$SCRIPT" --watch "$START_NS" ) >>"$WORK/logs/watcher.log" 2>&1 &
   WATCHER_PID=$!
 }
 
@@ -911,7 +921,8 @@ PY
 if [ -n "$THROUGHPUT_1" ]; then
   say "throughput through the balancer: 1 replica $THROUGHPUT_1 req/s, 3 replicas $THROUGHPUT_3 req/s"
 fi
-say "p99 during the SIGKILL: ${FAILURE_P99:-?} ms; requests in flight at the drain: ${DRAIN_IN_FLIGHT:-?}"
+[ -z "$FAILURE_P99" ] || say "p99 of the requests sent in the 3 s after the SIGKILL: $FAILURE_P99 ms"
+[ -z "$DRAIN_IN_FLIGHT" ] || say "requests in flight at the drain's SIGTERM, all answered: $DRAIN_IN_FLIGHT"
 [ "${#FAILED_NAMES[@]}" = 0 ] || say "failed scenarios: ${FAILED_NAMES[*]}"
 echo "cluster: $PASSED/$RAN scenarios passed, $TOTAL requests, $LOST lost, p99 $P99 ms"
 [ "$PASSED" = "$RAN" ] && [ "$RAN" -gt 0 ]
