@@ -337,11 +337,21 @@ fn run(a: Args) -> Result<()> {
         // the default action (the end of the process) and an early SIGTERM is not lost.
         let signals = Signals::new()?;
         let stats = Stats::new();
-        // The first connection reads the model's signature, to shape the request.
-        let mut first = endpoint
-            .open(&stats)
-            .await
-            .map_err(|f| anyhow::anyhow!("{}: {}", a.server, f.message))?;
+        // The first connection reads the model's signature, to shape the request; it is
+        // tried as often as a request would be.
+        let mut jitter = Jitter::new(0);
+        let mut attempt = 0;
+        let mut first = loop {
+            attempt += 1;
+            match endpoint.open(&stats).await {
+                Ok(c) => break c,
+                Err(f) if f.retryable && attempt < a.max_attempts => {
+                    let wait = backoff(Duration::from_millis(a.backoff_ms), attempt, &mut jitter);
+                    tokio::time::sleep(wait).await;
+                }
+                Err(f) => anyhow::bail!("{}: {}", a.server, f.message),
+            }
+        };
         let inputs = client::inputs(&mut first, &a.model, &input, a.batch)
             .await
             .map_err(anyhow::Error::msg)?;
