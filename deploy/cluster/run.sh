@@ -637,7 +637,7 @@ cpu_share() {
   done
   line="$line rest-of-machine $(( (busy1 - busy0 - ours) * 100 / hz / window ))%"
   line="$line idle $(( (idle1 - idle0) * 100 / hz / window ))%"
-  echo "${line# } (of $(nproc) cores)"
+  echo "${line# } (of the machine's $(getconf _NPROCESSORS_ONLN) cores)"
 }
 
 THROUGHPUT_1=""
@@ -667,8 +667,11 @@ throughput() {
 FAILURE_P99=""
 s2_kill() {
   load_start s2 --connections 8 --duration 12
-  sleep 3
+  sleep 2.5
+  # The failure's phase starts just before the kill, so that it holds the requests the kill
+  # breaks (a request belongs to the phase it started in).
   load_phase
+  sleep 0.5
   stop r2 KILL
   say "  r2 killed with SIGKILL (status $STATUS)"
   wait_for 5 "r2 out of the upstreams" is_ready_set r1 r3
@@ -681,7 +684,7 @@ s2_kill() {
   load_end
   load_line
   FAILURE_P99=$(L 'd["phases"][1]["latency_ms"]["p99"]')
-  say "  during the failure (3 s from the kill): $(L 'd["phases"][1]["requests"]') requests, p50 $(L 'd["phases"][1]["latency_ms"]["p50"]') ms, p99 $FAILURE_P99 ms, max $(L 'd["phases"][1]["latency_ms"]["max"]') ms, $(L 'd["phases"][1]["requests_retried"]') retried"
+  say "  during the failure (from 0.5 s before the kill to 3 s after r2 left the balancer): $(L 'd["phases"][1]["requests"]') requests, p50 $(L 'd["phases"][1]["latency_ms"]["p50"]') ms, p99 $FAILURE_P99 ms, max $(L 'd["phases"][1]["latency_ms"]["max"]') ms, $(L 'd["phases"][1]["requests_retried"]') retried"
   check "zero requests lost after retries" lost_none
 }
 
@@ -921,7 +924,7 @@ PY
 if [ -n "$THROUGHPUT_1" ]; then
   say "throughput through the balancer: 1 replica $THROUGHPUT_1 req/s, 3 replicas $THROUGHPUT_3 req/s"
 fi
-[ -z "$FAILURE_P99" ] || say "p99 of the requests sent in the 3 s after the SIGKILL: $FAILURE_P99 ms"
+[ -z "$FAILURE_P99" ] || say "p99 of the requests sent during the SIGKILL (scenario 2, phase 1): $FAILURE_P99 ms"
 [ -z "$DRAIN_IN_FLIGHT" ] || say "requests in flight at the drain's SIGTERM, all answered: $DRAIN_IN_FLIGHT"
 [ "${#FAILED_NAMES[@]}" = 0 ] || say "failed scenarios: ${FAILED_NAMES[*]}"
 echo "cluster: $PASSED/$RAN scenarios passed, $TOTAL requests, $LOST lost, p99 $P99 ms"
