@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Static checks of the deployment files (no SGX, no container engine needed):
 # render the Gramine templates and check the TOML, hadolint the Dockerfiles, yamllint and
-# validate every Kubernetes manifest and the kustomize output against the Kubernetes schemas.
+# validate every Kubernetes manifest and the kustomize output against the Kubernetes schemas,
+# and check that the cluster harness (cluster/run.sh) runs the replicas as they do.
 set -euo pipefail
 cd "$(dirname "$0")"
 venv="${TEESERVE_DEPLOY_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/teeserve-deploy-venv}"
@@ -61,6 +62,15 @@ echo "== hadolint"
 
 echo "== yamllint"
 "$venv/bin/yamllint" -d '{extends: default, rules: {line-length: {max: 120}}}' kubernetes/
+
+echo "== the cluster harness runs the replicas as deploy/kubernetes does"
+"$venv/bin/python" cluster/check_config.py
+if command -v shellcheck >/dev/null 2>&1; then
+  shellcheck check.sh cluster/run.sh
+  echo "shellcheck: ok"
+else
+  echo "shellcheck not available: shell scripts not linted" >&2
+fi
 
 echo "== kubernetes-validate"
 "$venv/bin/kubernetes-validate" --strict kubernetes/namespace.yaml kubernetes/kbs.yaml kubernetes/server.yaml

@@ -621,6 +621,7 @@ impl Server {
                 router,
                 rx.clone(),
                 o.connections.clone(),
+                Duration::from_secs(o.drain_secs),
             )));
         }
         let mut rest_addr = None;
@@ -639,6 +640,7 @@ impl Server {
                 router,
                 rx.clone(),
                 o.connections.clone(),
+                Duration::from_secs(o.drain_secs),
             )));
         }
         if o.file_system_poll_wait_seconds > 0 || o.model_config_file_poll_wait_seconds > 0 {
@@ -658,11 +660,23 @@ impl Server {
         })
     }
 
-    /// Stops accepting, lets in-flight requests finish (up to the drain time), and stops.
+    /// Stops accepting (the ports close at once, so new connections are refused), lets the
+    /// requests in flight finish (up to the drain time), and stops.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        tracing::info!(
+            "draining: {} request(s) in flight; the ports are closed to new connections",
+            self.core.in_flight()
+        );
         let all = futures::future::join_all(self.tasks);
-        let _ = tokio::time::timeout(self.drain + Duration::from_secs(1), all).await;
+        match tokio::time::timeout(self.drain + Duration::from_secs(1), all).await {
+            Ok(_) => tracing::info!("drained: every request in flight was answered"),
+            Err(_) => tracing::warn!(
+                "drain time ({:?}) over with {} request(s) still in flight",
+                self.drain,
+                self.core.in_flight()
+            ),
+        }
     }
 }
 
@@ -944,6 +958,7 @@ async fn serve_listener(
     router: axum::Router,
     mut stop: watch::Receiver<bool>,
     limits: ConnectionLimits,
+    drain: Duration,
 ) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let max = limits
@@ -1031,9 +1046,13 @@ async fn serve_listener(
             }
         });
     }
+    // Close the port now rather than when the drain is over: a connection that arrives
+    // meanwhile is refused at once (a balancer in front tries another replica) instead of
+    // waiting, unaccepted, in the listen queue until the process exits and resets it.
+    drop(l);
     // Drain: every connection task holds a permit until it ends.
     let _ = tokio::time::timeout(
-        Duration::from_secs(10),
+        drain,
         open.acquire_many(u32::try_from(max).unwrap_or(u32::MAX)),
     )
     .await;

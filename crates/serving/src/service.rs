@@ -180,6 +180,14 @@ impl ServingCore {
         }
     }
 
+    /// Requests admitted ([`ServingCore::admit`]) and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.options
+            .max_in_flight
+            .max(1)
+            .saturating_sub(self.in_flight.available_permits())
+    }
+
     /// Takes a place among the requests in flight, or refuses with RESOURCE_EXHAUSTED when
     /// [`CoreOptions::max_in_flight`] are. The APIs take it before they read a request's body.
     pub fn admit(&self) -> Result<Admission, ApiError> {

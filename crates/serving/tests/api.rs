@@ -455,6 +455,67 @@ async fn in_flight_limit_answers_429() {
     assert_eq!(slow.await.unwrap().0, 200);
 }
 
+/// On shutdown (SIGTERM in `teeserve serve`) the ports close at once, so that a balancer in
+/// front sends new connections elsewhere, while a request already in flight is still answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_refuses_new_connections_at_once_and_answers_the_requests_in_flight() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let b = base(dir.path());
+    let s = start(options(&b)).await;
+    let addr = s.rest_addr.unwrap();
+    let core = s.core.clone();
+    // A request whose body is only half sent: admitted, and in flight until the rest comes.
+    let body = json!({"instances": [vec![0.0; 64]]}).to_string();
+    let (head, tail) = body.split_at(body.len() / 2);
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(
+        format!(
+            "POST /v1/models/digits:predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{head}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    wait_for(|| core.in_flight() == 1).await;
+    let stopping = tokio::spawn(s.shutdown());
+    // New connections are refused while the request in flight is still being drained.
+    let mut refused = false;
+    for _ in 0..50 {
+        match tokio::net::TcpStream::connect(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                refused = true;
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert!(
+        refused,
+        "a new connection was still accepted while draining"
+    );
+    assert!(
+        !stopping.is_finished(),
+        "the drain did not wait for the request"
+    );
+    assert_eq!(core.in_flight(), 1);
+    c.write_all(tail.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut answer))
+        .await
+        .expect("the connection closes after its answer")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"predictions\""), "{answer}");
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("the drain ends once the request is answered")
+        .unwrap();
+    assert_eq!(core.in_flight(), 0);
+}
+
 async fn wait_for(mut f: impl FnMut() -> bool) {
     for _ in 0..100 {
         if f() {

@@ -334,7 +334,7 @@ pub fn run(a: ServeArgs) -> Result<i32> {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
-        tracing::info!("draining in-flight requests");
+        tracing::info!("stopping (signal received)");
         server.shutdown().await;
         Ok(0)
     })

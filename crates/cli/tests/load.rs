@@ -1,0 +1,291 @@
+//! `teeserve-load` against the real server: it checks the attestation on each connection,
+//! counts every request and judges each answer, and retries through a server's restart
+//! without losing a request.
+mod harness;
+use harness::*;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn load_bin() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_teeserve-load"))
+}
+
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A simulated platform and a CA with a server certificate (its key a host file) in `d`.
+fn setup(d: &Path) {
+    run_in(d, &["sim", "init", "--dir", "sim"]).ok();
+    run_in(d, &["tls", "init", "--dir", "tls"]).ok();
+    std::fs::write(
+        d.join("policy.toml"),
+        format!(
+            "mrenclave = [\"{}\"]\nallow_simulated = true\ntls_key_origin = [\"host\"]\n",
+            run(&["attest", "measure"]).ok().stdout.trim()
+        ),
+    )
+    .unwrap();
+}
+
+/// `teeserve serve` of the bundled digits model on these ports, publishing its attestation;
+/// None when a port was taken.
+fn serve_on(d: &Path, grpc: u16, rest: u16) -> Option<Serve> {
+    let models = repo().join("models/digits");
+    let mut child = Command::new(bin())
+        .current_dir(d)
+        .args([
+            "serve",
+            "--platform",
+            "simulated",
+            "--sim-dir",
+            "sim",
+            "--model_name",
+            "digits",
+            "--model_base_path",
+            s(&models),
+            "--tls-cert",
+            "tls/server.pem",
+            "--tls-key",
+            "tls/server.key",
+            "--attest-host-tls-key",
+            "--attestation-collateral",
+            "sim/collateral.json",
+            "--grpc_bind_address",
+            "127.0.0.1",
+            "--rest_api_bind_address",
+            "127.0.0.1",
+            "--port",
+            &grpc.to_string(),
+            "--rest_api_port",
+            &rest.to_string(),
+        ])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    if line.starts_with("listening") {
+        Some(Serve(child))
+    } else {
+        let _ = child.wait();
+        None
+    }
+}
+
+fn serve(d: &Path) -> (Serve, u16, u16) {
+    for _ in 0..5 {
+        let (g, r) = (free_port(), free_port());
+        if let Some(s) = serve_on(d, g, r) {
+            return (s, g, r);
+        }
+    }
+    panic!("no free ports in 5 tries");
+}
+
+fn load(d: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(load_bin());
+    c.current_dir(d)
+        .args(["--model", "digits", "--server-name", "127.0.0.1"])
+        .args(args)
+        .env_remove("RUST_LOG");
+    c
+}
+
+fn finish(c: &mut Command) -> Run {
+    let out = c.output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn every_request_is_counted_and_judged_on_attested_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let (_server, grpc, rest) = serve(d);
+    let input = repo().join("testdata/digits/sample.npy");
+    let attested = [
+        "--ca",
+        "tls/ca.pem",
+        "--attest",
+        "policy.toml",
+        "--root",
+        "sim/root.pem",
+        "--input",
+        s(&input),
+    ];
+    let v = finish(
+        load(d, &attested)
+            .args(["--server", &format!("127.0.0.1:{grpc}")])
+            .args(["--requests", "40", "--connections", "2"]),
+    )
+    .ok()
+    .json();
+    assert_eq!(v["requests"], 40, "{v}");
+    assert_eq!(v["answered"], 40, "{v}");
+    assert_eq!(v["lost"], 0, "{v}");
+    assert_eq!(v["versions"]["1"], 40, "{v}");
+    // Each connection attested on its own before it carried data.
+    assert_eq!(v["connections"], 2, "{v}");
+    assert_eq!(v["attestations"], 2, "{v}");
+
+    // Over REST, with an expected answer that is not the model's: every answer is wrong.
+    std::fs::write(
+        d.join("expected.json"),
+        r#"{"outputs": {"class": [9], "probabilities": [[0.1]]}}"#,
+    )
+    .unwrap();
+    let v = finish(
+        load(d, &attested)
+            .args(["--server", &format!("127.0.0.1:{rest}"), "--rest"])
+            .args(["--requests", "10", "--expected", "expected.json"]),
+    )
+    .ok()
+    .json();
+    assert_eq!(v["requests"], 10, "{v}");
+    assert_eq!(v["wrong"], 10, "{v}");
+    assert_eq!(v["lost"], 10, "{v}");
+
+    // A policy that does not admit the server: no data is sent, and the run says why.
+    std::fs::write(
+        d.join("other.toml"),
+        format!(
+            "mrenclave = [\"{}\"]\nallow_simulated = true\n",
+            "ab".repeat(32)
+        ),
+    )
+    .unwrap();
+    let r = finish(
+        load(
+            d,
+            &[
+                "--ca",
+                "tls/ca.pem",
+                "--attest",
+                "other.toml",
+                "--root",
+                "sim/root.pem",
+                "--input",
+                s(&input),
+            ],
+        )
+        .args(["--server", &format!("127.0.0.1:{grpc}"), "--requests", "5"]),
+    )
+    .fails(2);
+    assert!(
+        r.stderr.contains("attestation not admitted"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_server_restart_under_load_costs_retries_not_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let (server, grpc, rest) = serve(d);
+    let input = repo().join("testdata/digits/sample.npy");
+    let mut c = load(
+        d,
+        &[
+            "--ca",
+            "tls/ca.pem",
+            "--input",
+            s(&input),
+            "--duration",
+            "6",
+            "--connections",
+            "2",
+            "--max-attempts",
+            "40",
+        ],
+    );
+    let child = c
+        .args(["--server", &format!("127.0.0.1:{grpc}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    drop(server);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut again = None;
+    for _ in 0..20 {
+        again = serve_on(d, grpc, rest);
+        if again.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        again.is_some(),
+        "the server did not start again on its ports"
+    );
+    let out = child.wait_with_output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(v["lost"], 0, "{v}");
+    assert!(v["answered"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["retried"].as_u64().unwrap() >= 1, "{v}");
+    assert!(v["connections"].as_u64().unwrap() >= 3, "{v}");
+}
+
+#[test]
+fn bad_flags_and_an_unreachable_server_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = repo().join("testdata/digits/sample.npy");
+    let r = finish(&mut load(
+        d,
+        &["--server", "127.0.0.1:1", "--input", s(&input)],
+    ))
+    .fails(2);
+    assert!(r.stderr.contains("--ca"), "{}", r.stderr);
+    setup(d);
+    let r = finish(&mut load(
+        d,
+        &[
+            "--server",
+            &format!("127.0.0.1:{}", free_port()),
+            "--ca",
+            "tls/ca.pem",
+            "--input",
+            s(&input),
+            "--max-attempts",
+            "2",
+        ],
+    ))
+    .fails(2);
+    assert!(r.stderr.contains("cannot connect"), "{}", r.stderr);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    let r = finish(&mut load(
+        d,
+        &[
+            "--server",
+            "127.0.0.1:1",
+            "--ca",
+            "tls/ca.pem",
+            "--input",
+            "tls/ca.pem",
+        ],
+    ))
+    .fails(2);
+    assert!(r.stderr.contains("neither .npy nor JSON"), "{}", r.stderr);
+}
