@@ -13,8 +13,8 @@ everywhere:
     SavedModel through the C API of the library the same wheel ships;
   - `teeserve serve --tensorflow-lib` end to end over gRPC+TLS on loopback (model_bench client,
     which sends `tensor_content` and decodes the outputs into tensors, on the same 2 cores).
-The two in-process figures are taken in alternation, twice each, and the median of each pair
-of medians is kept, so that a slow spell of the shared machine falls on both.
+The two in-process figures are taken in alternation, three times each, and the median of each
+three medians is kept, so that a slow spell of the shared machine falls on both.
 
     bench/tf_engine.sh [SECONDS]
 """
@@ -135,7 +135,7 @@ def main():
                 x = images(batch)
                 budget = SECS / 2
                 python, engine = [], []
-                for _ in range(2):
+                for _ in range(3):
                     python.append(timed(lambda: fn(input=tf.constant(x))["predict"].numpy(), budget))
                     reps = max(3, int(budget * 1000 / python[-1]))
                     engine.append(tool(MODEL_BENCH, "engine", version, f"tensorflow={TF_LIB}",
