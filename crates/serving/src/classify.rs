@@ -13,6 +13,7 @@
 
 use tonic::Code;
 
+use crate::engine::Signature;
 use crate::error::ApiError;
 use crate::proto::tensorflow::serving::{
     input, Class, ClassificationRequest, ClassificationResponse, ClassificationResult,
@@ -127,13 +128,9 @@ fn single_io(target: &ResolvedModel) -> Result<(String, usize), ApiError> {
     }
 }
 
-/// Runs the rows through the model; returns the first output.
-pub(crate) async fn run_rows(
-    core: &ServingCore,
-    target: &ResolvedModel,
-    rows: Vec<Vec<f32>>,
-) -> Result<Tensor, ApiError> {
-    let (input, width) = single_io(target)?;
+/// The rows as one `[rows, width]` float tensor; each row must have `width` values (0: any
+/// number, the same in every row).
+pub(crate) fn rows_tensor(rows: Vec<Vec<f32>>, width: usize) -> Result<Tensor, ApiError> {
     let n = rows.len();
     let mut flat = Vec::with_capacity(n * width);
     for (i, r) in rows.into_iter().enumerate() {
@@ -149,7 +146,17 @@ pub(crate) async fn run_rows(
         flat.extend(r);
     }
     let w = flat.len() / n.max(1);
-    let t = Tensor::new(vec![n, w], Data::F32(flat)).map_err(ApiError::from)?;
+    Tensor::new(vec![n, w], Data::F32(flat)).map_err(ApiError::from)
+}
+
+/// Runs the rows through the model; returns the first output.
+pub(crate) async fn run_rows(
+    core: &ServingCore,
+    target: &ResolvedModel,
+    rows: Vec<Vec<f32>>,
+) -> Result<Tensor, ApiError> {
+    let (input, width) = single_io(target)?;
+    let t = rows_tensor(rows, width)?;
     let out = core
         .infer(target, "", vec![(input, t)], &[], Entry::Grpc)
         .await?;
@@ -239,6 +246,17 @@ async fn run_examples(
 ) -> Result<Vec<(String, Tensor)>, ApiError> {
     let serialized = serialized_examples(input, core.options.max_tensor_bytes)?;
     let sig = crate::service::lookup_signature(target.model.signatures(), sig_name, entry)?;
+    let (name, t) = examples_tensor(sig, serialized)?;
+    core.infer(target, sig_name, vec![(name, t)], &[], entry)
+        .await
+}
+
+/// The one input of a classification or regression signature `sig`, named, holding the
+/// serialized examples as a DT_STRING vector.
+pub(crate) fn examples_tensor(
+    sig: &Signature,
+    serialized: Vec<Vec<u8>>,
+) -> Result<(String, Tensor), ApiError> {
     let [spec] = sig.inputs.as_slice() else {
         return Err(ApiError::new(
             Code::InvalidArgument,
@@ -253,8 +271,7 @@ async fn run_examples(
     }
     let n = serialized.len();
     let t = Tensor::new(vec![n], Data::Str(serialized)).map_err(ApiError::from)?;
-    core.infer(target, sig_name, vec![(spec.name.clone(), t)], &[], entry)
-        .await
+    Ok((spec.name.clone(), t))
 }
 
 fn output<'a>(outs: &'a [(String, Tensor)], name: &str) -> Option<&'a Tensor> {

@@ -13,7 +13,7 @@ use prost::Message;
 use crate::classify::{self, CLASSIFY_METHOD, REGRESS_METHOD};
 use crate::engine::LoadedModel;
 use crate::proto::tensorflow::serving::{prediction_log, Input, ModelSpec, PredictionLog};
-use crate::tensor::{DType, Data, Tensor};
+use crate::tensor::Tensor;
 
 /// Where the warmup file is, inside a version directory.
 pub(crate) const WARMUP_FILE: &str = "assets.extra/tf_serving_warmup_requests";
@@ -210,18 +210,10 @@ fn run_examples(
             .signatures()
             .get(name)
             .ok_or_else(|| format!("no signature {name:?}"))?;
-        let [input_spec] = sig.inputs.as_slice() else {
-            return Err(format!("signature {name:?} does not have one input"));
-        };
-        if input_spec.dtype != DType::Str {
-            return Err(format!(
-                "signature {name:?} does not take serialized tf.Examples (DT_STRING)"
-            ));
-        }
         let serialized =
             classify::serialized_examples(input, MAX_TENSOR_BYTES).map_err(|e| e.message)?;
         let n = serialized.len();
-        let t = Tensor::new(vec![n], Data::Str(serialized)).map_err(|e| e.to_string())?;
+        let (_, t) = classify::examples_tensor(sig, serialized).map_err(|e| e.message)?;
         let outs = model
             .run(name, vec![t])
             .map_err(|e| format!("the model refused it: {e}"))?;
@@ -244,15 +236,9 @@ fn run_examples(
         return Err(format!("no signature {name:?}"));
     }
     let rows = classify::rows(input, MAX_TENSOR_BYTES).map_err(|e| e.message)?;
+    // The rows rule of a model without such a signature: as wide as the first example.
     let width = rows[0].len();
-    if let Some(i) = rows.iter().position(|r| r.len() != width) {
-        return Err(format!(
-            "example {i} has {} feature values; example 0 has {width}",
-            rows[i].len()
-        ));
-    }
-    let n = rows.len();
-    let t = Tensor::new(vec![n, width], Data::F32(rows.concat())).map_err(|e| e.to_string())?;
+    let t = classify::rows_tensor(rows, width).map_err(|e| e.message)?;
     let out = model
         .run("", vec![t])
         .map_err(|e| format!("the model refused it: {e}"))?;

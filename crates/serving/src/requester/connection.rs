@@ -305,16 +305,8 @@ impl Connection {
             Connection::Rest(c) => {
                 // The body is written directly: large tensors are not parsed back into JSON
                 // values only to be printed again.
-                let mut body = String::from("{\"inputs\": {");
-                for (i, (n, x)) in inputs.iter().enumerate() {
-                    if i > 0 {
-                        body.push_str(", ");
-                    }
-                    body.push_str(&Value::String(n.clone()).to_string());
-                    body.push_str(": ");
-                    tensor::write_json_request(x, &mut body);
-                }
-                body.push('}');
+                let mut body = String::from("{");
+                tensor::write_json_inputs(inputs, &mut body);
                 if let Some(s) = &t.signature {
                     body.push_str(", \"signature_name\": ");
                     body.push_str(&Value::String(s.clone()).to_string());

@@ -489,6 +489,21 @@ pub fn write_json_request(t: &Tensor, out: &mut String) {
     });
 }
 
+/// Writes the `"inputs"` member of a REST Predict request body (columnar format): the key and
+/// an object of the named tensors, each as [`write_json_request`] writes it.
+pub fn write_json_inputs(inputs: &[(String, Tensor)], out: &mut String) {
+    out.push_str("\"inputs\": {");
+    for (i, (n, x)) in inputs.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(&Value::String(n.clone()).to_string());
+        out.push_str(": ");
+        write_json_request(x, out);
+    }
+    out.push('}');
+}
+
 fn write_nested(
     t: &Tensor,
     row: Option<usize>,

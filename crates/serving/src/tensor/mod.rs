@@ -11,7 +11,7 @@ mod proto;
 
 pub use json::{
     from_json, from_json_numbers, from_json_numbers_within, from_json_within, json_shape,
-    write_json, write_json_request,
+    write_json, write_json_inputs, write_json_request,
 };
 pub use npy::from_npy;
 pub use proto::{declared, Declared};

@@ -178,16 +178,9 @@ impl Prepared {
     /// The request for `model` with these input tensors.
     pub fn new(model: &str, inputs: &[(String, Tensor)], rest: bool) -> Self {
         if rest {
-            let mut body = String::from("{\"inputs\": {");
-            for (i, (n, x)) in inputs.iter().enumerate() {
-                if i > 0 {
-                    body.push_str(", ");
-                }
-                body.push_str(&Value::String(n.clone()).to_string());
-                body.push_str(": ");
-                tensor::write_json_request(x, &mut body);
-            }
-            body.push_str("}}");
+            let mut body = String::from("{");
+            tensor::write_json_inputs(inputs, &mut body);
+            body.push('}');
             Prepared::Rest(format!("/v1/models/{model}:predict"), body.into_bytes())
         } else {
             Prepared::Grpc(PredictRequest {
