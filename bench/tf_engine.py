@@ -21,22 +21,19 @@ three medians is kept, so that a slow spell of the shared machine falls on both.
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(ROOT, "target", "bench-models")
-TEESERVE = os.path.join(ROOT, "target", "release", "teeserve")
-MODEL_BENCH = os.path.join(ROOT, "target", "release", "examples", "model_bench")
 SECS = float(sys.argv[1]) if len(sys.argv) > 1 else 10.0
 
 import numpy as np  # noqa: E402
+from benchlib import MODEL_BENCH, TEESERVE, Serve, images, timed, tool  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -69,51 +66,6 @@ def saved_model(name):
     return base
 
 
-def images(batch):
-    return np.random.default_rng(1).random((batch, 224, 224, 3), dtype=np.float32)
-
-
-def timed(fn, budget):
-    fn()  # warm-up
-    ms, start = [], time.perf_counter()
-    while time.perf_counter() - start < budget or len(ms) < 3:
-        t = time.perf_counter()
-        fn()
-        ms.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(ms))
-
-
-def tool(*args):
-    out = subprocess.run(list(args), check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-class Serve:
-    def __init__(self, tmp, args):
-        self.grpc, self.rest = free_port(), free_port()
-        self.log = open(os.path.join(tmp, "serve.log"), "w")
-        self.p = subprocess.Popen(
-            [TEESERVE, "serve", "--grpc_bind_address", "127.0.0.1", "--rest_api_bind_address", "127.0.0.1",
-             "--port", str(self.grpc), "--rest_api_port", str(self.rest),
-             "--tls-cert", f"{tmp}/tls/server.pem", "--tls-key", f"{tmp}/tls/server.key"] + args,
-            stdout=subprocess.PIPE, stderr=self.log, text=True)
-        line = self.p.stdout.readline()
-        if not line.startswith("listening"):
-            raise RuntimeError(f"serve did not start: {open(self.log.name).read()}")
-
-    def stop(self):
-        self.p.terminate()
-        self.p.wait()
-
-
 def main():
     results = {}
     tmp = tempfile.mkdtemp()
@@ -126,7 +78,7 @@ def main():
             f.write("model_config_list {\n" + "".join(
                 f'  config {{ name: "{n}" base_path: "{b}" model_platform: "tensorflow" }}\n'
                 for n, b in bases.items()) + "}\n")
-        server = Serve(tmp, ["--model_config_file", config, "--tensorflow-lib", TF_LIB, "--workers", "1",
+        server = Serve(tmp, "tensorflow", ["--model_config_file", config, "--tensorflow-lib", TF_LIB, "--workers", "1",
                              "--tensorflow_intra_op_parallelism", "1", "--tensorflow_inter_op_parallelism", "1"])
         for name, base in bases.items():
             version = os.path.join(base, "1")
