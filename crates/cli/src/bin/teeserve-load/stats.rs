@@ -22,7 +22,8 @@ pub enum Outcome {
 /// Distinct error messages kept per phase (the rest are counted under one key).
 const MAX_DISTINCT_ERRORS: usize = 20;
 
-#[derive(Debug, Default)]
+/// A phase's counts (or, summed, the whole run's).
+#[derive(Debug, Default, Clone)]
 struct Phase {
     /// Seconds after the start at which the phase began.
     began: f64,
@@ -140,12 +141,9 @@ impl Stats {
     /// The summary: totals, latency percentiles and versions, overall and per phase.
     pub fn summary(&self) -> Value {
         let seconds = self.start.elapsed().as_secs_f64();
-        let phases = self
-            .phases
-            .lock()
-            .map(|p| p.iter().map(tally).collect::<Vec<_>>());
+        let phases = self.phases.lock().map(|p| p.clone());
         let phases = phases.unwrap_or_default();
-        let mut total = Tally::default();
+        let mut total = Phase::default();
         for p in &phases {
             total.add(p);
         }
@@ -174,36 +172,6 @@ impl Stats {
     }
 }
 
-/// A phase's (or the whole run's) counts, ready to print.
-#[derive(Debug, Default)]
-struct Tally {
-    began: f64,
-    answered: u64,
-    wrong: u64,
-    failed: u64,
-    retries: u64,
-    requests_retried: u64,
-    latencies_ms: Vec<f32>,
-    versions: BTreeMap<String, u64>,
-    errors: BTreeMap<String, u64>,
-    retry_causes: BTreeMap<String, u64>,
-}
-
-fn tally(p: &Phase) -> Tally {
-    Tally {
-        began: p.began,
-        answered: p.answered,
-        wrong: p.wrong,
-        failed: p.failed,
-        retries: p.retries,
-        requests_retried: p.requests_retried,
-        latencies_ms: p.latencies_ms.clone(),
-        versions: p.versions.clone(),
-        errors: p.errors.clone(),
-        retry_causes: p.retry_causes.clone(),
-    }
-}
-
 fn merge(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
     for (k, v) in from {
         *into.entry(k.clone()).or_default() += v;
@@ -223,8 +191,8 @@ pub fn percentile(sorted: &[f32], p: f64) -> f64 {
     f64::from(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
-impl Tally {
-    fn add(&mut self, p: &Tally) {
+impl Phase {
+    fn add(&mut self, p: &Phase) {
         self.answered += p.answered;
         self.wrong += p.wrong;
         self.failed += p.failed;
