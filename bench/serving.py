@@ -67,7 +67,7 @@ def client(tmp, port, model, batch, conc, rest=False, secs=None):
 
 
 def main():
-    rows, results = [], {}
+    results = {}
     tmp = tempfile.mkdtemp()
     servers = []
     try:

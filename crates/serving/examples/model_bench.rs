@@ -1,11 +1,18 @@
 //! Latency and throughput of one model, for bench/serving.sh.
 //!
-//! Engine only, in process (one inference at a time, one thread):
+//! Engine only, in process (one inference at a time, one thread, called from a thread of its
+//! own as `serve` calls it from a worker):
 //!     model_bench engine MODEL.onnx tract|onnxruntime=LIB BATCH REPS
 //!     model_bench engine SAVEDMODEL_DIR tensorflow=LIB BATCH REPS
+//! With `paced` for REPS, one inference per line read on standard input, its milliseconds
+//! written as a line, so that a caller can interleave it with its own reference call by call;
+//! a line holding a number runs that batch size instead of BATCH.
 //! A requester against a running server (gRPC, or REST with `--rest`), over TLS with CA.pem:
 //!     model_bench client HOST:PORT CA.pem MODEL INPUT BATCH CONCURRENCY SECONDS [--rest]
 //! Both print one JSON line: p50/p90/p99 in milliseconds, count, and rate per second.
+//! With `paced` for SECONDS, the client sends one request per line read on standard input on
+//! one connection (of the batch size the line holds, if it holds one), and writes its
+//! milliseconds as a line.
 //! Inputs are pseudo-random values in [0, 1) shaped like an image batch (BATCH x 224 x 224 x 3
 //! unless the model says otherwise).
 use std::sync::Arc;
@@ -33,6 +40,14 @@ fn input(shape: &[usize]) -> Tensor {
     }
 }
 
+/// The batch size a `paced` line asks for: the number it holds, or `default` if it is blank.
+fn line_batch(line: &str, default: usize) -> Result<usize, String> {
+    match line.trim() {
+        "" => Ok(default),
+        b => b.parse().map_err(|e| format!("batch {b:?}: {e}")),
+    }
+}
+
 fn report(mut ms: Vec<f64>, elapsed: Duration) -> String {
     ms.sort_by(f64::total_cmp);
     let q = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
@@ -51,7 +66,12 @@ fn engine(args: &[String]) -> Result<(), String> {
         return Err("engine MODEL tract|onnxruntime=LIB|tensorflow=LIB BATCH REPS".into());
     };
     let batch: usize = batch.parse().map_err(|e| format!("BATCH: {e}"))?;
-    let reps: usize = reps.parse().map_err(|e| format!("REPS: {e}"))?;
+    let paced = reps == "paced";
+    let reps: usize = if paced {
+        0
+    } else {
+        reps.parse().map_err(|e| format!("REPS: {e}"))?
+    };
     let onnx = |choice: EngineChoice| {
         let bytes = std::fs::read(model).map_err(|e| format!("{model}: {e}"))?;
         choice
@@ -78,19 +98,36 @@ fn engine(args: &[String]) -> Result<(), String> {
         .get("")
         .ok_or("no serving_default signature")?
         .inputs[0];
-    let shape: Vec<usize> = spec
-        .shape
-        .iter()
-        .enumerate()
-        .map(|(i, &d)| match (i, d) {
-            (0, _) => batch,
-            (_, d) if d > 0 => d as usize,
-            (1 | 2, _) => 224,
-            _ => 3,
-        })
-        .collect();
-    let x = input(&shape);
+    let shape = |batch: usize| -> Vec<usize> {
+        spec.shape
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| match (i, d) {
+                (0, _) => batch,
+                (_, d) if d > 0 => d as usize,
+                (1 | 2, _) => 224,
+                _ => 3,
+            })
+            .collect()
+    };
+    let x = input(&shape(batch));
     m.run("", vec![x.clone()]).map_err(|e| e.to_string())?; // warm-up
+    if paced {
+        use std::io::{BufRead, Write};
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ready").map_err(|e| e.to_string())?;
+        out.flush().map_err(|e| e.to_string())?;
+        let mut inputs = std::collections::HashMap::from([(batch, x)]);
+        for line in std::io::stdin().lock().lines() {
+            let b = line_batch(&line.map_err(|e| e.to_string())?, batch)?;
+            let x = inputs.entry(b).or_insert_with(|| input(&shape(b)));
+            let t = Instant::now();
+            m.run("", vec![x.clone()]).map_err(|e| e.to_string())?;
+            writeln!(out, "{:.3}", t.elapsed().as_secs_f64() * 1e3).map_err(|e| e.to_string())?;
+            out.flush().map_err(|e| e.to_string())?;
+        }
+        return Ok(());
+    }
     let start = Instant::now();
     let mut ms = Vec::with_capacity(reps);
     for _ in 0..reps {
@@ -112,7 +149,12 @@ async fn client(args: &[String]) -> Result<(), String> {
     };
     let batch: usize = batch.parse().map_err(|e| format!("BATCH: {e}"))?;
     let conc: usize = conc.parse().map_err(|e| format!("CONCURRENCY: {e}"))?;
-    let secs: f64 = secs.parse().map_err(|e| format!("SECONDS: {e}"))?;
+    let paced = secs == "paced";
+    let secs: f64 = if paced {
+        0.0
+    } else {
+        secs.parse().map_err(|e| format!("SECONDS: {e}"))?
+    };
     let ca = std::fs::read(ca).map_err(|e| format!("{ca}: {e}"))?;
     let alpn: &[&[u8]] = if rest { &[b"http/1.1"] } else { &[b"h2"] };
     let cfg = Arc::new(client_config(ca_verifier(&ca)?, None, alpn)?);
@@ -151,6 +193,28 @@ async fn client(args: &[String]) -> Result<(), String> {
         }
         conns.push(c);
     }
+    if paced {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let mut c = conns.pop().ok_or("CONCURRENCY must be 1 or more")?;
+        let mut batches = std::collections::HashMap::from([(batch, x)]);
+        let mut out = tokio::io::stdout();
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        out.write_all(b"ready\n").await.map_err(|e| e.to_string())?;
+        out.flush().await.map_err(|e| e.to_string())?;
+        while let Some(line) = lines.next_line().await.map_err(|e| e.to_string())? {
+            let b = line_batch(&line, batch)?;
+            let x = batches.entry(b).or_insert_with(|| input(&[b, 224, 224, 3]));
+            let inputs = [(input_name.clone(), x.clone())];
+            let t0 = Instant::now();
+            send(&mut c, rest, &target, &inputs).await?;
+            let ms = t0.elapsed().as_secs_f64() * 1e3;
+            out.write_all(format!("{ms:.3}\n").as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            out.flush().await.map_err(|e| e.to_string())?;
+        }
+        return Ok(());
+    }
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
     let tasks: Vec<_> = conns
@@ -183,7 +247,13 @@ async fn client(args: &[String]) -> Result<(), String> {
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let r = match args.first().map(String::as_str) {
-        Some("engine") => engine(&args[1..]),
+        // On a thread of its own, as `serve` runs inferences on its workers.
+        Some("engine") => {
+            let args = args[1..].to_vec();
+            std::thread::spawn(move || engine(&args))
+                .join()
+                .unwrap_or_else(|_| Err("the engine's thread panicked".into()))
+        }
         Some("client") => client(&args[1..]).await,
         _ => Err("usage: model_bench engine ... | model_bench client ...".into()),
     };

@@ -330,18 +330,29 @@ impl Tensor {
 
     /// Little-endian bytes of the elements (not for strings).
     pub fn to_le_bytes(&self) -> Vec<u8> {
-        // Written into a sized buffer with a width known at compile time:
+        let mut out = vec![0u8; self.le_byte_len()];
+        self.write_le_bytes(&mut out);
+        out
+    }
+
+    /// How many bytes [`Tensor::write_le_bytes`] writes (0 for strings).
+    pub fn le_byte_len(&self) -> usize {
+        self.len() * self.dtype().size()
+    }
+
+    /// Writes the elements little-endian into `out`, straight into a buffer an engine owns;
+    /// `out` must be [`Tensor::le_byte_len`] long (a shorter one takes the elements that fit).
+    pub fn write_le_bytes(&self, out: &mut [u8]) {
+        // Written through chunks of a width known at compile time:
         // `flat_map(..).collect()` runs several times slower on image-sized tensors.
-        fn le<T: Copy, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
-            let mut out = vec![0u8; v.len() * N];
+        fn le<T: Copy, const N: usize>(v: &[T], out: &mut [u8], f: impl Fn(T) -> [u8; N]) {
             for (o, x) in out.chunks_exact_mut(N).zip(v) {
                 o.copy_from_slice(&f(*x));
             }
-            out
         }
         macro_rules! le {
             ($v:expr) => {
-                le($v, |x| x.to_le_bytes())
+                le($v, out, |x| x.to_le_bytes())
             };
         }
         match &self.data {
@@ -351,21 +362,24 @@ impl Tensor {
             Data::I16(v) => le!(v),
             Data::I32(v) => le!(v),
             Data::I64(v) => le!(v),
-            Data::U8(v) => v.clone(),
+            Data::U8(v) => {
+                let n = v.len().min(out.len());
+                out[..n].copy_from_slice(&v[..n]);
+            }
             Data::U16(v) => le!(v),
             Data::U32(v) => le!(v),
             Data::U64(v) => le!(v),
-            Data::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
-            Data::Str(_) => Vec::new(),
+            Data::Bool(v) => le(v, out, |b| [u8::from(b)]),
+            Data::Str(_) => {}
             Data::F16(v) => le!(v),
             Data::BF16(v) => le!(v),
-            Data::C64(v) => le(v, |[re, im]| {
+            Data::C64(v) => le(v, out, |[re, im]| {
                 let mut b = [0u8; 8];
                 b[..4].copy_from_slice(&re.to_le_bytes());
                 b[4..].copy_from_slice(&im.to_le_bytes());
                 b
             }),
-            Data::C128(v) => le(v, |[re, im]| {
+            Data::C128(v) => le(v, out, |[re, im]| {
                 let mut b = [0u8; 16];
                 b[..8].copy_from_slice(&re.to_le_bytes());
                 b[8..].copy_from_slice(&im.to_le_bytes());

@@ -8,6 +8,8 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use crate::tensor::Tensor;
+
 /// `TF_Buffer` (tf_buffer.h).
 #[repr(C)]
 struct TfBuffer {
@@ -261,8 +263,9 @@ unsafe impl Sync for Session {}
 /// What an input tensor holds.
 #[derive(Clone, Copy)]
 pub(super) enum Contents<'a> {
-    /// Fixed-size elements, little-endian, in row-major order.
-    Bytes(&'a [u8]),
+    /// Fixed-size elements, written little-endian in row-major order straight into the
+    /// tensor TensorFlow allocates.
+    Values(&'a Tensor),
     /// DT_STRING elements.
     Strings(&'a [Vec<u8>]),
 }
@@ -400,7 +403,7 @@ impl Session {
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         let n: usize = shape.iter().product();
         let len = match &contents {
-            Contents::Bytes(b) => b.len(),
+            Contents::Values(t) => t.le_byte_len(),
             Contents::Strings(s) => {
                 if s.len() != n {
                     return Err(format!("{} strings for shape {shape:?}", s.len()));
@@ -428,8 +431,10 @@ impl Session {
                 return Err("TensorFlow allocated a smaller tensor than asked".into());
             }
             match contents {
-                Contents::Bytes(b) => {
-                    std::ptr::copy_nonoverlapping(b.as_ptr(), data.cast::<u8>(), b.len())
+                Contents::Values(t) => {
+                    if len > 0 {
+                        t.write_le_bytes(std::slice::from_raw_parts_mut(data.cast::<u8>(), len))
+                    }
                 }
                 Contents::Strings(s) => {
                     let base = data.cast::<TfTString>();

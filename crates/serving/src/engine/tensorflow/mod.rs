@@ -390,13 +390,8 @@ impl LoadedModel for TensorFlowModel {
                 run.feeds.len()
             )));
         }
-        let bytes: Vec<Vec<u8>> = inputs.iter().map(Tensor::to_le_bytes).collect();
         let mut feeds = Vec::with_capacity(inputs.len());
-        for ((t, b), ((out, dtype), spec)) in inputs
-            .iter()
-            .zip(&bytes)
-            .zip(run.feeds.iter().zip(&sig.inputs))
-        {
+        for (t, ((out, dtype), spec)) in inputs.iter().zip(run.feeds.iter().zip(&sig.inputs)) {
             if t.dtype().to_tf() as i32 != *dtype {
                 return Err(EngineError::Input {
                     name: spec.name.clone(),
@@ -409,7 +404,7 @@ impl LoadedModel for TensorFlowModel {
             }
             let contents = match &t.data {
                 Data::Str(s) => ffi::Contents::Strings(s),
-                _ => ffi::Contents::Bytes(b),
+                _ => ffi::Contents::Values(t),
             };
             feeds.push((*out, *dtype, t.shape.as_slice(), contents));
         }
