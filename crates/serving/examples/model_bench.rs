@@ -1,4 +1,4 @@
-//! Latency and throughput of one model, for bench/serving.sh.
+//! Latency and throughput of one model, for bench/serving.sh and bench/tf_engine.sh.
 //!
 //! Engine only, in process (one inference at a time, one thread, called from a thread of its
 //! own as `serve` calls it from a worker):
