@@ -27,14 +27,9 @@ const MAX_DOCUMENT: usize = 4 << 20;
 
 /// A fresh random nonce for [`fetch_attestation`].
 pub fn fresh_nonce() -> Result<[u8; 32], RequesterError> {
-    fresh_nonce_text().map_err(RequesterError::Attestation)
-}
-
-// The same, with the error as text (the public function gives its class).
-fn fresh_nonce_text() -> Result<[u8; 32], String> {
     let mut n = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut n)
-        .map_err(|_| "no randomness for the attestation nonce".to_owned())?;
+        .map_err(|_| RequesterError::attestation("no randomness for the attestation nonce"))?;
     Ok(n)
 }
 
@@ -46,13 +41,13 @@ pub async fn fetch_attestation(
     server_name: &str,
     nonce: Option<&[u8]>,
 ) -> Result<FetchedAttestation, RequesterError> {
-    fetch_attestation_text(addr, verifier, None, server_name, nonce)
-        .await
-        .map_err(RequesterError::Attestation)
+    fetch_attestation_as(addr, verifier, None, server_name, nonce).await
 }
 
 /// [`fetch_attestation`] presenting a client certificate (a server that requires mutual TLS
 /// answers nothing without one).
+///
+/// Every failure is a [`RequesterError::Attestation`]: without the document nothing is sent.
 pub async fn fetch_attestation_as(
     addr: &str,
     verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
@@ -60,60 +55,49 @@ pub async fn fetch_attestation_as(
     server_name: &str,
     nonce: Option<&[u8]>,
 ) -> Result<FetchedAttestation, RequesterError> {
-    fetch_attestation_text(addr, verifier, identity, server_name, nonce)
-        .await
-        .map_err(RequesterError::Attestation)
-}
-
-// The same, with the error as text (the public function gives its class).
-async fn fetch_attestation_text(
-    addr: &str,
-    verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
-    identity: Option<ClientIdentity>,
-    server_name: &str,
-    nonce: Option<&[u8]>,
-) -> Result<FetchedAttestation, String> {
     let cap = Capture::new(verifier);
-    let cfg = crate::transport::client_config(cap.clone(), identity, &[b"http/1.1"])?;
-    let mut c = RestClient::connect(addr, Some(Arc::new(cfg)), server_name).await?;
+    let cfg = crate::transport::client_config(cap.clone(), identity, &[b"http/1.1"])
+        .map_err(RequesterError::attestation)?;
+    let mut c = RestClient::connect(addr, Some(Arc::new(cfg)), server_name)
+        .await
+        .map_err(RequesterError::attestation)?;
     let path = match nonce {
         Some(n) => format!("/v1/attestation?nonce={}", hex::encode(n)),
         None => "/v1/attestation".to_owned(),
     };
-    let (status, body) = c.request(hyper::Method::GET, &path, Vec::new()).await?;
+    // The server is not trusted yet: its answer is bounded as it arrives.
+    let (status, body) = c
+        .request_within(hyper::Method::GET, &path, Vec::new(), MAX_DOCUMENT)
+        .await
+        .map_err(RequesterError::attestation)?;
     if status != 200 {
         let why = serde_json::from_slice::<Value>(&body)
             .ok()
             .and_then(|v| v["error"].as_str().map(str::to_owned))
             .unwrap_or_default();
-        return Err(format!(
+        return Err(RequesterError::attestation(format!(
             "GET /v1/attestation answered HTTP {status}: the server publishes no attestation{}",
             if why.is_empty() {
                 String::new()
             } else {
                 format!(" ({why})")
             }
-        ));
+        )));
     }
-    if body.len() > MAX_DOCUMENT {
-        return Err(format!(
-            "the attestation document is {} bytes, more than {MAX_DOCUMENT}",
-            body.len()
-        ));
-    }
-    let doc: AttestationDoc =
-        serde_json::from_slice(&body).map_err(|e| format!("attestation document: {e}"))?;
-    let cert = cap.captured().ok_or("no server certificate was seen")?;
+    let doc: AttestationDoc = serde_json::from_slice(&body)
+        .map_err(|e| RequesterError::attestation(format!("attestation document: {e}")))?;
+    let cert = cap
+        .captured()
+        .ok_or_else(|| RequesterError::attestation("no server certificate was seen"))?;
     Ok(FetchedAttestation { doc, cert })
 }
 
 /// DER SubjectPublicKeyInfo of a certificate.
 pub fn spki_of(cert: &[u8]) -> Result<Vec<u8>, RequesterError> {
-    spki_of_text(cert).map_err(RequesterError::Attestation)
+    server_spki(cert).map_err(RequesterError::attestation)
 }
 
-// The same, with the error as text (the public function gives its class).
-fn spki_of_text(cert: &[u8]) -> Result<Vec<u8>, String> {
+fn server_spki(cert: &[u8]) -> Result<Vec<u8>, String> {
     teeserve_ratls::spki_of(cert).map_err(|e| format!("server certificate: {e}"))
 }
 
@@ -160,7 +144,7 @@ pub fn appraise_attestation(
         })
         .collect();
     policy.appraise_served(doc.key_origin, &served)?;
-    let spki = spki_of_text(cert).map_err(|e| Refusal::new("certificate", e))?;
+    let spki = server_spki(cert).map_err(|e| Refusal::new("certificate", e))?;
     doc.check_binding(&v.report_data, &spki, nonce)?;
     Ok(v)
 }
@@ -172,35 +156,17 @@ pub fn attested_client_config(
     attested_cert: &[u8],
     ca: Option<Arc<dyn rustls::client::danger::ServerCertVerifier>>,
     evidence: Option<(Arc<Appraiser>, Policy)>,
-    identity: Option<(
-        Vec<rustls::pki_types::CertificateDer<'static>>,
-        rustls::pki_types::PrivateKeyDer<'static>,
-    )>,
+    identity: Option<ClientIdentity>,
     alpn: &[&[u8]],
 ) -> Result<rustls::ClientConfig, RequesterError> {
-    attested_client_config_text(attested_cert, ca, evidence, identity, alpn)
-        .map_err(RequesterError::Tls)
-}
-
-// The same, with the error as text (the public function gives its class).
-fn attested_client_config_text(
-    attested_cert: &[u8],
-    ca: Option<Arc<dyn rustls::client::danger::ServerCertVerifier>>,
-    evidence: Option<(Arc<Appraiser>, Policy)>,
-    identity: Option<(
-        Vec<rustls::pki_types::CertificateDer<'static>>,
-        rustls::pki_types::PrivateKeyDer<'static>,
-    )>,
-    alpn: &[&[u8]],
-) -> Result<rustls::ClientConfig, String> {
-    let mut v = PinnedKeyVerifier::for_cert(attested_cert).map_err(|e| e.to_string())?;
+    let mut v = PinnedKeyVerifier::for_cert(attested_cert).map_err(RequesterError::tls)?;
     if let Some(ca) = ca {
         v = v.with_ca(ca);
     }
     if let Some((a, p)) = evidence {
         v = v.with_evidence(a, p);
     }
-    crate::transport::client_config(Arc::new(v), identity, alpn).map_err(String::from)
+    crate::transport::client_config(Arc::new(v), identity, alpn)
 }
 
 /// The model file that answered: the version the answer names (gRPC), else the one asked for,

@@ -19,6 +19,28 @@ pub enum RequesterError {
     Attestation(String),
 }
 
+impl RequesterError {
+    /// A [`RequesterError::Tls`] saying `e`.
+    pub fn tls(e: impl std::fmt::Display) -> Self {
+        Self::Tls(e.to_string())
+    }
+
+    /// A [`RequesterError::Connect`] saying `e`.
+    pub fn connect(e: impl std::fmt::Display) -> Self {
+        Self::Connect(e.to_string())
+    }
+
+    /// A [`RequesterError::Server`] saying `e`.
+    pub fn server(e: impl std::fmt::Display) -> Self {
+        Self::Server(e.to_string())
+    }
+
+    /// A [`RequesterError::Attestation`] saying `e`.
+    pub fn attestation(e: impl std::fmt::Display) -> Self {
+        Self::Attestation(e.to_string())
+    }
+}
+
 impl From<RequesterError> for String {
     fn from(e: RequesterError) -> String {
         e.to_string()

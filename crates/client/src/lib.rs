@@ -52,4 +52,5 @@ pub use attested::{attest_server, AttestOptions, Attested};
 pub use error::{Refusal, RequesterError};
 pub use transport::{
     ca_verifier, client_config, connect_tls, host_of, Capture, ClientIdentity, Io, RestClient,
+    MAX_ANSWER,
 };

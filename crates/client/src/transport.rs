@@ -87,45 +87,31 @@ pub type ClientIdentity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)
 
 /// A verifier that checks the server's certificate against a CA (PEM).
 pub fn ca_verifier(ca_pem: &[u8]) -> Result<Arc<dyn ServerCertVerifier>, RequesterError> {
-    ca_verifier_text(ca_pem).map_err(RequesterError::Tls)
-}
-
-// The same, with the error as text (the public function gives its class).
-fn ca_verifier_text(ca_pem: &[u8]) -> Result<Arc<dyn ServerCertVerifier>, String> {
-    let roots = teeserve_tls::roots_from_pem(ca_pem).map_err(|e| e.to_string())?;
+    let roots = teeserve_tls::roots_from_pem(ca_pem).map_err(RequesterError::tls)?;
     let v = rustls::client::WebPkiServerVerifier::builder_with_provider(
         Arc::new(roots),
         teeserve_tls::provider(),
     )
     .build()
-    .map_err(|e| e.to_string())?;
+    .map_err(RequesterError::tls)?;
     Ok(v)
 }
 
 /// A TLS client configuration with this verifier, an optional client identity, and ALPN.
 pub fn client_config(
     verifier: Arc<dyn ServerCertVerifier>,
-    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    identity: Option<ClientIdentity>,
     alpn: &[&[u8]],
 ) -> Result<rustls::ClientConfig, RequesterError> {
-    client_config_text(verifier, identity, alpn).map_err(RequesterError::Tls)
-}
-
-// The same, with the error as text (the public function gives its class).
-fn client_config_text(
-    verifier: Arc<dyn ServerCertVerifier>,
-    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
-    alpn: &[&[u8]],
-) -> Result<rustls::ClientConfig, String> {
     let b = rustls::ClientConfig::builder_with_provider(teeserve_tls::provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(RequesterError::tls)?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     let mut c = match identity {
         Some((certs, key)) => b
             .with_client_auth_cert(certs, key)
-            .map_err(|e| e.to_string())?,
+            .map_err(RequesterError::tls)?,
         None => b.with_no_client_auth(),
     };
     c.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
@@ -157,6 +143,9 @@ pub async fn connect_tls(
 pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
+/// Largest answer body [`RestClient::request`] reads.
+pub const MAX_ANSWER: usize = 1 << 30;
+
 /// A keep-alive HTTP/1.1 connection.
 pub struct RestClient {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
@@ -176,23 +165,12 @@ impl RestClient {
         tls: Option<Arc<rustls::ClientConfig>>,
         server_name: &str,
     ) -> Result<Self, RequesterError> {
-        Self::connect_text(addr, tls, server_name)
-            .await
-            .map_err(RequesterError::Connect)
-    }
-
-    // The same, with the error as text (the public function gives its class).
-    async fn connect_text(
-        addr: &str,
-        tls: Option<Arc<rustls::ClientConfig>>,
-        server_name: &str,
-    ) -> Result<Self, String> {
         let io = connect_tls(addr, tls, server_name)
             .await
-            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+            .map_err(|e| RequesterError::connect(format!("cannot connect to {addr}: {e}")))?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(RequesterError::connect)?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -202,46 +180,54 @@ impl RestClient {
         })
     }
 
-    /// Sends a request; returns the status and the body.
+    /// Sends a request; returns the status and the body (at most [`MAX_ANSWER`] bytes).
     pub async fn request(
         &mut self,
         method: hyper::Method,
         path: &str,
         body: Vec<u8>,
     ) -> Result<(u16, Vec<u8>), RequesterError> {
-        self.request_text(method, path, body)
-            .await
-            .map_err(RequesterError::Connect)
+        self.request_within(method, path, body, MAX_ANSWER).await
     }
 
-    // The same, with the error as text (the public function gives its class).
-    async fn request_text(
+    /// [`RestClient::request`] reading at most `max_answer` bytes of the answer's body: a
+    /// longer one is refused as it arrives, before more than that is held.
+    pub async fn request_within(
         &mut self,
         method: hyper::Method,
         path: &str,
         body: Vec<u8>,
-    ) -> Result<(u16, Vec<u8>), String> {
+        max_answer: usize,
+    ) -> Result<(u16, Vec<u8>), RequesterError> {
         let req = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, &self.authority)
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
+            .map_err(RequesterError::connect)?;
         self.sender
             .ready()
             .await
-            .map_err(|e| format!("connection closed: {e}"))?;
+            .map_err(|e| RequesterError::connect(format!("connection closed: {e}")))?;
         let resp = self
             .sender
             .send_request(req)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(RequesterError::connect)?;
         let status = resp.status().as_u16();
-        let body = Limited::new(resp.into_body(), 1 << 30)
+        let body = Limited::new(resp.into_body(), max_answer)
             .collect()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    RequesterError::server(format!(
+                        "{path} answered with a body of more than {max_answer} bytes"
+                    ))
+                } else {
+                    RequesterError::connect(e)
+                }
+            })?
             .to_bytes()
             .to_vec();
         Ok((status, body))

@@ -90,18 +90,6 @@ impl Connection {
         server_name: &str,
         rest: bool,
     ) -> Result<Self, RequesterError> {
-        Self::open_text(addr, tls, server_name, rest)
-            .await
-            .map_err(RequesterError::Connect)
-    }
-
-    // The same, with the error as text (the public function gives its class).
-    async fn open_text(
-        addr: &str,
-        tls: Option<Arc<rustls::ClientConfig>>,
-        server_name: &str,
-        rest: bool,
-    ) -> Result<Self, String> {
         if rest {
             Ok(Connection::Rest(
                 RestClient::connect(addr, tls, server_name).await?,
@@ -117,11 +105,6 @@ impl Connection {
 
     /// The model's signature (GetModelMetadata).
     pub async fn signature(&mut self, t: &RequestTarget) -> Result<Signature, RequesterError> {
-        self.signature_text(t).await.map_err(RequesterError::Server)
-    }
-
-    // The same, with the error as text (the public function gives its class).
-    async fn signature_text(&mut self, t: &RequestTarget) -> Result<Signature, String> {
         let (inputs, outputs): (Vec<RawSpec>, Vec<RawSpec>) = match self {
             Connection::Grpc(c) => {
                 let r = c
@@ -130,14 +113,16 @@ impl Connection {
                         metadata_field: vec!["signature_def".into()],
                     })
                     .await
-                    .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+                    .map_err(|s| {
+                        RequesterError::server(format!("{:?}: {}", s.code(), s.message()))
+                    })?
                     .into_inner();
                 let any = r
                     .metadata
                     .get("signature_def")
-                    .ok_or("no signature_def in metadata")?;
+                    .ok_or_else(|| RequesterError::server("no signature_def in metadata"))?;
                 let map: SignatureDefMap =
-                    prost::Message::decode(&any.value[..]).map_err(|e| e.to_string())?;
+                    prost::Message::decode(&any.value[..]).map_err(RequesterError::server)?;
                 let name = t
                     .signature
                     .clone()
@@ -145,7 +130,7 @@ impl Connection {
                 let def = map
                     .signature_def
                     .get(&name)
-                    .ok_or_else(|| format!("no signature {name:?}"))?;
+                    .ok_or_else(|| RequesterError::server(format!("no signature {name:?}")))?;
                 let conv = |m: &std::collections::HashMap<
                     String,
                     crate::proto::tensorflow::TensorInfo,
@@ -172,12 +157,12 @@ impl Connection {
                 let (status, body) = c
                     .request(hyper::Method::GET, &t.rest_path("/metadata"), Vec::new())
                     .await?;
-                let v: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+                let v: Value = serde_json::from_slice(&body).map_err(RequesterError::server)?;
                 if status != 200 {
-                    return Err(format!(
+                    return Err(RequesterError::server(format!(
                         "HTTP {status}: {}",
                         v["error"].as_str().unwrap_or("")
-                    ));
+                    )));
                 }
                 let name = t
                     .signature
@@ -219,9 +204,14 @@ impl Connection {
                 (conv(&def["inputs"]), conv(&def["outputs"]))
             }
         };
-        let spec = |(name, dt, shape): (String, i32, Vec<i64>)| -> Result<crate::engine::TensorSpec, String> {
-            Ok(crate::engine::TensorSpec { name, dtype: DType::from_tf(dt).map_err(|e| e.to_string())?, shape })
-        };
+        let spec =
+            |(name, dt, shape): RawSpec| -> Result<crate::engine::TensorSpec, RequesterError> {
+                Ok(crate::engine::TensorSpec {
+                    name,
+                    dtype: DType::from_tf(dt).map_err(RequesterError::server)?,
+                    shape,
+                })
+            };
         Ok(Signature {
             inputs: inputs.into_iter().map(spec).collect::<Result<_, _>>()?,
             outputs: outputs.into_iter().map(spec).collect::<Result<_, _>>()?,
@@ -236,19 +226,10 @@ impl Connection {
         t: &RequestTarget,
         inputs: &[(String, Tensor)],
     ) -> Result<PredictResponse, RequesterError> {
-        self.predict_proto_text(t, inputs)
-            .await
-            .map_err(RequesterError::Server)
-    }
-
-    // The same, with the error as text (the public function gives its class).
-    async fn predict_proto_text(
-        &mut self,
-        t: &RequestTarget,
-        inputs: &[(String, Tensor)],
-    ) -> Result<PredictResponse, String> {
         let Connection::Grpc(c) = self else {
-            return Err("a PredictResponse comes only over gRPC; this connection is REST".into());
+            return Err(RequesterError::server(
+                "a PredictResponse comes only over gRPC; this connection is REST",
+            ));
         };
         let req = PredictRequest {
             model_spec: Some(t.spec()),
@@ -260,7 +241,13 @@ impl Connection {
         };
         Ok(c.predict(req)
             .await
-            .map_err(|s| format!("{}: {}", crate::error::code_name(s.code()), s.message()))?
+            .map_err(|s| {
+                RequesterError::server(format!(
+                    "{}: {}",
+                    crate::error::code_name(s.code()),
+                    s.message()
+                ))
+            })?
             .into_inner())
     }
 
@@ -270,17 +257,6 @@ impl Connection {
         t: &RequestTarget,
         inputs: &[(String, Tensor)],
     ) -> Result<Prediction, RequesterError> {
-        self.predict_text(t, inputs)
-            .await
-            .map_err(RequesterError::Server)
-    }
-
-    // The same, with the error as text (the public function gives its class).
-    async fn predict_text(
-        &mut self,
-        t: &RequestTarget,
-        inputs: &[(String, Tensor)],
-    ) -> Result<Prediction, String> {
         match self {
             Connection::Grpc(_) => {
                 let r = self.predict_proto(t, inputs).await?;
@@ -292,12 +268,12 @@ impl Connection {
                 let mut names: Vec<&String> = r.outputs.keys().collect();
                 names.sort();
                 for n in names {
-                    let t = Tensor::from_proto(&r.outputs[n]).map_err(|e| e.to_string())?;
+                    let t = Tensor::from_proto(&r.outputs[n]).map_err(RequesterError::server)?;
                     let mut s = String::new();
                     tensor::write_json(&t, None, n.ends_with("_bytes"), &mut s);
                     outputs.insert(
                         n.clone(),
-                        serde_json::from_str(&s).map_err(|e| e.to_string())?,
+                        serde_json::from_str(&s).map_err(RequesterError::server)?,
                     );
                 }
                 Ok(Prediction { version, outputs })
@@ -319,13 +295,13 @@ impl Connection {
                         body.into_bytes(),
                     )
                     .await?;
-                let v: Value =
-                    serde_json::from_slice(&resp).map_err(|e| format!("HTTP {status}: {e}"))?;
+                let v: Value = serde_json::from_slice(&resp)
+                    .map_err(|e| RequesterError::server(format!("HTTP {status}: {e}")))?;
                 if status != 200 {
-                    return Err(format!(
+                    return Err(RequesterError::server(format!(
                         "HTTP {status}: {}",
                         v["error"].as_str().unwrap_or("")
-                    ));
+                    )));
                 }
                 let outputs = match &v["outputs"] {
                     Value::Object(m) => m.clone(),

@@ -13,17 +13,6 @@ pub async fn grpc_channel(
     tls: Option<Arc<rustls::ClientConfig>>,
     server_name: &str,
 ) -> Result<tonic::transport::Channel, RequesterError> {
-    grpc_channel_text(addr, tls, server_name)
-        .await
-        .map_err(RequesterError::Connect)
-}
-
-// The same, with the error as text (the public function gives its class).
-async fn grpc_channel_text(
-    addr: &str,
-    tls: Option<Arc<rustls::ClientConfig>>,
-    server_name: &str,
-) -> Result<tonic::transport::Channel, String> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let uri = format!("{scheme}://{addr}");
     let addr = addr.to_owned();
@@ -33,10 +22,10 @@ async fn grpc_channel_text(
         async move { connect_tls(&addr, tls, &name).await.map(TokioIo::new) }
     });
     tonic::transport::Endpoint::from_shared(uri)
-        .map_err(|e| e.to_string())?
+        .map_err(RequesterError::connect)?
         .initial_stream_window_size(crate::server::H2_STREAM_WINDOW)
         .initial_connection_window_size(2 * crate::server::H2_STREAM_WINDOW)
         .connect_with_connector(connector)
         .await
-        .map_err(|e| format!("cannot connect to {}: {e:?}", server_name))
+        .map_err(|e| RequesterError::connect(format!("cannot connect to {server_name}: {e:?}")))
 }
