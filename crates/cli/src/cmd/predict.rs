@@ -13,9 +13,9 @@ use teeserve_ratls::Appraiser;
 use teeserve_ratls::AttestationDoc;
 use teeserve_serving::requester::{
     answered_by, attested_client_config, check_attestation, fetch_attestation, fresh_nonce,
-    top_classes, Connection, FetchedAttestation, Prediction, RequestTarget,
+    input_tensors, read_input_file, top_classes, Connection, FetchedAttestation, Prediction,
+    RequestTarget,
 };
-use teeserve_serving::tensor::{self, Tensor};
 
 use super::attest::{anchor, load_policy};
 use crate::util::{self, refuse};
@@ -83,19 +83,6 @@ pub struct PredictArgs {
     pub top: usize,
 }
 
-fn read_input(path: &std::path::Path) -> Result<Value> {
-    let bytes = util::read(path)?;
-    if bytes.starts_with(b"\x93NUMPY") {
-        let t = tensor::from_npy(&bytes)
-            .map_err(|e| anyhow::anyhow!("--input {}: {e}", path.display()))?;
-        let mut s = String::new();
-        tensor::write_json(&t, None, false, &mut s);
-        return Ok(serde_json::from_str(&s)?);
-    }
-    serde_json::from_slice(&bytes)
-        .with_context(|| format!("--input {} is neither .npy nor JSON", path.display()))
-}
-
 pub fn run(a: PredictArgs) -> Result<i32> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -108,7 +95,7 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
         .server_name
         .clone()
         .unwrap_or_else(|| teeserve_serving::requester::host_of(&a.server));
-    let input = read_input(&a.input)?;
+    let input = read_input_file(&a.input).map_err(anyhow::Error::msg)?;
     // The attestation is checked before anything is sent; the data connections then admit no
     // other TLS key than the attested one, on every handshake.
     let (tls, attested) = data_tls(&a, &server_name).await?;
@@ -125,7 +112,7 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
         .signature(&target)
         .await
         .map_err(|e| anyhow::anyhow!("metadata of {}: {e}", a.model))?;
-    let inputs = request_inputs(&sig, &input)?;
+    let inputs = input_tensors(&sig, &input).map_err(anyhow::Error::msg)?;
     let p = conn.predict(&target, &inputs).await.map_err(refuse)?;
     let out = report(&a, &p, attested.as_ref())?;
     crate::util::say(serde_json::to_string_pretty(&out)?)?;
@@ -254,40 +241,6 @@ async fn attest_server(
     Ok((fetched, appraiser, v))
 }
 
-/// The request's tensors: a TF Serving body ("instances" or "inputs", by input name), or one
-/// array for the model's only input.
-fn request_inputs(
-    sig: &teeserve_serving::engine::Signature,
-    input: &Value,
-) -> Result<Vec<(String, Tensor)>> {
-    match input {
-        Value::Object(m) if m.contains_key("instances") || m.contains_key("inputs") => {
-            let v = m
-                .get("inputs")
-                .or_else(|| m.get("instances"))
-                .cloned()
-                .unwrap_or(Value::Null);
-            match v {
-                Value::Object(named) => sig
-                    .inputs
-                    .iter()
-                    .map(|s| {
-                        let x = named
-                            .get(&s.name)
-                            .ok_or_else(|| anyhow::anyhow!("--input lacks input {:?}", s.name))?;
-                        Ok((
-                            s.name.clone(),
-                            tensor::from_json(x, s.dtype).map_err(anyhow::Error::msg)?,
-                        ))
-                    })
-                    .collect(),
-                other => single(sig, &other),
-            }
-        }
-        other => single(sig, other),
-    }
-}
-
 /// The printed answer: outputs, top classes, and what the attestation said and which attested
 /// model file answered. Refuses an answer from a version the attestation does not list.
 fn report(
@@ -346,17 +299,4 @@ fn report(
         }
     }
     Ok(out)
-}
-
-fn single(sig: &teeserve_serving::engine::Signature, v: &Value) -> Result<Vec<(String, Tensor)>> {
-    anyhow::ensure!(
-        sig.inputs.len() == 1,
-        "the model has {} inputs; give a JSON object with one entry per input",
-        sig.inputs.len()
-    );
-    let s = &sig.inputs[0];
-    Ok(vec![(
-        s.name.clone(),
-        tensor::from_json(v, s.dtype).map_err(|e| anyhow::anyhow!("--input: {e}"))?,
-    )])
 }

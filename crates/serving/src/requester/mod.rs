@@ -6,12 +6,15 @@
 //! server's engines; this module adds what needs the server's types:
 //!
 //! - `connection.rs`: one gRPC or REST connection, metadata and Predict;
+//! - `input.rs`: the tensors of a request from a requester's input file;
 //! - `transport.rs`: the gRPC channel.
 
 mod connection;
+mod input;
 mod transport;
 
 pub use connection::{top_classes, Connection, Prediction, RequestTarget};
+pub use input::{input_tensors, read_input_file};
 pub use teeserve_client::{
     answered_by, attested_client_config, ca_verifier, check_attestation, client_config,
     fetch_attestation, fresh_nonce, host_of, spki_of, Capture, FetchedAttestation, Io,

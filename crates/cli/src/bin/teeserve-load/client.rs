@@ -16,7 +16,7 @@ use teeserve_serving::proto::tensorflow::serving::{
 };
 use teeserve_serving::requester::{
     attested_client_config, check_attestation, client_config, fetch_attestation, fresh_nonce,
-    Connection, RequestTarget, RequesterError,
+    input_tensors, Connection, RequestTarget, RequesterError,
 };
 use teeserve_serving::tensor::{self, Tensor};
 
@@ -325,36 +325,7 @@ pub async fn inputs(
         })
         .await
         .map_err(|e| format!("metadata of {model}: {e}"))?;
-    let named = match input {
-        Value::Object(m) if m.contains_key("inputs") || m.contains_key("instances") => m
-            .get("inputs")
-            .or_else(|| m.get("instances"))
-            .cloned()
-            .unwrap_or(Value::Null),
-        other => other.clone(),
-    };
-    let mut out = Vec::new();
-    match &named {
-        Value::Object(by_name) => {
-            for s in &sig.inputs {
-                let x = by_name
-                    .get(&s.name)
-                    .ok_or_else(|| format!("--input lacks input {:?}", s.name))?;
-                let t = tensor::from_json(x, s.dtype).map_err(|e| format!("--input: {e}"))?;
-                out.push((s.name.clone(), t));
-            }
-        }
-        other => {
-            let [s] = &sig.inputs[..] else {
-                return Err(format!(
-                    "the model has {} inputs; give a JSON object with one entry per input",
-                    sig.inputs.len()
-                ));
-            };
-            let t = tensor::from_json(other, s.dtype).map_err(|e| format!("--input: {e}"))?;
-            out.push((s.name.clone(), t));
-        }
-    }
+    let mut out = input_tensors(&sig, input)?;
     if let Some(rows) = batch {
         for (name, t) in &mut out {
             *t = rebatch(t, rows).map_err(|e| format!("--batch for input {name}: {e}"))?;

@@ -22,8 +22,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use serde_json::Value;
 use teeserve_attest::{Collateral, Policy, TrustAnchor, Verifier};
-use teeserve_serving::requester::Connection;
-use teeserve_serving::tensor;
+use teeserve_serving::requester::{self, Connection};
 
 use client::{Answer, Attest, Endpoint, Outputs, Prepared};
 use stats::{Outcome, Stats};
@@ -116,20 +115,6 @@ fn main() {
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
-}
-
-/// `--input` as JSON (a .npy file is read into a tensor and written as nested lists).
-fn read_input(path: &std::path::Path) -> Result<Value> {
-    let bytes = read(path)?;
-    if bytes.starts_with(b"\x93NUMPY") {
-        let t = tensor::from_npy(&bytes)
-            .map_err(|e| anyhow::anyhow!("--input {}: {e}", path.display()))?;
-        let mut s = String::new();
-        tensor::write_json(&t, None, false, &mut s);
-        return Ok(serde_json::from_str(&s)?);
-    }
-    serde_json::from_slice(&bytes)
-        .with_context(|| format!("--input {} is neither .npy nor JSON", path.display()))
 }
 
 /// `--expected`: the outputs by name.
@@ -325,7 +310,7 @@ fn run(a: Args) -> Result<()> {
         "--duration must be a positive number of seconds"
     );
     anyhow::ensure!(a.max_attempts > 0, "--max-attempts must be at least 1");
-    let input = read_input(&a.input)?;
+    let input = requester::read_input_file(&a.input).map_err(anyhow::Error::msg)?;
     let expected = a.expected.as_deref().map(read_expected).transpose()?;
     let endpoint = endpoint(&a)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
