@@ -6,11 +6,10 @@
 //! pass, unless TEESERVE_REQUIRE_ONNXRUNTIME=1 (set by .ci/run) makes them fail.
 mod harness;
 
-use std::io::{BufRead, BufReader, Read, Seek, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
-use harness::{bin, free_port, repo, run, s};
+use harness::{free_port, listen, repo, run, s, serve_command, Serve};
 
 fn onnxruntime_lib() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("TEESERVE_ONNXRUNTIME_LIB") {
@@ -47,84 +46,30 @@ fn need_onnxruntime() -> Option<PathBuf> {
     lib
 }
 
-struct Serve {
-    child: Child,
-    grpc: String,
-    rest: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `teeserve serve` of the bundled digits model on loopback, with `extra` flags.
 fn serve(extra: &[&str]) -> Serve {
     serve_model("digits", &repo().join("models/digits"), extra)
 }
 
-/// `teeserve serve` of model `name` at `base` on loopback; returns once it listens. Ports that
-/// something else took after `free_port` chose them are chosen again.
+/// `teeserve serve` of model `name` at `base` on loopback; returns once it listens.
 fn serve_model(name: &str, base: &Path, extra: &[&str]) -> Serve {
-    let mut tries = 0;
-    let (child, line) = loop {
-        tries += 1;
-        // The server's log goes to a file: a pipe nobody reads could fill up and stall it.
-        let mut log = tempfile::tempfile().unwrap();
-        let mut child = Command::new(bin())
-            .args([
-                "serve",
-                "--insecure",
-                "--model_name",
-                name,
-                "--model_base_path",
-            ])
-            .arg(base)
-            .args([
-                "--grpc_bind_address",
-                "127.0.0.1",
-                "--rest_api_bind_address",
-                "127.0.0.1",
-                "--port",
-                &free_port().to_string(),
-                "--rest_api_port",
-                &free_port().to_string(),
-            ])
-            .args(extra)
-            .env_remove("RUST_LOG")
-            .env_remove("TEESERVE_ONNXRUNTIME_LIB")
-            .stdout(Stdio::piped())
-            .stderr(log.try_clone().unwrap())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        if line.starts_with("listening") {
-            break (child, line);
-        }
-        let _ = child.wait();
-        let mut err = String::new();
-        log.rewind().unwrap();
-        log.read_to_string(&mut err).unwrap();
-        if !(err.contains("cannot listen") && tries < 5) {
-            panic!("serve did not start: {err}");
-        }
-    };
-    let field = |k: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(k))
-            .unwrap()
-            .to_owned()
-    };
-    Serve {
-        grpc: field("grpc="),
-        rest: field("rest="),
-        child,
-    }
+    let model = [
+        "--insecure",
+        "--model_name",
+        name,
+        "--model_base_path",
+        s(base),
+    ];
+    let args = [&model[..], extra].concat();
+    listen(
+        || {
+            let mut c = serve_command(&std::env::temp_dir(), &args);
+            c.env_remove("TEESERVE_ONNXRUNTIME_LIB");
+            c
+        },
+        None,
+    )
+    .unwrap()
 }
 
 fn http_get(addr: &str, path: &str) -> serde_json::Value {

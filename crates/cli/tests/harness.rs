@@ -1,8 +1,9 @@
 //! A small harness that runs the real `teeserve` binary the way a user does.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_teeserve"))
@@ -70,4 +71,72 @@ pub fn run(args: &[&str]) -> Run {
 
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// A running `teeserve serve`, killed when dropped, with the addresses its "listening" line
+/// gave.
+pub struct Serve {
+    pub child: Child,
+    pub grpc: String,
+    pub rest: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `teeserve serve` in `dir` with `args` (no addresses or ports: [`listen`] adds them).
+pub fn serve_command(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.current_dir(dir)
+        .arg("serve")
+        .args(args)
+        .env_remove("RUST_LOG");
+    c
+}
+
+/// Starts `command()` on loopback and returns once it listens. Without `ports`, free ports are
+/// chosen, and chosen again (5 tries) when something else took one first; with `ports`, a
+/// port that is taken gives None. Any other failure to start panics with the server's log,
+/// which goes to a file (a pipe nobody reads could fill up and stall the server).
+pub fn listen(command: impl Fn() -> Command, ports: Option<(u16, u16)>) -> Option<Serve> {
+    for _ in 0..5 {
+        let (grpc, rest) = ports.unwrap_or_else(|| (free_port(), free_port()));
+        let mut log = tempfile::tempfile().unwrap();
+        let mut child = command()
+            .args(["--grpc_bind_address", "127.0.0.1"])
+            .args(["--rest_api_bind_address", "127.0.0.1"])
+            .args(["--port", &grpc.to_string()])
+            .args(["--rest_api_port", &rest.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(log.try_clone().unwrap())
+            .spawn()
+            .expect("start teeserve serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        if line.starts_with("listening") {
+            let field = |k: &str| {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k))
+                    .unwrap_or_else(|| panic!("no {k} in {line:?}"))
+                    .to_owned()
+            };
+            let (grpc, rest) = (field("grpc="), field("rest="));
+            return Some(Serve { child, grpc, rest });
+        }
+        let _ = child.wait();
+        let mut err = String::new();
+        log.rewind().unwrap();
+        log.read_to_string(&mut err).unwrap();
+        assert!(err.contains("cannot listen"), "serve did not start: {err}");
+        if ports.is_some() {
+            return None;
+        }
+    }
+    panic!("no free ports in 5 tries");
 }

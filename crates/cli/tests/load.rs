@@ -4,22 +4,12 @@
 mod harness;
 use harness::*;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn load_bin() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_BIN_EXE_teeserve-load"))
-}
-
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A simulated platform and a CA with a server certificate (its key a host file) in `d`.
@@ -36,63 +26,36 @@ fn setup(d: &Path) {
     .unwrap();
 }
 
-/// `teeserve serve` of the bundled digits model on these ports, publishing its attestation;
-/// None when a port was taken.
-fn serve_on(d: &Path, grpc: u16, rest: u16) -> Option<Serve> {
+/// `teeserve serve` of the bundled digits model on these ports (free ones when None),
+/// publishing its attestation; None when a port was taken.
+fn serve_on(d: &Path, ports: Option<(u16, u16)>) -> Option<Serve> {
     let models = repo().join("models/digits");
-    let mut child = Command::new(bin())
-        .current_dir(d)
-        .args([
-            "serve",
-            "--platform",
-            "simulated",
-            "--sim-dir",
-            "sim",
-            "--model_name",
-            "digits",
-            "--model_base_path",
-            s(&models),
-            "--tls-cert",
-            "tls/server.pem",
-            "--tls-key",
-            "tls/server.key",
-            "--attest-host-tls-key",
-            "--attestation-collateral",
-            "sim/collateral.json",
-            "--grpc_bind_address",
-            "127.0.0.1",
-            "--rest_api_bind_address",
-            "127.0.0.1",
-            "--port",
-            &grpc.to_string(),
-            "--rest_api_port",
-            &rest.to_string(),
-        ])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    if line.starts_with("listening") {
-        Some(Serve(child))
-    } else {
-        let _ = child.wait();
-        None
-    }
+    let args = [
+        "--platform",
+        "simulated",
+        "--sim-dir",
+        "sim",
+        "--model_name",
+        "digits",
+        "--model_base_path",
+        s(&models),
+        "--tls-cert",
+        "tls/server.pem",
+        "--tls-key",
+        "tls/server.key",
+        "--attest-host-tls-key",
+        "--attestation-collateral",
+        "sim/collateral.json",
+    ];
+    listen(|| serve_command(d, &args), ports)
 }
 
+/// The server and its gRPC and REST ports.
 fn serve(d: &Path) -> (Serve, u16, u16) {
-    for _ in 0..5 {
-        let (g, r) = (free_port(), free_port());
-        if let Some(s) = serve_on(d, g, r) {
-            return (s, g, r);
-        }
-    }
-    panic!("no free ports in 5 tries");
+    let server = serve_on(d, None).unwrap();
+    let port = |a: &str| a.rsplit_once(':').unwrap().1.parse().unwrap();
+    let (grpc, rest) = (port(&server.grpc), port(&server.rest));
+    (server, grpc, rest)
 }
 
 fn load(d: &Path, args: &[&str]) -> Command {
@@ -228,7 +191,7 @@ fn a_server_restart_under_load_costs_retries_not_requests() {
     std::thread::sleep(Duration::from_millis(300));
     let mut again = None;
     for _ in 0..20 {
-        again = serve_on(d, grpc, rest);
+        again = serve_on(d, Some((grpc, rest)));
         if again.is_some() {
             break;
         }

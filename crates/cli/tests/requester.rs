@@ -5,24 +5,11 @@
 mod harness;
 use harness::*;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use teeserve_serving::requester::{ca_verifier, client_config, RestClient};
-
-struct Serve {
-    child: Child,
-    rest: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A simulated platform, a CA with a server certificate and key (the key is a host file), in
 /// `d`.
@@ -35,60 +22,27 @@ fn setup(d: &Path) {
 /// with the host's TLS key; returns once it listens.
 fn serve(d: &Path, extra: &[&str]) -> Serve {
     let models = repo().join("models/digits");
-    for _ in 0..5 {
-        let mut log = tempfile::tempfile().unwrap();
-        let mut child = Command::new(bin())
-            .current_dir(d)
-            .args([
-                "serve",
-                "--platform",
-                "simulated",
-                "--sim-dir",
-                "sim",
-                "--model_name",
-                "digits",
-                "--model_base_path",
-                s(&models),
-                "--tls-cert",
-                "tls/server.pem",
-                "--tls-key",
-                "tls/server.key",
-                "--attestation-collateral",
-                "sim/collateral.json",
-                "--grpc_bind_address",
-                "127.0.0.1",
-                "--rest_api_bind_address",
-                "127.0.0.1",
-                "--port",
-                &free_port().to_string(),
-                "--rest_api_port",
-                &free_port().to_string(),
-            ])
-            .args(extra)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(log.try_clone().unwrap())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        if line.starts_with("listening") {
-            let rest = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("rest="))
-                .unwrap()
-                .to_owned();
-            return Serve { child, rest };
-        }
-        let _ = child.wait();
-        let mut err = String::new();
-        std::io::Seek::rewind(&mut log).unwrap();
-        log.read_to_string(&mut err).unwrap();
-        assert!(err.contains("cannot listen"), "serve did not start: {err}");
-    }
-    panic!("no free ports in 5 tries");
+    let args = [
+        &[
+            "--platform",
+            "simulated",
+            "--sim-dir",
+            "sim",
+            "--model_name",
+            "digits",
+            "--model_base_path",
+            s(&models),
+            "--tls-cert",
+            "tls/server.pem",
+            "--tls-key",
+            "tls/server.key",
+            "--attestation-collateral",
+            "sim/collateral.json",
+        ][..],
+        extra,
+    ]
+    .concat();
+    listen(|| serve_command(d, &args), None).unwrap()
 }
 
 /// GET over TLS verified by the test CA: status and body.

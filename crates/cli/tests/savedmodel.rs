@@ -9,12 +9,12 @@
 //! Python beside it; without the library these tests skip, unless TEESERVE_REQUIRE_TENSORFLOW=1.
 mod harness;
 
-use std::io::{BufRead, BufReader, Read, Seek, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use harness::{bin, free_port, repo, run, s};
+use harness::{bin, free_port, listen, repo, run, s, serve_command, Serve};
 use serde_json::{json, Value};
 
 /// The test SavedModels, made once per test process.
@@ -29,61 +29,18 @@ fn savedmodels(lib: &Path) -> PathBuf {
     .to_owned()
 }
 
-struct Serve {
-    child: Child,
-    rest: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `teeserve serve` with `args` on loopback, from directory `cwd`, which is also its TMPDIR;
 /// returns once it listens.
 fn serve_in(cwd: &Path, args: &[&str]) -> Serve {
-    let mut log = tempfile::tempfile().unwrap();
-    let mut child = Command::new(bin())
-        .current_dir(cwd)
-        .env("TMPDIR", cwd)
-        .args(["serve", "--insecure"])
-        .args(args)
-        .args([
-            "--grpc_bind_address",
-            "127.0.0.1",
-            "--rest_api_bind_address",
-            "127.0.0.1",
-            "--port",
-            &free_port().to_string(),
-            "--rest_api_port",
-            &free_port().to_string(),
-        ])
-        .env_remove("RUST_LOG")
-        .env_remove("TEESERVE_TENSORFLOW_LIB")
-        .env("TF_CPP_MIN_LOG_LEVEL", "2")
-        .stdout(Stdio::piped())
-        .stderr(log.try_clone().unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    if !line.starts_with("listening") {
-        let _ = child.wait();
-        let mut err = String::new();
-        log.rewind().unwrap();
-        log.read_to_string(&mut err).unwrap();
-        panic!("serve did not start: {err}");
-    }
-    let rest = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("rest="))
-        .unwrap()
-        .to_owned();
-    Serve { child, rest }
+    let args = [&["--insecure"][..], args].concat();
+    let command = || {
+        let mut c = serve_command(cwd, &args);
+        c.env("TMPDIR", cwd)
+            .env_remove("TEESERVE_TENSORFLOW_LIB")
+            .env("TF_CPP_MIN_LOG_LEVEL", "2");
+        c
+    };
+    listen(command, None).unwrap()
 }
 
 fn serve(args: &[&str]) -> Serve {
