@@ -469,6 +469,11 @@ impl Tensor {
     }
 }
 
+/// Complex numbers from their parts, real then imaginary (an odd last part is dropped).
+pub(crate) fn complex_pairs<T: Copy>(parts: &[T]) -> Vec<[T; 2]> {
+    parts.chunks_exact(2).map(|c| [c[0], c[1]]).collect()
+}
+
 /// Elements of `dtype` from their little-endian bytes (a whole number of elements; not for
 /// strings).
 pub(crate) fn from_le_bytes(dtype: DType, b: &[u8]) -> Data {
@@ -494,27 +499,13 @@ pub(crate) fn from_le_bytes(dtype: DType, b: &[u8]) -> Data {
         DType::Str => Data::Str(Vec::new()),
         DType::F16 => Data::F16(de!(half::f16, 2)),
         DType::BF16 => Data::BF16(de!(half::bf16, 2)),
-        DType::C64 => Data::C64(
-            b.chunks_exact(8)
-                .map(|c| {
-                    let (re, im) = c.split_at(4);
-                    [
-                        f32::from_le_bytes(re.try_into().unwrap_or([0; 4])),
-                        f32::from_le_bytes(im.try_into().unwrap_or([0; 4])),
-                    ]
-                })
-                .collect(),
-        ),
-        DType::C128 => Data::C128(
-            b.chunks_exact(16)
-                .map(|c| {
-                    let (re, im) = c.split_at(8);
-                    [
-                        f64::from_le_bytes(re.try_into().unwrap_or([0; 8])),
-                        f64::from_le_bytes(im.try_into().unwrap_or([0; 8])),
-                    ]
-                })
-                .collect(),
-        ),
+        DType::C64 => {
+            let parts: Vec<f32> = de!(f32, 4);
+            Data::C64(complex_pairs(&parts))
+        }
+        DType::C128 => {
+            let parts: Vec<f64> = de!(f64, 8);
+            Data::C128(complex_pairs(&parts))
+        }
     }
 }

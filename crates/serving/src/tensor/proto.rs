@@ -192,20 +192,8 @@ impl Tensor {
                     .collect::<Vec<_>>(),
                 n,
             )),
-            DType::C64 => Data::C64(fill(
-                &p.scomplex_val
-                    .chunks_exact(2)
-                    .map(|c| [c[0], c[1]])
-                    .collect::<Vec<_>>(),
-                n,
-            )),
-            DType::C128 => Data::C128(fill(
-                &p.dcomplex_val
-                    .chunks_exact(2)
-                    .map(|c| [c[0], c[1]])
-                    .collect::<Vec<_>>(),
-                n,
-            )),
+            DType::C64 => Data::C64(fill(&super::complex_pairs(&p.scomplex_val), n)),
+            DType::C128 => Data::C128(fill(&super::complex_pairs(&p.dcomplex_val), n)),
         };
         Ok(Tensor { shape, data })
     }
