@@ -1,6 +1,8 @@
 //! The ONNX engines in process: tract's plans specialised to request shapes give the same
 //! outputs as the general plan, for more distinct shapes than it keeps plans for; 16-bit float
 //! tensors go in and out of tract and ONNX Runtime.
+mod onnx_graph;
+
 use teeserve_serving::engine::{Engine, TractEngine};
 use teeserve_serving::tensor::{self, Data};
 
@@ -45,59 +47,14 @@ fn every_batch_size_matches_onnxruntime() {
 /// x: `elem` [N, 2] -> y = x + x (`op` Add) or y = x (`op` Identity), a graph of one node in
 /// `elem` (ONNX's TensorProto.DataType).
 fn one_node_model(elem: tract_onnx::pb::tensor_proto::DataType, op: &str) -> Vec<u8> {
-    use prost::Message;
-    use tract_onnx::pb::{
-        tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-        TensorShapeProto, TypeProto, ValueInfoProto,
-    };
-    let value = |name: &str| ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: elem as i32,
-                shape: Some(TensorShapeProto {
-                    dim: [
-                        tensor_shape_proto::dimension::Value::DimParam("N".into()),
-                        tensor_shape_proto::dimension::Value::DimValue(2),
-                    ]
-                    .into_iter()
-                    .map(|v| tensor_shape_proto::Dimension {
-                        value: Some(v),
-                        ..Default::default()
-                    })
-                    .collect(),
-                }),
-            })),
-            ..Default::default()
-        }),
+    let inputs: &[&str] = if op == "Add" { &["x", "x"] } else { &["x"] };
+    onnx_graph::model(tract_onnx::pb::GraphProto {
+        name: "double".into(),
+        node: vec![onnx_graph::node(op, inputs, "y", Vec::new())],
+        input: vec![onnx_graph::value("x", elem, &[None, Some(2)])],
+        output: vec![onnx_graph::value("y", elem, &[None, Some(2)])],
         ..Default::default()
-    };
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        graph: Some(GraphProto {
-            name: "double".into(),
-            node: vec![NodeProto {
-                op_type: op.into(),
-                input: if op == "Add" {
-                    vec!["x".into(), "x".into()]
-                } else {
-                    vec!["x".into()]
-                },
-                output: vec!["y".into()],
-                name: "y".into(),
-                ..Default::default()
-            }],
-            input: vec![value("x")],
-            output: vec![value("y")],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-    .encode_to_vec()
+    })
 }
 
 #[test]

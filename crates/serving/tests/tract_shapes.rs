@@ -2,75 +2,14 @@
 //! Keras `Flatten` (the Reshape's target shape is computed from the input's own shape, through
 //! casts), as found by the exporters' corpus (bench/corpus.sh). The model has to load, and
 //! answer every batch size, on plans made for the concrete shapes requests send.
+mod onnx_graph;
+
+use onnx_graph::{int_attr, ints, model, node, value};
 use prost::Message;
 use std::sync::Arc;
 use teeserve_serving::engine::{Engine, LoadedModel, TractEngine};
 use teeserve_serving::tensor::{Data, Tensor};
-use tract_onnx::pb::{
-    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
-};
-
-fn value(name: &str, elem: DataType, dims: &[Option<i64>]) -> ValueInfoProto {
-    use tensor_shape_proto::dimension::Value as D;
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: elem as i32,
-                shape: Some(TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|d| tensor_shape_proto::Dimension {
-                            value: Some(match d {
-                                Some(n) => D::DimValue(*n),
-                                None => D::DimParam("N".into()),
-                            }),
-                            ..Default::default()
-                        })
-                        .collect(),
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn ints(name: &str, elem: DataType, v: &[i64]) -> TensorProto {
-    let mut t = TensorProto {
-        name: name.into(),
-        dims: vec![v.len() as i64],
-        data_type: elem as i32,
-        ..Default::default()
-    };
-    match elem {
-        DataType::Int32 => t.int32_data = v.iter().map(|&x| x as i32).collect(),
-        _ => t.int64_data = v.to_vec(),
-    }
-    t
-}
-
-fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
-    NodeProto {
-        op_type: op.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        name: output.into(),
-        attribute: attrs,
-        ..Default::default()
-    }
-}
-
-fn int_attr(name: &str, i: i64) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::Int as i32,
-        i,
-        ..Default::default()
-    }
-}
+use tract_onnx::pb::{tensor_proto::DataType, GraphProto, ModelProto};
 
 /// x: float [N, 2, 4] -> y: float [N, 8], flattened the way tf2onnx writes a Keras Flatten.
 fn flatten_model() -> Vec<u8> {
@@ -121,16 +60,7 @@ fn flatten_model() -> Vec<u8> {
         output: vec![value("y", DataType::Float, &[None, Some(8)])],
         ..Default::default()
     };
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        graph: Some(graph),
-        ..Default::default()
-    }
-    .encode_to_vec()
+    model(graph)
 }
 
 #[test]
