@@ -16,7 +16,6 @@ Needs tensorflow-cpu, onnxruntime, tf2onnx, skl2onnx, scikit-learn and numpy
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import urllib.error
 import urllib.request
 
 import numpy as np
+from benchlib import free_port
 import onnxruntime as ort
 
 CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "teeserve-bench", "corpus")
@@ -109,14 +109,6 @@ def corpus():
          rnd.integers(0, 1000, (2, 20)).astype(np.int32)),
         ("scikit-learn pipeline (skl2onnx)", sklearn_pipeline, rnd.random((2, 4), dtype=np.float32)),
     ]
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def serve_predict(binary, tmp, base, inputs, extra):

@@ -12,7 +12,6 @@ Needs tensorflow-cpu, onnxruntime, tf2onnx and numpy (bench/rss.sh installs them
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ import urllib.error
 import urllib.request
 
 import numpy as np
+from benchlib import free_port
 
 CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "teeserve-bench", "models")
 
@@ -51,14 +51,6 @@ def models():
     tf2onnx.convert.from_function(serve, input_signature=spec, opset=17, output_path=out + ".tmp")
     os.replace(out + ".tmp", out)
     return sm, onnx_dir
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def peak_rss_mib(pid):
