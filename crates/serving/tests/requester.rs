@@ -246,3 +246,41 @@ async fn a_reconnect_to_an_impostor_receives_none_of_the_input() {
     );
     server.shutdown().await;
 }
+
+/// A server that answers a Predict with one gRPC frame declaring 2 GiB: the requester refuses it
+/// from the frame's header, naming the bound, instead of waiting to hold it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_answer_declaring_gigabytes_is_refused_from_its_header() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let (tcp, _) = l.accept().await.unwrap();
+        let answer = hyper::service::service_fn(|_| async {
+            // Compressed flag 0, length 0x80000000, then three bytes of the "message".
+            let frame = bytes::Bytes::from_static(&[0, 0x80, 0, 0, 0, 1, 2, 3]);
+            hyper::Response::builder()
+                .header("content-type", "application/grpc")
+                .body(http_body_util::Full::new(frame))
+        });
+        let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .serve_connection(hyper_util::rt::TokioIo::new(tcp), answer)
+            .await;
+    });
+    let mut c = Connection::open(&addr, None, "127.0.0.1", false)
+        .await
+        .unwrap();
+    let target = RequestTarget {
+        model: "digits".into(),
+        ..Default::default()
+    };
+    let x = Tensor::new(vec![1], tensor::Data::F32(vec![0.5])).unwrap();
+    let e = c
+        .predict_proto(&target, &[("x".into(), x)])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("2147483648") && e.contains("1073741824"),
+        "the refusal does not name the declared length and the bound: {e}"
+    );
+}

@@ -12,6 +12,7 @@ use crate::proto::tensorflow::serving::{
     model_spec::VersionChoice, prediction_service_client::PredictionServiceClient,
     GetModelMetadataRequest, ModelSpec, PredictRequest, PredictResponse, SignatureDefMap,
 };
+use crate::proto::tensorflow::{DataType, TensorInfo};
 use crate::tensor::{self, DType, Tensor};
 use teeserve_client::RestClient;
 
@@ -97,7 +98,8 @@ impl Connection {
         } else {
             Ok(Connection::Grpc(
                 PredictionServiceClient::new(grpc_channel(addr, tls, server_name).await?)
-                    .max_decoding_message_size(usize::MAX)
+                    // An answer is bounded as over REST, from the length its frame declares.
+                    .max_decoding_message_size(teeserve_client::MAX_ANSWER)
                     .max_encoding_message_size(usize::MAX),
             ))
         }
@@ -105,6 +107,10 @@ impl Connection {
 
     /// The model's signature (GetModelMetadata).
     pub async fn signature(&mut self, t: &RequestTarget) -> Result<Signature, RequesterError> {
+        let name = t
+            .signature
+            .as_deref()
+            .unwrap_or(crate::service::DEFAULT_SIGNATURE);
         let (inputs, outputs): (Vec<RawSpec>, Vec<RawSpec>) = match self {
             Connection::Grpc(c) => {
                 let r = c
@@ -123,35 +129,11 @@ impl Connection {
                     .ok_or_else(|| RequesterError::server("no signature_def in metadata"))?;
                 let map: SignatureDefMap =
                     prost::Message::decode(&any.value[..]).map_err(RequesterError::server)?;
-                let name = t
-                    .signature
-                    .clone()
-                    .unwrap_or_else(|| crate::service::DEFAULT_SIGNATURE.into());
                 let def = map
                     .signature_def
-                    .get(&name)
+                    .get(name)
                     .ok_or_else(|| RequesterError::server(format!("no signature {name:?}")))?;
-                let conv = |m: &std::collections::HashMap<
-                    String,
-                    crate::proto::tensorflow::TensorInfo,
-                >| {
-                    let mut v: Vec<(String, i32, Vec<i64>)> = m
-                        .iter()
-                        .map(|(k, i)| {
-                            (
-                                k.clone(),
-                                i.dtype,
-                                i.tensor_shape
-                                    .as_ref()
-                                    .map(|s| s.dim.iter().map(|d| d.size).collect())
-                                    .unwrap_or_default(),
-                            )
-                        })
-                        .collect();
-                    v.sort();
-                    v
-                };
-                (conv(&def.inputs), conv(&def.outputs))
+                (proto_specs(&def.inputs), proto_specs(&def.outputs))
             }
             Connection::Rest(c) => {
                 let (status, body) = c
@@ -164,44 +146,8 @@ impl Connection {
                         v["error"].as_str().unwrap_or("")
                     )));
                 }
-                let name = t
-                    .signature
-                    .clone()
-                    .unwrap_or_else(|| crate::service::DEFAULT_SIGNATURE.into());
-                let def = &v["metadata"]["signature_def"]["signature_def"][&name];
-                let conv = |m: &Value| -> Vec<(String, i32, Vec<i64>)> {
-                    let mut out: Vec<_> = m
-                        .as_object()
-                        .map(|o| {
-                            o.iter()
-                                .map(|(k, i)| {
-                                    let dt = crate::proto::tensorflow::DataType::from_str_name(
-                                        i["dtype"].as_str().unwrap_or(""),
-                                    )
-                                    .map(|d| d as i32)
-                                    .unwrap_or(0);
-                                    let shape = i["tensor_shape"]["dim"]
-                                        .as_array()
-                                        .map(|d| {
-                                            d.iter()
-                                                .map(|x| {
-                                                    x["size"]
-                                                        .as_str()
-                                                        .and_then(|s| s.parse().ok())
-                                                        .unwrap_or(-1)
-                                                })
-                                                .collect()
-                                        })
-                                        .unwrap_or_default();
-                                    (k.clone(), dt, shape)
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    out.sort();
-                    out
-                };
-                (conv(&def["inputs"]), conv(&def["outputs"]))
+                let def = &v["metadata"]["signature_def"]["signature_def"][name];
+                (json_specs(&def["inputs"]), json_specs(&def["outputs"]))
             }
         };
         let spec =
@@ -318,6 +264,58 @@ impl Connection {
             }
         }
     }
+}
+
+/// A signature's inputs or outputs as GetModelMetadata's SignatureDef gives them, by name.
+fn proto_specs(m: &std::collections::HashMap<String, TensorInfo>) -> Vec<RawSpec> {
+    let mut v: Vec<RawSpec> = m
+        .iter()
+        .map(|(name, info)| {
+            let dims = info
+                .tensor_shape
+                .as_ref()
+                .map(|s| &s.dim[..])
+                .unwrap_or(&[]);
+            (
+                name.clone(),
+                info.dtype,
+                dims.iter().map(|d| d.size).collect(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The same from the REST metadata's JSON, where TF Serving names dtypes and writes sizes as
+/// strings.
+fn json_specs(m: &Value) -> Vec<RawSpec> {
+    let Some(by_name) = m.as_object() else {
+        return Vec::new();
+    };
+    let size = |d: &Value| {
+        d["size"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(-1)
+    };
+    let mut v: Vec<RawSpec> = by_name
+        .iter()
+        .map(|(name, info)| {
+            let dtype = DataType::from_str_name(info["dtype"].as_str().unwrap_or(""));
+            let dims = info["tensor_shape"]["dim"]
+                .as_array()
+                .map(|d| &d[..])
+                .unwrap_or(&[]);
+            (
+                name.clone(),
+                dtype.map_or(0, |d| d as i32),
+                dims.iter().map(size).collect(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 /// Top-`k` classes of every row of a `[rows, classes]` float output.
