@@ -252,3 +252,62 @@ fn bad_flags_and_an_unreachable_server_are_errors_not_panics() {
     .fails(2);
     assert!(r.stderr.contains("neither .npy nor JSON"), "{}", r.stderr);
 }
+
+/// A server that takes the connection and never answers (a frozen replica the kernel still
+/// accepts for) costs attempts of `--timeout` each, not the run; a duration the clock cannot
+/// hold is refused, not a panic.
+#[test]
+fn a_server_that_never_answers_costs_attempts_not_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run_in(d, &["tls", "init", "--dir", "tls"]).ok();
+    let input = repo().join("testdata/digits/sample.npy");
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut child = load(
+        d,
+        &[
+            "--server",
+            &silent.local_addr().unwrap().to_string(),
+            "--ca",
+            "tls/ca.pem",
+            "--input",
+            s(&input),
+            "--timeout",
+            "0.5",
+            "--max-attempts",
+            "2",
+            "--duration",
+            "600",
+        ],
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("teeserve-load still waits on a server that never answers");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no answer within 0.5 s"), "{stderr}");
+    drop(silent);
+
+    for (flag, v) in [("--duration", "1e20"), ("--timeout", "0")] {
+        let r = finish(&mut load(
+            d,
+            &["--server", "127.0.0.1:1", "--input", s(&input), flag, v],
+        ))
+        .fails(2);
+        assert!(
+            r.stderr
+                .contains(&format!("{flag} must be a positive number of seconds")),
+            "{}",
+            r.stderr
+        );
+    }
+}

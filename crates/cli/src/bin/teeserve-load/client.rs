@@ -63,7 +63,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn retry(message: impl Into<String>) -> Self {
+    pub fn retry(message: impl Into<String>) -> Self {
         Self {
             retryable: true,
             message: message.into(),

@@ -79,7 +79,8 @@ struct Args {
     /// Connections (each with one request at a time).
     #[arg(long, default_value_t = 4)]
     connections: usize,
-    /// Seconds to run (SIGINT or SIGTERM ends the run earlier).
+    /// Seconds to run (SIGINT or SIGTERM ends the run earlier; a second one ends the process
+    /// at once, without the summary).
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
     /// Stop after this many requests.
@@ -92,6 +93,10 @@ struct Args {
     /// Attempts per request before it counts as failed.
     #[arg(long, default_value_t = 10)]
     max_attempts: u32,
+    /// Seconds an attempt (opening and attesting a connection, or one request) may take; one
+    /// that takes longer is abandoned and tried again, as a broken connection is.
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
     /// First wait before a retry, milliseconds; doubled each time up to 1 s, with jitter.
     #[arg(long, default_value_t = 25)]
     backoff_ms: u64,
@@ -206,6 +211,7 @@ struct Run {
     left: AtomicU64,
     max_attempts: u32,
     backoff: Duration,
+    timeout: Duration,
 }
 
 impl Run {
@@ -274,7 +280,7 @@ async fn worker(id: usize, run: Arc<Run>, mut conn: Option<Connection>) {
         let outcome = loop {
             attempt += 1;
             let failure = match conn.as_mut() {
-                None => match run.endpoint.open(&run.stats).await {
+                None => match within(run.timeout, run.endpoint.open(&run.stats)).await {
                     Ok(c) => {
                         conn = Some(c);
                         attempt -= 1;
@@ -282,7 +288,7 @@ async fn worker(id: usize, run: Arc<Run>, mut conn: Option<Connection>) {
                     }
                     Err(f) => f,
                 },
-                Some(c) => match client::send(c, &run.request).await {
+                Some(c) => match within(run.timeout, client::send(c, &run.request)).await {
                     Ok(answer) => break run.judge(answer),
                     Err(f) => {
                         // The connection may be broken; the next attempt opens (and
@@ -303,12 +309,33 @@ async fn worker(id: usize, run: Arc<Run>, mut conn: Option<Connection>) {
     }
 }
 
+/// `attempt`'s result, or a failure worth another attempt once `limit` has passed without one.
+async fn within<T>(
+    limit: Duration,
+    attempt: impl std::future::Future<Output = Result<T, client::Failure>>,
+) -> Result<T, client::Failure> {
+    tokio::time::timeout(limit, attempt)
+        .await
+        .unwrap_or_else(|_| {
+            Err(client::Failure::retry(format!(
+                "no answer within {} s",
+                limit.as_secs_f64()
+            )))
+        })
+}
+
+/// A flag's number of seconds, positive and small enough to add to the clock.
+fn seconds(flag: &str, v: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(v)
+        .ok()
+        .filter(|d| !d.is_zero() && Instant::now().checked_add(*d).is_some())
+        .with_context(|| format!("{flag} must be a positive number of seconds, not {v}"))
+}
+
 fn run(a: Args) -> Result<()> {
     anyhow::ensure!(a.connections > 0, "--connections must be at least 1");
-    anyhow::ensure!(
-        a.duration.is_finite() && a.duration > 0.0,
-        "--duration must be a positive number of seconds"
-    );
+    let duration = seconds("--duration", a.duration)?;
+    let timeout = seconds("--timeout", a.timeout)?;
     anyhow::ensure!(a.max_attempts > 0, "--max-attempts must be at least 1");
     let input = requester::read_input_file(&a.input).map_err(anyhow::Error::msg)?;
     let expected = a.expected.as_deref().map(read_expected).transpose()?;
@@ -328,7 +355,7 @@ fn run(a: Args) -> Result<()> {
         let mut attempt = 0;
         let mut first = loop {
             attempt += 1;
-            match endpoint.open(&stats).await {
+            match within(timeout, endpoint.open(&stats)).await {
                 Ok(c) => break c,
                 Err(f) if f.retryable && attempt < a.max_attempts => {
                     let wait = backoff(Duration::from_millis(a.backoff_ms), attempt, &mut jitter);
@@ -351,10 +378,11 @@ fn run(a: Args) -> Result<()> {
             reference,
             stats,
             stop: AtomicBool::new(false),
-            deadline: Instant::now() + Duration::from_secs_f64(a.duration),
+            deadline: Instant::now() + duration,
             left: AtomicU64::new(a.requests.unwrap_or(u64::MAX)),
             max_attempts: a.max_attempts,
             backoff: Duration::from_millis(a.backoff_ms),
+            timeout,
         });
         let signals = tokio::spawn(signals.forward(run.clone()));
         eprintln!(
@@ -406,9 +434,18 @@ impl Signals {
     async fn forward(mut self, run: Arc<Run>) {
         loop {
             tokio::select! {
-                _ = self.usr1.recv() => run.stats.next_phase(),
-                _ = self.term.recv() => run.stop.store(true, Ordering::SeqCst),
-                _ = self.int.recv() => run.stop.store(true, Ordering::SeqCst),
+                _ = self.usr1.recv() => {
+                    run.stats.next_phase();
+                    continue;
+                }
+                _ = self.term.recv() => {}
+                _ = self.int.recv() => {}
+            }
+            // The first ends the run once the requests under way are through; a second, when
+            // they do not get through, ends the process.
+            if run.stop.swap(true, Ordering::SeqCst) {
+                eprintln!("teeserve-load: stopped before the run was through");
+                std::process::exit(130);
             }
         }
     }
