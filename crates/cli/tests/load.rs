@@ -297,6 +297,28 @@ fn a_server_that_never_answers_costs_attempts_not_the_run() {
     assert!(stderr.contains("no answer within 0.5 s"), "{stderr}");
     drop(silent);
 
+    // A client key file without a key is named.
+    let r = finish(&mut load(
+        d,
+        &[
+            "--server",
+            "127.0.0.1:1",
+            "--ca",
+            "tls/ca.pem",
+            "--input",
+            s(&input),
+            "--cert",
+            "tls/server.pem",
+            "--key",
+            "tls/ca.pem",
+        ],
+    ))
+    .fails(2);
+    assert!(
+        r.stderr.contains("--key") && r.stderr.contains("tls/ca.pem"),
+        "{}",
+        r.stderr
+    );
     for (flag, v) in [("--duration", "1e20"), ("--timeout", "0")] {
         let r = finish(&mut load(
             d,

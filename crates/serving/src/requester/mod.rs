@@ -17,7 +17,7 @@ pub use connection::{top_classes, Connection, Prediction, RequestTarget};
 pub use input::{input_tensors, read_input_file};
 pub use teeserve_client::{
     answered_by, attested_client_config, ca_verifier, check_attestation, client_config,
-    fetch_attestation, fresh_nonce, host_of, spki_of, Capture, FetchedAttestation, Io,
-    RequesterError, RestClient,
+    fetch_attestation, fresh_nonce, host_of, spki_of, Capture, ClientIdentity, FetchedAttestation,
+    Io, RequesterError, RestClient,
 };
 pub use transport::grpc_channel;

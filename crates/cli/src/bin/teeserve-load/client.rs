@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use rustls::client::danger::ServerCertVerifier;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 use teeserve_attest::{Collateral, CollateralSource, Policy, Verifier};
 use teeserve_ratls::Appraiser;
@@ -16,14 +15,11 @@ use teeserve_serving::proto::tensorflow::serving::{
 };
 use teeserve_serving::requester::{
     attested_client_config, check_attestation, client_config, fetch_attestation, fresh_nonce,
-    input_tensors, Connection, RequestTarget, RequesterError,
+    input_tensors, ClientIdentity, Connection, RequestTarget, RequesterError,
 };
 use teeserve_serving::tensor::{self, Tensor};
 
 use crate::stats::Stats;
-
-/// A client certificate chain and its key, for mutual TLS.
-pub type ClientIdentity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
 /// How requesters reach the service, and what they require of it.
 pub struct Endpoint {

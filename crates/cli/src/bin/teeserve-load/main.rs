@@ -156,9 +156,10 @@ fn endpoint(a: &Args) -> Result<Endpoint> {
         "give --ca to verify the server's certificate, or --attest to rely on its attestation"
     );
     let identity = match (&a.cert, &a.key) {
+        // The key's PEM is wiped once parsed; errors name the file.
         (Some(c), Some(k)) => Some((
-            teeserve_tls::certs_from_pem(&read(c)?).map_err(|e| anyhow::anyhow!("--cert: {e}"))?,
-            teeserve_tls::key_from_pem(&read(k)?).map_err(|e| anyhow::anyhow!("--key: {e}"))?,
+            teeserve_tls::load_certs(c).map_err(|e| anyhow::anyhow!("--cert: {e}"))?,
+            teeserve_tls::load_key(k).map_err(|e| anyhow::anyhow!("--key: {e}"))?,
         )),
         _ => None,
     };
