@@ -69,12 +69,16 @@ class _PinnedAdapter(requests.adapters.HTTPAdapter):
             if why:
                 raise requests.exceptions.SSLError(why, request=request) from e
             raise
-        if resp.headers.get(_REFUSED):
+        refused = resp.headers.get(_REFUSED)
+        if refused:
             try:
                 why = json.loads(resp.content)["error"]
             except (ValueError, KeyError, TypeError):
                 why = "the server's TLS key is not the attested one"
-            raise requests.exceptions.SSLError(why, request=request, response=resp)
+            # The forwarder says whether the server was refused or could not be reached.
+            error = (requests.exceptions.ConnectionError if refused == "unreachable"
+                     else requests.exceptions.SSLError)
+            raise error(why, request=request, response=resp)
         return resp
 
     def close(self):

@@ -6,7 +6,7 @@
 //! A server that fails the handshake (another key, another CA) gets nothing: the forwarder
 //! answers the local client itself, in its own protocol, with the reason (gRPC `UNAVAILABLE`,
 //! or HTTP 502 with an `x-teeserve-refused` header), and closes; the client's next connection
-//! tries the server again. Only the owner of the directory (mode 0700) can reach the socket.
+//! tries the server again. A server that cannot be reached is answered the same way, saying so. Only the owner of the directory (mode 0700) can reach the socket.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -23,7 +23,8 @@ use crate::transport::connect_tls;
 /// How long a connection to the server may take, TLS handshake included.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The header on the forwarder's own refusals (HTTP/1.1).
+/// The header on the forwarder's own answers (HTTP/1.1): `attestation` when the server's TLS
+/// handshake was refused, `unreachable` when no connection to it could be made.
 pub const REFUSED_HEADER: &str = "x-teeserve-refused";
 
 /// The protocol the local client speaks, so a refusal reaches it as an answer it understands.
@@ -161,7 +162,7 @@ async fn carry(
         ),
     )
     .await;
-    let why = match connected {
+    let (why, reason) = match connected {
         Ok(Ok(mut remote)) => {
             // The reason given for a failure is the latest one's.
             if let Ok(mut e) = last_error.lock() {
@@ -170,11 +171,23 @@ async fn carry(
             let _ = tokio::io::copy_bidirectional(&mut local, &mut remote).await;
             return;
         }
-        Ok(Err(e)) => format!("teeserve refused the connection to {}: {e}", upstream.addr),
-        Err(_) => format!(
-            "teeserve could not connect to {} within {} s",
-            upstream.addr,
-            CONNECT_TIMEOUT.as_secs()
+        // tokio-rustls reports a failed handshake (a refused certificate or key) as
+        // InvalidData; anything else happened before TLS.
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => (
+            format!("teeserve refused the connection to {}: {e}", upstream.addr),
+            "attestation",
+        ),
+        Ok(Err(e)) => (
+            format!("teeserve could not connect to {}: {e}", upstream.addr),
+            "unreachable",
+        ),
+        Err(_) => (
+            format!(
+                "teeserve could not connect to {} within {} s",
+                upstream.addr,
+                CONNECT_TIMEOUT.as_secs()
+            ),
+            "unreachable",
         ),
     };
     if let Ok(mut e) = last_error.lock() {
@@ -182,7 +195,7 @@ async fn carry(
     }
     match protocol {
         Protocol::Grpc => refuse_grpc(local, why).await,
-        Protocol::Http1 => refuse_http1(local, why).await,
+        Protocol::Http1 => refuse_http1(local, why, reason).await,
     }
 }
 
@@ -211,14 +224,15 @@ async fn refuse_grpc(local: UnixStream, why: String) {
     let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
 }
 
-/// Answers the local HTTP/1.1 client with 502, the refusal header and the reason, then closes.
-async fn refuse_http1(local: UnixStream, why: String) {
+/// Answers the local HTTP/1.1 client with 502, the refusal header (its `reason`) and the
+/// message, then closes.
+async fn refuse_http1(local: UnixStream, why: String, reason: &'static str) {
     let body = serde_json::json!({ "error": why }).to_string();
     let svc = hyper::service::service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
         let r = hyper::Response::builder()
             .status(502)
             .header("content-type", "application/json")
-            .header(REFUSED_HEADER, "attestation")
+            .header(REFUSED_HEADER, reason)
             .header("connection", "close")
             .body(Full::new(Bytes::from(body.clone())));
         async move { r }

@@ -87,13 +87,42 @@ async fn only_the_attested_key_is_reached() {
     .unwrap();
     let r = get(to_swapped.path()).await;
     assert!(r.starts_with("HTTP/1.1 502"), "{r}");
-    assert!(r.to_ascii_lowercase().contains(REFUSED_HEADER), "{r}");
+    assert!(
+        r.to_ascii_lowercase()
+            .contains(&format!("{REFUSED_HEADER}: attestation")),
+        "{r}"
+    );
     assert!(r.contains("not the attested key"), "{r}");
     assert!(!r.contains("swapped"), "{r}");
     assert!(to_swapped
         .last_error()
         .unwrap()
         .contains("not the attested key"));
+
+    // Nothing listening: the client is told the server could not be reached, not that it
+    // was refused.
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody_addr = nobody.local_addr().unwrap();
+    drop(nobody);
+    let tls = attested_client_config(&der, None, None, None, &[b"http/1.1"]).unwrap();
+    let to_nobody = Forwarder::start(
+        &tokio::runtime::Handle::current(),
+        Upstream {
+            addr: nobody_addr.to_string(),
+            server_name: "localhost".into(),
+            tls: Arc::new(tls),
+        },
+        Protocol::Http1,
+    )
+    .unwrap();
+    let r = get(to_nobody.path()).await;
+    assert!(r.starts_with("HTTP/1.1 502"), "{r}");
+    assert!(
+        r.to_ascii_lowercase()
+            .contains(&format!("{REFUSED_HEADER}: unreachable")),
+        "{r}"
+    );
+    assert!(r.contains("could not connect"), "{r}");
 
     // Closing removes the socket and its directory.
     fwd.close();
