@@ -342,6 +342,21 @@ fn attest(
         at: now(),
     };
     let data_identity = identity()?;
+    // A key that does not go with its certificate is the caller's mistake, said now, not a
+    // failed handshake later blamed on the server.
+    if let Some((chain, key)) = &data_identity {
+        rustls::sign::CertifiedKey::from_der(
+            chain.clone(),
+            key.clone_key(),
+            &teeserve_tls::provider(),
+        )
+        .map_err(|e| {
+            value_error(
+                "private_key",
+                format!("does not match certificate_chain: {e}"),
+            )
+        })?;
+    }
     let rt = runtime()?;
     let (attested, tls) = py
         .detach(|| {

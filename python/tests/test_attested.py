@@ -194,3 +194,8 @@ def test_bad_arguments_are_value_or_type_errors(pki, server):
         teeserve.attested_channel(server.grpc_target, root_certificates=pki.ca, policy=42, root=pki.root)
     with pytest.raises(ValueError):
         teeserve.attested_channel("no-port", root_certificates=pki.ca, policy=pki.policy(), root=pki.root)
+    # A client key that does not go with its certificate is the caller's mistake.
+    with pytest.raises(ValueError, match="does not match certificate_chain"):
+        teeserve.attested_channel(server.grpc_target, root_certificates=pki.ca, policy=pki.policy(), root=pki.root,
+                                  private_key=pki.read("tls", "server.key"),
+                                  certificate_chain=pki.read("tls", "client.pem"))
