@@ -340,6 +340,7 @@ fn attest(
         anchor,
         collateral,
         at: now(),
+        fresh_nonce: true,
     };
     let data_identity = identity()?;
     // A key that does not go with its certificate is the caller's mistake, said now, not a

@@ -35,6 +35,9 @@ pub struct AttestOptions {
     pub collateral: Option<Collateral>,
     /// The verification time, Unix seconds.
     pub at: i64,
+    /// Ask for a quote over a fresh nonce (false: the server's standing document, which a
+    /// host could replay; the binding to this connection's key still holds).
+    pub fresh_nonce: bool,
 }
 
 impl std::fmt::Debug for AttestOptions {
@@ -45,6 +48,7 @@ impl std::fmt::Debug for AttestOptions {
             .field("ca", &self.ca.is_some())
             .field("identity", &self.identity.is_some())
             .field("policy", &self.policy.name)
+            .field("fresh_nonce", &self.fresh_nonce)
             .finish_non_exhaustive()
     }
 }
@@ -83,23 +87,22 @@ impl Attested {
     }
 }
 
-/// Fetches the server's attestation document over a fresh nonce and admits it, or says which
-/// rule refused. Only the nonce is sent to the server.
+/// Fetches the server's attestation document (over a fresh nonce unless the options say
+/// otherwise) and admits it, or says which rule refused. Only the nonce is sent to the server.
 pub async fn attest_server(o: AttestOptions) -> Result<Attested, Refusal> {
-    let nonce = fresh_nonce().map_err(|e| Refusal::new("nonce", e.to_string()))?;
+    let nonce = if o.fresh_nonce {
+        Some(fresh_nonce().map_err(|e| Refusal::new("nonce", e.to_string()))?)
+    } else {
+        None
+    };
+    let nonce = nonce.as_ref().map(|n| &n[..]);
     // With a CA the fetch already requires it; without one the document's binding to this
     // connection's key is what decides.
     let fetch_verifier = o
         .ca
         .clone()
         .unwrap_or_else(|| Arc::new(teeserve_attest::collateral::pccs::AnyServerCert::default()));
-    let fetch = fetch_attestation_as(
-        &o.addr,
-        fetch_verifier,
-        o.identity,
-        &o.server_name,
-        Some(&nonce),
-    );
+    let fetch = fetch_attestation_as(&o.addr, fetch_verifier, o.identity, &o.server_name, nonce);
     let fetched = tokio::time::timeout(FETCH_TIMEOUT, fetch)
         .await
         .map_err(|_| {
@@ -127,7 +130,7 @@ pub async fn attest_server(o: AttestOptions) -> Result<Attested, Refusal> {
     };
     let source = CollateralSource::bundle(&verifier, &collateral).map_err(Refusal::from)?;
     let appraiser = Arc::new(Appraiser::new(verifier, source));
-    let verdict = appraise_attestation(&appraiser, &o.policy, &fetched, Some(&nonce), o.at)?;
+    let verdict = appraise_attestation(&appraiser, &o.policy, &fetched, nonce, o.at)?;
     Ok(Attested {
         verdict,
         doc: fetched.doc,

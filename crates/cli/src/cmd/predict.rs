@@ -8,13 +8,11 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
 use teeserve_attest::Verdict;
-use teeserve_attest::{Collateral, CollateralSource, Verifier};
-use teeserve_ratls::Appraiser;
+use teeserve_attest::Collateral;
 use teeserve_ratls::AttestationDoc;
 use teeserve_serving::requester::{
-    answered_by, attested_client_config, check_attestation, fetch_attestation, fresh_nonce,
-    input_tensors, read_input_file, top_classes, Connection, FetchedAttestation, Prediction,
-    RequestTarget,
+    answered_by, attest_server, input_tensors, read_input_file, top_classes, AttestOptions,
+    Connection, Prediction, RequestTarget,
 };
 
 use super::attest::{anchor, load_policy};
@@ -166,68 +164,33 @@ async fn data_tls(
             .map_err(anyhow::Error::msg)?;
         return Ok((Some(Arc::new(cfg)), None));
     };
-    let policy = load_policy(policy_path)?;
-    let (fetched, appraiser, verdict) = attest_server(a, server_name, ca.clone(), &policy).await?;
-    let cfg = attested_client_config(&fetched.cert, ca, Some((appraiser, policy)), identity, alpn)
-        .map_err(anyhow::Error::msg)?;
-    Ok((Some(Arc::new(cfg)), Some((verdict, fetched.doc))))
-}
-
-/// Fetches the server's attestation (over a fresh nonce unless `--no-nonce`) and checks it
-/// against the policy; refuses (before any data is sent) when it does not hold.
-async fn attest_server(
-    a: &PredictArgs,
-    server_name: &str,
-    ca: Option<Arc<dyn rustls::client::danger::ServerCertVerifier>>,
-    policy: &teeserve_attest::Policy,
-) -> Result<(FetchedAttestation, Arc<Appraiser>, Verdict)> {
-    let nonce = if a.no_nonce {
-        None
-    } else {
-        Some(fresh_nonce().map_err(anyhow::Error::msg)?)
+    let collateral = match &a.collateral {
+        Some(p) => Some(Collateral::from_json(&util::read(p)?).context("collateral")?),
+        None => None,
     };
-    // With a CA the fetch already requires it; without one the document's binding to
-    // this connection's key is what decides.
-    let fetch_verifier =
-        ca.unwrap_or_else(|| Arc::new(teeserve_attest::collateral::pccs::AnyServerCert::default()));
-    let fetched = fetch_attestation(
-        &a.server,
-        fetch_verifier,
-        server_name,
-        nonce.as_ref().map(|n| &n[..]),
-    )
-    .await
-    .map_err(|e| {
-        refuse(format!(
-            "refusing to send data: cannot get the server's attestation: {e}"
-        ))
-    })?;
-    let verifier = Verifier::new(anchor(a.root.as_ref())?);
-    let coll_json = match (&a.collateral, &fetched.doc.collateral) {
-        (Some(p), _) => util::read(p)?,
-        (None, Some(c)) => serde_json::to_vec(c)?,
-        (None, None) => return Err(refuse(
-            "refusing to send data: no collateral (give --collateral; the server publishes none)",
-        )),
+    let options = AttestOptions {
+        addr: a.server.clone(),
+        server_name: server_name.to_owned(),
+        ca: ca.clone(),
+        identity: identity.as_ref().map(|(c, k)| (c.clone(), k.clone_key())),
+        policy: load_policy(policy_path)?,
+        anchor: anchor(a.root.as_ref())?,
+        collateral,
+        at: util::now(),
+        fresh_nonce: !a.no_nonce,
     };
-    let coll = Collateral::from_json(&coll_json).context("collateral")?;
-    let source = CollateralSource::bundle(&verifier, &coll)
-        .map_err(|e| refuse(format!("refusing to send data: {e}")))?;
-    let appraiser = Arc::new(Appraiser::new(verifier, source));
-    let v = check_attestation(
-        &appraiser,
-        policy,
-        &fetched,
-        nonce.as_ref().map(|n| &n[..]),
-        util::now(),
-    )
-    .map_err(|e| {
-        refuse(format!(
-            "refusing to send data: the server's attestation is not admitted: {e}"
-        ))
+    let policy_name = options.policy.name.clone();
+    // Refused before any data is sent; the message says which rule.
+    let attested = attest_server(options).await.map_err(|r| {
+        let why = match r.rule {
+            "fetch" | "nonce" | "collateral" => r.message,
+            _ => format!("the server's attestation is not admitted: {}", r.message),
+        };
+        refuse(format!("refusing to send data: {why}"))
     })?;
+    let v = &attested.verdict;
     eprintln!(
-        "attested: {} {} (tcb {}), TLS key from {}, admitted by policy {:?}",
+        "attested: {} {} (tcb {}), TLS key from {}, admitted by policy {policy_name:?}",
         v.tee,
         v.sgx
             .as_ref()
@@ -235,10 +198,12 @@ async fn attest_server(
             .or_else(|| v.tdx.as_ref().map(|t| format!("MRTD {}", t.mrtd)))
             .unwrap_or_default(),
         v.tcb_status,
-        fetched.doc.key_origin,
-        policy.name
+        attested.doc.key_origin,
     );
-    Ok((fetched, appraiser, v))
+    let cfg = attested
+        .client_config(ca, identity, alpn)
+        .map_err(|r| anyhow::anyhow!(r.message))?;
+    Ok((Some(Arc::new(cfg)), Some((attested.verdict, attested.doc))))
 }
 
 /// The printed answer: outputs, top classes, and what the attestation said and which attested
