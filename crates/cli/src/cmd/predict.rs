@@ -7,8 +7,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
-use teeserve_attest::Verdict;
 use teeserve_attest::Collateral;
+use teeserve_attest::Verdict;
 use teeserve_ratls::AttestationDoc;
 use teeserve_serving::requester::{
     answered_by, attest_server, input_tensors, read_input_file, top_classes, AttestOptions,

@@ -8,14 +8,13 @@ use std::sync::Arc;
 
 use rustls::client::danger::ServerCertVerifier;
 use serde_json::Value;
-use teeserve_attest::{Collateral, CollateralSource, Policy, Verifier};
-use teeserve_ratls::Appraiser;
+use teeserve_attest::{Collateral, Policy, TrustAnchor};
 use teeserve_serving::proto::tensorflow::serving::{
     model_spec::VersionChoice, ModelSpec, PredictRequest,
 };
 use teeserve_serving::requester::{
-    attested_client_config, check_attestation, client_config, fetch_attestation, fresh_nonce,
-    input_tensors, ClientIdentity, Connection, RequestTarget, RequesterError,
+    attest_server, client_config, input_tensors, AttestOptions, ClientIdentity, Connection,
+    RequestTarget, RequesterError,
 };
 use teeserve_serving::tensor::{self, Tensor};
 
@@ -41,8 +40,8 @@ pub struct Endpoint {
 pub struct Attest {
     /// The requester's policy.
     pub policy: Policy,
-    /// The quote verifier (its trust anchor).
-    pub verifier: Verifier,
+    /// The root the evidence must chain to.
+    pub anchor: TrustAnchor,
     /// Collateral given on the command line; otherwise the server's published collateral.
     pub collateral: Option<Collateral>,
     /// Ask for the standing document instead of a quote over a fresh nonce.
@@ -79,15 +78,19 @@ fn now() -> i64 {
 }
 
 impl Endpoint {
+    /// A copy of the client identity, for one TLS configuration.
+    fn identity(&self) -> Option<ClientIdentity> {
+        self.identity
+            .as_ref()
+            .map(|(c, k)| (c.clone(), k.clone_key()))
+    }
+
     /// The TLS configuration for a new connection: after an attestation check over a fresh
     /// nonce when `--attest` is given (every handshake of the connection must then present
     /// the attested key), else the CA alone.
     async fn tls(&self, stats: &Stats) -> Result<Arc<rustls::ClientConfig>, Failure> {
         let alpn: &[&[u8]] = if self.rest { &[b"http/1.1"] } else { &[b"h2"] };
-        let identity = self
-            .identity
-            .as_ref()
-            .map(|(c, k)| (c.clone(), k.clone_key()));
+        let identity = self.identity();
         let Some(a) = &self.attest else {
             let ca = self
                 .ca
@@ -97,55 +100,28 @@ impl Endpoint {
                 .map(Arc::new)
                 .map_err(|e| Failure::fatal(e.to_string()));
         };
-        let nonce = if a.no_nonce {
-            None
-        } else {
-            Some(fresh_nonce().map_err(|e| Failure::fatal(e.to_string()))?)
+        let options = AttestOptions {
+            addr: self.server.clone(),
+            server_name: self.server_name.clone(),
+            ca: self.ca.clone(),
+            identity: self.identity(),
+            policy: a.policy.clone(),
+            anchor: a.anchor.clone(),
+            collateral: a.collateral.clone(),
+            at: now(),
+            fresh_nonce: !a.no_nonce,
         };
-        let fetch_verifier = self.ca.clone().unwrap_or_else(|| {
-            Arc::new(teeserve_attest::collateral::pccs::AnyServerCert::default())
-        });
         // Fetching can fail the way any connection can (a replica that went away, a reset):
         // worth another attempt. A document that does not satisfy the policy is not.
-        let fetched = fetch_attestation(
-            &self.server,
-            fetch_verifier,
-            &self.server_name,
-            nonce.as_ref().map(|n| &n[..]),
-        )
-        .await
-        .map_err(|e| Failure::retry(format!("attestation fetch: {e}")))?;
-        let collateral = match (&a.collateral, &fetched.doc.collateral) {
-            (Some(c), _) => c.clone(),
-            (None, Some(c)) => serde_json::from_value(c.clone())
-                .map_err(|e| Failure::fatal(format!("the collateral the server publishes: {e}")))?,
-            (None, None) => {
-                return Err(Failure::fatal(
-                    "no collateral: give --collateral (the server publishes none)",
-                ))
-            }
-        };
-        let source = CollateralSource::bundle(&a.verifier, &collateral)
-            .map_err(|e| Failure::fatal(format!("collateral: {e}")))?;
-        let appraiser = Arc::new(Appraiser::new(a.verifier.clone(), source));
-        check_attestation(
-            &appraiser,
-            &a.policy,
-            &fetched,
-            nonce.as_ref().map(|n| &n[..]),
-            now(),
-        )
-        .map_err(|e| Failure::fatal(format!("attestation not admitted: {e}")))?;
+        let attested = attest_server(options).await.map_err(|r| match r.rule {
+            "fetch" => Failure::retry(format!("attestation fetch: {}", r.message)),
+            _ => Failure::fatal(format!("attestation not admitted: {}", r.message)),
+        })?;
         stats.attestations.fetch_add(1, Ordering::SeqCst);
-        attested_client_config(
-            &fetched.cert,
-            self.ca.clone(),
-            Some((appraiser, a.policy.clone())),
-            identity,
-            alpn,
-        )
-        .map(Arc::new)
-        .map_err(|e| Failure::fatal(e.to_string()))
+        attested
+            .client_config(self.ca.clone(), identity, alpn)
+            .map(Arc::new)
+            .map_err(|r| Failure::fatal(r.message))
     }
 
     /// Opens a connection that may carry data.

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Parser;
 use serde_json::Value;
-use teeserve_attest::{Collateral, Policy, TrustAnchor, Verifier};
+use teeserve_attest::{Collateral, Policy, TrustAnchor};
 use teeserve_serving::requester::{self, Connection};
 
 use client::{Answer, Attest, Endpoint, Outputs, Prepared};
@@ -183,7 +183,7 @@ fn endpoint(a: &Args) -> Result<Endpoint> {
             };
             Some(Attest {
                 policy,
-                verifier: Verifier::new(anchor),
+                anchor,
                 collateral,
                 no_nonce: a.no_nonce,
             })
