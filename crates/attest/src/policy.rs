@@ -204,6 +204,21 @@ impl Policy {
                     .into(),
             });
         }
+        // MRTD measures only the TD's firmware (TDVF); the kernel, its command line and the
+        // workload are extended into the RTMRs, and MRCONFIGID is what the host set for this TD.
+        // With MRTD alone, any workload booted on that firmware would be admitted.
+        if !self.mrtd.is_empty()
+            && self.rtmr.iter().all(String::is_empty)
+            && self.mrconfigid.is_empty()
+        {
+            return Err(PolicyLoadError::Invalid {
+                field: "rtmr",
+                reason: "mrtd is set without rtmr or mrconfigid, which would admit every \
+                         workload booted on that TD firmware; set the RTMRs that measure the \
+                         workload (or mrconfigid)"
+                    .into(),
+            });
+        }
         for (field, v) in [
             ("max_collateral_age_secs", self.max_collateral_age_secs),
             ("max_evidence_age_secs", self.max_evidence_age_secs),

@@ -1,5 +1,5 @@
-//! Policy rules at load and at appraisal: a signer-only policy is refused, and the evidence age
-//! bound against a verdict of the simulated platform.
+//! Policy rules at load and at appraisal: a signer-only policy and a firmware-only (MRTD) one
+//! are refused at load, and the evidence age bound against a verdict of the simulated platform.
 use teeserve_attest::policy::PolicyLoadError;
 use teeserve_attest::sim::{self, SimOptions, SimPlatform};
 use teeserve_attest::{Collateral, Policy, TrustAnchor, Verdict, Verifier};
@@ -27,6 +27,39 @@ fn mrsigner_without_isv_prod_id_is_refused_at_load() {
     .unwrap();
     let err = Policy::from_toml("mrenclave = []\nmax_evidence_age_secs = -1\n").unwrap_err();
     assert!(err.to_string().contains("max_evidence_age_secs"), "{err}");
+}
+
+#[test]
+fn mrtd_without_rtmr_or_mrconfigid_is_refused_at_load() {
+    let mrtd = "aa".repeat(48);
+    for only_mrtd in [
+        format!("mrtd = [\"{mrtd}\"]\n"),
+        // An RTMR list that skips every register names none.
+        format!("mrtd = [\"{mrtd}\"]\nrtmr = [\"\", \"\", \"\", \"\"]\n"),
+    ] {
+        let err = Policy::from_toml(&only_mrtd).unwrap_err();
+        match &err {
+            PolicyLoadError::Invalid { field, reason } => {
+                assert_eq!(*field, "rtmr");
+                assert!(
+                    reason.contains("mrtd") && reason.contains("mrconfigid"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other}"),
+        }
+    }
+    // With an RTMR that measures the workload, or with MRCONFIGID, the firmware narrows to
+    // one TD.
+    let rtmr2 = "bb".repeat(48);
+    Policy::from_toml(&format!(
+        "mrtd = [\"{mrtd}\"]\nrtmr = [\"\", \"\", \"{rtmr2}\"]\n"
+    ))
+    .unwrap();
+    Policy::from_toml(&format!(
+        "mrtd = [\"{mrtd}\"]\nmrconfigid = [\"{rtmr2}\"]\n"
+    ))
+    .unwrap();
 }
 
 fn verdict() -> Verdict {
