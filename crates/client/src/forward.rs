@@ -6,7 +6,17 @@
 //! A server that fails the handshake (another key, another CA) gets nothing: the forwarder
 //! answers the local client itself, in its own protocol, with the reason (gRPC `UNAVAILABLE`,
 //! or HTTP 502 with an `x-teeserve-refused` header), and closes; the client's next connection
-//! tries the server again. A server that cannot be reached is answered the same way, saying so. Only the owner of the directory (mode 0700) can reach the socket.
+//! tries the server again. A server that cannot be reached is answered the same way, saying so.
+//!
+//! Who can use it: only the process that started it. The socket's directory (mode 0700) keeps
+//! other users out through the file system, and every connection is also checked against the
+//! credentials the kernel took when its peer connected (`SO_PEERCRED`): a peer whose user or
+//! process is not the forwarder's own is closed before anything reaches the server
+//! ([`Owner`]). So another local user (where the directory's mode does not stop it: root, or a
+//! mode widened later) and another process of the same user cannot send requests with this
+//! process's client certificate to the attested server, nor reach it as this process. What it
+//! does not guard against: anything that runs inside this process, or that can read its memory
+//! (root; the same user where ptrace is allowed, see Yama's `ptrace_scope`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -46,6 +56,24 @@ pub struct Forwarder {
     last_error: Arc<Mutex<Option<String>>>,
 }
 
+/// The one peer a forwarder carries: its own process, as the kernel reports a Unix socket's
+/// peer (`SO_PEERCRED`, taken at `connect`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Owner {
+    /// The user the socket's directory belongs to: the one that made it.
+    uid: u32,
+    /// This process.
+    pid: u32,
+}
+
+impl Owner {
+    /// Whether a peer with these credentials is the owner (`pid`: `None` where the kernel does
+    /// not say, which is refused).
+    fn admits(&self, uid: u32, pid: Option<i32>) -> bool {
+        uid == self.uid && pid.and_then(|p| u32::try_from(p).ok()) == Some(self.pid)
+    }
+}
+
 /// Where and how the forwarder reaches the server.
 #[derive(Debug, Clone)]
 pub struct Upstream {
@@ -72,6 +100,13 @@ impl Forwarder {
                 .tempdir()?
         };
         let path = dir.path().join("forward.sock");
+        let owner = {
+            use std::os::unix::fs::MetadataExt;
+            Owner {
+                uid: std::fs::metadata(dir.path())?.uid(),
+                pid: std::process::id(),
+            }
+        };
         let listener = {
             let _in_runtime = runtime.enter();
             UnixListener::bind(&path)?
@@ -79,6 +114,7 @@ impl Forwarder {
         let last_error = Arc::new(Mutex::new(None));
         let task = runtime.spawn(accept_loop(
             listener,
+            owner,
             Arc::new(upstream),
             protocol,
             last_error.clone(),
@@ -125,6 +161,7 @@ impl Drop for Forwarder {
 
 async fn accept_loop(
     listener: UnixListener,
+    owner: Owner,
     upstream: Arc<Upstream>,
     protocol: Protocol,
     last_error: Arc<Mutex<Option<String>>>,
@@ -139,6 +176,13 @@ async fn accept_loop(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
+                // Anyone else is closed unanswered: dropping the stream closes it.
+                let Ok(peer) = local.peer_cred() else {
+                    continue;
+                };
+                if !owner.admits(peer.uid(), peer.pid()) {
+                    continue;
+                }
                 conns.spawn(carry(local, upstream.clone(), protocol, last_error.clone()));
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
@@ -259,6 +303,20 @@ fn grpc_percent_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_owners_process_is_admitted() {
+        let owner = Owner {
+            uid: 1000,
+            pid: 4242,
+        };
+        assert!(owner.admits(1000, Some(4242)));
+        // Another process of the same user, another user, either unknown.
+        assert!(!owner.admits(1000, Some(4243)));
+        assert!(!owner.admits(0, Some(4242)));
+        assert!(!owner.admits(1000, None));
+        assert!(!owner.admits(1000, Some(-1)));
+    }
 
     #[test]
     fn grpc_message_is_percent_encoded() {
