@@ -192,6 +192,45 @@ fn unsealing_a_directory_checks_every_bound_name() {
 }
 
 #[test]
+fn a_refused_file_in_a_directory_leaves_no_plaintext_of_the_files_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for v in ["1", "2"] {
+        std::fs::create_dir_all(d.join(format!("digits/{v}"))).unwrap();
+        std::fs::write(
+            d.join(format!("digits/{v}/model.onnx")),
+            format!("weights of version {v}"),
+        )
+        .unwrap();
+    }
+    run_in(d, &["keygen", "--out", "k"]).ok();
+    run_in(d, &["seal", "--key", "k", "digits", "sealed/digits"]).ok();
+    // Version 1 unseals first; version 2's last byte is flipped, so it is refused after.
+    let two = d.join("sealed/digits/2/model.onnx.sealed");
+    let mut b = std::fs::read(&two).unwrap();
+    *b.last_mut().unwrap() ^= 1;
+    std::fs::write(&two, &b).unwrap();
+
+    let r = run_in(d, &["unseal", "--key", "k", "sealed/digits", "back"]).fails(2);
+    assert!(r.stderr.contains("2/model.onnx.sealed"), "{}", r.stderr);
+    assert!(
+        !d.join("back").exists(),
+        "the output folder it made is removed, with version 1's plaintext"
+    );
+
+    // Into a folder that was already there: what unseal wrote goes, what was there stays.
+    std::fs::create_dir_all(d.join("mine")).unwrap();
+    std::fs::write(d.join("mine/notes.txt"), b"the user's").unwrap();
+    run_in(d, &["unseal", "--key", "k", "sealed/digits", "mine"]).fails(2);
+    assert!(!d.join("mine/1/model.onnx").exists());
+    assert!(!d.join("mine/1").exists());
+    assert_eq!(
+        std::fs::read(d.join("mine/notes.txt")).unwrap(),
+        b"the user's"
+    );
+}
+
+#[test]
 fn stdin_and_stdout() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -484,6 +484,63 @@ fn unseal_one(
     }
 }
 
+/// What a directory unseal has written so far: the files, and the directories it created
+/// (shallowest first). Dropped without [`Written::keep`], it removes them all.
+struct Written {
+    files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+    kept: bool,
+}
+
+impl Written {
+    fn new(root: &Path) -> Self {
+        let mut w = Self {
+            files: Vec::new(),
+            dirs: Vec::new(),
+            kept: false,
+        };
+        w.note_missing(root);
+        w
+    }
+
+    /// Notes the directories that writing `out` will create.
+    fn before(&mut self, out: &Path) {
+        if let Some(parent) = out.parent() {
+            self.note_missing(parent);
+        }
+    }
+
+    fn note_missing(&mut self, dir: &Path) {
+        let mut missing: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+            .map(Path::to_path_buf)
+            .filter(|d| !self.dirs.contains(d))
+            .collect();
+        missing.reverse();
+        self.dirs.extend(missing);
+    }
+
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Written {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+        // Deepest first; a directory that holds something else is left alone.
+        for d in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
 pub fn unseal(a: UnsealArgs) -> Result<i32> {
     let key = SealKey::from_file(&a.key).with_context(|| format!("--key {}", a.key.display()))?;
     if !is_dash(&a.input) && a.input.is_dir() {
@@ -495,6 +552,9 @@ pub fn unseal(a: UnsealArgs) -> Result<i32> {
             (None, Format::Teeserve) => model_of_tree(&a.input, &files)?,
             (None, _) => a.input.display().to_string(),
         };
+        // Every output is worked out before a byte is written, and whatever was written is
+        // removed when a later file is refused: a refused tree leaves no plaintext behind.
+        let mut plan = Vec::with_capacity(files.len());
         for rel in &files {
             let name = rel_name(rel);
             let (out, expected) = match a.format {
@@ -515,8 +575,15 @@ pub fn unseal(a: UnsealArgs) -> Result<i32> {
                     format!("{}/{name}", prefix.trim_end_matches('/')),
                 ),
             };
-            unseal_one(&key, a.format, Some(&expected), &a.input.join(rel), &out)?;
+            plan.push((a.input.join(rel), out, expected));
         }
+        let mut written = Written::new(&a.output);
+        for (input, out, expected) in &plan {
+            written.before(out);
+            unseal_one(&key, a.format, Some(expected), input, out)?;
+            written.files.push(out.clone());
+        }
+        written.keep();
         eprintln!(
             "unsealed {} files into {} (bound to {prefix:?})",
             files.len(),
