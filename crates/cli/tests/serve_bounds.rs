@@ -28,7 +28,7 @@ impl Drop for Serve {
     }
 }
 
-fn serve(grpc: u16, rest: u16) -> Serve {
+fn serve(grpc: u16, rest: u16, extra: &[&str]) -> Serve {
     let bin = harness::bin();
     let model = harness::repo().join("models/digits");
     let args = [
@@ -62,6 +62,7 @@ fn serve(grpc: u16, rest: u16) -> Serve {
     };
     let mut child = cmd
         .args(&args)
+        .args(extra)
         .env("MALLOC_ARENA_MAX", "2")
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
@@ -88,6 +89,58 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmHWM in /proc/PID/status")
+}
+
+/// A gRPC message as it goes on the wire: uncompressed, with its 5-byte length prefix.
+fn grpc_frame(m: &impl prost::Message) -> Vec<u8> {
+    let msg = m.encode_to_vec();
+    let mut out = vec![0];
+    out.extend_from_slice(&u32::try_from(msg.len()).unwrap().to_be_bytes());
+    out.extend_from_slice(&msg);
+    out
+}
+
+/// One gRPC call over HTTP/2 (prior knowledge, a fresh connection) with the given `:method`:
+/// the HTTP status and the `grpc-status` and `grpc-message` of the headers (a refusal's come
+/// there, trailers-only), or, for a call that was served, of the trailers.
+async fn grpc_call(
+    addr: &str,
+    method: hyper::Method,
+    path: &str,
+    body: hyper::body::Bytes,
+) -> (u16, String, String) {
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(body))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let mut headers = resp.headers().clone();
+    if !headers.contains_key("grpc-status") {
+        if let Ok(body) = resp.into_body().collect().await {
+            headers.extend(body.trailers().cloned().unwrap_or_default());
+        }
+    }
+    let get = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (status, get("grpc-status"), get("grpc-message"))
 }
 
 fn one_value(dtype: DataType, dims: &[i64], set: impl FnOnce(&mut TensorProto)) -> PredictRequest {
@@ -144,7 +197,7 @@ async fn post(addr: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
 #[tokio::test]
 async fn hostile_requests_are_refused_in_bounded_memory() {
     let (grpc_port, rest_port) = (harness::free_port(), harness::free_port());
-    let mut server = serve(grpc_port, rest_port);
+    let mut server = serve(grpc_port, rest_port, &[]);
     let grpc_addr = format!("127.0.0.1:{grpc_port}");
     let rest_addr = format!("127.0.0.1:{rest_port}");
     let mut g = PredictionServiceClient::new(
@@ -214,4 +267,84 @@ async fn hostile_requests_are_refused_in_bounded_memory() {
     assert!(server.0.try_wait().unwrap().is_none(), "the server exited");
     let peak = peak_rss_kib(server.0.id());
     assert!(peak < 1024 * 1024, "peak resident memory {peak} KiB");
+}
+
+/// The in-flight budget of [`grpc_over_get_is_refused_before_its_body_is_read`].
+const BUDGET: u64 = 64 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_get_is_refused_before_its_body_is_read() {
+    let (grpc_port, rest_port) = (harness::free_port(), harness::free_port());
+    let mut server = serve(
+        grpc_port,
+        rest_port,
+        &["--max_in_flight_bytes", &BUDGET.to_string()],
+    );
+    let addr = format!("127.0.0.1:{grpc_port}");
+    // What legitimately uses the port still works: a call over POST, a health check, the
+    // attestation document over GET (this server has no platform, so it says it has none).
+    let mut g = PredictionServiceClient::new(
+        teeserve_serving::requester::grpc_channel(&addr, None, "127.0.0.1")
+            .await
+            .unwrap(),
+    );
+    let small = one_value(DataType::DtFloat, &[1, 64], |t| t.float_val = vec![0.5; 64]);
+    g.predict(small).await.unwrap();
+    let health = teeserve_serving::proto::health::HealthCheckRequest::default();
+    let (st, code, msg) = grpc_call(
+        &addr,
+        hyper::Method::POST,
+        "/grpc.health.v1.Health/Check",
+        grpc_frame(&health).into(),
+    )
+    .await;
+    assert_eq!((st, code.as_str()), (200, "0"), "{msg}");
+    let (st, _, _) = grpc_call(
+        &addr,
+        hyper::Method::GET,
+        "/v1/attestation",
+        Default::default(),
+    )
+    .await;
+    assert_eq!(st, 404, "/v1/attestation answers over GET on the gRPC port");
+
+    // Twelve Predicts of 40 MB at once, sent as GET: each is refused as grpc-go refuses it,
+    // before its body is read, so none takes memory outside the budget. (Served as a call,
+    // as they were, they took several hundred MB whatever --max_in_flight_bytes said.)
+    let before = peak_rss_kib(server.0.id());
+    let rows = 40_000_000 / (64 * 8);
+    let big = one_value(DataType::DtDouble, &[rows, 64], |t| {
+        t.tensor_content = vec![0; rows as usize * 64 * 8].into()
+    });
+    let body = hyper::body::Bytes::from(grpc_frame(&big));
+    let calls: Vec<_> = (0..12)
+        .map(|_| {
+            let (addr, body) = (addr.clone(), body.clone());
+            tokio::spawn(async move {
+                grpc_call(
+                    &addr,
+                    hyper::Method::GET,
+                    "/tensorflow.serving.PredictionService/Predict",
+                    body,
+                )
+                .await
+            })
+        })
+        .collect();
+    for c in calls {
+        let (st, code, msg) = c.await.unwrap();
+        assert_eq!(st, 405, "grpc-status {code} {msg}");
+        assert_eq!(code, "13", "INTERNAL: {msg}");
+        assert!(msg.contains("GET") && msg.contains("POST"), "{msg}");
+    }
+    // Still serving.
+    let small = one_value(DataType::DtFloat, &[1, 64], |t| t.float_val = vec![0.5; 64]);
+    g.predict(small).await.unwrap();
+    assert!(server.0.try_wait().unwrap().is_none(), "the server exited");
+    let grown = peak_rss_kib(server.0.id()).saturating_sub(before);
+    assert!(
+        grown * 1024 < BUDGET + (32 << 20),
+        "peak resident memory grew by {grown} KiB under a budget of {} KiB",
+        BUDGET >> 10
+    );
 }

@@ -113,17 +113,37 @@ fn grpc_error(e: ApiError) -> Response {
     crate::grpc::status(e).into_http::<Body>()
 }
 
+/// The answer to a gRPC call whose method is not POST, as grpc-go gives it
+/// (`internal/transport/http2_server.go`, `operateHeaders`): HTTP 405 with `INTERNAL` naming
+/// the method, before any of the body is read. tonic itself would serve the call whatever its
+/// method.
+fn method_not_allowed(method: &hyper::Method) -> Response {
+    let mut r = crate::grpc::status(ApiError::new(
+        Code::Internal,
+        format!("Received a HEADERS frame with :method \"{method}\" which should be POST"),
+    ))
+    .into_http::<Body>();
+    *r.status_mut() = hyper::StatusCode::METHOD_NOT_ALLOWED;
+    r
+}
+
 /// Admits a gRPC call before tonic reads and decodes its message: a place among the requests
 /// in flight, the message's memory as it arrives, and then what decoding it takes (estimated
-/// from the bytes, [`decoded_bytes`]). Health checks pass straight through, so that an
-/// overloaded server still answers them.
+/// from the bytes, [`decoded_bytes`]). A call whose method is not POST is refused before its
+/// body is read ([`method_not_allowed`]), so none reaches tonic's decoder unbudgeted. Health
+/// checks pass straight through, so that an overloaded server still answers them (their
+/// message is bounded instead). `/v1/attestation`, the one GET of the gRPC port, is routed
+/// outside this layer.
 pub(crate) async fn grpc_layer(
     State(a): State<GrpcAdmission>,
     req: Request,
     next: Next,
 ) -> Response {
+    if req.method() != hyper::Method::POST {
+        return method_not_allowed(req.method());
+    }
     let path = req.uri().path();
-    if path.starts_with("/grpc.health.v1.") || req.method() == hyper::Method::GET {
+    if path.starts_with("/grpc.health.v1.") {
         return next.run(req).await;
     }
     let predict = path == "/tensorflow.serving.PredictionService/Predict";

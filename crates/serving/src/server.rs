@@ -826,6 +826,9 @@ fn metrics_path(o: &ServeOptions) -> Result<Option<String>, ServeError> {
     }
 }
 
+/// The largest health-check message, bytes.
+const HEALTH_MAX_MESSAGE: usize = 4096;
+
 /// The gRPC services (prediction, model, health) behind request admission, and
 /// `/v1/attestation` beside them on the same port.
 fn grpc_router(
@@ -842,9 +845,12 @@ fn grpc_router(
             .max_encoding_message_size(usize::MAX),
     )
     .add_service(ModelServiceServer::new(g).max_decoding_message_size(max_message))
-    .add_service(crate::proto::health::health_server::HealthServer::new(
-        crate::grpc::Health(core.clone()),
-    ));
+    // Health checks are not admitted (an overloaded server still answers them), so their
+    // message is bounded instead: a HealthCheckRequest is one service name.
+    .add_service(
+        crate::proto::health::health_server::HealthServer::new(crate::grpc::Health(core.clone()))
+            .max_decoding_message_size(HEALTH_MAX_MESSAGE),
+    );
     // Admission (in-flight place, memory budget) before tonic reads a message.
     let routes = routes
         .prepare()
