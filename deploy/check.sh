@@ -75,9 +75,11 @@ fi
 echo "== kubernetes-validate"
 "$venv/bin/kubernetes-validate" --strict kubernetes/namespace.yaml kubernetes/kbs.yaml kubernetes/server.yaml
 if command -v kubectl >/dev/null 2>&1; then
-  kubectl kustomize kubernetes > "${TMPDIR:-/tmp}/teeserve-kustomized.yaml"
-  grep -q "count\|replicas: 3" "${TMPDIR:-/tmp}/teeserve-kustomized.yaml"
-  "$venv/bin/kubernetes-validate" --strict "${TMPDIR:-/tmp}/teeserve-kustomized.yaml"
+  rendered="$(mktemp "${TMPDIR:-/tmp}/teeserve-kustomized.XXXXXXXX.yaml")"
+  trap 'rm -f "$rendered"' EXIT
+  kubectl kustomize kubernetes > "$rendered"
+  grep -q "count\|replicas: 3" "$rendered"
+  "$venv/bin/kubernetes-validate" --strict "$rendered"
   echo "kustomize output: ok"
 else
   echo "kubectl not available: kustomize output not rendered" >&2

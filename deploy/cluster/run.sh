@@ -17,7 +17,8 @@
 # Environment:
 #   TEESERVE_BIN_DIR       where teeserve and teeserve-load are (default: target/release when
 #                          both are there, else target/debug)
-#   TEESERVE_CLUSTER_WORK  working directory (default: $TMPDIR/teeserve-cluster; removed at the end)
+#   TEESERVE_CLUSTER_WORK  working directory, which must not exist yet: it is made private (0700)
+#                          and removed at the end (default: a new one from mktemp -d in $TMPDIR)
 #   TEESERVE_CLUSTER_NET   the first three octets of the /24 the hosts live in (default 10.213.7)
 #   TEESERVE_CLUSTER_THROUGHPUT_SECONDS  seconds of load for the 1- and 3-replica throughput
 #                          measurement (default 5; 0 skips it)
@@ -30,7 +31,8 @@ SCRIPT="$REPO/deploy/cluster/$(basename "$0")"
 PREFIX=tsc                      # every namespace, link and file this harness makes starts with it
 BRIDGE="$PREFIX-br0"
 NET="${TEESERVE_CLUSTER_NET:-10.213.7}"
-WORK="${TEESERVE_CLUSTER_WORK:-${TMPDIR:-/tmp}/teeserve-cluster}"
+# Set by make_work (or, for the readiness watcher, by the run that starts it).
+WORK="${TEESERVE_CLUSTER_WORK:-}"
 THROUGHPUT_SECONDS="${TEESERVE_CLUSTER_THROUGHPUT_SECONDS:-5}"
 SCENARIOS="${TEESERVE_CLUSTER_SCENARIOS:-1 2 3 4 5 6}"
 MODEL=digits
@@ -213,12 +215,58 @@ cleanup() {
     wait "${PIDS[$name]}" 2>/dev/null || true
   done
   remove_network
-  if [ "${TEESERVE_CLUSTER_KEEP:-0}" = 1 ]; then
+  if [ -z "$WORK_MADE" ]; then
+    :
+  elif [ "${TEESERVE_CLUSTER_KEEP:-0}" = 1 ]; then
     echo "kept $WORK" >&2
   else
     rm -rf "$WORK"
   fi
   exit "$code"
+}
+
+# The working directory: made here, atomically, private to root, and never one that existed
+# before. Binaries are copied into it and run from it, and the balancer's configuration is
+# read from it, so a directory another local user made first (or could write to) would let
+# them run code as root.
+WORK_MADE=""
+make_work() {
+  if [ -n "$WORK" ]; then
+    mkdir -m 0700 "$WORK" || die "TEESERVE_CLUSTER_WORK=$WORK: cannot make it (it must not exist yet)"
+  else
+    WORK="$(mktemp -d "${TMPDIR:-/tmp}/teeserve-cluster.XXXXXXXX")"
+  fi
+  WORK_MADE=1
+  # mkdir and mktemp never follow or reuse what is there; check anyway, before anything is
+  # written into it.
+  if [ -L "$WORK" ] || [ ! -d "$WORK" ]; then
+    die "$WORK is not a directory"
+  fi
+  [ "$(stat -c '%u %a' "$WORK")" = "$(id -u) 700" ] \
+    || die "$WORK is not this user's with mode 0700: $(stat -c '%U %a' "$WORK")"
+}
+
+# nginx_stream_module: the load_module line the balancer needs (empty when the stream
+# module is built in), found by asking nginx to load a configuration with a stream block;
+# nginx -V lists the stream modules it was built with even when they are dynamic modules
+# that are not installed or not loaded.
+nginx_stream_module() {
+  local d="$WORK/nginx-check" m
+  mkdir -p "$d"
+  for m in "" /usr/lib/nginx/modules/ngx_stream_module.so /usr/lib64/nginx/modules/ngx_stream_module.so; do
+    [ -z "$m" ] || [ -f "$m" ] || continue
+    {
+      [ -z "$m" ] || echo "load_module $m;"
+      echo "pid $d/nginx.pid;"
+      echo "events { worker_connections 16; }"
+      echo "stream { server { listen 127.0.0.1:9; ssl_preread on; proxy_pass 127.0.0.1:9; } }"
+    } >"$d/nginx.conf"
+    if nginx -t -q -p "$d/" -c "$d/nginx.conf" -e "$d/error.log" >>"$d/test.log" 2>&1; then
+      echo "$m"
+      return 0
+    fi
+  done
+  return 1
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -228,13 +276,6 @@ cleanup() {
 for tool in ip nginx curl python3 ss; do
   command -v "$tool" >/dev/null || die "needs $tool"
 done
-STREAM_MODULE=""
-for m in /usr/lib/nginx/modules/ngx_stream_module.so /usr/lib64/nginx/modules/ngx_stream_module.so; do
-  [ -f "$m" ] && STREAM_MODULE=$m
-done
-if [ -z "$STREAM_MODULE" ] && ! nginx -V 2>&1 | grep -q -- '--with-stream[^=]'; then
-  die "nginx has no stream module (Debian: apt-get install libnginx-mod-stream)"
-fi
 if [ -z "${TEESERVE_BIN_DIR:-}" ]; then
   if [ -x "$REPO/target/release/teeserve" ] && [ -x "$REPO/target/release/teeserve-load" ]; then
     TEESERVE_BIN_DIR="$REPO/target/release"
@@ -251,7 +292,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 remove_network
-rm -rf "$WORK"
+make_work
+STREAM_MODULE="$(nginx_stream_module)" \
+  || die "nginx cannot load a stream block with ssl_preread (Debian: apt-get install libnginx-mod-stream): $(tail -n 3 "$WORK/nginx-check/test.log")"
 mkdir -p "$WORK"/{owner,lb,requester,logs,loads,bin}
 say "binaries: $BIN; working directory: $WORK"
 
