@@ -38,6 +38,18 @@ assert not any("models" in t for t in trusted)
 argv = m["loader"]["argv"]
 assert argv[:4] == ["/teeserve", "serve", "--platform", "gramine"], argv
 assert "kbs.test:4430" in argv and "/models/digits" in argv, argv
+assert not any(a.startswith("/engines") for a in argv) and "--engine" not in argv, argv
+# An engine library the server loads is on the fixed command line and measured (a trusted
+# file), never an allowed one: the host must not choose the code that sees requesters' data.
+e = tomllib.loads(env.from_string(open("gramine/teeserve.manifest.template").read()).render(
+    **values, onnxruntime_lib="libonnxruntime.so.1.20.1", tensorflow_lib="libtensorflow_cc.so.2"))
+eargv, etrusted = e["loader"]["argv"], e["sgx"]["trusted_files"]
+for flag, lib in [("--onnxruntime-lib", "libonnxruntime.so.1.20.1"), ("--tensorflow-lib", "libtensorflow_cc.so.2")]:
+    assert eargv[eargv.index(flag) + 1] == "/engines/" + lib, eargv
+    assert "file:engines/" + lib in etrusted, etrusted
+assert "file:engines/libtensorflow_framework.so.2" in etrusted, etrusted
+assert {"path": "/engines", "uri": "file:engines"} in e["fs"]["mounts"], e["fs"]["mounts"]
+assert not any("engines" in a for a in e["sgx"]["allowed_files"]), e["sgx"]["allowed_files"]
 t = tomllib.loads(env.from_string(open("gramine/tfserving/tensorflow_model_server.manifest.template").read()).render(**values))
 assert t["loader"]["env"]["SECRET_PROVISION_SERVERS"] == "kbs.test:4433"
 assert t["loader"]["env"]["SECRET_PROVISION_SET_KEY"] == "default"
