@@ -158,7 +158,55 @@ impl health_server::Health for Health {
         req: Request<HealthCheckRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let first = self.check_service(&req.get_ref().service)?;
-        let s = futures::stream::once(async move { Ok(first) }).chain(futures::stream::pending());
+        // The stream ends when its connection starts closing, so that it never holds the
+        // connection open; a client watches again on a new one.
+        let closing = req
+            .extensions()
+            .get::<crate::connection::Closing>()
+            .map(|c| c.0.clone());
+        let watch = Watch {
+            health: self.clone(),
+            service: req.into_inner().service,
+            last: first.status,
+            closing,
+        };
+        let s = futures::stream::once(async move { Ok(first) })
+            .chain(futures::stream::unfold(watch, Watch::next));
         Ok(Response::new(Box::pin(s)))
+    }
+}
+
+/// How often a health `Watch` looks at the status again.
+const WATCH_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A health `Watch` after its first answer: sends the status when it changes, and ends when
+/// the connection starts closing.
+struct Watch {
+    health: Health,
+    service: String,
+    last: i32,
+    closing: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+impl Watch {
+    async fn next(mut self) -> Option<(Result<HealthCheckResponse, Status>, Self)> {
+        loop {
+            let tick = tokio::time::sleep(WATCH_POLL);
+            match &mut self.closing {
+                Some(c) => tokio::select! {
+                    _ = tick => {}
+                    _ = c.wait_for(|closing| *closing) => return None,
+                },
+                None => tick.await,
+            }
+            let now = match self.health.check_service(&self.service) {
+                Ok(r) => r,
+                Err(e) => return Some((Err(e), self)),
+            };
+            if now.status != self.last {
+                self.last = now.status;
+                return Some((Ok(now), self));
+            }
+        }
     }
 }

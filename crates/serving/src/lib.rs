@@ -21,6 +21,7 @@ mod attestation;
 mod batching;
 mod classify;
 mod codec;
+mod connection;
 pub mod engine;
 mod error;
 mod grpc;

@@ -279,8 +279,17 @@ pub struct ConnectionLimits {
     /// Time a client has to finish the TLS handshake and, on HTTP/1, to send each request's
     /// header (which includes the wait for the next request on a kept-alive connection).
     pub header_timeout: Duration,
-    /// A connection with no request in progress for this long is closed (HTTP/2: GOAWAY).
+    /// A connection with no request in progress for this long is asked to close (HTTP/2:
+    /// GOAWAY; a health `Watch` does not count as a request in progress).
     pub idle_timeout: Duration,
+    /// A connection asked to close (idle, at its maximum age) is cut this long after, whatever
+    /// is still open on it (on shutdown, the drain time instead).
+    pub grace: Duration,
+    /// A connection is asked to close at this age, busy or not (None: no maximum).
+    pub max_age: Option<Duration>,
+    /// A connection is cut when a response on it has waited this long for the peer to read any
+    /// of it (HTTP/2 flow control, or a full TCP window) (None: no limit).
+    pub send_timeout: Option<Duration>,
 }
 
 impl Default for ConnectionLimits {
@@ -290,6 +299,9 @@ impl Default for ConnectionLimits {
             max_connections: 400,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            grace: Duration::from_secs(10),
+            max_age: Some(Duration::from_secs(3600)),
+            send_timeout: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -984,6 +996,13 @@ async fn serve_listener(
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(2 * H2_STREAM_WINDOW)
         .max_frame_size(H2_MAX_FRAME);
+    let life = crate::connection::Lifetime {
+        idle: limits.idle_timeout,
+        max_age: limits.max_age,
+        grace: limits.grace,
+        drain,
+        send_timeout: limits.send_timeout,
+    };
     let mut backoff = Duration::from_millis(10);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -1020,6 +1039,8 @@ async fn serve_listener(
             inner: hyper_util::service::TowerToHyperService::new(router.clone()),
             activity: Arc::new(activity),
         };
+        let state = crate::connection::ConnectionState::new(peer);
+        let svc = crate::connection::Watched::new(svc, state.clone());
         let builder = builder.clone();
         let acceptor = acceptor.clone();
         let stop = stop.clone();
@@ -1043,11 +1064,11 @@ async fn serve_listener(
                         }
                     };
                     let conn = builder.serve_connection(TokioIo::new(tls), svc);
-                    run_connection(conn, idle, limits.idle_timeout, stop).await;
+                    crate::connection::run(conn, idle, state, life, stop).await;
                 }
                 None => {
                     let conn = builder.serve_connection(TokioIo::new(tcp), svc);
-                    run_connection(conn, idle, limits.idle_timeout, stop).await;
+                    crate::connection::run(conn, idle, state, life, stop).await;
                 }
             }
         });
@@ -1063,53 +1084,6 @@ async fn serve_listener(
     )
     .await;
 }
-
-/// Runs one connection until it ends, shutting it down gracefully when the server stops or
-/// when it has had no request in progress for `idle` (`activity`: requests in progress).
-async fn run_connection<I>(
-    conn: auto::Connection<'_, I, ConnectionService, TokioExecutor>,
-    mut activity: watch::Receiver<usize>,
-    idle: Duration,
-    mut stop: watch::Receiver<bool>,
-) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let idle_for = async move {
-        loop {
-            if *activity.borrow_and_update() == 0 {
-                tokio::select! {
-                    _ = tokio::time::sleep(idle) => return,
-                    r = activity.changed() => if r.is_err() { return },
-                }
-            } else if activity.changed().await.is_err() {
-                return;
-            }
-        }
-    };
-    tokio::pin!(conn, idle_for);
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!("connection ended: {e}");
-                }
-                return;
-            }
-            _ = &mut idle_for, if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = stop.changed(), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-            }
-        }
-    }
-}
-
-/// The service of a connection.
-type ConnectionService = Tracked<hyper_util::service::TowerToHyperService<axum::Router>>;
 
 /// A connection's service that counts the requests in progress on it (for the idle timeout).
 #[derive(Clone)]

@@ -230,8 +230,32 @@ pub struct ServeArgs {
     #[arg(long = "header_timeout_seconds", default_value_t = ConnectionLimits::default().header_timeout.as_secs())]
     pub header_timeout_seconds: u64,
     /// Seconds a connection may stay open with no request in progress (HTTP/2: then GOAWAY).
+    /// A health Watch stream does not count as a request in progress; it ends at the GOAWAY.
     #[arg(long = "idle_timeout_seconds", default_value_t = ConnectionLimits::default().idle_timeout.as_secs())]
     pub idle_timeout_seconds: u64,
+    /// Seconds a connection asked to close (idle, or at its maximum age) may take to finish
+    /// what is open on it; then it is cut. A stream that never ends, or a response the peer
+    /// never reads, holds a connection no longer than this past its GOAWAY.
+    #[arg(long = "connection_grace_seconds", default_value_t = ConnectionLimits::default().grace.as_secs())]
+    pub connection_grace_seconds: u64,
+    /// Seconds after which a connection is asked to close (HTTP/2: GOAWAY) even if busy, and
+    /// cut after the grace period; clients reconnect. 0: no maximum.
+    #[arg(long = "max_connection_age_seconds", default_value_t = secs(ConnectionLimits::default().max_age))]
+    pub max_connection_age_seconds: u64,
+    /// Seconds a response may wait for the peer to read any of it (an HTTP/2 window of 0, or a
+    /// full TCP window); then its connection is cut. 0: no limit.
+    #[arg(long = "send_timeout_seconds", default_value_t = secs(ConnectionLimits::default().send_timeout))]
+    pub send_timeout_seconds: u64,
+}
+
+/// Seconds of an optional duration, 0 for none (for flags where 0 turns a bound off).
+fn secs(d: Option<Duration>) -> u64 {
+    d.map_or(0, |d| d.as_secs())
+}
+
+/// A duration given in seconds where 0 turns the bound off.
+fn unless_zero(seconds: u64) -> Option<Duration> {
+    (seconds > 0).then(|| Duration::from_secs(seconds))
 }
 
 pub fn run(a: ServeArgs) -> Result<i32> {
@@ -306,6 +330,9 @@ pub fn run(a: ServeArgs) -> Result<i32> {
             max_connections: a.max_connections,
             header_timeout: Duration::from_secs(a.header_timeout_seconds),
             idle_timeout: Duration::from_secs(a.idle_timeout_seconds),
+            grace: Duration::from_secs(a.connection_grace_seconds),
+            max_age: unless_zero(a.max_connection_age_seconds),
+            send_timeout: unless_zero(a.send_timeout_seconds),
         },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -1,0 +1,299 @@
+//! `teeserve serve` against peers that would hold their HTTP/2 connections open for ever: a
+//! health `Watch` stream that never ends, and a client that advertises a window of 0 so that no
+//! response reaches it. With `--max_connections` small, a few such peers take every slot; each
+//! connection must be closed within the configured bound (the grace after its GOAWAY, the send
+//! timeout, or its maximum age), and a new client then served.
+mod harness;
+use harness::*;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use prost::Message;
+use teeserve_serving::proto::tensorflow::serving::{ModelSpec, PredictRequest};
+use teeserve_serving::proto::tensorflow::TensorShapeProto;
+use teeserve_serving::proto::tensorflow::{tensor_shape_proto, DataType, TensorProto};
+use teeserve_serving::requester::{ca_verifier, client_config};
+
+/// Time allowed beyond a configured bound for the server to act and the client to notice, on a
+/// busy machine.
+const MARGIN: Duration = Duration::from_secs(5);
+
+/// A CA with a server certificate for 127.0.0.1, in `d`, and `teeserve serve` of the bundled
+/// digits model with it and `extra` flags.
+fn serve(d: &Path, extra: &[&str]) -> Serve {
+    run_in(d, &["tls", "init", "--dir", "tls"]).ok();
+    let models = repo().join("models/digits");
+    let args = [
+        &[
+            "--model_name",
+            "digits",
+            "--model_base_path",
+            s(&models),
+            "--tls-cert",
+            "tls/server.pem",
+            "--tls-key",
+            "tls/server.key",
+        ][..],
+        extra,
+    ]
+    .concat();
+    listen(|| serve_command(d, &args), None).unwrap()
+}
+
+/// `teeserve predict` over gRPC with the test CA.
+fn predict(d: &Path, addr: &str) -> Run {
+    let sample = repo().join("testdata/digits/sample.json");
+    run_in(
+        d,
+        &[
+            "predict",
+            "--server",
+            addr,
+            "--model",
+            "digits",
+            "--input",
+            s(&sample),
+            "--ca",
+            "tls/ca.pem",
+        ],
+    )
+}
+
+/// A gRPC message in its length-prefixed frame.
+fn grpc_frame(m: &impl Message) -> Bytes {
+    let body = m.encode_to_vec();
+    let mut f = vec![0u8];
+    f.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    f.extend_from_slice(&body);
+    f.into()
+}
+
+fn grpc_request(addr: &str, path: &str) -> hyper::Request<()> {
+    hyper::Request::builder()
+        .method("POST")
+        .uri(format!("https://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap()
+}
+
+/// An HTTP/2 connection over TLS verified by the test CA, with `window` as the initial window
+/// this client advertises; the handle ends (with the time) when the connection is closed.
+async fn h2_connect(
+    d: &Path,
+    addr: &str,
+    window: Option<u32>,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Instant>,
+) {
+    let ca = std::fs::read(d.join("tls/ca.pem")).unwrap();
+    let cfg = client_config(ca_verifier(&ca).unwrap(), None, &[b"h2"]).unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut b = h2::client::Builder::new();
+    if let Some(w) = window {
+        b.initial_window_size(w);
+    }
+    let (send, conn) = b.handshake(tls).await.unwrap();
+    let closed = tokio::spawn(async move {
+        let _ = conn.await;
+        Instant::now()
+    });
+    (send, closed)
+}
+
+/// A health `Watch` that has received its first status and is never read again.
+async fn watch_forever(d: &Path, addr: &str) -> (h2::RecvStream, tokio::task::JoinHandle<Instant>) {
+    let (send, closed) = h2_connect(d, addr, None).await;
+    let mut send = send.ready().await.unwrap();
+    let (resp, mut body) = send
+        .send_request(grpc_request(addr, "/grpc.health.v1.Health/Watch"), false)
+        .unwrap();
+    // An empty HealthCheckRequest: the whole server.
+    body.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+        .unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.into_body();
+    let first = stream.data().await.unwrap().unwrap();
+    assert!(first.len() >= 5, "{first:?}");
+    (stream, closed)
+}
+
+/// A Predict from a client whose window is 0: the answer's head arrives, its body never can.
+async fn predict_never_read(
+    d: &Path,
+    addr: &str,
+) -> (h2::RecvStream, tokio::task::JoinHandle<Instant>) {
+    let (send, closed) = h2_connect(d, addr, Some(0)).await;
+    let mut send = send.ready().await.unwrap();
+    let (resp, mut body) = send
+        .send_request(
+            grpc_request(addr, "/tensorflow.serving.PredictionService/Predict"),
+            false,
+        )
+        .unwrap();
+    let pixels = TensorProto {
+        dtype: DataType::DtFloat as i32,
+        tensor_shape: Some(TensorShapeProto {
+            dim: [1, 64]
+                .iter()
+                .map(|&size| tensor_shape_proto::Dim {
+                    size,
+                    name: String::new(),
+                })
+                .collect(),
+            unknown_rank: false,
+        }),
+        float_val: vec![1.0; 64],
+        ..Default::default()
+    };
+    let req = PredictRequest {
+        model_spec: Some(ModelSpec {
+            name: "digits".into(),
+            ..Default::default()
+        }),
+        inputs: [("pixels".to_owned(), pixels)].into_iter().collect(),
+        output_filter: vec![],
+    };
+    body.send_data(grpc_frame(&req), true).unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    (resp.into_body(), closed)
+}
+
+/// Waits for a connection to be closed by `deadline`; the time it closed.
+async fn closed_by(
+    what: &str,
+    closed: tokio::task::JoinHandle<Instant>,
+    deadline: Instant,
+) -> Instant {
+    let wait = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(wait, closed).await {
+        Ok(t) => t.unwrap(),
+        Err(_) => panic!("{what}: still open at the deadline"),
+    }
+}
+
+#[test]
+fn connections_that_never_finish_are_closed_after_the_grace_and_a_new_client_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (idle, grace) = (2, 2);
+    let server = serve(
+        d,
+        &[
+            "--max_connections",
+            "4",
+            "--idle_timeout_seconds",
+            &idle.to_string(),
+            "--connection_grace_seconds",
+            &grace.to_string(),
+        ],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let addr = &server.grpc;
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            held.push(("a health Watch", watch_forever(d, addr).await));
+            held.push((
+                "a Predict with a window of 0",
+                predict_never_read(d, addr).await,
+            ));
+        }
+        let opened = Instant::now();
+        // Every slot is taken: a new client is turned away.
+        let r = tokio::task::block_in_place(|| predict(d, addr));
+        assert_ne!(
+            r.code, 0,
+            "served while 4 of 4 connections were held: {}",
+            r.stdout
+        );
+        // Each is closed within the idle timeout and the grace after its GOAWAY.
+        let deadline = opened + Duration::from_secs(idle + grace) + MARGIN;
+        for (what, (stream, closed)) in held {
+            closed_by(what, closed, deadline).await;
+            drop(stream);
+        }
+    });
+    // And a new client is served.
+    let r = predict(d, &server.grpc).ok();
+    assert!(r.stdout.contains("\"outputs\""), "{}", r.stdout);
+}
+
+#[test]
+fn a_response_the_peer_does_not_read_closes_its_connection_at_the_send_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let send_timeout = 2;
+    // No idle timeout to rescue it: only the send timeout can close it.
+    let server = serve(
+        d,
+        &[
+            "--idle_timeout_seconds",
+            "600",
+            "--send_timeout_seconds",
+            &send_timeout.to_string(),
+        ],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let addr = &server.grpc;
+        let (_watch, watch_closed) = watch_forever(d, addr).await;
+        let (_stream, closed) = predict_never_read(d, addr).await;
+        let opened = Instant::now();
+        let at = closed_by(
+            "a Predict with a window of 0",
+            closed,
+            opened + Duration::from_secs(send_timeout) + MARGIN,
+        )
+        .await;
+        // A Watch waiting for news is not a response the peer fails to read.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            !watch_closed.is_finished(),
+            "the Watch's connection was closed too, {:?} after the other",
+            at.elapsed()
+        );
+    });
+}
+
+#[test]
+fn busy_connections_are_closed_at_their_maximum_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (age, grace) = (2, 1);
+    let server = serve(
+        d,
+        &[
+            "--idle_timeout_seconds",
+            "600",
+            "--send_timeout_seconds",
+            "0",
+            "--max_connection_age_seconds",
+            &age.to_string(),
+            "--connection_grace_seconds",
+            &grace.to_string(),
+        ],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let addr = &server.grpc;
+        let start = Instant::now();
+        let (_watch, watch_closed) = watch_forever(d, addr).await;
+        let (_stream, closed) = predict_never_read(d, addr).await;
+        let deadline = start + Duration::from_secs(age + grace) + MARGIN;
+        closed_by("a health Watch", watch_closed, deadline).await;
+        closed_by("a Predict with a window of 0", closed, deadline).await;
+    });
+}

@@ -1,0 +1,334 @@
+//! One connection's life after its TLS handshake: the responses its peer has not read (for the
+//! send timeout), the requests in progress on it (for the idle timeout), and its close.
+//!
+//! A connection is asked to close (HTTP/2: GOAWAY) when it has been idle, when it reaches its
+//! maximum age, or when the server stops; whatever is still open on it a grace period later is
+//! cut. Without that deadline a peer holds its connection slot for ever with a stream that
+//! never ends (a health `Watch`) or a response it never reads (an HTTP/2 window of 0).
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use tokio::sync::watch;
+
+/// Turns true when the connection a request came on starts closing (a request extension), so
+/// that a response that would otherwise never end (a health `Watch`) ends then.
+#[derive(Debug, Clone)]
+pub(crate) struct Closing(pub(crate) watch::Receiver<bool>);
+
+/// The bounds on one connection's life.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lifetime {
+    /// With no request in progress for this long, the connection is asked to close.
+    pub(crate) idle: Duration,
+    /// Asked to close at this age, busy or not (None: no maximum).
+    pub(crate) max_age: Option<Duration>,
+    /// Time between the request to close and the cut.
+    pub(crate) grace: Duration,
+    /// Time between the request to close on shutdown and the cut.
+    pub(crate) drain: Duration,
+    /// A response whose peer has read none of what is ready for it for this long cuts the
+    /// connection (None: no limit).
+    pub(crate) send_timeout: Option<Duration>,
+}
+
+/// Largest piece of a response body handed to the connection at once: the connection asks for
+/// the next piece only once the peer has taken enough of the last, so pieces this size show
+/// whether a slow peer is reading at all.
+const SEND_PIECE: usize = 64 << 10;
+
+/// What a connection's service and the task that runs the connection share.
+#[derive(Debug)]
+pub(crate) struct ConnectionState {
+    peer: SocketAddr,
+    start: Instant,
+    /// Response bodies that have something ready for the peer (a piece handed over, or the
+    /// body just made) and have not been asked for more since.
+    owed: AtomicUsize,
+    /// When, in milliseconds after `start`, a response body last handed over a piece, began or
+    /// ended.
+    last_sent: AtomicU64,
+    closing: watch::Sender<bool>,
+}
+
+impl ConnectionState {
+    /// The state of a connection from `peer`, accepted now.
+    pub(crate) fn new(peer: SocketAddr) -> Arc<Self> {
+        Arc::new(Self {
+            peer,
+            start: Instant::now(),
+            owed: AtomicUsize::new(0),
+            last_sent: AtomicU64::new(0),
+            closing: watch::channel(false).0,
+        })
+    }
+
+    fn sent_now(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_sent.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Whether some response has had data ready for the peer for `limit` with none of it read.
+    fn stalled(&self, limit: Duration) -> bool {
+        if self.owed.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let last = Duration::from_millis(self.last_sent.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last) > limit
+    }
+}
+
+/// A connection's service: adds [`Closing`] to each request and wraps each
+/// response body in a [`Sending`].
+#[derive(Clone)]
+pub(crate) struct Watched<S> {
+    inner: S,
+    state: Arc<ConnectionState>,
+}
+
+impl<S> Watched<S> {
+    /// `inner` serving the connection whose state is `state`.
+    pub(crate) fn new(inner: S, state: Arc<ConnectionState>) -> Self {
+        Self { inner, state }
+    }
+}
+
+impl<S, B> hyper::service::Service<hyper::Request<B>> for Watched<S>
+where
+    S: hyper::service::Service<hyper::Request<B>, Response = hyper::Response<axum::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = hyper::Response<Sending>;
+    type Error = S::Error;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn call(&self, mut req: hyper::Request<B>) -> Self::Future {
+        req.extensions_mut()
+            .insert(Closing(self.state.closing.subscribe()));
+        let fut = self.inner.call(req);
+        let state = self.state.clone();
+        Box::pin(async move {
+            fut.await
+                .map(|resp| resp.map(|body| Sending::new(body, state)))
+        })
+    }
+}
+
+/// A response body that tells its connection whether the peer has data waiting to be read,
+/// handing the data over in pieces of at most [`SEND_PIECE`].
+pub(crate) struct Sending {
+    inner: axum::body::Body,
+    /// What is left of the inner body's last data frame.
+    rest: Bytes,
+    owed: bool,
+    state: Arc<ConnectionState>,
+}
+
+impl Sending {
+    fn new(inner: axum::body::Body, state: Arc<ConnectionState>) -> Self {
+        let mut s = Self {
+            inner,
+            rest: Bytes::new(),
+            owed: false,
+            state,
+        };
+        // The response's head is ready for the peer; its body will be as soon as asked for.
+        s.state.sent_now();
+        s.set_owed(true);
+        s
+    }
+
+    fn set_owed(&mut self, owed: bool) {
+        if owed != self.owed {
+            self.owed = owed;
+            if owed {
+                self.state.owed.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.state.owed.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.set_owed(false);
+    }
+}
+
+impl Body for Sending {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let me = self.get_mut();
+        me.state.sent_now();
+        if !me.rest.is_empty() {
+            let piece = me.rest.split_to(me.rest.len().min(SEND_PIECE));
+            me.set_owed(true);
+            return Poll::Ready(Some(Ok(Frame::data(piece))));
+        }
+        match Pin::new(&mut me.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let frame = match frame.into_data() {
+                    Ok(mut data) => {
+                        if data.len() > SEND_PIECE {
+                            me.rest = data.split_off(SEND_PIECE);
+                        }
+                        Frame::data(data)
+                    }
+                    Err(other) => other,
+                };
+                me.set_owed(true);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            // Nothing to send yet: it is the server that is waiting, not the peer.
+            Poll::Pending => {
+                me.set_owed(false);
+                Poll::Pending
+            }
+            done => {
+                me.set_owed(false);
+                done
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let inner = self.inner.size_hint();
+        let rest = self.rest.len() as u64;
+        let mut h = SizeHint::new();
+        h.set_lower(inner.lower() + rest);
+        if let Some(upper) = inner.upper() {
+            h.set_upper(upper + rest);
+        }
+        h
+    }
+}
+
+/// Why a connection is asked to close.
+#[derive(Debug, Clone, Copy)]
+enum Close {
+    Idle,
+    MaxAge,
+    Shutdown,
+}
+
+/// What happened while a connection ran.
+enum Event {
+    Ended(Result<(), Box<dyn std::error::Error + Send + Sync>>),
+    Close(Close),
+    GraceOver,
+    Check,
+}
+
+/// Runs one connection until it ends: asks it to close (HTTP/2: GOAWAY) when idle, at its
+/// maximum age or on shutdown, cuts it when the grace period after that is over, and cuts it
+/// at once when a response has waited for the peer to read it for the send timeout.
+///
+/// `activity` counts the requests in progress on the connection (their handlers have not
+/// answered yet); `state` is the one its [`Watched`] service shares.
+pub(crate) async fn run<I, S>(
+    conn: auto::Connection<'_, I, Watched<S>, TokioExecutor>,
+    mut activity: watch::Receiver<usize>,
+    state: Arc<ConnectionState>,
+    life: Lifetime,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<
+        hyper::Request<hyper::body::Incoming>,
+        Response = hyper::Response<axum::body::Body>,
+        Error = std::convert::Infallible,
+    >,
+    S::Future: Send + 'static,
+{
+    let peer = state.peer;
+    let idle = life.idle;
+    let idle_for = async move {
+        loop {
+            if *activity.borrow_and_update() == 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(idle) => return,
+                    r = activity.changed() => if r.is_err() { return },
+                }
+            } else if activity.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    let age = tokio::time::sleep(life.max_age.unwrap_or(Duration::MAX));
+    // Reset to the end of the grace period once the connection is asked to close.
+    let cut = tokio::time::sleep(Duration::ZERO);
+    // With no send timeout the check's branch is off and its period does not matter.
+    let check_every = life
+        .send_timeout
+        .map(|t| (t / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)))
+        .unwrap_or(Duration::from_secs(3600));
+    let mut check =
+        tokio::time::interval_at(tokio::time::Instant::now() + check_every, check_every);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(conn, idle_for, age, cut);
+    let mut closing = None;
+    let mut grace = Duration::ZERO;
+    loop {
+        let event = tokio::select! {
+            r = conn.as_mut() => Event::Ended(r),
+            _ = &mut idle_for, if closing.is_none() => Event::Close(Close::Idle),
+            _ = &mut age, if closing.is_none() && life.max_age.is_some() => Event::Close(Close::MaxAge),
+            _ = stop.changed(), if closing.is_none() => Event::Close(Close::Shutdown),
+            _ = &mut cut, if closing.is_some() => Event::GraceOver,
+            _ = check.tick(), if life.send_timeout.is_some() => Event::Check,
+        };
+        match event {
+            Event::Ended(r) => {
+                if let Err(e) = r {
+                    tracing::debug!("{peer}: connection ended: {e}");
+                }
+                return;
+            }
+            Event::Close(why) => {
+                closing = Some(why);
+                conn.as_mut().graceful_shutdown();
+                state.closing.send_replace(true);
+                grace = match why {
+                    Close::Shutdown => life.drain,
+                    Close::Idle | Close::MaxAge => life.grace,
+                };
+                cut.as_mut().reset(tokio::time::Instant::now() + grace);
+            }
+            Event::GraceOver => {
+                tracing::debug!(
+                    "{peer}: still open {grace:?} after it was asked to close ({closing:?}); closed"
+                );
+                return;
+            }
+            Event::Check => {
+                if let Some(limit) = life.send_timeout {
+                    if state.stalled(limit) {
+                        tracing::debug!(
+                            "{peer}: a response waited {limit:?} for the peer to read it; closed"
+                        );
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
