@@ -147,7 +147,18 @@ fn both_engines_give_onnxruntimes_outputs_and_the_same_signature() {
     let Some(lib) = need_onnxruntime() else {
         return;
     };
-    let ort = serve(&["--engine", "onnxruntime", "--onnxruntime-lib", s(&lib)]);
+    // The metrics are on only when a monitoring config says so.
+    let monitoring = tempfile::tempdir().unwrap();
+    let config = monitoring.path().join("monitoring.config");
+    std::fs::write(&config, "prometheus_config { enable: true }\n").unwrap();
+    let ort = serve(&[
+        "--engine",
+        "onnxruntime",
+        "--onnxruntime-lib",
+        s(&lib),
+        "--monitoring_config_file",
+        s(&config),
+    ]);
     assert_close(&predict(&ort.grpc, false), &want, "onnxruntime over gRPC");
     assert_close(&predict(&ort.rest, true), &want, "onnxruntime over REST");
     let meta = |s: &Serve| http_get(&s.rest, "/v1/models/digits/metadata");

@@ -19,6 +19,15 @@ use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use tokio::sync::watch;
 
+/// The peer a request came from (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) SocketAddr);
+
+/// The certificate chain the peer presented in its TLS handshake, which the port's client
+/// verifier accepted (a request extension; absent when it presented none).
+#[derive(Debug, Clone)]
+pub(crate) struct ClientCertificates(pub(crate) Arc<[rustls::pki_types::CertificateDer<'static>]>);
+
 /// Turns true when the connection a request came on starts closing (a request extension), so
 /// that a response that would otherwise never end (a health `Watch`) ends then.
 #[derive(Debug, Clone)]
@@ -57,6 +66,8 @@ pub(crate) struct ConnectionState {
     /// ended.
     last_sent: AtomicU64,
     closing: watch::Sender<bool>,
+    /// Set once the TLS handshake is done, if the peer presented a certificate.
+    client: std::sync::OnceLock<ClientCertificates>,
 }
 
 impl ConnectionState {
@@ -68,7 +79,14 @@ impl ConnectionState {
             owed: AtomicUsize::new(0),
             last_sent: AtomicU64::new(0),
             closing: watch::channel(false).0,
+            client: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Records the certificate chain the peer presented in its TLS handshake.
+    pub(crate) fn presented(&self, chain: &[rustls::pki_types::CertificateDer<'_>]) {
+        let chain: Vec<_> = chain.iter().map(|c| c.clone().into_owned()).collect();
+        let _ = self.client.set(ClientCertificates(chain.into()));
     }
 
     fn sent_now(&self) {
@@ -86,7 +104,7 @@ impl ConnectionState {
     }
 }
 
-/// A connection's service: adds [`Closing`] to each request and wraps each
+/// A connection's service: adds [`Peer`] and [`Closing`] to each request and wraps each
 /// response body in a [`Sending`].
 #[derive(Clone)]
 pub(crate) struct Watched<S> {
@@ -112,6 +130,10 @@ where
         Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn call(&self, mut req: hyper::Request<B>) -> Self::Future {
+        req.extensions_mut().insert(Peer(self.state.peer));
+        if let Some(c) = self.state.client.get() {
+            req.extensions_mut().insert(c.clone());
+        }
         req.extensions_mut()
             .insert(Closing(self.state.closing.subscribe()));
         let fut = self.inner.call(req);

@@ -19,6 +19,9 @@ use crate::tensor::{self, Tensor};
 pub(crate) struct RestContext {
     /// Prometheus path, when metrics are enabled.
     pub metrics_path: Option<String>,
+    /// Who may read the metrics, when not everyone: clients whose certificate this verifier
+    /// accepts (the monitoring client CA's).
+    pub metrics_clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     /// Add CORS headers.
     pub cors: bool,
     /// What answers /v1/attestation (None: this server publishes no attestation).
@@ -170,7 +173,14 @@ async fn route(
     if req.method() == Method::GET {
         // The request itself is not held across the await: its body is not `Sync`.
         let query = req.uri().query().map(str::to_owned);
-        if let Some(resp) = service_endpoint(core, ctx, req.uri().path(), query.as_deref()).await {
+        let client = req
+            .extensions()
+            .get::<crate::connection::ClientCertificates>()
+            .cloned();
+        let path = req.uri().path();
+        if let Some(resp) =
+            service_endpoint(core, ctx, path, query.as_deref(), client.as_ref()).await
+        {
             return (String::new(), resp);
         }
     }
@@ -198,12 +208,13 @@ fn cors_preflight(req: &Request<Body>, ctx: &RestContext) -> Response<Body> {
 }
 
 /// The server's own endpoints (GET): health, readiness, attestation and metrics; `None` for
-/// any other path.
+/// any other path. `client`: the certificate the client presented.
 async fn service_endpoint(
     core: &ServingCore,
     ctx: &RestContext,
     path: &str,
     query: Option<&str>,
+    client: Option<&crate::connection::ClientCertificates>,
 ) -> Option<Response<Body>> {
     let json = "application/json";
     Some(match path {
@@ -221,10 +232,42 @@ async fn service_endpoint(
             respond(status, body, ctx, json)
         }
         p if ctx.metrics_path.as_deref() == Some(p) => {
-            respond(200, core.metrics.render(), ctx, "text/plain; version=0.0.4")
+            if metrics_allowed(ctx, client) {
+                respond(200, core.metrics.render(), ctx, "text/plain; version=0.0.4")
+            } else {
+                error(
+                    &ApiError::new(
+                        Code::PermissionDenied,
+                        "the metrics are served only to clients with a certificate of the \
+                         monitoring client CA",
+                    ),
+                    ctx,
+                )
+            }
         }
         _ => return None,
     })
+}
+
+/// Whether this client may read the metrics: anyone, unless a monitoring client CA is set;
+/// then only a client whose certificate chains to it.
+fn metrics_allowed(
+    ctx: &RestContext,
+    client: Option<&crate::connection::ClientCertificates>,
+) -> bool {
+    let Some(verifier) = &ctx.metrics_clients else {
+        return true;
+    };
+    let Some((end_entity, intermediates)) = client.and_then(|c| c.0.split_first()) else {
+        return false;
+    };
+    verifier
+        .verify_client_cert(
+            end_entity,
+            intermediates,
+            rustls::pki_types::UnixTime::now(),
+        )
+        .is_ok()
 }
 
 /// TF Serving's model API under `/v1/models`; gives the model name (for the access log) and the

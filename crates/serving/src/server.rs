@@ -67,6 +67,8 @@ pub enum ServeOption {
     TlsClientCa,
     /// [`TlsOptions::ra_tls`].
     TlsRa,
+    /// [`TlsOptions::monitoring_client_ca`].
+    MonitoringClientCa,
     /// [`TlsOptions::insecure`].
     Insecure,
     /// The TEE platform given to [`Server::start`].
@@ -96,6 +98,7 @@ impl ServeOption {
             ServeOption::TlsKey => "tls.key",
             ServeOption::TlsClientCa => "tls.client_ca",
             ServeOption::TlsRa => "tls.ra_tls",
+            ServeOption::MonitoringClientCa => "tls.monitoring_client_ca",
             ServeOption::Insecure => "tls.insecure",
             ServeOption::Platform => "platform",
         }
@@ -193,6 +196,9 @@ pub struct TlsOptions {
     pub client_ca: Option<PathBuf>,
     /// Serve an RA-TLS certificate made in the TEE.
     pub ra_tls: bool,
+    /// Serve the metrics only to clients whose certificate chains to this CA (PEM). The ports
+    /// then ask every client for a certificate, optionally unless `client_ca` requires one.
+    pub monitoring_client_ca: Option<PathBuf>,
     /// Allow plaintext.
     pub insecure: bool,
     /// Publish attestation even when the TLS key is a file the host gave (`--tls-key`,
@@ -542,19 +548,18 @@ fn tls_config(
     let builder = rustls::ServerConfig::builder_with_provider(teeserve_tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(tls)?;
-    let builder = match client_ca {
-        Some(ca) => {
-            let roots = teeserve_tls::roots_from_pem(&ca)
-                .map_err(|e| option(ServeOption::TlsClientCa, e))?;
-            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                teeserve_tls::provider(),
-            )
-            .build()
-            .map_err(|e| ServeError::Tls(format!("client CA: {e}")))?;
-            builder.with_client_cert_verifier(v)
+    let builder = match (client_ca, &t.monitoring_client_ca) {
+        (Some(ca), _) => {
+            builder.with_client_cert_verifier(client_verifier(&ca, ServeOption::TlsClientCa, true)?)
         }
-        None => builder.with_no_client_auth(),
+        // Only the metrics need a certificate: one is asked for, and checked, but a client
+        // without one is served the rest.
+        (None, Some(monitoring)) => builder.with_client_cert_verifier(client_verifier(
+            &read(monitoring, ServeOption::MonitoringClientCa)?,
+            ServeOption::MonitoringClientCa,
+            false,
+        )?),
+        (None, None) => builder.with_no_client_auth(),
     };
     let mut c = builder
         .with_single_cert(certs, key)
@@ -612,8 +617,11 @@ impl Server {
             platform.as_deref(),
         )?;
         let attestation = attestor(&o, platform.as_ref(), tls.as_ref(), &repo).await?;
+        let metrics_path = metrics_path(&o)?;
+        let metrics_clients = metrics_clients(&o, metrics_path.as_deref(), tls.is_some())?;
         let ctx = Arc::new(RestContext {
-            metrics_path: metrics_path(&o)?,
+            metrics_path,
+            metrics_clients,
             cors: o.cors,
             attestation: attestation.clone(),
             max_body: o.max_request_bytes,
@@ -825,8 +833,55 @@ async fn attestor(
     Ok(Some(a))
 }
 
-/// Where REST serves the Prometheus metrics (TF Serving's default path unless the monitoring
-/// config says otherwise; `None`: not served).
+/// A verifier of client certificates chaining to the CA `pem` (`required`: a client without
+/// one fails the handshake).
+fn client_verifier(
+    pem: &[u8],
+    o: ServeOption,
+    required: bool,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, ServeError> {
+    let roots = teeserve_tls::roots_from_pem(pem).map_err(|e| option(o, e))?;
+    let b = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        teeserve_tls::provider(),
+    );
+    let b = if required {
+        b
+    } else {
+        b.allow_unauthenticated()
+    };
+    b.build().map_err(|e| option(o, format!("client CA: {e}")))
+}
+
+/// Who may read the metrics, when not everyone who reaches the REST port: clients whose
+/// certificate chains to the monitoring client CA.
+fn metrics_clients(
+    o: &ServeOptions,
+    metrics: Option<&str>,
+    tls: bool,
+) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, ServeError> {
+    let Some(ca) = &o.tls.monitoring_client_ca else {
+        return Ok(None);
+    };
+    if metrics.is_none() {
+        return Err(ServeError::Needs {
+            option: ServeOption::MonitoringClientCa,
+            needs: vec![ServeOption::MonitoringConfigFile],
+        });
+    }
+    if !tls {
+        return Err(option(
+            ServeOption::MonitoringClientCa,
+            "client certificates need TLS, and the server is plaintext",
+        ));
+    }
+    let pem = read(ca, ServeOption::MonitoringClientCa)?;
+    client_verifier(&pem, ServeOption::MonitoringClientCa, true).map(Some)
+}
+
+/// Where REST serves the Prometheus metrics: as TF Serving, only when the monitoring config
+/// enables them (`None`: not served, the default). They show per-model request counts,
+/// latencies and batch sizes, which are not for whoever can reach the port.
 fn metrics_path(o: &ServeOptions) -> Result<Option<String>, ServeError> {
     match &o.monitoring_config_file {
         Some(f) => {
@@ -834,7 +889,7 @@ fn metrics_path(o: &ServeOptions) -> Result<Option<String>, ServeError> {
             textproto::monitoring_config(&text)
                 .map_err(|e| option(ServeOption::MonitoringConfigFile, e))
         }
-        None => Ok(Some("/monitoring/prometheus/metrics".to_owned())),
+        None => Ok(None),
     }
 }
 
@@ -1063,6 +1118,9 @@ async fn serve_listener(
                             return;
                         }
                     };
+                    if let Some(chain) = tls.get_ref().1.peer_certificates() {
+                        state.presented(chain);
+                    }
                     let conn = builder.serve_connection(TokioIo::new(tls), svc);
                     crate::connection::run(conn, idle, state, life, stop).await;
                 }

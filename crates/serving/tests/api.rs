@@ -603,9 +603,12 @@ async fn config_file_labels_metadata_health_and_metrics() {
         ),
     )
     .unwrap();
+    let monitoring = dir.path().join("monitoring.config");
+    std::fs::write(&monitoring, "prometheus_config { enable: true }\n").unwrap();
     let mut o = options(&b);
     o.model_base_path = None;
     o.model_config_file = Some(cfg);
+    o.monitoring_config_file = Some(monitoring);
     let s = start(o).await;
     let mut c = rest(&s).await;
     let (st, v) = get(&mut c, "/v1/models/digits/labels/stable/metadata").await;
@@ -722,6 +725,86 @@ async fn sealed_models_load_with_the_key_only() {
     let e = Server::start(o, None).await.err().unwrap();
     assert!(matches!(e, teeserve_serving::ServeError::Models(_)), "{e}");
     assert!(e.to_string().contains("model digits did not load"), "{e}");
+}
+
+#[tokio::test]
+async fn metrics_are_off_by_default_and_can_be_restricted_to_clients_with_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = base(dir.path());
+    const METRICS: &str = "/monitoring/prometheus/metrics";
+    // No monitoring config: no metrics, as TF Serving.
+    let s = start(options(&b)).await;
+    let (st, m) = get(&mut rest(&s).await, METRICS).await;
+    assert_ne!(st, 200, "{m}");
+    assert!(!m.to_string().contains(":tensorflow:serving"), "{m}");
+
+    // Enabled, and restricted to clients with a certificate of the monitoring CA: over TLS,
+    // a requester without a certificate is served the model but not the metrics.
+    let ca = teeserve_tls::make_ca("server CA").unwrap();
+    let names = ["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let srv = teeserve_tls::issue(&ca, "server", &names, false).unwrap();
+    let monitoring_ca = teeserve_tls::make_ca("monitoring CA").unwrap();
+    let prometheus = teeserve_tls::issue(&monitoring_ca, "prometheus", &[], true).unwrap();
+    let file = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let mut o = options(&b);
+    o.monitoring_config_file = Some(file(
+        "monitoring.config",
+        "prometheus_config { enable: true }\n",
+    ));
+    o.tls = teeserve_serving::TlsOptions {
+        cert: Some(file("server.pem", &srv.cert_pem)),
+        key: Some(file("server.key", srv.key_pem.as_str())),
+        monitoring_client_ca: Some(file("monitoring-ca.pem", &monitoring_ca.cert_pem)),
+        ..Default::default()
+    };
+    let s = start(o.clone()).await;
+    let addr = s.rest_addr.unwrap().to_string();
+    let verifier = ca_verifier(ca.cert_pem.as_bytes()).unwrap();
+    let connect = |identity| {
+        let tls = client_config(verifier.clone(), identity, &[b"http/1.1"]).unwrap();
+        RestClient::connect(&addr, Some(Arc::new(tls)), "localhost")
+    };
+    let mut anonymous = connect(None).await.unwrap();
+    let (st, v) = post(
+        &mut anonymous,
+        "/v1/models/digits:predict",
+        json!({"instances": [vec![0.0; 64]]}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = get(&mut anonymous, METRICS).await;
+    assert_eq!(st, 403, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("certificate"), "{v}");
+    let mut monitor = connect(Some((
+        teeserve_tls::certs_from_pem(prometheus.cert_pem.as_bytes()).unwrap(),
+        teeserve_tls::key_from_pem(prometheus.key_pem.as_bytes()).unwrap(),
+    )))
+    .await
+    .unwrap();
+    let (st, m) = get(&mut monitor, METRICS).await;
+    assert_eq!(st, 200, "{m}");
+    assert!(
+        m.as_str()
+            .unwrap()
+            .contains(":tensorflow:serving:request_count"),
+        "{m}"
+    );
+
+    // A monitoring CA with the metrics off, or without TLS, is a start-up error.
+    let mut off = o.clone();
+    off.monitoring_config_file = None;
+    let e = Server::start(off, None).await.err().unwrap();
+    assert!(e.to_string().contains("monitoring_config_file"), "{e}");
+    let mut plain = o;
+    plain.tls.cert = None;
+    plain.tls.key = None;
+    plain.tls.insecure = true;
+    let e = Server::start(plain, None).await.err().unwrap();
+    assert!(e.to_string().contains("TLS"), "{e}");
 }
 
 #[tokio::test]

@@ -83,10 +83,19 @@ pub struct ServeArgs {
     /// num_batch_threads, max_enqueued_batches).
     #[arg(long = "batching_parameters_file", value_name = "FILE")]
     pub batching_parameters_file: Option<PathBuf>,
-    /// Monitoring config (text MonitoringConfig: prometheus_config { enable path }).
-    /// Metrics are served on the REST port at /monitoring/prometheus/metrics by default.
+    /// Monitoring config (text MonitoringConfig: prometheus_config { enable: true path: "..." }).
+    /// As in TF Serving, the Prometheus metrics (per-model request counts, latencies, batch
+    /// sizes) are served on the REST port only when this file enables them (path by default
+    /// /monitoring/prometheus/metrics), to whoever can reach the port unless
+    /// --monitoring_client_ca restricts them.
     #[arg(long = "monitoring_config_file", value_name = "FILE")]
     pub monitoring_config_file: Option<PathBuf>,
+    /// Serve the metrics only to clients presenting a TLS certificate that chains to this CA
+    /// (PEM); others get 403. The ports ask every client for a certificate but, unless
+    /// --tls-client-ca requires one, serve the rest without. Needs TLS and
+    /// --monitoring_config_file enabling the metrics.
+    #[arg(long = "monitoring_client_ca", value_name = "PEM")]
+    pub monitoring_client_ca: Option<PathBuf>,
     /// Add CORS headers to REST responses.
     #[arg(long = "rest_api_enable_cors_support")]
     pub cors: bool,
@@ -290,6 +299,7 @@ pub fn run(a: ServeArgs) -> Result<i32> {
             key: a.tls_key,
             client_ca: a.tls_client_ca,
             ra_tls: a.tls_ra,
+            monitoring_client_ca: a.monitoring_client_ca,
             insecure: a.insecure,
             attest_host_key: a.attest_host_tls_key,
         },
@@ -389,6 +399,7 @@ fn flag(o: ServeOption) -> &'static str {
         ServeOption::TlsKey => "--tls-key",
         ServeOption::TlsClientCa => "--tls-client-ca",
         ServeOption::TlsRa => "--tls-ra",
+        ServeOption::MonitoringClientCa => "--monitoring_client_ca",
         ServeOption::Insecure => "--insecure",
         ServeOption::Platform => "--platform",
     }
