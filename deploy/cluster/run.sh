@@ -364,6 +364,7 @@ for r in "${REPLICAS[@]}" "$IMPOSTOR"; do
   cp "$O/tls/ca.pem" "$WORK/$r/etc/kbs-ca.pem"
   cp "$O/tls/server.pem" "$WORK/$r/etc/server.pem"
   cp -r "$O/sealed/$MODEL/1" "$WORK/$r/models/$MODEL/1"
+  echo 'prometheus_config { enable: true }' >"$WORK/$r/etc/monitoring.config"
 done
 # The impostor: a modified build, so its measurement is not the admitted one.
 cp "$T" "$WORK/bin/teeserve-modified"
@@ -387,10 +388,12 @@ start_broker() {
   wait_for 20 "the key broker" in_ns broker bash -c "ss -Htln | grep -q '${ADDR[broker]}:$KBS_PORT'"
 }
 
-# start_replica NAME [BINARY]
+# start_replica NAME [BINARY]: with the manifest's command line, plus the metrics, which the
+# harness reads to count each replica's share (the image leaves them off, as TF Serving does).
 start_replica() {
   local r=$1 exe=${2:-$T} args
   mapfile -t args < <(serve_args)
+  args+=(--monitoring_config_file etc/monitoring.config)
   ( cd "$WORK/$r" && exec ip netns exec "$PREFIX-$r" env TEESERVE_SIM_DIR=platform "$exe" "${args[@]}" ) \
     >>"$WORK/logs/$r.log" 2>&1 &
   PIDS[$r]=$!
