@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use teeserve_attest::{Collateral, Policy, PreparedCollateral, Quote, TrustAnchor, Verifier};
 use teeserve_client::forward::{Forwarder, Protocol, Upstream};
-use teeserve_client::{attest_server, AttestOptions, Refusal};
+use teeserve_client::{attest_server, AttestOptions, NonceChoice, Refusal};
 
 pyo3::create_exception!(
     _native,
@@ -340,7 +340,7 @@ fn attest(
         anchor,
         collateral,
         at: now(),
-        fresh_nonce: true,
+        nonce: NonceChoice::ByKeyOrigin,
     };
     let data_identity = identity()?;
     // A key that does not go with its certificate is the caller's mistake, said now, not a

@@ -48,8 +48,9 @@ class VerificationError(Error):
 
 class AttestationError(Error):
     """A server's attestation could not be fetched, did not verify, did not bind the TLS key of
-    the connection it came over, or was refused by the policy. Nothing but a fresh nonce was
-    sent to the server."""
+    the connection it came over, or was refused by the policy. Nothing but requests for the
+    attestation document (one with a fresh nonce, when the TLS key is the host's) was sent to the
+    server."""
 
 
 def _bytes(value, what):
@@ -166,7 +167,7 @@ def attested_channel(target, *, root_certificates, policy, root=None, collateral
     """A ``grpc.Channel`` to ``target`` (``HOST:PORT``) whose server's TLS key was attested.
 
     Before returning, fetches the server's attestation document (``/v1/attestation``, quoted
-    over a fresh nonce), verifies it, checks that it binds the key of the TLS certificate that
+    over a fresh nonce when the TLS key is one the host gave), verifies it, checks that it binds the key of the TLS certificate that
     the server presented, and appraises it with ``policy`` (a dict with the keys of a teeserve
     policy file, or the path of one). Raises AttestationError otherwise, before any request.
 

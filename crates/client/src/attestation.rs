@@ -25,6 +25,25 @@ pub struct FetchedAttestation {
 /// Largest attestation document a requester reads (a document with collateral is tens of KB).
 const MAX_DOCUMENT: usize = 4 << 20;
 
+/// How many times a fetch answered 429 is tried again, each after the answer's `Retry-After`.
+const BUSY_RETRIES: u32 = 8;
+/// The longest `Retry-After` honoured (a longer one is waited this long), and the wait when
+/// a 429 gives none.
+const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+const DEFAULT_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The wait a 429 asks for: its `Retry-After` in seconds, bounded by [`MAX_RETRY_AFTER`] (an
+/// HTTP date, or no header, waits [`DEFAULT_RETRY_AFTER`]).
+fn retry_after(headers: &hyper::HeaderMap) -> std::time::Duration {
+    headers
+        .get(hyper::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(std::time::Duration::from_secs)
+        .unwrap_or(DEFAULT_RETRY_AFTER)
+        .min(MAX_RETRY_AFTER)
+}
+
 /// A fresh random nonce for [`fetch_attestation`].
 pub fn fresh_nonce() -> Result<[u8; 32], RequesterError> {
     let mut n = [0u8; 32];
@@ -47,6 +66,9 @@ pub async fn fetch_attestation(
 /// [`fetch_attestation`] presenting a client certificate (a server that requires mutual TLS
 /// answers nothing without one).
 ///
+/// A server busy making quotes (429) is asked again after its `Retry-After` (at most
+/// [`MAX_RETRY_AFTER`]), up to [`BUSY_RETRIES`] times, on the same connection.
+///
 /// Every failure is a [`RequesterError::Attestation`]: without the document nothing is sent.
 pub async fn fetch_attestation_as(
     addr: &str,
@@ -65,11 +87,25 @@ pub async fn fetch_attestation_as(
         Some(n) => format!("/v1/attestation?nonce={}", hex::encode(n)),
         None => "/v1/attestation".to_owned(),
     };
-    // The server is not trusted yet: its answer is bounded as it arrives.
-    let (status, body) = c
-        .request_within(hyper::Method::GET, &path, Vec::new(), MAX_DOCUMENT)
-        .await
-        .map_err(RequesterError::attestation)?;
+    let mut busy = 0;
+    let (status, body) = loop {
+        // The server is not trusted yet: its answer is bounded as it arrives.
+        let (status, body) = c
+            .request_within(hyper::Method::GET, &path, Vec::new(), MAX_DOCUMENT)
+            .await
+            .map_err(RequesterError::attestation)?;
+        if status != 429 || busy == BUSY_RETRIES {
+            break (status, body);
+        }
+        busy += 1;
+        tokio::time::sleep(retry_after(c.last_headers())).await;
+    };
+    if status == 429 {
+        return Err(RequesterError::attestation(format!(
+            "GET /v1/attestation answered HTTP 429 (busy making quotes) {} times",
+            busy + 1
+        )));
+    }
     if status != 200 {
         let why = serde_json::from_slice::<Value>(&body)
             .ok()

@@ -1,15 +1,16 @@
 //! The whole check a requester makes before sending data, in one call: fetch the server's
-//! attestation over a fresh nonce, verify and appraise it, and build the TLS configuration that
-//! admits only the attested key from then on.
+//! attestation (over a fresh nonce when the key's origin calls for one), verify and appraise
+//! it, and build the TLS configuration that admits only the attested key from then on.
 
 use std::sync::Arc;
 
 use rustls::client::danger::ServerCertVerifier;
 use teeserve_attest::{Collateral, CollateralSource, Policy, TrustAnchor, Verdict, Verifier};
-use teeserve_ratls::{Appraiser, AttestationDoc};
+use teeserve_ratls::{Appraiser, AttestationDoc, KeyOrigin};
 
 use crate::attestation::{
     appraise_attestation, attested_client_config, fetch_attestation_as, fresh_nonce,
+    FetchedAttestation,
 };
 use crate::error::Refusal;
 use crate::transport::ClientIdentity;
@@ -35,9 +36,30 @@ pub struct AttestOptions {
     pub collateral: Option<Collateral>,
     /// The verification time, Unix seconds.
     pub at: i64,
-    /// Ask for a quote over a fresh nonce (false: the server's standing document, which a
-    /// host could replay; the binding to this connection's key still holds).
-    pub fresh_nonce: bool,
+    /// When to ask for a quote over a fresh nonce.
+    pub nonce: NonceChoice,
+}
+
+/// When a requester asks the server for a quote over its own fresh nonce.
+///
+/// The nonce shows that the TEE answered now, which matters only when something outside the TEE
+/// may hold the TLS key: whoever holds it can answer handshakes and replay the server's saved
+/// document. A key made in the TEE (key origin `tee`) or released by the key broker to attested
+/// TEEs only (`broker`) is held by no one else, so the TLS handshake that presented it, and
+/// over which the document came, already shows an attested TEE is answering; the standing
+/// document (its quote verified and bound to that key like any other) is enough. A key the
+/// host gave (`host`) may exist outside: only a quote over a fresh nonce shows the TEE is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NonceChoice {
+    /// Fetch the standing document; when it says the key came from the host, ask again with
+    /// a fresh nonce (the default).
+    #[default]
+    ByKeyOrigin,
+    /// Always ask with a fresh nonce.
+    Always,
+    /// Never: the standing document only, which a host holding the key could replay (the
+    /// binding to this connection's key still holds).
+    Never,
 }
 
 impl std::fmt::Debug for AttestOptions {
@@ -48,7 +70,7 @@ impl std::fmt::Debug for AttestOptions {
             .field("ca", &self.ca.is_some())
             .field("identity", &self.identity.is_some())
             .field("policy", &self.policy.name)
-            .field("fresh_nonce", &self.fresh_nonce)
+            .field("nonce", &self.nonce)
             .finish_non_exhaustive()
     }
 }
@@ -87,23 +109,47 @@ impl Attested {
     }
 }
 
-/// Fetches the server's attestation document (over a fresh nonce unless the options say
-/// otherwise) and admits it, or says which rule refused. Only the nonce is sent to the server.
+/// Fetches the server's attestation document (over a fresh nonce when [`NonceChoice`] asks
+/// for one) and admits it, or says which rule refused. Only the nonce is sent to the server.
 pub async fn attest_server(o: AttestOptions) -> Result<Attested, Refusal> {
-    let nonce = if o.fresh_nonce {
-        Some(fresh_nonce().map_err(|e| Refusal::new("nonce", e.to_string()))?)
-    } else {
-        None
+    let first = match o.nonce {
+        NonceChoice::Always => Some(nonce()?),
+        NonceChoice::ByKeyOrigin | NonceChoice::Never => None,
     };
-    let nonce = nonce.as_ref().map(|n| &n[..]);
+    let fetched = fetch(&o, first.as_ref().map(|n| &n[..])).await?;
+    let (mut appraiser, mut verdict) = admit(&o, &fetched, first.as_ref().map(|n| &n[..]))?;
+    let mut fetched = fetched;
+    if o.nonce == NonceChoice::ByKeyOrigin && fetched.doc.key_origin == KeyOrigin::Host {
+        // The policy admits a host key (else `admit` refused); whoever holds one could have
+        // replayed that document, so the TEE must quote this requester's own nonce.
+        let n = nonce()?;
+        fetched = fetch(&o, Some(&n)).await?;
+        (appraiser, verdict) = admit(&o, &fetched, Some(&n))?;
+    }
+    Ok(Attested {
+        verdict,
+        doc: fetched.doc,
+        cert: fetched.cert,
+        appraiser,
+        policy: o.policy,
+    })
+}
+
+fn nonce() -> Result<[u8; 32], Refusal> {
+    fresh_nonce().map_err(|e| Refusal::new("nonce", e.to_string()))
+}
+
+/// One fetch of the document, over `nonce` when given, within [`FETCH_TIMEOUT`].
+async fn fetch(o: &AttestOptions, nonce: Option<&[u8]>) -> Result<FetchedAttestation, Refusal> {
     // With a CA the fetch already requires it; without one the document's binding to this
     // connection's key is what decides.
     let fetch_verifier = o
         .ca
         .clone()
         .unwrap_or_else(|| Arc::new(teeserve_attest::collateral::pccs::AnyServerCert::default()));
-    let fetch = fetch_attestation_as(&o.addr, fetch_verifier, o.identity, &o.server_name, nonce);
-    let fetched = tokio::time::timeout(FETCH_TIMEOUT, fetch)
+    let identity = o.identity.as_ref().map(|(c, k)| (c.clone(), k.clone_key()));
+    let fetch = fetch_attestation_as(&o.addr, fetch_verifier, identity, &o.server_name, nonce);
+    tokio::time::timeout(FETCH_TIMEOUT, fetch)
         .await
         .map_err(|_| {
             Refusal::new(
@@ -115,10 +161,18 @@ pub async fn attest_server(o: AttestOptions) -> Result<Attested, Refusal> {
                 ),
             )
         })?
-        .map_err(|e| Refusal::new("fetch", format!("cannot get the server's attestation: {e}")))?;
-    let verifier = Verifier::new(o.anchor);
-    let collateral = match (o.collateral, &fetched.doc.collateral) {
-        (Some(c), _) => c,
+        .map_err(|e| Refusal::new("fetch", format!("cannot get the server's attestation: {e}")))
+}
+
+/// Verifies and appraises a fetched document (against `nonce` when one was sent).
+fn admit(
+    o: &AttestOptions,
+    fetched: &FetchedAttestation,
+    nonce: Option<&[u8]>,
+) -> Result<(Arc<Appraiser>, Verdict), Refusal> {
+    let verifier = Verifier::new(o.anchor.clone());
+    let collateral = match (&o.collateral, &fetched.doc.collateral) {
+        (Some(c), _) => c.clone(),
         (None, Some(published)) => Collateral::from_json(published.to_string().as_bytes())
             .map_err(|e| Refusal::new("collateral", format!("the server's collateral: {e}")))?,
         (None, None) => {
@@ -130,12 +184,6 @@ pub async fn attest_server(o: AttestOptions) -> Result<Attested, Refusal> {
     };
     let source = CollateralSource::bundle(&verifier, &collateral).map_err(Refusal::from)?;
     let appraiser = Arc::new(Appraiser::new(verifier, source));
-    let verdict = appraise_attestation(&appraiser, &o.policy, &fetched, nonce, o.at)?;
-    Ok(Attested {
-        verdict,
-        doc: fetched.doc,
-        cert: fetched.cert,
-        appraiser,
-        policy: o.policy,
-    })
+    let verdict = appraise_attestation(&appraiser, &o.policy, fetched, nonce, o.at)?;
+    Ok((appraiser, verdict))
 }

@@ -3,7 +3,8 @@
 //! key on every later connection.
 //!
 //! The check fetches the server's attestation document (`/v1/attestation`, quoted over a fresh
-//! nonce) on a TLS connection, verifies its quote, appraises the verdict and the document's
+//! nonce when the TLS key's origin calls for one: [`NonceChoice`]) on a TLS connection,
+//! verifies its quote, appraises the verdict and the document's
 //! statements against a [`teeserve_attest::Policy`], and checks that the quote binds the key of
 //! the certificate that connection presented. [`attested_client_config`] then pins that key
 //! (and the CA, when given) for the data connections. `teeserve predict --attest` and the
@@ -48,7 +49,7 @@ pub use attestation::{
     answered_by, appraise_attestation, attested_client_config, check_attestation,
     fetch_attestation, fetch_attestation_as, fresh_nonce, spki_of, FetchedAttestation,
 };
-pub use attested::{attest_server, AttestOptions, Attested};
+pub use attested::{attest_server, AttestOptions, Attested, NonceChoice};
 pub use error::{Refusal, RequesterError};
 pub use transport::{
     ca_verifier, client_config, connect_tls, host_of, Capture, ClientIdentity, Io, RestClient,

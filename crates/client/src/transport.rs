@@ -150,6 +150,7 @@ pub const MAX_ANSWER: usize = 1 << 30;
 pub struct RestClient {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     authority: String,
+    last_headers: hyper::HeaderMap,
 }
 
 impl std::fmt::Debug for RestClient {
@@ -177,7 +178,13 @@ impl RestClient {
         Ok(Self {
             sender,
             authority: addr.to_owned(),
+            last_headers: hyper::HeaderMap::new(),
         })
+    }
+
+    /// The headers of the last answer (none before the first): `Retry-After` of a 429, say.
+    pub fn last_headers(&self) -> &hyper::HeaderMap {
+        &self.last_headers
     }
 
     /// Sends a request; returns the status and the body (at most [`MAX_ANSWER`] bytes).
@@ -216,6 +223,7 @@ impl RestClient {
             .await
             .map_err(RequesterError::connect)?;
         let status = resp.status().as_u16();
+        self.last_headers = resp.headers().clone();
         let body = Limited::new(resp.into_body(), max_answer)
             .collect()
             .await

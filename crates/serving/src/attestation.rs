@@ -1,19 +1,16 @@
 //! The server's side of `/v1/attestation`: the attestation document, quoted again whenever the
-//! served models change, and fresh quotes over a requester's nonce, bounded in number.
+//! served models change, and fresh quotes over a requester's nonce, made in turns shared fairly
+//! between peers ([`crate::fresh_quotes`]).
 
 use std::sync::Arc;
 
 use teeserve_attest::platform::Platform;
 use teeserve_ratls::document::{parse_nonce, MAX_NONCE};
 use teeserve_ratls::{AttestationDoc, DocumentError, KeyOrigin, ModelDigest};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Mutex;
 
+use crate::fresh_quotes::{FreshQuotes, NoTurn, PeerKey, MAX_WAIT, PER_PEER, RETRY_AFTER};
 use crate::repository::ModelRepository;
-
-/// Fresh quotes (over a requester's nonce) made at the same time; more are refused with 429
-/// rather than queued, so that a flood of nonces costs the server at most this many quotes
-/// in flight.
-pub(crate) const MAX_FRESH_QUOTES: usize = 2;
 
 /// Why `/v1/attestation` could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -21,12 +18,12 @@ pub(crate) enum AttestationRequestError {
     /// The query is malformed (HTTP 400).
     #[error("{0}")]
     BadRequest(String),
-    /// Too many fresh quotes are being made (HTTP 429).
-    #[error(
-        "too many attestation requests with a nonce at once ({} are being quoted); retry",
-        MAX_FRESH_QUOTES
-    )]
-    Busy,
+    /// No turn at a fresh quote for this peer now (HTTP 429, with `Retry-After`).
+    #[error("{}", match .0 {
+        NoTurn::PeerFull => format!("this peer already has {PER_PEER} attestation requests with a nonce waiting or being quoted; retry after {RETRY_AFTER} s"),
+        NoTurn::Waited => format!("no turn at a fresh quote within {} s (requests with a nonce are served in turn, one per peer at a time); retry after {RETRY_AFTER} s", MAX_WAIT.as_secs()),
+    })]
+    Busy(NoTurn),
     /// The platform failed (HTTP 500).
     #[error("{0}")]
     Quote(String),
@@ -37,7 +34,7 @@ impl AttestationRequestError {
     pub(crate) fn http_status(&self) -> u16 {
         match self {
             Self::BadRequest(_) => 400,
-            Self::Busy => 429,
+            Self::Busy(_) => 429,
             Self::Quote(_) => 500,
         }
     }
@@ -52,7 +49,7 @@ pub(crate) struct Attestor {
     repo: Arc<ModelRepository>,
     /// The document without a nonce, and the repository generation it describes.
     current: Mutex<Option<(u64, Arc<String>)>>,
-    fresh: Semaphore,
+    fresh: Arc<FreshQuotes>,
 }
 
 impl std::fmt::Debug for Attestor {
@@ -82,7 +79,7 @@ impl Attestor {
             collateral,
             repo,
             current: Mutex::new(None),
-            fresh: Semaphore::new(MAX_FRESH_QUOTES),
+            fresh: FreshQuotes::new(),
         }
     }
 
@@ -137,11 +134,12 @@ impl Attestor {
         Ok(doc)
     }
 
-    /// Answers `GET /v1/attestation[?nonce=<hex>]`: the current document, or one quoted now
-    /// over the requester's nonce (1 to 64 bytes).
+    /// Answers `GET /v1/attestation[?nonce=<hex>]` from `peer`: the current document, or one
+    /// quoted now over the requester's nonce (1 to 64 bytes) in the peer's turn.
     pub(crate) async fn answer(
         &self,
         query: Option<&str>,
+        peer: Option<std::net::IpAddr>,
     ) -> Result<Arc<String>, AttestationRequestError> {
         let mut nonce = None;
         for pair in query
@@ -167,34 +165,57 @@ impl Attestor {
         match nonce {
             None => self.current().await,
             Some(n) => {
-                let _permit = self
+                let _turn = self
                     .fresh
-                    .try_acquire()
-                    .map_err(|_| AttestationRequestError::Busy)?;
+                    .turn(PeerKey::of(peer))
+                    .await
+                    .map_err(AttestationRequestError::Busy)?;
                 Ok(Arc::new(self.make(Some(n)).await?))
             }
         }
     }
 
-    /// [`Attestor::answer`] as an HTTP status and a JSON body.
-    pub(crate) async fn respond(&self, query: Option<&str>) -> (u16, String) {
-        match self.answer(query).await {
-            Ok(doc) => (200, doc.as_ref().clone()),
-            Err(e) => (
-                e.http_status(),
-                serde_json::json!({ "error": e.to_string() }).to_string(),
-            ),
+    /// [`Attestor::answer`] as an HTTP answer.
+    pub(crate) async fn respond(
+        &self,
+        query: Option<&str>,
+        peer: Option<std::net::IpAddr>,
+    ) -> Answer {
+        match self.answer(query, peer).await {
+            Ok(doc) => Answer {
+                status: 200,
+                retry_after: None,
+                body: doc.as_ref().clone(),
+            },
+            Err(e) => Answer {
+                status: e.http_status(),
+                retry_after: matches!(e, AttestationRequestError::Busy(_)).then_some(RETRY_AFTER),
+                body: serde_json::json!({ "error": e.to_string() }).to_string(),
+            },
         }
     }
 }
 
+/// An answer of `/v1/attestation`: the status, the `Retry-After` seconds of a 429, and the JSON
+/// body.
+#[derive(Debug, Clone)]
+pub(crate) struct Answer {
+    /// The HTTP status.
+    pub(crate) status: u16,
+    /// Seconds after which to ask again (429).
+    pub(crate) retry_after: Option<u64>,
+    /// The document, or `{"error": ...}`.
+    pub(crate) body: String,
+}
+
 /// The answer of `/v1/attestation` on a server that publishes none.
-pub(crate) fn no_attestation() -> (u16, String) {
-    (
-        404,
-        serde_json::json!({
+pub(crate) fn no_attestation() -> Answer {
+    Answer {
+        status: 404,
+        retry_after: None,
+        body: serde_json::json!({
             "error": "this server publishes no attestation: it runs without a TEE platform, or its TLS key is a file the host gave it (serve --attest-host-tls-key publishes one anyway, with key origin \"host\")"
         })
         .to_string(),
-    )
+    }
 }

@@ -24,6 +24,7 @@ mod codec;
 mod connection;
 pub mod engine;
 mod error;
+mod fresh_quotes;
 mod grpc;
 mod metrics;
 mod repository;

@@ -173,13 +173,17 @@ async fn route(
     if req.method() == Method::GET {
         // The request itself is not held across the await: its body is not `Sync`.
         let query = req.uri().query().map(str::to_owned);
+        let peer = req
+            .extensions()
+            .get::<crate::connection::Peer>()
+            .map(|p| p.0.ip());
         let client = req
             .extensions()
             .get::<crate::connection::ClientCertificates>()
             .cloned();
         let path = req.uri().path();
         if let Some(resp) =
-            service_endpoint(core, ctx, path, query.as_deref(), client.as_ref()).await
+            service_endpoint(core, ctx, path, query.as_deref(), peer, client.as_ref()).await
         {
             return (String::new(), resp);
         }
@@ -208,12 +212,14 @@ fn cors_preflight(req: &Request<Body>, ctx: &RestContext) -> Response<Body> {
 }
 
 /// The server's own endpoints (GET): health, readiness, attestation and metrics; `None` for
-/// any other path. `client`: the certificate the client presented.
+/// any other path. `peer`: the requester's address (its share of fresh quotes); `client`: the
+/// certificate it presented.
 async fn service_endpoint(
     core: &ServingCore,
     ctx: &RestContext,
     path: &str,
     query: Option<&str>,
+    peer: Option<std::net::IpAddr>,
     client: Option<&crate::connection::ClientCertificates>,
 ) -> Option<Response<Body>> {
     let json = "application/json";
@@ -225,11 +231,16 @@ async fn service_endpoint(
             respond(status, json!({"ready": ready}).to_string(), ctx, json)
         }
         "/v1/attestation" => {
-            let (status, body) = match &ctx.attestation {
-                Some(a) => a.respond(query).await,
+            let a = match &ctx.attestation {
+                Some(a) => a.respond(query, peer).await,
                 None => crate::attestation::no_attestation(),
             };
-            respond(status, body, ctx, json)
+            let mut r = respond(a.status, a.body, ctx, json);
+            if let Some(secs) = a.retry_after {
+                r.headers_mut()
+                    .insert(hyper::header::RETRY_AFTER, secs.into());
+            }
+            r
         }
         p if ctx.metrics_path.as_deref() == Some(p) => {
             if metrics_allowed(ctx, client) {

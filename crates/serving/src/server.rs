@@ -931,21 +931,30 @@ fn grpc_router(
         ));
     routes.route(
         "/v1/attestation",
-        axum::routing::get(move |uri: axum::http::Uri| {
-            let att = attestation.clone();
-            async move {
-                let (status, body) = match att {
-                    Some(a) => a.respond(uri.query()).await,
-                    None => crate::attestation::no_attestation(),
-                };
-                (
-                    axum::http::StatusCode::from_u16(status)
-                        .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR),
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    body,
-                )
-            }
-        }),
+        axum::routing::get(
+            move |uri: axum::http::Uri,
+                  peer: Option<axum::Extension<crate::connection::Peer>>| {
+                let att = attestation.clone();
+                async move {
+                    let peer = peer.map(|p| p.0 .0.ip());
+                    let a = match att {
+                        Some(a) => a.respond(uri.query(), peer).await,
+                        None => crate::attestation::no_attestation(),
+                    };
+                    let mut r = axum::response::IntoResponse::into_response((
+                        axum::http::StatusCode::from_u16(a.status)
+                            .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR),
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        a.body,
+                    ));
+                    if let Some(secs) = a.retry_after {
+                        r.headers_mut()
+                            .insert(axum::http::header::RETRY_AFTER, secs.into());
+                    }
+                    r
+                }
+            },
+        ),
     )
 }
 

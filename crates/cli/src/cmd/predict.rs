@@ -12,7 +12,7 @@ use teeserve_attest::Verdict;
 use teeserve_ratls::AttestationDoc;
 use teeserve_serving::requester::{
     answered_by, attest_server, input_tensors, read_input_file, top_classes, AttestOptions,
-    Connection, Prediction, RequestTarget,
+    Connection, NonceChoice, Prediction, RequestTarget,
 };
 
 use super::attest::{anchor, load_policy};
@@ -56,7 +56,8 @@ pub struct PredictArgs {
     #[arg(long, value_name = "NAME")]
     pub server_name: Option<String>,
     /// Before sending any data, check that the server's TLS key lives in a TEE this policy
-    /// (TOML) admits: /v1/attestation, quoted over a fresh nonce, must bind the TLS key, its
+    /// (TOML) admits: /v1/attestation (quoted over a fresh nonce when the key is one the host
+    /// gave; a key made in the TEE or released by the broker needs none) must bind the TLS key, its
     /// origin (policy key `tls_key_origin`, default tee or broker) and the served model files
     /// (policy key `models = { NAME = ["<sha256>", ...] }`); an RA-TLS certificate's own
     /// evidence is appraised too. Every connection must then present that same key.
@@ -68,11 +69,14 @@ pub struct PredictArgs {
     /// Collateral bundle for attestation (default: the one the server publishes).
     #[arg(long, value_name = "FILE", requires = "attest")]
     pub collateral: Option<PathBuf>,
-    /// Ask for the server's standing attestation document instead of a quote over a fresh
-    /// random nonce (for servers that cannot quote on request; a saved document can then be
-    /// replayed by whoever holds the TLS key).
-    #[arg(long = "no-nonce", requires = "attest")]
+    /// Ask for the server's standing attestation document only, never a quote over a fresh
+    /// random nonce, even for a key the host gave (for servers that cannot quote on request; a
+    /// saved document can then be replayed by whoever holds the TLS key).
+    #[arg(long = "no-nonce", requires = "attest", conflicts_with = "fresh_nonce")]
     pub no_nonce: bool,
+    /// Always ask for a quote over a fresh random nonce, whatever the TLS key's origin.
+    #[arg(long = "fresh-nonce", requires = "attest")]
+    pub fresh_nonce: bool,
     /// Talk plaintext (no TLS).
     #[arg(long, conflicts_with_all = ["ca", "attest"])]
     pub insecure: bool,
@@ -177,7 +181,11 @@ async fn data_tls(
         anchor: anchor(a.root.as_ref())?,
         collateral,
         at: util::now(),
-        fresh_nonce: !a.no_nonce,
+        nonce: match (a.no_nonce, a.fresh_nonce) {
+            (true, _) => NonceChoice::Never,
+            (_, true) => NonceChoice::Always,
+            _ => NonceChoice::ByKeyOrigin,
+        },
     };
     let policy_name = options.policy.name.clone();
     // Refused before any data is sent; the message says which rule.

@@ -14,7 +14,7 @@ use teeserve_serving::proto::tensorflow::serving::{
 };
 use teeserve_serving::requester::{
     attest_server, client_config, input_tensors, AttestOptions, ClientIdentity, Connection,
-    RequestTarget, RequesterError,
+    NonceChoice, RequestTarget, RequesterError,
 };
 use teeserve_serving::tensor::{self, Tensor};
 
@@ -109,7 +109,11 @@ impl Endpoint {
             anchor: a.anchor.clone(),
             collateral: a.collateral.clone(),
             at: now(),
-            fresh_nonce: !a.no_nonce,
+            nonce: if a.no_nonce {
+                NonceChoice::Never
+            } else {
+                NonceChoice::ByKeyOrigin
+            },
         };
         // Fetching can fail the way any connection can (a replica that went away, a reset):
         // worth another attempt. A document that does not satisfy the policy is not.

@@ -73,7 +73,8 @@ struct Args {
     /// Collateral bundle for attestation (default: the one the server publishes).
     #[arg(long, value_name = "FILE", requires = "attest")]
     collateral: Option<PathBuf>,
-    /// Ask for the server's standing attestation document instead of a quote over a nonce.
+    /// Ask for the server's standing attestation document only, never a quote over a fresh
+    /// nonce (by default one is asked for when the server's TLS key is one the host gave).
     #[arg(long = "no-nonce", requires = "attest")]
     no_nonce: bool,
     /// Connections (each with one request at a time).
