@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "tensorflow_serving/apis/prediction_service.proto",
         "tensorflow_serving/apis/model_service.proto",
         "tensorflow_serving/apis/prediction_log.proto",
+        "tensorflow/core/protobuf/saved_model.proto",
         "grpc/health/v1/health.proto",
     ];
     println!("cargo:rerun-if-changed={}", root.display());

@@ -237,10 +237,18 @@ struct AttestedForwarder {
     socket_path: String,
     verdict_json: String,
     document_json: String,
+    accept_header: Option<String>,
 }
 
 #[pymethods]
 impl AttestedForwarder {
+    /// The value of `x-teeserve-accept-sha256` that every request carries when the policy pins
+    /// model files (`models = {...}`): the attested server answers from no other file.
+    #[getter]
+    fn accept_header(&self) -> Option<String> {
+        self.accept_header.clone()
+    }
+
     /// The Unix socket to connect to.
     #[getter]
     fn socket_path(&self) -> &str {
@@ -307,6 +315,7 @@ fn attest(
         }
     };
     let policy = policy_from(policy_kind, policy_text)?;
+    let accept_header = teeserve_client::accept_header(&policy);
     let anchor = anchor_from(root_pem.as_deref())?;
     let ca = ca_pem
         .as_deref()
@@ -385,6 +394,7 @@ fn attest(
             .map_err(|e| value_error("verdict", e))?,
         document_json: serde_json::to_string(&attested.doc)
             .map_err(|e| value_error("document", e))?,
+        accept_header,
     })
 }
 

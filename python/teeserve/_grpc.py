@@ -1,11 +1,49 @@
 """attested_channel: a grpc.Channel over the extension's pinning forwarder."""
 
+import collections
 import json
 import weakref
 
 import grpc
 
 from . import _attest, _split_target
+
+# Every call carries the policy's model pins, so that the attested server answers from no
+# other model file (teeserve_ratls::document::ACCEPT_HEADER).
+_ACCEPT = "x-teeserve-accept-sha256"
+
+
+class _CallDetails(
+        collections.namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials",
+                                                "wait_for_ready", "compression")),
+        grpc.ClientCallDetails):
+    pass
+
+
+class _Pin(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+           grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds the pin to every call's metadata."""
+
+    def __init__(self, value):
+        self._value = value
+
+    def _details(self, d):
+        metadata = [(k, v) for k, v in (d.metadata or []) if k != _ACCEPT]
+        metadata.append((_ACCEPT, self._value))
+        return _CallDetails(d.method, d.timeout, metadata, d.credentials,
+                            getattr(d, "wait_for_ready", None), getattr(d, "compression", None))
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
 
 
 class AttestedChannel(grpc.Channel):
@@ -73,6 +111,8 @@ def channel(target, *, root_certificates, policy, root, collateral, private_key,
                   private_key, certificate_chain)
     try:
         inner = grpc.insecure_channel("unix:" + fwd.socket_path, options=opts)
+        if fwd.accept_header:
+            inner = grpc.intercept_channel(inner, _Pin(fwd.accept_header))
     except BaseException:
         fwd.close()
         raise

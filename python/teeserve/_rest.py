@@ -116,6 +116,10 @@ class AttestedSession(requests.Session):
         self.verdict = json.loads(forwarder.verdict_json)
         self.document = json.loads(forwarder.document_json)
         self.trust_env = False  # no proxy from the environment: nothing but the forwarder
+        if forwarder.accept_header:
+            # Every request carries the policy's model pins: the attested server answers from
+            # no other model file.
+            self.headers["x-teeserve-accept-sha256"] = forwarder.accept_header
         elsewhere = _ElsewhereAdapter(origin)
         self.mount("https://", elsewhere)
         self.mount("http://", elsewhere)

@@ -199,3 +199,27 @@ def test_bad_arguments_are_value_or_type_errors(pki, server):
         teeserve.attested_channel(server.grpc_target, root_certificates=pki.ca, policy=pki.policy(), root=pki.root,
                                   private_key=pki.read("tls", "server.key"),
                                   certificate_chain=pki.read("tls", "client.pem"))
+
+
+def test_the_policys_model_pin_goes_with_every_request(pki, server):
+    """A policy that pins the model's file makes every request carry the pin
+    (x-teeserve-accept-sha256), so that the attested server answers from no other file, even
+    if the host adds one after the handshake; a request whose pin no served file meets is
+    refused without being run."""
+    import hashlib
+    with open(os.path.join(ROOT, "models", "digits", "1", "model.onnx"), "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    policy = pki.policy(models={"digits": [digest]})
+    with teeserve.attested_channel(server.grpc_target, root_certificates=pki.ca, policy=policy,
+                                   root=pki.root) as ch:
+        assert predict(ch).model_spec.version.value == 1
+    with teeserve.attested_session(server.rest_url, root_certificates=pki.ca, policy=policy,
+                                   root=pki.root) as s:
+        assert s.headers["x-teeserve-accept-sha256"] == f"digits={digest}"
+        url = f"{server.rest_url}/v1/models/digits:predict"
+        body = {"instances": pixels().tolist()}
+        assert s.post(url, json=body, timeout=10).status_code == 200
+        other = "0" * 64
+        r = s.post(url, json=body, timeout=10, headers={"x-teeserve-accept-sha256": f"digits={other}"})
+        assert r.status_code == 400, r.text
+        assert "accepts only model files" in r.json()["error"], r.text

@@ -12,6 +12,10 @@ styles, under OUT (a temporary directory; nothing here is committed):
   OUT/dtypes_tf2/1      TF2, 16-bit floats and complex numbers in and out: h (half) -> 2h,
                         b (bfloat16) -> b + 1, c (complex64) -> c * (1 + 2i), and c as
                         complex128
+  OUT/quarter_tf2/1     as half_tf2 with the variable at 0.25: the same graph, other weights
+  OUT/exfil_tf2/1       TF2, y = 2x, and also writes every input to the file exfil.txt (in
+                        the server's working directory) and prints it to the server's log:
+                        the model the operator policy must refuse
 
 Run with the CI virtualenv's python (tensorflow-cpu): python make_savedmodels.py OUT
 """
@@ -41,9 +45,9 @@ def half_tf1(path):
 
 
 class Half(tf.Module):
-    def __init__(self):
+    def __init__(self, a=0.5):
         super().__init__()
-        self.a = tf.Variable(0.5)
+        self.a = tf.Variable(a)
 
     @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
     def serve(self, x):
@@ -53,6 +57,25 @@ class Half(tf.Module):
 
 def half_tf2(path):
     m = Half()
+    tf.saved_model.save(m, path, signatures={"serving_default": m.serve})
+
+
+def quarter_tf2(path):
+    m = Half(0.25)
+    tf.saved_model.save(m, path, signatures={"serving_default": m.serve})
+
+
+class Exfil(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+    def serve(self, x):
+        text = tf.strings.reduce_join(tf.strings.as_string(x), separator=",")
+        tf.io.write_file("exfil.txt", text)
+        tf.print("exfil:", x)
+        return {"y": 2.0 * x}
+
+
+def exfil_tf2(path):
+    m = Exfil()
     tf.saved_model.save(m, path, signatures={"serving_default": m.serve})
 
 
@@ -114,6 +137,8 @@ MODELS = {
     "examples_tf1": examples_tf1,
     "strings_tf2": strings_tf2,
     "dtypes_tf2": dtypes_tf2,
+    "quarter_tf2": quarter_tf2,
+    "exfil_tf2": exfil_tf2,
 }
 
 

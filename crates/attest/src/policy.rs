@@ -88,6 +88,18 @@ pub struct Policy {
     /// server may serve it from; every served version of that model must be one of them.
     #[serde(default)]
     pub models: std::collections::BTreeMap<String, Vec<ModelDigest>>,
+    /// Requester side: admit a server whose document says a model's requests may be batched
+    /// with other requesters' (the owner declared the model row-independent). Default true.
+    #[serde(default = "default_true")]
+    pub allow_shared_batches: bool,
+    /// Requester side: admit a server whose document says the owner widened a model's
+    /// operator policy (`+Op,...`, e.g. printing). Default false: only graphs that compute.
+    #[serde(default)]
+    pub allow_widened_operators: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_name() -> String {
@@ -122,6 +134,8 @@ impl Default for Policy {
             gramine_secret: None,
             tls_key_origin: Vec::new(),
             models: Default::default(),
+            allow_shared_batches: true,
+            allow_widened_operators: false,
         }
     }
 }
@@ -544,6 +558,10 @@ pub struct ServedVersion<'a> {
     pub version: i64,
     /// SHA-256 (hex) of the file it was loaded from.
     pub sha256: &'a str,
+    /// The operator policy its graph was checked against.
+    pub operators: &'a str,
+    /// Whether its requests may be batched with other requesters'.
+    pub shared_batches: bool,
 }
 
 impl Policy {
@@ -579,6 +597,26 @@ impl Policy {
                     names.join(", ")
                 ),
             ));
+        }
+        for v in served {
+            if v.shared_batches && !self.allow_shared_batches {
+                return Err(self.refuse(
+                    "allow_shared_batches",
+                    format!(
+                        "model {:?} version {} may batch requests with other requesters'",
+                        v.name, v.version
+                    ),
+                ));
+            }
+            if v.operators.contains('+') && !self.allow_widened_operators {
+                return Err(self.refuse(
+                    "allow_widened_operators",
+                    format!(
+                        "model {:?} version {} runs under the widened operator policy {:?}",
+                        v.name, v.version, v.operators
+                    ),
+                ));
+            }
         }
         for (name, digests) in &self.models {
             let versions: Vec<&ServedVersion<'_>> =
@@ -616,7 +654,32 @@ mod served_tests {
             name,
             version,
             sha256,
+            operators: "onnx",
+            shared_batches: false,
         }
+    }
+
+    #[test]
+    fn shared_batches_and_widened_operators_are_refused_when_the_policy_says() {
+        let p = Policy::from_toml("allow_shared_batches = false").unwrap();
+        let mut v = served("digits", 1, "ab");
+        p.appraise_served(KeyOrigin::Tee, &[v]).unwrap();
+        v.shared_batches = true;
+        let e = p.appraise_served(KeyOrigin::Tee, &[v]).unwrap_err();
+        assert_eq!(e.rule, "allow_shared_batches");
+        Policy::from_toml("")
+            .unwrap()
+            .appraise_served(KeyOrigin::Tee, &[v])
+            .unwrap();
+        v.shared_batches = false;
+        v.operators = "teeserve-tensorflow-compute-v1+PrintV2";
+        let e = p.appraise_served(KeyOrigin::Tee, &[v]).unwrap_err();
+        assert_eq!(e.rule, "allow_widened_operators");
+        assert!(e.detail.contains("PrintV2"), "{e}");
+        Policy::from_toml("allow_widened_operators = true")
+            .unwrap()
+            .appraise_served(KeyOrigin::Tee, &[v])
+            .unwrap();
     }
 
     #[test]

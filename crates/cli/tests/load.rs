@@ -333,3 +333,100 @@ fn a_server_that_never_answers_costs_attempts_not_the_run() {
         );
     }
 }
+
+/// teeserve-load pinned to version 1's digest (`models = {...}` in its policy) keeps its
+/// attested connections while the host adds a version 2 (which replaces version 1: the policy
+/// serves the latest): no request is answered by version 2, since each request carries the
+/// pin; the server refuses them instead, saying so, and new connections refuse the server's
+/// attestation. Without a pin, the same run is answered by version 2 once it loads (so the
+/// attack is real).
+#[test]
+fn a_requesters_pin_holds_for_every_request_on_connections_already_attested() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let model = std::fs::read(repo().join("models/digits/1/model.onnx")).unwrap();
+    let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, &model));
+    let input = repo().join("testdata/digits/sample.npy");
+    let base_policy = std::fs::read_to_string(d.join("policy.toml")).unwrap();
+    std::fs::write(
+        d.join("pinned.toml"),
+        format!("{base_policy}models = {{ digits = [\"{digest}\"] }}\n"),
+    )
+    .unwrap();
+    for pinned in [true, false] {
+        let models = d.join(format!("models-{pinned}"));
+        std::fs::create_dir_all(models.join("1")).unwrap();
+        std::fs::write(models.join("1/model.onnx"), &model).unwrap();
+        let args = [
+            "--platform",
+            "simulated",
+            "--sim-dir",
+            "sim",
+            "--model_name",
+            "digits",
+            "--model_base_path",
+            s(&models),
+            "--tls-cert",
+            "tls/server.pem",
+            "--tls-key",
+            "tls/server.key",
+            "--attest-host-tls-key",
+            "--attestation-collateral",
+            "sim/collateral.json",
+            "--file_system_poll_wait_seconds",
+            "1",
+        ];
+        let server = listen(|| serve_command(d, &args), None).unwrap();
+        let policy = if pinned { "pinned.toml" } else { "policy.toml" };
+        let mut c = load(
+            d,
+            &[
+                "--ca",
+                "tls/ca.pem",
+                "--attest",
+                policy,
+                "--root",
+                "sim/root.pem",
+                "--input",
+                s(&input),
+            ],
+        );
+        c.args(["--server", &server.grpc])
+            .args(["--duration", "6", "--connections", "2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = c.spawn().unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        // The host adds version 2: the same graph with one more (ignored) field, another file.
+        let mut v2 = model.clone();
+        v2.extend_from_slice(b"\x32\x03new");
+        std::fs::create_dir_all(models.join("2")).unwrap();
+        std::fs::write(models.join("2/model.onnx"), &v2).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        let answered = v["answered"].as_u64().unwrap();
+        assert!(answered > 10, "{v}");
+        if pinned {
+            assert_eq!(v["versions"]["1"], answered, "{v}");
+            assert!(v["versions"].get("2").is_none(), "{v}");
+            let errors = v["errors"].as_object().unwrap();
+            assert!(
+                errors
+                    .keys()
+                    .any(|e| e.contains("accepts only model files")),
+                "{v}"
+            );
+            for e in errors.keys() {
+                assert!(
+                    e.contains("accepts only model files") || e.contains("rule models"),
+                    "{e}"
+                );
+            }
+        } else {
+            assert_eq!(v["lost"], 0, "{v}");
+            assert!(v["versions"]["2"].as_u64().unwrap_or(0) > 0, "{v}");
+        }
+    }
+}

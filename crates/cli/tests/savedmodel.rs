@@ -488,3 +488,134 @@ fn classify_and_regress_warmup_records_run_on_a_savedmodels_signatures() {
         "{log}"
     );
 }
+
+/// A SavedModel whose serving function also writes its input to a file on the host and prints
+/// it to the server's log (`tf.io.write_file`, `tf.print`) is refused at load, with an error
+/// naming the operator, and nothing it would have written appears; the policy is stated in
+/// the error. (Before the operator policy, the model loaded and every request's input reached
+/// the host's disk and log.)
+#[test]
+fn a_savedmodel_that_writes_or_prints_its_inputs_is_refused_naming_the_operator() {
+    let lib = teeserve_testkit::require_tensorflow!();
+    let models = savedmodels(&lib);
+    let cwd = tempfile::tempdir().unwrap();
+    let out = serve_command(
+        cwd.path(),
+        &[
+            "--insecure",
+            "--tensorflow-lib",
+            s(&lib),
+            "--model_name",
+            "exfil",
+            "--model_base_path",
+            s(&models.join("exfil_tf2")),
+            "--port",
+            &free_port().to_string(),
+            "--rest_api_port",
+            &free_port().to_string(),
+        ],
+    )
+    .env("TMPDIR", cwd.path())
+    .env_remove("TEESERVE_TENSORFLOW_LIB")
+    .env("TF_CPP_MIN_LOG_LEVEL", "2")
+    .output()
+    .unwrap();
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{msg}");
+    assert!(msg.contains("model exfil did not load"), "{msg}");
+    assert!(msg.contains("teeserve-tensorflow-compute-v1"), "{msg}");
+    assert!(
+        msg.contains("WriteFile") && msg.contains("PrintV2"),
+        "the refusal names the operators: {msg}"
+    );
+    assert!(!cwd.path().join("exfil.txt").exists());
+}
+
+/// The host swaps a plaintext SavedModel's weights after the server has hashed them and before
+/// TensorFlow would read them: the server answers with the weights it hashed (those the version's
+/// digest describes), never with the swapped ones. A large last file (sorted after
+/// `variables/`) holds the hashing pass open long enough for the swap to land in between;
+/// the test swaps as soon as the server opens it.
+#[test]
+fn weights_swapped_after_hashing_never_run() {
+    let lib = teeserve_testkit::require_tensorflow!();
+    let models = savedmodels(&lib);
+    let work = tempfile::tempdir().unwrap();
+    let base = work.path().join("half");
+    copy_tree(&models.join("half_tf2/1"), &base.join("1"));
+    let padding = base.join("1/zz-padding");
+    // Sparse: costs no disk, but is read and hashed like any file.
+    std::fs::File::create(&padding)
+        .unwrap()
+        .set_len(256 << 20)
+        .unwrap();
+    let padding = padding.canonicalize().unwrap();
+    let quarter = models.join("quarter_tf2/1/variables");
+    let staged = work.path().join("staged");
+    copy_tree(&quarter, &staged);
+    let mut command = serve_command(
+        work.path(),
+        &[
+            "--insecure",
+            "--tensorflow-lib",
+            s(&lib),
+            "--model_name",
+            "half",
+            "--model_base_path",
+            s(&base),
+        ],
+    );
+    command
+        .env_remove("TEESERVE_TENSORFLOW_LIB")
+        .env("TF_CPP_MIN_LOG_LEVEL", "2");
+    let port = (free_port(), free_port());
+    let mut child = command
+        .args(["--grpc_bind_address", "127.0.0.1"])
+        .args(["--rest_api_bind_address", "127.0.0.1"])
+        .args(["--port", &port.0.to_string()])
+        .args(["--rest_api_port", &port.1.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the server to open the padding: the weights before it are hashed by then.
+    let fd_dir = format!("/proc/{}/fd", child.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut swapped = false;
+    while std::time::Instant::now() < deadline && !swapped {
+        for fd in std::fs::read_dir(&fd_dir).into_iter().flatten().flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|t| t == padding) {
+                for f in ["variables.index", "variables.data-00000-of-00001"] {
+                    std::fs::rename(staged.join(f), base.join("1/variables").join(f)).unwrap();
+                }
+                swapped = true;
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    assert!(swapped, "the server never opened the padding file");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _kill = KillOnDrop(child);
+    assert!(line.starts_with("listening"), "{line}");
+    let rest = format!("127.0.0.1:{}", port.1);
+    let out = predict(
+        &rest,
+        "half",
+        json!({"instances": [[1.0, 2.0, 3.0], [6.0, 5.0, 4.0]]}),
+    );
+    // 0.5 x + 2, the hashed weights; the swapped ones would give 0.25 x + 2.
+    assert_eq!(out["predictions"], half_predictions());
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

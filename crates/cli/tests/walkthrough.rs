@@ -217,3 +217,101 @@ fn every_subcommand_has_help() {
         assert!(r.stdout.contains("Usage:"), "{sub:?}: {}", r.stdout);
     }
 }
+
+/// The owner changes their mind while the server runs. The broker's admitted-models list first
+/// admits versions 1 and 2 (version 2 serves). The owner retires version 2 (list updated,
+/// broker SIGHUP): within the refresh period (`--kbs-admitted-refresh-seconds`) it stops
+/// serving and version 1 takes over, without a restart. The owner then admits version 2 only:
+/// it serves again, and when the host removes it to make the server fall back, version 1 is not
+/// served again.
+#[test]
+fn the_owners_retirement_reaches_a_running_server() {
+    let dir = workdir();
+    copy_dir(
+        &dir.path().join("models/digits/1"),
+        &dir.path().join("models/digits/2"),
+    );
+    let script = walkthrough();
+    let rest_port = script
+        .split("--rest_api_port ")
+        .nth(1)
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .to_owned();
+    let cut = script.find("# Requester: gRPC and REST").unwrap();
+    let setup = script[..cut]
+        .replace(
+            "--kbs-admitted-models-secret admitted-models",
+            "--kbs-admitted-models-secret admitted-models --kbs-admitted-refresh-seconds 1 --file_system_poll_wait_seconds 1",
+        )
+        .replace(
+            "printf '{\"digits\": {\"sha256\": [\"%s\"]}}\\n' \\\n  \"$(sha256sum sealed/digits/1/model.onnx.sealed | cut -d' ' -f1)\" > admitted-models.json",
+            "printf '{\"digits\": {\"sha256\": [\"%s\", \"%s\"]}}\\n' \"$(sha256sum sealed/digits/1/model.onnx.sealed | cut -d' ' -f1)\" \"$(sha256sum sealed/digits/2/model.onnx.sealed | cut -d' ' -f1)\" > admitted-models.json",
+        );
+    assert!(
+        setup.contains("\"%s\", \"%s\""),
+        "the list line changed: {setup}"
+    );
+    let out = bash(
+        dir.path(),
+        &format!(
+            r#"{setup}
+status() {{ curl -s --cacert tls/ca.pem https://127.0.0.1:{rest_port}/v1/models/digits > "$1"; }}
+status start.json
+# The owner retires version 2 at the broker.
+printf '{{"digits": {{"sha256": ["%s"]}}}}\n' "$(sha256sum sealed/digits/1/model.onnx.sealed | cut -d' ' -f1)" > admitted-models.json
+kill -HUP "$(jobs -p | head -n1)"
+sleep 3
+status retired.json
+# The owner admits version 2 only.
+printf '{{"digits": {{"sha256": ["%s"]}}}}\n' "$(sha256sum sealed/digits/2/model.onnx.sealed | cut -d' ' -f1)" > admitted-models.json
+kill -HUP "$(jobs -p | head -n1)"
+sleep 3
+status readmitted.json
+# The host removes version 2, hoping version 1 comes back.
+rm -r sealed/digits/2
+sleep 3
+status fallback.json
+"#
+        ),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |f: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.path().join(f)).unwrap()).unwrap()
+    };
+    let state = |v: &serde_json::Value, n: &str| -> (String, String) {
+        let x = v["model_version_status"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["version"] == n)
+            .cloned()
+            .unwrap_or_default();
+        (
+            x["state"].as_str().unwrap_or("ABSENT").to_owned(),
+            x["status"]["error_message"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+        )
+    };
+    let start = read("start.json");
+    assert_eq!(state(&start, "2").0, "AVAILABLE", "{start}");
+    let retired = read("retired.json");
+    let (s2, why2) = state(&retired, "2");
+    assert_eq!(s2, "END", "{retired}");
+    assert!(why2.contains("retired by the owner"), "{retired}");
+    assert_eq!(state(&retired, "1").0, "AVAILABLE", "{retired}");
+    let readmitted = read("readmitted.json");
+    assert_eq!(state(&readmitted, "2").0, "AVAILABLE", "{readmitted}");
+    let fallback = read("fallback.json");
+    let (s1, why1) = state(&fallback, "1");
+    assert_ne!(s1, "AVAILABLE", "version 1 came back: {fallback}");
+    assert!(why1.contains("not among the digests"), "{fallback}");
+}

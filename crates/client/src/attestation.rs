@@ -177,6 +177,8 @@ pub fn appraise_attestation(
             name: &m.name,
             version: m.version,
             sha256: &m.sha256,
+            operators: &m.operators,
+            shared_batches: m.shared_batches,
         })
         .collect();
     policy.appraise_served(doc.key_origin, &served)?;
@@ -203,6 +205,22 @@ pub fn attested_client_config(
         v = v.with_evidence(a, p);
     }
     crate::transport::client_config(Arc::new(v), identity, alpn)
+}
+
+/// The value of [`teeserve_ratls::document::ACCEPT_HEADER`] for a requester with `policy`:
+/// one `model=<sha256>,...` entry per model the policy pins, so that the attested server
+/// answers every request for those models from a pinned file only. None without pins.
+pub fn accept_header(policy: &Policy) -> Option<String> {
+    let entries: Vec<String> = policy
+        .models
+        .iter()
+        .filter(|(_, d)| !d.is_empty())
+        .map(|(m, d)| {
+            let d: Vec<&str> = d.iter().map(|x| x.as_str()).collect();
+            format!("{m}={}", d.join(","))
+        })
+        .collect();
+    (!entries.is_empty()).then(|| entries.join(";"))
 }
 
 /// The model file that answered: the version the answer names (gRPC), else the one asked for,

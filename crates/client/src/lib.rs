@@ -46,7 +46,7 @@ pub mod forward;
 mod transport;
 
 pub use attestation::{
-    answered_by, appraise_attestation, attested_client_config, check_attestation,
+    accept_header, answered_by, appraise_attestation, attested_client_config, check_attestation,
     fetch_attestation, fetch_attestation_as, fresh_nonce, spki_of, FetchedAttestation,
 };
 pub use attested::{attest_server, AttestOptions, Attested, NonceChoice};

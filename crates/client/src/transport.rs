@@ -206,11 +206,27 @@ impl RestClient {
         body: Vec<u8>,
         max_answer: usize,
     ) -> Result<(u16, Vec<u8>), RequesterError> {
-        let req = hyper::Request::builder()
+        self.request_with(method, path, body, &[], max_answer).await
+    }
+
+    /// [`RestClient::request_within`] with more request headers (`headers`: name, value).
+    pub async fn request_with(
+        &mut self,
+        method: hyper::Method,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+        max_answer: usize,
+    ) -> Result<(u16, Vec<u8>), RequesterError> {
+        let mut req = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, &self.authority)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req
             .body(Full::new(Bytes::from(body)))
             .map_err(RequesterError::connect)?;
         self.sender

@@ -14,16 +14,24 @@ pub use teeserve_attest::policy::KeyOrigin;
 
 use crate::binding::report_data_over;
 
+/// The header (REST) and metadata key (gRPC) in which a requester lists the SHA-256 digests of
+/// the model files it accepts an answer from: `[model=]<sha256>[,<sha256>...]` entries
+/// separated by `;` (hex as the document lists them; an entry without a model applies to the
+/// model the request names). The attested server answers only from such a file, or refuses
+/// the request without running it. This is how a requester's pin holds for every request,
+/// not only at the handshake.
+pub const ACCEPT_HEADER: &str = "x-teeserve-accept-sha256";
+
 /// Largest requester nonce, in bytes (the report data it ends up in is 64 bytes; a longer
 /// nonce adds nothing and costs the server hashing and the requester bandwidth).
 pub const MAX_NONCE: usize = 64;
 
 /// The text that starts every document binding, so that no other SHA-256 input teeserve or
 /// Gramine quotes over (a public key, RA-TLS claims) can be mistaken for one.
-const DOMAIN: &[u8] = b"teeserve attestation document v1\0";
+const DOMAIN: &[u8] = b"teeserve attestation document v2\0";
 
 /// What the `binding` field of every document says, for a reader of the JSON.
-pub const BINDING_TEXT: &str = "report_data = SHA-256(\"teeserve attestation document v1\\0\" || SHA-256(DER SubjectPublicKeyInfo of the served TLS certificate) || key origin (1 tee, 2 broker, 3 host) || nonce length (1 byte) || nonce || model count (4 bytes BE) || per model, sorted by name and version: name length (2 bytes BE) || name || version (8 bytes BE, signed) || SHA-256 of its file) || 32 zero bytes";
+pub const BINDING_TEXT: &str = "report_data = SHA-256(\"teeserve attestation document v2\\0\" || SHA-256(DER SubjectPublicKeyInfo of the served TLS certificate) || key origin (1 tee, 2 broker, 3 host) || nonce length (1 byte) || nonce || model count (4 bytes BE) || per model, sorted by name and version: name length (2 bytes BE) || name || version (8 bytes BE, signed) || SHA-256 of its file || operator policy length (2 bytes BE) || operator policy || shared batches (1 byte, 0 or 1)) || 32 zero bytes";
 
 /// Why a document could not be made, read, or does not bind what it must.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +66,16 @@ pub struct ModelDigest {
     pub version: i64,
     /// SHA-256 of the file, lower-case hex.
     pub sha256: String,
+    /// The operator policy the server enforced on the model's graph when it loaded it:
+    /// `onnx` (ONNX operators only compute), or `teeserve-tensorflow-compute-v1` for a
+    /// SavedModel, followed by `+Op1,Op2` when the owner widened it for this model.
+    #[serde(default)]
+    pub operators: String,
+    /// Whether this model's requests may be batched with other requesters' (the owner
+    /// declared its rows independent, and batching is on); otherwise a batch holds one
+    /// connection's requests only.
+    #[serde(default)]
+    pub shared_batches: bool,
 }
 
 fn field(field: &'static str, reason: impl Into<String>) -> DocumentError {
@@ -117,10 +135,20 @@ pub fn bind(
                     ),
                 )
             })?;
+        let ops = m.operators.as_bytes();
+        let ops_len = u16::try_from(ops.len()).map_err(|_| {
+            field(
+                "models",
+                format!("operator policy of {} bytes is too long", ops.len()),
+            )
+        })?;
         enc.extend_from_slice(&len.to_be_bytes());
         enc.extend_from_slice(name);
         enc.extend_from_slice(&m.version.to_be_bytes());
         enc.extend_from_slice(&digest);
+        enc.extend_from_slice(&ops_len.to_be_bytes());
+        enc.extend_from_slice(ops);
+        enc.push(u8::from(m.shared_batches));
     }
     Ok(report_data_over(&enc))
 }
@@ -255,11 +283,15 @@ mod tests {
                 name: "digits".into(),
                 version: 2,
                 sha256: "22".repeat(32),
+                operators: "onnx".into(),
+                shared_batches: false,
             },
             ModelDigest {
                 name: "digits".into(),
                 version: 1,
                 sha256: "11".repeat(32),
+                operators: "onnx".into(),
+                shared_batches: false,
             },
         ]
     }
@@ -280,6 +312,10 @@ mod tests {
         other_version[0].version = 3;
         let mut other_name = models();
         other_name[0].name = "digitz".into();
+        let mut other_ops = models();
+        other_ops[0].operators = "teeserve-tensorflow-compute-v1+PrintV2".into();
+        let mut shared = models();
+        shared[1].shared_batches = true;
         for variant in [
             bind(b"kez", KeyOrigin::Broker, Some(b"n"), &models()),
             bind(b"key", KeyOrigin::Host, Some(b"n"), &models()),
@@ -290,6 +326,8 @@ mod tests {
             bind(b"key", KeyOrigin::Broker, Some(b"n"), &other_digest),
             bind(b"key", KeyOrigin::Broker, Some(b"n"), &other_version),
             bind(b"key", KeyOrigin::Broker, Some(b"n"), &other_name),
+            bind(b"key", KeyOrigin::Broker, Some(b"n"), &other_ops),
+            bind(b"key", KeyOrigin::Broker, Some(b"n"), &shared),
         ] {
             assert_ne!(variant.unwrap(), base);
         }

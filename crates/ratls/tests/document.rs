@@ -13,6 +13,8 @@ fn models() -> Vec<ModelDigest> {
         name: "digits".into(),
         version: 3,
         sha256: "ab".repeat(32),
+        operators: "onnx".into(),
+        shared_batches: false,
     }]
 }
 

@@ -50,6 +50,9 @@ pub(crate) struct Attestor {
     /// The document without a nonce, and the repository generation it describes.
     current: Mutex<Option<(u64, Arc<String>)>>,
     fresh: Arc<FreshQuotes>,
+    /// Whether the server batches (`--enable_batching`): row-independent models then share
+    /// batches among requesters, and the document says so.
+    batching: bool,
 }
 
 impl std::fmt::Debug for Attestor {
@@ -80,7 +83,14 @@ impl Attestor {
             repo,
             current: Mutex::new(None),
             fresh: FreshQuotes::new(),
+            batching: false,
         }
+    }
+
+    /// States that the server batches requests (`--enable_batching`).
+    pub(crate) fn with_batching(mut self, batching: bool) -> Self {
+        self.batching = batching;
+        self
     }
 
     fn served(&self) -> Vec<ModelDigest> {
@@ -91,6 +101,8 @@ impl Attestor {
                 name: m.name,
                 version: m.version,
                 sha256: m.sha256,
+                operators: m.code.operators,
+                shared_batches: self.batching && m.code.row_independent,
             })
             .collect()
     }

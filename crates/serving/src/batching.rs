@@ -1,6 +1,12 @@
 //! Dynamic batching (`--enable_batching`): requests for the same model version are queued and
 //! run together along dimension 0, up to `max_batch_size` rows or `batch_timeout_micros`. A full
 //! queue answers UNAVAILABLE (HTTP 503), as TF Serving's batch scheduler does.
+//!
+//! A model whose rows depend on each other (a batch statistic, attention across the batch)
+//! would give one requester an output computed over another's inputs. So a batch holds the
+//! requests of one connection only, unless the owner declared the model row-independent in
+//! its admitted-models list ([`crate::repository::ModelAdmission::row_independent`]); the
+//! attestation document says which models may share batches.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +25,8 @@ use crate::textproto::BatchingParameters;
 struct Job {
     inputs: Vec<Tensor>,
     rows: usize,
+    /// Jobs of one group may share a batch: the connection, or 0 for any requester.
+    group: u64,
     reply: oneshot::Sender<Result<Vec<Tensor>, ApiError>>,
 }
 
@@ -86,12 +94,7 @@ impl Batcher {
                 .map_err(|_| ApiError::new(Code::Internal, "batch queue lock poisoned"))?;
             q.entry(key)
                 .or_insert_with(|| {
-                    let cap = self
-                        .params
-                        .max_enqueued_batches
-                        .saturating_mul(self.params.max_batch_size)
-                        .clamp(1, 1 << 20);
-                    let (tx, rx) = mpsc::channel(cap);
+                    let (tx, rx) = mpsc::channel(queue_capacity(&self.params));
                     tokio::spawn(batch_loop(
                         rx,
                         target.model.clone(),
@@ -105,10 +108,16 @@ impl Batcher {
                 })
                 .clone()
         };
+        let group = if target.row_independent {
+            0
+        } else {
+            crate::scope::current().connection
+        };
         let (reply, rx) = oneshot::channel();
         tx.try_send(Job {
             inputs,
             rows,
+            group,
             reply,
         })
         .map_err(|_| {
@@ -155,6 +164,13 @@ async fn run_now(
     .map_err(ApiError::from)
 }
 
+/// The most requests waiting for a batch, per model: `max_enqueued_batches` full batches.
+fn queue_capacity(p: &BatchingParameters) -> usize {
+    p.max_enqueued_batches
+        .saturating_mul(p.max_batch_size)
+        .clamp(1, 1 << 20)
+}
+
 async fn batch_loop(
     mut rx: mpsc::Receiver<Job>,
     model: Arc<dyn LoadedModel>,
@@ -164,11 +180,35 @@ async fn batch_loop(
     threads: Arc<Semaphore>,
     metrics: Arc<Metrics>,
 ) {
-    while let Some(first) = rx.recv().await {
+    // Jobs of another group than the batch being formed, in arrival order, for the next ones.
+    // They count against the queue's capacity: while it is full of them, no more are taken
+    // from the channel, so that a full queue still answers UNAVAILABLE.
+    let mut held: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
+    let cap = queue_capacity(&p);
+    loop {
+        let first = match held.pop_front() {
+            Some(j) => j,
+            None => match rx.recv().await {
+                Some(j) => j,
+                None => break,
+            },
+        };
+        let group = first.group;
         let mut jobs = vec![first];
         let mut rows = jobs[0].rows;
+        let mut i = 0;
+        while i < held.len() && rows < p.max_batch_size {
+            if held[i].group == group && rows + held[i].rows <= p.max_batch_size {
+                if let Some(j) = held.remove(i) {
+                    rows += j.rows;
+                    jobs.push(j);
+                }
+            } else {
+                i += 1;
+            }
+        }
         let deadline = Instant::now() + Duration::from_micros(p.batch_timeout_micros);
-        while rows < p.max_batch_size {
+        while rows < p.max_batch_size && held.len() < cap {
             let next = if p.batch_timeout_micros == 0 {
                 rx.try_recv().ok()
             } else {
@@ -177,6 +217,7 @@ async fn batch_loop(
                     .unwrap_or_default()
             };
             match next {
+                Some(j) if j.group != group => held.push_back(j),
                 Some(j) if rows + j.rows <= p.max_batch_size => {
                     rows += j.rows;
                     jobs.push(j);

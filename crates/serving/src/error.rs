@@ -78,6 +78,7 @@ impl From<ResolveError> for ApiError {
         match e {
             ResolveError::NotFound(m) => ApiError::new(Code::NotFound, m),
             ResolveError::BadLabel(m) => ApiError::new(Code::InvalidArgument, m),
+            ResolveError::NotAccepted(m) => ApiError::new(Code::FailedPrecondition, m),
         }
     }
 }

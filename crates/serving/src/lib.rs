@@ -30,6 +30,7 @@ mod metrics;
 mod repository;
 pub mod requester;
 mod rest;
+pub mod scope;
 mod server;
 mod service;
 pub mod tensor;
@@ -38,9 +39,9 @@ mod warmup;
 
 pub use error::{code_name, ApiError};
 pub use repository::{
-    AdmittedModels, ModelAdmission, ModelFileError, ModelRepository, ModelSource, ModelState,
-    ResolveError, ResolvedModel, ServedModel, State, VersionState, MAX_MODEL_BYTES, MODEL_FILE,
-    SEALED_FILE,
+    AdmittedModels, ModelAdmission, ModelCode, ModelFileError, ModelRepository, ModelSource,
+    ModelState, ResolveError, ResolvedModel, ServedModel, State, VersionState, MAX_MODEL_BYTES,
+    MODEL_FILE, SEALED_FILE,
 };
 pub use server::{
     free_loopback_port, ConnectionLimits, KbsOptions, OptionsError, ServeError, ServeOption,

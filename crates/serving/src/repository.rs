@@ -52,7 +52,21 @@ pub struct VersionState {
     pub model: Option<Arc<dyn LoadedModel>>,
     /// SHA-256 (hex) of the model file as it lies on disk (the sealed file when sealed).
     pub digest: Option<String>,
+    /// What the model's code may do ([`ModelCode`]), when loaded.
+    pub code: Option<ModelCode>,
     stamp: Option<(u64, SystemTime)>,
+}
+
+/// What a loaded version's code may do, as the attestation document states it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ModelCode {
+    /// The operator policy its graph was checked against: `onnx` for ONNX models (whose
+    /// operators only compute), [`crate::engine::tensorflow::ops::POLICY_NAME`] for
+    /// SavedModels, followed by `+Op1,Op2` when the owner widened it for this model.
+    pub operators: String,
+    /// The owner declared that its rows are computed independently of each other, so its
+    /// requests may be batched with other requesters' ([`ModelAdmission::row_independent`]).
+    pub row_independent: bool,
 }
 
 /// A version being served, as the attestation document lists it.
@@ -64,6 +78,8 @@ pub struct ServedModel {
     pub version: i64,
     /// SHA-256 (hex) of the file the version was loaded from (the sealed file when sealed).
     pub sha256: String,
+    /// What its code may do.
+    pub code: ModelCode,
 }
 
 /// One model.
@@ -82,6 +98,8 @@ pub enum ResolveError {
     NotFound(String),
     /// Unknown label.
     BadLabel(String),
+    /// No served version is one the request accepts (its `x-teeserve-accept-sha256`).
+    NotAccepted(String),
 }
 
 /// A model version a request resolved to: the model's name, the version and the loaded model.
@@ -92,6 +110,10 @@ pub struct ResolvedModel {
     pub version: i64,
     /// The model.
     pub model: Arc<dyn LoadedModel>,
+    /// SHA-256 (hex) of the file it was loaded from.
+    pub digest: String,
+    /// Whether the owner declared its rows independent ([`ModelCode::row_independent`]).
+    pub row_independent: bool,
 }
 
 /// The served models by name: their configured sources, loaded versions and states.
@@ -99,9 +121,14 @@ pub struct ResolvedModel {
 pub struct ModelRepository {
     engine: Arc<dyn Engine>,
     tensorflow: Option<Arc<TensorFlowEngine>>,
-    source: ModelSource,
+    key: Option<SealKey>,
+    /// The owner's admitted-models list; replaced when the broker releases a new one.
+    admitted: RwLock<Option<Arc<AdmittedModels>>>,
     models: RwLock<BTreeMap<String, ModelState>>,
     generation: std::sync::atomic::AtomicU64,
+    /// Held by [`ModelRepository::sync`]: the file-system poll and the admitted-list refresh
+    /// never load the same version twice at once.
+    syncing: std::sync::Mutex<()>,
 }
 
 fn stamp(p: &Path) -> Option<(u64, SystemTime)> {
@@ -216,6 +243,30 @@ pub struct ModelAdmission {
     /// The lowest version that may be served.
     #[serde(default)]
     pub min_version: Option<i64>,
+    /// TensorFlow operators this model may use beyond the compute-only policy
+    /// ([`crate::engine::tensorflow::ops`]), e.g. `["PrintV2"]`. Only the owner can widen it.
+    #[serde(default)]
+    pub tensorflow_ops: Vec<String>,
+    /// The owner declares that every output row of this model depends only on the same row of
+    /// its inputs, so that `--enable_batching` may run its requests in batches with other
+    /// requesters' (otherwise a batch holds the requests of one connection only).
+    #[serde(default)]
+    pub row_independent: bool,
+}
+
+impl ModelAdmission {
+    /// The operator policy of a model of this admission, for a SavedModel.
+    pub fn tensorflow_policy(&self) -> String {
+        let base = crate::engine::tensorflow::ops::POLICY_NAME;
+        if self.tensorflow_ops.is_empty() {
+            base.to_owned()
+        } else {
+            let mut ops = self.tensorflow_ops.clone();
+            ops.sort();
+            ops.dedup();
+            format!("{base}+{}", ops.join(","))
+        }
+    }
 }
 
 /// The largest admitted-models list read (it comes from the key broker).
@@ -236,6 +287,16 @@ impl AdmittedModels {
                 return Err(format!(
                     "model {name:?}: give \"sha256\" digests, \"min_version\", or both"
                 ));
+            }
+            for op in &m.tensorflow_ops {
+                if op.is_empty()
+                    || op.len() > 128
+                    || !op.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    return Err(format!(
+                        "model {name:?}: tensorflow_ops entry {op:?} is not an operator name"
+                    ));
+                }
             }
             for d in m.sha256.iter_mut() {
                 *d = d.to_ascii_lowercase();
@@ -289,7 +350,7 @@ fn read_warmup(
     dir: &Path,
     model: &str,
     version: i64,
-    source: &ModelSource,
+    key: Option<&SealKey>,
 ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, ModelFileError> {
     use crate::warmup::{MAX_WARMUP_BYTES, WARMUP_FILE};
     let plain = dir.join(WARMUP_FILE);
@@ -308,7 +369,7 @@ fn read_warmup(
         }
         Ok(zeroize::Zeroizing::new(std::fs::read(p).map_err(io)?))
     };
-    let Some(key) = &source.key else {
+    let Some(key) = key else {
         return if plain.is_file() {
             read(&plain).map(Some)
         } else {
@@ -361,13 +422,12 @@ pub(crate) fn read_model(
     dir: &Path,
     model: &str,
     version: i64,
-    source: &ModelSource,
+    key: Option<&SealKey>,
+    admitted: Option<&AdmittedModels>,
 ) -> Result<ModelBytes, ModelFileError> {
     let sealed = dir.join(SEALED_FILE);
     let plain = dir.join(MODEL_FILE);
-    let admit = |path: &Path, digest: &str| match source
-        .admitted
-        .as_ref()
+    let admit = |path: &Path, digest: &str| match admitted
         .and_then(|a| a.refusal(model, version, digest))
     {
         Some(reason) => Err(ModelFileError::NotAdmitted {
@@ -377,7 +437,7 @@ pub(crate) fn read_model(
         None => Ok(()),
     };
     if sealed.exists() {
-        let key = source.key.as_ref().ok_or_else(|| ModelFileError::NoKey {
+        let key = key.ok_or_else(|| ModelFileError::NoKey {
             path: sealed.clone(),
         })?;
         let unseal = |source| ModelFileError::Unseal {
@@ -412,7 +472,7 @@ pub(crate) fn read_model(
         return Ok((plaintext, digest));
     }
     if plain.exists() {
-        if source.key.is_some() {
+        if key.is_some() {
             return Err(ModelFileError::PlaintextRefused { path: plain });
         }
         let bytes = zeroize::Zeroizing::new(read_file(&plain)?);
@@ -433,9 +493,10 @@ pub(crate) fn is_saved_model(dir: &Path) -> bool {
 /// A SavedModel version as read by [`read_saved_model`].
 #[derive(Debug)]
 pub(crate) struct SavedModelFiles {
-    /// The unsealed files (path in the version, bytes) of a sealed version, kept in memory
-    /// only; None for a plaintext version, which TensorFlow reads from its directory.
-    pub plaintext: Option<Vec<(String, zeroize::Zeroizing<Vec<u8>>)>>,
+    /// The files (path in the version, plaintext bytes), kept in memory only: unsealed when
+    /// sealed, as read (and hashed) when plaintext. TensorFlow loads these bytes, never the
+    /// directory again, so the host cannot swap a file between the hashing and the load.
+    pub plaintext: Vec<(String, zeroize::Zeroizing<Vec<u8>>)>,
     /// SHA-256 (hex) of the version's manifest: the lines `<sha256 of the file> <path>\n`, one
     /// per file as it lies on disk (sealed files when sealed), sorted by path.
     pub digest: String,
@@ -483,10 +544,11 @@ pub(crate) fn read_saved_model(
     dir: &Path,
     model: &str,
     version: i64,
-    source: &ModelSource,
+    key: Option<&SealKey>,
+    admitted: Option<&AdmittedModels>,
 ) -> Result<SavedModelFiles, ModelFileError> {
     let sealed = dir.join(SAVED_MODEL_SEALED_FILE).is_file();
-    if !sealed && source.key.is_some() {
+    if !sealed && key.is_some() {
         return Err(ModelFileError::PlaintextRefused {
             path: dir.join(SAVED_MODEL_FILE),
         });
@@ -503,16 +565,14 @@ pub(crate) fn read_saved_model(
         }
         manifest.push_str(&format!("{} {rel}\n", sha256_hex(&bytes)));
         if !sealed {
+            plaintext.push((rel, bytes));
             continue;
         }
         let Some(inner) = rel.strip_suffix(SEALED_SUFFIX) else {
             // A plaintext file beside sealed ones would be a file the host chose.
             return Err(ModelFileError::PlaintextRefused { path });
         };
-        let key = source
-            .key
-            .as_ref()
-            .ok_or_else(|| ModelFileError::NoKey { path: path.clone() })?;
+        let key = key.ok_or_else(|| ModelFileError::NoKey { path: path.clone() })?;
         let unseal = |source| ModelFileError::Unseal {
             path: path.clone(),
             source,
@@ -530,20 +590,13 @@ pub(crate) fn read_saved_model(
         plaintext.push((inner.to_owned(), plain));
     }
     let digest = sha256_hex(manifest.as_bytes());
-    if let Some(reason) = source
-        .admitted
-        .as_ref()
-        .and_then(|a| a.refusal(model, version, &digest))
-    {
+    if let Some(reason) = admitted.and_then(|a| a.refusal(model, version, &digest)) {
         return Err(ModelFileError::NotAdmitted {
             path: dir.to_owned(),
             reason,
         });
     }
-    Ok(SavedModelFiles {
-        plaintext: sealed.then_some(plaintext),
-        digest,
-    })
+    Ok(SavedModelFiles { plaintext, digest })
 }
 
 fn version_dirs(base: &Path) -> Result<BTreeMap<i64, PathBuf>, String> {
@@ -585,9 +638,11 @@ impl ModelRepository {
         Self {
             engine,
             tensorflow: None,
-            source,
+            key: source.key,
+            admitted: RwLock::new(source.admitted.map(Arc::new)),
             models: RwLock::new(models),
             generation: std::sync::atomic::AtomicU64::new(0),
+            syncing: std::sync::Mutex::new(()),
         }
     }
 
@@ -624,6 +679,7 @@ impl ModelRepository {
     /// Scans every base path once: loads aspired versions that are new or changed, unloads the
     /// rest. A version that fails to load is reported in status; older versions keep serving.
     pub fn sync(&self) {
+        let _one_at_a_time = self.syncing.lock();
         let snapshot: Vec<ModelConfig> = match self.models.read() {
             Ok(m) => m.values().map(|s| s.config.clone()).collect(),
             Err(_) => return,
@@ -714,13 +770,17 @@ impl ModelRepository {
                 error: None,
                 model: None,
                 digest: None,
+                code: None,
                 stamp: st,
             },
         );
+        // The list as it is now; a list released later is applied by `set_admitted`.
+        let admitted = self.admitted();
+        let admission = admitted.as_ref().and_then(|a| a.0.get(name)).cloned();
         let loaded = if is_saved_model(dir) {
-            self.load_saved_model(dir, name, v)
+            self.load_saved_model(dir, name, v, admitted.as_deref())
         } else {
-            read_model(dir, name, v, &self.source)
+            read_model(dir, name, v, self.key.as_ref(), admitted.as_deref())
                 .map_err(|e| e.to_string())
                 .and_then(|(bytes, digest)| {
                     let model = self.engine.load(&bytes).map_err(|e| e.to_string())?;
@@ -734,12 +794,22 @@ impl ModelRepository {
         let (state, ok) = match loaded {
             Ok((model, digest)) => {
                 tracing::info!(model = %name, version = v, engine = model.engine(), sha256 = %digest, "version loaded");
+                let admission = admission.unwrap_or_default();
+                let code = ModelCode {
+                    operators: if model.engine() == "tensorflow" {
+                        admission.tensorflow_policy()
+                    } else {
+                        "onnx".to_owned()
+                    },
+                    row_independent: admission.row_independent,
+                };
                 (
                     VersionState {
                         state: State::Available,
                         error: None,
                         model: Some(model),
                         digest: Some(digest),
+                        code: Some(code),
                         stamp: st,
                     },
                     true,
@@ -753,6 +823,7 @@ impl ModelRepository {
                         error: Some(e),
                         model: None,
                         digest: None,
+                        code: None,
                         stamp: st,
                     },
                     false,
@@ -771,7 +842,8 @@ impl ModelRepository {
         v: i64,
         model: &dyn LoadedModel,
     ) -> Result<(), String> {
-        let Some(file) = read_warmup(dir, name, v, &self.source).map_err(|e| e.to_string())? else {
+        let Some(file) = read_warmup(dir, name, v, self.key.as_ref()).map_err(|e| e.to_string())?
+        else {
             return Ok(());
         };
         let n = crate::warmup::replay(model, &file).map_err(|e| e.to_string())?;
@@ -779,13 +851,15 @@ impl ModelRepository {
         Ok(())
     }
 
-    /// Loads the SavedModel of version `v` in `dir` with TensorFlow: from the directory when
-    /// plaintext, from memory when sealed ([`read_saved_model`]).
+    /// Loads the SavedModel of version `v` in `dir` with TensorFlow, from the bytes that were
+    /// hashed (and unsealed, when sealed: [`read_saved_model`]), once its operators pass the
+    /// operator policy, widened only by what the owner's admitted-models list allows it.
     fn load_saved_model(
         &self,
         dir: &Path,
         name: &str,
         v: i64,
+        admitted: Option<&AdmittedModels>,
     ) -> Result<(Arc<dyn LoadedModel>, String), String> {
         let tf = self.tensorflow.as_ref().ok_or_else(|| {
             ModelFileError::NoTensorFlow {
@@ -793,19 +867,80 @@ impl ModelRepository {
             }
             .to_string()
         })?;
-        let files = read_saved_model(dir, name, v, &self.source).map_err(|e| e.to_string())?;
-        let model = match &files.plaintext {
-            Some(files) => {
-                let refs: Vec<(String, &[u8])> = files
-                    .iter()
-                    .map(|(p, b)| (p.clone(), b.as_slice()))
-                    .collect();
-                tf.load_files(&refs)
-            }
-            None => tf.load_dir(dir),
-        }
-        .map_err(|e| e.to_string())?;
+        let files = read_saved_model(dir, name, v, self.key.as_ref(), admitted)
+            .map_err(|e| e.to_string())?;
+        let extra = admitted
+            .and_then(|a| a.0.get(name))
+            .map(|m| m.tensorflow_ops.clone())
+            .unwrap_or_default();
+        let refs: Vec<(String, &[u8])> = files
+            .plaintext
+            .iter()
+            .map(|(p, b)| (p.clone(), b.as_slice()))
+            .collect();
+        let model = tf
+            .load_files(&refs, &extra)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
         Ok((model, files.digest))
+    }
+
+    /// The owner's admitted-models list in force.
+    pub fn admitted(&self) -> Option<Arc<AdmittedModels>> {
+        self.admitted.read().ok().and_then(|a| a.clone())
+    }
+
+    /// Applies a new admitted-models list from the owner: every loaded version the new list
+    /// does not admit stops serving at once (its status says why), versions refused before
+    /// are tried again at the next [`ModelRepository::sync`], and what a version's code may do
+    /// (operators, row independence) is taken from the new list when it is next loaded.
+    /// Returns the versions retired.
+    pub fn set_admitted(&self, list: Option<AdmittedModels>) -> Vec<(String, i64)> {
+        let list = list.map(Arc::new);
+        if let Ok(mut a) = self.admitted.write() {
+            if *a == list {
+                return Vec::new();
+            }
+            *a = list.clone();
+        }
+        let mut retired = Vec::new();
+        if let Ok(mut m) = self.models.write() {
+            for (name, s) in m.iter_mut() {
+                for (v, x) in s.versions.iter_mut() {
+                    let Some(digest) = &x.digest else {
+                        // Not loaded: try again with the new list.
+                        x.stamp = None;
+                        continue;
+                    };
+                    let refusal = list.as_ref().and_then(|l| l.refusal(name, *v, digest));
+                    let adm = list
+                        .as_ref()
+                        .and_then(|l| l.0.get(name).cloned())
+                        .unwrap_or_default();
+                    let tensorflow = x.model.as_ref().is_some_and(|m| m.engine() == "tensorflow");
+                    let mut code_changed = false;
+                    if let Some(c) = x.code.as_mut() {
+                        c.row_independent = adm.row_independent;
+                        code_changed = tensorflow && c.operators != adm.tensorflow_policy();
+                    }
+                    if let Some(reason) = refusal {
+                        tracing::warn!(model = %name, version = v, "retired by the owner: {reason}");
+                        retired.push((name.clone(), *v));
+                        x.state = State::End;
+                        x.model = None;
+                        x.code = None;
+                        x.digest = None;
+                        x.error = Some(format!(
+                            "retired by the owner's admitted-models list: {reason}"
+                        ));
+                    } else if code_changed {
+                        // Loaded under other terms: load again under the new ones.
+                        x.stamp = None;
+                    }
+                }
+            }
+        }
+        self.bump();
+        retired
     }
 
     fn set_version(&self, name: &str, v: i64, state: VersionState) {
@@ -844,6 +979,7 @@ impl ModelRepository {
                         name: name.clone(),
                         version: *v,
                         sha256: x.digest.clone().unwrap_or_default(),
+                        code: x.code.clone().unwrap_or_default(),
                     })
             })
             .collect()
@@ -855,6 +991,20 @@ impl ModelRepository {
         name: &str,
         version: Option<i64>,
         label: Option<&str>,
+    ) -> Result<ResolvedModel, ResolveError> {
+        self.resolve_accepting(name, version, label, None)
+    }
+
+    /// [`ModelRepository::resolve`] for a request that accepts only model files with one of
+    /// the SHA-256 digests `accepted` (lower-case hex): a version or label must name such a
+    /// file, and without one the newest version with such a file answers. The request's
+    /// input is never given to another version.
+    pub fn resolve_accepting(
+        &self,
+        name: &str,
+        version: Option<i64>,
+        label: Option<&str>,
+        accepted: Option<&[String]>,
     ) -> Result<ResolvedModel, ResolveError> {
         let m = self
             .models
@@ -870,28 +1020,53 @@ impl ModelRepository {
             })?),
             (None, None) => None,
         };
+        let ok = |x: &VersionState| {
+            accepted.is_none_or(|a| x.digest.as_ref().is_some_and(|d| a.contains(d)))
+        };
+        let not_accepted = |what: String| {
+            let a = accepted.unwrap_or_default();
+            ResolveError::NotAccepted(format!(
+                "{what}: this request accepts only model files with SHA-256 {} (x-teeserve-accept-sha256), and no such file of model {name} is being served; the request was not run",
+                a.join(" or ")
+            ))
+        };
         let found = match version {
-            Some(v) => s
-                .versions
-                .get(&v)
-                .and_then(|x| x.model.clone().map(|m| (v, m)))
-                .ok_or_else(|| {
-                    ResolveError::NotFound(format!(
+            Some(v) => {
+                let x = s.versions.get(&v).filter(|x| x.model.is_some());
+                match x {
+                    None => Err(ResolveError::NotFound(format!(
                         "Servable not found for request: Specific({name}, {v})"
-                    ))
-                }),
-            None => s
+                    ))),
+                    Some(x) if !ok(x) => Err(not_accepted(format!(
+                        "version {v} is served from a file with SHA-256 {}",
+                        x.digest.as_deref().unwrap_or("unknown")
+                    ))),
+                    Some(x) => Ok((v, x)),
+                }
+            }
+            None => match s
                 .versions
                 .iter()
                 .rev()
-                .find_map(|(v, x)| x.model.clone().map(|m| (*v, m)))
-                .ok_or_else(latest),
+                .find(|(_, x)| x.model.is_some() && ok(x))
+            {
+                Some((v, x)) => Ok((*v, x)),
+                None if s.versions.values().any(|x| x.model.is_some()) => {
+                    Err(not_accepted("no version it accepts".into()))
+                }
+                None => Err(latest()),
+            },
         };
-        let (version, model) = found?;
+        let (version, x) = found?;
+        let Some(model) = x.model.clone() else {
+            return Err(latest());
+        };
         Ok(ResolvedModel {
             name: name.to_owned(),
             version,
             model,
+            digest: x.digest.clone().unwrap_or_default(),
+            row_independent: x.code.as_ref().is_some_and(|c| c.row_independent),
         })
     }
 

@@ -223,6 +223,8 @@ pub struct KbsOptions {
     pub admitted_models_secret: Option<String>,
     /// How long to keep retrying an unreachable broker.
     pub retry_for: Duration,
+    /// How often the admitted-models list is fetched again while serving.
+    pub admitted_refresh: Duration,
 }
 
 /// Everything `teeserve serve` takes.
@@ -379,13 +381,19 @@ struct Provisioned {
     tls_key_pem: Option<Zeroizing<Vec<u8>>>,
 }
 
-async fn provision(k: &KbsOptions, platform: &dyn Platform) -> Result<Provisioned, ServeError> {
+/// An RA-TLS connection to the broker, made with fresh evidence, retried for `retry_for` while
+/// the broker cannot be reached.
+async fn connect_broker(
+    k: &KbsOptions,
+    platform: &dyn Platform,
+    retry_for: Duration,
+) -> Result<teeserve_tls::broker::KbsClient, ServeError> {
     let ca = read(&k.ca, ServeOption::KbsCa)?;
     let identity = RaTlsIdentity::generate(platform, EvidenceFormat::Both, KeyType::P256)
         .map_err(|e| ServeError::Attestation(e.to_string()))?;
-    let deadline = tokio::time::Instant::now() + k.retry_for;
+    let deadline = tokio::time::Instant::now() + retry_for;
     let mut wait = Duration::from_millis(200);
-    let mut client = loop {
+    let client = loop {
         match teeserve_tls::broker::KbsClient::connect(
             &k.addr,
             &ca,
@@ -397,7 +405,7 @@ async fn provision(k: &KbsOptions, platform: &dyn Platform) -> Result<Provisione
             Ok(c) => break c,
             Err(e @ teeserve_tls::broker::BrokerError::Io { .. }) => {
                 if tokio::time::Instant::now() + wait > deadline {
-                    tracing::error!("key broker unreachable; gave up after {:?}", k.retry_for);
+                    tracing::error!("key broker unreachable; gave up after {retry_for:?}");
                     return Err(e.into());
                 }
                 tracing::warn!("key broker unreachable ({e}); retrying in {wait:?}");
@@ -407,6 +415,23 @@ async fn provision(k: &KbsOptions, platform: &dyn Platform) -> Result<Provisione
             Err(e) => return Err(e.into()),
         }
     };
+    Ok(client)
+}
+
+/// Reads the owner's admitted-models list from the secret `name`.
+async fn fetch_admitted(
+    client: &mut teeserve_tls::broker::KbsClient,
+    name: &str,
+) -> Result<AdmittedModels, ServeError> {
+    let list = client.get_secret(name).await.map_err(ServeError::Broker)?;
+    AdmittedModels::from_json(&list).map_err(|e| ServeError::Secret {
+        name: name.to_owned(),
+        detail: format!("admitted models: {e}"),
+    })
+}
+
+async fn provision(k: &KbsOptions, platform: &dyn Platform) -> Result<Provisioned, ServeError> {
+    let mut client = connect_broker(k, platform, k.retry_for).await?;
     let key = client
         .get_secret(&k.model_key_secret)
         .await
@@ -422,15 +447,7 @@ async fn provision(k: &KbsOptions, platform: &dyn Platform) -> Result<Provisione
         None => None,
     };
     let admitted = match &k.admitted_models_secret {
-        Some(s) => {
-            let list = client.get_secret(s).await.map_err(ServeError::Broker)?;
-            Some(
-                AdmittedModels::from_json(&list).map_err(|e| ServeError::Secret {
-                    name: s.clone(),
-                    detail: format!("admitted models: {e}"),
-                })?,
-            )
-        }
+        Some(s) => Some(fetch_admitted(&mut client, s).await?),
         None => None,
     };
     tracing::info!("received secrets from the key broker at {}", k.addr);
@@ -663,6 +680,16 @@ impl Server {
                 Duration::from_secs(o.drain_secs),
             )));
         }
+        if let (Some(k), Some(p)) = (&o.kbs, &platform) {
+            if k.admitted_models_secret.is_some() {
+                tasks.push(tokio::spawn(refresh_admitted(
+                    k.clone(),
+                    p.clone(),
+                    repo.clone(),
+                    rx.clone(),
+                )));
+            }
+        }
         if o.file_system_poll_wait_seconds > 0 || o.model_config_file_poll_wait_seconds > 0 {
             tasks.push(tokio::spawn(poll_models(
                 o.clone(),
@@ -819,13 +846,10 @@ async fn attestor(
         ),
         None => None,
     };
-    let a = Arc::new(Attestor::new(
-        p.clone(),
-        spki.clone(),
-        *origin,
-        collateral,
-        repo.clone(),
-    ));
+    let a = Arc::new(
+        Attestor::new(p.clone(), spki.clone(), *origin, collateral, repo.clone())
+            .with_batching(o.enable_batching),
+    );
     // Quote once now, so a platform that cannot quote stops the start.
     a.current()
         .await
@@ -932,8 +956,7 @@ fn grpc_router(
     routes.route(
         "/v1/attestation",
         axum::routing::get(
-            move |uri: axum::http::Uri,
-                  peer: Option<axum::Extension<crate::connection::Peer>>| {
+            move |uri: axum::http::Uri, peer: Option<axum::Extension<crate::connection::Peer>>| {
                 let att = attestation.clone();
                 async move {
                     let peer = peer.map(|p| p.0 .0.ip());
@@ -956,6 +979,63 @@ fn grpc_router(
             },
         ),
     )
+}
+
+/// Fetches the owner's admitted-models list from the broker again every
+/// [`KbsOptions::admitted_refresh`] until shutdown, each time over a new RA-TLS connection with
+/// fresh evidence, and applies it: versions it no longer admits stop serving at once, and the
+/// attestation document is quoted again. A broker that cannot be reached leaves the list as it
+/// was (and is tried again next period); a broker that refuses the list to this server (the
+/// owner's policy no longer admits it) leaves it serving nothing.
+async fn refresh_admitted(
+    k: KbsOptions,
+    platform: Arc<dyn Platform>,
+    repo: Arc<ModelRepository>,
+    mut rx: watch::Receiver<bool>,
+) {
+    let Some(secret) = k.admitted_models_secret.clone() else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(k.admitted_refresh) => {}
+            _ = rx.changed() => return,
+        }
+        let fetched = async {
+            let mut client = connect_broker(&k, platform.as_ref(), Duration::ZERO).await?;
+            fetch_admitted(&mut client, &secret).await
+        }
+        .await;
+        let list = match fetched {
+            Ok(list) => list,
+            Err(ServeError::Broker(e @ teeserve_tls::broker::BrokerError::Refused { .. })) => {
+                tracing::error!(
+                    "the key broker no longer releases the admitted-models list to this server ({e}); serving nothing"
+                );
+                AdmittedModels::default()
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "admitted-models list not refreshed ({e}); the list in force stays, trying again in {:?}",
+                    k.admitted_refresh
+                );
+                continue;
+            }
+        };
+        let r = repo.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let retired = r.set_admitted(Some(list));
+            if !retired.is_empty() {
+                tracing::warn!(
+                    "the owner's admitted-models list retired {} version(s): {:?}",
+                    retired.len(),
+                    retired
+                );
+            }
+            r.sync();
+        })
+        .await;
+    }
 }
 
 /// Scans for new and retired versions, and re-reads the model config file, at their poll
@@ -1102,6 +1182,7 @@ async fn serve_listener(
         let svc = Tracked {
             inner: hyper_util::service::TowerToHyperService::new(router.clone()),
             activity: Arc::new(activity),
+            connection: crate::scope::next_connection(),
         };
         let state = crate::connection::ConnectionState::new(peer);
         let svc = crate::connection::Watched::new(svc, state.clone());
@@ -1152,11 +1233,13 @@ async fn serve_listener(
     .await;
 }
 
-/// A connection's service that counts the requests in progress on it (for the idle timeout).
+/// A connection's service that counts the requests in progress on it (for the idle timeout)
+/// and runs each in its [`crate::scope::RequestScope`].
 #[derive(Clone)]
 struct Tracked<S> {
     inner: S,
     activity: Arc<watch::Sender<usize>>,
+    connection: u64,
 }
 
 /// Counts a request as in progress until dropped.
@@ -1168,9 +1251,9 @@ impl Drop for InProgress {
     }
 }
 
-impl<S, R> hyper::service::Service<R> for Tracked<S>
+impl<S, B> hyper::service::Service<hyper::Request<B>> for Tracked<S>
 where
-    S: hyper::service::Service<R>,
+    S: hyper::service::Service<hyper::Request<B>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -1178,15 +1261,16 @@ where
     type Future =
         std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
 
-    fn call(&self, req: R) -> Self::Future {
+    fn call(&self, req: hyper::Request<B>) -> Self::Future {
         self.activity.send_modify(|n| *n += 1);
         let guard = InProgress(self.activity.clone());
+        let scope = crate::scope::RequestScope::of(self.connection, req.headers());
         let fut = self.inner.call(req);
-        Box::pin(async move {
+        Box::pin(crate::scope::scoped(scope, async move {
             let r = fut.await;
             drop(guard);
             r
-        })
+        }))
     }
 }
 

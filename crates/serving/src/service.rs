@@ -253,7 +253,17 @@ impl ServingCore {
         if name.is_empty() {
             return Err(ApiError::new(Code::InvalidArgument, "Missing ModelSpec"));
         }
-        Ok(self.repo.resolve(name, version, label)?)
+        // The requester's pin, per request: only a file it accepts answers.
+        let scope = crate::scope::current();
+        if let Some(why) = scope.malformed {
+            return Err(ApiError::new(Code::InvalidArgument, why));
+        }
+        Ok(self.repo.resolve_accepting(
+            name,
+            version,
+            label,
+            scope.accepted.as_ref().and_then(|a| a.for_model(name)),
+        )?)
     }
 
     /// Resolves a gRPC ModelSpec.

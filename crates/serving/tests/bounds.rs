@@ -460,62 +460,90 @@ async fn a_slow_http1_header_is_cut_off() {
     );
 }
 
-/// A tiny ONNX model (protobuf written here, onnx.proto field numbers): `y = ReduceSum(x)` of
-/// `x` [N, 4] with keepdims 0, a scalar output without a batch dimension.
-fn reduce_sum_model() -> Vec<u8> {
-    fn varint(mut v: u64, out: &mut Vec<u8>) {
-        while v >= 0x80 {
-            out.push((v as u8) | 0x80);
-            v >>= 7;
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn field(n: u64, payload: &[u8], out: &mut Vec<u8>) {
+    varint(n << 3 | 2, out);
+    varint(payload.len() as u64, out);
+    out.extend_from_slice(payload);
+}
+
+fn int(n: u64, v: u64, out: &mut Vec<u8>) {
+    varint(n << 3, out);
+    varint(v, out);
+}
+
+/// ValueInfoProto { name = 1, type = 2 { tensor_type = 1 { elem_type = 1, shape = 2 } } } of a
+/// float tensor.
+fn value_info(name: &str, dims: &[Result<u64, &str>]) -> Vec<u8> {
+    let mut shape = Vec::new();
+    for d in dims {
+        let mut dim = Vec::new();
+        match d {
+            Ok(v) => int(1, *v, &mut dim),
+            Err(p) => field(2, p.as_bytes(), &mut dim),
         }
-        out.push(v as u8);
+        field(1, &dim, &mut shape);
     }
-    fn field(n: u64, payload: &[u8], out: &mut Vec<u8>) {
-        varint(n << 3 | 2, out);
-        varint(payload.len() as u64, out);
-        out.extend_from_slice(payload);
-    }
-    fn int(n: u64, v: u64, out: &mut Vec<u8>) {
-        varint(n << 3, out);
-        varint(v, out);
-    }
-    // ValueInfoProto { name = 1, type = 2 { tensor_type = 1 { elem_type = 1, shape = 2 } } }
-    let value_info = |name: &str, dims: &[Result<u64, &str>]| {
-        let mut shape = Vec::new();
-        for d in dims {
-            let mut dim = Vec::new();
-            match d {
-                Ok(v) => int(1, *v, &mut dim),
-                Err(p) => field(2, p.as_bytes(), &mut dim),
-            }
-            field(1, &dim, &mut shape);
-        }
-        let mut tensor = Vec::new();
-        int(1, 1, &mut tensor); // FLOAT
-        field(2, &shape, &mut tensor);
-        let mut ty = Vec::new();
-        field(1, &tensor, &mut ty);
-        let mut vi = Vec::new();
-        field(1, name.as_bytes(), &mut vi);
-        field(2, &ty, &mut vi);
-        vi
-    };
-    // NodeProto { input = 1, output = 2, op_type = 4, attribute = 5 { name = 1, i = 3, type = 20 } }
-    let mut attr = Vec::new();
-    field(1, b"keepdims", &mut attr);
-    int(3, 0, &mut attr);
-    int(20, 2, &mut attr); // INT
-    let mut node = Vec::new();
-    field(1, b"x", &mut node);
-    field(2, b"y", &mut node);
-    field(4, b"ReduceSum", &mut node);
-    field(5, &attr, &mut node);
-    // GraphProto { node = 1, name = 2, input = 11, output = 12 }
+    let mut tensor = Vec::new();
+    int(1, 1, &mut tensor); // FLOAT
+    field(2, &shape, &mut tensor);
+    let mut ty = Vec::new();
+    field(1, &tensor, &mut ty);
+    let mut vi = Vec::new();
+    field(1, name.as_bytes(), &mut vi);
+    field(2, &ty, &mut vi);
+    vi
+}
+
+/// A tiny ONNX model (protobuf written here, onnx.proto field numbers) over `x` [N, 4]:
+/// `ReduceSum(x)` over every axis with keepdims 0 (a scalar output without a batch dimension)
+/// when `batch_statistic` is false; `y = x + ReduceSum(x, axes [0], keepdims 1)` (an output
+/// with a batch dimension whose rows depend on every row) when true.
+fn reduce_sum_model(batch_statistic: bool) -> Vec<u8> {
+    // NodeProto { input = 1, output = 2, op_type = 4, attribute = 5 { name = 1, i = 3,
+    // ints = 8, type = 20 } }
     let mut graph = Vec::new();
-    field(1, &node, &mut graph);
+    let mut keepdims = Vec::new();
+    field(1, b"keepdims", &mut keepdims);
+    int(3, u64::from(batch_statistic), &mut keepdims);
+    int(20, 2, &mut keepdims); // INT
+    let mut sum = Vec::new();
+    field(1, b"x", &mut sum);
+    field(2, if batch_statistic { b"s" } else { b"y" }, &mut sum);
+    field(4, b"ReduceSum", &mut sum);
+    field(5, &keepdims, &mut sum);
+    if batch_statistic {
+        let mut axes = Vec::new();
+        field(1, b"axes", &mut axes);
+        int(8, 0, &mut axes);
+        int(20, 7, &mut axes); // INTS
+        field(5, &axes, &mut sum);
+    }
+    // GraphProto { node = 1, name = 2, input = 11, output = 12 }
+    field(1, &sum, &mut graph);
+    if batch_statistic {
+        let mut add = Vec::new();
+        field(1, b"x", &mut add);
+        field(1, b"s", &mut add);
+        field(2, b"y", &mut add);
+        field(4, b"Add", &mut add);
+        field(1, &add, &mut graph);
+    }
     field(2, b"sum", &mut graph);
     field(11, &value_info("x", &[Err("N"), Ok(4)]), &mut graph);
-    field(12, &value_info("y", &[]), &mut graph);
+    let y: &[Result<u64, &str>] = if batch_statistic {
+        &[Err("N"), Ok(4)]
+    } else {
+        &[]
+    };
+    field(12, &value_info("y", y), &mut graph);
     // ModelProto { ir_version = 1, graph = 7, opset_import = 8 { version = 2 } }
     let mut opset = Vec::new();
     int(2, 11, &mut opset);
@@ -531,7 +559,7 @@ fn reduce_sum_model() -> Vec<u8> {
 #[tokio::test]
 async fn outputs_without_a_batch_dimension_are_not_shared_across_a_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let base = model_dir(dir.path(), "sum", &reduce_sum_model());
+    let base = model_dir(dir.path(), "sum", &reduce_sum_model(false));
     let mut o = options(&base, "sum");
     o.enable_batching = true;
     let params = dir.path().join("batching.txt");
@@ -567,4 +595,51 @@ async fn outputs_without_a_batch_dimension_are_not_shared_across_a_batch() {
     assert_eq!(b.0, 200, "{b:?}");
     assert_eq!(a.1["outputs"], serde_json::json!(4.0), "{a:?}");
     assert_eq!(b.1["outputs"], serde_json::json!(8.0), "{b:?}");
+}
+
+/// A model whose rows depend on each other (`y = x + sum of x over the batch`), with batching
+/// on and a batch that waits long enough for both: two requesters on two connections never
+/// share a batch, so each gets `x + x` of its own row, never a sum over the other's input (the
+/// owner has not declared the model row-independent).
+#[tokio::test]
+async fn requests_of_different_connections_never_share_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = model_dir(dir.path(), "stat", &reduce_sum_model(true));
+    let mut o = options(&base, "stat");
+    o.enable_batching = true;
+    let params = dir.path().join("batching.txt");
+    std::fs::write(
+        &params,
+        "max_batch_size { value: 2 } batch_timeout_micros { value: 300000 } num_batch_threads { value: 1 }",
+    )
+    .unwrap();
+    o.batching_parameters_file = Some(params);
+    let s = start(o).await;
+    assert!(
+        s.core.repo.ready(),
+        "{:?}",
+        s.core.status_of("stat", None, None)
+    );
+    let addr = s.rest_addr.unwrap().to_string();
+    for _ in 0..10 {
+        let ask = |v: f32| {
+            let addr = addr.clone();
+            tokio::spawn(async move {
+                post_raw(
+                    &addr,
+                    "/v1/models/stat:predict",
+                    serde_json::json!({"inputs": [vec![v; 4]]})
+                        .to_string()
+                        .into_bytes(),
+                )
+                .await
+            })
+        };
+        let (a, b) = (ask(1.0), ask(2.0));
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        assert_eq!(a.0, 200, "{a:?}");
+        assert_eq!(b.0, 200, "{b:?}");
+        assert_eq!(a.1["outputs"], serde_json::json!([vec![2.0; 4]]), "{a:?}");
+        assert_eq!(b.1["outputs"], serde_json::json!([vec![4.0; 4]]), "{b:?}");
+    }
 }

@@ -9,7 +9,8 @@ use teeserve_seal::binding;
 use teeserve_seal::SealKey;
 use teeserve_serving::engine::EngineChoice;
 use teeserve_serving::{
-    AdmittedModels, ModelRepository, ModelSource, ServedModel, State, MODEL_FILE, SEALED_FILE,
+    AdmittedModels, ModelCode, ModelRepository, ModelSource, ServedModel, State, MODEL_FILE,
+    SEALED_FILE,
 };
 use teeserve_serving::{ModelConfig, VersionPolicy};
 use teeserve_serving::{ServeOptions, Server};
@@ -194,6 +195,10 @@ fn a_file_sealed_for_another_model_or_version_is_refused() {
             name: "digits".into(),
             version: 4,
             sha256: sha256(&good),
+            code: ModelCode {
+                operators: "onnx".into(),
+                row_independent: false,
+            },
         }]
     );
 }

@@ -101,11 +101,22 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
     // The attestation is checked before anything is sent; the data connections then admit no
     // other TLS key than the attested one, on every handshake.
     let (tls, attested) = data_tls(&a, &server_name).await?;
+    // The policy's pin for this model goes with every request, so that the attested server
+    // answers from no other model file, whatever it serves by the time the request arrives.
+    let accepted = match &a.attest {
+        Some(p) => load_policy(p)?
+            .models
+            .get(&a.model)
+            .map(|d| d.iter().map(|x| x.as_str().to_owned()).collect())
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
     let target = RequestTarget {
         model: a.model.clone(),
         version: a.version,
         label: a.label.clone(),
         signature: a.signature.clone(),
+        accepted,
     };
     let mut conn = Connection::open(&a.server, tls, &server_name, a.rest)
         .await

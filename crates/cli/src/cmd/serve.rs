@@ -158,6 +158,15 @@ pub struct ServeArgs {
         requires = "kbs"
     )]
     pub kbs_admitted_models_secret: Option<String>,
+    /// Seconds between fetches of the admitted-models list from the key broker while serving:
+    /// a version the owner retires (or a change to what a model may do) reaches this server
+    /// within this period, and a version no longer admitted stops serving at once.
+    #[arg(
+        long = "kbs-admitted-refresh-seconds",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    pub kbs_admitted_refresh_seconds: u64,
     /// Seconds to keep retrying an unreachable key broker before giving up.
     #[arg(long = "kbs-retry-seconds", default_value_t = 60)]
     pub kbs_retry_seconds: u64,
@@ -312,6 +321,7 @@ pub fn run(a: ServeArgs) -> Result<i32> {
             tls_key_secret: a.kbs_tls_key_secret,
             admitted_models_secret: a.kbs_admitted_models_secret,
             retry_for: Duration::from_secs(a.kbs_retry_seconds),
+            admitted_refresh: Duration::from_secs(a.kbs_admitted_refresh_seconds),
         }),
         attestation_collateral: a.attestation_collateral,
         engine,

@@ -30,9 +30,32 @@ pub struct RequestTarget {
     pub label: Option<String>,
     /// Signature name.
     pub signature: Option<String>,
+    /// The SHA-256 digests (hex) of the model files the requester accepts an answer from (its
+    /// policy's `models` pin for this model); sent with every request
+    /// ([`teeserve_ratls::document::ACCEPT_HEADER`]), so that the attested server answers from
+    /// no other file. Empty: any file the attestation admitted.
+    pub accepted: Vec<String>,
 }
 
 impl RequestTarget {
+    /// The pin header's value, when there is a pin.
+    fn accept_value(&self) -> Option<String> {
+        (!self.accepted.is_empty()).then(|| self.accepted.join(","))
+    }
+
+    /// `msg` as a gRPC request carrying the pin.
+    fn grpc_request<T>(&self, msg: T) -> Result<tonic::Request<T>, RequesterError> {
+        let mut req = tonic::Request::new(msg);
+        if let Some(v) = self.accept_value() {
+            let v = v.parse().map_err(|_| {
+                RequesterError::server(format!("model digests {v:?} are not a header value"))
+            })?;
+            req.metadata_mut()
+                .insert(teeserve_ratls::document::ACCEPT_HEADER, v);
+        }
+        Ok(req)
+    }
+
     fn spec(&self) -> ModelSpec {
         ModelSpec {
             name: self.model.clone(),
@@ -114,10 +137,10 @@ impl Connection {
         let (inputs, outputs): (Vec<RawSpec>, Vec<RawSpec>) = match self {
             Connection::Grpc(c) => {
                 let r = c
-                    .get_model_metadata(GetModelMetadataRequest {
+                    .get_model_metadata(t.grpc_request(GetModelMetadataRequest {
                         model_spec: Some(t.spec()),
                         metadata_field: vec!["signature_def".into()],
-                    })
+                    })?)
                     .await
                     .map_err(|s| {
                         RequesterError::server(format!("{:?}: {}", s.code(), s.message()))
@@ -136,8 +159,19 @@ impl Connection {
                 (proto_specs(&def.inputs), proto_specs(&def.outputs))
             }
             Connection::Rest(c) => {
+                let accept = t.accept_value();
+                let headers: Vec<(&str, &str)> = accept
+                    .iter()
+                    .map(|v| (teeserve_ratls::document::ACCEPT_HEADER, v.as_str()))
+                    .collect();
                 let (status, body) = c
-                    .request(hyper::Method::GET, &t.rest_path("/metadata"), Vec::new())
+                    .request_with(
+                        hyper::Method::GET,
+                        &t.rest_path("/metadata"),
+                        Vec::new(),
+                        &headers,
+                        teeserve_client::MAX_ANSWER,
+                    )
                     .await?;
                 let v: Value = serde_json::from_slice(&body).map_err(RequesterError::server)?;
                 if status != 200 {
@@ -185,7 +219,7 @@ impl Connection {
                 .collect(),
             output_filter: Vec::new(),
         };
-        Ok(c.predict(req)
+        Ok(c.predict(t.grpc_request(req)?)
             .await
             .map_err(|s| {
                 RequesterError::server(format!(
@@ -234,11 +268,18 @@ impl Connection {
                     body.push_str(&Value::String(s.clone()).to_string());
                 }
                 body.push('}');
+                let accept = t.accept_value();
+                let headers: Vec<(&str, &str)> = accept
+                    .iter()
+                    .map(|v| (teeserve_ratls::document::ACCEPT_HEADER, v.as_str()))
+                    .collect();
                 let (status, resp) = c
-                    .request(
+                    .request_with(
                         hyper::Method::POST,
                         &t.rest_path(":predict"),
                         body.into_bytes(),
+                        &headers,
+                        teeserve_client::MAX_ANSWER,
                     )
                     .await?;
                 let v: Value = serde_json::from_slice(&resp)

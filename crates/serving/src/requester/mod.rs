@@ -18,7 +18,7 @@ pub use input::{input_tensors, read_input_file};
 pub use teeserve_client::{
     answered_by, attest_server, attested_client_config, ca_verifier, check_attestation,
     client_config, fetch_attestation, fresh_nonce, host_of, spki_of, AttestOptions, Attested,
-    NonceChoice,
-    Capture, ClientIdentity, FetchedAttestation, Io, RequesterError, RestClient,
+    Capture, ClientIdentity, FetchedAttestation, Io, NonceChoice, RequesterError, RestClient,
+    MAX_ANSWER,
 };
 pub use transport::grpc_channel;

@@ -143,7 +143,16 @@ impl Endpoint {
 }
 
 /// A request ready to send again and again.
-pub enum Prepared {
+pub struct Prepared {
+    /// The message.
+    pub message: Message,
+    /// The digests of the model files the requester accepts (its policy's pin for the model),
+    /// sent with every request: an attested server answers from no other file.
+    pub accept: Option<String>,
+}
+
+/// The message of a [`Prepared`] request.
+pub enum Message {
     /// gRPC Predict.
     Grpc(PredictRequest),
     /// REST: the path and the JSON body.
@@ -151,15 +160,34 @@ pub enum Prepared {
 }
 
 impl Prepared {
-    /// The request for `model` with these input tensors.
-    pub fn new(model: &str, inputs: &[(String, Tensor)], rest: bool) -> Self {
+    /// The request for `model` with these input tensors, accepting an answer only from a
+    /// model file of `policy`'s pin for `model`, when it has one.
+    pub fn new(
+        model: &str,
+        inputs: &[(String, Tensor)],
+        rest: bool,
+        policy: Option<&Policy>,
+    ) -> Self {
+        let accept = policy
+            .and_then(|p| p.models.get(model))
+            .filter(|d| !d.is_empty())
+            .map(|d| d.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(","));
+        Prepared {
+            message: Message::new(model, inputs, rest),
+            accept,
+        }
+    }
+}
+
+impl Message {
+    fn new(model: &str, inputs: &[(String, Tensor)], rest: bool) -> Self {
         if rest {
             let mut body = String::from("{");
             tensor::write_json_inputs(inputs, &mut body);
             body.push('}');
-            Prepared::Rest(format!("/v1/models/{model}:predict"), body.into_bytes())
+            Message::Rest(format!("/v1/models/{model}:predict"), body.into_bytes())
         } else {
-            Prepared::Grpc(PredictRequest {
+            Message::Grpc(PredictRequest {
                 model_spec: Some(ModelSpec {
                     name: model.to_owned(),
                     ..Default::default()
@@ -230,9 +258,17 @@ fn grpc_retryable(s: &tonic::Status) -> bool {
 
 /// Sends one request on `conn`.
 pub async fn send(conn: &mut Connection, req: &Prepared) -> Result<Answer, Failure> {
-    match (conn, req) {
-        (Connection::Grpc(c), Prepared::Grpc(r)) => {
-            let resp = c.predict(r.clone()).await.map_err(|s| {
+    const ACCEPT: &str = teeserve_ratls::document::ACCEPT_HEADER;
+    match (conn, &req.message) {
+        (Connection::Grpc(c), Message::Grpc(r)) => {
+            let mut call = tonic::Request::new(r.clone());
+            if let Some(a) = &req.accept {
+                let v = a
+                    .parse()
+                    .map_err(|_| Failure::fatal(format!("{ACCEPT} {a:?} is not a header")))?;
+                call.metadata_mut().insert(ACCEPT, v);
+            }
+            let resp = c.predict(call).await.map_err(|s| {
                 let m = format!("{}: {}", teeserve_serving::code_name(s.code()), s.message());
                 Failure {
                     retryable: grpc_retryable(&s),
@@ -255,9 +291,17 @@ pub async fn send(conn: &mut Connection, req: &Prepared) -> Result<Answer, Failu
                 version,
             })
         }
-        (Connection::Rest(c), Prepared::Rest(path, body)) => {
+        (Connection::Rest(c), Message::Rest(path, body)) => {
+            let headers: Vec<(&str, &str)> =
+                req.accept.iter().map(|a| (ACCEPT, a.as_str())).collect();
             let (status, resp) = c
-                .request(hyper::Method::POST, path, body.clone())
+                .request_with(
+                    hyper::Method::POST,
+                    path,
+                    body.clone(),
+                    &headers,
+                    teeserve_serving::requester::MAX_ANSWER,
+                )
                 .await
                 .map_err(|e| Failure::retry(e.to_string()))?;
             let v: Value = serde_json::from_slice(&resp)

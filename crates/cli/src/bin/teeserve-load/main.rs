@@ -369,7 +369,8 @@ fn run(a: Args) -> Result<()> {
         let inputs = client::inputs(&mut first, &a.model, &input, a.batch)
             .await
             .map_err(anyhow::Error::msg)?;
-        let request = Prepared::new(&a.model, &inputs, a.rest);
+        let policy = endpoint.attest.as_ref().map(|t| &t.policy);
+        let request = Prepared::new(&a.model, &inputs, a.rest, policy);
         let reference = OnceLock::new();
         if let Some(e) = expected {
             let _ = reference.set(Outputs::Json(e));

@@ -7,11 +7,14 @@
 //! TensorFlow sessions run concurrently, spreading each run over the intra-op threads of
 //! `--tensorflow_intra_op_parallelism`. Its signatures are those of the loaded MetaGraphDef.
 //!
-//! A sealed SavedModel is unsealed in memory and handed to TensorFlow through its built-in
-//! `ram://` file system (TensorFlow reads models by path): its files are written there under a
-//! unique prefix, loaded, and deleted as soon as the session holds what it needs.
+//! A SavedModel is handed to TensorFlow from memory, from the very bytes that were hashed (and
+//! unsealed, when sealed), through TensorFlow's built-in `ram://` file system (TensorFlow reads
+//! models by path): its files are written there under a unique prefix, loaded, and deleted as
+//! soon as the session holds what it needs. Before that, its operators must pass the operator
+//! policy ([`ops`]): a graph that could write, print or keep requesters' data is refused.
 
 mod ffi;
+pub mod ops;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -131,21 +134,37 @@ impl TensorFlowEngine {
         Ok(&self.lib()?.version)
     }
 
-    /// Loads the SavedModel in directory `dir`.
+    /// Loads the SavedModel in directory `dir` by path, once its `saved_model.pb` passes the
+    /// operator policy (for tools and benchmarks on the owner's machine; the server loads
+    /// from memory, [`TensorFlowEngine::load_files`]).
     pub fn load_dir(&self, dir: &Path) -> Result<Arc<dyn LoadedModel>, EngineError> {
         let path = dir
             .to_str()
             .ok_or_else(|| load_error(format!("{}: not a UTF-8 path", dir.display())))?;
+        let pb = std::fs::read(dir.join(SAVED_MODEL_FILE))
+            .map_err(|e| load_error(format!("{}: {e}", dir.join(SAVED_MODEL_FILE).display())))?;
+        ops::check(&pb, &self.options.tags, &[]).map_err(|e| load_error(e.to_string()))?;
         self.load_path(path)
     }
 
     /// Loads a SavedModel from its files in memory (`saved_model.pb`, `variables/...`, paths
-    /// relative to the version directory, `/`-separated): they are written to TensorFlow's
-    /// `ram://` file system under a unique prefix, loaded, and deleted right after.
+    /// relative to the version directory, `/`-separated), once the operators its serving
+    /// signatures reach pass the operator policy widened by `extra_ops` ([`ops::check`]): the
+    /// files are written to TensorFlow's `ram://` file system under a unique prefix, loaded,
+    /// and deleted right after.
     pub fn load_files(
         &self,
         files: &[(String, &[u8])],
+        extra_ops: &[String],
     ) -> Result<Arc<dyn LoadedModel>, EngineError> {
+        let pb = files
+            .iter()
+            .find(|(p, _)| p == SAVED_MODEL_FILE)
+            .ok_or_else(|| load_error(format!("no {SAVED_MODEL_FILE} among the files")))?;
+        ops::check(pb.1, &self.options.tags, extra_ops).map_err(|e| EngineError::Load {
+            engine: "tensorflow",
+            detail: format!("operator policy: {e}"),
+        })?;
         use ring::rand::SecureRandom as _;
         let mut nonce = [0u8; 16];
         ring::rand::SystemRandom::new()

@@ -1,0 +1,171 @@
+//! What a request carries besides its message, for the layers below the transport: the
+//! connection it arrived on (batching keeps requesters apart by it) and the model files the
+//! requester accepts (`x-teeserve-accept-sha256`), so that a requester's pin holds for every
+//! request and not only for the handshake.
+//!
+//! The connection layer sets it once per request ([`scoped`]); the API layer reads it
+//! ([`current`]) where it resolves the model and batches.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub use teeserve_ratls::document::ACCEPT_HEADER;
+
+/// The most digests one request may list.
+pub const MAX_ACCEPTED: usize = 64;
+
+/// One request's scope.
+#[derive(Debug, Clone, Default)]
+pub struct RequestScope {
+    /// The connection the request arrived on (0: none, e.g. warmup replay).
+    pub connection: u64,
+    /// The model files the requester accepts, if it said.
+    pub accepted: Option<Arc<Accepted>>,
+    /// Why the requester's list could not be read: the request is refused.
+    pub malformed: Option<String>,
+}
+
+/// The model files a requester accepts: `[model=]<sha256>[,<sha256>...]` entries separated by
+/// `;`. An entry without a model name applies to whichever model the request names (what a
+/// requester of one model sends); a named entry to that model only (what a requester sends
+/// that pins several models and does not read its requests, as the Python package's
+/// forwarder). A model with no entry is not restricted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accepted {
+    /// Digests for any model.
+    pub any: Vec<String>,
+    /// Digests per model.
+    pub by_model: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl Accepted {
+    /// The digests a request for `model` accepts, if restricted.
+    pub fn for_model(&self, model: &str) -> Option<&[String]> {
+        match self.by_model.get(model) {
+            Some(d) => Some(d),
+            None if !self.any.is_empty() => Some(&self.any),
+            None => None,
+        }
+    }
+}
+
+tokio::task_local! {
+    static SCOPE: RequestScope;
+}
+
+static CONNECTIONS: AtomicU64 = AtomicU64::new(1);
+
+/// A number for a new connection, unique in the process (both ports).
+pub fn next_connection() -> u64 {
+    CONNECTIONS.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The scope of the request being served (the default outside any).
+pub fn current() -> RequestScope {
+    SCOPE.try_with(|s| s.clone()).unwrap_or_default()
+}
+
+impl RequestScope {
+    /// The scope of a request with `headers` on connection `connection`.
+    pub fn of(connection: u64, headers: &hyper::http::HeaderMap) -> Self {
+        let mut scope = RequestScope {
+            connection,
+            ..Default::default()
+        };
+        match accepted(headers) {
+            Ok(a) => scope.accepted = a.map(Arc::new),
+            Err(e) => scope.malformed = Some(e),
+        }
+        scope
+    }
+}
+
+/// Reads [`ACCEPT_HEADER`] (every occurrence).
+pub fn accepted(headers: &hyper::http::HeaderMap) -> Result<Option<Accepted>, String> {
+    let mut out = Accepted::default();
+    let mut any = false;
+    let mut count = 0usize;
+    for v in headers.get_all(ACCEPT_HEADER) {
+        any = true;
+        let text = v
+            .to_str()
+            .map_err(|_| format!("{ACCEPT_HEADER}: not ASCII"))?;
+        for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+            let (model, digests) = match entry.split_once('=') {
+                Some((m, d)) => (Some(m.trim()), d),
+                None => (None, entry),
+            };
+            let list = match model {
+                Some("") => return Err(format!("{ACCEPT_HEADER}: an entry names no model")),
+                Some(m) => out.by_model.entry(m.to_owned()).or_default(),
+                None => &mut out.any,
+            };
+            for d in digests.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+                count += 1;
+                if count > MAX_ACCEPTED {
+                    return Err(format!("{ACCEPT_HEADER}: more than {MAX_ACCEPTED} digests"));
+                }
+                let d = d.to_ascii_lowercase();
+                if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    let shown: String = d.chars().take(70).collect();
+                    return Err(format!(
+                        "{ACCEPT_HEADER}: {shown:?} is not a SHA-256 digest (64 hex digits)"
+                    ));
+                }
+                list.push(d);
+            }
+        }
+    }
+    if any && count == 0 {
+        return Err(format!("{ACCEPT_HEADER}: present but lists no digest"));
+    }
+    if out.by_model.values().any(Vec::is_empty) {
+        return Err(format!("{ACCEPT_HEADER}: a model's entry lists no digest"));
+    }
+    Ok(any.then_some(out))
+}
+
+/// Runs `fut` (a request's handling) in `scope`.
+pub async fn scoped<F: std::future::Future>(scope: RequestScope, fut: F) -> F::Output {
+    SCOPE.scope(scope, fut).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_digests_are_read_and_bad_ones_named() {
+        let mut h = hyper::http::HeaderMap::new();
+        assert_eq!(accepted(&h).unwrap(), None);
+        let a = "AB".repeat(32);
+        let b = "cd".repeat(32);
+        h.append(ACCEPT_HEADER, format!("{a}, {b}").parse().unwrap());
+        let got = accepted(&h).unwrap().unwrap();
+        assert_eq!(got.any, vec!["ab".repeat(32), b.clone()]);
+        assert_eq!(got.for_model("digits").unwrap().len(), 2);
+        let mut named = hyper::http::HeaderMap::new();
+        named.append(
+            ACCEPT_HEADER,
+            format!("digits={a};other = {b}").parse().unwrap(),
+        );
+        let got = accepted(&named).unwrap().unwrap();
+        assert_eq!(got.for_model("digits").unwrap(), &["ab".repeat(32)][..]);
+        assert_eq!(got.for_model("other").unwrap(), &[b.clone()][..]);
+        assert_eq!(got.for_model("third"), None);
+        h.append(ACCEPT_HEADER, "xyz".parse().unwrap());
+        assert!(accepted(&h).unwrap_err().contains("not a SHA-256"));
+        let mut h = hyper::http::HeaderMap::new();
+        h.append(ACCEPT_HEADER, " , ".parse().unwrap());
+        assert!(accepted(&h).unwrap_err().contains("no digest"));
+        let mut h = hyper::http::HeaderMap::new();
+        h.append(
+            ACCEPT_HEADER,
+            vec![b.as_str(); MAX_ACCEPTED + 1]
+                .join(",")
+                .parse()
+                .unwrap(),
+        );
+        assert!(accepted(&h).unwrap_err().contains("more than"));
+    }
+}
