@@ -138,13 +138,17 @@ MODELS = {
     "strings_tf2": strings_tf2,
     "dtypes_tf2": dtypes_tf2,
     "quarter_tf2": quarter_tf2,
+}
+
+# Models the server must refuse to load (not served by savedmodel_clients.py).
+REFUSED = {
     "exfil_tf2": exfil_tf2,
 }
 
 
 def main():
     out = sys.argv[1]
-    for name, make in MODELS.items():
+    for name, make in {**MODELS, **REFUSED}.items():
         path = os.path.join(out, name, "1")
         if not os.path.exists(os.path.join(path, "saved_model.pb")):
             make(path)

@@ -291,6 +291,7 @@ pub const COMPUTE_OPS: &[&str] = &[
     "Real",
     "RealDiv",
     "Reciprocal",
+    "ReduceJoin",
     "RefIdentity",
     "RegexFullMatch",
     "RegexReplace",
