@@ -766,12 +766,12 @@ sys.exit(1 if found else 0)
 PY
 }
 
-# A replica's directory holds only the platform, public certificates, sealed model files and
-# nothing else (no key, no unsealed model).
+# A replica's directory holds only the platform, public certificates, sealed model files, the
+# monitoring config and nothing else (no key, no unsealed model).
 only_sealed_files() {
   local r=$1 bad
   bad=$(cd "$WORK/$r" && find . -type f ! -path './platform/*' ! -name '*.sealed' \
-    ! -path './etc/kbs-ca.pem' ! -path './etc/server.pem')
+    ! -path './etc/kbs-ca.pem' ! -path './etc/server.pem' ! -path './etc/monitoring.config')
   [ -z "$bad" ] || { say "  unexpected files in $r: $bad"; return 1; }
   ! grep -q 'PRIVATE KEY' "$WORK/$r/etc/"*.pem
 }
