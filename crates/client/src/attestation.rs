@@ -67,7 +67,7 @@ pub async fn fetch_attestation(
 /// answers nothing without one).
 ///
 /// A server busy making quotes (429) is asked again after its `Retry-After` (at most
-/// [`MAX_RETRY_AFTER`]), up to [`BUSY_RETRIES`] times, on the same connection.
+/// 10 s), up to 8 times, on the same connection.
 ///
 /// Every failure is a [`RequesterError::Attestation`]: without the document nothing is sent.
 pub async fn fetch_attestation_as(

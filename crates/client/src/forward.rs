@@ -11,9 +11,8 @@
 //! Who can use it: only the process that started it. The socket's directory (mode 0700) keeps
 //! other users out through the file system, and every connection is also checked against the
 //! credentials the kernel took when its peer connected (`SO_PEERCRED`): a peer whose user or
-//! process is not the forwarder's own is closed before anything reaches the server
-//! ([`Owner`]). So another local user (where the directory's mode does not stop it: root, or a
-//! mode widened later) and another process of the same user cannot send requests with this
+//! process is not the forwarder's own is closed before anything reaches the server. So another
+//! local user (where the directory's mode does not stop it: root, or a mode widened later) and another process of the same user cannot send requests with this
 //! process's client certificate to the attested server, nor reach it as this process. What it
 //! does not guard against: anything that runs inside this process, or that can read its memory
 //! (root; the same user where ptrace is allowed, see Yama's `ptrace_scope`).
