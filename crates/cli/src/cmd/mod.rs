@@ -6,6 +6,7 @@ mod kbs;
 mod predict;
 mod seal;
 mod serve;
+mod serve_compat;
 mod sim;
 mod tls;
 

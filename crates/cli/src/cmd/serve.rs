@@ -221,7 +221,7 @@ pub struct ServeArgs {
     /// Request deadline, milliseconds (DEADLINE_EXCEEDED / HTTP 504 past it).
     #[arg(
         long = "request_timeout_ms",
-        alias = "rest_api_timeout_in_ms",
+        visible_alias = "rest_api_timeout_in_ms",
         default_value_t = 30_000
     )]
     pub request_timeout_ms: u64,
@@ -264,6 +264,11 @@ pub struct ServeArgs {
     /// full TCP window); then its connection is cut. 0: no limit.
     #[arg(long = "send_timeout_seconds", default_value_t = secs(ConnectionLimits::default().send_timeout))]
     pub send_timeout_seconds: u64,
+    /// Print teeserve's version and exit (as tensorflow_model_server --version).
+    #[arg(long = "version")]
+    pub version: bool,
+    #[command(flatten)]
+    pub compat: super::serve_compat::TfServingCompat,
 }
 
 /// Seconds of an optional duration, 0 for none (for flags where 0 turns a bound off).
@@ -277,6 +282,13 @@ fn unless_zero(seconds: u64) -> Option<Duration> {
 }
 
 pub fn run(a: ServeArgs) -> Result<i32> {
+    if a.version {
+        crate::util::say(format!("teeserve {}", env!("CARGO_PKG_VERSION")))?;
+        return Ok(0);
+    }
+    for warning in a.compat.check().map_err(anyhow::Error::msg)? {
+        eprintln!("warning: {warning}");
+    }
     let platform: Option<Arc<dyn teeserve_attest::platform::Platform>> = match a.platform {
         Some(k) => Some(Arc::from(open_platform(k, &a.paths)?)),
         None => None,

@@ -1,0 +1,138 @@
+//! TF Serving's command lines start teeserve as they are: every flag of tensorflow_model_server
+//! (2.x) is accepted, those teeserve does not need with one warning line each that says what
+//! it does instead; the two whose meaning would weaken a guarantee are refused, saying why.
+mod harness;
+use harness::*;
+
+use std::io::{BufRead, BufReader, Read, Seek};
+use std::process::Stdio;
+
+#[test]
+fn a_tf_serving_command_line_starts_teeserve_and_says_what_each_unneeded_flag_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = repo().join("models/digits");
+    let (grpc, rest) = (free_port(), free_port());
+    let mut log = tempfile::tempfile().unwrap();
+    let mut child = serve_command(
+        dir.path(),
+        &[
+            "--insecure",
+            "--grpc_bind_address",
+            "127.0.0.1",
+            "--rest_api_bind_address",
+            "127.0.0.1",
+            &format!("--port={grpc}"),
+            &format!("--rest_api_port={rest}"),
+            "--model_name=digits",
+            &format!("--model_base_path={}", s(&models)),
+            "--enable_model_warmup=false",
+            "--grpc_channel_arguments=grpc.max_connection_age_ms=2000",
+            "--tensorflow_session_parallelism=2",
+            "--allow_version_labels_for_unavailable_models",
+            "--grpc_max_threads=8",
+            "--rest_api_num_threads=8",
+            "--rest_api_timeout_in_ms=5000",
+            "--enable_grpc_healthcheck_service=true",
+            "--flush_filesystem_caches=false",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(log.try_clone().unwrap())
+    .spawn()
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let mut err = String::new();
+    log.rewind().unwrap();
+    log.read_to_string(&mut err).unwrap();
+    let _kill = Killed(child);
+    assert!(line.starts_with("listening"), "{line} {err}");
+    for flag in [
+        "enable_model_warmup",
+        "grpc_channel_arguments",
+        "tensorflow_session_parallelism",
+        "allow_version_labels_for_unavailable_models",
+        "grpc_max_threads",
+        "rest_api_num_threads",
+        "enable_grpc_healthcheck_service",
+        "flush_filesystem_caches",
+    ] {
+        let warning = format!("warning: --{flag} is accepted");
+        assert_eq!(err.matches(&warning).count(), 1, "{flag}: {err}");
+    }
+    // --rest_api_timeout_in_ms is teeserve's own deadline: no warning.
+    assert!(!err.contains("--rest_api_timeout_in_ms is"), "{err}");
+    let r = run_in(
+        dir.path(),
+        &[
+            "predict",
+            "--insecure",
+            "--server",
+            &format!("127.0.0.1:{grpc}"),
+            "--model",
+            "digits",
+            "--input",
+            s(&repo().join("testdata/digits/sample.npy")),
+        ],
+    )
+    .ok();
+    assert!(r.stdout.contains("\"class\""), "{}", r.stdout);
+}
+
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn flags_that_would_weaken_a_guarantee_are_refused_saying_why() {
+    let models = repo().join("models/digits");
+    for (flag, why) in [
+        ("--grpc_socket_path=/tmp/teeserve.sock", "outside TLS"),
+        ("--use_alts_credentials=true", "ALTS would replace"),
+    ] {
+        let r = run(&[
+            "serve",
+            "--insecure",
+            "--model_name",
+            "digits",
+            "--model_base_path",
+            s(&models),
+            flag,
+        ]);
+        assert_ne!(r.code, 0, "{flag}");
+        assert!(
+            r.stderr.contains("is refused") && r.stderr.contains(why),
+            "{flag}: {}",
+            r.stderr
+        );
+    }
+}
+
+#[test]
+fn version_prints_and_help_lists_the_compatibility_flags() {
+    let r = run(&["serve", "--version"]).ok();
+    assert!(r.stdout.starts_with("teeserve "), "{}", r.stdout);
+    let help = run(&["serve", "--help"]).ok().stdout;
+    assert!(
+        help.contains("TF Serving flags teeserve accepts but does not need"),
+        "{help}"
+    );
+    for flag in [
+        "--enable_model_warmup",
+        "--grpc_channel_arguments",
+        "--tensorflow_session_parallelism",
+        "--allow_version_labels_for_unavailable_models",
+        "--grpc_max_threads",
+        "--rest_api_timeout_in_ms",
+        "--version",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
+}
