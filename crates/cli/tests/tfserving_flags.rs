@@ -136,3 +136,34 @@ fn version_prints_and_help_lists_the_compatibility_flags() {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
 }
+
+/// A command line without TLS material (and without --insecure) is refused before any model is
+/// read: the error is about TLS, not about the model (here one that would not even load).
+#[test]
+fn missing_tls_is_reported_before_any_model_is_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("m/1")).unwrap();
+    std::fs::write(dir.path().join("m/1/saved_model.pb"), b"never read").unwrap();
+    let r = run(&[
+        "serve",
+        "--model_name",
+        "m",
+        "--model_base_path",
+        s(&dir.path().join("m")),
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("TLS is required"), "{}", r.stderr);
+    assert!(!r.stderr.contains("did not load"), "{}", r.stderr);
+    let r = run(&[
+        "serve",
+        "--tls-cert",
+        "server.pem",
+        "--model_name",
+        "m",
+        "--model_base_path",
+        s(&dir.path().join("m")),
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("--tls-key"), "{}", r.stderr);
+    assert!(!r.stderr.contains("did not load"), "{}", r.stderr);
+}

@@ -777,6 +777,24 @@ fn check_options(o: &ServeOptions) -> Result<(), ServeError> {
             needs: vec![ServeOption::EnableBatching],
         });
     }
+    // What TLS needs is checked here too, before a model is loaded (loading a large model
+    // only to learn that the command line lacks a certificate costs minutes).
+    let t = &o.tls;
+    if !(t.ra_tls || t.ssl_config_file.is_some() || t.cert.is_some() || t.insecure) {
+        return Err(ServeError::Options(OptionsError::NoTls));
+    }
+    let key_secret = o.kbs.as_ref().is_some_and(|k| k.tls_key_secret.is_some());
+    if !t.ra_tls
+        && t.ssl_config_file.is_none()
+        && t.cert.is_some()
+        && t.key.is_none()
+        && !key_secret
+    {
+        return Err(ServeError::Needs {
+            option: ServeOption::TlsCert,
+            needs: vec![ServeOption::TlsKey, ServeOption::KbsTlsKeySecret],
+        });
+    }
     Ok(())
 }
 
