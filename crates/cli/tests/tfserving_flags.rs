@@ -167,3 +167,37 @@ fn missing_tls_is_reported_before_any_model_is_loaded() {
     assert!(r.stderr.contains("--tls-key"), "{}", r.stderr);
     assert!(!r.stderr.contains("did not load"), "{}", r.stderr);
 }
+
+/// A model file placed directly under the base path (not in `<base>/1/`) gets a hint naming
+/// the move that fixes it.
+#[test]
+fn a_model_file_directly_under_the_base_path_gets_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("digits");
+    std::fs::create_dir_all(&base).unwrap();
+    std::fs::copy(
+        repo().join("models/digits/1/model.onnx"),
+        base.join("model.onnx"),
+    )
+    .unwrap();
+    let r = run(&[
+        "serve",
+        "--insecure",
+        "--port",
+        &free_port().to_string(),
+        "--rest_api_port",
+        &free_port().to_string(),
+        "--model_name",
+        "digits",
+        "--model_base_path",
+        s(&base),
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr
+            .contains("model.onnx lies directly under the base path")
+            && r.stderr.contains(&format!("{}/1/", base.display())),
+        "{}",
+        r.stderr
+    );
+}

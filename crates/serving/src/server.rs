@@ -740,8 +740,26 @@ fn every_model_loaded(repo: &ModelRepository) -> Result<(), ServeError> {
             continue;
         }
         if m.versions.is_empty() {
+            let base = std::path::Path::new(&m.config.base_path);
+            // A model file right under the base path is the usual first mistake: TF Serving's
+            // layout puts each version in a numbered directory.
+            let misplaced = [
+                "model.onnx",
+                "model.onnx.sealed",
+                "saved_model.pb",
+                "saved_model.pb.sealed",
+            ]
+            .into_iter()
+            .find(|f| base.join(f).is_file());
+            let hint = match misplaced {
+                Some(f) => format!(
+                    "; {f} lies directly under the base path: move the version into {}/1/ (the layout is base_path/<version>/)",
+                    base.display()
+                ),
+                None => String::new(),
+            };
             failed.push(format!(
-                "model {name}: no version found under {}",
+                "model {name}: no version found under {}{hint}",
                 m.config.base_path
             ));
             continue;
