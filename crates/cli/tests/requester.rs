@@ -285,3 +285,29 @@ fn ring_sha256(b: &[u8]) -> Vec<u8> {
         .as_ref()
         .to_vec()
 }
+
+/// A policy file that does not parse is named by the flag that gave it (`--attest`), before
+/// any connection is made.
+#[test]
+fn a_bad_attest_policy_is_named_by_its_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.toml"), "mrenclave = [\n").unwrap();
+    let sample = repo().join("testdata/digits/sample.json");
+    let r = run_in(
+        dir.path(),
+        &[
+            "predict",
+            "--server",
+            "127.0.0.1:1",
+            "--model",
+            "digits",
+            "--input",
+            s(&sample),
+            "--attest",
+            "bad.toml",
+        ],
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("--attest bad.toml"), "{}", r.stderr);
+    assert!(!r.stderr.contains("--policy"), "{}", r.stderr);
+}

@@ -90,9 +90,10 @@ pub fn anchor(root: Option<&PathBuf>) -> Result<TrustAnchor> {
     }
 }
 
-pub fn load_policy(path: &std::path::Path) -> Result<Policy> {
-    Policy::from_toml(&util::read_text(path)?)
-        .with_context(|| format!("--policy {}", path.display()))
+/// Reads the policy file given with flag `flag` (`--policy`, `--attest`); errors name both.
+pub fn load_policy(path: &std::path::Path, flag: &str) -> Result<Policy> {
+    Policy::from_toml(&util::read_text(path).with_context(|| format!("{flag} {}", path.display()))?)
+        .with_context(|| format!("{flag} {}", path.display()))
 }
 
 fn pccs_client(
@@ -118,7 +119,11 @@ fn verify(a: VerifyArgs) -> Result<i32> {
         Some(s) => util::parse_time(s)?,
         None => util::now(),
     };
-    let policy = a.policy.as_deref().map(load_policy).transpose()?;
+    let policy = a
+        .policy
+        .as_deref()
+        .map(|p| load_policy(p, "--policy"))
+        .transpose()?;
     let verifier = Verifier::new(anchor(a.root.as_ref())?);
     let collateral = match (&a.collateral, &a.pccs) {
         (Some(p), _) => Collateral::from_json(&util::read(p)?)

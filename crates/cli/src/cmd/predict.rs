@@ -104,7 +104,7 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
     // The policy's pin for this model goes with every request, so that the attested server
     // answers from no other model file, whatever it serves by the time the request arrives.
     let accepted = match &a.attest {
-        Some(p) => load_policy(p)?
+        Some(p) => load_policy(p, "--attest")?
             .models
             .get(&a.model)
             .map(|d| d.iter().map(|x| x.as_str().to_owned()).collect())
@@ -188,7 +188,7 @@ async fn data_tls(
         server_name: server_name.to_owned(),
         ca: ca.clone(),
         identity: identity.as_ref().map(|(c, k)| (c.clone(), k.clone_key())),
-        policy: load_policy(policy_path)?,
+        policy: load_policy(policy_path, "--attest")?,
         anchor: anchor(a.root.as_ref())?,
         collateral,
         at: util::now(),
