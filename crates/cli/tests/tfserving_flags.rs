@@ -201,3 +201,42 @@ fn a_model_file_directly_under_the_base_path_gets_a_hint() {
         r.stderr
     );
 }
+
+/// A certificate and a key that do not go together are refused naming both files.
+#[test]
+fn a_key_of_another_certificate_is_refused_naming_both_files() {
+    let dir = tempfile::tempdir().unwrap();
+    run_in(
+        dir.path(),
+        &[
+            "tls", "init", "--dir", "tls", "--name", "server", "--name", "other",
+        ],
+    )
+    .ok();
+    let r = run_in(
+        dir.path(),
+        &[
+            "serve",
+            "--tls-cert",
+            "tls/server.pem",
+            "--tls-key",
+            "tls/other.key",
+            "--port",
+            &free_port().to_string(),
+            "--rest_api_port",
+            &free_port().to_string(),
+            "--model_name",
+            "digits",
+            "--model_base_path",
+            s(&repo().join("models/digits")),
+        ],
+    );
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr
+            .contains("--tls-cert tls/server.pem and --tls-key tls/other.key")
+            && r.stderr.contains("the key is not the certificate's"),
+        "{}",
+        r.stderr
+    );
+}

@@ -578,9 +578,35 @@ fn tls_config(
         )?),
         (None, None) => builder.with_no_client_auth(),
     };
-    let mut c = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| ServeError::Tls(format!("certificate and key: {e}")))?;
+    let mut c = builder.with_single_cert(certs, key).map_err(|e| {
+        // Name both files: the usual cause is a key that belongs to another certificate.
+        let from = if t.ra_tls {
+            "the RA-TLS certificate made at start and its key".to_owned()
+        } else if let Some(f) = &t.ssl_config_file {
+            format!(
+                "server_cert and server_key of --ssl_config_file {}",
+                f.display()
+            )
+        } else {
+            let cert = t
+                .cert
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            match (provisioned_key.is_some(), &t.key) {
+                (true, _) => format!("--tls-cert {cert} and the TLS key the key broker released"),
+                (false, Some(k)) => format!("--tls-cert {cert} and --tls-key {}", k.display()),
+                (false, None) => format!("--tls-cert {cert}"),
+            }
+        };
+        let why = match e {
+            rustls::Error::InconsistentKeys(_) => {
+                "the key is not the certificate's (another certificate's key?)".to_owned()
+            }
+            other => other.to_string(),
+        };
+        ServeError::Tls(format!("{from}: {why}"))
+    })?;
     c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Some((Arc::new(c), spki, origin)))
 }
