@@ -195,7 +195,7 @@ pub enum ModelFileError {
         dir: PathBuf,
     },
     /// The sealed file is bound to another model, version or file.
-    #[error("{path}: the file is sealed for {found:?}, not for {expected:?}; a sealed model cannot be moved to another model or version (sealed by an older teeserve? seal it again: `teeserve seal --name <model>`)")]
+    #[error("{path}: the file is sealed for {found:?}, not for {expected:?}; a sealed model cannot be moved to another model or version{}", binding_hint(found, expected))]
     WrongBinding {
         /// The file.
         path: PathBuf,
@@ -220,6 +220,26 @@ pub enum ModelFileError {
         /// Which rule of the list refused it.
         reason: String,
     },
+}
+
+/// The likely fix of a sealed file found in another place than it was sealed for.
+fn binding_hint(found: &str, expected: &str) -> String {
+    let split = |n: &str| -> Option<(String, String)> {
+        let mut parts = n.splitn(3, '/');
+        let model = parts.next()?.to_owned();
+        let version = parts.next()?.to_owned();
+        parts.next()?;
+        Some((model, version))
+    };
+    match (split(found), split(expected)) {
+        (Some((fm, fv)), Some((em, ev))) if fm != em && fv == ev => format!(
+            ": it was sealed as model {fm:?}; serve it as --model_name {fm} (or name it so in the model config), or seal it again with `teeserve seal --name {em}`"
+        ),
+        (Some((_, fv)), Some((_, ev))) if fv != ev => format!(
+            ": it was sealed as version {fv}; put it back in {fv}/, or seal the model again"
+        ),
+        _ => " (sealed by an older teeserve? seal it again: `teeserve seal --name <model>`)".into(),
+    }
 }
 
 /// Which model files the owner admits, released by the key broker with the model key: per
@@ -1093,5 +1113,23 @@ impl ModelRepository {
                         .all(|s| s.versions.values().any(|v| v.state == State::Available))
             })
             .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::binding_hint;
+
+    #[test]
+    fn a_misplaced_sealed_file_gets_the_fix_that_applies() {
+        let h = binding_hint("prod/1/model.onnx", "mymodel/1/model.onnx");
+        assert!(
+            h.contains("--model_name prod") && h.contains("teeserve seal --name mymodel"),
+            "{h}"
+        );
+        let h = binding_hint("prod/1/model.onnx", "prod/2/model.onnx");
+        assert!(h.contains("sealed as version 1") && h.contains("1/"), "{h}");
+        let h = binding_hint("1/model.onnx", "prod/1/model.onnx");
+        assert!(h.contains("older teeserve"), "{h}");
     }
 }
