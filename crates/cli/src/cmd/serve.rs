@@ -55,7 +55,9 @@ pub struct ServeArgs {
     /// Model name (single-model mode).
     #[arg(long = "model_name", alias = "model-name", default_value = "default")]
     pub model_name: String,
-    /// Model directory holding `<version>/model.onnx` or `<version>/model.onnx.sealed`.
+    /// Model directory, TF Serving's layout: one numbered directory per version, holding
+    /// `model.onnx` or a SavedModel (`saved_model.pb`, `variables/`), or their sealed files
+    /// (`*.sealed`, from `teeserve seal`).
     #[arg(
         long = "model_base_path",
         alias = "model-base-path",
@@ -187,7 +189,6 @@ pub struct ServeArgs {
         env = "TEESERVE_ONNXRUNTIME_LIB"
     )]
     pub onnxruntime_lib: Option<PathBuf>,
-    /// Requests in flight before RESOURCE_EXHAUSTED / HTTP 429.
     /// TensorFlow shared library for SavedModels (`saved_model.pb` versions):
     /// tensorflow/libtensorflow_cc.so.2 from the tensorflow-cpu Python wheel, with
     /// libtensorflow_framework.so.2 beside it. Opened when the first SavedModel loads; nothing is
