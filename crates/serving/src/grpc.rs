@@ -76,9 +76,7 @@ impl prediction_service_server::PredictionService for Grpc {
             "grpc",
             "Predict",
             &name,
-            out.as_ref()
-                .map(|_| 200)
-                .unwrap_or_else(|e| e.http_status()),
+            &out.as_ref().map(|_| "OK").unwrap_or_else(|e| e.code_name()),
             start,
         );
         out.map(Response::new).map_err(status)

@@ -31,13 +31,21 @@ pub(crate) struct RestContext {
 }
 
 /// One access-log line (never payloads).
-pub(crate) fn access_log(entry: &str, method: &str, model: &str, status: u16, start: Instant) {
+/// One access-log line; `status` in the entry's own terms (REST: the HTTP status; gRPC: the
+/// status code's name, e.g. `OK`, `NOT_FOUND`).
+pub(crate) fn access_log(
+    entry: &str,
+    method: &str,
+    model: &str,
+    status: &dyn std::fmt::Display,
+    start: Instant,
+) {
     tracing::info!(
         target: "teeserve_serving::access",
         entry,
         method,
         model,
-        status,
+        status = %status,
         latency_ms = format!("{:.3}", start.elapsed().as_secs_f64() * 1e3),
         "request"
     );
@@ -156,7 +164,7 @@ pub(crate) async fn handle(
         "rest",
         method.as_str(),
         &model,
-        resp.status().as_u16(),
+        &resp.status().as_u16(),
         start,
     );
     resp
