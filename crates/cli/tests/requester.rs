@@ -268,6 +268,24 @@ fn a_requester_policy_can_require_the_served_model_files() {
     assert_eq!(out["answered_by"]["version"], 1, "{}", r.stdout);
     assert_eq!(out["answered_by"]["sha256"], digest, "{}", r.stdout);
     assert_eq!(out["attestation"]["tls_key_origin"], "host", "{}", r.stdout);
+    // The document also states, bound in the quote, what the model's code may do: the
+    // operator policy it was loaded under, and whether its requests share batches.
+    let (status, body) = get(d, &server.rest, "/v1/attestation");
+    assert_eq!(status, 200, "{body}");
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["models"][0]["operators"], "onnx", "{body}");
+    assert_eq!(doc["models"][0]["shared_batches"], false, "{body}");
+    assert!(
+        doc["binding"].as_str().unwrap().contains("operator policy"),
+        "{body}"
+    );
+    // A requester that refuses shared batches still admits this server.
+    predict(
+        d,
+        &server.rest,
+        &format!("{policy}allow_shared_batches = false\n"),
+    )
+    .ok();
     // A nonce too long or not hex is refused with the reason.
     let (status, body) = get(
         d,
