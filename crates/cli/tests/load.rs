@@ -29,24 +29,37 @@ fn setup(d: &Path) {
 /// `teeserve serve` of the bundled digits model on these ports (free ones when None),
 /// publishing its attestation; None when a port was taken.
 fn serve_on(d: &Path, ports: Option<(u16, u16)>) -> Option<Serve> {
-    let models = repo().join("models/digits");
+    serve_models(d, &repo().join("models/digits"), &[], ports)
+}
+
+/// `teeserve serve` of the digits model in `models`, with `extra` flags, as [`serve_on`].
+fn serve_models(
+    d: &Path,
+    models: &Path,
+    extra: &[&str],
+    ports: Option<(u16, u16)>,
+) -> Option<Serve> {
     let args = [
-        "--platform",
-        "simulated",
-        "--sim-dir",
-        "sim",
-        "--model_name",
-        "digits",
-        "--model_base_path",
-        s(&models),
-        "--tls-cert",
-        "tls/server.pem",
-        "--tls-key",
-        "tls/server.key",
-        "--attest-host-tls-key",
-        "--attestation-collateral",
-        "sim/collateral.json",
-    ];
+        &[
+            "--platform",
+            "simulated",
+            "--sim-dir",
+            "sim",
+            "--model_name",
+            "digits",
+            "--model_base_path",
+            s(models),
+            "--tls-cert",
+            "tls/server.pem",
+            "--tls-key",
+            "tls/server.key",
+            "--attest-host-tls-key",
+            "--attestation-collateral",
+            "sim/collateral.json",
+        ][..],
+        extra,
+    ]
+    .concat();
     listen(|| serve_command(d, &args), ports)
 }
 
@@ -358,26 +371,8 @@ fn a_requesters_pin_holds_for_every_request_on_connections_already_attested() {
         let models = d.join(format!("models-{pinned}"));
         std::fs::create_dir_all(models.join("1")).unwrap();
         std::fs::write(models.join("1/model.onnx"), &model).unwrap();
-        let args = [
-            "--platform",
-            "simulated",
-            "--sim-dir",
-            "sim",
-            "--model_name",
-            "digits",
-            "--model_base_path",
-            s(&models),
-            "--tls-cert",
-            "tls/server.pem",
-            "--tls-key",
-            "tls/server.key",
-            "--attest-host-tls-key",
-            "--attestation-collateral",
-            "sim/collateral.json",
-            "--file_system_poll_wait_seconds",
-            "1",
-        ];
-        let server = listen(|| serve_command(d, &args), None).unwrap();
+        let server =
+            serve_models(d, &models, &["--file_system_poll_wait_seconds", "1"], None).unwrap();
         let policy = if pinned { "pinned.toml" } else { "policy.toml" };
         let mut c = load(
             d,

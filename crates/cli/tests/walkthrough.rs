@@ -39,6 +39,18 @@ fn walkthrough() -> String {
         .replace("8501", &free_port().to_string())
 }
 
+/// The REST port the walkthrough's `serve` was given.
+fn rest_port(script: &str) -> String {
+    script
+        .split("--rest_api_port ")
+        .nth(1)
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
 fn workdir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&repo().join("models"), &dir.path().join("models"));
@@ -97,14 +109,7 @@ fn a_sealed_version_the_owner_did_not_admit_is_not_served() {
         &dir.path().join("models/digits/2"),
     );
     let script = walkthrough();
-    let rest_port = script
-        .split("--rest_api_port ")
-        .nth(1)
-        .unwrap()
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap()
-        .to_owned();
+    let rest_port = rest_port(&script);
     let check = format!(
         "curl -s --cacert tls/ca.pem https://127.0.0.1:{rest_port}/v1/models/digits > status.json"
     );
@@ -232,14 +237,7 @@ fn the_owners_retirement_reaches_a_running_server() {
         &dir.path().join("models/digits/2"),
     );
     let script = walkthrough();
-    let rest_port = script
-        .split("--rest_api_port ")
-        .nth(1)
-        .unwrap()
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap()
-        .to_owned();
+    let rest_port = rest_port(&script);
     let cut = script.find("# Requester: gRPC and REST").unwrap();
     let setup = script[..cut]
         .replace(

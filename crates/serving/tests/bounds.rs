@@ -554,18 +554,16 @@ fn reduce_sum_model(batch_statistic: bool) -> Vec<u8> {
     model
 }
 
-/// Two requests batched together to a model whose output has no batch dimension: each gets
-/// the output of its own input, not one computed over both.
-#[tokio::test]
-async fn outputs_without_a_batch_dimension_are_not_shared_across_a_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let base = model_dir(dir.path(), "sum", &reduce_sum_model(false));
-    let mut o = options(&base, "sum");
+/// A server of `onnx` as model `name`, batching two rows at most, a batch waiting up to
+/// `timeout_micros` to fill, on one batch thread; ready.
+async fn batched(dir: &Path, name: &str, onnx: &[u8], timeout_micros: u64) -> Server {
+    let base = model_dir(dir, name, onnx);
+    let mut o = options(&base, name);
     o.enable_batching = true;
-    let params = dir.path().join("batching.txt");
+    let params = dir.join("batching.txt");
     std::fs::write(
         &params,
-        "max_batch_size { value: 2 } batch_timeout_micros { value: 2000000 } num_batch_threads { value: 1 }",
+        format!("max_batch_size {{ value: 2 }} batch_timeout_micros {{ value: {timeout_micros} }} num_batch_threads {{ value: 1 }}"),
     )
     .unwrap();
     o.batching_parameters_file = Some(params);
@@ -573,8 +571,17 @@ async fn outputs_without_a_batch_dimension_are_not_shared_across_a_batch() {
     assert!(
         s.core.repo.ready(),
         "{:?}",
-        s.core.status_of("sum", None, None)
+        s.core.status_of(name, None, None)
     );
+    s
+}
+
+/// Two requests batched together to a model whose output has no batch dimension: each gets
+/// the output of its own input, not one computed over both.
+#[tokio::test]
+async fn outputs_without_a_batch_dimension_are_not_shared_across_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = batched(dir.path(), "sum", &reduce_sum_model(false), 2000000).await;
     let addr = s.rest_addr.unwrap().to_string();
     let ask = |v: f32| {
         let addr = addr.clone();
@@ -604,22 +611,7 @@ async fn outputs_without_a_batch_dimension_are_not_shared_across_a_batch() {
 #[tokio::test]
 async fn requests_of_different_connections_never_share_a_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let base = model_dir(dir.path(), "stat", &reduce_sum_model(true));
-    let mut o = options(&base, "stat");
-    o.enable_batching = true;
-    let params = dir.path().join("batching.txt");
-    std::fs::write(
-        &params,
-        "max_batch_size { value: 2 } batch_timeout_micros { value: 300000 } num_batch_threads { value: 1 }",
-    )
-    .unwrap();
-    o.batching_parameters_file = Some(params);
-    let s = start(o).await;
-    assert!(
-        s.core.repo.ready(),
-        "{:?}",
-        s.core.status_of("stat", None, None)
-    );
+    let s = batched(dir.path(), "stat", &reduce_sum_model(true), 300000).await;
     let addr = s.rest_addr.unwrap().to_string();
     for _ in 0..10 {
         let ask = |v: f32| {
