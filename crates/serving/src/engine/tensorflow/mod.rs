@@ -23,7 +23,7 @@ use std::sync::Arc;
 use prost::Message as _;
 
 use super::model::{EngineError, LoadedModel, RunCost, Signature, Signatures, TensorSpec};
-use crate::proto::tensorflow::{tensor_info, MetaGraphDef, TensorInfo};
+use crate::proto::tensorflow::{tensor_info, MetaGraphSignatures, TensorInfo};
 use crate::tensor::{DType, Data, Tensor};
 
 /// The file that marks a version directory as a SavedModel.
@@ -236,7 +236,7 @@ impl TensorFlowEngine {
                 self.options.tags
             ))
         })?;
-        let meta = MetaGraphDef::decode(meta.as_slice())
+        let meta = MetaGraphSignatures::decode(meta.as_slice())
             .map_err(|e| EngineError::Format(format!("the loaded MetaGraphDef: {e}")))?;
         let mut signatures = Signatures::default();
         let mut runs = HashMap::new();
