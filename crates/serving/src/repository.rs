@@ -913,12 +913,12 @@ impl ModelRepository {
     /// does not admit stops serving at once (its status says why), versions refused before
     /// are tried again at the next [`ModelRepository::sync`], and what a version's code may do
     /// (operators, row independence) is taken from the new list when it is next loaded.
-    /// Returns the versions retired.
-    pub fn set_admitted(&self, list: Option<AdmittedModels>) -> Vec<(String, i64)> {
+    /// Returns the versions retired, or None when the list is the one in force (nothing to do).
+    pub fn set_admitted(&self, list: Option<AdmittedModels>) -> Option<Vec<(String, i64)>> {
         let list = list.map(Arc::new);
         if let Ok(mut a) = self.admitted.write() {
             if *a == list {
-                return Vec::new();
+                return None;
             }
             *a = list.clone();
         }
@@ -960,7 +960,7 @@ impl ModelRepository {
             }
         }
         self.bump();
-        retired
+        Some(retired)
     }
 
     fn set_version(&self, name: &str, v: i64, state: VersionState) {

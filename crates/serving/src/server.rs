@@ -1086,7 +1086,10 @@ async fn refresh_admitted(
         };
         let r = repo.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            let retired = r.set_admitted(Some(list));
+            // An unchanged list (the usual answer) costs no scan: the file-system poll does that.
+            let Some(retired) = r.set_admitted(Some(list)) else {
+                return;
+            };
             if !retired.is_empty() {
                 tracing::warn!(
                     "the owner's admitted-models list retired {} version(s): {:?}",
