@@ -270,3 +270,30 @@ fn evidence_is_refused_by_another_root_or_another_policy() {
         Err(RaTlsError::Policy(_))
     ));
 }
+
+/// Certificates of every evidence format and key type parse back with their evidence; with
+/// `TEESERVE_FUZZ_SEEDS=DIR` they are also written there, as seeds for the `ratls_cert` fuzz
+/// target (a fuzzer that starts from valid certificates reaches the extension and CBOR
+/// parsers, which random bytes seldom do).
+#[test]
+fn every_format_parses_and_seeds_the_fuzzer() {
+    let t = tee();
+    let seeds = std::env::var_os("TEESERVE_FUZZ_SEEDS").map(std::path::PathBuf::from);
+    for format in [
+        EvidenceFormat::Legacy,
+        EvidenceFormat::Standard,
+        EvidenceFormat::Both,
+    ] {
+        for key_type in [KeyType::P256, KeyType::P384] {
+            let id = RaTlsIdentity::generate(&t.platform, format, key_type).unwrap();
+            let parsed = parse_cert(&id.cert_der).unwrap();
+            assert_eq!(parsed.spki, id.spki, "{format:?} {key_type:?}");
+            assert!(parsed.binding_ok, "{format:?} {key_type:?}");
+            if let Some(dir) = &seeds {
+                std::fs::create_dir_all(dir).unwrap();
+                let name = format!("{format:?}-{key_type:?}.der").to_lowercase();
+                std::fs::write(dir.join(name), &id.cert_der).unwrap();
+            }
+        }
+    }
+}

@@ -67,7 +67,7 @@ fn values_in(e: &Example) -> usize {
 /// bytes, and `each` bytes of its own), before any copy is made: a request of a few bytes per
 /// example beside one large context would otherwise multiply into far more memory than it
 /// took to send.
-pub(crate) fn check_merged(
+pub fn check_merged(
     context: usize,
     each: impl Iterator<Item = usize>,
     max_bytes: usize,
@@ -88,7 +88,7 @@ pub(crate) fn check_merged(
 }
 
 /// Rows of floats from the examples of an Input, at most `max_bytes` of them in all.
-pub(crate) fn rows(input: Option<&Input>, max_bytes: usize) -> Result<Vec<Vec<f32>>, ApiError> {
+pub fn rows(input: Option<&Input>, max_bytes: usize) -> Result<Vec<Vec<f32>>, ApiError> {
     let (examples, context) = match input.and_then(|i| i.kind.as_ref()) {
         Some(input::Kind::ExampleList(l)) => (&l.examples, None),
         Some(input::Kind::ExampleListWithContext(l)) => (&l.examples, l.context.as_ref()),
@@ -200,7 +200,7 @@ pub(crate) const REGRESS_METHOD: &str = "tensorflow/serving/regress";
 
 /// The serialized tf.Examples of an Input, the context's bytes before each example's, at most
 /// `max_bytes` of them in all.
-pub(crate) fn serialized_examples(
+pub fn serialized_examples(
     input: Option<&Input>,
     max_bytes: usize,
 ) -> Result<Vec<Vec<u8>>, ApiError> {

@@ -57,7 +57,8 @@ pub use textproto::{BatchingParameters, ModelConfig, SslConfig, TextProtoError, 
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::admission::decoded_bytes;
-    pub use crate::rest::predict_inputs;
+    pub use crate::classify::{check_merged, rows as example_rows, serialized_examples};
+    pub use crate::rest::{example_row, json_example, predict_inputs};
     pub use crate::service::{check_declared, decode_inputs, order_inputs};
     pub use crate::textproto::{batching_parameters, model_server_config, ssl_config};
     pub use crate::warmup::{frame_record, records as warmup_records, WarmupError};

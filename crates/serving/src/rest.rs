@@ -916,7 +916,7 @@ fn columnar_inputs(
 /// A tf.Example from TF Serving's JSON form of one (util/json_tensor.cc): a float is a
 /// float_list value, an integer or a bool an int64_list value, a string or `{"b64": ...}` a
 /// bytes_list value; a list holds values of one kind.
-fn json_example(v: &Value) -> Result<crate::proto::tensorflow::Example, ApiError> {
+pub fn json_example(v: &Value) -> Result<crate::proto::tensorflow::Example, ApiError> {
     use crate::proto::tensorflow::{feature, BytesList, Feature, Features, FloatList, Int64List};
     let m = v
         .as_object()
@@ -974,7 +974,9 @@ fn json_example(v: &Value) -> Result<crate::proto::tensorflow::Example, ApiError
     })
 }
 
-fn example_row(v: &Value, out: &mut Vec<f32>) -> Result<(), ApiError> {
+/// The values of one example in REST's row rule for models without a classification or
+/// regression signature: its features in name order, each a number or a list of numbers.
+pub fn example_row(v: &Value, out: &mut Vec<f32>) -> Result<(), ApiError> {
     let m = v
         .as_object()
         .ok_or_else(|| bad("each example must be a JSON object"))?;
