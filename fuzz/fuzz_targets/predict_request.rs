@@ -10,9 +10,9 @@
 use libfuzzer_sys::fuzz_target;
 use prost::Message as _;
 use teeserve_serving::engine::{Signature, TensorSpec};
-use teeserve_serving::proto::tensorflow::serving::PredictRequest;
+use teeserve_wire::tensorflow::serving::PredictRequest;
 use teeserve_serving::fuzzing::{check_declared, decode_inputs, order_inputs};
-use teeserve_serving::tensor::{DType, Data};
+use teeserve_tensor::{DType, Data};
 
 /// Small against the memory limit: a decoded request near it still fits several times.
 const MAX_TENSOR_BYTES: usize = 16 << 20;

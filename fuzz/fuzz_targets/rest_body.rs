@@ -10,7 +10,7 @@
 use libfuzzer_sys::fuzz_target;
 use teeserve_serving::engine::{Signature, Signatures, TensorSpec};
 use teeserve_serving::fuzzing::predict_inputs;
-use teeserve_serving::tensor::{DType, Data};
+use teeserve_tensor::{DType, Data};
 
 const MAX_TENSOR_BYTES: usize = 16 << 20;
 

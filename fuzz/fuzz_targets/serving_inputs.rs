@@ -2,13 +2,13 @@
 //! text-format configuration files.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use teeserve_serving::tensor::{self, DType, Tensor};
+use teeserve_tensor::{self as tensor, DType, Tensor};
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(p) = <teeserve_serving::proto::tensorflow::TensorProto as prost::Message>::decode(data) {
+    if let Ok(p) = <teeserve_wire::tensorflow::TensorProto as prost::Message>::decode(data) {
         let _ = Tensor::from_proto(&p);
     }
-    if let Ok(req) = <teeserve_serving::proto::tensorflow::serving::PredictRequest as prost::Message>::decode(data) {
+    if let Ok(req) = <teeserve_wire::tensorflow::serving::PredictRequest as prost::Message>::decode(data) {
         for t in req.inputs.values() {
             let _ = Tensor::from_proto(t);
         }

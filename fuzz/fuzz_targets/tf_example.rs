@@ -14,7 +14,7 @@ use prost::Message as _;
 use teeserve_serving::fuzzing::{
     check_merged, example_row, example_rows, json_example, serialized_examples,
 };
-use teeserve_serving::proto::tensorflow::serving::ClassificationRequest;
+use teeserve_wire::tensorflow::serving::ClassificationRequest;
 
 const MAX_TENSOR_BYTES: usize = 16 << 20;
 

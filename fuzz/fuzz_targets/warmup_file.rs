@@ -9,7 +9,7 @@
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use teeserve_serving::fuzzing::warmup_records;
-use teeserve_serving::proto::tensorflow::serving::PredictionLog;
+use teeserve_wire::tensorflow::serving::PredictionLog;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(records) = warmup_records(data) {

@@ -112,7 +112,7 @@ async fn flooder(
     answered: Arc<AtomicUsize>,
     busy: Arc<AtomicUsize>,
 ) {
-    let cfg = teeserve_serving::requester::client_config(
+    let cfg = teeserve_client::client_config(
         Arc::new(teeserve_attest::collateral::pccs::AnyServerCert::default()),
         None,
         &[b"http/1.1"],

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prost::Message;
-use teeserve_serving::proto::tensorflow::serving::{ModelSpec, PredictRequest};
-use teeserve_serving::proto::tensorflow::TensorShapeProto;
-use teeserve_serving::proto::tensorflow::{tensor_shape_proto, DataType, TensorProto};
-use teeserve_serving::requester::{ca_verifier, client_config};
+use teeserve_client::{ca_verifier, client_config};
+use teeserve_wire::tensorflow::serving::{ModelSpec, PredictRequest};
+use teeserve_wire::tensorflow::TensorShapeProto;
+use teeserve_wire::tensorflow::{tensor_shape_proto, DataType, TensorProto};
 
 /// Time allowed beyond a configured bound for the server to act and the client to notice, on a
 /// busy machine.

@@ -100,13 +100,13 @@ fn probabilities(out: &serde_json::Value) -> Vec<f32> {
 }
 
 fn reference() -> Vec<f32> {
-    let t = teeserve_serving::tensor::from_npy(
+    let t = teeserve_tensor::from_npy(
         &std::fs::read(repo().join("testdata/digits/heldout-probabilities-onnxruntime.npy"))
             .unwrap(),
     )
     .unwrap();
     match t.data {
-        teeserve_serving::tensor::Data::F32(v) => v,
+        teeserve_tensor::Data::F32(v) => v,
         other => panic!("reference is {other:?}"),
     }
 }

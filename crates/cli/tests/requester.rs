@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use teeserve_serving::requester::{ca_verifier, client_config, RestClient};
+use teeserve_client::{ca_verifier, client_config, RestClient};
 
 /// A simulated platform, a CA with a server certificate and key (the key is a host file), in
 /// `d`.

@@ -356,11 +356,11 @@ type Examples<'a> = &'a [(&'a str, &'a [f32])];
 /// record, the signature and its examples.
 fn examples_warmup(records: &[(&str, Examples)]) -> Vec<u8> {
     use prost::Message;
-    use teeserve_serving::proto::tensorflow::serving::{
+    use teeserve_wire::tensorflow::serving::{
         input, prediction_log::LogType, ClassificationRequest, ClassifyLog, ExampleList, Input,
         ModelSpec, PredictionLog, RegressLog, RegressionRequest,
     };
-    use teeserve_serving::proto::tensorflow::{feature, Example, Feature, Features, FloatList};
+    use teeserve_wire::tensorflow::{feature, Example, Feature, Features, FloatList};
     let mut out = Vec::new();
     for (signature, examples) in records {
         let examples = examples

@@ -6,12 +6,10 @@ mod harness;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-use teeserve_serving::proto::tensorflow::serving::{
+use teeserve_wire::tensorflow::serving::{
     prediction_service_client::PredictionServiceClient, ModelSpec, PredictRequest,
 };
-use teeserve_serving::proto::tensorflow::{
-    tensor_shape_proto, DataType, TensorProto, TensorShapeProto,
-};
+use teeserve_wire::tensorflow::{tensor_shape_proto, DataType, TensorProto, TensorShapeProto};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The server's address space: half of what the DT_STRING request below would take if its
@@ -201,7 +199,7 @@ async fn hostile_requests_are_refused_in_bounded_memory() {
     let grpc_addr = format!("127.0.0.1:{grpc_port}");
     let rest_addr = format!("127.0.0.1:{rest_port}");
     let mut g = PredictionServiceClient::new(
-        teeserve_serving::requester::grpc_channel(&grpc_addr, None, "127.0.0.1")
+        teeserve_client::requester::grpc_channel(&grpc_addr, None, "127.0.0.1")
             .await
             .unwrap(),
     );
@@ -284,13 +282,13 @@ async fn grpc_over_get_is_refused_before_its_body_is_read() {
     // What legitimately uses the port still works: a call over POST, a health check, the
     // attestation document over GET (this server has no platform, so it says it has none).
     let mut g = PredictionServiceClient::new(
-        teeserve_serving::requester::grpc_channel(&addr, None, "127.0.0.1")
+        teeserve_client::requester::grpc_channel(&addr, None, "127.0.0.1")
             .await
             .unwrap(),
     );
     let small = one_value(DataType::DtFloat, &[1, 64], |t| t.float_val = vec![0.5; 64]);
     g.predict(small).await.unwrap();
-    let health = teeserve_serving::proto::health::HealthCheckRequest::default();
+    let health = teeserve_wire::health::HealthCheckRequest::default();
     let (st, code, msg) = grpc_call(
         &addr,
         hyper::Method::POST,

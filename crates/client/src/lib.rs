@@ -8,7 +8,8 @@
 //! statements against a [`teeserve_attest::Policy`], and checks that the quote binds the key of
 //! the certificate that connection presented. [`attested_client_config`] then pins that key
 //! (and the CA, when given) for the data connections. `teeserve predict --attest` and the
-//! Python package build on it; the server's own crate re-exports it as its `requester`.
+//! Python package build on it. [`requester`] sends the tensors: gRPC or REST connections,
+//! metadata and Predict, on the wire types and tensors alone (no engine is linked).
 //!
 //! [`attest_server`] runs the whole check in one call and names the rule that refused
 //! ([`Refusal`]); [`forward::Forwarder`] carries the connections of a client that cannot pin a
@@ -43,6 +44,7 @@ mod attestation;
 mod attested;
 mod error;
 pub mod forward;
+pub mod requester;
 mod transport;
 
 pub use attestation::{

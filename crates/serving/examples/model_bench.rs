@@ -18,10 +18,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use teeserve_client::requester::{Connection, RequestTarget};
+use teeserve_client::{ca_verifier, client_config};
 use teeserve_serving::engine::{EngineChoice, LoadedModel, TensorFlowEngine, TensorFlowOptions};
-use teeserve_serving::requester::{ca_verifier, client_config};
-use teeserve_serving::requester::{Connection, RequestTarget};
-use teeserve_serving::tensor::{Data, Tensor};
+use teeserve_tensor::{Data, Tensor};
 
 fn input(shape: &[usize]) -> Tensor {
     let n: usize = shape.iter().product();

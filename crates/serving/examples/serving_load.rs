@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use teeserve_client::requester::{Connection, RequestTarget};
+use teeserve_client::{ca_verifier, client_config};
 use teeserve_serving::engine::{Engine, TractEngine};
-use teeserve_serving::requester::{ca_verifier, client_config};
-use teeserve_serving::requester::{Connection, RequestTarget};
-use teeserve_serving::tensor;
 use teeserve_serving::{ServeOptions, Server, TlsOptions};
+use teeserve_tensor as tensor;
 
 fn repo() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")

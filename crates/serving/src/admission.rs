@@ -303,9 +303,9 @@ fn tensor_proto_bytes(p: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::tensorflow::serving::PredictRequest;
-    use crate::tensor::{Data, Tensor};
     use prost::Message;
+    use teeserve_tensor::{Data, Tensor};
+    use teeserve_wire::tensorflow::serving::PredictRequest;
 
     fn framed(m: &impl Message) -> Vec<u8> {
         let msg = m.encode_to_vec();

@@ -19,8 +19,8 @@ use crate::engine::LoadedModel;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::repository::ResolvedModel;
-use crate::tensor::Tensor;
 use crate::textproto::BatchingParameters;
+use teeserve_tensor::Tensor;
 
 struct Job {
     inputs: Vec<Tensor>,

@@ -15,18 +15,18 @@ use tonic::Code;
 
 use crate::engine::Signature;
 use crate::error::ApiError;
-use crate::proto::tensorflow::serving::{
+use crate::repository::ResolvedModel;
+use crate::service::{Entry, ServingCore};
+use teeserve_tensor::{DType, Data, Tensor};
+use teeserve_wire::tensorflow::serving::{
     input, Class, ClassificationRequest, ClassificationResponse, ClassificationResult,
     Classifications, Input, ModelSpec, Regression, RegressionRequest, RegressionResponse,
     RegressionResult,
 };
-use crate::proto::tensorflow::{feature, Example};
-use crate::repository::ResolvedModel;
-use crate::service::{Entry, ServingCore};
-use crate::tensor::{DType, Data, Tensor};
+use teeserve_wire::tensorflow::{feature, Example};
 
 fn features(e: &Example, out: &mut Vec<f32>) -> Result<(), ApiError> {
-    let mut names: Vec<(&String, &crate::proto::tensorflow::Feature)> = e
+    let mut names: Vec<(&String, &teeserve_wire::tensorflow::Feature)> = e
         .features
         .as_ref()
         .map(|f| f.feature.iter().collect())
@@ -183,7 +183,7 @@ fn spec(t: &ResolvedModel, sig_name: &str) -> ModelSpec {
     ModelSpec {
         name: t.name.clone(),
         version_choice: Some(
-            crate::proto::tensorflow::serving::model_spec::VersionChoice::Version(t.version),
+            teeserve_wire::tensorflow::serving::model_spec::VersionChoice::Version(t.version),
         ),
         signature_name: if sig_name.is_empty() {
             crate::service::DEFAULT_SIGNATURE.into()

@@ -2,11 +2,12 @@
 //! message. gRPC sends it as a status, REST as TF Serving's HTTP status and `{"error": ...}`;
 //! every lower error becomes one here, in one place.
 
+use teeserve_wire::code_name;
 use tonic::Code;
 
 use crate::engine::EngineError;
 use crate::repository::ResolveError;
-use crate::tensor::TensorError;
+use teeserve_tensor::TensorError;
 
 /// An error with a gRPC / TF status code and TF Serving's message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,29 +48,6 @@ impl ApiError {
             Code::Unauthenticated => 401,
             _ => 500,
         }
-    }
-}
-
-/// TF's name of a status code.
-pub fn code_name(c: Code) -> &'static str {
-    match c {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

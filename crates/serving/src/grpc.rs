@@ -9,15 +9,15 @@ use tonic::{Request, Response, Status};
 
 use crate::classify;
 use crate::error::ApiError;
-use crate::proto::health::{
+use crate::service::ServingCore;
+use teeserve_wire::health::{
     health_check_response::ServingStatus, health_server, HealthCheckRequest, HealthCheckResponse,
 };
-use crate::proto::tensorflow::serving::{
+use teeserve_wire::tensorflow::serving::{
     model_service_server, prediction_service_server, ClassificationRequest, ClassificationResponse,
     GetModelMetadataRequest, GetModelMetadataResponse, GetModelStatusRequest,
     GetModelStatusResponse, PredictRequest, PredictResponse, RegressionRequest, RegressionResponse,
 };
-use crate::service::ServingCore;
 
 /// A core error as a gRPC status.
 pub(crate) fn status(e: ApiError) -> Status {

@@ -20,7 +20,6 @@ mod admission;
 mod attestation;
 mod batching;
 mod classify;
-mod codec;
 mod connection;
 pub mod engine;
 mod error;
@@ -28,16 +27,14 @@ mod fresh_quotes;
 mod grpc;
 mod metrics;
 mod repository;
-pub mod requester;
 mod rest;
 pub mod scope;
 mod server;
 mod service;
-pub mod tensor;
 mod textproto;
 mod warmup;
 
-pub use error::{code_name, ApiError};
+pub use error::ApiError;
 pub use repository::{
     AdmittedModels, ModelAdmission, ModelCode, ModelFileError, ModelRepository, ModelSource,
     ModelState, ResolveError, ResolvedModel, ServedModel, State, VersionState, MAX_MODEL_BYTES,
@@ -62,25 +59,4 @@ pub mod fuzzing {
     pub use crate::service::{check_declared, decode_inputs, order_inputs};
     pub use crate::textproto::{batching_parameters, model_server_config, ssl_config};
     pub use crate::warmup::{frame_record, records as warmup_records, WarmupError};
-}
-
-/// Generated protobuf and gRPC code (from /proto).
-#[allow(missing_docs, unreachable_pub, clippy::all)]
-pub mod proto {
-    /// `tensorflow.*`
-    pub mod tensorflow {
-        tonic::include_proto!("tensorflow");
-        /// `tensorflow.error`
-        pub mod error {
-            tonic::include_proto!("tensorflow.error");
-        }
-        /// `tensorflow.serving`
-        pub mod serving {
-            tonic::include_proto!("tensorflow.serving");
-        }
-    }
-    /// `grpc.health.v1`
-    pub mod health {
-        tonic::include_proto!("grpc.health.v1");
-    }
 }

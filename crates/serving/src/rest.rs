@@ -12,7 +12,7 @@ use tonic::Code;
 
 use crate::error::ApiError;
 use crate::service::{Entry, Reservation, ServingCore};
-use crate::tensor::{self, Tensor};
+use teeserve_tensor::{self as tensor, Tensor};
 
 /// What the REST handler needs besides the core.
 #[derive(Debug, Clone)]
@@ -511,7 +511,7 @@ fn status_json(
         .iter()
         .map(|m| {
             let st =
-                crate::proto::tensorflow::serving::model_version_status::State::try_from(m.state)
+                teeserve_wire::tensorflow::serving::model_version_status::State::try_from(m.state)
                     .map(|s| s.as_str_name())
                     .unwrap_or("UNKNOWN");
             let status = m.status.clone().unwrap_or_default();
@@ -519,7 +519,7 @@ fn status_json(
                 "version": m.version.to_string(),
                 "state": st,
                 "status": {
-                    "error_code": crate::error::code_name(Code::from_i32(status.error_code)),
+                    "error_code": teeserve_wire::code_name(Code::from_i32(status.error_code)),
                     "error_message": status.error_message,
                 }
             })
@@ -535,16 +535,16 @@ fn metadata_json(
     label: Option<&str>,
 ) -> Result<String, ApiError> {
     let t = core.resolve(name, version, label)?;
-    let info = |i: &crate::proto::tensorflow::TensorInfo| {
+    let info = |i: &teeserve_wire::tensorflow::TensorInfo| {
         let shape = i.tensor_shape.clone().unwrap_or_default();
         json!({
-            "dtype": crate::proto::tensorflow::DataType::try_from(i.dtype).map(|d| d.as_str_name()).unwrap_or("DT_INVALID"),
+            "dtype": teeserve_wire::tensorflow::DataType::try_from(i.dtype).map(|d| d.as_str_name()).unwrap_or("DT_INVALID"),
             "tensor_shape": {
                 "dim": shape.dim.iter().map(|d| json!({"size": d.size.to_string(), "name": d.name})).collect::<Vec<_>>(),
                 "unknown_rank": shape.unknown_rank,
             },
             "name": match &i.encoding {
-                Some(crate::proto::tensorflow::tensor_info::Encoding::Name(n)) => n.as_str(),
+                Some(teeserve_wire::tensorflow::tensor_info::Encoding::Name(n)) => n.as_str(),
                 None => "",
             },
         })
@@ -556,7 +556,7 @@ fn metadata_json(
         .signature_def
         .iter()
         .map(|(name, d)| {
-            let io = |m: &std::collections::HashMap<String, crate::proto::tensorflow::TensorInfo>| {
+            let io = |m: &std::collections::HashMap<String, teeserve_wire::tensorflow::TensorInfo>| {
                 let mut keys: Vec<&String> = m.keys().collect();
                 keys.sort();
                 keys.into_iter()
@@ -811,7 +811,7 @@ fn json_input(
     })?;
     *left -= t.len() * spec.dtype.element_bytes()
         + match &t.data {
-            crate::tensor::Data::Str(v) => v.iter().map(Vec::len).sum(),
+            teeserve_tensor::Data::Str(v) => v.iter().map(Vec::len).sum(),
             _ => 0,
         };
     Ok(t)
@@ -893,7 +893,7 @@ fn columnar_inputs(
                         k.clone(),
                         Tensor {
                             shape: vec![0],
-                            data: crate::tensor::Data::F32(vec![]),
+                            data: teeserve_tensor::Data::F32(vec![]),
                         },
                     ));
                 }
@@ -916,8 +916,8 @@ fn columnar_inputs(
 /// A tf.Example from TF Serving's JSON form of one (util/json_tensor.cc): a float is a
 /// float_list value, an integer or a bool an int64_list value, a string or `{"b64": ...}` a
 /// bytes_list value; a list holds values of one kind.
-pub fn json_example(v: &Value) -> Result<crate::proto::tensorflow::Example, ApiError> {
-    use crate::proto::tensorflow::{feature, BytesList, Feature, Features, FloatList, Int64List};
+pub fn json_example(v: &Value) -> Result<teeserve_wire::tensorflow::Example, ApiError> {
+    use teeserve_wire::tensorflow::{feature, BytesList, Feature, Features, FloatList, Int64List};
     let m = v
         .as_object()
         .ok_or_else(|| bad("each example must be a JSON object"))?;
@@ -969,7 +969,7 @@ pub fn json_example(v: &Value) -> Result<crate::proto::tensorflow::Example, ApiE
         };
         features.insert(k.clone(), Feature { kind: Some(kind) });
     }
-    Ok(crate::proto::tensorflow::Example {
+    Ok(teeserve_wire::tensorflow::Example {
         features: Some(Features { feature: features }),
     })
 }
@@ -1026,7 +1026,7 @@ async fn classify_regress(
     };
     if target.model.signatures().method(&sig_name) == Some(method) {
         // A SavedModel's classification or regression signature: tf.Examples, as TF Serving.
-        use crate::proto::tensorflow::serving::{input, ExampleListWithContext, Input};
+        use teeserve_wire::tensorflow::serving::{input, ExampleListWithContext, Input};
         let input = Input {
             kind: Some(input::Kind::ExampleListWithContext(
                 ExampleListWithContext {
@@ -1141,7 +1141,7 @@ mod tests {
         assert_eq!(single_entry(r#"{ "x" :[1] }"#), Some(("x", "[1] ")));
         // More entries stay in the value's text, which then is not one list.
         let (_, rest) = single_entry(r#"{"a": [1], "b": [2]}"#).unwrap();
-        assert!(tensor::from_json_numbers(rest, crate::tensor::DType::F32).is_none());
+        assert!(tensor::from_json_numbers(rest, teeserve_tensor::DType::F32).is_none());
         assert_eq!(single_entry(r#"{"a\"b": [1]}"#), None);
         assert_eq!(single_entry(r#"{"a\u0062": [1]}"#), None);
         assert_eq!(single_entry("[1]"), None);

@@ -989,8 +989,8 @@ fn grpc_router(
     attestation: Option<Arc<Attestor>>,
     max_message: usize,
 ) -> axum::Router {
-    use crate::proto::tensorflow::serving::model_service_server::ModelServiceServer;
-    use crate::proto::tensorflow::serving::prediction_service_server::PredictionServiceServer;
+    use teeserve_wire::tensorflow::serving::model_service_server::ModelServiceServer;
+    use teeserve_wire::tensorflow::serving::prediction_service_server::PredictionServiceServer;
     let g = crate::grpc::Grpc(core.clone());
     let routes = tonic::service::Routes::new(
         PredictionServiceServer::new(g.clone())
@@ -1001,7 +1001,7 @@ fn grpc_router(
     // Health checks are not admitted (an overloaded server still answers them), so their
     // message is bounded instead: a HealthCheckRequest is one service name.
     .add_service(
-        crate::proto::health::health_server::HealthServer::new(crate::grpc::Health(core.clone()))
+        teeserve_wire::health::health_server::HealthServer::new(crate::grpc::Health(core.clone()))
             .max_decoding_message_size(HEALTH_MAX_MESSAGE),
     );
     // Admission (in-flight place, memory budget) before tonic reads a message.
@@ -1164,8 +1164,6 @@ pub fn free_loopback_port() -> std::io::Result<u16> {
         .port())
 }
 
-/// HTTP/2 stream window (bytes) of both APIs' listeners and of the gRPC client.
-pub(crate) const H2_STREAM_WINDOW: u32 = 8 << 20;
 /// Largest HTTP/2 frame the listeners accept.
 const H2_MAX_FRAME: u32 = 256 << 10;
 
@@ -1202,8 +1200,8 @@ async fn serve_listener(
     // WINDOW_UPDATEs); the request size limit still applies.
     builder
         .http2()
-        .initial_stream_window_size(H2_STREAM_WINDOW)
-        .initial_connection_window_size(2 * H2_STREAM_WINDOW)
+        .initial_stream_window_size(teeserve_wire::H2_STREAM_WINDOW)
+        .initial_connection_window_size(2 * teeserve_wire::H2_STREAM_WINDOW)
         .max_frame_size(H2_MAX_FRAME);
     let life = crate::connection::Lifetime {
         idle: limits.idle_timeout,

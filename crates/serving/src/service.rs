@@ -11,13 +11,13 @@ use crate::batching::Batcher;
 use crate::engine::{LoadedModel, Signature};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::proto::tensorflow::serving::{
+use crate::repository::{ModelRepository, ResolvedModel, State};
+use teeserve_tensor::{self as tensor, DType, Tensor};
+use teeserve_wire::tensorflow::serving::{
     model_spec::VersionChoice, model_version_status, GetModelMetadataRequest,
     GetModelMetadataResponse, GetModelStatusRequest, GetModelStatusResponse, ModelSpec,
     ModelVersionStatus, PredictRequest, PredictResponse, StatusProto,
 };
-use crate::repository::{ModelRepository, ResolvedModel, State};
-use crate::tensor::{self, DType, Tensor};
 
 pub use crate::engine::{DEFAULT_SIGNATURE, PREDICT_METHOD};
 
@@ -568,7 +568,7 @@ fn effective_spec(t: &ResolvedModel, sig: &str) -> ModelSpec {
 /// [`order_inputs`], which names them.
 pub fn check_declared(
     sig: &Signature,
-    inputs: &std::collections::HashMap<String, crate::proto::tensorflow::TensorProto>,
+    inputs: &std::collections::HashMap<String, teeserve_wire::tensorflow::TensorProto>,
     max_bytes: usize,
 ) -> Result<usize, ApiError> {
     let mut total = 0usize;
@@ -599,7 +599,7 @@ pub fn check_declared(
 /// signature does not name becomes an empty placeholder (only its name matters).
 pub fn decode_inputs(
     sig: &Signature,
-    inputs: &std::collections::HashMap<String, crate::proto::tensorflow::TensorProto>,
+    inputs: &std::collections::HashMap<String, teeserve_wire::tensorflow::TensorProto>,
     max_bytes: usize,
 ) -> Result<Vec<(String, Tensor)>, ApiError> {
     let mut out = Vec::with_capacity(inputs.len());
@@ -610,7 +610,7 @@ pub fn decode_inputs(
         } else {
             Tensor {
                 shape: vec![0],
-                data: crate::tensor::Data::F32(vec![]),
+                data: teeserve_tensor::Data::F32(vec![]),
             }
         };
         out.push((name.clone(), t));

@@ -12,8 +12,8 @@ use prost::Message;
 
 use crate::classify::{self, CLASSIFY_METHOD, REGRESS_METHOD};
 use crate::engine::LoadedModel;
-use crate::proto::tensorflow::serving::{prediction_log, Input, ModelSpec, PredictionLog};
-use crate::tensor::Tensor;
+use teeserve_tensor::Tensor;
+use teeserve_wire::tensorflow::serving::{prediction_log, Input, ModelSpec, PredictionLog};
 
 /// Where the warmup file is, inside a version directory.
 pub(crate) const WARMUP_FILE: &str = "assets.extra/tf_serving_warmup_requests";

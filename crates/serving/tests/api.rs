@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use teeserve_serving::proto::tensorflow::serving::{
+use teeserve_client::requester::{Connection, RequestTarget};
+use teeserve_client::{ca_verifier, client_config, RestClient};
+use teeserve_serving::{ServeOptions, Server};
+use teeserve_tensor::{self as tensor, Data, Tensor};
+use teeserve_wire::tensorflow::serving::{
     model_spec::VersionChoice, prediction_service_client::PredictionServiceClient,
     GetModelStatusRequest, ModelSpec, PredictRequest,
 };
-use teeserve_serving::requester::{ca_verifier, client_config, RestClient};
-use teeserve_serving::requester::{Connection, RequestTarget};
-use teeserve_serving::tensor::{self, Data, Tensor};
-use teeserve_serving::{ServeOptions, Server};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -77,7 +77,7 @@ async fn rest(s: &Server) -> RestClient {
 }
 
 async fn channel(s: &Server) -> tonic::transport::Channel {
-    teeserve_serving::requester::grpc_channel(&s.grpc_addr.unwrap().to_string(), None, "127.0.0.1")
+    teeserve_client::requester::grpc_channel(&s.grpc_addr.unwrap().to_string(), None, "127.0.0.1")
         .await
         .unwrap()
 }
@@ -548,7 +548,7 @@ async fn version_lifecycle_add_remove_and_corrupt() {
     let v3 = &st.model_version_status[0];
     assert_eq!(
         v3.state,
-        teeserve_serving::proto::tensorflow::serving::model_version_status::State::End as i32
+        teeserve_wire::tensorflow::serving::model_version_status::State::End as i32
     );
     assert!(v3
         .status
@@ -568,16 +568,15 @@ async fn version_lifecycle_add_remove_and_corrupt() {
     let (_, status) = get(&mut c, "/v1/models/digits").await;
     assert_eq!(status["model_version_status"][0]["version"], "3");
     assert_eq!(status["model_version_status"][0]["state"], "END");
-    let mut g =
-        teeserve_serving::proto::tensorflow::serving::model_service_client::ModelServiceClient::new(
-            teeserve_serving::requester::grpc_channel(
-                &s.grpc_addr.unwrap().to_string(),
-                None,
-                "127.0.0.1",
-            )
-            .await
-            .unwrap(),
-        );
+    let mut g = teeserve_wire::tensorflow::serving::model_service_client::ModelServiceClient::new(
+        teeserve_client::requester::grpc_channel(
+            &s.grpc_addr.unwrap().to_string(),
+            None,
+            "127.0.0.1",
+        )
+        .await
+        .unwrap(),
+    );
     let r = g
         .get_model_status(GetModelStatusRequest {
             model_spec: spec("digits", Some(1), None, ""),
@@ -643,16 +642,16 @@ async fn config_file_labels_metadata_health_and_metrics() {
         "{m}"
     );
     // gRPC health and GetModelMetadata (SignatureDefMap packed in Any).
-    let ch = teeserve_serving::requester::grpc_channel(
+    let ch = teeserve_client::requester::grpc_channel(
         &s.grpc_addr.unwrap().to_string(),
         None,
         "127.0.0.1",
     )
     .await
     .unwrap();
-    let mut h = teeserve_serving::proto::health::health_client::HealthClient::new(ch.clone());
+    let mut h = teeserve_wire::health::health_client::HealthClient::new(ch.clone());
     let r = h
-        .check(teeserve_serving::proto::health::HealthCheckRequest {
+        .check(teeserve_wire::health::HealthCheckRequest {
             service: String::new(),
         })
         .await
@@ -988,9 +987,7 @@ async fn a_message_that_is_not_protobuf_is_internal_and_the_server_keeps_serving
 /// A warmup file (TFRecord of PredictionLog) of `n` Predict requests of `rows` digits each.
 fn warmup_file(n: usize, rows_per_request: usize) -> Vec<u8> {
     use prost::Message;
-    use teeserve_serving::proto::tensorflow::serving::{
-        prediction_log::LogType, PredictLog, PredictionLog,
-    };
+    use teeserve_wire::tensorflow::serving::{prediction_log::LogType, PredictLog, PredictionLog};
     let log = PredictionLog {
         log_type: Some(LogType::PredictLog(PredictLog {
             request: Some(PredictRequest {
@@ -1058,17 +1055,15 @@ async fn warmup_requests_are_replayed_before_a_version_serves_and_a_bad_file_fai
 #[tokio::test]
 async fn a_warmup_record_declaring_a_huge_shape_fails_the_load_without_allocating_it() {
     use prost::Message;
-    use teeserve_serving::proto::tensorflow::serving::{
-        prediction_log::LogType, PredictLog, PredictionLog,
-    };
-    use teeserve_serving::proto::tensorflow::{tensor_shape_proto, TensorProto, TensorShapeProto};
+    use teeserve_wire::tensorflow::serving::{prediction_log::LogType, PredictLog, PredictionLog};
+    use teeserve_wire::tensorflow::{tensor_shape_proto, TensorProto, TensorShapeProto};
     let dir = tempfile::tempdir().unwrap();
     let b = base(dir.path());
     let warmup = b.join("1/assets.extra/tf_serving_warmup_requests");
     std::fs::create_dir_all(warmup.parent().unwrap()).unwrap();
     // One float that "fills" [1 << 25, 4]: 512 MiB decoded, from a record of a few dozen bytes.
     let huge = TensorProto {
-        dtype: teeserve_serving::proto::tensorflow::DataType::DtFloat as i32,
+        dtype: teeserve_wire::tensorflow::DataType::DtFloat as i32,
         tensor_shape: Some(TensorShapeProto {
             dim: [1i64 << 25, 4]
                 .iter()
@@ -1106,8 +1101,8 @@ async fn a_warmup_record_declaring_a_huge_shape_fails_the_load_without_allocatin
 }
 
 /// tf.Examples of the digits model's 64 features (one float feature `x` of `width` values).
-fn digit_examples(n: usize, width: usize) -> Vec<teeserve_serving::proto::tensorflow::Example> {
-    use teeserve_serving::proto::tensorflow::{feature, Example, Feature, Features, FloatList};
+fn digit_examples(n: usize, width: usize) -> Vec<teeserve_wire::tensorflow::Example> {
+    use teeserve_wire::tensorflow::{feature, Example, Feature, Features, FloatList};
     let x = pixels();
     let Data::F32(v) = &x.data else { panic!() };
     (0..n)
@@ -1131,11 +1126,11 @@ fn digit_examples(n: usize, width: usize) -> Vec<teeserve_serving::proto::tensor
 /// A one-record warmup file of a Classify (or Regress) request on `examples`.
 fn examples_warmup(
     classify: bool,
-    examples: Vec<teeserve_serving::proto::tensorflow::Example>,
-    context: Option<teeserve_serving::proto::tensorflow::Example>,
+    examples: Vec<teeserve_wire::tensorflow::Example>,
+    context: Option<teeserve_wire::tensorflow::Example>,
 ) -> Vec<u8> {
     use prost::Message;
-    use teeserve_serving::proto::tensorflow::serving::{
+    use teeserve_wire::tensorflow::serving::{
         input, prediction_log::LogType, ClassificationRequest, ClassifyLog, ExampleListWithContext,
         Input, PredictionLog, RegressLog, RegressionRequest,
     };
@@ -1204,13 +1199,12 @@ async fn classify_and_regress_warmup_records_run_and_one_the_model_refuses_fails
     // refused before the copies are made.
     let context = digit_examples(1, 64).pop().map(|mut e| {
         let f = e.features.as_mut().unwrap().feature.get_mut("x").unwrap();
-        if let Some(teeserve_serving::proto::tensorflow::feature::Kind::FloatList(l)) = &mut f.kind
-        {
+        if let Some(teeserve_wire::tensorflow::feature::Kind::FloatList(l)) = &mut f.kind {
             l.value = vec![0.5; 1 << 20];
         }
         e
     });
-    let empty = vec![teeserve_serving::proto::tensorflow::Example::default(); 100_000];
+    let empty = vec![teeserve_wire::tensorflow::Example::default(); 100_000];
     std::fs::write(&warmup, examples_warmup(true, empty, context)).unwrap();
     let e = Server::start(options(&b), None)
         .await
@@ -1226,10 +1220,10 @@ async fn classify_and_regress_warmup_records_run_and_one_the_model_refuses_fails
 
 #[tokio::test]
 async fn a_context_merged_into_many_examples_is_refused_before_it_is_copied() {
-    use teeserve_serving::proto::tensorflow::serving::{
+    use teeserve_wire::tensorflow::serving::{
         input, ClassificationRequest, ExampleListWithContext, Input, RegressionRequest,
     };
-    use teeserve_serving::proto::tensorflow::{feature, Example, Feature, Features, FloatList};
+    use teeserve_wire::tensorflow::{feature, Example, Feature, Features, FloatList};
     let dir = tempfile::tempdir().unwrap();
     let s = start(options(&base(dir.path()))).await;
     // 4 MiB of context and 100,000 empty examples: a 4.2 MB request that would take 400 GB

@@ -6,15 +6,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use teeserve_serving::proto::tensorflow::serving::{
+use teeserve_client::RestClient;
+use teeserve_serving::{ServeOptions, Server};
+use teeserve_tensor::{Data, Tensor};
+use teeserve_wire::tensorflow::serving::{
     prediction_service_client::PredictionServiceClient, ModelSpec, PredictRequest,
 };
-use teeserve_serving::proto::tensorflow::{
-    tensor_shape_proto, DataType, TensorProto, TensorShapeProto,
-};
-use teeserve_serving::requester::RestClient;
-use teeserve_serving::tensor::{Data, Tensor};
-use teeserve_serving::{ServeOptions, Server};
+use teeserve_wire::tensorflow::{tensor_shape_proto, DataType, TensorProto, TensorShapeProto};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -73,7 +71,7 @@ async fn start(mut o: ServeOptions) -> Server {
 
 async fn grpc(s: &Server) -> PredictionServiceClient<tonic::transport::Channel> {
     PredictionServiceClient::new(
-        teeserve_serving::requester::grpc_channel(
+        teeserve_client::requester::grpc_channel(
             &s.grpc_addr.unwrap().to_string(),
             None,
             "127.0.0.1",
@@ -354,9 +352,9 @@ async fn idle_tls_connections_are_closed() {
     let ca = tls_options(dir.path(), &mut o);
     o.connections.idle_timeout = Duration::from_secs(1);
     let s = start(o).await;
-    let verifier = teeserve_serving::requester::ca_verifier(&ca).unwrap();
+    let verifier = teeserve_client::ca_verifier(&ca).unwrap();
     let config = std::sync::Arc::new(
-        teeserve_serving::requester::client_config(verifier, None, &[b"h2", b"http/1.1"]).unwrap(),
+        teeserve_client::client_config(verifier, None, &[b"h2", b"http/1.1"]).unwrap(),
     );
     let connector = tokio_rustls::TlsConnector::from(config);
     let mut conns = Vec::new();

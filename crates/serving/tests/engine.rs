@@ -4,7 +4,7 @@
 mod onnx_graph;
 
 use teeserve_serving::engine::{Engine, TractEngine};
-use teeserve_serving::tensor::{self, Data};
+use teeserve_tensor::{self as tensor, Data};
 
 fn repo() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")

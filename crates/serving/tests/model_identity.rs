@@ -124,13 +124,10 @@ async fn a_plaintext_version_dropped_by_the_host_is_never_served() {
     let msg = status.expect("version 2 was never examined");
     assert!(msg.contains("plaintext model"), "{msg}");
     // Requests still reach the sealed version 1, over the real socket.
-    let mut c = teeserve_serving::requester::RestClient::connect(
-        &s.rest_addr.unwrap().to_string(),
-        None,
-        "127.0.0.1",
-    )
-    .await
-    .unwrap();
+    let mut c =
+        teeserve_client::RestClient::connect(&s.rest_addr.unwrap().to_string(), None, "127.0.0.1")
+            .await
+            .unwrap();
     let (st, body) = c
         .request(hyper::Method::GET, "/v1/models/digits", Vec::new())
         .await

@@ -9,13 +9,11 @@ use std::time::Duration;
 use teeserve_attest::collateral::pccs::AnyServerCert;
 use teeserve_attest::platform::{Platform, SimulatedPlatform};
 use teeserve_attest::{Collateral, CollateralSource, Policy, TrustAnchor, Verifier};
+use teeserve_client::requester::{Connection, RequestTarget};
+use teeserve_client::{attested_client_config, check_attestation, fetch_attestation, fresh_nonce};
 use teeserve_ratls::Appraiser;
-use teeserve_serving::requester::{
-    attested_client_config, check_attestation, fetch_attestation, fresh_nonce, Connection,
-    RequestTarget,
-};
-use teeserve_serving::tensor::{self, Tensor};
 use teeserve_serving::{ServeOptions, Server, TlsOptions};
+use teeserve_tensor::{self as tensor, Tensor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};

@@ -8,7 +8,7 @@ use onnx_graph::{int_attr, ints, model, node, value};
 use prost::Message;
 use std::sync::Arc;
 use teeserve_serving::engine::{Engine, LoadedModel, TractEngine};
-use teeserve_serving::tensor::{Data, Tensor};
+use teeserve_tensor::{Data, Tensor};
 use tract_onnx::pb::{tensor_proto::DataType, GraphProto, ModelProto};
 
 /// x: float [N, 2, 4] -> y: float [N, 8], flattened the way tf2onnx writes a Keras Flatten.

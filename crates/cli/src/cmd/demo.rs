@@ -13,12 +13,10 @@ use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use teeserve_attest::{Collateral, CollateralSource, Policy, TrustAnchor, Verifier};
+use teeserve_client::requester::{Connection, RequestTarget};
+use teeserve_client::{attested_client_config, check_attestation, fetch_attestation, fresh_nonce};
 use teeserve_ratls::Appraiser;
-use teeserve_serving::requester::{
-    attested_client_config, check_attestation, fetch_attestation, fresh_nonce, Connection,
-    RequestTarget,
-};
-use teeserve_serving::tensor::{self, Data, Tensor};
+use teeserve_tensor::{self as tensor, Data, Tensor};
 
 const MODEL: &[u8] = include_bytes!("../../../../models/digits/1/model.onnx");
 const PIXELS: &[u8] = include_bytes!("../../../../testdata/digits/heldout-pixels.npy");
@@ -271,8 +269,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
     let (grpc_lat, rest_lat, correct, total, verdict) = rt.block_on(async {
         let pb = step("requester: checking the server's attestation before sending any data");
         let ca_pem = std::fs::read(dir.join("tls/ca.pem"))?;
-        let verifier =
-            teeserve_serving::requester::ca_verifier(&ca_pem).map_err(anyhow::Error::msg)?;
+        let verifier = teeserve_client::ca_verifier(&ca_pem).map_err(anyhow::Error::msg)?;
         let rest_addr = format!("127.0.0.1:{rest_port}");
         let nonce = fresh_nonce().map_err(anyhow::Error::msg)?;
         let fetched = fetch_attestation(&rest_addr, verifier.clone(), "127.0.0.1", Some(&nonce))

@@ -9,11 +9,11 @@ use clap::Args;
 use serde_json::{json, Value};
 use teeserve_attest::Collateral;
 use teeserve_attest::Verdict;
-use teeserve_ratls::AttestationDoc;
-use teeserve_serving::requester::{
-    answered_by, attest_server, input_tensors, read_input_file, top_classes, AttestOptions,
-    Connection, NonceChoice, Prediction, RequestTarget,
+use teeserve_client::requester::{
+    input_tensors, read_input_file, top_classes, Connection, Prediction, RequestTarget,
 };
+use teeserve_client::{answered_by, attest_server, AttestOptions, NonceChoice};
+use teeserve_ratls::AttestationDoc;
 
 use super::attest::{anchor, load_policy};
 use crate::util::{self, refuse};
@@ -96,7 +96,7 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
     let server_name = a
         .server_name
         .clone()
-        .unwrap_or_else(|| teeserve_serving::requester::host_of(&a.server));
+        .unwrap_or_else(|| teeserve_client::host_of(&a.server));
     let input = read_input_file(&a.input).map_err(anyhow::Error::msg)?;
     // The attestation is checked before anything is sent; the data connections then admit no
     // other TLS key than the attested one, on every handshake.
@@ -166,7 +166,7 @@ async fn data_tls(
     let alpn: &[&[u8]] = if a.rest { &[b"http/1.1"] } else { &[b"h2"] };
     let ca = match &a.ca {
         Some(ca) => Some(
-            teeserve_serving::requester::ca_verifier(&util::read(ca)?)
+            teeserve_client::ca_verifier(&util::read(ca)?)
                 .map_err(|e| anyhow::anyhow!("--ca: {e}"))?,
         ),
         None => None,
@@ -175,8 +175,7 @@ async fn data_tls(
         let ca = ca.ok_or_else(|| anyhow::anyhow!(
             "give --ca to verify the server's certificate, --attest to rely on its attestation, or --insecure"
         ))?;
-        let cfg = teeserve_serving::requester::client_config(ca, identity, alpn)
-            .map_err(anyhow::Error::msg)?;
+        let cfg = teeserve_client::client_config(ca, identity, alpn).map_err(anyhow::Error::msg)?;
         return Ok((Some(Arc::new(cfg)), None));
     };
     let collateral = match &a.collateral {

@@ -12,12 +12,12 @@ mod tract;
 
 use std::sync::Arc;
 
-pub use model::{
-    signature_def, Engine, EngineError, LoadedModel, RunCost, Signature, Signatures, TensorSpec,
-    DEFAULT_SIGNATURE, PREDICT_METHOD, QUICK_RUN,
-};
+pub use model::{Engine, EngineError, LoadedModel, RunCost, QUICK_RUN};
 #[cfg(feature = "onnxruntime")]
 pub use onnxruntime::OnnxRuntimeEngine;
+pub use teeserve_tensor::{
+    signature_def, Signature, Signatures, TensorSpec, DEFAULT_SIGNATURE, PREDICT_METHOD,
+};
 pub use tensorflow::{TensorFlowEngine, TensorFlowOptions};
 pub use tract::TractEngine;
 

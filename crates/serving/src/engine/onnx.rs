@@ -1,7 +1,8 @@
 //! Reading an ONNX model's signature from its graph (ONNX IR, onnx/onnx.proto `GraphProto`).
 
-use super::model::{EngineError, Signature, TensorSpec};
-use crate::tensor::DType;
+use super::model::EngineError;
+use teeserve_tensor::DType;
+use teeserve_tensor::{Signature, TensorSpec};
 
 /// ONNX TensorProto.DataType numbers (onnx/onnx.proto).
 fn onnx_dtype(t: i32) -> Option<DType> {

@@ -18,8 +18,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
 
-use super::model::{Engine, EngineError, LoadedModel, RunCost, Signature, Signatures, TensorSpec};
-use crate::tensor::{DType, Data, Tensor};
+use super::model::{Engine, EngineError, LoadedModel, RunCost};
+use teeserve_tensor::{DType, Data, Tensor};
+use teeserve_tensor::{Signature, Signatures, TensorSpec};
 
 /// The library loaded in this process. ONNX Runtime is loaded once per process, so a second
 /// engine must name the same library.

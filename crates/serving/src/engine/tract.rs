@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use super::model::{Engine, EngineError, LoadedModel, RunCost, Signature, Signatures};
+use super::model::{Engine, EngineError, LoadedModel, RunCost};
 use super::onnx::read_onnx;
-use crate::tensor::{DType, Data, Tensor};
+use teeserve_tensor::{DType, Data, Tensor};
+use teeserve_tensor::{Signature, Signatures};
 
 /// The tract engine.
 #[derive(Debug, Default)]

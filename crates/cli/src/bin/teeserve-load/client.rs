@@ -9,14 +9,12 @@ use std::sync::Arc;
 use rustls::client::danger::ServerCertVerifier;
 use serde_json::Value;
 use teeserve_attest::{Collateral, Policy, TrustAnchor};
-use teeserve_serving::proto::tensorflow::serving::{
-    model_spec::VersionChoice, ModelSpec, PredictRequest,
+use teeserve_client::requester::{input_tensors, Connection, RequestTarget};
+use teeserve_client::{
+    attest_server, client_config, AttestOptions, ClientIdentity, NonceChoice, RequesterError,
 };
-use teeserve_serving::requester::{
-    attest_server, client_config, input_tensors, AttestOptions, ClientIdentity, Connection,
-    NonceChoice, RequestTarget, RequesterError,
-};
-use teeserve_serving::tensor::{self, Tensor};
+use teeserve_tensor::{self as tensor, Tensor};
+use teeserve_wire::tensorflow::serving::{model_spec::VersionChoice, ModelSpec, PredictRequest};
 
 use crate::stats::Stats;
 
@@ -269,7 +267,7 @@ pub async fn send(conn: &mut Connection, req: &Prepared) -> Result<Answer, Failu
                 call.metadata_mut().insert(ACCEPT, v);
             }
             let resp = c.predict(call).await.map_err(|s| {
-                let m = format!("{}: {}", teeserve_serving::code_name(s.code()), s.message());
+                let m = format!("{}: {}", teeserve_wire::code_name(s.code()), s.message());
                 Failure {
                     retryable: grpc_retryable(&s),
                     message: m,
@@ -300,7 +298,7 @@ pub async fn send(conn: &mut Connection, req: &Prepared) -> Result<Answer, Failu
                     path,
                     body.clone(),
                     &headers,
-                    teeserve_serving::requester::MAX_ANSWER,
+                    teeserve_client::MAX_ANSWER,
                 )
                 .await
                 .map_err(|e| Failure::retry(e.to_string()))?;
@@ -368,7 +366,7 @@ fn rebatch(t: &Tensor, rows: usize) -> Result<Tensor, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use teeserve_serving::tensor::Data;
+    use teeserve_tensor::Data;
 
     #[test]
     fn rebatch_repeats_and_cuts_rows() {

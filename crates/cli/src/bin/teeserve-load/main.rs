@@ -22,7 +22,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use serde_json::Value;
 use teeserve_attest::{Collateral, Policy, TrustAnchor};
-use teeserve_serving::requester::{self, Connection};
+use teeserve_client::requester::{self, Connection};
 
 use client::{Answer, Attest, Endpoint, Outputs, Prepared};
 use stats::{Outcome, Stats};
@@ -144,10 +144,10 @@ fn endpoint(a: &Args) -> Result<Endpoint> {
     let server_name = a
         .server_name
         .clone()
-        .unwrap_or_else(|| teeserve_serving::requester::host_of(&a.server));
+        .unwrap_or_else(|| teeserve_client::host_of(&a.server));
     let ca = match &a.ca {
         Some(p) => Some(
-            teeserve_serving::requester::ca_verifier(&read(p)?)
+            teeserve_client::ca_verifier(&read(p)?)
                 .map_err(|e| anyhow::anyhow!("--ca {}: {e}", p.display()))?,
         ),
         None => None,

@@ -8,7 +8,7 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::tensor::Tensor;
+use teeserve_tensor::Tensor;
 
 /// `TF_Buffer` (tf_buffer.h).
 #[repr(C)]

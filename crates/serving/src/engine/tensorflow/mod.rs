@@ -22,9 +22,10 @@ use std::sync::Arc;
 
 use prost::Message as _;
 
-use super::model::{EngineError, LoadedModel, RunCost, Signature, Signatures, TensorSpec};
-use crate::proto::tensorflow::{tensor_info, MetaGraphSignatures, TensorInfo};
-use crate::tensor::{DType, Data, Tensor};
+use super::model::{EngineError, LoadedModel, RunCost};
+use teeserve_tensor::{DType, Data, Tensor};
+use teeserve_tensor::{Signature, Signatures, TensorSpec};
+use teeserve_wire::tensorflow::{tensor_info, MetaGraphSignatures, TensorInfo};
 
 /// The file that marks a version directory as a SavedModel.
 pub const SAVED_MODEL_FILE: &str = "saved_model.pb";
@@ -296,7 +297,7 @@ fn spec(alias: &str, i: &TensorInfo) -> Result<TensorSpec, String> {
 
 fn signature_run(
     session: &ffi::Session,
-    def: &crate::proto::tensorflow::SignatureDef,
+    def: &teeserve_wire::tensorflow::SignatureDef,
 ) -> Result<(Signature, SignatureRun), String> {
     let mut inputs: Vec<(&String, &TensorInfo)> = def.inputs.iter().collect();
     inputs.sort_by(|a, b| a.0.cmp(b.0));
@@ -359,7 +360,7 @@ fn output(name: &str, t: ffi::OutTensor) -> Result<Tensor, EngineError> {
     let b = &t.bytes;
     let data = match dtype {
         DType::F16 | DType::BF16 | DType::C64 | DType::C128 => {
-            crate::tensor::from_le_bytes(dtype, b)
+            teeserve_tensor::from_le_bytes(dtype, b)
         }
         DType::F32 => Data::F32(from_le(b, f32::from_le_bytes)),
         DType::F64 => Data::F64(from_le(b, f64::from_le_bytes)),
@@ -395,7 +396,7 @@ impl LoadedModel for TensorFlowModel {
 
     fn run(&self, signature: &str, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
         let key = if signature.is_empty() {
-            super::model::DEFAULT_SIGNATURE
+            teeserve_tensor::DEFAULT_SIGNATURE
         } else {
             signature
         };

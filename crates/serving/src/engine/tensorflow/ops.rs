@@ -26,7 +26,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use prost::Message as _;
 
-use crate::proto::tensorflow::{attr_value, FunctionDef, MetaGraphDef, NodeDef, SavedModel};
+use teeserve_wire::tensorflow::{attr_value, FunctionDef, MetaGraphDef, NodeDef, SavedModel};
 
 /// The name (and version) of the allowlist below, as the attestation document states it.
 pub const POLICY_NAME: &str = "teeserve-tensorflow-compute-v1";
@@ -582,7 +582,7 @@ fn check_meta_graph(
             .values()
             .chain(sig.outputs.values())
             .filter_map(|t| {
-                let crate::proto::tensorflow::tensor_info::Encoding::Name(n) =
+                let teeserve_wire::tensorflow::tensor_info::Encoding::Name(n) =
                     t.encoding.as_ref()?;
                 Some(input_node(n))
             })
@@ -678,7 +678,7 @@ fn note(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::tensorflow::{
+    use teeserve_wire::tensorflow::{
         tensor_info, AttrValue, FunctionDefLibrary, GraphDef, NameAttrList, OpDef, SignatureDef,
         TensorInfo,
     };
@@ -736,7 +736,7 @@ mod tests {
         SavedModel {
             saved_model_schema_version: 1,
             meta_graphs: vec![MetaGraphDef {
-                meta_info_def: Some(crate::proto::tensorflow::meta_graph_def::MetaInfoDef {
+                meta_info_def: Some(teeserve_wire::tensorflow::meta_graph_def::MetaInfoDef {
                     tags: vec!["serve".into()],
                 }),
                 graph_def: Some(graph),

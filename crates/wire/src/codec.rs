@@ -11,7 +11,7 @@ use tonic::Status;
 
 /// `application/grpc+proto` with prost messages.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ProstCodec<T, U>(PhantomData<(T, U)>);
+pub struct ProstCodec<T, U>(PhantomData<(T, U)>);
 
 impl<T, U> Default for ProstCodec<T, U> {
     fn default() -> Self {
@@ -40,7 +40,7 @@ where
 
 /// Encodes one message into a buffer reserved to its encoded length.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ProstEncoder<T>(PhantomData<T>);
+pub struct ProstEncoder<T>(PhantomData<T>);
 
 impl<T: Message> Encoder for ProstEncoder<T> {
     type Item = T;
@@ -55,7 +55,7 @@ impl<T: Message> Encoder for ProstEncoder<T> {
 
 /// Decodes one message; `bytes` fields (`tensor_content`) share the received buffer.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ProstDecoder<U>(PhantomData<U>);
+pub struct ProstDecoder<U>(PhantomData<U>);
 
 impl<U: Message + Default> Decoder for ProstDecoder<U> {
     type Item = U;

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use crate::{connect_tls, RequesterError};
 use hyper_util::rt::TokioIo;
-use teeserve_client::{connect_tls, RequesterError};
 
 /// A gRPC channel to `addr` over `tls` (None = plaintext).
 pub async fn grpc_channel(
@@ -23,8 +23,8 @@ pub async fn grpc_channel(
     });
     tonic::transport::Endpoint::from_shared(uri)
         .map_err(RequesterError::connect)?
-        .initial_stream_window_size(crate::server::H2_STREAM_WINDOW)
-        .initial_connection_window_size(2 * crate::server::H2_STREAM_WINDOW)
+        .initial_stream_window_size(teeserve_wire::H2_STREAM_WINDOW)
+        .initial_connection_window_size(2 * teeserve_wire::H2_STREAM_WINDOW)
         .connect_with_connector(connector)
         .await
         .map_err(|e| RequesterError::connect(format!("cannot connect to {server_name}: {e:?}")))

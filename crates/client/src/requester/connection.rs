@@ -1,20 +1,20 @@
 //! A requester's connection to a TF Serving-compatible endpoint over gRPC or REST: the model's
 //! signature from its metadata, and Predict with tensors in and JSON or tensors out.
 
+use crate::RequesterError;
 use std::sync::Arc;
-use teeserve_client::RequesterError;
 
 use serde_json::Value;
 
 use super::transport::grpc_channel;
-use crate::engine::Signature;
-use crate::proto::tensorflow::serving::{
+use crate::RestClient;
+use teeserve_tensor::Signature;
+use teeserve_tensor::{self as tensor, DType, Tensor};
+use teeserve_wire::tensorflow::serving::{
     model_spec::VersionChoice, prediction_service_client::PredictionServiceClient,
     GetModelMetadataRequest, ModelSpec, PredictRequest, PredictResponse, SignatureDefMap,
 };
-use crate::proto::tensorflow::{DataType, TensorInfo};
-use crate::tensor::{self, DType, Tensor};
-use teeserve_client::RestClient;
+use teeserve_wire::tensorflow::{DataType, TensorInfo};
 
 /// Name, dtype number and dims of a signature entry.
 type RawSpec = (String, i32, Vec<i64>);
@@ -122,7 +122,7 @@ impl Connection {
             Ok(Connection::Grpc(
                 PredictionServiceClient::new(grpc_channel(addr, tls, server_name).await?)
                     // An answer is bounded as over REST, from the length its frame declares.
-                    .max_decoding_message_size(teeserve_client::MAX_ANSWER)
+                    .max_decoding_message_size(crate::MAX_ANSWER)
                     .max_encoding_message_size(usize::MAX),
             ))
         }
@@ -133,7 +133,7 @@ impl Connection {
         let name = t
             .signature
             .as_deref()
-            .unwrap_or(crate::service::DEFAULT_SIGNATURE);
+            .unwrap_or(teeserve_tensor::DEFAULT_SIGNATURE);
         let (inputs, outputs): (Vec<RawSpec>, Vec<RawSpec>) = match self {
             Connection::Grpc(c) => {
                 let r = c
@@ -170,7 +170,7 @@ impl Connection {
                         &t.rest_path("/metadata"),
                         Vec::new(),
                         &headers,
-                        teeserve_client::MAX_ANSWER,
+                        crate::MAX_ANSWER,
                     )
                     .await?;
                 let v: Value = serde_json::from_slice(&body).map_err(RequesterError::server)?;
@@ -185,8 +185,8 @@ impl Connection {
             }
         };
         let spec =
-            |(name, dt, shape): RawSpec| -> Result<crate::engine::TensorSpec, RequesterError> {
-                Ok(crate::engine::TensorSpec {
+            |(name, dt, shape): RawSpec| -> Result<teeserve_tensor::TensorSpec, RequesterError> {
+                Ok(teeserve_tensor::TensorSpec {
                     name,
                     dtype: DType::from_tf(dt).map_err(RequesterError::server)?,
                     shape,
@@ -224,7 +224,7 @@ impl Connection {
             .map_err(|s| {
                 RequesterError::server(format!(
                     "{}: {}",
-                    crate::error::code_name(s.code()),
+                    teeserve_wire::code_name(s.code()),
                     s.message()
                 ))
             })?
@@ -279,7 +279,7 @@ impl Connection {
                         &t.rest_path(":predict"),
                         body.into_bytes(),
                         &headers,
-                        teeserve_client::MAX_ANSWER,
+                        crate::MAX_ANSWER,
                     )
                     .await?;
                 let v: Value = serde_json::from_slice(&resp)

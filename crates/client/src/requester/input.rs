@@ -6,8 +6,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::engine::{Signature, TensorSpec};
-use crate::tensor::{self, Tensor};
+use teeserve_tensor::{self as tensor, Tensor};
+use teeserve_tensor::{Signature, TensorSpec};
 
 /// The input file at `path` as JSON: a .npy array becomes nested lists.
 pub fn read_input_file(path: &Path) -> Result<Value, String> {
@@ -61,8 +61,8 @@ pub fn input_tensors(sig: &Signature, input: &Value) -> Result<Vec<(String, Tens
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tensor::DType;
     use serde_json::json;
+    use teeserve_tensor::DType;
 
     fn sig(names: &[&str]) -> Signature {
         Signature {

@@ -2,7 +2,7 @@
 //! the one-value-fills-the-shape rule (TensorFlow `tensor.proto`, `tensor_util.py`).
 
 use super::*;
-use crate::proto::tensorflow::{tensor_shape_proto, TensorProto, TensorShapeProto};
+use teeserve_wire::tensorflow::{tensor_shape_proto, TensorProto, TensorShapeProto};
 
 /// What a TensorProto declares, read without decoding its values: the dtype, the shape, and
 /// the bytes the decoded tensor will take (one value filling the shape counts as the whole
@@ -244,7 +244,7 @@ impl Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::tensorflow::DataType;
+    use teeserve_wire::tensorflow::DataType;
 
     #[test]
     fn one_value_fills_the_shape() {

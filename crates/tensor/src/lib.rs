@@ -1,13 +1,17 @@
-//! Tensors as requests carry them: TensorFlow's TensorProto (both the packed `tensor_content`
+//! Tensors as requests carry them, and the signatures that say which a model takes: TensorFlow's TensorProto (both the packed `tensor_content`
 //! and the typed `*_val` fields, with the one-value-fills-the-shape rule), TF Serving's JSON
 //! forms, and .npy files.
 //!
 //! Facts: TensorFlow `tensor.proto`, `tensor_util.py` (make_tensor_proto), TF Serving
 //! `util/json_tensor.cc`; NumPy's "NPY format" specification (format 1.0-3.0).
 
+#![forbid(unsafe_code, unused_must_use)]
+#![deny(missing_docs, unreachable_pub)]
+
 mod json;
 mod npy;
 mod proto;
+mod signature;
 
 pub use json::{
     from_json, from_json_numbers, from_json_numbers_within, from_json_within, json_shape,
@@ -15,8 +19,11 @@ pub use json::{
 };
 pub use npy::from_npy;
 pub use proto::{declared, Declared};
+pub use signature::{
+    signature_def, Signature, Signatures, TensorSpec, DEFAULT_SIGNATURE, PREDICT_METHOD,
+};
 
-use crate::proto::tensorflow::DataType;
+use teeserve_wire::tensorflow::DataType;
 
 /// Why bytes, JSON or a TensorProto do not make a tensor. The message is TF Serving's where it
 /// has one (requesters and their tests read it); the variant says which kind of fault it is.
@@ -476,7 +483,7 @@ pub(crate) fn complex_pairs<T: Copy>(parts: &[T]) -> Vec<[T; 2]> {
 
 /// Elements of `dtype` from their little-endian bytes (a whole number of elements; not for
 /// strings).
-pub(crate) fn from_le_bytes(dtype: DType, b: &[u8]) -> Data {
+pub fn from_le_bytes(dtype: DType, b: &[u8]) -> Data {
     macro_rules! de {
         ($t:ty, $n:expr) => {
             b.chunks_exact($n)
