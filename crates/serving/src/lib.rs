@@ -16,47 +16,36 @@
 #![forbid(unused_must_use)]
 #![deny(missing_docs, unreachable_pub)]
 
-mod admission;
-mod attestation;
-mod batching;
-mod classify;
-mod connection;
+// The layers, bottom to top; each imports only from those above it in this list (checked by
+// scripts/check_layers.py). The wire types and tensors below them all are the crates
+// teeserve-wire and teeserve-tensor.
+pub mod api;
 pub mod engine;
-mod error;
-mod fresh_quotes;
-mod grpc;
-mod metrics;
-mod repository;
-mod rest;
-pub mod scope;
-mod server;
-mod service;
-mod textproto;
-mod warmup;
+pub mod models;
+pub mod network;
 
-pub use error::ApiError;
-pub use repository::{
-    AdmittedModels, ModelAdmission, ModelCode, ModelFileError, ModelRepository, ModelSource,
-    ModelState, ResolveError, ResolvedModel, ServedModel, State, VersionState, MAX_MODEL_BYTES,
-    MODEL_FILE, SEALED_FILE,
+pub use api::scope;
+pub use api::{
+    ApiError, CoreOptions, Entry, ServingCore, DEFAULT_MAX_IN_FLIGHT_BYTES,
+    DEFAULT_MAX_TENSOR_BYTES, DEFAULT_SIGNATURE, PREDICT_METHOD,
 };
-pub use server::{
+pub use models::{
+    AdmittedModels, BatchingParameters, ModelAdmission, ModelCode, ModelConfig, ModelFileError,
+    ModelRepository, ModelSource, ModelState, ResolveError, ResolvedModel, ServedModel, SslConfig,
+    State, TextProtoError, VersionPolicy, VersionState, MAX_MODEL_BYTES, MODEL_FILE, SEALED_FILE,
+};
+pub use network::{
     free_loopback_port, ConnectionLimits, KbsOptions, OptionsError, ServeError, ServeOption,
     ServeOptions, Server, TlsOptions,
 };
-pub use service::{
-    CoreOptions, Entry, ServingCore, DEFAULT_MAX_IN_FLIGHT_BYTES, DEFAULT_MAX_TENSOR_BYTES,
-    DEFAULT_SIGNATURE, PREDICT_METHOD,
-};
-pub use textproto::{BatchingParameters, ModelConfig, SslConfig, TextProtoError, VersionPolicy};
 
 /// The parsers of untrusted bytes, for the fuzz targets in `fuzz/`; not a stable API.
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::admission::decoded_bytes;
-    pub use crate::classify::{check_merged, rows as example_rows, serialized_examples};
-    pub use crate::rest::{example_row, json_example, predict_inputs};
-    pub use crate::service::{check_declared, decode_inputs, order_inputs};
-    pub use crate::textproto::{batching_parameters, model_server_config, ssl_config};
-    pub use crate::warmup::{frame_record, records as warmup_records, WarmupError};
+    pub use crate::api::classify::{check_merged, rows as example_rows, serialized_examples};
+    pub use crate::api::service::{check_declared, decode_inputs, order_inputs};
+    pub use crate::api::warmup::{frame_record, records as warmup_records, WarmupError};
+    pub use crate::models::config::{batching_parameters, model_server_config, ssl_config};
+    pub use crate::network::admission::decoded_bytes;
+    pub use crate::network::rest::{example_row, json_example, predict_inputs};
 }

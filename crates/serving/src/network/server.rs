@@ -16,14 +16,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
-use crate::attestation::Attestor;
-use crate::batching::Batcher;
+use crate::api::batching::Batcher;
+use crate::api::metrics::Metrics;
+use crate::api::service::{CoreOptions, ServingCore};
 use crate::engine::EngineChoice;
-use crate::metrics::Metrics;
-use crate::repository::{AdmittedModels, ModelRepository, ModelSource, State};
-use crate::rest::RestContext;
-use crate::service::{CoreOptions, ServingCore};
-use crate::textproto::{self, ModelConfig, VersionPolicy};
+use crate::models::config::{self, ModelConfig, VersionPolicy};
+use crate::models::repository::{AdmittedModels, ModelRepository, ModelSource, State};
+use crate::network::attestation::Attestor;
+use crate::network::rest::RestContext;
 
 /// An option of [`ServeOptions`], named in errors so that the caller (the binary) can say
 /// which of its flags or settings is wrong.
@@ -462,7 +462,7 @@ fn model_configs(o: &ServeOptions) -> Result<Vec<ModelConfig>, ServeError> {
     match (&o.model_config_file, &o.model_base_path) {
         (Some(f), _) => {
             let text = read_text(f, ServeOption::ModelConfigFile)?;
-            textproto::model_server_config(&text).map_err(|e| {
+            config::model_server_config(&text).map_err(|e| {
                 option(
                     ServeOption::ModelConfigFile,
                     format!("{}: {e}", f.display()),
@@ -512,7 +512,7 @@ fn tls_config(
     } else if let Some(f) = &t.ssl_config_file {
         let ssl = |detail: String| option(ServeOption::SslConfigFile, detail);
         let text = read_text(f, ServeOption::SslConfigFile)?;
-        let c = textproto::ssl_config(&text).map_err(|e| ssl(format!("{}: {e}", f.display())))?;
+        let c = config::ssl_config(&text).map_err(|e| ssl(format!("{}: {e}", f.display())))?;
         let certs = teeserve_tls::certs_from_pem(c.server_cert.as_bytes())
             .map_err(|e| ssl(format!("server_cert: {e}")))?;
         let key = teeserve_tls::key_from_pem(c.server_key.as_bytes())
@@ -695,7 +695,7 @@ impl Server {
             let router = axum::Router::new().fallback(move |req: axum::extract::Request| {
                 let c = c.clone();
                 let ctx = ctx.clone();
-                async move { crate::rest::handle(c, ctx, req).await }
+                async move { crate::network::rest::handle(c, ctx, req).await }
             });
             tasks.push(tokio::spawn(serve_listener(
                 l,
@@ -875,7 +875,7 @@ fn batcher(o: &ServeOptions, metrics: Arc<Metrics>) -> Result<Option<Arc<Batcher
     let params = match &o.batching_parameters_file {
         Some(f) => {
             let text = read_text(f, ServeOption::BatchingParametersFile)?;
-            textproto::batching_parameters(&text).map_err(|e| {
+            config::batching_parameters(&text).map_err(|e| {
                 option(
                     ServeOption::BatchingParametersFile,
                     format!("{}: {e}", f.display()),
@@ -972,7 +972,7 @@ fn metrics_path(o: &ServeOptions) -> Result<Option<String>, ServeError> {
     match &o.monitoring_config_file {
         Some(f) => {
             let text = read_text(f, ServeOption::MonitoringConfigFile)?;
-            textproto::monitoring_config(&text)
+            config::monitoring_config(&text)
                 .map_err(|e| option(ServeOption::MonitoringConfigFile, e))
         }
         None => Ok(None),
@@ -991,7 +991,7 @@ fn grpc_router(
 ) -> axum::Router {
     use teeserve_wire::tensorflow::serving::model_service_server::ModelServiceServer;
     use teeserve_wire::tensorflow::serving::prediction_service_server::PredictionServiceServer;
-    let g = crate::grpc::Grpc(core.clone());
+    let g = crate::network::grpc::Grpc(core.clone());
     let routes = tonic::service::Routes::new(
         PredictionServiceServer::new(g.clone())
             .max_decoding_message_size(max_message)
@@ -1001,30 +1001,33 @@ fn grpc_router(
     // Health checks are not admitted (an overloaded server still answers them), so their
     // message is bounded instead: a HealthCheckRequest is one service name.
     .add_service(
-        teeserve_wire::health::health_server::HealthServer::new(crate::grpc::Health(core.clone()))
-            .max_decoding_message_size(HEALTH_MAX_MESSAGE),
+        teeserve_wire::health::health_server::HealthServer::new(crate::network::grpc::Health(
+            core.clone(),
+        ))
+        .max_decoding_message_size(HEALTH_MAX_MESSAGE),
     );
     // Admission (in-flight place, memory budget) before tonic reads a message.
     let routes = routes
         .prepare()
         .into_axum_router()
         .layer(axum::middleware::from_fn_with_state(
-            crate::admission::GrpcAdmission {
+            crate::network::admission::GrpcAdmission {
                 core: core.clone(),
                 max_message,
             },
-            crate::admission::grpc_layer,
+            crate::network::admission::grpc_layer,
         ));
     routes.route(
         "/v1/attestation",
         axum::routing::get(
-            move |uri: axum::http::Uri, peer: Option<axum::Extension<crate::connection::Peer>>| {
+            move |uri: axum::http::Uri,
+                  peer: Option<axum::Extension<crate::network::connection::Peer>>| {
                 let att = attestation.clone();
                 async move {
                     let peer = peer.map(|p| p.0 .0.ip());
                     let a = match att {
                         Some(a) => a.respond(uri.query(), peer).await,
-                        None => crate::attestation::no_attestation(),
+                        None => crate::network::attestation::no_attestation(),
                     };
                     let mut r = axum::response::IntoResponse::into_response((
                         axum::http::StatusCode::from_u16(a.status)
@@ -1203,7 +1206,7 @@ async fn serve_listener(
         .initial_stream_window_size(teeserve_wire::H2_STREAM_WINDOW)
         .initial_connection_window_size(2 * teeserve_wire::H2_STREAM_WINDOW)
         .max_frame_size(H2_MAX_FRAME);
-    let life = crate::connection::Lifetime {
+    let life = crate::network::connection::Lifetime {
         idle: limits.idle_timeout,
         max_age: limits.max_age,
         grace: limits.grace,
@@ -1245,10 +1248,10 @@ async fn serve_listener(
         let svc = Tracked {
             inner: hyper_util::service::TowerToHyperService::new(router.clone()),
             activity: Arc::new(activity),
-            connection: crate::scope::next_connection(),
+            connection: crate::api::scope::next_connection(),
         };
-        let state = crate::connection::ConnectionState::new(peer);
-        let svc = crate::connection::Watched::new(svc, state.clone());
+        let state = crate::network::connection::ConnectionState::new(peer);
+        let svc = crate::network::connection::Watched::new(svc, state.clone());
         let builder = builder.clone();
         let acceptor = acceptor.clone();
         let stop = stop.clone();
@@ -1275,11 +1278,11 @@ async fn serve_listener(
                         state.presented(chain);
                     }
                     let conn = builder.serve_connection(TokioIo::new(tls), svc);
-                    crate::connection::run(conn, idle, state, life, stop).await;
+                    crate::network::connection::run(conn, idle, state, life, stop).await;
                 }
                 None => {
                     let conn = builder.serve_connection(TokioIo::new(tcp), svc);
-                    crate::connection::run(conn, idle, state, life, stop).await;
+                    crate::network::connection::run(conn, idle, state, life, stop).await;
                 }
             }
         });
@@ -1297,7 +1300,7 @@ async fn serve_listener(
 }
 
 /// A connection's service that counts the requests in progress on it (for the idle timeout)
-/// and runs each in its [`crate::scope::RequestScope`].
+/// and runs each in its [`crate::api::scope::RequestScope`].
 #[derive(Clone)]
 struct Tracked<S> {
     inner: S,
@@ -1327,9 +1330,9 @@ where
     fn call(&self, req: hyper::Request<B>) -> Self::Future {
         self.activity.send_modify(|n| *n += 1);
         let guard = InProgress(self.activity.clone());
-        let scope = crate::scope::RequestScope::of(self.connection, req.headers());
+        let scope = crate::api::scope::RequestScope::of(self.connection, req.headers());
         let fut = self.inner.call(req);
-        Box::pin(crate::scope::scoped(scope, async move {
+        Box::pin(crate::api::scope::scoped(scope, async move {
             let r = fut.await;
             drop(guard);
             r

@@ -5,7 +5,7 @@
 //! A model whose rows depend on each other (a batch statistic, attention across the batch)
 //! would give one requester an output computed over another's inputs. So a batch holds the
 //! requests of one connection only, unless the owner declared the model row-independent in
-//! its admitted-models list ([`crate::repository::ModelAdmission::row_independent`]); the
+//! its admitted-models list ([`crate::models::repository::ModelAdmission::row_independent`]); the
 //! attestation document says which models may share batches.
 
 use std::collections::HashMap;
@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::Code;
 
+use crate::api::error::ApiError;
+use crate::api::metrics::Metrics;
 use crate::engine::LoadedModel;
-use crate::error::ApiError;
-use crate::metrics::Metrics;
-use crate::repository::ResolvedModel;
-use crate::textproto::BatchingParameters;
+use crate::models::config::BatchingParameters;
+use crate::models::repository::ResolvedModel;
 use teeserve_tensor::Tensor;
 
 struct Job {
@@ -111,7 +111,7 @@ impl Batcher {
         let group = if target.row_independent {
             0
         } else {
-            crate::scope::current().connection
+            crate::api::scope::current().connection
         };
         let (reply, rx) = oneshot::channel();
         tx.try_send(Job {

@@ -6,7 +6,7 @@ use teeserve_wire::code_name;
 use tonic::Code;
 
 use crate::engine::EngineError;
-use crate::repository::ResolveError;
+use crate::models::repository::ResolveError;
 use teeserve_tensor::TensorError;
 
 /// An error with a gRPC / TF status code and TF Serving's message.

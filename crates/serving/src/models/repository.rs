@@ -13,7 +13,7 @@ use teeserve_seal::SealKey;
 use teeserve_seal::{binding, stream};
 
 use crate::engine::{Engine, LoadedModel, TensorFlowEngine};
-use crate::textproto::{ModelConfig, VersionPolicy};
+use crate::models::config::{ModelConfig, VersionPolicy};
 
 /// The plaintext model file of a version directory.
 pub const MODEL_FILE: &str = "model.onnx";
@@ -372,7 +372,7 @@ fn read_warmup(
     version: i64,
     key: Option<&SealKey>,
 ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, ModelFileError> {
-    use crate::warmup::{MAX_WARMUP_BYTES, WARMUP_FILE};
+    use crate::api::warmup::{MAX_WARMUP_BYTES, WARMUP_FILE};
     let plain = dir.join(WARMUP_FILE);
     let sealed = dir.join(format!("{WARMUP_FILE}{SEALED_SUFFIX}"));
     let read = |p: &Path| -> Result<zeroize::Zeroizing<Vec<u8>>, ModelFileError> {
@@ -866,7 +866,7 @@ impl ModelRepository {
         else {
             return Ok(());
         };
-        let n = crate::warmup::replay(model, &file).map_err(|e| e.to_string())?;
+        let n = crate::api::warmup::replay(model, &file).map_err(|e| e.to_string())?;
         tracing::info!(model = %name, version = v, records = n, "warmup requests replayed");
         Ok(())
     }

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use futures::StreamExt as _;
 use tonic::{Request, Response, Status};
 
-use crate::classify;
-use crate::error::ApiError;
-use crate::service::ServingCore;
+use crate::api::classify;
+use crate::api::error::ApiError;
+use crate::api::service::ServingCore;
 use teeserve_wire::health::{
     health_check_response::ServingStatus, health_server, HealthCheckRequest, HealthCheckResponse,
 };
@@ -72,7 +72,7 @@ impl prediction_service_server::PredictionService for Grpc {
             .map(|s| s.name.clone())
             .unwrap_or_default();
         let out = self.0.predict(r).await;
-        crate::rest::access_log(
+        crate::network::rest::access_log(
             "grpc",
             "Predict",
             &name,
@@ -160,7 +160,7 @@ impl health_server::Health for Health {
         // connection open; a client watches again on a new one.
         let closing = req
             .extensions()
-            .get::<crate::connection::Closing>()
+            .get::<crate::network::connection::Closing>()
             .map(|c| c.0.clone());
         let watch = Watch {
             health: self.clone(),

@@ -13,10 +13,10 @@
 
 use tonic::Code;
 
+use crate::api::error::ApiError;
+use crate::api::service::{Entry, ServingCore};
 use crate::engine::Signature;
-use crate::error::ApiError;
-use crate::repository::ResolvedModel;
-use crate::service::{Entry, ServingCore};
+use crate::models::repository::ResolvedModel;
 use teeserve_tensor::{DType, Data, Tensor};
 use teeserve_wire::tensorflow::serving::{
     input, Class, ClassificationRequest, ClassificationResponse, ClassificationResult,
@@ -118,7 +118,7 @@ pub fn rows(input: Option<&Input>, max_bytes: usize) -> Result<Vec<Vec<f32>>, Ap
 }
 
 fn single_io(target: &ResolvedModel) -> Result<(String, usize), ApiError> {
-    let sig = crate::service::lookup_signature(target.model.signatures(), "", Entry::Grpc)?;
+    let sig = crate::api::service::lookup_signature(target.model.signatures(), "", Entry::Grpc)?;
     match (sig.inputs.as_slice(), sig.outputs.len()) {
         ([i], 1..) if i.dtype == DType::F32 && i.shape.len() == 2 => Ok((i.name.clone(), i.shape[1].max(0) as usize)),
         _ => Err(ApiError::new(
@@ -186,7 +186,7 @@ fn spec(t: &ResolvedModel, sig_name: &str) -> ModelSpec {
             teeserve_wire::tensorflow::serving::model_spec::VersionChoice::Version(t.version),
         ),
         signature_name: if sig_name.is_empty() {
-            crate::service::DEFAULT_SIGNATURE.into()
+            crate::api::service::DEFAULT_SIGNATURE.into()
         } else {
             sig_name.into()
         },
@@ -245,7 +245,7 @@ async fn run_examples(
     entry: Entry,
 ) -> Result<Vec<(String, Tensor)>, ApiError> {
     let serialized = serialized_examples(input, core.options.max_tensor_bytes)?;
-    let sig = crate::service::lookup_signature(target.model.signatures(), sig_name, entry)?;
+    let sig = crate::api::service::lookup_signature(target.model.signatures(), sig_name, entry)?;
     let (name, t) = examples_tensor(sig, serialized)?;
     core.infer(target, sig_name, vec![(name, t)], &[], entry)
         .await

@@ -10,7 +10,7 @@
 
 use prost::Message;
 
-use crate::classify::{self, CLASSIFY_METHOD, REGRESS_METHOD};
+use crate::api::classify::{self, CLASSIFY_METHOD, REGRESS_METHOD};
 use crate::engine::LoadedModel;
 use teeserve_tensor::Tensor;
 use teeserve_wire::tensorflow::serving::{prediction_log, Input, ModelSpec, PredictionLog};
@@ -22,7 +22,7 @@ pub(crate) const WARMUP_FILE: &str = "assets.extra/tf_serving_warmup_requests";
 pub(crate) const MAX_RECORDS: usize = 1000;
 
 /// The most bytes one warmup input decodes into: the default bound of a request's inputs.
-const MAX_TENSOR_BYTES: usize = crate::service::DEFAULT_MAX_TENSOR_BYTES;
+const MAX_TENSOR_BYTES: usize = crate::api::service::DEFAULT_MAX_TENSOR_BYTES;
 
 /// The largest warmup file read.
 pub(crate) const MAX_WARMUP_BYTES: u64 = 256 << 20;

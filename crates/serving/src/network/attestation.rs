@@ -1,6 +1,6 @@
 //! The server's side of `/v1/attestation`: the attestation document, quoted again whenever the
 //! served models change, and fresh quotes over a requester's nonce, made in turns shared fairly
-//! between peers ([`crate::fresh_quotes`]).
+//! between peers ([`crate::network::fresh_quotes`]).
 
 use std::sync::Arc;
 
@@ -9,8 +9,8 @@ use teeserve_ratls::document::{parse_nonce, MAX_NONCE};
 use teeserve_ratls::{AttestationDoc, DocumentError, KeyOrigin, ModelDigest};
 use tokio::sync::Mutex;
 
-use crate::fresh_quotes::{FreshQuotes, NoTurn, PeerKey, MAX_WAIT, PER_PEER, RETRY_AFTER};
-use crate::repository::ModelRepository;
+use crate::models::repository::ModelRepository;
+use crate::network::fresh_quotes::{FreshQuotes, NoTurn, PeerKey, MAX_WAIT, PER_PEER, RETRY_AFTER};
 
 /// Why `/v1/attestation` could not answer.
 #[derive(Debug, thiserror::Error)]

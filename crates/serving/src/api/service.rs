@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Code;
 
-use crate::batching::Batcher;
+use crate::api::batching::Batcher;
+use crate::api::error::ApiError;
+use crate::api::metrics::Metrics;
 use crate::engine::{LoadedModel, Signature};
-use crate::error::ApiError;
-use crate::metrics::Metrics;
-use crate::repository::{ModelRepository, ResolvedModel, State};
+use crate::models::repository::{ModelRepository, ResolvedModel, State};
 use teeserve_tensor::{self as tensor, DType, Tensor};
 use teeserve_wire::tensorflow::serving::{
     model_spec::VersionChoice, model_version_status, GetModelMetadataRequest,
@@ -254,7 +254,7 @@ impl ServingCore {
             return Err(ApiError::new(Code::InvalidArgument, "Missing ModelSpec"));
         }
         // The requester's pin, per request: only a file it accepts answers.
-        let scope = crate::scope::current();
+        let scope = crate::api::scope::current();
         if let Some(why) = scope.malformed {
             return Err(ApiError::new(Code::InvalidArgument, why));
         }

@@ -10,8 +10,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 use tonic::Code;
 
-use crate::error::ApiError;
-use crate::service::{Entry, Reservation, ServingCore};
+use crate::api::error::ApiError;
+use crate::api::service::{Entry, Reservation, ServingCore};
 use teeserve_tensor::{self as tensor, Tensor};
 
 /// What the REST handler needs besides the core.
@@ -25,7 +25,7 @@ pub(crate) struct RestContext {
     /// Add CORS headers.
     pub cors: bool,
     /// What answers /v1/attestation (None: this server publishes no attestation).
-    pub attestation: Option<Arc<crate::attestation::Attestor>>,
+    pub attestation: Option<Arc<crate::network::attestation::Attestor>>,
     /// Largest request body.
     pub max_body: usize,
 }
@@ -183,11 +183,11 @@ async fn route(
         let query = req.uri().query().map(str::to_owned);
         let peer = req
             .extensions()
-            .get::<crate::connection::Peer>()
+            .get::<crate::network::connection::Peer>()
             .map(|p| p.0.ip());
         let client = req
             .extensions()
-            .get::<crate::connection::ClientCertificates>()
+            .get::<crate::network::connection::ClientCertificates>()
             .cloned();
         let path = req.uri().path();
         if let Some(resp) =
@@ -228,7 +228,7 @@ async fn service_endpoint(
     path: &str,
     query: Option<&str>,
     peer: Option<std::net::IpAddr>,
-    client: Option<&crate::connection::ClientCertificates>,
+    client: Option<&crate::network::connection::ClientCertificates>,
 ) -> Option<Response<Body>> {
     let json = "application/json";
     Some(match path {
@@ -241,7 +241,7 @@ async fn service_endpoint(
         "/v1/attestation" => {
             let a = match &ctx.attestation {
                 Some(a) => a.respond(query, peer).await,
-                None => crate::attestation::no_attestation(),
+                None => crate::network::attestation::no_attestation(),
             };
             let mut r = respond(a.status, a.body, ctx, json);
             if let Some(secs) = a.retry_after {
@@ -272,7 +272,7 @@ async fn service_endpoint(
 /// then only a client whose certificate chains to it.
 fn metrics_allowed(
     ctx: &RestContext,
-    client: Option<&crate::connection::ClientCertificates>,
+    client: Option<&crate::network::connection::ClientCertificates>,
 ) -> bool {
     let Some(verifier) = &ctx.metrics_clients else {
         return true;
@@ -405,12 +405,12 @@ async fn read_body(
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    crate::admission::read_body(core, req.into_body(), declared, max)
+    crate::network::admission::read_body(core, req.into_body(), declared, max)
         .await
         .map_err(|e| {
             let status = match &e {
-                crate::admission::BodyError::TooLarge(_) => Some(413),
-                crate::admission::BodyError::Timeout => Some(408),
+                crate::network::admission::BodyError::TooLarge(_) => Some(413),
+                crate::network::admission::BodyError::Timeout => Some(408),
                 _ => None,
             };
             let e = e.api_error(max, core);
@@ -490,7 +490,7 @@ fn list_models(core: &ServingCore) -> String {
                 "name": m.config.name,
                 "versions": m.versions.iter().rev().map(|(v, s)| json!({
                     "version": v.to_string(),
-                    "state": match s.state { crate::repository::State::Available => "AVAILABLE", crate::repository::State::Loading => "LOADING", crate::repository::State::End => "END" },
+                    "state": match s.state { crate::models::repository::State::Available => "AVAILABLE", crate::models::repository::State::Loading => "LOADING", crate::models::repository::State::End => "END" },
                 })).collect::<Vec<_>>(),
                 "labels": m.config.labels,
             })
@@ -684,7 +684,7 @@ pub fn predict_inputs(
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Err(bad("'signature_name' key must be a string value.")),
     };
-    let sig = crate::service::lookup_signature(signatures, &sig_name, Entry::Rest)?;
+    let sig = crate::api::service::lookup_signature(signatures, &sig_name, Entry::Rest)?;
     let (row, inputs) = match (m.get("instances"), m.get("inputs"), direct) {
         (Some(_), Some(_), _) => return Err(bad(
             "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist",
@@ -1020,9 +1020,9 @@ async fn classify_regress(
         Some(_) => return Err(bad("'signature_name' key must be a string value.")),
     };
     let method = if classify {
-        crate::classify::CLASSIFY_METHOD
+        crate::api::classify::CLASSIFY_METHOD
     } else {
-        crate::classify::REGRESS_METHOD
+        crate::api::classify::REGRESS_METHOD
     };
     if target.model.signatures().method(&sig_name) == Some(method) {
         // A SavedModel's classification or regression signature: tf.Examples, as TF Serving.
@@ -1039,20 +1039,26 @@ async fn classify_regress(
             )),
         };
         let results: Vec<Value> = if classify {
-            crate::classify::classify_input(core, &target, &sig_name, Some(&input), Entry::Rest)
-                .await?
-                .into_iter()
-                .map(|c| {
-                    Value::Array(
-                        c.classes
-                            .into_iter()
-                            .map(|k| json!([k.label, k.score]))
-                            .collect(),
-                    )
-                })
-                .collect()
+            crate::api::classify::classify_input(
+                core,
+                &target,
+                &sig_name,
+                Some(&input),
+                Entry::Rest,
+            )
+            .await?
+            .into_iter()
+            .map(|c| {
+                Value::Array(
+                    c.classes
+                        .into_iter()
+                        .map(|k| json!([k.label, k.score]))
+                        .collect(),
+                )
+            })
+            .collect()
         } else {
-            crate::classify::regress_input(core, &target, &sig_name, Some(&input), Entry::Rest)
+            crate::api::classify::regress_input(core, &target, &sig_name, Some(&input), Entry::Rest)
                 .await?
                 .into_iter()
                 .map(|r| json!(r.value))
@@ -1073,7 +1079,7 @@ async fn classify_regress(
         rows.push(row);
     }
     let float = std::mem::size_of::<f32>();
-    crate::classify::check_merged(
+    crate::api::classify::check_merged(
         shared.len() * float,
         rows.iter().map(|r| r.len() * float),
         core.options.max_tensor_bytes,
@@ -1085,8 +1091,8 @@ async fn classify_regress(
     if rows.is_empty() {
         return Err(bad("'examples' is empty"));
     }
-    let out = crate::classify::run_rows(core, &target, rows).await?;
-    let (n, c, v) = crate::classify::scores(&out)?;
+    let out = crate::api::classify::run_rows(core, &target, rows).await?;
+    let (n, c, v) = crate::api::classify::scores(&out)?;
     if !classify && c != 1 {
         return Err(ApiError::new(
             Code::FailedPrecondition,

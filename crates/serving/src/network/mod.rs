@@ -1,0 +1,17 @@
+//! The network: the server's start-up (options, secrets from the key broker, TLS), the gRPC
+//! services and the REST API over it, admission of connections and requests, the attestation
+//! endpoint, the metrics endpoint and the access log. Everything a request does after it is
+//! read is the serving API's.
+
+pub(crate) mod admission;
+pub(crate) mod attestation;
+pub(crate) mod connection;
+pub(crate) mod fresh_quotes;
+pub(crate) mod grpc;
+pub(crate) mod rest;
+pub(crate) mod server;
+
+pub use server::{
+    free_loopback_port, ConnectionLimits, KbsOptions, OptionsError, ServeError, ServeOption,
+    ServeOptions, Server, TlsOptions,
+};
