@@ -44,8 +44,8 @@ pub use network::{
 pub mod fuzzing {
     pub use crate::api::classify::{check_merged, rows as example_rows, serialized_examples};
     pub use crate::api::service::{check_declared, decode_inputs, order_inputs};
-    pub use crate::api::warmup::{frame_record, records as warmup_records, WarmupError};
     pub use crate::models::config::{batching_parameters, model_server_config, ssl_config};
+    pub use crate::models::{frame_record, warmup_records, WarmupError};
     pub use crate::network::admission::decoded_bytes;
     pub use crate::network::rest::{example_row, json_example, predict_inputs};
 }

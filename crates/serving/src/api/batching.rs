@@ -5,7 +5,7 @@
 //! A model whose rows depend on each other (a batch statistic, attention across the batch)
 //! would give one requester an output computed over another's inputs. So a batch holds the
 //! requests of one connection only, unless the owner declared the model row-independent in
-//! its admitted-models list ([`crate::models::repository::ModelAdmission::row_independent`]); the
+//! its admitted-models list ([`crate::models::ModelAdmission::row_independent`]); the
 //! attestation document says which models may share batches.
 
 use std::collections::HashMap;
@@ -19,7 +19,7 @@ use crate::api::error::ApiError;
 use crate::api::metrics::Metrics;
 use crate::engine::LoadedModel;
 use crate::models::config::BatchingParameters;
-use crate::models::repository::ResolvedModel;
+use crate::models::ResolvedModel;
 use teeserve_tensor::Tensor;
 
 struct Job {

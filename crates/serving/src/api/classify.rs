@@ -16,7 +16,7 @@ use tonic::Code;
 use crate::api::error::ApiError;
 use crate::api::service::{Entry, ServingCore};
 use crate::engine::Signature;
-use crate::models::repository::ResolvedModel;
+use crate::models::ResolvedModel;
 use teeserve_tensor::{DType, Data, Tensor};
 use teeserve_wire::tensorflow::serving::{
     input, Class, ClassificationRequest, ClassificationResponse, ClassificationResult,

@@ -6,7 +6,7 @@ use teeserve_wire::code_name;
 use tonic::Code;
 
 use crate::engine::EngineError;
-use crate::models::repository::ResolveError;
+use crate::models::ResolveError;
 use teeserve_tensor::TensorError;
 
 /// An error with a gRPC / TF status code and TF Serving's message.
@@ -30,6 +30,21 @@ impl ApiError {
     /// TF's name of the code (`NOT_FOUND`).
     pub fn code_name(&self) -> &'static str {
         code_name(self.code)
+    }
+
+    /// The error as a gRPC status. TF Serving truncates messages longer than 1024 characters
+    /// (grpc_status_util.cc).
+    pub fn into_status(self) -> tonic::Status {
+        let mut m = self.message;
+        if m.len() > 1024 {
+            let mut cut = 1024;
+            while !m.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            m.truncate(cut);
+            m.push_str("...TRUNCATED");
+        }
+        tonic::Status::new(self.code, m)
     }
 
     /// The HTTP status TF Serving maps the code to (`http_server.cc::ToHTTPStatusCode`).

@@ -16,3 +16,4 @@ pub use service::{
     CoreOptions, Entry, ServingCore, DEFAULT_MAX_IN_FLIGHT_BYTES, DEFAULT_MAX_TENSOR_BYTES,
     DEFAULT_SIGNATURE, PREDICT_METHOD,
 };
+pub use warmup::WarmupReplay;

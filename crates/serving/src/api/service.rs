@@ -11,7 +11,7 @@ use crate::api::batching::Batcher;
 use crate::api::error::ApiError;
 use crate::api::metrics::Metrics;
 use crate::engine::{LoadedModel, Signature};
-use crate::models::repository::{ModelRepository, ResolvedModel, State};
+use crate::models::{ModelRepository, ResolvedModel, State};
 use teeserve_tensor::{self as tensor, DType, Tensor};
 use teeserve_wire::tensorflow::serving::{
     model_spec::VersionChoice, model_version_status, GetModelMetadataRequest,

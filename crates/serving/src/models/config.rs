@@ -2,6 +2,7 @@
 //! (`model_config_list`, batching parameters, SSLConfig, monitoring config), and the typed
 //! configurations read from it. Grammar: protobuf's text format specification.
 
+use super::version_policy::VersionPolicy;
 use std::collections::BTreeMap;
 
 /// A parsed field value.
@@ -247,17 +248,6 @@ fn wrapped_int(v: &Value, field: &str) -> Result<i64, String> {
             .unwrap_or(Ok(0)),
         other => int(other, field),
     }
-}
-
-/// Which versions of a model to serve.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VersionPolicy {
-    /// The newest N versions (default 1).
-    Latest(usize),
-    /// Every version.
-    All,
-    /// These versions.
-    Specific(Vec<i64>),
 }
 
 /// One model of a `model_config_list`.

@@ -4,31 +4,21 @@
 //! to TensorFlow.
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use teeserve_seal::SealKey;
-use teeserve_seal::{binding, stream};
 
+use super::admitted::AdmittedModels;
+use super::config::ModelConfig;
+use super::files::{
+    is_saved_model, read_model, read_saved_model, ModelFileError, MODEL_FILE, SAVED_MODEL_FILE,
+    SAVED_MODEL_SEALED_FILE, SEALED_FILE,
+};
+use super::version_policy::version_dirs;
+use super::warmup_file::{read_warmup, records, WarmUp};
 use crate::engine::{Engine, LoadedModel, TensorFlowEngine};
-use crate::models::config::{ModelConfig, VersionPolicy};
-
-/// The plaintext model file of a version directory.
-pub const MODEL_FILE: &str = "model.onnx";
-/// The sealed model file of a version directory.
-pub const SEALED_FILE: &str = "model.onnx.sealed";
-/// The largest model file accepted (for a SavedModel: all its files together).
-pub const MAX_MODEL_BYTES: u64 = 4 << 30;
-/// The SavedModel file of a version directory (TensorFlow's format; its engine is TensorFlow).
-pub(crate) const SAVED_MODEL_FILE: &str = crate::engine::tensorflow::SAVED_MODEL_FILE;
-/// The sealed SavedModel file; every other file of the version is sealed beside it the same way.
-pub(crate) const SAVED_MODEL_SEALED_FILE: &str = "saved_model.pb.sealed";
-/// The most files a SavedModel version may have.
-pub(crate) const MAX_SAVED_MODEL_FILES: usize = 100_000;
-/// The suffix `teeserve seal` gives sealed files.
-const SEALED_SUFFIX: &str = ".sealed";
 
 /// A version's lifecycle state (TF Serving's ModelVersionStatus.State).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +111,7 @@ pub struct ResolvedModel {
 pub struct ModelRepository {
     engine: Arc<dyn Engine>,
     tensorflow: Option<Arc<TensorFlowEngine>>,
+    warmup: Option<Arc<dyn WarmUp>>,
     key: Option<SealKey>,
     /// The owner's admitted-models list; replaced when the broker releases a new one.
     admitted: RwLock<Option<Arc<AdmittedModels>>>,
@@ -136,223 +127,6 @@ fn stamp(p: &Path) -> Option<(u64, SystemTime)> {
     Some((m.len(), m.modified().ok()?))
 }
 
-/// A model's plaintext (kept in memory only) and the SHA-256 (hex) of the file it came from.
-pub(crate) type ModelBytes = (zeroize::Zeroizing<Vec<u8>>, String);
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
-}
-
-/// Why a version's model file was not loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ModelFileError {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// The file is larger than the server accepts.
-    #[error("{path}: {len} bytes is larger than the 4 GiB accepted")]
-    TooLarge {
-        /// The file.
-        path: PathBuf,
-        /// Its length.
-        len: u64,
-    },
-    /// A sealed file, and no key to open it.
-    #[error("{path} is sealed but no model key was provisioned")]
-    NoKey {
-        /// The file.
-        path: PathBuf,
-    },
-    /// A plaintext model on a server that unseals its models: the host could choose the model.
-    #[error("{path} is a plaintext model, and this server serves only sealed models (it holds a model key): a plaintext file on the host's disk would let the host choose what runs; seal it with `teeserve seal`")]
-    PlaintextRefused {
-        /// The file.
-        path: PathBuf,
-    },
-    /// A SavedModel, and no TensorFlow engine.
-    #[error("{dir} holds a TensorFlow SavedModel, and this server was given no TensorFlow library (--tensorflow-lib, or TEESERVE_TENSORFLOW_LIB)")]
-    NoTensorFlow {
-        /// The version directory.
-        dir: PathBuf,
-    },
-    /// A SavedModel with more files than accepted.
-    #[error("{dir}: more than {MAX_SAVED_MODEL_FILES} files")]
-    TooManyFiles {
-        /// The version directory.
-        dir: PathBuf,
-    },
-    /// Neither file is there.
-    #[error(
-        "{dir} has none of model.onnx, model.onnx.sealed, saved_model.pb, saved_model.pb.sealed"
-    )]
-    Missing {
-        /// The version directory.
-        dir: PathBuf,
-    },
-    /// The sealed file is bound to another model, version or file.
-    #[error("{path}: the file is sealed for {found:?}, not for {expected:?}; a sealed model cannot be moved to another model or version{}", binding_hint(found, expected))]
-    WrongBinding {
-        /// The file.
-        path: PathBuf,
-        /// The name in the file.
-        found: String,
-        /// The name this place in the repository needs.
-        expected: String,
-    },
-    /// Unsealing failed (wrong key, tampering, bad format).
-    #[error("{path}: {source}")]
-    Unseal {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: teeserve_seal::SealError,
-    },
-    /// The owner's list of admitted model files does not admit this one.
-    #[error("{path}: {reason}")]
-    NotAdmitted {
-        /// The file.
-        path: PathBuf,
-        /// Which rule of the list refused it.
-        reason: String,
-    },
-}
-
-/// The likely fix of a sealed file found in another place than it was sealed for.
-fn binding_hint(found: &str, expected: &str) -> String {
-    let split = |n: &str| -> Option<(String, String)> {
-        let mut parts = n.splitn(3, '/');
-        let model = parts.next()?.to_owned();
-        let version = parts.next()?.to_owned();
-        parts.next()?;
-        Some((model, version))
-    };
-    match (split(found), split(expected)) {
-        (Some((fm, fv)), Some((em, ev))) if fm != em && fv == ev => format!(
-            ": it was sealed as model {fm:?}; serve it as --model_name {fm} (or name it so in the model config), or seal it again with `teeserve seal --name {em}`"
-        ),
-        (Some((_, fv)), Some((_, ev))) if fv != ev => format!(
-            ": it was sealed as version {fv}; put it back in {fv}/, or seal the model again"
-        ),
-        _ => " (sealed by an older teeserve? seal it again: `teeserve seal --name <model>`)".into(),
-    }
-}
-
-/// Which model files the owner admits, released by the key broker with the model key: per
-/// model, the SHA-256 digests of the sealed files that may be served and/or the lowest version
-/// that may be served. A server holding such a list refuses every other file, so a sealed
-/// version the owner has retired cannot be brought back by the host.
-///
-/// JSON: `{"digits": {"sha256": ["<hex>", ...], "min_version": 2}}`; a model absent from the
-/// list is not admitted.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(transparent)]
-pub struct AdmittedModels(pub BTreeMap<String, ModelAdmission>);
-
-/// What the owner admits of one model.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelAdmission {
-    /// SHA-256 (hex) of the sealed files that may be served; empty: any digest.
-    #[serde(default)]
-    pub sha256: Vec<String>,
-    /// The lowest version that may be served.
-    #[serde(default)]
-    pub min_version: Option<i64>,
-    /// TensorFlow operators this model may use beyond the compute-only policy
-    /// ([`crate::engine::tensorflow::ops`]), e.g. `["PrintV2"]`. Only the owner can widen it.
-    #[serde(default)]
-    pub tensorflow_ops: Vec<String>,
-    /// The owner declares that every output row of this model depends only on the same row of
-    /// its inputs, so that `--enable_batching` may run its requests in batches with other
-    /// requesters' (otherwise a batch holds the requests of one connection only).
-    #[serde(default)]
-    pub row_independent: bool,
-}
-
-impl ModelAdmission {
-    /// The operator policy of a model of this admission, for a SavedModel.
-    pub fn tensorflow_policy(&self) -> String {
-        let base = crate::engine::tensorflow::ops::POLICY_NAME;
-        if self.tensorflow_ops.is_empty() {
-            base.to_owned()
-        } else {
-            let mut ops = self.tensorflow_ops.clone();
-            ops.sort();
-            ops.dedup();
-            format!("{base}+{}", ops.join(","))
-        }
-    }
-}
-
-/// The largest admitted-models list read (it comes from the key broker).
-const MAX_ADMITTED_BYTES: usize = 1 << 20;
-
-impl AdmittedModels {
-    /// Reads the list from its JSON text.
-    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
-        if bytes.len() > MAX_ADMITTED_BYTES {
-            return Err(format!(
-                "{} bytes; the list is at most {MAX_ADMITTED_BYTES}",
-                bytes.len()
-            ));
-        }
-        let mut list: Self = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        for (name, m) in list.0.iter_mut() {
-            if m.sha256.is_empty() && m.min_version.is_none() {
-                return Err(format!(
-                    "model {name:?}: give \"sha256\" digests, \"min_version\", or both"
-                ));
-            }
-            for op in &m.tensorflow_ops {
-                if op.is_empty()
-                    || op.len() > 128
-                    || !op.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                {
-                    return Err(format!(
-                        "model {name:?}: tensorflow_ops entry {op:?} is not an operator name"
-                    ));
-                }
-            }
-            for d in m.sha256.iter_mut() {
-                *d = d.to_ascii_lowercase();
-                if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(format!(
-                        "model {name:?}: {d:?} is not a SHA-256 digest (64 hex digits)"
-                    ));
-                }
-            }
-        }
-        Ok(list)
-    }
-
-    /// Why version `version` of `model`, a file with digest `sha256`, is not admitted.
-    pub fn refusal(&self, model: &str, version: i64, sha256: &str) -> Option<String> {
-        let Some(m) = self.0.get(model) else {
-            return Some(format!(
-                "the owner's admitted-models list does not name model {model:?}"
-            ));
-        };
-        if let Some(min) = m.min_version {
-            if version < min {
-                return Some(format!(
-                    "version {version} is below the lowest version the owner admits ({min})"
-                ));
-            }
-        }
-        if !m.sha256.is_empty() && !m.sha256.iter().any(|d| d == sha256) {
-            return Some(format!(
-                "SHA-256 {sha256} is not among the digests the owner admits for model {model:?}"
-            ));
-        }
-        None
-    }
-}
-
 /// How a server reads model files.
 #[derive(Debug, Default)]
 pub struct ModelSource {
@@ -360,284 +134,6 @@ pub struct ModelSource {
     pub key: Option<SealKey>,
     /// The owner's list of admitted files, when the key broker released one.
     pub admitted: Option<AdmittedModels>,
-}
-
-/// The warmup file of a version (TF Serving's `assets.extra/tf_serving_warmup_requests`), in
-/// memory: sealed and bound to `<model>/<version>/assets.extra/tf_serving_warmup_requests` when
-/// the server holds a model key (a plaintext one is then refused, as any plaintext model file
-/// is), plaintext otherwise. `None` when the version has none.
-fn read_warmup(
-    dir: &Path,
-    model: &str,
-    version: i64,
-    key: Option<&SealKey>,
-) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, ModelFileError> {
-    use crate::api::warmup::{MAX_WARMUP_BYTES, WARMUP_FILE};
-    let plain = dir.join(WARMUP_FILE);
-    let sealed = dir.join(format!("{WARMUP_FILE}{SEALED_SUFFIX}"));
-    let read = |p: &Path| -> Result<zeroize::Zeroizing<Vec<u8>>, ModelFileError> {
-        let io = |source| ModelFileError::Io {
-            path: p.to_owned(),
-            source,
-        };
-        let len = std::fs::metadata(p).map_err(io)?.len();
-        if len > MAX_WARMUP_BYTES {
-            return Err(ModelFileError::TooLarge {
-                path: p.to_owned(),
-                len,
-            });
-        }
-        Ok(zeroize::Zeroizing::new(std::fs::read(p).map_err(io)?))
-    };
-    let Some(key) = key else {
-        return if plain.is_file() {
-            read(&plain).map(Some)
-        } else {
-            Ok(None)
-        };
-    };
-    if plain.exists() {
-        return Err(ModelFileError::PlaintextRefused { path: plain });
-    }
-    if !sealed.is_file() {
-        return Ok(None);
-    }
-    let bytes = read(&sealed)?;
-    let unseal = |source| ModelFileError::Unseal {
-        path: sealed.clone(),
-        source,
-    };
-    let (header, _) = stream::SealedHeader::parse(&bytes).map_err(unseal)?;
-    let expected = binding::model_file(model, version, WARMUP_FILE);
-    if header.name != expected {
-        return Err(ModelFileError::WrongBinding {
-            path: sealed,
-            found: header.name,
-            expected,
-        });
-    }
-    let plaintext = stream::unseal_to_vec(key, &bytes, Some(&expected)).map_err(unseal)?;
-    Ok(Some(plaintext))
-}
-
-fn read_file(p: &Path) -> Result<Vec<u8>, ModelFileError> {
-    let io = |source| ModelFileError::Io {
-        path: p.to_owned(),
-        source,
-    };
-    let len = std::fs::metadata(p).map_err(io)?.len();
-    if len > MAX_MODEL_BYTES {
-        return Err(ModelFileError::TooLarge {
-            path: p.to_owned(),
-            len,
-        });
-    }
-    std::fs::read(p).map_err(io)
-}
-
-/// Reads version `version` of model `model` from its directory `dir`, unsealing it in memory
-/// when sealed (the plaintext stays in memory). With a key, the version must be sealed, for
-/// this model and version; with an admitted-models list, the list must admit it.
-pub(crate) fn read_model(
-    dir: &Path,
-    model: &str,
-    version: i64,
-    key: Option<&SealKey>,
-    admitted: Option<&AdmittedModels>,
-) -> Result<ModelBytes, ModelFileError> {
-    let sealed = dir.join(SEALED_FILE);
-    let plain = dir.join(MODEL_FILE);
-    let admit = |path: &Path, digest: &str| match admitted
-        .and_then(|a| a.refusal(model, version, digest))
-    {
-        Some(reason) => Err(ModelFileError::NotAdmitted {
-            path: path.to_owned(),
-            reason,
-        }),
-        None => Ok(()),
-    };
-    if sealed.exists() {
-        let key = key.ok_or_else(|| ModelFileError::NoKey {
-            path: sealed.clone(),
-        })?;
-        let unseal = |source| ModelFileError::Unseal {
-            path: sealed.clone(),
-            source,
-        };
-        // The bound name is checked from the header alone, so a misplaced file is refused
-        // without reading all of it.
-        let io = |source| ModelFileError::Io {
-            path: sealed.clone(),
-            source,
-        };
-        let mut head = Vec::new();
-        std::fs::File::open(&sealed)
-            .map_err(io)?
-            .take((stream::MAX_NAME + 1024) as u64)
-            .read_to_end(&mut head)
-            .map_err(io)?;
-        let (header, _) = stream::SealedHeader::parse(&head).map_err(unseal)?;
-        let expected = binding::model_file(model, version, MODEL_FILE);
-        if header.name != expected {
-            return Err(ModelFileError::WrongBinding {
-                path: sealed,
-                found: header.name,
-                expected,
-            });
-        }
-        let bytes = read_file(&sealed)?;
-        let digest = sha256_hex(&bytes);
-        admit(&sealed, &digest)?;
-        let plaintext = stream::unseal_to_vec(key, &bytes, Some(&expected)).map_err(unseal)?;
-        return Ok((plaintext, digest));
-    }
-    if plain.exists() {
-        if key.is_some() {
-            return Err(ModelFileError::PlaintextRefused { path: plain });
-        }
-        let bytes = zeroize::Zeroizing::new(read_file(&plain)?);
-        let digest = sha256_hex(&bytes);
-        admit(&plain, &digest)?;
-        return Ok((bytes, digest));
-    }
-    Err(ModelFileError::Missing {
-        dir: dir.to_owned(),
-    })
-}
-
-/// Whether a version directory holds a TensorFlow SavedModel (plaintext or sealed).
-pub(crate) fn is_saved_model(dir: &Path) -> bool {
-    dir.join(SAVED_MODEL_FILE).is_file() || dir.join(SAVED_MODEL_SEALED_FILE).is_file()
-}
-
-/// A SavedModel version as read by [`read_saved_model`].
-#[derive(Debug)]
-pub(crate) struct SavedModelFiles {
-    /// The files (path in the version, plaintext bytes), kept in memory only: unsealed when
-    /// sealed, as read (and hashed) when plaintext. TensorFlow loads these bytes, never the
-    /// directory again, so the host cannot swap a file between the hashing and the load.
-    pub plaintext: Vec<(String, zeroize::Zeroizing<Vec<u8>>)>,
-    /// SHA-256 (hex) of the version's manifest: the lines `<sha256 of the file> <path>\n`, one
-    /// per file as it lies on disk (sealed files when sealed), sorted by path.
-    pub digest: String,
-}
-
-/// The files under `dir`, as paths relative to it with `/` separators, sorted.
-fn files_under(dir: &Path) -> Result<Vec<String>, ModelFileError> {
-    let mut out = Vec::new();
-    let mut stack = vec![(dir.to_owned(), String::new())];
-    while let Some((d, prefix)) = stack.pop() {
-        let io = |source| ModelFileError::Io {
-            path: d.clone(),
-            source,
-        };
-        for e in std::fs::read_dir(&d).map_err(io)? {
-            let e = e.map_err(io)?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            let rel = if prefix.is_empty() {
-                name
-            } else {
-                format!("{prefix}/{name}")
-            };
-            let t = e.file_type().map_err(io)?;
-            if t.is_dir() {
-                stack.push((e.path(), rel));
-            } else if t.is_file() {
-                out.push(rel);
-            }
-            if out.len() + stack.len() > MAX_SAVED_MODEL_FILES {
-                return Err(ModelFileError::TooManyFiles {
-                    dir: dir.to_owned(),
-                });
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Reads the SavedModel version `version` of `model` in `dir`. A sealed version (every file
-/// sealed by `teeserve seal`, each bound to `<model>/<version>/<path in the version>`) is
-/// unsealed in memory; with a key, only sealed versions are served; with an admitted-models
-/// list, the list must admit the version's manifest digest.
-pub(crate) fn read_saved_model(
-    dir: &Path,
-    model: &str,
-    version: i64,
-    key: Option<&SealKey>,
-    admitted: Option<&AdmittedModels>,
-) -> Result<SavedModelFiles, ModelFileError> {
-    let sealed = dir.join(SAVED_MODEL_SEALED_FILE).is_file();
-    if !sealed && key.is_some() {
-        return Err(ModelFileError::PlaintextRefused {
-            path: dir.join(SAVED_MODEL_FILE),
-        });
-    }
-    let mut manifest = String::new();
-    let mut plaintext = Vec::new();
-    let mut total = 0u64;
-    for rel in files_under(dir)? {
-        let path = dir.join(&rel);
-        let bytes = zeroize::Zeroizing::new(read_file(&path)?);
-        total = total.saturating_add(bytes.len() as u64);
-        if total > MAX_MODEL_BYTES {
-            return Err(ModelFileError::TooLarge { path, len: total });
-        }
-        manifest.push_str(&format!("{} {rel}\n", sha256_hex(&bytes)));
-        if !sealed {
-            plaintext.push((rel, bytes));
-            continue;
-        }
-        let Some(inner) = rel.strip_suffix(SEALED_SUFFIX) else {
-            // A plaintext file beside sealed ones would be a file the host chose.
-            return Err(ModelFileError::PlaintextRefused { path });
-        };
-        let key = key.ok_or_else(|| ModelFileError::NoKey { path: path.clone() })?;
-        let unseal = |source| ModelFileError::Unseal {
-            path: path.clone(),
-            source,
-        };
-        let (header, _) = stream::SealedHeader::parse(&bytes).map_err(unseal)?;
-        let expected = binding::model_file(model, version, inner);
-        if header.name != expected {
-            return Err(ModelFileError::WrongBinding {
-                path,
-                found: header.name,
-                expected,
-            });
-        }
-        let plain = stream::unseal_to_vec(key, &bytes, Some(&expected)).map_err(unseal)?;
-        plaintext.push((inner.to_owned(), plain));
-    }
-    let digest = sha256_hex(manifest.as_bytes());
-    if let Some(reason) = admitted.and_then(|a| a.refusal(model, version, &digest)) {
-        return Err(ModelFileError::NotAdmitted {
-            path: dir.to_owned(),
-            reason,
-        });
-    }
-    Ok(SavedModelFiles { plaintext, digest })
-}
-
-fn version_dirs(base: &Path) -> Result<BTreeMap<i64, PathBuf>, String> {
-    let mut out = BTreeMap::new();
-    let rd = std::fs::read_dir(base).map_err(|e| format!("{}: {e}", base.display()))?;
-    for e in rd.flatten() {
-        let p = e.path();
-        if !p.is_dir() {
-            continue;
-        }
-        if let Some(v) = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.parse::<i64>().ok())
-        {
-            if v >= 0 {
-                out.insert(v, p);
-            }
-        }
-    }
-    Ok(out)
 }
 
 impl ModelRepository {
@@ -658,6 +154,7 @@ impl ModelRepository {
         Self {
             engine,
             tensorflow: None,
+            warmup: None,
             key: source.key,
             admitted: RwLock::new(source.admitted.map(Arc::new)),
             models: RwLock::new(models),
@@ -670,6 +167,13 @@ impl ModelRepository {
     /// with an error that names the flag).
     pub fn with_tensorflow(mut self, tensorflow: Option<Arc<TensorFlowEngine>>) -> Self {
         self.tensorflow = tensorflow;
+        self
+    }
+
+    /// Replays each version's warmup requests with `warmup` before the version is served
+    /// (without it, a warmup file is read and its framing checked, and nothing is replayed).
+    pub fn with_warmup(mut self, warmup: Arc<dyn WarmUp>) -> Self {
+        self.warmup = Some(warmup);
         self
     }
 
@@ -712,38 +216,9 @@ impl ModelRepository {
                     BTreeMap::new()
                 }
             };
-            // Latest(n) walks down from the newest version until n are available, so a broken
-            // new version is reported in status while the previous one keeps serving
-            // (TF Serving's availability-preserving behaviour).
-            let mut aspired = Vec::new();
-            match &config.policy {
-                VersionPolicy::Latest(n) => {
-                    let mut available = 0;
-                    for (v, dir) in dirs.iter().rev() {
-                        if available >= *n {
-                            break;
-                        }
-                        aspired.push(*v);
-                        if self.ensure(&config.name, *v, dir) {
-                            available += 1;
-                        }
-                    }
-                }
-                VersionPolicy::All => {
-                    for (v, dir) in &dirs {
-                        aspired.push(*v);
-                        self.ensure(&config.name, *v, dir);
-                    }
-                }
-                VersionPolicy::Specific(want) => {
-                    for v in want {
-                        if let Some(dir) = dirs.get(v) {
-                            aspired.push(*v);
-                            self.ensure(&config.name, *v, dir);
-                        }
-                    }
-                }
-            }
+            let aspired = config
+                .policy
+                .aspire(&dirs, |v, dir| self.ensure(&config.name, v, dir));
             if let Ok(mut m) = self.models.write() {
                 if let Some(s) = m.get_mut(&config.name) {
                     let before: Vec<i64> = s.versions.keys().copied().collect();
@@ -866,7 +341,12 @@ impl ModelRepository {
         else {
             return Ok(());
         };
-        let n = crate::api::warmup::replay(model, &file).map_err(|e| e.to_string())?;
+        let Some(warmup) = &self.warmup else {
+            let n = records(&file).map_err(|e| e.to_string())?.len();
+            tracing::info!(model = %name, version = v, records = n, "warmup file read; no replay configured");
+            return Ok(());
+        };
+        let n = warmup.replay(model, &file).map_err(|e| e.to_string())?;
         tracing::info!(model = %name, version = v, records = n, "warmup requests replayed");
         Ok(())
     }
@@ -1113,23 +593,5 @@ impl ModelRepository {
                         .all(|s| s.versions.values().any(|v| v.state == State::Available))
             })
             .unwrap_or(false)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::binding_hint;
-
-    #[test]
-    fn a_misplaced_sealed_file_gets_the_fix_that_applies() {
-        let h = binding_hint("prod/1/model.onnx", "mymodel/1/model.onnx");
-        assert!(
-            h.contains("--model_name prod") && h.contains("teeserve seal --name mymodel"),
-            "{h}"
-        );
-        let h = binding_hint("prod/1/model.onnx", "prod/2/model.onnx");
-        assert!(h.contains("sealed as version 1") && h.contains("1/"), "{h}");
-        let h = binding_hint("1/model.onnx", "prod/1/model.onnx");
-        assert!(h.contains("older teeserve"), "{h}");
     }
 }

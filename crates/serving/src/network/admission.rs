@@ -110,7 +110,7 @@ pub(crate) struct GrpcAdmission {
 }
 
 fn grpc_error(e: ApiError) -> Response {
-    crate::network::grpc::status(e).into_http::<Body>()
+    e.into_status().into_http::<Body>()
 }
 
 /// The answer to a gRPC call whose method is not POST, as grpc-go gives it
@@ -118,7 +118,7 @@ fn grpc_error(e: ApiError) -> Response {
 /// the method, before any of the body is read. tonic itself would serve the call whatever its
 /// method.
 fn method_not_allowed(method: &hyper::Method) -> Response {
-    let mut r = crate::network::grpc::status(ApiError::new(
+    let mut r = ApiError::into_status(ApiError::new(
         Code::Internal,
         format!("Received a HEADERS frame with :method \"{method}\" which should be POST"),
     ))

@@ -9,7 +9,7 @@ use teeserve_ratls::document::{parse_nonce, MAX_NONCE};
 use teeserve_ratls::{AttestationDoc, DocumentError, KeyOrigin, ModelDigest};
 use tokio::sync::Mutex;
 
-use crate::models::repository::ModelRepository;
+use crate::models::ModelRepository;
 use crate::network::fresh_quotes::{FreshQuotes, NoTurn, PeerKey, MAX_WAIT, PER_PEER, RETRY_AFTER};
 
 /// Why `/v1/attestation` could not answer.

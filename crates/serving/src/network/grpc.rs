@@ -19,21 +19,6 @@ use teeserve_wire::tensorflow::serving::{
     GetModelStatusResponse, PredictRequest, PredictResponse, RegressionRequest, RegressionResponse,
 };
 
-/// A core error as a gRPC status.
-pub(crate) fn status(e: ApiError) -> Status {
-    // TF Serving truncates messages longer than 1024 characters (grpc_status_util.cc).
-    let mut m = e.message;
-    if m.len() > 1024 {
-        let mut cut = 1024;
-        while !m.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        m.truncate(cut);
-        m.push_str("...TRUNCATED");
-    }
-    Status::new(e.code, m)
-}
-
 /// Both TF Serving services over one core.
 #[derive(Debug, Clone)]
 pub(crate) struct Grpc(pub Arc<ServingCore>);
@@ -47,7 +32,7 @@ impl prediction_service_server::PredictionService for Grpc {
         classify::classify(&self.0, req.into_inner())
             .await
             .map(Response::new)
-            .map_err(status)
+            .map_err(ApiError::into_status)
     }
 
     async fn regress(
@@ -57,7 +42,7 @@ impl prediction_service_server::PredictionService for Grpc {
         classify::regress(&self.0, req.into_inner())
             .await
             .map(Response::new)
-            .map_err(status)
+            .map_err(ApiError::into_status)
     }
 
     async fn predict(
@@ -72,14 +57,14 @@ impl prediction_service_server::PredictionService for Grpc {
             .map(|s| s.name.clone())
             .unwrap_or_default();
         let out = self.0.predict(r).await;
-        crate::network::rest::access_log(
+        crate::network::access_log::access_log(
             "grpc",
             "Predict",
             &name,
             &out.as_ref().map(|_| "OK").unwrap_or_else(|e| e.code_name()),
             start,
         );
-        out.map(Response::new).map_err(status)
+        out.map(Response::new).map_err(ApiError::into_status)
     }
 
     async fn get_model_metadata(
@@ -89,7 +74,7 @@ impl prediction_service_server::PredictionService for Grpc {
         self.0
             .metadata(req.get_ref())
             .map(Response::new)
-            .map_err(status)
+            .map_err(ApiError::into_status)
     }
 }
 
@@ -102,7 +87,7 @@ impl model_service_server::ModelService for Grpc {
         self.0
             .status(req.get_ref())
             .map(Response::new)
-            .map_err(status)
+            .map_err(ApiError::into_status)
     }
 }
 

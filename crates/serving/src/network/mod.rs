@@ -3,6 +3,7 @@
 //! endpoint, the metrics endpoint and the access log. Everything a request does after it is
 //! read is the serving API's.
 
+pub(crate) mod access_log;
 pub(crate) mod admission;
 pub(crate) mod attestation;
 pub(crate) mod connection;

@@ -20,8 +20,9 @@ use crate::api::batching::Batcher;
 use crate::api::metrics::Metrics;
 use crate::api::service::{CoreOptions, ServingCore};
 use crate::engine::EngineChoice;
-use crate::models::config::{self, ModelConfig, VersionPolicy};
-use crate::models::repository::{AdmittedModels, ModelRepository, ModelSource, State};
+use crate::models::config::{self, ModelConfig};
+use crate::models::VersionPolicy;
+use crate::models::{AdmittedModels, ModelRepository, ModelSource, State};
 use crate::network::attestation::Attestor;
 use crate::network::rest::RestContext;
 
@@ -640,7 +641,8 @@ impl Server {
                 },
                 model_configs(&o)?,
             )
-            .with_tensorflow(tensorflow),
+            .with_tensorflow(tensorflow)
+            .with_warmup(Arc::new(crate::api::WarmupReplay)),
         );
         let r = repo.clone();
         tokio::task::spawn_blocking(move || r.sync())

@@ -1,0 +1,356 @@
+//! `:predict`: the row (`instances`) and columnar (`inputs`) formats read straight into tensors
+//! where the body allows it, and the outputs written back in the request's format.
+
+use serde_json::{Map, Value};
+use tonic::Code;
+
+use super::body::{parse_json, JsonCost};
+use super::response::bad;
+use crate::api::error::ApiError;
+use crate::api::service::{Entry, Reservation, ServingCore};
+use teeserve_tensor::{self as tensor, Tensor};
+
+/// A Predict body. When the model has one float input and the body carries it as a regular
+/// nested list of numbers (`"instances": [[...]]`, `"inputs": [[...]]` or
+/// `"inputs": {"<input>": [[...]]}`, the usual image request), that list is read straight into
+/// a tensor ([`tensor::from_json_numbers`]) and `null` stands in its place in the object; the
+/// tensor is returned beside the object.
+/// Whatever else the body holds goes the general way, and any body the direct reading does not
+/// fit is read wholly the general way, so errors are the same either way.
+///
+/// The memory either reading takes is asked of `reserve` first (an upper bound found from the
+/// body's bytes), and no tensor larger than `max_bytes` is read.
+pub(super) fn parse_predict_body(
+    body: &[u8],
+    sigs: &crate::engine::Signatures,
+    max_bytes: usize,
+    reserve: &mut dyn FnMut(usize) -> Result<(), ApiError>,
+) -> Result<(Map<String, Value>, Option<Tensor>), ApiError> {
+    let cost = JsonCost::of(body);
+    reserve(cost.direct())?;
+    let direct = || {
+        // The object with its values left as text (a repeated key keeps the last, as in the
+        // general path).
+        let raw: std::collections::BTreeMap<String, &serde_json::value::RawValue> =
+            serde_json::from_slice(body).ok()?;
+        let sig_name: String = match raw.get("signature_name") {
+            Some(v) => serde_json::from_str(v.get()).ok()?,
+            None => String::new(),
+        };
+        let [spec] = sigs.get(&sig_name)?.inputs.as_slice() else {
+            return None;
+        };
+        let keys = ["instances", "inputs"];
+        let [(key, value)] = raw
+            .iter()
+            .filter(|(k, _)| keys.contains(&k.as_str()))
+            .collect::<Vec<_>>()[..]
+        else {
+            return None;
+        };
+        let text = value.get();
+        let t = if text.starts_with('{') {
+            // "inputs": {"<the input>": [[...]]}, read without a second pass over the list.
+            let (name, list) = single_entry(text).filter(|_| key == "inputs")?;
+            if name != spec.name || name == "b64" {
+                return None;
+            }
+            tensor::from_json_numbers_within(list, spec.dtype, max_bytes)?
+        } else {
+            tensor::from_json_numbers_within(text, spec.dtype, max_bytes)?
+        };
+        let mut m = Map::new();
+        for (k, v) in &raw {
+            let v = if k == key {
+                Value::Null
+            } else {
+                serde_json::from_str(v.get()).ok()?
+            };
+            m.insert(k.clone(), v);
+        }
+        Some((m, t))
+    };
+    match direct() {
+        Some((m, d)) => Ok((m, Some(d))),
+        None => {
+            reserve(cost.tree().saturating_sub(cost.direct()))?;
+            Ok((parse_json(body)?, None))
+        }
+    }
+}
+
+/// What a Predict body asks for ([`predict_inputs`]).
+#[derive(Debug)]
+pub struct PredictBody {
+    /// The body was in the row format (`instances`).
+    pub row: bool,
+    /// The signature name it asked for (empty: the default).
+    pub signature_name: String,
+    /// The input tensors by name.
+    pub inputs: Vec<(String, Tensor)>,
+}
+
+/// The inputs a Predict body carries for a model of this signature, as the REST API reads
+/// them, none larger than what is left of `max_bytes`. `reserve` is asked for the memory
+/// reading the body takes before it is taken.
+pub fn predict_inputs(
+    body: &[u8],
+    signatures: &crate::engine::Signatures,
+    max_bytes: usize,
+    reserve: &mut dyn FnMut(usize) -> Result<(), ApiError>,
+) -> Result<PredictBody, ApiError> {
+    let (m, direct) = parse_predict_body(body, signatures, max_bytes, reserve)?;
+    let sig_name = match m.get("signature_name") {
+        None => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(bad("'signature_name' key must be a string value.")),
+    };
+    let sig = crate::api::service::lookup_signature(signatures, &sig_name, Entry::Rest)?;
+    let (row, inputs) = match (m.get("instances"), m.get("inputs"), direct) {
+        (Some(_), Some(_), _) => return Err(bad(
+            "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist",
+        )),
+        (None, None, _) => return Err(bad("Missing 'inputs' or 'instances' key")),
+        (inst, _, Some(t)) => (inst.is_some(), vec![(sig.inputs[0].name.clone(), t)]),
+        (Some(inst), None, None) => (true, row_inputs(sig, inst, max_bytes)?),
+        (None, Some(inp), None) => (false, columnar_inputs(sig, inp, max_bytes)?),
+    };
+    Ok(PredictBody {
+        row,
+        signature_name: sig_name,
+        inputs,
+    })
+}
+
+/// The key and the value's text of a JSON object's text that might hold one entry, when the key
+/// has no escapes. The value's text runs to the closing brace, so that with more entries it
+/// holds their text too and will not read as one value.
+pub(super) fn single_entry(object: &str) -> Option<(&str, &str)> {
+    let inner = object.strip_prefix('{')?.strip_suffix('}')?.trim_start();
+    let quoted = inner.strip_prefix('"')?;
+    let end = quoted.find('"')?;
+    let name = &quoted[..end];
+    if name.contains('\\') {
+        return None;
+    }
+    Some((
+        name,
+        quoted[end + 1..]
+            .trim_start()
+            .strip_prefix(':')?
+            .trim_start(),
+    ))
+}
+
+pub(super) async fn predict(
+    core: &ServingCore,
+    name: &str,
+    version: Option<i64>,
+    label: Option<&str>,
+    body: &[u8],
+) -> Result<String, ApiError> {
+    let target = core.resolve(name, version, label)?;
+    let mut held = Reservation::default();
+    let PredictBody {
+        row,
+        signature_name: sig_name,
+        inputs,
+    } = predict_inputs(
+        body,
+        target.model.signatures(),
+        core.options.max_tensor_bytes,
+        &mut |bytes| {
+            held.merge(core.reserve(bytes, "reading the request's JSON")?);
+            Ok(())
+        },
+    )?;
+    let outputs = core
+        .infer(&target, &sig_name, inputs, &[], Entry::Rest)
+        .await?;
+    let mut s = String::new();
+    if row {
+        let n = outputs
+            .first()
+            .and_then(|(_, t)| t.shape.first().copied())
+            .unwrap_or(0);
+        for (name, t) in &outputs {
+            if t.shape.first() != Some(&n) {
+                return Err(ApiError::new(
+                    Code::InvalidArgument,
+                    format!("Tensor name: {name} has inconsistent batch size"),
+                ));
+            }
+        }
+        s.push_str("{\n    \"predictions\": [");
+        for i in 0..n {
+            s.push_str(if i == 0 { "" } else { ", " });
+            write_outputs(&outputs, Some(i), &mut s);
+        }
+        s.push_str("]\n}");
+    } else {
+        s.push_str("{\n    \"outputs\": ");
+        write_outputs(&outputs, None, &mut s);
+        s.push_str("\n}");
+    }
+    Ok(s)
+}
+
+/// Writes one output as its value, or several as an object keyed by alias (TF Serving's rule);
+/// `row` selects one row of each. Aliases ending in `_bytes` are written as `{"b64": ...}`.
+pub(super) fn write_outputs(outputs: &[(String, Tensor)], row: Option<usize>, s: &mut String) {
+    if let [(name, t)] = outputs {
+        tensor::write_json(t, row, name.ends_with("_bytes"), s);
+        return;
+    }
+    s.push('{');
+    for (k, (name, t)) in outputs.iter().enumerate() {
+        if k > 0 {
+            s.push_str(", ");
+        }
+        s.push_str(&Value::String(name.clone()).to_string());
+        s.push_str(": ");
+        tensor::write_json(t, row, name.ends_with("_bytes"), s);
+    }
+    s.push('}');
+}
+
+/// Reads one input into a tensor of at most what is `left` of a request's tensor bytes.
+pub(super) fn json_input(
+    v: &Value,
+    spec: &crate::engine::TensorSpec,
+    left: &mut usize,
+) -> Result<Tensor, ApiError> {
+    let t = tensor::from_json_within(v, spec.dtype, *left).map_err(|e| {
+        if matches!(e, tensor::TensorError::TooLarge(_)) {
+            bad(format!(
+                "input {}: {e} (--max_request_tensor_bytes)",
+                spec.name
+            ))
+        } else {
+            bad(e.to_string())
+        }
+    })?;
+    *left -= t.len() * spec.dtype.element_bytes()
+        + match &t.data {
+            teeserve_tensor::Data::Str(v) => v.iter().map(Vec::len).sum(),
+            _ => 0,
+        };
+    Ok(t)
+}
+
+pub(super) fn row_inputs(
+    sig: &crate::engine::Signature,
+    inst: &Value,
+    max: usize,
+) -> Result<Vec<(String, Tensor)>, ApiError> {
+    let mut left = max;
+    let list = match inst {
+        Value::Array(a) if !a.is_empty() => a,
+        _ => return Err(bad("Expecting 'instances' to be an list/array")),
+    };
+    let objects = list.iter().all(Value::is_object)
+        && list
+            .iter()
+            .all(|o| o.get("b64").is_none() || o.as_object().is_some_and(|m| m.len() > 1));
+    if sig.inputs.len() > 1 || objects {
+        let mut out = Vec::new();
+        for spec in &sig.inputs {
+            let mut col = Vec::with_capacity(list.len());
+            for (i, o) in list.iter().enumerate() {
+                let o = o.as_object().ok_or_else(|| {
+                    bad(format!(
+                        "Expecting object at instances[{i}] since the signature has {} inputs",
+                        sig.inputs.len()
+                    ))
+                })?;
+                if o.len() != sig.inputs.len() {
+                    return Err(bad(format!(
+                        "instances[{i}] has {} keys; the signature has {} inputs",
+                        o.len(),
+                        sig.inputs.len()
+                    )));
+                }
+                col.push(o.get(&spec.name).cloned().ok_or_else(|| {
+                    bad(format!("instances[{i}] is missing input {}", spec.name))
+                })?);
+            }
+            let t = json_input(&Value::Array(col), spec, &mut left)?;
+            out.push((spec.name.clone(), t));
+        }
+        return Ok(out);
+    }
+    let spec = sig
+        .inputs
+        .first()
+        .ok_or_else(|| bad("the model has no inputs"))?;
+    Ok(vec![(
+        spec.name.clone(),
+        json_input(inst, spec, &mut left)?,
+    )])
+}
+
+pub(super) fn columnar_inputs(
+    sig: &crate::engine::Signature,
+    inp: &Value,
+    max: usize,
+) -> Result<Vec<(String, Tensor)>, ApiError> {
+    let mut left = max;
+    match inp {
+        Value::Object(m) if m.get("b64").is_none() || m.len() > 1 => {
+            let mut out = Vec::new();
+            for spec in &sig.inputs {
+                let v = m.get(&spec.name).ok_or_else(|| {
+                    bad(format!(
+                        "Missing named input: {} in 'inputs' object.",
+                        spec.name
+                    ))
+                })?;
+                out.push((spec.name.clone(), json_input(v, spec, &mut left)?));
+            }
+            for k in m.keys() {
+                if !sig.inputs.iter().any(|s| &s.name == k) {
+                    // Only the name matters: order_inputs reports it as "Sent extra".
+                    out.push((
+                        k.clone(),
+                        Tensor {
+                            shape: vec![0],
+                            data: teeserve_tensor::Data::F32(vec![]),
+                        },
+                    ));
+                }
+            }
+            Ok(out)
+        }
+        v => {
+            if sig.inputs.len() != 1 {
+                return Err(bad(format!(
+                    "Expecting an object of {} named inputs in 'inputs'",
+                    sig.inputs.len()
+                )));
+            }
+            let spec = &sig.inputs[0];
+            Ok(vec![(spec.name.clone(), json_input(v, spec, &mut left)?)])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_entry_reads_one_plain_key() {
+        assert_eq!(
+            single_entry(r#"{"pixels": [[1, 2]]}"#),
+            Some(("pixels", "[[1, 2]]"))
+        );
+        assert_eq!(single_entry(r#"{ "x" :[1] }"#), Some(("x", "[1] ")));
+        // More entries stay in the value's text, which then is not one list.
+        let (_, rest) = single_entry(r#"{"a": [1], "b": [2]}"#).unwrap();
+        assert!(tensor::from_json_numbers(rest, teeserve_tensor::DType::F32).is_none());
+        assert_eq!(single_entry(r#"{"a\"b": [1]}"#), None);
+        assert_eq!(single_entry(r#"{"a\u0062": [1]}"#), None);
+        assert_eq!(single_entry("[1]"), None);
+        assert_eq!(single_entry("{}"), None);
+    }
+}
