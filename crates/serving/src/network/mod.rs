@@ -9,10 +9,15 @@ pub(crate) mod attestation;
 pub(crate) mod connection;
 pub(crate) mod fresh_quotes;
 pub(crate) mod grpc;
+pub(crate) mod listener;
+pub(crate) mod options;
+pub(crate) mod provisioning;
 pub(crate) mod rest;
 pub(crate) mod server;
+pub(crate) mod tls;
 
-pub use server::{
-    free_loopback_port, ConnectionLimits, KbsOptions, OptionsError, ServeError, ServeOption,
-    ServeOptions, Server, TlsOptions,
+pub use listener::free_loopback_port;
+pub use options::{
+    ConnectionLimits, KbsOptions, OptionsError, ServeError, ServeOption, ServeOptions, TlsOptions,
 };
+pub use server::Server;

@@ -1,0 +1,192 @@
+//! The listeners' TLS: the certificate and key (made in the TEE for RA-TLS, released by the
+//! broker, or files the host gave), client certificates when required, and who may read the
+//! metrics.
+
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use teeserve_attest::platform::Platform;
+use teeserve_ratls::{EvidenceFormat, KeyOrigin, KeyType, RaTlsIdentity};
+use zeroize::Zeroizing;
+
+use crate::models::config::{self};
+use crate::network::options::{
+    option, read, read_text, OptionsError, ServeError, ServeOption, ServeOptions, TlsOptions,
+};
+
+/// A TLS configuration, the DER SubjectPublicKeyInfo of the served certificate, and where its
+/// key came from.
+pub(crate) type TlsSetup = (Arc<rustls::ServerConfig>, Vec<u8>, KeyOrigin);
+
+pub(crate) fn tls_config(
+    t: &TlsOptions,
+    provisioned_key: Option<&[u8]>,
+    platform: Option<&dyn Platform>,
+) -> Result<Option<TlsSetup>, ServeError> {
+    let (certs, key, client_ca, origin): (
+        Vec<CertificateDer<'static>>,
+        PrivateKeyDer<'static>,
+        Option<Vec<u8>>,
+        KeyOrigin,
+    ) = if t.ra_tls {
+        let p = platform.ok_or(ServeError::Needs {
+            option: ServeOption::TlsRa,
+            needs: vec![ServeOption::Platform],
+        })?;
+        let id = RaTlsIdentity::generate(p, EvidenceFormat::Both, KeyType::P256)
+            .map_err(|e| ServeError::Attestation(e.to_string()))?;
+        (
+            vec![CertificateDer::from(id.cert_der.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(id.key_pkcs8.to_vec())),
+            t.client_ca
+                .as_ref()
+                .map(|p| read(p, ServeOption::TlsClientCa))
+                .transpose()?,
+            KeyOrigin::Tee,
+        )
+    } else if let Some(f) = &t.ssl_config_file {
+        let ssl = |detail: String| option(ServeOption::SslConfigFile, detail);
+        let text = read_text(f, ServeOption::SslConfigFile)?;
+        let c = config::ssl_config(&text).map_err(|e| ssl(format!("{}: {e}", f.display())))?;
+        let certs = teeserve_tls::certs_from_pem(c.server_cert.as_bytes())
+            .map_err(|e| ssl(format!("server_cert: {e}")))?;
+        let key = teeserve_tls::key_from_pem(c.server_key.as_bytes())
+            .map_err(|e| ssl(format!("server_key: {e}")))?;
+        let ca = if c.client_verify {
+            if c.custom_ca.is_empty() {
+                return Err(ssl("client_verify needs custom_ca".into()));
+            }
+            Some(c.custom_ca.into_bytes())
+        } else {
+            None
+        };
+        (certs, key, ca, KeyOrigin::Host)
+    } else if let Some(cert) = &t.cert {
+        let certs = teeserve_tls::certs_from_pem(&read(cert, ServeOption::TlsCert)?)
+            .map_err(|e| option(ServeOption::TlsCert, e))?;
+        let (key_pem, origin) = match (provisioned_key, &t.key) {
+            (Some(k), _) => (Zeroizing::new(k.to_vec()), KeyOrigin::Broker),
+            (None, Some(p)) => (
+                Zeroizing::new(read(p, ServeOption::TlsKey)?),
+                KeyOrigin::Host,
+            ),
+            (None, None) => {
+                return Err(ServeError::Needs {
+                    option: ServeOption::TlsCert,
+                    needs: vec![ServeOption::TlsKey, ServeOption::KbsTlsKeySecret],
+                })
+            }
+        };
+        let key = teeserve_tls::key_from_pem(&key_pem)
+            .map_err(|e| ServeError::Tls(format!("TLS key: {e}")))?;
+        (
+            certs,
+            key,
+            t.client_ca
+                .as_ref()
+                .map(|p| read(p, ServeOption::TlsClientCa))
+                .transpose()?,
+            origin,
+        )
+    } else if t.insecure {
+        return Ok(None);
+    } else {
+        return Err(ServeError::Options(OptionsError::NoTls));
+    };
+    let spki = x509_parser::parse_x509_certificate(&certs[0])
+        .map(|(_, c)| c.public_key().raw.to_vec())
+        .map_err(|e| ServeError::Tls(format!("server certificate: {e}")))?;
+    let tls = |e: rustls::Error| ServeError::Tls(e.to_string());
+    let builder = rustls::ServerConfig::builder_with_provider(teeserve_tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(tls)?;
+    let builder = match (client_ca, &t.monitoring_client_ca) {
+        (Some(ca), _) => {
+            builder.with_client_cert_verifier(client_verifier(&ca, ServeOption::TlsClientCa, true)?)
+        }
+        // Only the metrics need a certificate: one is asked for, and checked, but a client
+        // without one is served the rest.
+        (None, Some(monitoring)) => builder.with_client_cert_verifier(client_verifier(
+            &read(monitoring, ServeOption::MonitoringClientCa)?,
+            ServeOption::MonitoringClientCa,
+            false,
+        )?),
+        (None, None) => builder.with_no_client_auth(),
+    };
+    let mut c = builder.with_single_cert(certs, key).map_err(|e| {
+        // Name both files: the usual cause is a key that belongs to another certificate.
+        let from = if t.ra_tls {
+            "the RA-TLS certificate made at start and its key".to_owned()
+        } else if let Some(f) = &t.ssl_config_file {
+            format!(
+                "server_cert and server_key of --ssl_config_file {}",
+                f.display()
+            )
+        } else {
+            let cert = t
+                .cert
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            match (provisioned_key.is_some(), &t.key) {
+                (true, _) => format!("--tls-cert {cert} and the TLS key the key broker released"),
+                (false, Some(k)) => format!("--tls-cert {cert} and --tls-key {}", k.display()),
+                (false, None) => format!("--tls-cert {cert}"),
+            }
+        };
+        let why = match e {
+            rustls::Error::InconsistentKeys(_) => {
+                "the key is not the certificate's (another certificate's key?)".to_owned()
+            }
+            other => other.to_string(),
+        };
+        ServeError::Tls(format!("{from}: {why}"))
+    })?;
+    c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some((Arc::new(c), spki, origin)))
+}
+
+/// A verifier of client certificates chaining to the CA `pem` (`required`: a client without
+/// one fails the handshake).
+pub(crate) fn client_verifier(
+    pem: &[u8],
+    o: ServeOption,
+    required: bool,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, ServeError> {
+    let roots = teeserve_tls::roots_from_pem(pem).map_err(|e| option(o, e))?;
+    let b = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        teeserve_tls::provider(),
+    );
+    let b = if required {
+        b
+    } else {
+        b.allow_unauthenticated()
+    };
+    b.build().map_err(|e| option(o, format!("client CA: {e}")))
+}
+/// Who may read the metrics, when not everyone who reaches the REST port: clients whose
+/// certificate chains to the monitoring client CA.
+pub(crate) fn metrics_clients(
+    o: &ServeOptions,
+    metrics: Option<&str>,
+    tls: bool,
+) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, ServeError> {
+    let Some(ca) = &o.tls.monitoring_client_ca else {
+        return Ok(None);
+    };
+    if metrics.is_none() {
+        return Err(ServeError::Needs {
+            option: ServeOption::MonitoringClientCa,
+            needs: vec![ServeOption::MonitoringConfigFile],
+        });
+    }
+    if !tls {
+        return Err(option(
+            ServeOption::MonitoringClientCa,
+            "client certificates need TLS, and the server is plaintext",
+        ));
+    }
+    let pem = read(ca, ServeOption::MonitoringClientCa)?;
+    client_verifier(&pem, ServeOption::MonitoringClientCa, true).map(Some)
+}
