@@ -241,68 +241,79 @@ async fn batch_loop(
             Err(_) => return,
         };
         metrics.batch(&name, rows);
-        let model = model.clone();
-        let signature = signature.clone();
-        let threads = threads.clone();
-        let name = name.clone();
-        tokio::spawn(async move {
-            let n_inputs = jobs[0].inputs.len();
-            let merged: Result<Vec<Tensor>, _> = (0..n_inputs)
-                .map(|i| {
-                    let parts: Vec<&Tensor> = jobs.iter().map(|j| &j.inputs[i]).collect();
-                    Tensor::concat_rows(&parts)
-                })
-                .collect();
-            let result = match merged {
-                Ok(inputs) => {
-                    let model = model.clone();
-                    let signature = signature.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let _p = permit;
-                        model.run(&signature, inputs)
-                    })
-                    .await
-                    .map_err(|e| ApiError::new(Code::InvalidArgument, e.to_string()))
-                    .and_then(|r| r.map_err(ApiError::from))
-                }
-                Err(e) => Err(ApiError::from(e)),
-            };
-            if let Ok(outs) = &result {
-                if jobs.len() > 1 && outs.iter().any(|t| t.shape.first() != Some(&rows)) {
-                    // An output the batch cannot be split along: its value depends on every
-                    // request of the batch, so no request may see it. Each runs on its own.
-                    tracing::warn!(
-                        "model {name}: an output has no batch dimension; the {} requests of the batch run one by one",
-                        jobs.len()
-                    );
-                    for j in jobs {
-                        let r =
-                            run_now(model.clone(), signature.clone(), j.inputs, threads.clone())
-                                .await;
-                        let _ = j.reply.send(r);
-                    }
-                    return;
-                }
-            }
-            let mut offset = 0;
+        let (model, signature) = (model.clone(), signature.clone());
+        let (threads, name) = (threads.clone(), name.clone());
+        tokio::spawn(run_batch(
+            jobs, rows, model, signature, threads, name, permit,
+        ));
+    }
+}
+
+/// Runs one batch: the jobs' inputs concatenated along the batch dimension, one run, and each
+/// job answered with its rows of the outputs (or each job run alone, when an output has no
+/// batch dimension to split).
+async fn run_batch(
+    jobs: Vec<Job>,
+    rows: usize,
+    model: Arc<dyn LoadedModel>,
+    signature: Arc<str>,
+    threads: Arc<Semaphore>,
+    name: String,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let n_inputs = jobs[0].inputs.len();
+    let merged: Result<Vec<Tensor>, _> = (0..n_inputs)
+        .map(|i| {
+            let parts: Vec<&Tensor> = jobs.iter().map(|j| &j.inputs[i]).collect();
+            Tensor::concat_rows(&parts)
+        })
+        .collect();
+    let result = match merged {
+        Ok(inputs) => {
+            let model = model.clone();
+            let signature = signature.clone();
+            tokio::task::spawn_blocking(move || {
+                let _p = permit;
+                model.run(&signature, inputs)
+            })
+            .await
+            .map_err(|e| ApiError::new(Code::InvalidArgument, e.to_string()))
+            .and_then(|r| r.map_err(ApiError::from))
+        }
+        Err(e) => Err(ApiError::from(e)),
+    };
+    if let Ok(outs) = &result {
+        if jobs.len() > 1 && outs.iter().any(|t| t.shape.first() != Some(&rows)) {
+            // An output the batch cannot be split along: its value depends on every
+            // request of the batch, so no request may see it. Each runs on its own.
+            tracing::warn!(
+                "model {name}: an output has no batch dimension; the {} requests of the batch run one by one",
+                jobs.len()
+            );
             for j in jobs {
-                let r = match &result {
-                    Ok(outs) => Ok(outs
-                        .iter()
-                        .map(|t| {
-                            if t.shape.first() == Some(&rows) {
-                                t.slice_rows(offset, offset + j.rows)
-                            } else {
-                                // One job: its own output, whole.
-                                t.clone()
-                            }
-                        })
-                        .collect()),
-                    Err(e) => Err(e.clone()),
-                };
-                offset += j.rows;
+                let r = run_now(model.clone(), signature.clone(), j.inputs, threads.clone()).await;
                 let _ = j.reply.send(r);
             }
-        });
+            return;
+        }
+    }
+    let mut offset = 0;
+    for j in jobs {
+        let r = match &result {
+            Ok(outs) => Ok(outs
+                .iter()
+                .map(|t| {
+                    if t.shape.first() == Some(&rows) {
+                        t.slice_rows(offset, offset + j.rows)
+                    } else {
+                        // One job: its own output, whole.
+                        t.clone()
+                    }
+                })
+                .collect()),
+            Err(e) => Err(e.clone()),
+        };
+        offset += j.rows;
+        let _ = j.reply.send(r);
     }
 }

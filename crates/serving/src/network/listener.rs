@@ -69,19 +69,7 @@ pub(crate) async fn serve_listener(
         .max_connections
         .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
     let open = Arc::new(tokio::sync::Semaphore::new(max));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
-    // HTTP/2 flow-control windows large enough for an image batch in one round trip
-    // (the protocol's default of 64 KiB makes a 600 KB tensor wait for several
-    // WINDOW_UPDATEs); the request size limit still applies.
-    builder
-        .http2()
-        .initial_stream_window_size(teeserve_wire::H2_STREAM_WINDOW)
-        .initial_connection_window_size(2 * teeserve_wire::H2_STREAM_WINDOW)
-        .max_frame_size(H2_MAX_FRAME);
+    let builder = http_builder(&limits);
     let life = crate::network::connection::Lifetime {
         idle: limits.idle_timeout,
         max_age: limits.max_age,
@@ -133,33 +121,18 @@ pub(crate) async fn serve_listener(
         let stop = stop.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let header_timeout = limits.header_timeout;
+            let conn = Connection {
+                builder,
+                svc,
+                state,
+                idle,
+                life,
+                stop,
+            };
             match acceptor {
-                Some(a) => {
-                    let tls = match tokio::time::timeout(limits.header_timeout, a.accept(tcp)).await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!("{peer}: TLS handshake failed: {e}");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(
-                                "{peer}: TLS handshake not done within {:?}",
-                                limits.header_timeout
-                            );
-                            return;
-                        }
-                    };
-                    if let Some(chain) = tls.get_ref().1.peer_certificates() {
-                        state.presented(chain);
-                    }
-                    let conn = builder.serve_connection(TokioIo::new(tls), svc);
-                    crate::network::connection::run(conn, idle, state, life, stop).await;
-                }
-                None => {
-                    let conn = builder.serve_connection(TokioIo::new(tcp), svc);
-                    crate::network::connection::run(conn, idle, state, life, stop).await;
-                }
+                Some(a) => conn.serve_tls(a, tcp, peer, header_timeout).await,
+                None => conn.serve(tcp).await,
             }
         });
     }
@@ -173,6 +146,73 @@ pub(crate) async fn serve_listener(
         open.acquire_many(u32::try_from(max).unwrap_or(u32::MAX)),
     )
     .await;
+}
+
+/// HTTP/1 and HTTP/2 on one port, with the header deadline and HTTP/2 flow-control windows
+/// large enough for an image batch in one round trip (the protocol's default of 64 KiB makes a
+/// 600 KB tensor wait for several WINDOW_UPDATEs); the request size limit still applies.
+fn http_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .initial_stream_window_size(teeserve_wire::H2_STREAM_WINDOW)
+        .initial_connection_window_size(2 * teeserve_wire::H2_STREAM_WINDOW)
+        .max_frame_size(H2_MAX_FRAME);
+    builder
+}
+
+/// The service of one connection: the router, its requests counted and scoped, the connection
+/// watched.
+type ConnectionService = crate::network::connection::Watched<
+    Tracked<hyper_util::service::TowerToHyperService<axum::Router>>,
+>;
+
+/// One accepted connection, and what serving it needs.
+struct Connection {
+    builder: auto::Builder<TokioExecutor>,
+    svc: ConnectionService,
+    state: Arc<crate::network::connection::ConnectionState>,
+    idle: watch::Receiver<usize>,
+    life: crate::network::connection::Lifetime,
+    stop: watch::Receiver<bool>,
+}
+
+impl Connection {
+    /// Serves the connection after its TLS handshake, which must end within `deadline`.
+    async fn serve_tls(
+        self,
+        acceptor: tokio_rustls::TlsAcceptor,
+        tcp: tokio::net::TcpStream,
+        peer: std::net::SocketAddr,
+        deadline: Duration,
+    ) {
+        let tls = match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!("{peer}: TLS handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("{peer}: TLS handshake not done within {deadline:?}");
+                return;
+            }
+        };
+        if let Some(chain) = tls.get_ref().1.peer_certificates() {
+            self.state.presented(chain);
+        }
+        let conn = self.builder.serve_connection(TokioIo::new(tls), self.svc);
+        crate::network::connection::run(conn, self.idle, self.state, self.life, self.stop).await;
+    }
+
+    /// Serves a plaintext connection.
+    async fn serve(self, tcp: tokio::net::TcpStream) {
+        let conn = self.builder.serve_connection(TokioIo::new(tcp), self.svc);
+        crate::network::connection::run(conn, self.idle, self.state, self.life, self.stop).await;
+    }
 }
 
 /// A connection's service that counts the requests in progress on it (for the idle timeout)

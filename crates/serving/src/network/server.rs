@@ -47,34 +47,14 @@ impl Server {
     ) -> Result<Self, ServeError> {
         check_options(&o)?;
         let provisioned = secrets(&o, platform.as_deref()).await?;
-        let engine = o
-            .engine
-            .start(o.core.workers)
-            .map_err(|e| option(ServeOption::Engine, e))?;
-        let tensorflow = match &o.tensorflow {
-            Some(t) => Some(Arc::new(
-                crate::engine::TensorFlowEngine::new(t.clone())
-                    .map_err(|e| option(ServeOption::TensorflowLib, e))?,
-            )),
-            None => None,
-        };
-        let repo = Arc::new(
-            ModelRepository::new(
-                engine,
-                ModelSource {
-                    key: provisioned.model_key,
-                    admitted: provisioned.admitted,
-                },
-                model_configs(&o)?,
-            )
-            .with_tensorflow(tensorflow)
-            .with_warmup(Arc::new(crate::api::WarmupReplay)),
-        );
-        let r = repo.clone();
-        tokio::task::spawn_blocking(move || r.sync())
-            .await
-            .map_err(|e| ServeError::Models(e.to_string()))?;
-        every_model_loaded(&repo)?;
+        let repo = load_models(
+            &o,
+            ModelSource {
+                key: provisioned.model_key,
+                admitted: provisioned.admitted,
+            },
+        )
+        .await?;
         let metrics = Arc::new(Metrics::default());
         let core = Arc::new(ServingCore::new(
             repo.clone(),
@@ -100,40 +80,25 @@ impl Server {
         let tls_cfg = tls.map(|(c, _, _)| c);
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = Vec::new();
-
-        let mut grpc_addr = None;
-        if o.port != 0 {
-            let l = bind(&o.grpc_bind, o.port).await?;
-            grpc_addr = l.local_addr().ok();
-            let router = grpc_router(&core, attestation, o.max_request_bytes);
-            tasks.push(tokio::spawn(serve_listener(
-                l,
-                tls_cfg.clone(),
-                router,
-                rx.clone(),
-                o.connections.clone(),
-                Duration::from_secs(o.drain_secs),
-            )));
-        }
-        let mut rest_addr = None;
-        if o.rest_api_port != 0 {
-            let l = bind(&o.rest_bind, o.rest_api_port).await?;
-            rest_addr = l.local_addr().ok();
-            let c = core.clone();
-            let router = axum::Router::new().fallback(move |req: axum::extract::Request| {
-                let c = c.clone();
-                let ctx = ctx.clone();
-                async move { crate::network::rest::handle(c, ctx, req).await }
-            });
-            tasks.push(tokio::spawn(serve_listener(
-                l,
-                tls_cfg.clone(),
-                router,
-                rx.clone(),
-                o.connections.clone(),
-                Duration::from_secs(o.drain_secs),
-            )));
-        }
+        let grpc_addr = match o.port {
+            0 => None,
+            port => {
+                let router = grpc_router(&core, attestation, o.max_request_bytes);
+                Some(listen(&o, &o.grpc_bind, port, router, &tls_cfg, &rx, &mut tasks).await?)
+            }
+        };
+        let rest_addr = match o.rest_api_port {
+            0 => None,
+            port => {
+                let c = core.clone();
+                let router = axum::Router::new().fallback(move |req: axum::extract::Request| {
+                    let c = c.clone();
+                    let ctx = ctx.clone();
+                    async move { crate::network::rest::handle(c, ctx, req).await }
+                });
+                Some(listen(&o, &o.rest_bind, port, router, &tls_cfg, &rx, &mut tasks).await?)
+            }
+        };
         if let (Some(k), Some(p)) = (&o.kbs, &platform) {
             if k.admitted_models_secret.is_some() {
                 tasks.push(tokio::spawn(refresh_admitted(
@@ -179,6 +144,62 @@ impl Server {
             ),
         }
     }
+}
+
+/// The model repository of the options, every configured model loaded (or the start fails
+/// naming what did not load).
+async fn load_models(
+    o: &ServeOptions,
+    source: ModelSource,
+) -> Result<Arc<ModelRepository>, ServeError> {
+    let engine = o
+        .engine
+        .start(o.core.workers)
+        .map_err(|e| option(ServeOption::Engine, e))?;
+    let tensorflow = match &o.tensorflow {
+        Some(t) => Some(Arc::new(
+            crate::engine::TensorFlowEngine::new(t.clone())
+                .map_err(|e| option(ServeOption::TensorflowLib, e))?,
+        )),
+        None => None,
+    };
+    let repo = Arc::new(
+        ModelRepository::new(engine, source, model_configs(o)?)
+            .with_tensorflow(tensorflow)
+            .with_warmup(Arc::new(crate::api::WarmupReplay)),
+    );
+    let r = repo.clone();
+    tokio::task::spawn_blocking(move || r.sync())
+        .await
+        .map_err(|e| ServeError::Models(e.to_string()))?;
+    every_model_loaded(&repo)?;
+    Ok(repo)
+}
+
+/// Binds `host:port` and serves `router` there until shutdown; gives the bound address.
+async fn listen(
+    o: &ServeOptions,
+    host: &str,
+    port: u16,
+    router: axum::Router,
+    tls: &Option<Arc<rustls::ServerConfig>>,
+    stop: &watch::Receiver<bool>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<SocketAddr, ServeError> {
+    let l = bind(host, port).await?;
+    let addr = l.local_addr().map_err(|source| ServeError::Bind {
+        addr: format!("{host}:{port}"),
+        source,
+    })?;
+    tasks.push(tokio::spawn(serve_listener(
+        l,
+        tls.clone(),
+        router,
+        stop.clone(),
+        o.connections.clone(),
+        Duration::from_secs(o.drain_secs),
+    )));
+    Ok(addr)
 }
 
 /// As TF Serving does, the ports open only once every configured model has a version loaded: a

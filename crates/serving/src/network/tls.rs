@@ -23,12 +23,66 @@ pub(crate) fn tls_config(
     provisioned_key: Option<&[u8]>,
     platform: Option<&dyn Platform>,
 ) -> Result<Option<TlsSetup>, ServeError> {
-    let (certs, key, client_ca, origin): (
-        Vec<CertificateDer<'static>>,
-        PrivateKeyDer<'static>,
-        Option<Vec<u8>>,
-        KeyOrigin,
-    ) = if t.ra_tls {
+    let Some(TlsMaterial {
+        certs,
+        key,
+        client_ca,
+        origin,
+    }) = tls_material(t, provisioned_key, platform)?
+    else {
+        return Ok(None);
+    };
+    let spki = x509_parser::parse_x509_certificate(&certs[0])
+        .map(|(_, c)| c.public_key().raw.to_vec())
+        .map_err(|e| ServeError::Tls(format!("server certificate: {e}")))?;
+    let tls = |e: rustls::Error| ServeError::Tls(e.to_string());
+    let builder = rustls::ServerConfig::builder_with_provider(teeserve_tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(tls)?;
+    let builder = match (client_ca, &t.monitoring_client_ca) {
+        (Some(ca), _) => {
+            builder.with_client_cert_verifier(client_verifier(&ca, ServeOption::TlsClientCa, true)?)
+        }
+        // Only the metrics need a certificate: one is asked for, and checked, but a client
+        // without one is served the rest.
+        (None, Some(monitoring)) => builder.with_client_cert_verifier(client_verifier(
+            &read(monitoring, ServeOption::MonitoringClientCa)?,
+            ServeOption::MonitoringClientCa,
+            false,
+        )?),
+        (None, None) => builder.with_no_client_auth(),
+    };
+    let mut c = builder.with_single_cert(certs, key).map_err(|e| {
+        let why = match e {
+            rustls::Error::InconsistentKeys(_) => {
+                "the key is not the certificate's (another certificate's key?)".to_owned()
+            }
+            other => other.to_string(),
+        };
+        ServeError::Tls(format!("{}: {why}", key_source(t, provisioned_key)))
+    })?;
+    c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some((Arc::new(c), spki, origin)))
+}
+
+/// A server certificate chain, its key, the client CA (PEM) when clients must present a
+/// certificate, and where the key came from.
+struct TlsMaterial {
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_ca: Option<Vec<u8>>,
+    origin: KeyOrigin,
+}
+
+/// The certificate and key the options name: an RA-TLS certificate made now, the files of an
+/// SSL config, or a certificate file with a key file or the key the broker released. `None`
+/// when the server is plaintext (`--insecure`).
+fn tls_material(
+    t: &TlsOptions,
+    provisioned_key: Option<&[u8]>,
+    platform: Option<&dyn Platform>,
+) -> Result<Option<TlsMaterial>, ServeError> {
+    let (certs, key, client_ca, origin) = if t.ra_tls {
         let p = platform.ok_or(ServeError::Needs {
             option: ServeOption::TlsRa,
             needs: vec![ServeOption::Platform],
@@ -93,57 +147,36 @@ pub(crate) fn tls_config(
     } else {
         return Err(ServeError::Options(OptionsError::NoTls));
     };
-    let spki = x509_parser::parse_x509_certificate(&certs[0])
-        .map(|(_, c)| c.public_key().raw.to_vec())
-        .map_err(|e| ServeError::Tls(format!("server certificate: {e}")))?;
-    let tls = |e: rustls::Error| ServeError::Tls(e.to_string());
-    let builder = rustls::ServerConfig::builder_with_provider(teeserve_tls::provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(tls)?;
-    let builder = match (client_ca, &t.monitoring_client_ca) {
-        (Some(ca), _) => {
-            builder.with_client_cert_verifier(client_verifier(&ca, ServeOption::TlsClientCa, true)?)
+    Ok(Some(TlsMaterial {
+        certs,
+        key,
+        client_ca,
+        origin,
+    }))
+}
+
+/// Where the certificate and key came from, for an error: both files are named, since the
+/// usual cause is a key that belongs to another certificate.
+fn key_source(t: &TlsOptions, provisioned_key: Option<&[u8]>) -> String {
+    if t.ra_tls {
+        "the RA-TLS certificate made at start and its key".to_owned()
+    } else if let Some(f) = &t.ssl_config_file {
+        format!(
+            "server_cert and server_key of --ssl_config_file {}",
+            f.display()
+        )
+    } else {
+        let cert = t
+            .cert
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        match (provisioned_key.is_some(), &t.key) {
+            (true, _) => format!("--tls-cert {cert} and the TLS key the key broker released"),
+            (false, Some(k)) => format!("--tls-cert {cert} and --tls-key {}", k.display()),
+            (false, None) => format!("--tls-cert {cert}"),
         }
-        // Only the metrics need a certificate: one is asked for, and checked, but a client
-        // without one is served the rest.
-        (None, Some(monitoring)) => builder.with_client_cert_verifier(client_verifier(
-            &read(monitoring, ServeOption::MonitoringClientCa)?,
-            ServeOption::MonitoringClientCa,
-            false,
-        )?),
-        (None, None) => builder.with_no_client_auth(),
-    };
-    let mut c = builder.with_single_cert(certs, key).map_err(|e| {
-        // Name both files: the usual cause is a key that belongs to another certificate.
-        let from = if t.ra_tls {
-            "the RA-TLS certificate made at start and its key".to_owned()
-        } else if let Some(f) = &t.ssl_config_file {
-            format!(
-                "server_cert and server_key of --ssl_config_file {}",
-                f.display()
-            )
-        } else {
-            let cert = t
-                .cert
-                .as_deref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            match (provisioned_key.is_some(), &t.key) {
-                (true, _) => format!("--tls-cert {cert} and the TLS key the key broker released"),
-                (false, Some(k)) => format!("--tls-cert {cert} and --tls-key {}", k.display()),
-                (false, None) => format!("--tls-cert {cert}"),
-            }
-        };
-        let why = match e {
-            rustls::Error::InconsistentKeys(_) => {
-                "the key is not the certificate's (another certificate's key?)".to_owned()
-            }
-            other => other.to_string(),
-        };
-        ServeError::Tls(format!("{from}: {why}"))
-    })?;
-    c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Some((Arc::new(c), spki, origin)))
+    }
 }
 
 /// A verifier of client certificates chaining to the CA `pem` (`required`: a client without

@@ -13,6 +13,7 @@
 //! soon as the session holds what it needs. Before that, its operators must pass the operator
 //! policy ([`ops`]): a graph that could write, print or keep requesters' data is refused.
 
+mod allowlist;
 mod ffi;
 pub mod ops;
 

@@ -1,13 +1,14 @@
 //! `:classify` and `:regress`: tf.Examples in TF Serving's JSON form, run by a classification
 //! or regression signature, or as rows of floats by a model without one.
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tonic::Code;
 
 use super::body::{parse_json, JsonCost};
 use super::response::bad;
 use crate::api::error::ApiError;
 use crate::api::service::{Entry, ServingCore};
+use crate::models::ResolvedModel;
 
 /// A tf.Example from TF Serving's JSON form of one (util/json_tensor.cc): a float is a
 /// float_list value, an integer or a bool an int64_list value, a string or `{"b64": ...}` a
@@ -122,45 +123,7 @@ pub(super) async fn classify_regress(
     };
     if target.model.signatures().method(&sig_name) == Some(method) {
         // A SavedModel's classification or regression signature: tf.Examples, as TF Serving.
-        use teeserve_wire::tensorflow::serving::{input, ExampleListWithContext, Input};
-        let input = Input {
-            kind: Some(input::Kind::ExampleListWithContext(
-                ExampleListWithContext {
-                    examples: examples
-                        .iter()
-                        .map(json_example)
-                        .collect::<Result<_, _>>()?,
-                    context: m.get("context").map(json_example).transpose()?,
-                },
-            )),
-        };
-        let results: Vec<Value> = if classify {
-            crate::api::classify::classify_input(
-                core,
-                &target,
-                &sig_name,
-                Some(&input),
-                Entry::Rest,
-            )
-            .await?
-            .into_iter()
-            .map(|c| {
-                Value::Array(
-                    c.classes
-                        .into_iter()
-                        .map(|k| json!([k.label, k.score]))
-                        .collect(),
-                )
-            })
-            .collect()
-        } else {
-            crate::api::classify::regress_input(core, &target, &sig_name, Some(&input), Entry::Rest)
-                .await?
-                .into_iter()
-                .map(|r| json!(r.value))
-                .collect()
-        };
-        return Ok(json!({ "results": results }).to_string());
+        return examples_signature(core, &target, &sig_name, &m, examples, classify).await;
     }
     // The context's values are read once and copied into each row only after the rows'
     // total is known to fit.
@@ -187,7 +150,18 @@ pub(super) async fn classify_regress(
     if rows.is_empty() {
         return Err(bad("'examples' is empty"));
     }
-    let out = crate::api::classify::run_rows(core, &target, rows).await?;
+    rows_results(core, &target, rows, classify).await
+}
+
+/// Classify or Regress by the rows rule (a model without such a signature): the first output's
+/// values per row, as TF Serving's JSON results.
+async fn rows_results(
+    core: &ServingCore,
+    target: &ResolvedModel,
+    rows: Vec<Vec<f32>>,
+    classify: bool,
+) -> Result<String, ApiError> {
+    let out = crate::api::classify::run_rows(core, target, rows).await?;
     let (n, c, v) = crate::api::classify::scores(&out)?;
     if !classify && c != 1 {
         return Err(ApiError::new(
@@ -208,5 +182,50 @@ pub(super) async fn classify_regress(
             }
         })
         .collect();
+    Ok(json!({ "results": results }).to_string())
+}
+
+/// Classify or Regress on a classification or regression signature: the JSON examples (and
+/// context) as tf.Examples, run as the gRPC request would be.
+async fn examples_signature(
+    core: &ServingCore,
+    target: &ResolvedModel,
+    sig_name: &str,
+    m: &Map<String, Value>,
+    examples: &[Value],
+    classify: bool,
+) -> Result<String, ApiError> {
+    use teeserve_wire::tensorflow::serving::{input, ExampleListWithContext, Input};
+    let input = Input {
+        kind: Some(input::Kind::ExampleListWithContext(
+            ExampleListWithContext {
+                examples: examples
+                    .iter()
+                    .map(json_example)
+                    .collect::<Result<_, _>>()?,
+                context: m.get("context").map(json_example).transpose()?,
+            },
+        )),
+    };
+    let results: Vec<Value> = if classify {
+        crate::api::classify::classify_input(core, target, sig_name, Some(&input), Entry::Rest)
+            .await?
+            .into_iter()
+            .map(|c| {
+                Value::Array(
+                    c.classes
+                        .into_iter()
+                        .map(|k| json!([k.label, k.score]))
+                        .collect(),
+                )
+            })
+            .collect()
+    } else {
+        crate::api::classify::regress_input(core, target, sig_name, Some(&input), Entry::Rest)
+            .await?
+            .into_iter()
+            .map(|r| json!(r.value))
+            .collect()
+    };
     Ok(json!({ "results": results }).to_string())
 }
