@@ -43,7 +43,7 @@ pub use network::{
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::api::classify::{check_merged, rows as example_rows, serialized_examples};
-    pub use crate::api::service::{check_declared, decode_inputs, order_inputs};
+    pub use crate::api::inputs::{check_declared, decode_inputs, order_inputs};
     pub use crate::models::config::{batching_parameters, model_server_config, ssl_config};
     pub use crate::models::{frame_record, warmup_records, WarmupError};
     pub use crate::network::admission::decoded_bytes;

@@ -2,11 +2,20 @@
 //! Classify and Regress, GetModelMetadata and GetModelStatus on a [`ServingCore`], with the
 //! admission of requests and their memory, batching, warmup replay, metrics and the one error
 //! type of the request path, [`ApiError`]. gRPC and REST (the network layer) both call it.
+//!
+//! - `service.rs`: [`ServingCore`]: resolving a model, admitting requests and their memory, runs;
+//! - `predict.rs`, `inputs.rs`: Predict, and a request's inputs against the signature;
+//! - `classify.rs`: Classify and Regress; `metadata.rs`: GetModelMetadata, GetModelStatus;
+//! - `batching.rs`: the dynamic batcher; `warmup.rs`: warmup replay;
+//! - `error.rs`, `metrics.rs`, `scope.rs`: the request error, metrics, the request's scope.
 
 pub(crate) mod batching;
 pub(crate) mod classify;
 pub(crate) mod error;
+pub(crate) mod inputs;
+pub(crate) mod metadata;
 pub(crate) mod metrics;
+pub(crate) mod predict;
 pub mod scope;
 pub(crate) mod service;
 pub(crate) mod warmup;

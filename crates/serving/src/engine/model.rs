@@ -119,7 +119,7 @@ pub trait LoadedModel: Send + Sync + std::fmt::Debug {
     /// The engine that runs it (the `runtime` label of the latency metric).
     fn engine(&self) -> &'static str;
     /// Runs one inference of signature `signature` (one of [`LoadedModel::signatures`], the
-    /// empty name for [`DEFAULT_SIGNATURE`]); inputs and outputs are in signature order.
+    /// empty name for [`DEFAULT_SIGNATURE`](teeserve_tensor::DEFAULT_SIGNATURE)); inputs and outputs are in signature order.
     fn run(&self, signature: &str, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError>;
     /// How long its inferences have been taking (kept by the caller of `run`).
     fn cost(&self) -> &RunCost;

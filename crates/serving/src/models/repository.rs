@@ -55,7 +55,7 @@ pub struct ModelCode {
     /// SavedModels, followed by `+Op1,Op2` when the owner widened it for this model.
     pub operators: String,
     /// The owner declared that its rows are computed independently of each other, so its
-    /// requests may be batched with other requesters' ([`ModelAdmission::row_independent`]).
+    /// requests may be batched with other requesters' ([`ModelAdmission::row_independent`](crate::models::ModelAdmission::row_independent)).
     pub row_independent: bool,
 }
 

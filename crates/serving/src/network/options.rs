@@ -56,7 +56,7 @@ pub enum ServeOption {
     MonitoringClientCa,
     /// [`TlsOptions::insecure`].
     Insecure,
-    /// The TEE platform given to [`Server::start`].
+    /// The TEE platform given to [`Server::start`](crate::Server::start).
     Platform,
 }
 
@@ -204,7 +204,7 @@ pub struct KbsOptions {
     pub model_key_secret: String,
     /// Secret holding the TLS private key (PEM), if the TLS key is provisioned too.
     pub tls_key_secret: Option<String>,
-    /// Secret holding the owner's list of admitted model files ([`AdmittedModels`] JSON).
+    /// Secret holding the owner's list of admitted model files ([`AdmittedModels`](crate::AdmittedModels) JSON).
     pub admitted_models_secret: Option<String>,
     /// How long to keep retrying an unreachable broker.
     pub retry_for: Duration,

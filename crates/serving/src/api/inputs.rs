@@ -1,0 +1,149 @@
+//! A request's inputs against a model's signature: what each declares (dtype, shape, decoded
+//! size) checked before anything is decoded, then decoded, then put in the signature's order.
+
+use tonic::Code;
+
+use crate::api::error::ApiError;
+use crate::engine::Signature;
+use teeserve_tensor::{self as tensor, DType, Tensor};
+
+/// Checks what each TensorProto of a Predict request declares (dtype, shape, decoded size)
+/// against the signature and `max_bytes` for all inputs together, without decoding any; gives
+/// the bytes the inputs will take. Inputs the signature does not name are left to
+/// [`order_inputs`], which names them.
+pub fn check_declared(
+    sig: &Signature,
+    inputs: &std::collections::HashMap<String, teeserve_wire::tensorflow::TensorProto>,
+    max_bytes: usize,
+) -> Result<usize, ApiError> {
+    let mut total = 0usize;
+    for (name, tp) in inputs {
+        let d = tensor::declared(tp)
+            .map_err(|e| ApiError::new(Code::InvalidArgument, format!("input {name}: {e}")))?;
+        let Some((i, spec)) = sig.inputs.iter().enumerate().find(|(_, s)| &s.name == name) else {
+            continue;
+        };
+        check_input(i, spec, d.dtype, &d.shape)?;
+        total = total.saturating_add(d.bytes);
+        if total > max_bytes {
+            return Err(ApiError::new(
+                Code::InvalidArgument,
+                format!(
+                    "input {name}: shape {:?} of {} takes {} bytes decoded; a request's inputs may take at most {max_bytes} bytes (--max_request_tensor_bytes)",
+                    d.shape,
+                    d.dtype.tf_name(),
+                    d.bytes
+                ),
+            ));
+        }
+    }
+    Ok(total)
+}
+
+/// Decodes the inputs of a Predict request that [`check_declared`] has passed; an input the
+/// signature does not name becomes an empty placeholder (only its name matters).
+pub fn decode_inputs(
+    sig: &Signature,
+    inputs: &std::collections::HashMap<String, teeserve_wire::tensorflow::TensorProto>,
+    max_bytes: usize,
+) -> Result<Vec<(String, Tensor)>, ApiError> {
+    let mut out = Vec::with_capacity(inputs.len());
+    for (name, tp) in inputs {
+        let t = if sig.inputs.iter().any(|s| &s.name == name) {
+            Tensor::from_proto_within(tp, max_bytes)
+                .map_err(|e| ApiError::new(Code::InvalidArgument, format!("input {name}: {e}")))?
+        } else {
+            Tensor {
+                shape: vec![0],
+                data: teeserve_tensor::Data::F32(vec![]),
+            }
+        };
+        out.push((name.clone(), t));
+    }
+    Ok(out)
+}
+
+/// Puts inputs in signature order, checking names, dtypes and fixed dimensions.
+pub fn order_inputs(
+    sig: &Signature,
+    inputs: Vec<(String, Tensor)>,
+) -> Result<Vec<Tensor>, ApiError> {
+    let sent: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
+    let expected: Vec<&str> = sig.inputs.iter().map(|s| s.name.as_str()).collect();
+    let extra: Vec<&str> = sent
+        .iter()
+        .copied()
+        .filter(|n| !expected.contains(n))
+        .collect();
+    let missing: Vec<&str> = expected
+        .iter()
+        .copied()
+        .filter(|n| !sent.contains(n))
+        .collect();
+    if !extra.is_empty() || !missing.is_empty() || sent.len() != expected.len() {
+        return Err(ApiError::new(
+            Code::InvalidArgument,
+            format!(
+                "input size does not match signature: {}!={} len({}) != len({}). Sent extra: {}. Missing but required: {}.",
+                sent.len(),
+                expected.len(),
+                set_str(&sent),
+                set_str(&expected),
+                set_str(&extra),
+                set_str(&missing)
+            ),
+        ));
+    }
+    let mut by_name: std::collections::HashMap<String, Tensor> = inputs.into_iter().collect();
+    let mut out = Vec::with_capacity(sig.inputs.len());
+    for (i, spec) in sig.inputs.iter().enumerate() {
+        let t = by_name.remove(&spec.name).ok_or_else(|| {
+            ApiError::new(
+                Code::InvalidArgument,
+                format!("missing input {}", spec.name),
+            )
+        })?;
+        check_input(i, spec, t.dtype(), &t.shape)?;
+        out.push(t);
+    }
+    Ok(out)
+}
+
+/// Checks an input's dtype and shape against its signature entry (`i`: its place there).
+pub(crate) fn check_input(
+    i: usize,
+    spec: &crate::engine::TensorSpec,
+    dtype: DType,
+    shape: &[usize],
+) -> Result<(), ApiError> {
+    if dtype != spec.dtype {
+        return Err(ApiError::new(
+            Code::InvalidArgument,
+            format!(
+                "Expects arg[{i}] to be {} but {} is provided",
+                spec.dtype.short(),
+                dtype.short()
+            ),
+        ));
+    }
+    let fits = spec.shape.len() == shape.len()
+        && spec
+            .shape
+            .iter()
+            .zip(shape)
+            .all(|(&want, &got)| want < 0 || want as usize == got);
+    if !spec.shape.is_empty() && !fits {
+        return Err(ApiError::new(
+            Code::InvalidArgument,
+            format!(
+                "input {}: shape {:?} does not match the signature's {:?} (-1 = any)",
+                spec.name, shape, spec.shape
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn set_str(names: &[&str]) -> String {
+    format!("{{{}}}", names.join(", "))
+}
