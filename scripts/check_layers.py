@@ -40,7 +40,8 @@ LAYERS = {"crates/serving": {"engine": 0, "models": 1, "api": 2, "network": 3}}
 # "teeserve" is crates/cli, the binary; "teeserve-python" is python/, the requester's Python binding.
 CRATE_RANKS = {"teeserve-attest": 0, "teeserve-seal": 0, "teeserve-wire": 0, "teeserve-tensor": 1,
                "teeserve-ratls": 1, "teeserve-tls": 2, "teeserve-client": 3, "teeserve-kbs": 4,
-               "teeserve-serving": 4, "teeserve-python": 4, "teeserve-testkit": 5, "teeserve": 6}
+               "teeserve-serving": 4, "teeserve-python": 4, "teeserve-load": 4,
+               "teeserve-testkit": 5, "teeserve": 6}
 NEVER_EACH_OTHER = [("teeserve-kbs", "teeserve-serving")]
 REQUESTER, SERVER = "teeserve-client", "teeserve-serving"
 

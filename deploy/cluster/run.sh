@@ -285,7 +285,7 @@ if [ -z "${TEESERVE_BIN_DIR:-}" ]; then
 fi
 BIN="$(cd "$TEESERVE_BIN_DIR" && pwd)"
 if [ ! -x "$BIN/teeserve" ] || [ ! -x "$BIN/teeserve-load" ]; then
-  die "no teeserve and teeserve-load in $BIN (cargo build --release, or set TEESERVE_BIN_DIR)"
+  die "no teeserve and teeserve-load in $BIN (cargo build --release -p teeserve -p teeserve-load, or set TEESERVE_BIN_DIR)"
 fi
 
 trap cleanup EXIT
