@@ -1,4 +1,5 @@
-//! Compiles the TF Serving-compatible protos in /proto with protox (pure Rust; no protoc).
+//! Compiles the TF Serving-compatible protos in /proto with protox (pure Rust; no protoc), and
+//! writes their descriptors for gRPC server reflection.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
@@ -11,6 +12,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     println!("cargo:rerun-if-changed={}", root.display());
     let fds = protox::compile(files, [&root])?;
+    // The descriptors themselves, for gRPC server reflection (what grpcurl asks for).
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("file_descriptor_set.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

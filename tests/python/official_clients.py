@@ -28,10 +28,12 @@ import tensorflow as tf
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
 )
+from tensorflow_serving.config import model_server_config_pb2
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL = os.path.join(ROOT, "models", "digits", "1", "model.onnx")
@@ -81,7 +83,10 @@ def main(binary):
         p3, ort_port, ort_rest_port = start(binary, tmp, "onnxruntime", [
             "--tls-cert", f"{tls}/server.pem", "--tls-key", f"{tls}/server.key",
             "--engine", "onnxruntime", "--onnxruntime-lib", ort_lib])
-        procs += [p1, p2, p3]
+        shutil.copytree(os.path.join(ROOT, "models", "digits"), os.path.join(tmp, "second"))
+        p4, reload_port, _ = start(binary, tmp, "reload", ["--tls-cert", f"{tls}/server.pem", "--tls-key", f"{tls}/server.key",
+                                                            "--reload_config_client_ca", f"{tls}/ca.pem"])
+        procs += [p1, p2, p3, p4]
         ca = read(f"{tls}/ca.pem")
         want = ort.InferenceSession(MODEL).run(["probabilities"], {"pixels": PIXELS})[0]
 
@@ -159,6 +164,56 @@ def main(binary):
                 return
             raise AssertionError("unknown model served")
 
+        def admin_channel():
+            creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=read(f"{tls}/client.key"),
+                                                 certificate_chain=read(f"{tls}/client.pem"))
+            return grpc.secure_channel(f"localhost:{reload_port}", creds)
+
+        def reload_request(models):
+            config = model_server_config_pb2.ModelServerConfig()
+            for name in models:
+                c = config.model_config_list.config.add()
+                c.name = name
+                c.base_path = os.path.join(tmp, name)
+                c.model_platform = "onnx"
+            req = model_management_pb2.ReloadConfigRequest()
+            req.config.CopyFrom(config)
+            return req
+
+        def predict_on(channel, model):
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = model
+            request.inputs["pixels"].CopyFrom(tf.make_tensor_proto(PIXELS[:2]))
+            return stub.Predict(request, 10.0)
+
+        def reload_adds_and_removes_a_model():
+            ch = admin_channel()
+            stub = model_service_pb2_grpc.ModelServiceStub(ch)
+            resp = stub.HandleReloadConfigRequest(reload_request(["digits", "second"]), 30.0)
+            assert resp.status.error_code == 0, resp
+            predict_on(ch, "second")
+            resp = stub.HandleReloadConfigRequest(reload_request(["second"]), 30.0)
+            assert resp.status.error_code == 0, resp
+            try:
+                predict_on(ch, "digits")
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.NOT_FOUND, e
+            else:
+                raise AssertionError("a model removed by the reload is still served")
+            predict_on(ch, "second")
+
+        def reload_refuses_a_client_without_the_admin_certificate():
+            ch = grpc.secure_channel(f"localhost:{reload_port}", grpc.ssl_channel_credentials(root_certificates=ca))
+            stub = model_service_pb2_grpc.ModelServiceStub(ch)
+            try:
+                stub.HandleReloadConfigRequest(reload_request([]), 10.0)
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.PERMISSION_DENIED and "--reload_config_client_ca" in e.details(), e
+            else:
+                raise AssertionError("a client without a certificate reloaded the config")
+            predict_on(ch, "second")
+
         def rest_curl(body, key, port=None):
             out = subprocess.run(["curl", "-sf", "--cacert", f"{tls}/ca.pem", "-d", json.dumps(body),
                                   f"https://localhost:{port or rest_port}/v1/models/digits:predict"],
@@ -175,6 +230,10 @@ def main(binary):
         check("NOT_FOUND for an unknown model", not_found)
         check("REST row format with curl", lambda: rest_curl({"instances": PIXELS[:3].tolist()}, "predictions"))
         check("REST columnar format with curl", lambda: rest_curl({"inputs": {"pixels": PIXELS[:3].tolist()}}, "outputs"))
+        check("HandleReloadConfigRequest (ModelServiceStub, client certificate) adds and removes a model",
+              reload_adds_and_removes_a_model)
+        check("HandleReloadConfigRequest refuses a client without the reload CA's certificate",
+              reload_refuses_a_client_without_the_admin_certificate)
         check("ONNX Runtime engine: Predict over one-way TLS", lambda: one_way_tls(ort_port))
         check("ONNX Runtime engine: REST row format with curl",
               lambda: rest_curl({"instances": PIXELS[:3].tolist()}, "predictions", ort_rest_port))

@@ -45,6 +45,11 @@ pub mod health {
     tonic::include_proto!("grpc.health.v1");
 }
 
+/// The encoded `FileDescriptorSet` of every message and service here (and what they import),
+/// for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/file_descriptor_set.bin"));
+
 /// HTTP/2 stream window (bytes) of the server's listeners and of the requester's gRPC client:
 /// the protocol's default of 64 KiB makes a 600 KB tensor wait for several WINDOW_UPDATEs.
 pub const H2_STREAM_WINDOW: u32 = 8 << 20;

@@ -98,6 +98,19 @@ pub struct ServeArgs {
     /// --monitoring_config_file enabling the metrics.
     #[arg(long = "monitoring_client_ca", value_name = "PEM")]
     pub monitoring_client_ca: Option<PathBuf>,
+    /// Allow ModelService.HandleReloadConfigRequest (a new model config list replaces the served
+    /// models) to clients presenting a TLS certificate that chains to this CA (PEM); others get
+    /// PERMISSION_DENIED. Off by default: anyone who could call it could unload every model.
+    /// Needs TLS; the ports then ask every client for a certificate, as --monitoring_client_ca.
+    #[arg(long = "reload_config_client_ca", value_name = "PEM")]
+    pub reload_config_client_ca: Option<PathBuf>,
+    /// Allow HandleReloadConfigRequest to anyone who reaches the gRPC port (as TF Serving
+    /// does); for a trusted network only.
+    #[arg(
+        long = "reload_config_from_anyone",
+        conflicts_with = "reload_config_client_ca"
+    )]
+    pub reload_config_from_anyone: bool,
     /// Add CORS headers to REST responses.
     #[arg(long = "rest_api_enable_cors_support")]
     pub cors: bool,
@@ -322,6 +335,8 @@ pub fn run(a: ServeArgs) -> Result<i32> {
             client_ca: a.tls_client_ca,
             ra_tls: a.tls_ra,
             monitoring_client_ca: a.monitoring_client_ca,
+            reload_client_ca: a.reload_config_client_ca,
+            reload_from_anyone: a.reload_config_from_anyone,
             insecure: a.insecure,
             attest_host_key: a.attest_host_tls_key,
         },
@@ -423,6 +438,7 @@ fn flag(o: ServeOption) -> &'static str {
         ServeOption::TlsClientCa => "--tls-client-ca",
         ServeOption::TlsRa => "--tls-ra",
         ServeOption::MonitoringClientCa => "--monitoring_client_ca",
+        ServeOption::ReloadClientCa => "--reload_config_client_ca",
         ServeOption::Insecure => "--insecure",
         ServeOption::Platform => "--platform",
     }

@@ -16,6 +16,7 @@ pub(crate) mod inputs;
 pub(crate) mod metadata;
 pub(crate) mod metrics;
 pub(crate) mod predict;
+pub(crate) mod reload;
 pub mod scope;
 pub(crate) mod service;
 pub(crate) mod warmup;

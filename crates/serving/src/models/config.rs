@@ -347,6 +347,71 @@ fn model_server_config_fields(top: Vec<(String, Value)>) -> Result<Vec<ModelConf
             out.push(m);
         }
     }
+    check_unique(&out)?;
+    Ok(out)
+}
+
+/// A model named twice is refused, as TF Serving refuses it ("Illegal to list model ...
+/// multiple times in config list").
+fn check_unique(configs: &[ModelConfig]) -> Result<(), String> {
+    for (i, c) in configs.iter().enumerate() {
+        if configs[..i].iter().any(|d| d.name == c.name) {
+            return Err(format!(
+                "model {:?} is listed more than once in the model config list",
+                c.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The models of a ModelServerConfig message (the reload RPC's), under the rules of the text
+/// file: a `model_config_list` only, every model with a name and a base path, none twice.
+pub fn model_server_config_message(
+    config: Option<&teeserve_wire::tensorflow::serving::ModelServerConfig>,
+) -> Result<Vec<ModelConfig>, TextProtoError> {
+    use teeserve_wire::tensorflow::serving::file_system_storage_path_source_config::servable_version_policy::PolicyChoice;
+    use teeserve_wire::tensorflow::serving::model_server_config::Config;
+    let list = match config.and_then(|c| c.config.as_ref()) {
+        Some(Config::ModelConfigList(l)) => l,
+        // TF Serving's words (model_service_impl.cc).
+        _ => {
+            return Err(TextProtoError::Field(
+                "ServerModelConfig type not supported by HandleReloadConfigRequest. Only ModelConfigList is currently supported".into(),
+            ))
+        }
+    };
+    let mut out = Vec::with_capacity(list.config.len());
+    for c in &list.config {
+        if c.name.is_empty() || c.base_path.is_empty() {
+            return Err(TextProtoError::Field(
+                "every config needs a name and a base_path".into(),
+            ));
+        }
+        let policy = match c
+            .model_version_policy
+            .as_ref()
+            .and_then(|p| p.policy_choice.as_ref())
+        {
+            None => VersionPolicy::Latest(1),
+            Some(PolicyChoice::Latest(l)) => {
+                VersionPolicy::Latest((l.num_versions as usize).max(1))
+            }
+            Some(PolicyChoice::All(_)) => VersionPolicy::All,
+            Some(PolicyChoice::Specific(s)) => VersionPolicy::Specific(s.versions.clone()),
+        };
+        out.push(ModelConfig {
+            name: c.name.clone(),
+            base_path: c.base_path.clone(),
+            policy,
+            labels: c
+                .version_labels
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+        });
+    }
+    check_unique(&out).map_err(TextProtoError::Field)?;
     Ok(out)
 }
 

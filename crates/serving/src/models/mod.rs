@@ -7,19 +7,24 @@
 //! - `version_policy.rs`: `<base_path>/<version>/` and which versions are served;
 //! - `files.rs`: a version's files read, unsealed in memory, checked and hashed;
 //! - `admitted.rs`: the owner's admitted-models list;
+//! - `reload.rs`: a new model list replacing the served one (the reload RPC, config polling);
 //! - `warmup_file.rs`: a version's warmup file and its records;
 //! - `config.rs`: TF Serving's text-format configuration files.
 
 pub(crate) mod admitted;
 pub(crate) mod config;
 pub(crate) mod files;
+pub(crate) mod reload;
 pub(crate) mod repository;
 pub(crate) mod version_policy;
 pub(crate) mod warmup_file;
 
 pub use admitted::{AdmittedModels, ModelAdmission};
-pub use config::{BatchingParameters, ModelConfig, SslConfig, TextProtoError};
+pub use config::{
+    model_server_config_message, BatchingParameters, ModelConfig, SslConfig, TextProtoError,
+};
 pub use files::{ModelFileError, MAX_MODEL_BYTES, MODEL_FILE, SEALED_FILE};
+pub use reload::Reloaded;
 pub use repository::{
     ModelCode, ModelRepository, ModelSource, ModelState, ResolveError, ResolvedModel, ServedModel,
     State, VersionState,

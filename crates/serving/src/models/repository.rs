@@ -120,6 +120,8 @@ pub struct ModelRepository {
     /// Held by [`ModelRepository::sync`]: the file-system poll and the admitted-list refresh
     /// never load the same version twice at once.
     syncing: std::sync::Mutex<()>,
+    /// Held by [`ModelRepository::reload`]: one new model list at a time.
+    pub(crate) reloading: std::sync::Mutex<()>,
 }
 
 fn stamp(p: &Path) -> Option<(u64, SystemTime)> {
@@ -160,6 +162,7 @@ impl ModelRepository {
             models: RwLock::new(models),
             generation: std::sync::atomic::AtomicU64::new(0),
             syncing: std::sync::Mutex::new(()),
+            reloading: std::sync::Mutex::new(()),
         }
     }
 

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use crate::api::classify;
 use crate::api::error::ApiError;
 use crate::api::service::ServingCore;
+use teeserve_wire::code_name;
 use teeserve_wire::health::{
     health_check_response::ServingStatus, health_server, HealthCheckRequest, HealthCheckResponse,
 };
@@ -17,11 +18,69 @@ use teeserve_wire::tensorflow::serving::{
     model_service_server, prediction_service_server, ClassificationRequest, ClassificationResponse,
     GetModelMetadataRequest, GetModelMetadataResponse, GetModelStatusRequest,
     GetModelStatusResponse, PredictRequest, PredictResponse, RegressionRequest, RegressionResponse,
+    ReloadConfigRequest, ReloadConfigResponse,
 };
+
+use crate::network::connection::ClientCertificates;
 
 /// Both TF Serving services over one core.
 #[derive(Debug, Clone)]
-pub(crate) struct Grpc(pub Arc<ServingCore>);
+pub(crate) struct Grpc {
+    pub(crate) core: Arc<ServingCore>,
+    pub(crate) reload: Arc<ReloadAccess>,
+}
+
+/// Who may call `HandleReloadConfigRequest`.
+pub(crate) enum ReloadAccess {
+    /// Nobody (the default).
+    Off,
+    /// Clients whose certificate this verifier accepts.
+    Clients(Arc<dyn rustls::server::danger::ClientCertVerifier>),
+    /// Anyone who reaches the port.
+    Anyone,
+}
+
+impl std::fmt::Debug for ReloadAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReloadAccess::Off => "Off",
+            ReloadAccess::Clients(_) => "Clients",
+            ReloadAccess::Anyone => "Anyone",
+        })
+    }
+}
+
+impl ReloadAccess {
+    /// Whether a caller that presented `client` (its TLS certificate chain) may reload.
+    fn admit(&self, client: Option<&ClientCertificates>) -> Result<(), Status> {
+        let verifier = match self {
+            ReloadAccess::Anyone => return Ok(()),
+            ReloadAccess::Off => {
+                return Err(Status::permission_denied(
+                    "HandleReloadConfigRequest is off on this server: it replaces the served models, so only clients with a certificate from the CA given to --reload_config_client_ca may call it (or anyone, with --reload_config_from_anyone)",
+                ))
+            }
+            ReloadAccess::Clients(v) => v,
+        };
+        let chain = client.and_then(|c| c.0.split_first());
+        let admitted = chain.is_some_and(|(end_entity, intermediates)| {
+            verifier
+                .verify_client_cert(
+                    end_entity,
+                    intermediates,
+                    rustls::pki_types::UnixTime::now(),
+                )
+                .is_ok()
+        });
+        if admitted {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(
+                "HandleReloadConfigRequest needs a client certificate that chains to the CA given to --reload_config_client_ca",
+            ))
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl prediction_service_server::PredictionService for Grpc {
@@ -29,7 +88,7 @@ impl prediction_service_server::PredictionService for Grpc {
         &self,
         req: Request<ClassificationRequest>,
     ) -> Result<Response<ClassificationResponse>, Status> {
-        classify::classify(&self.0, req.into_inner())
+        classify::classify(&self.core, req.into_inner())
             .await
             .map(Response::new)
             .map_err(ApiError::into_status)
@@ -39,7 +98,7 @@ impl prediction_service_server::PredictionService for Grpc {
         &self,
         req: Request<RegressionRequest>,
     ) -> Result<Response<RegressionResponse>, Status> {
-        classify::regress(&self.0, req.into_inner())
+        classify::regress(&self.core, req.into_inner())
             .await
             .map(Response::new)
             .map_err(ApiError::into_status)
@@ -56,7 +115,7 @@ impl prediction_service_server::PredictionService for Grpc {
             .as_ref()
             .map(|s| s.name.clone())
             .unwrap_or_default();
-        let out = self.0.predict(r).await;
+        let out = self.core.predict(r).await;
         crate::network::access_log::access_log(
             "grpc",
             "Predict",
@@ -71,7 +130,7 @@ impl prediction_service_server::PredictionService for Grpc {
         &self,
         req: Request<GetModelMetadataRequest>,
     ) -> Result<Response<GetModelMetadataResponse>, Status> {
-        self.0
+        self.core
             .metadata(req.get_ref())
             .map(Response::new)
             .map_err(ApiError::into_status)
@@ -84,10 +143,38 @@ impl model_service_server::ModelService for Grpc {
         &self,
         req: Request<GetModelStatusRequest>,
     ) -> Result<Response<GetModelStatusResponse>, Status> {
-        self.0
+        self.core
             .status(req.get_ref())
             .map(Response::new)
             .map_err(ApiError::into_status)
+    }
+
+    async fn handle_reload_config_request(
+        &self,
+        req: Request<ReloadConfigRequest>,
+    ) -> Result<Response<ReloadConfigResponse>, Status> {
+        let start = std::time::Instant::now();
+        let admitted = self
+            .reload
+            .admit(req.extensions().get::<ClientCertificates>());
+        let out = match admitted {
+            Ok(()) => self
+                .core
+                .reload_config(req.get_ref())
+                .await
+                .map_err(ApiError::into_status),
+            Err(e) => Err(e),
+        };
+        crate::network::access_log::access_log(
+            "grpc",
+            "HandleReloadConfigRequest",
+            "",
+            &out.as_ref()
+                .map(|_| "OK")
+                .unwrap_or_else(|e| code_name(e.code())),
+            start,
+        );
+        out.map(Response::new)
     }
 }
 

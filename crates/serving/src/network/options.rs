@@ -54,6 +54,8 @@ pub enum ServeOption {
     TlsRa,
     /// [`TlsOptions::monitoring_client_ca`].
     MonitoringClientCa,
+    /// [`TlsOptions::reload_client_ca`].
+    ReloadClientCa,
     /// [`TlsOptions::insecure`].
     Insecure,
     /// The TEE platform given to [`Server::start`](crate::Server::start).
@@ -84,6 +86,7 @@ impl ServeOption {
             ServeOption::TlsClientCa => "tls.client_ca",
             ServeOption::TlsRa => "tls.ra_tls",
             ServeOption::MonitoringClientCa => "tls.monitoring_client_ca",
+            ServeOption::ReloadClientCa => "tls.reload_client_ca",
             ServeOption::Insecure => "tls.insecure",
             ServeOption::Platform => "platform",
         }
@@ -138,6 +141,9 @@ pub enum ServeError {
     /// Loading the configured models failed.
     #[error("{0}")]
     Models(String),
+    /// The gRPC services could not be set up (server reflection's descriptors).
+    #[error("gRPC: {0}")]
+    Grpc(String),
     /// Binding a port failed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -184,6 +190,12 @@ pub struct TlsOptions {
     /// Serve the metrics only to clients whose certificate chains to this CA (PEM). The ports
     /// then ask every client for a certificate, optionally unless `client_ca` requires one.
     pub monitoring_client_ca: Option<PathBuf>,
+    /// Allow `HandleReloadConfigRequest` (which replaces the served models) to clients whose
+    /// certificate chains to this CA (PEM); the ports then ask every client for a certificate,
+    /// as for `monitoring_client_ca`.
+    pub reload_client_ca: Option<PathBuf>,
+    /// Allow `HandleReloadConfigRequest` to anyone who reaches the gRPC port.
+    pub reload_from_anyone: bool,
     /// Allow plaintext.
     pub insecure: bool,
     /// Publish attestation even when the TLS key is a file the host gave (`--tls-key`,

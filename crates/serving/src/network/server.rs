@@ -13,8 +13,9 @@ use crate::api::batching::Batcher;
 use crate::api::metrics::Metrics;
 use crate::api::service::ServingCore;
 use crate::models::config::{self};
-use crate::models::{ModelRepository, ModelSource, State};
+use crate::models::{ModelRepository, ModelSource};
 use crate::network::attestation::Attestor;
+use crate::network::grpc::ReloadAccess;
 use crate::network::listener::{bind, serve_listener};
 use crate::network::options::{
     check_options, metrics_path, model_configs, option, read, read_text, ServeError, ServeOption,
@@ -22,7 +23,7 @@ use crate::network::options::{
 };
 use crate::network::provisioning::{refresh_admitted, secrets};
 use crate::network::rest::RestContext;
-use crate::network::tls::{metrics_clients, tls_config, TlsSetup};
+use crate::network::tls::{metrics_clients, reload_access, tls_config, TlsSetup};
 
 /// A running server.
 #[derive(Debug)]
@@ -83,7 +84,8 @@ impl Server {
         let grpc_addr = match o.port {
             0 => None,
             port => {
-                let router = grpc_router(&core, attestation, o.max_request_bytes);
+                let reload = reload_access(&o.tls, tls_cfg.is_some())?;
+                let router = grpc_router(&core, attestation, reload, o.max_request_bytes)?;
                 Some(listen(&o, &o.grpc_bind, port, router, &tls_cfg, &rx, &mut tasks).await?)
             }
         };
@@ -206,49 +208,7 @@ async fn listen(
 /// model with no version, or whose versions all failed to load, stops the start with the load
 /// errors (a requester would otherwise find the server up and the model NOT_FOUND).
 fn every_model_loaded(repo: &ModelRepository) -> Result<(), ServeError> {
-    let mut failed = Vec::new();
-    for name in repo.names() {
-        let Some(m) = repo.model(&name) else {
-            continue;
-        };
-        if m.versions.values().any(|v| v.state == State::Available) {
-            continue;
-        }
-        if m.versions.is_empty() {
-            let base = std::path::Path::new(&m.config.base_path);
-            // A model file right under the base path is the usual first mistake: TF Serving's
-            // layout puts each version in a numbered directory.
-            let misplaced = [
-                "model.onnx",
-                "model.onnx.sealed",
-                "saved_model.pb",
-                "saved_model.pb.sealed",
-            ]
-            .into_iter()
-            .find(|f| base.join(f).is_file());
-            let hint = match misplaced {
-                Some(f) => format!(
-                    "; {f} lies directly under the base path: move the version into {}/1/ (the layout is base_path/<version>/)",
-                    base.display()
-                ),
-                None => String::new(),
-            };
-            failed.push(format!(
-                "model {name}: no version found under {}{hint}",
-                m.config.base_path
-            ));
-            continue;
-        }
-        let errors: Vec<String> = m
-            .versions
-            .iter()
-            .map(|(n, v)| {
-                let e = v.error.as_deref().unwrap_or("not loaded");
-                format!("version {n}: {e}")
-            })
-            .collect();
-        failed.push(format!("model {name} did not load: {}", errors.join("; ")));
-    }
+    let failed = repo.unavailable();
     if failed.is_empty() {
         Ok(())
     } else {
@@ -316,11 +276,28 @@ const HEALTH_MAX_MESSAGE: usize = 4096;
 fn grpc_router(
     core: &Arc<ServingCore>,
     attestation: Option<Arc<Attestor>>,
+    reload: ReloadAccess,
     max_message: usize,
-) -> axum::Router {
+) -> Result<axum::Router, ServeError> {
     use teeserve_wire::tensorflow::serving::model_service_server::ModelServiceServer;
     use teeserve_wire::tensorflow::serving::prediction_service_server::PredictionServiceServer;
-    let g = crate::network::grpc::Grpc(core.clone());
+    let g = crate::network::grpc::Grpc {
+        core: core.clone(),
+        reload: Arc::new(reload),
+    };
+    // Server reflection (v1, and v1alpha for older clients), so that grpcurl can list and call
+    // the services; its requests are symbol names, bounded like health checks.
+    let reflection = |e: tonic_reflection::server::Error| ServeError::Grpc(e.to_string());
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(teeserve_wire::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(reflection)?
+        .max_decoding_message_size(HEALTH_MAX_MESSAGE);
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(teeserve_wire::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(reflection)?
+        .max_decoding_message_size(HEALTH_MAX_MESSAGE);
     let routes = tonic::service::Routes::new(
         PredictionServiceServer::new(g.clone())
             .max_decoding_message_size(max_message)
@@ -334,7 +311,9 @@ fn grpc_router(
             core.clone(),
         ))
         .max_decoding_message_size(HEALTH_MAX_MESSAGE),
-    );
+    )
+    .add_service(reflection_v1)
+    .add_service(reflection_v1alpha);
     // Admission (in-flight place, memory budget) before tonic reads a message.
     let routes = routes
         .prepare()
@@ -346,7 +325,7 @@ fn grpc_router(
             },
             crate::network::admission::grpc_layer,
         ));
-    routes.route(
+    Ok(routes.route(
         "/v1/attestation",
         axum::routing::get(
             move |uri: axum::http::Uri,
@@ -372,7 +351,7 @@ fn grpc_router(
                 }
             },
         ),
-    )
+    ))
 }
 
 /// Scans for new and retired versions, and re-reads the model config file, at their poll
@@ -395,7 +374,11 @@ async fn poll_models(o: ServeOptions, repo: Arc<ModelRepository>, mut rx: watch:
         if cfg_wait > 0 && since_cfg >= Duration::from_secs(cfg_wait) {
             since_cfg = Duration::ZERO;
             match model_configs(&o) {
-                Ok(c) => repo.set_configs(c),
+                Ok(c) => {
+                    let r = repo.clone();
+                    let _ = tokio::task::spawn_blocking(move || r.reload(c, "poll")).await;
+                    continue;
+                }
                 Err(e) => tracing::error!("model config not reloaded: {e}"),
             }
         }

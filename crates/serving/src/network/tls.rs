@@ -10,6 +10,7 @@ use teeserve_ratls::{EvidenceFormat, KeyOrigin, KeyType, RaTlsIdentity};
 use zeroize::Zeroizing;
 
 use crate::models::config::{self};
+use crate::network::grpc::ReloadAccess;
 use crate::network::options::{
     option, read, read_text, OptionsError, ServeError, ServeOption, ServeOptions, TlsOptions,
 };
@@ -39,17 +40,27 @@ pub(crate) fn tls_config(
     let builder = rustls::ServerConfig::builder_with_provider(teeserve_tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(tls)?;
-    let builder = match (client_ca, &t.monitoring_client_ca) {
-        (Some(ca), _) => {
+    // CAs whose clients may use one thing more (the metrics, the reload RPC): a certificate
+    // is asked for and checked, and a client without one is served the rest.
+    let mut optional = Vec::new();
+    let mut optional_option = None;
+    for (ca, o) in [
+        (&t.monitoring_client_ca, ServeOption::MonitoringClientCa),
+        (&t.reload_client_ca, ServeOption::ReloadClientCa),
+    ] {
+        if let Some(p) = ca {
+            optional.extend(read(p, o)?);
+            optional.push(b'\n');
+            optional_option.get_or_insert(o);
+        }
+    }
+    let builder = match (client_ca, optional_option) {
+        (Some(mut ca), _) => {
+            ca.push(b'\n');
+            ca.extend(&optional);
             builder.with_client_cert_verifier(client_verifier(&ca, ServeOption::TlsClientCa, true)?)
         }
-        // Only the metrics need a certificate: one is asked for, and checked, but a client
-        // without one is served the rest.
-        (None, Some(monitoring)) => builder.with_client_cert_verifier(client_verifier(
-            &read(monitoring, ServeOption::MonitoringClientCa)?,
-            ServeOption::MonitoringClientCa,
-            false,
-        )?),
+        (None, Some(o)) => builder.with_client_cert_verifier(client_verifier(&optional, o, false)?),
         (None, None) => builder.with_no_client_auth(),
     };
     let mut c = builder.with_single_cert(certs, key).map_err(|e| {
@@ -222,4 +233,32 @@ pub(crate) fn metrics_clients(
     }
     let pem = read(ca, ServeOption::MonitoringClientCa)?;
     client_verifier(&pem, ServeOption::MonitoringClientCa, true).map(Some)
+}
+
+/// Who may call `HandleReloadConfigRequest`: nobody by default (it replaces the served models,
+/// so a stranger could unload them all), clients whose certificate chains to
+/// `reload_client_ca`, or anyone when the operator says so.
+pub(crate) fn reload_access(t: &TlsOptions, tls: bool) -> Result<ReloadAccess, ServeError> {
+    match (&t.reload_client_ca, t.reload_from_anyone) {
+        (Some(_), true) => Err(option(
+            ServeOption::ReloadClientCa,
+            "give a reload client CA or allow the reload to anyone, not both",
+        )),
+        (Some(ca), false) => {
+            if !tls {
+                return Err(option(
+                    ServeOption::ReloadClientCa,
+                    "client certificates need TLS, and the server is plaintext",
+                ));
+            }
+            let pem = read(ca, ServeOption::ReloadClientCa)?;
+            let v = client_verifier(&pem, ServeOption::ReloadClientCa, true)?;
+            Ok(ReloadAccess::Clients(v))
+        }
+        (None, true) => {
+            tracing::warn!("HandleReloadConfigRequest is open to anyone who reaches the gRPC port: any of them can replace or unload the served models");
+            Ok(ReloadAccess::Anyone)
+        }
+        (None, false) => Ok(ReloadAccess::Off),
+    }
 }
