@@ -27,6 +27,7 @@ mod binding;
 mod cbor;
 mod cert;
 pub mod document;
+pub mod tlog;
 mod verifier;
 
 pub use binding::{key_report_data, report_data_over};
