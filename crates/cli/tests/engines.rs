@@ -192,7 +192,7 @@ fn onnxruntime_engine_needs_a_loadable_library() {
         run(&a).fails(2).stderr
     };
     let e = with(&["--engine", "onnxruntime"]);
-    assert!(e.contains("needs --onnxruntime-lib"), "{e}");
+    assert!(e.contains("needs --onnxruntime_lib"), "{e}");
     let e = with(&[
         "--engine",
         "onnxruntime",

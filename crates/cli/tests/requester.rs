@@ -228,7 +228,7 @@ fn a_host_tls_key_gets_no_attestation_unless_the_flag_says_so() {
     let server = serve(d, &[]);
     let (status, body) = get(d, &server.rest, "/v1/attestation");
     assert_eq!(status, 404, "{body}");
-    assert!(body.contains("--attest-host-tls-key"), "{body}");
+    assert!(body.contains("--attest_host_tls_key"), "{body}");
     let r = predict(d, &server.rest, &base_policy()).fails(1);
     assert!(
         r.stderr.contains("publishes no attestation"),

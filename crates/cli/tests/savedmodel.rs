@@ -221,7 +221,7 @@ fn a_savedmodel_without_the_library_fails_to_load_naming_the_flag() {
     let msg = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{msg}");
     assert!(msg.contains("model m did not load: version 1:"), "{msg}");
-    assert!(msg.contains("--tensorflow-lib"), "{msg}");
+    assert!(msg.contains("--tensorflow_lib"), "{msg}");
 }
 
 /// Whether `needle` occurs in any file under `dir`.

@@ -198,14 +198,25 @@ pub enum PlatformKind {
 #[derive(Debug, Clone, Args)]
 pub struct PlatformPaths {
     /// Directory of the simulated platform (`teeserve sim init --dir`).
-    #[arg(long, value_name = "DIR", env = "TEESERVE_SIM_DIR")]
+    #[arg(
+        long = "sim_dir",
+        alias = "sim-dir",
+        value_name = "DIR",
+        env = "TEESERVE_SIM_DIR"
+    )]
     pub sim_dir: Option<PathBuf>,
     /// Gramine's attestation directory.
-    #[arg(long, value_name = "DIR", default_value = "/dev/attestation")]
+    #[arg(
+        long = "gramine_dir",
+        alias = "gramine-dir",
+        value_name = "DIR",
+        default_value = "/dev/attestation"
+    )]
     pub gramine_dir: PathBuf,
     /// configfs-tsm's report directory.
     #[arg(
-        long,
+        long = "tsm_dir",
+        alias = "tsm-dir",
         value_name = "DIR",
         default_value = "/sys/kernel/config/tsm/report"
     )]

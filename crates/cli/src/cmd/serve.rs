@@ -21,7 +21,7 @@ use super::attest::{open_platform, PlatformKind, PlatformPaths};
 pub enum EngineKind {
     /// tract: pure Rust, the smallest code inside an enclave.
     Tract,
-    /// ONNX Runtime, loaded at run time from --onnxruntime-lib.
+    /// ONNX Runtime, loaded at run time from --onnxruntime_lib.
     Onnxruntime,
 }
 
@@ -42,14 +42,16 @@ pub struct ServeArgs {
     #[arg(
         long = "grpc_bind_address",
         alias = "grpc-bind-address",
-        default_value = "0.0.0.0"
+        default_value = "0.0.0.0",
+        help_heading = "teeserve: listeners and limits"
     )]
     pub grpc_bind: String,
     /// Address the REST port binds to.
     #[arg(
         long = "rest_api_bind_address",
         alias = "rest-api-bind-address",
-        default_value = "0.0.0.0"
+        default_value = "0.0.0.0",
+        help_heading = "teeserve: listeners and limits"
     )]
     pub rest_bind: String,
     /// Model name (single-model mode).
@@ -94,21 +96,30 @@ pub struct ServeArgs {
     pub monitoring_config_file: Option<PathBuf>,
     /// Serve the metrics only to clients presenting a TLS certificate that chains to this CA
     /// (PEM); others get 403. The ports ask every client for a certificate but, unless
-    /// --tls-client-ca requires one, serve the rest without. Needs TLS and
+    /// --tls_client_ca requires one, serve the rest without. Needs TLS and
     /// --monitoring_config_file enabling the metrics.
-    #[arg(long = "monitoring_client_ca", value_name = "PEM")]
+    #[arg(
+        long = "monitoring_client_ca",
+        value_name = "PEM",
+        help_heading = "teeserve: TLS, attestation and access"
+    )]
     pub monitoring_client_ca: Option<PathBuf>,
     /// Allow ModelService.HandleReloadConfigRequest (a new model config list replaces the served
     /// models) to clients presenting a TLS certificate that chains to this CA (PEM); others get
     /// PERMISSION_DENIED. Off by default: anyone who could call it could unload every model.
     /// Needs TLS; the ports then ask every client for a certificate, as --monitoring_client_ca.
-    #[arg(long = "reload_config_client_ca", value_name = "PEM")]
+    #[arg(
+        long = "reload_config_client_ca",
+        value_name = "PEM",
+        help_heading = "teeserve: TLS, attestation and access"
+    )]
     pub reload_config_client_ca: Option<PathBuf>,
     /// Allow HandleReloadConfigRequest to anyone who reaches the gRPC port (as TF Serving
     /// does); for a trusted network only.
     #[arg(
         long = "reload_config_from_anyone",
-        conflicts_with = "reload_config_client_ca"
+        conflicts_with = "reload_config_client_ca",
+        help_heading = "teeserve: TLS, attestation and access"
     )]
     pub reload_config_from_anyone: bool,
     /// Add CORS headers to REST responses.
@@ -118,100 +129,6 @@ pub struct ServeArgs {
     /// gRPC and REST.
     #[arg(long = "ssl_config_file", value_name = "FILE")]
     pub ssl_config_file: Option<PathBuf>,
-    /// TLS certificate chain (PEM) for gRPC and REST.
-    #[arg(long = "tls-cert", value_name = "PEM")]
-    pub tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM). In production fetch it from the key broker (--kbs-tls-key-secret).
-    #[arg(long = "tls-key", value_name = "PEM")]
-    pub tls_key: Option<PathBuf>,
-    /// Publish /v1/attestation although the TLS key is a file on the host (--tls-key or
-    /// --ssl_config_file). Off by default: the host holds that key too and could answer in the
-    /// server's place; the document says "key_origin": "host", which requesters refuse unless
-    /// their policy has tls_key_origin = ["host"].
-    #[arg(long = "attest-host-tls-key")]
-    pub attest_host_tls_key: bool,
-    /// Require client certificates signed by this CA (mTLS on gRPC and REST).
-    #[arg(long = "tls-client-ca", value_name = "PEM")]
-    pub tls_client_ca: Option<PathBuf>,
-    /// Serve an RA-TLS certificate made inside the TEE (its evidence binds the TLS key).
-    #[arg(long = "tls-ra")]
-    pub tls_ra: bool,
-    /// Serve plaintext (no TLS). Only for local experiments.
-    #[arg(long)]
-    pub insecure: bool,
-    /// The TEE platform this server runs in (needed with --kbs, --tls-ra and /v1/attestation).
-    #[arg(long, value_enum)]
-    pub platform: Option<PlatformKind>,
-    #[command(flatten)]
-    pub paths: PlatformPaths,
-    /// Key broker (HOST:PORT): the model key (and TLS key) are fetched over RA-TLS before the
-    /// ports open.
-    #[arg(long, value_name = "HOST:PORT", requires = "kbs_ca")]
-    pub kbs: Option<String>,
-    /// CA (PEM) of the key broker's certificate.
-    #[arg(long = "kbs-ca", value_name = "PEM")]
-    pub kbs_ca: Option<PathBuf>,
-    /// Name expected in the key broker's certificate (default: the host of --kbs).
-    #[arg(long = "kbs-server-name", value_name = "NAME")]
-    pub kbs_server_name: Option<String>,
-    /// Secret holding the model key.
-    #[arg(
-        long = "kbs-model-key-secret",
-        default_value = "model-key",
-        value_name = "NAME"
-    )]
-    pub kbs_model_key_secret: String,
-    /// Secret holding the TLS private key (PEM), used with --tls-cert.
-    #[arg(long = "kbs-tls-key-secret", value_name = "NAME")]
-    pub kbs_tls_key_secret: Option<String>,
-    /// Secret holding the owner's list of admitted model files (JSON: per model, "sha256"
-    /// digests of the sealed files and/or "min_version"); every other file is refused, so a
-    /// retired sealed version cannot be brought back by the host.
-    #[arg(
-        long = "kbs-admitted-models-secret",
-        value_name = "NAME",
-        requires = "kbs"
-    )]
-    pub kbs_admitted_models_secret: Option<String>,
-    /// Seconds between fetches of the admitted-models list from the key broker while serving:
-    /// a version the owner retires (or a change to what a model may do) reaches this server
-    /// within this period, and a version no longer admitted stops serving at once.
-    #[arg(
-        long = "kbs-admitted-refresh-seconds",
-        default_value_t = 60,
-        value_parser = clap::value_parser!(u64).range(1..=86_400)
-    )]
-    pub kbs_admitted_refresh_seconds: u64,
-    /// Seconds to keep retrying an unreachable key broker before giving up.
-    #[arg(long = "kbs-retry-seconds", default_value_t = 60)]
-    pub kbs_retry_seconds: u64,
-    /// A local model key file (development only: on a TEE host use the key broker).
-    #[arg(long = "model-key", value_name = "FILE", conflicts_with = "kbs")]
-    pub model_key: Option<PathBuf>,
-    /// Collateral bundle (JSON) published in /v1/attestation so requesters can verify offline.
-    #[arg(long = "attestation-collateral", value_name = "FILE")]
-    pub attestation_collateral: Option<PathBuf>,
-    /// Inference engine: tract (pure Rust, built in) or onnxruntime (needs --onnxruntime-lib).
-    #[arg(long, value_enum, default_value_t = EngineKind::Tract)]
-    pub engine: EngineKind,
-    /// ONNX Runtime shared library (libonnxruntime.so), e.g. onnxruntime/capi/libonnxruntime.so.1.*
-    /// from the onnxruntime Python wheel. Loaded at start; nothing is downloaded.
-    #[arg(
-        long = "onnxruntime-lib",
-        value_name = "FILE",
-        env = "TEESERVE_ONNXRUNTIME_LIB"
-    )]
-    pub onnxruntime_lib: Option<PathBuf>,
-    /// TensorFlow shared library for SavedModels (`saved_model.pb` versions):
-    /// tensorflow/libtensorflow_cc.so.2 from the tensorflow-cpu Python wheel, with
-    /// libtensorflow_framework.so.2 beside it. Opened when the first SavedModel loads; nothing is
-    /// downloaded. ONNX models run on --engine whatever this says.
-    #[arg(
-        long = "tensorflow-lib",
-        value_name = "FILE",
-        env = "TEESERVE_TENSORFLOW_LIB"
-    )]
-    pub tensorflow_lib: Option<PathBuf>,
     /// MetaGraphDef tags of the SavedModels to load, comma-separated (TF Serving's flag).
     #[arg(long = "saved_model_tags", default_value = "serve")]
     pub saved_model_tags: String,
@@ -221,66 +138,241 @@ pub struct ServeArgs {
     /// TensorFlow operations run at once (0: TensorFlow's choice).
     #[arg(long = "tensorflow_inter_op_parallelism", default_value_t = 0)]
     pub tensorflow_inter_op_parallelism: i32,
+    /// Print teeserve's version and exit (as tensorflow_model_server --version).
+    #[arg(long = "version")]
+    pub version: bool,
+    /// TLS certificate chain (PEM) for gRPC and REST.
+    #[arg(
+        long = "tls_cert",
+        alias = "tls-cert",
+        value_name = "PEM",
+        help_heading = "teeserve: TLS, attestation and access"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM). In production fetch it from the key broker (--kbs_tls_key_secret).
+    #[arg(
+        long = "tls_key",
+        alias = "tls-key",
+        value_name = "PEM",
+        help_heading = "teeserve: TLS, attestation and access"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Publish /v1/attestation although the TLS key is a file on the host (--tls_key or
+    /// --ssl_config_file). Off by default: the host holds that key too and could answer in the
+    /// server's place; the document says "key_origin": "host", which requesters refuse unless
+    /// their policy has tls_key_origin = ["host"].
+    #[arg(
+        long = "attest_host_tls_key",
+        alias = "attest-host-tls-key",
+        help_heading = "teeserve: TLS, attestation and access"
+    )]
+    pub attest_host_tls_key: bool,
+    /// Require client certificates signed by this CA (mTLS on gRPC and REST).
+    #[arg(
+        long = "tls_client_ca",
+        alias = "tls-client-ca",
+        value_name = "PEM",
+        help_heading = "teeserve: TLS, attestation and access"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Serve an RA-TLS certificate made inside the TEE (its evidence binds the TLS key).
+    #[arg(
+        long = "tls_ra",
+        alias = "tls-ra",
+        help_heading = "teeserve: TLS, attestation and access"
+    )]
+    pub tls_ra: bool,
+    /// Serve plaintext (no TLS). Only for local experiments.
+    #[arg(long, help_heading = "teeserve: TLS, attestation and access")]
+    pub insecure: bool,
+    /// The TEE platform this server runs in (needed with --kbs, --tls_ra and /v1/attestation).
+    #[arg(
+        long,
+        value_enum,
+        help_heading = "teeserve: TLS, attestation and access"
+    )]
+    pub platform: Option<PlatformKind>,
+    #[command(flatten, next_help_heading = "teeserve: TLS, attestation and access")]
+    pub paths: PlatformPaths,
+    /// Key broker (HOST:PORT): the model key (and TLS key) are fetched over RA-TLS before the
+    /// ports open.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        requires = "kbs_ca",
+        help_heading = "teeserve: key broker and model key"
+    )]
+    pub kbs: Option<String>,
+    /// CA (PEM) of the key broker's certificate.
+    #[arg(
+        long = "kbs_ca",
+        alias = "kbs-ca",
+        value_name = "PEM",
+        help_heading = "teeserve: key broker and model key"
+    )]
+    pub kbs_ca: Option<PathBuf>,
+    /// Name expected in the key broker's certificate (default: the host of --kbs).
+    #[arg(
+        long = "kbs_server_name",
+        alias = "kbs-server-name",
+        value_name = "NAME",
+        help_heading = "teeserve: key broker and model key"
+    )]
+    pub kbs_server_name: Option<String>,
+    /// Secret holding the model key.
+    #[arg(
+        long = "kbs_model_key_secret",
+        alias = "kbs-model-key-secret",
+        default_value = "model-key",
+        value_name = "NAME",
+        help_heading = "teeserve: key broker and model key"
+    )]
+    pub kbs_model_key_secret: String,
+    /// Secret holding the TLS private key (PEM), used with --tls_cert.
+    #[arg(
+        long = "kbs_tls_key_secret",
+        alias = "kbs-tls-key-secret",
+        value_name = "NAME",
+        help_heading = "teeserve: key broker and model key"
+    )]
+    pub kbs_tls_key_secret: Option<String>,
+    /// Secret holding the owner's list of admitted model files (JSON: per model, "sha256"
+    /// digests of the sealed files and/or "min_version"); every other file is refused, so a
+    /// retired sealed version cannot be brought back by the host.
+    #[arg(
+        long = "kbs_admitted_models_secret",
+        alias = "kbs-admitted-models-secret",
+        value_name = "NAME",
+        requires = "kbs",
+        help_heading = "teeserve: key broker and model key"
+    )]
+    pub kbs_admitted_models_secret: Option<String>,
+    /// Seconds between fetches of the admitted-models list from the key broker while serving:
+    /// a version the owner retires (or a change to what a model may do) reaches this server
+    /// within this period, and a version no longer admitted stops serving at once.
+    #[arg(
+        long = "kbs_admitted_refresh_seconds", alias = "kbs-admitted-refresh-seconds",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=86_400),
+        help_heading = "teeserve: key broker and model key",
+    )]
+    pub kbs_admitted_refresh_seconds: u64,
+    /// Seconds to keep retrying an unreachable key broker before giving up.
+    #[arg(
+        long = "kbs_retry_seconds",
+        alias = "kbs-retry-seconds",
+        default_value_t = 60,
+        help_heading = "teeserve: key broker and model key"
+    )]
+    pub kbs_retry_seconds: u64,
+    /// A local model key file (development only: on a TEE host use the key broker).
+    #[arg(
+        long = "model_key",
+        alias = "model-key",
+        value_name = "FILE",
+        conflicts_with = "kbs",
+        help_heading = "teeserve: key broker and model key"
+    )]
+    pub model_key: Option<PathBuf>,
+    /// Collateral bundle (JSON) published in /v1/attestation so requesters can verify offline.
+    #[arg(
+        long = "attestation_collateral",
+        alias = "attestation-collateral",
+        value_name = "FILE",
+        help_heading = "teeserve: TLS, attestation and access"
+    )]
+    pub attestation_collateral: Option<PathBuf>,
+    /// Inference engine: tract (pure Rust, built in) or onnxruntime (needs --onnxruntime_lib).
+    #[arg(long, value_enum, default_value_t = EngineKind::Tract, help_heading = "teeserve: engines")]
+    pub engine: EngineKind,
+    /// ONNX Runtime shared library (libonnxruntime.so), e.g. onnxruntime/capi/libonnxruntime.so.1.*
+    /// from the onnxruntime Python wheel. Loaded at start; nothing is downloaded.
+    #[arg(
+        long = "onnxruntime_lib",
+        alias = "onnxruntime-lib",
+        value_name = "FILE",
+        env = "TEESERVE_ONNXRUNTIME_LIB",
+        help_heading = "teeserve: engines"
+    )]
+    pub onnxruntime_lib: Option<PathBuf>,
+    /// TensorFlow shared library for SavedModels (`saved_model.pb` versions):
+    /// tensorflow/libtensorflow_cc.so.2 from the tensorflow-cpu Python wheel, with
+    /// libtensorflow_framework.so.2 beside it. Opened when the first SavedModel loads; nothing is
+    /// downloaded. ONNX models run on --engine whatever this says.
+    #[arg(
+        long = "tensorflow_lib",
+        alias = "tensorflow-lib",
+        value_name = "FILE",
+        env = "TEESERVE_TENSORFLOW_LIB",
+        help_heading = "teeserve: engines"
+    )]
+    pub tensorflow_lib: Option<PathBuf>,
     /// Requests in flight before RESOURCE_EXHAUSTED / HTTP 429.
-    #[arg(long = "max_in_flight", default_value_t = 256)]
+    #[arg(
+        long = "max_in_flight",
+        default_value_t = 256,
+        help_heading = "teeserve: listeners and limits"
+    )]
     pub max_in_flight: usize,
     /// Inference worker threads (default: the cores). A model's weights are held once whatever
     /// the number: tract shares one plan between the workers, TensorFlow one session; ONNX
     /// Runtime runs one session per model whose inferences take turns, each on this many threads.
-    #[arg(long = "workers")]
+    #[arg(long = "workers", help_heading = "teeserve: engines")]
     pub workers: Option<usize>,
     /// Largest request (gRPC message or REST body), bytes.
-    #[arg(long = "max_request_bytes", default_value_t = 64 << 20)]
+    #[arg(long = "max_request_bytes", default_value_t = 64 << 20, help_heading = "teeserve: listeners and limits")]
     pub max_request_bytes: usize,
     /// Request deadline, milliseconds (DEADLINE_EXCEEDED / HTTP 504 past it).
     #[arg(
         long = "request_timeout_ms",
         visible_alias = "rest_api_timeout_in_ms",
-        default_value_t = 30_000
+        default_value_t = 30_000,
+        help_heading = "teeserve: listeners and limits"
     )]
     pub request_timeout_ms: u64,
     /// Encode gRPC outputs as tensor_content instead of typed fields.
     #[arg(long = "enable_serialization_as_tensor_content")]
     pub tensor_content: bool,
     /// Seconds to let in-flight requests finish on SIGTERM.
-    #[arg(long = "drain_seconds", default_value_t = 10)]
+    #[arg(
+        long = "drain_seconds",
+        default_value_t = 10,
+        help_heading = "teeserve: listeners and limits"
+    )]
     pub drain_seconds: u64,
     /// Bytes one request's input tensors may take once decoded (elements times element size;
     /// strings with their content). Checked against the shapes a request declares before
     /// anything is allocated: one value may fill a whole shape. Over it: INVALID_ARGUMENT / 400.
-    #[arg(long = "max_request_tensor_bytes", default_value_t = teeserve_serving::DEFAULT_MAX_TENSOR_BYTES)]
+    #[arg(long = "max_request_tensor_bytes", default_value_t = teeserve_serving::DEFAULT_MAX_TENSOR_BYTES, help_heading = "teeserve: listeners and limits")]
     pub max_request_tensor_bytes: usize,
     /// Bytes all requests in flight may hold together: bodies as they arrive, what decoding
     /// them takes, and their tensors. A request that does not fit: RESOURCE_EXHAUSTED / 429.
-    #[arg(long = "max_in_flight_bytes", default_value_t = teeserve_serving::DEFAULT_MAX_IN_FLIGHT_BYTES)]
+    #[arg(long = "max_in_flight_bytes", default_value_t = teeserve_serving::DEFAULT_MAX_IN_FLIGHT_BYTES, help_heading = "teeserve: listeners and limits")]
     pub max_in_flight_bytes: usize,
     /// Connections open at once on each port; one more is closed as soon as it is accepted.
-    #[arg(long = "max_connections", default_value_t = ConnectionLimits::default().max_connections)]
+    #[arg(long = "max_connections", default_value_t = ConnectionLimits::default().max_connections, help_heading = "teeserve: listeners and limits")]
     pub max_connections: usize,
     /// Seconds a client has to finish the TLS handshake and, on HTTP/1, to send each request's
     /// header (including the wait for the next request on a kept-alive connection).
-    #[arg(long = "header_timeout_seconds", default_value_t = ConnectionLimits::default().header_timeout.as_secs())]
+    #[arg(long = "header_timeout_seconds", default_value_t = ConnectionLimits::default().header_timeout.as_secs(), help_heading = "teeserve: listeners and limits")]
     pub header_timeout_seconds: u64,
     /// Seconds a connection may stay open with no request in progress (HTTP/2: then GOAWAY).
     /// A health Watch stream does not count as a request in progress; it ends at the GOAWAY.
-    #[arg(long = "idle_timeout_seconds", default_value_t = ConnectionLimits::default().idle_timeout.as_secs())]
+    #[arg(long = "idle_timeout_seconds", default_value_t = ConnectionLimits::default().idle_timeout.as_secs(), help_heading = "teeserve: listeners and limits")]
     pub idle_timeout_seconds: u64,
     /// Seconds a connection asked to close (idle, or at its maximum age) may take to finish
     /// what is open on it; then it is cut. A stream that never ends, or a response the peer
     /// never reads, holds a connection no longer than this past its GOAWAY.
-    #[arg(long = "connection_grace_seconds", default_value_t = ConnectionLimits::default().grace.as_secs())]
+    #[arg(long = "connection_grace_seconds", default_value_t = ConnectionLimits::default().grace.as_secs(), help_heading = "teeserve: listeners and limits")]
     pub connection_grace_seconds: u64,
     /// Seconds after which a connection is asked to close (HTTP/2: GOAWAY) even if busy, and
     /// cut after the grace period; clients reconnect. 0: no maximum.
-    #[arg(long = "max_connection_age_seconds", default_value_t = secs(ConnectionLimits::default().max_age))]
+    #[arg(long = "max_connection_age_seconds", default_value_t = secs(ConnectionLimits::default().max_age), help_heading = "teeserve: listeners and limits")]
     pub max_connection_age_seconds: u64,
     /// Seconds a response may wait for the peer to read any of it (an HTTP/2 window of 0, or a
     /// full TCP window); then its connection is cut. 0: no limit.
-    #[arg(long = "send_timeout_seconds", default_value_t = secs(ConnectionLimits::default().send_timeout))]
+    #[arg(long = "send_timeout_seconds", default_value_t = secs(ConnectionLimits::default().send_timeout), help_heading = "teeserve: listeners and limits")]
     pub send_timeout_seconds: u64,
-    /// Print teeserve's version and exit (as tensorflow_model_server --version).
-    #[arg(long = "version")]
-    pub version: bool,
     #[command(flatten)]
     pub compat: super::serve_compat::TfServingCompat,
 }
@@ -311,7 +403,7 @@ pub fn run(a: ServeArgs) -> Result<i32> {
         (EngineKind::Tract, _) => EngineChoice::Tract,
         (EngineKind::Onnxruntime, Some(lib)) => EngineChoice::OnnxRuntime { lib },
         (EngineKind::Onnxruntime, None) => anyhow::bail!(
-            "--engine onnxruntime needs --onnxruntime-lib FILE (the libonnxruntime.so to load)"
+            "--engine onnxruntime needs --onnxruntime_lib FILE (the libonnxruntime.so to load)"
         ),
     };
     let o = ServeOptions {
@@ -425,18 +517,18 @@ fn flag(o: ServeOption) -> &'static str {
         ServeOption::EnableBatching => "--enable_batching",
         ServeOption::BatchingParametersFile => "--batching_parameters_file",
         ServeOption::MonitoringConfigFile => "--monitoring_config_file",
-        ServeOption::ModelKeyFile => "--model-key",
+        ServeOption::ModelKeyFile => "--model_key",
         ServeOption::Engine => "--engine",
-        ServeOption::TensorflowLib => "--tensorflow-lib",
-        ServeOption::AttestationCollateral => "--attestation-collateral",
+        ServeOption::TensorflowLib => "--tensorflow_lib",
+        ServeOption::AttestationCollateral => "--attestation_collateral",
         ServeOption::Kbs => "--kbs",
-        ServeOption::KbsCa => "--kbs-ca",
-        ServeOption::KbsTlsKeySecret => "--kbs-tls-key-secret",
+        ServeOption::KbsCa => "--kbs_ca",
+        ServeOption::KbsTlsKeySecret => "--kbs_tls_key_secret",
         ServeOption::SslConfigFile => "--ssl_config_file",
-        ServeOption::TlsCert => "--tls-cert",
-        ServeOption::TlsKey => "--tls-key",
-        ServeOption::TlsClientCa => "--tls-client-ca",
-        ServeOption::TlsRa => "--tls-ra",
+        ServeOption::TlsCert => "--tls_cert",
+        ServeOption::TlsKey => "--tls_key",
+        ServeOption::TlsClientCa => "--tls_client_ca",
+        ServeOption::TlsRa => "--tls_ra",
         ServeOption::MonitoringClientCa => "--monitoring_client_ca",
         ServeOption::ReloadClientCa => "--reload_config_client_ca",
         ServeOption::Insecure => "--insecure",
@@ -462,7 +554,7 @@ fn describe(e: &ServeError) -> String {
         ServeError::Options(OptionsError::NoModels) => {
             "give --model_base_path (with --model_name) or --model_config_file".into()
         }
-        ServeError::Options(OptionsError::NoTls) => "TLS is required: give --tls-cert (with --tls-key or a key from the broker), --ssl_config_file or --tls-ra; plaintext only with --insecure".into(),
+        ServeError::Options(OptionsError::NoTls) => "TLS is required: give --tls_cert (with --tls_key or a key from the broker), --ssl_config_file or --tls_ra; plaintext only with --insecure".into(),
         other => other.to_string(),
     }
 }

@@ -1,5 +1,5 @@
 //! The ONNX Runtime engine, through the `ort` crate with the library loaded at run time from a
-//! path the operator gives (`--onnxruntime-lib`, e.g. the `libonnxruntime.so` that PyPI's
+//! path the operator gives (`--onnxruntime_lib`, e.g. the `libonnxruntime.so` that PyPI's
 //! onnxruntime wheel ships). Nothing is downloaded at build or run time, and a build without the
 //! `onnxruntime` feature does not contain this engine at all.
 //!

@@ -64,7 +64,7 @@ pub enum ModelFileError {
         path: PathBuf,
     },
     /// A SavedModel, and no TensorFlow engine.
-    #[error("{dir} holds a TensorFlow SavedModel, and this server was given no TensorFlow library (--tensorflow-lib, or TEESERVE_TENSORFLOW_LIB)")]
+    #[error("{dir} holds a TensorFlow SavedModel, and this server was given no TensorFlow library (--tensorflow_lib, or TEESERVE_TENSORFLOW_LIB)")]
     NoTensorFlow {
         /// The version directory.
         dir: PathBuf,

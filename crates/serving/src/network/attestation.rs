@@ -226,7 +226,7 @@ pub(crate) fn no_attestation() -> Answer {
         status: 404,
         retry_after: None,
         body: serde_json::json!({
-            "error": "this server publishes no attestation: it runs without a TEE platform, or its TLS key is a file the host gave it (serve --attest-host-tls-key publishes one anyway, with key origin \"host\")"
+            "error": "this server publishes no attestation: it runs without a TEE platform, or its TLS key is a file the host gave it (serve --attest_host_tls_key publishes one anyway, with key origin \"host\")"
         })
         .to_string(),
     }

@@ -198,7 +198,7 @@ pub struct TlsOptions {
     pub reload_from_anyone: bool,
     /// Allow plaintext.
     pub insecure: bool,
-    /// Publish attestation even when the TLS key is a file the host gave (`--tls-key`,
+    /// Publish attestation even when the TLS key is a file the host gave (`--tls_key`,
     /// `--ssl_config_file`); the document then says so (key origin `host`).
     pub attest_host_key: bool,
 }
@@ -263,7 +263,7 @@ pub struct ServeOptions {
     pub attestation_collateral: Option<PathBuf>,
     /// The inference engine.
     pub engine: EngineChoice,
-    /// The TensorFlow engine for SavedModels (`--tensorflow-lib`); None: ONNX models only.
+    /// The TensorFlow engine for SavedModels (`--tensorflow_lib`); None: ONNX models only.
     pub tensorflow: Option<crate::engine::TensorFlowOptions>,
     /// Limits.
     pub core: CoreOptions,

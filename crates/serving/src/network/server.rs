@@ -247,7 +247,7 @@ async fn attestor(
         return Ok(None);
     };
     if *origin == KeyOrigin::Host && !o.tls.attest_host_key {
-        tracing::warn!("/v1/attestation is off: the TLS key is a file the host gave, so the host could answer in this server's place (--attest-host-tls-key publishes it anyway, marked as a host key)");
+        tracing::warn!("/v1/attestation is off: the TLS key is a file the host gave, so the host could answer in this server's place (--attest_host_tls_key publishes it anyway, marked as a host key)");
         return Ok(None);
     }
     let collateral = match &o.attestation_collateral {

@@ -183,9 +183,9 @@ fn key_source(t: &TlsOptions, provisioned_key: Option<&[u8]>) -> String {
             .map(|p| p.display().to_string())
             .unwrap_or_default();
         match (provisioned_key.is_some(), &t.key) {
-            (true, _) => format!("--tls-cert {cert} and the TLS key the key broker released"),
-            (false, Some(k)) => format!("--tls-cert {cert} and --tls-key {}", k.display()),
-            (false, None) => format!("--tls-cert {cert}"),
+            (true, _) => format!("--tls_cert {cert} and the TLS key the key broker released"),
+            (false, Some(k)) => format!("--tls_cert {cert} and --tls_key {}", k.display()),
+            (false, None) => format!("--tls_cert {cert}"),
         }
     }
 }

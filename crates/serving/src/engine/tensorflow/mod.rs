@@ -1,5 +1,5 @@
 //! The TensorFlow engine: SavedModels (`saved_model.pb` with `variables/` and `assets/`) loaded
-//! through TensorFlow's C API from the library the operator names (`--tensorflow-lib`, e.g.
+//! through TensorFlow's C API from the library the operator names (`--tensorflow_lib`, e.g.
 //! `tensorflow/libtensorflow_cc.so.2` of PyPI's tensorflow-cpu wheel). Nothing is downloaded;
 //! a server given no library serves ONNX models only.
 //!
