@@ -1,9 +1,12 @@
-//! The few CBOR shapes of TCG DICE tagged evidence (RFC 8949), written and read with bounds.
+//! The few CBOR shapes of TCG DICE tagged evidence and of receipts (RFC 8949), written and read
+//! with bounds.
 
 /// A decoded CBOR item (only the types RA-TLS uses).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Item<'a> {
     Uint(u64),
+    /// A negative integer: -1 - the value.
+    Neg(u64),
     Bytes(&'a [u8]),
     Text(&'a str),
     Array(Vec<Item<'a>>),
@@ -44,6 +47,16 @@ pub(crate) fn tstr(s: &str, out: &mut Vec<u8>) {
 /// Encodes an unsigned integer.
 pub(crate) fn uint(v: u64, out: &mut Vec<u8>) {
     head(0, v, out);
+}
+
+/// Encodes a signed integer (major type 0 or 1).
+pub(crate) fn int(v: i64, out: &mut Vec<u8>) {
+    if v >= 0 {
+        head(0, v as u64, out);
+    } else {
+        // -1 - n for n >= 0 (RFC 8949 section 3.1, major type 1).
+        head(1, (-1 - v) as u64, out);
+    }
 }
 
 /// Encodes an array header.
@@ -90,6 +103,7 @@ fn decode_at(b: &[u8], depth: usize) -> Result<(Item<'_>, &[u8]), &'static str> 
     };
     match major {
         0 => Ok((Item::Uint(v), rest)),
+        1 => Ok((Item::Neg(v), rest)),
         2 | 3 => {
             let n = usize::try_from(v).map_err(|_| "CBOR length too large")?;
             if rest.len() < n {
@@ -134,6 +148,6 @@ fn decode_at(b: &[u8], depth: usize) -> Result<(Item<'_>, &[u8]), &'static str> 
             let (it, r) = decode_at(rest, depth + 1)?;
             Ok((Item::Tag(v, Box::new(it)), r))
         }
-        _ => Err("CBOR type not used by RA-TLS"),
+        _ => Err("CBOR type not used by RA-TLS or receipts"),
     }
 }

@@ -1,0 +1,361 @@
+//! Receipts: a server's signed statement of one answer, which a requester can show a third
+//! party afterwards. A receipt names the model version that answered (its name, version and the
+//! SHA-256 of its file, as the attestation document lists it), the signature and method run, the
+//! SHA-256 of the request as the server received it and of the response as it sent it, the time,
+//! a counter, and the SHA-256 of the attestation document whose quote binds the receipt key.
+//!
+//! Format: a COSE_Sign1 (RFC 9052 section 4.2, CBOR tag 18) signed with Ed25519 (COSE algorithm
+//! EdDSA, -8: RFC 9053 section 2.2) by a key the server made inside the TEE at start; the
+//! payload is a CBOR map (RFC 8949) whose issue time is EAT's `iat` (CWT claim key 6, RFC 8392
+//! section 3.1.6; RFC 9711 keeps it) and whose other claims have text names.
+//!
+//! ```
+//! use teeserve_ratls::receipt::{ReceiptClaims, ReceiptSigner};
+//! let signer = ReceiptSigner::generate().unwrap();
+//! let claims = ReceiptClaims {
+//!     model: "digits".into(), version: 1, model_sha256: [7; 32],
+//!     signature: "serving_default".into(), method: "Predict".into(),
+//!     request_sha256: [1; 32], response_sha256: [2; 32],
+//!     time: 1_796_000_000, counter: 0, attestation_sha256: [3; 32],
+//! };
+//! let receipt = signer.sign(&claims);
+//! assert_eq!(teeserve_ratls::receipt::verify(&receipt, &signer.public_key()).unwrap(), claims);
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ring::signature::{Ed25519KeyPair, KeyPair as _, UnparsedPublicKey, ED25519};
+
+use crate::cbor::{self, Item};
+
+/// CBOR tag of a COSE_Sign1 (RFC 9052 section 4.2).
+const COSE_SIGN1_TAG: u64 = 18;
+/// COSE algorithm EdDSA (RFC 9053 section 2.2).
+const COSE_ALG_EDDSA: i64 = -8;
+/// COSE header parameter `alg` (RFC 9052 section 3.1).
+const COSE_HEADER_ALG: u64 = 1;
+/// CWT claim key of `iat`, the issue time (RFC 8392 section 4).
+const CWT_IAT: u64 = 6;
+/// The largest receipt read: a receipt is a few hundred bytes; a model name is at most a few
+/// hundred more.
+pub const MAX_RECEIPT_BYTES: usize = 4096;
+/// The largest model, signature or method name a receipt carries.
+const MAX_NAME: usize = 1024;
+
+/// What a receipt states.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptClaims {
+    /// The model that answered.
+    pub model: String,
+    /// Its version.
+    pub version: i64,
+    /// SHA-256 of the version's file as it lies on disk (the sealed file when sealed), as the
+    /// attestation document lists it.
+    pub model_sha256: [u8; 32],
+    /// The signature run (`serving_default` when the request named none).
+    pub signature: String,
+    /// The API method (`Predict`, `Classify`, `Regress`).
+    pub method: String,
+    /// SHA-256 of the request as received (the gRPC message; the REST body).
+    pub request_sha256: [u8; 32],
+    /// SHA-256 of the response as sent (the gRPC message; the REST body).
+    pub response_sha256: [u8; 32],
+    /// Seconds since the Unix epoch when the receipt was made.
+    pub time: u64,
+    /// This receipt's number among the receipts of the receipt key (from 0).
+    pub counter: u64,
+    /// SHA-256 of the attestation document (its JSON as served) whose quote binds the key.
+    pub attestation_sha256: [u8; 32],
+}
+
+/// Why a receipt was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiptError {
+    /// Not a COSE_Sign1 of the shape teeserve makes, or larger than a receipt can be.
+    #[error("receipt: {0}")]
+    Format(String),
+    /// The signature does not verify under the receipt key (another key signed it, or the
+    /// receipt was changed).
+    #[error("receipt: the signature does not verify under the attested receipt key")]
+    Signature,
+    /// A claim is missing or of the wrong type.
+    #[error("receipt claim {0}")]
+    Claim(String),
+}
+
+fn format(e: impl Into<String>) -> ReceiptError {
+    ReceiptError::Format(e.into())
+}
+
+/// The receipt key, made inside the TEE at start and never written or sent; receipts count up.
+pub struct ReceiptSigner {
+    key: Ed25519KeyPair,
+    counter: AtomicU64,
+}
+
+impl std::fmt::Debug for ReceiptSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReceiptSigner({})", hex::encode(self.public_key()))
+    }
+}
+
+impl ReceiptSigner {
+    /// A fresh key.
+    pub fn generate() -> Result<Self, ReceiptError> {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = zeroize::Zeroizing::new(
+            Ed25519KeyPair::generate_pkcs8(&rng)
+                .map_err(|_| format("cannot make a receipt key"))?
+                .as_ref()
+                .to_vec(),
+        );
+        let key = Ed25519KeyPair::from_pkcs8(&pkcs8)
+            .map_err(|_| format("cannot read the receipt key just made"))?;
+        Ok(Self {
+            key,
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    /// The 32-byte Ed25519 public key, which the attestation document carries.
+    pub fn public_key(&self) -> [u8; 32] {
+        let mut k = [0u8; 32];
+        k.copy_from_slice(self.key.public_key().as_ref());
+        k
+    }
+
+    /// The next counter value.
+    pub fn next_counter(&self) -> u64 {
+        self.counter.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Signs `claims` into a tagged COSE_Sign1.
+    pub fn sign(&self, claims: &ReceiptClaims) -> Vec<u8> {
+        let protected = protected_header();
+        let payload = encode_claims(claims);
+        let signature = self.key.sign(&sig_structure(&protected, &payload));
+        let mut out = Vec::with_capacity(payload.len() + 96);
+        cbor::tag(COSE_SIGN1_TAG, &mut out);
+        cbor::array(4, &mut out);
+        cbor::bstr(&protected, &mut out);
+        cbor::map(0, &mut out);
+        cbor::bstr(&payload, &mut out);
+        cbor::bstr(signature.as_ref(), &mut out);
+        out
+    }
+}
+
+/// The protected header: `{1: -8}` (alg EdDSA).
+fn protected_header() -> Vec<u8> {
+    let mut h = Vec::with_capacity(4);
+    cbor::map(1, &mut h);
+    cbor::uint(COSE_HEADER_ALG, &mut h);
+    cbor::int(COSE_ALG_EDDSA, &mut h);
+    h
+}
+
+/// `Sig_structure` = ["Signature1", protected, external_aad (empty), payload], the bytes signed
+/// (RFC 9052 section 4.4).
+fn sig_structure(protected: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut s = Vec::with_capacity(protected.len() + payload.len() + 20);
+    cbor::array(4, &mut s);
+    cbor::tstr("Signature1", &mut s);
+    cbor::bstr(protected, &mut s);
+    cbor::bstr(&[], &mut s);
+    cbor::bstr(payload, &mut s);
+    s
+}
+
+fn encode_claims(c: &ReceiptClaims) -> Vec<u8> {
+    let mut p = Vec::with_capacity(256 + c.model.len());
+    cbor::map(10, &mut p);
+    cbor::uint(CWT_IAT, &mut p);
+    cbor::uint(c.time, &mut p);
+    cbor::tstr("model", &mut p);
+    cbor::tstr(&c.model, &mut p);
+    cbor::tstr("version", &mut p);
+    cbor::int(c.version, &mut p);
+    cbor::tstr("model-sha256", &mut p);
+    cbor::bstr(&c.model_sha256, &mut p);
+    cbor::tstr("signature", &mut p);
+    cbor::tstr(&c.signature, &mut p);
+    cbor::tstr("method", &mut p);
+    cbor::tstr(&c.method, &mut p);
+    cbor::tstr("request-sha256", &mut p);
+    cbor::bstr(&c.request_sha256, &mut p);
+    cbor::tstr("response-sha256", &mut p);
+    cbor::bstr(&c.response_sha256, &mut p);
+    cbor::tstr("counter", &mut p);
+    cbor::uint(c.counter, &mut p);
+    cbor::tstr("attestation-sha256", &mut p);
+    cbor::bstr(&c.attestation_sha256, &mut p);
+    p
+}
+
+/// Checks a receipt's signature under `public_key` (32 bytes, from a verified attestation
+/// document) and reads its claims. Nothing but the shape teeserve makes is accepted.
+pub fn verify(receipt: &[u8], public_key: &[u8]) -> Result<ReceiptClaims, ReceiptError> {
+    if receipt.len() > MAX_RECEIPT_BYTES {
+        return Err(format(format!(
+            "{} bytes; a receipt is at most {MAX_RECEIPT_BYTES}",
+            receipt.len()
+        )));
+    }
+    let (item, rest) = cbor::decode(receipt).map_err(format)?;
+    if !rest.is_empty() {
+        return Err(format(format!(
+            "{} bytes after the COSE_Sign1",
+            rest.len()
+        )));
+    }
+    let Item::Tag(COSE_SIGN1_TAG, inner) = item else {
+        return Err(format("not a tagged COSE_Sign1 (CBOR tag 18)"));
+    };
+    let Item::Array(parts) = *inner else {
+        return Err(format("COSE_Sign1 is not an array"));
+    };
+    let [Item::Bytes(protected), Item::Map(_), Item::Bytes(payload), Item::Bytes(signature)] =
+        parts.as_slice()
+    else {
+        return Err(format(
+            "COSE_Sign1 is not [protected, unprotected, payload, signature]",
+        ));
+    };
+    if *protected != protected_header().as_slice() {
+        return Err(format("the protected header is not {1: -8} (EdDSA)"));
+    }
+    UnparsedPublicKey::new(&ED25519, public_key)
+        .verify(&sig_structure(protected, payload), signature)
+        .map_err(|_| ReceiptError::Signature)?;
+    decode_claims(payload)
+}
+
+fn decode_claims(payload: &[u8]) -> Result<ReceiptClaims, ReceiptError> {
+    let (item, rest) = cbor::decode(payload).map_err(format)?;
+    let Item::Map(entries) = item else {
+        return Err(format("the payload is not a CBOR map"));
+    };
+    if !rest.is_empty() {
+        return Err(format("bytes after the payload's map"));
+    }
+    let get = |name: &str| -> Result<&Item<'_>, ReceiptError> {
+        entries
+            .iter()
+            .find(|(k, _)| matches!(k, Item::Text(t) if *t == name))
+            .map(|(_, v)| v)
+            .ok_or_else(|| ReceiptError::Claim(format!("{name} is missing")))
+    };
+    let text = |name: &str| -> Result<String, ReceiptError> {
+        match get(name)? {
+            Item::Text(t) if t.len() <= MAX_NAME => Ok((*t).to_owned()),
+            _ => Err(ReceiptError::Claim(format!("{name} is not a name"))),
+        }
+    };
+    let digest = |name: &str| -> Result<[u8; 32], ReceiptError> {
+        match get(name)? {
+            Item::Bytes(b) => <[u8; 32]>::try_from(*b)
+                .map_err(|_| ReceiptError::Claim(format!("{name} is not 32 bytes"))),
+            _ => Err(ReceiptError::Claim(format!("{name} is not a byte string"))),
+        }
+    };
+    let uint = |item: &Item<'_>, name: &str| -> Result<u64, ReceiptError> {
+        match item {
+            Item::Uint(v) => Ok(*v),
+            _ => Err(ReceiptError::Claim(format!("{name} is not an unsigned integer"))),
+        }
+    };
+    let time = entries
+        .iter()
+        .find(|(k, _)| *k == Item::Uint(CWT_IAT))
+        .map(|(_, v)| uint(v, "iat (6)"))
+        .ok_or_else(|| ReceiptError::Claim("iat (6) is missing".into()))??;
+    let version = match get("version")? {
+        Item::Uint(v) => i64::try_from(*v).ok(),
+        Item::Neg(v) => i64::try_from(*v).ok().map(|v| -1 - v),
+        _ => None,
+    }
+    .ok_or_else(|| ReceiptError::Claim("version is not a 64-bit integer".into()))?;
+    Ok(ReceiptClaims {
+        model: text("model")?,
+        version,
+        model_sha256: digest("model-sha256")?,
+        signature: text("signature")?,
+        method: text("method")?,
+        request_sha256: digest("request-sha256")?,
+        response_sha256: digest("response-sha256")?,
+        time,
+        counter: uint(get("counter")?, "counter")?,
+        attestation_sha256: digest("attestation-sha256")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims() -> ReceiptClaims {
+        ReceiptClaims {
+            model: "digits".into(),
+            version: 2,
+            model_sha256: [9; 32],
+            signature: "serving_default".into(),
+            method: "Predict".into(),
+            request_sha256: [1; 32],
+            response_sha256: [2; 32],
+            time: 1_796_000_000,
+            counter: 41,
+            attestation_sha256: [3; 32],
+        }
+    }
+
+    #[test]
+    fn a_receipt_verifies_under_its_key_only_and_every_changed_byte_is_refused() {
+        let signer = ReceiptSigner::generate().unwrap();
+        let r = signer.sign(&claims());
+        assert_eq!(verify(&r, &signer.public_key()).unwrap(), claims());
+        let other = ReceiptSigner::generate().unwrap();
+        assert_eq!(
+            verify(&r, &other.public_key()),
+            Err(ReceiptError::Signature)
+        );
+        for i in 0..r.len() {
+            let mut bad = r.clone();
+            bad[i] ^= 0x01;
+            assert!(verify(&bad, &signer.public_key()).is_err(), "byte {i}");
+        }
+        for cut in 0..r.len() {
+            assert!(verify(&r[..cut], &signer.public_key()).is_err(), "{cut}");
+        }
+        let mut long = r.clone();
+        long.push(0);
+        assert!(verify(&long, &signer.public_key()).is_err());
+    }
+
+    #[test]
+    fn oversized_and_foreign_structures_are_refused_with_the_reason() {
+        let signer = ReceiptSigner::generate().unwrap();
+        let big = vec![0u8; MAX_RECEIPT_BYTES + 1];
+        assert!(matches!(
+            verify(&big, &signer.public_key()),
+            Err(ReceiptError::Format(m)) if m.contains("at most")
+        ));
+        // An untagged array, as some COSE libraries write.
+        let r = signer.sign(&claims());
+        assert!(matches!(
+            verify(&r[1..], &signer.public_key()),
+            Err(ReceiptError::Format(m)) if m.contains("tag 18")
+        ));
+    }
+
+    #[test]
+    fn negative_versions_and_counters_round_trip() {
+        let signer = ReceiptSigner::generate().unwrap();
+        let mut c = claims();
+        c.version = -5;
+        c.counter = u64::MAX;
+        let r = signer.sign(&c);
+        assert_eq!(verify(&r, &signer.public_key()).unwrap(), c);
+        assert_eq!(signer.next_counter(), 0);
+        assert_eq!(signer.next_counter(), 1);
+    }
+}
