@@ -96,6 +96,16 @@ pub struct Policy {
     /// operator policy (`+Op,...`, e.g. printing). Default false: only graphs that compute.
     #[serde(default)]
     pub allow_widened_operators: bool,
+    /// Requester side: the key broker's log verifier key, `<origin>+<key ID>+<base64 key>` (what
+    /// `teeserve kbs log keygen` writes to `log.key.pub`). When set, the server's attestation
+    /// document must carry the grants by which it got its secrets, each with an inclusion proof
+    /// in a checkpoint signed by this key, made to the RA-TLS key the server states it used.
+    #[serde(default)]
+    pub log_key: Option<String>,
+    /// Requester side: the SHA-256 (hex) of the key broker configurations (kbs.toml as loaded)
+    /// under which the server's grants may have been made. Empty: any. Needs `log_key`.
+    #[serde(default)]
+    pub policy_sha256: Vec<String>,
 }
 
 fn default_true() -> bool {
@@ -136,6 +146,8 @@ impl Default for Policy {
             models: Default::default(),
             allow_shared_batches: true,
             allow_widened_operators: false,
+            log_key: None,
+            policy_sha256: Vec::new(),
         }
     }
 }
@@ -202,6 +214,18 @@ impl Policy {
         check("mrtd", &mut self.mrtd, 48, false)?;
         check("rtmr", &mut self.rtmr, 48, true)?;
         check("mrconfigid", &mut self.mrconfigid, 48, false)?;
+        check("policy_sha256", &mut self.policy_sha256, 32, false)?;
+        if let Some(k) = self.log_key.as_mut() {
+            *k = k.trim().to_owned();
+        }
+        if !self.policy_sha256.is_empty() && self.log_key.is_none() {
+            return Err(PolicyLoadError::Invalid {
+                field: "policy_sha256",
+                reason: "policy_sha256 needs log_key: without the key broker's log key, the \
+                         policy hash a server states is not authenticated"
+                    .into(),
+            });
+        }
         if self.rtmr.len() > 4 {
             return Err(PolicyLoadError::Invalid {
                 field: "rtmr",
@@ -680,6 +704,21 @@ mod served_tests {
             .unwrap()
             .appraise_served(KeyOrigin::Tee, &[v])
             .unwrap();
+    }
+
+    #[test]
+    fn policy_hashes_need_the_log_key_and_are_normalised() {
+        let e =
+            Policy::from_toml(&format!("policy_sha256 = [\"{}\"]", "AB".repeat(32))).unwrap_err();
+        assert!(e.to_string().contains("needs log_key"), "{e}");
+        let p = Policy::from_toml(&format!(
+            "log_key = \" k+00000000+AA \"\npolicy_sha256 = [\"{}\"]",
+            "AB".repeat(32)
+        ))
+        .unwrap();
+        assert_eq!(p.policy_sha256, vec!["ab".repeat(32)]);
+        assert_eq!(p.log_key.as_deref(), Some("k+00000000+AA"));
+        assert!(Policy::from_toml("log_key = \"k\"\npolicy_sha256 = [\"ab\"]").is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use teeserve_attest::platform::Platform;
 pub use teeserve_attest::policy::KeyOrigin;
 
 use crate::binding::report_data_over;
+pub use crate::key_release::{Grant, KeyRelease};
 
 /// The header (REST) and metadata key (gRPC) in which a requester lists the SHA-256 digests of
 /// the model files it accepts an answer from: `[model=]<sha256>[,<sha256>...]` entries
@@ -31,7 +32,7 @@ pub const MAX_NONCE: usize = 64;
 const DOMAIN: &[u8] = b"teeserve attestation document v2\0";
 
 /// What the `binding` field of every document says, for a reader of the JSON.
-pub const BINDING_TEXT: &str = "report_data = SHA-256(\"teeserve attestation document v2\\0\" || SHA-256(DER SubjectPublicKeyInfo of the served TLS certificate) || key origin (1 tee, 2 broker, 3 host) || nonce length (1 byte) || nonce || model count (4 bytes BE) || per model, sorted by name and version: name length (2 bytes BE) || name || version (8 bytes BE, signed) || SHA-256 of its file || operator policy length (2 bytes BE) || operator policy || shared batches (1 byte, 0 or 1)) || 32 zero bytes";
+pub const BINDING_TEXT: &str = "report_data = SHA-256(\"teeserve attestation document v2\\0\" || SHA-256(DER SubjectPublicKeyInfo of the served TLS certificate) || key origin (1 tee, 2 broker, 3 host) || nonce length (1 byte) || nonce || model count (4 bytes BE) || per model, sorted by name and version: name length (2 bytes BE) || name || version (8 bytes BE, signed) || SHA-256 of its file || operator policy length (2 bytes BE) || operator policy || shared batches (1 byte, 0 or 1) || [with key_release: SHA-256 of the RA-TLS key presented to the key broker (32 bytes) || grant count (4 bytes BE) || per grant: secret name length (2 bytes BE) || name || SHA-256 of its proof text]) || 32 zero bytes";
 
 /// Why a document could not be made, read, or does not bind what it must.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +95,18 @@ pub fn bind(
     nonce: Option<&[u8]>,
     models: &[ModelDigest],
 ) -> Result<[u8; 64], DocumentError> {
+    bind_document(spki, origin, nonce, models, None)
+}
+
+/// [`bind`] of a document that also states how the server got its secrets: the key release
+/// is encoded after the models (a document without one binds exactly as [`bind`]).
+pub fn bind_document(
+    spki: &[u8],
+    origin: KeyOrigin,
+    nonce: Option<&[u8]>,
+    models: &[ModelDigest],
+    key_release: Option<&KeyRelease>,
+) -> Result<[u8; 64], DocumentError> {
     let nonce = nonce.unwrap_or_default();
     if nonce.len() > MAX_NONCE {
         return Err(DocumentError::Nonce(format!(
@@ -150,6 +163,10 @@ pub fn bind(
         enc.extend_from_slice(ops);
         enc.push(u8::from(m.shared_batches));
     }
+    if let Some(k) = key_release {
+        k.encode_binding(&mut enc)
+            .map_err(|e| field("key_release", e))?;
+    }
     Ok(report_data_over(&enc))
 }
 
@@ -196,6 +213,10 @@ pub struct AttestationDoc {
     /// Collateral for verifying the quote offline (dcap-qvl's JSON bundle layout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collateral: Option<serde_json::Value>,
+    /// How the server got its secrets from the key broker: the grants and their proofs from
+    /// the broker's signed log (when the broker signs it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_release: Option<KeyRelease>,
 }
 
 impl AttestationDoc {
@@ -208,7 +229,20 @@ impl AttestationDoc {
         models: Vec<ModelDigest>,
         collateral: Option<serde_json::Value>,
     ) -> Result<Self, DocumentError> {
-        let rd = bind(spki, origin, nonce, &models)?;
+        Self::make_with_key_release(platform, spki, origin, nonce, models, collateral, None)
+    }
+
+    /// [`AttestationDoc::make`] of a server that states how it got its secrets.
+    pub fn make_with_key_release(
+        platform: &dyn Platform,
+        spki: &[u8],
+        origin: KeyOrigin,
+        nonce: Option<&[u8]>,
+        models: Vec<ModelDigest>,
+        collateral: Option<serde_json::Value>,
+        key_release: Option<KeyRelease>,
+    ) -> Result<Self, DocumentError> {
+        let rd = bind_document(spki, origin, nonce, &models, key_release.as_ref())?;
         let quote = platform.quote(&rd)?;
         Ok(Self {
             platform: platform.name().to_owned(),
@@ -220,6 +254,7 @@ impl AttestationDoc {
             nonce: nonce.map(hex::encode),
             models,
             collateral,
+            key_release,
         })
     }
 
@@ -257,11 +292,12 @@ impl AttestationDoc {
                 }
             }
         }
-        let want = bind(
+        let want = bind_document(
             presented_spki,
             self.key_origin,
             nonce.as_deref(),
             &self.models,
+            self.key_release.as_ref(),
         )?;
         if !quote_report_data.eq_ignore_ascii_case(&hex::encode(want)) {
             return Err(DocumentError::Binding(
@@ -339,6 +375,39 @@ mod tests {
     }
 
     #[test]
+    fn the_key_release_is_bound_and_its_absence_binds_as_before() {
+        let release = KeyRelease {
+            client_key_sha256: "ab".repeat(32),
+            grants: vec![Grant {
+                secret: "model-key".into(),
+                proof: "c2sp.org/tlog-proof@v1\nindex 0\n\ncheckpoint".into(),
+            }],
+        };
+        let plain = bind(b"key", KeyOrigin::Broker, None, &models()).unwrap();
+        assert_eq!(
+            plain,
+            bind_document(b"key", KeyOrigin::Broker, None, &models(), None).unwrap()
+        );
+        let with = bind_document(b"key", KeyOrigin::Broker, None, &models(), Some(&release));
+        assert_ne!(with.as_ref().unwrap(), &plain);
+        let mut other_proof = release.clone();
+        other_proof.grants[0].proof.push('x');
+        let mut other_key = release.clone();
+        other_key.client_key_sha256 = "cd".repeat(32);
+        let mut other_name = release.clone();
+        other_name.grants[0].secret = "tls-key".into();
+        let mut none = release.clone();
+        none.grants.clear();
+        for variant in [other_proof, other_key, other_name, none] {
+            let rd = bind_document(b"key", KeyOrigin::Broker, None, &models(), Some(&variant));
+            assert_ne!(rd.unwrap(), with.as_ref().unwrap()[..]);
+        }
+        let mut bad = release;
+        bad.client_key_sha256 = "xyz".into();
+        assert!(bind_document(b"key", KeyOrigin::Broker, None, &models(), Some(&bad)).is_err());
+    }
+
+    #[test]
     fn bad_nonces_and_digests_are_named() {
         assert!(parse_nonce("").is_err());
         assert!(parse_nonce("xyz")
@@ -372,6 +441,7 @@ mod tests {
             nonce: Some(hex::encode(b"nonce")),
             models: models(),
             collateral: None,
+            key_release: None,
         };
         let rd = hex::encode(rd);
         doc.check_binding(&rd, b"key", Some(b"nonce")).unwrap();

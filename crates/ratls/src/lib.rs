@@ -27,6 +27,7 @@ mod binding;
 mod cbor;
 mod cert;
 pub mod document;
+pub mod key_release;
 pub mod receipt;
 pub mod tlog;
 mod verifier;
