@@ -31,8 +31,11 @@ pub const MAX_NONCE: usize = 64;
 /// Gramine quotes over (a public key, RA-TLS claims) can be mistaken for one.
 const DOMAIN: &[u8] = b"teeserve attestation document v2\0";
 
+/// The label before a receipt key in the binding.
+const RECEIPT_KEY_LABEL: &[u8] = b"teeserve receipt key ed25519\0";
+
 /// What the `binding` field of every document says, for a reader of the JSON.
-pub const BINDING_TEXT: &str = "report_data = SHA-256(\"teeserve attestation document v2\\0\" || SHA-256(DER SubjectPublicKeyInfo of the served TLS certificate) || key origin (1 tee, 2 broker, 3 host) || nonce length (1 byte) || nonce || model count (4 bytes BE) || per model, sorted by name and version: name length (2 bytes BE) || name || version (8 bytes BE, signed) || SHA-256 of its file || operator policy length (2 bytes BE) || operator policy || shared batches (1 byte, 0 or 1) || [with key_release: SHA-256 of the RA-TLS key presented to the key broker (32 bytes) || grant count (4 bytes BE) || per grant: secret name length (2 bytes BE) || name || SHA-256 of its proof text]) || 32 zero bytes";
+pub const BINDING_TEXT: &str = "report_data = SHA-256(\"teeserve attestation document v2\\0\" || SHA-256(DER SubjectPublicKeyInfo of the served TLS certificate) || key origin (1 tee, 2 broker, 3 host) || nonce length (1 byte) || nonce || model count (4 bytes BE) || per model, sorted by name and version: name length (2 bytes BE) || name || version (8 bytes BE, signed) || SHA-256 of its file || operator policy length (2 bytes BE) || operator policy || shared batches (1 byte, 0 or 1) || [with key_release: SHA-256 of the RA-TLS key presented to the key broker (32 bytes) || grant count (4 bytes BE) || per grant: secret name length (2 bytes BE) || name || SHA-256 of its proof text] || [with receipt_key: \"teeserve receipt key ed25519\\0\" || the 32-byte Ed25519 public key]) || 32 zero bytes";
 
 /// Why a document could not be made, read, or does not bind what it must.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +110,20 @@ pub fn bind_document(
     models: &[ModelDigest],
     key_release: Option<&KeyRelease>,
 ) -> Result<[u8; 64], DocumentError> {
+    bind_statements(spki, origin, nonce, models, key_release, None)
+}
+
+/// [`bind_document`] of a document that also carries a receipt key (the Ed25519 public key
+/// that signs the server's receipts, [`crate::receipt`]): encoded last, after a label of its
+/// own (a document without one binds exactly as [`bind_document`]).
+pub fn bind_statements(
+    spki: &[u8],
+    origin: KeyOrigin,
+    nonce: Option<&[u8]>,
+    models: &[ModelDigest],
+    key_release: Option<&KeyRelease>,
+    receipt_key: Option<&[u8; 32]>,
+) -> Result<[u8; 64], DocumentError> {
     let nonce = nonce.unwrap_or_default();
     if nonce.len() > MAX_NONCE {
         return Err(DocumentError::Nonce(format!(
@@ -167,6 +184,10 @@ pub fn bind_document(
         k.encode_binding(&mut enc)
             .map_err(|e| field("key_release", e))?;
     }
+    if let Some(k) = receipt_key {
+        enc.extend_from_slice(RECEIPT_KEY_LABEL);
+        enc.extend_from_slice(k);
+    }
     Ok(report_data_over(&enc))
 }
 
@@ -217,6 +238,27 @@ pub struct AttestationDoc {
     /// the broker's signed log (when the broker signs it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_release: Option<KeyRelease>,
+    /// The Ed25519 public key (hex) that signs this server's receipts ([`crate::receipt`]),
+    /// made inside the TEE at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt_key: Option<String>,
+}
+
+/// What a document states besides the TLS key it is about.
+#[derive(Debug, Clone)]
+pub struct Statements {
+    /// Where the TLS key came from.
+    pub origin: KeyOrigin,
+    /// The requester's nonce, when it gave one.
+    pub nonce: Option<Vec<u8>>,
+    /// The model versions being served.
+    pub models: Vec<ModelDigest>,
+    /// Collateral for verifying the quote offline.
+    pub collateral: Option<serde_json::Value>,
+    /// How the server got its secrets.
+    pub key_release: Option<KeyRelease>,
+    /// The public key of the server's receipts.
+    pub receipt_key: Option<[u8; 32]>,
 }
 
 impl AttestationDoc {
@@ -242,7 +284,42 @@ impl AttestationDoc {
         collateral: Option<serde_json::Value>,
         key_release: Option<KeyRelease>,
     ) -> Result<Self, DocumentError> {
-        let rd = bind_document(spki, origin, nonce, &models, key_release.as_ref())?;
+        Self::make_from(
+            platform,
+            spki,
+            Statements {
+                origin,
+                nonce: nonce.map(<[u8]>::to_vec),
+                models,
+                collateral,
+                key_release,
+                receipt_key: None,
+            },
+        )
+    }
+
+    /// The document of `statements` about the TLS key `spki`, quoted on `platform`.
+    pub fn make_from(
+        platform: &dyn Platform,
+        spki: &[u8],
+        statements: Statements,
+    ) -> Result<Self, DocumentError> {
+        let Statements {
+            origin,
+            nonce,
+            models,
+            collateral,
+            key_release,
+            receipt_key,
+        } = statements;
+        let rd = bind_statements(
+            spki,
+            origin,
+            nonce.as_deref(),
+            &models,
+            key_release.as_ref(),
+            receipt_key.as_ref(),
+        )?;
         let quote = platform.quote(&rd)?;
         Ok(Self {
             platform: platform.name().to_owned(),
@@ -251,11 +328,25 @@ impl AttestationDoc {
             binding: BINDING_TEXT.to_owned(),
             tls_spki_sha256: hex::encode(ring::digest::digest(&ring::digest::SHA256, spki)),
             key_origin: origin,
-            nonce: nonce.map(hex::encode),
+            nonce: nonce.as_deref().map(hex::encode),
             models,
             collateral,
             key_release,
+            receipt_key: receipt_key.map(hex::encode),
         })
+    }
+
+    /// The receipt key the document states, if any.
+    pub fn receipt_key(&self) -> Result<Option<[u8; 32]>, DocumentError> {
+        self.receipt_key
+            .as_deref()
+            .map(|k| {
+                let mut out = [0u8; 32];
+                hex::decode_to_slice(k, &mut out)
+                    .map_err(|_| field("receipt_key", "not 64 hex digits"))?;
+                Ok(out)
+            })
+            .transpose()
     }
 
     /// The quote's bytes.
@@ -292,12 +383,13 @@ impl AttestationDoc {
                 }
             }
         }
-        let want = bind_document(
+        let want = bind_statements(
             presented_spki,
             self.key_origin,
             nonce.as_deref(),
             &self.models,
             self.key_release.as_ref(),
+            self.receipt_key()?.as_ref(),
         )?;
         if !quote_report_data.eq_ignore_ascii_case(&hex::encode(want)) {
             return Err(DocumentError::Binding(
@@ -408,6 +500,31 @@ mod tests {
     }
 
     #[test]
+    fn the_receipt_key_is_bound_and_its_absence_binds_as_before() {
+        let plain = bind(b"key", KeyOrigin::Tee, None, &models()).unwrap();
+        let none = bind_statements(b"key", KeyOrigin::Tee, None, &models(), None, None).unwrap();
+        assert_eq!(plain, none);
+        let a = bind_statements(
+            b"key",
+            KeyOrigin::Tee,
+            None,
+            &models(),
+            None,
+            Some(&[1; 32]),
+        );
+        let b = bind_statements(
+            b"key",
+            KeyOrigin::Tee,
+            None,
+            &models(),
+            None,
+            Some(&[2; 32]),
+        );
+        assert_ne!(a.as_ref().unwrap(), &plain);
+        assert_ne!(a.unwrap(), b.unwrap());
+    }
+
+    #[test]
     fn bad_nonces_and_digests_are_named() {
         assert!(parse_nonce("").is_err());
         assert!(parse_nonce("xyz")
@@ -442,6 +559,7 @@ mod tests {
             models: models(),
             collateral: None,
             key_release: None,
+            receipt_key: None,
         };
         let rd = hex::encode(rd);
         doc.check_binding(&rd, b"key", Some(b"nonce")).unwrap();
