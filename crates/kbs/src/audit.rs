@@ -8,15 +8,23 @@
 //! line with `repeated` (and `throttled`, those answered "too many requests") when the summary
 //! interval ends. Refusal lines are not synced on their own (the next grant's sync carries
 //! them), so a flood of refusals never puts a grant behind a queue of disk syncs.
+//!
+//! Besides decisions, the log records the broker's own events (`start`, `reload`,
+//! `reload_rejected`, `stop`) with the SHA-256 of the configuration file as loaded. When the
+//! log is signed, every line is a leaf of its Merkle tree and each append is followed by a
+//! signed checkpoint (`signed_log.rs`); a grant's answer carries the inclusion proof of its
+//! line.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Mutex;
 
 use serde::Serialize;
 use teeserve_attest::Verdict;
+use teeserve_ratls::tlog::note::{SigningKey, VerifierKey};
+
+use crate::signed_log::{LogFiles, Opened};
 
 /// One decision.
 #[derive(Debug, Clone, Serialize)]
@@ -44,6 +52,14 @@ pub(crate) struct AuditRecord {
     pub(crate) secret: Option<String>,
     /// `granted` or `refused`.
     pub(crate) decision: &'static str,
+    /// On a grant: SHA-256 (hex) of the broker's configuration file as loaded, the policy the
+    /// grant was made under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) policy_sha256: Option<String>,
+    /// On a grant: SHA-256 (hex) of the DER SubjectPublicKeyInfo of the RA-TLS certificate the
+    /// peer presented, the key the secret went to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) peer_key_sha256: Option<String>,
     /// The rule that refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) rule: Option<String>,
@@ -83,6 +99,8 @@ impl AuditRecord {
             policy: None,
             secret: None,
             decision: "refused",
+            policy_sha256: None,
+            peer_key_sha256: None,
             rule: None,
             detail: None,
             repeated: None,
@@ -124,53 +142,77 @@ struct Refusals {
 /// An append-only audit log (or none).
 #[derive(Debug)]
 pub(crate) struct AuditLog {
-    file: Mutex<Option<std::fs::File>>,
+    files: Mutex<Option<LogFiles>>,
     refusals: Mutex<Refusals>,
 }
 
 impl AuditLog {
-    /// Opens (creating) the log for appending.
-    pub(crate) fn open(path: Option<&Path>) -> std::io::Result<Self> {
-        let file = match path {
+    /// Opens (creating) the log for appending, signed with `key` when given; what was found
+    /// in it when it exists.
+    pub(crate) fn open(
+        path: Option<&Path>,
+        key: Option<SigningKey>,
+    ) -> Result<(Self, Option<Opened>), String> {
+        let (files, opened) = match path {
             Some(p) => {
-                let mut o = std::fs::OpenOptions::new();
-                o.create(true).append(true);
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    o.mode(0o600);
-                }
-                Some(o.open(p)?)
+                let (f, o) = LogFiles::open(p, key)?;
+                (Some(f), Some(o))
             }
-            None => None,
+            None => (None, None),
         };
-        Ok(Self {
-            file: Mutex::new(file),
-            refusals: Mutex::new(Refusals::default()),
-        })
+        Ok((
+            Self {
+                files: Mutex::new(files),
+                refusals: Mutex::new(Refusals::default()),
+            },
+            opened,
+        ))
     }
 
-    /// Appends a record and syncs it to disk. An error means the decision must not take effect.
-    /// This is the path of grants.
-    pub(crate) fn record(&self, r: &AuditRecord) -> std::io::Result<()> {
-        let line = serde_json::to_string(r).map_err(std::io::Error::other)? + "\n";
-        tracing::info!(target: "teeserve_kbs::audit", "{}", line.trim_end());
-        self.append(line.as_bytes(), true)
-    }
-
-    fn append(&self, lines: &[u8], sync: bool) -> std::io::Result<()> {
-        let mut guard = self
-            .file
+    /// The verifier key of a signed log.
+    pub(crate) fn verifier(&self) -> Option<VerifierKey> {
+        self.files
             .lock()
-            .map_err(|_| std::io::Error::other("audit log lock poisoned"))?;
-        if let Some(f) = guard.as_mut() {
-            f.write_all(lines)?;
-            f.flush()?;
-            if sync {
+            .ok()
+            .and_then(|g| g.as_ref().and_then(LogFiles::verifier))
+    }
+
+    /// Appends a record and syncs it to disk; returns its inclusion proof when the log is
+    /// signed. An error means the decision must not take effect. This is the path of grants.
+    pub(crate) fn record(&self, r: &AuditRecord) -> std::io::Result<Option<String>> {
+        let line = serde_json::to_string(r).map_err(std::io::Error::other)?;
+        tracing::info!(target: "teeserve_kbs::audit", "{line}");
+        self.append(&[line], true)
+    }
+
+    /// Appends one of the broker's own events, synced when `sync`.
+    pub(crate) fn event(&self, v: &serde_json::Value, sync: bool) -> std::io::Result<()> {
+        let line = v.to_string();
+        tracing::info!(target: "teeserve_kbs::audit", "{line}");
+        self.append(&[line], sync).map(|_| ())
+    }
+
+    /// Appends lines (each with its checkpoint when signed). With `sync`, the files are synced
+    /// after the lock is released, so concurrent grants share the disk's syncs instead of
+    /// queueing for them one by one; a line is on disk once any sync that started after it
+    /// was written returns.
+    fn append(&self, lines: &[String], sync: bool) -> std::io::Result<Option<String>> {
+        let (proof, handles) = {
+            let mut guard = self
+                .files
+                .lock()
+                .map_err(|_| std::io::Error::other("audit log lock poisoned"))?;
+            let Some(files) = guard.as_mut() else {
+                return Ok(None);
+            };
+            (files.append(lines)?, files.handles())
+        };
+        if sync {
+            for f in handles {
                 f.sync_data()?;
             }
         }
-        Ok(())
+        Ok(proof)
     }
 
     /// Records a refusal of a peer at `peer`: written at once when it is the first of its kind
@@ -227,9 +269,9 @@ impl AuditLog {
         };
         match write_now {
             Some(r) => {
-                let line = serde_json::to_string(&r).map_err(std::io::Error::other)? + "\n";
-                tracing::info!(target: "teeserve_kbs::audit", "{}", line.trim_end());
-                self.append(line.as_bytes(), false)
+                let line = serde_json::to_string(&r).map_err(std::io::Error::other)?;
+                tracing::info!(target: "teeserve_kbs::audit", "{line}");
+                self.append(&[line], false).map(|_| ())
             }
             None => Ok(()),
         }
@@ -245,7 +287,7 @@ impl AuditLog {
         let now = teeserve_attest::collateral::format_time(
             time::OffsetDateTime::now_utc().unix_timestamp(),
         );
-        let mut out = String::new();
+        let mut out = Vec::new();
         for (_, c) in taken.kinds {
             if c.repeated == 0 {
                 continue;
@@ -254,8 +296,7 @@ impl AuditLog {
             r.time = now.clone();
             r.repeated = Some(c.repeated);
             r.throttled = Some(c.throttled);
-            out.push_str(&serde_json::to_string(&r).map_err(std::io::Error::other)?);
-            out.push('\n');
+            out.push(serde_json::to_string(&r).map_err(std::io::Error::other)?);
         }
         if taken.dropped > 0 {
             let r = serde_json::json!({
@@ -265,16 +306,15 @@ impl AuditLog {
                 "detail": format!("more than {MAX_KINDS} kinds of refusal in one interval; these were only counted"),
                 "dropped": taken.dropped,
             });
-            out.push_str(&r.to_string());
-            out.push('\n');
+            out.push(r.to_string());
         }
         if out.is_empty() {
             return Ok(());
         }
-        for line in out.lines() {
+        for line in &out {
             tracing::info!(target: "teeserve_kbs::audit", "{line}");
         }
-        self.append(out.as_bytes(), false)
+        self.append(&out, false).map(|_| ())
     }
 }
 

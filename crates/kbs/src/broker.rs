@@ -14,6 +14,7 @@ use teeserve_ratls::RaTlsError;
 
 use crate::audit::{AuditLog, AuditRecord};
 use crate::config::{Limits, Loaded, Secret};
+use crate::signed_log::Opened;
 use crate::throttle::RefusalLimiter;
 use crate::KbsError;
 
@@ -40,18 +41,81 @@ pub struct KeyBroker {
     config_path: PathBuf,
 }
 
-fn open_audit(loaded: &Loaded) -> Result<AuditLog, KbsError> {
-    AuditLog::open(loaded.config.audit_log.as_deref()).map_err(|e| KbsError::Io {
-        what: "opening the audit log".into(),
-        source: e,
+fn open_audit(loaded: &Loaded) -> Result<(AuditLog, Option<Opened>), KbsError> {
+    let key = loaded
+        .log_key
+        .as_ref()
+        .map(|k| k.signing_key())
+        .transpose()
+        .map_err(|reason| KbsError::Config {
+            path: "log.signing_key".into(),
+            reason,
+        })?;
+    AuditLog::open(loaded.config.audit_log.as_deref(), key).map_err(|reason| KbsError::Config {
+        path: loaded
+            .config
+            .audit_log
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        reason,
     })
 }
 
+fn now() -> String {
+    teeserve_attest::collateral::format_time(time::OffsetDateTime::now_utc().unix_timestamp())
+}
+
+/// An event line: what the broker runs under from now on (`start`, `reload`).
+fn policy_event(
+    event: &str,
+    config: &Path,
+    loaded: &Loaded,
+    log: Option<(&AuditLog, Option<Opened>)>,
+) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "time": now(),
+        "event": event,
+        "config": config.display().to_string(),
+        "policy_sha256": loaded.policy_sha256,
+        "policies": loaded.config.policies.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
+    });
+    if let Some((audit, opened)) = log {
+        if let Some(k) = audit.verifier() {
+            v["log_key"] = k.to_string().into();
+        }
+        if let Some(o) = opened {
+            v["entries_before"] = o.entries.into();
+            if o.uncovered > 0 {
+                v["entries_without_checkpoint"] = o.uncovered.into();
+            }
+        }
+    }
+    v
+}
+
 impl KeyBroker {
-    /// Loads the configuration at `config_path` and opens its audit log.
+    /// Loads the configuration at `config_path`, opens its audit log, and logs the start.
     pub(crate) fn load(config_path: &Path) -> Result<Self, KbsError> {
         let loaded = Loaded::load(config_path)?;
-        let audit = open_audit(&loaded)?;
+        let (audit, opened) = open_audit(&loaded)?;
+        if loaded.config.audit_log.is_some() && loaded.log_key.is_none() {
+            tracing::warn!(
+                "the audit log is not signed (no [log] table in {}): whoever can write it can change it unnoticed; `teeserve kbs log keygen` makes a key",
+                config_path.display()
+            );
+        }
+        if let Some(o) = opened.filter(|o| o.uncovered > 0 && loaded.log_key.is_some()) {
+            tracing::warn!(
+                "the audit log has {} entries after its latest checkpoint (a broker stopped between an entry and its checkpoint, a log not signed before, or lines appended by someone else); the next checkpoint covers them, and the start entry says how many",
+                o.uncovered
+            );
+        }
+        let start = policy_event("start", config_path, &loaded, Some((&audit, opened)));
+        audit.event(&start, true).map_err(|e| KbsError::Io {
+            what: "writing the audit log".into(),
+            source: e,
+        })?;
         Ok(Self {
             loaded: RwLock::new(Arc::new(loaded)),
             audit: RwLock::new(Arc::new(audit)),
@@ -75,9 +139,9 @@ impl KeyBroker {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
-    /// Writes a grant's audit line and syncs it, off the async threads. An error means the
-    /// secret must not be sent.
-    pub(crate) async fn audit_grant(&self, r: AuditRecord) -> std::io::Result<()> {
+    /// Writes a grant's audit line and syncs it, off the async threads; returns the line's
+    /// inclusion proof when the log is signed. An error means the secret must not be sent.
+    pub(crate) async fn audit_grant(&self, r: AuditRecord) -> std::io::Result<Option<String>> {
         let audit = self.audit();
         tokio::task::spawn_blocking(move || audit.record(&r))
             .await
@@ -101,17 +165,53 @@ impl KeyBroker {
         self.audit().flush_refusals()
     }
 
-    /// Re-reads the configuration; a broken one is rejected and the old one stays.
+    /// Re-reads the configuration; a broken one is rejected (and logged) and the old one
+    /// stays. The audit log stays open unless its path or signing key changed.
     pub fn reload(&self) -> Result<(), KbsError> {
-        let new = Loaded::load(&self.config_path)?;
-        let audit = open_audit(&new)?;
+        let new = match Loaded::load(&self.config_path) {
+            Ok(n) => n,
+            Err(e) => {
+                let v = serde_json::json!({
+                    "time": now(),
+                    "event": "reload_rejected",
+                    "config": self.config_path.display().to_string(),
+                    "detail": e.to_string(),
+                });
+                if let Err(e) = self.audit().event(&v, true) {
+                    tracing::error!("audit log: {e}");
+                }
+                return Err(e);
+            }
+        };
+        let old = self.current();
+        let same_log = old.config.audit_log == new.config.audit_log
+            && old.log_key.as_ref().map(|k| &k.verifier)
+                == new.log_key.as_ref().map(|k| &k.verifier);
+        let (audit, opened) = if same_log {
+            (self.audit(), None)
+        } else {
+            let (a, o) = open_audit(&new)?;
+            (Arc::new(a), o)
+        };
+        let event = policy_event("reload", &self.config_path, &new, Some((&audit, opened)));
+        audit.event(&event, true).map_err(|e| KbsError::Io {
+            what: "writing the audit log".into(),
+            source: e,
+        })?;
         if let Ok(mut g) = self.audit.write() {
-            *g = Arc::new(audit);
+            *g = audit;
         }
         if let Ok(mut g) = self.loaded.write() {
             *g = Arc::new(new);
         }
         Ok(())
+    }
+
+    /// Logs the broker's stop (after the refusals counted so far), synced.
+    pub fn stop(&self) -> std::io::Result<()> {
+        let audit = self.audit();
+        audit.flush_refusals()?;
+        audit.event(&serde_json::json!({"time": now(), "event": "stop"}), true)
     }
 }
 
@@ -288,6 +388,8 @@ struct Appraisal {
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) peer: SocketAddr,
+    /// SHA-256 (hex) of the certificate's SubjectPublicKeyInfo: the key a grant goes to.
+    pub(crate) key_sha256: Option<String>,
     cert: Arc<Vec<u8>>,
     appraisal: tokio::sync::Mutex<Option<Appraisal>>,
 }
@@ -297,6 +399,9 @@ impl Conn {
     pub(crate) fn new(peer: SocketAddr, cert: Vec<u8>) -> Self {
         Self {
             peer,
+            key_sha256: teeserve_ratls::spki_of(&cert)
+                .ok()
+                .map(|spki| teeserve_ratls::tlog::sha256_hex(&spki)),
             cert: Arc::new(cert),
             appraisal: tokio::sync::Mutex::new(None),
         }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use teeserve_attest::collateral::pccs::PccsClient;
 use teeserve_attest::{Collateral, CollateralSource, Policy, TrustAnchor, Verifier};
+use teeserve_ratls::tlog::note::{SigningKey, VerifierKey};
 use teeserve_ratls::Appraiser;
 use zeroize::Zeroizing;
 
@@ -40,6 +41,21 @@ pub(crate) struct KbsConfig {
     /// Resource limits.
     #[serde(default)]
     pub(crate) limits: Limits,
+    /// The signed audit log (absent: the log is not signed).
+    #[serde(default)]
+    pub(crate) log: Option<LogConfig>,
+}
+
+/// `[log]`: sign the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LogConfig {
+    /// The Ed25519 signing key (`teeserve kbs log keygen` writes it).
+    pub(crate) signing_key: PathBuf,
+    /// The log's origin, the first line of its checkpoints; it must be the key's name (the
+    /// default).
+    #[serde(default)]
+    pub(crate) origin: Option<String>,
 }
 
 /// `[collateral]`.
@@ -146,6 +162,56 @@ pub(crate) struct Loaded {
     pub(crate) appraiser: Arc<Appraiser>,
     /// The TLS server configuration of the native API.
     pub(crate) tls: Arc<rustls::ServerConfig>,
+    /// SHA-256 (hex) of the configuration file as read: the policy grants are made under.
+    pub(crate) policy_sha256: String,
+    /// The audit log's signing key (its file's text, checked), when `[log]` is set.
+    pub(crate) log_key: Option<LogKey>,
+}
+
+/// The audit log's signing key as loaded.
+pub(crate) struct LogKey {
+    text: Zeroizing<String>,
+    /// Its verifier key.
+    pub(crate) verifier: VerifierKey,
+}
+
+impl std::fmt::Debug for LogKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LogKey({})", self.verifier.label())
+    }
+}
+
+impl LogKey {
+    /// The signing key.
+    pub(crate) fn signing_key(&self) -> Result<SigningKey, String> {
+        SigningKey::parse(&self.text).map_err(|e| e.to_string())
+    }
+}
+
+/// Reads `[log].signing_key` and checks `[log].origin` against the key's name.
+fn load_log_key(c: &LogConfig, has_audit_log: bool) -> Result<LogKey, String> {
+    if !has_audit_log {
+        return Err("[log] signs the audit log: set audit_log too".into());
+    }
+    let text = Zeroizing::new(
+        std::fs::read_to_string(&c.signing_key)
+            .map_err(|e| format!("log.signing_key {}: {e}", c.signing_key.display()))?,
+    );
+    let key = SigningKey::parse(&text)
+        .map_err(|e| format!("log.signing_key {}: {e}", c.signing_key.display()))?;
+    if let Some(o) = &c.origin {
+        if o != key.name() {
+            return Err(format!(
+                "log.origin {o:?} is not the name of the key in {} ({:?}); a checkpoint's origin is its key's name (c2sp.org/tlog-checkpoint)",
+                c.signing_key.display(),
+                key.name()
+            ));
+        }
+    }
+    Ok(LogKey {
+        verifier: key.verifier(),
+        text,
+    })
 }
 
 fn resolve(base: &Path, p: &mut PathBuf) {
@@ -171,11 +237,19 @@ impl Loaded {
         let verifier = Verifier::new(trust_anchor(&config.collateral).map_err(err)?);
         let source = collateral_source(&config.collateral, &verifier).map_err(err)?;
         let tls = native_api_tls(&config, path)?;
+        let log_key = config
+            .log
+            .as_ref()
+            .map(|l| load_log_key(l, config.audit_log.is_some()))
+            .transpose()
+            .map_err(err)?;
         Ok(Self {
+            policy_sha256: teeserve_ratls::tlog::sha256_hex(text.as_bytes()),
             config,
             secrets,
             appraiser: Arc::new(Appraiser::new(verifier, source)),
             tls: Arc::new(tls),
+            log_key,
         })
     }
 }
@@ -186,6 +260,9 @@ fn resolve_paths(config: &mut KbsConfig, base: &Path) {
     resolve(base, &mut config.tls_key);
     if let Some(p) = config.audit_log.as_mut() {
         resolve(base, p);
+    }
+    if let Some(l) = config.log.as_mut() {
+        resolve(base, &mut l.signing_key);
     }
     for p in [
         &mut config.collateral.bundle,

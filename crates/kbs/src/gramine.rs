@@ -50,6 +50,9 @@ where
             rec.decision = "granted";
             rec.policy = Some(policy.name.clone());
             rec.secret = Some(name);
+            rec.policy_sha256 = Some(loaded.policy_sha256.clone());
+            rec.peer_key_sha256 = conn.key_sha256.clone();
+            // Gramine's protocol has no place for the log proof; the grant is logged all the same.
             broker
                 .audit_grant(rec)
                 .await

@@ -11,6 +11,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! With `[log]` in its configuration, the audit log is a signed transparency log: every line
+//! is a leaf of an RFC 9162 Merkle tree, a C2SP checkpoint is signed after every append, and a
+//! grant's answer carries its inclusion proof. [`verify_log`], [`prove_inclusion`] and
+//! [`prove_consistency`] check and prove such a log offline.
+//!
 //! [`Kbs`] runs the ports (the native HTTPS API and Gramine's secret provisioning); the
 //! [`KeyBroker`] behind them holds the configuration, the audit log and the refusal throttle,
 //! and decides what each peer receives. The TEE side of the protocol is
@@ -22,11 +27,15 @@ mod audit;
 mod broker;
 mod config;
 mod gramine;
+mod log_verify;
 mod server;
+mod signed_log;
 mod throttle;
 
 pub use broker::KeyBroker;
+pub use log_verify::{prove_consistency, prove_inclusion, verify_log, LogCheckError, LogSummary};
 pub use server::Kbs;
+pub use signed_log::sidecar_path;
 
 /// Key broker errors.
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
+use teeserve_ratls::key_release::{encode_proof_header, LOG_PROOF_HEADER};
+
 use crate::audit::AuditRecord;
 use crate::broker::{decide_native, Conn, Decision, KeyBroker};
 use crate::KbsError;
@@ -104,6 +106,14 @@ impl Kbs {
     /// The key broker behind the ports.
     pub fn broker(&self) -> Arc<KeyBroker> {
         self.broker.clone()
+    }
+
+    /// Stops answering and logs the stop (see [`KeyBroker::stop`]).
+    pub fn stop(&self) -> std::io::Result<()> {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.broker.stop()
     }
 }
 
@@ -275,18 +285,32 @@ async fn handle(
         Decision::Granted { policy, secret } => {
             rec.decision = "granted";
             rec.policy = Some(policy.name.clone());
-            if let Err(e) = broker.audit_grant(rec).await {
-                tracing::error!("audit log: {e}; refusing to release {name:?}");
-                return json(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    serde_json::json!({"error": "the audit log cannot be written"}),
-                );
-            }
+            rec.policy_sha256 = Some(loaded.policy_sha256.clone());
+            rec.peer_key_sha256 = conn.key_sha256.clone();
+            let proof = match broker.audit_grant(rec).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!("audit log: {e}; refusing to release {name:?}");
+                    return json(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        serde_json::json!({"error": "the audit log cannot be written"}),
+                    );
+                }
+            };
             let mut r = Response::new(Full::new(Bytes::copy_from_slice(&secret.0)));
             r.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
                 hyper::header::HeaderValue::from_static("application/octet-stream"),
             );
+            // The grant's entry and the proof that the signed log holds it, for the TEE to show.
+            if let Some(p) = proof {
+                match hyper::header::HeaderValue::from_str(&encode_proof_header(&p)) {
+                    Ok(v) => {
+                        r.headers_mut().insert(LOG_PROOF_HEADER, v);
+                    }
+                    Err(e) => tracing::error!("log proof header: {e}"),
+                }
+            }
             r
         }
         Decision::Unknown => json(

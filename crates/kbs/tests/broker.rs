@@ -107,11 +107,13 @@ impl Env {
     fn identity(&self) -> RaTlsIdentity {
         RaTlsIdentity::generate(&self.platform, EvidenceFormat::Both, KeyType::P256).unwrap()
     }
+    /// The audit log's decisions (not the broker's start, reload and stop events).
     fn audit(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.dir.join("audit.jsonl"))
             .unwrap_or_default()
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v.get("decision").is_some())
             .collect()
     }
 }

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use teeserve_ratls::key_release::{decode_proof_header, LOG_PROOF_HEADER};
 use teeserve_ratls::RaTlsIdentity;
 use zeroize::Zeroizing;
 
@@ -110,7 +111,10 @@ impl KbsClient {
         })
     }
 
-    async fn get(&mut self, path: &str) -> Result<(u16, Zeroizing<Vec<u8>>), BrokerError> {
+    async fn get(
+        &mut self,
+        path: &str,
+    ) -> Result<(u16, Zeroizing<Vec<u8>>, Option<String>), BrokerError> {
         let req = hyper::Request::get(path)
             .header(hyper::header::HOST, &self.authority)
             .body(Empty::new())
@@ -125,19 +129,32 @@ impl KbsClient {
             .await
             .map_err(|e| BrokerError::Protocol(format!("GET {path}: {e}")))?;
         let status = resp.status().as_u16();
+        let proof = match resp.headers().get(LOG_PROOF_HEADER) {
+            Some(v) => Some(decode_proof_header(v.as_bytes()).map_err(BrokerError::Protocol)?),
+            None => None,
+        };
         let body = Limited::new(resp.into_body(), MAX_SECRET)
             .collect()
             .await
             .map_err(|e| BrokerError::Protocol(format!("GET {path}: {e}")))?
             .to_bytes();
-        Ok((status, Zeroizing::new(body.to_vec())))
+        Ok((status, Zeroizing::new(body.to_vec()), proof))
     }
 
     /// Fetches a secret. A refusal carries the broker's reason (policy, rule, detail).
     pub async fn get_secret(&mut self, name: &str) -> Result<Zeroizing<Vec<u8>>, BrokerError> {
-        let (status, body) = self.get(&format!("/v1/secrets/{name}")).await?;
+        Ok(self.get_secret_logged(name).await?.0)
+    }
+
+    /// Fetches a secret, and the inclusion proof of its grant in the broker's signed audit
+    /// log (C2SP tlog-proof text) when the broker signs its log.
+    pub async fn get_secret_logged(
+        &mut self,
+        name: &str,
+    ) -> Result<(Zeroizing<Vec<u8>>, Option<String>), BrokerError> {
+        let (status, body, proof) = self.get(&format!("/v1/secrets/{name}")).await?;
         if status == 200 {
-            return Ok(body);
+            return Ok((body, proof));
         }
         let reason = match serde_json::from_slice::<serde_json::Value>(&body) {
             Ok(v) => {
@@ -162,7 +179,7 @@ impl KbsClient {
 
     /// How the broker appraised this connection's evidence.
     pub async fn verdict(&mut self) -> Result<serde_json::Value, BrokerError> {
-        let (status, body) = self.get("/v1/verdict").await?;
+        let (status, body, _) = self.get("/v1/verdict").await?;
         let v: serde_json::Value =
             serde_json::from_slice(&body).map_err(|e| BrokerError::Protocol(e.to_string()))?;
         if status != 200 {
