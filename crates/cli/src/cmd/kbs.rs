@@ -29,6 +29,9 @@ pub enum KbsCmd {
     /// Fetch a secret from a key broker as a TEE would: make an RA-TLS certificate with evidence
     /// from the platform, connect, and GET /v1/secrets/NAME.
     Get(GetArgs),
+    /// The signed audit log: make its key, verify it, prove entries, check proofs (offline).
+    #[command(subcommand)]
+    Log(super::kbs_log::LogCmd),
 }
 
 /// Flags of `kbs get`.
@@ -69,6 +72,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 pub fn run(a: KbsArgs) -> Result<i32> {
     match (a.command, a.config) {
         (Some(KbsCmd::Get(g)), _) => get(g),
+        (Some(KbsCmd::Log(c)), _) => super::kbs_log::run(c),
         (None, Some(config)) => serve(config),
         (None, None) => anyhow::bail!(
             "give --config FILE to run the key broker, or `kbs get` to fetch a secret"
@@ -106,6 +110,8 @@ fn serve(config: PathBuf) -> Result<i32> {
             }
         }
         tracing::info!("key broker stopping");
+        // The stop is the log's last entry (a kill -9 leaves none, and the log still verifies).
+        kbs.stop().context("writing the stop to the audit log")?;
         Ok(0)
     })
 }

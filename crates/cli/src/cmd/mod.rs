@@ -3,6 +3,7 @@
 pub mod attest;
 mod demo;
 mod kbs;
+mod kbs_log;
 mod predict;
 mod seal;
 mod serve;
