@@ -260,11 +260,7 @@ fn help_lists_every_flag_in_snake_case_with_teeserves_own_under_their_headings()
         .lines()
         .filter_map(|l| l.trim_start().strip_prefix("--"))
         .filter(|l| l.starts_with(|c: char| c.is_ascii_lowercase()))
-        .map(|l| {
-            l.split(|c: char| c == ' ' || c == '=' || c == '<')
-                .next()
-                .unwrap()
-        })
+        .map(|l| l.split([' ', '=', '<']).next().unwrap())
         .collect();
     assert!(flags.len() > 60, "{flags:?}");
     let kebab: Vec<&&str> = flags.iter().filter(|f| f.contains('-')).collect();

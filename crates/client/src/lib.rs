@@ -44,6 +44,7 @@ mod attestation;
 mod attested;
 mod error;
 pub mod forward;
+mod receipt;
 pub mod requester;
 mod transport;
 
@@ -53,6 +54,7 @@ pub use attestation::{
 };
 pub use attested::{attest_server, AttestOptions, Attested, NonceChoice};
 pub use error::{Refusal, RequesterError};
+pub use receipt::{check_receipt, CheckedReceipt};
 pub use transport::{
     ca_verifier, client_config, connect_tls, host_of, Capture, ClientIdentity, Io, RestClient,
     MAX_ANSWER,

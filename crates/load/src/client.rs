@@ -258,7 +258,7 @@ fn grpc_retryable(s: &tonic::Status) -> bool {
 pub async fn send(conn: &mut Connection, req: &Prepared) -> Result<Answer, Failure> {
     const ACCEPT: &str = teeserve_ratls::document::ACCEPT_HEADER;
     match (conn, &req.message) {
-        (Connection::Grpc(c), Message::Grpc(r)) => {
+        (Connection::Grpc(c, _), Message::Grpc(r)) => {
             let mut call = tonic::Request::new(r.clone());
             if let Some(a) = &req.accept {
                 let v = a

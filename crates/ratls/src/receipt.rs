@@ -203,10 +203,7 @@ pub fn verify(receipt: &[u8], public_key: &[u8]) -> Result<ReceiptClaims, Receip
     }
     let (item, rest) = cbor::decode(receipt).map_err(format)?;
     if !rest.is_empty() {
-        return Err(format(format!(
-            "{} bytes after the COSE_Sign1",
-            rest.len()
-        )));
+        return Err(format(format!("{} bytes after the COSE_Sign1", rest.len())));
     }
     let Item::Tag(COSE_SIGN1_TAG, inner) = item else {
         return Err(format("not a tagged COSE_Sign1 (CBOR tag 18)"));
@@ -261,7 +258,9 @@ fn decode_claims(payload: &[u8]) -> Result<ReceiptClaims, ReceiptError> {
     let uint = |item: &Item<'_>, name: &str| -> Result<u64, ReceiptError> {
         match item {
             Item::Uint(v) => Ok(*v),
-            _ => Err(ReceiptError::Claim(format!("{name} is not an unsigned integer"))),
+            _ => Err(ReceiptError::Claim(format!(
+                "{name} is not an unsigned integer"
+            ))),
         }
     };
     let time = entries

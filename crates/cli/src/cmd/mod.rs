@@ -5,6 +5,7 @@ mod demo;
 mod kbs;
 mod kbs_log;
 mod predict;
+mod receipt;
 mod seal;
 mod serve;
 mod serve_compat;
@@ -51,6 +52,9 @@ pub enum Command {
     /// The requester: send an input over gRPC or REST with TLS, optionally after checking the
     /// server's attestation.
     Predict(Box<predict::PredictArgs>),
+    /// Receipts of answers: verify one offline (`predict --receipt` writes them).
+    #[command(subcommand)]
+    Receipt(receipt::ReceiptCmd),
     /// TLS material: a small CA with server (and client) certificates.
     #[command(subcommand)]
     Tls(TlsCmd),
@@ -69,6 +73,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Kbs(a) => kbs::run(a),
         Command::Serve(a) => serve::run(*a),
         Command::Predict(a) => predict::run(*a),
+        Command::Receipt(c) => receipt::run(c),
         Command::Tls(TlsCmd::Init(a)) => tls::init(a),
         Command::Keygen(a) => seal::keygen(a),
         Command::Seal(a) => seal::seal(a),

@@ -80,6 +80,11 @@ pub struct PredictArgs {
     /// Talk plaintext (no TLS).
     #[arg(long, conflicts_with_all = ["ca", "attest"])]
     pub insecure: bool,
+    /// Ask for a receipt of the answer (signed inside the attested TEE by the key the attestation
+    /// document carries) and write it to DIR with what `teeserve receipt verify` checks:
+    /// receipt.cbor, request.bin, response.bin, attestation.json, certificate.der.
+    #[arg(long, value_name = "DIR", requires = "attest")]
+    pub receipt: Option<PathBuf>,
     /// Classes to show per row for classifier outputs.
     #[arg(long, default_value_t = 3)]
     pub top: usize,
@@ -117,6 +122,7 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
         label: a.label.clone(),
         signature: a.signature.clone(),
         accepted,
+        receipt: a.receipt.is_some(),
     };
     let mut conn = Connection::open(&a.server, tls, &server_name, a.rest)
         .await
@@ -128,8 +134,37 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
     let inputs = input_tensors(&sig, &input).map_err(anyhow::Error::msg)?;
     let p = conn.predict(&target, &inputs).await.map_err(refuse)?;
     let out = report(&a, &p, attested.as_ref())?;
+    if let (Some(dir), Some((_, doc, cert))) = (&a.receipt, &attested) {
+        let r = p
+            .receipt
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the server answered without a receipt"))?;
+        save_receipt(dir, r, doc, cert)?;
+    }
     crate::util::say(serde_json::to_string_pretty(&out)?)?;
     Ok(0)
+}
+
+/// Writes what `teeserve receipt verify` checks: the receipt, the request and response it is
+/// about, the attestation document that carries its key and the certificate that document binds.
+fn save_receipt(
+    dir: &std::path::Path,
+    r: &teeserve_client::requester::Receipt,
+    doc: &AttestationDoc,
+    cert: &[u8],
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("--receipt {}", dir.display()))?;
+    let write = |name: &str, bytes: &[u8]| {
+        std::fs::write(dir.join(name), bytes)
+            .with_context(|| format!("--receipt: {}", dir.join(name).display()))
+    };
+    write("receipt.cbor", &r.receipt)?;
+    write("request.bin", &r.request)?;
+    write("response.bin", &r.response)?;
+    write("attestation.json", &serde_json::to_vec(doc)?)?;
+    write("certificate.der", cert)?;
+    eprintln!("receipt written to {}", dir.display());
+    Ok(())
 }
 
 /// The client certificate and key for mutual TLS, when given.
@@ -157,7 +192,7 @@ async fn data_tls(
     server_name: &str,
 ) -> Result<(
     Option<Arc<rustls::ClientConfig>>,
-    Option<(Verdict, AttestationDoc)>,
+    Option<(Verdict, AttestationDoc, Vec<u8>)>,
 )> {
     if a.insecure {
         return Ok((None, None));
@@ -221,7 +256,11 @@ async fn data_tls(
     let cfg = attested
         .client_config(ca, identity, alpn)
         .map_err(|r| anyhow::anyhow!(r.message))?;
-    Ok((Some(Arc::new(cfg)), Some((attested.verdict, attested.doc))))
+    let cert = attested.cert.clone();
+    Ok((
+        Some(Arc::new(cfg)),
+        Some((attested.verdict, attested.doc, cert)),
+    ))
 }
 
 /// The printed answer: outputs, top classes, and what the attestation said and which attested
@@ -229,7 +268,7 @@ async fn data_tls(
 fn report(
     a: &PredictArgs,
     p: &Prediction,
-    attested: Option<&(Verdict, AttestationDoc)>,
+    attested: Option<&(Verdict, AttestationDoc, Vec<u8>)>,
 ) -> Result<Value> {
     let mut out = json!({ "model": a.model, "outputs": p.outputs });
     if let Some(v) = p.version {
@@ -253,7 +292,7 @@ fn report(
     if !tops.is_empty() {
         out["top_classes"] = Value::Object(tops);
     }
-    let Some((v, doc)) = attested else {
+    let Some((v, doc, _)) = attested else {
         return Ok(out);
     };
     out["attestation"] = json!({

@@ -35,6 +35,8 @@ pub struct RequestTarget {
     /// ([`teeserve_ratls::document::ACCEPT_HEADER`]), so that the attested server answers from
     /// no other file. Empty: any file the attestation admitted.
     pub accepted: Vec<String>,
+    /// Ask for a receipt of each answer ([`teeserve_ratls::receipt`]).
+    pub receipt: bool,
 }
 
 impl RequestTarget {
@@ -43,9 +45,15 @@ impl RequestTarget {
         (!self.accepted.is_empty()).then(|| self.accepted.join(","))
     }
 
-    /// `msg` as a gRPC request carrying the pin.
+    /// `msg` as a gRPC request carrying the pin (and the request for a receipt).
     fn grpc_request<T>(&self, msg: T) -> Result<tonic::Request<T>, RequesterError> {
         let mut req = tonic::Request::new(msg);
+        if self.receipt {
+            req.metadata_mut().insert(
+                RECEIPT_HEADER,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+        }
         if let Some(v) = self.accept_value() {
             let v = v.parse().map_err(|_| {
                 RequesterError::server(format!("model digests {v:?} are not a header value"))
@@ -82,8 +90,11 @@ impl RequestTarget {
 
 /// A connection to a server, over gRPC or REST.
 pub enum Connection {
-    /// gRPC.
-    Grpc(PredictionServiceClient<tonic::transport::Channel>),
+    /// gRPC: the client, and its channel for calls whose message bytes are kept (receipts).
+    Grpc(
+        PredictionServiceClient<tonic::transport::Channel>,
+        tonic::transport::Channel,
+    ),
     /// REST.
     Rest(RestClient),
 }
@@ -91,7 +102,7 @@ pub enum Connection {
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Connection::Grpc(_) => "Connection(gRPC)",
+            Connection::Grpc(..) => "Connection(gRPC)",
             Connection::Rest(_) => "Connection(REST)",
         })
     }
@@ -104,6 +115,68 @@ pub struct Prediction {
     pub version: Option<i64>,
     /// Outputs by name, as nested JSON lists.
     pub outputs: serde_json::Map<String, Value>,
+    /// The answer's receipt, with the exact bytes it is about, when one was asked for.
+    pub receipt: Option<Receipt>,
+}
+
+/// A receipt as it came, and the request and response bytes whose SHA-256 it states (the gRPC
+/// messages; the REST bodies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The COSE_Sign1.
+    pub receipt: Vec<u8>,
+    /// The request as sent.
+    pub request: Vec<u8>,
+    /// The response as received.
+    pub response: Vec<u8>,
+}
+
+/// The request header (REST) and metadata key (gRPC) asking for a receipt.
+pub const RECEIPT_HEADER: &str = "x-teeserve-receipt";
+/// The gRPC trailer carrying a receipt.
+pub const RECEIPT_TRAILER: &str = "x-teeserve-receipt-bin";
+
+/// Message bytes in and out as they are, so that a receipt's hashes can be checked.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut as _;
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf as _;
+        Ok(Some(buf.copy_to_bytes(buf.remaining()).to_vec()))
+    }
 }
 
 impl Connection {
@@ -119,11 +192,13 @@ impl Connection {
                 RestClient::connect(addr, tls, server_name).await?,
             ))
         } else {
+            let channel = grpc_channel(addr, tls, server_name).await?;
             Ok(Connection::Grpc(
-                PredictionServiceClient::new(grpc_channel(addr, tls, server_name).await?)
+                PredictionServiceClient::new(channel.clone())
                     // An answer is bounded as over REST, from the length its frame declares.
                     .max_decoding_message_size(crate::MAX_ANSWER)
                     .max_encoding_message_size(usize::MAX),
+                channel,
             ))
         }
     }
@@ -135,7 +210,7 @@ impl Connection {
             .as_deref()
             .unwrap_or(teeserve_tensor::DEFAULT_SIGNATURE);
         let (inputs, outputs): (Vec<RawSpec>, Vec<RawSpec>) = match self {
-            Connection::Grpc(c) => {
+            Connection::Grpc(c, _) => {
                 let r = c
                     .get_model_metadata(t.grpc_request(GetModelMetadataRequest {
                         model_spec: Some(t.spec()),
@@ -206,7 +281,18 @@ impl Connection {
         t: &RequestTarget,
         inputs: &[(String, Tensor)],
     ) -> Result<PredictResponse, RequesterError> {
-        let Connection::Grpc(c) = self else {
+        self.predict_proto_with_receipt(t, inputs)
+            .await
+            .map(|(r, _)| r)
+    }
+
+    /// [`Connection::predict_proto`], with the answer's receipt when `t` asks for one.
+    pub async fn predict_proto_with_receipt(
+        &mut self,
+        t: &RequestTarget,
+        inputs: &[(String, Tensor)],
+    ) -> Result<(PredictResponse, Option<Receipt>), RequesterError> {
+        let Connection::Grpc(c, channel) = self else {
             return Err(RequesterError::server(
                 "a PredictResponse comes only over gRPC; this connection is REST",
             ));
@@ -219,16 +305,52 @@ impl Connection {
                 .collect(),
             output_filter: Vec::new(),
         };
-        Ok(c.predict(t.grpc_request(req)?)
+        let status = |s: tonic::Status| {
+            RequesterError::server(format!(
+                "{}: {}",
+                teeserve_wire::code_name(s.code()),
+                s.message()
+            ))
+        };
+        if !t.receipt {
+            let r = c.predict(t.grpc_request(req)?).await.map_err(status)?;
+            return Ok((r.into_inner(), None));
+        }
+        // The message bytes are sent and kept as they are: the receipt states their SHA-256.
+        use prost::Message as _;
+        let request = req.encode_to_vec();
+        let mut grpc =
+            tonic::client::Grpc::new(channel.clone()).max_decoding_message_size(crate::MAX_ANSWER);
+        grpc.ready()
             .await
-            .map_err(|s| {
-                RequesterError::server(format!(
-                    "{}: {}",
-                    teeserve_wire::code_name(s.code()),
-                    s.message()
-                ))
+            .map_err(|e| RequesterError::connect(format!("gRPC channel: {e}")))?;
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/tensorflow.serving.PredictionService/Predict",
+        );
+        let answer = grpc
+            .unary(t.grpc_request(request.clone())?, path, RawCodec)
+            .await
+            .map_err(status)?;
+        let receipt = answer
+            .metadata()
+            .get_bin(RECEIPT_TRAILER)
+            .ok_or_else(|| {
+                RequesterError::server("the server sent no receipt (x-teeserve-receipt-bin)")
             })?
-            .into_inner())
+            .to_bytes()
+            .map_err(|e| RequesterError::server(format!("receipt trailer: {e}")))?
+            .to_vec();
+        let response = answer.into_inner();
+        let decoded = PredictResponse::decode(response.as_slice())
+            .map_err(|e| RequesterError::server(format!("PredictResponse: {e}")))?;
+        Ok((
+            decoded,
+            Some(Receipt {
+                receipt,
+                request,
+                response,
+            }),
+        ))
     }
 
     /// Sends one Predict request; outputs come back as nested JSON lists.
@@ -238,8 +360,8 @@ impl Connection {
         inputs: &[(String, Tensor)],
     ) -> Result<Prediction, RequesterError> {
         match self {
-            Connection::Grpc(_) => {
-                let r = self.predict_proto(t, inputs).await?;
+            Connection::Grpc(..) => {
+                let (r, receipt) = self.predict_proto_with_receipt(t, inputs).await?;
                 let version = r.model_spec.and_then(|s| match s.version_choice {
                     Some(VersionChoice::Version(v)) => Some(v),
                     _ => None,
@@ -256,7 +378,11 @@ impl Connection {
                         serde_json::from_str(&s).map_err(RequesterError::server)?,
                     );
                 }
-                Ok(Prediction { version, outputs })
+                Ok(Prediction {
+                    version,
+                    outputs,
+                    receipt,
+                })
             }
             Connection::Rest(c) => {
                 // The body is written directly: large tensors are not parsed back into JSON
@@ -269,10 +395,14 @@ impl Connection {
                 }
                 body.push('}');
                 let accept = t.accept_value();
-                let headers: Vec<(&str, &str)> = accept
+                let mut headers: Vec<(&str, &str)> = accept
                     .iter()
                     .map(|v| (teeserve_ratls::document::ACCEPT_HEADER, v.as_str()))
                     .collect();
+                if t.receipt {
+                    headers.push((RECEIPT_HEADER, "1"));
+                }
+                let request = t.receipt.then(|| body.clone().into_bytes());
                 let (status, resp) = c
                     .request_with(
                         hyper::Method::POST,
@@ -282,6 +412,10 @@ impl Connection {
                         crate::MAX_ANSWER,
                     )
                     .await?;
+                let receipt = match request {
+                    Some(request) if status == 200 => Some(rest_receipt(c, request, &resp)?),
+                    _ => None,
+                };
                 let v: Value = serde_json::from_slice(&resp)
                     .map_err(|e| RequesterError::server(format!("HTTP {status}: {e}")))?;
                 if status != 200 {
@@ -301,10 +435,32 @@ impl Connection {
                 Ok(Prediction {
                     version: None,
                     outputs,
+                    receipt,
                 })
             }
         }
     }
+}
+
+/// The receipt of the REST answer `response` to `request` that `c` has just received.
+fn rest_receipt(
+    c: &RestClient,
+    request: Vec<u8>,
+    response: &[u8],
+) -> Result<Receipt, RequesterError> {
+    use base64::Engine as _;
+    let v = c
+        .last_headers()
+        .get(RECEIPT_HEADER)
+        .ok_or_else(|| RequesterError::server("the server sent no receipt (X-Teeserve-Receipt)"))?;
+    let receipt = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(v.as_bytes())
+        .map_err(|e| RequesterError::server(format!("receipt header: {e}")))?;
+    Ok(Receipt {
+        receipt,
+        request,
+        response: response.to_vec(),
+    })
 }
 
 /// A signature's inputs or outputs as GetModelMetadata's SignatureDef gives them, by name.

@@ -10,6 +10,8 @@ mod connection;
 mod input;
 mod transport;
 
-pub use connection::{top_classes, Connection, Prediction, RequestTarget};
+pub use connection::{
+    top_classes, Connection, Prediction, Receipt, RequestTarget, RECEIPT_HEADER, RECEIPT_TRAILER,
+};
 pub use input::{input_tensors, read_input_file};
 pub use transport::grpc_channel;

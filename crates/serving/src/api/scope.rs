@@ -4,12 +4,16 @@
 //! request and not only for the handshake.
 //!
 //! The connection layer sets it once per request ([`scoped`]); the API layer reads it
-//! ([`current`]) where it resolves the model and batches.
+//! ([`current`]) where it resolves the model and batches, and says there which model version
+//! answered, for the request's receipt when it asked for one ([`RECEIPT_HEADER`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use teeserve_ratls::document::ACCEPT_HEADER;
+
+/// The header (REST) and metadata key (gRPC) with which a request asks for a receipt (`1`).
+pub const RECEIPT_HEADER: &str = "x-teeserve-receipt";
 
 /// The most digests one request may list.
 pub const MAX_ACCEPTED: usize = 64;
@@ -23,6 +27,28 @@ pub struct RequestScope {
     pub accepted: Option<Arc<Accepted>>,
     /// Why the requester's list could not be read: the request is refused.
     pub malformed: Option<String>,
+    /// Where the API layer says what answered, when the request asked for a receipt.
+    pub receipt: Option<Arc<std::sync::OnceLock<Answered>>>,
+}
+
+/// The model version that answered a request, and the signature it ran, for its receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answered {
+    /// The model.
+    pub model: String,
+    /// Its version.
+    pub version: i64,
+    /// SHA-256 (hex) of the file the version was loaded from.
+    pub sha256: String,
+    /// The signature run (`serving_default` when the request named none).
+    pub signature: String,
+}
+
+/// Whether `headers` ask for a receipt.
+pub fn wants_receipt(headers: &hyper::http::HeaderMap) -> bool {
+    headers
+        .get(RECEIPT_HEADER)
+        .is_some_and(|v| v.as_bytes() == b"1")
 }
 
 /// The model files a requester accepts: `[model=]<sha256>[,<sha256>...]` entries separated by
@@ -75,6 +101,9 @@ impl RequestScope {
         match accepted(headers) {
             Ok(a) => scope.accepted = a.map(Arc::new),
             Err(e) => scope.malformed = Some(e),
+        }
+        if wants_receipt(headers) {
+            scope.receipt = Some(Arc::default());
         }
         scope
     }

@@ -289,6 +289,18 @@ impl ServingCore {
         };
         self.metrics.request(&target.name, status);
         if r.is_ok() {
+            if let Some(slot) = crate::api::scope::current().receipt {
+                let _ = slot.set(crate::api::scope::Answered {
+                    model: target.name.clone(),
+                    version: target.version,
+                    sha256: target.digest.clone(),
+                    signature: if signature.is_empty() {
+                        DEFAULT_SIGNATURE.to_owned()
+                    } else {
+                        signature.to_owned()
+                    },
+                });
+            }
             let api = if entry == Entry::Rest {
                 "predict"
             } else {

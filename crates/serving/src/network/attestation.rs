@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use teeserve_attest::platform::Platform;
+use teeserve_ratls::document::Statements;
 use teeserve_ratls::document::{parse_nonce, MAX_NONCE};
 use teeserve_ratls::{AttestationDoc, DocumentError, KeyOrigin, ModelDigest};
 use tokio::sync::Mutex;
@@ -53,6 +54,8 @@ pub(crate) struct Attestor {
     /// Whether the server batches (`--enable_batching`): row-independent models then share
     /// batches among requesters, and the document says so.
     batching: bool,
+    /// The public key of the server's receipts, which the document carries.
+    receipt_key: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Attestor {
@@ -84,7 +87,14 @@ impl Attestor {
             current: Mutex::new(None),
             fresh: FreshQuotes::new(),
             batching: false,
+            receipt_key: None,
         }
+    }
+
+    /// States the public key of the server's receipts in every document.
+    pub(crate) fn with_receipt_key(mut self, key: [u8; 32]) -> Self {
+        self.receipt_key = Some(key);
+        self
     }
 
     /// States that the server batches requests (`--enable_batching`).
@@ -114,14 +124,19 @@ impl Attestor {
         let models = self.served();
         let collateral = self.collateral.clone();
         // Quoting is blocking I/O on Gramine and TDX.
+        let receipt_key = self.receipt_key;
         let doc = tokio::task::spawn_blocking(move || {
-            AttestationDoc::make(
+            AttestationDoc::make_from(
                 platform.as_ref(),
                 &spki,
-                origin,
-                nonce.as_deref(),
-                models,
-                collateral,
+                Statements {
+                    origin,
+                    nonce,
+                    models,
+                    collateral,
+                    key_release: None,
+                    receipt_key,
+                },
             )
         })
         .await

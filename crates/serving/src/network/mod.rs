@@ -12,6 +12,7 @@ pub(crate) mod grpc;
 pub(crate) mod listener;
 pub(crate) mod options;
 pub(crate) mod provisioning;
+pub(crate) mod receipts;
 pub(crate) mod rest;
 pub(crate) mod server;
 pub(crate) mod tls;

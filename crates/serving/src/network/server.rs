@@ -22,8 +22,10 @@ use crate::network::options::{
     ServeOptions,
 };
 use crate::network::provisioning::{refresh_admitted, secrets};
+use crate::network::receipts::Receipts;
 use crate::network::rest::RestContext;
 use crate::network::tls::{metrics_clients, reload_access, tls_config, TlsSetup};
+use teeserve_ratls::receipt::ReceiptSigner;
 
 /// A running server.
 #[derive(Debug)]
@@ -68,7 +70,15 @@ impl Server {
             provisioned.tls_key_pem.as_deref().map(|v| &v[..]),
             platform.as_deref(),
         )?;
-        let attestation = attestor(&o, platform.as_ref(), tls.as_ref(), &repo).await?;
+        // The receipt key is made here, inside the TEE, and never leaves it; the attestation
+        // document carries its public half. Without a document, no receipts.
+        let signer =
+            ReceiptSigner::generate().map_err(|e| ServeError::Attestation(e.to_string()))?;
+        let receipt_key = signer.public_key();
+        let attestation = attestor(&o, platform.as_ref(), tls.as_ref(), &repo, receipt_key).await?;
+        let receipts = attestation
+            .as_ref()
+            .map(|a| Arc::new(Receipts::new(signer, a.clone())));
         let metrics_path = metrics_path(&o)?;
         let metrics_clients = metrics_clients(&o, metrics_path.as_deref(), tls.is_some())?;
         let ctx = Arc::new(RestContext {
@@ -76,6 +86,7 @@ impl Server {
             metrics_clients,
             cors: o.cors,
             attestation: attestation.clone(),
+            receipts: receipts.clone(),
             max_body: o.max_request_bytes,
         });
         let tls_cfg = tls.map(|(c, _, _)| c);
@@ -85,7 +96,8 @@ impl Server {
             0 => None,
             port => {
                 let reload = reload_access(&o.tls, tls_cfg.is_some())?;
-                let router = grpc_router(&core, attestation, reload, o.max_request_bytes)?;
+                let router =
+                    grpc_router(&core, attestation, receipts, reload, o.max_request_bytes)?;
                 Some(listen(&o, &o.grpc_bind, port, router, &tls_cfg, &rx, &mut tasks).await?)
             }
         };
@@ -242,6 +254,7 @@ async fn attestor(
     platform: Option<&Arc<dyn Platform>>,
     tls: Option<&TlsSetup>,
     repo: &Arc<ModelRepository>,
+    receipt_key: [u8; 32],
 ) -> Result<Option<Arc<Attestor>>, ServeError> {
     let (Some(p), Some((_, spki, origin))) = (platform, tls) else {
         return Ok(None);
@@ -259,7 +272,8 @@ async fn attestor(
     };
     let a = Arc::new(
         Attestor::new(p.clone(), spki.clone(), *origin, collateral, repo.clone())
-            .with_batching(o.enable_batching),
+            .with_batching(o.enable_batching)
+            .with_receipt_key(receipt_key),
     );
     // Quote once now, so a platform that cannot quote stops the start.
     a.current()
@@ -276,6 +290,7 @@ const HEALTH_MAX_MESSAGE: usize = 4096;
 fn grpc_router(
     core: &Arc<ServingCore>,
     attestation: Option<Arc<Attestor>>,
+    receipts: Option<Arc<Receipts>>,
     reload: ReloadAccess,
     max_message: usize,
 ) -> Result<axum::Router, ServeError> {
@@ -324,6 +339,12 @@ fn grpc_router(
                 max_message,
             },
             crate::network::admission::grpc_layer,
+        ))
+        // Before admission: a request for a receipt that this server cannot sign is refused at
+        // once; the others have their messages hashed as they stream.
+        .layer(axum::middleware::from_fn_with_state(
+            receipts,
+            crate::network::receipts::grpc_layer,
         ));
     Ok(routes.route(
         "/v1/attestation",

@@ -234,6 +234,7 @@ async fn model_api(
 ) -> (String, Response<Body>) {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let mut receipt = None;
     let mp = match parse_model_path(&path) {
         None => {
             let e = ApiError::new(Code::NotFound, format!("no such path {path}"));
@@ -284,17 +285,25 @@ async fn model_api(
                 Err(malformed())
             } else {
                 match post_verb(core, ctx, req, n, version, label, v).await {
-                    Ok(r) => r,
+                    Ok(Ok((s, r))) => {
+                        receipt = r;
+                        Ok(s)
+                    }
+                    Ok(Err(e)) => Err(e),
                     Err(resp) => return (model, resp),
                 }
             }
         }
         _ => Err(malformed()),
     };
-    let resp = match r {
+    let mut resp = match r {
         Ok(s) => ok_json(s, ctx),
         Err(e) => error(&e, ctx),
     };
+    if let Some(v) = receipt.and_then(|r| hyper::header::HeaderValue::from_str(&r).ok()) {
+        resp.headers_mut()
+            .insert(crate::network::receipts::RECEIPT_HEADER, v);
+    }
     (model, resp)
 }
 
@@ -309,14 +318,36 @@ async fn post_verb(
     version: Option<i64>,
     label: Option<&str>,
     verb: &str,
-) -> Result<Result<String, ApiError>, Response<Body>> {
+) -> Result<Result<(String, Option<String>), ApiError>, Response<Body>> {
+    let wants_receipt = crate::api::scope::wants_receipt(req.headers());
+    if wants_receipt && ctx.receipts.is_none() {
+        return Err(error(&crate::network::receipts::no_receipts(), ctx));
+    }
     let _admitted = core.admit().map_err(|e| error(&e, ctx))?;
     let (body, _held) = read_body(core, req, ctx.max_body)
         .await
         .map_err(|e| resp_with(e, ctx))?;
-    Ok(match verb {
-        "predict" => predict::predict(core, name, version, label, &body).await,
-        _ => classify_regress(core, name, version, label, &body, verb == "classify").await,
+    let (out, method) = match verb {
+        "predict" => (
+            predict::predict(core, name, version, label, &body).await,
+            "Predict",
+        ),
+        "classify" => (
+            classify_regress(core, name, version, label, &body, true).await,
+            "Classify",
+        ),
+        _ => (
+            classify_regress(core, name, version, label, &body, false).await,
+            "Regress",
+        ),
+    };
+    let receipts = ctx.receipts.as_ref().filter(|_| wants_receipt);
+    Ok(match (out, receipts) {
+        (Ok(s), Some(r)) => match r.rest(method, &body, s.as_bytes()).await {
+            Ok(receipt) => Ok((s, receipt)),
+            Err(e) => Err(e),
+        },
+        (out, _) => out.map(|s| (s, None)),
     })
 }
 

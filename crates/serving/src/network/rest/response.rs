@@ -21,6 +21,8 @@ pub(crate) struct RestContext {
     pub cors: bool,
     /// What answers /v1/attestation (None: this server publishes no attestation).
     pub attestation: Option<Arc<crate::network::attestation::Attestor>>,
+    /// Signs receipts (None: this server cannot, having no attestation document).
+    pub receipts: Option<Arc<crate::network::receipts::Receipts>>,
     /// Largest request body.
     pub max_body: usize,
 }

@@ -1,0 +1,234 @@
+//! Receipts through the real binary: a requester asks for one over REST and gRPC
+//! (`predict --receipt`), verifies it offline (`receipt verify`), and each attack on it is
+//! refused naming what failed: the response changed, another request shown, a receipt of
+//! another server process, a document whose receipt key its quote does not bind. A server
+//! without a TEE refuses to sign.
+mod harness;
+use harness::*;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use teeserve_client::{ca_verifier, client_config, RestClient};
+
+fn setup(d: &Path) {
+    run_in(d, &["sim", "init", "--dir", "sim"]).ok();
+    run_in(d, &["tls", "init", "--dir", "tls"]).ok();
+    let me = run(&["attest", "measure"]).ok().stdout.trim().to_owned();
+    std::fs::write(
+        d.join("policy.toml"),
+        format!("mrenclave = [\"{me}\"]\nallow_simulated = true\ntls_key_origin = [\"host\"]\n"),
+    )
+    .unwrap();
+}
+
+/// The digits model on the simulated platform, its attestation published for the host's TLS
+/// key (so that a saved document can be fetched without a nonce).
+fn serve(d: &Path) -> Serve {
+    let models = repo().join("models/digits");
+    listen(
+        || {
+            serve_command(
+                d,
+                &[
+                    "--platform",
+                    "simulated",
+                    "--sim_dir",
+                    "sim",
+                    "--model_name",
+                    "digits",
+                    "--model_base_path",
+                    s(&models),
+                    "--tls_cert",
+                    "tls/server.pem",
+                    "--tls_key",
+                    "tls/server.key",
+                    "--attestation_collateral",
+                    "sim/collateral.json",
+                    "--attest_host_tls_key",
+                ],
+            )
+        },
+        None,
+    )
+    .unwrap()
+}
+
+fn predict_with_receipt(d: &Path, addr: &str, rest: bool, out: &str) -> Run {
+    let sample = repo().join("testdata/digits/sample.json");
+    let mut args = vec![
+        "predict",
+        "--server",
+        addr,
+        "--model",
+        "digits",
+        "--input",
+        s(&sample),
+        "--ca",
+        "tls/ca.pem",
+        "--attest",
+        "policy.toml",
+        "--root",
+        "sim/root.pem",
+        "--no-nonce",
+        "--receipt",
+        out,
+    ];
+    if rest {
+        args.push("--rest");
+    }
+    run_in(d, &args)
+}
+
+fn verify(d: &Path, dir: &str) -> Run {
+    run_in(
+        d,
+        &[
+            "receipt",
+            "verify",
+            dir,
+            "--policy",
+            "policy.toml",
+            "--root",
+            "sim/root.pem",
+        ],
+    )
+}
+
+/// `dir` copied to `to`, for an attack on the copy.
+fn copy(d: &Path, dir: &str, to: &str) {
+    std::fs::create_dir_all(d.join(to)).unwrap();
+    for f in std::fs::read_dir(d.join(dir)).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), d.join(to).join(f.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn receipts_over_rest_and_grpc_verify_and_every_attack_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let server = serve(d);
+    predict_with_receipt(d, &server.rest, true, "rest").ok();
+    predict_with_receipt(d, &server.grpc, false, "grpc").ok();
+    let model = std::fs::read(repo().join("models/digits/1/model.onnx")).unwrap();
+    let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, &model));
+    for (r, method) in [("rest", "Predict"), ("grpc", "Predict")] {
+        let out = verify(d, r).ok().json();
+        assert_eq!(out["model"], "digits", "{out}");
+        assert_eq!(out["version"], 1, "{out}");
+        assert_eq!(out["model_sha256"], digest, "{out}");
+        assert_eq!(out["method"], method, "{out}");
+        assert_eq!(out["signature"], "serving_default", "{out}");
+    }
+
+    // The response changed by one byte.
+    copy(d, "rest", "changed");
+    let mut resp = std::fs::read(d.join("changed/response.bin")).unwrap();
+    let last = resp.len() - 2;
+    resp[last] ^= 1;
+    std::fs::write(d.join("changed/response.bin"), resp).unwrap();
+    let e = verify(d, "changed").fails(1).stderr;
+    assert!(e.contains("receipt response"), "{e}");
+
+    // The receipt of one request shown with another request.
+    copy(d, "rest", "other-request");
+    std::fs::write(
+        d.join("other-request/request.bin"),
+        b"{\"instances\": [[0]]}",
+    )
+    .unwrap();
+    let e = verify(d, "other-request").fails(1).stderr;
+    assert!(e.contains("receipt request"), "{e}");
+
+    // A receipt signed by another server process (another receipt key), shown with this
+    // server's document.
+    let second = serve(d);
+    predict_with_receipt(d, &second.rest, true, "second").ok();
+    copy(d, "rest", "foreign");
+    std::fs::copy(
+        d.join("second/receipt.cbor"),
+        d.join("foreign/receipt.cbor"),
+    )
+    .unwrap();
+    let e = verify(d, "foreign").fails(1).stderr;
+    assert!(e.contains("signature does not verify"), "{e}");
+
+    // A document whose receipt key its quote does not bind: the second server's key put into
+    // the first server's document, with the second server's receipt.
+    copy(d, "rest", "rebound");
+    let second_doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("second/attestation.json")).unwrap()).unwrap();
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("rebound/attestation.json")).unwrap())
+            .unwrap();
+    doc["receipt_key"] = second_doc["receipt_key"].clone();
+    std::fs::write(
+        d.join("rebound/attestation.json"),
+        serde_json::to_vec(&doc).unwrap(),
+    )
+    .unwrap();
+    std::fs::copy(
+        d.join("second/receipt.cbor"),
+        d.join("rebound/receipt.cbor"),
+    )
+    .unwrap();
+    let e = verify(d, "rebound").fails(1).stderr;
+    assert!(e.contains("binding"), "{e}");
+
+    // A truncated receipt.
+    copy(d, "grpc", "truncated");
+    let r = std::fs::read(d.join("truncated/receipt.cbor")).unwrap();
+    std::fs::write(d.join("truncated/receipt.cbor"), &r[..r.len() / 2]).unwrap();
+    let e = verify(d, "truncated").fails(1).stderr;
+    assert!(e.contains("receipt refused (receipt)"), "{e}");
+}
+
+#[test]
+fn a_server_without_a_tee_refuses_to_sign_a_receipt() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run_in(d, &["tls", "init", "--dir", "tls"]).ok();
+    let models = repo().join("models/digits");
+    let server = listen(
+        || {
+            serve_command(
+                d,
+                &[
+                    "--model_name",
+                    "digits",
+                    "--model_base_path",
+                    s(&models),
+                    "--tls_cert",
+                    "tls/server.pem",
+                    "--tls_key",
+                    "tls/server.key",
+                ],
+            )
+        },
+        None,
+    )
+    .unwrap();
+    let ca = std::fs::read(d.join("tls/ca.pem")).unwrap();
+    let body = std::fs::read(repo().join("testdata/digits/sample.json")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (status, answer) = rt.block_on(async {
+        let cfg = client_config(ca_verifier(&ca).unwrap(), None, &[b"http/1.1"]).unwrap();
+        let mut c = RestClient::connect(&server.rest, Some(Arc::new(cfg)), "127.0.0.1")
+            .await
+            .unwrap();
+        c.request_with(
+            hyper::Method::POST,
+            "/v1/models/digits:predict",
+            body,
+            &[("x-teeserve-receipt", "1")],
+            1 << 20,
+        )
+        .await
+        .unwrap()
+    });
+    let answer = String::from_utf8(answer).unwrap();
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("cannot sign receipts"), "{answer}");
+}
