@@ -147,7 +147,12 @@ pub struct Prepared {
     /// The digests of the model files the requester accepts (its policy's pin for the model),
     /// sent with every request: an attested server answers from no other file.
     pub accept: Option<String>,
+    /// Ask for a receipt of every answer (an answer without one fails).
+    pub receipt: bool,
 }
+
+/// The request header (REST) and metadata key (gRPC) asking for a receipt.
+const RECEIPT: &str = teeserve_client::requester::RECEIPT_HEADER;
 
 /// The message of a [`Prepared`] request.
 pub enum Message {
@@ -173,6 +178,7 @@ impl Prepared {
         Prepared {
             message: Message::new(model, inputs, rest),
             accept,
+            receipt: false,
         }
     }
 }
@@ -266,6 +272,10 @@ pub async fn send(conn: &mut Connection, req: &Prepared) -> Result<Answer, Failu
                     .map_err(|_| Failure::fatal(format!("{ACCEPT} {a:?} is not a header")))?;
                 call.metadata_mut().insert(ACCEPT, v);
             }
+            if req.receipt {
+                call.metadata_mut()
+                    .insert(RECEIPT, tonic::metadata::MetadataValue::from_static("1"));
+            }
             let resp = c.predict(call).await.map_err(|s| {
                 let m = format!("{}: {}", teeserve_wire::code_name(s.code()), s.message());
                 Failure {
@@ -273,6 +283,14 @@ pub async fn send(conn: &mut Connection, req: &Prepared) -> Result<Answer, Failu
                     message: m,
                 }
             })?;
+            if req.receipt
+                && resp
+                    .metadata()
+                    .get_bin(teeserve_client::requester::RECEIPT_TRAILER)
+                    .is_none()
+            {
+                return Err(Failure::fatal("the answer came without a receipt"));
+            }
             let resp = resp.into_inner();
             let version = resp.model_spec.and_then(|s| match s.version_choice {
                 Some(VersionChoice::Version(v)) => Some(v),
@@ -290,8 +308,11 @@ pub async fn send(conn: &mut Connection, req: &Prepared) -> Result<Answer, Failu
             })
         }
         (Connection::Rest(c), Message::Rest(path, body)) => {
-            let headers: Vec<(&str, &str)> =
+            let mut headers: Vec<(&str, &str)> =
                 req.accept.iter().map(|a| (ACCEPT, a.as_str())).collect();
+            if req.receipt {
+                headers.push((RECEIPT, "1"));
+            }
             let (status, resp) = c
                 .request_with(
                     hyper::Method::POST,
@@ -310,6 +331,9 @@ pub async fn send(conn: &mut Connection, req: &Prepared) -> Result<Answer, Failu
                     retryable: status == 503,
                     message: m,
                 });
+            }
+            if req.receipt && c.last_headers().get(RECEIPT).is_none() {
+                return Err(Failure::fatal("the answer came without a receipt"));
             }
             let outputs = match &v["outputs"] {
                 Value::Object(m) => m.clone(),

@@ -101,6 +101,9 @@ struct Args {
     /// First wait before a retry, milliseconds; doubled each time up to 1 s, with jitter.
     #[arg(long, default_value_t = 25)]
     backoff_ms: u64,
+    /// Ask for a receipt of every answer (x-teeserve-receipt: 1); an answer without one fails.
+    #[arg(long)]
+    receipt: bool,
     /// Write every request's latency (milliseconds, one per line) to this file.
     #[arg(long, value_name = "FILE")]
     latencies: Option<PathBuf>,
@@ -370,7 +373,8 @@ fn run(a: Args) -> Result<()> {
             .await
             .map_err(anyhow::Error::msg)?;
         let policy = endpoint.attest.as_ref().map(|t| &t.policy);
-        let request = Prepared::new(&a.model, &inputs, a.rest, policy);
+        let mut request = Prepared::new(&a.model, &inputs, a.rest, policy);
+        request.receipt = a.receipt;
         let reference = OnceLock::new();
         if let Some(e) = expected {
             let _ = reference.set(Outputs::Json(e));

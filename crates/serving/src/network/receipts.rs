@@ -36,6 +36,9 @@ pub(crate) const RECEIPT_HEADER: &str = "x-teeserve-receipt";
 pub(crate) struct Receipts {
     signer: ReceiptSigner,
     attestor: Arc<Attestor>,
+    /// The standing document last seen and its SHA-256 (a document with collateral is tens of
+    /// kilobytes: hashed once, not per receipt).
+    document: Mutex<Option<(Arc<String>, [u8; 32])>>,
 }
 
 impl std::fmt::Debug for Receipts {
@@ -55,7 +58,11 @@ pub(crate) fn no_receipts() -> ApiError {
 impl Receipts {
     /// Receipts signed by `signer`, whose key `attestor`'s documents carry.
     pub(crate) fn new(signer: ReceiptSigner, attestor: Arc<Attestor>) -> Self {
-        Self { signer, attestor }
+        Self {
+            signer,
+            attestor,
+            document: Mutex::new(None),
+        }
     }
 
     /// SHA-256 of the standing attestation document (the one that carries the receipt key).
@@ -65,7 +72,18 @@ impl Receipts {
             .current()
             .await
             .map_err(|e| ApiError::new(Code::Unavailable, format!("receipt: {e}")))?;
-        Ok(sha256(doc.as_bytes()))
+        let mut seen = self
+            .document
+            .lock()
+            .map_err(|_| ApiError::new(Code::Internal, "receipt: document lock poisoned"))?;
+        match seen.as_ref() {
+            Some((d, sha)) if Arc::ptr_eq(d, &doc) => Ok(*sha),
+            _ => {
+                let sha = sha256(doc.as_bytes());
+                *seen = Some((doc, sha));
+                Ok(sha)
+            }
+        }
     }
 
     /// The receipt of an answer.
