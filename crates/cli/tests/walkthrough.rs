@@ -173,8 +173,8 @@ fn a_server_not_in_the_policy_is_refused_and_no_plaintext_reaches_disk() {
         .unwrap()
         .to_owned();
     let serve = format!(
-        "if teeserve serve --platform simulated --sim-dir sim --kbs 127.0.0.1:{kbs_port} --kbs-ca tls/ca.pem --kbs-tls-key-secret tls-key \
-         --model_name digits --model_base_path sealed/digits --tls-cert tls/server.pem --port {} --rest_api_port {}; then echo \"serve exited 0\"; else echo \"serve exited $?\"; fi",
+        "if teeserve serve --platform simulated --sim_dir sim --kbs 127.0.0.1:{kbs_port} --kbs_ca tls/ca.pem --kbs_tls_key_secret tls-key \
+         --model_name digits --model_base_path sealed/digits --tls_cert tls/server.pem --port {} --rest_api_port {}; then echo \"serve exited 0\"; else echo \"serve exited $?\"; fi",
         free_port(),
         free_port()
     );
@@ -225,7 +225,7 @@ fn every_subcommand_has_help() {
 
 /// The owner changes their mind while the server runs. The broker's admitted-models list first
 /// admits versions 1 and 2 (version 2 serves). The owner retires version 2 (list updated,
-/// broker SIGHUP): within the refresh period (`--kbs-admitted-refresh-seconds`) it stops
+/// broker SIGHUP): within the refresh period (`--kbs_admitted_refresh_seconds`) it stops
 /// serving and version 1 takes over, without a restart. The owner then admits version 2 only:
 /// it serves again, and when the host removes it to make the server fall back, version 1 is not
 /// served again.
@@ -239,10 +239,14 @@ fn the_owners_retirement_reaches_a_running_server() {
     let script = walkthrough();
     let rest_port = rest_port(&script);
     let cut = script.find("# Requester: gRPC and REST").unwrap();
+    assert!(
+        script.contains("--kbs_admitted_models_secret admitted-models"),
+        "the serve line changed: {script}"
+    );
     let setup = script[..cut]
         .replace(
-            "--kbs-admitted-models-secret admitted-models",
-            "--kbs-admitted-models-secret admitted-models --kbs-admitted-refresh-seconds 1 --file_system_poll_wait_seconds 1",
+            "--kbs_admitted_models_secret admitted-models",
+            "--kbs_admitted_models_secret admitted-models --kbs_admitted_refresh_seconds 1 --file_system_poll_wait_seconds 1",
         )
         .replace(
             "printf '{\"digits\": {\"sha256\": [\"%s\"]}}\\n' \\\n  \"$(sha256sum sealed/digits/1/model.onnx.sealed | cut -d' ' -f1)\" > admitted-models.json",
