@@ -139,8 +139,9 @@ fn server_spki(cert: &[u8]) -> Result<Vec<u8>, String> {
 
 /// Checks that the server's TLS key lives in an attested TEE that `policy` admits: the
 /// document's quote verifies and binds the key the server presented with the document's
-/// statements (key origin, `nonce`, models); the policy admits the evidence and the statements;
-/// and a certificate that carries RA-TLS evidence of its own is appraised as well.
+/// statements (key origin, `nonce`, models, the key broker's grants); the policy admits the
+/// evidence and the statements (with `log_key`, the grants' proofs in the broker's signed
+/// log); and a certificate that carries RA-TLS evidence of its own is appraised as well.
 pub fn check_attestation(
     appraiser: &Appraiser,
     policy: &Policy,
@@ -182,6 +183,9 @@ pub fn appraise_attestation(
         })
         .collect();
     policy.appraise_served(doc.key_origin, &served)?;
+    // How the server got its secrets: with `log_key`, each grant must be in the key broker's
+    // signed log, made to the key this server presented, under a listed configuration.
+    teeserve_ratls::key_release::appraise(policy, doc.key_release.as_ref())?;
     let spki = server_spki(cert).map_err(|e| Refusal::new("certificate", e))?;
     doc.check_binding(&v.report_data, &spki, nonce)?;
     Ok(v)

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use teeserve_attest::platform::Platform;
 use teeserve_ratls::document::Statements;
 use teeserve_ratls::document::{parse_nonce, MAX_NONCE};
+use teeserve_ratls::key_release::KeyRelease;
 use teeserve_ratls::{AttestationDoc, DocumentError, KeyOrigin, ModelDigest};
 use tokio::sync::Mutex;
 
@@ -56,6 +57,8 @@ pub(crate) struct Attestor {
     batching: bool,
     /// The public key of the server's receipts, which the document carries.
     receipt_key: Option<[u8; 32]>,
+    /// The key broker's grants and their log proofs, stated in every document.
+    key_release: Option<KeyRelease>,
 }
 
 impl std::fmt::Debug for Attestor {
@@ -88,7 +91,14 @@ impl Attestor {
             fresh: FreshQuotes::new(),
             batching: false,
             receipt_key: None,
+            key_release: None,
         }
+    }
+
+    /// States how the server got its secrets: the broker's grants and their log proofs.
+    pub(crate) fn with_key_release(mut self, key_release: Option<KeyRelease>) -> Self {
+        self.key_release = key_release;
+        self
     }
 
     /// States the public key of the server's receipts in every document.
@@ -125,6 +135,7 @@ impl Attestor {
         let collateral = self.collateral.clone();
         // Quoting is blocking I/O on Gramine and TDX.
         let receipt_key = self.receipt_key;
+        let key_release = self.key_release.clone();
         let doc = tokio::task::spawn_blocking(move || {
             AttestationDoc::make_from(
                 platform.as_ref(),
@@ -134,7 +145,7 @@ impl Attestor {
                     nonce,
                     models,
                     collateral,
-                    key_release: None,
+                    key_release,
                     receipt_key,
                 },
             )

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use teeserve_attest::platform::Platform;
+use teeserve_ratls::key_release::{Grant, KeyRelease};
 use teeserve_ratls::{EvidenceFormat, KeyType, RaTlsIdentity};
 use teeserve_seal::SealKey;
 use tokio::sync::watch;
@@ -19,6 +20,15 @@ pub(crate) struct Provisioned {
     pub(crate) model_key: Option<SealKey>,
     pub(crate) admitted: Option<AdmittedModels>,
     pub(crate) tls_key_pem: Option<Zeroizing<Vec<u8>>>,
+    /// The broker's grants with their log proofs, when the broker signs its log.
+    pub(crate) key_release: Option<KeyRelease>,
+}
+
+/// A connection to the broker, and the SHA-256 (hex) of the RA-TLS key it presented: the key
+/// the broker's log names in each grant made on it.
+pub(crate) struct BrokerConnection {
+    pub(crate) client: teeserve_tls::broker::KbsClient,
+    pub(crate) key_sha256: String,
 }
 
 /// An RA-TLS connection to the broker, made with fresh evidence, retried for `retry_for` while
@@ -27,9 +37,12 @@ pub(crate) async fn connect_broker(
     k: &KbsOptions,
     platform: &dyn Platform,
     retry_for: Duration,
-) -> Result<teeserve_tls::broker::KbsClient, ServeError> {
+) -> Result<BrokerConnection, ServeError> {
     let ca = read(&k.ca, ServeOption::KbsCa)?;
     let identity = RaTlsIdentity::generate(platform, EvidenceFormat::Both, KeyType::P256)
+        .map_err(|e| ServeError::Attestation(e.to_string()))?;
+    let key_sha256 = teeserve_ratls::spki_of(&identity.cert_der)
+        .map(|spki| teeserve_ratls::tlog::sha256_hex(&spki))
         .map_err(|e| ServeError::Attestation(e.to_string()))?;
     let deadline = tokio::time::Instant::now() + retry_for;
     let mut wait = Duration::from_millis(200);
@@ -55,7 +68,7 @@ pub(crate) async fn connect_broker(
             Err(e) => return Err(e.into()),
         }
     };
-    Ok(client)
+    Ok(BrokerConnection { client, key_sha256 })
 }
 
 /// Reads the owner's admitted-models list from the secret `name`.
@@ -70,15 +83,33 @@ pub(crate) async fn fetch_admitted(
     })
 }
 
+/// Fetches one secret, keeping its grant's log proof when the broker sends one.
+async fn fetch(
+    c: &mut BrokerConnection,
+    name: &str,
+    grants: &mut Vec<Grant>,
+) -> Result<Zeroizing<Vec<u8>>, ServeError> {
+    let (secret, proof) = c
+        .client
+        .get_secret_logged(name)
+        .await
+        .map_err(ServeError::Broker)?;
+    if let Some(proof) = proof {
+        grants.push(Grant {
+            secret: name.to_owned(),
+            proof,
+        });
+    }
+    Ok(secret)
+}
+
 pub(crate) async fn provision(
     k: &KbsOptions,
     platform: &dyn Platform,
 ) -> Result<Provisioned, ServeError> {
-    let mut client = connect_broker(k, platform, k.retry_for).await?;
-    let key = client
-        .get_secret(&k.model_key_secret)
-        .await
-        .map_err(ServeError::Broker)?;
+    let mut c = connect_broker(k, platform, k.retry_for).await?;
+    let mut grants = Vec::new();
+    let key = fetch(&mut c, &k.model_key_secret, &mut grants).await?;
     let model_key = Some(
         SealKey::from_file_bytes(&key).map_err(|e| ServeError::Secret {
             name: k.model_key_secret.clone(),
@@ -86,18 +117,38 @@ pub(crate) async fn provision(
         })?,
     );
     let tls_key_pem = match &k.tls_key_secret {
-        Some(s) => Some(client.get_secret(s).await.map_err(ServeError::Broker)?),
+        Some(s) => Some(fetch(&mut c, s, &mut grants).await?),
         None => None,
     };
     let admitted = match &k.admitted_models_secret {
-        Some(s) => Some(fetch_admitted(&mut client, s).await?),
+        Some(s) => {
+            let list = fetch(&mut c, s, &mut grants).await?;
+            Some(
+                AdmittedModels::from_json(&list).map_err(|e| ServeError::Secret {
+                    name: s.clone(),
+                    detail: format!("admitted models: {e}"),
+                })?,
+            )
+        }
         None => None,
     };
-    tracing::info!("received secrets from the key broker at {}", k.addr);
+    tracing::info!(
+        "received secrets from the key broker at {}{}",
+        k.addr,
+        if grants.is_empty() {
+            " (its log is not signed: no grant proofs to publish)"
+        } else {
+            ", with the proofs of their grants in its signed log"
+        }
+    );
     Ok(Provisioned {
         model_key,
         admitted,
         tls_key_pem,
+        key_release: (!grants.is_empty()).then_some(KeyRelease {
+            client_key_sha256: c.key_sha256,
+            grants,
+        }),
     })
 }
 
@@ -122,6 +173,7 @@ pub(crate) async fn secrets(
             },
             admitted: None,
             tls_key_pem: None,
+            key_release: None,
         }),
     }
 }
@@ -146,8 +198,8 @@ pub(crate) async fn refresh_admitted(
             _ = rx.changed() => return,
         }
         let fetched = async {
-            let mut client = connect_broker(&k, platform.as_ref(), Duration::ZERO).await?;
-            fetch_admitted(&mut client, &secret).await
+            let mut c = connect_broker(&k, platform.as_ref(), Duration::ZERO).await?;
+            fetch_admitted(&mut c.client, &secret).await
         }
         .await;
         let list = match fetched {

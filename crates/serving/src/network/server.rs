@@ -75,7 +75,8 @@ impl Server {
         let signer =
             ReceiptSigner::generate().map_err(|e| ServeError::Attestation(e.to_string()))?;
         let receipt_key = signer.public_key();
-        let attestation = attestor(&o, platform.as_ref(), tls.as_ref(), &repo, receipt_key).await?;
+        let keys = (receipt_key, provisioned.key_release);
+        let attestation = attestor(&o, platform.as_ref(), tls.as_ref(), &repo, keys).await?;
         let receipts = attestation
             .as_ref()
             .map(|a| Arc::new(Receipts::new(signer, a.clone())));
@@ -248,13 +249,14 @@ fn batcher(o: &ServeOptions, metrics: Arc<Metrics>) -> Result<Option<Arc<Batcher
     Ok(Some(Arc::new(Batcher::new(params, metrics))))
 }
 
-/// The attestation document's maker, when there is a platform and a TLS key it may vouch for.
+/// The attestation document's maker, when there is a platform and a TLS key it may vouch for;
+/// its documents state the receipts' key and the key broker's grants.
 async fn attestor(
     o: &ServeOptions,
     platform: Option<&Arc<dyn Platform>>,
     tls: Option<&TlsSetup>,
     repo: &Arc<ModelRepository>,
-    receipt_key: [u8; 32],
+    (receipt_key, key_release): ([u8; 32], Option<teeserve_ratls::key_release::KeyRelease>),
 ) -> Result<Option<Arc<Attestor>>, ServeError> {
     let (Some(p), Some((_, spki, origin))) = (platform, tls) else {
         return Ok(None);
@@ -273,7 +275,8 @@ async fn attestor(
     let a = Arc::new(
         Attestor::new(p.clone(), spki.clone(), *origin, collateral, repo.clone())
             .with_batching(o.enable_batching)
-            .with_receipt_key(receipt_key),
+            .with_receipt_key(receipt_key)
+            .with_key_release(key_release),
     );
     // Quote once now, so a platform that cannot quote stops the start.
     a.current()
