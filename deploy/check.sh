@@ -70,7 +70,8 @@ print("gramine templates: ok")
 PY
 
 echo "== hadolint"
-"$venv/bin/hadolint" --failure-threshold warning --ignore DL3008 --ignore DL3059 docker/Dockerfile.kbs docker/Dockerfile.server
+"$venv/bin/hadolint" --failure-threshold warning --ignore DL3008 --ignore DL3059 docker/Dockerfile.kbs docker/Dockerfile.server \
+  docker/Dockerfile.tfserving
 
 echo "== yamllint"
 "$venv/bin/yamllint" -d '{extends: default, rules: {line-length: {max: 120}}}' kubernetes/
@@ -78,7 +79,7 @@ echo "== yamllint"
 echo "== the cluster harness runs the replicas as deploy/kubernetes does"
 "$venv/bin/python" cluster/check_config.py
 if command -v shellcheck >/dev/null 2>&1; then
-  shellcheck check.sh cluster/run.sh
+  shellcheck check.sh cluster/run.sh docker/tfserving-entrypoint.sh
   echo "shellcheck: ok"
 else
   echo "shellcheck not available: shell scripts not linted" >&2

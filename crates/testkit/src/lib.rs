@@ -10,6 +10,7 @@
 //! |---|---|---|---|
 //! | real DCAP and Gramine vectors | `../shared/vectors` beside the repository | `TEESERVE_VECTORS` | `TEESERVE_REQUIRE_VECTORS=1` |
 //! | TensorFlow (`libtensorflow_cc.so.2` of the tensorflow-cpu wheel) | nowhere by default | `TEESERVE_TENSORFLOW_LIB` | `TEESERVE_REQUIRE_TENSORFLOW=1` |
+//! | a docker daemon, with the base images of `deploy/docker/Dockerfile.tfserving` already pulled | `docker` on `PATH` | `DOCKER_HOST` (docker's own) | `TEESERVE_REQUIRE_DOCKER=1` |
 //!
 //! ```
 //! fn a_test_on_real_quotes() {
