@@ -89,6 +89,9 @@ def test_refusals_name_their_rule(pki, server):
         (dict(tls_key_origin=["tee", "broker"]), None, "tls_key_origin"),
         (dict(allow_simulated=False), None, "allow_simulated"),
         (dict(), "intel", "root"),
+        # The key broker's log key: this server got no secret from a broker that signs its
+        # log, so its document carries no grant to check.
+        (dict(log_key="PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"), None, "log_key"),
     ]
     for over, root, rule in cases:
         with pytest.raises(teeserve.AttestationError) as e:
