@@ -1,4 +1,4 @@
-//! Checkpoints (C2SP tlog-checkpoint, https://c2sp.org/tlog-checkpoint): a signed note whose
+//! Checkpoints (C2SP tlog-checkpoint, <https://c2sp.org/tlog-checkpoint>): a signed note whose
 //! text is the log's origin, the tree size in decimal, and the base64 root hash, one per line.
 
 use base64::engine::general_purpose::STANDARD;

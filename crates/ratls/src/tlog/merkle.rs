@@ -103,7 +103,7 @@ impl CompactTree {
     }
 }
 
-/// PATH(m, D[n]): the inclusion proof of leaf `index` in the tree over `leaves` (RFC 9162
+/// `PATH(m, D[n])`: the inclusion proof of leaf `index` in the tree over `leaves` (RFC 9162
 /// section 2.1.3.1), from the leaf's sibling up.
 pub fn inclusion_proof(leaves: &[Hash], index: u64) -> Result<Vec<Hash>, TlogError> {
     let m = usize::try_from(index).unwrap_or(usize::MAX);
@@ -133,7 +133,7 @@ fn path(m: usize, d: &[Hash], out: &mut Vec<Hash>) {
     }
 }
 
-/// PROOF(m, D[n]): the consistency proof between the tree of the first `old_size` leaves and
+/// `PROOF(m, D[n])`: the consistency proof between the tree of the first `old_size` leaves and
 /// the tree over all of `leaves` (RFC 9162 section 2.1.4.1).
 pub fn consistency_proof(leaves: &[Hash], old_size: u64) -> Result<Vec<Hash>, TlogError> {
     let m = usize::try_from(old_size).unwrap_or(usize::MAX);

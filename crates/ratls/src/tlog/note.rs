@@ -1,4 +1,4 @@
-//! Signed notes (C2SP signed-note, https://c2sp.org/signed-note, v1.0.0): text signed by one or
+//! Signed notes (C2SP signed-note, <https://c2sp.org/signed-note>, v1.0.0): text signed by one or
 //! more keys, each signature on its own line after a blank line:
 //! `— <key name> base64(4-byte key ID || signature)`.
 //!

@@ -1,6 +1,6 @@
 //! Proofs as text, verifiable offline with the log's verifier key.
 //!
-//! An inclusion proof is C2SP tlog-proof (https://c2sp.org/tlog-proof, v1):
+//! An inclusion proof is C2SP tlog-proof (<https://c2sp.org/tlog-proof>, v1):
 //!
 //! ```text
 //! c2sp.org/tlog-proof@v1
