@@ -386,8 +386,16 @@ fn run_document(rel: &str) -> Ran {
             Some(124) | Some(137) => format!("timed out after {DOCUMENT_SECONDS} s"),
             c => format!("exited with {c:?}"),
         };
+        let hint = match (by_place.get(&place).map(|b| b.kind), python) {
+            (Some(Kind::Python), Some(Ok(py))) => format!(
+                "\n(Python blocks import the teeserve package installed for {}; .ci/run builds \
+                 it from this tree before the tests, and an older build may not match the server)",
+                py.display()
+            ),
+            _ => String::new(),
+        };
         panic!(
-            "{place} failed ({why}): the block\n{code}\n--- stdout\n{}\n--- stderr\n{}",
+            "{place} failed ({why}): the block\n{code}\n--- stdout\n{}\n--- stderr\n{}{hint}",
             tail(&since(&stdout, &place)),
             tail(&since(&stderr, &place))
         );
