@@ -99,11 +99,16 @@ impl KeyBroker {
     pub(crate) fn load(config_path: &Path) -> Result<Self, KbsError> {
         let loaded = Loaded::load(config_path)?;
         let (audit, opened) = open_audit(&loaded)?;
-        if loaded.config.audit_log.is_some() && loaded.log_key.is_none() {
-            tracing::warn!(
+        match (&loaded.config.audit_log, &loaded.log_key) {
+            (Some(_), None) => tracing::warn!(
                 "the audit log is not signed (no [log] table in {}): whoever can write it can change it unnoticed; `teeserve kbs log keygen` makes a key",
                 config_path.display()
-            );
+            ),
+            (None, _) => tracing::warn!(
+                "no audit_log in {}: decisions go to this output only, and no log is signed",
+                config_path.display()
+            ),
+            (Some(_), Some(_)) => {}
         }
         if let Some(o) = opened.filter(|o| o.uncovered > 0 && loaded.log_key.is_some()) {
             tracing::warn!(
