@@ -77,6 +77,22 @@ pub async fn fetch_attestation_as(
     server_name: &str,
     nonce: Option<&[u8]>,
 ) -> Result<FetchedAttestation, RequesterError> {
+    fetch_attestation_served(addr, verifier, identity, server_name, nonce)
+        .await
+        .map(|(fetched, _)| fetched)
+}
+
+/// [`fetch_attestation_as`], and the document's JSON as the server sent it: the bytes whose
+/// SHA-256 the server's receipts name, which a requester keeps to verify them (serializing the
+/// parsed document again gives other bytes when the server states a field this requester
+/// does not know).
+pub async fn fetch_attestation_served(
+    addr: &str,
+    verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+    identity: Option<ClientIdentity>,
+    server_name: &str,
+    nonce: Option<&[u8]>,
+) -> Result<(FetchedAttestation, Vec<u8>), RequesterError> {
     let cap = Capture::new(verifier);
     let cfg = crate::transport::client_config(cap.clone(), identity, &[b"http/1.1"])
         .map_err(RequesterError::attestation)?;
@@ -125,7 +141,7 @@ pub async fn fetch_attestation_as(
     let cert = cap
         .captured()
         .ok_or_else(|| RequesterError::attestation("no server certificate was seen"))?;
-    Ok(FetchedAttestation { doc, cert })
+    Ok((FetchedAttestation { doc, cert }, body))
 }
 
 /// DER SubjectPublicKeyInfo of a certificate.

@@ -9,7 +9,7 @@ use teeserve_attest::{Collateral, CollateralSource, Policy, TrustAnchor, Verdict
 use teeserve_ratls::{Appraiser, AttestationDoc, KeyOrigin};
 
 use crate::attestation::{
-    appraise_attestation, attested_client_config, fetch_attestation_as, fresh_nonce,
+    appraise_attestation, attested_client_config, fetch_attestation_served, fresh_nonce,
     FetchedAttestation,
 };
 use crate::error::Refusal;
@@ -84,6 +84,8 @@ pub struct Attested {
     pub doc: AttestationDoc,
     /// The certificate (DER) whose key the document binds.
     pub cert: Vec<u8>,
+    /// The document's JSON as the server sent it (what its receipts name by SHA-256).
+    pub doc_json: Vec<u8>,
     appraiser: Arc<Appraiser>,
     policy: Policy,
 }
@@ -116,20 +118,21 @@ pub async fn attest_server(o: AttestOptions) -> Result<Attested, Refusal> {
         NonceChoice::Always => Some(nonce()?),
         NonceChoice::ByKeyOrigin | NonceChoice::Never => None,
     };
-    let fetched = fetch(&o, first.as_ref().map(|n| &n[..])).await?;
+    let (fetched, doc_json) = fetch(&o, first.as_ref().map(|n| &n[..])).await?;
     let (mut appraiser, mut verdict) = admit(&o, &fetched, first.as_ref().map(|n| &n[..]))?;
-    let mut fetched = fetched;
+    let (mut fetched, mut doc_json) = (fetched, doc_json);
     if o.nonce == NonceChoice::ByKeyOrigin && fetched.doc.key_origin == KeyOrigin::Host {
         // The policy admits a host key (else `admit` refused); whoever holds one could have
         // replayed that document, so the TEE must quote this requester's own nonce.
         let n = nonce()?;
-        fetched = fetch(&o, Some(&n)).await?;
+        (fetched, doc_json) = fetch(&o, Some(&n)).await?;
         (appraiser, verdict) = admit(&o, &fetched, Some(&n))?;
     }
     Ok(Attested {
         verdict,
         doc: fetched.doc,
         cert: fetched.cert,
+        doc_json,
         appraiser,
         policy: o.policy,
     })
@@ -139,8 +142,12 @@ fn nonce() -> Result<[u8; 32], Refusal> {
     fresh_nonce().map_err(|e| Refusal::new("nonce", e.to_string()))
 }
 
-/// One fetch of the document, over `nonce` when given, within [`FETCH_TIMEOUT`].
-async fn fetch(o: &AttestOptions, nonce: Option<&[u8]>) -> Result<FetchedAttestation, Refusal> {
+/// One fetch of the document (parsed, and as served), over `nonce` when given, within
+/// [`FETCH_TIMEOUT`].
+async fn fetch(
+    o: &AttestOptions,
+    nonce: Option<&[u8]>,
+) -> Result<(FetchedAttestation, Vec<u8>), Refusal> {
     // With a CA the fetch already requires it; without one the document's binding to this
     // connection's key is what decides.
     let fetch_verifier = o
@@ -148,7 +155,7 @@ async fn fetch(o: &AttestOptions, nonce: Option<&[u8]>) -> Result<FetchedAttesta
         .clone()
         .unwrap_or_else(|| Arc::new(teeserve_attest::collateral::pccs::AnyServerCert::default()));
     let identity = o.identity.as_ref().map(|(c, k)| (c.clone(), k.clone_key()));
-    let fetch = fetch_attestation_as(&o.addr, fetch_verifier, identity, &o.server_name, nonce);
+    let fetch = fetch_attestation_served(&o.addr, fetch_verifier, identity, &o.server_name, nonce);
     tokio::time::timeout(FETCH_TIMEOUT, fetch)
         .await
         .map_err(|_| {

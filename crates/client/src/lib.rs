@@ -50,7 +50,8 @@ mod transport;
 
 pub use attestation::{
     accept_header, answered_by, appraise_attestation, attested_client_config, check_attestation,
-    fetch_attestation, fetch_attestation_as, fresh_nonce, spki_of, FetchedAttestation,
+    fetch_attestation, fetch_attestation_as, fetch_attestation_served, fresh_nonce, spki_of,
+    FetchedAttestation,
 };
 pub use attested::{attest_server, AttestOptions, Attested, NonceChoice};
 pub use error::{Refusal, RequesterError};
