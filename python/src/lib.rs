@@ -1,7 +1,8 @@
 //! The native half of teeserve's Python package (`teeserve._native`): quote verification with
-//! the Rust verifier, and the attestation check plus the pinning forwarder behind
-//! `teeserve.attested_channel` and `teeserve.attested_session`. The Python half (`teeserve/`)
-//! turns its results into dicts, exceptions, a `grpc.Channel` and a `requests.Session`.
+//! the Rust verifier, the attestation check plus the pinning forwarder behind
+//! `teeserve.attested_channel` and `teeserve.attested_session`, and receipt verification
+//! (`teeserve.verify_receipt`). The Python half (`teeserve/`) turns its results into dicts,
+//! exceptions, a `grpc.Channel` and a `requests.Session`.
 //!
 //! Refusals are raised as `_native.Refusal(rule, detail, message)`; malformed arguments (a
 //! policy, a root certificate, a client key) as `ValueError`.
@@ -20,6 +21,8 @@ use zeroize::Zeroizing;
 use teeserve_attest::{Collateral, Policy, PreparedCollateral, Quote, TrustAnchor, Verifier};
 use teeserve_client::forward::{Forwarder, Protocol, Upstream};
 use teeserve_client::{attest_server, AttestOptions, NonceChoice, Refusal};
+
+mod receipt;
 
 pyo3::create_exception!(
     _native,
@@ -237,6 +240,8 @@ struct AttestedForwarder {
     socket_path: String,
     verdict_json: String,
     document_json: String,
+    attestation_document: Vec<u8>,
+    certificate: Vec<u8>,
     accept_header: Option<String>,
 }
 
@@ -267,6 +272,20 @@ impl AttestedForwarder {
         &self.document_json
     }
 
+    /// The attestation document as the server sent it (JSON bytes), to keep with receipts:
+    /// with `receipts`, the standing document that the server's receipts name, which is not
+    /// the admitted one when that was quoted over the requester's nonce.
+    #[getter]
+    fn attestation_document<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
+        pyo3::types::PyBytes::new(py, &self.attestation_document)
+    }
+
+    /// The certificate (DER) whose key the attestation document binds.
+    #[getter]
+    fn certificate<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
+        pyo3::types::PyBytes::new(py, &self.certificate)
+    }
+
     /// Why the last connection to the server was refused or failed, if one was.
     fn last_error(&self) -> Option<String> {
         self.forwarder.lock().ok().and_then(|f| f.last_error())
@@ -287,9 +306,10 @@ impl AttestedForwarder {
 }
 
 /// Checks a server's attestation and starts a forwarder pinned to its attested key; raises
-/// `Refusal` before anything but a nonce reached the server when the check fails.
+/// `Refusal` before anything but a nonce reached the server when the check fails. With
+/// `receipts`, the server must sign receipts, and the document they name is kept.
 #[pyfunction]
-#[pyo3(signature = (addr, server_name, protocol, policy_kind, policy_text, ca_pem=None, root_pem=None, collateral=None, certificate_chain=None, private_key=None))]
+#[pyo3(signature = (addr, server_name, protocol, policy_kind, policy_text, ca_pem=None, root_pem=None, collateral=None, certificate_chain=None, private_key=None, receipts=false))]
 #[allow(clippy::too_many_arguments)]
 fn attest(
     py: Python<'_>,
@@ -303,6 +323,7 @@ fn attest(
     collateral: Option<Vec<u8>>,
     certificate_chain: Option<Vec<u8>>,
     private_key: Option<Vec<u8>>,
+    receipts: bool,
 ) -> PyResult<AttestedForwarder> {
     let private_key = private_key.map(Zeroizing::new);
     let (protocol, alpn): (Protocol, &[&[u8]]) = match protocol {
@@ -340,17 +361,21 @@ fn attest(
         .map(Collateral::from_json)
         .transpose()
         .map_err(|e| value_error("collateral", e))?;
-    let options = AttestOptions {
-        addr: addr.clone(),
-        server_name: server_name.clone(),
-        ca: ca.clone(),
-        identity: identity()?,
-        policy,
-        anchor,
-        collateral,
-        at: now(),
-        nonce: NonceChoice::ByKeyOrigin,
+    let options = || -> PyResult<AttestOptions> {
+        Ok(AttestOptions {
+            addr: addr.clone(),
+            server_name: server_name.clone(),
+            ca: ca.clone(),
+            identity: identity()?,
+            policy: policy.clone(),
+            anchor: anchor.clone(),
+            collateral: collateral.clone(),
+            at: now(),
+            nonce: NonceChoice::ByKeyOrigin,
+        })
     };
+    let standing = receipts.then(options).transpose()?;
+    let options = options()?;
     let data_identity = identity()?;
     // A key that does not go with its certificate is the caller's mistake, said now, not a
     // failed handshake later blamed on the server.
@@ -368,12 +393,16 @@ fn attest(
         })?;
     }
     let rt = runtime()?;
-    let (attested, tls) = py
+    let (attested, receipt_doc, tls) = py
         .detach(|| {
             rt.block_on(async {
                 let attested = attest_server(options).await?;
+                let receipt_doc = match standing {
+                    Some(o) => Some(receipt::receipt_document(&attested, o).await?),
+                    None => None,
+                };
                 let tls = attested.client_config(ca, data_identity, alpn)?;
-                Ok::<_, Refusal>((attested, tls))
+                Ok::<_, Refusal>((attested, receipt_doc, tls))
             })
         })
         .map_err(refusal)?;
@@ -394,6 +423,8 @@ fn attest(
             .map_err(|e| value_error("verdict", e))?,
         document_json: serde_json::to_string(&attested.doc)
             .map_err(|e| value_error("document", e))?,
+        attestation_document: receipt_doc.unwrap_or(attested.doc_json),
+        certificate: attested.cert,
         accept_header,
     })
 }
@@ -406,6 +437,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(clear_cache, m)?)?;
     m.add_function(wrap_pyfunction!(parse_time, m)?)?;
     m.add_function(wrap_pyfunction!(attest, m)?)?;
+    m.add_function(wrap_pyfunction!(receipt::verify_receipt, m)?)?;
     m.add_class::<AttestedForwarder>()?;
     Ok(())
 }

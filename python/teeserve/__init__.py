@@ -5,6 +5,9 @@
 - ``attested_channel``: a ``grpc.Channel`` to a server whose TLS key was attested; it works
   unchanged with ``PredictionServiceStub`` and ``ModelServiceStub``.
 - ``attested_session``: a ``requests.Session`` with the same guarantee for REST.
+- ``verify_receipt``: check a receipt (``receipts=True``: the server's signed statement of which
+  model file answered which request with which response) against the attestation document
+  that carries its key, as ``teeserve receipt verify`` does.
 
 The channel and the session never reach a server whose key was not attested: every connection
 they open goes through a small forwarder in the extension, on a Unix socket in a private
@@ -25,6 +28,9 @@ __all__ = [
     "verify_quote",
     "attested_channel",
     "attested_session",
+    "Attestation",
+    "Receipt",
+    "verify_receipt",
 ]
 
 
@@ -38,11 +44,13 @@ class Error(Exception):
 
 
 class VerificationError(Error):
-    """A quote did not verify, or the policy refused its verdict.
+    """A quote or a receipt did not verify, or the policy refused its verdict.
 
     ``rule`` is the policy key that refused (``mrenclave``, ``tcb_status``, ``allow_debug``,
     ...) or the verification check that failed (``signature``, ``expired``, ``root``,
-    ``tcb_not_supported``, ``collateral``, ``quote``, ...).
+    ``tcb_not_supported``, ``collateral``, ``quote``, ...; for a receipt also ``receipt`` (its
+    shape, or a signature that is not the attested receipt key's), ``receipt request``,
+    ``receipt response``, ``receipt document``, ``receipt model``, ``receipt key``).
     """
 
 
@@ -126,6 +134,107 @@ def verify_quote(quote, collateral=None, *, pccs_url=None, at=None, policy=None,
     return _json.loads(verdict)
 
 
+class Attestation:
+    """A server's attestation document (``document``: its JSON bytes) and the certificate
+    (``certificate``: DER bytes) whose key the document binds: what a receipt is verified
+    against. Keep it with the receipts it vouches for."""
+
+    __slots__ = ("document", "certificate")
+
+    def __init__(self, document, certificate):
+        self.document = _bytes(document, "document")
+        self.certificate = _bytes(certificate, "certificate")
+
+    def __repr__(self):
+        return f"Attestation(document={len(self.document)} bytes, certificate={len(self.certificate)} bytes)"
+
+
+# The files of a receipt directory, as `teeserve predict --receipt DIR` writes them and
+# `teeserve receipt verify DIR` reads them.
+_RECEIPT_FILES = ("receipt.cbor", "request.bin", "response.bin", "attestation.json", "certificate.der")
+
+
+class Receipt:
+    """A receipt (``receipt``: the COSE_Sign1 bytes the server sent), the exact bytes of the
+    request and the response it is about (``request``, ``response``: the gRPC messages or the
+    REST bodies as sent and received), and the ``attestation`` that carries its key.
+
+    ``save(directory)`` writes the files ``teeserve receipt verify`` reads; ``Receipt.load``
+    reads them back.
+    """
+
+    __slots__ = ("receipt", "request", "response", "attestation")
+
+    def __init__(self, receipt, request, response, attestation):
+        self.receipt = receipt
+        self.request = request
+        self.response = response
+        self.attestation = attestation
+
+    def save(self, directory):
+        """Writes receipt.cbor, request.bin, response.bin, attestation.json and certificate.der
+        into ``directory`` (made if absent)."""
+        _os.makedirs(directory, exist_ok=True)
+        contents = (self.receipt, self.request, self.response, self.attestation.document,
+                    self.attestation.certificate)
+        for name, data in zip(_RECEIPT_FILES, contents):
+            with open(_os.path.join(directory, name), "wb") as f:
+                f.write(data)
+
+    @classmethod
+    def load(cls, directory):
+        """The receipt that ``save`` (or ``teeserve predict --receipt``) wrote to ``directory``."""
+        r, req, resp, doc, cert = (_bytes(_os.path.join(directory, n), n) for n in _RECEIPT_FILES)
+        return cls(r, req, resp, Attestation(doc, cert))
+
+    def __repr__(self):
+        return (f"Receipt({len(self.receipt)} bytes, request {len(self.request)} bytes, "
+                f"response {len(self.response)} bytes)")
+
+
+def verify_receipt(receipt, request=None, response=None, attestation=None, *, policy, root=None,
+                   collateral=None):
+    """Verifies a receipt and returns its verdict as a dict, the JSON that ``teeserve receipt
+    verify`` prints: ``model``, ``version``, ``model_sha256``, ``signature``, ``method``,
+    ``time``, ``counter``, ``request_sha256``, ``response_sha256``, ``tee``, ``tcb_status``.
+
+    receipt: the receipt's bytes, or a Receipt (which brings its request, response and
+        attestation).
+    request, response: the exact bytes the receipt is about (bytes or paths).
+    attestation: the Attestation that carries the receipt key (``channel.attestation``), or a
+        (document, certificate) pair.
+    policy: a dict with the keys of a teeserve policy file, or the path of one (TOML).
+    root: the attestation root certificate (PEM bytes or path) instead of Intel's.
+    collateral: a collateral bundle (bytes or path) instead of the one the document carries.
+
+    Checks the document's quote and the policy as of the receipt's time (was the server
+    admitted when it answered?), that the quote binds the document's receipt key, the receipt's
+    signature under that key, that the request and response are the ones it names, and that
+    the document lists the model file it names. Raises VerificationError naming the rule
+    otherwise.
+    """
+    if isinstance(receipt, Receipt):
+        request = receipt.request if request is None else request
+        response = receipt.response if response is None else response
+        attestation = receipt.attestation if attestation is None else attestation
+        receipt = receipt.receipt
+    if request is None or response is None or attestation is None:
+        raise TypeError("verify_receipt needs the request, the response and the attestation")
+    if not isinstance(attestation, Attestation):
+        attestation = Attestation(*attestation)
+    kind, text = _policy(policy)
+    try:
+        verdict = _native.verify_receipt(
+            _bytes(receipt, "receipt"), _bytes(request, "request"), _bytes(response, "response"),
+            attestation.document, attestation.certificate, kind, text,
+            root_pem=None if root is None else _bytes(root, "root"),
+            collateral=None if collateral is None else _bytes(collateral, "collateral"))
+    except _native.Refusal as e:
+        rule, detail, message = e.args
+        raise VerificationError(message, rule, detail) from None
+    return _json.loads(verdict)
+
+
 def _split_target(target):
     """(host:port, host) of a gRPC target such as ``localhost:8500`` or ``dns:///host:8500``."""
     t = target
@@ -145,7 +254,7 @@ def _split_target(target):
 
 
 def _attest(addr, server_name, protocol, root_certificates, policy, root, collateral,
-            private_key, certificate_chain):
+            private_key, certificate_chain, receipts=False):
     kind, text = _policy(policy)
     try:
         return _native.attest(
@@ -155,6 +264,7 @@ def _attest(addr, server_name, protocol, root_certificates, policy, root, collat
             collateral=None if collateral is None else _bytes(collateral, "collateral"),
             certificate_chain=None if certificate_chain is None else _bytes(certificate_chain, "certificate_chain"),
             private_key=None if private_key is None else _bytes(private_key, "private_key"),
+            receipts=receipts,
         )
     except _native.Refusal as e:
         rule, detail, message = e.args
@@ -163,7 +273,7 @@ def _attest(addr, server_name, protocol, root_certificates, policy, root, collat
 
 
 def attested_channel(target, *, root_certificates, policy, root=None, collateral=None,
-                     private_key=None, certificate_chain=None, options=None):
+                     private_key=None, certificate_chain=None, options=None, receipts=False):
     """A ``grpc.Channel`` to ``target`` (``HOST:PORT``) whose server's TLS key was attested.
 
     Before returning, fetches the server's attestation document (``/v1/attestation``, quoted
@@ -177,6 +287,12 @@ def attested_channel(target, *, root_certificates, policy, root=None, collateral
     collateral: a collateral bundle (bytes or path) instead of the one the server publishes.
     private_key, certificate_chain: PEM bytes of a client identity, for mutual TLS.
     options: gRPC channel options; ``grpc.ssl_target_name_override`` names the server.
+    receipts: ask for a receipt of every call (metadata ``x-teeserve-receipt: 1``); the server
+        must sign receipts (its document carries a receipt key), else AttestationError.
+        ``channel.last_receipt()`` is then the Receipt of the last unary call (all of TF
+        Serving's methods are unary) that this thread made and that completed, with the
+        request and response messages as the channel sent and received them; pass it to
+        verify_receipt. ``channel.attestation`` is the document the receipts name.
 
     Every connection the channel makes (reconnects included) must present the attested key:
     a server swapped in later, even with a certificate from the same CA, is refused at the
@@ -186,20 +302,24 @@ def attested_channel(target, *, root_certificates, policy, root=None, collateral
 
     return _grpc.channel(target, root_certificates=root_certificates, policy=policy, root=root,
                          collateral=collateral, private_key=private_key,
-                         certificate_chain=certificate_chain, options=options)
+                         certificate_chain=certificate_chain, options=options, receipts=receipts)
 
 
 def attested_session(url, *, root_certificates, policy, root=None, collateral=None,
-                     private_key=None, certificate_chain=None):
+                     private_key=None, certificate_chain=None, receipts=False):
     """A ``requests.Session`` for the REST API at ``url`` (``https://HOST:PORT``) whose server's
     TLS key was attested, with the same check and arguments as attested_channel.
 
     The session talks only to that origin (any other URL, redirects included, is refused) and
     only to the attested key: a server swapped in later is refused at the handshake and the
     request raises ``requests.exceptions.SSLError`` saying why. ``close()`` stops the forwarder.
+
+    receipts: ask for a receipt of every request (header ``X-Teeserve-Receipt: 1``), as for
+    attested_channel; ``session.last_receipt()`` is then the Receipt of the last response this
+    thread got, with the request body as sent and the response body as received.
     """
     from . import _rest
 
     return _rest.session(url, root_certificates=root_certificates, policy=policy,
                          root=root, collateral=collateral, private_key=private_key,
-                         certificate_chain=certificate_chain)
+                         certificate_chain=certificate_chain, receipts=receipts)

@@ -1,7 +1,9 @@
 """attested_session: a requests.Session over the extension's pinning forwarder."""
 
+import base64
 import json
 import socket
+import threading
 import weakref
 from urllib.parse import urlsplit
 
@@ -10,10 +12,13 @@ import requests.adapters
 import urllib3
 import urllib3.connection
 
-from . import _attest
+from . import Attestation, Receipt, _attest
 
 # The header on the forwarder's own answer when it refused the server.
 _REFUSED = "x-teeserve-refused"
+# The request header that asks for a receipt, and the response header that brings one
+# (base64url without padding).
+_RECEIPT = "X-Teeserve-Receipt"
 
 
 class _UnixConnection(urllib3.connection.HTTPConnection):
@@ -106,16 +111,23 @@ class AttestedSession(requests.Session):
     """A requests.Session that talks only to the attested server.
 
     ``verdict`` and ``document`` are what the attestation check found; ``base_url`` is the
-    origin it admits.
+    origin it admits; ``attestation`` is the document (JSON bytes) with the certificate it
+    binds, which receipts are verified against. With receipts, ``last_receipt()`` is the
+    Receipt of this thread's last response.
     """
 
-    def __init__(self, forwarder, origin, host, port):
+    def __init__(self, forwarder, origin, host, port, receipts=False):
         super().__init__()
         self._forwarder = forwarder
         self.base_url = origin
         self.verdict = json.loads(forwarder.verdict_json)
         self.document = json.loads(forwarder.document_json)
+        self.attestation = Attestation(forwarder.attestation_document, forwarder.certificate)
+        self.receipts = receipts
+        self._last = threading.local()
         self.trust_env = False  # no proxy from the environment: nothing but the forwarder
+        if receipts:
+            self.headers[_RECEIPT] = "1"
         if forwarder.accept_header:
             # Every request carries the policy's model pins: the attested server answers from
             # no other model file.
@@ -127,6 +139,28 @@ class AttestedSession(requests.Session):
         for prefix in _prefixes(host, port):
             self.mount(prefix, pinned)
         weakref.finalize(self, forwarder.close)
+
+    def send(self, request, **kwargs):
+        self._last.response = None
+        resp = super().send(request, **kwargs)
+        self._last.response = resp
+        return resp
+
+    def last_receipt(self):
+        """The Receipt of the last response this thread got from the session (redirects
+        followed), or None when it carries none. The request body is the one sent (a body
+        given as text is sent as its UTF-8 bytes); the response body is read if it was not."""
+        resp = getattr(self._last, "response", None)
+        value = None if resp is None else resp.headers.get(_RECEIPT)
+        if not value:
+            return None
+        receipt = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        body = resp.request.body
+        if body is None:
+            body = b""
+        elif isinstance(body, str):
+            body = body.encode("utf-8")
+        return Receipt(receipt, bytes(body), resp.content, self.attestation)
 
     def close(self):
         try:
@@ -144,7 +178,7 @@ def _prefixes(host, port):
 
 
 def session(url, *, root_certificates, policy, root, collateral, private_key,
-            certificate_chain):
+            certificate_chain, receipts):
     u = urlsplit(url)
     if u.scheme != "https" or not u.hostname:
         raise ValueError(f"url {url!r} is not https://HOST[:PORT]")
@@ -152,5 +186,5 @@ def session(url, *, root_certificates, policy, root, collateral, private_key,
     name = f"[{host}]" if ":" in host else host
     addr = f"{name}:{port}"
     fwd = _attest(addr, host, "http1", root_certificates, policy, root, collateral,
-                  private_key, certificate_chain)
-    return AttestedSession(fwd, f"https://{addr}", host, port)
+                  private_key, certificate_chain, receipts=receipts)
+    return AttestedSession(fwd, f"https://{addr}", host, port, receipts)

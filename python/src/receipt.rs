@@ -1,0 +1,133 @@
+//! Receipts from Python: the attestation document a server's receipts name, kept when the
+//! channel or session is made, and `verify_receipt`, which checks a receipt as
+//! `teeserve receipt verify` does ([`teeserve_client::check_receipt`]) and returns the same
+//! verdict.
+
+use pyo3::prelude::*;
+use serde_json::json;
+
+use teeserve_attest::{CollateralSource, Policy};
+use teeserve_client::{attest_server, check_receipt, AttestOptions, Attested, FetchedAttestation};
+use teeserve_client::{NonceChoice, Refusal};
+use teeserve_ratls::{Appraiser, AttestationDoc};
+
+use crate::{anchor_from, policy_from, prepared_for, refusal, value_error};
+
+/// The attestation document that a server's receipts name, as the server sent it (its JSON):
+/// its standing document (the server hashes that one into every receipt). When the admitted
+/// document was quoted over the requester's nonce, the standing one is fetched and admitted as
+/// well (by `standing`, the same check without a nonce), and must come with the same
+/// certificate and the same receipt key. Refuses a server whose document carries no receipt
+/// key: it signs no receipts.
+pub(crate) async fn receipt_document(
+    admitted: &Attested,
+    standing: AttestOptions,
+) -> Result<Vec<u8>, Refusal> {
+    let key = admitted.doc.receipt_key()?.ok_or_else(|| {
+        Refusal::new(
+            "receipt key",
+            "the attestation document carries no receipt key: the server signs no receipts",
+        )
+    })?;
+    if admitted.doc.nonce.is_none() {
+        return Ok(admitted.doc_json.clone());
+    }
+    let standing = attest_server(AttestOptions {
+        nonce: NonceChoice::Never,
+        ..standing
+    })
+    .await?;
+    if standing.cert != admitted.cert {
+        return Err(Refusal::new(
+            "certificate",
+            "the server presented another certificate with its standing attestation document than with the one quoted over the nonce",
+        ));
+    }
+    if standing.doc.receipt_key()? != Some(key) {
+        return Err(Refusal::new(
+            "receipt key",
+            "the server's standing attestation document names another receipt key than the one quoted over the nonce",
+        ));
+    }
+    Ok(standing.doc_json)
+}
+
+/// Verifies a receipt against the attestation document that carries its key (`document`, its
+/// JSON; `certificate`, the DER certificate whose key the document binds), a policy and the
+/// request and response bytes: the document's quote and the policy at the receipt's time, the
+/// receipt's signature, the hashes, and that the document lists the model. Returns the verdict
+/// as JSON text, the same as `teeserve receipt verify` prints; raises `Refusal` naming the rule.
+#[pyfunction]
+#[pyo3(signature = (receipt, request, response, document, certificate, policy_kind, policy_text, root_pem=None, collateral=None))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn verify_receipt(
+    py: Python<'_>,
+    receipt: Vec<u8>,
+    request: Vec<u8>,
+    response: Vec<u8>,
+    document: Vec<u8>,
+    certificate: Vec<u8>,
+    policy_kind: &str,
+    policy_text: &str,
+    root_pem: Option<Vec<u8>>,
+    collateral: Option<Vec<u8>>,
+) -> PyResult<String> {
+    let policy = policy_from(policy_kind, policy_text)?;
+    let anchor = anchor_from(root_pem.as_deref())?;
+    let checked = py
+        .detach(move || -> Result<_, Refusal> {
+            let doc: AttestationDoc = serde_json::from_slice(&document)
+                .map_err(|e| Refusal::new("document", format!("the attestation document: {e}")))?;
+            let bundle = match (collateral, &doc.collateral) {
+                (Some(c), _) => c,
+                (None, Some(c)) => c.to_string().into_bytes(),
+                (None, None) => {
+                    return Err(Refusal::new(
+                        "collateral",
+                        "no collateral: the attestation document carries none; give collateral",
+                    ))
+                }
+            };
+            let (verifier, prepared) = prepared_for(anchor, &bundle)?;
+            let appraiser = Appraiser::new(verifier, CollateralSource::Bundle(prepared));
+            let attested = FetchedAttestation {
+                doc,
+                cert: certificate,
+            };
+            check(
+                &appraiser, &policy, &attested, &document, &receipt, &request, &response,
+            )
+        })
+        .map_err(refusal)?;
+    serde_json::to_string(&checked).map_err(|e| value_error("verdict", e))
+}
+
+/// [`check_receipt`], and its verdict in the fields `teeserve receipt verify` prints.
+fn check(
+    appraiser: &Appraiser,
+    policy: &Policy,
+    attested: &FetchedAttestation,
+    doc_json: &[u8],
+    receipt: &[u8],
+    request: &[u8],
+    response: &[u8],
+) -> Result<serde_json::Value, Refusal> {
+    let checked = check_receipt(
+        appraiser, policy, attested, doc_json, receipt, request, response,
+    )?;
+    let c = &checked.claims;
+    Ok(json!({
+        "verified": true,
+        "model": c.model,
+        "version": c.version,
+        "model_sha256": hex::encode(c.model_sha256),
+        "signature": c.signature,
+        "method": c.method,
+        "time": c.time,
+        "counter": c.counter,
+        "request_sha256": hex::encode(c.request_sha256),
+        "response_sha256": hex::encode(c.response_sha256),
+        "tee": checked.verdict.tee,
+        "tcb_status": checked.verdict.tcb_status,
+    }))
+}
