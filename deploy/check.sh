@@ -44,7 +44,7 @@ assert not any(a.startswith("/engines") for a in argv) and "--engine" not in arg
 e = tomllib.loads(env.from_string(open("gramine/teeserve.manifest.template").read()).render(
     **values, onnxruntime_lib="libonnxruntime.so.1.20.1", tensorflow_lib="libtensorflow_cc.so.2"))
 eargv, etrusted = e["loader"]["argv"], e["sgx"]["trusted_files"]
-for flag, lib in [("--onnxruntime-lib", "libonnxruntime.so.1.20.1"), ("--tensorflow-lib", "libtensorflow_cc.so.2")]:
+for flag, lib in [("--onnxruntime_lib", "libonnxruntime.so.1.20.1"), ("--tensorflow_lib", "libtensorflow_cc.so.2")]:
     assert eargv[eargv.index(flag) + 1] == "/engines/" + lib, eargv
     assert "file:engines/" + lib in etrusted, etrusted
 assert "file:engines/libtensorflow_framework.so.2" in etrusted, etrusted

@@ -135,7 +135,7 @@ def self_check(harness, m, container, replicas):
         return h
 
     drifts = {
-        "a flag left out": (serve_without("--kbs-tls-key-secret"), m),
+        "a flag left out": (serve_without("--kbs_tls_key_secret"), m),
         "another poll interval": (serve_with("--file_system_poll_wait_seconds", "1"), m),
         "another model path": (serve_with("--model_base_path", "models/other"), m),
         "another platform": (serve_with("--platform", "tdx"), m),

@@ -59,9 +59,9 @@ serve_args() {
   printf '%s\n' serve \
     --platform simulated \
     --kbs "${ADDR[broker]}:$KBS_PORT" \
-    --kbs-ca etc/kbs-ca.pem \
-    --kbs-tls-key-secret tls-key \
-    --tls-cert etc/server.pem \
+    --kbs_ca etc/kbs-ca.pem \
+    --kbs_tls_key_secret tls-key \
+    --tls_cert etc/server.pem \
     --model_name "$MODEL" \
     --model_base_path "models/$MODEL" \
     --port "$GRPC_PORT" \
