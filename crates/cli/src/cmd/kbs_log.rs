@@ -37,7 +37,7 @@ pub struct KeygenArgs {
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
     /// The log's name: the key's name and the first line of every checkpoint; a schema-less
-    /// URL such as example.com/kbs is recommended (default: teeserve-kbs/<random hex>).
+    /// URL such as example.com/kbs is recommended (default: `teeserve-kbs/<random hex>`).
     #[arg(long, value_name = "NAME")]
     pub origin: Option<String>,
 }
