@@ -134,12 +134,12 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
     let inputs = input_tensors(&sig, &input).map_err(anyhow::Error::msg)?;
     let p = conn.predict(&target, &inputs).await.map_err(refuse)?;
     let out = report(&a, &p, attested.as_ref())?;
-    if let (Some(dir), Some((_, doc, cert))) = (&a.receipt, &attested) {
+    if let (Some(dir), Some((_, _, (cert, doc_json)))) = (&a.receipt, &attested) {
         let r = p
             .receipt
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("the server answered without a receipt"))?;
-        save_receipt(dir, r, doc, cert)?;
+        save_receipt(dir, r, doc_json, cert)?;
     }
     crate::util::say(serde_json::to_string_pretty(&out)?)?;
     Ok(0)
@@ -150,7 +150,7 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
 fn save_receipt(
     dir: &std::path::Path,
     r: &teeserve_client::requester::Receipt,
-    doc: &AttestationDoc,
+    doc_json: &[u8],
     cert: &[u8],
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("--receipt {}", dir.display()))?;
@@ -161,7 +161,7 @@ fn save_receipt(
     write("receipt.cbor", &r.receipt)?;
     write("request.bin", &r.request)?;
     write("response.bin", &r.response)?;
-    write("attestation.json", &serde_json::to_vec(doc)?)?;
+    write("attestation.json", doc_json)?;
     write("certificate.der", cert)?;
     eprintln!("receipt written to {}", dir.display());
     Ok(())
@@ -180,6 +180,9 @@ fn client_identity(a: &PredictArgs) -> Result<Option<ClientIdentity>> {
     })
 }
 
+/// The attested certificate (DER) and the attestation document as the server served it.
+type Served = (Vec<u8>, Vec<u8>);
+
 type ClientIdentity = (
     Vec<rustls::pki_types::CertificateDer<'static>>,
     rustls::pki_types::PrivateKeyDer<'static>,
@@ -192,7 +195,7 @@ async fn data_tls(
     server_name: &str,
 ) -> Result<(
     Option<Arc<rustls::ClientConfig>>,
-    Option<(Verdict, AttestationDoc, Vec<u8>)>,
+    Option<(Verdict, AttestationDoc, Served)>,
 )> {
     if a.insecure {
         return Ok((None, None));
@@ -256,10 +259,11 @@ async fn data_tls(
     let cfg = attested
         .client_config(ca, identity, alpn)
         .map_err(|r| anyhow::anyhow!(r.message))?;
-    let cert = attested.cert.clone();
+    // The document as served: a receipt names the SHA-256 of those bytes.
+    let served = (attested.cert.clone(), attested.doc_json.clone());
     Ok((
         Some(Arc::new(cfg)),
-        Some((attested.verdict, attested.doc, cert)),
+        Some((attested.verdict, attested.doc, served)),
     ))
 }
 
@@ -268,7 +272,7 @@ async fn data_tls(
 fn report(
     a: &PredictArgs,
     p: &Prediction,
-    attested: Option<&(Verdict, AttestationDoc, Vec<u8>)>,
+    attested: Option<&(Verdict, AttestationDoc, Served)>,
 ) -> Result<Value> {
     let mut out = json!({ "model": a.model, "outputs": p.outputs });
     if let Some(v) = p.version {
