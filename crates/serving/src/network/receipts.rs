@@ -157,10 +157,6 @@ pub(crate) async fn grpc_layer(
     let Some(receipts) = receipts else {
         return no_receipts().into_status().into_http();
     };
-    let attestation = match receipts.attestation_sha256().await {
-        Ok(d) => d,
-        Err(e) => return e.into_status().into_http(),
-    };
     let method = req
         .uri()
         .path()
@@ -178,6 +174,12 @@ pub(crate) async fn grpc_layer(
     let resp = next
         .run(axum::extract::Request::from_parts(parts, body))
         .await;
+    // The document is looked up once the answer is made, as REST does: a version loaded while
+    // the request ran is listed in the document the receipt names.
+    let attestation = match receipts.attestation_sha256().await {
+        Ok(d) => d,
+        Err(e) => return e.into_status().into_http(),
+    };
     let slot = scope::current().receipt;
     let (parts, body) = resp.into_parts();
     let on_trailers: TrailerHook = Box::new(move |response_hash, trailers| {
