@@ -9,6 +9,49 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_teeserve"))
 }
 
+/// `teeserve-load`, built now beside `teeserve` with the same profile. It is its own package
+/// (it links no engine), and `cargo test` builds only the binaries of the package under
+/// test, so the requester is built here: a no-op when it is fresh, and never a stale binary
+/// left from another build. Cargo holds no lock on the build directory while tests run.
+pub fn load_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let target = bin();
+            let profile_dir = target.parent().ok_or("no directory for teeserve")?;
+            let profile = profile_dir
+                .file_name()
+                .and_then(|p| p.to_str())
+                .ok_or("an unnamed profile directory")?;
+            let mut cargo = Command::new(env!("CARGO"));
+            cargo
+                .current_dir(repo())
+                .args(["build", "--quiet", "-p", "teeserve-load"]);
+            match profile {
+                "debug" => {}
+                "release" => {
+                    cargo.arg("--release");
+                }
+                other => {
+                    cargo.args(["--profile", other]);
+                }
+            }
+            if let Some(dir) = profile_dir.parent() {
+                cargo.arg("--target-dir").arg(dir);
+            }
+            let out = cargo.output().map_err(|e| format!("cargo: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "cargo build -p teeserve-load failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Ok(profile_dir.join("teeserve-load"))
+        })
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -343,48 +343,46 @@ fn requesters_check_how_the_server_got_its_keys() {
     predict(d, &b.rest, "v2.toml").ok();
 
     // teeserve-load refuses the same way.
-    let load_bin = bin().with_file_name("teeserve-load");
-    if load_bin.exists() {
-        let input = repo().join("testdata/digits/sample.npy");
-        let out = Command::new(&load_bin)
-            .current_dir(d)
-            .args([
-                "--server",
-                &a.grpc,
-                "--ca",
-                "tls/ca.pem",
-                "--attest",
-                "v2.toml",
-                "--root",
-                "sim/root.pem",
-            ])
-            .args(["--model", "digits", "--input", s(&input), "--requests", "2"])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
-        assert!(stderr.contains("policy_sha256"), "{stderr}");
-        let out = Command::new(&load_bin)
-            .current_dir(d)
-            .args([
-                "--server",
-                &b.grpc,
-                "--ca",
-                "tls/ca.pem",
-                "--attest",
-                "v2.toml",
-                "--root",
-                "sim/root.pem",
-            ])
-            .args(["--model", "digits", "--input", s(&input), "--requests", "2"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let load_bin = load_bin();
+    let input = repo().join("testdata/digits/sample.npy");
+    let out = Command::new(&load_bin)
+        .current_dir(d)
+        .args([
+            "--server",
+            &a.grpc,
+            "--ca",
+            "tls/ca.pem",
+            "--attest",
+            "v2.toml",
+            "--root",
+            "sim/root.pem",
+        ])
+        .args(["--model", "digits", "--input", s(&input), "--requests", "2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("policy_sha256"), "{stderr}");
+    let out = Command::new(&load_bin)
+        .current_dir(d)
+        .args([
+            "--server",
+            &b.grpc,
+            "--ca",
+            "tls/ca.pem",
+            "--attest",
+            "v2.toml",
+            "--root",
+            "sim/root.pem",
+        ])
+        .args(["--model", "digits", "--input", s(&input), "--requests", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The host runs its own broker, handing the keys out with server B's grant proof: the
     // server it provisions states its own RA-TLS key, which the replayed grant does not name.

@@ -8,18 +8,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn load_bin() -> std::path::PathBuf {
-    // `teeserve-load` is its own package (it builds without any engine); `cargo test
-    // --workspace` builds it beside `teeserve`.
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_teeserve")).with_file_name("teeserve-load");
-    assert!(
-        bin.exists(),
-        "{} is not built: run the workspace's tests (cargo test --workspace) or cargo build -p teeserve-load",
-        bin.display()
-    );
-    bin
-}
-
 /// A simulated platform and a CA with a server certificate (its key a host file) in `d`.
 fn setup(d: &Path) {
     run_in(d, &["sim", "init", "--dir", "sim"]).ok();
