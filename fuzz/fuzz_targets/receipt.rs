@@ -3,8 +3,9 @@
 //!
 //! The first byte chooses what the rest is. Even: a receipt as it arrives, read under a fixed
 //! key; the parser refuses a bad shape before the signature, so this explores the outer COSE
-//! structure. Odd: a payload, signed here as teeserve signs one (RFC 9052 section 4.4) with a
-//! key made from a fixed seed, which takes the fuzzer's bytes past the signature check into the
+//! structure and the inclusion proof. Odd: a payload, signed here as teeserve signs a batch of
+//! one (RFC 9052 section 4.4 over the RFC 9162 leaf hash, RFC 9942) with a key made from a
+//! fixed seed, which takes the fuzzer's bytes past the signature check into the
 //! claims decoder. Either way the receipt is refused with a reason or read into claims; claims
 //! that were read are signed again and must read back the same; a receipt signed by the key
 //! is never refused for its signature.
@@ -19,8 +20,12 @@ use libfuzzer_sys::fuzz_target;
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use teeserve_ratls::receipt::{verify, ReceiptClaims, ReceiptError, ReceiptSigner};
 
-/// The protected header teeserve writes: `{1: -8}` (alg EdDSA).
-const PROTECTED: [u8; 3] = [0xa1, 0x01, 0x27];
+/// The protected header teeserve writes: `{1: -8, 395: 1}` (alg EdDSA, vds RFC9162_SHA256).
+const PROTECTED: [u8; 7] = [0xa2, 0x01, 0x27, 0x19, 0x01, 0x8b, 0x01];
+/// The unprotected header of a batch of one: `{396: {-1: [<<[1, 0, []]>>]}}` (RFC 9942).
+const UNPROTECTED: [u8; 12] = [
+    0xa1, 0x19, 0x01, 0x8c, 0xa1, 0x20, 0x81, 0x44, 0x83, 0x01, 0x00, 0x80,
+];
 
 fn fixed_key() -> &'static Ed25519KeyPair {
     static KEY: OnceLock<Ed25519KeyPair> = OnceLock::new();
@@ -54,21 +59,26 @@ fn bstr(b: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(b);
 }
 
-/// `payload` in a tagged COSE_Sign1 signed by the fixed key.
+/// `payload` in a tagged COSE_Sign1 signed by the fixed key, as a tree of one: the signed
+/// payload is the root, `SHA-256(0x00 || payload)` (RFC 9162 section 2.1.1).
 fn signed(payload: &[u8]) -> Vec<u8> {
-    let mut to_sign = Vec::with_capacity(payload.len() + 24);
+    let mut leaf = ring::digest::Context::new(&ring::digest::SHA256);
+    leaf.update(&[0x00]);
+    leaf.update(payload);
+    let root = leaf.finish();
+    let mut to_sign = Vec::with_capacity(64);
     head(4, 4, &mut to_sign);
     head(3, 10, &mut to_sign);
     to_sign.extend_from_slice(b"Signature1");
     bstr(&PROTECTED, &mut to_sign);
     bstr(&[], &mut to_sign);
-    bstr(payload, &mut to_sign);
+    bstr(root.as_ref(), &mut to_sign);
     let signature = fixed_key().sign(&to_sign);
     let mut out = Vec::with_capacity(payload.len() + 80);
     out.push(0xd2); // tag 18
     head(4, 4, &mut out);
     bstr(&PROTECTED, &mut out);
-    head(5, 0, &mut out);
+    out.extend_from_slice(&UNPROTECTED);
     bstr(payload, &mut out);
     bstr(signature.as_ref(), &mut out);
     out

@@ -4,10 +4,20 @@
 //! SHA-256 of the request as the server received it and of the response as it sent it, the time,
 //! a counter, and the SHA-256 of the attestation document whose quote binds the receipt key.
 //!
-//! Format: a COSE_Sign1 (RFC 9052 section 4.2, CBOR tag 18) signed with Ed25519 (COSE algorithm
-//! EdDSA, -8: RFC 9053 section 2.2) by a key the server made inside the TEE at start; the
-//! payload is a CBOR map (RFC 8949) whose issue time is EAT's `iat` (CWT claim key 6, RFC 8392
-//! section 3.1.6; RFC 9711 keeps it) and whose other claims have text names.
+//! Format: a COSE_Sign1 (RFC 9052 section 4.2, CBOR tag 18) whose payload is the claims, a CBOR
+//! map (RFC 8949) whose issue time is EAT's `iat` (CWT claim key 6, RFC 8392 section 3.1.6; RFC
+//! 9711 keeps it) and whose other claims have text names. Signing is amortised: the server signs
+//! once for all the answers made while it was signing the last batch, as a COSE Receipt of
+//! inclusion (RFC 9942): the protected header is `{1: -8, 395: 1}` (alg EdDSA, RFC 9053 section
+//! 2.2; verifiable data structure RFC9162_SHA256), the unprotected header carries the inclusion
+//! proof `{396: {-1: [bstr .cbor [tree_size, leaf_index, [hash...]]]}}`, and the Ed25519
+//! signature is over the `Sig_structure` whose payload is the Merkle root (RFC 9942's detached
+//! payload). The root is computed from the receipt's own claims: the leaf is
+//! `SHA-256(0x00 || claims)` (RFC 9162 section 2.1.1) and the path leads from it to the root.
+//! A batch of one is a tree of size 1 with an empty path. A receipt shows the other leaves of
+//! its batch as hashes only, and each set of claims carries a CWT ID (`cti`, claim key 7, RFC
+//! 8392 section 3.1.7) that nobody outside the server can predict, so another requester's leaf
+//! cannot be confirmed by guessing its request and answer.
 //!
 //! ```
 //! use teeserve_ratls::receipt::{ReceiptClaims, ReceiptSigner};
@@ -20,6 +30,9 @@
 //! };
 //! let receipt = signer.sign(&claims);
 //! assert_eq!(teeserve_ratls::receipt::verify(&receipt, &signer.public_key()).unwrap(), claims);
+//! // Many answers, one signature: each receipt verifies on its own.
+//! let batch = signer.sign_batch(&[claims.clone(), claims.clone()]);
+//! assert_eq!(teeserve_ratls::receipt::verify(&batch[1], &signer.public_key()).unwrap(), claims);
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +40,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ring::signature::{Ed25519KeyPair, KeyPair as _, UnparsedPublicKey, ED25519};
 
 use crate::cbor::{self, Item};
+use crate::tlog::merkle;
 
 /// CBOR tag of a COSE_Sign1 (RFC 9052 section 4.2).
 const COSE_SIGN1_TAG: u64 = 18;
@@ -34,8 +48,22 @@ const COSE_SIGN1_TAG: u64 = 18;
 const COSE_ALG_EDDSA: i64 = -8;
 /// COSE header parameter `alg` (RFC 9052 section 3.1).
 const COSE_HEADER_ALG: u64 = 1;
+/// COSE header parameter `vds`, the verifiable data structure (RFC 9942 section 2).
+const COSE_HEADER_VDS: u64 = 395;
+/// Verifiable data structure RFC9162_SHA256 (RFC 9942 section 5.2).
+const VDS_RFC9162_SHA256: u64 = 1;
+/// COSE header parameter `vdp`, the proofs (RFC 9942 section 2).
+const COSE_HEADER_VDP: u64 = 396;
+/// The proof type "inclusion" in `vdp`: -1 (RFC 9942 section 5.2.1).
+const VDP_INCLUSION: i64 = -1;
+/// The most answers one signature covers: a receipt's path has at most 10 hashes.
+pub const MAX_BATCH: usize = 1024;
+/// The longest inclusion path read (a tree of 2^64 leaves).
+const MAX_PATH: usize = 64;
 /// CWT claim key of `iat`, the issue time (RFC 8392 section 4).
 const CWT_IAT: u64 = 6;
+/// CWT claim key of `cti`, the CWT ID (RFC 8392 section 4).
+const CWT_CTI: u64 = 7;
 /// The largest receipt read: a receipt is a few hundred bytes; a model name is at most a few
 /// hundred more.
 pub const MAX_RECEIPT_BYTES: usize = 4096;
@@ -91,6 +119,8 @@ fn format(e: impl Into<String>) -> ReceiptError {
 pub struct ReceiptSigner {
     key: Ed25519KeyPair,
     counter: AtomicU64,
+    /// The secret each receipt's `cti` is derived from (with its counter).
+    blind: zeroize::Zeroizing<[u8; 32]>,
 }
 
 impl std::fmt::Debug for ReceiptSigner {
@@ -111,9 +141,13 @@ impl ReceiptSigner {
         );
         let key = Ed25519KeyPair::from_pkcs8(&pkcs8)
             .map_err(|_| format("cannot read the receipt key just made"))?;
+        let mut blind = zeroize::Zeroizing::new([0u8; 32]);
+        ring::rand::SecureRandom::fill(&rng, &mut blind[..])
+            .map_err(|_| format("cannot draw the receipts' blinding secret"))?;
         Ok(Self {
             key,
             counter: AtomicU64::new(0),
+            blind,
         })
     }
 
@@ -129,28 +163,77 @@ impl ReceiptSigner {
         self.counter.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Signs `claims` into a tagged COSE_Sign1.
+    /// Signs `claims` into a tagged COSE_Sign1: a batch of one.
     pub fn sign(&self, claims: &ReceiptClaims) -> Vec<u8> {
+        self.sign_batch(std::slice::from_ref(claims))
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// The `cti` of a receipt: 16 bytes of SHA-256 over the blinding secret, the counter and
+    /// the request's hash, unpredictable without the secret.
+    fn cti(&self, counter: u64, request_sha256: &[u8; 32]) -> [u8; 16] {
+        let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+        h.update(b"teeserve receipt cti\0");
+        h.update(&self.blind[..]);
+        h.update(&counter.to_be_bytes());
+        h.update(request_sha256);
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&h.finish().as_ref()[..16]);
+        out
+    }
+
+    /// The receipts of `batch` (at most [`MAX_BATCH`]; more are signed in several batches),
+    /// in its order, under one signature per batch: each carries its claims and its inclusion
+    /// proof in the tree over the batch, whose root is signed.
+    pub fn sign_batch(&self, batch: &[ReceiptClaims]) -> Vec<Vec<u8>> {
         let protected = protected_header();
-        let payload = encode_claims(claims);
-        let signature = self.key.sign(&sig_structure(&protected, &payload));
-        let mut out = Vec::with_capacity(payload.len() + 96);
-        cbor::tag(COSE_SIGN1_TAG, &mut out);
-        cbor::array(4, &mut out);
-        cbor::bstr(&protected, &mut out);
-        cbor::map(0, &mut out);
-        cbor::bstr(&payload, &mut out);
-        cbor::bstr(signature.as_ref(), &mut out);
+        let mut out = Vec::with_capacity(batch.len());
+        for chunk in batch.chunks(MAX_BATCH) {
+            let payloads: Vec<Vec<u8>> = chunk
+                .iter()
+                .map(|c| encode_claims(c, &self.cti(c.counter, &c.request_sha256)))
+                .collect();
+            let leaves: Vec<merkle::Hash> = payloads.iter().map(|p| merkle::leaf_hash(p)).collect();
+            let (root, proofs) = merkle::root_and_inclusion_proofs(&leaves);
+            let signature = self.key.sign(&sig_structure(&protected, &root));
+            let size = chunk.len() as u64;
+            for (index, (payload, path)) in payloads.iter().zip(&proofs).enumerate() {
+                let mut proof = Vec::with_capacity(8 + 34 * path.len());
+                cbor::array(3, &mut proof);
+                cbor::uint(size, &mut proof);
+                cbor::uint(index as u64, &mut proof);
+                cbor::array(path.len() as u64, &mut proof);
+                for h in path {
+                    cbor::bstr(h, &mut proof);
+                }
+                let mut r = Vec::with_capacity(payload.len() + proof.len() + 96);
+                cbor::tag(COSE_SIGN1_TAG, &mut r);
+                cbor::array(4, &mut r);
+                cbor::bstr(&protected, &mut r);
+                cbor::map(1, &mut r);
+                cbor::uint(COSE_HEADER_VDP, &mut r);
+                cbor::map(1, &mut r);
+                cbor::int(VDP_INCLUSION, &mut r);
+                cbor::array(1, &mut r);
+                cbor::bstr(&proof, &mut r);
+                cbor::bstr(payload, &mut r);
+                cbor::bstr(signature.as_ref(), &mut r);
+                out.push(r);
+            }
+        }
         out
     }
 }
 
-/// The protected header: `{1: -8}` (alg EdDSA).
+/// The protected header: `{1: -8, 395: 1}` (alg EdDSA; vds RFC9162_SHA256).
 fn protected_header() -> Vec<u8> {
-    let mut h = Vec::with_capacity(4);
-    cbor::map(1, &mut h);
+    let mut h = Vec::with_capacity(8);
+    cbor::map(2, &mut h);
     cbor::uint(COSE_HEADER_ALG, &mut h);
     cbor::int(COSE_ALG_EDDSA, &mut h);
+    cbor::uint(COSE_HEADER_VDS, &mut h);
+    cbor::uint(VDS_RFC9162_SHA256, &mut h);
     h
 }
 
@@ -166,11 +249,13 @@ fn sig_structure(protected: &[u8], payload: &[u8]) -> Vec<u8> {
     s
 }
 
-fn encode_claims(c: &ReceiptClaims) -> Vec<u8> {
+fn encode_claims(c: &ReceiptClaims, cti: &[u8; 16]) -> Vec<u8> {
     let mut p = Vec::with_capacity(256 + c.model.len());
-    cbor::map(10, &mut p);
+    cbor::map(11, &mut p);
     cbor::uint(CWT_IAT, &mut p);
     cbor::uint(c.time, &mut p);
+    cbor::uint(CWT_CTI, &mut p);
+    cbor::bstr(cti, &mut p);
     cbor::tstr("model", &mut p);
     cbor::tstr(&c.model, &mut p);
     cbor::tstr("version", &mut p);
@@ -211,7 +296,7 @@ pub fn verify(receipt: &[u8], public_key: &[u8]) -> Result<ReceiptClaims, Receip
     let Item::Array(parts) = *inner else {
         return Err(format("COSE_Sign1 is not an array"));
     };
-    let [Item::Bytes(protected), Item::Map(_), Item::Bytes(payload), Item::Bytes(signature)] =
+    let [Item::Bytes(protected), Item::Map(unprotected), Item::Bytes(payload), Item::Bytes(signature)] =
         parts.as_slice()
     else {
         return Err(format(
@@ -219,12 +304,65 @@ pub fn verify(receipt: &[u8], public_key: &[u8]) -> Result<ReceiptClaims, Receip
         ));
     };
     if *protected != protected_header().as_slice() {
-        return Err(format("the protected header is not {1: -8} (EdDSA)"));
+        return Err(format(
+            "the protected header is not {1: -8, 395: 1} (EdDSA, RFC9162_SHA256)",
+        ));
     }
+    let (size, index, path) = inclusion_proof(unprotected)?;
+    let root = merkle::root_from_inclusion(index, size, &merkle::leaf_hash(payload), &path)
+        .map_err(|e| format(format!("inclusion proof: {e}")))?;
     UnparsedPublicKey::new(&ED25519, public_key)
-        .verify(&sig_structure(protected, payload), signature)
+        .verify(&sig_structure(protected, &root), signature)
         .map_err(|_| ReceiptError::Signature)?;
     decode_claims(payload)
+}
+
+/// The one inclusion proof of the unprotected header, `{396: {-1: [bstr .cbor [tree_size,
+/// leaf_index, [hash...]]]}}` (RFC 9942 section 5.2.1): size, index and path.
+fn inclusion_proof(
+    unprotected: &[(Item<'_>, Item<'_>)],
+) -> Result<(u64, u64, Vec<merkle::Hash>), ReceiptError> {
+    let [(Item::Uint(COSE_HEADER_VDP), Item::Map(proofs))] = unprotected else {
+        return Err(format(
+            "the unprotected header is not {396: proofs} (RFC 9942)",
+        ));
+    };
+    let [(Item::Neg(0), Item::Array(inclusion))] = proofs.as_slice() else {
+        return Err(format("the proofs are not {-1: [inclusion proof]}"));
+    };
+    let [Item::Bytes(proof)] = inclusion.as_slice() else {
+        return Err(format(format!(
+            "{} inclusion proofs; a receipt has one",
+            inclusion.len()
+        )));
+    };
+    let (item, rest) = cbor::decode(proof).map_err(format)?;
+    if !rest.is_empty() {
+        return Err(format("bytes after the inclusion proof"));
+    }
+    let Item::Array(fields) = item else {
+        return Err(format("the inclusion proof is not an array"));
+    };
+    let [Item::Uint(size), Item::Uint(index), Item::Array(path)] = fields.as_slice() else {
+        return Err(format(
+            "the inclusion proof is not [tree_size, leaf_index, [hash...]]",
+        ));
+    };
+    if path.len() > MAX_PATH {
+        return Err(format(format!(
+            "an inclusion path of {} hashes; at most {MAX_PATH}",
+            path.len()
+        )));
+    }
+    let path = path
+        .iter()
+        .map(|h| match h {
+            Item::Bytes(b) => <merkle::Hash>::try_from(*b).ok(),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| format("an inclusion path hash is not 32 bytes"))?;
+    Ok((*size, *index, path))
 }
 
 fn decode_claims(payload: &[u8]) -> Result<ReceiptClaims, ReceiptError> {
@@ -268,6 +406,11 @@ fn decode_claims(payload: &[u8]) -> Result<ReceiptClaims, ReceiptError> {
         .find(|(k, _)| *k == Item::Uint(CWT_IAT))
         .map(|(_, v)| uint(v, "iat (6)"))
         .ok_or_else(|| ReceiptError::Claim("iat (6) is missing".into()))??;
+    match entries.iter().find(|(k, _)| *k == Item::Uint(CWT_CTI)) {
+        Some((_, Item::Bytes(id))) if id.len() == 16 => {}
+        Some(_) => return Err(ReceiptError::Claim("cti (7) is not 16 bytes".into())),
+        None => return Err(ReceiptError::Claim("cti (7) is missing".into())),
+    }
     let version = match get("version")? {
         Item::Uint(v) => i64::try_from(*v).ok(),
         Item::Neg(v) => i64::try_from(*v).ok().map(|v| -1 - v),
@@ -344,6 +487,63 @@ mod tests {
             verify(&r[1..], &signer.public_key()),
             Err(ReceiptError::Format(m)) if m.contains("tag 18")
         ));
+    }
+
+    #[test]
+    fn a_batch_has_one_signature_and_each_receipt_proves_only_its_own_claims() {
+        let signer = ReceiptSigner::generate().unwrap();
+        for n in [1usize, 2, 3, 7, 33] {
+            let batch: Vec<ReceiptClaims> = (0..n)
+                .map(|i| ReceiptClaims {
+                    counter: i as u64,
+                    request_sha256: [i as u8; 32],
+                    ..claims()
+                })
+                .collect();
+            let receipts = signer.sign_batch(&batch);
+            assert_eq!(receipts.len(), n);
+            let sigs: std::collections::BTreeSet<&[u8]> =
+                receipts.iter().map(|r| &r[r.len() - 64..]).collect();
+            assert_eq!(sigs.len(), 1, "one signature for the batch of {n}");
+            for (r, c) in receipts.iter().zip(&batch) {
+                assert_eq!(&verify(r, &signer.public_key()).unwrap(), c);
+            }
+        }
+        // A receipt's proof with another receipt's claims (same batch, same signature).
+        let batch = [
+            claims(),
+            ReceiptClaims {
+                counter: 42,
+                ..claims()
+            },
+        ];
+        let receipts = signer.sign_batch(&batch);
+        let other_payload = encode_claims(&batch[1], &signer.cti(42, &batch[1].request_sha256));
+        let mine = encode_claims(&batch[0], &signer.cti(41, &batch[0].request_sha256));
+        let at = receipts[0]
+            .windows(mine.len())
+            .position(|w| w == mine.as_slice())
+            .unwrap();
+        let mut swapped = receipts[0].clone();
+        swapped[at..at + mine.len()].copy_from_slice(&other_payload);
+        assert_eq!(
+            verify(&swapped, &signer.public_key()),
+            Err(ReceiptError::Signature)
+        );
+        // The same claims under two servers' keys: different leaves (an unpredictable cti).
+        let other = ReceiptSigner::generate().unwrap();
+        assert_ne!(
+            encode_claims(&claims(), &signer.cti(41, &[1; 32])),
+            encode_claims(&claims(), &other.cti(41, &[1; 32]))
+        );
+        // More than MAX_BATCH: signed in several trees, every receipt still verifies.
+        let many = vec![claims(); MAX_BATCH + 3];
+        let receipts = signer.sign_batch(&many);
+        assert_eq!(receipts.len(), MAX_BATCH + 3);
+        assert_eq!(
+            verify(&receipts[MAX_BATCH + 2], &signer.public_key()).unwrap(),
+            claims()
+        );
     }
 
     #[test]

@@ -158,18 +158,30 @@ impl Attestor {
 
     /// The document without a nonce, quoted again when the served models have changed since.
     pub(crate) async fn current(&self) -> Result<Arc<String>, AttestationRequestError> {
+        Ok(self.current_with_generation().await?.1)
+    }
+
+    /// The repository generation now: it changes whenever the served models do.
+    pub(crate) fn generation(&self) -> u64 {
+        self.repo.generation()
+    }
+
+    /// [`Self::current`], with the repository generation whose models it lists.
+    pub(crate) async fn current_with_generation(
+        &self,
+    ) -> Result<(u64, Arc<String>), AttestationRequestError> {
         let mut cur = self.current.lock().await;
         // The generation is read before the models, so a change in between makes the next
         // call quote again rather than leave a stale list standing.
         let generation = self.repo.generation();
         if let Some((g, doc)) = cur.as_ref() {
             if *g == generation {
-                return Ok(doc.clone());
+                return Ok((generation, doc.clone()));
             }
         }
         let doc = Arc::new(self.make(None).await?);
         *cur = Some((generation, doc.clone()));
-        Ok(doc)
+        Ok((generation, doc))
     }
 
     /// Answers `GET /v1/attestation[?nonce=<hex>]` from `peer`: the current document, or one

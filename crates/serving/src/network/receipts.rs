@@ -8,9 +8,15 @@
 //! the request's and the response's messages as they stream by (the 5-byte gRPC frame headers
 //! left out) and signs when the response's trailers pass. REST: the receipt comes in the
 //! `X-Teeserve-Receipt` header (base64url), signed once the response body is made.
+//!
+//! Signing is amortised: answers queue their claims for one signer task, which signs everything
+//! queued since its last signature as one Merkle tree (one Ed25519 signature over the root, an
+//! inclusion path per receipt). An idle server signs each answer alone, at once; a busy one
+//! signs a batch per turn of the signer, and nothing waits on a timer.
 //! A server without a TEE refuses a request for a receipt instead of signing with a key no quote
 //! vouches for.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -20,7 +26,8 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http_body::Frame;
 use ring::digest::{Context as Sha256, SHA256};
-use teeserve_ratls::receipt::{ReceiptClaims, ReceiptSigner};
+use teeserve_ratls::receipt::{ReceiptClaims, ReceiptSigner, MAX_BATCH};
+use tokio::sync::{mpsc, oneshot};
 use tonic::Code;
 
 use crate::api::error::ApiError;
@@ -32,18 +39,35 @@ pub(crate) const RECEIPT_TRAILER: &str = "x-teeserve-receipt-bin";
 /// The response header (REST) that carries a receipt, base64url without padding.
 pub(crate) const RECEIPT_HEADER: &str = "x-teeserve-receipt";
 
+/// Claims waiting for the signer, and where their receipt goes.
+type Waiting = (ReceiptClaims, oneshot::Sender<Vec<u8>>);
+
 /// The receipt key and the document that vouches for it.
 pub(crate) struct Receipts {
-    signer: ReceiptSigner,
+    signer: Arc<ReceiptSigner>,
+    queue: mpsc::UnboundedSender<Waiting>,
     attestor: Arc<Attestor>,
-    /// The standing document last seen and its SHA-256 (a document with collateral is tens of
-    /// kilobytes: hashed once, not per receipt).
-    document: Mutex<Option<(Arc<String>, [u8; 32])>>,
+    /// The repository generation of the standing document last seen and the document's SHA-256
+    /// (a document with collateral is tens of kilobytes: hashed once, not per receipt).
+    document: Mutex<Option<(u64, [u8; 32])>>,
 }
 
 impl std::fmt::Debug for Receipts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Receipts({:?})", self.signer)
+    }
+}
+
+/// The signer task: everything queued when it wakes is one batch, under one signature. It
+/// ends when the server's [`Receipts`] (the queue's only sender) is dropped.
+async fn sign_batches(signer: Arc<ReceiptSigner>, mut queue: mpsc::UnboundedReceiver<Waiting>) {
+    let mut batch = Vec::new();
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (claims, replies): (Vec<ReceiptClaims>, Vec<_>) = batch.drain(..).unzip();
+        for (reply, receipt) in replies.into_iter().zip(signer.sign_batch(&claims)) {
+            // A requester gone since has nobody to give the receipt to.
+            let _ = reply.send(receipt);
+        }
     }
 }
 
@@ -56,37 +80,45 @@ pub(crate) fn no_receipts() -> ApiError {
 }
 
 impl Receipts {
-    /// Receipts signed by `signer`, whose key `attestor`'s documents carry.
+    /// Receipts signed by `signer`, whose key `attestor`'s documents carry; the signer task
+    /// is spawned on the current runtime.
     pub(crate) fn new(signer: ReceiptSigner, attestor: Arc<Attestor>) -> Self {
+        let signer = Arc::new(signer);
+        let (queue, waiting) = mpsc::unbounded_channel();
+        tokio::spawn(sign_batches(signer.clone(), waiting));
         Self {
             signer,
+            queue,
             attestor,
             document: Mutex::new(None),
         }
     }
 
-    /// SHA-256 of the standing attestation document (the one that carries the receipt key).
+    /// SHA-256 of the standing attestation document (the one that carries the receipt key),
+    /// looked up again only when the served models have changed.
     async fn attestation_sha256(&self) -> Result<[u8; 32], ApiError> {
-        let doc = self
-            .attestor
-            .current()
-            .await
-            .map_err(|e| ApiError::new(Code::Unavailable, format!("receipt: {e}")))?;
-        let mut seen = self
-            .document
-            .lock()
-            .map_err(|_| ApiError::new(Code::Internal, "receipt: document lock poisoned"))?;
-        match seen.as_ref() {
-            Some((d, sha)) if Arc::ptr_eq(d, &doc) => Ok(*sha),
-            _ => {
-                let sha = sha256(doc.as_bytes());
-                *seen = Some((doc, sha));
-                Ok(sha)
+        let poisoned = || ApiError::new(Code::Internal, "receipt: document lock poisoned");
+        let generation = self.attestor.generation();
+        if let Some((g, sha)) = *self.document.lock().map_err(|_| poisoned())? {
+            if g == generation {
+                return Ok(sha);
             }
         }
+        let (generation, doc) = self
+            .attestor
+            .current_with_generation()
+            .await
+            .map_err(|e| ApiError::new(Code::Unavailable, format!("receipt: {e}")))?;
+        let sha = sha256(doc.as_bytes());
+        let mut seen = self.document.lock().map_err(|_| poisoned())?;
+        if seen.is_none_or(|(g, _)| g < generation) {
+            *seen = Some((generation, sha));
+        }
+        Ok(sha)
     }
 
-    /// The receipt of an answer.
+    /// Queues the claims of an answer for the signer; the receipt comes on the returned
+    /// channel.
     fn sign(
         &self,
         method: &str,
@@ -94,7 +126,7 @@ impl Receipts {
         request_sha256: [u8; 32],
         response_sha256: [u8; 32],
         attestation_sha256: [u8; 32],
-    ) -> Result<Vec<u8>, ApiError> {
+    ) -> Result<oneshot::Receiver<Vec<u8>>, ApiError> {
         let mut model_sha256 = [0u8; 32];
         hex::decode_to_slice(&answered.sha256, &mut model_sha256).map_err(|_| {
             ApiError::new(
@@ -105,7 +137,7 @@ impl Receipts {
         let time = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        Ok(self.signer.sign(&ReceiptClaims {
+        let claims = ReceiptClaims {
             model: answered.model.clone(),
             version: answered.version,
             model_sha256,
@@ -116,7 +148,12 @@ impl Receipts {
             time,
             counter: self.signer.next_counter(),
             attestation_sha256,
-        }))
+        };
+        let (reply, receipt) = oneshot::channel();
+        self.queue
+            .send((claims, reply))
+            .map_err(|_| signer_gone())?;
+        Ok(receipt)
     }
 
     /// The receipt of a REST answer (`method`: `Predict`, `Classify`, `Regress`), base64url,
@@ -131,11 +168,21 @@ impl Receipts {
             return Ok(None);
         };
         let doc = self.attestation_sha256().await?;
-        let r = self.sign(method, &answered, sha256(request), sha256(response), doc)?;
+        let r = self
+            .sign(method, &answered, sha256(request), sha256(response), doc)?
+            .await
+            .map_err(|_| signer_gone())?;
         Ok(Some(
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r),
         ))
     }
+}
+
+fn signer_gone() -> ApiError {
+    ApiError::new(
+        Code::Unavailable,
+        "receipt: the signer has stopped (the server is shutting down)",
+    )
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {
@@ -170,6 +217,7 @@ pub(crate) async fn grpc_layer(
         inner: body,
         hasher: request_hash.clone(),
         on_trailers: None,
+        signing: None,
     });
     let resp = next
         .run(axum::extract::Request::from_parts(parts, body))
@@ -186,36 +234,31 @@ pub(crate) async fn grpc_layer(
         let ok = trailers
             .get("grpc-status")
             .is_none_or(|s| s.as_bytes() == b"0");
-        let Some(answered) = slot.as_ref().and_then(|s| s.get()) else {
-            return;
-        };
-        if !ok {
-            return;
-        }
+        let answered = slot.as_ref().and_then(|s| s.get()).filter(|_| ok)?;
         let request_hash = request_hash
             .lock()
             .map(|h| h.clone().finish())
             .unwrap_or_default();
         match receipts.sign(&method, answered, request_hash, response_hash, attestation) {
-            Ok(r) => {
-                let v = base64::engine::general_purpose::STANDARD_NO_PAD.encode(r);
-                if let Ok(v) = hyper::header::HeaderValue::from_str(&v) {
-                    trailers.insert(RECEIPT_TRAILER, v);
-                }
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!("receipt not signed: {}", e.message);
+                None
             }
-            Err(e) => tracing::error!("receipt not signed: {}", e.message),
         }
     });
     let body = Body::new(Hashing {
         inner: body,
         hasher: Arc::new(Mutex::new(GrpcHasher::default())),
         on_trailers: Some(on_trailers),
+        signing: None,
     });
     axum::response::Response::from_parts(parts, body)
 }
 
-/// Called with the response's hash when its trailers pass, to add the receipt.
-type TrailerHook = Box<dyn FnOnce([u8; 32], &mut hyper::HeaderMap) + Send>;
+/// Called with the response's hash when its trailers pass: the receipt to wait for, if any.
+type TrailerHook =
+    Box<dyn FnOnce([u8; 32], &hyper::HeaderMap) -> Option<oneshot::Receiver<Vec<u8>>> + Send>;
 
 /// SHA-256 of the messages of a gRPC stream: each frame's 5-byte header (compressed flag and
 /// length, gRPC's PROTOCOL-HTTP2 "Length-Prefixed-Message") skipped, the message bytes hashed.
@@ -279,6 +322,8 @@ struct Hashing {
     inner: Body,
     hasher: Arc<Mutex<GrpcHasher>>,
     on_trailers: Option<TrailerHook>,
+    /// The trailers held back while the signer signs their receipt.
+    signing: Option<(hyper::HeaderMap, oneshot::Receiver<Vec<u8>>)>,
 }
 
 impl http_body::Body for Hashing {
@@ -289,6 +334,24 @@ impl http_body::Body for Hashing {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        if let Some((trailers, receipt)) = self.signing.as_mut() {
+            let receipt = match Pin::new(receipt).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(r) => r,
+            };
+            let mut trailers = std::mem::take(trailers);
+            self.signing = None;
+            match receipt {
+                Ok(r) => {
+                    let v = base64::engine::general_purpose::STANDARD_NO_PAD.encode(r);
+                    if let Ok(v) = hyper::header::HeaderValue::from_str(&v) {
+                        trailers.insert(RECEIPT_TRAILER, v);
+                    }
+                }
+                Err(_) => tracing::error!("receipt not signed: {}", signer_gone().message),
+            }
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
         let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(f))) => f,
             other => return other,
@@ -300,23 +363,29 @@ impl http_body::Body for Hashing {
             return Poll::Ready(Some(Ok(frame)));
         }
         match frame.into_trailers() {
-            Ok(mut trailers) => {
-                if let Some(hook) = self.on_trailers.take() {
-                    let hash = self
-                        .hasher
-                        .lock()
-                        .map(|h| h.clone().finish())
-                        .unwrap_or_default();
-                    hook(hash, &mut trailers);
+            Ok(trailers) => {
+                let Some(hook) = self.on_trailers.take() else {
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                };
+                let hash = self
+                    .hasher
+                    .lock()
+                    .map(|h| h.clone().finish())
+                    .unwrap_or_default();
+                match hook(hash, &trailers) {
+                    Some(receipt) => {
+                        self.signing = Some((trailers, receipt));
+                        self.poll_frame(cx)
+                    }
+                    None => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
                 }
-                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
             }
             Err(frame) => Poll::Ready(Some(Ok(frame))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.signing.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
