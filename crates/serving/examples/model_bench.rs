@@ -80,7 +80,10 @@ fn engine(args: &[String]) -> Result<(), String> {
             .map_err(|e| e.to_string())
     };
     let m: Arc<dyn LoadedModel> = match which.split_once('=') {
-        Some(("onnxruntime", lib)) => onnx(EngineChoice::OnnxRuntime { lib: lib.into() })?,
+        Some(("onnxruntime", lib)) => onnx(EngineChoice::OnnxRuntime {
+            lib: lib.into(),
+            intra_op_threads: 0,
+        })?,
         None if which == "tract" => onnx(EngineChoice::Tract)?,
         // One thread per operation and one operation at a time, as the Python reference runs.
         Some(("tensorflow", lib)) => {

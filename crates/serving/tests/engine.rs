@@ -84,9 +84,12 @@ fn half_precision_tensors_go_in_and_out_of_tract_and_onnx_runtime() {
         );
         return;
     };
-    let ort = teeserve_serving::engine::EngineChoice::OnnxRuntime { lib: lib.into() }
-        .start(2)
-        .unwrap();
+    let ort = teeserve_serving::engine::EngineChoice::OnnxRuntime {
+        lib: lib.into(),
+        intra_op_threads: 0,
+    }
+    .start(2)
+    .unwrap();
     let out = ort
         .load(&one_node_model(Onnx::Float16, "Add"))
         .unwrap()
@@ -104,4 +107,131 @@ fn half_precision_tensors_go_in_and_out_of_tract_and_onnx_runtime() {
     );
     let out = model.run("", vec![x]).unwrap();
     assert_eq!(out[0].data, b(&[1.5, -3.0]));
+}
+
+/// x: float [1024, 1024] -> y = x·x·x·x·x·x·x·x (seven MatMuls, each 1024³ multiply-adds): an
+/// inference long enough (a second or so on one core) to see whether two overlap.
+fn slow_model() -> Vec<u8> {
+    use tract_onnx::pb::tensor_proto::DataType as Onnx;
+    let mut nodes = Vec::new();
+    let mut prev = "x".to_owned();
+    for i in 1..=7 {
+        let out = if i == 7 {
+            "y".to_owned()
+        } else {
+            format!("m{i}")
+        };
+        nodes.push(onnx_graph::node("MatMul", &[&prev, "x"], &out, Vec::new()));
+        prev = out;
+    }
+    onnx_graph::model(tract_onnx::pb::GraphProto {
+        name: "slow".into(),
+        node: nodes,
+        input: vec![onnx_graph::value(
+            "x",
+            Onnx::Float,
+            &[Some(1024), Some(1024)],
+        )],
+        output: vec![onnx_graph::value(
+            "y",
+            Onnx::Float,
+            &[Some(1024), Some(1024)],
+        )],
+        ..Default::default()
+    })
+}
+
+/// Two inferences of one model started together: when they take turns, the second ends a
+/// whole inference after the first; when they run at once, they end close together. Passes
+/// when any of three tries ends the two within half an inference of each other, which taking
+/// turns never does.
+fn two_inferences_overlap(model: std::sync::Arc<dyn teeserve_serving::engine::LoadedModel>) {
+    // x = 1/1024 everywhere: x·x = x, so the values stay put.
+    let n = 1024;
+    let x = tensor::Tensor::new(vec![n, n], Data::F32(vec![1.0 / n as f32; n * n])).unwrap();
+    let out = model.run("", vec![x.clone()]).unwrap();
+    let Data::F32(y) = &out[0].data else {
+        panic!("float output")
+    };
+    assert!((y[0] - 1.0 / n as f32).abs() < 1e-6, "{}", y[0]);
+    let mut tries = Vec::new();
+    for _ in 0..3 {
+        let barrier = std::sync::Barrier::new(2);
+        let start = std::time::Instant::now();
+        let ends: Vec<std::time::Duration> = std::thread::scope(|s| {
+            let runs: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        model.run("", vec![x.clone()]).unwrap();
+                        start.elapsed()
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let (first, last) = (ends[0].min(ends[1]), ends[0].max(ends[1]));
+        if last - first < first / 2 {
+            return;
+        }
+        tries.push((first, last));
+    }
+    panic!("the two inferences took turns (first and last ends of each try): {tries:?}");
+}
+
+/// A model whose inferences take turns (as ONNX Runtime's did behind a lock): the check above
+/// must fail on it.
+#[derive(Debug)]
+struct TakingTurns(
+    std::sync::Arc<dyn teeserve_serving::engine::LoadedModel>,
+    std::sync::Mutex<()>,
+);
+
+impl teeserve_serving::engine::LoadedModel for TakingTurns {
+    fn signatures(&self) -> &tensor::Signatures {
+        self.0.signatures()
+    }
+    fn engine(&self) -> &'static str {
+        self.0.engine()
+    }
+    fn run(
+        &self,
+        signature: &str,
+        inputs: Vec<tensor::Tensor>,
+    ) -> Result<Vec<tensor::Tensor>, teeserve_serving::engine::EngineError> {
+        let _turn = self.1.lock().unwrap();
+        self.0.run(signature, inputs)
+    }
+    fn cost(&self) -> &teeserve_serving::engine::RunCost {
+        self.0.cost()
+    }
+}
+
+#[test]
+fn concurrent_inferences_of_one_model_run_at_once_on_every_engine() {
+    let tract = TractEngine.load(&slow_model()).unwrap();
+    let turns = std::sync::Arc::new(TakingTurns(tract.clone(), Default::default()));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        two_inferences_overlap(turns)
+    }));
+    assert!(
+        caught.is_err(),
+        "the check passed inferences that took turns"
+    );
+    two_inferences_overlap(tract);
+    let Some(lib) = std::env::var_os("TEESERVE_ONNXRUNTIME_LIB") else {
+        let _: Option<()> = teeserve_testkit::absent(
+            "no libonnxruntime (set TEESERVE_ONNXRUNTIME_LIB)",
+            "TEESERVE_REQUIRE_ONNXRUNTIME",
+        );
+        return;
+    };
+    // One thread per inference, the two on one session.
+    let ort = teeserve_serving::engine::EngineChoice::OnnxRuntime {
+        lib: lib.into(),
+        intra_op_threads: 1,
+    }
+    .start(2)
+    .unwrap();
+    two_inferences_overlap(ort.load(&slow_model()).unwrap());
 }

@@ -295,6 +295,17 @@ pub struct ServeArgs {
         help_heading = "teeserve: engines"
     )]
     pub onnxruntime_lib: Option<PathBuf>,
+    /// Threads one ONNX Runtime inference spreads its operators over (the session's intra-op
+    /// pool, shared by the inferences running at once; as --tensorflow_intra_op_parallelism
+    /// for TensorFlow). 0: chosen from the worker count.
+    #[arg(
+        long = "onnxruntime_intra_op_parallelism",
+        alias = "onnxruntime-intra-op-parallelism",
+        value_name = "N",
+        default_value_t = 0,
+        help_heading = "teeserve: engines"
+    )]
+    pub onnxruntime_intra_op_parallelism: usize,
     /// TensorFlow shared library for SavedModels (`saved_model.pb` versions):
     /// tensorflow/libtensorflow_cc.so.2 from the tensorflow-cpu Python wheel, with
     /// libtensorflow_framework.so.2 beside it. Opened when the first SavedModel loads; nothing is
@@ -401,7 +412,10 @@ pub fn run(a: ServeArgs) -> Result<i32> {
     };
     let engine = match (a.engine, a.onnxruntime_lib) {
         (EngineKind::Tract, _) => EngineChoice::Tract,
-        (EngineKind::Onnxruntime, Some(lib)) => EngineChoice::OnnxRuntime { lib },
+        (EngineKind::Onnxruntime, Some(lib)) => EngineChoice::OnnxRuntime {
+            lib,
+            intra_op_threads: a.onnxruntime_intra_op_parallelism,
+        },
         (EngineKind::Onnxruntime, None) => anyhow::bail!(
             "--engine onnxruntime needs --onnxruntime_lib FILE (the libonnxruntime.so to load)"
         ),

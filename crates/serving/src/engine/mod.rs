@@ -31,6 +31,8 @@ pub enum EngineChoice {
     OnnxRuntime {
         /// The path of libonnxruntime.
         lib: std::path::PathBuf,
+        /// Threads per inference (the session's intra-op pool); 0: chosen from the workers.
+        intra_op_threads: usize,
     },
 }
 
@@ -40,8 +42,15 @@ impl EngineChoice {
         match self {
             EngineChoice::Tract => Ok(Arc::new(TractEngine)),
             #[cfg(feature = "onnxruntime")]
-            EngineChoice::OnnxRuntime { lib } => {
-                Ok(Arc::new(OnnxRuntimeEngine::new(lib, workers)?))
+            EngineChoice::OnnxRuntime {
+                lib,
+                intra_op_threads,
+            } => {
+                let threads = match *intra_op_threads {
+                    0 => onnxruntime::default_intra_op_threads(workers),
+                    n => n,
+                };
+                Ok(Arc::new(OnnxRuntimeEngine::new(lib, threads)?))
             }
             #[cfg(not(feature = "onnxruntime"))]
             EngineChoice::OnnxRuntime { .. } => {

@@ -4,27 +4,30 @@
 //! `onnxruntime` feature does not contain this engine at all.
 //!
 //! A model is one session, so its weights are in memory once whatever the number of workers (in
-//! an enclave, memory is the scarcest resource). `ort` runs a session through `&mut` (its
-//! maintainers do not trust ONNX Runtime's `Run` from several threads at once), so inferences on
-//! one model take turns, and each spreads its operators over as many threads as there are
-//! workers, as TensorFlow Serving runs one session with intra-op threads. Concurrent requests
-//! still share a run through the batcher (`--enable_batching`). One session per worker was the
-//! alternative: about 15% more throughput on ResNet-50 at 2 workers without batching, for a full
-//! copy of the (layout-transformed) weights per worker; see docs/BENCHMARKS.md.
+//! an enclave, memory is the scarcest resource), and concurrent requests run on it at once:
+//! [`OnnxRuntimeModel::run`] calls the C API's `Run` on the shared session, as TensorFlow
+//! Serving calls `Session::Run` from every request thread and onnxruntime's Python binding
+//! calls `Run` with the GIL released. The safety argument is written there. Each inference
+//! spreads its operators over `--onnxruntime_intra_op_parallelism` threads of the session's
+//! pool (0: chosen from the worker count, see [`default_intra_op_threads`]).
 
+use std::ffi::{c_char, CStr, CString};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
 
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
+use ort::AsPointer as _;
 
 use super::model::{Engine, EngineError, LoadedModel, RunCost};
 use teeserve_tensor::{DType, Data, Tensor};
 use teeserve_tensor::{Signature, Signatures, TensorSpec};
 
-/// The library loaded in this process. ONNX Runtime is loaded once per process, so a second
-/// engine must name the same library.
-static LOADED: OnceLock<PathBuf> = OnceLock::new();
+/// The library loaded in this process and its environment. ONNX Runtime is loaded once per
+/// process and allows one environment, so a second engine must name the same library, and
+/// shares the environment.
+static LOADED: Mutex<Option<(PathBuf, ort::environment::Environment)>> = Mutex::new(None);
 
 /// The ONNX Runtime engine.
 pub struct OnnxRuntimeEngine {
@@ -44,8 +47,8 @@ impl std::fmt::Debug for OnnxRuntimeEngine {
 }
 
 impl OnnxRuntimeEngine {
-    /// Loads ONNX Runtime from `lib`; each inference runs its operators on `threads` threads (the
-    /// worker count).
+    /// Loads ONNX Runtime from `lib`; each inference runs its operators on `threads` threads of
+    /// its session's pool.
     pub fn new(lib: &Path, threads: usize) -> Result<Self, EngineError> {
         let library = |detail: String| EngineError::Library {
             engine: "ONNX Runtime",
@@ -60,19 +63,30 @@ impl OnnxRuntimeEngine {
             ));
         }
         let lib = lib.canonicalize().map_err(|e| library(e.to_string()))?;
-        if let Some(first) = LOADED.get().filter(|first| **first != lib) {
-            return Err(library(format!(
-                "ONNX Runtime is already loaded from {} in this process",
-                first.display(),
-            )));
-        }
-        let env = ort::init_from(&lib)
-            .map_err(|e| library(e.to_string()))?
-            .with_name("teeserve")
-            .build()
-            .map_err(|e| library(format!("cannot start ONNX Runtime: {e}")))?;
-        // Remembered only once loaded: a library that failed to load does not block another.
-        let _ = LOADED.set(lib);
+        let mut loaded = LOADED
+            .lock()
+            .map_err(|_| library("an earlier load of ONNX Runtime panicked".into()))?;
+        let env = match loaded.as_ref() {
+            Some((first, _)) if *first != lib => {
+                return Err(library(format!(
+                    "ONNX Runtime is already loaded from {} in this process",
+                    first.display(),
+                )))
+            }
+            Some((_, env)) => env.clone(),
+            None => {
+                let env = ort::init_from(&lib)
+                    .map_err(|e| library(e.to_string()))?
+                    .with_name("teeserve")
+                    .build()
+                    .map_err(|e| library(format!("cannot start ONNX Runtime: {e}")))?;
+                // Remembered only once loaded: a library that failed to load does not block
+                // another.
+                *loaded = Some((lib, env.clone()));
+                env
+            }
+        };
+        drop(loaded);
         let version = ort::info()
             .split(',')
             .find_map(|p| p.trim().strip_prefix("git-branch="))
@@ -91,6 +105,10 @@ impl OnnxRuntimeEngine {
             .map_err(|e| load(format!("ONNX Runtime: {e}")))?
             .with_intra_threads(self.threads)
             .map_err(e)?
+            // Concurrent inferences keep the cores busy: a pool thread that spins waiting for
+            // work would take a core from another request's inference.
+            .with_intra_op_spinning(self.threads == 1)
+            .map_err(e)?
             .with_inter_threads(1)
             .map_err(e)?
             .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
@@ -98,6 +116,12 @@ impl OnnxRuntimeEngine {
             .commit_from_memory(onnx_bytes)
             .map_err(|e| load(format!("ONNX Runtime cannot load the model: {e}")))
     }
+}
+
+/// Threads per inference when `--onnxruntime_intra_op_parallelism` is 0, for `workers`
+/// inferences at once.
+pub(super) fn default_intra_op_threads(workers: usize) -> usize {
+    workers.max(1)
 }
 
 fn load(detail: String) -> EngineError {
@@ -167,8 +191,20 @@ impl Engine for OnnxRuntimeEngine {
                 .map(spec)
                 .collect::<Result<_, _>>()?,
         };
+        let names = |specs: &[TensorSpec]| {
+            specs
+                .iter()
+                .map(|s| {
+                    CString::new(s.name.as_bytes()).map_err(|_| {
+                        EngineError::Format(format!("graph value name {:?} has a NUL", s.name))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
         Ok(Arc::new(OnnxRuntimeModel {
-            session: Mutex::new(session),
+            input_names: names(&signature.inputs)?,
+            output_names: names(&signature.outputs)?,
+            session,
             signatures: Signatures::single(signature.clone()),
             signature,
             cost: RunCost::default(),
@@ -176,9 +212,12 @@ impl Engine for OnnxRuntimeEngine {
     }
 }
 
-/// A model loaded into ONNX Runtime: one session, which inferences take in turns.
+/// A model loaded into ONNX Runtime: one session, on which inferences run at once.
 pub(super) struct OnnxRuntimeModel {
-    session: Mutex<Session>,
+    session: Session,
+    /// The graph's input and output names, as `Run` takes them.
+    input_names: Vec<CString>,
+    output_names: Vec<CString>,
     signature: Signature,
     signatures: Signatures,
     cost: RunCost,
@@ -301,23 +340,82 @@ impl LoadedModel for OnnxRuntimeModel {
         &self.cost
     }
 
+    // The C API's `Run` on the shared session: the one place this engine is unsafe, each block
+    // with its argument.
+    #[allow(unsafe_code)]
     fn run(&self, _signature: &str, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
         let values = inputs
             .iter()
             .zip(&self.signature.inputs)
-            .map(|(t, s)| Ok((s.name.as_str(), input_value(t, s)?)))
+            .map(|(t, s)| input_value(t, s))
             .collect::<Result<Vec<_>, EngineError>>()?;
-        let mut guard = self
-            .session
-            .lock()
-            .map_err(|_| run("an earlier inference on this session panicked".into()))?;
-        let outputs = guard.run(values).map_err(|e| run(e.to_string()))?;
+        if values.len() != self.input_names.len() {
+            return Err(run(format!(
+                "{} inputs for a graph of {}",
+                values.len(),
+                self.input_names.len()
+            )));
+        }
+        let input_names: Vec<*const c_char> = self.input_names.iter().map(|n| n.as_ptr()).collect();
+        let input_values: Vec<*const ort::sys::OrtValue> = values.iter().map(|v| v.ptr()).collect();
+        let output_names: Vec<*const c_char> =
+            self.output_names.iter().map(|n| n.as_ptr()).collect();
+        let mut outputs: Vec<*mut ort::sys::OrtValue> =
+            vec![std::ptr::null_mut(); output_names.len()];
+        let api = ort::api();
+        // SAFETY: `Run` on a shared session from several threads at once. ONNX Runtime documents
+        // `InferenceSession::Run` as thread-safe: several threads may call it on one session
+        // concurrently (onnxruntime's C API documentation, and its maintainers' change #19301,
+        // "InferenceSession::Run() is guaranteed to be thread-safe"); its Python binding calls it
+        // so with the GIL released. The reports of crashes that made the `ort` crate take `&mut`
+        // concern the CUDA, DirectML and TensorRT execution providers' allocators and contexts;
+        // these sessions are built with the CPU provider alone (`session` above registers none).
+        // Every pointer passed lives until `Run` returns: the names are owned by `self`, the
+        // input values borrow `inputs`, which outlive this call, and the counts are those of the
+        // arrays. Null output slots ask ONNX Runtime to allocate the outputs with the session's
+        // allocator, whose ownership passes to us and is taken below.
+        let status = unsafe {
+            (api.Run)(
+                self.session.ptr().cast_mut(),
+                std::ptr::null(),
+                input_names.as_ptr(),
+                input_values.as_ptr(),
+                input_values.len(),
+                output_names.as_ptr(),
+                output_names.len(),
+                outputs.as_mut_ptr(),
+            )
+        };
+        // Owned at once, so that every output is released whatever happens next.
+        let owned: Vec<Option<DynValue>> = outputs
+            .iter()
+            .map(|p| {
+                // SAFETY: a non-null slot is an OrtValue that `Run` made with the session's
+                // allocator and handed to us; `from_ptr` takes ownership (releases it on drop).
+                NonNull::new(*p)
+                    .map(|p| unsafe { DynValue::from_ptr(p, Some(self.session.allocator())) })
+            })
+            .collect();
+        if !status.0.is_null() {
+            // SAFETY: a non-null status from `Run` is ours to read and release, once.
+            let message = unsafe {
+                let m = (api.GetErrorMessage)(status.0);
+                let m = if m.is_null() {
+                    "unknown error".to_owned()
+                } else {
+                    CStr::from_ptr(m).to_string_lossy().into_owned()
+                };
+                (api.ReleaseStatus)(status.0);
+                m
+            };
+            return Err(run(message));
+        }
         self.signature
             .outputs
             .iter()
-            .map(|s| {
-                outputs
-                    .get(&s.name)
+            .zip(&owned)
+            .map(|(s, v)| {
+                v.as_ref()
                     .ok_or_else(|| run(format!("ONNX Runtime gave no output {:?}", s.name)))
                     .and_then(|v| output(v, &s.name))
             })
