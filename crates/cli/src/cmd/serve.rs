@@ -325,9 +325,9 @@ pub struct ServeArgs {
         help_heading = "teeserve: listeners and limits"
     )]
     pub max_in_flight: usize,
-    /// Inference worker threads (default: the cores). A model's weights are held once whatever
-    /// the number: tract shares one plan between the workers, TensorFlow one session; ONNX
-    /// Runtime runs one session per model whose inferences take turns, each on this many threads.
+    /// Inferences that run at once (default: the cores). A model's weights are held once whatever
+    /// the number: tract shares one plan between the workers, TensorFlow and ONNX Runtime one
+    /// session, on which the workers' inferences run concurrently.
     #[arg(long = "workers", help_heading = "teeserve: engines")]
     pub workers: Option<usize>,
     /// Largest request (gRPC message or REST body), bytes.

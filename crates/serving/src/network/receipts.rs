@@ -58,11 +58,33 @@ impl std::fmt::Debug for Receipts {
     }
 }
 
-/// The signer task: everything queued when it wakes is one batch, under one signature. It
-/// ends when the server's [`Receipts`] (the queue's only sender) is dropped.
+/// How many times the signer steps aside for other ready tasks before it signs a batch.
+const SIGNER_YIELDS: usize = 8;
+
+/// The signer task: everything queued when it wakes is one batch, under one signature. Before
+/// signing it steps aside while other tasks are ready to run and their answers join the batch:
+/// on an idle server the step is immediate and an answer is signed alone, at once; on a busy
+/// one the batch grows with the load, and no timer holds an answer back. It ends when the
+/// server's [`Receipts`] (the queue's only sender) is dropped.
 async fn sign_batches(signer: Arc<ReceiptSigner>, mut queue: mpsc::UnboundedReceiver<Waiting>) {
     let mut batch = Vec::new();
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        for _ in 0..SIGNER_YIELDS {
+            if batch.len() >= MAX_BATCH {
+                break;
+            }
+            tokio::task::yield_now().await;
+            let before = batch.len();
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(w) => batch.push(w),
+                    Err(_) => break,
+                }
+            }
+            if batch.len() == before {
+                break;
+            }
+        }
         let (claims, replies): (Vec<ReceiptClaims>, Vec<_>) = batch.drain(..).unzip();
         for (reply, receipt) in replies.into_iter().zip(signer.sign_batch(&claims)) {
             // A requester gone since has nobody to give the receipt to.
@@ -344,7 +366,10 @@ impl http_body::Body for Hashing {
             match receipt {
                 Ok(r) => {
                     let v = base64::engine::general_purpose::STANDARD_NO_PAD.encode(r);
-                    if let Ok(v) = hyper::header::HeaderValue::from_str(&v) {
+                    if let Ok(mut v) = hyper::header::HeaderValue::from_str(&v) {
+                        // Unique to this answer: HPACK sends it as a never-indexed literal
+                        // rather than churn the connection's table with it.
+                        v.set_sensitive(true);
                         trailers.insert(RECEIPT_TRAILER, v);
                     }
                 }
