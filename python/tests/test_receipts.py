@@ -170,3 +170,36 @@ def test_the_document_kept_is_the_standing_one_byte_for_byte(pki, server):
                           timeout=10).content
     assert kept == served
     assert "nonce" not in json.loads(kept)
+
+
+def test_receipts_of_concurrent_answers_each_verify_alone(pki, server):
+    """Answers made at once are signed in batches (one signature over a Merkle root, an inclusion
+    path per receipt): each receipt still verifies on its own, names only its own request and
+    response, and has its own counter."""
+    import concurrent.futures
+
+    def calls(scale):
+        got = []
+        with receipts_channel(pki, server) as ch:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+            for i in range(4):
+                stub.Predict(request(scale + i / 100.0), 10.0)
+                got.append(ch.last_receipt())
+        return got
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        receipts = [r for rs in pool.map(calls, [0.5 + k / 10.0 for k in range(8)]) for r in rs]
+    assert len(receipts) == 32
+    counters = set()
+    for r in receipts:
+        v = verify(pki, r)
+        assert v["verified"] is True
+        assert v["request_sha256"] == hashlib.sha256(r.request).hexdigest()
+        assert v["response_sha256"] == hashlib.sha256(r.response).hexdigest()
+        counters.add(v["counter"])
+    assert len(counters) == 32
+    # A receipt's proof does not carry over to another answer of its batch.
+    a, b = receipts[0], receipts[1]
+    with pytest.raises(teeserve.VerificationError):
+        teeserve.verify_receipt(a.receipt, b.request, b.response, a.attestation, policy=pki.policy(),
+                                root=pki.root)

@@ -7,6 +7,7 @@
 #![allow(rustdoc::bare_urls)]
 
 mod cmd;
+mod log_sink;
 mod util;
 
 use clap::Parser;
@@ -21,5 +22,6 @@ fn main() {
             e.downcast_ref::<util::Exit>().map(|x| x.0).unwrap_or(2)
         }
     };
+    log_sink::flush();
     std::process::exit(code);
 }

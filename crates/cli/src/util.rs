@@ -33,7 +33,8 @@ pub fn render_error(e: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
-/// Sets up logging to stderr; `RUST_LOG` overrides the level.
+/// Sets up logging to stderr, the access log in batches ([`crate::log_sink`]); `RUST_LOG`
+/// overrides the level.
 pub fn init_tracing(verbose: u8) {
     let level = match verbose {
         0 => "warn,teeserve=info,teeserve_kbs=info,teeserve_serving=info",
@@ -44,7 +45,7 @@ pub fn init_tracing(verbose: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::log_sink::Sink)
         // Colours only on a terminal: a log file or a collector gets plain `key=value` text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)

@@ -16,6 +16,7 @@ fn npy(path: &str) -> tensor::Tensor {
 
 #[test]
 fn every_batch_size_matches_onnxruntime() {
+    let _alone = alone();
     let model = TractEngine
         .load(&std::fs::read(repo().join("models/digits/1/model.onnx")).unwrap())
         .unwrap();
@@ -59,6 +60,7 @@ fn one_node_model(elem: tract_onnx::pb::tensor_proto::DataType, op: &str) -> Vec
 
 #[test]
 fn half_precision_tensors_go_in_and_out_of_tract_and_onnx_runtime() {
+    let _alone = alone();
     use tract_onnx::pb::tensor_proto::DataType as Onnx;
     let h = |v: &[f32]| Data::F16(v.iter().map(|&x| half::f16::from_f32(x)).collect());
     let x = tensor::Tensor::new(vec![2, 2], h(&[1.5, -0.25, 100.0, 0.0])).unwrap();
@@ -142,9 +144,10 @@ fn slow_model() -> Vec<u8> {
 }
 
 /// Two inferences of one model started together: when they take turns, the second ends a
-/// whole inference after the first; when they run at once, they end close together. Passes
-/// when any of three tries ends the two within half an inference of each other, which taking
-/// turns never does.
+/// whole inference after the first (the last end at about twice the first); when they run at
+/// once, they end close together. Passes when any of five tries ends the two less than 0.6 of
+/// the first's time apart, which taking turns never does. The tests of this file run one at a
+/// time ([`ALONE`]), so that another test's work does not take one of the two cores.
 fn two_inferences_overlap(model: std::sync::Arc<dyn teeserve_serving::engine::LoadedModel>) {
     // x = 1/1024 everywhere: x·x = x, so the values stay put.
     let n = 1024;
@@ -155,7 +158,7 @@ fn two_inferences_overlap(model: std::sync::Arc<dyn teeserve_serving::engine::Lo
     };
     assert!((y[0] - 1.0 / n as f32).abs() < 1e-6, "{}", y[0]);
     let mut tries = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..5 {
         let barrier = std::sync::Barrier::new(2);
         let start = std::time::Instant::now();
         let ends: Vec<std::time::Duration> = std::thread::scope(|s| {
@@ -171,7 +174,7 @@ fn two_inferences_overlap(model: std::sync::Arc<dyn teeserve_serving::engine::Lo
             runs.into_iter().map(|r| r.join().unwrap()).collect()
         });
         let (first, last) = (ends[0].min(ends[1]), ends[0].max(ends[1]));
-        if last - first < first / 2 {
+        if (last - first).as_secs_f64() < 0.6 * first.as_secs_f64() {
             return;
         }
         tries.push((first, last));
@@ -207,8 +210,16 @@ impl teeserve_serving::engine::LoadedModel for TakingTurns {
     }
 }
 
+/// Held by each test of this file while it runs: they run one at a time.
+static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ALONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn concurrent_inferences_of_one_model_run_at_once_on_every_engine() {
+    let _alone = alone();
     let tract = TractEngine.load(&slow_model()).unwrap();
     let turns = std::sync::Arc::new(TakingTurns(tract.clone(), Default::default()));
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The cost of a request in one run: teeserve (the digits model on tract) beside nginx answering a
+# static 100-byte body (the transport floor: TLS, framing and sockets, no work), on the same TLS
+# 1.3 certificate, with the same load tool: h2load -c 32 -m 1, HTTP/2 for gRPC, HTTP/1.1 for
+# REST. Then system calls per request (strace -f -c on each server over a fifth of the count).
+#   bash bench/request_cost.sh [REQUESTS]      (per measurement, default 100000)
+# Needs nginx, h2load (Debian: nginx, nghttp2-client) and strace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n="${1:-100000}"
+traced_n=$((n / 5))
+for tool in nginx h2load strace; do
+  command -v "$tool" >/dev/null || { echo "needs $tool (Debian: nginx nghttp2-client strace)" >&2; exit 1; }
+done
+cargo build --release --quiet -p teeserve
+bin=target/release
+tmp="$(mktemp -d)"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  if [ -f "$tmp/nginx.pid" ]; then kill "$(cat "$tmp/nginx.pid")" 2>/dev/null || true; fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+"$bin/teeserve" tls init --dir "$tmp/tls" >/dev/null
+python3 bench/request_cost.py bodies "$tmp"
+read -r grpc rest h2 h1 <<<"$(python3 -c 'import socket
+s=[socket.socket() for _ in range(4)]
+[x.bind(("127.0.0.1",0)) for x in s]
+print(" ".join(str(x.getsockname()[1]) for x in s))')"
+"$bin/teeserve" serve --model_name digits --model_base_path "$PWD/models/digits" \
+  --tls_cert "$tmp/tls/server.pem" --tls_key "$tmp/tls/server.key" \
+  --grpc_bind_address 127.0.0.1 --rest_api_bind_address 127.0.0.1 \
+  --port "$grpc" --rest_api_port "$rest" >"$tmp/serve.out" 2>"$tmp/serve.log" &
+pids+=($!)
+serve_pid=$!
+body="$(head -c 100 /dev/zero | tr '\0' 'x')"
+cat >"$tmp/nginx.conf" <<CONF
+worker_processes $(nproc);
+pid $tmp/nginx.pid;
+error_log $tmp/nginx.err warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $tmp/body;
+  ssl_certificate $tmp/tls/server.pem;
+  ssl_certificate_key $tmp/tls/server.key;
+  ssl_protocols TLSv1.3;
+  server {
+    listen 127.0.0.1:$h2 ssl;
+    http2 on;
+    location / { return 200 "$body"; }
+  }
+  server {
+    listen 127.0.0.1:$h1 ssl;
+    location / { return 200 "$body"; }
+  }
+}
+CONF
+nginx -c "$tmp/nginx.conf" -e "$tmp/nginx.err"
+for _ in $(seq 100); do
+  grep -q '^listening' "$tmp/serve.out" && [ -f "$tmp/nginx.pid" ] && break
+  sleep 0.1
+done
+grpc_flags=(-H 'content-type: application/grpc' -H 'te: trailers' -d "$tmp/predict.grpc")
+rest_flags=(--h1 -H 'content-type: application/json' -d "$tmp/predict.json")
+run() { # NAME URL FLAGS...: h2load, then its figures
+  local name="$1" url="$2"; shift 2
+  h2load -c 32 -m 1 -n "$n" "$@" "$url" >"$tmp/$name.h2load" 2>&1
+  printf '%-14s %s\n' "$name" "$(python3 bench/request_cost.py h2load "$tmp/$name.h2load")"
+}
+traced() { # NAME "PID..." URL FLAGS...: the same under strace -f -c of those processes
+  local name="$1" url="$3" attach=()
+  for p in $2; do attach+=(-p "$p"); done
+  shift 3
+  strace -f -c "${attach[@]}" -o "$tmp/$name.strace" &
+  local s=$!
+  sleep 1
+  h2load -c 32 -m 1 -n "$traced_n" "$@" "$url" >/dev/null 2>&1
+  kill -INT "$s"; wait "$s" 2>/dev/null || true
+  printf '%-14s syscalls %s\n' "$name" "$(python3 bench/request_cost.py strace "$tmp/$name.strace" "$traced_n")"
+}
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $n requests per run, h2load -c 32 -m 1"
+for round in 1 2 3; do
+  run "teeserve-grpc" "https://127.0.0.1:$grpc/tensorflow.serving.PredictionService/Predict" "${grpc_flags[@]}"
+  run "nginx-h2" "https://127.0.0.1:$h2/" "${grpc_flags[@]}"
+  run "teeserve-rest" "https://127.0.0.1:$rest/v1/models/digits:predict" "${rest_flags[@]}"
+  run "nginx-h1" "https://127.0.0.1:$h1/" "${rest_flags[@]}"
+done
+# Every gRPC answer was OK (gRPC errors come with HTTP 200): the access log counts them.
+sleep 0.5
+echo "teeserve gRPC answers with status OK: $(grep -c 'entry="grpc" method="Predict" model="digits" status=OK' "$tmp/serve.log" || true)"
+nginx_workers="$(pgrep -P "$(cat "$tmp/nginx.pid")" | tr '\n' ' ')"
+traced "teeserve-grpc" "$serve_pid" "https://127.0.0.1:$grpc/tensorflow.serving.PredictionService/Predict" "${grpc_flags[@]}"
+traced "teeserve-rest" "$serve_pid" "https://127.0.0.1:$rest/v1/models/digits:predict" "${rest_flags[@]}"
+traced "nginx-h2" "$nginx_workers" "https://127.0.0.1:$h2/" "${grpc_flags[@]}"
+traced "nginx-h1" "$nginx_workers" "https://127.0.0.1:$h1/" "${rest_flags[@]}"
