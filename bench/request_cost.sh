@@ -4,6 +4,7 @@
 # 1.3 certificate, with the same load tool: h2load -c 32 -m 1, HTTP/2 for gRPC, HTTP/1.1 for
 # REST. Then system calls per request (strace -f -c on each server over a fifth of the count).
 #   bash bench/request_cost.sh [REQUESTS]      (per measurement, default 100000)
+#   TEESERVE_BIN_DIR=DIR bash bench/request_cost.sh   (DIR/teeserve instead of a release build)
 # Needs nginx, h2load (Debian: nginx, nghttp2-client) and strace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,8 +13,12 @@ traced_n=$((n / 5))
 for tool in nginx h2load strace; do
   command -v "$tool" >/dev/null || { echo "needs $tool (Debian: nginx nghttp2-client strace)" >&2; exit 1; }
 done
-cargo build --release --quiet -p teeserve
-bin=target/release
+# TEESERVE_BIN_DIR: a teeserve already built (e.g. an earlier commit's, to compare); otherwise
+# the release build.
+bin="${TEESERVE_BIN_DIR:-target/release}"
+if [ -z "${TEESERVE_BIN_DIR:-}" ]; then
+  cargo build --release --quiet -p teeserve
+fi
 tmp="$(mktemp -d)"
 pids=()
 cleanup() {
@@ -42,13 +47,13 @@ error_log $tmp/nginx.err warn;
 events { worker_connections 1024; }
 http {
   access_log off;
+  keepalive_requests 10000000;
   client_body_temp_path $tmp/body;
   ssl_certificate $tmp/tls/server.pem;
   ssl_certificate_key $tmp/tls/server.key;
   ssl_protocols TLSv1.3;
   server {
-    listen 127.0.0.1:$h2 ssl;
-    http2 on;
+    listen 127.0.0.1:$h2 ssl http2;
     location / { return 200 "$body"; }
   }
   server {
@@ -73,7 +78,7 @@ traced() { # NAME "PID..." URL FLAGS...: the same under strace -f -c of those pr
   local name="$1" url="$3" attach=()
   for p in $2; do attach+=(-p "$p"); done
   shift 3
-  strace -f -c "${attach[@]}" -o "$tmp/$name.strace" &
+  strace -qq -f -c "${attach[@]}" -o "$tmp/$name.strace" &
   local s=$!
   sleep 1
   h2load -c 32 -m 1 -n "$traced_n" "$@" "$url" >/dev/null 2>&1
