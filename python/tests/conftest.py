@@ -80,7 +80,10 @@ class Server:
             return f.read()
 
     def served(self, method):
-        """Access-log lines of requests with this method (e.g. Predict)."""
+        """Access-log lines of requests with this method (e.g. Predict). The server writes its
+        access log in batches, at most 100 ms late: this waits past that before reading, so that
+        an empty list means none was served."""
+        time.sleep(0.5)
         return [l for l in self.log_text().splitlines() if f'method="{method}"' in l or f"method={method}" in l]
 
     def stop(self):

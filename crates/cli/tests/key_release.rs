@@ -343,41 +343,29 @@ fn requesters_check_how_the_server_got_its_keys() {
     predict(d, &b.rest, "v2.toml").ok();
 
     // teeserve-load refuses the same way.
-    let load_bin = load_bin();
     let input = repo().join("testdata/digits/sample.npy");
-    let out = Command::new(&load_bin)
-        .current_dir(d)
-        .args([
-            "--server",
-            &a.grpc,
+    let load = |server: &str| {
+        let attest = [
             "--ca",
             "tls/ca.pem",
             "--attest",
             "v2.toml",
             "--root",
             "sim/root.pem",
-        ])
-        .args(["--model", "digits", "--input", s(&input), "--requests", "2"])
-        .output()
-        .unwrap();
+        ];
+        Command::new(load_bin())
+            .current_dir(d)
+            .args(["--server", server])
+            .args(attest)
+            .args(["--model", "digits", "--input", s(&input), "--requests", "2"])
+            .output()
+            .unwrap()
+    };
+    let out = load(&a.grpc);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("policy_sha256"), "{stderr}");
-    let out = Command::new(&load_bin)
-        .current_dir(d)
-        .args([
-            "--server",
-            &b.grpc,
-            "--ca",
-            "tls/ca.pem",
-            "--attest",
-            "v2.toml",
-            "--root",
-            "sim/root.pem",
-        ])
-        .args(["--model", "digits", "--input", s(&input), "--requests", "2"])
-        .output()
-        .unwrap();
+    let out = load(&b.grpc);
     assert!(
         out.status.success(),
         "{}",

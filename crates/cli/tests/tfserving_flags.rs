@@ -79,15 +79,20 @@ fn a_tf_serving_command_line_starts_teeserve_and_says_what_each_unneeded_flag_do
     )
     .ok();
     assert!(r.stdout.contains("\"class\""), "{}", r.stdout);
-    // The gRPC access log speaks gRPC: the status code's name, not an HTTP status.
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // The gRPC access log speaks gRPC: the status code's name, not an HTTP status. The log is
+    // written in batches, at most 100 ms late.
+    let line = "entry=\"grpc\" method=\"Predict\" model=\"digits\" status=OK";
     let mut err = String::new();
-    log.rewind().unwrap();
-    log.read_to_string(&mut err).unwrap();
-    assert!(
-        err.contains("entry=\"grpc\" method=\"Predict\" model=\"digits\" status=OK"),
-        "{err}"
-    );
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        err.clear();
+        log.rewind().unwrap();
+        log.read_to_string(&mut err).unwrap();
+        if err.contains(line) {
+            break;
+        }
+    }
+    assert!(err.contains(line), "{err}");
 }
 
 struct Killed(std::process::Child);

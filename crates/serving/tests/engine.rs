@@ -45,6 +45,22 @@ fn every_batch_size_matches_onnxruntime() {
     }
 }
 
+/// ONNX Runtime from `TEESERVE_ONNXRUNTIME_LIB` for two workers, with `intra_op_threads`
+/// threads per inference (0: the default); None (or a failure where it is required) without it.
+fn onnx_runtime(intra_op_threads: usize) -> Option<std::sync::Arc<dyn Engine>> {
+    let Some(lib) = std::env::var_os("TEESERVE_ONNXRUNTIME_LIB") else {
+        return teeserve_testkit::absent(
+            "no libonnxruntime (set TEESERVE_ONNXRUNTIME_LIB)",
+            "TEESERVE_REQUIRE_ONNXRUNTIME",
+        );
+    };
+    let choice = teeserve_serving::engine::EngineChoice::OnnxRuntime {
+        lib: lib.into(),
+        intra_op_threads,
+    };
+    Some(choice.start(2).unwrap())
+}
+
 /// x: `elem` [N, 2] -> y = x + x (`op` Add) or y = x (`op` Identity), a graph of one node in
 /// `elem` (ONNX's TensorProto.DataType).
 fn one_node_model(elem: tract_onnx::pb::tensor_proto::DataType, op: &str) -> Vec<u8> {
@@ -79,19 +95,9 @@ fn half_precision_tensors_go_in_and_out_of_tract_and_onnx_runtime() {
     );
 
     // ONNX Runtime: half, and bfloat16 (which its CPU kernels only move, not add).
-    let Some(lib) = std::env::var_os("TEESERVE_ONNXRUNTIME_LIB") else {
-        let _: Option<()> = teeserve_testkit::absent(
-            "no libonnxruntime (set TEESERVE_ONNXRUNTIME_LIB)",
-            "TEESERVE_REQUIRE_ONNXRUNTIME",
-        );
+    let Some(ort) = onnx_runtime(0) else {
         return;
     };
-    let ort = teeserve_serving::engine::EngineChoice::OnnxRuntime {
-        lib: lib.into(),
-        intra_op_threads: 0,
-    }
-    .start(2)
-    .unwrap();
     let out = ort
         .load(&one_node_model(Onnx::Float16, "Add"))
         .unwrap()
@@ -230,19 +236,9 @@ fn concurrent_inferences_of_one_model_run_at_once_on_every_engine() {
         "the check passed inferences that took turns"
     );
     two_inferences_overlap(tract);
-    let Some(lib) = std::env::var_os("TEESERVE_ONNXRUNTIME_LIB") else {
-        let _: Option<()> = teeserve_testkit::absent(
-            "no libonnxruntime (set TEESERVE_ONNXRUNTIME_LIB)",
-            "TEESERVE_REQUIRE_ONNXRUNTIME",
-        );
+    // One thread per inference, the two on one session.
+    let Some(ort) = onnx_runtime(1) else {
         return;
     };
-    // One thread per inference, the two on one session.
-    let ort = teeserve_serving::engine::EngineChoice::OnnxRuntime {
-        lib: lib.into(),
-        intra_op_threads: 1,
-    }
-    .start(2)
-    .unwrap();
     two_inferences_overlap(ort.load(&slow_model()).unwrap());
 }
