@@ -52,6 +52,41 @@ pub fn load_bin() -> PathBuf {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A child process, killed and reaped when dropped.
+pub struct Kill(pub Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `teeserve kbs --config kbs.toml` in `dir`; returns it and the native address it
+/// prints on its first line.
+pub fn start_kbs(dir: &Path) -> (Kill, String) {
+    let mut child = Kill(
+        Command::new(bin())
+            .args(["kbs", "--config", "kbs.toml"])
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    if let Some(out) = child.0.stdout.take() {
+        BufReader::new(out).read_line(&mut line).unwrap();
+    }
+    let addr = line
+        .split("native=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the broker printed no address: {line:?}"))
+        .to_owned();
+    (child, addr)
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")

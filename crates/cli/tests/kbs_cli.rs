@@ -2,16 +2,7 @@
 //! reload, and a broken reload that keeps the old configuration.
 mod harness;
 use harness::*;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
-struct Kill(std::process::Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use std::process::Command;
 
 fn config(measure: &str, extra: &str) -> String {
     format!(
@@ -44,27 +35,7 @@ fn grants_refusals_and_sighup_reload() {
         config(&me, "[secrets.extra]\nfile = \"model.key\""),
     )
     .unwrap();
-    let mut child = Kill(
-        Command::new(bin())
-            .args(["kbs", "--config", "kbs.toml"])
-            .current_dir(d)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split("native=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let (child, addr) = start_kbs(d);
     let kbs_get = |extra: &[&str]| {
         let mut args = vec![
             "kbs",

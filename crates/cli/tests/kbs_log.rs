@@ -7,20 +7,12 @@
 mod harness;
 use harness::*;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use teeserve_ratls::tlog::checkpoint::Checkpoint;
 use teeserve_ratls::tlog::note::SigningKey;
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The owner's files: a simulated platform, TLS material, a model key, the log's key and a
 /// kbs.toml that signs its log, grants model-key to this binary and refuses `other`.
@@ -66,27 +58,7 @@ fn setup(d: &Path) {
 
 /// Starts `teeserve kbs` in `d`; returns it and its native address.
 fn broker(d: &Path) -> (Kill, String) {
-    let mut child = Kill(
-        Command::new(bin())
-            .args(["kbs", "--config", "kbs.toml"])
-            .current_dir(d)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split("native=")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let (child, addr) = start_kbs(d);
     (child, addr)
 }
 

@@ -7,20 +7,11 @@
 mod harness;
 use harness::*;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 
 use teeserve_client::{ca_verifier, client_config, RestClient};
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn kbs_toml(d: &Path, comment: &str) {
     let me = run(&["attest", "measure"]).ok().stdout.trim().to_owned();
@@ -68,27 +59,7 @@ fn owner(d: &Path) -> (Kill, String) {
     )
     .ok();
     kbs_toml(d, "v1");
-    let mut child = Kill(
-        Command::new(bin())
-            .args(["kbs", "--config", "kbs.toml"])
-            .current_dir(d)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split("native=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let (child, addr) = start_kbs(d);
     (child, addr)
 }
 
