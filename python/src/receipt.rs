@@ -4,7 +4,6 @@
 //! verdict.
 
 use pyo3::prelude::*;
-use serde_json::json;
 
 use teeserve_attest::{CollateralSource, Policy};
 use teeserve_client::{attest_server, check_receipt, AttestOptions, Attested, FetchedAttestation};
@@ -112,22 +111,8 @@ fn check(
     request: &[u8],
     response: &[u8],
 ) -> Result<serde_json::Value, Refusal> {
-    let checked = check_receipt(
+    Ok(check_receipt(
         appraiser, policy, attested, doc_json, receipt, request, response,
-    )?;
-    let c = &checked.claims;
-    Ok(json!({
-        "verified": true,
-        "model": c.model,
-        "version": c.version,
-        "model_sha256": hex::encode(c.model_sha256),
-        "signature": c.signature,
-        "method": c.method,
-        "time": c.time,
-        "counter": c.counter,
-        "request_sha256": hex::encode(c.request_sha256),
-        "response_sha256": hex::encode(c.response_sha256),
-        "tee": checked.verdict.tee,
-        "tcb_status": checked.verdict.tcb_status,
-    }))
+    )?
+    .to_json())
 }

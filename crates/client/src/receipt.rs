@@ -21,6 +21,27 @@ pub struct CheckedReceipt {
     pub verdict: Verdict,
 }
 
+impl CheckedReceipt {
+    /// The verdict as `teeserve receipt verify` prints it and the Python package returns it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let c = &self.claims;
+        serde_json::json!({
+            "verified": true,
+            "model": c.model,
+            "version": c.version,
+            "model_sha256": hex::encode(c.model_sha256),
+            "signature": c.signature,
+            "method": c.method,
+            "time": c.time,
+            "counter": c.counter,
+            "request_sha256": hex::encode(c.request_sha256),
+            "response_sha256": hex::encode(c.response_sha256),
+            "tee": self.verdict.tee,
+            "tcb_status": self.verdict.tcb_status,
+        })
+    }
+}
+
 /// Verifies `receipt` against the attestation `attested` (its document as served, `doc_json`,
 /// and the certificate whose key it binds), `policy`, and the `request` and `response` bytes.
 pub fn check_receipt(

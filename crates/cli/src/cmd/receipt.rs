@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use serde_json::json;
 use teeserve_attest::{Collateral, CollateralSource, Verifier};
 use teeserve_client::check_receipt;
 use teeserve_client::FetchedAttestation;
@@ -74,20 +73,6 @@ pub fn run(c: ReceiptCmd) -> Result<i32> {
         &read("response.bin")?,
     )
     .map_err(|r| refuse(format!("receipt refused ({}): {}", r.rule, r.message)))?;
-    let c = &checked.claims;
-    util::say(serde_json::to_string_pretty(&json!({
-        "verified": true,
-        "model": c.model,
-        "version": c.version,
-        "model_sha256": hex::encode(c.model_sha256),
-        "signature": c.signature,
-        "method": c.method,
-        "time": c.time,
-        "counter": c.counter,
-        "request_sha256": hex::encode(c.request_sha256),
-        "response_sha256": hex::encode(c.response_sha256),
-        "tee": checked.verdict.tee,
-        "tcb_status": checked.verdict.tcb_status,
-    }))?)?;
+    util::say(serde_json::to_string_pretty(&checked.to_json())?)?;
     Ok(0)
 }
