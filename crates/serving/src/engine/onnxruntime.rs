@@ -106,8 +106,9 @@ impl OnnxRuntimeEngine {
             .with_intra_threads(self.threads)
             .map_err(e)?
             // Concurrent inferences keep the cores busy: a pool thread that spins waiting for
-            // work would take a core from another request's inference.
-            .with_intra_op_spinning(self.threads == 1)
+            // work would take a core from another request's inference. (With one thread there
+            // is no pool, and nothing to spin.)
+            .with_intra_op_spinning(false)
             .map_err(e)?
             .with_inter_threads(1)
             .map_err(e)?
