@@ -2,7 +2,8 @@
 # Static checks of the deployment files (no SGX, no container engine needed):
 # render the Gramine templates and check the TOML, hadolint the Dockerfiles, yamllint and
 # validate every Kubernetes manifest and the kustomize output against the Kubernetes schemas,
-# and check that the cluster harness (cluster/run.sh) runs the replicas as they do.
+# check that the cluster harness (cluster/run.sh) runs the replicas as they do, and check the
+# KServe serving runtime against KServe's schema.
 set -euo pipefail
 cd "$(dirname "$0")"
 venv="${TEESERVE_DEPLOY_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/teeserve-deploy-venv}"
@@ -74,7 +75,7 @@ echo "== hadolint"
   docker/Dockerfile.tfserving
 
 echo "== yamllint"
-"$venv/bin/yamllint" -d '{extends: default, rules: {line-length: {max: 120}}}' kubernetes/
+"$venv/bin/yamllint" -d '{extends: default, rules: {line-length: {max: 120}}}' kubernetes/ kserve/
 
 echo "== the cluster harness runs the replicas as deploy/kubernetes does"
 "$venv/bin/python" cluster/check_config.py
@@ -98,4 +99,16 @@ else
   echo "kubectl not available: kustomize output not rendered" >&2
   exit 1
 fi
+
+echo "== the KServe runtime against KServe's schema (its SDK's models)"
+v2venv="$(bash ../scripts/v2clients_venv.sh)"
+"$v2venv/bin/python" kserve/check_manifests.py kserve/cluster-serving-runtime.yaml kserve/inference-service.yaml
+# The checker must refuse what KServe refuses: a field the schema does not name.
+bad="$(mktemp "${TMPDIR:-/tmp}/teeserve-kserve.XXXXXXXX.yaml")"
+sed 's/^  protocolVersions:/  protocolVersion:/' kserve/cluster-serving-runtime.yaml > "$bad"
+if "$v2venv/bin/python" kserve/check_manifests.py "$bad" >/dev/null; then
+  echo "check_manifests.py passed a runtime with an unknown field" >&2
+  exit 1
+fi
+rm -f "$bad"
 echo "deploy checks: ok"

@@ -1,4 +1,4 @@
-//! Compiles the TF Serving-compatible protos in /proto with protox (pure Rust; no protoc), and
+//! Compiles the TF Serving-compatible and Open Inference Protocol protos in /proto with protox (pure Rust; no protoc), and
 //! writes their descriptors for gRPC server reflection.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "tensorflow_serving/apis/prediction_log.proto",
         "tensorflow/core/protobuf/saved_model.proto",
         "grpc/health/v1/health.proto",
+        "inference/grpc_predict_v2.proto",
     ];
     println!("cargo:rerun-if-changed={}", root.display());
     let fds = protox::compile(files, [&root])?;
@@ -23,6 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // Packed tensors are taken from the received buffer without a copy.
         .bytes(".tensorflow.TensorProto.tensor_content")
+        .bytes(".inference.ModelInferRequest.raw_input_contents")
+        .bytes(".inference.ModelInferResponse.raw_output_contents")
         // Buffers sized to the message before encoding (src/codec.rs).
         .codec_path("crate::codec::ProstCodec")
         .compile_fds(fds)?;

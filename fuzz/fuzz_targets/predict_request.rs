@@ -35,7 +35,7 @@ fn signature() -> Signature {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let _ = teeserve_serving::fuzzing::decoded_bytes(data, true);
+    let _ = teeserve_serving::fuzzing::decoded_bytes(data, teeserve_serving::fuzzing::GrpcMessage::Predict);
     let Ok(req) = PredictRequest::decode(data) else {
         return;
     };

@@ -238,6 +238,7 @@ fn verify_quote(
 struct AttestedForwarder {
     forwarder: Mutex<Forwarder>,
     socket_path: String,
+    tcp_address: Option<String>,
     verdict_json: String,
     document_json: String,
     attestation_document: Vec<u8>,
@@ -258,6 +259,12 @@ impl AttestedForwarder {
     #[getter]
     fn socket_path(&self) -> &str {
         &self.socket_path
+    }
+
+    /// The loopback `host:port` to connect to, for a forwarder started with `tcp`.
+    #[getter]
+    fn tcp_address(&self) -> Option<String> {
+        self.tcp_address.clone()
     }
 
     /// The verdict on the server's evidence (JSON).
@@ -309,7 +316,7 @@ impl AttestedForwarder {
 /// `Refusal` before anything but a nonce reached the server when the check fails. With
 /// `receipts`, the server must sign receipts, and the document they name is kept.
 #[pyfunction]
-#[pyo3(signature = (addr, server_name, protocol, policy_kind, policy_text, ca_pem=None, root_pem=None, collateral=None, certificate_chain=None, private_key=None, receipts=false))]
+#[pyo3(signature = (addr, server_name, protocol, policy_kind, policy_text, ca_pem=None, root_pem=None, collateral=None, certificate_chain=None, private_key=None, receipts=false, tcp=false))]
 #[allow(clippy::too_many_arguments)]
 fn attest(
     py: Python<'_>,
@@ -324,6 +331,7 @@ fn attest(
     certificate_chain: Option<Vec<u8>>,
     private_key: Option<Vec<u8>>,
     receipts: bool,
+    tcp: bool,
 ) -> PyResult<AttestedForwarder> {
     let private_key = private_key.map(Zeroizing::new);
     let (protocol, alpn): (Protocol, &[&[u8]]) = match protocol {
@@ -406,18 +414,21 @@ fn attest(
             })
         })
         .map_err(refusal)?;
-    let forwarder = Forwarder::start(
-        rt.handle(),
-        Upstream {
-            addr,
-            server_name,
-            tls: Arc::new(tls),
-        },
-        protocol,
-    )
+    let upstream = Upstream {
+        addr,
+        server_name,
+        tls: Arc::new(tls),
+    };
+    // A loopback port for clients that cannot dial a Unix socket (Triton's HTTP client).
+    let forwarder = if tcp {
+        Forwarder::start_tcp(rt.handle(), upstream, protocol)
+    } else {
+        Forwarder::start(rt.handle(), upstream, protocol)
+    }
     .map_err(|e| PyOSError::new_err(format!("cannot start the local forwarder: {e}")))?;
     Ok(AttestedForwarder {
         socket_path: forwarder.path().to_string_lossy().into_owned(),
+        tcp_address: forwarder.tcp_addr().map(|a| a.to_string()),
         forwarder: Mutex::new(forwarder),
         verdict_json: serde_json::to_string(&attested.verdict)
             .map_err(|e| value_error("verdict", e))?,

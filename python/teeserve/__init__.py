@@ -5,6 +5,8 @@
 - ``attested_channel``: a ``grpc.Channel`` to a server whose TLS key was attested; it works
   unchanged with ``PredictionServiceStub`` and ``ModelServiceStub``.
 - ``attested_session``: a ``requests.Session`` with the same guarantee for REST.
+- ``attested_endpoint``: a local address with the same guarantee, for clients that take only
+  an address: Triton's ``tritonclient`` (gRPC and HTTP) and KServe's v2 clients.
 - ``verify_receipt``: check a receipt (``receipts=True``: the server's signed statement of which
   model file answered which request with which response) against the attestation document
   that carries its key, as ``teeserve receipt verify`` does.
@@ -28,6 +30,8 @@ __all__ = [
     "verify_quote",
     "attested_channel",
     "attested_session",
+    "attested_endpoint",
+    "AttestedEndpoint",
     "Attestation",
     "Receipt",
     "verify_receipt",
@@ -254,7 +258,7 @@ def _split_target(target):
 
 
 def _attest(addr, server_name, protocol, root_certificates, policy, root, collateral,
-            private_key, certificate_chain, receipts=False):
+            private_key, certificate_chain, receipts=False, tcp=False):
     kind, text = _policy(policy)
     try:
         return _native.attest(
@@ -265,6 +269,7 @@ def _attest(addr, server_name, protocol, root_certificates, policy, root, collat
             certificate_chain=None if certificate_chain is None else _bytes(certificate_chain, "certificate_chain"),
             private_key=None if private_key is None else _bytes(private_key, "private_key"),
             receipts=receipts,
+            tcp=tcp,
         )
     except _native.Refusal as e:
         rule, detail, message = e.args
@@ -323,3 +328,87 @@ def attested_session(url, *, root_certificates, policy, root=None, collateral=No
     return _rest.session(url, root_certificates=root_certificates, policy=policy,
                          root=root, collateral=collateral, private_key=private_key,
                          certificate_chain=certificate_chain, receipts=receipts)
+
+
+class AttestedEndpoint:
+    """A local address that carries every connection to an attested server, each pinned to the
+    attested key: for clients that take only an address, such as Triton's ``tritonclient`` and
+    KServe's ``InferenceGRPCClient`` / ``InferenceRESTClient`` (the Open Inference Protocol).
+
+    ``url``: what to give the client: ``127.0.0.1:PORT`` (``transport="tcp"``, the default: a
+    loopback port that admits only this process's own connections), or ``unix:PATH`` for gRPC
+    and ``None`` for HTTP with ``socket_path`` set (``transport="unix"``: a socket in a private
+    directory, for ``httpx.AsyncHTTPTransport(uds=...)``). ``channel_args``: gRPC channel options
+    a ``unix:`` address needs (``grpc.default_authority``: the server's address; gRPC would
+    send the socket's path, which HTTP/2 servers refuse). ``headers``: the headers every request
+    must carry when the policy pins model files (give them to the client's calls); empty
+    otherwise. ``verdict`` and ``document``: as for attested_channel. ``close()`` (or leaving a
+    ``with`` block) stops the forwarder.
+    """
+
+    def __init__(self, forwarder, protocol, tcp, addr):
+        self._fwd = forwarder
+        self.protocol = protocol
+        self.verdict = _json.loads(forwarder.verdict_json)
+        self.document = _json.loads(forwarder.document_json)
+        self.headers = {"x-teeserve-accept-sha256": forwarder.accept_header} if forwarder.accept_header else {}
+        self.channel_args = []
+        if tcp:
+            self.url, self.socket_path = forwarder.tcp_address, None
+        elif protocol == "grpc":
+            self.url, self.socket_path = "unix:" + forwarder.socket_path, forwarder.socket_path
+            self.channel_args = [("grpc.default_authority", addr)]
+        else:
+            self.url, self.socket_path = None, forwarder.socket_path
+
+    def last_error(self):
+        """Why the last connection to the server was refused or failed, if one was."""
+        return self._fwd.last_error()
+
+    @property
+    def closed(self):
+        return self._fwd.closed
+
+    def close(self):
+        self._fwd.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"AttestedEndpoint({self.protocol}, url={self.url!r}, closed={self.closed})"
+
+
+def attested_endpoint(target, *, protocol, root_certificates, policy, root=None, collateral=None,
+                      private_key=None, certificate_chain=None, server_name=None, transport=None):
+    """An AttestedEndpoint for the server at ``target`` (``HOST:PORT``, or ``https://HOST:PORT``
+    for HTTP), after the same check as attested_channel, with the same arguments; raises
+    AttestationError before anything but a nonce reaches the server when the check fails.
+
+    protocol: ``"grpc"`` (the server's gRPC port) or ``"http"`` (its REST port, HTTP/1.1).
+    transport: ``"tcp"`` (default: a loopback port that admits only this process's own
+        connections) or ``"unix"`` (a socket in a private directory).
+    server_name: the name the server's certificate must carry (default: the target's host).
+
+    Every connection the client opens is carried over a new TLS connection that must present
+    the attested key; a server swapped in later is refused at the handshake and the client's
+    call fails (gRPC ``UNAVAILABLE``, HTTP 502), saying why.
+    """
+    if protocol not in ("grpc", "http"):
+        raise ValueError(f"protocol {protocol!r} is neither 'grpc' nor 'http'")
+    if transport not in (None, "tcp", "unix"):
+        raise ValueError(f"transport {transport!r} is neither 'tcp' nor 'unix'")
+    t = target
+    if protocol == "http" and "://" in t:
+        if not t.startswith("https://"):
+            raise ValueError(f"target {target!r} is not https://HOST:PORT")
+        t = t[len("https://"):].rstrip("/")
+    addr, host = _split_target(t)
+    tcp = transport != "unix"
+    fwd = _attest(addr, server_name or host, "grpc" if protocol == "grpc" else "http1",
+                  root_certificates, policy, root, collateral, private_key, certificate_chain,
+                  tcp=tcp)
+    return AttestedEndpoint(fwd, protocol, tcp, addr)

@@ -43,7 +43,8 @@ def free_port():
 class Server:
     """One `teeserve serve` process; its stderr (the access log among it) is `log_path`."""
 
-    def __init__(self, pki, cert, grpc_port=None, rest_port=None, name="server", extra_args=()):
+    def __init__(self, pki, cert, grpc_port=None, rest_port=None, name="server", extra_args=(),
+                 model_args=None):
         self.pki = pki
         self.grpc_port = grpc_port or free_port()
         self.rest_port = rest_port or free_port()
@@ -51,7 +52,8 @@ class Server:
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [binary(), "serve", "--platform", "simulated", "--sim-dir", pki.sim,
-             "--model_name", "digits", "--model_base_path", os.path.join(ROOT, "models", "digits"),
+             *(model_args or ["--model_name", "digits", "--model_base_path",
+                              os.path.join(ROOT, "models", "digits")]),
              "--tls-cert", os.path.join(pki.tls, f"{cert}.pem"),
              "--tls-key", os.path.join(pki.tls, f"{cert}.key"),
              # The key is a file the test gave the server: the document says key_origin "host".

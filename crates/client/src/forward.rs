@@ -11,7 +11,11 @@
 //! Who can use it: only the process that started it. The socket's directory (mode 0700) keeps
 //! other users out through the file system, and every connection is also checked against the
 //! credentials the kernel took when its peer connected (`SO_PEERCRED`): a peer whose user or
-//! process is not the forwarder's own is closed before anything reaches the server. So another
+//! process is not the forwarder's own is closed before anything reaches the server. For
+//! clients that can only dial TCP (Triton's HTTP client), [`Forwarder::start_tcp`] listens on
+//! a loopback port instead, and admits a connection only when its peer socket is one of this
+//! process's own descriptors (Linux: the peer's socket inode, found in `/proc/net/tcp`, among
+//! the links of `/proc/self/fd`). So another
 //! local user (where the directory's mode does not stop it: root, or a mode widened later) and another process of the same user cannot send requests with this
 //! process's client certificate to the attested server, nor reach it as this process. What it
 //! does not guard against: anything that runs inside this process, or that can read its memory
@@ -24,7 +28,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinSet;
 
 use crate::transport::connect_tls;
@@ -50,6 +55,7 @@ pub enum Protocol {
 #[derive(Debug)]
 pub struct Forwarder {
     path: PathBuf,
+    tcp: Option<std::net::SocketAddr>,
     dir: Option<tempfile::TempDir>,
     task: Option<tokio::task::JoinHandle<()>>,
     last_error: Arc<Mutex<Option<String>>>,
@@ -112,23 +118,58 @@ impl Forwarder {
         };
         let last_error = Arc::new(Mutex::new(None));
         let task = runtime.spawn(accept_loop(
-            listener,
-            owner,
+            Listener::Unix(listener, owner),
             Arc::new(upstream),
             protocol,
             last_error.clone(),
         ));
         Ok(Self {
             path,
+            tcp: None,
             dir: Some(dir),
             task: Some(task),
             last_error,
         })
     }
 
-    /// The socket to connect to.
+    /// Starts a forwarder on `runtime`, listening on a loopback TCP port (127.0.0.1, chosen by
+    /// the system) that admits only this process's own connections.
+    pub fn start_tcp(
+        runtime: &tokio::runtime::Handle,
+        upstream: Upstream,
+        protocol: Protocol,
+    ) -> std::io::Result<Self> {
+        let listener = {
+            let _in_runtime = runtime.enter();
+            let std = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
+            std.set_nonblocking(true)?;
+            TcpListener::from_std(std)?
+        };
+        let addr = listener.local_addr()?;
+        let last_error = Arc::new(Mutex::new(None));
+        let task = runtime.spawn(accept_loop(
+            Listener::Tcp(listener),
+            Arc::new(upstream),
+            protocol,
+            last_error.clone(),
+        ));
+        Ok(Self {
+            path: PathBuf::new(),
+            tcp: Some(addr),
+            dir: None,
+            task: Some(task),
+            last_error,
+        })
+    }
+
+    /// The socket to connect to (empty for a TCP forwarder).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The loopback address to connect to, for a TCP forwarder.
+    pub fn tcp_addr(&self) -> Option<std::net::SocketAddr> {
+        self.tcp
     }
 
     /// Why the last connection to the server was refused or failed, if it was.
@@ -158,9 +199,115 @@ impl Drop for Forwarder {
     }
 }
 
+/// Where local clients connect, and who among them is admitted.
+enum Listener {
+    /// A Unix socket; its peers checked against the owner's credentials.
+    Unix(UnixListener, Owner),
+    /// A loopback TCP port; its peers must be this process's own sockets.
+    Tcp(TcpListener),
+}
+
+/// A local connection to carry.
+trait Local: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Local for T {}
+
+impl Listener {
+    /// The next admitted connection; `None` when one was refused or accepting failed.
+    async fn next(&self) -> Option<Box<dyn Local>> {
+        match self {
+            Listener::Unix(l, owner) => {
+                let Ok((local, _)) = l.accept().await else {
+                    // Out of descriptors and the like: wait instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    return None;
+                };
+                // Anyone else is closed unanswered: dropping the stream closes it.
+                let peer = local.peer_cred().ok()?;
+                owner
+                    .admits(peer.uid(), peer.pid())
+                    .then(|| Box::new(local) as Box<dyn Local>)
+            }
+            Listener::Tcp(l) => {
+                let Ok((local, peer)) = l.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    return None;
+                };
+                let me = local.local_addr().ok()?;
+                let ours = tokio::task::spawn_blocking(move || own_tcp_peer(peer, me))
+                    .await
+                    .unwrap_or(false);
+                ours.then(|| {
+                    let _ = local.set_nodelay(true);
+                    Box::new(local) as Box<dyn Local>
+                })
+            }
+        }
+    }
+}
+
+/// Whether the TCP connection from `peer` to `me` (both on 127.0.0.1) was made by a socket of
+/// this process: its row in `/proc/net/tcp` (local address `peer`, remote `me`) names the
+/// socket's inode, which must be among the links of `/proc/self/fd`. False wherever either
+/// cannot be read.
+fn own_tcp_peer(peer: std::net::SocketAddr, me: std::net::SocketAddr) -> bool {
+    // The peer's socket is an IPv4 one (in /proc/net/tcp), or a dual-stack IPv6 one that
+    // dialled the IPv4 address, listed in /proc/net/tcp6 with IPv4-mapped addresses (gRPC's).
+    let found = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .find_map(|table| {
+            let text = std::fs::read_to_string(table).ok()?;
+            tcp_inode(&text, peer, me)
+        });
+    let Some(inode) = found else {
+        return false;
+    };
+    let want = format!("socket:[{inode}]");
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return false;
+    };
+    fds.flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str()))
+}
+
+/// The inode of the socket whose local address is `local` and remote `remote` (IPv4, also
+/// as IPv4-mapped IPv6 addresses), from the text of `/proc/net/tcp` or `/proc/net/tcp6`
+/// (Linux `proc(5)`: an address as its 32-bit words in host order, `%08X` each, then `:%04X`
+/// and the port; `inode` the tenth column).
+fn tcp_inode(
+    table: &str,
+    local: std::net::SocketAddr,
+    remote: std::net::SocketAddr,
+) -> Option<u64> {
+    fn words(octets: &[u8]) -> String {
+        octets
+            .chunks_exact(4)
+            .map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
+            .collect()
+    }
+    fn forms(a: std::net::SocketAddr) -> Option<[String; 2]> {
+        let std::net::SocketAddr::V4(a) = a else {
+            return None;
+        };
+        let v4 = words(&a.ip().octets());
+        let mapped = words(&a.ip().to_ipv6_mapped().octets());
+        Some([
+            format!("{v4}:{:04X}", a.port()),
+            format!("{mapped}:{:04X}", a.port()),
+        ])
+    }
+    let (l, r) = (forms(local)?, forms(remote)?);
+    table.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let (Some(cl), Some(cr)) = (cols.get(1), cols.get(2)) else {
+            return None;
+        };
+        let hit = (0..2).any(|k| *cl == l[k] && *cr == r[k]);
+        hit.then(|| cols.get(9)?.parse().ok()).flatten()
+    })
+}
+
 async fn accept_loop(
-    listener: UnixListener,
-    owner: Owner,
+    listener: Listener,
     upstream: Arc<Upstream>,
     protocol: Protocol,
     last_error: Arc<Mutex<Option<String>>>,
@@ -169,20 +316,10 @@ async fn accept_loop(
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((local, _)) = accepted else {
-                    // Out of descriptors and the like: wait instead of spinning.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                // Anyone else is closed unanswered: dropping the stream closes it.
-                let Ok(peer) = local.peer_cred() else {
-                    continue;
-                };
-                if !owner.admits(peer.uid(), peer.pid()) {
-                    continue;
+            local = listener.next() => {
+                if let Some(local) = local {
+                    conns.spawn(carry(local, upstream.clone(), protocol, last_error.clone()));
                 }
-                conns.spawn(carry(local, upstream.clone(), protocol, last_error.clone()));
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
@@ -191,7 +328,7 @@ async fn accept_loop(
 
 /// Carries one local connection to the server, or answers it with the refusal.
 async fn carry(
-    mut local: UnixStream,
+    mut local: Box<dyn Local>,
     upstream: Arc<Upstream>,
     protocol: Protocol,
     last_error: Arc<Mutex<Option<String>>>,
@@ -244,7 +381,7 @@ async fn carry(
 
 /// Answers the local gRPC client's first call with `UNAVAILABLE` and the reason, then closes
 /// (GOAWAY), so its next call comes on a new connection that tries the server again.
-async fn refuse_grpc(local: UnixStream, why: String) {
+async fn refuse_grpc(local: Box<dyn Local>, why: String) {
     let message = grpc_percent_encode(&why);
     let (called_tx, mut called) = tokio::sync::mpsc::channel::<()>(1);
     let svc = hyper::service::service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
@@ -269,7 +406,7 @@ async fn refuse_grpc(local: UnixStream, why: String) {
 
 /// Answers the local HTTP/1.1 client with 502, the refusal header (its `reason`) and the
 /// message, then closes.
-async fn refuse_http1(local: UnixStream, why: String, reason: &'static str) {
+async fn refuse_http1(local: Box<dyn Local>, why: String, reason: &'static str) {
     let body = serde_json::json!({ "error": why }).to_string();
     let svc = hyper::service::service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
         let r = hyper::Response::builder()
@@ -315,6 +452,51 @@ mod tests {
         assert!(!owner.admits(0, Some(4242)));
         assert!(!owner.admits(1000, None));
         assert!(!owner.admits(1000, Some(-1)));
+    }
+
+    #[test]
+    fn tcp_rows_name_their_inode() {
+        // Two rows as Linux writes them: a listener on 127.0.0.1:8080 and a connection from
+        // 127.0.0.1:40000 to it (x86's byte order: 127.0.0.1 is 0100007F).
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1 0 100 0 0 10 0\n   1: 0100007F:9C40 0100007F:1F90 01 00000000:00000000 00:00000000 00000000  1000        0 222 1 0 20 4 30 10 -1\n";
+        let peer: std::net::SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let me: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        if cfg!(target_endian = "little") {
+            assert_eq!(tcp_inode(table, peer, me), Some(222));
+        }
+        assert_eq!(tcp_inode(table, me, peer), None);
+    }
+
+    #[tokio::test]
+    async fn only_this_processs_tcp_connections_are_its_own() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let me = l.local_addr().unwrap();
+        let _c = tokio::net::TcpStream::connect(me).await.unwrap();
+        let (_s, peer) = l.accept().await.unwrap();
+        assert!(own_tcp_peer(peer, me));
+        // A dual-stack IPv6 socket dialling the IPv4 address (as gRPC does) is listed in
+        // /proc/net/tcp6 under IPv4-mapped addresses.
+        let v6 = tokio::net::TcpSocket::new_v6().unwrap();
+        let mapped = std::net::SocketAddr::new(
+            std::net::Ipv4Addr::LOCALHOST.to_ipv6_mapped().into(),
+            me.port(),
+        );
+        let _c6 = v6.connect(mapped).await.unwrap();
+        let (_s6, peer6) = l.accept().await.unwrap();
+        assert!(own_tcp_peer(peer6, me));
+        // Another process's connection (bash's /dev/tcp) is not.
+        let mut other = std::process::Command::new("bash")
+            .args([
+                "-c",
+                &format!("exec 3<>/dev/tcp/127.0.0.1/{}; sleep 10", me.port()),
+            ])
+            .spawn()
+            .unwrap();
+        let (_s2, peer2) = l.accept().await.unwrap();
+        let theirs = own_tcp_peer(peer2, me);
+        let _ = other.kill();
+        let _ = other.wait();
+        assert!(!theirs);
     }
 
     #[test]

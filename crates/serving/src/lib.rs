@@ -44,8 +44,9 @@ pub use network::{
 pub mod fuzzing {
     pub use crate::api::classify::{check_merged, rows as example_rows, serialized_examples};
     pub use crate::api::inputs::{check_declared, decode_inputs, order_inputs};
+    pub use crate::api::model_infer::model_infer_inputs;
     pub use crate::models::config::{batching_parameters, model_server_config, ssl_config};
     pub use crate::models::{frame_record, warmup_records, WarmupError};
-    pub use crate::network::admission::decoded_bytes;
-    pub use crate::network::rest::{example_row, json_example, predict_inputs};
+    pub use crate::network::admission::{decoded_bytes, GrpcMessage};
+    pub use crate::network::rest::{example_row, json_example, predict_inputs, v2_infer_inputs};
 }

@@ -472,6 +472,18 @@ fn write_elem(t: &Tensor, i: usize, b64: bool, out: &mut String) {
     }
 }
 
+/// Writes a tensor's elements as one flat JSON list, strings as UTF-8 text.
+pub(crate) fn write_flat(t: &Tensor, out: &mut String) {
+    out.push('[');
+    for i in 0..t.len() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_elem(t, i, false, out);
+    }
+    out.push(']');
+}
+
 /// Writes a tensor (or one row of it, when `row` is given) as nested JSON lists.
 pub fn write_json(t: &Tensor, row: Option<usize>, b64: bool, out: &mut String) {
     write_nested(t, row, out, &|t, i, out| write_elem(t, i, b64, out));

@@ -1,6 +1,6 @@
 //! Tensors as requests carry them, and the signatures that say which a model takes: TensorFlow's TensorProto (both the packed `tensor_content`
 //! and the typed `*_val` fields, with the one-value-fills-the-shape rule), TF Serving's JSON
-//! forms, and .npy files.
+//! forms, the Open Inference Protocol's forms ([`v2`]), and .npy files.
 //!
 //! Facts: TensorFlow `tensor.proto`, `tensor_util.py` (make_tensor_proto), TF Serving
 //! `util/json_tensor.cc`; NumPy's "NPY format" specification (format 1.0-3.0).
@@ -12,6 +12,7 @@ mod json;
 mod npy;
 mod proto;
 mod signature;
+pub mod v2;
 
 pub use json::{
     from_json, from_json_numbers, from_json_numbers_within, from_json_within, json_shape,

@@ -1,6 +1,7 @@
 //! TensorFlow Serving's wire types: the protobuf messages and gRPC services of TF Serving's
 //! `PredictionService` and `ModelService`, the TensorFlow protos they carry (TensorProto,
-//! SignatureDef, tf.Example, SavedModel) and gRPC health, generated at build time from the
+//! SignatureDef, tf.Example, SavedModel), gRPC health and the Open Inference Protocol's
+//! `inference.GRPCInferenceService` (KServe v2), generated at build time from the
 //! definitions in `/proto` (same packages and field numbers as TF Serving's) by a pure-Rust
 //! protobuf compiler; and the prost codec both ends use.
 //!
@@ -43,6 +44,12 @@ pub mod tensorflow {
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod health {
     tonic::include_proto!("grpc.health.v1");
+}
+
+/// `inference`: the Open Inference Protocol (KServe v2) over gRPC.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod inference {
+    tonic::include_proto!("inference");
 }
 
 /// The encoded `FileDescriptorSet` of every message and service here (and what they import),

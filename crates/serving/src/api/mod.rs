@@ -7,6 +7,8 @@
 //! - `predict.rs`, `inputs.rs`: Predict, and a request's inputs against the signature;
 //! - `classify.rs`: Classify and Regress; `metadata.rs`: GetModelMetadata, GetModelStatus;
 //! - `batching.rs`: the dynamic batcher; `warmup.rs`: warmup replay;
+//! - `v2.rs`, `model_infer.rs`: the Open Inference Protocol (KServe v2): readiness, metadata,
+//!   inputs against the signature, and gRPC's `ModelInfer`;
 //! - `error.rs`, `metrics.rs`, `scope.rs`: the request error, metrics, the request's scope.
 
 pub(crate) mod batching;
@@ -15,10 +17,12 @@ pub(crate) mod error;
 pub(crate) mod inputs;
 pub(crate) mod metadata;
 pub(crate) mod metrics;
+pub(crate) mod model_infer;
 pub(crate) mod predict;
 pub(crate) mod reload;
 pub mod scope;
 pub(crate) mod service;
+pub mod v2;
 pub(crate) mod warmup;
 
 pub use error::ApiError;

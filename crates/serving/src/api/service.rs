@@ -25,13 +25,26 @@ pub enum Entry {
     Grpc,
     /// REST.
     Rest,
+    /// The Open Inference Protocol over gRPC (`ModelInfer`).
+    V2Grpc,
+    /// The Open Inference Protocol over REST (`/v2/.../infer`).
+    V2Rest,
 }
 
 impl Entry {
     fn name(self) -> &'static str {
         match self {
-            Entry::Grpc => "GRPC",
-            Entry::Rest => "REST",
+            Entry::Grpc | Entry::V2Grpc => "GRPC",
+            Entry::Rest | Entry::V2Rest => "REST",
+        }
+    }
+
+    /// The API's name in the latency metric's `API` label.
+    fn api(self) -> &'static str {
+        match self {
+            Entry::Grpc => "Predict",
+            Entry::Rest => "predict",
+            Entry::V2Grpc | Entry::V2Rest => "infer",
         }
     }
 }
@@ -141,6 +154,16 @@ pub(crate) fn lookup_signature<'m>(
         name
     };
     Err(match entry {
+        Entry::V2Grpc | Entry::V2Rest => {
+            let names: Vec<&str> = signatures.names().collect();
+            ApiError::new(
+                Code::InvalidArgument,
+                format!(
+                    "signature \"{sig}\" not found (parameters.signature_name); the model has {}",
+                    set_str(&names)
+                ),
+            )
+        }
         Entry::Grpc => ApiError::new(
             Code::FailedPrecondition,
             format!("Serving signature key \"{sig}\" not found."),
@@ -301,14 +324,9 @@ impl ServingCore {
                     },
                 });
             }
-            let api = if entry == Entry::Rest {
-                "predict"
-            } else {
-                "Predict"
-            };
             self.metrics.latency(
                 &target.name,
-                api,
+                entry.api(),
                 entry.name(),
                 start.elapsed().as_secs_f64() * 1e6,
             );

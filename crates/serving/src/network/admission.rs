@@ -146,7 +146,11 @@ pub(crate) async fn grpc_layer(
     if path.starts_with("/grpc.health.v1.") {
         return next.run(req).await;
     }
-    let predict = path == "/tensorflow.serving.PredictionService/Predict";
+    let kind = match path {
+        "/tensorflow.serving.PredictionService/Predict" => GrpcMessage::Predict,
+        "/inference.GRPCInferenceService/ModelInfer" => GrpcMessage::ModelInfer,
+        _ => GrpcMessage::Other,
+    };
     let _admitted = match a.core.admit() {
         Ok(x) => x,
         Err(e) => return grpc_error(e),
@@ -163,7 +167,7 @@ pub(crate) async fn grpc_layer(
         Ok(x) => x,
         Err(e) => return grpc_error(e.api_error(a.max_message, &a.core)),
     };
-    let estimate = decoded_bytes(&bytes, predict);
+    let estimate = decoded_bytes(&bytes, kind);
     let _decoding = match a.core.reserve(estimate, "decoding the request") {
         Ok(x) => x,
         Err(e) => return grpc_error(e),
@@ -172,11 +176,24 @@ pub(crate) async fn grpc_layer(
         .await
 }
 
+/// Which message a gRPC call carries, for [`decoded_bytes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrpcMessage {
+    /// `tensorflow.serving.PredictRequest`.
+    Predict,
+    /// `inference.ModelInferRequest`.
+    ModelInfer,
+    /// Any other.
+    Other,
+}
+
 /// An upper bound of the memory that decoding a gRPC request body (one length-prefixed
 /// message) takes, besides the body itself. A PredictRequest is walked field by field
-/// (`predict_request_bytes`); other messages (Classify, Regress, metadata and status), whose
-/// nested lists cost at most a few dozen bytes per byte sent, are counted at 64 per byte.
-pub fn decoded_bytes(body: &[u8], predict: bool) -> usize {
+/// (`predict_request_bytes`); a ModelInferRequest's raw contents are taken from the body
+/// without a copy and its other fields counted at 16 per byte (`model_infer_request_bytes`);
+/// other messages (Classify, Regress, metadata and status), whose nested lists cost at most a
+/// few dozen bytes per byte sent, are counted at 64 per byte.
+pub fn decoded_bytes(body: &[u8], kind: GrpcMessage) -> usize {
     let msg = match body {
         [0, a, b, c, d, msg @ ..] if u32::from_be_bytes([*a, *b, *c, *d]) as usize == msg.len() => {
             msg
@@ -186,10 +203,10 @@ pub fn decoded_bytes(body: &[u8], predict: bool) -> usize {
     };
     // tonic copies the message into its own buffer before decoding.
     let copy = msg.len();
-    let decoded = if predict {
-        predict_request_bytes(msg)
-    } else {
-        None
+    let decoded = match kind {
+        GrpcMessage::Predict => predict_request_bytes(msg),
+        GrpcMessage::ModelInfer => model_infer_request_bytes(msg),
+        GrpcMessage::Other => None,
     };
     copy.saturating_add(decoded.unwrap_or_else(|| msg.len().saturating_mul(64)))
 }
@@ -230,6 +247,18 @@ fn fields(mut b: &[u8], f: &mut impl FnMut(u64, u8, &[u8]) -> usize) -> Option<u
         total = total.saturating_add(f(field, wire, payload));
     }
     Some(total)
+}
+
+/// What prost allocates to decode a ModelInferRequest (the Open Inference Protocol's
+/// `grpc_predict_v2.proto`), as an upper bound: `raw_input_contents` (field 7) share the
+/// received buffer (a `Bytes` handle each); everything else, the typed contents included, at
+/// 16 bytes per byte sent: a packed varint of one byte becomes an 8-byte element at most, in a
+/// list that may have doubled, and a `bytes_contents` entry of two bytes a 24-byte `Vec`.
+fn model_infer_request_bytes(msg: &[u8]) -> Option<usize> {
+    fields(msg, &mut |field, _, p| match field {
+        7 => 64,
+        _ => 64 + p.len().saturating_mul(16),
+    })
 }
 
 /// What prost allocates to decode a PredictRequest (tensorflow_serving/apis/predict.proto),
@@ -325,7 +354,7 @@ mod tests {
             ..Default::default()
         };
         let body = framed(&req);
-        let est = decoded_bytes(&body, true);
+        let est = decoded_bytes(&body, GrpcMessage::Predict);
         assert!(est >= 25_600, "{est}");
         assert!(
             est < 4 * body.len() + 4096,
@@ -346,14 +375,14 @@ mod tests {
         };
         let body = framed(&req);
         // Two bytes sent per string; prost keeps 24 each, in a list that may have doubled.
-        assert!(decoded_bytes(&body, true) >= 100_000 * 48);
+        assert!(decoded_bytes(&body, GrpcMessage::Predict) >= 100_000 * 48);
     }
 
     #[test]
     fn bytes_that_are_not_a_message_are_counted_generously() {
         let mut body = vec![0, 0, 0, 0, 4];
         body.extend_from_slice(&[0x0b, 0x0c, 0x0d, 0x0e]); // group wire types
-        assert!(decoded_bytes(&body, true) >= 4 * 64);
-        assert_eq!(decoded_bytes(&[1, 2, 3], true), 3);
+        assert!(decoded_bytes(&body, GrpcMessage::Predict) >= 4 * 64);
+        assert_eq!(decoded_bytes(&[1, 2, 3], GrpcMessage::Predict), 3);
     }
 }

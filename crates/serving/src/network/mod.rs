@@ -9,6 +9,7 @@ pub(crate) mod attestation;
 pub(crate) mod connection;
 pub(crate) mod fresh_quotes;
 pub(crate) mod grpc;
+pub(crate) mod grpc_v2;
 pub(crate) mod listener;
 pub(crate) mod options;
 pub(crate) mod provisioning;

@@ -322,6 +322,14 @@ fn grpc_router(
             .max_encoding_message_size(usize::MAX),
     )
     .add_service(ModelServiceServer::new(g).max_decoding_message_size(max_message))
+    // The Open Inference Protocol (KServe v2) over the same core.
+    .add_service(
+        teeserve_wire::inference::grpc_inference_service_server::GrpcInferenceServiceServer::new(
+            crate::network::grpc_v2::V2(core.clone()),
+        )
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(usize::MAX),
+    )
     // Health checks are not admitted (an overloaded server still answers them), so their
     // message is bounded instead: a HealthCheckRequest is one service name.
     .add_service(

@@ -6,7 +6,8 @@
 //! - `body.rs`: reading a body within its bounds, and what its JSON takes;
 //! - `predict.rs`: `:predict`, its row and columnar formats, straight to tensors;
 //! - `classify.rs`: `:classify` and `:regress` on tf.Examples;
-//! - `metadata.rs`: model status, metadata and the model list.
+//! - `metadata.rs`: model status, metadata and the model list;
+//! - `v2.rs`: the Open Inference Protocol (KServe v2) under `/v2`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,6 +26,7 @@ mod classify;
 mod metadata;
 mod predict;
 mod response;
+mod v2;
 
 use body::read_body;
 use classify::classify_regress;
@@ -33,6 +35,7 @@ use metadata::{list_models, metadata_json, status_json};
 pub use predict::predict_inputs;
 pub(crate) use response::RestContext;
 use response::{bad, error, ok_json, resp_with, respond};
+pub use v2::infer_inputs as v2_infer_inputs;
 
 fn url_decode(s: &str) -> String {
     teeserve_attest::collateral::pccs::percent_decode(s)
@@ -113,6 +116,10 @@ async fn route(
 ) -> (String, Response<Body>) {
     if req.method() == Method::OPTIONS && ctx.cors {
         return (String::new(), cors_preflight(&req, ctx));
+    }
+    let path = req.uri().path();
+    if path == "/v2" || path.starts_with("/v2/") {
+        return v2::route(core, ctx, req).await;
     }
     if req.method() == Method::GET {
         // The request itself is not held across the await: its body is not `Sync`.

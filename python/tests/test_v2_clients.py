@@ -1,0 +1,273 @@
+"""The Open Inference Protocol's (KServe v2) clients from Triton, ``tritonclient``, unchanged,
+against teeserve over TLS: HTTP (with and without the binary tensor data extension) and gRPC,
+on the digits model (tract and ONNX Runtime) and on SavedModels (TensorFlow engine), errors
+included; and the same clients through ``teeserve.attested_endpoint``. The kserve SDK's
+clients are in test_v2_kserve.py: the two register the same protobuf package, so they cannot
+share a process.
+
+Run in the v2 clients' virtualenv (v2util.py says which and why).
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import requests
+
+import teeserve
+from conftest import ROOT, Server
+from v2util import PIXELS, WANT, ca_path, env_or_skip, need
+
+httpclient = need("tritonclient.http")
+grpcclient = need("tritonclient.grpc")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+def triton_http(pki, server):
+    return httpclient.InferenceServerClient(f"localhost:{server.rest_port}", ssl=True,
+                                            ssl_options={"ca_certs": ca_path(pki)})
+
+
+def triton_grpc(pki, server):
+    return grpcclient.InferenceServerClient(f"localhost:{server.grpc_port}", ssl=True,
+                                            root_certificates=ca_path(pki))
+
+
+def digits_http(client, binary=True, model="digits", pixels=PIXELS):
+    i = httpclient.InferInput("pixels", list(pixels.shape), "FP32")
+    i.set_data_from_numpy(pixels, binary_data=binary)
+    out = [httpclient.InferRequestedOutput("probabilities", binary_data=binary),
+           httpclient.InferRequestedOutput("class", binary_data=binary)]
+    return client.infer(model, [i], outputs=out)
+
+
+def digits_grpc(client, model="digits", pixels=PIXELS):
+    i = grpcclient.InferInput("pixels", list(pixels.shape), "FP32")
+    i.set_data_from_numpy(pixels)
+    return client.infer(model, [i])
+
+
+def check_digits(result):
+    got = result.as_numpy("probabilities")
+    assert got.shape == WANT.shape and got.dtype == np.float32, (got.shape, got.dtype)
+    assert np.abs(got - WANT).max() < 1e-4, np.abs(got - WANT).max()
+    assert (result.as_numpy("class") == WANT.argmax(axis=1)).all()
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_tritonclient_http(pki, server, binary):
+    c = triton_http(pki, server)
+    assert c.is_server_live() and c.is_server_ready() and c.is_model_ready("digits")
+    assert not c.is_model_ready("no-such-model")
+    meta = c.get_server_metadata()
+    assert meta["name"] == "teeserve" and "binary_tensor_data" in meta["extensions"]
+    m = c.get_model_metadata("digits")
+    assert m["name"] == "digits" and m["versions"] == ["1"] and m["platform"] == "tract_onnx"
+    assert m["inputs"] == [{"name": "pixels", "datatype": "FP32", "shape": [-1, 64]}]
+    assert {o["name"]: o["datatype"] for o in m["outputs"]} == {"probabilities": "FP32", "class": "INT64"}
+    r = digits_http(c, binary)
+    check_digits(r)
+    assert r.get_response()["model_version"] == "1"
+    # Versions by path, as the protocol names them.
+    check_digits(c.infer("digits", [_http_pixels()], model_version="1"))
+
+
+def _http_pixels():
+    i = httpclient.InferInput("pixels", list(PIXELS.shape), "FP32")
+    i.set_data_from_numpy(PIXELS)
+    return i
+
+
+def test_tritonclient_grpc(pki, server):
+    c = triton_grpc(pki, server)
+    assert c.is_server_live() and c.is_server_ready() and c.is_model_ready("digits")
+    m = c.get_model_metadata("digits")
+    assert m.name == "digits" and list(m.versions) == ["1"]
+    assert [(t.name, t.datatype, list(t.shape)) for t in m.inputs] == [("pixels", "FP32", [-1, 64])]
+    r = digits_grpc(c)
+    check_digits(r)
+    assert r.get_response().model_version == "1"
+    # Only the outputs asked for.
+    i = grpcclient.InferInput("pixels", list(PIXELS.shape), "FP32")
+    i.set_data_from_numpy(PIXELS)
+    r = c.infer("digits", [i], outputs=[grpcclient.InferRequestedOutput("class")])
+    assert [o.name for o in r.get_response().outputs] == ["class"]
+    assert server.served("ModelInfer"), "the access log shows no ModelInfer"
+
+
+@pytest.fixture(scope="module")
+def ort_server(pki):
+    lib = env_or_skip("TEESERVE_ONNXRUNTIME_LIB")
+    s = Server(pki, "server", name="v2-ort", extra_args=["--engine", "onnxruntime", "--onnxruntime-lib", lib])
+    yield s
+    s.stop()
+
+
+def test_onnxruntime_engine(pki, ort_server):
+    assert triton_http(pki, ort_server).get_model_metadata("digits")["platform"] == "onnxruntime_onnx"
+    check_digits(digits_http(triton_http(pki, ort_server)))
+    check_digits(digits_grpc(triton_grpc(pki, ort_server)))
+
+
+X = np.array([[1.0, 2.0, 3.0], [6.0, 5.0, 4.0], [-1.5, 0.25, 9.0]], dtype=np.float32)
+TEXT = np.array([b"attested", b"", "caf\u00e9".encode()], dtype=np.object_)
+
+# Run with TensorFlow's Python: TensorFlow's own answers for X and TEXT.
+_TF_ANSWERS = """
+import json, sys
+import numpy as np, tensorflow as tf
+models, x, text = sys.argv[1], np.array(json.loads(sys.argv[2]), np.float32), json.loads(sys.argv[3])
+h = tf.saved_model.load(models + "/half_tf2/1").signatures["serving_default"](x=tf.constant(x))
+s = tf.saved_model.load(models + "/strings_tf2/1").signatures["serving_default"](
+    text=tf.constant([t.encode() for t in text]))
+print(json.dumps({"y": h["y"].numpy().tolist(), "argmax": h["argmax"].numpy().tolist(),
+                  "upper": [u.decode() for u in s["upper"].numpy()], "length": s["length"].numpy().tolist()}))
+"""
+
+
+@pytest.fixture(scope="module")
+def tf_server(pki, tmp_path_factory):
+    env_or_skip("TEESERVE_TENSORFLOW_LIB")
+    tf_python = env_or_skip("TEESERVE_TF_PYTHON")
+    models = str(tmp_path_factory.mktemp("savedmodels"))
+    subprocess.run([tf_python, os.path.join(ROOT, "tests", "python", "make_savedmodels.py"), models],
+                   check=True, capture_output=True)
+    answers = subprocess.run(
+        [tf_python, "-c", _TF_ANSWERS, models, json.dumps(X.tolist()),
+         json.dumps([t.decode() for t in TEXT])],
+        check=True, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    config = os.path.join(models, "models.config")
+    with open(config, "w") as f:
+        f.write("model_config_list {\n")
+        for name in ("half_tf2", "strings_tf2"):
+            f.write(f" config {{ name: '{name}' base_path: '{models}/{name}' model_platform: 'tensorflow' }}\n")
+        f.write("}\n")
+    s = Server(pki, "server", name="v2-tf", model_args=["--model_config_file", config])
+    yield s, json.loads(answers.stdout.strip().splitlines()[-1])
+    s.stop()
+
+
+def test_tensorflow_engine(pki, tf_server):
+    server, want = tf_server
+    h, g = triton_http(pki, server), triton_grpc(pki, server)
+    m = h.get_model_metadata("strings_tf2")
+    assert m["platform"] == "tensorflow_savedmodel"
+    assert m["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+    for binary in (True, False):
+        x = httpclient.InferInput("x", list(X.shape), "FP32")
+        x.set_data_from_numpy(X, binary_data=binary)
+        r = h.infer("half_tf2", [x], outputs=[httpclient.InferRequestedOutput(n, binary_data=binary)
+                                               for n in ("y", "argmax")])
+        assert np.abs(r.as_numpy("y") - np.array(want["y"], np.float32)).max() < 1e-5
+        assert r.as_numpy("argmax").tolist() == want["argmax"]
+        t = httpclient.InferInput("text", [len(TEXT)], "BYTES")
+        t.set_data_from_numpy(TEXT, binary_data=binary)
+        r = h.infer("strings_tf2", [t], outputs=[httpclient.InferRequestedOutput(n, binary_data=binary)
+                                                  for n in ("upper", "length")])
+        assert [u.decode() if isinstance(u, bytes) else u for u in r.as_numpy("upper")] == want["upper"]
+        assert r.as_numpy("length").tolist() == want["length"]
+    x = grpcclient.InferInput("x", list(X.shape), "FP32")
+    x.set_data_from_numpy(X)
+    r = g.infer("half_tf2", [x])
+    assert np.abs(r.as_numpy("y") - np.array(want["y"], np.float32)).max() < 1e-5
+    t = grpcclient.InferInput("text", [len(TEXT)], "BYTES")
+    t.set_data_from_numpy(TEXT)
+    r = g.infer("strings_tf2", [t])
+    assert [u.decode() for u in r.as_numpy("upper")] == want["upper"]
+
+
+def test_errors_are_the_protocols(pki, server):
+    h, g = triton_http(pki, server), triton_grpc(pki, server)
+    wrong = PIXELS[:, :60].copy()
+    with pytest.raises(InferenceServerException, match="does not match"):
+        digits_http(h, pixels=wrong)
+    with pytest.raises(InferenceServerException, match="does not match") as e:
+        digits_grpc(g, pixels=wrong)
+    assert e.value.status() == "StatusCode.INVALID_ARGUMENT"
+    with pytest.raises(InferenceServerException, match="nope"):
+        digits_http(h, model="nope")
+    with pytest.raises(InferenceServerException, match="nope"):
+        digits_grpc(g, model="nope")
+    with pytest.raises(InferenceServerException):
+        g.get_model_metadata("nope")
+    # Binary lengths that do not go with the shape, or with the bytes sent: refused with
+    # {"error": ...} before anything is decoded.
+    url = f"https://localhost:{server.rest_port}/v2/models/digits/infer"
+    head = {"inputs": [{"name": "pixels", "shape": [2, 64], "datatype": "FP32",
+                        "parameters": {"binary_data_size": 1 << 30}}]}
+    for size, data, why in [(1 << 30, b"\0" * 512, "takes 512 bytes"),
+                            (512, b"\0" * 100, "only 100 bytes"),
+                            (512, b"\0" * 600, "88 bytes of binary data follow")]:
+        head["inputs"][0]["parameters"]["binary_data_size"] = size
+        j = json.dumps(head).encode()
+        r = requests.post(url, data=j + data, verify=ca_path(pki),
+                          headers={"Inference-Header-Content-Length": str(len(j))})
+        assert r.status_code == 400, (r.status_code, r.text)
+        assert why in r.json()["error"], r.json()
+    r = requests.post(url, data=b"{\"inputs\": [", verify=ca_path(pki))
+    assert r.status_code == 400 and "JSON" in r.json()["error"]
+    r = requests.get(url, verify=ca_path(pki))
+    assert r.status_code == 405 and "POST" in r.json()["error"]
+
+
+def test_a_body_over_the_limit_is_refused(pki, fresh_server):
+    s = fresh_server(extra_args=["--max_request_bytes", "4096"])
+    with pytest.raises(InferenceServerException, match="4096"):
+        digits_http(triton_http(pki, s))
+    with pytest.raises(InferenceServerException, match="4096|larger"):
+        digits_grpc(triton_grpc(pki, s))
+
+
+def test_attested_endpoint(pki, server):
+    args = dict(root_certificates=pki.ca, policy=pki.policy(), root=pki.root)
+    with teeserve.attested_endpoint(server.grpc_target, protocol="grpc", **args) as ep:
+        assert ep.url.startswith("127.0.0.1:") and ep.verdict["sgx"]["mrenclave"] == pki.mrenclave
+        check_digits(digits_grpc(grpcclient.InferenceServerClient(ep.url)))
+    with teeserve.attested_endpoint(server.grpc_target, protocol="grpc", transport="unix", **args) as ep:
+        assert ep.url.startswith("unix:")
+        check_digits(digits_grpc(grpcclient.InferenceServerClient(ep.url, channel_args=ep.channel_args)))
+    with teeserve.attested_endpoint(server.rest_url, protocol="http", **args) as ep:
+        host, port = ep.url.split(":")
+        assert host == "127.0.0.1" and int(port) > 0
+        check_digits(digits_http(httpclient.InferenceServerClient(ep.url)))
+
+
+def test_the_endpoint_refuses_another_measurement_before_any_request(pki, server):
+    before = len(server.served("ModelInfer"))
+    with pytest.raises(teeserve.AttestationError) as e:
+        teeserve.attested_endpoint(server.grpc_target, protocol="grpc", root_certificates=pki.ca,
+                                   policy=pki.policy(mrenclave=["00" * 32]), root=pki.root)
+    assert e.value.rule == "mrenclave"
+    assert len(server.served("ModelInfer")) == before
+
+
+def test_the_endpoint_refuses_a_swapped_server(pki, fresh_server):
+    s = fresh_server()
+    args = dict(root_certificates=pki.ca, policy=pki.policy(), root=pki.root)
+    with teeserve.attested_endpoint(s.rest_url, protocol="http", **args) as ep:
+        c = httpclient.InferenceServerClient(ep.url)
+        check_digits(digits_http(c))
+        # Another server on the same port, with another key from the same CA.
+        port = s.rest_port
+        s.stop()
+        other = fresh_server(cert="other", rest_port=port)
+        c = httpclient.InferenceServerClient(ep.url)
+        with pytest.raises(InferenceServerException, match="refused"):
+            digits_http(c)
+        assert "refused" in ep.last_error()
+        assert not other.served("POST")
+
+
+def test_the_tcp_endpoint_admits_only_this_process(pki, server):
+    args = dict(root_certificates=pki.ca, policy=pki.policy(), root=pki.root)
+    with teeserve.attested_endpoint(server.rest_url, protocol="http", **args) as ep:
+        code = ("import socket,sys; s=socket.create_connection(('127.0.0.1', int(sys.argv[1])));"
+                "s.sendall(b'GET /v2/health/live HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'); s.settimeout(10)\n"
+                "try: print(repr(s.recv(100)))\n"
+                "except ConnectionResetError: print(repr(b''))")
+        out = subprocess.run([sys.executable, "-c", code, ep.url.split(":")[1]], capture_output=True,
+                             text=True, timeout=30)
+        # Closed unanswered (or reset): the other process reads nothing.
+        assert out.stdout.strip() == "b''", out
+        assert httpclient.InferenceServerClient(ep.url).is_server_live()
