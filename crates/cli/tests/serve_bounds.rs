@@ -346,3 +346,143 @@ async fn grpc_over_get_is_refused_before_its_body_is_read() {
         BUDGET >> 10
     );
 }
+
+/// A ModelInferRequest (the Open Inference Protocol over gRPC) with one FP32 input `pixels`.
+fn model_infer(shape: &[i64], raw: Option<Vec<u8>>) -> teeserve_wire::inference::ModelInferRequest {
+    use teeserve_wire::inference::{model_infer_request::InferInputTensor, ModelInferRequest};
+    ModelInferRequest {
+        model_name: "digits".into(),
+        inputs: vec![InferInputTensor {
+            name: "pixels".into(),
+            datatype: "FP32".into(),
+            shape: shape.to_vec(),
+            ..Default::default()
+        }],
+        raw_input_contents: raw.into_iter().map(Into::into).collect(),
+        ..Default::default()
+    }
+}
+
+/// One HTTP/1.1 POST of an Open Inference Protocol body with its binary data; the status and
+/// the JSON answer.
+async fn post_v2(addr: &str, head: &serde_json::Value, binary: &[u8]) -> (u16, serde_json::Value) {
+    let head = head.to_string();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST /v2/models/digits/infer HTTP/1.1\r\nhost: {addr}\r\ninference-header-content-length: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{head}",
+        head.len(),
+        head.len() + binary.len()
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let _ = tcp.write_all(binary).await;
+    let mut out = Vec::new();
+    let _ = tcp.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or_default();
+    (status, json)
+}
+
+/// The Open Inference Protocol gets Predict's bounds: what an input declares is checked against
+/// the signature and --max_request_tensor_bytes before anything is decoded, a binary length
+/// against its shape, and large calls at once against --max_in_flight_bytes before tonic reads
+/// them; the server keeps serving in little memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_requests_are_bounded_as_predict_is() {
+    let (grpc_port, rest_port) = (harness::free_port(), harness::free_port());
+    let mut server = serve(
+        grpc_port,
+        rest_port,
+        &["--max_in_flight_bytes", &BUDGET.to_string()],
+    );
+    let addr = format!("127.0.0.1:{grpc_port}");
+    let rest_addr = format!("127.0.0.1:{rest_port}");
+    let path = "/inference.GRPCInferenceService/ModelInfer";
+    let call = |m: teeserve_wire::inference::ModelInferRequest| {
+        let addr = addr.clone();
+        async move { grpc_call(&addr, hyper::Method::POST, path, grpc_frame(&m).into()).await }
+    };
+    let ok = call(model_infer(&[1, 64], Some(vec![0; 256]))).await;
+    assert_eq!((ok.0, ok.1.as_str()), (200, "0"), "{}", ok.2);
+    for (m, want) in [
+        // Gigabytes declared by a few bytes: refused by the declared size, not decoded.
+        (
+            model_infer(&[1 << 21, 64], None),
+            "--max_request_tensor_bytes",
+        ),
+        (
+            model_infer(&[1 << 21, 64], Some(vec![0; 16])),
+            "--max_request_tensor_bytes",
+        ),
+        (model_infer(&[1 << 30, 64], None), "larger than"),
+        (model_infer(&[2, 64], Some(vec![0; 16])), "takes 512"),
+        (model_infer(&[2, 63], None), "does not match"),
+        (model_infer(&[-1, 64], None), "negative"),
+    ] {
+        let (st, code, msg) = call(m).await;
+        let msg = teeserve_attest::collateral::pccs::percent_decode(&msg);
+        assert_eq!((st, code.as_str()), (200, "3"), "INVALID_ARGUMENT: {msg}");
+        assert!(msg.contains(want), "{msg}");
+    }
+    // Over REST: a binary length that is not its shape's, and one past the bytes sent.
+    let head = |size: u64| {
+        serde_json::json!({"inputs": [{"name": "pixels", "shape": [1 << 20, 64], "datatype": "FP32",
+            "parameters": {"binary_data_size": size}}]})
+    };
+    let (st, v) = post_v2(&rest_addr, &head(1 << 40), &[0; 64]).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("--max_request_tensor_bytes"),
+        "{v}"
+    );
+    let head_small = serde_json::json!({"inputs": [{"name": "pixels", "shape": [4, 64], "datatype": "FP32",
+        "parameters": {"binary_data_size": 1024}}]});
+    let (st, v) = post_v2(&rest_addr, &head_small, &[0; 64]).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("only 64 bytes"),
+        "{v}"
+    );
+    // Twelve ModelInfers of 40 MB of raw contents at once under a 64 MiB budget: those that do
+    // not fit are refused with RESOURCE_EXHAUSTED before tonic decodes them.
+    let before = peak_rss_kib(server.0.id());
+    let rows = 40_000_000 / (64 * 4);
+    let big = hyper::body::Bytes::from(grpc_frame(&model_infer(
+        &[rows, 64],
+        Some(vec![0; rows as usize * 64 * 4]),
+    )));
+    let calls: Vec<_> = (0..12)
+        .map(|_| {
+            let (addr, body) = (addr.clone(), big.clone());
+            tokio::spawn(async move { grpc_call(&addr, hyper::Method::POST, path, body).await })
+        })
+        .collect();
+    let mut exhausted = 0;
+    for c in calls {
+        let (st, code, msg) = c.await.unwrap();
+        assert_eq!(st, 200, "{msg}");
+        assert!(
+            code == "0" || code == "8",
+            "OK or RESOURCE_EXHAUSTED: {code} {msg}"
+        );
+        exhausted += usize::from(code == "8");
+    }
+    assert!(
+        exhausted > 0,
+        "twelve 40 MB calls all fit in a 64 MiB budget"
+    );
+    let grew = peak_rss_kib(server.0.id()).saturating_sub(before);
+    // The budget, the bodies being read when refused, and what a served one's answer takes.
+    assert!(grew < 400 * 1024, "peak resident memory grew by {grew} KiB");
+    assert!(server.0.try_wait().unwrap().is_none(), "the server exited");
+}
