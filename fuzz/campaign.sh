@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ ${#plan[@]} -eq 0 ]; then
-  for t in serving_inputs predict_request rest_body accept_header tf_example; do plan+=("$t=30"); done
+  for t in serving_inputs predict_request rest_body v2_infer accept_header tf_example; do plan+=("$t=30"); done
   for t in quote collateral ratls_cert sealed sealed_file sealed_tamper gramine_pf gramine_pf_file \
     saved_model_ops warmup_file receipt log_proof; do plan+=("$t=10"); done
 fi
