@@ -271,3 +271,42 @@ def test_the_tcp_endpoint_admits_only_this_process(pki, server):
         # Closed unanswered (or reset): the other process reads nothing.
         assert out.stdout.strip() == "b''", out
         assert httpclient.InferenceServerClient(ep.url).is_server_live()
+
+
+def test_v2_answers_have_receipts_that_verify(pki, server):
+    """A receipt names the method the answer came from (ModelInfer) over gRPC (Triton's own
+    stub on an attested channel) and over REST with binary data (an attested session)."""
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    def verify(r):
+        return teeserve.verify_receipt(r.receipt, r.request, r.response, r.attestation,
+                                       policy=pki.policy(), root=pki.root)
+
+    with teeserve.attested_channel(server.grpc_target, root_certificates=pki.ca, policy=pki.policy(),
+                                   root=pki.root, receipts=True) as ch:
+        req = service_pb2.ModelInferRequest(model_name="digits")
+        t = req.inputs.add(name="pixels", datatype="FP32")
+        t.shape.extend(PIXELS.shape)
+        req.raw_input_contents.append(PIXELS.astype("<f4").tobytes())
+        resp = service_pb2_grpc.GRPCInferenceServiceStub(ch).ModelInfer(req, timeout=10)
+        r = ch.last_receipt()
+    got = np.frombuffer(resp.raw_output_contents[0], "<f4").reshape(WANT.shape)
+    assert np.abs(got - WANT).max() < 1e-4
+    v = verify(r)
+    assert (v["model"], v["version"], v["method"]) == ("digits", 1, "ModelInfer")
+    raw = PIXELS.astype("<f4").tobytes()
+    head = json.dumps({"inputs": [{"name": "pixels", "shape": list(PIXELS.shape), "datatype": "FP32",
+                                   "parameters": {"binary_data_size": len(raw)}}]}).encode()
+    with teeserve.attested_session(server.rest_url, root_certificates=pki.ca, policy=pki.policy(),
+                                   root=pki.root, receipts=True) as s:
+        resp = s.post(f"{server.rest_url}/v2/models/digits/infer", data=head + raw, timeout=10,
+                      headers={"Inference-Header-Content-Length": str(len(head))})
+        assert resp.status_code == 200, resp.text
+        r = s.last_receipt()
+    assert r.response == resp.content and r.request == head + raw
+    v = verify(r)
+    assert (v["model"], v["version"], v["method"]) == ("digits", 1, "ModelInfer")
+    with pytest.raises(teeserve.VerificationError) as e:
+        teeserve.verify_receipt(r.receipt, r.request, r.response.replace(b"]", b" ]", 1), r.attestation,
+                                policy=pki.policy(), root=pki.root)
+    assert e.value.rule == "receipt response"
