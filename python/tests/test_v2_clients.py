@@ -167,6 +167,13 @@ def test_tensorflow_engine(pki, tf_server):
                                                   for n in ("upper", "length")])
         assert [u.decode() if isinstance(u, bytes) else u for u in r.as_numpy("upper")] == want["upper"]
         assert r.as_numpy("length").tolist() == want["length"]
+    # Bytes that are not UTF-8 go back as binary data, not as a JSON string that changed them.
+    t = httpclient.InferInput("text", [1], "BYTES")
+    t.set_data_from_numpy(np.array([b"\xff\x00"], dtype=np.object_))
+    r = h.infer("strings_tf2", [t], outputs=[httpclient.InferRequestedOutput("upper")])
+    assert r.as_numpy("upper").tolist() == [b"\xff\x00"]
+    with pytest.raises(InferenceServerException, match="not UTF-8"):
+        h.infer("strings_tf2", [t], outputs=[httpclient.InferRequestedOutput("upper", binary_data=False)])
     x = grpcclient.InferInput("x", list(X.shape), "FP32")
     x.set_data_from_numpy(X)
     r = g.infer("half_tf2", [x])

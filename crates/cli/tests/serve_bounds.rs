@@ -453,6 +453,26 @@ async fn v2_requests_are_bounded_as_predict_is() {
         v["error"].as_str().unwrap().contains("only 64 bytes"),
         "{v}"
     );
+    // Messages that cost far more decoded than sent: a million empty inputs (two bytes each),
+    // alone and as a second message after a small one (tonic decodes that too, draining the
+    // call for its trailers). Refused by the estimate before tonic reads them.
+    let before = peak_rss_kib(server.0.id());
+    let mut msg = vec![0x0a, 6];
+    msg.extend_from_slice(b"digits");
+    for _ in 0..1_000_000 {
+        msg.extend_from_slice(&[0x2a, 0]);
+    }
+    let mut alone = vec![0];
+    alone.extend_from_slice(&u32::try_from(msg.len()).unwrap().to_be_bytes());
+    alone.extend_from_slice(&msg);
+    let mut second = grpc_frame(&model_infer(&[1, 64], Some(vec![0; 256])));
+    second.extend_from_slice(&alone);
+    for body in [alone, second] {
+        let (st, code, msg) = grpc_call(&addr, hyper::Method::POST, path, body.into()).await;
+        assert_eq!((st, code.as_str()), (200, "8"), "RESOURCE_EXHAUSTED: {msg}");
+    }
+    let grew = peak_rss_kib(server.0.id()).saturating_sub(before);
+    assert!(grew < 100 * 1024, "peak resident memory grew by {grew} KiB");
     // Twelve ModelInfers of 40 MB of raw contents at once under a 64 MiB budget: those that do
     // not fit are refused with RESOURCE_EXHAUSTED before tonic decodes them.
     let before = peak_rss_kib(server.0.id());

@@ -211,9 +211,44 @@ enum Listener {
 trait Local: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Local for T {}
 
+/// A connection accepted: ready to carry, or from TCP, to be checked first (in its own task,
+/// so that a flood of connections to check does not hold up the accept loop).
+enum Pending {
+    Ready(Box<dyn Local>),
+    Tcp(
+        tokio::net::TcpStream,
+        std::net::SocketAddr,
+        std::net::SocketAddr,
+    ),
+}
+
+impl Pending {
+    /// The connection, once admitted; `None` (and the connection closed) otherwise.
+    async fn admitted(self) -> Option<Box<dyn Local>> {
+        let (local, peer, me) = match self {
+            Pending::Ready(l) => return Some(l),
+            Pending::Tcp(s, peer, me) => (s, peer, me),
+        };
+        let fd = {
+            use std::os::fd::AsRawFd;
+            local.as_raw_fd()
+        };
+        // The stream is held (so the descriptor stays this socket) until the check is done.
+        let ours = tokio::task::spawn_blocking(move || {
+            socket_inode(fd).is_some_and(|accepted| own_tcp_peer(peer, me, accepted))
+        })
+        .await
+        .unwrap_or(false);
+        ours.then(|| {
+            let _ = local.set_nodelay(true);
+            Box::new(local) as Box<dyn Local>
+        })
+    }
+}
+
 impl Listener {
-    /// The next admitted connection; `None` when one was refused or accepting failed.
-    async fn next(&self) -> Option<Box<dyn Local>> {
+    /// The next connection; `None` when one was refused or accepting failed.
+    async fn next(&self) -> Option<Pending> {
         match self {
             Listener::Unix(l, owner) => {
                 let Ok((local, _)) = l.accept().await else {
@@ -225,7 +260,7 @@ impl Listener {
                 let peer = local.peer_cred().ok()?;
                 owner
                     .admits(peer.uid(), peer.pid())
-                    .then(|| Box::new(local) as Box<dyn Local>)
+                    .then(|| Pending::Ready(Box::new(local)))
             }
             Listener::Tcp(l) => {
                 let Ok((local, peer)) = l.accept().await else {
@@ -233,32 +268,40 @@ impl Listener {
                     return None;
                 };
                 let me = local.local_addr().ok()?;
-                let ours = tokio::task::spawn_blocking(move || own_tcp_peer(peer, me))
-                    .await
-                    .unwrap_or(false);
-                ours.then(|| {
-                    let _ = local.set_nodelay(true);
-                    Box::new(local) as Box<dyn Local>
-                })
+                Some(Pending::Tcp(local, peer, me))
             }
         }
     }
 }
 
-/// Whether the TCP connection from `peer` to `me` (both on 127.0.0.1) was made by a socket of
-/// this process: its row in `/proc/net/tcp` (local address `peer`, remote `me`) names the
-/// socket's inode, which must be among the links of `/proc/self/fd`. False wherever either
+/// The inode of the socket behind descriptor `fd` of this process (`socket:[N]`).
+fn socket_inode(fd: i32) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+    link.to_str()?
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// Whether the TCP connection from `peer` to `me` (both on 127.0.0.1), accepted as the socket
+/// of inode `accepted`, was made by a socket of this process. The connection's row in
+/// `/proc/net/tcp` must still be the accepted socket's (one reset since has no row, and its
+/// address may already be another connection's), and the peer's row (local address `peer`,
+/// remote `me`) must name a socket among the links of `/proc/self/fd`. False wherever either
 /// cannot be read.
-fn own_tcp_peer(peer: std::net::SocketAddr, me: std::net::SocketAddr) -> bool {
+fn own_tcp_peer(peer: std::net::SocketAddr, me: std::net::SocketAddr, accepted: u64) -> bool {
     // The peer's socket is an IPv4 one (in /proc/net/tcp), or a dual-stack IPv6 one that
     // dialled the IPv4 address, listed in /proc/net/tcp6 with IPv4-mapped addresses (gRPC's).
-    let found = ["/proc/net/tcp", "/proc/net/tcp6"]
+    let tables: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
-        .find_map(|table| {
-            let text = std::fs::read_to_string(table).ok()?;
-            tcp_inode(&text, peer, me)
-        });
-    let Some(inode) = found else {
+        .filter_map(|t| std::fs::read_to_string(t).ok())
+        .collect();
+    let find = |local, remote| tables.iter().find_map(|t| tcp_inode(t, local, remote));
+    if find(me, peer) != Some(accepted) {
+        return false;
+    }
+    let Some(inode) = find(peer, me) else {
         return false;
     };
     let want = format!("socket:[{inode}]");
@@ -316,9 +359,14 @@ async fn accept_loop(
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
-            local = listener.next() => {
-                if let Some(local) = local {
-                    conns.spawn(carry(local, upstream.clone(), protocol, last_error.clone()));
+            pending = listener.next() => {
+                if let Some(pending) = pending {
+                    let (upstream, last_error) = (upstream.clone(), last_error.clone());
+                    conns.spawn(async move {
+                        if let Some(local) = pending.admitted().await {
+                            carry(local, upstream, protocol, last_error).await;
+                        }
+                    });
                 }
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
@@ -467,13 +515,20 @@ mod tests {
         assert_eq!(tcp_inode(table, me, peer), None);
     }
 
+    fn inode(s: &tokio::net::TcpStream) -> u64 {
+        use std::os::fd::AsRawFd;
+        socket_inode(s.as_raw_fd()).unwrap()
+    }
+
     #[tokio::test]
     async fn only_this_processs_tcp_connections_are_its_own() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let me = l.local_addr().unwrap();
         let _c = tokio::net::TcpStream::connect(me).await.unwrap();
-        let (_s, peer) = l.accept().await.unwrap();
-        assert!(own_tcp_peer(peer, me));
+        let (s, peer) = l.accept().await.unwrap();
+        assert!(own_tcp_peer(peer, me, inode(&s)));
+        // Not as another accepted socket's connection.
+        assert!(!own_tcp_peer(peer, me, inode(&s) + 1));
         // A dual-stack IPv6 socket dialling the IPv4 address (as gRPC does) is listed in
         // /proc/net/tcp6 under IPv4-mapped addresses.
         let v6 = tokio::net::TcpSocket::new_v6().unwrap();
@@ -482,8 +537,20 @@ mod tests {
             me.port(),
         );
         let _c6 = v6.connect(mapped).await.unwrap();
-        let (_s6, peer6) = l.accept().await.unwrap();
-        assert!(own_tcp_peer(peer6, me));
+        let (s6, peer6) = l.accept().await.unwrap();
+        assert!(own_tcp_peer(peer6, me, inode(&s6)));
+        // A connection reset once accepted is no one's: its address may be another's by now.
+        let resets = tokio::net::TcpSocket::new_v4().unwrap();
+        // A zero linger closes with RST, without blocking.
+        #[allow(deprecated)]
+        resets.set_linger(Some(Duration::ZERO)).unwrap();
+        let c3 = resets.connect(me).await.unwrap();
+        let (s3, peer3) = l.accept().await.unwrap();
+        let accepted = inode(&s3);
+        assert!(own_tcp_peer(peer3, me, accepted));
+        drop(c3);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!own_tcp_peer(peer3, me, accepted));
         // Another process's connection (bash's /dev/tcp) is not.
         let mut other = std::process::Command::new("bash")
             .args([
@@ -492,8 +559,8 @@ mod tests {
             ])
             .spawn()
             .unwrap();
-        let (_s2, peer2) = l.accept().await.unwrap();
-        let theirs = own_tcp_peer(peer2, me);
+        let (s2, peer2) = l.accept().await.unwrap();
+        let theirs = own_tcp_peer(peer2, me, inode(&s2));
         let _ = other.kill();
         let _ = other.wait();
         assert!(!theirs);

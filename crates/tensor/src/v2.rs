@@ -103,6 +103,7 @@ pub fn from_raw(dtype: DType, shape: Vec<usize>, raw: &[u8]) -> Result<Tensor, T
                 datatype(dtype).unwrap_or("?")
             )))
         }
+        Some(_) if dtype == DType::Bool => bools(raw)?,
         Some(_) => from_le_bytes(dtype, raw),
         None => Data::Str(bytes_elements(raw, n)?),
     };
@@ -203,9 +204,45 @@ pub fn from_json_data(
     })
 }
 
-/// Writes a tensor's elements as a flat JSON list (the form Triton answers with).
-pub fn write_json_data(t: &Tensor, out: &mut String) {
+/// Writes a tensor's elements as a flat JSON list (the form Triton answers with). Refuses,
+/// writing nothing, a tensor JSON cannot carry as it is: a float that is NaN or infinite (JSON
+/// has no such number), or BYTES that are not UTF-8 text (a JSON string would change them);
+/// the binary form carries both.
+pub fn write_json_data(t: &Tensor, out: &mut String) -> Result<(), TensorError> {
+    let finite = match &t.data {
+        Data::F32(v) => v.iter().all(|x| x.is_finite()),
+        Data::F64(v) => v.iter().all(|x| x.is_finite()),
+        Data::F16(v) => v.iter().all(|x| x.is_finite()),
+        Data::BF16(v) => v.iter().all(|x| x.is_finite()),
+        Data::Str(v) => {
+            if v.iter().any(|e| std::str::from_utf8(e).is_err()) {
+                return Err(TensorError::Value(
+                    "holds bytes that are not UTF-8, which a JSON string cannot carry; ask for it as binary data".into(),
+                ));
+            }
+            true
+        }
+        _ => true,
+    };
+    if !finite {
+        return Err(TensorError::Value(
+            "holds NaN or an infinity, which JSON has no number for; ask for it as binary data"
+                .into(),
+        ));
+    }
     json::write_flat(t, out);
+    Ok(())
+}
+
+/// Checks the elements of a BOOL tensor's binary form: each byte 0 or 1.
+fn bools(raw: &[u8]) -> Result<Data, TensorError> {
+    match raw.iter().position(|&b| b > 1) {
+        Some(i) => Err(TensorError::Value(format!(
+            "BOOL element {i} of the binary data is {}, not 0 or 1",
+            raw[i]
+        ))),
+        None => Ok(Data::Bool(raw.iter().map(|&b| b == 1).collect())),
+    }
 }
 
 #[cfg(test)]
@@ -258,6 +295,8 @@ mod tests {
         assert!(from_raw(DType::Str, vec![1], &[1, 0, 0, 0, 1, 2]).is_err());
         let e = from_raw(DType::Str, vec![1 << 20], &[0; 8]).unwrap_err();
         assert!(e.to_string().contains("cannot hold"), "{e}");
+        let e = from_raw(DType::Bool, vec![2], &[1, 7]).unwrap_err();
+        assert!(e.to_string().contains("is 7"), "{e}");
     }
 
     #[test]
@@ -271,7 +310,12 @@ mod tests {
         let e = from_json_data(&flat, DType::I32, vec![2, 2], 1 << 20).unwrap_err();
         assert!(e.to_string().contains("6 values"), "{e}");
         let mut s = String::new();
-        write_json_data(&a, &mut s);
+        write_json_data(&a, &mut s).unwrap();
         assert_eq!(s, "[1,2,3,4,5,6]");
+        // What JSON cannot carry is refused, not changed.
+        let nan = Tensor::new(vec![2], Data::F32(vec![1.0, f32::NAN])).unwrap();
+        assert!(write_json_data(&nan, &mut String::new()).is_err());
+        let bin = Tensor::new(vec![1], Data::Str(vec![vec![0xff, 0]])).unwrap();
+        assert!(write_json_data(&bin, &mut String::new()).is_err());
     }
 }

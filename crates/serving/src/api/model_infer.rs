@@ -46,9 +46,10 @@ impl ServingCore {
             Ok(())
         })?;
         let filter: Vec<String> = req.outputs.iter().map(|o| o.name.clone()).collect();
-        let outputs = self
+        let mut outputs = self
             .infer(&target, sig_name, inputs, &filter, Entry::V2Grpc)
             .await?;
+        crate::api::v2::in_asked_order(&mut outputs, &filter);
         let mut resp = ModelInferResponse {
             model_name: target.name.clone(),
             model_version: target.version.to_string(),
@@ -169,6 +170,25 @@ fn from_contents(input: &InferInputTensor, a: Accepted) -> Result<Tensor, ApiErr
             .ok_or_else(|| bad(format!("input {name}: a value is out of the range of {dt}")))
     }
     let dt = input.datatype.as_str();
+    // Values in a field of another datatype are a mistake said, not ignored.
+    let filled = [
+        ("bool_contents", c.bool_contents.len()),
+        ("int_contents", c.int_contents.len()),
+        ("int64_contents", c.int64_contents.len()),
+        ("uint_contents", c.uint_contents.len()),
+        ("uint64_contents", c.uint64_contents.len()),
+        ("fp32_contents", c.fp32_contents.len()),
+        ("fp64_contents", c.fp64_contents.len()),
+        ("bytes_contents", c.bytes_contents.len()),
+    ];
+    let own = contents_field(a.dtype);
+    if let Some((field, _)) = filled.iter().find(|(f, len)| *len > 0 && Some(*f) != own) {
+        return Err(bad(format!(
+            "input {name}: contents.{field} does not carry {dt}{}",
+            own.map(|f| format!(" (contents.{f} does)"))
+                .unwrap_or_default()
+        )));
+    }
     let data = match a.dtype {
         DType::Bool => {
             count(c.bool_contents.len(), "bool_contents")?;
@@ -217,4 +237,20 @@ fn from_contents(input: &InferInputTensor, a: Accepted) -> Result<Tensor, ApiErr
         }
     };
     Tensor::new(a.shape, data).map_err(|e| bad(format!("input {name}: {e}")))
+}
+
+/// The `InferTensorContents` field that carries `dtype` (the protocol's table); `None` for those
+/// only `raw_input_contents` carries.
+fn contents_field(dtype: DType) -> Option<&'static str> {
+    Some(match dtype {
+        DType::Bool => "bool_contents",
+        DType::I8 | DType::I16 | DType::I32 => "int_contents",
+        DType::I64 => "int64_contents",
+        DType::U8 | DType::U16 | DType::U32 => "uint_contents",
+        DType::U64 => "uint64_contents",
+        DType::F32 => "fp32_contents",
+        DType::F64 => "fp64_contents",
+        DType::Str => "bytes_contents",
+        DType::F16 | DType::BF16 | DType::C64 | DType::C128 => return None,
+    })
 }

@@ -18,6 +18,8 @@ use teeserve_tensor::{v2, DType};
 
 /// The server's name in the protocol's server metadata.
 pub const SERVER_NAME: &str = "teeserve";
+/// The longest model name a request may give.
+const MAX_NAME: usize = 256;
 /// The protocol extensions served: the binary tensor data extension (REST).
 pub const EXTENSIONS: &[&str] = &["binary_tensor_data"];
 
@@ -70,6 +72,16 @@ pub struct Accepted {
 impl ServingCore {
     /// The model version a protocol request names (`version` empty: the latest).
     pub fn v2_resolve(&self, name: &str, version: &str) -> Result<ResolvedModel, ApiError> {
+        // Errors name the model: a name no model could have is not echoed back whole.
+        if name.len() > MAX_NAME {
+            return Err(ApiError::new(
+                Code::NotFound,
+                format!(
+                    "no model is named by {} bytes (the longest name is {MAX_NAME})",
+                    name.len()
+                ),
+            ));
+        }
         self.resolve(name, v2_version(version)?, None)
     }
 
@@ -158,7 +170,7 @@ fn platform(engine: &str) -> &'static str {
 /// of its data is read: every input the signature's, no input twice, dtypes and fixed
 /// dimensions the signature's, and all of them together within `max_bytes` once decoded.
 /// Gives each input's dtype and shape, in the request's order, and the bytes they will take
-/// (BYTES elements count their `Vec` headers; their content is bounded by the body).
+/// (BYTES elements count their `Vec` and its allocation; their content is bounded by the body).
 pub fn check_inputs(
     sig: &Signature,
     inputs: &[Declared<'_>],
@@ -189,19 +201,36 @@ pub fn check_inputs(
         let shape = v2::shape(d.shape).map_err(|e| bad(format!("input {}: {e}", d.name)))?;
         check_input(i, spec, dtype, &shape)?;
         let n: usize = shape.iter().product();
-        total = total.saturating_add(n.saturating_mul(dtype.element_bytes()));
+        let bytes = n.saturating_mul(decoded_element_bytes(dtype));
+        total = total.saturating_add(bytes);
         if total > max_bytes {
             return Err(bad(format!(
-                "input {}: shape {:?} of {} takes {} bytes decoded; a request's inputs may take at most {max_bytes} bytes (--max_request_tensor_bytes)",
+                "input {}: shape {:?} of {} takes {bytes} bytes decoded; a request's inputs may take at most {max_bytes} bytes (--max_request_tensor_bytes)",
                 d.name,
                 shape,
                 d.datatype,
-                n.saturating_mul(dtype.element_bytes())
             )));
         }
         out.push(Accepted { dtype, shape });
     }
     Ok((out, total))
+}
+
+/// Puts outputs in the order the request listed them (`asked`; empty: the signature's order).
+pub fn in_asked_order(outputs: &mut [(String, teeserve_tensor::Tensor)], asked: &[String]) {
+    if !asked.is_empty() {
+        outputs.sort_by_key(|(n, _)| asked.iter().position(|a| a == n));
+    }
+}
+
+/// What one element of `dtype` takes once decoded: a BYTES element is a `Vec` (24 bytes) and
+/// its own allocation, at least a 32-byte heap chunk however short its content (longer content
+/// is bounded by the body it came in).
+fn decoded_element_bytes(dtype: DType) -> usize {
+    match dtype {
+        DType::Str => std::mem::size_of::<Vec<u8>>() + 32,
+        d => d.element_bytes(),
+    }
 }
 
 #[cfg(test)]

@@ -187,28 +187,45 @@ pub enum GrpcMessage {
     Other,
 }
 
-/// An upper bound of the memory that decoding a gRPC request body (one length-prefixed
-/// message) takes, besides the body itself. A PredictRequest is walked field by field
-/// (`predict_request_bytes`); a ModelInferRequest's raw contents are taken from the body
-/// without a copy and its other fields counted at 16 per byte (`model_infer_request_bytes`);
-/// other messages (Classify, Regress, metadata and status), whose nested lists cost at most a
-/// few dozen bytes per byte sent, are counted at 64 per byte.
+/// An upper bound of the memory that decoding a gRPC request body takes, besides the body
+/// itself, summed over every length-prefixed message in it: tonic decodes the first, and a
+/// unary call's later ones too, while it drains the stream for its trailers. A PredictRequest
+/// is walked field by field (`predict_request_bytes`); a ModelInferRequest's raw contents are
+/// taken from the body without a copy and its other fields counted at 640 bytes each plus 16
+/// per byte (`model_infer_request_bytes`); other messages (Classify, Regress, metadata and
+/// status), whose nested lists cost at most a few dozen bytes per byte sent, are counted at 64
+/// per byte.
 pub fn decoded_bytes(body: &[u8], kind: GrpcMessage) -> usize {
-    let msg = match body {
-        [0, a, b, c, d, msg @ ..] if u32::from_be_bytes([*a, *b, *c, *d]) as usize == msg.len() => {
-            msg
-        }
-        // Compressed or malformed: tonic refuses it before decoding.
-        _ => return body.len(),
-    };
-    // tonic copies the message into its own buffer before decoding.
-    let copy = msg.len();
-    let decoded = match kind {
-        GrpcMessage::Predict => predict_request_bytes(msg),
-        GrpcMessage::ModelInfer => model_infer_request_bytes(msg),
-        GrpcMessage::Other => None,
-    };
-    copy.saturating_add(decoded.unwrap_or_else(|| msg.len().saturating_mul(64)))
+    let mut rest = body;
+    let mut total = 0usize;
+    while !rest.is_empty() {
+        let msg = match rest {
+            [0, a, b, c, d, tail @ ..] => {
+                let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
+                match tail.get(..len) {
+                    Some(m) => {
+                        rest = &tail[len..];
+                        m
+                    }
+                    // Cut off: tonic refuses it before decoding it.
+                    None => return total.saturating_add(rest.len()),
+                }
+            }
+            // Compressed or malformed: tonic refuses it before decoding it.
+            _ => return total.saturating_add(rest.len()),
+        };
+        // tonic copies the message into its own buffer before decoding.
+        let copy = msg.len();
+        let decoded = match kind {
+            GrpcMessage::Predict => predict_request_bytes(msg),
+            GrpcMessage::ModelInfer => model_infer_request_bytes(msg),
+            GrpcMessage::Other => None,
+        };
+        total = total
+            .saturating_add(copy)
+            .saturating_add(decoded.unwrap_or_else(|| msg.len().saturating_mul(64)));
+    }
+    total
 }
 
 /// Protobuf wire format (protobuf.dev "Encoding"): calls `f(field, wire type, payload)` for
@@ -251,13 +268,15 @@ fn fields(mut b: &[u8], f: &mut impl FnMut(u64, u8, &[u8]) -> usize) -> Option<u
 
 /// What prost allocates to decode a ModelInferRequest (the Open Inference Protocol's
 /// `grpc_predict_v2.proto`), as an upper bound: `raw_input_contents` (field 7) share the
-/// received buffer (a `Bytes` handle each); everything else, the typed contents included, at
-/// 16 bytes per byte sent: a packed varint of one byte becomes an 8-byte element at most, in a
-/// list that may have doubled, and a `bytes_contents` entry of two bytes a 24-byte `Vec`.
+/// received buffer (a `Bytes` handle each); every other field 640 bytes (an empty
+/// `InferInputTensor` of two bytes on the wire decodes to some 312 bytes, in a list that may
+/// have doubled) and 16 per byte of its payload (a packed varint of one byte becomes an 8-byte
+/// element at most, in a list that may have doubled; a `bytes_contents` entry of two bytes a
+/// 24-byte `Vec`).
 fn model_infer_request_bytes(msg: &[u8]) -> Option<usize> {
     fields(msg, &mut |field, _, p| match field {
         7 => 64,
-        _ => 64 + p.len().saturating_mul(16),
+        _ => 640 + p.len().saturating_mul(16),
     })
 }
 
@@ -384,5 +403,32 @@ mod tests {
         body.extend_from_slice(&[0x0b, 0x0c, 0x0d, 0x0e]); // group wire types
         assert!(decoded_bytes(&body, GrpcMessage::Predict) >= 4 * 64);
         assert_eq!(decoded_bytes(&[1, 2, 3], GrpcMessage::Predict), 3);
+    }
+
+    #[test]
+    fn every_message_of_a_body_is_counted() {
+        // A ModelInferRequest of many empty inputs (two bytes each on the wire), alone and
+        // after another message in the same body.
+        let mut empty = vec![0x0a, 1, b'x'];
+        for _ in 0..10_000 {
+            empty.extend_from_slice(&[0x2a, 0]);
+        }
+        let one = framed_raw(&empty);
+        let alone = decoded_bytes(&one, GrpcMessage::ModelInfer);
+        assert!(alone >= 10_000 * 600, "{alone}");
+        let mut two = framed_raw(&[0x0a, 1, b'y']);
+        two.extend_from_slice(&one);
+        assert!(decoded_bytes(&two, GrpcMessage::ModelInfer) >= alone);
+        // A second message cut off counts its bytes.
+        let mut cut = one.clone();
+        cut.extend_from_slice(&[0, 0, 0, 1, 0]);
+        assert!(decoded_bytes(&cut, GrpcMessage::ModelInfer) >= alone);
+    }
+
+    fn framed_raw(msg: &[u8]) -> Vec<u8> {
+        let mut out = vec![0];
+        out.extend_from_slice(&u32::try_from(msg.len()).unwrap().to_be_bytes());
+        out.extend_from_slice(msg);
+        out
     }
 }

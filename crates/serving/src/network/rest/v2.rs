@@ -294,9 +294,10 @@ async fn infer_body(
         Ok(())
     })?;
     let filter: Vec<String> = r.outputs.iter().map(|o| o.name.clone()).collect();
-    let outputs = core
+    let mut outputs = core
         .infer(&target, sig_name, inputs, &filter, Entry::V2Rest)
         .await?;
+    api::in_asked_order(&mut outputs, &filter);
     let all_binary = bool_param(&r.parameters, "binary_data_output")?.unwrap_or(false);
     let mut binary_of = Vec::with_capacity(outputs.len());
     for (n, _) in &outputs {
@@ -487,7 +488,8 @@ fn write_response(
             ));
         } else {
             head.push_str(",\"data\":");
-            v2::write_json_data(t, &mut head);
+            v2::write_json_data(t, &mut head)
+                .map_err(|e| ApiError::new(Code::FailedPrecondition, format!("output {n} {e}")))?;
             head.push('}');
         }
     }
