@@ -11,7 +11,7 @@ use tonic::Code;
 
 use crate::api::error::ApiError;
 use crate::api::service::{lookup_signature, Entry, ServingCore};
-use crate::api::v2::{check_inputs, Accepted, Declared};
+use crate::api::v2::{check_inputs, Accepted, Declared, DeclaresInput};
 use teeserve_tensor::{v2, DType, Data, Tensor};
 use teeserve_wire::inference::{
     infer_parameter::ParameterChoice, model_infer_request::InferInputTensor,
@@ -85,6 +85,16 @@ impl ServingCore {
     }
 }
 
+impl DeclaresInput for InferInputTensor {
+    fn declared(&self) -> Declared<'_> {
+        Declared {
+            name: &self.name,
+            datatype: &self.datatype,
+            shape: &self.shape,
+        }
+    }
+}
+
 /// The input tensors of a ModelInferRequest for a model of signature `sig`: what each declares
 /// checked against the signature, and its raw contents' length against its shape, then
 /// `reserve` asked for the bytes the tensors take, then each decoded.
@@ -94,16 +104,7 @@ pub fn model_infer_inputs(
     max: usize,
     reserve: &mut dyn FnMut(usize) -> Result<(), ApiError>,
 ) -> Result<Vec<(String, Tensor)>, ApiError> {
-    let declared: Vec<Declared<'_>> = req
-        .inputs
-        .iter()
-        .map(|i| Declared {
-            name: &i.name,
-            datatype: &i.datatype,
-            shape: &i.shape,
-        })
-        .collect();
-    let (accepted, total) = check_inputs(sig, &declared, max)?;
+    let (accepted, total) = check_inputs(sig, &req.inputs, max)?;
     let raw = &req.raw_input_contents;
     if !raw.is_empty() && raw.len() != req.inputs.len() {
         return Err(bad(format!(

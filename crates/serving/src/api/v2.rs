@@ -60,6 +60,18 @@ pub struct Declared<'a> {
     pub shape: &'a [i64],
 }
 
+/// A request's input as either transport carries it: what it declares before its data is read.
+pub trait DeclaresInput {
+    /// Its name, datatype name and shape.
+    fn declared(&self) -> Declared<'_>;
+}
+
+impl DeclaresInput for Declared<'_> {
+    fn declared(&self) -> Declared<'_> {
+        *self
+    }
+}
+
 /// An input the signature accepts: its place in the request, dtype and shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {
@@ -171,15 +183,16 @@ fn platform(engine: &str) -> &'static str {
 /// dimensions the signature's, and all of them together within `max_bytes` once decoded.
 /// Gives each input's dtype and shape, in the request's order, and the bytes they will take
 /// (BYTES elements count their `Vec` and its allocation; their content is bounded by the body).
-pub fn check_inputs(
+pub fn check_inputs<I: DeclaresInput>(
     sig: &Signature,
-    inputs: &[Declared<'_>],
+    inputs: &[I],
     max_bytes: usize,
 ) -> Result<(Vec<Accepted>, usize), ApiError> {
     let bad = |m: String| ApiError::new(Code::InvalidArgument, m);
     let mut total = 0usize;
     let mut out = Vec::with_capacity(inputs.len());
-    for (k, d) in inputs.iter().enumerate() {
+    for (k, input) in inputs.iter().enumerate() {
+        let d = input.declared();
         let Some((i, spec)) = sig
             .inputs
             .iter()
@@ -193,7 +206,7 @@ pub fn check_inputs(
                 set_str(&names)
             )));
         };
-        if inputs[..k].iter().any(|p| p.name == d.name) {
+        if inputs[..k].iter().any(|p| p.declared().name == d.name) {
             return Err(bad(format!("input {} is given twice", d.name)));
         }
         let dtype =

@@ -17,7 +17,7 @@ use super::body::{read_body, JsonCost};
 use super::response::{bad, error, ok_json, resp_with, respond, RestContext};
 use crate::api::error::ApiError;
 use crate::api::service::{lookup_signature, Entry, ServingCore};
-use crate::api::v2::{self as api, check_inputs, Declared};
+use crate::api::v2::{self as api, check_inputs, Declared, DeclaresInput};
 use teeserve_tensor::{v2, Tensor};
 
 /// The request header that says how long the JSON part of a body is when binary tensor data
@@ -186,6 +186,16 @@ struct InputTensor {
     data: Option<Value>,
 }
 
+impl DeclaresInput for InputTensor {
+    fn declared(&self) -> Declared<'_> {
+        Declared {
+            name: &self.name,
+            datatype: &self.datatype,
+            shape: &self.shape,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct OutputTensor {
     name: String,
@@ -321,16 +331,7 @@ fn decode_inputs(
     max: usize,
     reserve: &mut dyn FnMut(usize) -> Result<(), ApiError>,
 ) -> Result<Vec<(String, Tensor)>, ApiError> {
-    let declared: Vec<Declared<'_>> = r
-        .inputs
-        .iter()
-        .map(|i| Declared {
-            name: &i.name,
-            datatype: &i.datatype,
-            shape: &i.shape,
-        })
-        .collect();
-    let (accepted, total) = check_inputs(sig, &declared, max)?;
+    let (accepted, total) = check_inputs(sig, &r.inputs, max)?;
     let slices = binary_slices(&r.inputs, &accepted, binary)?;
     reserve(total)?;
     let mut inputs = Vec::with_capacity(r.inputs.len());
