@@ -2,15 +2,16 @@
 # The cost of a request in one run: teeserve (the digits model on tract) beside nginx answering a
 # static 100-byte body (the transport floor: TLS, framing and sockets, no work), on the same TLS
 # 1.3 certificate, with the same load tool: h2load -c 32 -m 1, HTTP/2 for gRPC, HTTP/1.1 for
-# REST. Then system calls per request (strace -f -c on each server over a fifth of the count).
+# REST. Then the same teeserve on one core (taskset -c 0) beside two, and system calls per
+# request (strace -f -c on each server over a fifth of the count).
 #   bash bench/request_cost.sh [REQUESTS]      (per measurement, default 100000)
 #   TEESERVE_BIN_DIR=DIR bash bench/request_cost.sh   (DIR/teeserve instead of a release build)
-# Needs nginx, h2load (Debian: nginx, nghttp2-client) and strace.
+# Needs nginx, h2load (Debian: nginx, nghttp2-client), strace and taskset (util-linux).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-100000}"
 traced_n=$((n / 5))
-for tool in nginx h2load strace; do
+for tool in nginx h2load strace taskset; do
   command -v "$tool" >/dev/null || { echo "needs $tool (Debian: nginx nghttp2-client strace)" >&2; exit 1; }
 done
 # TEESERVE_BIN_DIR: a teeserve already built (e.g. an earlier commit's, to compare); otherwise
@@ -29,8 +30,8 @@ cleanup() {
 trap cleanup EXIT
 "$bin/teeserve" tls init --dir "$tmp/tls" >/dev/null
 python3 bench/request_cost.py bodies "$tmp"
-read -r grpc rest h2 h1 <<<"$(python3 -c 'import socket
-s=[socket.socket() for _ in range(4)]
+read -r grpc rest h2 h1 grpc1 rest1 <<<"$(python3 -c 'import socket
+s=[socket.socket() for _ in range(6)]
 [x.bind(("127.0.0.1",0)) for x in s]
 print(" ".join(str(x.getsockname()[1]) for x in s))')"
 "$bin/teeserve" serve --model_name digits --model_base_path "$PWD/models/digits" \
@@ -39,6 +40,13 @@ print(" ".join(str(x.getsockname()[1]) for x in s))')"
   --port "$grpc" --rest_api_port "$rest" >"$tmp/serve.out" 2>"$tmp/serve.log" &
 pids+=($!)
 serve_pid=$!
+# The same server on one core (its runtime sizes itself to the cores it may use), for the
+# scaling from one server core to two.
+taskset -c 0 "$bin/teeserve" serve --model_name digits --model_base_path "$PWD/models/digits" \
+  --tls_cert "$tmp/tls/server.pem" --tls_key "$tmp/tls/server.key" \
+  --grpc_bind_address 127.0.0.1 --rest_api_bind_address 127.0.0.1 \
+  --port "$grpc1" --rest_api_port "$rest1" >"$tmp/serve1.out" 2>"$tmp/serve1.log" &
+pids+=($!)
 body="$(head -c 100 /dev/zero | tr '\0' 'x')"
 cat >"$tmp/nginx.conf" <<CONF
 worker_processes $(nproc);
@@ -64,7 +72,8 @@ http {
 CONF
 nginx -c "$tmp/nginx.conf" -e "$tmp/nginx.err"
 for _ in $(seq 100); do
-  grep -q '^listening' "$tmp/serve.out" && [ -f "$tmp/nginx.pid" ] && break
+  grep -q '^listening' "$tmp/serve.out" && grep -q '^listening' "$tmp/serve1.out" &&
+    [ -f "$tmp/nginx.pid" ] && break
   sleep 0.1
 done
 grpc_flags=(-H 'content-type: application/grpc' -H 'te: trailers' -d "$tmp/predict.grpc")
@@ -91,6 +100,13 @@ for round in 1 2 3; do
   run "nginx-h2" "https://127.0.0.1:$h2/" "${grpc_flags[@]}"
   run "teeserve-rest" "https://127.0.0.1:$rest/v1/models/digits:predict" "${rest_flags[@]}"
   run "nginx-h1" "https://127.0.0.1:$h1/" "${rest_flags[@]}"
+done
+# From one server core to two (h2load unpinned: on a 2-core machine it shares the cores).
+for round in 1 2 3; do
+  run "grpc-1core" "https://127.0.0.1:$grpc1/tensorflow.serving.PredictionService/Predict" "${grpc_flags[@]}"
+  run "grpc-2cores" "https://127.0.0.1:$grpc/tensorflow.serving.PredictionService/Predict" "${grpc_flags[@]}"
+  run "rest-1core" "https://127.0.0.1:$rest1/v1/models/digits:predict" "${rest_flags[@]}"
+  run "rest-2cores" "https://127.0.0.1:$rest/v1/models/digits:predict" "${rest_flags[@]}"
 done
 # Every gRPC answer was OK (gRPC errors come with HTTP 200): the access log counts them.
 sleep 0.5
