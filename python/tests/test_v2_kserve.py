@@ -1,5 +1,6 @@
 """The kserve SDK's Open Inference Protocol clients (InferenceRESTClient with and without
-binary data, InferenceGRPCClient), unchanged, against teeserve over TLS on the digits model;
+binary data, InferenceGRPCClient), unchanged, against teeserve over TLS on the digits model
+(tract and ONNX Runtime) and a SavedModel (TensorFlow engine);
 and the REST client through ``teeserve.attested_endpoint`` (a Unix socket, httpx's ``uds``
 transport). Apart from test_v2_clients.py: tritonclient and kserve register the same protobuf
 package, so they cannot share a process. Run in the v2 clients' virtualenv (v2util.py).
@@ -9,7 +10,7 @@ import asyncio
 import numpy as np
 
 import teeserve
-from v2util import PIXELS, WANT, ca_path, need
+from v2util import PIXELS, WANT, X, ca_path, need, ort_server, tf_server  # noqa: F401 (fixtures)
 
 kserve = need("kserve")
 httpx = need("httpx")
@@ -67,3 +68,39 @@ def test_kserve_rest_through_the_attested_endpoint(pki, server):
 
         outs = asyncio.run(run())
         assert np.abs(outs["probabilities"] - WANT).max() < 1e-4
+
+
+async def _kserve_infer(pki, server, model, name, x, binary):
+    """Outputs by name from both kserve clients for one input."""
+    def request():
+        i = kserve.InferInput(name=name, shape=list(x.shape), datatype="FP32")
+        i.set_data_from_numpy(x, binary_data=binary)
+        return kserve.InferRequest(model_name=model, infer_inputs=[i])
+
+    rest = kserve.InferenceRESTClient(kserve.RESTConfig(protocol="v2", verify=ca_path(pki)))
+    try:
+        r = await rest.infer(f"https://localhost:{server.rest_port}", request(), model_name=model)
+        over_rest = {o.name: o.as_numpy() for o in r.outputs}
+    finally:
+        await rest.close()
+    g = kserve.InferenceGRPCClient(f"localhost:{server.grpc_port}", use_ssl=True,
+                                   root_certificates=ca_path(pki))
+    try:
+        r = await g.infer(request())
+        over_grpc = {o.name: o.as_numpy() for o in r.outputs}
+    finally:
+        await g.close()
+    return over_rest, over_grpc
+
+
+def test_kserve_clients_on_onnxruntime(pki, ort_server):
+    for outs in asyncio.run(_kserve_infer(pki, ort_server, "digits", "pixels", PIXELS, True)):
+        assert np.abs(outs["probabilities"] - WANT).max() < 1e-4
+        assert (outs["class"] == WANT.argmax(axis=1)).all()
+
+
+def test_kserve_clients_on_a_savedmodel(pki, tf_server):
+    server, want = tf_server
+    for outs in asyncio.run(_kserve_infer(pki, server, "half_tf2", "x", X, False)):
+        assert np.abs(outs["y"] - np.array(want["y"], np.float32)).max() < 1e-5
+        assert outs["argmax"].tolist() == want["argmax"]
