@@ -57,8 +57,8 @@ fuzz_target!(|data: &[u8]| {
             within(&inputs);
         }
     }
-    if let Ok(req) = ModelInferRequest::decode(data) {
-        if let Ok(inputs) = model_infer_inputs(&req, &sig, MAX_TENSOR_BYTES, &mut |_| Ok(())) {
+    if let Ok(mut req) = ModelInferRequest::decode(data) {
+        if let Ok(inputs) = model_infer_inputs(&mut req, &sig, MAX_TENSOR_BYTES, &mut |_| Ok(())) {
             within(&inputs);
         }
     }

@@ -57,13 +57,25 @@ fn pending() -> &'static Pending {
 
 /// Writes the waiting access lines now.
 pub fn flush() {
-    let out = match pending().lines.lock() {
-        Ok(mut lines) => std::mem::take(&mut *lines),
-        Err(_) => return,
-    };
-    if !out.is_empty() {
-        let _ = std::io::stderr().lock().write_all(&out);
+    let _ = write_after_waiting(&[]);
+}
+
+/// Writes the waiting access lines, then `line`. stderr is taken before the batch (always in
+/// that order), so that lines taken from the batch are written before any taken after them.
+fn write_after_waiting(line: &[u8]) -> std::io::Result<()> {
+    let mut err = std::io::stderr().lock();
+    let waiting = pending()
+        .lines
+        .lock()
+        .map(|mut lines| std::mem::take(&mut *lines))
+        .unwrap_or_default();
+    if !waiting.is_empty() {
+        err.write_all(&waiting)?;
     }
+    if !line.is_empty() {
+        err.write_all(line)?;
+    }
+    Ok(())
 }
 
 /// The `MakeWriter` of the log: access lines to the batch, others straight to stderr.
@@ -87,26 +99,19 @@ impl std::io::Write for LineWriter {
                     Ok(mut lines) => {
                         let first = lines.is_empty();
                         lines.extend_from_slice(buf);
-                        if lines.len() >= BATCH {
-                            Some(std::mem::take(&mut *lines))
-                        } else {
-                            if first {
-                                p.waiting.notify_one();
-                            }
-                            None
+                        if first {
+                            p.waiting.notify_one();
                         }
+                        lines.len() >= BATCH
                     }
                     // A poisoned batch: write through rather than lose the line.
-                    Err(_) => Some(buf.to_vec()),
+                    Err(_) => return std::io::stderr().lock().write_all(buf).map(|_| buf.len()),
                 };
-                if let Some(out) = full {
-                    std::io::stderr().lock().write_all(&out)?;
+                if full {
+                    write_after_waiting(&[])?;
                 }
             }
-            LineWriter::Direct => {
-                flush();
-                std::io::stderr().lock().write_all(buf)?;
-            }
+            LineWriter::Direct => write_after_waiting(buf)?,
         }
         Ok(buf.len())
     }

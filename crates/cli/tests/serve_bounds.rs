@@ -169,14 +169,26 @@ fn one_value(dtype: DataType, dims: &[i64], set: impl FnOnce(&mut TensorProto)) 
 
 /// One HTTP/1.1 POST of a Predict body on a fresh connection; the status and the JSON answer.
 async fn post(addr: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
+    post_to(
+        addr,
+        "/v1/models/digits:predict",
+        "content-type: application/json\r\n",
+        &body,
+    )
+    .await
+}
+
+/// One HTTP/1.1 POST to `path` with `headers` (each line ending in CRLF) on a fresh connection;
+/// the status and the JSON answer.
+async fn post_to(addr: &str, path: &str, headers: &str, body: &[u8]) -> (u16, serde_json::Value) {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
-        "POST /v1/models/digits:predict HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     );
     tcp.write_all(head.as_bytes()).await.unwrap();
     // The server may answer (and close) before the whole body is sent.
-    let _ = tcp.write_all(&body).await;
+    let _ = tcp.write_all(body).await;
     let mut out = Vec::new();
     let _ = tcp.read_to_end(&mut out).await;
     let text = String::from_utf8_lossy(&out);
@@ -367,27 +379,10 @@ fn model_infer(shape: &[i64], raw: Option<Vec<u8>>) -> teeserve_wire::inference:
 /// the JSON answer.
 async fn post_v2(addr: &str, head: &serde_json::Value, binary: &[u8]) -> (u16, serde_json::Value) {
     let head = head.to_string();
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "POST /v2/models/digits/infer HTTP/1.1\r\nhost: {addr}\r\ninference-header-content-length: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{head}",
-        head.len(),
-        head.len() + binary.len()
-    );
-    tcp.write_all(req.as_bytes()).await.unwrap();
-    let _ = tcp.write_all(binary).await;
-    let mut out = Vec::new();
-    let _ = tcp.read_to_end(&mut out).await;
-    let text = String::from_utf8_lossy(&out);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let json = text
-        .split_once("\r\n\r\n")
-        .and_then(|(_, b)| serde_json::from_str(b).ok())
-        .unwrap_or_default();
-    (status, json)
+    let mut body = head.clone().into_bytes();
+    body.extend_from_slice(binary);
+    let headers = format!("inference-header-content-length: {}\r\n", head.len());
+    post_to(addr, "/v2/models/digits/infer", &headers, &body).await
 }
 
 /// The Open Inference Protocol gets Predict's bounds: what an input declares is checked against

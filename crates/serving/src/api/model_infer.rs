@@ -15,8 +15,7 @@ use crate::api::v2::{check_inputs, Accepted, Declared, DeclaresInput};
 use teeserve_tensor::{v2, DType, Data, Tensor};
 use teeserve_wire::inference::{
     infer_parameter::ParameterChoice, model_infer_request::InferInputTensor,
-    model_infer_response::InferOutputTensor, InferTensorContents, ModelInferRequest,
-    ModelInferResponse,
+    model_infer_response::InferOutputTensor, ModelInferRequest, ModelInferResponse,
 };
 
 fn bad(m: String) -> ApiError {
@@ -27,7 +26,7 @@ impl ServingCore {
     /// ModelInfer.
     pub async fn model_infer(
         &self,
-        req: ModelInferRequest,
+        mut req: ModelInferRequest,
     ) -> Result<ModelInferResponse, ApiError> {
         let target = self.v2_resolve(&req.model_name, &req.model_version)?;
         let sig_name = match req
@@ -35,19 +34,19 @@ impl ServingCore {
             .get("signature_name")
             .map(|p| &p.parameter_choice)
         {
-            None => "",
-            Some(Some(ParameterChoice::StringParam(s))) => s.as_str(),
+            None => String::new(),
+            Some(Some(ParameterChoice::StringParam(s))) => s.clone(),
             Some(_) => return Err(bad("parameter signature_name must be a string".into())),
         };
-        let sig = lookup_signature(target.model.signatures(), sig_name, Entry::V2Grpc)?;
+        let sig = lookup_signature(target.model.signatures(), &sig_name, Entry::V2Grpc)?;
         let mut held = Vec::new();
-        let inputs = model_infer_inputs(&req, sig, self.options.max_tensor_bytes, &mut |n| {
+        let inputs = model_infer_inputs(&mut req, sig, self.options.max_tensor_bytes, &mut |n| {
             held.push(self.reserve(n, "the request's input tensors")?);
             Ok(())
         })?;
         let filter: Vec<String> = req.outputs.iter().map(|o| o.name.clone()).collect();
         let mut outputs = self
-            .infer(&target, sig_name, inputs, &filter, Entry::V2Grpc)
+            .infer(&target, &sig_name, inputs, &filter, Entry::V2Grpc)
             .await?;
         crate::api::v2::in_asked_order(&mut outputs, &filter);
         let mut resp = ModelInferResponse {
@@ -97,9 +96,10 @@ impl DeclaresInput for InferInputTensor {
 
 /// The input tensors of a ModelInferRequest for a model of signature `sig`: what each declares
 /// checked against the signature, and its raw contents' length against its shape, then
-/// `reserve` asked for the bytes the tensors take, then each decoded.
+/// `reserve` asked for the bytes the tensors take, then each decoded, the typed contents moved
+/// out of the request rather than copied.
 pub fn model_infer_inputs(
-    req: &ModelInferRequest,
+    req: &mut ModelInferRequest,
     sig: &crate::engine::Signature,
     max: usize,
     reserve: &mut dyn FnMut(usize) -> Result<(), ApiError>,
@@ -136,7 +136,7 @@ pub fn model_infer_inputs(
     }
     reserve(total)?;
     let mut inputs = Vec::with_capacity(req.inputs.len());
-    for (i, (input, a)) in req.inputs.iter().zip(accepted).enumerate() {
+    for (i, (input, a)) in req.inputs.iter_mut().zip(accepted).enumerate() {
         let t = match raw.get(i) {
             Some(r) => v2::from_raw(a.dtype, a.shape, r)
                 .map_err(|e| bad(format!("input {}: {e}", input.name)))?,
@@ -149,9 +149,8 @@ pub fn model_infer_inputs(
 
 /// An input from its typed `contents`: the field of its datatype, holding exactly as many
 /// elements as its shape (narrower integers range-checked).
-fn from_contents(input: &InferInputTensor, a: Accepted) -> Result<Tensor, ApiError> {
-    let empty = InferTensorContents::default();
-    let c = input.contents.as_ref().unwrap_or(&empty);
+fn from_contents(input: &mut InferInputTensor, a: Accepted) -> Result<Tensor, ApiError> {
+    let mut c = input.contents.take().unwrap_or_default();
     let n: usize = a.shape.iter().product();
     let name = &input.name;
     let count = |len: usize, field: &str| {
@@ -193,14 +192,14 @@ fn from_contents(input: &InferInputTensor, a: Accepted) -> Result<Tensor, ApiErr
     let data = match a.dtype {
         DType::Bool => {
             count(c.bool_contents.len(), "bool_contents")?;
-            Data::Bool(c.bool_contents.clone())
+            Data::Bool(std::mem::take(&mut c.bool_contents))
         }
         DType::I8 | DType::I16 | DType::I32 => {
             count(c.int_contents.len(), "int_contents")?;
             match a.dtype {
                 DType::I8 => Data::I8(narrow(&c.int_contents, name, dt)?),
                 DType::I16 => Data::I16(narrow(&c.int_contents, name, dt)?),
-                _ => Data::I32(c.int_contents.clone()),
+                _ => Data::I32(std::mem::take(&mut c.int_contents)),
             }
         }
         DType::U8 | DType::U16 | DType::U32 => {
@@ -208,28 +207,28 @@ fn from_contents(input: &InferInputTensor, a: Accepted) -> Result<Tensor, ApiErr
             match a.dtype {
                 DType::U8 => Data::U8(narrow(&c.uint_contents, name, dt)?),
                 DType::U16 => Data::U16(narrow(&c.uint_contents, name, dt)?),
-                _ => Data::U32(c.uint_contents.clone()),
+                _ => Data::U32(std::mem::take(&mut c.uint_contents)),
             }
         }
         DType::I64 => {
             count(c.int64_contents.len(), "int64_contents")?;
-            Data::I64(c.int64_contents.clone())
+            Data::I64(std::mem::take(&mut c.int64_contents))
         }
         DType::U64 => {
             count(c.uint64_contents.len(), "uint64_contents")?;
-            Data::U64(c.uint64_contents.clone())
+            Data::U64(std::mem::take(&mut c.uint64_contents))
         }
         DType::F32 => {
             count(c.fp32_contents.len(), "fp32_contents")?;
-            Data::F32(c.fp32_contents.clone())
+            Data::F32(std::mem::take(&mut c.fp32_contents))
         }
         DType::F64 => {
             count(c.fp64_contents.len(), "fp64_contents")?;
-            Data::F64(c.fp64_contents.clone())
+            Data::F64(std::mem::take(&mut c.fp64_contents))
         }
         DType::Str => {
             count(c.bytes_contents.len(), "bytes_contents")?;
-            Data::Str(c.bytes_contents.clone())
+            Data::Str(std::mem::take(&mut c.bytes_contents))
         }
         DType::F16 | DType::BF16 | DType::C64 | DType::C128 => {
             return Err(bad(format!(

@@ -242,18 +242,15 @@ async fn infer(
         Err(e) => return error(&e, ctx),
     };
     let mut resp = respond(200, String::new(), ctx, "application/json");
-    let bytes = match out.binary_from {
-        Some(json_len) => {
-            let h = resp.headers_mut();
-            h.insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("application/octet-stream"),
-            );
-            h.insert(HEADER_LENGTH, json_len.into());
-            out.body
-        }
-        None => out.body,
-    };
+    if let Some(json_len) = out.binary_from {
+        let h = resp.headers_mut();
+        h.insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/octet-stream"),
+        );
+        h.insert(HEADER_LENGTH, json_len.into());
+    }
+    let bytes = out.body;
     let receipts = ctx.receipts.as_ref().filter(|_| wants_receipt);
     if let Some(r) = receipts {
         match r.rest("ModelInfer", &body, &bytes).await {
