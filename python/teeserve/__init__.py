@@ -383,7 +383,8 @@ class AttestedEndpoint:
 
 
 def attested_endpoint(target, *, protocol, root_certificates, policy, root=None, collateral=None,
-                      private_key=None, certificate_chain=None, server_name=None, transport=None):
+                      private_key=None, certificate_chain=None, server_name=None, transport=None,
+                      model_pin=None):
     """An AttestedEndpoint for the server at ``target`` (``HOST:PORT``, or ``https://HOST:PORT``
     for HTTP), after the same check as attested_channel, with the same arguments; raises
     AttestationError before anything but a nonce reaches the server when the check fails.
@@ -392,6 +393,10 @@ def attested_endpoint(target, *, protocol, root_certificates, policy, root=None,
     transport: ``"tcp"`` (default: a loopback port that admits only this process's own
         connections) or ``"unix"`` (a socket in a private directory).
     server_name: the name the server's certificate must carry (default: the target's host).
+    model_pin: when the policy pins model files (``models = {...}``), the forwarder cannot add
+        the pin to the client's requests (it carries their bytes, encrypted): pass
+        ``model_pin="caller"`` to say that every call will send ``ep.headers``. Without it such
+        a policy raises ValueError, so that no request goes out without the pin by mistake.
 
     Every connection the client opens is carried over a new TLS connection that must present
     the attested key; a server swapped in later is refused at the handshake and the client's
@@ -407,8 +412,16 @@ def attested_endpoint(target, *, protocol, root_certificates, policy, root=None,
             raise ValueError(f"target {target!r} is not https://HOST:PORT")
         t = t[len("https://"):].rstrip("/")
     addr, host = _split_target(t)
+    if model_pin not in (None, "caller"):
+        raise ValueError(f"model_pin {model_pin!r} is neither None nor 'caller'")
     tcp = transport != "unix"
     fwd = _attest(addr, server_name or host, "grpc" if protocol == "grpc" else "http1",
                   root_certificates, policy, root, collateral, private_key, certificate_chain,
                   tcp=tcp)
+    if fwd.accept_header and model_pin != "caller":
+        fwd.close()
+        raise ValueError(
+            "the policy pins model files, and an endpoint cannot add the pin to the client's "
+            "requests: pass model_pin=\"caller\" and send ep.headers with every call, or use "
+            "attested_channel / attested_session, which add it")
     return AttestedEndpoint(fwd, protocol, tcp, addr)

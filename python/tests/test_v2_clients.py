@@ -17,6 +17,7 @@ import pytest
 import requests
 
 import teeserve
+from conftest import ROOT
 from v2util import PIXELS, TEXT, WANT, X, ca_path, need, ort_server, tf_server  # noqa: F401 (fixtures)
 
 httpclient = need("tritonclient.http")
@@ -270,3 +271,23 @@ def test_v2_answers_have_receipts_that_verify(pki, server):
         teeserve.verify_receipt(r.receipt, r.request, r.response.replace(b"]", b" ]", 1), r.attestation,
                                 policy=pki.policy(), root=pki.root)
     assert e.value.rule == "receipt response"
+
+
+def test_an_endpoint_does_not_drop_the_policys_model_pin_silently(pki, server):
+    """The forwarder cannot add the pin to a client's requests: a pinning policy is refused
+    unless the caller takes on sending ep.headers, and with them a request for another file is
+    refused by the server."""
+    import hashlib
+    with open(os.path.join(ROOT, "models", "digits", "1", "model.onnx"), "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    args = dict(root_certificates=pki.ca, policy=pki.policy(models={"digits": [digest]}), root=pki.root)
+    with pytest.raises(ValueError, match="model_pin"):
+        teeserve.attested_endpoint(server.rest_url, protocol="http", **args)
+    with teeserve.attested_endpoint(server.rest_url, protocol="http", model_pin="caller", **args) as ep:
+        assert ep.headers == {"x-teeserve-accept-sha256": f"digits={digest}"}
+        c = httpclient.InferenceServerClient(ep.url)
+        i = httpclient.InferInput("pixels", list(PIXELS.shape), "FP32")
+        i.set_data_from_numpy(PIXELS)
+        check_digits(c.infer("digits", [i], headers=ep.headers))
+        with pytest.raises(InferenceServerException, match="accepts only model files"):
+            c.infer("digits", [i], headers={"x-teeserve-accept-sha256": "digits=" + "0" * 64})
