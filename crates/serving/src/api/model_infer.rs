@@ -45,10 +45,9 @@ impl ServingCore {
             Ok(())
         })?;
         let filter: Vec<String> = req.outputs.iter().map(|o| o.name.clone()).collect();
-        let mut outputs = self
+        let outputs = self
             .infer(&target, &sig_name, inputs, &filter, Entry::V2Grpc)
             .await?;
-        crate::api::v2::in_asked_order(&mut outputs, &filter);
         let mut resp = ModelInferResponse {
             model_name: target.name.clone(),
             model_version: target.version.to_string(),

@@ -369,7 +369,10 @@ impl ServingCore {
             .zip(outputs)
             .collect();
         if !output_filter.is_empty() {
+            // Only the outputs asked for, in the order asked (the Open Inference Protocol
+            // answers in a list; TF Serving's map has no order).
             named.retain(|(n, _)| output_filter.contains(n));
+            named.sort_by_key(|(n, _)| output_filter.iter().position(|f| f == n));
         }
         Ok(named)
     }

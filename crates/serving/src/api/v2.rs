@@ -229,13 +229,6 @@ pub fn check_inputs<I: DeclaresInput>(
     Ok((out, total))
 }
 
-/// Puts outputs in the order the request listed them (`asked`; empty: the signature's order).
-pub fn in_asked_order(outputs: &mut [(String, teeserve_tensor::Tensor)], asked: &[String]) {
-    if !asked.is_empty() {
-        outputs.sort_by_key(|(n, _)| asked.iter().position(|a| a == n));
-    }
-}
-
 /// What one element of `dtype` takes once decoded: a BYTES element is a `Vec` (24 bytes) and
 /// its own allocation, at least a 32-byte heap chunk however short its content (longer content
 /// is bounded by the body it came in).

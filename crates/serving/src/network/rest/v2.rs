@@ -301,10 +301,9 @@ async fn infer_body(
         Ok(())
     })?;
     let filter: Vec<String> = r.outputs.iter().map(|o| o.name.clone()).collect();
-    let mut outputs = core
+    let outputs = core
         .infer(&target, sig_name, inputs, &filter, Entry::V2Rest)
         .await?;
-    api::in_asked_order(&mut outputs, &filter);
     let all_binary = bool_param(&r.parameters, "binary_data_output")?.unwrap_or(false);
     let mut binary_of = Vec::with_capacity(outputs.len());
     for (n, _) in &outputs {
