@@ -22,3 +22,16 @@ pub(crate) fn access_log(
         "request"
     );
 }
+
+/// The access-log line of a gRPC call that `start`ed then, and its answer as a gRPC response.
+pub(crate) fn grpc_answer<T>(
+    method: &str,
+    model: &str,
+    start: Instant,
+    out: Result<T, crate::api::error::ApiError>,
+) -> Result<tonic::Response<T>, tonic::Status> {
+    let status = out.as_ref().map(|_| "OK").unwrap_or_else(|e| e.code_name());
+    access_log("grpc", method, model, &status, start);
+    out.map(tonic::Response::new)
+        .map_err(crate::api::error::ApiError::into_status)
+}

@@ -116,14 +116,7 @@ impl prediction_service_server::PredictionService for Grpc {
             .map(|s| s.name.clone())
             .unwrap_or_default();
         let out = self.core.predict(r).await;
-        crate::network::access_log::access_log(
-            "grpc",
-            "Predict",
-            &name,
-            &out.as_ref().map(|_| "OK").unwrap_or_else(|e| e.code_name()),
-            start,
-        );
-        out.map(Response::new).map_err(ApiError::into_status)
+        crate::network::access_log::grpc_answer("Predict", &name, start, out)
     }
 
     async fn get_model_metadata(

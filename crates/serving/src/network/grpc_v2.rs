@@ -94,13 +94,6 @@ impl GrpcInferenceService for V2 {
         let r = req.into_inner();
         let name = r.model_name.clone();
         let out = self.0.model_infer(r).await;
-        crate::network::access_log::access_log(
-            "grpc",
-            "ModelInfer",
-            &name,
-            &out.as_ref().map(|_| "OK").unwrap_or_else(|e| e.code_name()),
-            start,
-        );
-        out.map(Response::new).map_err(ApiError::into_status)
+        crate::network::access_log::grpc_answer("ModelInfer", &name, start, out)
     }
 }
