@@ -107,6 +107,8 @@ pub(crate) struct GrpcAdmission {
     pub(crate) core: Arc<ServingCore>,
     /// The largest message, bytes.
     pub(crate) max_message: usize,
+    /// The receipt signer, when the server has a TEE.
+    pub(crate) receipts: Option<Arc<crate::network::receipts::Receipts>>,
 }
 
 fn grpc_error(e: ApiError) -> Response {
@@ -142,6 +144,12 @@ pub(crate) async fn grpc_layer(
     if req.method() != hyper::Method::POST {
         return method_not_allowed(req.method());
     }
+    // A request for a receipt that this server cannot sign is refused at once.
+    if a.receipts.is_none() && crate::api::scope::wants_receipt(req.headers()) {
+        return crate::network::receipts::no_receipts()
+            .into_status()
+            .into_http();
+    }
     let path = req.uri().path();
     if path.starts_with("/grpc.health.v1.") {
         return next.run(req).await;
@@ -172,8 +180,7 @@ pub(crate) async fn grpc_layer(
         Ok(x) => x,
         Err(e) => return grpc_error(e),
     };
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    crate::network::receipts::grpc_answer(a.receipts.as_ref(), parts, bytes, next).await
 }
 
 /// Which message a gRPC call carries, for [`decoded_bytes`].

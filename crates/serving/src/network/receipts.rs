@@ -4,9 +4,10 @@
 //! version that answered, the request as received and the response as sent (their SHA-256: the
 //! gRPC message bytes, the REST body bytes), the time, a counter and the attestation document.
 //!
-//! gRPC: the receipt comes in the trailers as `x-teeserve-receipt-bin`; the layer here hashes
-//! the request's and the response's messages as they stream by (the 5-byte gRPC frame headers
-//! left out) and signs when the response's trailers pass. REST: the receipt comes in the
+//! gRPC: the receipt comes in the trailers as `x-teeserve-receipt-bin`. The admission layer has
+//! read the request body whole, and [`grpc_answer`] hashes its messages there (the 5-byte gRPC
+//! frame headers left out); the response's messages are hashed as they pass and held back with
+//! their trailers until the receipt is signed, so that the answer leaves in one write. REST: the receipt comes in the
 //! `X-Teeserve-Receipt` header (base64url), signed once the response body is made.
 //!
 //! Signing is amortised: answers queue their claims for one signer task, which signs everything
@@ -16,6 +17,7 @@
 //! A server without a TEE refuses a request for a receipt instead of signing with a key no quote
 //! vouches for.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -213,36 +215,36 @@ fn sha256(b: &[u8]) -> [u8; 32] {
     out
 }
 
-/// The gRPC receipts layer (axum middleware): requests without `x-teeserve-receipt: 1` pass
-/// untouched; the others have their messages hashed and get a receipt in the trailers.
-pub(crate) async fn grpc_layer(
-    axum::extract::State(receipts): axum::extract::State<Option<Arc<Receipts>>>,
-    req: axum::extract::Request,
+/// Answers a gRPC call whose request body the admission layer has read (`body`, the
+/// length-prefixed messages): calls without `x-teeserve-receipt: 1` go on untouched; the others
+/// have their request messages hashed here and get a receipt in the trailers of the answer.
+pub(crate) async fn grpc_answer(
+    receipts: Option<&Arc<Receipts>>,
+    parts: hyper::http::request::Parts,
+    body: Bytes,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    if !scope::wants_receipt(req.headers()) {
-        return next.run(req).await;
+    let wants = scope::wants_receipt(&parts.headers);
+    if !wants {
+        return next
+            .run(axum::extract::Request::from_parts(parts, Body::from(body)))
+            .await;
     }
-    let Some(receipts) = receipts else {
+    let Some(receipts) = receipts.cloned() else {
         return no_receipts().into_status().into_http();
     };
-    let method = req
-        .uri()
+    let method = parts
+        .uri
         .path()
         .rsplit('/')
         .next()
         .unwrap_or_default()
         .to_owned();
-    let request_hash = Arc::new(Mutex::new(GrpcHasher::default()));
-    let (parts, body) = req.into_parts();
-    let body = Body::new(Hashing {
-        inner: body,
-        hasher: request_hash.clone(),
-        on_trailers: None,
-        signing: None,
-    });
+    let mut hasher = GrpcHasher::default();
+    hasher.update(&body);
+    let request_hash = hasher.finish();
     let resp = next
-        .run(axum::extract::Request::from_parts(parts, body))
+        .run(axum::extract::Request::from_parts(parts, Body::from(body)))
         .await;
     // The document is looked up once the answer is made, as REST does: a version loaded while
     // the request ran is listed in the document the receipt names.
@@ -257,10 +259,6 @@ pub(crate) async fn grpc_layer(
             .get("grpc-status")
             .is_none_or(|s| s.as_bytes() == b"0");
         let answered = slot.as_ref().and_then(|s| s.get()).filter(|_| ok)?;
-        let request_hash = request_hash
-            .lock()
-            .map(|h| h.clone().finish())
-            .unwrap_or_default();
         match receipts.sign(&method, answered, request_hash, response_hash, attestation) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -269,13 +267,11 @@ pub(crate) async fn grpc_layer(
             }
         }
     });
-    let body = Body::new(Hashing {
-        inner: body,
-        hasher: Arc::new(Mutex::new(GrpcHasher::default())),
-        on_trailers: Some(on_trailers),
-        signing: None,
-    });
-    axum::response::Response::from_parts(parts, body)
+    let mut body = Hashing::new(body, on_trailers);
+    // The head waits for the body's first frame, which (a unary answer held with its trailers)
+    // comes with the receipt: head, message and trailers then leave in one write.
+    std::future::poll_fn(|cx| body.poll_fill(cx)).await;
+    axum::response::Response::from_parts(parts, Body::new(body))
 }
 
 /// Called with the response's hash when its trailers pass: the receipt to wait for, if any.
@@ -339,13 +335,157 @@ impl GrpcHasher {
     }
 }
 
-/// A body whose data frames are hashed as they pass, and whose trailers get the receipt.
+/// The most response bytes held back while a receipt is signed. A unary answer (every method
+/// served here) is one message, so its data and its trailers leave in one write; a longer stream
+/// passes on once this much is held.
+const HOLD_LIMIT: usize = 64 * 1024;
+
+/// A response body whose messages are hashed as they pass, and whose trailers get the receipt.
+///
+/// The data frames are held back until the trailers and their receipt are ready, so the
+/// message and its trailers go out together: passed on at once, the message would leave in one
+/// write and the trailers, a signer's turn later, in another, two TLS records and two wake-ups
+/// of the requester instead of one.
 struct Hashing {
     inner: Body,
-    hasher: Arc<Mutex<GrpcHasher>>,
+    hasher: GrpcHasher,
     on_trailers: Option<TrailerHook>,
     /// The trailers held back while the signer signs their receipt.
     signing: Option<(hyper::HeaderMap, oneshot::Receiver<Vec<u8>>)>,
+    /// Data frames held back (response side), and their length.
+    held: VecDeque<Bytes>,
+    held_len: usize,
+    /// Frames ready to go, in order.
+    out: VecDeque<Frame<Bytes>>,
+    /// The inner body has ended.
+    done: bool,
+    /// The inner body's failure, to pass on.
+    error: Option<axum::Error>,
+}
+
+impl Hashing {
+    fn new(inner: Body, on_trailers: TrailerHook) -> Self {
+        Self {
+            inner,
+            hasher: GrpcHasher::default(),
+            on_trailers: Some(on_trailers),
+            signing: None,
+            held: VecDeque::new(),
+            held_len: 0,
+            out: VecDeque::new(),
+            done: false,
+            error: None,
+        }
+    }
+
+    /// Moves the held data frames to the frames ready to go.
+    fn release(&mut self) {
+        self.held_len = 0;
+        let held = std::mem::take(&mut self.held);
+        self.out.extend(held.into_iter().map(Frame::data));
+    }
+
+    /// The trailers with the signed receipt added, once the signer has answered.
+    fn with_receipt(
+        mut trailers: hyper::HeaderMap,
+        receipt: Result<Vec<u8>, oneshot::error::RecvError>,
+    ) -> hyper::HeaderMap {
+        match receipt {
+            Ok(r) => {
+                let v = base64::engine::general_purpose::STANDARD_NO_PAD.encode(r);
+                if let Ok(mut v) = hyper::header::HeaderValue::from_str(&v) {
+                    // Unique to this answer: HPACK sends it as a never-indexed literal rather
+                    // than churn the connection's table with it.
+                    v.set_sensitive(true);
+                    trailers.insert(RECEIPT_TRAILER, v);
+                }
+            }
+            Err(_) => tracing::error!("receipt not signed: {}", signer_gone().message),
+        }
+        trailers
+    }
+}
+
+impl Hashing {
+    /// Works until a frame is ready to go (or the body has ended or failed): the frames go to
+    /// `out`, a failure to `error`.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if !self.out.is_empty() || self.error.is_some() {
+                return Poll::Ready(());
+            }
+            if let Some((trailers, receipt)) = self.signing.as_mut() {
+                let receipt = match Pin::new(receipt).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(r) => r,
+                };
+                let trailers = Self::with_receipt(std::mem::take(trailers), receipt);
+                self.signing = None;
+                self.release();
+                self.out.push_back(Frame::trailers(trailers));
+                continue;
+            }
+            if self.done {
+                return Poll::Ready(());
+            }
+            let frame = match http_body::Body::poll_frame(Pin::new(&mut self.inner), cx) {
+                Poll::Ready(Some(Ok(f))) => f,
+                Poll::Ready(Some(Err(e))) => {
+                    self.error = Some(e);
+                    continue;
+                }
+                Poll::Ready(None) => {
+                    self.done = true;
+                    self.release();
+                    continue;
+                }
+                // A stream that pauses gets what it has sent so far.
+                Poll::Pending if !self.held.is_empty() => {
+                    self.release();
+                    continue;
+                }
+                Poll::Pending => return Poll::Pending,
+            };
+            let frame = match frame.into_data() {
+                Ok(data) => {
+                    if self.on_trailers.is_none() {
+                        // After the trailers: nothing is left to sign.
+                        self.out.push_back(Frame::data(data));
+                        continue;
+                    }
+                    self.hasher.update(&data);
+                    self.held_len += data.len();
+                    self.held.push_back(data);
+                    if self.held_len > HOLD_LIMIT {
+                        self.release();
+                    }
+                    continue;
+                }
+                Err(frame) => frame,
+            };
+            let trailers = match frame.into_trailers() {
+                Ok(t) => t,
+                Err(frame) => {
+                    self.release();
+                    self.out.push_back(frame);
+                    continue;
+                }
+            };
+            let Some(hook) = self.on_trailers.take() else {
+                self.release();
+                self.out.push_back(Frame::trailers(trailers));
+                continue;
+            };
+            let hash = std::mem::take(&mut self.hasher).finish();
+            match hook(hash, &trailers) {
+                Some(receipt) => self.signing = Some((trailers, receipt)),
+                None => {
+                    self.release();
+                    self.out.push_back(Frame::trailers(trailers));
+                }
+            }
+        }
+    }
 }
 
 impl http_body::Body for Hashing {
@@ -356,71 +496,152 @@ impl http_body::Body for Hashing {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        if let Some((trailers, receipt)) = self.signing.as_mut() {
-            let receipt = match Pin::new(receipt).poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(r) => r,
-            };
-            let mut trailers = std::mem::take(trailers);
-            self.signing = None;
-            match receipt {
-                Ok(r) => {
-                    let v = base64::engine::general_purpose::STANDARD_NO_PAD.encode(r);
-                    if let Ok(mut v) = hyper::header::HeaderValue::from_str(&v) {
-                        // Unique to this answer: HPACK sends it as a never-indexed literal
-                        // rather than churn the connection's table with it.
-                        v.set_sensitive(true);
-                        trailers.insert(RECEIPT_TRAILER, v);
-                    }
-                }
-                Err(_) => tracing::error!("receipt not signed: {}", signer_gone().message),
-            }
-            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        let this = &mut *self;
+        if this.poll_fill(cx).is_pending() {
+            return Poll::Pending;
         }
-        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(f))) => f,
-            other => return other,
-        };
-        if let Some(data) = frame.data_ref() {
-            if let Ok(mut h) = self.hasher.lock() {
-                h.update(data);
-            }
-            return Poll::Ready(Some(Ok(frame)));
+        if let Some(e) = this.error.take() {
+            return Poll::Ready(Some(Err(e)));
         }
-        match frame.into_trailers() {
-            Ok(trailers) => {
-                let Some(hook) = self.on_trailers.take() else {
-                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                };
-                let hash = self
-                    .hasher
-                    .lock()
-                    .map(|h| h.clone().finish())
-                    .unwrap_or_default();
-                match hook(hash, &trailers) {
-                    Some(receipt) => {
-                        self.signing = Some((trailers, receipt));
-                        self.poll_frame(cx)
-                    }
-                    None => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-                }
-            }
-            Err(frame) => Poll::Ready(Some(Ok(frame))),
-        }
+        Poll::Ready(this.out.pop_front().map(Ok))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.signing.is_none() && self.inner.is_end_stream()
+        self.signing.is_none()
+            && self.out.is_empty()
+            && self.held.is_empty()
+            && (self.done || self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+        let hint = self.inner.size_hint();
+        let pending: usize = self.held_len
+            + self
+                .out
+                .iter()
+                .filter_map(|f| f.data_ref().map(Bytes::len))
+                .sum::<usize>();
+        let pending = pending as u64;
+        // The upper bound first: `set_lower` refuses a lower bound above the upper one.
+        let mut with_held = http_body::SizeHint::new();
+        if let Some(upper) = hint.upper() {
+            with_held.set_upper(upper.saturating_add(pending));
+        }
+        with_held.set_lower(hint.lower().saturating_add(pending));
+        with_held
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// gRPC's framing of one message.
+    fn framed(msg: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8];
+        f.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+        f.extend_from_slice(msg);
+        f
+    }
+
+    /// A body of `frames`, each data unless it is the trailers.
+    fn body(frames: Vec<Frame<Bytes>>) -> Body {
+        let s = futures::stream::iter(frames.into_iter().map(Ok::<_, std::io::Error>));
+        Body::new(http_body_util::StreamBody::new(s))
+    }
+
+    fn trailers() -> hyper::HeaderMap {
+        let mut t = hyper::HeaderMap::new();
+        t.insert("grpc-status", hyper::header::HeaderValue::from_static("0"));
+        t
+    }
+
+    /// A hook that records the response hash and hands out the receipt channel's end.
+    fn hook(
+        seen: Arc<Mutex<Option<[u8; 32]>>>,
+        receipt: oneshot::Receiver<Vec<u8>>,
+    ) -> TrailerHook {
+        Box::new(move |hash, _| {
+            *seen.lock().unwrap() = Some(hash);
+            Some(receipt)
+        })
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_held_until_its_receipt_is_signed_then_leaves_whole() {
+        let msg = b"the answer".repeat(10);
+        let wire = framed(&msg);
+        let (a, b) = wire.split_at(7);
+        let seen = Arc::new(Mutex::new(None));
+        let (reply, receipt) = oneshot::channel();
+        let mut h = Hashing::new(
+            body(vec![
+                Frame::data(Bytes::copy_from_slice(a)),
+                Frame::data(Bytes::copy_from_slice(b)),
+                Frame::trailers(trailers()),
+            ]),
+            hook(seen.clone(), receipt),
+        );
+        // Nothing is ready while the signer has not answered: the message is held.
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(h.poll_fill(&mut cx).is_pending());
+        assert!(h.out.is_empty());
+        assert_eq!(seen.lock().unwrap().unwrap(), sha256(&msg));
+        reply.send(b"signed".to_vec()).unwrap();
+        let collected = http_body_util::BodyExt::collect(h).await.unwrap();
+        let t = collected.trailers().cloned().unwrap();
+        assert_eq!(t.get("grpc-status").unwrap(), "0");
+        let r = t.get(RECEIPT_TRAILER).unwrap().to_str().unwrap().to_owned();
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode(r)
+                .unwrap(),
+            b"signed"
+        );
+        assert_eq!(collected.to_bytes(), Bytes::from(wire));
+    }
+
+    #[tokio::test]
+    async fn a_long_answer_is_passed_on_before_its_trailers() {
+        let msg = vec![7u8; HOLD_LIMIT * 2];
+        let wire = framed(&msg);
+        let chunks: Vec<Frame<Bytes>> = wire
+            .chunks(16 * 1024)
+            .map(|c| Frame::data(Bytes::copy_from_slice(c)))
+            .chain(std::iter::once(Frame::trailers(trailers())))
+            .collect();
+        let seen = Arc::new(Mutex::new(None));
+        let (reply, receipt) = oneshot::channel();
+        let mut h = Hashing::new(body(chunks), hook(seen.clone(), receipt));
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        // More than the limit is not held back waiting for the signer.
+        assert!(h.poll_fill(&mut cx).is_ready());
+        assert!(h.out.front().is_some_and(Frame::is_data));
+        reply.send(b"signed".to_vec()).unwrap();
+        let collected = http_body_util::BodyExt::collect(h).await.unwrap();
+        assert!(collected.trailers().unwrap().get(RECEIPT_TRAILER).is_some());
+        assert_eq!(collected.to_bytes(), Bytes::from(wire));
+        assert_eq!(seen.lock().unwrap().unwrap(), sha256(&msg));
+    }
+
+    #[tokio::test]
+    async fn a_failed_answer_passes_on_without_a_receipt() {
+        let mut failed = hyper::HeaderMap::new();
+        failed.insert("grpc-status", hyper::header::HeaderValue::from_static("3"));
+        let h = Hashing::new(
+            body(vec![Frame::trailers(failed)]),
+            Box::new(|_, t: &hyper::HeaderMap| {
+                assert_eq!(t.get("grpc-status").unwrap(), "3");
+                None
+            }),
+        );
+        let collected = http_body_util::BodyExt::collect(h).await.unwrap();
+        let t = collected.trailers().unwrap();
+        assert_eq!(t.get("grpc-status").unwrap(), "3");
+        assert!(t.get(RECEIPT_TRAILER).is_none());
+    }
 
     #[test]
     fn the_messages_are_hashed_without_their_frame_headers_however_they_are_split() {

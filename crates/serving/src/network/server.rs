@@ -348,14 +348,9 @@ fn grpc_router(
             crate::network::admission::GrpcAdmission {
                 core: core.clone(),
                 max_message,
+                receipts,
             },
             crate::network::admission::grpc_layer,
-        ))
-        // Before admission: a request for a receipt that this server cannot sign is refused at
-        // once; the others have their messages hashed as they stream.
-        .layer(axum::middleware::from_fn_with_state(
-            receipts,
-            crate::network::receipts::grpc_layer,
         ));
     Ok(routes.route(
         "/v1/attestation",
