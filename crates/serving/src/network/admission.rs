@@ -180,7 +180,10 @@ pub(crate) async fn grpc_layer(
         Ok(x) => x,
         Err(e) => return grpc_error(e),
     };
-    crate::network::receipts::grpc_answer(a.receipts.as_ref(), parts, bytes, next).await
+    // The places taken are given back once the handler has answered, before any wait for a
+    // receipt.
+    let admission = (_admitted, _body, _decoding);
+    crate::network::receipts::grpc_answer(a.receipts.as_ref(), parts, bytes, next, admission).await
 }
 
 /// Which message a gRPC call carries, for [`decoded_bytes`].

@@ -218,17 +218,22 @@ fn sha256(b: &[u8]) -> [u8; 32] {
 /// Answers a gRPC call whose request body the admission layer has read (`body`, the
 /// length-prefixed messages): calls without `x-teeserve-receipt: 1` go on untouched; the others
 /// have their request messages hashed here and get a receipt in the trailers of the answer.
-pub(crate) async fn grpc_answer(
+/// `admission` (the places the call holds) is dropped as soon as the handler has answered, so
+/// that waiting for the document or the signer holds none of them.
+pub(crate) async fn grpc_answer<A: Send>(
     receipts: Option<&Arc<Receipts>>,
     parts: hyper::http::request::Parts,
     body: Bytes,
     next: axum::middleware::Next,
+    admission: A,
 ) -> axum::response::Response {
     let wants = scope::wants_receipt(&parts.headers);
     if !wants {
-        return next
+        let resp = next
             .run(axum::extract::Request::from_parts(parts, Body::from(body)))
             .await;
+        drop(admission);
+        return resp;
     }
     let Some(receipts) = receipts.cloned() else {
         return no_receipts().into_status().into_http();
@@ -240,12 +245,14 @@ pub(crate) async fn grpc_answer(
         .next()
         .unwrap_or_default()
         .to_owned();
-    let mut hasher = GrpcHasher::default();
-    hasher.update(&body);
-    let request_hash = hasher.finish();
+    let request_hash = match grpc_messages_sha256(body.clone()).await {
+        Ok(h) => h,
+        Err(e) => return e.into_status().into_http(),
+    };
     let resp = next
         .run(axum::extract::Request::from_parts(parts, Body::from(body)))
         .await;
+    drop(admission);
     // The document is looked up once the answer is made, as REST does: a version loaded while
     // the request ran is listed in the document the receipt names.
     let attestation = match receipts.attestation_sha256().await {
@@ -272,6 +279,26 @@ pub(crate) async fn grpc_answer(
     // comes with the receipt: head, message and trailers then leave in one write.
     std::future::poll_fn(|cx| body.poll_fill(cx)).await;
     axum::response::Response::from_parts(parts, Body::new(body))
+}
+
+/// Bodies at least this long are hashed on a blocking thread, not on an async worker.
+const HASH_INLINE_MAX: usize = 1 << 20;
+
+/// SHA-256 of the gRPC messages in `body` (their 5-byte frame headers left out); a long body
+/// is hashed off the async workers, which would otherwise stall for milliseconds.
+async fn grpc_messages_sha256(body: Bytes) -> Result<[u8; 32], ApiError> {
+    let inline = body.len() < HASH_INLINE_MAX;
+    let hash = move || {
+        let mut hasher = GrpcHasher::default();
+        hasher.update(&body);
+        hasher.finish()
+    };
+    if inline {
+        return Ok(hash());
+    }
+    tokio::task::spawn_blocking(hash)
+        .await
+        .map_err(|e| ApiError::new(Code::Internal, format!("receipt: hashing the request: {e}")))
 }
 
 /// Called with the response's hash when its trailers pass: the receipt to wait for, if any.
@@ -431,7 +458,10 @@ impl Hashing {
             let frame = match http_body::Body::poll_frame(Pin::new(&mut self.inner), cx) {
                 Poll::Ready(Some(Ok(f))) => f,
                 Poll::Ready(Some(Err(e))) => {
+                    // What was held goes first, then the failure.
+                    self.release();
                     self.error = Some(e);
+                    self.done = true;
                     continue;
                 }
                 Poll::Ready(None) => {
@@ -500,14 +530,15 @@ impl http_body::Body for Hashing {
         if this.poll_fill(cx).is_pending() {
             return Poll::Pending;
         }
-        if let Some(e) = this.error.take() {
-            return Poll::Ready(Some(Err(e)));
+        if let Some(frame) = this.out.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
         }
-        Poll::Ready(this.out.pop_front().map(Ok))
+        Poll::Ready(this.error.take().map(Err))
     }
 
     fn is_end_stream(&self) -> bool {
         self.signing.is_none()
+            && self.error.is_none()
             && self.out.is_empty()
             && self.held.is_empty()
             && (self.done || self.inner.is_end_stream())
@@ -624,6 +655,54 @@ mod tests {
         assert!(collected.trailers().unwrap().get(RECEIPT_TRAILER).is_some());
         assert_eq!(collected.to_bytes(), Bytes::from(wire));
         assert_eq!(seen.lock().unwrap().unwrap(), sha256(&msg));
+    }
+
+    /// A body fed frame by frame from a channel: Pending while nothing has been sent.
+    fn fed() -> (
+        futures::channel::mpsc::UnboundedSender<Result<Frame<Bytes>, std::io::Error>>,
+        Body,
+    ) {
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        (tx, Body::new(http_body_util::StreamBody::new(rx)))
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_pauses_gets_what_it_has_sent_so_far() {
+        let (tx, inner) = fed();
+        let (_reply, receipt) = oneshot::channel();
+        let mut h = Hashing::new(inner, hook(Arc::new(Mutex::new(None)), receipt));
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(h.poll_fill(&mut cx).is_pending());
+        tx.unbounded_send(Ok(Frame::data(Bytes::from_static(b"first"))))
+            .unwrap();
+        // The inner body now waits: what it sent is passed on rather than held.
+        assert!(h.poll_fill(&mut cx).is_ready());
+        let f = http_body::Body::poll_frame(Pin::new(&mut h), &mut cx);
+        let Poll::Ready(Some(Ok(f))) = f else {
+            panic!("no frame: {f:?}");
+        };
+        assert_eq!(f.into_data().unwrap(), "first");
+        assert!(h.poll_fill(&mut cx).is_pending());
+    }
+
+    #[tokio::test]
+    async fn a_failing_stream_passes_on_what_it_held_before_its_error() {
+        let (tx, inner) = fed();
+        let (_reply, receipt) = oneshot::channel();
+        let mut h = Hashing::new(inner, hook(Arc::new(Mutex::new(None)), receipt));
+        tx.unbounded_send(Ok(Frame::data(Bytes::from_static(b"held"))))
+            .unwrap();
+        tx.unbounded_send(Err(std::io::Error::other("the stream broke")))
+            .unwrap();
+        let first = http_body_util::BodyExt::frame(&mut h)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.into_data().unwrap(), "held");
+        let second = http_body_util::BodyExt::frame(&mut h).await.unwrap();
+        assert!(second.unwrap_err().to_string().contains("the stream broke"));
+        assert!(http_body_util::BodyExt::frame(&mut h).await.is_none());
     }
 
     #[tokio::test]
