@@ -330,7 +330,7 @@ async fn post_verb(
     if wants_receipt && ctx.receipts.is_none() {
         return Err(error(&crate::network::receipts::no_receipts(), ctx));
     }
-    let _admitted = core.admit().map_err(|e| error(&e, ctx))?;
+    let admitted = core.admit().map_err(|e| error(&e, ctx))?;
     let (body, _held) = read_body(core, req, ctx.max_body)
         .await
         .map_err(|e| resp_with(e, ctx))?;
@@ -348,6 +348,8 @@ async fn post_verb(
             "Regress",
         ),
     };
+    // The answer is made: the place in flight is given back before any wait for a receipt.
+    drop(admitted);
     let receipts = ctx.receipts.as_ref().filter(|_| wants_receipt);
     Ok(match (out, receipts) {
         (Ok(s), Some(r)) => match r.rest(method, &body, s.as_bytes()).await {

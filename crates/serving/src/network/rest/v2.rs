@@ -217,7 +217,7 @@ async fn infer(
     if wants_receipt && ctx.receipts.is_none() {
         return error(&crate::network::receipts::no_receipts(), ctx);
     }
-    let _admitted = match core.admit() {
+    let admitted = match core.admit() {
         Ok(a) => a,
         Err(e) => return error(&e, ctx),
     };
@@ -251,6 +251,8 @@ async fn infer(
         h.insert(HEADER_LENGTH, json_len.into());
     }
     let bytes = out.body;
+    // The answer is made: the place in flight is given back before any wait for a receipt.
+    drop(admitted);
     let receipts = ctx.receipts.as_ref().filter(|_| wants_receipt);
     if let Some(r) = receipts {
         match r.rest("ModelInfer", &body, &bytes).await {
