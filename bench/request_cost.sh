@@ -2,8 +2,10 @@
 # The cost of a request in one run: teeserve (the digits model on tract) beside nginx answering a
 # static 100-byte body (the transport floor: TLS, framing and sockets, no work), on the same TLS
 # 1.3 certificate, with the same load tool: h2load -c 32 -m 1, HTTP/2 for gRPC, HTTP/1.1 for
-# REST. Then the same teeserve on one core (taskset -c 0) beside two, and system calls per
-# request (strace -f -c on each server over a fifth of the count).
+# REST; and beside the library floor (crates/serving/examples/floor.rs: the same rustls, hyper
+# and tonic, answering one fixed message, so that nginx / floor is what the libraries cost and
+# floor / teeserve what teeserve adds). Then the same teeserve on one core (taskset -c 0) beside
+# two, and system calls per request (strace -f -c on each server over a fifth of the count).
 #   bash bench/request_cost.sh [REQUESTS]      (per measurement, default 100000)
 #   TEESERVE_BIN_DIR=DIR bash bench/request_cost.sh   (DIR/teeserve instead of a release build)
 # Needs nginx, h2load (Debian: nginx, nghttp2-client), strace and taskset (util-linux).
@@ -20,6 +22,7 @@ bin="${TEESERVE_BIN_DIR:-target/release}"
 if [ -z "${TEESERVE_BIN_DIR:-}" ]; then
   cargo build --release --quiet -p teeserve
 fi
+cargo build --release --quiet -p teeserve-serving --example floor
 tmp="$(mktemp -d)"
 pids=()
 cleanup() {
@@ -30,8 +33,8 @@ cleanup() {
 trap cleanup EXIT
 "$bin/teeserve" tls init --dir "$tmp/tls" >/dev/null
 python3 bench/request_cost.py bodies "$tmp"
-read -r grpc rest h2 h1 grpc1 rest1 <<<"$(python3 -c 'import socket
-s=[socket.socket() for _ in range(6)]
+read -r grpc rest h2 h1 grpc1 rest1 fgrpc frest <<<"$(python3 -c 'import socket
+s=[socket.socket() for _ in range(8)]
 [x.bind(("127.0.0.1",0)) for x in s]
 print(" ".join(str(x.getsockname()[1]) for x in s))')"
 "$bin/teeserve" serve --model_name digits --model_base_path "$PWD/models/digits" \
@@ -47,6 +50,10 @@ taskset -c 0 "$bin/teeserve" serve --model_name digits --model_base_path "$PWD/m
   --grpc_bind_address 127.0.0.1 --rest_api_bind_address 127.0.0.1 \
   --port "$grpc1" --rest_api_port "$rest1" >"$tmp/serve1.out" 2>"$tmp/serve1.log" &
 pids+=($!)
+target/release/examples/floor "$tmp/tls/server.pem" "$tmp/tls/server.key" "$fgrpc" "$frest" \
+  >"$tmp/floor.out" 2>"$tmp/floor.log" &
+pids+=($!)
+floor_pid=$!
 body="$(head -c 100 /dev/zero | tr '\0' 'x')"
 cat >"$tmp/nginx.conf" <<CONF
 worker_processes $(nproc);
@@ -73,6 +80,7 @@ CONF
 nginx -c "$tmp/nginx.conf" -e "$tmp/nginx.err"
 for _ in $(seq 100); do
   grep -q '^listening' "$tmp/serve.out" && grep -q '^listening' "$tmp/serve1.out" &&
+    grep -q '^listening' "$tmp/floor.out" &&
     [ -f "$tmp/nginx.pid" ] && break
   sleep 0.1
 done
@@ -97,8 +105,10 @@ traced() { # NAME "PID..." URL FLAGS...: the same under strace -f -c of those pr
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $n requests per run, h2load -c 32 -m 1"
 for round in 1 2 3; do
   run "teeserve-grpc" "https://127.0.0.1:$grpc/tensorflow.serving.PredictionService/Predict" "${grpc_flags[@]}"
+  run "floor-grpc" "https://127.0.0.1:$fgrpc/tensorflow.serving.PredictionService/Predict" "${grpc_flags[@]}"
   run "nginx-h2" "https://127.0.0.1:$h2/" "${grpc_flags[@]}"
   run "teeserve-rest" "https://127.0.0.1:$rest/v1/models/digits:predict" "${rest_flags[@]}"
+  run "floor-rest" "https://127.0.0.1:$frest/v1/models/digits:predict" "${rest_flags[@]}"
   run "nginx-h1" "https://127.0.0.1:$h1/" "${rest_flags[@]}"
 done
 # From one server core to two (h2load unpinned: on a 2-core machine it shares the cores).
@@ -114,5 +124,7 @@ echo "teeserve gRPC answers with status OK: $(grep -c 'entry="grpc" method="Pred
 nginx_workers="$(pgrep -P "$(cat "$tmp/nginx.pid")" | tr '\n' ' ')"
 traced "teeserve-grpc" "$serve_pid" "https://127.0.0.1:$grpc/tensorflow.serving.PredictionService/Predict" "${grpc_flags[@]}"
 traced "teeserve-rest" "$serve_pid" "https://127.0.0.1:$rest/v1/models/digits:predict" "${rest_flags[@]}"
+traced "floor-grpc" "$floor_pid" "https://127.0.0.1:$fgrpc/tensorflow.serving.PredictionService/Predict" "${grpc_flags[@]}"
+traced "floor-rest" "$floor_pid" "https://127.0.0.1:$frest/v1/models/digits:predict" "${rest_flags[@]}"
 traced "nginx-h2" "$nginx_workers" "https://127.0.0.1:$h2/" "${grpc_flags[@]}"
 traced "nginx-h1" "$nginx_workers" "https://127.0.0.1:$h1/" "${rest_flags[@]}"
