@@ -80,21 +80,8 @@ pub fn from_json_numbers_within(text: &str, dtype: DType, max_bytes: usize) -> O
     let mut leaf_depth = None;
     // Stored at the tensor's width as they are read (f64 parsed, then narrowed, as the general
     // path does).
+    let (mut f32s, mut f64s) = (Vec::<f32>::new(), Vec::<f64>::new());
     let narrow = dtype == DType::F32;
-    // As many elements as the text has commas and one more, at most: allocated once rather
-    // than grown by doubling (an image's list would be copied some seventeen times). Not for a
-    // text with a string in it, which is no list of numbers and whose commas may be the
-    // string's.
-    let expected = if text.as_bytes().contains(&b'"') {
-        0
-    } else {
-        (text.bytes().filter(|&c| c == b',').count() + 1).min(max_elements)
-    };
-    let (mut f32s, mut f64s) = if narrow {
-        (Vec::<f32>::with_capacity(expected), Vec::new())
-    } else {
-        (Vec::new(), Vec::<f64>::with_capacity(expected))
-    };
     let mut depth = 0usize;
     p.ws();
     if p.peek()? != b'[' {
