@@ -11,6 +11,7 @@
 # natively, so the hashing's share is larger here than on the machine itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 api=grpc
 if [ "${1:-}" = --rest ]; then api=rest; shift; fi
 secs="${1:-8}"
@@ -30,31 +31,13 @@ cleanup() {
 trap cleanup EXIT
 "$bin/teeserve" sim init --dir "$tmp/sim" >/dev/null
 "$bin/teeserve" tls init --dir "$tmp/tls" >/dev/null 2>&1
-read -r grpc rest <<<"$(python3 -c 'import socket
-s=[socket.socket() for _ in range(2)]
-[x.bind(("127.0.0.1",0)) for x in s]
-print(" ".join(str(x.getsockname()[1]) for x in s))')"
+read -r grpc rest <<<"$(free_ports 2)"
 port="$grpc"
 api_flags=()
 if [ "$api" = rest ]; then port="$rest"; api_flags=(--rest); fi
 
 # serve [WRAPPER...]: starts the server, under WRAPPER if given.
-serve() {
-  "$@" "$bin/teeserve" serve --platform simulated --sim_dir "$tmp/sim" \
-    --model_name digits --model_base_path "$PWD/models/digits" \
-    --tls_cert "$tmp/tls/server.pem" --tls_key "$tmp/tls/server.key" --attest_host_tls_key \
-    --attestation_collateral "$tmp/sim/collateral.json" \
-    --grpc_bind_address 127.0.0.1 --rest_api_bind_address 127.0.0.1 \
-    --port "$grpc" --rest_api_port "$rest" >"$tmp/serve.out" 2>"$tmp/serve.log" &
-  pid=$!
-  for _ in $(seq 600); do
-    grep -q '^listening' "$tmp/serve.out" && return
-    kill -0 "$pid" 2>/dev/null || { cat "$tmp/serve.log" >&2; exit 1; }
-    sleep 0.2
-  done
-  echo "the server did not start" >&2
-  exit 1
-}
+serve() { serve_sim_digits "$bin" "$tmp" "$grpc" "$rest" "$@"; }
 stop() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""; }
 # load MODE [WRAPPER...]: one measurement; prints the requests answered.
 load() {

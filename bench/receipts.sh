@@ -8,6 +8,7 @@
 # Release binaries are built unless TEESERVE_BIN_DIR names a directory that holds both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 secs="${1:-10}"
 # TEESERVE_BIN_DIR: binaries already built (a smoke run on a debug build); otherwise release.
 bin="${TEESERVE_BIN_DIR:-target/release}"
@@ -23,23 +24,8 @@ cleanup() {
 trap cleanup EXIT
 "$bin/teeserve" sim init --dir "$tmp/sim" >/dev/null
 "$bin/teeserve" tls init --dir "$tmp/tls" >/dev/null
-ports="$(python3 -c 'import socket
-s=[socket.socket() for _ in range(2)]
-[x.bind(("127.0.0.1",0)) for x in s]
-print(" ".join(str(x.getsockname()[1]) for x in s))')"
-read -r grpc rest <<<"$ports"
-"$bin/teeserve" serve --platform simulated --sim_dir "$tmp/sim" \
-  --model_name digits --model_base_path "$PWD/models/digits" \
-  --tls_cert "$tmp/tls/server.pem" --tls_key "$tmp/tls/server.key" --attest_host_tls_key \
-  --attestation_collateral "$tmp/sim/collateral.json" \
-  --grpc_bind_address 127.0.0.1 --rest_api_bind_address 127.0.0.1 \
-  --port "$grpc" --rest_api_port "$rest" >"$tmp/serve.out" 2>"$tmp/serve.log" &
-pid=$!
-for _ in $(seq 100); do
-  grep -q '^listening' "$tmp/serve.out" && break
-  kill -0 "$pid" 2>/dev/null || { cat "$tmp/serve.log" >&2; exit 1; }
-  sleep 0.1
-done
+read -r grpc rest <<<"$(free_ports 2)"
+serve_sim_digits "$bin" "$tmp" "$grpc" "$rest"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 for api in grpc rest; do
   port="$grpc"

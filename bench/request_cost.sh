@@ -11,6 +11,7 @@
 # Needs nginx, h2load (Debian: nginx, nghttp2-client), strace and taskset (util-linux).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 n="${1:-100000}"
 traced_n=$((n / 5))
 for tool in nginx h2load strace taskset; do
@@ -33,10 +34,7 @@ cleanup() {
 trap cleanup EXIT
 "$bin/teeserve" tls init --dir "$tmp/tls" >/dev/null
 python3 bench/request_cost.py bodies "$tmp"
-read -r grpc rest h2 h1 grpc1 rest1 fgrpc frest <<<"$(python3 -c 'import socket
-s=[socket.socket() for _ in range(8)]
-[x.bind(("127.0.0.1",0)) for x in s]
-print(" ".join(str(x.getsockname()[1]) for x in s))')"
+read -r grpc rest h2 h1 grpc1 rest1 fgrpc frest <<<"$(free_ports 8)"
 "$bin/teeserve" serve --model_name digits --model_base_path "$PWD/models/digits" \
   --tls_cert "$tmp/tls/server.pem" --tls_key "$tmp/tls/server.key" \
   --grpc_bind_address 127.0.0.1 --rest_api_bind_address 127.0.0.1 \
