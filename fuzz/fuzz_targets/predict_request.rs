@@ -10,9 +10,9 @@
 use libfuzzer_sys::fuzz_target;
 use prost::Message as _;
 use teeserve_serving::engine::{Signature, TensorSpec};
-use teeserve_wire::tensorflow::serving::PredictRequest;
 use teeserve_serving::fuzzing::{check_declared, decode_inputs, order_inputs};
 use teeserve_tensor::{DType, Data};
+use teeserve_wire::tensorflow::serving::PredictRequest;
 
 /// Small against the memory limit: a decoded request near it still fits several times.
 const MAX_TENSOR_BYTES: usize = 16 << 20;
@@ -35,7 +35,10 @@ fn signature() -> Signature {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let _ = teeserve_serving::fuzzing::decoded_bytes(data, teeserve_serving::fuzzing::GrpcMessage::Predict);
+    let _ = teeserve_serving::fuzzing::decoded_bytes(
+        data,
+        teeserve_serving::fuzzing::GrpcMessage::Predict,
+    );
     let Ok(req) = PredictRequest::decode(data) else {
         return;
     };

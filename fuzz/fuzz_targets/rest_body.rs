@@ -14,26 +14,18 @@ use teeserve_tensor::{DType, Data};
 
 const MAX_TENSOR_BYTES: usize = 16 << 20;
 
-fn spec(name: &str, dtype: DType, shape: &[i64]) -> TensorSpec {
-    TensorSpec {
-        name: name.into(),
-        dtype,
-        shape: shape.to_vec(),
-    }
-}
-
 fuzz_target!(|data: &[u8]| {
-    let out = vec![spec("out", DType::F32, &[-1])];
+    let out = vec![TensorSpec::new("out", DType::F32, &[-1])];
     let signatures = [
         // One float input: the direct reading applies.
         Signature {
-            inputs: vec![spec("pixels", DType::F32, &[-1, 64])],
+            inputs: vec![TensorSpec::new("pixels", DType::F32, &[-1, 64])],
             outputs: out.clone(),
         },
         Signature {
             inputs: vec![
-                spec("ids", DType::I64, &[-1, -1]),
-                spec("text", DType::Str, &[-1]),
+                TensorSpec::new("ids", DType::I64, &[-1, -1]),
+                TensorSpec::new("text", DType::Str, &[-1]),
             ],
             outputs: out,
         },

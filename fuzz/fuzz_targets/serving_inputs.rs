@@ -8,7 +8,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(p) = <teeserve_wire::tensorflow::TensorProto as prost::Message>::decode(data) {
         let _ = Tensor::from_proto(&p);
     }
-    if let Ok(req) = <teeserve_wire::tensorflow::serving::PredictRequest as prost::Message>::decode(data) {
+    if let Ok(req) =
+        <teeserve_wire::tensorflow::serving::PredictRequest as prost::Message>::decode(data)
+    {
         for t in req.inputs.values() {
             let _ = Tensor::from_proto(t);
         }
@@ -35,7 +37,10 @@ fuzz_target!(|data: &[u8]| {
                 };
                 let (a, b) = (floats(&fast), floats(&slow));
                 for (x, y) in a.iter().zip(&b) {
-                    assert!(x == y || (x - y).abs() <= y.abs() * 1e-6 + 1e-37, "{x} != {y}");
+                    assert!(
+                        x == y || (x - y).abs() <= y.abs() * 1e-6 + 1e-37,
+                        "{x} != {y}"
+                    );
                 }
             }
         }

@@ -17,25 +17,17 @@ use teeserve_wire::inference::ModelInferRequest;
 
 const MAX_TENSOR_BYTES: usize = 16 << 20;
 
-fn spec(name: &str, dtype: DType, shape: &[i64]) -> TensorSpec {
-    TensorSpec {
-        name: name.into(),
-        dtype,
-        shape: shape.to_vec(),
-    }
-}
-
 fn signature() -> Signature {
     Signature {
         inputs: vec![
-            spec("pixels", DType::F32, &[-1, 64]),
-            spec("ids", DType::I64, &[-1, -1]),
-            spec("small", DType::U8, &[-1]),
-            spec("half", DType::F16, &[-1]),
-            spec("flags", DType::Bool, &[-1]),
-            spec("text", DType::Str, &[-1]),
+            TensorSpec::new("pixels", DType::F32, &[-1, 64]),
+            TensorSpec::new("ids", DType::I64, &[-1, -1]),
+            TensorSpec::new("small", DType::U8, &[-1]),
+            TensorSpec::new("half", DType::F16, &[-1]),
+            TensorSpec::new("flags", DType::Bool, &[-1]),
+            TensorSpec::new("text", DType::Str, &[-1]),
         ],
-        outputs: vec![spec("out", DType::F32, &[-1])],
+        outputs: vec![TensorSpec::new("out", DType::F32, &[-1])],
     }
 }
 

@@ -20,6 +20,17 @@ pub struct TensorSpec {
     pub shape: Vec<i64>,
 }
 
+impl TensorSpec {
+    /// The spec of `name`, `dtype` elements in `shape` (-1 for a dynamic dimension).
+    pub fn new(name: &str, dtype: DType, shape: &[i64]) -> Self {
+        Self {
+            name: name.into(),
+            dtype,
+            shape: shape.to_vec(),
+        }
+    }
+}
+
 /// What a model takes and gives.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Signature {
