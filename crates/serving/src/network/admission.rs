@@ -280,14 +280,45 @@ fn fields(mut b: &[u8], f: &mut impl FnMut(u64, u8, &[u8]) -> usize) -> Option<u
 /// `grpc_predict_v2.proto`), as an upper bound: `raw_input_contents` (field 7) share the
 /// received buffer (a `Bytes` handle each); every other field 640 bytes (an empty
 /// `InferInputTensor` of two bytes on the wire decodes to some 312 bytes, in a list that may
-/// have doubled) and 16 per byte of its payload (a packed varint of one byte becomes an 8-byte
-/// element at most, in a list that may have doubled; a `bytes_contents` entry of two bytes a
-/// 24-byte `Vec`).
+/// have doubled) and, per byte of its payload, 16 (a packed varint of one byte becomes an
+/// 8-byte element at most, in a list that may have doubled) or, for a `parameters` map
+/// (field 4 here and in an input; the outputs, field 6, carry one too), 32 (an entry of a few
+/// bytes is a String key and an `InferParameter` in a hash table that may have doubled). An
+/// input's `bytes_contents` (field 5, its contents; field 8 there) count 80 bytes each and
+/// their length: a `Vec` header in a list that may have doubled and a heap chunk of at least
+/// 32 bytes, for an entry of two or three bytes on the wire.
 fn model_infer_request_bytes(msg: &[u8]) -> Option<usize> {
-    fields(msg, &mut |field, _, p| match field {
-        7 => 64,
-        _ => 640 + p.len().saturating_mul(16),
-    })
+    let mut bad = false;
+    let total = fields(msg, &mut |field, _, p| {
+        640 + match field {
+            7 => 0,
+            5 => infer_input_bytes(p).unwrap_or_else(|| {
+                bad = true;
+                0
+            }),
+            4 | 6 => p.len().saturating_mul(32),
+            _ => p.len().saturating_mul(16),
+        }
+    })?;
+    (!bad).then_some(total)
+}
+
+/// [`model_infer_request_bytes`] of one `InferInputTensor`.
+fn infer_input_bytes(p: &[u8]) -> Option<usize> {
+    let mut bad = false;
+    let total = fields(p, &mut |field, _, p| match field {
+        5 => fields(p, &mut |field, _, p| match field {
+            8 => 80 + p.len(),
+            _ => p.len().saturating_mul(16),
+        })
+        .unwrap_or_else(|| {
+            bad = true;
+            0
+        }),
+        4 => p.len().saturating_mul(32),
+        _ => p.len().saturating_mul(16),
+    })?;
+    (!bad).then_some(total)
 }
 
 /// What prost allocates to decode a PredictRequest (tensorflow_serving/apis/predict.proto),
@@ -433,6 +464,29 @@ mod tests {
         let mut cut = one.clone();
         cut.extend_from_slice(&[0, 0, 0, 1, 0]);
         assert!(decoded_bytes(&cut, GrpcMessage::ModelInfer) >= alone);
+    }
+
+    #[test]
+    fn many_tiny_bytes_contents_are_counted_at_their_decoded_size() {
+        let t = teeserve_wire::inference::model_infer_request::InferInputTensor {
+            name: "s".into(),
+            datatype: "BYTES".into(),
+            shape: vec![100_000],
+            contents: Some(teeserve_wire::inference::InferTensorContents {
+                bytes_contents: vec![vec![7]; 100_000],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let req = teeserve_wire::inference::ModelInferRequest {
+            model_name: "m".into(),
+            inputs: vec![t],
+            ..Default::default()
+        };
+        let body = framed_raw(&prost::Message::encode_to_vec(&req));
+        // Three bytes sent per entry; prost keeps a 24-byte Vec each, in a list that may have
+        // doubled, and a heap chunk of at least 32 bytes.
+        assert!(decoded_bytes(&body, GrpcMessage::ModelInfer) >= 100_000 * 80);
     }
 
     fn framed_raw(msg: &[u8]) -> Vec<u8> {
