@@ -123,7 +123,7 @@ pub fn predict_inputs(
 
 /// The entries of a JSON object at the top level of `body`, each value as its text (without
 /// the whitespace around it), a repeated key keeping the last; `None` unless the object is
-/// plainly written: UTF-8, keys without escapes or control characters, nesting within 128.
+/// plainly written: UTF-8, keys without escapes or control characters, nesting within 126 (the object itself and serde_json's limit of 128 above it).
 /// Only the object's structure is checked here; each value's text is read by a strict reader
 /// afterwards (serde_json, or the numbers' own scanner), and a body this refuses or that they
 /// refuse is read the general way. One pass over the bytes, where serde_json's reading of the
@@ -182,7 +182,7 @@ fn top_level_entries(body: &[u8]) -> Option<std::collections::BTreeMap<&str, &st
 
 /// Where the JSON value that starts at `i` ends: after its closing quote or bracket (strings
 /// inside skipped whole, escapes included), or, for a number, `true`, `false` or `null`, at
-/// the first delimiter. `None` when it does not end or nests deeper than 128.
+/// the first delimiter. `None` when it does not end or nests deeper than 126.
 fn json_value_end(b: &[u8], i: usize) -> Option<usize> {
     let string_end = |mut j: usize| {
         j += 1;
@@ -208,7 +208,7 @@ fn json_value_end(b: &[u8], i: usize) -> Option<usize> {
                     }
                     b'[' | b'{' => {
                         depth += 1;
-                        if depth > 128 {
+                        if depth > 126 {
                             return None;
                         }
                     }
