@@ -218,7 +218,7 @@ pub fn check_inputs<I: DeclaresInput>(
         total = total.saturating_add(bytes);
         if total > max_bytes {
             return Err(bad(format!(
-                "input {}: shape {:?} of {} takes {bytes} bytes decoded; a request's inputs may take at most {max_bytes} bytes (--max_request_tensor_bytes)",
+                "input {}: shape {:?} of {} takes {bytes} bytes decoded, and the inputs up to it {total}; a request's inputs may take at most {max_bytes} bytes (--max_request_tensor_bytes)",
                 d.name,
                 shape,
                 d.datatype,

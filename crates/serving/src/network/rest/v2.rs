@@ -418,9 +418,24 @@ fn param<'p, T>(
 ) -> Result<Option<T>, ApiError> {
     match p.get(key) {
         None => Ok(None),
-        Some(v) => f(v)
-            .map(Some)
-            .ok_or_else(|| bad(format!("parameter {key} must be {kind}, not {v}"))),
+        Some(v) => f(v).map(Some).ok_or_else(|| {
+            bad(format!(
+                "parameter {key} must be {kind}, not {}",
+                json_kind(v)
+            ))
+        }),
+    }
+}
+
+/// What kind of JSON value `v` is, to name in an error without echoing what was sent.
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
     }
 }
 
