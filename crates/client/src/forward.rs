@@ -56,6 +56,11 @@ pub enum Protocol {
 pub struct Forwarder {
     path: PathBuf,
     tcp: Option<std::net::SocketAddr>,
+    /// For a TCP forwarder: a second descriptor of its listening socket and the runtime, so
+    /// that closing keeps the port bound (refusing every connection) for as long as the
+    /// process lives. Released, the port could be taken by another local process, and a
+    /// client still holding its address would send that process its requests.
+    reserved: Option<(std::net::TcpListener, tokio::runtime::Handle)>,
     dir: Option<tempfile::TempDir>,
     task: Option<tokio::task::JoinHandle<()>>,
     last_error: Arc<Mutex<Option<String>>>,
@@ -126,6 +131,7 @@ impl Forwarder {
         Ok(Self {
             path,
             tcp: None,
+            reserved: None,
             dir: Some(dir),
             task: Some(task),
             last_error,
@@ -139,11 +145,12 @@ impl Forwarder {
         upstream: Upstream,
         protocol: Protocol,
     ) -> std::io::Result<Self> {
-        let listener = {
+        let (listener, reserved) = {
             let _in_runtime = runtime.enter();
             let std = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
             std.set_nonblocking(true)?;
-            TcpListener::from_std(std)?
+            let reserved = std.try_clone()?;
+            (TcpListener::from_std(std)?, reserved)
         };
         let addr = listener.local_addr()?;
         let last_error = Arc::new(Mutex::new(None));
@@ -156,6 +163,7 @@ impl Forwarder {
         Ok(Self {
             path: PathBuf::new(),
             tcp: Some(addr),
+            reserved: Some((reserved, runtime.clone())),
             dir: None,
             task: Some(task),
             last_error,
@@ -182,10 +190,24 @@ impl Forwarder {
         self.task.is_none()
     }
 
-    /// Stops accepting, ends the connections being carried and removes the socket.
+    /// Stops carrying, ends the connections being carried and removes the socket; a TCP
+    /// port stays bound, closing every connection made to it, until the process exits.
     pub fn close(&mut self) {
         if let Some(t) = self.task.take() {
             t.abort();
+        }
+        if let Some((listener, runtime)) = self.reserved.take() {
+            runtime.spawn(async move {
+                let Ok(listener) = TcpListener::from_std(listener) else {
+                    return;
+                };
+                loop {
+                    // Accepted and dropped: closed unanswered.
+                    if listener.accept().await.is_err() {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            });
         }
         if let Some(d) = self.dir.take() {
             let _ = d.close();
@@ -564,6 +586,45 @@ mod tests {
         let _ = other.kill();
         let _ = other.wait();
         assert!(!theirs);
+    }
+
+    #[test]
+    fn a_closed_tcp_forwarders_port_stays_bound_and_refuses() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        // Never dialled: the test is of the local port.
+        let roots =
+            teeserve_tls::roots_from_pem(b"").unwrap_or_else(|_| rustls::RootCertStore::empty());
+        let tls = Arc::new(
+            rustls::ClientConfig::builder_with_provider(teeserve_tls::provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
+        let upstream = Upstream {
+            addr: "127.0.0.1:9".into(),
+            server_name: "localhost".into(),
+            tls,
+        };
+        let mut f = Forwarder::start_tcp(rt.handle(), upstream, Protocol::Grpc).unwrap();
+        let addr = f.tcp_addr().unwrap();
+        f.close();
+        // Another process (or this one) cannot take the port a client may still be dialling.
+        let taken = std::net::TcpListener::bind(addr);
+        assert_eq!(
+            taken.err().map(|e| e.kind()),
+            Some(std::io::ErrorKind::AddrInUse)
+        );
+        // A connection to it is closed unanswered.
+        rt.block_on(async {
+            use tokio::io::AsyncReadExt;
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut buf = [0u8; 1];
+            let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+                .await
+                .expect("the connection is closed, not left hanging");
+            assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        });
     }
 
     #[test]
