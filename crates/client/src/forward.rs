@@ -592,8 +592,7 @@ mod tests {
     fn a_closed_tcp_forwarders_port_stays_bound_and_refuses() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         // Never dialled: the test is of the local port.
-        let roots =
-            teeserve_tls::roots_from_pem(b"").unwrap_or_else(|_| rustls::RootCertStore::empty());
+        let roots = rustls::RootCertStore::empty();
         let tls = Arc::new(
             rustls::ClientConfig::builder_with_provider(teeserve_tls::provider())
                 .with_safe_default_protocol_versions()
