@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -231,6 +232,12 @@ def test_the_tcp_endpoint_admits_only_this_process(pki, server):
                              text=True, timeout=30)
         # Closed unanswered (or reset): the other process reads nothing.
         assert out.stdout.strip() == "b''", out
+        # And this process is told why, should its own connections be the ones refused.
+        for _ in range(100):
+            if ep.last_error():
+                break
+            time.sleep(0.02)
+        assert "another process" in (ep.last_error() or ""), ep.last_error()
         assert httpclient.InferenceServerClient(ep.url).is_server_live()
 
 

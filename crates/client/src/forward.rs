@@ -233,10 +233,18 @@ enum Listener {
 trait Local: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Local for T {}
 
+/// Checks of TCP connections running at once.
+static CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
+/// What [`Forwarder::last_error`] says after a connection from elsewhere was closed.
+const REFUSED: &str = "a local connection from another process was closed: an endpoint carries only the connections of the process that made it (one made before a fork serves the parent only; make it in the process that uses it)";
+
 /// A connection accepted: ready to carry, or from TCP, to be checked first (in its own task,
 /// so that a flood of connections to check does not hold up the accept loop).
 enum Pending {
     Ready(Box<dyn Local>),
+    /// Another process's connection over the Unix socket, closed once dropped.
+    Refused,
     Tcp(
         tokio::net::TcpStream,
         std::net::SocketAddr,
@@ -249,12 +257,16 @@ impl Pending {
     async fn admitted(self) -> Option<Box<dyn Local>> {
         let (local, peer, me) = match self {
             Pending::Ready(l) => return Some(l),
+            Pending::Refused => return None,
             Pending::Tcp(s, peer, me) => (s, peer, me),
         };
         let fd = {
             use std::os::fd::AsRawFd;
             local.as_raw_fd()
         };
+        // At most a few checks at once (each reads the host's TCP tables): a flood of
+        // connections waits here rather than taking a blocking thread each.
+        let _check = CHECKS.acquire().await.ok()?;
         // The stream is held (so the descriptor stays this socket) until the check is done.
         let ours = tokio::task::spawn_blocking(move || {
             socket_inode(fd).is_some_and(|accepted| own_tcp_peer(peer, me, accepted))
@@ -269,7 +281,7 @@ impl Pending {
 }
 
 impl Listener {
-    /// The next connection; `None` when one was refused or accepting failed.
+    /// The next connection (one to refuse included); `None` when accepting failed.
     async fn next(&self) -> Option<Pending> {
         match self {
             Listener::Unix(l, owner) => {
@@ -280,9 +292,11 @@ impl Listener {
                 };
                 // Anyone else is closed unanswered: dropping the stream closes it.
                 let peer = local.peer_cred().ok()?;
-                owner
-                    .admits(peer.uid(), peer.pid())
-                    .then(|| Pending::Ready(Box::new(local)))
+                Some(if owner.admits(peer.uid(), peer.pid()) {
+                    Pending::Ready(Box::new(local))
+                } else {
+                    Pending::Refused
+                })
             }
             Listener::Tcp(l) => {
                 let Ok((local, peer)) = l.accept().await else {
@@ -385,8 +399,13 @@ async fn accept_loop(
                 if let Some(pending) = pending {
                     let (upstream, last_error) = (upstream.clone(), last_error.clone());
                     conns.spawn(async move {
-                        if let Some(local) = pending.admitted().await {
-                            carry(local, upstream, protocol, last_error).await;
+                        match pending.admitted().await {
+                            Some(local) => carry(local, upstream, protocol, last_error).await,
+                            None => {
+                                if let Ok(mut e) = last_error.lock() {
+                                    *e = Some(REFUSED.to_owned());
+                                }
+                            }
                         }
                     });
                 }
