@@ -71,7 +71,7 @@ fn http_builder() -> auto::Builder<TokioExecutor> {
         .http2()
         .initial_stream_window_size(teeserve_wire::H2_STREAM_WINDOW)
         .initial_connection_window_size(2 * teeserve_wire::H2_STREAM_WINDOW)
-        .max_frame_size(256 << 10);
+        .max_frame_size(teeserve_wire::H2_MAX_FRAME);
     builder
 }
 
@@ -94,6 +94,8 @@ where
     let builder = Arc::new(http_builder());
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
+            // Out of descriptors and the like: wait instead of spinning.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
         let _ = tcp.set_nodelay(true);

@@ -61,6 +61,9 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// the protocol's default of 64 KiB makes a 600 KB tensor wait for several WINDOW_UPDATEs.
 pub const H2_STREAM_WINDOW: u32 = 8 << 20;
 
+/// Largest HTTP/2 frame the server's listeners accept.
+pub const H2_MAX_FRAME: u32 = 256 << 10;
+
 /// TensorFlow's name of a gRPC status code (`NOT_FOUND`), as TF Serving's error bodies and
 /// logs spell it.
 pub fn code_name(c: Code) -> &'static str {

@@ -43,9 +43,6 @@ pub fn free_loopback_port() -> std::io::Result<u16> {
         .port())
 }
 
-/// Largest HTTP/2 frame the listeners accept.
-pub(crate) const H2_MAX_FRAME: u32 = 256 << 10;
-
 /// Whether an accept error concerns only the connection being accepted (the next accept may
 /// succeed at once), as opposed to the process being out of descriptors or memory.
 pub(crate) fn only_that_connection(e: &std::io::Error) -> bool {
@@ -161,7 +158,7 @@ fn http_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
         .http2()
         .initial_stream_window_size(teeserve_wire::H2_STREAM_WINDOW)
         .initial_connection_window_size(2 * teeserve_wire::H2_STREAM_WINDOW)
-        .max_frame_size(H2_MAX_FRAME);
+        .max_frame_size(teeserve_wire::H2_MAX_FRAME);
     builder
 }
 
