@@ -17,7 +17,7 @@ pub const DELAY: Duration = Duration::from_millis(100);
 /// Written at once when this many bytes wait.
 const BATCH: usize = 32 * 1024;
 /// The access log's target.
-const ACCESS: &str = "teeserve_serving::access";
+pub const ACCESS: &str = "teeserve_serving::access";
 
 /// Lines waiting to be written, and the flusher's wake-up.
 struct Pending {

@@ -7,6 +7,7 @@
 #![allow(rustdoc::bare_urls)]
 
 mod cmd;
+mod log_format;
 mod log_sink;
 mod util;
 

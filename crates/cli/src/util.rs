@@ -48,7 +48,7 @@ pub fn init_tracing(verbose: u8) {
         .with_writer(crate::log_sink::Sink)
         // Colours only on a terminal: a log file or a collector gets plain `key=value` text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
+        .event_format(crate::log_format::LineFormat::default())
         .try_init();
 }
 
