@@ -7,9 +7,13 @@ into target/bench-models/, as bench/serving.py does) at batch 1, with 1, 2, 4 an
     1 intra-op thread and with the library's default (the cores); the better is the reference;
   - teeserve serve --engine onnxruntime over gRPC+TLS (model_bench client, that many requests in
     flight), with the default flags and with each --onnxruntime_intra_op_parallelism given.
-Then the server's peak RSS (VmHWM) after a run at 1 and at 2 workers.
+The configurations take turns for each requester count, ROUNDS times (default 3), and each
+figure is the median of its rounds; at 4 requesters each teeserve figure is also divided by the
+best raw figure of its own round (the machine's speed drifts by tens of per cent over minutes,
+more than the difference measured). Then the server's peak RSS (VmHWM) after a run at 1 and at
+2 workers.
 
-    bench/concurrency.sh [SECONDS] [INTRA_OP ...]
+    ROUNDS=3 bench/concurrency.sh [SECONDS] [INTRA_OP ...]
 """
 import json
 import os
@@ -27,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from serving import MODELS, ORT_LIB, onnx_path  # noqa: E402
 
 SECS = float(sys.argv[1]) if len(sys.argv) > 1 else 8.0
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
 INTRA = [int(a) for a in sys.argv[2:]] or [1, 2]
 REQUESTERS = [1, 2, 4, 8]
 
@@ -59,41 +64,66 @@ def peak_rss_kib(pid):
     return 0
 
 
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+
 def main():
     tmp = tempfile.mkdtemp()
     results = {}
+    servers = []
     try:
         subprocess.run([TEESERVE, "tls", "init", "--dir", f"{tmp}/tls"], check=True, capture_output=True)
         for name in ["mobilenetv2", "resnet50"]:
             path = onnx_path(name)
             x = images(1)
-            r = {}
+            base = ["--model_name", name, "--model_base_path", os.path.join(MODELS, name),
+                    "--engine", "onnxruntime", "--onnxruntime_lib", ORT_LIB]
+            # Every configuration is measured in turn, for each requester count, ROUNDS times:
+            # this machine's speed drifts over minutes, so a figure is compared with the
+            # reference measured seconds before and after it, not minutes apart.
+            configs = {}
             for intra in (1, 0):
                 opts = ort.SessionOptions()
                 opts.intra_op_num_threads = intra
                 sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
                 label = f"onnxruntime (Python), intra {intra or 'default'}"
-                r[label] = {n: raw(sess, x, n, SECS) for n in REQUESTERS}
-                print(name, label, json.dumps(r[label]), flush=True)
-                del sess
-            base = ["--model_name", name, "--model_base_path", os.path.join(MODELS, name),
-                    "--engine", "onnxruntime", "--onnxruntime_lib", ORT_LIB]
+                configs[label] = lambda n, sess=sess: {"per_second": raw(sess, x, n, SECS)}
             for intra in [None] + INTRA:
                 label = "teeserve, default" if intra is None else f"teeserve, intra {intra}"
                 extra = [] if intra is None else ["--onnxruntime_intra_op_parallelism", str(intra)]
-                s = Serve(tmp, "serve", base + extra)
-                try:
-                    row = {}
-                    for n in REQUESTERS:
-                        out = tool(MODEL_BENCH, "client", f"127.0.0.1:{s.grpc}", f"{tmp}/tls/ca.pem",
-                                   name, "input", "1", str(n), str(SECS))
-                        row[n] = out["per_second"]
-                        if n == 1:
-                            r.setdefault("p50 ms at 1 requester", {})[label] = out["p50_ms"]
-                    r[label] = row
-                    print(name, label, json.dumps(row), flush=True)
-                finally:
-                    s.stop()
+                s = Serve(tmp, f"serve-{len(servers)}", base + extra)
+                servers.append(s)
+                # One request per connection first, so that no measurement pays a first run.
+                tool(MODEL_BENCH, "client", f"127.0.0.1:{s.grpc}", f"{tmp}/tls/ca.pem", name, "input", "1", "2", "1")
+                configs[label] = lambda n, s=s: tool(
+                    MODEL_BENCH, "client", f"127.0.0.1:{s.grpc}", f"{tmp}/tls/ca.pem",
+                    name, "input", "1", str(n), str(SECS))
+            runs = {label: {n: [] for n in REQUESTERS} for label in configs}
+            p50 = {label: [] for label in configs if label.startswith("teeserve")}
+            for rnd in range(ROUNDS):
+                for n in REQUESTERS:
+                    for label, measure in configs.items():
+                        out = measure(n)
+                        runs[label][n].append(out["per_second"])
+                        if n == 1 and label in p50:
+                            p50[label].append(out["p50_ms"])
+                    print(name, f"round {rnd + 1}, {n} requesters:",
+                          json.dumps({k: round(v[n][-1], 1) for k, v in runs.items()}), flush=True)
+            r = {label: {n: median(v) for n, v in row.items()} for label, row in runs.items()}
+            # At 4 requesters, each teeserve figure over the best raw figure of its own round.
+            r["paired ratio at 4 requesters"] = {
+                label: median([runs[label][4][i] / max(runs[raw_label][n][i]
+                                                       for raw_label in runs if raw_label.startswith("onnxruntime")
+                                                       for n in REQUESTERS)
+                               for i in range(ROUNDS)])
+                for label in runs if label.startswith("teeserve")}
+            r["p50 ms at 1 requester"] = {label: median(v) for label, v in p50.items()}
+            r["rounds"] = runs
+            for s in servers:
+                s.stop()
+            servers.clear()
             # Peak RSS at 1 and 2 workers, after a run at 4 requesters.
             rss = {}
             for workers in (1, 2):
@@ -108,20 +138,23 @@ def main():
             print(name, "peak RSS KiB by workers", rss, flush=True)
             results[name] = r
     finally:
+        for s in servers:
+            s.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
     for name, r in results.items():
         best_raw = max(v for k, row in r.items() if k.startswith("onnxruntime") for v in row.values())
-        print(f"\n{name}, batch 1, requests/s (best raw onnxruntime: {best_raw:.1f})")
+        print(f"\n{name}, batch 1, requests/s, medians of {ROUNDS} rounds (best raw onnxruntime: {best_raw:.1f})")
         print("| | " + " | ".join(f"{n} requester{'s' if n > 1 else ''}" for n in REQUESTERS) + " |")
         print("|---" * (len(REQUESTERS) + 1) + "|")
         for k, row in r.items():
-            if isinstance(row, dict) and set(row) == set(REQUESTERS):
+            if isinstance(row, dict) and set(row) == set(REQUESTERS) and k != "rounds":
                 print(f"| {k} | " + " | ".join(f"{row[n]:.1f}" for n in REQUESTERS) + " |")
         for k, row in r.items():
             if k.startswith("teeserve"):
-                print(f"{k}: at 4 requesters {row[4] / best_raw:.2f}x the best raw figure")
-        print("p50 at 1 requester (ms):", r["p50 ms at 1 requester"])
+                print(f"{k}: at 4 requesters {row[4] / best_raw:.2f}x the best raw median, "
+                      f"{r['paired ratio at 4 requesters'][k]:.2f}x the best raw figure of its own round (median)")
+        print("p50 at 1 requester (ms):", {k: round(v, 2) for k, v in r["p50 ms at 1 requester"].items()})
         rss = r["peak RSS KiB by workers"]
         print(f"peak RSS: 1 worker {rss[1] / 1024:.0f} MiB, 2 workers {rss[2] / 1024:.0f} MiB, "
               f"ratio {rss[2] / rss[1]:.3f}")
