@@ -55,7 +55,16 @@ fn serve(d: &Path) -> Serve {
 }
 
 fn predict_with_receipt(d: &Path, addr: &str, rest: bool, out: &str) -> Run {
-    let sample = repo().join("testdata/digits/sample.json");
+    predict_input_with_receipt(
+        d,
+        addr,
+        rest,
+        out,
+        &repo().join("testdata/digits/sample.json"),
+    )
+}
+
+fn predict_input_with_receipt(d: &Path, addr: &str, rest: bool, out: &str, sample: &Path) -> Run {
     let mut args = vec![
         "predict",
         "--server",
@@ -63,7 +72,7 @@ fn predict_with_receipt(d: &Path, addr: &str, rest: bool, out: &str) -> Run {
         "--model",
         "digits",
         "--input",
-        s(&sample),
+        s(sample),
         "--ca",
         "tls/ca.pem",
         "--attest",
@@ -112,9 +121,30 @@ fn receipts_over_rest_and_grpc_verify_and_every_attack_is_named() {
     let server = serve(d);
     predict_with_receipt(d, &server.rest, true, "rest").ok();
     predict_with_receipt(d, &server.grpc, false, "grpc").ok();
+    // A request of many frames (3,000 rows: 768 KB of tensor content, HTTP/2 frames of at most
+    // 256 KiB), which the server hashes frame by frame as it arrives.
+    let rows: Vec<String> = (0..3000)
+        .map(|i| {
+            let row: Vec<String> = (0..64).map(|j| ((i * 7 + j) % 17).to_string()).collect();
+            format!("[{}]", row.join(","))
+        })
+        .collect();
+    let large = d.join("large.json");
+    std::fs::write(&large, format!("{{\"instances\": [{}]}}", rows.join(","))).unwrap();
+    predict_input_with_receipt(d, &server.grpc, false, "grpc-large", &large).ok();
+    assert!(
+        std::fs::metadata(d.join("grpc-large/request.bin"))
+            .unwrap()
+            .len()
+            > 768_000
+    );
     let model = std::fs::read(repo().join("models/digits/1/model.onnx")).unwrap();
     let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, &model));
-    for (r, method) in [("rest", "Predict"), ("grpc", "Predict")] {
+    for (r, method) in [
+        ("rest", "Predict"),
+        ("grpc", "Predict"),
+        ("grpc-large", "Predict"),
+    ] {
         let out = verify(d, r).ok().json();
         assert_eq!(out["model"], "digits", "{out}");
         assert_eq!(out["version"], 1, "{out}");

@@ -14,7 +14,8 @@
 //! one connection (of the batch size the line holds, if it holds one), and writes its
 //! milliseconds as a line.
 //! Inputs are pseudo-random values in [0, 1) shaped like an image batch (BATCH x 224 x 224 x 3
-//! unless the model says otherwise).
+//! unless the model says otherwise). TEESERVE_BENCH_RECEIPT=1 asks for a receipt of every answer,
+//! =alternate of every other one (and reports each half's p50 and the pairs' median ratio).
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -218,31 +219,79 @@ async fn client(args: &[String]) -> Result<(), String> {
         }
         return Ok(());
     }
+    // TEESERVE_BENCH_RECEIPT=1: every request asks for a receipt; =alternate: each connection
+    // alternates a request without one and a request with one, and the report adds the p50 of
+    // each and the median of the pairs' ratios (a pair is two requests a moment apart, so a
+    // drift in the machine's speed hits both).
+    let receipts = std::env::var("TEESERVE_BENCH_RECEIPT").unwrap_or_default();
+    let alternate = receipts == "alternate";
+    let with_receipt = RequestTarget {
+        receipt: true,
+        ..target.clone()
+    };
+    let target = if receipts == "1" {
+        with_receipt.clone()
+    } else {
+        target
+    };
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
     let tasks: Vec<_> = conns
         .into_iter()
         .map(|mut c| {
             let (t, inputs) = (target.clone(), vec![(input_name.clone(), x.clone())]);
+            let with_receipt = with_receipt.clone();
             tokio::spawn(async move {
+                // (milliseconds, asked for a receipt)
                 let mut ms = Vec::new();
                 while Instant::now() < deadline {
+                    let receipt = alternate && ms.len() % 2 == 1;
                     let t0 = Instant::now();
-                    let r = send(&mut c, rest, &t, &inputs).await;
+                    let r = send(
+                        &mut c,
+                        rest,
+                        if receipt { &with_receipt } else { &t },
+                        &inputs,
+                    )
+                    .await;
                     if !transport_only {
                         r?;
                     }
-                    ms.push(t0.elapsed().as_secs_f64() * 1e3);
+                    ms.push((t0.elapsed().as_secs_f64() * 1e3, receipt));
                 }
                 Ok::<_, String>(ms)
             })
         })
         .collect();
-    let mut ms = Vec::new();
+    let (mut ms, mut plain, mut receipt, mut ratios) = (vec![], vec![], vec![], vec![]);
     for t in tasks {
-        ms.extend(t.await.map_err(|e| e.to_string())??);
+        let runs = t.await.map_err(|e| e.to_string())??;
+        for pair in runs.chunks_exact(2).filter(|_| alternate) {
+            ratios.push(pair[1].0 / pair[0].0);
+        }
+        for (m, r) in runs {
+            ms.push(m);
+            if r { &mut receipt } else { &mut plain }.push(m);
+        }
     }
-    println!("{}", report(ms, start.elapsed()));
+    let elapsed = start.elapsed();
+    if !alternate {
+        println!("{}", report(ms, elapsed));
+        return Ok(());
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let all = report(ms, elapsed);
+    println!(
+        "{}, \"p50_ms_plain\": {:.3}, \"p50_ms_receipt\": {:.3}, \"pairs\": {}, \"pair_ratio_median\": {:.4}}}",
+        all.trim_end_matches('}'),
+        median(plain),
+        median(receipt),
+        ratios.len(),
+        median(ratios)
+    );
     Ok(())
 }
 

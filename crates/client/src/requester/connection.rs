@@ -141,7 +141,7 @@ pub const RECEIPT_TRAILER: &str = "x-teeserve-receipt-bin";
 struct RawCodec;
 
 impl tonic::codec::Codec for RawCodec {
-    type Encode = Vec<u8>;
+    type Encode = bytes::Bytes;
     type Decode = Vec<u8>;
     type Encoder = RawCodec;
     type Decoder = RawCodec;
@@ -154,11 +154,11 @@ impl tonic::codec::Codec for RawCodec {
 }
 
 impl tonic::codec::Encoder for RawCodec {
-    type Item = Vec<u8>;
+    type Item = bytes::Bytes;
     type Error = tonic::Status;
     fn encode(
         &mut self,
-        item: Vec<u8>,
+        item: bytes::Bytes,
         buf: &mut tonic::codec::EncodeBuf<'_>,
     ) -> Result<(), tonic::Status> {
         use bytes::BufMut as _;
@@ -317,8 +317,9 @@ impl Connection {
             return Ok((r.into_inner(), None));
         }
         // The message bytes are sent and kept as they are: the receipt states their SHA-256.
+        // (Shared with the call, not copied: an image is hundreds of kilobytes.)
         use prost::Message as _;
-        let request = req.encode_to_vec();
+        let request = bytes::Bytes::from(req.encode_to_vec());
         let mut grpc =
             tonic::client::Grpc::new(channel.clone()).max_decoding_message_size(crate::MAX_ANSWER);
         grpc.ready()
@@ -347,7 +348,8 @@ impl Connection {
             decoded,
             Some(Receipt {
                 receipt,
-                request,
+                // The call's share is gone by now, so this takes the buffer back without a copy.
+                request: Vec::from(request),
                 response,
             }),
         ))

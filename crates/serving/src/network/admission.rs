@@ -62,6 +62,7 @@ pub(crate) async fn read_body(
     mut body: Body,
     declared: Option<usize>,
     max: usize,
+    mut each: impl FnMut(&[u8]),
 ) -> Result<(Bytes, Reservation), BodyError> {
     if let Some(len) = declared.filter(|&l| l > max) {
         return Err(BodyError::TooLarge(Some(len)));
@@ -90,6 +91,7 @@ pub(crate) async fn read_body(
                         .map_err(BodyError::Refused)?,
                 );
             }
+            each(&data);
             buf.extend_from_slice(&data);
         }
         Ok(())
@@ -171,7 +173,17 @@ pub(crate) async fn grpc_layer(
         .and_then(|v| v.parse::<usize>().ok());
     // The message and its 5-byte gRPC frame header.
     let max = a.max_message.saturating_add(5);
-    let (bytes, _body) = match read_body(&a.core, body, declared, max).await {
+    // A call that asks for a receipt has its messages hashed as their frames arrive, while the
+    // requester is still sending: an image's hash then costs its answer no time.
+    let mut request_hash = (a.receipts.is_some()
+        && crate::api::scope::wants_receipt(&parts.headers))
+    .then(crate::network::receipts::GrpcHasher::default);
+    let hash = |data: &[u8]| {
+        if let Some(h) = request_hash.as_mut() {
+            h.update(data);
+        }
+    };
+    let (bytes, _body) = match read_body(&a.core, body, declared, max, hash).await {
         Ok(x) => x,
         Err(e) => return grpc_error(e.api_error(a.max_message, &a.core)),
     };
@@ -183,7 +195,16 @@ pub(crate) async fn grpc_layer(
     // The places taken are given back once the handler has answered, before any wait for a
     // receipt.
     let admission = (_admitted, _body, _decoding);
-    crate::network::receipts::grpc_answer(a.receipts.as_ref(), parts, bytes, next, admission).await
+    let request_hash = request_hash.map(crate::network::receipts::GrpcHasher::finish);
+    crate::network::receipts::grpc_answer(
+        a.receipts.as_ref(),
+        parts,
+        bytes,
+        request_hash,
+        next,
+        admission,
+    )
+    .await
 }
 
 /// Which message a gRPC call carries, for [`decoded_bytes`].

@@ -217,13 +217,16 @@ fn sha256(b: &[u8]) -> [u8; 32] {
 
 /// Answers a gRPC call whose request body the admission layer has read (`body`, the
 /// length-prefixed messages): calls without `x-teeserve-receipt: 1` go on untouched; the others
-/// have their request messages hashed here and get a receipt in the trailers of the answer.
+/// get a receipt in the trailers of the answer. `request_hash` is the SHA-256 of the request's
+/// messages when the admission layer hashed them as their frames arrived (else they are hashed
+/// here).
 /// `admission` (the places the call holds) is dropped as soon as the handler has answered, so
 /// that waiting for the document or the signer holds none of them.
 pub(crate) async fn grpc_answer<A: Send>(
     receipts: Option<&Arc<Receipts>>,
     parts: hyper::http::request::Parts,
     body: Bytes,
+    request_hash: Option<[u8; 32]>,
     next: axum::middleware::Next,
     admission: A,
 ) -> axum::response::Response {
@@ -245,10 +248,12 @@ pub(crate) async fn grpc_answer<A: Send>(
         .next()
         .unwrap_or_default()
         .to_owned();
-    let request_hash = match grpc_messages_sha256(body.clone()).await {
-        Ok(h) => h,
-        Err(e) => return e.into_status().into_http(),
-    };
+    // Hashed as it was read; a body handed over whole is hashed here.
+    let request_hash = request_hash.unwrap_or_else(|| {
+        let mut hasher = GrpcHasher::default();
+        hasher.update(&body);
+        hasher.finish()
+    });
     let resp = next
         .run(axum::extract::Request::from_parts(parts, Body::from(body)))
         .await;
@@ -281,26 +286,6 @@ pub(crate) async fn grpc_answer<A: Send>(
     axum::response::Response::from_parts(parts, Body::new(body))
 }
 
-/// Bodies at least this long are hashed on a blocking thread, not on an async worker.
-const HASH_INLINE_MAX: usize = 1 << 20;
-
-/// SHA-256 of the gRPC messages in `body` (their 5-byte frame headers left out); a long body
-/// is hashed off the async workers, which would otherwise stall for milliseconds.
-async fn grpc_messages_sha256(body: Bytes) -> Result<[u8; 32], ApiError> {
-    let inline = body.len() < HASH_INLINE_MAX;
-    let hash = move || {
-        let mut hasher = GrpcHasher::default();
-        hasher.update(&body);
-        hasher.finish()
-    };
-    if inline {
-        return Ok(hash());
-    }
-    tokio::task::spawn_blocking(hash)
-        .await
-        .map_err(|e| ApiError::new(Code::Internal, format!("receipt: hashing the request: {e}")))
-}
-
 /// Called with the response's hash when its trailers pass: the receipt to wait for, if any.
 type TrailerHook =
     Box<dyn FnOnce([u8; 32], &hyper::HeaderMap) -> Option<oneshot::Receiver<Vec<u8>>> + Send>;
@@ -308,7 +293,7 @@ type TrailerHook =
 /// SHA-256 of the messages of a gRPC stream: each frame's 5-byte header (compressed flag and
 /// length, gRPC's PROTOCOL-HTTP2 "Length-Prefixed-Message") skipped, the message bytes hashed.
 #[derive(Clone)]
-struct GrpcHasher {
+pub(crate) struct GrpcHasher {
     sha: Sha256,
     /// Header bytes still to skip before the next message.
     header: [u8; 5],
@@ -329,7 +314,8 @@ impl Default for GrpcHasher {
 }
 
 impl GrpcHasher {
-    fn update(&mut self, mut b: &[u8]) {
+    /// Hashes the messages in the next bytes of the stream.
+    pub(crate) fn update(&mut self, mut b: &[u8]) {
         while !b.is_empty() {
             if self.left > 0 {
                 let n = self.left.min(b.len());
@@ -355,7 +341,8 @@ impl GrpcHasher {
         }
     }
 
-    fn finish(self) -> [u8; 32] {
+    /// The hash of the messages seen.
+    pub(crate) fn finish(self) -> [u8; 32] {
         let mut out = [0u8; 32];
         out.copy_from_slice(self.sha.finish().as_ref());
         out

@@ -24,7 +24,7 @@ pub(super) async fn read_body(
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    crate::network::admission::read_body(core, req.into_body(), declared, max)
+    crate::network::admission::read_body(core, req.into_body(), declared, max, |_| {})
         .await
         .map_err(|e| {
             let status = match &e {
