@@ -11,7 +11,7 @@
 //! path.
 
 use std::cell::Cell;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
@@ -57,16 +57,18 @@ where
         let Some(stamp) = short.then(Timestamp::now).flatten() else {
             return self.full.format_event(ctx, writer, event);
         };
+        let mut fields = Fields {
+            line: String::with_capacity(128),
+            unusual: false,
+        };
+        event.record(&mut fields);
+        if fields.unusual {
+            return self.full.format_event(ctx, writer, event);
+        }
         stamp.write(&mut writer)?;
         // The default format: the time, a space, the level right-aligned in five, a space.
         writer.write_str("  INFO ")?;
-        let mut fields = Fields {
-            writer: &mut writer,
-            first: true,
-            result: Ok(()),
-        };
-        event.record(&mut fields);
-        fields.result?;
+        writer.write_str(&fields.line)?;
         writer.write_char('\n')
     }
 }
@@ -165,20 +167,19 @@ fn civil_date(days: u64) -> (u32, u32, u32) {
 }
 
 /// The fields of an event as the default format writes them: the message as it is, the others
-/// as `name=value` with the value's `Debug`, separated by single spaces.
-struct Fields<'a, 'w> {
-    writer: &'a mut Writer<'w>,
-    first: bool,
-    result: fmt::Result,
+/// as `name=value` with the value's `Debug`, separated by single spaces. Anything written
+/// otherwise there (a message that holds characters the default format escapes, a message or a
+/// `log.` field given as a plain string, an error) makes the event `unusual`: it then takes the
+/// default format.
+struct Fields {
+    line: String,
+    unusual: bool,
 }
 
-impl Fields<'_, '_> {
-    fn pad(&mut self) -> fmt::Result {
-        if self.first {
-            self.first = false;
-            Ok(())
-        } else {
-            self.writer.write_char(' ')
+impl Fields {
+    fn pad(&mut self) {
+        if !self.line.is_empty() {
+            self.line.push(' ');
         }
     }
 
@@ -188,35 +189,55 @@ impl Fields<'_, '_> {
     }
 }
 
-impl Visit for Fields<'_, '_> {
+/// Characters the default format escapes in a message (ANSI and C1 controls), which the short
+/// way leaves to it.
+fn escaped_in_messages(c: char) -> bool {
+    matches!(
+        c,
+        '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' | '\u{80}'..='\u{9f}'
+    )
+}
+
+impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if self.result.is_err() {
+        let name = field.name();
+        if name == "message" || name.starts_with("log.") {
+            self.unusual = true;
             return;
         }
+        self.pad();
         // `Debug` of a str quotes it and escapes quotes, backslashes and anything but printable
         // ASCII; a value of printable ASCII without those is written between quotes as it is.
         let plain = value
             .bytes()
             .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
-        if field.name() == "message" || !plain {
-            return self.record_debug(field, &value);
+        if plain {
+            self.line.push_str(Self::name(field));
+            self.line.push_str("=\"");
+            self.line.push_str(value);
+            self.line.push('"');
+        } else {
+            let _ = write!(self.line, "{}={value:?}", Self::name(field));
         }
-        self.result = self.pad().and_then(|_| {
-            self.writer.write_str(Self::name(field))?;
-            self.writer.write_str("=\"")?;
-            self.writer.write_str(value)?;
-            self.writer.write_char('"')
-        });
+    }
+
+    fn record_error(&mut self, _field: &Field, _value: &(dyn std::error::Error + 'static)) {
+        self.unusual = true;
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if self.result.is_err() || field.name().starts_with("log.") {
+        let name = field.name();
+        if name.starts_with("log.") {
             return;
         }
-        self.result = self.pad().and_then(|_| match field.name() {
-            "message" => write!(self.writer, "{value:?}"),
-            _ => write!(self.writer, "{}={value:?}", Self::name(field)),
-        });
+        self.pad();
+        if name == "message" {
+            let at = self.line.len();
+            let _ = write!(self.line, "{value:?}");
+            self.unusual |= self.line[at..].chars().any(escaped_in_messages);
+        } else {
+            let _ = write!(self.line, "{}={value:?}", Self::name(field));
+        }
     }
 }
 
@@ -312,6 +333,15 @@ mod tests {
                 );
             }
             tracing::info!(target: "teeserve_serving::access", r#type = 7, flag = true, "other {}", 1);
+            // What the short way leaves to the default format.
+            tracing::info!(target: "teeserve_serving::access", "a \x1b[31mcoloured\x07 message\u{9b}");
+            tracing::info!(target: "teeserve_serving::access", message = "a plain str", model = "m");
+            let error = std::io::Error::other("disk on fire");
+            tracing::info!(
+                target: "teeserve_serving::access",
+                error = &error as &(dyn std::error::Error + 'static),
+                "an error"
+            );
             tracing::warn!(target: "teeserve_serving::access", model = "digits", "a warning");
             tracing::info!(target: "elsewhere", model = "digits", "not an access line");
             let span = tracing::info_span!("scope", id = 3);
@@ -320,7 +350,7 @@ mod tests {
         };
         let short = untimed(&log(events, true));
         let full = untimed(&log(events, false));
-        assert_eq!(short.len(), 8);
+        assert_eq!(short.len(), 11);
         assert_eq!(short, full);
         assert_eq!(
             short[0],

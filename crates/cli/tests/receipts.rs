@@ -2,7 +2,7 @@
 //! (`predict --receipt`), verifies it offline (`receipt verify`), and each attack on it is
 //! refused naming what failed: the response changed, another request shown, a receipt of
 //! another server process, a document whose receipt key its quote does not bind. A server
-//! without a TEE refuses to sign.
+//! without a TEE refuses to sign, and no call of two messages gets a receipt.
 mod harness;
 use harness::*;
 
@@ -261,4 +261,118 @@ fn a_server_without_a_tee_refuses_to_sign_a_receipt() {
     let answer = String::from_utf8(answer).unwrap();
     assert_eq!(status, 400, "{answer}");
     assert!(answer.contains("cannot sign receipts"), "{answer}");
+}
+
+/// A Predict call whose body carries two messages A and B: the messages hash as one message A||B
+/// would, and the handler answers A alone, so a receipt of it could be shown with A||B (A merged
+/// with B). The server answers such a call, but gives no receipt for it.
+#[test]
+fn a_call_of_two_messages_gets_no_receipt() {
+    use prost::bytes::BufMut as _;
+    use prost::Message as _;
+    use teeserve_wire::tensorflow::serving::{ModelSpec, PredictRequest};
+    use teeserve_wire::tensorflow::{tensor_shape_proto, DataType, TensorProto, TensorShapeProto};
+
+    /// Message bytes as they are.
+    #[derive(Clone, Copy)]
+    struct Raw;
+    impl tonic::codec::Codec for Raw {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = Raw;
+        type Decoder = Raw;
+        fn encoder(&mut self) -> Raw {
+            Raw
+        }
+        fn decoder(&mut self) -> Raw {
+            Raw
+        }
+    }
+    impl tonic::codec::Encoder for Raw {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(
+            &mut self,
+            item: Vec<u8>,
+            buf: &mut tonic::codec::EncodeBuf<'_>,
+        ) -> Result<(), tonic::Status> {
+            buf.put_slice(&item);
+            Ok(())
+        }
+    }
+    impl tonic::codec::Decoder for Raw {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn decode(
+            &mut self,
+            buf: &mut tonic::codec::DecodeBuf<'_>,
+        ) -> Result<Option<Vec<u8>>, tonic::Status> {
+            use prost::bytes::Buf as _;
+            Ok(Some(buf.copy_to_bytes(buf.remaining()).to_vec()))
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let server = serve(d);
+    let pixels = TensorProto {
+        dtype: DataType::DtFloat as i32,
+        tensor_shape: Some(TensorShapeProto {
+            dim: [1, 64]
+                .into_iter()
+                .map(|size| tensor_shape_proto::Dim {
+                    size,
+                    name: String::new(),
+                })
+                .collect(),
+            unknown_rank: false,
+        }),
+        float_val: vec![1.0; 64],
+        ..Default::default()
+    };
+    let request = PredictRequest {
+        model_spec: Some(ModelSpec {
+            name: "digits".into(),
+            ..Default::default()
+        }),
+        inputs: [("pixels".to_owned(), pixels)].into_iter().collect(),
+        output_filter: vec![],
+    }
+    .encode_to_vec();
+    let ca = std::fs::read(d.join("tls/ca.pem")).unwrap();
+    let cfg = Arc::new(client_config(ca_verifier(&ca).unwrap(), None, &[b"h2"]).unwrap());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let call = |messages: Vec<Vec<u8>>, receipt: bool| {
+        let (cfg, addr) = (cfg.clone(), server.grpc.clone());
+        rt.block_on(async move {
+            let channel = teeserve_client::requester::grpc_channel(&addr, Some(cfg), "127.0.0.1")
+                .await
+                .unwrap();
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready().await.unwrap();
+            let mut req = tonic::Request::new(futures::stream::iter(messages));
+            if receipt {
+                req.metadata_mut()
+                    .insert("x-teeserve-receipt", "1".parse().unwrap());
+            }
+            let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/tensorflow.serving.PredictionService/Predict",
+            );
+            grpc.client_streaming(req, path, Raw).await
+        })
+    };
+    // One message, with a receipt: answered, with the receipt.
+    let one = call(vec![request.clone()], true).unwrap();
+    assert!(one.metadata().get_bin("x-teeserve-receipt-bin").is_some());
+    // Two messages without asking for a receipt: answered as tonic answers a unary call.
+    call(vec![request.clone(), request.clone()], false).unwrap();
+    // Two messages asking for a receipt: refused, naming why.
+    let e = call(vec![request.clone(), request], true).unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("exactly one whole request message")
+            && e.message().contains("2 messages"),
+        "{e:?}"
+    );
 }

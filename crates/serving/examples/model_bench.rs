@@ -224,6 +224,11 @@ async fn client(args: &[String]) -> Result<(), String> {
     // each and the median of the pairs' ratios (a pair is two requests a moment apart, so a
     // drift in the machine's speed hits both).
     let receipts = std::env::var("TEESERVE_BENCH_RECEIPT").unwrap_or_default();
+    if !["", "1", "alternate"].contains(&receipts.as_str()) {
+        return Err(format!(
+            "TEESERVE_BENCH_RECEIPT={receipts:?}: give 1 or alternate (or leave it unset)"
+        ));
+    }
     let alternate = receipts == "alternate";
     let with_receipt = RequestTarget {
         receipt: true,
@@ -278,6 +283,9 @@ async fn client(args: &[String]) -> Result<(), String> {
     if !alternate {
         println!("{}", report(ms, elapsed));
         return Ok(());
+    }
+    if plain.is_empty() || receipt.is_empty() {
+        return Err("too short a run: no pair of requests was made".into());
     }
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);

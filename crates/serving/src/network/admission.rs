@@ -195,7 +195,6 @@ pub(crate) async fn grpc_layer(
     // The places taken are given back once the handler has answered, before any wait for a
     // receipt.
     let admission = (_admitted, _body, _decoding);
-    let request_hash = request_hash.map(crate::network::receipts::GrpcHasher::finish);
     crate::network::receipts::grpc_answer(
         a.receipts.as_ref(),
         parts,

@@ -4,11 +4,12 @@
 //! version that answered, the request as received and the response as sent (their SHA-256: the
 //! gRPC message bytes, the REST body bytes), the time, a counter and the attestation document.
 //!
-//! gRPC: the receipt comes in the trailers as `x-teeserve-receipt-bin`. The admission layer has
-//! read the request body whole, and [`grpc_answer`] hashes its messages there (the 5-byte gRPC
-//! frame headers left out); the response's messages are hashed as they pass and held back with
-//! their trailers until the receipt is signed, so that the answer leaves in one write. REST: the receipt comes in the
-//! `X-Teeserve-Receipt` header (base64url), signed once the response body is made.
+//! gRPC: the receipt comes in the trailers as `x-teeserve-receipt-bin`. The admission layer hashes
+//! the request's messages (the 5-byte gRPC frame headers left out) as its frames arrive, and
+//! [`grpc_answer`] accepts a call that asks for a receipt only if it carries exactly one whole
+//! message; the response's messages are hashed as they pass and held back with their trailers
+//! until the receipt is signed, so that the answer leaves in one write. REST: the receipt comes in
+//! the `X-Teeserve-Receipt` header (base64url), signed once the response body is made.
 //!
 //! Signing is amortised: answers queue their claims for one signer task, which signs everything
 //! queued since its last signature as one Merkle tree (one Ed25519 signature over the root, an
@@ -217,16 +218,15 @@ fn sha256(b: &[u8]) -> [u8; 32] {
 
 /// Answers a gRPC call whose request body the admission layer has read (`body`, the
 /// length-prefixed messages): calls without `x-teeserve-receipt: 1` go on untouched; the others
-/// get a receipt in the trailers of the answer. `request_hash` is the SHA-256 of the request's
-/// messages when the admission layer hashed them as their frames arrived (else they are hashed
-/// here).
+/// get a receipt in the trailers of the answer. `request_hash` has hashed the request's messages
+/// as their frames arrived (the admission layer feeds it when the call asks for a receipt).
 /// `admission` (the places the call holds) is dropped as soon as the handler has answered, so
 /// that waiting for the document or the signer holds none of them.
 pub(crate) async fn grpc_answer<A: Send>(
     receipts: Option<&Arc<Receipts>>,
     parts: hyper::http::request::Parts,
     body: Bytes,
-    request_hash: Option<[u8; 32]>,
+    request_hash: Option<GrpcHasher>,
     next: axum::middleware::Next,
     admission: A,
 ) -> axum::response::Response {
@@ -248,12 +248,36 @@ pub(crate) async fn grpc_answer<A: Send>(
         .next()
         .unwrap_or_default()
         .to_owned();
-    // Hashed as it was read; a body handed over whole is hashed here.
-    let request_hash = request_hash.unwrap_or_else(|| {
-        let mut hasher = GrpcHasher::default();
-        hasher.update(&body);
-        hasher.finish()
-    });
+    let Some(request_hash) = request_hash else {
+        return ApiError::new(
+            Code::Internal,
+            "receipt: the request was not hashed as it was read",
+        )
+        .into_status()
+        .into_http();
+    };
+    // A receipt names one request. Two messages A and B hash as one message A||B would, and the
+    // handler answers A alone: a receipt of that call could be shown with A||B, which decodes
+    // as A merged with B. So a call that asks for a receipt carries exactly one whole message,
+    // as every unary call does.
+    let request_hash = match request_hash.whole_messages() {
+        Some(1) => request_hash.finish(),
+        n => {
+            let carries = match n {
+                Some(n) => format!("{n} messages"),
+                None => "an unfinished message".to_owned(),
+            };
+            return ApiError::new(
+                Code::InvalidArgument,
+                format!(
+                    "a call that asks for a receipt carries exactly one whole request message; \
+                     this one carries {carries}"
+                ),
+            )
+            .into_status()
+            .into_http();
+        }
+    };
     let resp = next
         .run(axum::extract::Request::from_parts(parts, Body::from(body)))
         .await;
@@ -300,6 +324,8 @@ pub(crate) struct GrpcHasher {
     header_len: usize,
     /// Message bytes still to hash.
     left: usize,
+    /// Messages begun (their headers read).
+    messages: usize,
 }
 
 impl Default for GrpcHasher {
@@ -309,6 +335,7 @@ impl Default for GrpcHasher {
             header: [0; 5],
             header_len: 0,
             left: 0,
+            messages: 0,
         }
     }
 }
@@ -337,8 +364,16 @@ impl GrpcHasher {
                 ]);
                 self.left = len as usize;
                 self.header_len = 0;
+                self.messages += 1;
             }
         }
+    }
+
+    /// How many messages the bytes seen hold, if they end where a message ends (`None`: in the
+    /// middle of one). The hash covers the messages' bytes, not where one ends and the next
+    /// begins, so it stands for a request only when there is exactly one.
+    pub(crate) fn whole_messages(&self) -> Option<usize> {
+        (self.header_len == 0 && self.left == 0).then_some(self.messages)
     }
 
     /// The hash of the messages seen.
@@ -719,8 +754,27 @@ mod tests {
         for split in 0..framed.len() {
             let mut h = GrpcHasher::default();
             h.update(&framed[..split]);
+            assert_eq!(
+                h.whole_messages(),
+                (split == 0).then_some(0),
+                "{split}: a message cut short is not whole"
+            );
             h.update(&framed[split..]);
+            assert_eq!(h.whole_messages(), Some(1), "{split}");
             assert_eq!(h.finish(), want, "{split}");
         }
+    }
+
+    #[test]
+    fn two_messages_are_counted_apart_though_they_hash_as_one() {
+        let (a, b) = (framed(b"first"), framed(b"second"));
+        let mut two = GrpcHasher::default();
+        two.update(&[a, b].concat());
+        let mut one = GrpcHasher::default();
+        one.update(&framed(b"firstsecond"));
+        assert_eq!(two.whole_messages(), Some(2));
+        assert_eq!(one.whole_messages(), Some(1));
+        // Which is why a receipt is only made for a call of one message.
+        assert_eq!(two.finish(), one.finish());
     }
 }
