@@ -1,6 +1,7 @@
 //! A REST Predict body as the server reads it into tensors for a model's signature (the
 //! direct reading of numeric lists and the general JSON path, row and columnar formats), with
-//! a per-request bound. Run with a memory limit, so that any allocation beyond the bound and
+//! a per-request bound; and the check of a body that asks for a receipt (no key repeated in an
+//! object), whose only refusal is a repeated key. Run with a memory limit, so that any allocation beyond the bound and
 //! the reservation asked for is a finding:
 //!
 //! ```text
@@ -15,6 +16,9 @@ use teeserve_tensor::{DType, Data};
 const MAX_TENSOR_BYTES: usize = 16 << 20;
 
 fuzz_target!(|data: &[u8]| {
+    if let Err(e) = teeserve_serving::fuzzing::unique_json_keys(data) {
+        assert!(e.message.contains("appears twice"), "{}", e.message);
+    }
     let out = vec![TensorSpec::new("out", DType::F32, &[-1])];
     let signatures = [
         // One float input: the direct reading applies.

@@ -2,7 +2,8 @@
 //! (`predict --receipt`), verifies it offline (`receipt verify`), and each attack on it is
 //! refused naming what failed: the response changed, another request shown, a receipt of
 //! another server process, a document whose receipt key its quote does not bind. A server
-//! without a TEE refuses to sign, and no call of two messages gets a receipt.
+//! without a TEE refuses to sign, and neither a gRPC call of two messages nor a JSON body that
+//! repeats a key gets a receipt.
 mod harness;
 use harness::*;
 
@@ -374,5 +375,57 @@ fn a_call_of_two_messages_gets_no_receipt() {
         e.message().contains("exactly one whole request message")
             && e.message().contains("2 messages"),
         "{e:?}"
+    );
+}
+
+/// A REST body that repeats a key: this server's reader keeps the last `instances`, others keep
+/// the first, so a receipt of it could be shown as the answer to the other reading. Refused when
+/// a receipt is asked for, answered otherwise.
+#[test]
+fn a_json_body_that_repeats_a_key_gets_no_receipt() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let server = serve(d);
+    let row = |v: f32| format!("[{}]", vec![v.to_string(); 64].join(","));
+    let body = format!(
+        "{{\"instances\": [{}], \"instances\": [{}]}}",
+        row(0.0),
+        row(16.0)
+    );
+    let ca = std::fs::read(d.join("tls/ca.pem")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let post = |receipt: bool| {
+        let (ca, body, addr) = (ca.clone(), body.clone(), server.rest.clone());
+        rt.block_on(async move {
+            let cfg = client_config(ca_verifier(&ca).unwrap(), None, &[b"http/1.1"]).unwrap();
+            let mut c = RestClient::connect(&addr, Some(Arc::new(cfg)), "127.0.0.1")
+                .await
+                .unwrap();
+            let headers: &[(&str, &str)] = if receipt {
+                &[("x-teeserve-receipt", "1")]
+            } else {
+                &[]
+            };
+            let (status, answer) = c
+                .request_with(
+                    hyper::Method::POST,
+                    "/v1/models/digits:predict",
+                    body.into_bytes(),
+                    headers,
+                    1 << 20,
+                )
+                .await
+                .unwrap();
+            (status, String::from_utf8(answer).unwrap())
+        })
+    };
+    let (status, answer) = post(false);
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = post(true);
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer.contains("the key \\\"instances\\\" appears twice"),
+        "{answer}"
     );
 }

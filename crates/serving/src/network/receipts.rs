@@ -216,6 +216,83 @@ fn sha256(b: &[u8]) -> [u8; 32] {
     out
 }
 
+/// Refuses a JSON body that repeats a key in an object, for a request that asks for a receipt.
+/// The receipt names the body's bytes, and JSON readers differ on which of two equal keys counts
+/// (RFC 8259 section 4: names "SHOULD be unique"; this server's reader keeps the last, others the
+/// first), so a receipt of such a body could be shown as the answer to a request the server did
+/// not read. Keys are compared as decoded (`"a"` and `"\u0061"` repeat). A body that is not
+/// JSON passes here, to be refused by the request's own reading.
+pub fn unique_json_keys(json: &[u8]) -> Result<(), ApiError> {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use std::borrow::Cow;
+
+    /// Any JSON value, its objects' keys checked.
+    struct Checked;
+
+    impl<'de> DeserializeSeed<'de> for Checked {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Checked {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(Checked)?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                map.next_value_seed(Checked)?;
+                if let Some(key) = seen.replace(key) {
+                    return Err(serde::de::Error::custom(format_args!(
+                        "the key {key:?} appears twice in one object"
+                    )));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    let mut d = serde_json::Deserializer::from_slice(json);
+    match Checked.deserialize(&mut d).and_then(|_| d.end()) {
+        // Only a repeated key (the one "data" error the check raises) is refused here; a body
+        // that is not JSON at all is refused by the request's own reading, which names why.
+        Err(e) if e.classify() == serde_json::error::Category::Data => Err(ApiError::new(
+            Code::InvalidArgument,
+            format!(
+                "a request that asks for a receipt must repeat no key in a JSON object (the \
+                 receipt names the body's bytes, and readers differ on which of two equal keys \
+                 counts): {e}"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Answers a gRPC call whose request body the admission layer has read (`body`, the
 /// length-prefixed messages): calls without `x-teeserve-receipt: 1` go on untouched; the others
 /// get a receipt in the trailers of the answer. `request_hash` has hashed the request's messages
@@ -762,6 +839,29 @@ mod tests {
             h.update(&framed[split..]);
             assert_eq!(h.whole_messages(), Some(1), "{split}");
             assert_eq!(h.finish(), want, "{split}");
+        }
+    }
+
+    #[test]
+    fn a_json_body_that_repeats_a_key_gets_no_receipt() {
+        for body in [
+            r#"{"instances": [1], "instances": [2]}"#,
+            r#"{"inputs": {"x": 1, "\u0078": 2}}"#,
+            r#"{"instances": [{"b64": "AA==", "b64": "AQ=="}]}"#,
+        ] {
+            let e = unique_json_keys(body.as_bytes()).unwrap_err();
+            assert_eq!(e.code, Code::InvalidArgument, "{body}");
+            assert!(e.message.contains("appears twice"), "{body}: {}", e.message);
+        }
+        let many: Vec<String> = (0..50_000).map(|i| format!("\"k{i}\": {i}")).collect();
+        for body in [
+            r#"{"a": {"b": 1}, "b": {"a": 1}}"#.to_owned(),
+            r#"{"instances": [{"b64": "AA=="}, {"b64": "AQ=="}]}"#.to_owned(),
+            format!("{{{}}}", many.join(",")),
+            // Not JSON: left to the request's own reading, which names what is wrong.
+            r#"{"instances": "#.to_owned(),
+        ] {
+            assert!(unique_json_keys(body.as_bytes()).is_ok(), "{body:.80}");
         }
     }
 

@@ -334,6 +334,9 @@ async fn post_verb(
     let (body, _held) = read_body(core, req, ctx.max_body)
         .await
         .map_err(|e| resp_with(e, ctx))?;
+    if wants_receipt {
+        crate::network::receipts::unique_json_keys(&body).map_err(|e| error(&e, ctx))?;
+    }
     let (out, method) = match verb {
         "predict" => (
             predict::predict(core, name, version, label, &body).await,

@@ -237,6 +237,16 @@ async fn infer(
         Ok(b) => b,
         Err(e) => return resp_with(e, ctx),
     };
+    if wants_receipt {
+        // The JSON part; what follows it (binary tensor data) is bytes, not JSON.
+        let json = match header_len {
+            Some(n) => body.get(..n),
+            None => Some(&body[..]),
+        };
+        if let Some(Err(e)) = json.map(crate::network::receipts::unique_json_keys) {
+            return error(&e, ctx);
+        }
+    }
     let out = match infer_body(core, name, version, &body, header_len).await {
         Ok(out) => out,
         Err(e) => return error(&e, ctx),
