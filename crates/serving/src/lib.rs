@@ -48,6 +48,6 @@ pub mod fuzzing {
     pub use crate::models::config::{batching_parameters, model_server_config, ssl_config};
     pub use crate::models::{frame_record, warmup_records, WarmupError};
     pub use crate::network::admission::{decoded_bytes, GrpcMessage};
-    pub use crate::network::receipts::unique_json_keys;
+    pub use crate::network::receipt_request::unique_json_keys;
     pub use crate::network::rest::{example_row, json_example, predict_inputs, v2_infer_inputs};
 }

@@ -177,7 +177,7 @@ pub(crate) async fn grpc_layer(
     // requester is still sending: an image's hash then costs its answer no time.
     let mut request_hash = (a.receipts.is_some()
         && crate::api::scope::wants_receipt(&parts.headers))
-    .then(crate::network::receipts::GrpcHasher::default);
+    .then(crate::network::receipt_request::GrpcHasher::default);
     let hash = |data: &[u8]| {
         if let Some(h) = request_hash.as_mut() {
             h.update(data);

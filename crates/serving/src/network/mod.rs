@@ -13,6 +13,7 @@ pub(crate) mod grpc_v2;
 pub(crate) mod listener;
 pub(crate) mod options;
 pub(crate) mod provisioning;
+pub(crate) mod receipt_request;
 pub(crate) mod receipts;
 pub(crate) mod rest;
 pub(crate) mod server;

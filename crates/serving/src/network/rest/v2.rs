@@ -243,7 +243,7 @@ async fn infer(
             Some(n) => body.get(..n),
             None => Some(&body[..]),
         };
-        if let Some(Err(e)) = json.map(crate::network::receipts::unique_json_keys) {
+        if let Some(Err(e)) = json.map(crate::network::receipt_request::unique_json_keys) {
             return error(&e, ctx);
         }
     }
