@@ -87,6 +87,25 @@ pub fn unique_json_keys(json: &[u8]) -> Result<(), ApiError> {
     }
 }
 
+/// Bodies at least this long are checked by [`unique_json_keys_of`] on a blocking thread, not on
+/// an async worker (a megabyte of JSON takes a few milliseconds to read).
+const CHECK_INLINE_MAX: usize = 1 << 20;
+
+/// [`unique_json_keys`] of `json`, read on a blocking thread when it is long.
+pub(crate) async fn unique_json_keys_of(json: bytes::Bytes) -> Result<(), ApiError> {
+    if json.len() < CHECK_INLINE_MAX {
+        return unique_json_keys(&json);
+    }
+    tokio::task::spawn_blocking(move || unique_json_keys(&json))
+        .await
+        .unwrap_or_else(|e| {
+            Err(ApiError::new(
+                Code::Internal,
+                format!("receipt: checking the request's keys: {e}"),
+            ))
+        })
+}
+
 /// SHA-256 of the messages of a gRPC stream: each frame's 5-byte header (compressed flag and
 /// length, gRPC's PROTOCOL-HTTP2 "Length-Prefixed-Message") skipped, the message bytes hashed.
 #[derive(Clone)]
@@ -216,6 +235,17 @@ mod tests {
         ] {
             assert!(unique_json_keys(body.as_bytes()).is_ok(), "{body:.80}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_long_body_is_checked_off_the_async_workers_with_the_same_verdict() {
+        let rows = vec!["[1, 2, 3, 4]"; 200_000].join(",");
+        let long = format!(r#"{{"instances": [{rows}]}}"#);
+        assert!(long.len() > CHECK_INLINE_MAX);
+        assert!(unique_json_keys_of(long.clone().into()).await.is_ok());
+        let repeated = format!(r#"{{"instances": [{rows}], "instances": []}}"#);
+        let e = unique_json_keys_of(repeated.into()).await.unwrap_err();
+        assert!(e.message.contains("appears twice"), "{}", e.message);
     }
 
     #[test]

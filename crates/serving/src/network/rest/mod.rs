@@ -335,7 +335,9 @@ async fn post_verb(
         .await
         .map_err(|e| resp_with(e, ctx))?;
     if wants_receipt {
-        crate::network::receipt_request::unique_json_keys(&body).map_err(|e| error(&e, ctx))?;
+        crate::network::receipt_request::unique_json_keys_of(body.clone())
+            .await
+            .map_err(|e| error(&e, ctx))?;
     }
     let (out, method) = match verb {
         "predict" => (

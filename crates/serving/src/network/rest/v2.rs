@@ -240,11 +240,13 @@ async fn infer(
     if wants_receipt {
         // The JSON part; what follows it (binary tensor data) is bytes, not JSON.
         let json = match header_len {
-            Some(n) => body.get(..n),
-            None => Some(&body[..]),
+            Some(n) => (n <= body.len()).then(|| body.slice(..n)),
+            None => Some(body.clone()),
         };
-        if let Some(Err(e)) = json.map(crate::network::receipt_request::unique_json_keys) {
-            return error(&e, ctx);
+        if let Some(json) = json {
+            if let Err(e) = crate::network::receipt_request::unique_json_keys_of(json).await {
+                return error(&e, ctx);
+            }
         }
     }
     let out = match infer_body(core, name, version, &body, header_len).await {
