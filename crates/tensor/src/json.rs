@@ -636,6 +636,8 @@ mod tests {
             "[[[0, -0.0], [10, 1e22]], [[1e-22, 123456789012345678901234], [0.1, 3.4028235e38]]]",
             "[9007199254740993, 0.30000000000000004, 1.7976931348623157e308, 5e-324]",
             "[12345678901234567890.5e-3, 0.0000000000000000000000000001]",
+            // Read one unit in the last place away by a reader that rounds twice.
+            "[0.9245192110538483, 0.9452706955539223]",
         ]
         .map(String::from)
         .to_vec();
@@ -670,18 +672,32 @@ mod tests {
                 assert_eq!(fast.shape, slow.shape, "{text}");
                 match (&fast.data, &slow.data) {
                     (Data::F32(a), Data::F32(b)) => assert_eq!(a, b, "{text}"),
-                    (Data::F64(a), Data::F64(b)) => {
-                        for (x, y) in a.iter().zip(b) {
-                            assert!(
-                                x == y || (x - y).abs() <= y.abs() * 1e-15,
-                                "{text}: {x} {y}"
-                            );
-                        }
-                    }
+                    (Data::F64(a), Data::F64(b)) => assert_eq!(a, b, "{text}"),
                     _ => panic!("{text}: dtypes differ"),
                 }
             }
         }
+    }
+
+    #[test]
+    fn decimals_are_read_to_the_nearest_float_on_every_path() {
+        // Each the nearest f64 (as Python's float() and Rust's str::parse read them), and the
+        // f32 nearest to that.
+        let text = "[0.9245192110538483, 0.9452706955539223]";
+        let want: Vec<f64> = ["0.9245192110538483", "0.9452706955539223"]
+            .map(|t| t.parse().unwrap())
+            .to_vec();
+        let v: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            from_json(&v, DType::F64).unwrap().data,
+            Data::F64(want.clone())
+        );
+        let narrow: Vec<f32> = want.iter().map(|&x| x as f32).collect();
+        assert_eq!(from_json(&v, DType::F32).unwrap().data, Data::F32(narrow));
+        assert_eq!(
+            from_json_numbers(text, DType::F64).unwrap().data,
+            Data::F64(want)
+        );
     }
 
     #[test]
