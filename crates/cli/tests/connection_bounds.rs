@@ -13,9 +13,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use prost::Message;
 use teeserve_client::{ca_verifier, client_config};
-use teeserve_wire::tensorflow::serving::{ModelSpec, PredictRequest};
-use teeserve_wire::tensorflow::TensorShapeProto;
-use teeserve_wire::tensorflow::{tensor_shape_proto, DataType, TensorProto};
 
 /// Time allowed beyond a configured bound for the server to act and the client to notice, on a
 /// busy machine.
@@ -142,29 +139,7 @@ async fn predict_never_read(
             false,
         )
         .unwrap();
-    let pixels = TensorProto {
-        dtype: DataType::DtFloat as i32,
-        tensor_shape: Some(TensorShapeProto {
-            dim: [1, 64]
-                .iter()
-                .map(|&size| tensor_shape_proto::Dim {
-                    size,
-                    name: String::new(),
-                })
-                .collect(),
-            unknown_rank: false,
-        }),
-        float_val: vec![1.0; 64],
-        ..Default::default()
-    };
-    let req = PredictRequest {
-        model_spec: Some(ModelSpec {
-            name: "digits".into(),
-            ..Default::default()
-        }),
-        inputs: [("pixels".to_owned(), pixels)].into_iter().collect(),
-        output_filter: vec![],
-    };
+    let req = digits_request(1.0);
     body.send_data(grpc_frame(&req), true).unwrap();
     let resp = resp.await.unwrap();
     assert_eq!(resp.status(), 200);

@@ -218,3 +218,32 @@ pub fn listen(command: impl Fn() -> Command, ports: Option<(u16, u16)>) -> Optio
     }
     panic!("no free ports in 5 tries");
 }
+
+/// A Predict request for the bundled digits model: one row of 64 pixels, each `value`.
+pub fn digits_request(value: f32) -> teeserve_wire::tensorflow::serving::PredictRequest {
+    use teeserve_wire::tensorflow::serving::{ModelSpec, PredictRequest};
+    use teeserve_wire::tensorflow::{tensor_shape_proto, DataType, TensorProto, TensorShapeProto};
+    let pixels = TensorProto {
+        dtype: DataType::DtFloat as i32,
+        tensor_shape: Some(TensorShapeProto {
+            dim: [1, 64]
+                .into_iter()
+                .map(|size| tensor_shape_proto::Dim {
+                    size,
+                    name: String::new(),
+                })
+                .collect(),
+            unknown_rank: false,
+        }),
+        float_val: vec![value; 64],
+        ..Default::default()
+    };
+    PredictRequest {
+        model_spec: Some(ModelSpec {
+            name: "digits".into(),
+            ..Default::default()
+        }),
+        inputs: [("pixels".to_owned(), pixels)].into_iter().collect(),
+        output_filter: vec![],
+    }
+}

@@ -269,78 +269,14 @@ fn a_server_without_a_tee_refuses_to_sign_a_receipt() {
 /// with B). The server answers such a call, but gives no receipt for it.
 #[test]
 fn a_call_of_two_messages_gets_no_receipt() {
-    use prost::bytes::BufMut as _;
     use prost::Message as _;
-    use teeserve_wire::tensorflow::serving::{ModelSpec, PredictRequest};
-    use teeserve_wire::tensorflow::{tensor_shape_proto, DataType, TensorProto, TensorShapeProto};
-
-    /// Message bytes as they are.
-    #[derive(Clone, Copy)]
-    struct Raw;
-    impl tonic::codec::Codec for Raw {
-        type Encode = Vec<u8>;
-        type Decode = Vec<u8>;
-        type Encoder = Raw;
-        type Decoder = Raw;
-        fn encoder(&mut self) -> Raw {
-            Raw
-        }
-        fn decoder(&mut self) -> Raw {
-            Raw
-        }
-    }
-    impl tonic::codec::Encoder for Raw {
-        type Item = Vec<u8>;
-        type Error = tonic::Status;
-        fn encode(
-            &mut self,
-            item: Vec<u8>,
-            buf: &mut tonic::codec::EncodeBuf<'_>,
-        ) -> Result<(), tonic::Status> {
-            buf.put_slice(&item);
-            Ok(())
-        }
-    }
-    impl tonic::codec::Decoder for Raw {
-        type Item = Vec<u8>;
-        type Error = tonic::Status;
-        fn decode(
-            &mut self,
-            buf: &mut tonic::codec::DecodeBuf<'_>,
-        ) -> Result<Option<Vec<u8>>, tonic::Status> {
-            use prost::bytes::Buf as _;
-            Ok(Some(buf.copy_to_bytes(buf.remaining()).to_vec()))
-        }
-    }
+    use teeserve_client::requester::RawCodec;
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d);
     let server = serve(d);
-    let pixels = TensorProto {
-        dtype: DataType::DtFloat as i32,
-        tensor_shape: Some(TensorShapeProto {
-            dim: [1, 64]
-                .into_iter()
-                .map(|size| tensor_shape_proto::Dim {
-                    size,
-                    name: String::new(),
-                })
-                .collect(),
-            unknown_rank: false,
-        }),
-        float_val: vec![1.0; 64],
-        ..Default::default()
-    };
-    let request = PredictRequest {
-        model_spec: Some(ModelSpec {
-            name: "digits".into(),
-            ..Default::default()
-        }),
-        inputs: [("pixels".to_owned(), pixels)].into_iter().collect(),
-        output_filter: vec![],
-    }
-    .encode_to_vec();
+    let request = digits_request(1.0).encode_to_vec();
     let ca = std::fs::read(d.join("tls/ca.pem")).unwrap();
     let cfg = Arc::new(client_config(ca_verifier(&ca).unwrap(), None, &[b"h2"]).unwrap());
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -352,6 +288,7 @@ fn a_call_of_two_messages_gets_no_receipt() {
                 .unwrap();
             let mut grpc = tonic::client::Grpc::new(channel);
             grpc.ready().await.unwrap();
+            let messages = messages.into_iter().map(prost::bytes::Bytes::from);
             let mut req = tonic::Request::new(futures::stream::iter(messages));
             if receipt {
                 req.metadata_mut()
@@ -360,7 +297,7 @@ fn a_call_of_two_messages_gets_no_receipt() {
             let path = tonic::codegen::http::uri::PathAndQuery::from_static(
                 "/tensorflow.serving.PredictionService/Predict",
             );
-            grpc.client_streaming(req, path, Raw).await
+            grpc.client_streaming(req, path, RawCodec).await
         })
     };
     // One message, with a receipt: answered, with the receipt.

@@ -136,9 +136,10 @@ pub const RECEIPT_HEADER: &str = "x-teeserve-receipt";
 /// The gRPC trailer carrying a receipt.
 pub const RECEIPT_TRAILER: &str = "x-teeserve-receipt-bin";
 
-/// Message bytes in and out as they are, so that a receipt's hashes can be checked.
+/// A gRPC codec that sends and receives message bytes as they are (no protobuf step), so that a
+/// receipt's hashes can be checked, and a test can send bytes a generated client would not.
 #[derive(Debug, Clone, Copy, Default)]
-struct RawCodec;
+pub struct RawCodec;
 
 impl tonic::codec::Codec for RawCodec {
     type Encode = bytes::Bytes;

@@ -11,7 +11,8 @@ mod input;
 mod transport;
 
 pub use connection::{
-    top_classes, Connection, Prediction, Receipt, RequestTarget, RECEIPT_HEADER, RECEIPT_TRAILER,
+    top_classes, Connection, Prediction, RawCodec, Receipt, RequestTarget, RECEIPT_HEADER,
+    RECEIPT_TRAILER,
 };
 pub use input::{input_tensors, read_input_file};
 pub use transport::grpc_channel;
