@@ -7,11 +7,8 @@
 # Uses the cached virtualenv of bench/serving.sh (tensorflow-cpu, onnxruntime, tf2onnx, numpy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv="${XDG_CACHE_HOME:-$HOME/.cache}/teeserve-bench"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import tensorflow, onnxruntime, tf2onnx" 2>/dev/null; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet tensorflow-cpu onnxruntime tf2onnx numpy
-fi
+. bench/lib.sh
+bench_venv
 cargo build --release --quiet -p teeserve
 cargo build --release --quiet -p teeserve-serving --features onnxruntime --example model_bench
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"

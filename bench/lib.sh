@@ -21,6 +21,13 @@ serve_sim_digits() {
     --grpc_bind_address 127.0.0.1 --rest_api_bind_address 127.0.0.1 \
     --port "$grpc" --rest_api_port "$rest" >"$dir/serve.out" 2>"$dir/serve.log" &
   pid=$!
+  wait_listening "$dir"
+}
+
+# wait_listening DIR: waits until the server `pid` (its output in DIR/serve.out, its log in
+# DIR/serve.log) listens; exits showing the log if it dies or does not start within 2 minutes.
+wait_listening() {
+  local dir="$1"
   for _ in $(seq 600); do
     grep -q '^listening' "$dir/serve.out" && return
     kill -0 "$pid" 2>/dev/null || { cat "$dir/serve.log" >&2; exit 1; }
@@ -28,4 +35,14 @@ serve_sim_digits() {
   done
   echo "the server did not start" >&2
   exit 1
+}
+
+# bench_venv: the cached virtualenv of bench/serving.sh (tensorflow-cpu, onnxruntime, tf2onnx,
+# numpy), made if it is missing; its path in `venv`.
+bench_venv() {
+  venv="${XDG_CACHE_HOME:-$HOME/.cache}/teeserve-bench"
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import tensorflow, onnxruntime, tf2onnx" 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet tensorflow-cpu onnxruntime tf2onnx numpy
+  fi
 }

@@ -11,11 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 secs="${1:-30}"
-venv="${XDG_CACHE_HOME:-$HOME/.cache}/teeserve-bench"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import tensorflow, onnxruntime, tf2onnx" 2>/dev/null; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet tensorflow-cpu onnxruntime tf2onnx numpy
-fi
+bench_venv
 cargo build --release --quiet -p teeserve
 cargo build --release --quiet -p teeserve-serving --features onnxruntime --example model_bench
 ort_lib="$("$venv/bin/python" -c '
@@ -45,11 +41,7 @@ for model in resnet50 mobilenetv2; do
     --grpc_bind_address 127.0.0.1 --rest_api_bind_address 127.0.0.1 \
     --port "$grpc" --rest_api_port "$rest" >"$tmp/serve.out" 2>"$tmp/serve.log" &
   pid=$!
-  for _ in $(seq 600); do
-    grep -q '^listening' "$tmp/serve.out" && break
-    kill -0 "$pid" 2>/dev/null || { cat "$tmp/serve.log" >&2; exit 1; }
-    sleep 0.2
-  done
+  wait_listening "$tmp"
   out="$(TEESERVE_BENCH_RECEIPT=alternate "$bin/examples/model_bench" client "127.0.0.1:$grpc" \
     "$tmp/tls/ca.pem" "$model" input 1 1 "$secs")"
   python3 - "$model" "$out" <<'PY'
