@@ -29,6 +29,9 @@ mod response;
 mod v2;
 
 use body::read_body;
+
+/// What the memory held while a body that asks for a receipt is checked for repeated keys is for.
+const CHECKING_KEYS: &str = "checking the request's JSON for repeated keys";
 use classify::classify_regress;
 pub use classify::{example_row, json_example};
 use metadata::{list_models, metadata_json, status_json};
@@ -335,6 +338,11 @@ async fn post_verb(
         .await
         .map_err(|e| resp_with(e, ctx))?;
     if wants_receipt {
+        // The check holds each object's keys: counted against the memory budget, as reading the
+        // body into a tree is.
+        let _checking = core
+            .reserve(body::JsonCost::of(&body).tree(), CHECKING_KEYS)
+            .map_err(|e| error(&e, ctx))?;
         crate::network::receipt_request::unique_json_keys_of(body.clone())
             .await
             .map_err(|e| error(&e, ctx))?;

@@ -244,6 +244,10 @@ async fn infer(
             None => Some(body.clone()),
         };
         if let Some(json) = json {
+            let _checking = match core.reserve(JsonCost::of(&json).tree(), super::CHECKING_KEYS) {
+                Ok(r) => r,
+                Err(e) => return error(&e, ctx),
+            };
             if let Err(e) = crate::network::receipt_request::unique_json_keys_of(json).await {
                 return error(&e, ctx);
             }
