@@ -199,8 +199,9 @@ class Receipt:
 def verify_receipt(receipt, request=None, response=None, attestation=None, *, policy, root=None,
                    collateral=None):
     """Verifies a receipt and returns its verdict as a dict, the JSON that ``teeserve receipt
-    verify`` prints: ``model``, ``version``, ``model_sha256``, ``signature``, ``method``,
-    ``time``, ``counter``, ``request_sha256``, ``response_sha256``, ``tee``, ``tcb_status``.
+    verify`` prints: ``model``, ``version``, ``model_sha256``, ``signature``, ``api`` (``grpc`` or
+    ``rest``), ``method``, ``time``, ``counter``, ``request_sha256``, ``response_sha256``,
+    ``tee``, ``tcb_status``.
 
     receipt: the receipt's bytes, or a Receipt (which brings its request, response and
         attestation).

@@ -56,7 +56,7 @@ def test_a_grpc_receipt_verifies_and_names_the_model_file_and_the_exact_messages
     assert v["verified"] is True
     assert (v["model"], v["version"]) == ("digits", 1)
     assert v["model_sha256"] == listed(json.loads(r.attestation.document))["sha256"]
-    assert (v["signature"], v["method"]) == ("serving_default", "Predict")
+    assert (v["signature"], v["api"], v["method"]) == ("serving_default", "grpc", "Predict")
     assert v["request_sha256"] == hashlib.sha256(r.request).hexdigest()
     assert v["response_sha256"] == hashlib.sha256(r.response).hexdigest()
     assert abs(v["time"] - time.time()) < 300
@@ -143,7 +143,7 @@ def test_a_rest_receipt_verifies(pki, server):
         r = s.last_receipt()
     assert r.response == resp.content
     v = verify(pki, r)
-    assert (v["model"], v["version"], v["method"]) == ("digits", 1, "Predict")
+    assert (v["model"], v["version"], v["api"], v["method"]) == ("digits", 1, "rest", "Predict")
     with pytest.raises(teeserve.VerificationError) as e:
         teeserve.verify_receipt(r.receipt, r.request, r.response.replace(b"]", b" ]", 1), r.attestation,
                                 policy=pki.policy(), root=pki.root)

@@ -261,7 +261,7 @@ def test_v2_answers_have_receipts_that_verify(pki, server):
     got = np.frombuffer(resp.raw_output_contents[0], "<f4").reshape(WANT.shape)
     assert np.abs(got - WANT).max() < 1e-4
     v = verify(r)
-    assert (v["model"], v["version"], v["method"]) == ("digits", 1, "ModelInfer")
+    assert (v["model"], v["version"], v["api"], v["method"]) == ("digits", 1, "grpc", "ModelInfer")
     raw = PIXELS.astype("<f4").tobytes()
     head = json.dumps({"inputs": [{"name": "pixels", "shape": list(PIXELS.shape), "datatype": "FP32",
                                    "parameters": {"binary_data_size": len(raw)}}]}).encode()
@@ -273,7 +273,7 @@ def test_v2_answers_have_receipts_that_verify(pki, server):
         r = s.last_receipt()
     assert r.response == resp.content and r.request == head + raw
     v = verify(r)
-    assert (v["model"], v["version"], v["method"]) == ("digits", 1, "ModelInfer")
+    assert (v["model"], v["version"], v["api"], v["method"]) == ("digits", 1, "rest", "ModelInfer")
     with pytest.raises(teeserve.VerificationError) as e:
         teeserve.verify_receipt(r.receipt, r.request, r.response.replace(b"]", b" ]", 1), r.attestation,
                                 policy=pki.policy(), root=pki.root)

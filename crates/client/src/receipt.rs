@@ -31,6 +31,7 @@ impl CheckedReceipt {
             "version": c.version,
             "model_sha256": hex::encode(c.model_sha256),
             "signature": c.signature,
+            "api": c.api.as_str(),
             "method": c.method,
             "time": c.time,
             "counter": c.counter,

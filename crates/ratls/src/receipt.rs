@@ -1,8 +1,9 @@
 //! Receipts: a server's signed statement of one answer, which a requester can show a third
 //! party afterwards. A receipt names the model version that answered (its name, version and the
-//! SHA-256 of its file, as the attestation document lists it), the signature and method run, the
-//! SHA-256 of the request as the server received it and of the response as it sent it, the time,
-//! a counter, and the SHA-256 of the attestation document whose quote binds the receipt key.
+//! SHA-256 of its file, as the attestation document lists it), the API the request came over
+//! (gRPC or REST, which says how its bytes are read), the signature and method run, the SHA-256
+//! of the request as the server received it and of the response as it sent it, the time, a
+//! counter, and the SHA-256 of the attestation document whose quote binds the receipt key.
 //!
 //! Format: a COSE_Sign1 (RFC 9052 section 4.2, CBOR tag 18) whose payload is the claims, a CBOR
 //! map (RFC 8949) whose issue time is EAT's `iat` (CWT claim key 6, RFC 8392 section 3.1.6; RFC
@@ -20,11 +21,11 @@
 //! cannot be confirmed by guessing its request and answer.
 //!
 //! ```
-//! use teeserve_ratls::receipt::{ReceiptClaims, ReceiptSigner};
+//! use teeserve_ratls::receipt::{Api, ReceiptClaims, ReceiptSigner};
 //! let signer = ReceiptSigner::generate().unwrap();
 //! let claims = ReceiptClaims {
 //!     model: "digits".into(), version: 1, model_sha256: [7; 32],
-//!     signature: "serving_default".into(), method: "Predict".into(),
+//!     signature: "serving_default".into(), api: Api::Grpc, method: "Predict".into(),
 //!     request_sha256: [1; 32], response_sha256: [2; 32],
 //!     time: 1_796_000_000, counter: 0, attestation_sha256: [3; 32],
 //! };
@@ -82,7 +83,10 @@ pub struct ReceiptClaims {
     pub model_sha256: [u8; 32],
     /// The signature run (`serving_default` when the request named none).
     pub signature: String,
-    /// The API method (`Predict`, `Classify`, `Regress`).
+    /// The API the request came over, which says how its bytes are read: a protobuf message
+    /// (gRPC) or an HTTP body (REST).
+    pub api: Api,
+    /// The API method (`Predict`, `Classify`, `Regress`, `ModelInfer`, ...).
     pub method: String,
     /// SHA-256 of the request as received (the gRPC message; the REST body).
     pub request_sha256: [u8; 32],
@@ -94,6 +98,27 @@ pub struct ReceiptClaims {
     pub counter: u64,
     /// SHA-256 of the attestation document (its JSON as served) whose quote binds the key.
     pub attestation_sha256: [u8; 32],
+}
+
+/// The API a request came over. A method's name alone does not say how the request's bytes
+/// are read: `Predict` is a JSON body over REST and a `PredictRequest` message over gRPC, and a
+/// receipt names bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// gRPC: the request and response are protobuf messages (without their 5-byte prefixes).
+    Grpc,
+    /// REST: the request and response are HTTP bodies.
+    Rest,
+}
+
+impl Api {
+    /// The claim's value: `grpc` or `rest`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::Grpc => "grpc",
+            Api::Rest => "rest",
+        }
+    }
 }
 
 /// Why a receipt was not accepted.
@@ -251,7 +276,7 @@ fn sig_structure(protected: &[u8], payload: &[u8]) -> Vec<u8> {
 
 fn encode_claims(c: &ReceiptClaims, cti: &[u8; 16]) -> Vec<u8> {
     let mut p = Vec::with_capacity(256 + c.model.len());
-    cbor::map(11, &mut p);
+    cbor::map(12, &mut p);
     cbor::uint(CWT_IAT, &mut p);
     cbor::uint(c.time, &mut p);
     cbor::uint(CWT_CTI, &mut p);
@@ -264,6 +289,8 @@ fn encode_claims(c: &ReceiptClaims, cti: &[u8; 16]) -> Vec<u8> {
     cbor::bstr(&c.model_sha256, &mut p);
     cbor::tstr("signature", &mut p);
     cbor::tstr(&c.signature, &mut p);
+    cbor::tstr("api", &mut p);
+    cbor::tstr(c.api.as_str(), &mut p);
     cbor::tstr("method", &mut p);
     cbor::tstr(&c.method, &mut p);
     cbor::tstr("request-sha256", &mut p);
@@ -422,6 +449,15 @@ fn decode_claims(payload: &[u8]) -> Result<ReceiptClaims, ReceiptError> {
         version,
         model_sha256: digest("model-sha256")?,
         signature: text("signature")?,
+        api: match text("api")?.as_str() {
+            "grpc" => Api::Grpc,
+            "rest" => Api::Rest,
+            other => {
+                return Err(ReceiptError::Claim(format!(
+                    "api {other:?} is neither grpc nor rest"
+                )))
+            }
+        },
         method: text("method")?,
         request_sha256: digest("request-sha256")?,
         response_sha256: digest("response-sha256")?,
@@ -441,6 +477,7 @@ mod tests {
             version: 2,
             model_sha256: [9; 32],
             signature: "serving_default".into(),
+            api: Api::Grpc,
             method: "Predict".into(),
             request_sha256: [1; 32],
             response_sha256: [2; 32],
@@ -556,5 +593,45 @@ mod tests {
         assert_eq!(verify(&r, &signer.public_key()).unwrap(), c);
         assert_eq!(signer.next_counter(), 0);
         assert_eq!(signer.next_counter(), 1);
+    }
+
+    #[test]
+    fn the_api_is_signed_and_a_receipt_without_a_known_one_is_refused() {
+        let signer = ReceiptSigner::generate().unwrap();
+        let rest = ReceiptClaims {
+            api: Api::Rest,
+            ..claims()
+        };
+        let r = signer.sign(&rest);
+        assert_eq!(verify(&r, &signer.public_key()).unwrap().api, Api::Rest);
+        assert_ne!(
+            r,
+            signer.sign(&claims()),
+            "the api is part of what is signed"
+        );
+        // Claims as another writer might make them: without the api, or with an unknown one.
+        let payload = encode_claims(&claims(), &[0; 16]);
+        let without = {
+            let at = payload.windows(4).position(|w| w == b"\x63api").unwrap();
+            let mut p = payload.clone();
+            p.drain(at..at + 4 + 5);
+            p[0] = 0xa0 | 11;
+            p
+        };
+        assert!(matches!(
+            decode_claims(&without),
+            Err(ReceiptError::Claim(m)) if m == "api is missing"
+        ));
+        let unknown = {
+            let mut p = payload.clone();
+            let at = p.windows(5).position(|w| w == b"\x64grpc").unwrap();
+            p[at + 1..at + 5].copy_from_slice(b"soap");
+            p
+        };
+        assert!(matches!(
+            decode_claims(&unknown),
+            Err(ReceiptError::Claim(m)) if m.contains("\"soap\" is neither grpc nor rest")
+        ));
+        assert_eq!(decode_claims(&payload).unwrap(), claims());
     }
 }

@@ -29,7 +29,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http_body::Frame;
 use ring::digest::SHA256;
-use teeserve_ratls::receipt::{ReceiptClaims, ReceiptSigner, MAX_BATCH};
+use teeserve_ratls::receipt::{Api, ReceiptClaims, ReceiptSigner, MAX_BATCH};
 use tokio::sync::{mpsc, oneshot};
 use tonic::Code;
 
@@ -147,6 +147,7 @@ impl Receipts {
     /// channel.
     fn sign(
         &self,
+        api: Api,
         method: &str,
         answered: &Answered,
         request_sha256: [u8; 32],
@@ -168,6 +169,7 @@ impl Receipts {
             version: answered.version,
             model_sha256,
             signature: answered.signature.clone(),
+            api,
             method: method.to_owned(),
             request_sha256,
             response_sha256,
@@ -195,7 +197,14 @@ impl Receipts {
         };
         let doc = self.attestation_sha256().await?;
         let r = self
-            .sign(method, &answered, sha256(request), sha256(response), doc)?
+            .sign(
+                Api::Rest,
+                method,
+                &answered,
+                sha256(request),
+                sha256(response),
+                doc,
+            )?
             .await
             .map_err(|_| signer_gone())?;
         Ok(Some(
@@ -296,7 +305,14 @@ pub(crate) async fn grpc_answer<A: Send>(
             .get("grpc-status")
             .is_none_or(|s| s.as_bytes() == b"0");
         let answered = slot.as_ref().and_then(|s| s.get()).filter(|_| ok)?;
-        match receipts.sign(&method, answered, request_hash, response_hash, attestation) {
+        match receipts.sign(
+            Api::Grpc,
+            &method,
+            answered,
+            request_hash,
+            response_hash,
+            attestation,
+        ) {
             Ok(r) => Some(r),
             Err(e) => {
                 tracing::error!("receipt not signed: {}", e.message);
