@@ -26,6 +26,11 @@ fn setup(d: &Path) {
 /// The digits model on the simulated platform, its attestation published for the host's TLS
 /// key (so that a saved document can be fetched without a nonce).
 fn serve(d: &Path) -> Serve {
+    serve_with(d, &[])
+}
+
+/// [`serve`] with `extra` flags.
+fn serve_with(d: &Path, extra: &[&str]) -> Serve {
     let models = repo().join("models/digits");
     listen(
         || {
@@ -47,7 +52,10 @@ fn serve(d: &Path) -> Serve {
                     "--attestation_collateral",
                     "sim/collateral.json",
                     "--attest_host_tls_key",
-                ],
+                ]
+                .into_iter()
+                .chain(extra.iter().copied())
+                .collect::<Vec<_>>(),
             )
         },
         None,
@@ -331,39 +339,63 @@ fn a_json_body_that_repeats_a_key_gets_no_receipt() {
         row(0.0),
         row(16.0)
     );
-    let ca = std::fs::read(d.join("tls/ca.pem")).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let post = |receipt: bool| {
-        let (ca, body, addr) = (ca.clone(), body.clone(), server.rest.clone());
-        rt.block_on(async move {
-            let cfg = client_config(ca_verifier(&ca).unwrap(), None, &[b"http/1.1"]).unwrap();
-            let mut c = RestClient::connect(&addr, Some(Arc::new(cfg)), "127.0.0.1")
-                .await
-                .unwrap();
-            let headers: &[(&str, &str)] = if receipt {
-                &[("x-teeserve-receipt", "1")]
-            } else {
-                &[]
-            };
-            let (status, answer) = c
-                .request_with(
-                    hyper::Method::POST,
-                    "/v1/models/digits:predict",
-                    body.into_bytes(),
-                    headers,
-                    1 << 20,
-                )
-                .await
-                .unwrap();
-            (status, String::from_utf8(answer).unwrap())
-        })
-    };
-    let (status, answer) = post(false);
+    let (status, answer) = post_predict(d, &server, &body, false);
     assert_eq!(status, 200, "{answer}");
-    let (status, answer) = post(true);
+    let (status, answer) = post_predict(d, &server, &body, true);
     assert_eq!(status, 400, "{answer}");
     assert!(
         answer.contains("the key \\\"instances\\\" appears twice"),
         "{answer}"
     );
+}
+
+/// The repeated-key check keeps each object's keys, so it reserves from the memory budget what
+/// reading the body into a tree would: under a budget that a digits request read straight into
+/// its tensor fits and that tree does not, the request without a receipt is answered and the
+/// one that asks for a receipt is refused, naming the check and the flag.
+#[test]
+fn the_repeated_key_check_is_held_to_the_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let server = serve_with(d, &["--max_in_flight_bytes", "4096"]);
+    let body = format!("{{\"instances\": [[{}]]}}", vec!["0.5"; 64].join(","));
+    let (status, answer) = post_predict(d, &server, &body, false);
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = post_predict(d, &server, &body, true);
+    assert_eq!(status, 429, "{answer}");
+    assert!(
+        answer.contains("checking the request's JSON for repeated keys needs")
+            && answer.contains("--max_in_flight_bytes"),
+        "{answer}"
+    );
+}
+
+/// POSTs `body` to the digits model's REST predict, asking for a receipt or not: the status and
+/// the answer.
+fn post_predict(d: &Path, server: &Serve, body: &str, receipt: bool) -> (u16, String) {
+    let ca = std::fs::read(d.join("tls/ca.pem")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let cfg = client_config(ca_verifier(&ca).unwrap(), None, &[b"http/1.1"]).unwrap();
+        let mut c = RestClient::connect(&server.rest, Some(Arc::new(cfg)), "127.0.0.1")
+            .await
+            .unwrap();
+        let headers: &[(&str, &str)] = if receipt {
+            &[("x-teeserve-receipt", "1")]
+        } else {
+            &[]
+        };
+        let (status, answer) = c
+            .request_with(
+                hyper::Method::POST,
+                "/v1/models/digits:predict",
+                body.as_bytes().to_vec(),
+                headers,
+                1 << 20,
+            )
+            .await
+            .unwrap();
+        (status, String::from_utf8(answer).unwrap())
+    })
 }
