@@ -147,9 +147,22 @@ fn receipts_over_rest_and_grpc_verify_and_every_attack_is_named() {
             .len()
             > 768_000
     );
+    // The same as a REST body of 500 KB, which the server also hashes as it arrives.
+    predict_input_with_receipt(d, &server.rest, true, "rest-large", &large).ok();
+    assert!(
+        std::fs::metadata(d.join("rest-large/request.bin"))
+            .unwrap()
+            .len()
+            > 500_000
+    );
     let model = std::fs::read(repo().join("models/digits/1/model.onnx")).unwrap();
     let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, &model));
-    for (r, api) in [("rest", "rest"), ("grpc", "grpc"), ("grpc-large", "grpc")] {
+    for (r, api) in [
+        ("rest", "rest"),
+        ("grpc", "grpc"),
+        ("grpc-large", "grpc"),
+        ("rest-large", "rest"),
+    ] {
         let out = verify(d, r).ok().json();
         assert_eq!(out["model"], "digits", "{out}");
         assert_eq!(out["version"], 1, "{out}");

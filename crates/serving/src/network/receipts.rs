@@ -8,8 +8,9 @@
 //! the request's messages (the 5-byte gRPC frame headers left out) as its frames arrive, and
 //! [`grpc_answer`] accepts a call that asks for a receipt only if it carries exactly one whole
 //! message; the response's messages are hashed as they pass and held back with their trailers
-//! until the receipt is signed, so that the answer leaves in one write. REST: the receipt comes in
-//! the `X-Teeserve-Receipt` header (base64url), signed once the response body is made.
+//! until the receipt is signed, so that the answer leaves in one write. REST: the body is hashed
+//! as it arrives, and the receipt comes in the `X-Teeserve-Receipt` header (base64url), signed
+//! once the response body is made.
 //!
 //! Signing is amortised: answers queue their claims for one signer task, which signs everything
 //! queued since its last signature as one Merkle tree (one Ed25519 signature over the root, an
@@ -184,12 +185,13 @@ impl Receipts {
         Ok(receipt)
     }
 
-    /// The receipt of a REST answer (`method`: `Predict`, `Classify`, `Regress`), base64url,
-    /// or `None` when no model answered.
+    /// The receipt of a REST answer (`method`: `Predict`, `Classify`, `Regress`,
+    /// `ModelInfer`) to the request whose body hashed to `request_sha256`, base64url, or `None`
+    /// when no model answered.
     pub(crate) async fn rest(
         &self,
         method: &str,
-        request: &[u8],
+        request_sha256: [u8; 32],
         response: &[u8],
     ) -> Result<Option<String>, ApiError> {
         let Some(answered) = scope::current().receipt.and_then(|s| s.get().cloned()) else {
@@ -201,7 +203,7 @@ impl Receipts {
                 Api::Rest,
                 method,
                 &answered,
-                sha256(request),
+                request_sha256,
                 sha256(response),
                 doc,
             )?

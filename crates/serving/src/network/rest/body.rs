@@ -13,19 +13,36 @@ use crate::api::error::ApiError;
 use crate::api::service::{Reservation, ServingCore};
 
 /// Reads a body (at most `max` bytes, within the request deadline), reserving its memory from
-/// the in-flight budget as it arrives.
+/// the in-flight budget as it arrives. With `hash`, the body is hashed (SHA-256) as its frames
+/// arrive, while the requester is still sending: the hash a receipt names then costs the
+/// answer no time of its own.
 pub(super) async fn read_body(
     core: &ServingCore,
     req: Request<Body>,
     max: usize,
-) -> Result<(Bytes, Reservation), (u16, String)> {
+    hash: bool,
+) -> Result<(Bytes, Reservation, Option<[u8; 32]>), (u16, String)> {
     let declared = req
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    crate::network::admission::read_body(core, req.into_body(), declared, max, |_| {})
+    let mut sha = hash.then(|| ring::digest::Context::new(&ring::digest::SHA256));
+    let each = |data: &[u8]| {
+        if let Some(h) = sha.as_mut() {
+            h.update(data);
+        }
+    };
+    crate::network::admission::read_body(core, req.into_body(), declared, max, each)
         .await
+        .map(|(body, held)| {
+            let hash = sha.map(|h| {
+                let mut out = [0u8; 32];
+                out.copy_from_slice(h.finish().as_ref());
+                out
+            });
+            (body, held, hash)
+        })
         .map_err(|e| {
             let status = match &e {
                 crate::network::admission::BodyError::TooLarge(_) => Some(413),

@@ -334,7 +334,8 @@ async fn post_verb(
         return Err(error(&crate::network::receipts::no_receipts(), ctx));
     }
     let admitted = core.admit().map_err(|e| error(&e, ctx))?;
-    let (body, _held) = read_body(core, req, ctx.max_body)
+    let receipts = ctx.receipts.as_ref().filter(|_| wants_receipt);
+    let (body, _held, request_hash) = read_body(core, req, ctx.max_body, receipts.is_some())
         .await
         .map_err(|e| resp_with(e, ctx))?;
     if wants_receipt {
@@ -363,12 +364,13 @@ async fn post_verb(
     };
     // The answer is made: the place in flight is given back before any wait for a receipt.
     drop(admitted);
-    let receipts = ctx.receipts.as_ref().filter(|_| wants_receipt);
-    Ok(match (out, receipts) {
-        (Ok(s), Some(r)) => match r.rest(method, &body, s.as_bytes()).await {
-            Ok(receipt) => Ok((s, receipt)),
-            Err(e) => Err(e),
-        },
+    Ok(match (out, receipts.zip(request_hash)) {
+        (Ok(s), Some((r, request_hash))) => {
+            match r.rest(method, request_hash, s.as_bytes()).await {
+                Ok(receipt) => Ok((s, receipt)),
+                Err(e) => Err(e),
+            }
+        }
         (out, _) => out.map(|s| (s, None)),
     })
 }

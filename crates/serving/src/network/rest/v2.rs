@@ -233,10 +233,12 @@ async fn infer(
             return error(&e, ctx);
         }
     };
-    let (body, _held) = match read_body(core, req, ctx.max_body).await {
-        Ok(b) => b,
-        Err(e) => return resp_with(e, ctx),
-    };
+    let receipts = ctx.receipts.as_ref().filter(|_| wants_receipt);
+    let (body, _held, request_hash) =
+        match read_body(core, req, ctx.max_body, receipts.is_some()).await {
+            Ok(b) => b,
+            Err(e) => return resp_with(e, ctx),
+        };
     if wants_receipt {
         // The JSON part; what follows it (binary tensor data) is bytes, not JSON.
         let json = match header_len {
@@ -269,9 +271,8 @@ async fn infer(
     let bytes = out.body;
     // The answer is made: the place in flight is given back before any wait for a receipt.
     drop(admitted);
-    let receipts = ctx.receipts.as_ref().filter(|_| wants_receipt);
-    if let Some(r) = receipts {
-        match r.rest("ModelInfer", &body, &bytes).await {
+    if let Some((r, request_hash)) = receipts.zip(request_hash) {
+        match r.rest("ModelInfer", request_hash, &bytes).await {
             Ok(Some(receipt)) => {
                 if let Ok(v) = hyper::header::HeaderValue::from_str(&receipt) {
                     resp.headers_mut()
