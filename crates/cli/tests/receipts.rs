@@ -387,6 +387,28 @@ fn the_repeated_key_check_is_held_to_the_memory_budget() {
 /// POSTs `body` to the digits model's REST predict, asking for a receipt or not: the status and
 /// the answer.
 fn post_predict(d: &Path, server: &Serve, body: &str, receipt: bool) -> (u16, String) {
+    let receipt: &[(&str, &str)] = if receipt {
+        &[("x-teeserve-receipt", "1")]
+    } else {
+        &[]
+    };
+    post(
+        d,
+        server,
+        "/v1/models/digits:predict",
+        body.as_bytes().to_vec(),
+        receipt,
+    )
+}
+
+/// POSTs `body` to `path` on the REST port with `headers`: the status and the answer.
+fn post(
+    d: &Path,
+    server: &Serve,
+    path: &str,
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     let ca = std::fs::read(d.join("tls/ca.pem")).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
@@ -394,21 +416,43 @@ fn post_predict(d: &Path, server: &Serve, body: &str, receipt: bool) -> (u16, St
         let mut c = RestClient::connect(&server.rest, Some(Arc::new(cfg)), "127.0.0.1")
             .await
             .unwrap();
-        let headers: &[(&str, &str)] = if receipt {
-            &[("x-teeserve-receipt", "1")]
-        } else {
-            &[]
-        };
         let (status, answer) = c
-            .request_with(
-                hyper::Method::POST,
-                "/v1/models/digits:predict",
-                body.as_bytes().to_vec(),
-                headers,
-                1 << 20,
-            )
+            .request_with(hyper::Method::POST, path, body, headers, 1 << 20)
             .await
             .unwrap();
-        (status, String::from_utf8(answer).unwrap())
+        (status, String::from_utf8_lossy(&answer).into_owned())
     })
+}
+
+/// An Open Inference Protocol request with binary data names its JSON part's length in a
+/// header the receipt does not cover. Whitespace after the JSON object inside that part would be
+/// binary data to a reader that splits the body where the object ends, so a request that asks
+/// for a receipt must end its JSON part with its object; without a receipt it is answered.
+#[test]
+fn a_binary_request_whose_json_part_runs_past_its_object_gets_no_receipt() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let server = serve(d);
+    let raw: Vec<u8> = (0..64)
+        .flat_map(|i| (i as f32 % 16.0).to_le_bytes())
+        .collect();
+    let head = r#"{"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "parameters": {"binary_data_size": 256}}]}"#;
+    let send = |head: &str, receipt: bool| {
+        let len = head.len().to_string();
+        let mut headers = vec![("inference-header-content-length", len.as_str())];
+        if receipt {
+            headers.push(("x-teeserve-receipt", "1"));
+        }
+        let body = [head.as_bytes(), &raw].concat();
+        post(d, &server, "/v2/models/digits/infer", body, &headers)
+    };
+    let padded = format!("{head}    ");
+    let (status, answer) = send(&padded, false);
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = send(&padded, true);
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("where its JSON object ends"), "{answer}");
+    let (status, answer) = send(head, true);
+    assert_eq!(status, 200, "{answer}");
 }

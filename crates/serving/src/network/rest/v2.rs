@@ -245,6 +245,18 @@ async fn infer(
             Some(n) => (n <= body.len()).then(|| body.slice(..n)),
             None => Some(body.clone()),
         };
+        // A receipt names the body, not the header that says where its JSON ends: whitespace
+        // after the JSON object, counted in the JSON part, would be binary data to a reader that
+        // splits the body where the object ends. So the JSON part ends with its object.
+        if let (Some(json), Some(_)) = (&json, header_len) {
+            if json.last() != Some(&b'}') {
+                let e = bad(
+                    "a request that asks for a receipt ends its JSON part (Inference-Header-Content-Length) \
+                     where its JSON object ends, so that the body alone says where the binary data begins",
+                );
+                return error(&e, ctx);
+            }
+        }
         if let Some(json) = json {
             let _checking = match core.reserve(JsonCost::of(&json).tree(), super::CHECKING_KEYS) {
                 Ok(r) => r,
