@@ -360,6 +360,17 @@ fn a_json_body_that_repeats_a_key_gets_no_receipt() {
         answer.contains("the key \\\"instances\\\" appears twice"),
         "{answer}"
     );
+    // A first value no strict reader takes (a number out of range) must not hide the repeat:
+    // this server reads the last "instances" and answers; a receipt is refused.
+    let hidden = format!(
+        "{{\"instances\": [[1e400]], \"instances\": [{}]}}",
+        row(16.0)
+    );
+    let (status, answer) = post_predict(d, &server, &hidden, false);
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = post_predict(d, &server, &hidden, true);
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("must be strict JSON"), "{answer}");
 }
 
 /// The repeated-key check keeps each object's keys, so it reserves from the memory budget what

@@ -15,7 +15,9 @@ use crate::api::error::ApiError;
 /// (RFC 8259 section 4: names "SHOULD be unique"; this server's reader keeps the last, others the
 /// first), so a receipt of such a body could be shown as the answer to a request the server did
 /// not read. Keys are compared as decoded (`"a"` and `"\u0061"` repeat). A body that is not
-/// JSON passes here, to be refused by the request's own reading.
+/// strict JSON (RFC 8259) is refused too: readers differ on what they make of it (a number out
+/// of range, a `NaN`), and one that stopped at the bad value would not see a key repeated after
+/// it.
 pub fn unique_json_keys(json: &[u8]) -> Result<(), ApiError> {
     use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
     use std::borrow::Cow;
@@ -60,12 +62,12 @@ pub fn unique_json_keys(json: &[u8]) -> Result<(), ApiError> {
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
             let mut seen = std::collections::HashSet::new();
             while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                map.next_value_seed(Checked)?;
                 if let Some(key) = seen.replace(key) {
                     return Err(serde::de::Error::custom(format_args!(
                         "the key {key:?} appears twice in one object"
                     )));
                 }
+                map.next_value_seed(Checked)?;
             }
             Ok(())
         }
@@ -73,8 +75,8 @@ pub fn unique_json_keys(json: &[u8]) -> Result<(), ApiError> {
 
     let mut d = serde_json::Deserializer::from_slice(json);
     match Checked.deserialize(&mut d).and_then(|_| d.end()) {
-        // Only a repeated key (the one "data" error the check raises) is refused here; a body
-        // that is not JSON at all is refused by the request's own reading, which names why.
+        Ok(()) => Ok(()),
+        // A repeated key: the one "data" error the check raises.
         Err(e) if e.classify() == serde_json::error::Category::Data => Err(ApiError::new(
             Code::InvalidArgument,
             format!(
@@ -83,7 +85,13 @@ pub fn unique_json_keys(json: &[u8]) -> Result<(), ApiError> {
                  counts): {e}"
             ),
         )),
-        _ => Ok(()),
+        Err(e) => Err(ApiError::new(
+            Code::InvalidArgument,
+            format!(
+                "a request that asks for a receipt must be strict JSON (the receipt names the \
+                 body's bytes, and readers differ on what they make of anything else): {e}"
+            ),
+        )),
     }
 }
 
@@ -230,11 +238,28 @@ mod tests {
             r#"{"a": {"b": 1}, "b": {"a": 1}}"#.to_owned(),
             r#"{"instances": [{"b64": "AA=="}, {"b64": "AQ=="}]}"#.to_owned(),
             format!("{{{}}}", many.join(",")),
-            // Not JSON: left to the request's own reading, which names what is wrong.
-            r#"{"instances": "#.to_owned(),
         ] {
             assert!(unique_json_keys(body.as_bytes()).is_ok(), "{body:.80}");
         }
+        // Not strict JSON: a reader that keeps the first "instances" and one that stops at the
+        // bad value would read these apart from this server, which reads the last.
+        for body in [
+            r#"{"instances": "#,
+            r#"{"instances": [[1e400]], "instances": [[0.5]]}"#,
+            r#"{"instances": [[!!]], "instances": [[0.5]]}"#,
+            r#"{"instances": [[NaN]]}"#,
+            r#"{"instances": [[0.5]]} trailing"#,
+        ] {
+            let e = unique_json_keys(body.as_bytes()).unwrap_err();
+            assert!(
+                e.message.contains("must be strict JSON"),
+                "{body}: {}",
+                e.message
+            );
+        }
+        // A key repeated before a bad value is named as a repeat.
+        let e = unique_json_keys(br#"{"a": 1, "a": [[1e400]]}"#).unwrap_err();
+        assert!(e.message.contains("appears twice"), "{}", e.message);
     }
 
     #[tokio::test]
