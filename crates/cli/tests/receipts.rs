@@ -328,13 +328,67 @@ fn a_call_of_two_messages_gets_no_receipt() {
     // Two messages without asking for a receipt: answered as tonic answers a unary call.
     call(vec![request.clone(), request.clone()], false).unwrap();
     // Two messages asking for a receipt: refused, naming why.
-    let e = call(vec![request.clone(), request], true).unwrap_err();
+    let e = call(vec![request.clone(), request.clone()], true).unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     assert!(
         e.message().contains("exactly one whole request message")
             && e.message().contains("2 messages"),
         "{e:?}"
     );
+    // One message whose flag byte says compressed: its hash would name the compressed bytes.
+    let compressed = |receipt: bool| {
+        let (cfg, addr, request) = (cfg.clone(), server.grpc.clone(), request.clone());
+        rt.block_on(async move {
+            let mut body = vec![1u8];
+            body.extend_from_slice(&(request.len() as u32).to_be_bytes());
+            body.extend_from_slice(&request);
+            let mut c = teeserve_client::requester::grpc_channel(&addr, Some(cfg), "127.0.0.1")
+                .await
+                .unwrap();
+            let mut req = hyper::Request::post(format!(
+                "https://{addr}/tensorflow.serving.PredictionService/Predict"
+            ))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("grpc-encoding", "gzip");
+            if receipt {
+                req = req.header("x-teeserve-receipt", "1");
+            }
+            let req = req
+                .body(tonic::body::Body::new(http_body_util::Full::new(
+                    prost::bytes::Bytes::from(body),
+                )))
+                .unwrap();
+            use tonic::codegen::Service as _;
+            futures::future::poll_fn(|cx| c.poll_ready(cx))
+                .await
+                .unwrap();
+            let resp = c.call(req).await.unwrap();
+            let (parts, body) = resp.into_parts();
+            // The status comes in the trailers, or in the head of a trailers-only answer.
+            let mut all = parts.headers;
+            let trailers = http_body_util::BodyExt::collect(body)
+                .await
+                .unwrap()
+                .trailers()
+                .cloned()
+                .unwrap_or_default();
+            all.extend(trailers);
+            let get = |k: &str| all.get(k).map(|v| v.to_str().unwrap().to_owned());
+            (
+                get("grpc-status"),
+                get("grpc-message"),
+                all.contains_key("x-teeserve-receipt-bin"),
+            )
+        })
+    };
+    let (status, message, receipt) = compressed(true);
+    assert_eq!(status.as_deref(), Some("3"), "{message:?}");
+    assert!(
+        message.as_deref().unwrap_or("").contains("uncompressed"),
+        "{message:?}"
+    );
+    assert!(!receipt);
 }
 
 /// A REST body that repeats a key: this server's reader keeps the last `instances`, others keep

@@ -126,6 +126,8 @@ pub(crate) struct GrpcHasher {
     left: usize,
     /// Messages begun (their headers read).
     messages: usize,
+    /// A message's flag byte said it is compressed.
+    compressed: bool,
 }
 
 impl Default for GrpcHasher {
@@ -136,6 +138,7 @@ impl Default for GrpcHasher {
             header_len: 0,
             left: 0,
             messages: 0,
+            compressed: false,
         }
     }
 }
@@ -165,6 +168,7 @@ impl GrpcHasher {
                 self.left = len as usize;
                 self.header_len = 0;
                 self.messages += 1;
+                self.compressed |= self.header[0] != 0;
             }
         }
     }
@@ -174,6 +178,12 @@ impl GrpcHasher {
     /// begins, so it stands for a request only when there is exactly one.
     pub(crate) fn whole_messages(&self) -> Option<usize> {
         (self.header_len == 0 && self.left == 0).then_some(self.messages)
+    }
+
+    /// Whether a message seen was sent compressed (its flag byte set): its hash would name the
+    /// compressed bytes, not the message that was read.
+    pub(crate) fn compressed(&self) -> bool {
+        self.compressed
     }
 
     /// The hash of the messages seen.

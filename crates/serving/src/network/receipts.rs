@@ -272,6 +272,16 @@ pub(crate) async fn grpc_answer<A: Send>(
     // handler answers A alone: a receipt of that call could be shown with A||B, which decodes
     // as A merged with B. So a call that asks for a receipt carries exactly one whole message,
     // as every unary call does.
+    if request_hash.compressed() {
+        // The hash would name the compressed bytes. (tonic is built without compression and
+        // refuses such a call anyway; a receipt must not depend on that.)
+        return ApiError::new(
+            Code::InvalidArgument,
+            "a call that asks for a receipt sends its message uncompressed",
+        )
+        .into_status()
+        .into_http();
+    }
     let request_hash = match request_hash.whole_messages() {
         Some(1) => request_hash.finish(),
         n => {
@@ -303,10 +313,15 @@ pub(crate) async fn grpc_answer<A: Send>(
     let slot = scope::current().receipt;
     let (parts, body) = resp.into_parts();
     let on_trailers: TrailerHook = Box::new(move |response_hash, trailers| {
+        // An answer is signed only when it says OK.
         let ok = trailers
             .get("grpc-status")
-            .is_none_or(|s| s.as_bytes() == b"0");
+            .is_some_and(|s| s.as_bytes() == b"0");
         let answered = slot.as_ref().and_then(|s| s.get()).filter(|_| ok)?;
+        let Some(response_hash) = response_hash else {
+            tracing::error!("receipt not signed: the answer is not one whole uncompressed message");
+            return None;
+        };
         match receipts.sign(
             Api::Grpc,
             &method,
@@ -329,9 +344,11 @@ pub(crate) async fn grpc_answer<A: Send>(
     axum::response::Response::from_parts(parts, Body::new(body))
 }
 
-/// Called with the response's hash when its trailers pass: the receipt to wait for, if any.
-type TrailerHook =
-    Box<dyn FnOnce([u8; 32], &hyper::HeaderMap) -> Option<oneshot::Receiver<Vec<u8>>> + Send>;
+/// Called when the response's trailers pass, with the response's hash when it was one whole
+/// uncompressed message (as every unary answer is): the receipt to wait for, if any.
+type TrailerHook = Box<
+    dyn FnOnce(Option<[u8; 32]>, &hyper::HeaderMap) -> Option<oneshot::Receiver<Vec<u8>>> + Send,
+>;
 
 /// The most response bytes held back while a receipt is signed. A unary answer (every method
 /// served here) is one message, so its data and its trailers leave in one write; a longer stream
@@ -477,7 +494,9 @@ impl Hashing {
                 self.out.push_back(Frame::trailers(trailers));
                 continue;
             };
-            let hash = std::mem::take(&mut self.hasher).finish();
+            let hasher = std::mem::take(&mut self.hasher);
+            let hash = (hasher.whole_messages() == Some(1) && !hasher.compressed())
+                .then(|| hasher.finish());
             match hook(hash, &trailers) {
                 Some(receipt) => self.signing = Some((trailers, receipt)),
                 None => {
@@ -564,7 +583,7 @@ mod tests {
         receipt: oneshot::Receiver<Vec<u8>>,
     ) -> TrailerHook {
         Box::new(move |hash, _| {
-            *seen.lock().unwrap() = Some(hash);
+            *seen.lock().unwrap() = hash;
             Some(receipt)
         })
     }
@@ -602,6 +621,34 @@ mod tests {
             b"signed"
         );
         assert_eq!(collected.to_bytes(), Bytes::from(wire));
+    }
+
+    #[tokio::test]
+    async fn an_answer_of_two_messages_or_a_compressed_one_is_not_hashed_for_a_receipt() {
+        // (The hook records the hash it is given: none, so no receipt is signed.)
+        let mut compressed = framed(b"the answer");
+        compressed[0] = 1;
+        for (wire, what) in [
+            (
+                [framed(b"the"), framed(b" answer")].concat(),
+                "two messages",
+            ),
+            (compressed, "compressed"),
+            (framed(b"the answer")[..8].to_vec(), "an unfinished message"),
+        ] {
+            let seen = Arc::new(Mutex::new(Some([0u8; 32])));
+            let (_reply, receipt) = oneshot::channel();
+            let mut h = Hashing::new(
+                body(vec![
+                    Frame::data(Bytes::from(wire)),
+                    Frame::trailers(trailers()),
+                ]),
+                hook(seen.clone(), receipt),
+            );
+            let waker = futures::task::noop_waker();
+            let _ = h.poll_fill(&mut Context::from_waker(&waker));
+            assert_eq!(*seen.lock().unwrap(), None, "{what}");
+        }
     }
 
     #[tokio::test]
