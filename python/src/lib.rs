@@ -406,7 +406,7 @@ fn attest(
             rt.block_on(async {
                 let attested = attest_server(options).await?;
                 let receipt_doc = match standing {
-                    Some(o) => Some(receipt::receipt_document(&attested, o).await?),
+                    Some(o) => Some(teeserve_client::receipt_document(&attested, o).await?),
                     None => None,
                 };
                 let tls = attested.client_config(ca, data_identity, alpn)?;

@@ -88,7 +88,9 @@ fn predict_input_with_receipt(d: &Path, addr: &str, rest: bool, out: &str, sampl
         "policy.toml",
         "--root",
         "sim/root.pem",
-        "--no-nonce",
+        // The server's TLS key is the host's (--attest_host_tls_key): attestation is quoted
+        // over a fresh nonce, and the receipt names the standing document, which predict
+        // fetches and admits too.
         "--receipt",
         out,
     ];

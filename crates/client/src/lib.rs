@@ -55,7 +55,7 @@ pub use attestation::{
 };
 pub use attested::{attest_server, AttestOptions, Attested, NonceChoice};
 pub use error::{Refusal, RequesterError};
-pub use receipt::{check_receipt, CheckedReceipt};
+pub use receipt::{check_receipt, receipt_document, CheckedReceipt};
 pub use transport::{
     ca_verifier, client_config, connect_tls, host_of, Capture, ClientIdentity, Io, RestClient,
     MAX_ANSWER,

@@ -10,7 +10,7 @@ use teeserve_ratls::receipt::{verify, ReceiptClaims};
 use teeserve_ratls::Appraiser;
 
 use crate::attestation::{appraise_attestation, FetchedAttestation};
-use crate::Refusal;
+use crate::{attest_server, AttestOptions, Attested, NonceChoice, Refusal};
 
 /// A receipt that verified: what it states, and the verdict on the document's quote.
 #[derive(Debug, Clone)]
@@ -130,4 +130,43 @@ pub fn check_receipt(
         ));
     }
     Ok(CheckedReceipt { claims, verdict })
+}
+
+/// The attestation document that a server's receipts name, as the server sent it (its JSON):
+/// its standing document (the server hashes that one into every receipt). When the admitted
+/// document was quoted over the requester's nonce, the standing one is fetched and admitted as
+/// well (by `standing`, the same check without a nonce), and must come with the same
+/// certificate and the same receipt key. Refuses a server whose document carries no receipt
+/// key: it signs no receipts.
+pub async fn receipt_document(
+    admitted: &Attested,
+    standing: AttestOptions,
+) -> Result<Vec<u8>, Refusal> {
+    let key = admitted.doc.receipt_key()?.ok_or_else(|| {
+        Refusal::new(
+            "receipt key",
+            "the attestation document carries no receipt key: the server signs no receipts",
+        )
+    })?;
+    if admitted.doc.nonce.is_none() {
+        return Ok(admitted.doc_json.clone());
+    }
+    let standing = attest_server(AttestOptions {
+        nonce: NonceChoice::Never,
+        ..standing
+    })
+    .await?;
+    if standing.cert != admitted.cert {
+        return Err(Refusal::new(
+            "certificate",
+            "the server presented another certificate with its standing attestation document than with the one quoted over the nonce",
+        ));
+    }
+    if standing.doc.receipt_key()? != Some(key) {
+        return Err(Refusal::new(
+            "receipt key",
+            "the server's standing attestation document names another receipt key than the one quoted over the nonce",
+        ));
+    }
+    Ok(standing.doc_json)
 }

@@ -220,21 +220,31 @@ async fn data_tls(
         Some(p) => Some(Collateral::from_json(&util::read(p)?).context("collateral")?),
         None => None,
     };
-    let options = AttestOptions {
-        addr: a.server.clone(),
-        server_name: server_name.to_owned(),
-        ca: ca.clone(),
-        identity: identity.as_ref().map(|(c, k)| (c.clone(), k.clone_key())),
-        policy: load_policy(policy_path, "--attest")?,
-        anchor: anchor(a.root.as_ref())?,
-        collateral,
-        at: util::now(),
-        nonce: match (a.no_nonce, a.fresh_nonce) {
-            (true, _) => NonceChoice::Never,
-            (_, true) => NonceChoice::Always,
-            _ => NonceChoice::ByKeyOrigin,
-        },
+    let options = |nonce| -> Result<AttestOptions> {
+        Ok(AttestOptions {
+            addr: a.server.clone(),
+            server_name: server_name.to_owned(),
+            ca: ca.clone(),
+            identity: identity.as_ref().map(|(c, k)| (c.clone(), k.clone_key())),
+            policy: load_policy(policy_path, "--attest")?,
+            anchor: anchor(a.root.as_ref())?,
+            collateral: collateral.clone(),
+            at: util::now(),
+            nonce,
+        })
     };
+    // A receipt names the server's standing document, not one quoted over this requester's
+    // nonce: with a receipt asked for, that one is fetched and admitted too.
+    let standing = a
+        .receipt
+        .is_some()
+        .then(|| options(NonceChoice::Never))
+        .transpose()?;
+    let options = options(match (a.no_nonce, a.fresh_nonce) {
+        (true, _) => NonceChoice::Never,
+        (_, true) => NonceChoice::Always,
+        _ => NonceChoice::ByKeyOrigin,
+    })?;
     let policy_name = options.policy.name.clone();
     // Refused before any data is sent; the message says which rule.
     let attested = attest_server(options).await.map_err(|r| {
@@ -259,8 +269,15 @@ async fn data_tls(
     let cfg = attested
         .client_config(ca, identity, alpn)
         .map_err(|r| anyhow::anyhow!(r.message))?;
-    // The document as served: a receipt names the SHA-256 of those bytes.
-    let served = (attested.cert.clone(), attested.doc_json.clone());
+    // The document as served: a receipt names the SHA-256 of those bytes (the standing one,
+    // with the same certificate and receipt key as the one admitted).
+    let doc_json = match standing {
+        Some(o) => teeserve_client::receipt_document(&attested, o)
+            .await
+            .map_err(|r| refuse(format!("refusing to send data: {}", r.message)))?,
+        None => attested.doc_json.clone(),
+    };
+    let served = (attested.cert.clone(), doc_json);
     Ok((
         Some(Arc::new(cfg)),
         Some((attested.verdict, attested.doc, served)),
