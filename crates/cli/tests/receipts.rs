@@ -187,6 +187,15 @@ fn receipts_over_rest_and_grpc_verify_and_every_attack_is_named() {
     let e = verify(d, "changed").fails(1).stderr;
     assert!(e.contains("receipt response"), "{e}");
 
+    // The document shown with a field added: it parses to the same fields, but is not the
+    // document the receipt names, and another reader could be shown what the server never sent.
+    copy(d, "rest", "other-document");
+    let doc = std::fs::read_to_string(d.join("other-document/attestation.json")).unwrap();
+    let added = doc.replacen('{', "{\"note\": \"not from the server\", ", 1);
+    std::fs::write(d.join("other-document/attestation.json"), added).unwrap();
+    let e = verify(d, "other-document").fails(1).stderr;
+    assert!(e.contains("receipt document"), "{e}");
+
     // The receipt of one request shown with another request.
     copy(d, "rest", "other-request");
     std::fs::write(

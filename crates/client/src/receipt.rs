@@ -43,6 +43,31 @@ impl CheckedReceipt {
     }
 }
 
+/// How far a receipt's time may be ahead of the verifier's clock (clocks differ a little).
+const RECEIPT_CLOCK_SKEW_SECS: u64 = 300;
+
+/// A receipt's time is the server host's clock, which the host sets (a TEE has no trusted
+/// time), and the document is appraised as of it. A receipt dated after now cannot be one
+/// made already, and appraised at that time it could pass with collateral that is not yet, or
+/// no longer, what the policy would accept today: refused.
+fn not_in_the_future(time: u64, now: std::time::SystemTime) -> Result<(), Refusal> {
+    let now = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if time > now.saturating_add(RECEIPT_CLOCK_SKEW_SECS) {
+        return Err(Refusal::new(
+            "receipt time",
+            format!(
+                "the receipt is dated {time}, {} seconds after this verifier's clock ({now}): \
+                 a receipt from the future is not one the server made (its time is the server \
+                 host's clock)",
+                time - now
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Verifies `receipt` against the attestation `attested` (its document as served, `doc_json`,
 /// and the certificate whose key it binds), `policy`, and the `request` and `response` bytes.
 pub fn check_receipt(
@@ -62,6 +87,7 @@ pub fn check_receipt(
         )
     })?;
     let claims = verify(receipt, &key).map_err(|e| Refusal::new("receipt", e.to_string()))?;
+    not_in_the_future(claims.time, std::time::SystemTime::now())?;
     // The document is appraised as of the receipt's time: was the server admitted when it
     // answered?
     let nonce = doc
@@ -81,10 +107,10 @@ pub fn check_receipt(
         out.copy_from_slice(digest(&SHA256, b).as_ref());
         out
     };
-    // The document as served, or as the same fields serialize again.
-    // The re-serialization is made only when the bytes shown are not the ones named.
-    let named = |b: &[u8]| claims.attestation_sha256 == sha(b);
-    if !named(doc_json) && !named(&serde_json::to_vec(doc).unwrap_or_default()) {
+    // The document exactly as served: a file that only parses to the same fields (reformatted,
+    // with fields added, or a key repeated) could show another reader what the server never
+    // sent.
+    if claims.attestation_sha256 != sha(doc_json) {
         return Err(Refusal::new(
             "receipt document",
             format!(
@@ -169,4 +195,21 @@ pub async fn receipt_document(
         ));
     }
     Ok(standing.doc_json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn a_receipt_from_the_future_is_refused_and_clock_skew_is_allowed() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert!(not_in_the_future(1_700_000_000, now).is_ok());
+        assert!(not_in_the_future(1_800_000_000 + RECEIPT_CLOCK_SKEW_SECS, now).is_ok());
+        let e = not_in_the_future(1_800_000_000 + RECEIPT_CLOCK_SKEW_SECS + 1, now).unwrap_err();
+        assert_eq!(e.rule, "receipt time");
+        assert!(e.message.contains("301 seconds after"), "{}", e.message);
+        assert!(not_in_the_future(u64::MAX, now).is_err());
+    }
 }
