@@ -224,31 +224,52 @@ impl ReceiptSigner {
             let signature = self.key.sign(&sig_structure(&protected, &root));
             let size = chunk.len() as u64;
             for (index, (payload, path)) in payloads.iter().zip(&proofs).enumerate() {
-                let mut proof = Vec::with_capacity(8 + 34 * path.len());
-                cbor::array(3, &mut proof);
-                cbor::uint(size, &mut proof);
-                cbor::uint(index as u64, &mut proof);
-                cbor::array(path.len() as u64, &mut proof);
-                for h in path {
-                    cbor::bstr(h, &mut proof);
-                }
-                let mut r = Vec::with_capacity(payload.len() + proof.len() + 96);
-                cbor::tag(COSE_SIGN1_TAG, &mut r);
-                cbor::array(4, &mut r);
-                cbor::bstr(&protected, &mut r);
-                cbor::map(1, &mut r);
-                cbor::uint(COSE_HEADER_VDP, &mut r);
-                cbor::map(1, &mut r);
-                cbor::int(VDP_INCLUSION, &mut r);
-                cbor::array(1, &mut r);
-                cbor::bstr(&proof, &mut r);
-                cbor::bstr(payload, &mut r);
-                cbor::bstr(signature.as_ref(), &mut r);
-                out.push(r);
+                out.push(encode_receipt(
+                    &protected,
+                    size,
+                    index as u64,
+                    path,
+                    payload,
+                    signature.as_ref(),
+                ));
             }
         }
         out
     }
+}
+
+/// A receipt's bytes: the tagged COSE_Sign1 with its inclusion proof `[size, index, path]` in
+/// the unprotected header. The one way a receipt is written: [`verify`] accepts only bytes
+/// this writes again from what it read (CBOR's shortest forms, RFC 8949 section 4.2.1).
+fn encode_receipt(
+    protected: &[u8],
+    size: u64,
+    index: u64,
+    path: &[merkle::Hash],
+    payload: &[u8],
+    signature: &[u8],
+) -> Vec<u8> {
+    let mut proof = Vec::with_capacity(8 + 34 * path.len());
+    cbor::array(3, &mut proof);
+    cbor::uint(size, &mut proof);
+    cbor::uint(index, &mut proof);
+    cbor::array(path.len() as u64, &mut proof);
+    for h in path {
+        cbor::bstr(h, &mut proof);
+    }
+    let mut r = Vec::with_capacity(payload.len() + proof.len() + 96);
+    cbor::tag(COSE_SIGN1_TAG, &mut r);
+    cbor::array(4, &mut r);
+    cbor::bstr(protected, &mut r);
+    cbor::map(1, &mut r);
+    cbor::uint(COSE_HEADER_VDP, &mut r);
+    cbor::map(1, &mut r);
+    cbor::int(VDP_INCLUSION, &mut r);
+    cbor::array(1, &mut r);
+    cbor::bstr(&proof, &mut r);
+    cbor::bstr(payload, &mut r);
+    cbor::bstr(signature, &mut r);
+    r
 }
 
 /// The protected header: `{1: -8, 395: 1}` (alg EdDSA; vds RFC9162_SHA256).
@@ -336,6 +357,19 @@ pub fn verify(receipt: &[u8], public_key: &[u8]) -> Result<ReceiptClaims, Receip
         ));
     }
     let (size, index, path) = inclusion_proof(unprotected)?;
+    if size > MAX_BATCH as u64 {
+        return Err(format(format!(
+            "a batch of {size} receipts; at most {MAX_BATCH} share a signature"
+        )));
+    }
+    // One receipt, one byte string: CBOR allows longer forms of the same heads (a tag or a
+    // length written in more bytes than it needs), which would make a receipt's bytes a poor
+    // name for it.
+    if encode_receipt(protected, size, index, &path, payload, signature) != receipt {
+        return Err(format(
+            "not in the shortest CBOR form teeserve writes (RFC 8949 section 4.2.1)",
+        ));
+    }
     let root = merkle::root_from_inclusion(index, size, &merkle::leaf_hash(payload), &path)
         .map_err(|e| format(format!("inclusion proof: {e}")))?;
     UnparsedPublicKey::new(&ED25519, public_key)
@@ -518,8 +552,15 @@ mod tests {
             verify(&big, &signer.public_key()),
             Err(ReceiptError::Format(m)) if m.contains("at most")
         ));
-        // An untagged array, as some COSE libraries write.
+        // The same receipt with its tag written in two bytes (d8 12) instead of one (d2): the
+        // same CBOR value, another byte string.
         let r = signer.sign(&claims());
+        let longer = [&[0xd8, 0x12][..], &r[1..]].concat();
+        assert!(matches!(
+            verify(&longer, &signer.public_key()),
+            Err(ReceiptError::Format(m)) if m.contains("shortest CBOR form")
+        ));
+        // An untagged array, as some COSE libraries write.
         assert!(matches!(
             verify(&r[1..], &signer.public_key()),
             Err(ReceiptError::Format(m)) if m.contains("tag 18")
