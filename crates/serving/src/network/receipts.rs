@@ -260,45 +260,9 @@ pub(crate) async fn grpc_answer<A: Send>(
         .next()
         .unwrap_or_default()
         .to_owned();
-    let Some(request_hash) = request_hash else {
-        return ApiError::new(
-            Code::Internal,
-            "receipt: the request was not hashed as it was read",
-        )
-        .into_status()
-        .into_http();
-    };
-    // A receipt names one request. Two messages A and B hash as one message A||B would, and the
-    // handler answers A alone: a receipt of that call could be shown with A||B, which decodes
-    // as A merged with B. So a call that asks for a receipt carries exactly one whole message,
-    // as every unary call does.
-    if request_hash.compressed() {
-        // The hash would name the compressed bytes. (tonic is built without compression and
-        // refuses such a call anyway; a receipt must not depend on that.)
-        return ApiError::new(
-            Code::InvalidArgument,
-            "a call that asks for a receipt sends its message uncompressed",
-        )
-        .into_status()
-        .into_http();
-    }
-    let request_hash = match request_hash.whole_messages() {
-        Some(1) => request_hash.finish(),
-        n => {
-            let carries = match n {
-                Some(n) => format!("{n} messages"),
-                None => "an unfinished message".to_owned(),
-            };
-            return ApiError::new(
-                Code::InvalidArgument,
-                format!(
-                    "a call that asks for a receipt carries exactly one whole request message; \
-                     this one carries {carries}"
-                ),
-            )
-            .into_status()
-            .into_http();
-        }
+    let request_hash = match one_message(request_hash) {
+        Ok(h) => h,
+        Err(e) => return e.into_status().into_http(),
     };
     let resp = next
         .run(axum::extract::Request::from_parts(parts, Body::from(body)))
@@ -342,6 +306,43 @@ pub(crate) async fn grpc_answer<A: Send>(
     // comes with the receipt: head, message and trailers then leave in one write.
     std::future::poll_fn(|cx| body.poll_fill(cx)).await;
     axum::response::Response::from_parts(parts, Body::new(body))
+}
+
+/// The hash of a call's request for its receipt: a receipt names one request. Two messages A
+/// and B hash as one message A||B would, and the handler answers A alone: a receipt of that call
+/// could be shown with A||B, which decodes as A merged with B. So a call that asks for a receipt
+/// carries exactly one whole message, as every unary call does, and sends it uncompressed (the
+/// hash would name the compressed bytes; tonic is built without compression and refuses such a
+/// call anyway, and a receipt must not depend on that).
+fn one_message(request_hash: Option<GrpcHasher>) -> Result<[u8; 32], ApiError> {
+    let h = request_hash.ok_or_else(|| {
+        ApiError::new(
+            Code::Internal,
+            "receipt: the request was not hashed as it was read",
+        )
+    })?;
+    if h.compressed() {
+        return Err(ApiError::new(
+            Code::InvalidArgument,
+            "a call that asks for a receipt sends its message uncompressed",
+        ));
+    }
+    match h.whole_messages() {
+        Some(1) => Ok(h.finish()),
+        n => {
+            let carries = match n {
+                Some(n) => format!("{n} messages"),
+                None => "an unfinished message".to_owned(),
+            };
+            Err(ApiError::new(
+                Code::InvalidArgument,
+                format!(
+                    "a call that asks for a receipt carries exactly one whole request message; \
+                     this one carries {carries}"
+                ),
+            ))
+        }
+    }
 }
 
 /// Called when the response's trailers pass, with the response's hash when it was one whole
