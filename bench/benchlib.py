@@ -29,8 +29,10 @@ def timed(fn, budget):
     return float(np.median(ms))
 
 
-def tool(*args):
-    out = subprocess.run(list(args), check=True, capture_output=True, text=True).stdout
+def tool(*args, env=None):
+    """Runs a tool that prints one JSON line last; `env`: variables added to this environment."""
+    out = subprocess.run(list(args), check=True, capture_output=True, text=True,
+                         env=None if env is None else {**os.environ, **env}).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

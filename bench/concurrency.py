@@ -6,14 +6,15 @@ into target/bench-models/, as bench/serving.py does) at batch 1, with 1, 2, 4 an
   - onnxruntime in Python: one session shared by that many threads calling `run` at once, with
     1 intra-op thread and with the library's default (the cores); the better is the reference;
   - teeserve serve --engine onnxruntime over gRPC+TLS (model_bench client, that many requests in
-    flight), with the default flags and with each --onnxruntime_intra_op_parallelism given.
+    flight, each sending a request encoded once unless ENCODE=each), with the default flags and
+    with each --onnxruntime_intra_op_parallelism given.
 The configurations take turns for each requester count, ROUNDS times (default 3), and each
 figure is the median of its rounds; at 4 requesters each teeserve figure is also divided by the
 best raw figure of its own round (the machine's speed drifts by tens of per cent over minutes,
 more than the difference measured). Then the server's peak RSS (VmHWM) after a run at 1 and at
 2 workers.
 
-    ROUNDS=3 bench/concurrency.sh [SECONDS] [INTRA_OP ...]
+    ROUNDS=3 [ENCODE=each] bench/concurrency.sh [SECONDS] [INTRA_OP ...]
 """
 import json
 import os
@@ -31,6 +32,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from serving import MODELS, ORT_LIB, onnx_path  # noqa: E402
 
 SECS = float(sys.argv[1]) if len(sys.argv) > 1 else 8.0
+# The requesters share the two cores with the server and Python's reference has none: they send
+# a request encoded once (as h2load sends a fixed body), so that their own work is the transport
+# alone. ENCODE=each makes every request encode its tensor, as a client library does.
+REQUESTER_ENV = {} if os.environ.get("ENCODE") == "each" else {"TEESERVE_BENCH_ENCODED": "once"}
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 INTRA = [int(a) for a in sys.argv[2:]] or [1, 2]
 REQUESTERS = [1, 2, 4, 8]
@@ -99,7 +104,7 @@ def main():
                 tool(MODEL_BENCH, "client", f"127.0.0.1:{s.grpc}", f"{tmp}/tls/ca.pem", name, "input", "1", "2", "1")
                 configs[label] = lambda n, s=s: tool(
                     MODEL_BENCH, "client", f"127.0.0.1:{s.grpc}", f"{tmp}/tls/ca.pem",
-                    name, "input", "1", str(n), str(SECS))
+                    name, "input", "1", str(n), str(SECS), env=REQUESTER_ENV)
             runs = {label: {n: [] for n in REQUESTERS} for label in configs}
             p50 = {label: [] for label in configs if label.startswith("teeserve")}
             for rnd in range(ROUNDS):

@@ -16,6 +16,10 @@
 //! Inputs are pseudo-random values in [0, 1) shaped like an image batch (BATCH x 224 x 224 x 3
 //! unless the model says otherwise). TEESERVE_BENCH_RECEIPT=1 asks for a receipt of every answer,
 //! =alternate of every other one (and reports each half's p50 and the pairs' median ratio).
+//! TEESERVE_BENCH_ENCODED=once (gRPC): the request is encoded once and each call sends those
+//! bytes as they are, as a load tool with a fixed body (h2load) does, so that the requester's own
+//! work on the shared cores is the transport alone; by default every call encodes its tensor, as
+//! a requester's client library does.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -143,6 +147,70 @@ fn engine(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// One gRPC Predict whose message (`framed`: the 5-byte gRPC prefix and the encoded
+/// PredictRequest) was encoded once: sent as it is on `channel`, and the answer decoded into
+/// tensors as [`Connection::predict_proto`]'s are.
+async fn send_encoded(
+    channel: &mut tonic::transport::Channel,
+    addr: &str,
+    framed: &bytes::Bytes,
+    receipt: bool,
+) -> Result<(), String> {
+    use http_body_util::BodyExt as _;
+    use prost::Message as _;
+    use tonic::codegen::Service as _;
+    let mut req = hyper::Request::post(format!(
+        "https://{addr}/tensorflow.serving.PredictionService/Predict"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers");
+    if receipt {
+        req = req.header("x-teeserve-receipt", "1");
+    }
+    let req = req
+        .body(tonic::body::Body::new(http_body_util::Full::new(
+            framed.clone(),
+        )))
+        .map_err(|e| e.to_string())?;
+    std::future::poll_fn(|cx| channel.poll_ready(cx))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (parts, body) = channel
+        .call(req)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_parts();
+    let body = body.collect().await.map_err(|e| e.to_string())?;
+    // The status is in the trailers, or in the head of an answer without a message.
+    let mut meta = parts.headers;
+    meta.extend(body.trailers().cloned().unwrap_or_default());
+    let text = |k: &str| {
+        meta.get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    if text("grpc-status") != "0" {
+        return Err(format!(
+            "gRPC status {:?}: {}",
+            text("grpc-status"),
+            text("grpc-message")
+        ));
+    }
+    if receipt && !meta.contains_key("x-teeserve-receipt-bin") {
+        return Err("the answer came without a receipt".into());
+    }
+    let bytes = body.to_bytes();
+    let message = bytes
+        .get(5..)
+        .ok_or("an answer shorter than its gRPC prefix")?;
+    let r = teeserve_wire::tensorflow::serving::PredictResponse::decode(message)
+        .map_err(|e| format!("PredictResponse: {e}"))?;
+    for p in r.outputs.values() {
+        Tensor::from_proto(p).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 async fn client(args: &[String]) -> Result<(), String> {
     let rest = args.iter().any(|a| a == "--rest");
     let args: Vec<&String> = args.iter().filter(|a| *a != "--rest").collect();
@@ -239,6 +307,33 @@ async fn client(args: &[String]) -> Result<(), String> {
     } else {
         target
     };
+    let encoded = match std::env::var("TEESERVE_BENCH_ENCODED")
+        .unwrap_or_default()
+        .as_str()
+    {
+        "" => None,
+        "once" if !rest => {
+            use prost::Message as _;
+            let request = teeserve_wire::tensorflow::serving::PredictRequest {
+                model_spec: Some(teeserve_wire::tensorflow::serving::ModelSpec {
+                    name: model.clone(),
+                    ..Default::default()
+                }),
+                inputs: [(input_name.clone(), x.to_proto(true))].into(),
+                output_filter: Vec::new(),
+            }
+            .encode_to_vec();
+            let mut framed = vec![0u8];
+            framed.extend_from_slice(&(request.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&request);
+            Some(bytes::Bytes::from(framed))
+        }
+        other => {
+            return Err(format!(
+                "TEESERVE_BENCH_ENCODED={other:?}: give once (gRPC only), or leave it unset"
+            ))
+        }
+    };
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
     let tasks: Vec<_> = conns
@@ -246,19 +341,28 @@ async fn client(args: &[String]) -> Result<(), String> {
         .map(|mut c| {
             let (t, inputs) = (target.clone(), vec![(input_name.clone(), x.clone())]);
             let with_receipt = with_receipt.clone();
+            let (encoded, addr) = (encoded.clone(), addr.clone());
             tokio::spawn(async move {
                 // (milliseconds, asked for a receipt)
                 let mut ms = Vec::new();
                 while Instant::now() < deadline {
                     let receipt = alternate && ms.len() % 2 == 1;
                     let t0 = Instant::now();
-                    let r = send(
-                        &mut c,
-                        rest,
-                        if receipt { &with_receipt } else { &t },
-                        &inputs,
-                    )
-                    .await;
+                    let r = match (&encoded, &mut c) {
+                        (Some(framed), Connection::Grpc(_, channel)) => {
+                            let receipt = receipt || t.receipt;
+                            send_encoded(channel, &addr, framed, receipt).await
+                        }
+                        _ => {
+                            send(
+                                &mut c,
+                                rest,
+                                if receipt { &with_receipt } else { &t },
+                                &inputs,
+                            )
+                            .await
+                        }
+                    };
                     if !transport_only {
                         r?;
                     }
