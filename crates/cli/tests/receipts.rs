@@ -503,7 +503,8 @@ fn post(
 /// An Open Inference Protocol request with binary data names its JSON part's length in a
 /// header the receipt does not cover. Whitespace after the JSON object inside that part would be
 /// binary data to a reader that splits the body where the object ends, so a request that asks
-/// for a receipt must end its JSON part with its object; without a receipt it is answered.
+/// for a receipt must end its JSON part with its object, and no input of it has both data and
+/// binary data; without a receipt such requests are answered.
 #[test]
 fn a_binary_request_whose_json_part_runs_past_its_object_gets_no_receipt() {
     let dir = tempfile::tempdir().unwrap();
@@ -531,4 +532,18 @@ fn a_binary_request_whose_json_part_runs_past_its_object_gets_no_receipt() {
     assert!(answer.contains("where its JSON object ends"), "{answer}");
     let (status, answer) = send(head, true);
     assert_eq!(status, 200, "{answer}");
+    // An input with both data and binary data (this server runs the binary data): a body whose
+    // binary data is whitespace could be read as plain JSON, with data. Refused with a receipt.
+    let both = head.replace(
+        r#""parameters""#,
+        &format!(r#""data": [{}], "parameters""#, vec!["1"; 64].join(",")),
+    );
+    let (status, answer) = send(&both, false);
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = send(&both, true);
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer.contains("has both data and binary_data_size"),
+        "{answer}"
+    );
 }

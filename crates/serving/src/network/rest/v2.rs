@@ -240,31 +240,8 @@ async fn infer(
             Err(e) => return resp_with(e, ctx),
         };
     if wants_receipt {
-        // The JSON part; what follows it (binary tensor data) is bytes, not JSON.
-        let json = match header_len {
-            Some(n) => (n <= body.len()).then(|| body.slice(..n)),
-            None => Some(body.clone()),
-        };
-        // A receipt names the body, not the header that says where its JSON ends: whitespace
-        // after the JSON object, counted in the JSON part, would be binary data to a reader that
-        // splits the body where the object ends. So the JSON part ends with its object.
-        if let (Some(json), Some(_)) = (&json, header_len) {
-            if json.last() != Some(&b'}') {
-                let e = bad(
-                    "a request that asks for a receipt ends its JSON part (Inference-Header-Content-Length) \
-                     where its JSON object ends, so that the body alone says where the binary data begins",
-                );
-                return error(&e, ctx);
-            }
-        }
-        if let Some(json) = json {
-            let _checking = match core.reserve(JsonCost::of(&json).tree(), super::CHECKING_KEYS) {
-                Ok(r) => r,
-                Err(e) => return error(&e, ctx),
-            };
-            if let Err(e) = crate::network::receipt_request::unique_json_keys_of(json).await {
-                return error(&e, ctx);
-            }
+        if let Err(e) = receipt_request_checks(core, &body, header_len).await {
+            return error(&e, ctx);
         }
     }
     let out = match infer_body(core, name, version, &body, header_len).await {
@@ -297,6 +274,58 @@ async fn infer(
     }
     *resp.body_mut() = Body::from(bytes);
     resp
+}
+
+/// What a request that asks for a receipt must be besides what every request must be: the
+/// receipt names the body, not the header that says where its JSON part ends, so the body alone
+/// must read one way.
+/// - The JSON part is strict JSON without a repeated key ([`unique_json_keys_of`]).
+/// - With binary data, the JSON part ends where its object ends: whitespace after the object,
+///   counted in the JSON part, would be binary data to a reader that splits the body where the
+///   object ends.
+/// - With binary data, no input has both `data` and a `binary_data_size`: binary data of only
+///   whitespace after the object would let a reader take the body as plain JSON and run `data`,
+///   where this server runs the binary data.
+///
+/// [`unique_json_keys_of`]: crate::network::receipt_request::unique_json_keys_of
+async fn receipt_request_checks(
+    core: &ServingCore,
+    body: &bytes::Bytes,
+    header_len: Option<usize>,
+) -> Result<(), ApiError> {
+    let Some(json) = (match header_len {
+        Some(n) => (n <= body.len()).then(|| body.slice(..n)),
+        None => Some(body.clone()),
+    }) else {
+        // Longer than the body: refused by the request's own reading.
+        return Ok(());
+    };
+    if header_len.is_some() && json.last() != Some(&b'}') {
+        return Err(bad(
+            "a request that asks for a receipt ends its JSON part (Inference-Header-Content-Length) \
+             where its JSON object ends, so that the body alone says where the binary data begins",
+        ));
+    }
+    let _checking = core.reserve(JsonCost::of(&json).tree(), super::CHECKING_KEYS)?;
+    crate::network::receipt_request::unique_json_keys_of(json.clone()).await?;
+    if header_len.is_some() {
+        let v: Value = serde_json::from_slice(&json).map_err(|e| bad(format!("JSON: {e}")))?;
+        let inputs = v.get("inputs").and_then(Value::as_array);
+        for input in inputs.into_iter().flatten() {
+            let binary = input
+                .get("parameters")
+                .and_then(|p| p.get("binary_data_size"))
+                .is_some();
+            if binary && input.get("data").is_some() {
+                let name = input.get("name").and_then(Value::as_str).unwrap_or("");
+                return Err(bad(format!(
+                    "input {name:?} of a request that asks for a receipt has both data and \
+                     binary_data_size: the body could then be read as plain JSON, with data"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A response body: JSON, and binary outputs after it from `binary_from` (the JSON's length).
