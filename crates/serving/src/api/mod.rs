@@ -4,6 +4,7 @@
 //! type of the request path, [`ApiError`]. gRPC and REST (the network layer) both call it.
 //!
 //! - `service.rs`: [`ServingCore`]: resolving a model, admitting requests and their memory, runs;
+//! - `pool.rs`: the inference threads;
 //! - `predict.rs`, `inputs.rs`: Predict, and a request's inputs against the signature;
 //! - `classify.rs`: Classify and Regress; `metadata.rs`: GetModelMetadata, GetModelStatus;
 //! - `batching.rs`: the dynamic batcher; `warmup.rs`: warmup replay;
@@ -18,6 +19,7 @@ pub(crate) mod inputs;
 pub(crate) mod metadata;
 pub(crate) mod metrics;
 pub(crate) mod model_infer;
+pub(crate) mod pool;
 pub(crate) mod predict;
 pub(crate) mod reload;
 pub mod scope;

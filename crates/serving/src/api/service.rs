@@ -101,7 +101,10 @@ pub struct ServingCore {
     pub metrics: Arc<Metrics>,
     /// Options.
     pub options: CoreOptions,
+    /// Places for inferences that run on the I/O threads (quick models).
     workers: Arc<Semaphore>,
+    /// The inference threads, for the others.
+    pool: super::pool::InferencePool,
     in_flight: Arc<Semaphore>,
     /// [`CoreOptions::max_in_flight_bytes`] in KiB (permits are counted in u32).
     budget: Arc<Semaphore>,
@@ -185,6 +188,7 @@ impl ServingCore {
     ) -> Self {
         Self {
             workers: Arc::new(Semaphore::new(options.workers.max(1))),
+            pool: super::pool::InferencePool::new(options.workers),
             in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
             budget: Arc::new(Semaphore::new(
                 kib(options.max_in_flight_bytes).clamp(1, Semaphore::MAX_PERMITS),
@@ -386,12 +390,6 @@ impl ServingCore {
         if let Some(b) = &self.batcher {
             return b.submit(target, signature, inputs).await;
         }
-        let permit = self
-            .workers
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| ApiError::new(Code::Unavailable, "the server is shutting down"))?;
         let elements: usize = inputs
             .iter()
             .map(|t| t.shape.iter().product::<usize>())
@@ -405,26 +403,28 @@ impl ServingCore {
             metrics.runtime(name, model.engine(), took.as_secs_f64() * 1e6);
             r
         };
-        let r = if target.model.cost().is_quick(elements) {
-            // A model this quick runs here, on the I/O thread: handing it to a worker thread and
-            // back would cost more than the inference (engine::QUICK_RUN). The permit still
-            // counts it against the worker limit.
-            let _permit = permit;
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                timed(&*target.model, &self.metrics, &target.name, inputs)
-            }))
-            .map_err(|_| ApiError::new(Code::Internal, "inference task failed: it panicked"))?
-        } else {
-            let model = target.model.clone();
-            let metrics = self.metrics.clone();
-            let name = target.name.clone();
-            tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                timed(&*model, &metrics, &name, inputs)
-            })
-            .await
-            .map_err(|e| ApiError::new(Code::Internal, format!("inference task failed: {e}")))?
-        };
+        let r =
+            if target.model.cost().is_quick(elements) {
+                // A model this quick runs here, on the I/O thread: handing it to a worker thread and
+                // back would cost more than the inference (engine::QUICK_RUN). A place among the
+                // workers still counts it against the worker limit.
+                let _permit =
+                    self.workers.clone().acquire_owned().await.map_err(|_| {
+                        ApiError::new(Code::Unavailable, "the server is shutting down")
+                    })?;
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    timed(&*target.model, &self.metrics, &target.name, inputs)
+                }))
+                .map_err(|_| ApiError::new(Code::Internal, "inference task failed: it panicked"))?
+            } else {
+                let model = target.model.clone();
+                let metrics = self.metrics.clone();
+                let name = target.name.clone();
+                // On the inference threads, which take waiting inferences in turn.
+                self.pool
+                    .run(move || timed(&*model, &metrics, &name, inputs))
+                    .await?
+            };
         r.map_err(ApiError::from)
     }
 }

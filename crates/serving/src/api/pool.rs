@@ -1,0 +1,126 @@
+//! The inference threads: as many as `--workers`, started with the core, each taking the next
+//! waiting inference as soon as it has finished one.
+//!
+//! Handing every inference to tokio's blocking pool instead made a thread sleep after each
+//! inference and another be woken for the next; Linux then often placed the woken thread on the
+//! core where the other inference ran, and a core that fell idle does not pull a thread that ran
+//! within the last half millisecond (`sched_migration_cost_ns`), so one core sat idle for up to
+//! an inference's length while two inferences shared the other (MobileNetV2 at four requesters
+//! on two cores: 393 ms idle in 2 s, `perf sched timehist`). Threads that keep running while
+//! inferences wait stay on their own cores.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use tonic::Code;
+
+use super::error::ApiError;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The inference threads and the queue of inferences waiting for one.
+#[derive(Debug)]
+pub(crate) struct InferencePool {
+    jobs: mpsc::Sender<Job>,
+    /// Threads that started (none: every inference goes to tokio's blocking pool).
+    threads: usize,
+}
+
+impl InferencePool {
+    /// Starts `threads` inference threads (at least one). A thread the system refuses to start
+    /// is logged, and the pool runs on those that started.
+    pub(crate) fn new(threads: usize) -> Self {
+        let (jobs, waiting) = mpsc::channel::<Job>();
+        let waiting = Arc::new(Mutex::new(waiting));
+        let mut started = 0;
+        for i in 0..threads.max(1) {
+            let waiting = waiting.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("teeserve-infer-{i}"))
+                .spawn(move || loop {
+                    // The lock is held only while waiting for the next inference, not while it
+                    // runs; the queue ends when the core (its only sender) is dropped.
+                    let next = match waiting.lock() {
+                        Ok(w) => w.recv(),
+                        Err(_) => return,
+                    };
+                    match next {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                });
+            match spawned {
+                Ok(_) => started += 1,
+                Err(e) => tracing::error!("inference thread {i} not started: {e}"),
+            }
+        }
+        Self {
+            jobs,
+            threads: started,
+        }
+    }
+
+    /// Runs `f` on the next free inference thread, after those waiting before it.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let failed = || ApiError::new(Code::Internal, "inference task failed: it panicked");
+        if self.threads == 0 {
+            return tokio::task::spawn_blocking(f)
+                .await
+                .map_err(|e| ApiError::new(Code::Internal, format!("inference task failed: {e}")));
+        }
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            // A requester gone since has nobody to give the result to.
+            let _ = done.send(std::panic::catch_unwind(AssertUnwindSafe(f)));
+        });
+        let shutting_down = || ApiError::new(Code::Unavailable, "the server is shutting down");
+        self.jobs.send(job).map_err(|_| shutting_down())?;
+        match result.await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) => Err(failed()),
+            Err(_) => Err(shutting_down()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn inferences_run_at_once_on_the_threads_and_wait_beyond_them() {
+        let pool = Arc::new(InferencePool::new(2));
+        let t = Instant::now();
+        let sleep = || std::thread::sleep(Duration::from_millis(200));
+        let (a, b) = tokio::join!(pool.run(sleep), pool.run(sleep));
+        a.unwrap();
+        b.unwrap();
+        let two = t.elapsed();
+        assert!(
+            two < Duration::from_millis(390),
+            "two on two threads took {two:?}"
+        );
+        let t = Instant::now();
+        let (a, b, c) = tokio::join!(pool.run(sleep), pool.run(sleep), pool.run(sleep));
+        a.unwrap();
+        b.unwrap();
+        c.unwrap();
+        assert!(
+            t.elapsed() >= Duration::from_millis(400),
+            "a third waits for a thread"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_inference_is_an_error_and_the_thread_goes_on() {
+        let pool = InferencePool::new(1);
+        let e = pool.run(|| panic!("boom")).await.unwrap_err();
+        assert!(e.message.contains("panicked"), "{}", e.message);
+        assert_eq!(pool.run(|| 7).await.unwrap(), 7);
+    }
+}
