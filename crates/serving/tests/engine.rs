@@ -152,7 +152,7 @@ fn slow_model() -> Vec<u8> {
 /// Two inferences of one model started together, against one inference alone (the faster of
 /// two, just before): when they take turns, the second ends a whole inference after the first;
 /// when they run at once, they end together (whether each has a core or they share one).
-/// Passes when any of five tries ends the two less than half an inference alone apart; taking
+/// Passes when any of ten tries ends the two less than half an inference alone apart; taking
 /// turns would need the second turn twice as fast as the faster lone run. The tests of this
 /// file run one at a time ([`ALONE`]), so that another test's work does not take a core.
 fn two_inferences_overlap(model: std::sync::Arc<dyn teeserve_serving::engine::LoadedModel>) {
@@ -165,7 +165,9 @@ fn two_inferences_overlap(model: std::sync::Arc<dyn teeserve_serving::engine::Lo
     };
     assert!((y[0] - 1.0 / n as f32).abs() < 1e-6, "{}", y[0]);
     let mut tries = Vec::new();
-    for _ in 0..5 {
+    // Ten tries: on a machine whose other tenants take a core for a while, several tries in a
+    // row can find one core for the two.
+    for _ in 0..10 {
         let alone = (0..2)
             .map(|_| {
                 let t = std::time::Instant::now();
