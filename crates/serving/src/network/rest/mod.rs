@@ -29,9 +29,6 @@ mod response;
 mod v2;
 
 use body::read_body;
-
-/// What the memory held while a body that asks for a receipt is checked for repeated keys is for.
-const CHECKING_KEYS: &str = "checking the request's JSON for repeated keys";
 use classify::classify_regress;
 pub use classify::{example_row, json_example};
 use metadata::{list_models, metadata_json, status_json};
@@ -339,12 +336,7 @@ async fn post_verb(
         .await
         .map_err(|e| resp_with(e, ctx))?;
     if wants_receipt {
-        // The check holds each object's keys: counted against the memory budget, as reading the
-        // body into a tree is.
-        let _checking = core
-            .reserve(body::JsonCost::of(&body).tree(), CHECKING_KEYS)
-            .map_err(|e| error(&e, ctx))?;
-        crate::network::receipt_request::unique_json_keys_of(body.clone())
+        receipt_json_checks(core, body.clone())
             .await
             .map_err(|e| error(&e, ctx))?;
     }
@@ -373,6 +365,19 @@ async fn post_verb(
         }
         (out, _) => out.map(|s| (s, None)),
     })
+}
+
+/// What a JSON body (or the JSON part of one) that asks for a receipt must be: strict JSON with
+/// no key repeated in an object ([`unique_json_keys_of`]). The check holds each object's keys,
+/// so it reserves from the memory budget what reading the body into a tree would.
+///
+/// [`unique_json_keys_of`]: crate::network::receipt_request::unique_json_keys_of
+async fn receipt_json_checks(core: &ServingCore, json: bytes::Bytes) -> Result<(), ApiError> {
+    let _checking = core.reserve(
+        body::JsonCost::of(&json).tree(),
+        "checking the request's JSON for repeated keys",
+    )?;
+    crate::network::receipt_request::unique_json_keys_of(json).await
 }
 
 #[cfg(test)]

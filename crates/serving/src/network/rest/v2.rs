@@ -279,15 +279,13 @@ async fn infer(
 /// What a request that asks for a receipt must be besides what every request must be: the
 /// receipt names the body, not the header that says where its JSON part ends, so the body alone
 /// must read one way.
-/// - The JSON part is strict JSON without a repeated key ([`unique_json_keys_of`]).
+/// - The JSON part is strict JSON without a repeated key ([`super::receipt_json_checks`]).
 /// - With binary data, the JSON part ends where its object ends: whitespace after the object,
 ///   counted in the JSON part, would be binary data to a reader that splits the body where the
 ///   object ends.
 /// - With binary data, no input has both `data` and a `binary_data_size`: binary data of only
 ///   whitespace after the object would let a reader take the body as plain JSON and run `data`,
 ///   where this server runs the binary data.
-///
-/// [`unique_json_keys_of`]: crate::network::receipt_request::unique_json_keys_of
 async fn receipt_request_checks(
     core: &ServingCore,
     body: &bytes::Bytes,
@@ -306,18 +304,31 @@ async fn receipt_request_checks(
              where its JSON object ends, so that the body alone says where the binary data begins",
         ));
     }
-    let _checking = core.reserve(JsonCost::of(&json).tree(), super::CHECKING_KEYS)?;
-    crate::network::receipt_request::unique_json_keys_of(json.clone()).await?;
+    super::receipt_json_checks(core, json.clone()).await?;
     if header_len.is_some() {
-        let v: Value = serde_json::from_slice(&json).map_err(|e| bad(format!("JSON: {e}")))?;
-        let inputs = v.get("inputs").and_then(Value::as_array);
-        for input in inputs.into_iter().flatten() {
-            let binary = input
-                .get("parameters")
-                .and_then(|p| p.get("binary_data_size"))
-                .is_some();
-            if binary && input.get("data").is_some() {
-                let name = input.get("name").and_then(Value::as_str).unwrap_or("");
+        // Read for these three fields only: the values are skipped, not kept (`IgnoredAny`).
+        use serde::de::IgnoredAny;
+        #[derive(Deserialize)]
+        struct Head {
+            #[serde(default)]
+            inputs: Vec<HeadInput>,
+        }
+        #[derive(Deserialize)]
+        struct HeadInput {
+            #[serde(default)]
+            name: String,
+            data: Option<IgnoredAny>,
+            #[serde(default)]
+            parameters: HeadParameters,
+        }
+        #[derive(Deserialize, Default)]
+        struct HeadParameters {
+            binary_data_size: Option<IgnoredAny>,
+        }
+        let head: Head = serde_json::from_slice(&json).map_err(|e| bad(format!("JSON: {e}")))?;
+        for input in head.inputs {
+            if input.data.is_some() && input.parameters.binary_data_size.is_some() {
+                let name = input.name;
                 return Err(bad(format!(
                     "input {name:?} of a request that asks for a receipt has both data and \
                      binary_data_size: the body could then be read as plain JSON, with data"
