@@ -114,6 +114,13 @@ pub(crate) async fn unique_json_keys_of(json: bytes::Bytes) -> Result<(), ApiErr
         })
 }
 
+/// A SHA-256 digest as the 32 bytes a receipt names.
+pub(crate) fn digest32(d: ring::digest::Digest) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
 /// SHA-256 of the messages of a gRPC stream: each frame's 5-byte header (compressed flag and
 /// length, gRPC's PROTOCOL-HTTP2 "Length-Prefixed-Message") skipped, the message bytes hashed.
 #[derive(Clone)]
@@ -188,9 +195,7 @@ impl GrpcHasher {
 
     /// The hash of the messages seen.
     pub(crate) fn finish(self) -> [u8; 32] {
-        let mut out = [0u8; 32];
-        out.copy_from_slice(self.sha.finish().as_ref());
-        out
+        digest32(self.sha.finish())
     }
 }
 
@@ -199,9 +204,7 @@ mod tests {
     use super::*;
 
     fn sha256(b: &[u8]) -> [u8; 32] {
-        let mut out = [0u8; 32];
-        out.copy_from_slice(ring::digest::digest(&SHA256, b).as_ref());
-        out
+        digest32(ring::digest::digest(&SHA256, b))
     }
 
     fn framed(msg: &[u8]) -> Vec<u8> {

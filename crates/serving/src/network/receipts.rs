@@ -37,7 +37,7 @@ use tonic::Code;
 use crate::api::error::ApiError;
 use crate::api::scope::{self, Answered};
 use crate::network::attestation::Attestor;
-use crate::network::receipt_request::GrpcHasher;
+use crate::network::receipt_request::{digest32, GrpcHasher};
 
 /// The trailer (gRPC, binary metadata) that carries a receipt.
 pub(crate) const RECEIPT_TRAILER: &str = "x-teeserve-receipt-bin";
@@ -223,9 +223,7 @@ fn signer_gone() -> ApiError {
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ring::digest::digest(&SHA256, b).as_ref());
-    out
+    digest32(ring::digest::digest(&SHA256, b))
 }
 
 /// Answers a gRPC call whose request body the admission layer has read (`body`, the

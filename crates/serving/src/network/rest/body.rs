@@ -36,11 +36,7 @@ pub(super) async fn read_body(
     crate::network::admission::read_body(core, req.into_body(), declared, max, each)
         .await
         .map(|(body, held)| {
-            let hash = sha.map(|h| {
-                let mut out = [0u8; 32];
-                out.copy_from_slice(h.finish().as_ref());
-                out
-            });
+            let hash = sha.map(|h| crate::network::receipt_request::digest32(h.finish()));
             (body, held, hash)
         })
         .map_err(|e| {
