@@ -221,23 +221,36 @@ pub fn listen(command: impl Fn() -> Command, ports: Option<(u16, u16)>) -> Optio
 
 /// A Predict request for the bundled digits model: one row of 64 pixels, each `value`.
 pub fn digits_request(value: f32) -> teeserve_wire::tensorflow::serving::PredictRequest {
+    use teeserve_wire::tensorflow::DataType;
+    digits_request_of(DataType::DtFloat, &[1, 64], |t| {
+        t.float_val = vec![value; 64]
+    })
+}
+
+/// A Predict request for the digits model whose one input (`pixels`) is of `dtype` and shape
+/// `dims`, its values set by `set`: any shape or type, to test how the server bounds them.
+pub fn digits_request_of(
+    dtype: teeserve_wire::tensorflow::DataType,
+    dims: &[i64],
+    set: impl FnOnce(&mut teeserve_wire::tensorflow::TensorProto),
+) -> teeserve_wire::tensorflow::serving::PredictRequest {
     use teeserve_wire::tensorflow::serving::{ModelSpec, PredictRequest};
-    use teeserve_wire::tensorflow::{tensor_shape_proto, DataType, TensorProto, TensorShapeProto};
-    let pixels = TensorProto {
-        dtype: DataType::DtFloat as i32,
+    use teeserve_wire::tensorflow::{tensor_shape_proto, TensorProto, TensorShapeProto};
+    let mut pixels = TensorProto {
+        dtype: dtype as i32,
         tensor_shape: Some(TensorShapeProto {
-            dim: [1, 64]
-                .into_iter()
-                .map(|size| tensor_shape_proto::Dim {
+            dim: dims
+                .iter()
+                .map(|&size| tensor_shape_proto::Dim {
                     size,
                     name: String::new(),
                 })
                 .collect(),
             unknown_rank: false,
         }),
-        float_val: vec![value; 64],
         ..Default::default()
     };
+    set(&mut pixels);
     PredictRequest {
         model_spec: Some(ModelSpec {
             name: "digits".into(),

@@ -6,10 +6,8 @@ mod harness;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-use teeserve_wire::tensorflow::serving::{
-    prediction_service_client::PredictionServiceClient, ModelSpec, PredictRequest,
-};
-use teeserve_wire::tensorflow::{tensor_shape_proto, DataType, TensorProto, TensorShapeProto};
+use teeserve_wire::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+use teeserve_wire::tensorflow::DataType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The server's address space: half of what the DT_STRING request below would take if its
@@ -141,32 +139,6 @@ async fn grpc_call(
     (status, get("grpc-status"), get("grpc-message"))
 }
 
-fn one_value(dtype: DataType, dims: &[i64], set: impl FnOnce(&mut TensorProto)) -> PredictRequest {
-    let mut t = TensorProto {
-        dtype: dtype as i32,
-        tensor_shape: Some(TensorShapeProto {
-            dim: dims
-                .iter()
-                .map(|&size| tensor_shape_proto::Dim {
-                    size,
-                    name: String::new(),
-                })
-                .collect(),
-            unknown_rank: false,
-        }),
-        ..Default::default()
-    };
-    set(&mut t);
-    PredictRequest {
-        model_spec: Some(ModelSpec {
-            name: "digits".into(),
-            ..Default::default()
-        }),
-        inputs: [("pixels".to_owned(), t)].into_iter().collect(),
-        output_filter: vec![],
-    }
-}
-
 /// One HTTP/1.1 POST of a Predict body on a fresh connection; the status and the JSON answer.
 async fn post(addr: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
     post_to(
@@ -217,17 +189,19 @@ async fn hostile_requests_are_refused_in_bounded_memory() {
     );
     for (req, want) in [
         (
-            one_value(DataType::DtString, &[1 << 28], |t| {
+            harness::digits_request_of(DataType::DtString, &[1 << 28], |t| {
                 t.string_val = vec![b"A".to_vec()]
             }),
             "to be float but string",
         ),
         (
-            one_value(DataType::DtDouble, &[1 << 28], |t| t.double_val = vec![1.0]),
+            harness::digits_request_of(DataType::DtDouble, &[1 << 28], |t| {
+                t.double_val = vec![1.0]
+            }),
             "to be float but double",
         ),
         (
-            one_value(DataType::DtFloat, &[1 << 20, 64], |t| {
+            harness::digits_request_of(DataType::DtFloat, &[1 << 20, 64], |t| {
                 t.float_val = vec![0.5]
             }),
             "--max_request_tensor_bytes",
@@ -298,7 +272,8 @@ async fn grpc_over_get_is_refused_before_its_body_is_read() {
             .await
             .unwrap(),
     );
-    let small = one_value(DataType::DtFloat, &[1, 64], |t| t.float_val = vec![0.5; 64]);
+    let small =
+        harness::digits_request_of(DataType::DtFloat, &[1, 64], |t| t.float_val = vec![0.5; 64]);
     g.predict(small).await.unwrap();
     let health = teeserve_wire::health::HealthCheckRequest::default();
     let (st, code, msg) = grpc_call(
@@ -323,7 +298,7 @@ async fn grpc_over_get_is_refused_before_its_body_is_read() {
     // as they were, they took several hundred MB whatever --max_in_flight_bytes said.)
     let before = peak_rss_kib(server.0.id());
     let rows = 40_000_000 / (64 * 8);
-    let big = one_value(DataType::DtDouble, &[rows, 64], |t| {
+    let big = harness::digits_request_of(DataType::DtDouble, &[rows, 64], |t| {
         t.tensor_content = vec![0; rows as usize * 64 * 8].into()
     });
     let body = hyper::body::Bytes::from(grpc_frame(&big));
@@ -348,7 +323,8 @@ async fn grpc_over_get_is_refused_before_its_body_is_read() {
         assert!(msg.contains("GET") && msg.contains("POST"), "{msg}");
     }
     // Still serving.
-    let small = one_value(DataType::DtFloat, &[1, 64], |t| t.float_val = vec![0.5; 64]);
+    let small =
+        harness::digits_request_of(DataType::DtFloat, &[1, 64], |t| t.float_val = vec![0.5; 64]);
     g.predict(small).await.unwrap();
     assert!(server.0.try_wait().unwrap().is_none(), "the server exited");
     let grown = peak_rss_kib(server.0.id()).saturating_sub(before);
