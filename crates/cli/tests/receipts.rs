@@ -274,25 +274,8 @@ fn a_server_without_a_tee_refuses_to_sign_a_receipt() {
         None,
     )
     .unwrap();
-    let ca = std::fs::read(d.join("tls/ca.pem")).unwrap();
-    let body = std::fs::read(repo().join("testdata/digits/sample.json")).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let (status, answer) = rt.block_on(async {
-        let cfg = client_config(ca_verifier(&ca).unwrap(), None, &[b"http/1.1"]).unwrap();
-        let mut c = RestClient::connect(&server.rest, Some(Arc::new(cfg)), "127.0.0.1")
-            .await
-            .unwrap();
-        c.request_with(
-            hyper::Method::POST,
-            "/v1/models/digits:predict",
-            body,
-            &[("x-teeserve-receipt", "1")],
-            1 << 20,
-        )
-        .await
-        .unwrap()
-    });
-    let answer = String::from_utf8(answer).unwrap();
+    let body = std::fs::read_to_string(repo().join("testdata/digits/sample.json")).unwrap();
+    let (status, answer) = post_predict(d, &server, &body, true);
     assert_eq!(status, 400, "{answer}");
     assert!(answer.contains("cannot sign receipts"), "{answer}");
 }
