@@ -220,31 +220,31 @@ async fn data_tls(
         Some(p) => Some(Collateral::from_json(&util::read(p)?).context("collateral")?),
         None => None,
     };
-    let options = |nonce| -> Result<AttestOptions> {
-        Ok(AttestOptions {
-            addr: a.server.clone(),
-            server_name: server_name.to_owned(),
-            ca: ca.clone(),
-            identity: identity.as_ref().map(|(c, k)| (c.clone(), k.clone_key())),
-            policy: load_policy(policy_path, "--attest")?,
-            anchor: anchor(a.root.as_ref())?,
-            collateral: collateral.clone(),
-            at: util::now(),
-            nonce,
-        })
+    // Read once: the document quoted over a nonce and the standing one (for a receipt) are
+    // appraised under the same policy and root.
+    let (policy, root) = (
+        load_policy(policy_path, "--attest")?,
+        anchor(a.root.as_ref())?,
+    );
+    let options = |nonce| AttestOptions {
+        addr: a.server.clone(),
+        server_name: server_name.to_owned(),
+        ca: ca.clone(),
+        identity: identity.as_ref().map(|(c, k)| (c.clone(), k.clone_key())),
+        policy: policy.clone(),
+        anchor: root.clone(),
+        collateral: collateral.clone(),
+        at: util::now(),
+        nonce,
     };
     // A receipt names the server's standing document, not one quoted over this requester's
     // nonce: with a receipt asked for, that one is fetched and admitted too.
-    let standing = a
-        .receipt
-        .is_some()
-        .then(|| options(NonceChoice::Never))
-        .transpose()?;
+    let standing = a.receipt.is_some().then(|| options(NonceChoice::Never));
     let options = options(match (a.no_nonce, a.fresh_nonce) {
         (true, _) => NonceChoice::Never,
         (_, true) => NonceChoice::Always,
         _ => NonceChoice::ByKeyOrigin,
-    })?;
+    });
     let policy_name = options.policy.name.clone();
     // Refused before any data is sent; the message says which rule.
     let attested = attest_server(options).await.map_err(|r| {
