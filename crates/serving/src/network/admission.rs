@@ -56,12 +56,17 @@ impl BodyError {
 }
 
 /// Reads a body of at most `max` bytes within the request deadline, reserving its memory
-/// from the in-flight budget as it arrives (`declared`: its Content-Length, if any).
+/// from the in-flight budget as it arrives (`declared`: its Content-Length, if any). Without a
+/// declared length, `sized` may read the whole body's length from its first bytes (a gRPC
+/// message's frame header): the buffer is then reserved (and its memory) at that length once,
+/// instead of growing, and copying, as the frames arrive. A buffer exactly as long as the body
+/// becomes the decoder's own without a copy (`wire::codec`).
 pub(crate) async fn read_body(
     core: &ServingCore,
     mut body: Body,
     declared: Option<usize>,
     max: usize,
+    sized: fn(&[u8]) -> Option<usize>,
     mut each: impl FnMut(&[u8]),
 ) -> Result<(Bytes, Reservation), BodyError> {
     if let Some(len) = declared.filter(|&l| l > max) {
@@ -72,6 +77,7 @@ pub(crate) async fn read_body(
         .map_err(BodyError::Refused)?;
     // Sized from the declared length only once that is reserved.
     let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0));
+    let mut size_known = declared.is_some();
     let read = async {
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
@@ -93,6 +99,21 @@ pub(crate) async fn read_body(
             }
             each(&data);
             buf.extend_from_slice(&data);
+            if !size_known {
+                if let Some(want) = sized(&buf) {
+                    size_known = true;
+                    if want > max {
+                        return Err(BodyError::TooLarge(Some(want)));
+                    }
+                    if want > held.bytes() {
+                        held.merge(
+                            core.reserve(want - held.bytes(), "the request body")
+                                .map_err(BodyError::Refused)?,
+                        );
+                    }
+                    buf.reserve_exact(want.saturating_sub(buf.len()));
+                }
+            }
         }
         Ok(())
     };
@@ -183,7 +204,7 @@ pub(crate) async fn grpc_layer(
             h.update(data);
         }
     };
-    let (bytes, _body) = match read_body(&a.core, body, declared, max, hash).await {
+    let (bytes, _body) = match read_body(&a.core, body, declared, max, grpc_body_len, hash).await {
         Ok(x) => x,
         Err(e) => return grpc_error(e.api_error(a.max_message, &a.core)),
     };
@@ -204,6 +225,14 @@ pub(crate) async fn grpc_layer(
         admission,
     )
     .await
+}
+
+/// The length of a gRPC body of one message, from its frame header (the gRPC over HTTP/2
+/// protocol, grpc/doc/PROTOCOL-HTTP2.md: a compressed-flag byte and a 4-byte big-endian length,
+/// then the message): `None` until those 5 bytes are in.
+fn grpc_body_len(head: &[u8]) -> Option<usize> {
+    let len = head.get(1..5)?;
+    (u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize).checked_add(5)
 }
 
 /// Which message a gRPC call carries, for [`decoded_bytes`].
@@ -507,6 +536,83 @@ mod tests {
         // Three bytes sent per entry; prost keeps a 24-byte Vec each, in a list that may have
         // doubled, and a heap chunk of at least 32 bytes.
         assert!(decoded_bytes(&body, GrpcMessage::ModelInfer) >= 100_000 * 80);
+    }
+
+    fn core() -> ServingCore {
+        use crate::{ModelRepository, ModelSource};
+        let engine = crate::engine::EngineChoice::default().start(1).unwrap();
+        let repo = ModelRepository::new(
+            engine,
+            ModelSource {
+                key: None,
+                admitted: None,
+            },
+            Vec::new(),
+        );
+        ServingCore::new(Arc::new(repo), Default::default(), Default::default(), None)
+    }
+
+    /// A body sent in frames of 16 KiB, as an HTTP/2 peer sends it, without a length.
+    fn in_frames(body: &[u8]) -> Body {
+        let frames: Vec<Result<_, std::convert::Infallible>> = body
+            .chunks(16 * 1024)
+            .map(|c| Ok(http_body::Frame::data(Bytes::copy_from_slice(c))))
+            .collect();
+        Body::new(http_body_util::StreamBody::new(futures::stream::iter(
+            frames,
+        )))
+    }
+
+    #[tokio::test]
+    async fn a_grpc_body_is_read_into_one_buffer_of_its_length_that_the_decoder_can_own() {
+        let core = core();
+        let body = framed_raw(&vec![7u8; 600_000]);
+        let (bytes, held) = read_body(
+            &core,
+            in_frames(&body),
+            None,
+            1 << 20,
+            grpc_body_len,
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(bytes, body);
+        assert!(held.bytes() >= body.len());
+        // The buffer is exactly the body: it becomes tonic's decoding buffer without a copy
+        // (bytes' `BytesMut::put` into an empty buffer takes a buffer nothing else holds).
+        let owned = bytes
+            .try_into_mut()
+            .expect("the body's buffer is not shared");
+        assert_eq!(owned.capacity(), body.len());
+    }
+
+    #[tokio::test]
+    async fn a_grpc_message_longer_than_allowed_is_refused_from_its_frame_header() {
+        let core = core();
+        let body = framed_raw(&vec![7u8; 600_000]);
+        // Only the first frame is sent: the header already says the message is too long.
+        let e = read_body(
+            &core,
+            in_frames(&body[..16 * 1024]),
+            None,
+            100_000,
+            grpc_body_len,
+            |_| {},
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, BodyError::TooLarge(Some(600_005))), "{e:?}");
+    }
+
+    #[test]
+    fn the_grpc_body_length_is_read_from_its_frame_header() {
+        assert_eq!(grpc_body_len(&[0, 0, 0, 1]), None);
+        assert_eq!(grpc_body_len(&[0, 0, 0, 1, 0]), Some(261));
+        assert_eq!(
+            grpc_body_len(&[1, 0xff, 0xff, 0xff, 0xff, 9]),
+            Some(0xffff_ffff + 5)
+        );
     }
 
     fn framed_raw(msg: &[u8]) -> Vec<u8> {

@@ -33,7 +33,7 @@ pub(super) async fn read_body(
             h.update(data);
         }
     };
-    crate::network::admission::read_body(core, req.into_body(), declared, max, each)
+    crate::network::admission::read_body(core, req.into_body(), declared, max, |_| None, each)
         .await
         .map(|(body, held)| {
             let hash = sha.map(|h| crate::network::receipt_request::digest32(h.finish()));
