@@ -11,10 +11,14 @@ into target/bench-models/, as bench/serving.py does) at batch 1, with 1, 2, 4 an
 The configurations take turns for each requester count, ROUNDS times (default 3), and each
 figure is the median of its rounds; at 4 requesters each teeserve figure is also divided by the
 best raw figure of its own round (the machine's speed drifts by tens of per cent over minutes,
-more than the difference measured). Then the server's peak RSS (VmHWM) after a run at 1 and at
-2 workers.
+more than the difference measured). Then the goal in tight turns: TURNS times (default 8), raw
+onnxruntime at 2 and at 4 threads (1 intra-op thread, the best raw configuration at 4 requesters
+on two cores in every run so far) and each teeserve configuration at 4 requesters, TURN_SECONDS
+each (default 4); a turn's ratio is teeserve's figure over the better raw one of the same turn,
+and the report gives their median. Then the server's peak RSS (VmHWM) after a run at 1 and at 2
+workers.
 
-    ROUNDS=3 [ENCODE=each] bench/concurrency.sh [SECONDS] [INTRA_OP ...]
+    ROUNDS=3 TURNS=8 [ENCODE=each] bench/concurrency.sh [SECONDS] [INTRA_OP ...]
 """
 import json
 import os
@@ -37,6 +41,8 @@ SECS = float(sys.argv[1]) if len(sys.argv) > 1 else 8.0
 # alone. ENCODE=each makes every request encode its tensor, as a client library does.
 REQUESTER_ENV = {} if os.environ.get("ENCODE") == "each" else {"TEESERVE_BENCH_ENCODED": "once"}
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
+TURNS = int(os.environ.get("TURNS", "8"))
+TURN_SECS = float(os.environ.get("TURN_SECONDS", "4"))
 INTRA = [int(a) for a in sys.argv[2:]] or [1, 2]
 REQUESTERS = [1, 2, 4, 8]
 
@@ -74,6 +80,22 @@ def median(xs):
     return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
 
 
+def goal_turns(configs, name):
+    """TURNS turns at 4 requesters: raw onnxruntime (intra 1) at 2 and 4 threads, then each
+    teeserve configuration; each teeserve figure over the better raw figure of its turn."""
+    raw_best = configs["onnxruntime (Python), intra 1"]
+    ratios = {label: [] for label in configs if label.startswith("teeserve")}
+    for turn in range(TURNS):
+        best = max(raw_best(n, TURN_SECS)["per_second"] for n in (2, 4))
+        line = {"raw best": round(best, 1)}
+        for label in ratios:
+            got = configs[label](4, TURN_SECS)["per_second"]
+            ratios[label].append(got / best)
+            line[label] = round(got / best, 3)
+        print(name, f"turn {turn + 1} at 4 requesters:", json.dumps(line), flush=True)
+    return ratios
+
+
 def main():
     tmp = tempfile.mkdtemp()
     results = {}
@@ -94,7 +116,7 @@ def main():
                 opts.intra_op_num_threads = intra
                 sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
                 label = f"onnxruntime (Python), intra {intra or 'default'}"
-                configs[label] = lambda n, sess=sess: {"per_second": raw(sess, x, n, SECS)}
+                configs[label] = lambda n, secs=SECS, sess=sess: {"per_second": raw(sess, x, n, secs)}
             for intra in [None] + INTRA:
                 label = "teeserve, default" if intra is None else f"teeserve, intra {intra}"
                 extra = [] if intra is None else ["--onnxruntime_intra_op_parallelism", str(intra)]
@@ -102,9 +124,9 @@ def main():
                 servers.append(s)
                 # One request per connection first, so that no measurement pays a first run.
                 tool(MODEL_BENCH, "client", f"127.0.0.1:{s.grpc}", f"{tmp}/tls/ca.pem", name, "input", "1", "2", "1")
-                configs[label] = lambda n, s=s: tool(
+                configs[label] = lambda n, secs=SECS, s=s: tool(
                     MODEL_BENCH, "client", f"127.0.0.1:{s.grpc}", f"{tmp}/tls/ca.pem",
-                    name, "input", "1", str(n), str(SECS), env=REQUESTER_ENV)
+                    name, "input", "1", str(n), str(secs), env=REQUESTER_ENV)
             runs = {label: {n: [] for n in REQUESTERS} for label in configs}
             p50 = {label: [] for label in configs if label.startswith("teeserve")}
             for rnd in range(ROUNDS):
@@ -126,6 +148,7 @@ def main():
                 for label in runs if label.startswith("teeserve")}
             r["p50 ms at 1 requester"] = {label: median(v) for label, v in p50.items()}
             r["rounds"] = runs
+            r["turns at 4 requesters"] = goal_turns(configs, name)
             for s in servers:
                 s.stop()
             servers.clear()
@@ -159,6 +182,9 @@ def main():
             if k.startswith("teeserve"):
                 print(f"{k}: at 4 requesters {row[4] / best_raw:.2f}x the best raw median, "
                       f"{r['paired ratio at 4 requesters'][k]:.2f}x the best raw figure of its own round (median)")
+        for k, ratios in r["turns at 4 requesters"].items():
+            print(f"{k}: in {len(ratios)} tight turns at 4 requesters, {median(ratios):.2f}x the better raw "
+                  f"figure of its turn (median; per turn {', '.join(f'{v:.2f}' for v in ratios)})")
         print("p50 at 1 requester (ms):", {k: round(v, 2) for k, v in r["p50 ms at 1 requester"].items()})
         rss = r["peak RSS KiB by workers"]
         print(f"peak RSS: 1 worker {rss[1] / 1024:.0f} MiB, 2 workers {rss[2] / 1024:.0f} MiB, "

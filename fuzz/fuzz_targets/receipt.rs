@@ -8,7 +8,9 @@
 //! fixed seed, which takes the fuzzer's bytes past the signature check into the
 //! claims decoder. Either way the receipt is refused with a reason or read into claims; claims
 //! that were read are signed again and must read back the same; a receipt signed by the key
-//! is never refused for its signature.
+//! is never refused for its signature. The document a receipt names, read without its
+//! signature (`named_document`), is read from every receipt that verifies, and is the one its
+//! verified claims name.
 //!
 //! ```text
 //! cargo fuzz run receipt -- -rss_limit_mb=512
@@ -18,7 +20,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
-use teeserve_ratls::receipt::{verify, ReceiptClaims, ReceiptError, ReceiptSigner};
+use teeserve_ratls::receipt::{named_document, verify, ReceiptClaims, ReceiptError, ReceiptSigner};
 
 /// The protected header teeserve writes: `{1: -8, 395: 1}` (alg EdDSA, vds RFC9162_SHA256).
 const PROTECTED: [u8; 7] = [0xa2, 0x01, 0x27, 0x19, 0x01, 0x8b, 0x01];
@@ -90,20 +92,36 @@ fn round_trip(claims: &ReceiptClaims) {
     assert_eq!(&verify(&again, &signer().public_key()).unwrap(), claims);
 }
 
+/// The document named without the signature checked is the one the verified claims name.
+fn names(receipt: &[u8], claims: &ReceiptClaims) {
+    assert_eq!(named_document(receipt).unwrap(), claims.attestation_sha256);
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
     let public = fixed_key().public_key().as_ref();
     if mode & 1 == 0 {
+        // Read from every input, whether it verifies or not.
+        let named = named_document(rest);
         if let Ok(claims) = verify(rest, public) {
+            assert_eq!(named.ok(), Some(claims.attestation_sha256));
             round_trip(&claims);
         }
         return;
     }
-    match verify(&signed(rest), public) {
-        Ok(claims) => round_trip(&claims),
+    let receipt = signed(rest);
+    match verify(&receipt, public) {
+        Ok(claims) => {
+            names(&receipt, &claims);
+            round_trip(&claims)
+        }
         Err(ReceiptError::Signature) => panic!("a receipt signed by the key was refused"),
-        Err(ReceiptError::Format(_) | ReceiptError::Claim(_)) => {}
+        Err(ReceiptError::Format(_) | ReceiptError::Claim(_)) => {
+            // Only the signature is left out: a receipt that does not verify for its shape or
+            // its claims names nothing either.
+            assert!(named_document(&receipt).is_err());
+        }
     }
 });

@@ -241,9 +241,50 @@ struct AttestedForwarder {
     tcp_address: Option<String>,
     verdict_json: String,
     document_json: String,
-    attestation_document: Vec<u8>,
+    /// The standing document the server's receipts name (as served), and its SHA-256: the one
+    /// of the last receipt seen, later than the first when the served models changed since.
+    attestation_document: Mutex<(Vec<u8>, [u8; 32])>,
     certificate: Vec<u8>,
     accept_header: Option<String>,
+    /// With receipts: how to fetch and admit a later standing document.
+    later: Option<LaterDocuments>,
+}
+
+/// What fetching and admitting a server's later standing document takes: the requester's
+/// trust, as given when the channel was made.
+struct LaterDocuments {
+    addr: String,
+    server_name: String,
+    ca: Option<Arc<dyn rustls::client::danger::ServerCertVerifier>>,
+    identity: Option<(Vec<u8>, Zeroizing<Vec<u8>>)>,
+    policy: Policy,
+    anchor: TrustAnchor,
+    collateral: Option<Collateral>,
+}
+
+impl LaterDocuments {
+    /// The options of one fetch, appraised now.
+    fn options(&self) -> PyResult<AttestOptions> {
+        let identity = match &self.identity {
+            Some((chain, key)) => Some((
+                teeserve_tls::certs_from_pem(chain)
+                    .map_err(|e| value_error("certificate_chain", e))?,
+                teeserve_tls::key_from_pem(key).map_err(|e| value_error("private_key", e))?,
+            )),
+            None => None,
+        };
+        Ok(AttestOptions {
+            addr: self.addr.clone(),
+            server_name: self.server_name.clone(),
+            ca: self.ca.clone(),
+            identity,
+            policy: self.policy.clone(),
+            anchor: self.anchor.clone(),
+            collateral: self.collateral.clone(),
+            at: now(),
+            nonce: NonceChoice::Never,
+        })
+    }
 }
 
 #[pymethods]
@@ -284,7 +325,57 @@ impl AttestedForwarder {
     /// the admitted one when that was quoted over the requester's nonce.
     #[getter]
     fn attestation_document<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
-        pyo3::types::PyBytes::new(py, &self.attestation_document)
+        let held = self
+            .attestation_document
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        pyo3::types::PyBytes::new(py, &held.0)
+    }
+
+    /// The standing attestation document (JSON bytes, as served) that `receipt` names: the one
+    /// held, or, when the served models changed since it was fetched, the later one the
+    /// receipt names, fetched by its SHA-256 and admitted as the first was (then held in its
+    /// place). Raises `Refusal` when that document is not admitted or no longer kept.
+    fn document_of_receipt<'py>(
+        &self,
+        py: Python<'py>,
+        receipt: Vec<u8>,
+    ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+        let named = teeserve_ratls::receipt::named_document(&receipt)
+            .map_err(|e| refusal(Refusal::new("receipt", e.to_string())))?;
+        let held = self
+            .attestation_document
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if held.1 == named {
+            return Ok(pyo3::types::PyBytes::new(py, &held.0));
+        }
+        let later = self
+            .later
+            .as_ref()
+            .ok_or_else(|| PyValueError::new_err("this channel was made without receipts"))?;
+        let options = later.options()?;
+        let rt = runtime()?;
+        let doc = py
+            .detach(|| {
+                rt.block_on(teeserve_client::document_of_receipt(
+                    &receipt,
+                    &held.0,
+                    &self.certificate,
+                    options,
+                ))
+            })
+            .map_err(refusal)?;
+        let sha = sha256(&doc);
+        let mut slot = self
+            .attestation_document
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if sha == named {
+            *slot = (doc.clone(), sha);
+        }
+        Ok(pyo3::types::PyBytes::new(py, &doc))
     }
 
     /// The certificate (DER) whose key the attestation document binds.
@@ -383,6 +474,17 @@ fn attest(
         })
     };
     let standing = receipts.then(options).transpose()?;
+    let later = receipts.then(|| LaterDocuments {
+        addr: addr.clone(),
+        server_name: server_name.clone(),
+        ca: ca.clone(),
+        identity: certificate_chain
+            .clone()
+            .zip(private_key.as_ref().map(|k| Zeroizing::new(k.to_vec()))),
+        policy: policy.clone(),
+        anchor: anchor.clone(),
+        collateral: collateral.clone(),
+    });
     let options = options()?;
     let data_identity = identity()?;
     // A key that does not go with its certificate is the caller's mistake, said now, not a
@@ -434,9 +536,14 @@ fn attest(
             .map_err(|e| value_error("verdict", e))?,
         document_json: serde_json::to_string(&attested.doc)
             .map_err(|e| value_error("document", e))?,
-        attestation_document: receipt_doc.unwrap_or(attested.doc_json),
+        attestation_document: {
+            let doc = receipt_doc.unwrap_or(attested.doc_json);
+            let sha = sha256(&doc);
+            Mutex::new((doc, sha))
+        },
         certificate: attested.cert,
         accept_header,
+        later,
     })
 }
 

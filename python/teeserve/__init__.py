@@ -258,6 +258,16 @@ def _split_target(target):
     return t, host
 
 
+def _document_of_receipt(forwarder, receipt):
+    """The attestation document (JSON bytes) a receipt of ``forwarder``'s server names."""
+    try:
+        return forwarder.document_of_receipt(receipt)
+    except _native.Refusal as e:
+        rule, detail, message = e.args
+        raise AttestationError(
+            f"the attestation document this receipt names: {message}", rule, detail) from None
+
+
 def _attest(addr, server_name, protocol, root_certificates, policy, root, collateral,
             private_key, certificate_chain, receipts=False, tcp=False):
     kind, text = _policy(policy)

@@ -12,7 +12,7 @@ import requests.adapters
 import urllib3
 import urllib3.connection
 
-from . import Attestation, Receipt, _attest
+from . import Attestation, Receipt, _attest, _document_of_receipt
 
 # The header on the forwarder's own answer when it refused the server.
 _REFUSED = "x-teeserve-refused"
@@ -160,7 +160,17 @@ class AttestedSession(requests.Session):
             body = b""
         elif isinstance(body, str):
             body = body.encode("utf-8")
-        return Receipt(receipt, bytes(body), resp.content, self.attestation)
+        return Receipt(receipt, bytes(body), resp.content, self._attestation_of(receipt))
+
+    def _attestation_of(self, receipt):
+        """The attestation a receipt names: this one, or the server's later standing document
+        when the served models changed after it was fetched (fetched by its SHA-256 and admitted
+        as the first was; it then stands here as ``attestation``). Raises AttestationError when
+        that document is not admitted or the server no longer keeps it."""
+        doc = _document_of_receipt(self._forwarder, receipt)
+        if doc != self.attestation.document:
+            self.attestation = Attestation(doc, self.attestation.certificate)
+        return self.attestation
 
     def close(self):
         try:

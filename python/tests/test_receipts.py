@@ -203,3 +203,34 @@ def test_receipts_of_concurrent_answers_each_verify_alone(pki, server):
     with pytest.raises(teeserve.VerificationError):
         teeserve.verify_receipt(a.receipt, b.request, b.response, a.attestation, policy=pki.policy(),
                                 root=pki.root)
+
+
+def test_a_long_lived_channel_keeps_verifiable_receipts_after_the_models_change(pki, fresh_server, tmp_path):
+    """A receipt names the server's standing document of when its answer was made. A channel made
+    before a new model version loaded holds the document of before; the receipts after the change
+    come with the later document (fetched by its SHA-256 and admitted as the first was), and
+    both verify."""
+    import shutil
+    base = tmp_path / "digits"
+    shutil.copytree(os.path.join(ROOT, "models", "digits", "1"), base / "1")
+    server = fresh_server(model_args=["--model_name", "digits", "--model_base_path", str(base)],
+                          extra_args=["--file_system_poll_wait_seconds", "1"])
+    with receipts_channel(pki, server) as ch:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+        stub.Predict(request(), 10.0)
+        before = ch.last_receipt()
+        assert verify(pki, before)["version"] == 1
+        shutil.copytree(base / "1", base / "2")
+        deadline = time.monotonic() + 60
+        while True:
+            stub.Predict(request(), 10.0)
+            after = ch.last_receipt()
+            if verify(pki, after)["version"] == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    v = verify(pki, after)
+    assert v["verified"] is True and v["version"] == 2, v
+    assert after.attestation.document != before.attestation.document
+    assert {m["version"] for m in json.loads(after.attestation.document)["models"]} >= {2}
+    # The receipt of before still verifies with the document it names.
+    assert verify(pki, before)["version"] == 1

@@ -31,7 +31,11 @@ fn serve(d: &Path) -> Serve {
 
 /// [`serve`] with `extra` flags.
 fn serve_with(d: &Path, extra: &[&str]) -> Serve {
-    let models = repo().join("models/digits");
+    serve_models(d, &repo().join("models/digits"), extra)
+}
+
+/// [`serve_with`] serving the digits model from `models`.
+fn serve_models(d: &Path, models: &Path, extra: &[&str]) -> Serve {
     listen(
         || {
             serve_command(
@@ -44,7 +48,7 @@ fn serve_with(d: &Path, extra: &[&str]) -> Serve {
                     "--model_name",
                     "digits",
                     "--model_base_path",
-                    s(&models),
+                    s(models),
                     "--tls_cert",
                     "tls/server.pem",
                     "--tls_key",
@@ -468,6 +472,23 @@ fn post(
     body: Vec<u8>,
     headers: &[(&str, &str)],
 ) -> (u16, String) {
+    let (status, answer) = request(d, server, hyper::Method::POST, path, body, headers);
+    (status, String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// GETs `path` on the REST port: the status and the answer's bytes.
+fn get(d: &Path, server: &Serve, path: &str) -> (u16, Vec<u8>) {
+    request(d, server, hyper::Method::GET, path, Vec::new(), &[])
+}
+
+fn request(
+    d: &Path,
+    server: &Serve,
+    method: hyper::Method,
+    path: &str,
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<u8>) {
     let ca = std::fs::read(d.join("tls/ca.pem")).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
@@ -475,12 +496,121 @@ fn post(
         let mut c = RestClient::connect(&server.rest, Some(Arc::new(cfg)), "127.0.0.1")
             .await
             .unwrap();
-        let (status, answer) = c
-            .request_with(hyper::Method::POST, path, body, headers, 1 << 20)
+        c.request_with(method, path, body, headers, 4 << 20)
             .await
-            .unwrap();
-        (status, String::from_utf8_lossy(&answer).into_owned())
+            .unwrap()
     })
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, b))
+}
+
+/// A receipt names the server's standing document of when its answer was made, and a requester
+/// may hold an earlier one (the served models changed since it was fetched): the server keeps
+/// its last standing documents, each served by its SHA-256, byte for byte. A receipt made after
+/// the change verifies with the later document.
+#[test]
+fn earlier_standing_documents_are_served_by_their_sha256_after_the_models_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let models = d.join("models");
+    std::fs::create_dir_all(models.join("1")).unwrap();
+    std::fs::copy(
+        repo().join("models/digits/1/model.onnx"),
+        models.join("1/model.onnx"),
+    )
+    .unwrap();
+    let server = serve_models(d, &models, &["--file_system_poll_wait_seconds", "1"]);
+    let (status, first) = get(d, &server, "/v1/attestation");
+    assert_eq!(status, 200);
+    std::fs::create_dir_all(models.join("2")).unwrap();
+    std::fs::copy(models.join("1/model.onnx"), models.join("2/model.onnx")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let second = loop {
+        let (status, doc) = get(d, &server, "/v1/attestation");
+        assert_eq!(status, 200);
+        if doc != first {
+            break doc;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "version 2 never loaded"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    for doc in [&first, &second] {
+        let (status, got) = get(
+            d,
+            &server,
+            &format!("/v1/attestation?sha256={}", sha256_hex(doc)),
+        );
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&got));
+        assert_eq!(&got, doc);
+    }
+    let unknown = "00".repeat(32);
+    let (status, answer) = get(d, &server, &format!("/v1/attestation?sha256={unknown}"));
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(status, 404, "{answer}");
+    assert!(
+        answer.contains(&format!(
+            "no standing attestation document with SHA-256 {unknown} is kept"
+        )),
+        "{answer}"
+    );
+    for bad in [
+        "sha256=zz",
+        &format!("sha256={unknown}&nonce=00"),
+        &format!("nonce=00&sha256={unknown}"),
+    ] {
+        let (status, answer) = get(d, &server, &format!("/v1/attestation?{bad}"));
+        assert_eq!(status, 400, "{bad}: {}", String::from_utf8_lossy(&answer));
+    }
+    // A receipt now names the later document, which predict saves and verify admits.
+    predict_with_receipt(d, &server.rest, true, "r").ok();
+    let saved = std::fs::read(d.join("r/attestation.json")).unwrap();
+    assert_eq!(saved, second);
+    let v = verify(d, "r").ok().json();
+    assert_eq!(v["version"], 2, "{v}");
+    // A requester that held the first document (as one that fetched it before the change and
+    // got its answer after does) gets the one its receipt names, fetched and admitted.
+    let receipt = std::fs::read(d.join("r/receipt.cbor")).unwrap();
+    let cert = std::fs::read(d.join("r/certificate.der")).unwrap();
+    let options = || teeserve_client::AttestOptions {
+        addr: server.rest.clone(),
+        server_name: "127.0.0.1".into(),
+        ca: Some(ca_verifier(&std::fs::read(d.join("tls/ca.pem")).unwrap()).unwrap()),
+        identity: None,
+        policy: teeserve_attest::Policy::from_toml(
+            &std::fs::read_to_string(d.join("policy.toml")).unwrap(),
+        )
+        .unwrap(),
+        anchor: teeserve_attest::TrustAnchor::from_pem(
+            &std::fs::read(d.join("sim/root.pem")).unwrap(),
+        )
+        .unwrap(),
+        collateral: None,
+        at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+        nonce: teeserve_client::NonceChoice::Never,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let named = |held: &[u8], cert: &[u8]| {
+        rt.block_on(teeserve_client::document_of_receipt(
+            &receipt,
+            held,
+            cert,
+            options(),
+        ))
+    };
+    assert_eq!(named(&first, &cert).unwrap(), second);
+    assert_eq!(named(&second, &cert).unwrap(), second);
+    // Only with the certificate the data connections were pinned to.
+    let e = named(&first, b"another certificate").unwrap_err();
+    assert_eq!(e.rule, "certificate", "{}", e.message);
 }
 
 /// An Open Inference Protocol request with binary data names its JSON part's length in a

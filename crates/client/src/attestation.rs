@@ -82,6 +82,24 @@ pub async fn fetch_attestation_as(
         .map(|(fetched, _)| fetched)
 }
 
+/// Which document to ask `/v1/attestation` for.
+#[derive(Debug, Clone, Copy)]
+pub enum DocumentQuery<'a> {
+    /// The standing document (no query).
+    Standing,
+    /// One quoted now over this nonce.
+    Nonce(&'a [u8]),
+    /// The standing document whose SHA-256 this is, current or one of the last the server
+    /// keeps (a receipt names the document standing when its answer was made).
+    Sha256(&'a [u8; 32]),
+}
+
+impl<'a> From<Option<&'a [u8]>> for DocumentQuery<'a> {
+    fn from(nonce: Option<&'a [u8]>) -> Self {
+        nonce.map_or(Self::Standing, Self::Nonce)
+    }
+}
+
 /// [`fetch_attestation_as`], and the document's JSON as the server sent it: the bytes whose
 /// SHA-256 the server's receipts name, which a requester keeps to verify them (serializing the
 /// parsed document again gives other bytes when the server states a field this requester
@@ -93,15 +111,28 @@ pub async fn fetch_attestation_served(
     server_name: &str,
     nonce: Option<&[u8]>,
 ) -> Result<(FetchedAttestation, Vec<u8>), RequesterError> {
+    fetch_document(addr, verifier, identity, server_name, nonce.into()).await
+}
+
+/// [`fetch_attestation_served`] for any [`DocumentQuery`]. A document asked for by its
+/// SHA-256 must hash to it.
+pub async fn fetch_document(
+    addr: &str,
+    verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+    identity: Option<ClientIdentity>,
+    server_name: &str,
+    query: DocumentQuery<'_>,
+) -> Result<(FetchedAttestation, Vec<u8>), RequesterError> {
     let cap = Capture::new(verifier);
     let cfg = crate::transport::client_config(cap.clone(), identity, &[b"http/1.1"])
         .map_err(RequesterError::attestation)?;
     let mut c = RestClient::connect(addr, Some(Arc::new(cfg)), server_name)
         .await
         .map_err(RequesterError::attestation)?;
-    let path = match nonce {
-        Some(n) => format!("/v1/attestation?nonce={}", hex::encode(n)),
-        None => "/v1/attestation".to_owned(),
+    let path = match query {
+        DocumentQuery::Standing => "/v1/attestation".to_owned(),
+        DocumentQuery::Nonce(n) => format!("/v1/attestation?nonce={}", hex::encode(n)),
+        DocumentQuery::Sha256(d) => format!("/v1/attestation?sha256={}", hex::encode(d)),
     };
     let mut busy = 0;
     let (status, body) = loop {
@@ -127,14 +158,29 @@ pub async fn fetch_attestation_served(
             .ok()
             .and_then(|v| v["error"].as_str().map(str::to_owned))
             .unwrap_or_default();
+        // A document asked for by its SHA-256 may be one the server no longer keeps.
+        let what = match query {
+            DocumentQuery::Sha256(_) => "",
+            _ => ": the server publishes no attestation",
+        };
         return Err(RequesterError::attestation(format!(
-            "GET /v1/attestation answered HTTP {status}: the server publishes no attestation{}",
+            "GET /v1/attestation answered HTTP {status}{what}{}",
             if why.is_empty() {
                 String::new()
             } else {
                 format!(" ({why})")
             }
         )));
+    }
+    if let DocumentQuery::Sha256(want) = query {
+        let got = ring::digest::digest(&ring::digest::SHA256, &body);
+        if got.as_ref() != want.as_slice() {
+            return Err(RequesterError::attestation(format!(
+                "asked for the attestation document with SHA-256 {}, the server sent one with SHA-256 {}",
+                hex::encode(want),
+                hex::encode(got.as_ref())
+            )));
+        }
     }
     let doc: AttestationDoc = serde_json::from_slice(&body)
         .map_err(|e| RequesterError::attestation(format!("attestation document: {e}")))?;

@@ -9,7 +9,7 @@ use teeserve_attest::{Collateral, CollateralSource, Policy, TrustAnchor, Verdict
 use teeserve_ratls::{Appraiser, AttestationDoc, KeyOrigin};
 
 use crate::attestation::{
-    appraise_attestation, attested_client_config, fetch_attestation_served, fresh_nonce,
+    appraise_attestation, attested_client_config, fetch_document, fresh_nonce, DocumentQuery,
     FetchedAttestation,
 };
 use crate::error::Refusal;
@@ -148,6 +148,14 @@ async fn fetch(
     o: &AttestOptions,
     nonce: Option<&[u8]>,
 ) -> Result<(FetchedAttestation, Vec<u8>), Refusal> {
+    fetch_query(o, nonce.into()).await
+}
+
+/// [`fetch`] for any [`DocumentQuery`].
+pub(crate) async fn fetch_query(
+    o: &AttestOptions,
+    query: DocumentQuery<'_>,
+) -> Result<(FetchedAttestation, Vec<u8>), Refusal> {
     // With a CA the fetch already requires it; without one the document's binding to this
     // connection's key is what decides.
     let fetch_verifier = o
@@ -155,7 +163,7 @@ async fn fetch(
         .clone()
         .unwrap_or_else(|| Arc::new(teeserve_attest::collateral::pccs::AnyServerCert::default()));
     let identity = o.identity.as_ref().map(|(c, k)| (c.clone(), k.clone_key()));
-    let fetch = fetch_attestation_served(&o.addr, fetch_verifier, identity, &o.server_name, nonce);
+    let fetch = fetch_document(&o.addr, fetch_verifier, identity, &o.server_name, query);
     tokio::time::timeout(FETCH_TIMEOUT, fetch)
         .await
         .map_err(|_| {
@@ -172,7 +180,7 @@ async fn fetch(
 }
 
 /// Verifies and appraises a fetched document (against `nonce` when one was sent).
-fn admit(
+pub(crate) fn admit(
     o: &AttestOptions,
     fetched: &FetchedAttestation,
     nonce: Option<&[u8]>,

@@ -50,12 +50,12 @@ mod transport;
 
 pub use attestation::{
     accept_header, answered_by, appraise_attestation, attested_client_config, check_attestation,
-    fetch_attestation, fetch_attestation_as, fetch_attestation_served, fresh_nonce, spki_of,
-    FetchedAttestation,
+    fetch_attestation, fetch_attestation_as, fetch_attestation_served, fetch_document, fresh_nonce,
+    spki_of, DocumentQuery, FetchedAttestation,
 };
 pub use attested::{attest_server, AttestOptions, Attested, NonceChoice};
 pub use error::{Refusal, RequesterError};
-pub use receipt::{check_receipt, receipt_document, CheckedReceipt};
+pub use receipt::{check_receipt, document_of_receipt, receipt_document, CheckedReceipt};
 pub use transport::{
     ca_verifier, client_config, connect_tls, host_of, Capture, ClientIdentity, Io, RestClient,
     MAX_ANSWER,

@@ -9,7 +9,7 @@ use teeserve_attest::{Policy, Verdict};
 use teeserve_ratls::receipt::{verify, ReceiptClaims};
 use teeserve_ratls::Appraiser;
 
-use crate::attestation::{appraise_attestation, FetchedAttestation};
+use crate::attestation::{appraise_attestation, DocumentQuery, FetchedAttestation};
 use crate::{attest_server, AttestOptions, Attested, NonceChoice, Refusal};
 
 /// A receipt that verified: what it states, and the verdict on the document's quote.
@@ -182,19 +182,72 @@ pub async fn receipt_document(
         ..standing
     })
     .await?;
-    if standing.cert != admitted.cert {
+    same_server(&admitted.cert, &key, &standing.cert, &standing.doc)?;
+    Ok(standing.doc_json)
+}
+
+/// The attestation document a receipt names, given `held`, the standing document a requester
+/// holds (its JSON as served) and `cert`, the certificate its data connections are pinned to.
+/// When the served models changed after `held` was fetched, the receipt names a later document:
+/// that one is fetched by its SHA-256 (the server keeps its last few), admitted by `standing`
+/// (its quote and the policy, without a nonce), and must come with the same certificate and
+/// the same receipt key as `held`. The receipt's signature is checked first, under `held`'s
+/// receipt key, so that only a document the key's holder named is fetched. A receipt that
+/// names `held` is not verified here: `held` is returned, to be verified with it.
+pub async fn document_of_receipt(
+    receipt: &[u8],
+    held: &[u8],
+    cert: &[u8],
+    standing: AttestOptions,
+) -> Result<Vec<u8>, Refusal> {
+    let named = teeserve_ratls::receipt::named_document(receipt)
+        .map_err(|e| Refusal::new("receipt", e.to_string()))?;
+    if digest(&SHA256, held).as_ref() == named.as_slice() {
+        // Verified later, with the document, by whoever relies on the receipt.
+        return Ok(held.to_vec());
+    }
+    let doc: teeserve_ratls::AttestationDoc = serde_json::from_slice(held)
+        .map_err(|e| Refusal::new("receipt document", format!("the document held: {e}")))?;
+    let key = doc.receipt_key()?.ok_or_else(|| {
+        Refusal::new(
+            "receipt key",
+            "the attestation document carries no receipt key: the server signs no receipts",
+        )
+    })?;
+    // Another document is fetched only for a receipt that the held key signed.
+    let claims = verify(receipt, &key).map_err(|e| Refusal::new("receipt", e.to_string()))?;
+    let o = AttestOptions {
+        nonce: NonceChoice::Never,
+        ..standing
+    };
+    let (fetched, doc_json) =
+        crate::attested::fetch_query(&o, DocumentQuery::Sha256(&claims.attestation_sha256)).await?;
+    crate::attested::admit(&o, &fetched, None)?;
+    same_server(cert, &key, &fetched.cert, &fetched.doc)?;
+    Ok(doc_json)
+}
+
+/// A second document of one server: presented with the same certificate, naming the same
+/// receipt key.
+fn same_server(
+    cert: &[u8],
+    key: &[u8; 32],
+    other_cert: &[u8],
+    other: &teeserve_ratls::AttestationDoc,
+) -> Result<(), Refusal> {
+    if other_cert != cert {
         return Err(Refusal::new(
             "certificate",
-            "the server presented another certificate with its standing attestation document than with the one quoted over the nonce",
+            "the server presented another certificate with its standing attestation document than with the one first admitted",
         ));
     }
-    if standing.doc.receipt_key()? != Some(key) {
+    if other.receipt_key()?.as_ref() != Some(key) {
         return Err(Refusal::new(
             "receipt key",
-            "the server's standing attestation document names another receipt key than the one quoted over the nonce",
+            "the server's standing attestation document names another receipt key than the one first admitted",
         ));
     }
-    Ok(standing.doc_json)
+    Ok(())
 }
 
 #[cfg(test)]

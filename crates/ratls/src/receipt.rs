@@ -328,6 +328,36 @@ fn encode_claims(c: &ReceiptClaims, cti: &[u8; 16]) -> Vec<u8> {
 /// Checks a receipt's signature under `public_key` (32 bytes, from a verified attestation
 /// document) and reads its claims. Nothing but the shape teeserve makes is accepted.
 pub fn verify(receipt: &[u8], public_key: &[u8]) -> Result<ReceiptClaims, ReceiptError> {
+    let opened = open(receipt)?;
+    UnparsedPublicKey::new(&ED25519, public_key)
+        .verify(
+            &sig_structure(opened.protected, &opened.root),
+            opened.signature,
+        )
+        .map_err(|_| ReceiptError::Signature)?;
+    decode_claims(opened.payload)
+}
+
+/// The SHA-256 of the attestation document a receipt names, read without checking its
+/// signature: only to find that document (a requester that holds an earlier one fetches it by
+/// this name). Nothing is established by it; [`verify`] under the found document's key is what
+/// decides.
+pub fn named_document(receipt: &[u8]) -> Result<[u8; 32], ReceiptError> {
+    Ok(decode_claims(open(receipt)?.payload)?.attestation_sha256)
+}
+
+/// A receipt taken apart, every check but its signature's made.
+struct Opened<'a> {
+    protected: &'a [u8],
+    payload: &'a [u8],
+    signature: &'a [u8],
+    /// The Merkle root the signature is over, from the payload's leaf and the inclusion path.
+    root: merkle::Hash,
+}
+
+/// Takes a receipt apart: the shape teeserve makes, in its shortest CBOR form, within the size
+/// bounds, and the root its inclusion path leads to.
+fn open(receipt: &[u8]) -> Result<Opened<'_>, ReceiptError> {
     if receipt.len() > MAX_RECEIPT_BYTES {
         return Err(format(format!(
             "{} bytes; a receipt is at most {MAX_RECEIPT_BYTES}",
@@ -372,10 +402,12 @@ pub fn verify(receipt: &[u8], public_key: &[u8]) -> Result<ReceiptClaims, Receip
     }
     let root = merkle::root_from_inclusion(index, size, &merkle::leaf_hash(payload), &path)
         .map_err(|e| format(format!("inclusion proof: {e}")))?;
-    UnparsedPublicKey::new(&ED25519, public_key)
-        .verify(&sig_structure(protected, &root), signature)
-        .map_err(|_| ReceiptError::Signature)?;
-    decode_claims(payload)
+    Ok(Opened {
+        protected,
+        payload,
+        signature,
+        root,
+    })
 }
 
 /// The one inclusion proof of the unprotected header, `{396: {-1: [bstr .cbor [tree_size,

@@ -105,7 +105,7 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
     let input = read_input_file(&a.input).map_err(anyhow::Error::msg)?;
     // The attestation is checked before anything is sent; the data connections then admit no
     // other TLS key than the attested one, on every handshake.
-    let (tls, attested) = data_tls(&a, &server_name).await?;
+    let (tls, mut attested) = data_tls(&a, &server_name).await?;
     // The policy's pin for this model goes with every request, so that the attested server
     // answers from no other model file, whatever it serves by the time the request arrives.
     let accepted = match &a.attest {
@@ -134,12 +134,25 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
     let inputs = input_tensors(&sig, &input).map_err(anyhow::Error::msg)?;
     let p = conn.predict(&target, &inputs).await.map_err(refuse)?;
     let out = report(&a, &p, attested.as_ref())?;
-    if let (Some(dir), Some((_, _, (cert, doc_json)))) = (&a.receipt, &attested) {
+    if let (Some(dir), Some((_, _, served))) = (&a.receipt, attested.as_mut()) {
         let r = p
             .receipt
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("the server answered without a receipt"))?;
-        save_receipt(dir, r, doc_json, cert)?;
+        // The receipt names the document standing when the answer was made: if the served
+        // models changed after `served` was fetched, that is a later one, fetched by its
+        // SHA-256 and admitted like the first.
+        let doc_json = match served.later.take() {
+            Some(o) => {
+                teeserve_client::document_of_receipt(&r.receipt, &served.doc_json, &served.cert, o)
+                    .await
+                    .map_err(|e| {
+                        refuse(format!("the receipt's attestation document: {}", e.message))
+                    })?
+            }
+            None => served.doc_json.clone(),
+        };
+        save_receipt(dir, r, &doc_json, &served.cert)?;
     }
     crate::util::say(serde_json::to_string_pretty(&out)?)?;
     Ok(0)
@@ -180,8 +193,14 @@ fn client_identity(a: &PredictArgs) -> Result<Option<ClientIdentity>> {
     })
 }
 
-/// The attested certificate (DER) and the attestation document as the server served it.
-type Served = (Vec<u8>, Vec<u8>);
+/// What a receipt is verified against: the attested certificate (DER) and the server's
+/// standing attestation document as it served it, and (with `--receipt`) how to fetch and
+/// admit another of its standing documents, when the receipt names a later one.
+struct Served {
+    cert: Vec<u8>,
+    doc_json: Vec<u8>,
+    later: Option<AttestOptions>,
+}
 
 type ClientIdentity = (
     Vec<rustls::pki_types::CertificateDer<'static>>,
@@ -240,6 +259,7 @@ async fn data_tls(
     // A receipt names the server's standing document, not one quoted over this requester's
     // nonce: with a receipt asked for, that one is fetched and admitted too.
     let standing = a.receipt.is_some().then(|| options(NonceChoice::Never));
+    let later = a.receipt.is_some().then(|| options(NonceChoice::Never));
     let options = options(match (a.no_nonce, a.fresh_nonce) {
         (true, _) => NonceChoice::Never,
         (_, true) => NonceChoice::Always,
@@ -277,7 +297,11 @@ async fn data_tls(
             .map_err(|r| refuse(format!("refusing to send data: {}", r.message)))?,
         None => attested.doc_json.clone(),
     };
-    let served = (attested.cert.clone(), doc_json);
+    let served = Served {
+        cert: attested.cert.clone(),
+        doc_json,
+        later,
+    };
     Ok((
         Some(Arc::new(cfg)),
         Some((attested.verdict, attested.doc, served)),

@@ -1,7 +1,11 @@
 //! The server's side of `/v1/attestation`: the attestation document, quoted again whenever the
 //! served models change, and fresh quotes over a requester's nonce, made in turns shared fairly
-//! between peers ([`crate::network::fresh_quotes`]).
+//! between peers ([`crate::network::fresh_quotes`]). The last [`KEPT_DOCUMENTS`] standing
+//! documents stay available by their SHA-256 (`?sha256=<hex>`): a receipt names the document
+//! standing when its answer was made, and a requester that fetched the one before (the models
+//! changed since) gets the one its receipt names.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use teeserve_attest::platform::Platform;
@@ -20,6 +24,9 @@ pub(crate) enum AttestationRequestError {
     /// The query is malformed (HTTP 400).
     #[error("{0}")]
     BadRequest(String),
+    /// No kept standing document has that SHA-256 (HTTP 404).
+    #[error("no standing attestation document with SHA-256 {0} is kept: this server keeps its last {KEPT_DOCUMENTS} (since it started)")]
+    NotKept(String),
     /// No turn at a fresh quote for this peer now (HTTP 429, with `Retry-After`).
     #[error("{}", match .0 {
         NoTurn::PeerFull => format!("this peer already has {PER_PEER} attestation requests with a nonce waiting or being quoted; retry after {RETRY_AFTER} s"),
@@ -36,6 +43,7 @@ impl AttestationRequestError {
     pub(crate) fn http_status(&self) -> u16 {
         match self {
             Self::BadRequest(_) => 400,
+            Self::NotKept(_) => 404,
             Self::Busy(_) => 429,
             Self::Quote(_) => 500,
         }
@@ -51,6 +59,8 @@ pub(crate) struct Attestor {
     repo: Arc<ModelRepository>,
     /// The document without a nonce, and the repository generation it describes.
     current: Mutex<Option<(u64, Arc<String>)>>,
+    /// The last standing documents made, newest last, with their SHA-256.
+    kept: std::sync::Mutex<VecDeque<([u8; 32], Arc<String>)>>,
     fresh: Arc<FreshQuotes>,
     /// Whether the server batches (`--enable_batching`): row-independent models then share
     /// batches among requesters, and the document says so.
@@ -88,6 +98,7 @@ impl Attestor {
             collateral,
             repo,
             current: Mutex::new(None),
+            kept: std::sync::Mutex::new(VecDeque::new()),
             fresh: FreshQuotes::new(),
             batching: false,
             receipt_key: None,
@@ -181,36 +192,75 @@ impl Attestor {
         }
         let doc = Arc::new(self.make(None).await?);
         *cur = Some((generation, doc.clone()));
+        self.keep(doc.clone());
         Ok((generation, doc))
     }
 
-    /// Answers `GET /v1/attestation[?nonce=<hex>]` from `peer`: the current document, or one
-    /// quoted now over the requester's nonce (1 to 64 bytes) in the peer's turn.
+    /// Keeps a standing document among the last [`KEPT_DOCUMENTS`].
+    fn keep(&self, doc: Arc<String>) {
+        let sha = crate::network::receipt_request::digest32(ring::digest::digest(
+            &ring::digest::SHA256,
+            doc.as_bytes(),
+        ));
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.retain(|(s, _)| *s != sha);
+        if kept.len() == KEPT_DOCUMENTS {
+            kept.pop_front();
+        }
+        kept.push_back((sha, doc));
+    }
+
+    /// The kept standing document whose SHA-256 is `sha256` (64 hex digits).
+    fn kept_document(&self, sha256: &str) -> Result<Arc<String>, AttestationRequestError> {
+        let mut want = [0u8; 32];
+        hex::decode_to_slice(sha256, &mut want).map_err(|_| {
+            let shown: String = sha256.chars().take(80).collect();
+            AttestationRequestError::BadRequest(format!(
+                "sha256={shown:?} is not 64 hexadecimal digits"
+            ))
+        })?;
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.iter()
+            .rev()
+            .find(|(s, _)| *s == want)
+            .map(|(_, doc)| doc.clone())
+            .ok_or_else(|| AttestationRequestError::NotKept(hex::encode(want)))
+    }
+
+    /// Answers `GET /v1/attestation[?nonce=<hex>|?sha256=<hex>]` from `peer`: the current
+    /// document, one quoted now over the requester's nonce (1 to 64 bytes) in the peer's turn,
+    /// or a kept standing document by its SHA-256.
     pub(crate) async fn answer(
         &self,
         query: Option<&str>,
         peer: Option<std::net::IpAddr>,
     ) -> Result<Arc<String>, AttestationRequestError> {
-        let mut nonce = None;
+        let (mut nonce, mut sha256) = (None, None);
         for pair in query
             .unwrap_or_default()
             .split('&')
             .filter(|p| !p.is_empty())
         {
             match pair.split_once('=') {
-                Some(("nonce", v)) if nonce.is_none() => {
+                Some(("nonce", v)) if nonce.is_none() && sha256.is_none() => {
                     nonce = Some(
                         parse_nonce(v)
                             .map_err(|e| AttestationRequestError::BadRequest(e.to_string()))?,
                     )
                 }
+                Some(("sha256", v)) if nonce.is_none() && sha256.is_none() => sha256 = Some(v),
                 _ => {
                     let shown: String = pair.chars().take(40).collect();
                     return Err(AttestationRequestError::BadRequest(format!(
-                        "unknown or repeated query parameter {shown:?}: the only one is nonce=<hex, at most {MAX_NONCE} bytes>"
+                        "unknown or repeated query parameter {shown:?}: give at most one of nonce=<hex, at most {MAX_NONCE} bytes> and sha256=<hex of a standing document>"
                     )));
                 }
             }
+        }
+        if let Some(sha) = sha256 {
+            // The current document is made (and kept) first if it is not yet.
+            self.current().await?;
+            return self.kept_document(sha);
         }
         match nonce {
             None => self.current().await,
@@ -245,6 +295,10 @@ impl Attestor {
         }
     }
 }
+
+/// How many standing documents stay available by their SHA-256: a document is tens of
+/// kilobytes with its collateral, and a new one is made only when the served models change.
+pub(crate) const KEPT_DOCUMENTS: usize = 16;
 
 /// An answer of `/v1/attestation`: the status, the `Retry-After` seconds of a 429, and the JSON
 /// body.
