@@ -241,14 +241,20 @@ struct AttestedForwarder {
     tcp_address: Option<String>,
     verdict_json: String,
     document_json: String,
-    /// The standing document the server's receipts name (as served), and its SHA-256: the one
-    /// of the last receipt seen, later than the first when the served models changed since.
-    attestation_document: Mutex<(Vec<u8>, [u8; 32])>,
+    /// The standing document the server's receipts name (as served) when the forwarder was
+    /// made, and its SHA-256.
+    attestation_document: (Vec<u8>, [u8; 32]),
+    /// Later standing documents that receipts named, each admitted, newest last, at most
+    /// [`LATER_DOCUMENTS`].
+    later_documents: Mutex<std::collections::VecDeque<([u8; 32], Arc<Vec<u8>>)>>,
     certificate: Vec<u8>,
     accept_header: Option<String>,
     /// With receipts: how to fetch and admit a later standing document.
     later: Option<LaterDocuments>,
 }
+
+/// How many later standing documents a forwarder keeps (the server keeps 16).
+const LATER_DOCUMENTS: usize = 16;
 
 /// What fetching and admitting a server's later standing document takes: the requester's
 /// trust, as given when the channel was made.
@@ -325,17 +331,14 @@ impl AttestedForwarder {
     /// the admitted one when that was quoted over the requester's nonce.
     #[getter]
     fn attestation_document<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
-        let held = self
-            .attestation_document
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        pyo3::types::PyBytes::new(py, &held.0)
+        pyo3::types::PyBytes::new(py, &self.attestation_document.0)
     }
 
     /// The standing attestation document (JSON bytes, as served) that `receipt` names: the one
-    /// held, or, when the served models changed since it was fetched, the later one the
-    /// receipt names, fetched by its SHA-256 and admitted as the first was (then held in its
-    /// place). Raises `Refusal` when that document is not admitted or no longer kept.
+    /// held since the forwarder was made, or, when the served models changed since, the later
+    /// one the receipt names, fetched by its SHA-256 and admitted as the first was (then kept,
+    /// with the last few). Raises `Refusal` when that document is not admitted or no longer
+    /// kept by the server.
     fn document_of_receipt<'py>(
         &self,
         py: Python<'py>,
@@ -343,13 +346,18 @@ impl AttestedForwarder {
     ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
         let named = teeserve_ratls::receipt::named_document(&receipt)
             .map_err(|e| refusal(Refusal::new("receipt", e.to_string())))?;
-        let held = self
-            .attestation_document
+        if self.attestation_document.1 == named {
+            return Ok(pyo3::types::PyBytes::new(py, &self.attestation_document.0));
+        }
+        let known = self
+            .later_documents
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if held.1 == named {
-            return Ok(pyo3::types::PyBytes::new(py, &held.0));
+            .iter()
+            .find(|(sha, _)| *sha == named)
+            .map(|(_, doc)| doc.clone());
+        if let Some(doc) = known {
+            return Ok(pyo3::types::PyBytes::new(py, &doc));
         }
         let later = self
             .later
@@ -361,19 +369,22 @@ impl AttestedForwarder {
             .detach(|| {
                 rt.block_on(teeserve_client::document_of_receipt(
                     &receipt,
-                    &held.0,
+                    &self.attestation_document.0,
                     &self.certificate,
                     options,
                 ))
             })
             .map_err(refusal)?;
-        let sha = sha256(&doc);
-        let mut slot = self
-            .attestation_document
+        let mut kept = self
+            .later_documents
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if sha == named {
-            *slot = (doc.clone(), sha);
+        // Two threads may have fetched the same document; it is kept once.
+        if !kept.iter().any(|(sha, _)| *sha == named) {
+            if kept.len() == LATER_DOCUMENTS {
+                kept.pop_front();
+            }
+            kept.push_back((named, Arc::new(doc.clone())));
         }
         Ok(pyo3::types::PyBytes::new(py, &doc))
     }
@@ -539,8 +550,9 @@ fn attest(
         attestation_document: {
             let doc = receipt_doc.unwrap_or(attested.doc_json);
             let sha = sha256(&doc);
-            Mutex::new((doc, sha))
+            (doc, sha)
         },
+        later_documents: Mutex::new(std::collections::VecDeque::new()),
         certificate: attested.cert,
         accept_header,
         later,

@@ -27,6 +27,7 @@ __all__ = [
     "Error",
     "VerificationError",
     "AttestationError",
+    "ReceiptDocumentError",
     "verify_quote",
     "attested_channel",
     "attested_session",
@@ -63,6 +64,14 @@ class AttestationError(Error):
     the connection it came over, or was refused by the policy. Nothing but requests for the
     attestation document (one with a fresh nonce, when the TLS key is the host's) was sent to the
     server."""
+
+
+class ReceiptDocumentError(Error):
+    """The attestation document that a receipt names could not be fetched from its server, or was
+    not admitted (its quote, the policy, the certificate or the receipt key). Raised by
+    ``last_receipt()`` when the served models changed after the channel or session was made and
+    the receipt names a later document; the answer itself was received. ``rule`` names the check
+    that failed, as for AttestationError."""
 
 
 def _bytes(value, what):
@@ -258,14 +267,19 @@ def _split_target(target):
     return t, host
 
 
-def _document_of_receipt(forwarder, receipt):
-    """The attestation document (JSON bytes) a receipt of ``forwarder``'s server names."""
+def _attestation_of_receipt(forwarder, receipt):
+    """The Attestation a receipt of ``forwarder``'s server names: the document held since the
+    forwarder was made, or a later one (fetched by its SHA-256 and admitted)."""
     try:
-        return forwarder.document_of_receipt(receipt)
+        doc = forwarder.document_of_receipt(receipt)
     except _native.Refusal as e:
         rule, detail, message = e.args
-        raise AttestationError(
+        raise ReceiptDocumentError(
             f"the attestation document this receipt names: {message}", rule, detail) from None
+    except (ValueError, OSError) as e:
+        raise ReceiptDocumentError(
+            f"the attestation document this receipt names: {e}", "fetch", str(e)) from None
+    return Attestation(doc, forwarder.certificate)
 
 
 def _attest(addr, server_name, protocol, root_certificates, policy, root, collateral,

@@ -7,7 +7,7 @@ import weakref
 
 import grpc
 
-from . import AttestationError, Attestation, Receipt, _attest, _document_of_receipt, _split_target
+from . import Attestation, Receipt, _attest, _attestation_of_receipt, _split_target
 
 # Every call carries the policy's model pins, so that the attested server answers from no
 # other model file (teeserve_ratls::document::ACCEPT_HEADER).
@@ -183,11 +183,14 @@ class AttestedChannel(grpc.Channel):
 
     def last_receipt(self):
         """The Receipt of the last unary call this thread made on the channel, or None when
-        that call failed or the channel asks for no receipts. Raises AttestationError when the
-        attestation document that receipt names could not be fetched or admitted."""
+        that call failed or the channel asks for no receipts. When the served models changed
+        after the channel was made, the receipt names a later attestation document, which is
+        fetched (by its SHA-256) and admitted here; ReceiptDocumentError when that fails."""
         r = getattr(self._last, "receipt", None)
-        if isinstance(r, Exception):
-            raise r
+        if isinstance(r, tuple):
+            receipt, sent, got = r
+            r = Receipt(receipt, sent, got, _attestation_of_receipt(self._forwarder, receipt))
+            self._last.receipt = r
         return r
 
     def _record(self, receipt):
@@ -195,23 +198,9 @@ class AttestedChannel(grpc.Channel):
 
     def _record_call(self, call, sent, got):
         r = _receipt_of(call)
-        if r is None:
-            return self._record(None)
-        try:
-            self._record(Receipt(r, sent, got, self._attestation_of(r)))
-        except AttestationError as e:
-            # The answer stands; its receipt has no admitted document: last_receipt() says so.
-            self._record(e)
+        # Its document is found when the receipt is asked for (last_receipt), not in the call.
+        self._record(None if r is None else (r, sent, got))
 
-    def _attestation_of(self, receipt):
-        """The attestation a receipt names: this one, or the server's later standing document
-        when the served models changed after it was fetched (fetched by its SHA-256 and admitted
-        as the first was; it then stands here as ``attestation``). Raises AttestationError when
-        that document is not admitted or the server no longer keeps it."""
-        doc = _document_of_receipt(self._forwarder, receipt)
-        if doc != self.attestation.document:
-            self.attestation = Attestation(doc, self.attestation.certificate)
-        return self.attestation
 
     def subscribe(self, callback, try_to_connect=False):
         return self._channel.subscribe(callback, try_to_connect)

@@ -12,7 +12,7 @@ import requests.adapters
 import urllib3
 import urllib3.connection
 
-from . import Attestation, Receipt, _attest, _document_of_receipt
+from . import Attestation, Receipt, _attest, _attestation_of_receipt
 
 # The header on the forwarder's own answer when it refused the server.
 _REFUSED = "x-teeserve-refused"
@@ -149,7 +149,10 @@ class AttestedSession(requests.Session):
     def last_receipt(self):
         """The Receipt of the last response this thread got from the session (redirects
         followed), or None when it carries none. The request body is the one sent (a body
-        given as text is sent as its UTF-8 bytes); the response body is read if it was not."""
+        given as text is sent as its UTF-8 bytes); the response body is read if it was not.
+        When the served models changed after the session was made, the receipt names a later
+        attestation document, which is fetched (by its SHA-256) and admitted here;
+        ReceiptDocumentError when that fails."""
         resp = getattr(self._last, "response", None)
         value = None if resp is None else resp.headers.get(_RECEIPT)
         if not value:
@@ -160,17 +163,8 @@ class AttestedSession(requests.Session):
             body = b""
         elif isinstance(body, str):
             body = body.encode("utf-8")
-        return Receipt(receipt, bytes(body), resp.content, self._attestation_of(receipt))
+        return Receipt(receipt, bytes(body), resp.content, _attestation_of_receipt(self._forwarder, receipt))
 
-    def _attestation_of(self, receipt):
-        """The attestation a receipt names: this one, or the server's later standing document
-        when the served models changed after it was fetched (fetched by its SHA-256 and admitted
-        as the first was; it then stands here as ``attestation``). Raises AttestationError when
-        that document is not admitted or the server no longer keeps it."""
-        doc = _document_of_receipt(self._forwarder, receipt)
-        if doc != self.attestation.document:
-            self.attestation = Attestation(doc, self.attestation.certificate)
-        return self.attestation
 
     def close(self):
         try:

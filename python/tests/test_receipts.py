@@ -206,16 +206,18 @@ def test_receipts_of_concurrent_answers_each_verify_alone(pki, server):
 
 
 def test_a_long_lived_channel_keeps_verifiable_receipts_after_the_models_change(pki, fresh_server, tmp_path):
-    """A receipt names the server's standing document of when its answer was made. A channel made
-    before a new model version loaded holds the document of before; the receipts after the change
-    come with the later document (fetched by its SHA-256 and admitted as the first was), and
-    both verify."""
+    """A receipt names the server's standing document of when its answer was made. A channel (and
+    a session) made before a new model version loaded holds the document of before; the receipts
+    after the change come with the later document (fetched by its SHA-256 and admitted as the
+    first was), and both verify."""
     import shutil
     base = tmp_path / "digits"
     shutil.copytree(os.path.join(ROOT, "models", "digits", "1"), base / "1")
     server = fresh_server(model_args=["--model_name", "digits", "--model_base_path", str(base)],
                           extra_args=["--file_system_poll_wait_seconds", "1"])
-    with receipts_channel(pki, server) as ch:
+    session = teeserve.attested_session(server.rest_url, root_certificates=pki.ca, policy=pki.policy(),
+                                        root=pki.root, receipts=True)
+    with receipts_channel(pki, server) as ch, session:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
         stub.Predict(request(), 10.0)
         before = ch.last_receipt()
@@ -228,9 +230,18 @@ def test_a_long_lived_channel_keeps_verifiable_receipts_after_the_models_change(
             if verify(pki, after)["version"] == 2 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
+        resp = session.post(f"{server.rest_url}/v1/models/digits:predict",
+                            json={"instances": pixels().tolist()}, timeout=10)
+        assert resp.status_code == 200, resp.text
+        rest = session.last_receipt()
     v = verify(pki, after)
     assert v["verified"] is True and v["version"] == 2, v
     assert after.attestation.document != before.attestation.document
     assert {m["version"] for m in json.loads(after.attestation.document)["models"]} >= {2}
+    # The channel's own attestation is still the one it admitted when it was made.
+    assert ch.attestation.document == before.attestation.document
+    v = verify(pki, rest)
+    assert (v["verified"], v["api"], v["version"]) == (True, "rest", 2), v
+    assert rest.attestation.document == after.attestation.document
     # The receipt of before still verifies with the document it names.
     assert verify(pki, before)["version"] == 1

@@ -598,19 +598,30 @@ fn earlier_standing_documents_are_served_by_their_sha256_after_the_models_change
         nonce: teeserve_client::NonceChoice::Never,
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let named = |held: &[u8], cert: &[u8]| {
-        rt.block_on(teeserve_client::document_of_receipt(
-            &receipt,
-            held,
-            cert,
-            options(),
-        ))
+    let named = |receipt: &[u8], held: &[u8], cert: &[u8], o| {
+        rt.block_on(teeserve_client::document_of_receipt(receipt, held, cert, o))
     };
-    assert_eq!(named(&first, &cert).unwrap(), second);
-    assert_eq!(named(&second, &cert).unwrap(), second);
+    assert_eq!(named(&receipt, &first, &cert, options()).unwrap(), second);
+    assert_eq!(named(&receipt, &second, &cert, options()).unwrap(), second);
     // Only with the certificate the data connections were pinned to.
-    let e = named(&first, b"another certificate").unwrap_err();
+    let e = named(&receipt, &first, b"another certificate", options()).unwrap_err();
     assert_eq!(e.rule, "certificate", "{}", e.message);
+    // Only a document the policy admits.
+    let mut strict = options();
+    strict.policy = teeserve_attest::Policy::from_toml(&format!(
+        "mrenclave = [\"{}\"]\nallow_simulated = true\ntls_key_origin = [\"host\"]\n",
+        "ab".repeat(32)
+    ))
+    .unwrap();
+    let e = named(&receipt, &first, &cert, strict).unwrap_err();
+    assert_eq!(e.rule, "mrenclave", "{}", e.message);
+    // Nothing is fetched for a receipt the held key did not sign: its signature changed.
+    let mut forged = receipt.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let e = named(&forged, &first, &cert, options()).unwrap_err();
+    assert_eq!(e.rule, "receipt", "{}", e.message);
+    assert!(e.message.contains("signature"), "{}", e.message);
 }
 
 /// An Open Inference Protocol request with binary data names its JSON part's length in a

@@ -134,6 +134,7 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
     let inputs = input_tensors(&sig, &input).map_err(anyhow::Error::msg)?;
     let p = conn.predict(&target, &inputs).await.map_err(refuse)?;
     let out = report(&a, &p, attested.as_ref())?;
+    let mut unsaved = None;
     if let (Some(dir), Some((_, _, served))) = (&a.receipt, attested.as_mut()) {
         let r = p
             .receipt
@@ -141,20 +142,32 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
             .ok_or_else(|| anyhow::anyhow!("the server answered without a receipt"))?;
         // The receipt names the document standing when the answer was made: if the served
         // models changed after `served` was fetched, that is a later one, fetched by its
-        // SHA-256 and admitted like the first.
-        let doc_json = match served.later.take() {
-            Some(o) => {
-                teeserve_client::document_of_receipt(&r.receipt, &served.doc_json, &served.cert, o)
-                    .await
-                    .map_err(|e| {
-                        refuse(format!("the receipt's attestation document: {}", e.message))
-                    })?
-            }
-            None => served.doc_json.clone(),
+        // SHA-256 and admitted like the first (as of now).
+        let doc = match served.later.take() {
+            Some(o) => teeserve_client::document_of_receipt(
+                &r.receipt,
+                &served.doc_json,
+                &served.cert,
+                AttestOptions {
+                    at: util::now(),
+                    ..o
+                },
+            )
+            .await
+            .map_err(|e| e.message),
+            None => Ok(served.doc_json.clone()),
         };
-        save_receipt(dir, r, &doc_json, &served.cert)?;
+        // The receipt and what it is about are kept either way: its document can be fetched
+        // later by its SHA-256 while the server keeps it.
+        save_receipt(dir, r, doc.as_deref().ok(), &served.cert)?;
+        unsaved = doc.err();
     }
     crate::util::say(serde_json::to_string_pretty(&out)?)?;
+    if let Some(why) = unsaved {
+        return Err(refuse(format!(
+            "the receipt was saved without the attestation document it names: {why}"
+        )));
+    }
     Ok(0)
 }
 
@@ -163,7 +176,7 @@ async fn run_async(a: PredictArgs) -> Result<i32> {
 fn save_receipt(
     dir: &std::path::Path,
     r: &teeserve_client::requester::Receipt,
-    doc_json: &[u8],
+    doc_json: Option<&[u8]>,
     cert: &[u8],
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("--receipt {}", dir.display()))?;
@@ -174,8 +187,17 @@ fn save_receipt(
     write("receipt.cbor", &r.receipt)?;
     write("request.bin", &r.request)?;
     write("response.bin", &r.response)?;
-    write("attestation.json", doc_json)?;
     write("certificate.der", cert)?;
+    match doc_json {
+        Some(doc) => write("attestation.json", doc)?,
+        // No document of an earlier receipt left beside this one.
+        None => match std::fs::remove_file(dir.join("attestation.json")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("--receipt: {}", dir.display()))
+            }
+            _ => {}
+        },
+    }
     eprintln!("receipt written to {}", dir.display());
     Ok(())
 }

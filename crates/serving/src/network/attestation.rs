@@ -210,6 +210,14 @@ impl Attestor {
         kept.push_back((sha, doc));
     }
 
+    fn any_kept(&self) -> bool {
+        !self
+            .kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
     /// The kept standing document whose SHA-256 is `sha256` (64 hex digits).
     fn kept_document(&self, sha256: &str) -> Result<Arc<String>, AttestationRequestError> {
         let mut want = [0u8; 32];
@@ -258,9 +266,16 @@ impl Attestor {
             }
         }
         if let Some(sha) = sha256 {
-            // The current document is made (and kept) first if it is not yet.
-            self.current().await?;
-            return self.kept_document(sha);
+            // Every document a receipt names was made (and kept) before it was named; the
+            // current one is made only when none is kept yet, so that it can be asked for by
+            // its hash first.
+            return match self.kept_document(sha) {
+                Err(AttestationRequestError::NotKept(_)) if !self.any_kept() => {
+                    self.current().await?;
+                    self.kept_document(sha)
+                }
+                found => found,
+            };
         }
         match nonce {
             None => self.current().await,
