@@ -246,12 +246,15 @@ struct AttestedForwarder {
     attestation_document: (Vec<u8>, [u8; 32]),
     /// Later standing documents that receipts named, each admitted, newest last, at most
     /// [`LATER_DOCUMENTS`].
-    later_documents: Mutex<std::collections::VecDeque<([u8; 32], Arc<Vec<u8>>)>>,
+    later_documents: Mutex<std::collections::VecDeque<KeptDocument>>,
     certificate: Vec<u8>,
     accept_header: Option<String>,
     /// With receipts: how to fetch and admit a later standing document.
     later: Option<LaterDocuments>,
 }
+
+/// A standing document a forwarder admitted: its SHA-256 and its bytes as served.
+type KeptDocument = ([u8; 32], Arc<Vec<u8>>);
 
 /// How many later standing documents a forwarder keeps (the server keeps 16).
 const LATER_DOCUMENTS: usize = 16;
