@@ -118,14 +118,14 @@ pub async fn attest_server(o: AttestOptions) -> Result<Attested, Refusal> {
         NonceChoice::Always => Some(nonce()?),
         NonceChoice::ByKeyOrigin | NonceChoice::Never => None,
     };
-    let (fetched, doc_json) = fetch(&o, first.as_ref().map(|n| &n[..])).await?;
+    let (fetched, doc_json) = fetch_query(&o, first.as_ref().map(|n| &n[..]).into()).await?;
     let (mut appraiser, mut verdict) = admit(&o, &fetched, first.as_ref().map(|n| &n[..]))?;
     let (mut fetched, mut doc_json) = (fetched, doc_json);
     if o.nonce == NonceChoice::ByKeyOrigin && fetched.doc.key_origin == KeyOrigin::Host {
         // The policy admits a host key (else `admit` refused); whoever holds one could have
         // replayed that document, so the TEE must quote this requester's own nonce.
         let n = nonce()?;
-        (fetched, doc_json) = fetch(&o, Some(&n)).await?;
+        (fetched, doc_json) = fetch_query(&o, DocumentQuery::Nonce(&n)).await?;
         (appraiser, verdict) = admit(&o, &fetched, Some(&n))?;
     }
     Ok(Attested {
@@ -142,16 +142,8 @@ fn nonce() -> Result<[u8; 32], Refusal> {
     fresh_nonce().map_err(|e| Refusal::new("nonce", e.to_string()))
 }
 
-/// One fetch of the document (parsed, and as served), over `nonce` when given, within
-/// [`FETCH_TIMEOUT`].
-async fn fetch(
-    o: &AttestOptions,
-    nonce: Option<&[u8]>,
-) -> Result<(FetchedAttestation, Vec<u8>), Refusal> {
-    fetch_query(o, nonce.into()).await
-}
-
-/// [`fetch`] for any [`DocumentQuery`].
+/// One fetch of the document (parsed, and as served): the standing one, one over a nonce, or
+/// one named by its SHA-256, within [`FETCH_TIMEOUT`].
 pub(crate) async fn fetch_query(
     o: &AttestOptions,
     query: DocumentQuery<'_>,

@@ -80,12 +80,7 @@ pub fn check_receipt(
     response: &[u8],
 ) -> Result<CheckedReceipt, Refusal> {
     let doc = &attested.doc;
-    let key = doc.receipt_key()?.ok_or_else(|| {
-        Refusal::new(
-            "receipt key",
-            "the attestation document carries no receipt key (the server signs no receipts)",
-        )
-    })?;
+    let key = receipt_key(doc)?;
     let claims = verify(receipt, &key).map_err(|e| Refusal::new("receipt", e.to_string()))?;
     not_in_the_future(claims.time, std::time::SystemTime::now())?;
     // The document is appraised as of the receipt's time: was the server admitted when it
@@ -168,12 +163,7 @@ pub async fn receipt_document(
     admitted: &Attested,
     standing: AttestOptions,
 ) -> Result<Vec<u8>, Refusal> {
-    let key = admitted.doc.receipt_key()?.ok_or_else(|| {
-        Refusal::new(
-            "receipt key",
-            "the attestation document carries no receipt key: the server signs no receipts",
-        )
-    })?;
+    let key = receipt_key(&admitted.doc)?;
     if admitted.doc.nonce.is_none() {
         return Ok(admitted.doc_json.clone());
     }
@@ -208,12 +198,7 @@ pub async fn document_of_receipt(
     }
     let doc: teeserve_ratls::AttestationDoc = serde_json::from_slice(held)
         .map_err(|e| Refusal::new("receipt document", format!("the document held: {e}")))?;
-    let key = doc.receipt_key()?.ok_or_else(|| {
-        Refusal::new(
-            "receipt key",
-            "the attestation document carries no receipt key: the server signs no receipts",
-        )
-    })?;
+    let key = receipt_key(&doc)?;
     // Another document is fetched only for a receipt that the held key signed.
     let claims = verify(receipt, &key).map_err(|e| Refusal::new("receipt", e.to_string()))?;
     let o = AttestOptions {
@@ -225,6 +210,17 @@ pub async fn document_of_receipt(
     crate::attested::admit(&o, &fetched, None)?;
     same_server(cert, &key, &fetched.cert, &fetched.doc)?;
     Ok(doc_json)
+}
+
+/// The receipt key a document carries; refused when it carries none (the server signs no
+/// receipts).
+fn receipt_key(doc: &teeserve_ratls::AttestationDoc) -> Result<[u8; 32], Refusal> {
+    doc.receipt_key()?.ok_or_else(|| {
+        Refusal::new(
+            "receipt key",
+            "the attestation document carries no receipt key: the server signs no receipts",
+        )
+    })
 }
 
 /// A second document of one server: presented with the same certificate, naming the same
