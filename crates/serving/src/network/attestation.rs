@@ -50,6 +50,15 @@ impl AttestationRequestError {
     }
 }
 
+/// A standing document (made without a nonce): the repository generation whose models it
+/// lists, its JSON as served, and that JSON's SHA-256 (what receipts name).
+#[derive(Debug, Clone)]
+pub(crate) struct Standing {
+    pub(crate) generation: u64,
+    pub(crate) doc: Arc<String>,
+    pub(crate) sha256: [u8; 32],
+}
+
 /// Makes and serves the attestation document of one server.
 pub(crate) struct Attestor {
     platform: Arc<dyn Platform>,
@@ -57,8 +66,8 @@ pub(crate) struct Attestor {
     origin: KeyOrigin,
     collateral: Option<serde_json::Value>,
     repo: Arc<ModelRepository>,
-    /// The document without a nonce, and the repository generation it describes.
-    current: Mutex<Option<(u64, Arc<String>)>>,
+    /// The document without a nonce, with the repository generation it describes.
+    current: Mutex<Option<Standing>>,
     /// The last standing documents made, newest last, with their SHA-256.
     kept: std::sync::Mutex<VecDeque<([u8; 32], Arc<String>)>>,
     fresh: Arc<FreshQuotes>,
@@ -169,7 +178,7 @@ impl Attestor {
 
     /// The document without a nonce, quoted again when the served models have changed since.
     pub(crate) async fn current(&self) -> Result<Arc<String>, AttestationRequestError> {
-        Ok(self.current_with_generation().await?.1)
+        Ok(self.standing().await?.doc)
     }
 
     /// The repository generation now: it changes whenever the served models do.
@@ -177,37 +186,39 @@ impl Attestor {
         self.repo.generation()
     }
 
-    /// [`Self::current`], with the repository generation whose models it lists.
-    pub(crate) async fn current_with_generation(
-        &self,
-    ) -> Result<(u64, Arc<String>), AttestationRequestError> {
+    /// [`Self::current`], with the repository generation whose models it lists and its SHA-256
+    /// (computed once per document).
+    pub(crate) async fn standing(&self) -> Result<Standing, AttestationRequestError> {
         let mut cur = self.current.lock().await;
         // The generation is read before the models, so a change in between makes the next
         // call quote again rather than leave a stale list standing.
         let generation = self.repo.generation();
-        if let Some((g, doc)) = cur.as_ref() {
-            if *g == generation {
-                return Ok((generation, doc.clone()));
-            }
+        if let Some(s) = cur.as_ref().filter(|s| s.generation == generation) {
+            return Ok(s.clone());
         }
         let doc = Arc::new(self.make(None).await?);
-        *cur = Some((generation, doc.clone()));
-        self.keep(doc.clone());
-        Ok((generation, doc))
-    }
-
-    /// Keeps a standing document among the last [`KEPT_DOCUMENTS`].
-    fn keep(&self, doc: Arc<String>) {
-        let sha = crate::network::receipt_request::digest32(ring::digest::digest(
+        let sha256 = crate::network::receipt_request::digest32(ring::digest::digest(
             &ring::digest::SHA256,
             doc.as_bytes(),
         ));
+        let s = Standing {
+            generation,
+            doc,
+            sha256,
+        };
+        *cur = Some(s.clone());
+        self.keep(&s);
+        Ok(s)
+    }
+
+    /// Keeps a standing document among the last [`KEPT_DOCUMENTS`].
+    fn keep(&self, s: &Standing) {
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        kept.retain(|(s, _)| *s != sha);
+        kept.retain(|(sha, _)| *sha != s.sha256);
         if kept.len() == KEPT_DOCUMENTS {
             kept.pop_front();
         }
-        kept.push_back((sha, doc));
+        kept.push_back((s.sha256, s.doc.clone()));
     }
 
     fn any_kept(&self) -> bool {

@@ -52,8 +52,8 @@ pub(crate) struct Receipts {
     signer: Arc<ReceiptSigner>,
     queue: mpsc::UnboundedSender<Waiting>,
     attestor: Arc<Attestor>,
-    /// The repository generation of the standing document last seen and the document's SHA-256
-    /// (a document with collateral is tens of kilobytes: hashed once, not per receipt).
+    /// The repository generation of the standing document last seen and the document's SHA-256,
+    /// read without the attestor's lock on every receipt.
     document: Mutex<Option<(u64, [u8; 32])>>,
 }
 
@@ -131,17 +131,16 @@ impl Receipts {
                 return Ok(sha);
             }
         }
-        let (generation, doc) = self
+        let standing = self
             .attestor
-            .current_with_generation()
+            .standing()
             .await
             .map_err(|e| ApiError::new(Code::Unavailable, format!("receipt: {e}")))?;
-        let sha = sha256(doc.as_bytes());
         let mut seen = self.document.lock().map_err(|_| poisoned())?;
-        if seen.is_none_or(|(g, _)| g < generation) {
-            *seen = Some((generation, sha));
+        if seen.is_none_or(|(g, _)| g < standing.generation) {
+            *seen = Some((standing.generation, standing.sha256));
         }
-        Ok(sha)
+        Ok(standing.sha256)
     }
 
     /// Queues the claims of an answer for the signer; the receipt comes on the returned
