@@ -250,7 +250,7 @@ struct AttestedForwarder {
     certificate: Vec<u8>,
     accept_header: Option<String>,
     /// With receipts: how to fetch and admit a later standing document.
-    later: Option<LaterDocuments>,
+    later: Option<Trust>,
 }
 
 /// A standing document a forwarder admitted: its SHA-256 and its bytes as served.
@@ -259,39 +259,46 @@ type KeptDocument = ([u8; 32], Arc<Vec<u8>>);
 /// How many later standing documents a forwarder keeps (the server keeps 16).
 const LATER_DOCUMENTS: usize = 16;
 
-/// What fetching and admitting a server's later standing document takes: the requester's
-/// trust, as given when the channel was made.
-struct LaterDocuments {
+/// What a requester trusts and how it reaches the server, as given to `attest`: the options of
+/// each attestation it makes, then and (with receipts) for a later standing document.
+struct Trust {
     addr: String,
     server_name: String,
     ca: Option<Arc<dyn rustls::client::danger::ServerCertVerifier>>,
+    /// The client certificate chain and key (PEM), for mutual TLS.
     identity: Option<(Vec<u8>, Zeroizing<Vec<u8>>)>,
     policy: Policy,
     anchor: TrustAnchor,
     collateral: Option<Collateral>,
 }
 
-impl LaterDocuments {
-    /// The options of one fetch, appraised now.
-    fn options(&self) -> PyResult<AttestOptions> {
-        let identity = match &self.identity {
-            Some((chain, key)) => Some((
-                teeserve_tls::certs_from_pem(chain)
-                    .map_err(|e| value_error("certificate_chain", e))?,
-                teeserve_tls::key_from_pem(key).map_err(|e| value_error("private_key", e))?,
-            )),
-            None => None,
-        };
+impl Trust {
+    /// The client certificate and key, parsed.
+    fn identity(&self) -> PyResult<Option<teeserve_client::ClientIdentity>> {
+        self.identity
+            .as_ref()
+            .map(|(chain, key)| {
+                Ok((
+                    teeserve_tls::certs_from_pem(chain)
+                        .map_err(|e| value_error("certificate_chain", e))?,
+                    teeserve_tls::key_from_pem(key).map_err(|e| value_error("private_key", e))?,
+                ))
+            })
+            .transpose()
+    }
+
+    /// The options of one attestation, appraised now.
+    fn options(&self, nonce: NonceChoice) -> PyResult<AttestOptions> {
         Ok(AttestOptions {
             addr: self.addr.clone(),
             server_name: self.server_name.clone(),
             ca: self.ca.clone(),
-            identity,
+            identity: self.identity()?,
             policy: self.policy.clone(),
             anchor: self.anchor.clone(),
             collateral: self.collateral.clone(),
             at: now(),
-            nonce: NonceChoice::Never,
+            nonce,
         })
     }
 }
@@ -366,7 +373,7 @@ impl AttestedForwarder {
             .later
             .as_ref()
             .ok_or_else(|| PyValueError::new_err("this channel was made without receipts"))?;
-        let options = later.options()?;
+        let options = later.options(NonceChoice::Never)?;
         let rt = runtime()?;
         let doc = py
             .detach(|| {
@@ -456,17 +463,13 @@ fn attest(
         .map(teeserve_client::ca_verifier)
         .transpose()
         .map_err(|e| value_error("root_certificates", e))?;
-    let identity = || -> PyResult<Option<teeserve_client::ClientIdentity>> {
-        match (&certificate_chain, &private_key) {
-            (Some(chain), Some(key)) => Ok(Some((
-                teeserve_tls::certs_from_pem(chain)
-                    .map_err(|e| value_error("certificate_chain", e))?,
-                teeserve_tls::key_from_pem(key).map_err(|e| value_error("private_key", e))?,
-            ))),
-            (None, None) => Ok(None),
-            _ => Err(PyValueError::new_err(
+    let identity = match (certificate_chain, private_key) {
+        (Some(chain), Some(key)) => Some((chain, key)),
+        (None, None) => None,
+        _ => {
+            return Err(PyValueError::new_err(
                 "give both private_key and certificate_chain, or neither",
-            )),
+            ))
         }
     };
     let collateral = collateral
@@ -474,33 +477,20 @@ fn attest(
         .map(Collateral::from_json)
         .transpose()
         .map_err(|e| value_error("collateral", e))?;
-    let options = || -> PyResult<AttestOptions> {
-        Ok(AttestOptions {
-            addr: addr.clone(),
-            server_name: server_name.clone(),
-            ca: ca.clone(),
-            identity: identity()?,
-            policy: policy.clone(),
-            anchor: anchor.clone(),
-            collateral: collateral.clone(),
-            at: now(),
-            nonce: NonceChoice::ByKeyOrigin,
-        })
+    let trust = Trust {
+        addr,
+        server_name,
+        ca,
+        identity,
+        policy,
+        anchor,
+        collateral,
     };
-    let standing = receipts.then(options).transpose()?;
-    let later = receipts.then(|| LaterDocuments {
-        addr: addr.clone(),
-        server_name: server_name.clone(),
-        ca: ca.clone(),
-        identity: certificate_chain
-            .clone()
-            .zip(private_key.as_ref().map(|k| Zeroizing::new(k.to_vec()))),
-        policy: policy.clone(),
-        anchor: anchor.clone(),
-        collateral: collateral.clone(),
-    });
-    let options = options()?;
-    let data_identity = identity()?;
+    let standing = receipts
+        .then(|| trust.options(NonceChoice::Never))
+        .transpose()?;
+    let options = trust.options(NonceChoice::ByKeyOrigin)?;
+    let data_identity = trust.identity()?;
     // A key that does not go with its certificate is the caller's mistake, said now, not a
     // failed handshake later blamed on the server.
     if let Some((chain, key)) = &data_identity {
@@ -525,14 +515,14 @@ fn attest(
                     Some(o) => Some(teeserve_client::receipt_document(&attested, o).await?),
                     None => None,
                 };
-                let tls = attested.client_config(ca, data_identity, alpn)?;
+                let tls = attested.client_config(trust.ca.clone(), data_identity, alpn)?;
                 Ok::<_, Refusal>((attested, receipt_doc, tls))
             })
         })
         .map_err(refusal)?;
     let upstream = Upstream {
-        addr,
-        server_name,
+        addr: trust.addr.clone(),
+        server_name: trust.server_name.clone(),
         tls: Arc::new(tls),
     };
     // A loopback port for clients that cannot dial a Unix socket (Triton's HTTP client).
@@ -558,7 +548,7 @@ fn attest(
         later_documents: Mutex::new(std::collections::VecDeque::new()),
         certificate: attested.cert,
         accept_header,
-        later,
+        later: receipts.then_some(trust),
     })
 }
 
