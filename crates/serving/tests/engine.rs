@@ -45,6 +45,52 @@ fn every_batch_size_matches_onnxruntime() {
     }
 }
 
+/// tract keeps run states between inferences: every inference, on any thread, in any order and
+/// at any batch size, still gets the answer for its own rows and nothing of another's.
+#[test]
+fn kept_run_states_answer_every_inference_with_its_own_rows() {
+    let _alone = alone();
+    let model = TractEngine
+        .load(&std::fs::read(repo().join("models/digits/1/model.onnx")).unwrap())
+        .unwrap();
+    let pixels = npy("testdata/digits/heldout-pixels.npy");
+    let Data::F32(want) = npy("testdata/digits/heldout-probabilities-onnxruntime.npy").data else {
+        panic!("reference is not float32");
+    };
+    let rows = pixels.shape[0];
+    std::thread::scope(|s| {
+        for thread in 0..4 {
+            let (model, pixels, want) = (&model, &pixels, &want);
+            s.spawn(move || {
+                for i in 0..300 {
+                    // Each thread walks the rows in its own order, one to three rows at a time.
+                    let start = (i * 7 + thread * 13) % (rows - 3);
+                    let n = 1 + (i + thread) % 3;
+                    let out = model
+                        .run("", vec![pixels.slice_rows(start, start + n)])
+                        .unwrap();
+                    let probs = out
+                        .iter()
+                        .find_map(|t| match &t.data {
+                            Data::F32(v) if t.shape == [n, 10] => Some(v.clone()),
+                            _ => None,
+                        })
+                        .expect("a [rows, 10] float output");
+                    let worst = probs
+                        .iter()
+                        .zip(&want[start * 10..(start + n) * 10])
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0f32, f32::max);
+                    assert!(
+                        worst < 1e-4,
+                        "thread {thread}, rows {start}..+{n}: off by {worst}"
+                    );
+                }
+            });
+        }
+    });
+}
+
 /// ONNX Runtime from `TEESERVE_ONNXRUNTIME_LIB` for two workers, with `intra_op_threads`
 /// threads per inference (0: the default); None (or a failure where it is required) without it.
 fn onnx_runtime(intra_op_threads: usize) -> Option<std::sync::Arc<dyn Engine>> {
