@@ -239,12 +239,12 @@ fn from_tract(t: &tract_onnx::prelude::Tensor) -> Result<Tensor, EngineError> {
     let shape = t.shape().to_vec();
     macro_rules! get {
         ($ty:ty, $variant:ident) => {
+            // A tract tensor's elements are contiguous, in row-major order: one copy.
             Data::$variant(
-                t.to_plain_array_view::<$ty>()
+                t.try_as_plain_ram()
+                    .and_then(|v| v.as_slice::<$ty>())
                     .map_err(|e| run_error(e.to_string()))?
-                    .iter()
-                    .copied()
-                    .collect(),
+                    .to_vec(),
             )
         };
     }
