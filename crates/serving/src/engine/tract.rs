@@ -14,22 +14,29 @@ pub struct TractEngine;
 
 type Plan = Arc<Runner>;
 
-/// Run states kept per plan for later inferences (more than inferences ever run at once).
-const IDLE_STATES: usize = 16;
+/// Run states kept per plan for later inferences: more than run at once (at most `--workers`).
+const IDLE_STATES: usize = 64;
 
 /// A plan and the run states it keeps between inferences.
 ///
 /// tract runs a plan on a state: the run's values, the operators' own states, and the scratch
 /// of its matrix kernels, which it keeps per state (its session) and per thread. Making a state
 /// for every inference and dropping it afterwards cost a seventh of a small model's run (the
-/// digits model inside the server: 42,000 instructions per inference with a new state, 36,500
+/// digits model inside the server: 41,800 instructions per inference with a new state, 36,200
 /// with a kept one). A state is kept only when none of its operators keeps anything between
-/// runs (no `Scan`, `Delay` or other stateful operator: every operator state empty), so what a
-/// run leaves in it is what tract clears at the end of every run (its values) and its kernels'
-/// scratch, which every run writes before it reads. A model with a stateful operator gets a
-/// new state for every inference, and a run that fails drops its state, so nothing of one
-/// requester's inference reaches another's. A kept state serves one inference at a time; one
-/// that has run on several threads leaves a small kernel scratch in each, freed with the thread.
+/// runs (no `Scan`, `Delay` or other stateful operator: every operator state empty); a model
+/// with a stateful operator gets a new state for every inference. After every run, whether it
+/// succeeded or failed part way, the state's values are all dropped (tract itself clears only
+/// those its outputs depend on, not an input no output reads) and its resolved symbols reset,
+/// so a kept state holds nothing of the inference before; its kernels' scratch is written by
+/// every run before it is read. A kept state serves one inference at a time.
+///
+/// A state is kept after a failed run too: tract frees a session's scratch only on the thread
+/// that drops it, so a state dropped after running on other threads would leave its scratch on
+/// them for good, and requests that fail on purpose could grow it. States are dropped only
+/// with their model (its unload or reload: at most [`IDLE_STATES`] per plan, a few kilobytes
+/// each on each inference thread), when more than [`IDLE_STATES`] inferences of one plan ran
+/// at once, or when an inference panics.
 struct Runner {
     plan: Arc<tract_onnx::prelude::TypedSimplePlan>,
     idle: std::sync::Mutex<Vec<tract_onnx::prelude::TypedSimpleState>>,
@@ -53,7 +60,12 @@ impl Runner {
             Some(s) => s,
             None => self.plan.spawn()?,
         };
-        let outputs = state.run(inputs)?;
+        let outputs = state.run(inputs);
+        if !state.turn_state.values.is_empty() {
+            state.reset_turn()?;
+        }
+        // Every value goes, constants too (the next run puts them back).
+        state.turn_state.values.clear();
         if state.op_states.iter().all(Option::is_none) {
             if let Ok(mut idle) = self.idle.lock() {
                 if idle.len() < IDLE_STATES {
@@ -61,7 +73,7 @@ impl Runner {
                 }
             }
         }
-        Ok(outputs)
+        outputs
     }
 }
 
