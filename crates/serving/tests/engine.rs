@@ -14,32 +14,58 @@ fn npy(path: &str) -> tensor::Tensor {
     tensor::from_npy(&std::fs::read(repo().join(path)).unwrap()).unwrap()
 }
 
-#[test]
-fn every_batch_size_matches_onnxruntime() {
-    let _alone = alone();
+/// The digits model on tract, the held-out rows, and onnxruntime's probabilities for them.
+struct Digits {
+    model: std::sync::Arc<dyn teeserve_serving::engine::LoadedModel>,
+    pixels: tensor::Tensor,
+    want: Vec<f32>,
+}
+
+fn digits() -> Digits {
     let model = TractEngine
         .load(&std::fs::read(repo().join("models/digits/1/model.onnx")).unwrap())
         .unwrap();
-    let pixels = npy("testdata/digits/heldout-pixels.npy");
     let Data::F32(want) = npy("testdata/digits/heldout-probabilities-onnxruntime.npy").data else {
         panic!("reference is not float32");
     };
+    Digits {
+        model,
+        pixels: npy("testdata/digits/heldout-pixels.npy"),
+        want,
+    }
+}
+
+impl Digits {
+    /// The largest difference from the reference of the probabilities the model gives for rows
+    /// `start..start + n`.
+    fn worst_error(&self, start: usize, n: usize) -> f32 {
+        let out = self
+            .model
+            .run("", vec![self.pixels.slice_rows(start, start + n)])
+            .unwrap();
+        let probs = out
+            .iter()
+            .find_map(|t| match &t.data {
+                Data::F32(v) if t.shape == [n, 10] => Some(v),
+                _ => None,
+            })
+            .expect("a [rows, 10] float output");
+        probs
+            .iter()
+            .zip(&self.want[start * 10..(start + n) * 10])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max)
+    }
+}
+
+#[test]
+fn every_batch_size_matches_onnxruntime() {
+    let _alone = alone();
+    let digits = digits();
     // Sizes 1..=9 twice: the first four get specialised plans, the rest the general one.
     for round in 0..2 {
         for rows in 1..=9 {
-            let out = model.run("", vec![pixels.slice_rows(0, rows)]).unwrap();
-            let probs = out
-                .iter()
-                .find_map(|t| match &t.data {
-                    Data::F32(v) if t.shape == [rows, 10] => Some(v.clone()),
-                    _ => None,
-                })
-                .expect("a [rows, 10] float output");
-            let worst = probs
-                .iter()
-                .zip(&want[..rows * 10])
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let worst = digits.worst_error(0, rows);
             assert!(worst < 1e-4, "round {round}, {rows} rows: off by {worst}");
         }
     }
@@ -51,17 +77,11 @@ fn every_batch_size_matches_onnxruntime() {
 #[test]
 fn kept_run_states_answer_every_inference_with_its_own_rows() {
     let _alone = alone();
-    let model = TractEngine
-        .load(&std::fs::read(repo().join("models/digits/1/model.onnx")).unwrap())
-        .unwrap();
-    let pixels = npy("testdata/digits/heldout-pixels.npy");
-    let Data::F32(want) = npy("testdata/digits/heldout-probabilities-onnxruntime.npy").data else {
-        panic!("reference is not float32");
-    };
-    let rows = pixels.shape[0];
+    let digits = digits();
+    let rows = digits.pixels.shape[0];
     std::thread::scope(|s| {
         for thread in 0..4 {
-            let (model, pixels, want) = (&model, &pixels, &want);
+            let digits = &digits;
             s.spawn(move || {
                 for i in 0..300 {
                     if i % 25 == 24 {
@@ -70,27 +90,13 @@ fn kept_run_states_answer_every_inference_with_its_own_rows() {
                             shape: vec![1, 63],
                             data: Data::F32(vec![1.0; 63]),
                         };
-                        assert!(model.run("", vec![short]).is_err());
+                        assert!(digits.model.run("", vec![short]).is_err());
                         continue;
                     }
                     // Each thread walks the rows in its own order, one to three rows at a time.
                     let start = (i * 7 + thread * 13) % (rows - 3);
                     let n = 1 + (i + thread) % 3;
-                    let out = model
-                        .run("", vec![pixels.slice_rows(start, start + n)])
-                        .unwrap();
-                    let probs = out
-                        .iter()
-                        .find_map(|t| match &t.data {
-                            Data::F32(v) if t.shape == [n, 10] => Some(v.clone()),
-                            _ => None,
-                        })
-                        .expect("a [rows, 10] float output");
-                    let worst = probs
-                        .iter()
-                        .zip(&want[start * 10..(start + n) * 10])
-                        .map(|(a, b)| (a - b).abs())
-                        .fold(0f32, f32::max);
+                    let worst = digits.worst_error(start, n);
                     assert!(
                         worst < 1e-4,
                         "thread {thread}, rows {start}..+{n}: off by {worst}"
