@@ -61,11 +61,10 @@ impl Runner {
             None => self.plan.spawn()?,
         };
         let outputs = state.run(inputs);
-        if !state.turn_state.values.is_empty() {
-            state.reset_turn()?;
-        }
-        // Every value goes, constants too (the next run puts them back).
+        // What a run leaves, successful or not: every value goes, constants too (the next run
+        // puts them back), and the symbols it resolved (tract resets them only on success).
         state.turn_state.values.clear();
+        state.turn_state.resolved_symbols = Default::default();
         if state.op_states.iter().all(Option::is_none) {
             if let Ok(mut idle) = self.idle.lock() {
                 if idle.len() < IDLE_STATES {
