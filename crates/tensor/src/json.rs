@@ -80,8 +80,20 @@ pub fn from_json_numbers_within(text: &str, dtype: DType, max_bytes: usize) -> O
     let mut leaf_depth = None;
     // Stored at the tensor's width as they are read (f64 parsed, then narrowed, as the general
     // path does).
-    let (mut f32s, mut f64s) = (Vec::<f32>::new(), Vec::<f64>::new());
     let narrow = dtype == DType::F32;
+    // Every element but the last is followed by a comma: the commas bound the elements, so
+    // the list is allocated once instead of growing as it is read.
+    let room = text
+        .bytes()
+        .filter(|&c| c == b',')
+        .count()
+        .saturating_add(1)
+        .min(max_elements.saturating_add(1));
+    let (mut f32s, mut f64s) = if narrow {
+        (Vec::<f32>::with_capacity(room), Vec::new())
+    } else {
+        (Vec::new(), Vec::<f64>::with_capacity(room))
+    };
     let mut depth = 0usize;
     p.ws();
     if p.peek()? != b'[' {
@@ -175,76 +187,73 @@ impl NumberScanner<'_> {
         }
     }
 
-    fn digits(&mut self, mut each: impl FnMut(u64)) -> usize {
-        let start = self.i;
-        while let Some(c @ b'0'..=b'9') = self.peek() {
-            each(u64::from(c - b'0'));
-            self.i += 1;
-        }
-        self.i - start
-    }
-
     /// One JSON number (RFC 8259 section 6: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`).
     /// Up to 19 significant digits and a power of ten within 22 convert exactly as
     /// `mantissa * 10^e` or `mantissa / 10^e` (both operands exact, one rounding); other numbers
-    /// go through the standard library's parser.
+    /// go through the standard library's parser. Written as one pass over the bytes with the
+    /// position in a local: it runs once per element of an image.
     fn number(&mut self) -> Option<f64> {
         const POW10: [f64; 23] = [
             1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
             1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
         ];
+        let b = self.b;
         let start = self.i;
-        let neg = self.peek() == Some(b'-');
-        if neg {
-            self.i += 1;
-        }
-        let (mut mant, mut digits, mut exp10, mut exact) = (0u64, 0u32, 0i64, true);
-        // Keeps a significant digit while 19 fit in the mantissa; says whether it did.
-        let mut take = |d: u64| {
-            let fits = digits < 19;
-            if fits {
-                mant = mant * 10 + d;
-                digits += 1;
+        let mut i = start;
+        let neg = b.get(i) == Some(&b'-');
+        i += usize::from(neg);
+        // The significant digits kept (at most 19, so that they fit in the mantissa), and
+        // whether every digit was kept.
+        let (mut mant, mut kept, mut exact) = (0u64, 0u32, true);
+        let digit = |i: usize| b.get(i).map(|c| c.wrapping_sub(b'0')).filter(|&d| d <= 9);
+        match digit(i)? {
+            0 => i += 1,
+            _ => {
+                while let Some(d) = digit(i) {
+                    if kept < 19 {
+                        mant = mant * 10 + u64::from(d);
+                        kept += 1;
+                    } else {
+                        exact = false;
+                    }
+                    i += 1;
+                }
             }
-            exact &= fits;
-            fits
-        };
-        match self.peek()? {
-            b'0' => self.i += 1,
-            b'1'..=b'9' => {
-                self.digits(|d| {
-                    take(d);
-                });
-            }
-            _ => return None,
         }
-        if self.peek() == Some(b'.') {
-            self.i += 1;
-            let mut kept = 0;
-            if self.digits(|d| kept += i64::from(take(d))) == 0 {
+        let mut exp10 = 0i64;
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            let first = i;
+            while let Some(d) = digit(i) {
+                if kept < 19 {
+                    mant = mant * 10 + u64::from(d);
+                    kept += 1;
+                    exp10 -= 1;
+                } else {
+                    exact = false;
+                }
+                i += 1;
+            }
+            if i == first {
                 return None;
             }
-            exp10 -= kept;
         }
-        if matches!(self.peek(), Some(b'e' | b'E')) {
-            self.i += 1;
-            let eneg = match self.peek() {
-                Some(b'-') => {
-                    self.i += 1;
-                    true
-                }
-                Some(b'+') => {
-                    self.i += 1;
-                    false
-                }
-                _ => false,
-            };
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            let eneg = b.get(i) == Some(&b'-');
+            i += usize::from(matches!(b.get(i), Some(b'-' | b'+')));
+            let first = i;
             let mut e: i64 = 0;
-            if self.digits(|d| e = (e * 10 + d as i64).min(1 << 20)) == 0 {
+            while let Some(d) = digit(i) {
+                e = (e * 10 + i64::from(d)).min(1 << 20);
+                i += 1;
+            }
+            if i == first {
                 return None;
             }
             exp10 += if eneg { -e } else { e };
         }
+        self.i = i;
         if exact && mant < (1 << 53) && exp10.abs() <= 22 {
             let m = mant as f64;
             let v = if exp10 >= 0 {
@@ -411,30 +420,14 @@ fn write_elem(t: &Tensor, i: usize, b64: bool, out: &mut String) {
     match &t.data {
         Data::F32(v) => float(out, f64::from(v[i]), v[i]),
         Data::F64(v) => float(out, v[i], v[i]),
-        Data::I8(v) => {
-            let _ = write!(out, "{}", v[i]);
-        }
-        Data::I16(v) => {
-            let _ = write!(out, "{}", v[i]);
-        }
-        Data::I32(v) => {
-            let _ = write!(out, "{}", v[i]);
-        }
-        Data::I64(v) => {
-            let _ = write!(out, "{}", v[i]);
-        }
-        Data::U8(v) => {
-            let _ = write!(out, "{}", v[i]);
-        }
-        Data::U16(v) => {
-            let _ = write!(out, "{}", v[i]);
-        }
-        Data::U32(v) => {
-            let _ = write!(out, "{}", v[i]);
-        }
-        Data::U64(v) => {
-            let _ = write!(out, "{}", v[i]);
-        }
+        Data::I8(v) => out.push_str(itoa::Buffer::new().format(v[i])),
+        Data::I16(v) => out.push_str(itoa::Buffer::new().format(v[i])),
+        Data::I32(v) => out.push_str(itoa::Buffer::new().format(v[i])),
+        Data::I64(v) => out.push_str(itoa::Buffer::new().format(v[i])),
+        Data::U8(v) => out.push_str(itoa::Buffer::new().format(v[i])),
+        Data::U16(v) => out.push_str(itoa::Buffer::new().format(v[i])),
+        Data::U32(v) => out.push_str(itoa::Buffer::new().format(v[i])),
+        Data::U64(v) => out.push_str(itoa::Buffer::new().format(v[i])),
         Data::Bool(v) => out.push_str(if v[i] { "true" } else { "false" }),
         Data::F16(v) => float(out, v[i].to_f64(), v[i].to_f32()),
         Data::BF16(v) => float(out, v[i].to_f64(), v[i].to_f32()),
@@ -522,11 +515,10 @@ fn write_nested(
 ) {
     let (shape, offset) = match row {
         Some(r) => {
-            let rest: Vec<usize> = t.shape.iter().skip(1).copied().collect();
-            let n: usize = rest.iter().product();
-            (rest, r * n)
+            let rest = t.shape.get(1..).unwrap_or_default();
+            (rest, r * rest.iter().product::<usize>())
         }
-        None => (t.shape.clone(), 0),
+        None => (&t.shape[..], 0),
     };
     fn rec(
         t: &Tensor,
@@ -550,7 +542,7 @@ fn write_nested(
             }
         }
     }
-    rec(t, &shape, offset, out, elem);
+    rec(t, shape, offset, out, elem);
 }
 
 #[cfg(test)]

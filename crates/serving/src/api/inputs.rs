@@ -68,6 +68,20 @@ pub fn order_inputs(
     sig: &Signature,
     inputs: Vec<(String, Tensor)>,
 ) -> Result<Vec<Tensor>, ApiError> {
+    // The usual request: the signature's inputs, in its order.
+    if inputs.len() == sig.inputs.len()
+        && inputs
+            .iter()
+            .zip(&sig.inputs)
+            .all(|((n, _), s)| *n == s.name)
+    {
+        let mut out = Vec::with_capacity(inputs.len());
+        for (i, ((_, t), spec)) in inputs.into_iter().zip(&sig.inputs).enumerate() {
+            check_input(i, spec, t.dtype(), &t.shape)?;
+            out.push(t);
+        }
+        return Ok(out);
+    }
     let sent: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
     let expected: Vec<&str> = sig.inputs.iter().map(|s| s.name.as_str()).collect();
     let extra: Vec<&str> = sent
@@ -146,4 +160,44 @@ pub(crate) fn check_input(
 
 pub(crate) fn set_str(names: &[&str]) -> String {
     format!("{{{}}}", names.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use teeserve_tensor::{Data, TensorSpec};
+
+    fn t(x: f32, dims: usize) -> Tensor {
+        Tensor {
+            shape: vec![1, dims],
+            data: Data::F32(vec![x; dims]),
+        }
+    }
+
+    #[test]
+    fn inputs_come_in_the_signatures_order_whatever_order_they_were_sent_in() {
+        let sig = Signature {
+            inputs: vec![
+                TensorSpec::new("a", DType::F32, &[-1, 2]),
+                TensorSpec::new("b", DType::F32, &[-1, 3]),
+            ],
+            outputs: vec![],
+        };
+        for sent in [
+            vec![("a".to_owned(), t(1.0, 2)), ("b".to_owned(), t(2.0, 3))],
+            vec![("b".to_owned(), t(2.0, 3)), ("a".to_owned(), t(1.0, 2))],
+        ] {
+            let got = order_inputs(&sig, sent).unwrap();
+            assert_eq!(got, vec![t(1.0, 2), t(2.0, 3)]);
+        }
+        // In order, but the second of the wrong shape: named as the signature's second input.
+        let e = order_inputs(
+            &sig,
+            vec![("a".to_owned(), t(1.0, 2)), ("b".to_owned(), t(2.0, 2))],
+        )
+        .unwrap_err();
+        assert!(e.message.starts_with("input b: shape [1, 2]"), "{e:?}");
+        let e = order_inputs(&sig, vec![("a".to_owned(), t(1.0, 2))]).unwrap_err();
+        assert!(e.message.contains("Missing but required: {b}"), "{e:?}");
+    }
 }

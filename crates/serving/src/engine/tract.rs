@@ -79,6 +79,9 @@ impl Runner {
 /// Plans specialised to concrete input shapes kept per model (each holds its own packed weights).
 const SPECIALISED_PLANS: usize = 4;
 
+/// Input shapes and the plan specialised to them (`None`: none could be made).
+type ShapesPlan = (Vec<Vec<usize>>, Option<Plan>);
+
 /// A model optimised by tract.
 ///
 /// tract optimises a graph far better when every dimension is known: a symbolic batch dimension
@@ -94,7 +97,9 @@ const SPECIALISED_PLANS: usize = 4;
 pub(super) struct TractModel {
     plan: Option<Plan>,
     graph: Option<tract_onnx::prelude::InferenceModel>,
-    specialised: std::sync::Mutex<std::collections::HashMap<Vec<Vec<usize>>, Option<Plan>>>,
+    /// The input shapes seen and their plan (`None`: none could be made for them), at most
+    /// [`SPECIALISED_PLANS`], looked up in turn (a request's shapes are compared, not copied).
+    specialised: std::sync::Mutex<Vec<ShapesPlan>>,
     signature: Signature,
     signatures: Signatures,
     cost: RunCost,
@@ -136,7 +141,7 @@ impl Engine for TractEngine {
             .iter()
             .any(|s| s.shape.contains(&-1))
             .then(|| model.clone());
-        let mut specialised = std::collections::HashMap::new();
+        let mut specialised = Vec::new();
         let plan = match (
             model.into_optimized().and_then(|m| m.into_runnable()),
             &graph,
@@ -174,7 +179,7 @@ impl Engine for TractEngine {
                         "tract cannot type the graph with dynamic shapes ({general}); \
                          it runs on plans made for the shapes requests send"
                     );
-                    specialised.insert(smallest.into_iter().map(|(_, s)| s).collect(), Some(p));
+                    specialised.push((smallest.into_iter().map(|(_, s)| s).collect(), Some(p)));
                     None
                 }
             },
@@ -214,9 +219,9 @@ fn run_error(detail: String) -> EngineError {
 
 fn to_tract(t: Tensor) -> Result<tract_onnx::prelude::TValue, EngineError> {
     use tract_onnx::prelude::*;
-    let shape = t.shape.clone();
     let dtype = t.dtype();
-    let r = match t.data {
+    let teeserve_tensor::Tensor { shape, data } = t;
+    let r = match data {
         Data::F32(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
         Data::F64(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
         Data::I8(v) => tract_onnx::prelude::Tensor::from_shape(&shape, &v),
@@ -292,36 +297,48 @@ impl TractModel {
         let Some(graph) = &self.graph else {
             return general();
         };
-        let key: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
-        let facts: Vec<(DType, Vec<usize>)> = inputs
-            .iter()
-            .map(|t| (t.dtype(), t.shape.clone()))
-            .collect();
+        let facts = || -> Vec<(DType, Vec<usize>)> {
+            inputs
+                .iter()
+                .map(|t| (t.dtype(), t.shape.clone()))
+                .collect()
+        };
         {
             let Ok(known) = self.specialised.lock() else {
                 return general();
             };
-            match known.get(&key) {
+            let same = |shapes: &Vec<Vec<usize>>| {
+                shapes.len() == inputs.len()
+                    && shapes.iter().zip(inputs).all(|(s, t)| *s == t.shape)
+            };
+            match known
+                .iter()
+                .find(|(shapes, _)| same(shapes))
+                .map(|(_, p)| p)
+            {
                 Some(Some(p)) => return Ok(p.clone()),
                 Some(None) => return general(),
                 // Full: the general plan, or (a model without one) a plan made for this run.
                 None if known.len() >= SPECIALISED_PLANS => {
                     return match &self.plan {
                         Some(p) => Ok(p.clone()),
-                        None => specialise(graph, &facts).map_err(run_error),
+                        None => specialise(graph, &facts()).map_err(run_error),
                     };
                 }
                 None => {}
             }
         }
+        let facts = facts();
+        let key: Vec<Vec<usize>> = facts.iter().map(|(_, s)| s.clone()).collect();
         let made = specialise(graph, &facts);
         if let Err(e) = &made {
             tracing::debug!("no specialised plan for input shapes {key:?}: {e}");
         }
         let made = made.ok();
         if let Ok(mut known) = self.specialised.lock() {
-            if known.len() < SPECIALISED_PLANS {
-                known.insert(key, made.clone());
+            // Another request may have made one for the same shapes meanwhile.
+            if known.len() < SPECIALISED_PLANS && !known.iter().any(|(k, _)| *k == key) {
+                known.push((key, made.clone()));
             }
         }
         match made {

@@ -52,8 +52,10 @@ struct ModelPath {
 }
 
 fn parse_model_path(path: &str) -> Option<Result<ModelPath, ApiError>> {
-    let lower = path.to_ascii_lowercase();
-    if !lower.starts_with("/v1/models") {
+    if !path
+        .get(.."/v1/models".len())
+        .is_some_and(|p| p.eq_ignore_ascii_case("/v1/models"))
+    {
         return None;
     }
     let rest = &path["/v1/models".len()..];

@@ -279,7 +279,10 @@ pub(super) async fn predict(
     let outputs = core
         .infer(&target, &sig_name, inputs, &[], Entry::Rest)
         .await?;
-    let mut s = String::new();
+    // Room for what the answer usually takes (a float is at most 15 characters and its
+    // separator), so that it is written without growing; a larger answer grows past that.
+    let elements: usize = outputs.iter().map(|(_, t)| t.len()).sum();
+    let mut s = String::with_capacity(elements.saturating_mul(18).saturating_add(64).min(1 << 20));
     if row {
         let n = outputs
             .first()
@@ -319,11 +322,23 @@ pub(super) fn write_outputs(outputs: &[(String, Tensor)], row: Option<usize>, s:
         if k > 0 {
             s.push_str(", ");
         }
-        s.push_str(&Value::String(name.clone()).to_string());
+        push_json_string(name, s);
         s.push_str(": ");
         tensor::write_json(t, row, name.ends_with("_bytes"), s);
     }
     s.push('}');
+}
+
+/// Writes `text` as a JSON string: as it is between quotes when nothing in it needs an escape
+/// (an output's alias, as a rule), else as serde_json escapes it.
+fn push_json_string(text: &str, s: &mut String) {
+    if text.bytes().all(|c| c >= 0x20 && c != b'"' && c != b'\\') {
+        s.push('"');
+        s.push_str(text);
+        s.push('"');
+    } else {
+        s.push_str(&Value::String(text.to_owned()).to_string());
+    }
 }
 
 /// Reads one input into a tensor of at most what is `left` of a request's tensor bytes.
@@ -508,5 +523,22 @@ mod tests {
         assert_eq!(single_entry(r#"{"a\u0062": [1]}"#), None);
         assert_eq!(single_entry("[1]"), None);
         assert_eq!(single_entry("{}"), None);
+    }
+
+    #[test]
+    fn outputs_are_keyed_by_their_aliases_written_as_json_strings() {
+        let t = |x: f32| Tensor {
+            shape: vec![1, 1],
+            data: teeserve_tensor::Data::F32(vec![x]),
+        };
+        let outputs = vec![
+            ("plain".to_owned(), t(1.0)),
+            ("a\"b\\c\n".to_owned(), t(2.0)),
+        ];
+        let mut s = String::new();
+        write_outputs(&outputs, Some(0), &mut s);
+        assert_eq!(s, r#"{"plain": [1.0], "a\"b\\c\n": [2.0]}"#);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["a\"b\\c\n"], serde_json::json!([2.0]));
     }
 }
