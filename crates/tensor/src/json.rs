@@ -81,14 +81,7 @@ pub fn from_json_numbers_within(text: &str, dtype: DType, max_bytes: usize) -> O
     // Stored at the tensor's width as they are read (f64 parsed, then narrowed, as the general
     // path does).
     let narrow = dtype == DType::F32;
-    // Every element but the last is followed by a comma: the commas bound the elements, so
-    // the list is allocated once instead of growing as it is read.
-    let room = text
-        .bytes()
-        .filter(|&c| c == b',')
-        .count()
-        .saturating_add(1)
-        .min(max_elements.saturating_add(1));
+    let room = list_room(text, max_elements);
     let (mut f32s, mut f64s) = if narrow {
         (Vec::<f32>::with_capacity(room), Vec::new())
     } else {
@@ -169,6 +162,17 @@ pub fn from_json_numbers_within(text: &str, dtype: DType, max_bytes: usize) -> O
             }
         }
     }
+}
+
+/// How many numbers a list's text can hold, at most `max_elements` and one more (which the
+/// reading then refuses): every element but the last is followed by a comma, so the commas bound
+/// them, and the list is allocated once instead of growing as it is read.
+fn list_room(text: &str, max_elements: usize) -> usize {
+    text.bytes()
+        .filter(|&c| c == b',')
+        .count()
+        .saturating_add(1)
+        .min(max_elements.saturating_add(1))
 }
 
 struct NumberScanner<'a> {
