@@ -66,22 +66,32 @@ pub fn decode_inputs(
 /// Puts inputs in signature order, checking names, dtypes and fixed dimensions.
 pub fn order_inputs(
     sig: &Signature,
-    inputs: Vec<(String, Tensor)>,
+    mut inputs: Vec<(String, Tensor)>,
 ) -> Result<Vec<Tensor>, ApiError> {
-    // The usual request: the signature's inputs, in its order.
-    if inputs.len() == sig.inputs.len()
-        && inputs
-            .iter()
-            .zip(&sig.inputs)
-            .all(|((n, _), s)| *n == s.name)
+    let expected = |n: &str| sig.inputs.iter().any(|s| s.name == n);
+    let sent = |n: &str| inputs.iter().any(|(m, _)| m == n);
+    if inputs.len() != sig.inputs.len()
+        || !inputs.iter().all(|(n, _)| expected(n))
+        || !sig.inputs.iter().all(|s| sent(&s.name))
     {
-        let mut out = Vec::with_capacity(inputs.len());
-        for (i, ((_, t), spec)) in inputs.into_iter().zip(&sig.inputs).enumerate() {
-            check_input(i, spec, t.dtype(), &t.shape)?;
-            out.push(t);
-        }
-        return Ok(out);
+        return Err(names_mismatch(sig, &inputs));
     }
+    // The signature's names, each once: put in its order. Sent in that order (the usual
+    // request), the sort only compares them; it allocates nothing either way.
+    inputs.sort_unstable_by_key(|(n, _)| sig.inputs.iter().position(|s| s.name == *n));
+    inputs
+        .into_iter()
+        .zip(&sig.inputs)
+        .enumerate()
+        .map(|(i, ((_, t), spec))| {
+            check_input(i, spec, t.dtype(), &t.shape)?;
+            Ok(t)
+        })
+        .collect()
+}
+
+/// TF Serving's error for inputs whose names are not the signature's.
+fn names_mismatch(sig: &Signature, inputs: &[(String, Tensor)]) -> ApiError {
     let sent: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
     let expected: Vec<&str> = sig.inputs.iter().map(|s| s.name.as_str()).collect();
     let extra: Vec<&str> = sent
@@ -94,33 +104,18 @@ pub fn order_inputs(
         .copied()
         .filter(|n| !sent.contains(n))
         .collect();
-    if !extra.is_empty() || !missing.is_empty() || sent.len() != expected.len() {
-        return Err(ApiError::new(
-            Code::InvalidArgument,
-            format!(
-                "input size does not match signature: {}!={} len({}) != len({}). Sent extra: {}. Missing but required: {}.",
-                sent.len(),
-                expected.len(),
-                set_str(&sent),
-                set_str(&expected),
-                set_str(&extra),
-                set_str(&missing)
-            ),
-        ));
-    }
-    let mut by_name: std::collections::HashMap<String, Tensor> = inputs.into_iter().collect();
-    let mut out = Vec::with_capacity(sig.inputs.len());
-    for (i, spec) in sig.inputs.iter().enumerate() {
-        let t = by_name.remove(&spec.name).ok_or_else(|| {
-            ApiError::new(
-                Code::InvalidArgument,
-                format!("missing input {}", spec.name),
-            )
-        })?;
-        check_input(i, spec, t.dtype(), &t.shape)?;
-        out.push(t);
-    }
-    Ok(out)
+    ApiError::new(
+        Code::InvalidArgument,
+        format!(
+            "input size does not match signature: {}!={} len({}) != len({}). Sent extra: {}. Missing but required: {}.",
+            sent.len(),
+            expected.len(),
+            set_str(&sent),
+            set_str(&expected),
+            set_str(&extra),
+            set_str(&missing)
+        ),
+    )
 }
 
 /// Checks an input's dtype and shape against its signature entry (`i`: its place there).
