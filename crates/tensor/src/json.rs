@@ -51,230 +51,6 @@ fn is_b64(v: &Value) -> Option<&str> {
     }
 }
 
-/// Reads a float tensor straight from JSON text that is a regular nested list of plain numbers
-/// (an image is some 150,000 of them, which as a JSON tree cost an allocation each). Gives
-/// `None` for anything else: other dtypes, empty or ragged lists, strings, objects, `true`,
-/// numbers out of range, nesting deeper than 32, more than [`MAX_ELEMENTS`] values, or text
-/// that is not JSON. The caller then takes the general path ([`from_json`]), which gives the
-/// same tensor where this one succeeds and TF Serving's error where it does not.
-pub fn from_json_numbers(text: &str, dtype: DType) -> Option<Tensor> {
-    from_json_numbers_within(text, dtype, MAX_DECODED_BYTES)
-}
-
-/// [`from_json_numbers`], giving `None` also for a tensor that would take more than
-/// `max_bytes` (the general path then names the bound).
-pub fn from_json_numbers_within(text: &str, dtype: DType, max_bytes: usize) -> Option<Tensor> {
-    if !matches!(dtype, DType::F32 | DType::F64) {
-        return None;
-    }
-    let max_elements = MAX_ELEMENTS.min(max_bytes / dtype.element_bytes());
-    let mut p = NumberScanner {
-        b: text.as_bytes(),
-        i: 0,
-    };
-    // `shape[d]`: the length every list at depth d must have (set when the first one closes,
-    // usize::MAX until then);
-    // `counts[d]`: elements seen so far in the open list at depth d.
-    let mut shape: Vec<usize> = Vec::new();
-    let mut counts: Vec<usize> = Vec::new();
-    let mut leaf_depth = None;
-    // Stored at the tensor's width as they are read (f64 parsed, then narrowed, as the general
-    // path does).
-    let narrow = dtype == DType::F32;
-    let room = list_room(text, max_elements);
-    let (mut f32s, mut f64s) = if narrow {
-        (Vec::<f32>::with_capacity(room), Vec::new())
-    } else {
-        (Vec::new(), Vec::<f64>::with_capacity(room))
-    };
-    let mut depth = 0usize;
-    p.ws();
-    if p.peek()? != b'[' {
-        return None;
-    }
-    loop {
-        // A value: a list opens, or a number.
-        p.ws();
-        if p.peek()? == b'[' {
-            p.i += 1;
-            depth += 1;
-            if depth > 32 || leaf_depth.is_some_and(|d| depth > d) {
-                return None;
-            }
-            if counts.len() < depth {
-                counts.push(0);
-            } else {
-                counts[depth - 1] = 0;
-            }
-            p.ws();
-            if p.peek()? == b']' {
-                return None;
-            }
-            continue;
-        }
-        if *leaf_depth.get_or_insert(depth) != depth {
-            return None;
-        }
-        let x = p.number()?;
-        if narrow {
-            f32s.push(x as f32);
-        } else {
-            f64s.push(x);
-        }
-        if f32s.len() + f64s.len() > max_elements {
-            return None;
-        }
-        // After a value: the next element, or lists close.
-        loop {
-            counts[depth - 1] += 1;
-            p.ws();
-            match p.peek()? {
-                b',' => {
-                    p.i += 1;
-                    break;
-                }
-                b']' => {
-                    p.i += 1;
-                    let (d, n) = (depth - 1, counts[depth - 1]);
-                    if shape.len() <= d {
-                        shape.resize(d + 1, usize::MAX);
-                    }
-                    if shape[d] == usize::MAX {
-                        shape[d] = n;
-                    } else if shape[d] != n {
-                        return None;
-                    }
-                    depth -= 1;
-                    if depth == 0 {
-                        p.ws();
-                        if p.i != p.b.len() || Some(shape.len()) != leaf_depth {
-                            return None;
-                        }
-                        let data = if narrow {
-                            Data::F32(f32s)
-                        } else {
-                            Data::F64(f64s)
-                        };
-                        return Some(Tensor { shape, data });
-                    }
-                }
-                _ => return None,
-            }
-        }
-    }
-}
-
-/// How many numbers a list's text can hold, at most `max_elements` and one more (which the
-/// reading then refuses): every element but the last is followed by a comma, so the commas bound
-/// them, and the list is allocated once instead of growing as it is read.
-fn list_room(text: &str, max_elements: usize) -> usize {
-    text.bytes()
-        .filter(|&c| c == b',')
-        .count()
-        .saturating_add(1)
-        .min(max_elements.saturating_add(1))
-}
-
-struct NumberScanner<'a> {
-    b: &'a [u8],
-    i: usize,
-}
-
-impl NumberScanner<'_> {
-    fn peek(&self) -> Option<u8> {
-        self.b.get(self.i).copied()
-    }
-
-    fn ws(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.i += 1;
-        }
-    }
-
-    /// One JSON number (RFC 8259 section 6: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`).
-    /// Up to 19 significant digits and a power of ten within 22 convert exactly as
-    /// `mantissa * 10^e` or `mantissa / 10^e` (both operands exact, one rounding); other numbers
-    /// go through the standard library's parser. Written as one pass over the bytes with the
-    /// position in a local: it runs once per element of an image.
-    fn number(&mut self) -> Option<f64> {
-        const POW10: [f64; 23] = [
-            1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-            1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
-        ];
-        let b = self.b;
-        let start = self.i;
-        let mut i = start;
-        let neg = b.get(i) == Some(&b'-');
-        i += usize::from(neg);
-        // The significant digits kept (at most 19, so that they fit in the mantissa), and
-        // whether every digit was kept.
-        let (mut mant, mut kept, mut exact) = (0u64, 0u32, true);
-        let digit = |i: usize| b.get(i).map(|c| c.wrapping_sub(b'0')).filter(|&d| d <= 9);
-        match digit(i)? {
-            0 => i += 1,
-            _ => {
-                while let Some(d) = digit(i) {
-                    if kept < 19 {
-                        mant = mant * 10 + u64::from(d);
-                        kept += 1;
-                    } else {
-                        exact = false;
-                    }
-                    i += 1;
-                }
-            }
-        }
-        let mut exp10 = 0i64;
-        if b.get(i) == Some(&b'.') {
-            i += 1;
-            let first = i;
-            while let Some(d) = digit(i) {
-                if kept < 19 {
-                    mant = mant * 10 + u64::from(d);
-                    kept += 1;
-                    exp10 -= 1;
-                } else {
-                    exact = false;
-                }
-                i += 1;
-            }
-            if i == first {
-                return None;
-            }
-        }
-        if matches!(b.get(i), Some(b'e' | b'E')) {
-            i += 1;
-            let eneg = b.get(i) == Some(&b'-');
-            i += usize::from(matches!(b.get(i), Some(b'-' | b'+')));
-            let first = i;
-            let mut e: i64 = 0;
-            while let Some(d) = digit(i) {
-                e = (e * 10 + i64::from(d)).min(1 << 20);
-                i += 1;
-            }
-            if i == first {
-                return None;
-            }
-            exp10 += if eneg { -e } else { e };
-        }
-        self.i = i;
-        if exact && mant < (1 << 53) && exp10.abs() <= 22 {
-            let m = mant as f64;
-            let v = if exp10 >= 0 {
-                m * POW10[exp10 as usize]
-            } else {
-                m / POW10[(-exp10) as usize]
-            };
-            return Some(if neg { -v } else { v });
-        }
-        let v: f64 = std::str::from_utf8(&self.b[start..self.i])
-            .ok()?
-            .parse()
-            .ok()?;
-        v.is_finite().then_some(v)
-    }
-}
-
 /// Builds a tensor of `dtype` from a JSON value or nested list, refusing one that would take
 /// more than [`MAX_DECODED_BYTES`].
 pub fn from_json(v: &Value, dtype: DType) -> Result<Tensor, TensorError> {
@@ -459,9 +235,7 @@ fn write_elem(t: &Tensor, i: usize, b64: bool, out: &mut String) {
                     base64::engine::general_purpose::STANDARD.encode(&v[i])
                 );
             } else {
-                out.push_str(
-                    &Value::String(String::from_utf8_lossy(&v[i]).into_owned()).to_string(),
-                );
+                write_json_string(&String::from_utf8_lossy(&v[i]), out);
             }
         }
     }
@@ -496,6 +270,19 @@ pub fn write_json_request(t: &Tensor, out: &mut String) {
     });
 }
 
+/// Writes `text` as a JSON string: as it is between quotes when nothing in it needs an escape
+/// (a tensor's or model's name, as a rule), else as serde_json escapes it (RFC 8259 section 7:
+/// the quotation mark, the reverse solidus and the control characters must be escaped).
+pub fn write_json_string(text: &str, out: &mut String) {
+    if text.bytes().all(|c| c >= 0x20 && c != b'"' && c != b'\\') {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    } else {
+        out.push_str(&Value::String(text.to_owned()).to_string());
+    }
+}
+
 /// Writes the `"inputs"` member of a REST Predict request body (columnar format): the key and
 /// an object of the named tensors, each as [`write_json_request`] writes it.
 pub fn write_json_inputs(inputs: &[(String, Tensor)], out: &mut String) {
@@ -504,7 +291,7 @@ pub fn write_json_inputs(inputs: &[(String, Tensor)], out: &mut String) {
         if i > 0 {
             out.push_str(", ");
         }
-        out.push_str(&Value::String(n.clone()).to_string());
+        write_json_string(n, out);
         out.push_str(": ");
         write_json_request(x, out);
     }
@@ -552,6 +339,17 @@ fn write_nested(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        let mut texts: Vec<String> = (0u8..0x80).map(|c| format!("a{}b", c as char)).collect();
+        texts.extend(["", "plain_name", "caf\u{e9} \u{1f600}", "\u{7f}\u{2028}"].map(String::from));
+        for text in &texts {
+            let mut out = String::new();
+            write_json_string(text, &mut out);
+            assert_eq!(out, serde_json::to_string(text).unwrap(), "{text:?}");
+        }
+    }
 
     #[test]
     fn floats_are_written_shortest_and_whole_ones_with_a_point() {
@@ -615,136 +413,6 @@ mod tests {
         let mut s = String::new();
         write_json_request(&ints, &mut s);
         assert_eq!(s, "[-3, 7]");
-    }
-
-    #[test]
-    fn numeric_json_is_read_directly_as_the_general_path_reads_it() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut rnd = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let mut cases: Vec<String> = [
-            "[1, 2, 3]",
-            " [ [0.5 , -0.25],[1e3,\t2E-3] ]\n",
-            "[[[0, -0.0], [10, 1e22]], [[1e-22, 123456789012345678901234], [0.1, 3.4028235e38]]]",
-            "[9007199254740993, 0.30000000000000004, 1.7976931348623157e308, 5e-324]",
-            "[12345678901234567890.5e-3, 0.0000000000000000000000000001]",
-            // Read one unit in the last place away by a reader that rounds twice.
-            "[0.9245192110538483, 0.9452706955539223]",
-        ]
-        .map(String::from)
-        .to_vec();
-        for _ in 0..50 {
-            let (a, b) = (1 + rnd() as usize % 5, 1 + rnd() as usize % 4);
-            let mut s = String::from("[");
-            for i in 0..a {
-                s.push_str(if i > 0 { ", [" } else { "[" });
-                for j in 0..b {
-                    if j > 0 {
-                        s.push(',');
-                    }
-                    let f = f32::from_bits(rnd() as u32);
-                    let f = if f.is_finite() { f } else { 1.5 };
-                    match rnd() % 3 {
-                        0 => s.push_str(&f.to_string()),
-                        1 => s.push_str(&format!("{f:e}")),
-                        _ => s.push_str(&(rnd() as i32).to_string()),
-                    }
-                }
-                s.push(']');
-            }
-            s.push(']');
-            cases.push(s);
-        }
-        for text in &cases {
-            let v: Value = serde_json::from_str(text).unwrap();
-            for dtype in [DType::F32, DType::F64] {
-                let fast = from_json_numbers(text, dtype)
-                    .unwrap_or_else(|| panic!("{text}: not read directly"));
-                let slow = from_json(&v, dtype).unwrap();
-                assert_eq!(fast.shape, slow.shape, "{text}");
-                match (&fast.data, &slow.data) {
-                    (Data::F32(a), Data::F32(b)) => assert_eq!(a, b, "{text}"),
-                    (Data::F64(a), Data::F64(b)) => assert_eq!(a, b, "{text}"),
-                    _ => panic!("{text}: dtypes differ"),
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn decimals_are_read_to_the_nearest_float_on_every_path() {
-        // Each the nearest f64 (as Python's float() and Rust's str::parse read them), and the
-        // f32 nearest to that.
-        let text = "[0.9245192110538483, 0.9452706955539223]";
-        let want: Vec<f64> = ["0.9245192110538483", "0.9452706955539223"]
-            .map(|t| t.parse().unwrap())
-            .to_vec();
-        let v: Value = serde_json::from_str(text).unwrap();
-        assert_eq!(
-            from_json(&v, DType::F64).unwrap().data,
-            Data::F64(want.clone())
-        );
-        let narrow: Vec<f32> = want.iter().map(|&x| x as f32).collect();
-        assert_eq!(from_json(&v, DType::F32).unwrap().data, Data::F32(narrow));
-        assert_eq!(
-            from_json_numbers(text, DType::F64).unwrap().data,
-            Data::F64(want)
-        );
-    }
-
-    #[test]
-    fn json_that_is_not_a_regular_list_of_numbers_takes_the_general_path() {
-        for text in [
-            "",
-            "5",
-            "[]",
-            "[[]]",
-            "[[1], []]",
-            "[[1, 2], [3]]",
-            "[[1], 2]",
-            "[1, [2]]",
-            "[1, \"2\"]",
-            "[true]",
-            "[null]",
-            "[{\"b64\": \"AA==\"}]",
-            "[NaN]",
-            "[Infinity]",
-            "[1e400]",
-            "[-1e400]",
-            "[01]",
-            "[1.]",
-            "[.5]",
-            "[-]",
-            "[+1]",
-            "[1e]",
-            "[1e+]",
-            "[0x10]",
-            "[1,]",
-            "[1 2]",
-            "[1] x",
-            "[1",
-            "[[1]",
-            "[1]]",
-            "{\"a\": [1]}",
-        ] {
-            assert!(from_json_numbers(text, DType::F32).is_none(), "{text:?}");
-        }
-        let deep = format!("{}1{}", "[".repeat(33), "]".repeat(33));
-        assert!(from_json_numbers(&deep, DType::F32).is_none());
-        assert!(from_json_numbers(
-            &format!("{}1{}", "[".repeat(32), "]".repeat(32)),
-            DType::F32
-        )
-        .is_some());
-        assert!(
-            from_json_numbers("[1, 2]", DType::I32).is_none(),
-            "floats only"
-        );
-        assert!(from_json_numbers("[1, 2]", DType::Str).is_none());
     }
 
     #[test]

@@ -9,15 +9,17 @@
 #![deny(missing_docs, unreachable_pub)]
 
 mod json;
+mod json_numbers;
 mod npy;
 mod proto;
 mod signature;
 pub mod v2;
 
 pub use json::{
-    from_json, from_json_numbers, from_json_numbers_within, from_json_within, json_shape,
-    write_json, write_json_inputs, write_json_request,
+    from_json, from_json_within, json_shape, write_json, write_json_inputs, write_json_request,
+    write_json_string,
 };
+pub use json_numbers::{from_json_numbers, from_json_numbers_within};
 pub use npy::from_npy;
 pub use proto::{declared, Declared};
 pub use signature::{

@@ -394,7 +394,7 @@ impl Connection {
                 tensor::write_json_inputs(inputs, &mut body);
                 if let Some(s) = &t.signature {
                     body.push_str(", \"signature_name\": ");
-                    body.push_str(&Value::String(s.clone()).to_string());
+                    tensor::write_json_string(s, &mut body);
                 }
                 body.push('}');
                 let accept = t.accept_value();

@@ -279,8 +279,9 @@ pub(super) async fn predict(
     let outputs = core
         .infer(&target, &sig_name, inputs, &[], Entry::Rest)
         .await?;
-    // Room for what the answer usually takes (a float is at most 15 characters and its
-    // separator), so that it is written without growing; a larger answer grows past that.
+    // Room for what the answer usually takes (a float32 is at most 15 characters, its
+    // separator 2), so that it is written without growing; a longer answer (float64s, strings)
+    // grows past that.
     let elements: usize = outputs.iter().map(|(_, t)| t.len()).sum();
     let mut s = String::with_capacity(elements.saturating_mul(18).saturating_add(64).min(1 << 20));
     if row {
@@ -322,23 +323,11 @@ pub(super) fn write_outputs(outputs: &[(String, Tensor)], row: Option<usize>, s:
         if k > 0 {
             s.push_str(", ");
         }
-        push_json_string(name, s);
+        tensor::write_json_string(name, s);
         s.push_str(": ");
         tensor::write_json(t, row, name.ends_with("_bytes"), s);
     }
     s.push('}');
-}
-
-/// Writes `text` as a JSON string: as it is between quotes when nothing in it needs an escape
-/// (an output's alias, as a rule), else as serde_json escapes it.
-fn push_json_string(text: &str, s: &mut String) {
-    if text.bytes().all(|c| c >= 0x20 && c != b'"' && c != b'\\') {
-        s.push('"');
-        s.push_str(text);
-        s.push('"');
-    } else {
-        s.push_str(&Value::String(text.to_owned()).to_string());
-    }
 }
 
 /// Reads one input into a tensor of at most what is `left` of a request's tensor bytes.

@@ -18,7 +18,7 @@ use super::response::{bad, error, ok_json, resp_with, respond, RestContext};
 use crate::api::error::ApiError;
 use crate::api::service::{lookup_signature, Entry, ServingCore};
 use crate::api::v2::{self as api, check_inputs, Declared, DeclaresInput};
-use teeserve_tensor::{v2, Tensor};
+use teeserve_tensor::{v2, write_json_string, Tensor};
 
 /// The request header that says how long the JSON part of a body is when binary tensor data
 /// follows it; the response carries it back when its outputs do the same.
@@ -527,15 +527,14 @@ fn write_response(
     outputs: &[(String, Tensor)],
     binary: &[bool],
 ) -> Result<InferBody, ApiError> {
-    let quote = |s: &str| Value::String(s.to_owned()).to_string();
     let mut head = String::with_capacity(256);
     head.push_str("{\"model_name\":");
-    head.push_str(&quote(&target.name));
+    write_json_string(&target.name, &mut head);
     head.push_str(",\"model_version\":");
-    head.push_str(&quote(&target.version.to_string()));
+    write_json_string(&target.version.to_string(), &mut head);
     if let Some(id) = id {
         head.push_str(",\"id\":");
-        head.push_str(&quote(id));
+        write_json_string(id, &mut head);
     }
     head.push_str(",\"outputs\":[");
     let mut raw: Vec<u8> = Vec::new();
@@ -552,9 +551,10 @@ fn write_response(
         if k > 0 {
             head.push(',');
         }
+        head.push_str("{\"name\":");
+        write_json_string(n, &mut head);
         head.push_str(&format!(
-            "{{\"name\":{},\"datatype\":\"{datatype}\",\"shape\":{}",
-            quote(n),
+            ",\"datatype\":\"{datatype}\",\"shape\":{}",
             json!(t.shape)
         ));
         if b {
