@@ -2,9 +2,12 @@
 
 MODE: one (a session of 2 intra-op threads), two (that and a session of 1 thread), shared (the
 two given the same initializers through SessionOptions.add_initializer), shared-extended (the
-same at ORT_ENABLE_EXTENDED, without the blocked NCHWc layout). Prints the peak RSS of the
-process after three inferences on each session, its RSS before loading anything, and the time
-of one inference on each session (one caller, SECONDS each).
+same at ORT_ENABLE_EXTENDED, without the blocked NCHWc layout); optimised-one, optimised-two,
+optimised-shared: the same three from the model as ONNX Runtime optimised it at ORT_ENABLE_ALL
+(saved by `make-optimised` in a process of its own, blocked layout included, and loaded with
+every optimisation off), so that the shared initializers are the rewritten weights themselves.
+Prints the peak RSS of the process after three inferences on each session, its RSS before
+loading anything, and the time of one inference on each session (one caller, SECONDS each).
 """
 import os
 import sys
@@ -33,14 +36,25 @@ def options(intra, level):
     return o
 
 
+model = os.path.join(ROOT, "target", "bench-models", name, "1", "model.onnx")
+optimised = os.path.join(ROOT, "target", "bench-models", name, "optimised.onnx")
+if mode == "make-optimised":
+    o = options(2, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    o.optimized_model_filepath = optimised
+    ort.InferenceSession(model, o, providers=["CPUExecutionProvider"])
+    sys.exit()
 base = rss_mib()[1]
-data = open(os.path.join(ROOT, "target", "bench-models", name, "1", "model.onnx"), "rb").read()
-level = (ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if mode == "shared-extended"
-         else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
-threads = (2,) if mode == "one" else (2, 1)
+data = open(optimised if mode.startswith("optimised") else model, "rb").read()
+level = {
+    "shared-extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "optimised-one": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "optimised-two": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "optimised-shared": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+}.get(mode, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+threads = (2,) if mode in ("one", "optimised-one") else (2, 1)
 kept = []  # what the shared sessions point into lives as long as they do
 shared = []
-if mode.startswith("shared"):
+if "shared" in mode:
     for init in onnx.load_from_string(data).graph.initializer:
         array = numpy_helper.to_array(init).copy()
         kept.append(array)

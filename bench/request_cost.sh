@@ -48,6 +48,7 @@ taskset -c 0 "$bin/teeserve" serve --model_name digits --model_base_path "$PWD/m
   --grpc_bind_address 127.0.0.1 --rest_api_bind_address 127.0.0.1 \
   --port "$grpc1" --rest_api_port "$rest1" >"$tmp/serve1.out" 2>"$tmp/serve1.log" &
 pids+=($!)
+serve1_pid=$!
 target/release/examples/floor "$tmp/tls/server.pem" "$tmp/tls/server.key" "$fgrpc" "$frest" \
   >"$tmp/floor.out" 2>"$tmp/floor.log" &
 pids+=($!)
@@ -109,12 +110,27 @@ for round in 1 2 3; do
   run "floor-rest" "https://127.0.0.1:$frest/v1/models/digits:predict" "${rest_flags[@]}"
   run "nginx-h1" "https://127.0.0.1:$h1/" "${rest_flags[@]}"
 done
-# From one server core to two (h2load unpinned: on a 2-core machine it shares the cores).
+# From one server core to two (h2load unpinned: on a 2-core machine it shares the cores, so the
+# server with two cores loses to it what the one-core server did not). Beside the requests per
+# second, the server's own CPU time per request (/proc/PID/stat, user + system): what the server
+# would answer with the load tool on cores of its own is its cores over that time, so
+# 2 x (1-core time) / (2-core time) is the scaling the server itself allows.
+ticks="$(getconf CLK_TCK)"
+cpu_us() { awk -v t="$ticks" '{printf "%d", ($14 + $15) * 1000000 / t}' "/proc/$1/stat"; }
+scaled() { # NAME PID URL FLAGS...: run, with the server's CPU microseconds per request
+  local name="$1" pid="$2" url="$3"
+  shift 3
+  local before after
+  before="$(cpu_us "$pid")"
+  run "$name" "$url" "$@"
+  after="$(cpu_us "$pid")"
+  printf '%-14s server_cpu_us_per_request %s\n' "$name" "$(((after - before) / n))"
+}
 for round in 1 2 3; do
-  run "grpc-1core" "https://127.0.0.1:$grpc1/tensorflow.serving.PredictionService/Predict" "${grpc_flags[@]}"
-  run "grpc-2cores" "https://127.0.0.1:$grpc/tensorflow.serving.PredictionService/Predict" "${grpc_flags[@]}"
-  run "rest-1core" "https://127.0.0.1:$rest1/v1/models/digits:predict" "${rest_flags[@]}"
-  run "rest-2cores" "https://127.0.0.1:$rest/v1/models/digits:predict" "${rest_flags[@]}"
+  scaled "grpc-1core" "$serve1_pid" "https://127.0.0.1:$grpc1/tensorflow.serving.PredictionService/Predict" "${grpc_flags[@]}"
+  scaled "grpc-2cores" "$serve_pid" "https://127.0.0.1:$grpc/tensorflow.serving.PredictionService/Predict" "${grpc_flags[@]}"
+  scaled "rest-1core" "$serve1_pid" "https://127.0.0.1:$rest1/v1/models/digits:predict" "${rest_flags[@]}"
+  scaled "rest-2cores" "$serve_pid" "https://127.0.0.1:$rest/v1/models/digits:predict" "${rest_flags[@]}"
 done
 # Every gRPC answer was OK (gRPC errors come with HTTP 200): the access log counts them.
 sleep 0.5
