@@ -389,6 +389,115 @@ fn a_call_of_two_messages_gets_no_receipt() {
     assert!(!receipt);
 }
 
+/// A receipt is asked for with `x-teeserve-receipt: 1`, once. Any other value (`0`, `yes`, `2`,
+/// the header twice) is refused naming the header, over REST and gRPC, instead of answering
+/// without a receipt a requester that may believe it asked for one.
+#[test]
+fn a_receipt_header_with_another_value_is_refused_naming_it() {
+    use prost::Message as _;
+    use teeserve_client::requester::RawCodec;
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let server = serve(d);
+    let body = format!("{{\"instances\": [[{}]]}}", vec!["0.5"; 64].join(","));
+    for value in ["0", "yes", "2", "11", "true"] {
+        let (status, answer) = post(
+            d,
+            &server,
+            "/v1/models/digits:predict",
+            body.clone().into_bytes(),
+            &[("x-teeserve-receipt", value)],
+        );
+        assert_eq!(status, 400, "{value}: {answer}");
+        assert!(
+            answer.contains("x-teeserve-receipt") && answer.contains("is not 1"),
+            "{value}: {answer}"
+        );
+    }
+    let (status, answer) = post(
+        d,
+        &server,
+        "/v1/models/digits:predict",
+        body.clone().into_bytes(),
+        &[("x-teeserve-receipt", "1"), ("x-teeserve-receipt", "1")],
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("sent 2 times"), "{answer}");
+    // The same over gRPC.
+    let request = digits_request(1.0).encode_to_vec();
+    let ca = std::fs::read(d.join("tls/ca.pem")).unwrap();
+    let cfg = Arc::new(client_config(ca_verifier(&ca).unwrap(), None, &[b"h2"]).unwrap());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let call = |values: &[&'static str]| {
+        let (cfg, addr, request) = (cfg.clone(), server.grpc.clone(), request.clone());
+        let values = values.to_vec();
+        rt.block_on(async move {
+            let channel = teeserve_client::requester::grpc_channel(&addr, Some(cfg), "127.0.0.1")
+                .await
+                .unwrap();
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready().await.unwrap();
+            let mut req = tonic::Request::new(prost::bytes::Bytes::from(request));
+            for v in values {
+                req.metadata_mut()
+                    .append("x-teeserve-receipt", v.parse().unwrap());
+            }
+            let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/tensorflow.serving.PredictionService/Predict",
+            );
+            grpc.unary(req, path, RawCodec).await
+        })
+    };
+    let answered = call(&["1"]).unwrap();
+    assert!(answered
+        .metadata()
+        .get_bin("x-teeserve-receipt-bin")
+        .is_some());
+    for values in [&["0"][..], &["yes"], &["0", "1"], &["1", "0"]] {
+        let e = call(values).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{values:?}: {e:?}");
+        assert!(
+            e.message().contains("x-teeserve-receipt"),
+            "{values:?}: {e:?}"
+        );
+    }
+}
+
+/// The Open Inference Protocol's model readiness counts a requester's pin as inference does:
+/// a model none of whose served files the request accepts is not ready for it.
+#[test]
+fn model_readiness_counts_the_requesters_pin() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let server = serve(d);
+    let pinned = |digest: &str| {
+        let (status, answer) = request(
+            d,
+            &server,
+            hyper::Method::GET,
+            "/v2/models/digits/ready",
+            Vec::new(),
+            &[("x-teeserve-accept-sha256", digest)],
+        );
+        (status, String::from_utf8_lossy(&answer).into_owned())
+    };
+    let (status, answer) = get(d, &server, "/v2/models/digits/ready");
+    assert_eq!(status, 200, "{answer:?}");
+    let served = sha256_hex(&std::fs::read(repo().join("models/digits/1/model.onnx")).unwrap());
+    let (status, answer) = pinned(&served);
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = pinned(&"ab".repeat(32));
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("\"ready\":false"), "{answer}");
+    // A pin that is not a digest is refused, naming the header.
+    let (status, answer) = pinned("xyz");
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("not a SHA-256"), "{answer}");
+}
+
 /// A REST body that repeats a key: this server's reader keeps the last `instances`, others keep
 /// the first, so a receipt of it could be shown as the answer to the other reading. Refused when
 /// a receipt is asked for, answered otherwise.

@@ -44,11 +44,36 @@ pub struct Answered {
     pub signature: String,
 }
 
-/// Whether `headers` ask for a receipt.
+/// Whether `headers` ask for a receipt: exactly one [`RECEIPT_HEADER`] of value `1`. Any other
+/// value, or the header more than once, is an error that names it ([`receipt_asked`]), which
+/// refuses the request: a requester that meant to ask for a receipt learns that it did not.
 pub fn wants_receipt(headers: &hyper::http::HeaderMap) -> bool {
-    headers
-        .get(RECEIPT_HEADER)
-        .is_some_and(|v| v.as_bytes() == b"1")
+    receipt_asked(headers) == Ok(true)
+}
+
+/// Reads [`RECEIPT_HEADER`]: absent, `1` once, or an error naming what was sent instead.
+pub fn receipt_asked(headers: &hyper::http::HeaderMap) -> Result<bool, String> {
+    let mut values = headers.get_all(RECEIPT_HEADER).iter();
+    let Some(first) = values.next() else {
+        return Ok(false);
+    };
+    let more = values.count();
+    if more > 0 {
+        return Err(format!(
+            "{RECEIPT_HEADER}: sent {} times; send it once, with the value 1",
+            more + 1
+        ));
+    }
+    if first.as_bytes() != b"1" {
+        let shown: String = String::from_utf8_lossy(first.as_bytes())
+            .chars()
+            .take(40)
+            .collect();
+        return Err(format!(
+            "{RECEIPT_HEADER}: {shown:?} is not 1, the one value it takes (it asks for a receipt)"
+        ));
+    }
+    Ok(true)
 }
 
 /// The model files a requester accepts: `[model=]<sha256>[,<sha256>...]` entries separated by
@@ -102,8 +127,12 @@ impl RequestScope {
             Ok(a) => scope.accepted = a.map(Arc::new),
             Err(e) => scope.malformed = Some(e),
         }
-        if wants_receipt(headers) {
-            scope.receipt = Some(Arc::default());
+        match receipt_asked(headers) {
+            Ok(true) => scope.receipt = Some(Arc::default()),
+            Ok(false) => {}
+            Err(e) => {
+                scope.malformed.get_or_insert(e);
+            }
         }
         scope
     }
@@ -162,6 +191,31 @@ pub async fn scoped<F: std::future::Future>(scope: RequestScope, fut: F) -> F::O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_receipt_is_asked_with_one_header_of_value_1_and_anything_else_is_named() {
+        let mut h = hyper::http::HeaderMap::new();
+        assert_eq!(receipt_asked(&h), Ok(false));
+        h.insert(RECEIPT_HEADER, "1".parse().unwrap());
+        assert_eq!(receipt_asked(&h), Ok(true));
+        assert!(RequestScope::of(1, &h).receipt.is_some());
+        for bad in ["0", "true", "yes", "2", "11", "", " 1", "1 "] {
+            let mut h = hyper::http::HeaderMap::new();
+            h.insert(RECEIPT_HEADER, bad.parse().unwrap());
+            let e = receipt_asked(&h).unwrap_err();
+            assert!(e.contains("is not 1"), "{bad:?}: {e}");
+            let scope = RequestScope::of(1, &h);
+            assert!(
+                scope.receipt.is_none() && scope.malformed.is_some(),
+                "{bad:?}"
+            );
+        }
+        let mut h = hyper::http::HeaderMap::new();
+        h.append(RECEIPT_HEADER, "0".parse().unwrap());
+        h.append(RECEIPT_HEADER, "1".parse().unwrap());
+        assert!(receipt_asked(&h).unwrap_err().contains("sent 2 times"));
+        assert!(!wants_receipt(&h));
+    }
 
     #[test]
     fn accepted_digests_are_read_and_bad_ones_named() {

@@ -97,14 +97,15 @@ impl ServingCore {
         self.resolve(name, v2_version(version)?, None)
     }
 
-    /// Whether model `name` (version `version`, empty: the latest) is ready to infer.
+    /// Whether model `name` (version `version`, empty: the latest) is ready to infer for this
+    /// request: the version would answer it, so a requester's pin (`x-teeserve-accept-sha256`)
+    /// counts as it does for inference. A malformed request (version, pin) is an error.
     pub fn v2_model_ready(&self, name: &str, version: &str) -> Result<bool, ApiError> {
-        let v = v2_version(version)?;
-        Ok(self.repo.model(name).is_some_and(|m| {
-            m.versions
-                .iter()
-                .any(|(n, s)| s.state == State::Available && v.is_none_or(|v| v == *n))
-        }))
+        match self.v2_resolve(name, version) {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(e.code, Code::NotFound | Code::FailedPrecondition) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// A model's metadata: its available versions, platform and default signature.
