@@ -543,7 +543,15 @@ fn the_repeated_key_check_is_held_to_the_memory_budget() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d);
-    let server = serve_with(d, &["--max_in_flight_bytes", "4096"]);
+    let server = serve_with(
+        d,
+        &[
+            "--max_in_flight_bytes",
+            "4096",
+            "--max_in_flight_bytes_per_peer",
+            "4096",
+        ],
+    );
     let body = format!("{{\"instances\": [[{}]]}}", vec!["0.5"; 64].join(","));
     let (status, answer) = post_predict(d, &server, &body, false);
     assert_eq!(status, 200, "{answer}");

@@ -301,8 +301,10 @@ async fn the_in_flight_limit_is_taken_before_bodies_are_read() {
     assert!(ok, "never served again");
 }
 
-/// Memory for bodies comes from one budget across requests: two declared 40 MB bodies do not
-/// both fit in 64 MiB, so while one arrives the other is refused at once, naming the budget.
+/// Memory for bodies comes from one budget across requests, reserved as the bytes arrive: a
+/// 40 MB body of which 30 MB has come holds 40 MB (as much again as arrived, up to its length),
+/// so a second that sends 30 MB of its own does not fit in 64 MiB beside it and is refused,
+/// naming the budget.
 #[tokio::test]
 async fn large_bodies_at_once_share_one_memory_budget() {
     let dir = tempfile::tempdir().unwrap();
@@ -310,25 +312,129 @@ async fn large_bodies_at_once_share_one_memory_budget() {
     o.core.max_in_flight_bytes = 64 << 20;
     let s = start(o).await;
     let addr = s.rest_addr.unwrap().to_string();
-    let _first = half_sent(&addr, 40 << 20).await;
-    let mut refused = None;
-    for _ in 0..200 {
-        let mut second = half_sent(&addr, 40 << 20).await;
-        let mut head = vec![0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_millis(500), second.read(&mut head)).await;
-        if let Ok(Ok(n)) = n {
-            let text = String::from_utf8_lossy(&head[..n]).into_owned();
-            if text.starts_with("HTTP/1.1 429") {
-                refused = Some(text);
-                break;
-            }
-        }
-    }
-    let text = refused.expect("two 40 MB bodies were taken in at once");
+    let mut first = half_sent(&addr, 40 << 20).await;
+    first.write_all(&vec![b' '; 30 << 20]).await.unwrap();
+    // Until the server has read what was sent: it reads as fast as it can.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut second = half_sent(&addr, 40 << 20).await;
+    // Refused part-way: the writes then fail, as the server stops reading and closes.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(20),
+        second.write_all(&vec![b' '; 30 << 20]),
+    )
+    .await;
+    let text = read_to_close(&mut second).await;
+    assert!(text.starts_with("HTTP/1.1 429"), "{text}");
     assert!(text.contains("--max_in_flight_bytes"), "{text}");
     // A body that alone is larger than the budget is refused outright.
     let (st, v) = post_raw(&addr, "/v1/models/digits:predict", vec![b' '; 60 << 20]).await;
     assert_eq!(st, 429, "{v}");
+}
+
+/// A request holds the budget for bytes that have arrived, not for bytes it declares: sixteen
+/// requests that each declare a 40 MB body and send none of it hold a step (1 MiB) each, and a
+/// request that sends its body is answered beside them in a 64 MiB budget. (When the whole
+/// declared length was reserved up front, a few headers took every byte of the budget, and
+/// every other requester was refused for as long as they waited.)
+#[tokio::test]
+async fn declared_bodies_that_do_not_arrive_hold_no_more_than_a_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(&digits(dir.path()), "digits");
+    o.core.max_in_flight_bytes = 64 << 20;
+    let s = start(o).await;
+    let addr = s.rest_addr.unwrap().to_string();
+    let mut holders = Vec::new();
+    for _ in 0..16 {
+        holders.push(half_sent(&addr, 40 << 20).await);
+    }
+    // Until their headers are read and their steps reserved.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (st, v) = post_raw(
+        &addr,
+        "/v1/models/digits:predict",
+        serde_json::json!({"instances": [vec![0.0; 64]]})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    drop(holders);
+}
+
+/// One peer holds at most its share of the requests in flight (`max_in_flight_per_peer`) and
+/// of their memory (`max_in_flight_bytes_per_peer`): a peer (127.0.0.1) whose requests are all
+/// waiting for their bodies is refused one more, naming its share, while another peer
+/// (127.0.0.2, also this machine) is answered.
+#[tokio::test]
+async fn one_peer_holds_at_most_its_share_of_places_and_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(&digits(dir.path()), "digits");
+    o.core.max_in_flight = 4;
+    o.core.max_in_flight_per_peer = 2;
+    let s = start(o).await;
+    let addr = s.rest_addr.unwrap().to_string();
+    let _held = (half_sent(&addr, 1000).await, half_sent(&addr, 1000).await);
+    let body = serde_json::json!({"instances": [vec![0.0; 64]]})
+        .to_string()
+        .into_bytes();
+    let mut refused = None;
+    for _ in 0..100 {
+        let (st, v) = post_raw(&addr, "/v1/models/digits:predict", body.clone()).await;
+        if st == 429 {
+            refused = Some(v.to_string());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let v = refused.expect("a third request of one peer was admitted");
+    assert!(
+        v.contains("127.0.0.1 has 2 requests in flight") && v.contains("--max_in_flight_per_peer"),
+        "{v}"
+    );
+    let (st, v) = post_from("127.0.0.2", &addr, body.clone()).await;
+    assert_eq!(st, 200, "another peer is answered: {v}");
+
+    // Memory: a peer may hold half of a 64 MiB budget; 30 MB sent of a 40 MB body holds
+    // 40 MB, past its share, while another peer's body is taken in.
+    let mut o = options(&digits(dir.path()), "digits");
+    o.core.max_in_flight_bytes = 64 << 20;
+    o.core.max_in_flight_bytes_per_peer = 32 << 20;
+    let s = start(o).await;
+    let addr = s.rest_addr.unwrap().to_string();
+    let mut big = half_sent(&addr, 40 << 20).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(20),
+        big.write_all(&vec![b' '; 30 << 20]),
+    )
+    .await;
+    let text = read_to_close(&mut big).await;
+    assert!(
+        text.starts_with("HTTP/1.1 429") && text.contains("--max_in_flight_bytes_per_peer"),
+        "{text}"
+    );
+    let (st, v) = post_from("127.0.0.2", &addr, body).await;
+    assert_eq!(st, 200, "{v}");
+}
+
+/// POSTs `body` to the digits model's REST predict from the local address `from`: the status
+/// and the answer.
+async fn post_from(from: &str, addr: &str, body: Vec<u8>) -> (u16, String) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut tcp = socket.connect(addr.parse().unwrap()).await.unwrap();
+    tcp.write_all(
+        format!(
+            "POST /v1/models/digits:predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tcp.write_all(&body).await.unwrap();
+    let text = read_to_close(&mut tcp).await;
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, text)
 }
 
 fn tls_options(dir: &Path, o: &mut ServeOptions) -> Vec<u8> {

@@ -360,6 +360,20 @@ pub struct ServeArgs {
     /// them takes, and their tensors. A request that does not fit: RESOURCE_EXHAUSTED / 429.
     #[arg(long = "max_in_flight_bytes", default_value_t = teeserve_serving::DEFAULT_MAX_IN_FLIGHT_BYTES, help_heading = "teeserve: listeners and limits")]
     pub max_in_flight_bytes: usize,
+    /// Requests in flight one peer (an IPv4 address, an IPv6 /64) may have at once (default:
+    /// half of --max_in_flight), so that one requester cannot take every place from the
+    /// others. Behind a proxy every request comes from the proxy: raise it to --max_in_flight.
+    #[arg(
+        long = "max_in_flight_per_peer",
+        help_heading = "teeserve: listeners and limits"
+    )]
+    pub max_in_flight_per_peer: Option<usize>,
+    /// Bytes of --max_in_flight_bytes one peer may hold at once (default: half of it).
+    #[arg(
+        long = "max_in_flight_bytes_per_peer",
+        help_heading = "teeserve: listeners and limits"
+    )]
+    pub max_in_flight_bytes_per_peer: Option<usize>,
     /// Connections open at once on each port; one more is closed as soon as it is accepted.
     #[arg(long = "max_connections", default_value_t = ConnectionLimits::default().max_connections, help_heading = "teeserve: listeners and limits")]
     pub max_connections: usize,
@@ -477,6 +491,14 @@ pub fn run(a: ServeArgs) -> Result<i32> {
             tensor_content: a.tensor_content,
             max_tensor_bytes: a.max_request_tensor_bytes,
             max_in_flight_bytes: a.max_in_flight_bytes,
+            max_in_flight_per_peer: a
+                .max_in_flight_per_peer
+                .unwrap_or(a.max_in_flight / 2)
+                .max(1),
+            max_in_flight_bytes_per_peer: a
+                .max_in_flight_bytes_per_peer
+                .unwrap_or(a.max_in_flight_bytes / 2)
+                .max(1),
         },
         max_request_bytes: a.max_request_bytes,
         drain_secs: a.drain_seconds,

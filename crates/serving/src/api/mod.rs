@@ -10,7 +10,8 @@
 //! - `batching.rs`: the dynamic batcher; `warmup.rs`: warmup replay;
 //! - `v2.rs`, `model_infer.rs`: the Open Inference Protocol (KServe v2): readiness, metadata,
 //!   inputs against the signature, and gRPC's `ModelInfer`;
-//! - `error.rs`, `metrics.rs`, `scope.rs`: the request error, metrics, the request's scope.
+//! - `error.rs`, `metrics.rs`, `scope.rs`: the request error, metrics, the request's scope;
+//! - `shares.rs`: peers, and each one's share of the places and memory of requests in flight.
 
 pub(crate) mod batching;
 pub(crate) mod classify;
@@ -24,6 +25,7 @@ pub(crate) mod predict;
 pub(crate) mod reload;
 pub mod scope;
 pub(crate) mod service;
+pub mod shares;
 pub mod v2;
 pub(crate) mod warmup;
 

@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 pub use teeserve_ratls::document::ACCEPT_HEADER;
 
+use crate::api::shares::PeerKey;
+
 /// The header (REST) and metadata key (gRPC) with which a request asks for a receipt (`1`).
 pub const RECEIPT_HEADER: &str = "x-teeserve-receipt";
 
@@ -23,6 +25,9 @@ pub const MAX_ACCEPTED: usize = 64;
 pub struct RequestScope {
     /// The connection the request arrived on (0: none, e.g. warmup replay).
     pub connection: u64,
+    /// The peer it came from, whose share of the requests in flight and of their memory it
+    /// counts against ([`crate::api::shares`]).
+    pub peer: PeerKey,
     /// The model files the requester accepts, if it said.
     pub accepted: Option<Arc<Accepted>>,
     /// Why the requester's list could not be read: the request is refused.
@@ -114,6 +119,11 @@ pub fn next_connection() -> u64 {
 /// The scope of the request being served (the default outside any).
 pub fn current() -> RequestScope {
     SCOPE.try_with(|s| s.clone()).unwrap_or_default()
+}
+
+/// The peer of the request being served ([`PeerKey::Unknown`] outside any).
+pub fn current_peer() -> PeerKey {
+    SCOPE.try_with(|s| s.peer).unwrap_or_default()
 }
 
 impl RequestScope {

@@ -11,6 +11,7 @@ use crate::api::batching::Batcher;
 use crate::api::error::ApiError;
 use crate::api::inputs::{order_inputs, set_str};
 use crate::api::metrics::Metrics;
+use crate::api::shares::{PeerHold, PeerShares};
 use crate::engine::{LoadedModel, Signature};
 use crate::models::{ModelRepository, ResolvedModel};
 use teeserve_tensor::Tensor;
@@ -68,6 +69,11 @@ pub struct CoreOptions {
     /// decoding them takes, and their input tensors. A request that does not fit in what is
     /// left is refused with RESOURCE_EXHAUSTED (HTTP 429).
     pub max_in_flight_bytes: usize,
+    /// The most of [`CoreOptions::max_in_flight`] one peer may hold
+    /// ([`crate::api::shares::PeerKey`]).
+    pub max_in_flight_per_peer: usize,
+    /// The most of [`CoreOptions::max_in_flight_bytes`] one peer may hold.
+    pub max_in_flight_bytes_per_peer: usize,
 }
 
 /// Default of [`CoreOptions::max_tensor_bytes`]: twice the default largest request, so that
@@ -88,6 +94,8 @@ impl Default for CoreOptions {
             tensor_content: false,
             max_tensor_bytes: DEFAULT_MAX_TENSOR_BYTES,
             max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
+            max_in_flight_per_peer: 256 / 2,
+            max_in_flight_bytes_per_peer: DEFAULT_MAX_IN_FLIGHT_BYTES / 2,
         }
     }
 }
@@ -106,8 +114,12 @@ pub struct ServingCore {
     /// The inference threads, for the others.
     pool: super::pool::InferencePool,
     in_flight: Arc<Semaphore>,
+    /// Each peer's places among those.
+    peer_places: Arc<PeerShares>,
     /// [`CoreOptions::max_in_flight_bytes`] in KiB (permits are counted in u32).
     budget: Arc<Semaphore>,
+    /// Each peer's KiB of that.
+    peer_kib: Arc<PeerShares>,
     batcher: Option<Arc<Batcher>>,
 }
 
@@ -115,12 +127,14 @@ pub struct ServingCore {
 #[derive(Debug)]
 pub struct Admission {
     _slot: OwnedSemaphorePermit,
+    _peer: PeerHold,
 }
 
 /// Memory a request holds of the in-flight budget ([`ServingCore::reserve`]); released on drop.
 #[derive(Debug, Default)]
 pub struct Reservation {
     permit: Option<OwnedSemaphorePermit>,
+    peer: PeerHold,
     bytes: usize,
 }
 
@@ -133,6 +147,7 @@ impl Reservation {
     /// Adds another reservation to this one.
     pub fn merge(&mut self, other: Reservation) {
         self.bytes += other.bytes;
+        self.peer.merge(other.peer);
         match (&mut self.permit, other.permit) {
             (Some(p), Some(o)) => p.merge(o),
             (p @ None, o) => *p = o,
@@ -190,9 +205,11 @@ impl ServingCore {
             workers: Arc::new(Semaphore::new(options.workers.max(1))),
             pool: super::pool::InferencePool::new(options.workers),
             in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
+            peer_places: PeerShares::new(options.max_in_flight_per_peer.max(1)),
             budget: Arc::new(Semaphore::new(
                 kib(options.max_in_flight_bytes).clamp(1, Semaphore::MAX_PERMITS),
             )),
+            peer_kib: PeerShares::new(kib(options.max_in_flight_bytes_per_peer).max(1)),
             repo,
             metrics,
             options,
@@ -210,11 +227,26 @@ impl ServingCore {
 
     /// Takes a place among the requests in flight, or refuses with RESOURCE_EXHAUSTED when
     /// [`CoreOptions::max_in_flight`] are. The APIs take it before they read a request's body.
+    /// One peer ([`crate::api::scope::RequestScope::peer`]) may hold at most
+    /// [`CoreOptions::max_in_flight_per_peer`] of them, so that others keep places.
     pub fn admit(&self) -> Result<Admission, ApiError> {
+        let peer = crate::api::scope::current_peer();
+        let share = self.peer_places.take(peer, 1).map_err(|held| {
+            ApiError::new(
+                Code::ResourceExhausted,
+                format!(
+                    "{peer} has {held} requests in flight, its share of the server's {} (--max_in_flight_per_peer); retry later",
+                    self.options.max_in_flight
+                ),
+            )
+        })?;
         self.in_flight
             .clone()
             .try_acquire_owned()
-            .map(|p| Admission { _slot: p })
+            .map(|p| Admission {
+                _slot: p,
+                _peer: share,
+            })
             .map_err(|_| {
                 ApiError::new(
                     Code::ResourceExhausted,
@@ -246,11 +278,22 @@ impl ServingCore {
         if want > kib(budget).max(1) {
             return Err(too_large());
         }
+        let peer = crate::api::scope::current_peer();
+        let share = self.peer_kib.take(peer, want).map_err(|held| {
+            ApiError::new(
+                Code::ResourceExhausted,
+                format!(
+                    "{what} needs {bytes} bytes, and {peer} already holds {held} KiB of the {} KiB of memory for requests in flight that one peer may hold (--max_in_flight_bytes_per_peer); retry later",
+                    self.peer_kib.cap()
+                ),
+            )
+        })?;
         self.budget
             .clone()
             .try_acquire_many_owned(n)
             .map(|p| Reservation {
                 permit: Some(p),
+                peer: share,
                 bytes,
             })
             .map_err(|_| {

@@ -55,12 +55,26 @@ impl BodyError {
     }
 }
 
+/// What a body holds of the in-flight budget ahead of its bytes: one step, or as much again as
+/// has arrived. A body is reserved (and its buffer allocated) as it arrives, never more than
+/// that ahead of it, so that a request that declares a large body and sends none of it holds
+/// at most one step: holding memory takes sending bytes.
+pub(crate) const BODY_STEP: usize = 1 << 20;
+
+/// The room (reservation and buffer) for a body of which `len` bytes have arrived and that is
+/// `target` bytes long (its declared or framed length, else the largest allowed): what has
+/// arrived, and ahead of it at most [`BODY_STEP`] or as much again, never past the body's end.
+fn body_room(len: usize, target: usize) -> usize {
+    len.max(target.min(BODY_STEP.max(len.saturating_mul(2))))
+}
+
 /// Reads a body of at most `max` bytes within the request deadline, reserving its memory
-/// from the in-flight budget as it arrives (`declared`: its Content-Length, if any). Without a
-/// declared length, `sized` may read the whole body's length from its first bytes (a gRPC
-/// message's frame header): the buffer is then reserved (and its memory) at that length once,
-/// instead of growing, and copying, as the frames arrive. A buffer exactly as long as the body
-/// becomes the decoder's own without a copy (`wire::codec`).
+/// from the in-flight budget as it arrives ([`body_room`]; `declared`: its Content-Length, if
+/// any). Without a declared length, `sized` may read the whole body's length from its first
+/// bytes (a gRPC message's frame header), so that the room stops at the body's end. A body
+/// within one step is read into one buffer of its length, allocated once; a longer one grows
+/// by doubling as it arrives. The buffer becomes the decoder's own without a copy
+/// (`wire::codec`).
 pub(crate) async fn read_body(
     core: &ServingCore,
     mut body: Body,
@@ -72,11 +86,12 @@ pub(crate) async fn read_body(
     if let Some(len) = declared.filter(|&l| l > max) {
         return Err(BodyError::TooLarge(Some(len)));
     }
+    let mut target = declared.unwrap_or(max);
+    // A body of unknown length has nothing reserved until its first bytes, which may say it.
     let mut held = core
-        .reserve(declared.unwrap_or(0), "the request body")
+        .reserve(declared.map_or(0, |d| body_room(0, d)), "the request body")
         .map_err(BodyError::Refused)?;
-    // Sized from the declared length only once that is reserved.
-    let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0));
+    let mut buf: Vec<u8> = Vec::with_capacity(held.bytes());
     let mut size_known = declared.is_some();
     let read = async {
         while let Some(frame) = body.frame().await {
@@ -88,32 +103,31 @@ pub(crate) async fn read_body(
             if len > max {
                 return Err(BodyError::TooLarge(None));
             }
-            if len > held.bytes() {
-                // In steps of at least 1 MiB, so that a body in small frames is not a
-                // reservation per frame.
-                let want = (held.bytes() + (1 << 20)).min(max).max(len);
-                held.merge(
-                    core.reserve(want - held.bytes(), "the request body")
-                        .map_err(BodyError::Refused)?,
-                );
-            }
-            each(&data);
-            buf.extend_from_slice(&data);
             if !size_known {
-                if let Some(want) = sized(&buf) {
+                // The frame header may be in the bytes that have come with this frame.
+                let mut head = [0u8; 5];
+                let have = buf.len().min(5);
+                head[..have].copy_from_slice(&buf[..have]);
+                let rest = (5 - have).min(data.len());
+                head[have..have + rest].copy_from_slice(&data[..rest]);
+                if let Some(want) = sized(&head[..have + rest]) {
                     size_known = true;
                     if want > max {
                         return Err(BodyError::TooLarge(Some(want)));
                     }
-                    if want > held.bytes() {
-                        held.merge(
-                            core.reserve(want - held.bytes(), "the request body")
-                                .map_err(BodyError::Refused)?,
-                        );
-                    }
-                    buf.reserve_exact(want.saturating_sub(buf.len()));
+                    target = want;
                 }
             }
+            if len > held.bytes() {
+                let room = body_room(len, target);
+                held.merge(
+                    core.reserve(room - held.bytes(), "the request body")
+                        .map_err(BodyError::Refused)?,
+                );
+                buf.reserve_exact(room - buf.len());
+            }
+            each(&data);
+            buf.extend_from_slice(&data);
         }
         Ok(())
     };
@@ -603,6 +617,50 @@ mod tests {
         .await
         .unwrap_err();
         assert!(matches!(e, BodyError::TooLarge(Some(600_005))), "{e:?}");
+    }
+
+    /// A body is reserved as it arrives: one that declares 64 MiB (in its Content-Length or
+    /// its gRPC frame header) and sends a few bytes holds one step of the budget, not 64 MiB.
+    #[tokio::test]
+    async fn a_body_holds_of_the_budget_no_more_than_a_step_ahead_of_its_bytes() {
+        let core = core();
+        let big = 64 << 20;
+        type Frame = Result<http_body::Frame<Bytes>, std::convert::Infallible>;
+        let (mut tx, rx) = futures::channel::mpsc::channel::<Frame>(4);
+        let body = Body::new(http_body_util::StreamBody::new(rx));
+        let mut head = vec![0u8];
+        head.extend_from_slice(&(big as u32).to_be_bytes());
+        tx.try_send(Ok(http_body::Frame::data(Bytes::from(head))))
+            .unwrap();
+        let reading = tokio::spawn({
+            let core = Arc::new(core);
+            let c = core.clone();
+            async move {
+                let r = read_body(&c, body, None, big + 5, grpc_body_len, |_| {}).await;
+                (r.map(|(b, h)| (b.len(), h.bytes())), core)
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        drop(tx);
+        let (r, core) = reading.await.unwrap();
+        assert_eq!(r.unwrap(), (5, BODY_STEP));
+        // Declared in full and not sent: one step reserved, then the whole budget is free again.
+        let declared = read_body(&core, in_frames(b""), Some(big), big, grpc_body_len, |_| {})
+            .await
+            .unwrap();
+        assert_eq!(declared.1.bytes(), BODY_STEP);
+        drop(declared);
+        core.reserve(crate::api::DEFAULT_MAX_IN_FLIGHT_BYTES, "the whole budget")
+            .unwrap();
+    }
+
+    #[test]
+    fn room_is_what_arrived_and_at_most_a_step_or_as_much_again_ahead() {
+        assert_eq!(body_room(0, 100), 100);
+        assert_eq!(body_room(0, 64 << 20), BODY_STEP);
+        assert_eq!(body_room(BODY_STEP, 64 << 20), 2 * BODY_STEP);
+        assert_eq!(body_room(3 * BODY_STEP, 4 * BODY_STEP), 4 * BODY_STEP);
+        assert_eq!(body_room(700, 600), 700);
     }
 
     #[test]

@@ -9,7 +9,6 @@
 //! full, is answered 429 with `Retry-After: `[`RETRY_AFTER`].
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,28 +26,7 @@ pub(crate) const RETRY_AFTER: u64 = 1;
 /// is answered 429. Bounds the table whatever the number of addresses an attacker has.
 const MAX_PEERS: usize = 4096;
 
-/// Whose share a request counts against: an IPv4 address, or the /64 of an IPv6 address (one
-/// host commonly has a whole /64); None for a request whose peer is not known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum PeerKey {
-    /// The peer is not known.
-    Unknown,
-    /// An IPv4 address.
-    V4(u32),
-    /// The first 64 bits of an IPv6 address.
-    V6(u64),
-}
-
-impl PeerKey {
-    /// The share of a peer at `ip` (an IPv4-mapped IPv6 address counts as the IPv4 one).
-    pub(crate) fn of(ip: Option<IpAddr>) -> Self {
-        match ip.map(|ip| ip.to_canonical()) {
-            None => Self::Unknown,
-            Some(IpAddr::V4(v4)) => Self::V4(u32::from(v4)),
-            Some(IpAddr::V6(v6)) => Self::V6((u128::from(v6) >> 64) as u64),
-        }
-    }
-}
+pub(crate) use crate::api::shares::PeerKey;
 
 /// Why a request did not get a turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,15 +141,6 @@ mod tests {
 
     fn key(ip: &str) -> PeerKey {
         PeerKey::of(Some(ip.parse().unwrap()))
-    }
-
-    #[test]
-    fn ipv6_peers_share_by_64_and_mapped_ipv4_is_ipv4() {
-        assert_eq!(key("2001:db8::1"), key("2001:db8::ffff:2"));
-        assert_ne!(key("2001:db8::1"), key("2001:db8:0:1::1"));
-        assert_eq!(key("::ffff:10.0.0.1"), key("10.0.0.1"));
-        assert_ne!(key("10.0.0.1"), key("10.0.0.2"));
-        assert_ne!(key("0.0.0.1"), key("::1"));
     }
 
     #[tokio::test]

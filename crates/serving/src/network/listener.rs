@@ -110,6 +110,7 @@ pub(crate) async fn serve_listener(
             inner: hyper_util::service::TowerToHyperService::new(router.clone()),
             activity: Arc::new(activity),
             connection: crate::api::scope::next_connection(),
+            peer: crate::api::shares::PeerKey::of(Some(peer.ip())),
         };
         let state = crate::network::connection::ConnectionState::new(peer);
         let svc = crate::network::connection::Watched::new(svc, state.clone());
@@ -219,6 +220,7 @@ pub(crate) struct Tracked<S> {
     inner: S,
     activity: Arc<watch::Sender<usize>>,
     connection: u64,
+    peer: crate::api::shares::PeerKey,
 }
 
 /// Counts a request as in progress until dropped.
@@ -243,7 +245,8 @@ where
     fn call(&self, req: hyper::Request<B>) -> Self::Future {
         self.activity.send_modify(|n| *n += 1);
         let guard = InProgress(self.activity.clone());
-        let scope = crate::api::scope::RequestScope::of(self.connection, req.headers());
+        let mut scope = crate::api::scope::RequestScope::of(self.connection, req.headers());
+        scope.peer = self.peer;
         let fut = self.inner.call(req);
         Box::pin(crate::api::scope::scoped(scope, async move {
             let r = fut.await;
