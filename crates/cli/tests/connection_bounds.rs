@@ -272,3 +272,78 @@ fn busy_connections_are_closed_at_their_maximum_age() {
         closed_by("a Predict with a window of 0", closed, deadline).await;
     });
 }
+
+/// A peer that opens every place of a port (`--max_connections`) and sends nothing keeps out
+/// nobody else: a newcomer of another peer (127.0.0.2, also this machine) takes the place of
+/// one of its idle connections and is answered, while the hog's own next connection is closed
+/// at once and its other connections stay. (Before, every other peer, health probes included,
+/// was closed on arrival for as long as the hog held the places.)
+#[test]
+fn a_peer_that_holds_every_connection_gives_one_up_to_another_peer() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let models = repo().join("models/digits");
+    let server = listen(
+        || {
+            serve_command(
+                d,
+                &[
+                    "--model_name",
+                    "digits",
+                    "--model_base_path",
+                    s(&models),
+                    "--max_connections",
+                    "8",
+                    "--header_timeout_seconds",
+                    "60",
+                    "--insecure",
+                ],
+            )
+        },
+        None,
+    )
+    .unwrap();
+    let addr: std::net::SocketAddr = server.rest.parse().unwrap();
+    let hog: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    // Until the server has accepted them all.
+    std::thread::sleep(Duration::from_millis(500));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let get = |from: &str| -> String {
+        let from: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+        let mut tcp = rt.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(from).unwrap();
+            let tcp = socket.connect(addr).await.unwrap().into_std().unwrap();
+            tcp.set_nonblocking(false).unwrap();
+            tcp
+        });
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = tcp
+            .write_all(b"GET /v1/models/digits HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        let mut out = Vec::new();
+        let _ = tcp.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    // The hog's ninth connection is closed without an answer.
+    assert_eq!(
+        get("127.0.0.1"),
+        "",
+        "the hog's ninth connection was served"
+    );
+    // Another peer is answered.
+    let answer = get("127.0.0.2");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    // One of the hog's connections gave its place; the others are still open.
+    let closed = hog
+        .into_iter()
+        .filter(|mut c| {
+            c.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            matches!(c.read(&mut [0u8; 1]), Ok(0))
+        })
+        .count();
+    assert_eq!(closed, 1, "connections of the hog closed");
+}

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::api::shares::PeerKey;
 use crate::network::options::{ConnectionLimits, ServeError};
+use crate::network::port_peers::{PortPeers, Slot};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
@@ -66,6 +68,7 @@ pub(crate) async fn serve_listener(
         .max_connections
         .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
     let open = Arc::new(tokio::sync::Semaphore::new(max));
+    let by_peer = Arc::new(PortPeers::default());
     let builder = http_builder(&limits);
     let life = crate::network::connection::Lifetime {
         idle: limits.idle_timeout,
@@ -97,42 +100,49 @@ pub(crate) async fn serve_listener(
             },
             _ = stop.changed() => break,
         };
-        let Ok(permit) = open.clone().try_acquire_owned() else {
-            tracing::debug!(
-                "{peer}: closed at once, {max} connections are open (--max_connections)"
-            );
-            drop(tcp);
-            continue;
+        let key = PeerKey::of(Some(peer.ip()));
+        // Every place taken: a connection of the peer holding the most gives its place to a
+        // newcomer of a peer holding fewer; otherwise the newcomer is closed.
+        let place = match open.clone().try_acquire_owned() {
+            Ok(p) => Place::Taken(p),
+            Err(_) if by_peer.shed_for(key) => Place::Freeing(open.clone()),
+            Err(_) => {
+                tracing::debug!(
+                    "{peer}: closed at once, {max} connections are open (--max_connections)"
+                );
+                drop(tcp);
+                continue;
+            }
         };
         let _ = tcp.set_nodelay(true);
         let (activity, idle) = watch::channel(0usize);
+        let activity = Arc::new(activity);
+        let slot = Slot::new(activity.clone());
         let svc = Tracked {
             inner: hyper_util::service::TowerToHyperService::new(router.clone()),
-            activity: Arc::new(activity),
+            activity,
             connection: crate::api::scope::next_connection(),
-            peer: crate::api::shares::PeerKey::of(Some(peer.ip())),
+            peer: key,
         };
         let state = crate::network::connection::ConnectionState::new(peer);
         let svc = crate::network::connection::Watched::new(svc, state.clone());
         let builder = builder.clone();
         let acceptor = acceptor.clone();
         let stop = stop.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let header_timeout = limits.header_timeout;
-            let conn = Connection {
-                builder,
-                svc,
-                state,
-                idle,
-                life,
-                stop,
-            };
-            match acceptor {
-                Some(a) => conn.serve_tls(a, tcp, peer, header_timeout).await,
-                None => conn.serve(tcp).await,
-            }
-        });
+        let conn = Connection {
+            builder,
+            svc,
+            state,
+            idle,
+            life,
+            stop,
+        };
+        let seat = Seat {
+            port: by_peer.clone(),
+            key,
+            slot,
+        };
+        tokio::spawn(conn.run(place, seat, acceptor, tcp, peer, limits.header_timeout));
     }
     // Close the port now rather than when the drain is over: a connection that arrives
     // meanwhile is refused at once (a balancer in front tries another replica) instead of
@@ -144,6 +154,29 @@ pub(crate) async fn serve_listener(
         open.acquire_many(u32::try_from(max).unwrap_or(u32::MAX)),
     )
     .await;
+}
+
+/// A new connection's place among the port's: taken, or being given up by a connection of
+/// another peer ([`PortPeers::shed_for`]).
+enum Place {
+    Taken(tokio::sync::OwnedSemaphorePermit),
+    Freeing(Arc<tokio::sync::Semaphore>),
+}
+
+/// How long a newcomer waits for the connection that gives it its place to close.
+const FREEING: Duration = Duration::from_secs(2);
+
+impl Place {
+    /// The place, once it is free ([`FREEING`] at most).
+    async fn taken(self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        match self {
+            Place::Taken(p) => Some(p),
+            Place::Freeing(open) => tokio::time::timeout(FREEING, open.acquire_owned())
+                .await
+                .ok()?
+                .ok(),
+        }
+    }
 }
 
 /// HTTP/1 and HTTP/2 on one port, with the header deadline and HTTP/2 flow-control windows
@@ -179,7 +212,56 @@ struct Connection {
     stop: watch::Receiver<bool>,
 }
 
+/// A connection's peer and its slot among the port's connections ([`PortPeers`]).
+struct Seat {
+    port: Arc<PortPeers>,
+    key: PeerKey,
+    slot: Arc<Slot>,
+}
+
 impl Connection {
+    /// Serves the connection once it has its place (TLS first, with `acceptor`, within
+    /// `header_timeout`), counted under its peer, until it ends or is told to give its place
+    /// to another peer's newcomer while it serves no request.
+    async fn run(
+        self,
+        place: Place,
+        seat: Seat,
+        acceptor: Option<tokio_rustls::TlsAcceptor>,
+        tcp: tokio::net::TcpStream,
+        peer: std::net::SocketAddr,
+        header_timeout: Duration,
+    ) {
+        let Some(_permit) = place.taken().await else {
+            tracing::debug!("{peer}: closed, no connection gave its place in time");
+            return;
+        };
+        let _counted = seat.port.count(seat.key, seat.slot.clone());
+        let serve = async {
+            match acceptor {
+                Some(a) => self.serve_tls(a, tcp, peer, header_timeout).await,
+                None => self.serve(tcp).await,
+            }
+        };
+        tokio::pin!(serve);
+        loop {
+            tokio::select! {
+                _ = &mut serve => return,
+                _ = seat.slot.shed.notified() => {
+                    // Told to give its place to a newcomer: closed if it still serves no
+                    // request (one may have begun since it was chosen; then it stays).
+                    if seat.slot.idle() {
+                        tracing::debug!(
+                            "{peer}: closed to give its place to another peer (--max_connections)"
+                        );
+                        return;
+                    }
+                    seat.slot.stays();
+                }
+            }
+        }
+    }
+
     /// Serves the connection after its TLS handshake, which must end within `deadline`.
     async fn serve_tls(
         self,
@@ -220,7 +302,7 @@ pub(crate) struct Tracked<S> {
     inner: S,
     activity: Arc<watch::Sender<usize>>,
     connection: u64,
-    peer: crate::api::shares::PeerKey,
+    peer: PeerKey,
 }
 
 /// Counts a request as in progress until dropped.

@@ -12,6 +12,7 @@ pub(crate) mod grpc;
 pub(crate) mod grpc_v2;
 pub(crate) mod listener;
 pub(crate) mod options;
+pub(crate) mod port_peers;
 pub(crate) mod provisioning;
 pub(crate) mod receipt_request;
 pub(crate) mod receipts;
