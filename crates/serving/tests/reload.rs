@@ -128,6 +128,57 @@ async fn a_new_list_adds_and_removes_models_and_answers_once_they_load() {
     assert_eq!(predict_code(&s, "second").await, tonic::Code::Ok);
 }
 
+/// What a reload may ask for is bounded: a list of more than `MAX_MODELS` models is refused
+/// before anything is loaded (a reload request of a few megabytes could name a million), and a
+/// base path of many numbered directories that do not load is not listed back whole.
+#[tokio::test]
+async fn a_reload_names_a_bounded_number_of_models_and_lists_few_failed_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = base(dir.path());
+    let mut o = options(&first);
+    o.tls.reload_from_anyone = true;
+    let s = start(o).await;
+    let mut m = ModelServiceClient::new(channel(&s).await);
+    let names: Vec<String> = (0..=teeserve_serving::models::MAX_MODELS)
+        .map(|i| format!("m{i}"))
+        .collect();
+    let many: Vec<(&str, &Path)> = names
+        .iter()
+        .map(|n| (n.as_str(), first.as_path()))
+        .collect();
+    let e = m
+        .handle_reload_config_request(config(&many))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("lists 1025 models; at most 1024"),
+        "{e:?}"
+    );
+    assert_eq!(predict_code(&s, "digits").await, tonic::Code::Ok);
+
+    // Ten numbered directories, none a model: the newest four are named, the rest counted.
+    let junk = dir.path().join("junk");
+    for v in 1..=10 {
+        std::fs::create_dir_all(junk.join(v.to_string())).unwrap();
+    }
+    let mut all = config(&[("digits", &first), ("junk", &junk)]);
+    if let Some(Config::ModelConfigList(l)) = all.config.as_mut().and_then(|c| c.config.as_mut()) {
+        l.config[1].model_version_policy = Some(ServableVersionPolicy {
+            policy_choice: Some(PolicyChoice::All(Default::default())),
+        });
+    }
+    let e = m.handle_reload_config_request(all).await.unwrap_err();
+    assert!(
+        e.message().contains("model junk did not load: version 10:")
+            && e.message().contains("version 7:")
+            && !e.message().contains("version 6:")
+            && e.message().contains("and 6 older versions"),
+        "{e:?}"
+    );
+    assert_eq!(predict_code(&s, "digits").await, tonic::Code::Ok);
+}
+
 #[tokio::test]
 async fn server_reflection_lists_the_services() {
     use teeserve_wire::FILE_DESCRIPTOR_SET;

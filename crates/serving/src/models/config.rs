@@ -351,9 +351,21 @@ fn model_server_config_fields(top: Vec<(String, Value)>) -> Result<Vec<ModelConf
     Ok(out)
 }
 
+/// The most models one config may list (the file, or the reload RPC's message): a list is
+/// loaded whole, and a reload request of a few megabytes could otherwise name a million models.
+pub const MAX_MODELS: usize = 1024;
+
+/// The error for a list of `n` models, over [`MAX_MODELS`].
+fn too_many_models(n: usize) -> String {
+    format!("the config lists {n} models; at most {MAX_MODELS} may be served")
+}
+
 /// A model named twice is refused, as TF Serving refuses it ("Illegal to list model ...
-/// multiple times in config list").
+/// multiple times in config list"); so is a list of more than [`MAX_MODELS`].
 fn check_unique(configs: &[ModelConfig]) -> Result<(), String> {
+    if configs.len() > MAX_MODELS {
+        return Err(too_many_models(configs.len()));
+    }
     for (i, c) in configs.iter().enumerate() {
         if configs[..i].iter().any(|d| d.name == c.name) {
             return Err(format!(
@@ -381,6 +393,9 @@ pub fn model_server_config_message(
             ))
         }
     };
+    if list.config.len() > MAX_MODELS {
+        return Err(TextProtoError::Field(too_many_models(list.config.len())));
+    }
     let mut out = Vec::with_capacity(list.config.len());
     for c in &list.config {
         if c.name.is_empty() || c.base_path.is_empty() {

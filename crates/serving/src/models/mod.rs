@@ -22,6 +22,7 @@ pub(crate) mod warmup_file;
 pub use admitted::{AdmittedModels, ModelAdmission};
 pub use config::{
     model_server_config_message, BatchingParameters, ModelConfig, SslConfig, TextProtoError,
+    MAX_MODELS,
 };
 pub use files::{ModelFileError, MAX_MODEL_BYTES, MODEL_FILE, SEALED_FILE};
 pub use reload::Reloaded;

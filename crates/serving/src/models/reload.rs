@@ -8,6 +8,9 @@ use std::path::Path;
 use super::config::ModelConfig;
 use super::repository::{ModelRepository, State};
 
+/// The most versions whose errors are listed for a model that did not load.
+const MAX_LISTED_VERSIONS: usize = 4;
+
 /// What a reload changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reloaded {
@@ -65,14 +68,24 @@ impl ModelRepository {
                 ));
                 continue;
             }
-            let errors: Vec<String> = m
+            // The newest few: a base path with thousands of numbered directories is not
+            // listed back to whoever asked for the reload.
+            let mut errors: Vec<String> = m
                 .versions
                 .iter()
+                .rev()
+                .take(MAX_LISTED_VERSIONS)
                 .map(|(n, v)| {
                     let e = v.error.as_deref().unwrap_or("not loaded");
                     format!("version {n}: {e}")
                 })
                 .collect();
+            if m.versions.len() > MAX_LISTED_VERSIONS {
+                errors.push(format!(
+                    "and {} older versions",
+                    m.versions.len() - MAX_LISTED_VERSIONS
+                ));
+            }
             failed.push(format!("model {name} did not load: {}", errors.join("; ")));
         }
         failed
