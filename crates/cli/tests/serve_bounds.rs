@@ -402,7 +402,34 @@ async fn v2_requests_are_bounded_as_predict_is() {
         assert_eq!((st, code.as_str()), (200, "3"), "INVALID_ARGUMENT: {msg}");
         assert!(msg.contains(want), "{msg}");
     }
-    // Over REST: a binary length that is not its shape's, and one past the bytes sent.
+    // Over REST: JSON data nested otherwise than its declared shape is refused, naming both
+    // (the same values flat, or nested as the shape, are answered).
+    let nested = |data: serde_json::Value| {
+        serde_json::json!({"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32",
+            "data": data}]})
+    };
+    let (st, v) = post_v2(
+        &rest_addr,
+        &nested(serde_json::json!([vec![0.5; 32], vec![0.5; 32]])),
+        &[],
+    )
+    .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("nested as [2,32], but shape is [1,64]"),
+        "{v}"
+    );
+    for data in [
+        serde_json::json!(vec![0.5; 64]),
+        serde_json::json!([vec![0.5; 64]]),
+    ] {
+        let (st, v) = post_v2(&rest_addr, &nested(data), &[]).await;
+        assert_eq!(st, 200, "{v}");
+    }
+    // A binary length that is not its shape's, and one past the bytes sent.
     let head = |size: u64| {
         serde_json::json!({"inputs": [{"name": "pixels", "shape": [1 << 20, 64], "datatype": "FP32",
             "parameters": {"binary_data_size": size}}]})

@@ -198,6 +198,16 @@ pub fn from_json_data(
             shape_str(&shape)
         )));
     }
+    // Nested data is the tensor itself (the protocol's "tensor data" is row-major, flat or
+    // nested as the shape): nesting that contradicts the declared shape is refused, not read
+    // as some other arrangement of the same values.
+    if t.shape.len() > 1 && t.shape != shape {
+        return Err(TensorError::Shape(format!(
+            "data is nested as {}, but shape is {}: give the values flat, or nested as the shape",
+            shape_str(&t.shape),
+            shape_str(&shape)
+        )));
+    }
     Ok(Tensor {
         shape,
         data: t.data,
@@ -309,6 +319,15 @@ mod tests {
         assert_eq!(a.shape, vec![2, 3]);
         let e = from_json_data(&flat, DType::I32, vec![2, 2], 1 << 20).unwrap_err();
         assert!(e.to_string().contains("6 values"), "{e}");
+        // Nesting that contradicts the shape is refused, naming both.
+        let e = from_json_data(&nested, DType::I32, vec![3, 2], 1 << 20).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("nested as [2,3], but shape is [3,2]"),
+            "{e}"
+        );
+        let e = from_json_data(&nested, DType::I32, vec![6], 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("nested as [2,3]"), "{e}");
         let mut s = String::new();
         write_json_data(&a, &mut s).unwrap();
         assert_eq!(s, "[1,2,3,4,5,6]");
