@@ -4,7 +4,6 @@
 //!
 //! A peer is an IPv4 address, or the /64 of an IPv6 address (one host commonly has a whole /64).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -42,12 +41,15 @@ impl std::fmt::Display for PeerKey {
     }
 }
 
-/// How much of one resource each peer holds, each at most `cap`. A peer is in the table only
-/// while it holds some, so the table has at most as many entries as the resource has units.
+/// How much of one resource each peer holds, each at most `cap`. A peer is in the list only
+/// while it holds some. Each holder has a request in flight, so the list is at most
+/// `--max_in_flight` long, and usually a few entries: it is searched in order rather than
+/// hashed (a hash map emptied and filled again on every request rehashed its tombstones every
+/// few requests).
 #[derive(Debug)]
 pub(crate) struct PeerShares {
     cap: usize,
-    held: Mutex<HashMap<PeerKey, usize>>,
+    held: Mutex<Vec<(PeerKey, usize)>>,
 }
 
 /// Units of a [`PeerShares`] that one peer holds; given back when dropped.
@@ -62,7 +64,7 @@ impl PeerShares {
     pub(crate) fn new(cap: usize) -> Arc<Self> {
         Arc::new(Self {
             cap,
-            held: Mutex::new(HashMap::new()),
+            held: Mutex::new(Vec::new()),
         })
     }
 
@@ -79,11 +81,12 @@ impl PeerShares {
             return Ok(PeerHold::default());
         }
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let now = held.get(&peer).copied().unwrap_or(0);
-        if now.saturating_add(units) > self.cap {
-            return Err(now);
+        match held.iter_mut().find(|(p, _)| *p == peer) {
+            Some((_, now)) if now.saturating_add(units) > self.cap => return Err(*now),
+            Some((_, now)) => *now += units,
+            None if units > self.cap => return Err(0),
+            None => held.push((peer, units)),
         }
-        held.insert(peer, now + units);
         Ok(PeerHold {
             of: Some((self.clone(), peer)),
             units,
@@ -117,10 +120,10 @@ impl Drop for PeerHold {
             return;
         };
         let mut held = shares.held.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = held.get_mut(&peer) {
-            *n = n.saturating_sub(self.units);
-            if *n == 0 {
-                held.remove(&peer);
+        if let Some(i) = held.iter().position(|(p, _)| *p == peer) {
+            held[i].1 = held[i].1.saturating_sub(self.units);
+            if held[i].1 == 0 {
+                held.swap_remove(i);
             }
         }
     }
