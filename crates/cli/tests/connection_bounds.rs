@@ -347,3 +347,95 @@ fn a_peer_that_holds_every_connection_gives_one_up_to_another_peer() {
         .count();
     assert_eq!(closed, 1, "connections of the hog closed");
 }
+
+/// Health checks are not held to the server's in-flight limit (an overloaded server answers
+/// them) but are held to the rest: a check whose message never ends takes a place of its
+/// peer's share, is answered DEADLINE_EXCEEDED at the request deadline, and its connection can
+/// then give its place to another peer. Four such checks on the four places of a port, one
+/// place per peer: three are refused at once naming the peer's share, and a newcomer of another
+/// peer (127.0.0.2) is answered while the fourth still waits. (Passed straight through, such
+/// checks held every place until the connections' maximum age, an hour by default.)
+#[test]
+fn health_checks_that_never_end_hold_no_place_beyond_their_peers_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = serve(
+        d,
+        &[
+            "--max_connections",
+            "4",
+            "--max_in_flight_per_peer",
+            "1",
+            "--request_timeout_ms",
+            "3000",
+        ],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let addr = &server.grpc;
+        let mut hog = Vec::new();
+        for _ in 0..4 {
+            let (send, closed) = h2_connect(d, addr, None).await;
+            let mut send = send.ready().await.unwrap();
+            let (resp, body) = send
+                .send_request(grpc_request(addr, "/grpc.health.v1.Health/Check"), false)
+                .unwrap();
+            hog.push((send, body, resp, closed));
+        }
+        // Three are answered at once: RESOURCE_EXHAUSTED naming the peer's share.
+        let mut refused = 0;
+        let mut waiting = Vec::new();
+        for (send, body, resp, closed) in hog {
+            match tokio::time::timeout(Duration::from_millis(1500), resp).await {
+                Ok(r) => {
+                    let r = r.unwrap();
+                    let status = r
+                        .headers()
+                        .get("grpc-status")
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    let message = r
+                        .headers()
+                        .get("grpc-message")
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    assert_eq!(status.as_deref(), Some("8"), "{message:?}");
+                    assert!(
+                        message
+                            .unwrap_or_default()
+                            .contains("max_in_flight_per_peer"),
+                        "the refusal names the share"
+                    );
+                    refused += 1;
+                    drop((send, body, closed));
+                }
+                Err(_) => waiting.push((send, body, closed)),
+            }
+        }
+        assert_eq!((refused, waiting.len()), (3, 1));
+        // Another peer, on the same port, is answered meanwhile (this server has no platform:
+        // its attestation document is 404, an answer).
+        let answer = get_from("127.0.0.2", &server.grpc, d).await;
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer:?}");
+    });
+}
+
+/// A GET of `/v1/attestation` over TLS and HTTP/1.1 from the local address `from`: the
+/// answer's text (empty when the connection is closed without one).
+async fn get_from(from: &str, addr: &str, d: &Path) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = std::fs::read(d.join("tls/ca.pem")).unwrap();
+    let cfg = client_config(ca_verifier(&ca).unwrap(), None, &[b"http/1.1"]).unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let tcp = socket.connect(addr.parse().unwrap()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"GET /v1/attestation HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -258,6 +258,21 @@ impl ServingCore {
             })
     }
 
+    /// A place of the peer's share for a request that bypasses the server's in-flight limit (a
+    /// health check, which an overloaded server still answers): one peer still has at most
+    /// [`CoreOptions::max_in_flight_per_peer`] requests of any kind in flight.
+    pub(crate) fn admit_peer(&self) -> Result<PeerHold, ApiError> {
+        let peer = crate::api::scope::current_peer();
+        self.peer_places.take(peer, 1).map_err(|held| {
+            ApiError::new(
+                Code::ResourceExhausted,
+                format!(
+                    "{peer} has {held} requests in flight, its share (--max_in_flight_per_peer); retry later"
+                ),
+            )
+        })
+    }
+
     /// Reserves `bytes` of the memory budget of the requests in flight, or refuses with
     /// RESOURCE_EXHAUSTED: `what` says what the memory is for.
     pub fn reserve(&self, bytes: usize, what: &str) -> Result<Reservation, ApiError> {

@@ -118,6 +118,12 @@ pub(crate) async fn read_body(
                     target = want;
                 }
             }
+            if len > target {
+                // More than the length its frame header gave: not one message of that length
+                // (a second message follows), so it grows in steps as a body of unknown
+                // length does, not a byte (and a KiB of the budget) per frame.
+                target = max;
+            }
             if len > held.bytes() {
                 let room = body_room(len, target);
                 held.merge(
@@ -189,7 +195,7 @@ pub(crate) async fn grpc_layer(
     }
     let path = req.uri().path();
     if path.starts_with("/grpc.health.v1.") {
-        return next.run(req).await;
+        return health_call(&a, req, next).await;
     }
     let kind = match path {
         "/tensorflow.serving.PredictionService/Predict" => GrpcMessage::Predict,
@@ -239,6 +245,43 @@ pub(crate) async fn grpc_layer(
         admission,
     )
     .await
+}
+
+/// The largest health check message (a service name).
+const MAX_HEALTH_MESSAGE: usize = 4096;
+
+/// A health check (`Check`, `Watch`): not held to the server's in-flight limit, so that an
+/// overloaded server still answers it, but to everything else: a place of its peer's share,
+/// its message (at most [`MAX_HEALTH_MESSAGE`]) read within the request deadline and from the
+/// memory budget, before tonic sees it. (Passed straight through, a check whose message never
+/// ended held its stream, and its connection, until the connection's maximum age, and many
+/// such streams held memory outside the budget.)
+async fn health_call(a: &GrpcAdmission, req: Request, next: Next) -> Response {
+    let _place = match a.core.admit_peer() {
+        Ok(x) => x,
+        Err(e) => return grpc_error(e),
+    };
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let (bytes, _held) = match read_body(
+        &a.core,
+        body,
+        declared,
+        MAX_HEALTH_MESSAGE + 5,
+        grpc_body_len,
+        |_| {},
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(e) => return grpc_error(e.api_error(MAX_HEALTH_MESSAGE, &a.core)),
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 /// The length of a gRPC body of one message, from its frame header (the gRPC over HTTP/2
@@ -652,6 +695,41 @@ mod tests {
         drop(declared);
         core.reserve(crate::api::DEFAULT_MAX_IN_FLIGHT_BYTES, "the whole budget")
             .unwrap();
+    }
+
+    /// Bytes past the length a gRPC frame header gave (a second message) grow the room in
+    /// steps, as a body of unknown length does: 3,000 one-byte frames after a 10-byte message
+    /// fit in a 2 MiB budget (reserved a byte at a time, each rounded up to a KiB of the
+    /// budget, they took 3,000 KiB).
+    #[tokio::test]
+    async fn bytes_past_the_framed_length_reserve_in_steps_not_per_frame() {
+        use crate::{ModelRepository, ModelSource};
+        let engine = crate::engine::EngineChoice::default().start(1).unwrap();
+        let repo = ModelRepository::new(
+            engine,
+            ModelSource {
+                key: None,
+                admitted: None,
+            },
+            Vec::new(),
+        );
+        let options = crate::api::CoreOptions {
+            max_in_flight_bytes: 2 << 20,
+            ..Default::default()
+        };
+        let core = ServingCore::new(Arc::new(repo), Default::default(), options, None);
+        let mut frames = vec![Bytes::from(framed_raw(&[7u8; 10]))];
+        frames.extend((0..3000).map(|_| Bytes::from_static(&[1u8])));
+        let body = Body::new(http_body_util::StreamBody::new(futures::stream::iter(
+            frames
+                .into_iter()
+                .map(|f| Ok::<_, std::convert::Infallible>(http_body::Frame::data(f))),
+        )));
+        let (bytes, held) = read_body(&core, body, None, 1 << 20, grpc_body_len, |_| {})
+            .await
+            .unwrap();
+        assert_eq!(bytes.len(), 3015);
+        assert!(held.bytes() <= BODY_STEP, "{}", held.bytes());
     }
 
     #[test]

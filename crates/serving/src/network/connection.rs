@@ -65,6 +65,8 @@ pub(crate) struct ConnectionState {
     /// When, in milliseconds after `start`, a response body last handed over a piece, began or
     /// ended.
     last_sent: AtomicU64,
+    /// Response bodies not yet ended (a health `Watch`, a large answer being read).
+    open: AtomicUsize,
     closing: watch::Sender<bool>,
     /// Set once the TLS handshake is done, if the peer presented a certificate.
     client: std::sync::OnceLock<ClientCertificates>,
@@ -78,6 +80,7 @@ impl ConnectionState {
             start: Instant::now(),
             owed: AtomicUsize::new(0),
             last_sent: AtomicU64::new(0),
+            open: AtomicUsize::new(0),
             closing: watch::channel(false).0,
             client: std::sync::OnceLock::new(),
         })
@@ -87,6 +90,11 @@ impl ConnectionState {
     pub(crate) fn presented(&self, chain: &[rustls::pki_types::CertificateDer<'_>]) {
         let chain: Vec<_> = chain.iter().map(|c| c.clone().into_owned()).collect();
         let _ = self.client.set(ClientCertificates(chain.into()));
+    }
+
+    /// Response bodies of the connection not yet ended.
+    pub(crate) fn responses_open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
     }
 
     fn sent_now(&self) {
@@ -163,6 +171,7 @@ impl Sending {
             owed: false,
             state,
         };
+        s.state.open.fetch_add(1, Ordering::Relaxed);
         // The response's head is ready for the peer; its body will be as soon as asked for.
         s.state.sent_now();
         s.set_owed(true);
@@ -184,6 +193,7 @@ impl Sending {
 impl Drop for Sending {
     fn drop(&mut self) {
         self.set_owed(false);
+        self.state.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -244,34 +254,62 @@ impl Body for Sending {
     }
 }
 
+/// A connection that may be told to give its place to another peer's newcomer
+/// (`port_peers`).
+pub(crate) trait Shed {
+    /// Told when it is to give its place.
+    fn told(&self) -> &tokio::sync::Notify;
+    /// Whether nothing is in progress on it: no request handled, no response being sent.
+    fn quiet(&self) -> bool;
+}
+
+/// Resolves once no request has been in progress (as `activity` counts them) for `idle`.
+async fn idle_for(mut activity: watch::Receiver<usize>, idle: Duration) {
+    loop {
+        if *activity.borrow_and_update() == 0 {
+            tokio::select! {
+                _ = tokio::time::sleep(idle) => return,
+                r = activity.changed() => if r.is_err() { return },
+            }
+        } else if activity.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Why a connection is asked to close.
 #[derive(Debug, Clone, Copy)]
 enum Close {
     Idle,
     MaxAge,
     Shutdown,
+    /// Its place goes to another peer's newcomer (`port_peers`).
+    Shed,
 }
 
 /// What happened while a connection ran.
 enum Event {
     Ended(Result<(), Box<dyn std::error::Error + Send + Sync>>),
     Close(Close),
+    /// Told to give its place to another peer's newcomer.
+    Shed,
     GraceOver,
     Check,
 }
 
 /// Runs one connection until it ends: asks it to close (HTTP/2: GOAWAY) when idle, at its
-/// maximum age or on shutdown, cuts it when the grace period after that is over, and cuts it
+/// maximum age, on shutdown or when `shed` tells it to give its place to another peer, cuts it when the grace period after that is over, and cuts it
 /// at once when a response has waited for the peer to read it for the send timeout.
 ///
 /// `activity` counts the requests in progress on the connection (their handlers have not
 /// answered yet); `state` is the one its [`Watched`] service shares.
 pub(crate) async fn run<I, S>(
     conn: auto::Connection<'_, I, Watched<S>, TokioExecutor>,
-    mut activity: watch::Receiver<usize>,
+    activity: watch::Receiver<usize>,
     state: Arc<ConnectionState>,
     life: Lifetime,
     mut stop: watch::Receiver<bool>,
+    slot: &impl Shed,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::Service<
@@ -282,19 +320,7 @@ pub(crate) async fn run<I, S>(
     S::Future: Send + 'static,
 {
     let peer = state.peer;
-    let idle = life.idle;
-    let idle_for = async move {
-        loop {
-            if *activity.borrow_and_update() == 0 {
-                tokio::select! {
-                    _ = tokio::time::sleep(idle) => return,
-                    r = activity.changed() => if r.is_err() { return },
-                }
-            } else if activity.changed().await.is_err() {
-                return;
-            }
-        }
-    };
+    let idle_for = idle_for(activity, life.idle);
     let age = tokio::time::sleep(life.max_age.unwrap_or(Duration::MAX));
     // Reset to the end of the grace period once the connection is asked to close.
     let cut = tokio::time::sleep(Duration::ZERO);
@@ -315,6 +341,7 @@ pub(crate) async fn run<I, S>(
             _ = &mut idle_for, if closing.is_none() => Event::Close(Close::Idle),
             _ = &mut age, if closing.is_none() && life.max_age.is_some() => Event::Close(Close::MaxAge),
             _ = stop.changed(), if closing.is_none() => Event::Close(Close::Shutdown),
+            _ = slot.told().notified() => Event::Shed,
             _ = &mut cut, if closing.is_some() => Event::GraceOver,
             _ = check.tick(), if life.send_timeout.is_some() => Event::Check,
         };
@@ -331,10 +358,27 @@ pub(crate) async fn run<I, S>(
                 state.closing.send_replace(true);
                 grace = match why {
                     Close::Shutdown => life.drain,
-                    Close::Idle | Close::MaxAge => life.grace,
+                    Close::Idle | Close::MaxAge | Close::Shed => life.grace,
                 };
                 cut.as_mut().reset(tokio::time::Instant::now() + grace);
             }
+            // With nothing in progress (no request handled, no response being sent) it is
+            // cut now, so that its place is free at once; otherwise asked to close as when
+            // idle, its responses finishing within the grace period.
+            Event::Shed if slot.quiet() => {
+                tracing::debug!(
+                    "{peer}: nothing in progress; closed to give its place to another peer (--max_connections)"
+                );
+                return;
+            }
+            Event::Shed if closing.is_none() => {
+                closing = Some(Close::Shed);
+                conn.as_mut().graceful_shutdown();
+                state.closing.send_replace(true);
+                grace = life.grace;
+                cut.as_mut().reset(tokio::time::Instant::now() + grace);
+            }
+            Event::Shed => {}
             Event::GraceOver => {
                 tracing::debug!(
                     "{peer}: still open {grace:?} after it was asked to close ({closing:?}); closed"

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::api::shares::PeerKey;
 use crate::network::options::{ConnectionLimits, ServeError};
-use crate::network::port_peers::{PortPeers, Slot};
+use crate::network::port_peers::{PortPeers, Slot, Waiting};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
@@ -101,30 +101,24 @@ pub(crate) async fn serve_listener(
             _ = stop.changed() => break,
         };
         let key = PeerKey::of(Some(peer.ip()));
-        // Every place taken: a connection of the peer holding the most gives its place to a
-        // newcomer of a peer holding fewer; otherwise the newcomer is closed.
-        let place = match open.clone().try_acquire_owned() {
-            Ok(p) => Place::Taken(p),
-            Err(_) if by_peer.shed_for(key) => Place::Freeing(open.clone()),
-            Err(_) => {
-                tracing::debug!(
-                    "{peer}: closed at once, {max} connections are open (--max_connections)"
-                );
-                drop(tcp);
-                continue;
-            }
+        let Some(place) = Place::for_newcomer(&open, &by_peer, key) else {
+            tracing::debug!(
+                "{peer}: closed at once, {max} connections are open (--max_connections)"
+            );
+            drop(tcp);
+            continue;
         };
         let _ = tcp.set_nodelay(true);
         let (activity, idle) = watch::channel(0usize);
         let activity = Arc::new(activity);
-        let slot = Slot::new(activity.clone());
+        let state = crate::network::connection::ConnectionState::new(peer);
+        let slot = Slot::new(activity.clone(), state.clone());
         let svc = Tracked {
             inner: hyper_util::service::TowerToHyperService::new(router.clone()),
             activity,
             connection: crate::api::scope::next_connection(),
             peer: key,
         };
-        let state = crate::network::connection::ConnectionState::new(peer);
         let svc = crate::network::connection::Watched::new(svc, state.clone());
         let builder = builder.clone();
         let acceptor = acceptor.clone();
@@ -136,13 +130,14 @@ pub(crate) async fn serve_listener(
             idle,
             life,
             stop,
+            slot,
         };
         let seat = Seat {
             port: by_peer.clone(),
             key,
-            slot,
+            place,
         };
-        tokio::spawn(conn.run(place, seat, acceptor, tcp, peer, limits.header_timeout));
+        tokio::spawn(conn.run(seat, acceptor, tcp, peer, limits.header_timeout));
     }
     // Close the port now rather than when the drain is over: a connection that arrives
     // meanwhile is refused at once (a balancer in front tries another replica) instead of
@@ -167,6 +162,22 @@ enum Place {
 const FREEING: Duration = Duration::from_secs(2);
 
 impl Place {
+    /// A newcomer's place: a free one; or, every place taken, one that a connection of a peer
+    /// holding more gives up for it (the newcomer counted under its peer meanwhile); None when
+    /// none does, and the newcomer is closed.
+    fn for_newcomer(
+        open: &Arc<tokio::sync::Semaphore>,
+        by_peer: &Arc<PortPeers>,
+        key: PeerKey,
+    ) -> Option<(Place, Option<Waiting>)> {
+        match open.clone().try_acquire_owned() {
+            Ok(p) => Some((Place::Taken(p), None)),
+            Err(_) => by_peer
+                .shed_for(key)
+                .map(|waiting| (Place::Freeing(open.clone()), Some(waiting))),
+        }
+    }
+
     /// The place, once it is free ([`FREEING`] at most).
     async fn taken(self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         match self {
@@ -210,53 +221,57 @@ struct Connection {
     idle: watch::Receiver<usize>,
     life: crate::network::connection::Lifetime,
     stop: watch::Receiver<bool>,
+    /// Its slot among the port's connections.
+    slot: Arc<Slot>,
 }
 
-/// A connection's peer and its slot among the port's connections ([`PortPeers`]).
+/// A connection's peer and its place among the port's connections ([`PortPeers`]).
 struct Seat {
     port: Arc<PortPeers>,
     key: PeerKey,
-    slot: Arc<Slot>,
+    place: (Place, Option<Waiting>),
 }
 
 impl Connection {
     /// Serves the connection once it has its place (TLS first, with `acceptor`, within
-    /// `header_timeout`), counted under its peer, until it ends or is told to give its place
-    /// to another peer's newcomer while it serves no request.
+    /// `header_timeout`), counted under its peer, until it ends. Told to give its place to
+    /// another peer's newcomer ([`PortPeers::shed_for`]): cut at once during its handshake,
+    /// asked to close (as when idle) after it.
     async fn run(
         self,
-        place: Place,
         seat: Seat,
         acceptor: Option<tokio_rustls::TlsAcceptor>,
         tcp: tokio::net::TcpStream,
         peer: std::net::SocketAddr,
         header_timeout: Duration,
     ) {
+        let (place, waiting) = seat.place;
         let Some(_permit) = place.taken().await else {
             tracing::debug!("{peer}: closed, no connection gave its place in time");
             return;
         };
-        let _counted = seat.port.count(seat.key, seat.slot.clone());
-        let serve = async {
-            match acceptor {
-                Some(a) => self.serve_tls(a, tcp, peer, header_timeout).await,
-                None => self.serve(tcp).await,
-            }
+        let _counted = seat.port.count(seat.key, self.slot.clone());
+        drop(waiting);
+        let Some(a) = acceptor else {
+            return self.serve(tcp).await;
         };
+        let slot = self.slot.clone();
+        let serve = self.serve_tls(a, tcp, peer, header_timeout);
         tokio::pin!(serve);
+        let mut handed_over = false;
         loop {
             tokio::select! {
                 _ = &mut serve => return,
-                _ = seat.slot.shed.notified() => {
-                    // Told to give its place to a newcomer: closed if it still serves no
-                    // request (one may have begun since it was chosen; then it stays).
-                    if seat.slot.idle() {
+                _ = slot.shed.notified(), if !handed_over => {
+                    if !slot.is_serving() {
                         tracing::debug!(
-                            "{peer}: closed to give its place to another peer (--max_connections)"
+                            "{peer}: closed in its TLS handshake to give its place to another peer (--max_connections)"
                         );
                         return;
                     }
-                    seat.slot.stays();
+                    // Past its handshake: the connection's own loop asks it to close.
+                    slot.shed.notify_one();
+                    handed_over = true;
                 }
             }
         }
@@ -284,14 +299,32 @@ impl Connection {
         if let Some(chain) = tls.get_ref().1.peer_certificates() {
             self.state.presented(chain);
         }
+        self.slot.serving();
         let conn = self.builder.serve_connection(TokioIo::new(tls), self.svc);
-        crate::network::connection::run(conn, self.idle, self.state, self.life, self.stop).await;
+        crate::network::connection::run(
+            conn,
+            self.idle,
+            self.state,
+            self.life,
+            self.stop,
+            &*self.slot,
+        )
+        .await;
     }
 
     /// Serves a plaintext connection.
     async fn serve(self, tcp: tokio::net::TcpStream) {
+        self.slot.serving();
         let conn = self.builder.serve_connection(TokioIo::new(tcp), self.svc);
-        crate::network::connection::run(conn, self.idle, self.state, self.life, self.stop).await;
+        crate::network::connection::run(
+            conn,
+            self.idle,
+            self.state,
+            self.life,
+            self.stop,
+            &*self.slot,
+        )
+        .await;
     }
 }
 

@@ -1,9 +1,14 @@
 //! A port's connections by peer, so that its places (`--max_connections`) are shared fairly:
-//! when every place is taken, a newcomer whose peer holds fewer connections than the peer that
-//! holds the most takes the place of one of that peer's connections that is serving no request
-//! (one still in its TLS handshake first, else an idle one). One requester that opens every
-//! place, however often it opens them again, then keeps out nobody else; peers that hold
-//! about as many as each other keep theirs, and the newcomer is closed as before.
+//! when every place is taken, a newcomer whose peer holds at least two fewer connections than
+//! another peer takes the place of one of that peer's connections. Of the peers that hold the
+//! most, the first with a connection to give gives it: one still in its TLS handshake (closed
+//! at once), else one with nothing in progress, else one whose requests have all been answered
+//! while their responses are still being sent (a health `Watch`, a large answer being read).
+//! A connection with nothing in progress is closed at once; one whose responses are still
+//! being sent is asked to close as at its idle timeout (HTTP/2 GOAWAY; its responses finish, a
+//! `Watch` ends), and cut after the grace period. A connection with a request being handled is
+//! not chosen. Newcomers still waiting for a place count for their
+//! peer, so a burst of connections gets no more than connecting one at a time.
 //!
 //! A peer is an IPv4 address or an IPv6 /64 ([`PeerKey`]).
 
@@ -14,44 +19,97 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, Notify};
 
 use crate::api::shares::PeerKey;
+use crate::network::connection::{ConnectionState, Shed};
 
 /// One open connection, as the port sees it.
 #[derive(Debug)]
 pub(crate) struct Slot {
-    /// Requests in progress on it (a connection serving none may be shed).
+    /// Requests in progress on it (their handlers have not answered).
     activity: Arc<watch::Sender<usize>>,
-    /// Told when the connection is to close for a newcomer.
+    /// Its responses.
+    state: Arc<ConnectionState>,
+    /// Set once its TLS handshake is done (at once without TLS).
+    serving: AtomicBool,
+    /// Told when the connection is to give its place to a newcomer.
     pub(crate) shed: Notify,
     /// Set once it has been chosen, so that it is not chosen twice.
     chosen: AtomicBool,
 }
 
 impl Slot {
-    /// A slot of a connection whose requests in progress `activity` counts.
-    pub(crate) fn new(activity: Arc<watch::Sender<usize>>) -> Arc<Self> {
+    /// The slot of a connection whose requests in progress `activity` counts.
+    pub(crate) fn new(
+        activity: Arc<watch::Sender<usize>>,
+        state: Arc<ConnectionState>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             activity,
+            state,
+            serving: AtomicBool::new(false),
             shed: Notify::new(),
             chosen: AtomicBool::new(false),
         })
     }
 
-    /// Whether the connection serves no request now.
-    pub(crate) fn idle(&self) -> bool {
-        *self.activity.borrow() == 0
+    /// Marks its handshake done.
+    pub(crate) fn serving(&self) {
+        self.serving.store(true, Ordering::Relaxed);
     }
 
-    /// Counts it again as a connection that may be chosen: it was told to close, but a request
-    /// had begun on it since it was chosen, so it stays.
-    pub(crate) fn stays(&self) {
-        self.chosen.store(false, Ordering::Relaxed);
+    /// Whether its handshake is done.
+    pub(crate) fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Relaxed)
+    }
+
+    /// How readily it gives its place (lower first), or None while a request is handled on it.
+    fn rank(&self) -> Option<u8> {
+        if !self.serving.load(Ordering::Relaxed) {
+            return Some(0);
+        }
+        if *self.activity.borrow() > 0 {
+            return None;
+        }
+        Some(if self.state.responses_open() == 0 {
+            1
+        } else {
+            2
+        })
+    }
+}
+
+impl Shed for Slot {
+    fn told(&self) -> &Notify {
+        &self.shed
+    }
+
+    fn quiet(&self) -> bool {
+        *self.activity.borrow() == 0 && self.state.responses_open() == 0
+    }
+}
+
+/// One peer's connections, and its newcomers waiting for a place.
+#[derive(Debug, Default)]
+struct Conns {
+    slots: Vec<Arc<Slot>>,
+    waiting: usize,
+}
+
+impl Conns {
+    /// Connections not already told to go, and newcomers on their way.
+    fn live(&self) -> usize {
+        self.waiting
+            + self
+                .slots
+                .iter()
+                .filter(|s| !s.chosen.load(Ordering::Relaxed))
+                .count()
     }
 }
 
 /// The connections open on one port, by peer.
 #[derive(Debug, Default)]
 pub(crate) struct PortPeers {
-    peers: Mutex<HashMap<PeerKey, Vec<Arc<Slot>>>>,
+    peers: Mutex<HashMap<PeerKey, Conns>>,
 }
 
 /// A connection counted under its peer until dropped.
@@ -65,9 +123,28 @@ pub(crate) struct Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         let mut peers = self.port.peers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(slots) = peers.get_mut(&self.peer) {
-            slots.retain(|s| !Arc::ptr_eq(s, &self.slot));
-            if slots.is_empty() {
+        if let Some(c) = peers.get_mut(&self.peer) {
+            c.slots.retain(|s| !Arc::ptr_eq(s, &self.slot));
+            if c.slots.is_empty() && c.waiting == 0 {
+                peers.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// A newcomer counted under its peer while it waits for the place given up for it.
+#[derive(Debug)]
+pub(crate) struct Waiting {
+    port: Arc<PortPeers>,
+    peer: PeerKey,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let mut peers = self.port.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = peers.get_mut(&self.peer) {
+            c.waiting = c.waiting.saturating_sub(1);
+            if c.slots.is_empty() && c.waiting == 0 {
                 peers.remove(&self.peer);
             }
         }
@@ -78,7 +155,7 @@ impl PortPeers {
     /// Counts `slot` under `peer` for as long as the returned guard lives.
     pub(crate) fn count(self: &Arc<Self>, peer: PeerKey, slot: Arc<Slot>) -> Counted {
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        peers.entry(peer).or_default().push(slot.clone());
+        peers.entry(peer).or_default().slots.push(slot.clone());
         Counted {
             port: self.clone(),
             peer,
@@ -86,45 +163,37 @@ impl PortPeers {
         }
     }
 
-    /// With every place taken: tells one connection of the peer holding the most to close so
-    /// that a newcomer of `peer` may have its place, if that peer holds at least two more than
-    /// `peer` does and one of its connections serves no request. Whether one was told.
-    pub(crate) fn shed_for(&self, peer: PeerKey) -> bool {
-        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        let mine = peers.get(&peer).map_or(0, |s| live(s));
-        let Some(most) = peers
+    /// With every place taken: tells a connection of a peer holding at least two more than
+    /// `peer` (the newcomer's, its waiting newcomers included) to give its place, and counts
+    /// the newcomer under `peer` while it waits for it; None when no peer has one to give.
+    pub(crate) fn shed_for(self: &Arc<Self>, peer: PeerKey) -> Option<Waiting> {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = peers.get(&peer).map_or(0, Conns::live);
+        let mut holders: Vec<(usize, &Conns)> = peers
             .iter()
             .filter(|(p, _)| **p != peer)
-            .max_by_key(|(_, s)| live(s))
-            .map(|(_, s)| s)
-        else {
-            return false;
-        };
-        if live(most) < mine + 2 {
-            return false;
-        }
-        // The newest first: a connection still in its handshake before one that has served.
-        let victim = most
-            .iter()
-            .rev()
-            .find(|s| !s.chosen.load(Ordering::Relaxed) && s.idle());
-        match victim {
-            Some(v) => {
-                v.chosen.store(true, Ordering::Relaxed);
-                v.shed.notify_one();
-                true
-            }
-            None => false,
-        }
+            .map(|(_, c)| (c.live(), c))
+            .filter(|(n, _)| *n >= mine + 2)
+            .collect();
+        holders.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
+        let victim = holders.into_iter().find_map(|(_, c)| {
+            // The readiest to go; of those, the newest.
+            c.slots
+                .iter()
+                .rev()
+                .filter(|s| !s.chosen.load(Ordering::Relaxed))
+                .filter_map(|s| s.rank().map(|r| (r, s)))
+                .min_by_key(|(r, _)| *r)
+                .map(|(_, s)| s.clone())
+        })?;
+        victim.chosen.store(true, Ordering::Relaxed);
+        victim.shed.notify_one();
+        peers.entry(peer).or_default().waiting += 1;
+        Some(Waiting {
+            port: self.clone(),
+            peer,
+        })
     }
-}
-
-/// Connections of a peer not already told to close.
-fn live(slots: &[Arc<Slot>]) -> usize {
-    slots
-        .iter()
-        .filter(|s| !s.chosen.load(Ordering::Relaxed))
-        .count()
 }
 
 #[cfg(test)]
@@ -135,47 +204,78 @@ mod tests {
         PeerKey::of(Some(ip.parse().unwrap()))
     }
 
-    fn slot() -> (Arc<Slot>, Arc<watch::Sender<usize>>) {
+    fn slot(serving: bool) -> (Arc<Slot>, Arc<watch::Sender<usize>>) {
         let activity = Arc::new(watch::channel(0usize).0);
-        (Slot::new(activity.clone()), activity)
+        let state = ConnectionState::new("127.0.0.1:1".parse().unwrap());
+        let s = Slot::new(activity.clone(), state);
+        if serving {
+            s.serving();
+        }
+        (s, activity)
     }
 
     #[test]
-    fn a_newcomer_takes_the_place_of_an_idle_connection_of_the_peer_holding_the_most() {
+    fn a_newcomer_takes_the_place_of_a_connection_of_a_peer_holding_more() {
         let port = Arc::new(PortPeers::default());
         let (hog, other) = (key("10.0.0.1"), key("10.0.0.2"));
-        let mut held = Vec::new();
         let mut slots = Vec::new();
-        for _ in 0..3 {
-            let (s, a) = slot();
-            held.push(port.count(hog, s.clone()));
-            slots.push((s, a));
+        for serving in [true, false, true] {
+            let (s, a) = slot(serving);
+            let counted = port.count(hog, s.clone());
+            slots.push((s, a, counted));
         }
-        // The newest is busy: the one before it is chosen.
+        // The newest handles a request; of the other two, the one in its handshake goes first.
         slots[2].1.send_replace(1);
-        assert!(port.shed_for(other));
+        let waiting = port.shed_for(other).expect("a place is given");
         assert!(slots[1].0.chosen.load(Ordering::Relaxed));
-        assert!(!slots[2].0.chosen.load(Ordering::Relaxed));
+        assert!(!slots[0].0.chosen.load(Ordering::Relaxed));
         // The hog's own newcomer takes nobody's place.
-        assert!(!port.shed_for(hog));
-        // Peers about even keep theirs: the hog now counts 2, the other 1 (once admitted).
-        let (s, _a) = slot();
-        let _o = port.count(other, s);
-        assert!(!port.shed_for(other));
-        // A connection closed is no longer counted.
-        drop(held);
-        assert_eq!(port.peers.lock().unwrap().len(), 1);
+        assert!(port.shed_for(hog).is_none());
+        // The waiting newcomer counts: the hog (2) and the other peer (1) are about even.
+        assert!(port.shed_for(other).is_none());
+        drop(waiting);
+        drop(slots);
+        assert!(
+            port.peers.lock().unwrap().is_empty(),
+            "nothing left counted"
+        );
     }
 
     #[test]
-    fn a_peer_whose_connections_all_serve_requests_keeps_them() {
+    fn a_burst_of_newcomers_gets_no_more_than_an_even_share() {
+        let port = Arc::new(PortPeers::default());
+        let (a, b) = (key("10.0.0.1"), key("10.0.0.2"));
+        let held: Vec<_> = (0..8)
+            .map(|_| {
+                let (s, act) = slot(true);
+                (port.count(a, s), act)
+            })
+            .collect();
+        let given: Vec<_> = (0..8).map_while(|_| port.shed_for(b)).collect();
+        assert_eq!(given.len(), 4, "8 places: each peer ends with 4");
+        drop((held, given));
+    }
+
+    #[test]
+    fn a_peer_whose_connections_all_handle_requests_keeps_them_and_another_gives() {
         let port = Arc::new(PortPeers::default());
         let mut held = Vec::new();
         for _ in 0..4 {
-            let (s, a) = slot();
+            let (s, a) = slot(true);
             a.send_replace(1);
             held.push((port.count(key("10.0.0.1"), s), a));
         }
-        assert!(!port.shed_for(key("10.0.0.2")));
+        for _ in 0..3 {
+            let (s, a) = slot(true);
+            held.push((port.count(key("10.0.0.3"), s), a));
+        }
+        let _w = port
+            .shed_for(key("10.0.0.2"))
+            .expect("the second holder gives one");
+        assert!(port.shed_for(key("10.0.0.4")).is_some(), "and another");
+        assert!(
+            port.shed_for(key("10.0.0.5")).is_none(),
+            "then none is left to give"
+        );
     }
 }
