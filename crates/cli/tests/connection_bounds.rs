@@ -275,7 +275,7 @@ fn busy_connections_are_closed_at_their_maximum_age() {
 
 /// A peer that opens every place of a port (`--max_connections`) and sends nothing keeps out
 /// nobody else: a newcomer of another peer (127.0.0.2, also this machine) takes the place of
-/// one of its idle connections and is answered, while the hog's own next connection is closed
+/// one of its idle connections (idle for a second) and is answered, while the hog's own next connection is closed
 /// at once and its other connections stay. (Before, every other peer, health probes included,
 /// was closed on arrival for as long as the hog held the places.)
 #[test]
@@ -308,8 +308,10 @@ fn a_peer_that_holds_every_connection_gives_one_up_to_another_peer() {
     .unwrap();
     let addr: std::net::SocketAddr = server.rest.parse().unwrap();
     let hog: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(addr).unwrap()).collect();
-    // Until the server has accepted them all.
-    std::thread::sleep(Duration::from_millis(500));
+    // Until the server has accepted them all, and they have had no request for the second
+    // after which a connection may give its place (one that sends requests one after another
+    // never gives it between two of them).
+    std::thread::sleep(Duration::from_millis(1500));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let get = |from: &str| -> String {
         let from: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
@@ -438,4 +440,102 @@ async fn get_from(from: &str, addr: &str, d: &Path) -> String {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A client that keeps every place of a port busy, sending its requests one after another on
+/// kept-alive connections, loses none of them to another peer's newcomers: a connection gives
+/// its place only after a second with no request, so none is closed between two requests (a
+/// request it had just sent would be lost). The newcomers are closed at once instead.
+#[test]
+fn newcomers_cut_no_request_of_a_busy_client() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let models = repo().join("models/digits");
+    let server = listen(
+        || {
+            serve_command(
+                d,
+                &[
+                    "--model_name",
+                    "digits",
+                    "--model_base_path",
+                    s(&models),
+                    "--max_connections",
+                    "4",
+                    "--insecure",
+                ],
+            )
+        },
+        None,
+    )
+    .unwrap();
+    let addr: std::net::SocketAddr = server.rest.parse().unwrap();
+    let body = format!("{{\"instances\": [[{}]]}}", vec!["0.5"; 64].join(","));
+    let request = format!(
+        "POST /v1/models/digits:predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let (answered, lost) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let busy: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, answered, lost, request) = (
+                stop.clone(),
+                answered.clone(),
+                lost.clone(),
+                request.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut c = TcpStream::connect(addr).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut buf = vec![0u8; 64 << 10];
+                while !stop.load(Ordering::Relaxed) {
+                    let ok = c.write_all(request.as_bytes()).is_ok()
+                        && matches!(c.read(&mut buf), Ok(n) if n > 0);
+                    if !ok {
+                        lost.fetch_add(1, Ordering::Relaxed);
+                        c = TcpStream::connect(addr).unwrap();
+                        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    } else {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for _ in 0..30 {
+        rt.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            if let Ok(mut c) = socket.connect(addr).await {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let _ = c
+                    .write_all(
+                        b"GET /v1/models/digits HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+                    )
+                    .await;
+                let mut out = Vec::new();
+                let _ = tokio::time::timeout(Duration::from_secs(3), c.read_to_end(&mut out)).await;
+            }
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in busy {
+        t.join().unwrap();
+    }
+    assert!(
+        answered.load(Ordering::Relaxed) > 100,
+        "the busy client was answered"
+    );
+    assert_eq!(
+        lost.load(Ordering::Relaxed),
+        0,
+        "requests of the busy client lost"
+    );
 }

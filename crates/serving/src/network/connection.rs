@@ -254,6 +254,10 @@ impl Body for Sending {
     }
 }
 
+/// How long a connection with nothing in progress, asked to close for another peer's newcomer,
+/// has before it is cut.
+const SHED_GRACE: Duration = Duration::from_millis(500);
+
 /// A connection that may be told to give its place to another peer's newcomer
 /// (`port_peers`).
 pub(crate) trait Shed {
@@ -261,6 +265,17 @@ pub(crate) trait Shed {
     fn told(&self) -> &tokio::sync::Notify;
     /// Whether nothing is in progress on it: no request handled, no response being sent.
     fn quiet(&self) -> bool;
+}
+
+/// The ticks at which a connection checks whether a response waits for its peer past
+/// `send_timeout` (none: hourly, and the check's branch is off).
+fn send_checks(send_timeout: Option<Duration>) -> tokio::time::Interval {
+    let every = send_timeout
+        .map(|t| (t / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)))
+        .unwrap_or(Duration::from_secs(3600));
+    let mut check = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    check
 }
 
 /// Resolves once no request has been in progress (as `activity` counts them) for `idle`.
@@ -324,14 +339,7 @@ pub(crate) async fn run<I, S>(
     let age = tokio::time::sleep(life.max_age.unwrap_or(Duration::MAX));
     // Reset to the end of the grace period once the connection is asked to close.
     let cut = tokio::time::sleep(Duration::ZERO);
-    // With no send timeout the check's branch is off and its period does not matter.
-    let check_every = life
-        .send_timeout
-        .map(|t| (t / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)))
-        .unwrap_or(Duration::from_secs(3600));
-    let mut check =
-        tokio::time::interval_at(tokio::time::Instant::now() + check_every, check_every);
-    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut check = send_checks(life.send_timeout);
     tokio::pin!(conn, idle_for, age, cut);
     let mut closing = None;
     let mut grace = Duration::ZERO;
@@ -362,21 +370,27 @@ pub(crate) async fn run<I, S>(
                 };
                 cut.as_mut().reset(tokio::time::Instant::now() + grace);
             }
-            // With nothing in progress (no request handled, no response being sent) it is
-            // cut now, so that its place is free at once; otherwise asked to close as when
-            // idle, its responses finishing within the grace period.
-            Event::Shed if slot.quiet() => {
-                tracing::debug!(
-                    "{peer}: nothing in progress; closed to give its place to another peer (--max_connections)"
-                );
-                return;
-            }
+            // Asked to close as when idle (HTTP/2: GOAWAY, so that the peer knows which of its
+            // streams were not taken and may send them again elsewhere); with nothing in
+            // progress it is cut soon after, so that its place is free for the newcomer, else
+            // its responses finish within the grace period. One already closing is cut now if
+            // nothing is in progress on it.
             Event::Shed if closing.is_none() => {
                 closing = Some(Close::Shed);
                 conn.as_mut().graceful_shutdown();
                 state.closing.send_replace(true);
-                grace = life.grace;
+                grace = if slot.quiet() {
+                    life.grace.min(SHED_GRACE)
+                } else {
+                    life.grace
+                };
                 cut.as_mut().reset(tokio::time::Instant::now() + grace);
+            }
+            Event::Shed if slot.quiet() => {
+                tracing::debug!(
+                    "{peer}: closing ({closing:?}) with nothing in progress; cut to give its place to another peer"
+                );
+                return;
             }
             Event::Shed => {}
             Event::GraceOver => {

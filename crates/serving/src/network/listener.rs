@@ -116,6 +116,7 @@ pub(crate) async fn serve_listener(
         let svc = Tracked {
             inner: hyper_util::service::TowerToHyperService::new(router.clone()),
             activity,
+            slot: slot.clone(),
             connection: crate::api::scope::next_connection(),
             peer: key,
         };
@@ -251,7 +252,9 @@ impl Connection {
             return;
         };
         let _counted = seat.port.count(seat.key, self.slot.clone());
-        drop(waiting);
+        if let Some(w) = waiting {
+            w.placed();
+        }
         let Some(a) = acceptor else {
             return self.serve(tcp).await;
         };
@@ -334,16 +337,19 @@ impl Connection {
 pub(crate) struct Tracked<S> {
     inner: S,
     activity: Arc<watch::Sender<usize>>,
+    /// The connection's slot among the port's, told when a request begins and ends.
+    slot: Arc<Slot>,
     connection: u64,
     peer: PeerKey,
 }
 
 /// Counts a request as in progress until dropped.
-pub(crate) struct InProgress(Arc<watch::Sender<usize>>);
+pub(crate) struct InProgress(Arc<watch::Sender<usize>>, Arc<Slot>);
 
 impl Drop for InProgress {
     fn drop(&mut self) {
         self.0.send_modify(|n| *n -= 1);
+        self.1.touch();
     }
 }
 
@@ -359,7 +365,8 @@ where
 
     fn call(&self, req: hyper::Request<B>) -> Self::Future {
         self.activity.send_modify(|n| *n += 1);
-        let guard = InProgress(self.activity.clone());
+        self.slot.touch();
+        let guard = InProgress(self.activity.clone(), self.slot.clone());
         let mut scope = crate::api::scope::RequestScope::of(self.connection, req.headers());
         scope.peer = self.peer;
         let fut = self.inner.call(req);

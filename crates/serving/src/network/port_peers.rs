@@ -13,7 +13,7 @@
 //! A peer is an IPv4 address or an IPv6 /64 ([`PeerKey`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{watch, Notify};
@@ -34,7 +34,23 @@ pub(crate) struct Slot {
     pub(crate) shed: Notify,
     /// Set once it has been chosen, so that it is not chosen twice.
     chosen: AtomicBool,
+    /// When a request last began or ended on it, or it was accepted (milliseconds on
+    /// [`clock`]).
+    last_request: AtomicU64,
 }
+
+/// Milliseconds since the first call, for [`Slot::last_request`].
+fn clock() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// How long a connection past its handshake must have had no request begin or end before it
+/// may be chosen, milliseconds: a client that sends its requests one after another on a
+/// kept-alive connection is never chosen between two of them (a request it has just sent
+/// would be lost).
+const RESTED_MS: u64 = 1_000;
 
 impl Slot {
     /// The slot of a connection whose requests in progress `activity` counts.
@@ -48,7 +64,13 @@ impl Slot {
             serving: AtomicBool::new(false),
             shed: Notify::new(),
             chosen: AtomicBool::new(false),
+            last_request: AtomicU64::new(clock()),
         })
+    }
+
+    /// A request begins or ends on it.
+    pub(crate) fn touch(&self) {
+        self.last_request.store(clock(), Ordering::Relaxed);
     }
 
     /// Marks its handshake done.
@@ -61,12 +83,14 @@ impl Slot {
         self.serving.load(Ordering::Relaxed)
     }
 
-    /// How readily it gives its place (lower first), or None while a request is handled on it.
-    fn rank(&self) -> Option<u8> {
+    /// How readily it gives its place (lower first), or None while a request is handled on it
+    /// or one began or ended within `rested_ms`.
+    fn rank(&self, rested_ms: u64) -> Option<u8> {
         if !self.serving.load(Ordering::Relaxed) {
             return Some(0);
         }
-        if *self.activity.borrow() > 0 {
+        let since = clock().saturating_sub(self.last_request.load(Ordering::Relaxed));
+        if *self.activity.borrow() > 0 || since < rested_ms {
             return None;
         }
         Some(if self.state.responses_open() == 0 {
@@ -107,9 +131,20 @@ impl Conns {
 }
 
 /// The connections open on one port, by peer.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct PortPeers {
     peers: Mutex<HashMap<PeerKey, Conns>>,
+    /// [`RESTED_MS`] (tests: less).
+    rested_ms: u64,
+}
+
+impl Default for PortPeers {
+    fn default() -> Self {
+        Self {
+            peers: Mutex::default(),
+            rested_ms: RESTED_MS,
+        }
+    }
 }
 
 /// A connection counted under its peer until dropped.
@@ -137,10 +172,23 @@ impl Drop for Counted {
 pub(crate) struct Waiting {
     port: Arc<PortPeers>,
     peer: PeerKey,
+    /// The connection that gives its place; counted again for its peer if the newcomer gives
+    /// up waiting (a connection slow to close would otherwise make its peer look smaller).
+    victim: Option<Arc<Slot>>,
+}
+
+impl Waiting {
+    /// The newcomer has its place.
+    pub(crate) fn placed(mut self) {
+        self.victim = None;
+    }
 }
 
 impl Drop for Waiting {
     fn drop(&mut self) {
+        if let Some(v) = self.victim.take() {
+            v.chosen.store(false, Ordering::Relaxed);
+        }
         let mut peers = self.port.peers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = peers.get_mut(&self.peer) {
             c.waiting = c.waiting.saturating_sub(1);
@@ -182,7 +230,7 @@ impl PortPeers {
                 .iter()
                 .rev()
                 .filter(|s| !s.chosen.load(Ordering::Relaxed))
-                .filter_map(|s| s.rank().map(|r| (r, s)))
+                .filter_map(|s| s.rank(self.rested_ms).map(|r| (r, s)))
                 .min_by_key(|(r, _)| *r)
                 .map(|(_, s)| s.clone())
         })?;
@@ -192,6 +240,7 @@ impl PortPeers {
         Some(Waiting {
             port: self.clone(),
             peer,
+            victim: Some(victim),
         })
     }
 }
@@ -202,6 +251,14 @@ mod tests {
 
     fn key(ip: &str) -> PeerKey {
         PeerKey::of(Some(ip.parse().unwrap()))
+    }
+
+    /// A port whose connections may be chosen however recently they had a request.
+    fn rested_port() -> Arc<PortPeers> {
+        Arc::new(PortPeers {
+            rested_ms: 0,
+            ..Default::default()
+        })
     }
 
     fn slot(serving: bool) -> (Arc<Slot>, Arc<watch::Sender<usize>>) {
@@ -216,7 +273,7 @@ mod tests {
 
     #[test]
     fn a_newcomer_takes_the_place_of_a_connection_of_a_peer_holding_more() {
-        let port = Arc::new(PortPeers::default());
+        let port = rested_port();
         let (hog, other) = (key("10.0.0.1"), key("10.0.0.2"));
         let mut slots = Vec::new();
         for serving in [true, false, true] {
@@ -243,7 +300,7 @@ mod tests {
 
     #[test]
     fn a_burst_of_newcomers_gets_no_more_than_an_even_share() {
-        let port = Arc::new(PortPeers::default());
+        let port = rested_port();
         let (a, b) = (key("10.0.0.1"), key("10.0.0.2"));
         let held: Vec<_> = (0..8)
             .map(|_| {
@@ -258,7 +315,7 @@ mod tests {
 
     #[test]
     fn a_peer_whose_connections_all_handle_requests_keeps_them_and_another_gives() {
-        let port = Arc::new(PortPeers::default());
+        let port = rested_port();
         let mut held = Vec::new();
         for _ in 0..4 {
             let (s, a) = slot(true);
@@ -272,10 +329,13 @@ mod tests {
         let _w = port
             .shed_for(key("10.0.0.2"))
             .expect("the second holder gives one");
-        assert!(port.shed_for(key("10.0.0.4")).is_some(), "and another");
+        let w = port.shed_for(key("10.0.0.4")).expect("and another");
         assert!(
             port.shed_for(key("10.0.0.5")).is_none(),
             "then none is left to give"
         );
+        // A newcomer that gives up waiting: its victim counts for its peer again.
+        drop(w);
+        assert!(port.shed_for(key("10.0.0.5")).is_some());
     }
 }
