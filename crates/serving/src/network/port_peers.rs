@@ -1,14 +1,16 @@
 //! A port's connections by peer, so that its places (`--max_connections`) are shared fairly:
 //! when every place is taken, a newcomer whose peer holds at least two fewer connections than
-//! another peer takes the place of one of that peer's connections. Of the peers that hold the
+//! another peer takes the place of one of that peer's connections. Of the peers holding the
 //! most, the first with a connection to give gives it: one still in its TLS handshake (closed
-//! at once), else one with nothing in progress, else one whose requests have all been answered
-//! while their responses are still being sent (a health `Watch`, a large answer being read).
-//! A connection with nothing in progress is closed at once; one whose responses are still
-//! being sent is asked to close as at its idle timeout (HTTP/2 GOAWAY; its responses finish, a
-//! `Watch` ends), and cut after the grace period. A connection with a request being handled is
-//! not chosen. Newcomers still waiting for a place count for their
-//! peer, so a burst of connections gets no more than connecting one at a time.
+//! at once), else one on which no request has begun or ended for [`RESTED_MS`]: with nothing in
+//! progress first, then one whose answered responses are still being sent (a health `Watch`, a
+//! large answer being read). That one is asked to close as at its idle timeout (HTTP/2 GOAWAY,
+//! so that its peer knows which streams were not taken; a `Watch` ends), and cut soon after if
+//! nothing is in progress on it, else once its responses have finished or the grace period is
+//! over. A connection with a request being handled, or that has had one within [`RESTED_MS`]
+//! (a client sending requests one after another on it), is not chosen. Newcomers still waiting
+//! for a place count for their peer, so a burst of connections gets no more than connecting one
+//! at a time; one that gives up waiting gives its victim back to the victim's peer's count.
 //!
 //! A peer is an IPv4 address or an IPv6 /64 ([`PeerKey`]).
 
