@@ -40,6 +40,24 @@ fn serve(d: &Path, extra: &[&str]) -> Serve {
     listen(|| serve_command(d, &args), None).unwrap()
 }
 
+/// `teeserve serve` of the bundled digits model without TLS (`--insecure`), with `extra` flags:
+/// for clients that speak plain HTTP from an address of their choice.
+fn serve_plaintext(d: &Path, extra: &[&str]) -> Serve {
+    let models = repo().join("models/digits");
+    let args = [
+        &[
+            "--model_name",
+            "digits",
+            "--model_base_path",
+            s(&models),
+            "--insecure",
+        ][..],
+        extra,
+    ]
+    .concat();
+    listen(|| serve_command(d, &args), None).unwrap()
+}
+
 /// `teeserve predict` over gRPC with the test CA.
 fn predict(d: &Path, addr: &str) -> Run {
     let sample = repo().join("testdata/digits/sample.json");
@@ -285,27 +303,10 @@ fn a_peer_that_holds_every_connection_gives_one_up_to_another_peer() {
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let models = repo().join("models/digits");
-    let server = listen(
-        || {
-            serve_command(
-                d,
-                &[
-                    "--model_name",
-                    "digits",
-                    "--model_base_path",
-                    s(&models),
-                    "--max_connections",
-                    "8",
-                    "--header_timeout_seconds",
-                    "60",
-                    "--insecure",
-                ],
-            )
-        },
-        None,
-    )
-    .unwrap();
+    let server = serve_plaintext(
+        d,
+        &["--max_connections", "8", "--header_timeout_seconds", "60"],
+    );
     let addr: std::net::SocketAddr = server.rest.parse().unwrap();
     let hog: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(addr).unwrap()).collect();
     // Until the server has accepted them all, and they have had no request for the second
@@ -454,25 +455,7 @@ fn newcomers_cut_no_request_of_a_busy_client() {
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let models = repo().join("models/digits");
-    let server = listen(
-        || {
-            serve_command(
-                d,
-                &[
-                    "--model_name",
-                    "digits",
-                    "--model_base_path",
-                    s(&models),
-                    "--max_connections",
-                    "4",
-                    "--insecure",
-                ],
-            )
-        },
-        None,
-    )
-    .unwrap();
+    let server = serve_plaintext(d, &["--max_connections", "4"]);
     let addr: std::net::SocketAddr = server.rest.parse().unwrap();
     let body = format!("{{\"instances\": [[{}]]}}", vec!["0.5"; 64].join(","));
     let request = format!(

@@ -230,16 +230,7 @@ impl ServingCore {
     /// One peer ([`crate::api::scope::RequestScope::peer`]) may hold at most
     /// [`CoreOptions::max_in_flight_per_peer`] of them, so that others keep places.
     pub fn admit(&self) -> Result<Admission, ApiError> {
-        let peer = crate::api::scope::current_peer();
-        let share = self.peer_places.take(peer, 1).map_err(|held| {
-            ApiError::new(
-                Code::ResourceExhausted,
-                format!(
-                    "{peer} has {held} requests in flight, its share of the server's {} (--max_in_flight_per_peer); retry later",
-                    self.options.max_in_flight
-                ),
-            )
-        })?;
+        let share = self.admit_peer()?;
         self.in_flight
             .clone()
             .try_acquire_owned()
@@ -267,7 +258,8 @@ impl ServingCore {
             ApiError::new(
                 Code::ResourceExhausted,
                 format!(
-                    "{peer} has {held} requests in flight, its share (--max_in_flight_per_peer); retry later"
+                    "{peer} has {held} requests in flight, its share of the server's {} (--max_in_flight_per_peer); retry later",
+                    self.options.max_in_flight
                 ),
             )
         })

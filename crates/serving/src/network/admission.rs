@@ -55,6 +55,14 @@ impl BodyError {
     }
 }
 
+/// A request's Content-Length, if it declares one that can be read.
+pub(crate) fn declared_length(headers: &hyper::HeaderMap) -> Option<usize> {
+    headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
 /// What a body holds of the in-flight budget ahead of its bytes: one step, or as much again as
 /// has arrived. A body is reserved (and its buffer allocated) as it arrives, never more than
 /// that ahead of it, so that a request that declares a large body and sends none of it holds
@@ -207,11 +215,7 @@ pub(crate) async fn grpc_layer(
         Err(e) => return grpc_error(e),
     };
     let (parts, body) = req.into_parts();
-    let declared = parts
-        .headers
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = declared_length(&parts.headers);
     // The message and its 5-byte gRPC frame header.
     let max = a.max_message.saturating_add(5);
     // A call that asks for a receipt has its messages hashed as their frames arrive, while the
@@ -262,11 +266,7 @@ async fn health_call(a: &GrpcAdmission, req: Request, next: Next) -> Response {
         Err(e) => return grpc_error(e),
     };
     let (parts, body) = req.into_parts();
-    let declared = parts
-        .headers
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = declared_length(&parts.headers);
     let (bytes, _held) = match read_body(
         &a.core,
         body,

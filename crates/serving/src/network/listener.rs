@@ -302,23 +302,16 @@ impl Connection {
         if let Some(chain) = tls.get_ref().1.peer_certificates() {
             self.state.presented(chain);
         }
-        self.slot.serving();
-        let conn = self.builder.serve_connection(TokioIo::new(tls), self.svc);
-        crate::network::connection::run(
-            conn,
-            self.idle,
-            self.state,
-            self.life,
-            self.stop,
-            &*self.slot,
-        )
-        .await;
+        self.serve(tls).await;
     }
 
-    /// Serves a plaintext connection.
-    async fn serve(self, tcp: tokio::net::TcpStream) {
+    /// Serves HTTP on `io` (plaintext, or TLS after its handshake) until the connection ends.
+    async fn serve<I>(self, io: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         self.slot.serving();
-        let conn = self.builder.serve_connection(TokioIo::new(tcp), self.svc);
+        let conn = self.builder.serve_connection(TokioIo::new(io), self.svc);
         crate::network::connection::run(
             conn,
             self.idle,

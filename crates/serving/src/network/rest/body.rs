@@ -22,11 +22,7 @@ pub(super) async fn read_body(
     max: usize,
     hash: bool,
 ) -> Result<(Bytes, Reservation, Option<[u8; 32]>), (u16, String)> {
-    let declared = req
-        .headers()
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = crate::network::admission::declared_length(req.headers());
     let mut sha = hash.then(|| ring::digest::Context::new(&ring::digest::SHA256));
     let each = |data: &[u8]| {
         if let Some(h) = sha.as_mut() {
