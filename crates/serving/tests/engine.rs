@@ -317,3 +317,96 @@ fn concurrent_inferences_of_one_model_run_at_once_on_every_engine() {
     };
     two_inferences_overlap(ort.load(&slow_model()).unwrap());
 }
+
+/// [`slow_model`] with its weights in the model: x: float [1024, 1024] -> y = x·W·W·W·W·W·W·W
+/// · s + b, W (4 MiB, every element 1/1024), b (4 KiB of zeros) and s (one 1) initializers. For
+/// x = 1/1024 everywhere, y = x.
+fn slow_model_with_weights() -> Vec<u8> {
+    use tract_onnx::pb::tensor_proto::DataType as Onnx;
+    let floats = |name: &str, dims: &[i64], v: f32| {
+        let n: i64 = dims.iter().product();
+        tract_onnx::pb::TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: Onnx::Float as i32,
+            raw_data: (0..n).flat_map(|_| v.to_le_bytes()).collect(),
+            ..Default::default()
+        }
+    };
+    let mut nodes = Vec::new();
+    let mut prev = "x".to_owned();
+    for i in 1..=7 {
+        let out = format!("m{i}");
+        nodes.push(onnx_graph::node("MatMul", &[&prev, "w"], &out, Vec::new()));
+        prev = out;
+    }
+    nodes.push(onnx_graph::node("Mul", &[&prev, "s"], "scaled", Vec::new()));
+    nodes.push(onnx_graph::node("Add", &["scaled", "b"], "y", Vec::new()));
+    let square = [Some(1024), Some(1024)];
+    onnx_graph::model(tract_onnx::pb::GraphProto {
+        name: "slow-weights".into(),
+        node: nodes,
+        initializer: vec![
+            floats("w", &[1024, 1024], 1.0 / 1024.0),
+            floats("b", &[1024], 0.0),
+            floats("s", &[1], 1.0),
+        ],
+        input: vec![onnx_graph::value("x", Onnx::Float, &square)],
+        output: vec![onnx_graph::value("y", Onnx::Float, &square)],
+        ..Default::default()
+    })
+}
+
+/// The inferences a two-session ONNX Runtime model says it ran (alone, beside others), from
+/// its description; `None` for a model of one session.
+fn alone_and_beside(model: &dyn teeserve_serving::engine::LoadedModel) -> Option<(u64, u64)> {
+    let d = format!("{model:?}");
+    let count = |after: &str| -> Option<u64> {
+        let rest = d.split(after).nth(1)?;
+        rest.split_whitespace().next()?.parse().ok()
+    };
+    let alone = count("weights: ")?;
+    let beside = count(" inferences alone, ")?;
+    Some((alone, beside))
+}
+
+#[test]
+fn onnx_runtime_gives_an_inference_its_threads_by_the_load_over_one_copy_of_the_weights() {
+    let _alone = alone();
+    // The default (0): every worker's thread for an inference alone, one beside others.
+    let Some(ort) = onnx_runtime(0) else {
+        return;
+    };
+    let model = ort.load(&slow_model_with_weights()).unwrap();
+    let d = format!("{model:?}");
+    assert!(d.contains("two sessions over one copy of"), "{d}");
+    assert!(
+        !d.contains("copy of 0 weights"),
+        "the weights stayed in the sessions: {d}"
+    );
+    assert_eq!(model.signatures().get("").unwrap().inputs.len(), 1, "{d}");
+    let n = 1024;
+    let x = tensor::Tensor::new(vec![n, n], Data::F32(vec![1.0 / n as f32; n * n])).unwrap();
+    let out = model.run("", vec![x]).unwrap();
+    let Data::F32(y) = &out[0].data else {
+        panic!("float output")
+    };
+    assert!(
+        y.iter().all(|v| (v - 1.0 / n as f32).abs() < 1e-6),
+        "{:?}",
+        &y[..4]
+    );
+    assert_eq!(alone_and_beside(&*model), Some((1, 0)), "{model:?}");
+    // Two at once run at once, and the one that starts beside the other takes one thread.
+    two_inferences_overlap(model.clone());
+    let (_, beside) = alone_and_beside(&*model).unwrap();
+    assert!(beside >= 1, "no inference ran beside another: {model:?}");
+
+    // A fixed thread count keeps one session.
+    let Some(fixed) = onnx_runtime(2) else {
+        return;
+    };
+    let model = fixed.load(&slow_model_with_weights()).unwrap();
+    assert!(alone_and_beside(&*model).is_none(), "{model:?}");
+    assert!(format!("{model:?}").contains("one session"), "{model:?}");
+}

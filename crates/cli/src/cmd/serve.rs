@@ -297,7 +297,9 @@ pub struct ServeArgs {
     pub onnxruntime_lib: Option<PathBuf>,
     /// Threads one ONNX Runtime inference spreads its operators over (the session's intra-op
     /// pool, shared by the inferences running at once; as --tensorflow_intra_op_parallelism
-    /// for TensorFlow). 0: chosen from the worker count.
+    /// for TensorFlow). 0: chosen per inference from the load: the worker count for an
+    /// inference that runs alone, one for an inference that starts beside others (two sessions
+    /// of each model over one copy of its weights).
     #[arg(
         long = "onnxruntime_intra_op_parallelism",
         alias = "onnxruntime-intra-op-parallelism",

@@ -5,8 +5,11 @@
 
 mod model;
 mod onnx;
+pub mod onnx_light;
 #[cfg(feature = "onnxruntime")]
 mod onnxruntime;
+#[cfg(feature = "onnxruntime")]
+mod ort_weights;
 pub mod tensorflow;
 mod tract;
 
@@ -31,7 +34,8 @@ pub enum EngineChoice {
     OnnxRuntime {
         /// The path of libonnxruntime.
         lib: std::path::PathBuf,
-        /// Threads per inference (the session's intra-op pool); 0: chosen from the workers.
+        /// Threads per inference (the session's intra-op pool); 0: chosen per inference from
+        /// the load (the workers' count alone, one beside other inferences).
         intra_op_threads: usize,
     },
 }
@@ -46,11 +50,11 @@ impl EngineChoice {
                 lib,
                 intra_op_threads,
             } => {
-                let threads = match *intra_op_threads {
-                    0 => onnxruntime::default_intra_op_threads(workers),
-                    n => n,
+                let (threads, by_load) = match *intra_op_threads {
+                    0 => (onnxruntime::default_intra_op_threads(workers), true),
+                    n => (n, false),
                 };
-                Ok(Arc::new(OnnxRuntimeEngine::new(lib, threads)?))
+                Ok(Arc::new(OnnxRuntimeEngine::new(lib, threads, by_load)?))
             }
             #[cfg(not(feature = "onnxruntime"))]
             EngineChoice::OnnxRuntime { .. } => {

@@ -9,11 +9,16 @@
 //! Serving calls `Session::Run` from every request thread and onnxruntime's Python binding
 //! calls `Run` with the GIL released. The safety argument is written there. Each inference
 //! spreads its operators over `--onnxruntime_intra_op_parallelism` threads of the session's
-//! pool (0: chosen from the worker count, see [`default_intra_op_threads`]).
+//! pool; by default (`0`) it is chosen from the load, per inference: an inference that runs
+//! alone spreads over every worker's thread (one request's latency), one that runs beside
+//! others takes one thread (the cores are busy already). ONNX Runtime fixes a session's threads
+//! when the session is made, so that choice takes two sessions of the model, which share one
+//! copy of its weights (`ort_weights.rs`).
 
 use std::ffi::{c_char, CStr, CString};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ort::session::{Session, SessionInputValue};
@@ -21,6 +26,7 @@ use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
 use ort::AsPointer as _;
 
 use super::model::{Engine, EngineError, LoadedModel, RunCost};
+use super::ort_weights::{self, Scratch, WeightInputs, Weights};
 use teeserve_tensor::{DType, Data, Tensor};
 use teeserve_tensor::{Signature, Signatures, TensorSpec};
 
@@ -33,14 +39,24 @@ static LOADED: Mutex<Option<(PathBuf, ort::environment::Environment)>> = Mutex::
 pub struct OnnxRuntimeEngine {
     env: ort::environment::Environment,
     threads: usize,
+    /// Whether each model gets a second session of one thread, for inferences that run beside
+    /// others.
+    by_load: bool,
+    /// Inferences running on this engine's models now.
+    running: Arc<AtomicUsize>,
     version: String,
 }
 
 impl std::fmt::Debug for OnnxRuntimeEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let beside = if self.by_load {
+            ", 1 beside others"
+        } else {
+            ""
+        };
         write!(
             f,
-            "OnnxRuntimeEngine(version {}, {} threads per inference)",
+            "OnnxRuntimeEngine(version {}, {} threads per inference{beside})",
             self.version, self.threads
         )
     }
@@ -48,8 +64,8 @@ impl std::fmt::Debug for OnnxRuntimeEngine {
 
 impl OnnxRuntimeEngine {
     /// Loads ONNX Runtime from `lib`; each inference runs its operators on `threads` threads of
-    /// its session's pool.
-    pub fn new(lib: &Path, threads: usize) -> Result<Self, EngineError> {
+    /// its session's pool or, when `by_load` is set and other inferences are running, on one.
+    pub fn new(lib: &Path, threads: usize, by_load: bool) -> Result<Self, EngineError> {
         let library = |detail: String| EngineError::Library {
             engine: "ONNX Runtime",
             path: lib.to_owned(),
@@ -92,18 +108,34 @@ impl OnnxRuntimeEngine {
             .find_map(|p| p.trim().strip_prefix("git-branch="))
             .unwrap_or("unknown")
             .to_owned();
+        let by_load = by_load && threads > 1;
+        if by_load {
+            ort_weights::share_working_memory(&env);
+        }
         Ok(Self {
             env,
             threads: threads.max(1),
+            by_load,
+            running: Arc::default(),
             version,
         })
     }
 
-    fn session(&self, onnx_bytes: &[u8]) -> Result<Session, EngineError> {
+    /// A session of `threads` threads per inference over `model`: optimised at every level,
+    /// or (`optimise` false) as it is. With `save`, ONNX Runtime writes the model as it
+    /// optimised it there, its weights apart.
+    fn session(
+        &self,
+        model: &[u8],
+        threads: usize,
+        optimise: bool,
+        save: Option<&Scratch>,
+    ) -> Result<Session, EngineError> {
+        use ort::session::builder::GraphOptimizationLevel as Level;
         let e = |e: ort::Error<_>| load(format!("ONNX Runtime session options: {e}"));
-        Session::builder(&self.env)
+        let mut builder = Session::builder(&self.env)
             .map_err(|e| load(format!("ONNX Runtime: {e}")))?
-            .with_intra_threads(self.threads)
+            .with_intra_threads(threads)
             .map_err(e)?
             // Concurrent inferences keep the cores busy: a pool thread that spins waiting for
             // work would take a core from another request's inference. (With one thread there
@@ -112,10 +144,79 @@ impl OnnxRuntimeEngine {
             .map_err(e)?
             .with_inter_threads(1)
             .map_err(e)?
-            .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
-            .map_err(e)?
-            .commit_from_memory(onnx_bytes)
+            .with_optimization_level(if optimise { Level::All } else { Level::Disable })
+            .map_err(e)?;
+        if let Some(scratch) = save {
+            builder = builder
+                .with_optimized_model_path(scratch.model_path())
+                .map_err(e)?
+                .with_config_entry(
+                    "session.optimized_model_external_initializers_file_name",
+                    scratch.weights_name(),
+                )
+                .map_err(e)?
+                .with_config_entry(
+                    "session.optimized_model_external_initializers_min_size_in_bytes",
+                    ort_weights::MIN_EXTERNAL_BYTES.to_string(),
+                )
+                .map_err(e)?;
+        }
+        if !optimise {
+            // The two sessions of a model take their working memory from one arena, the
+            // environment's, not one each.
+            builder = builder
+                .with_config_entry("session.use_env_allocators", "1")
+                .map_err(e)?;
+        }
+        builder
+            .commit_from_memory(model)
             .map_err(|e| load(format!("ONNX Runtime cannot load the model: {e}")))
+    }
+
+    /// The model's first session and, when inferences choose their threads by the load, the
+    /// scratch files it saved the optimised model to. Where the system has no anonymous
+    /// memory files, or saving fails, the model gets one session, as with a fixed thread count.
+    fn first_session(&self, onnx_bytes: &[u8]) -> Result<(Session, Option<Scratch>), EngineError> {
+        if self.by_load {
+            match Scratch::new() {
+                Ok(scratch) => match self.session(onnx_bytes, self.threads, true, Some(&scratch)) {
+                    Ok(s) => return Ok((s, Some(scratch))),
+                    // The model itself may be what failed: it is loaded once more, as it would be
+                    // with a fixed thread count, and that load's error is the one reported.
+                    Err(e) => tracing::warn!(
+                        "ONNX Runtime could not load the model while saving its optimised \
+                         form ({e}); loading it as one session of {} threads",
+                        self.threads
+                    ),
+                },
+                Err(e) => tracing::warn!(
+                    "no anonymous memory file for ONNX Runtime's optimised model ({e}); \
+                     one session of {} threads",
+                    self.threads
+                ),
+            }
+        }
+        Ok((self.session(onnx_bytes, self.threads, true, None)?, None))
+    }
+
+    /// The two sessions over the optimised model that `scratch` holds, its weights mapped once.
+    fn two_sessions(&self, scratch: Scratch) -> Result<TwoSessions, String> {
+        let (model, weights) = scratch.take()?;
+        let (light, list) = super::onnx_light::light_model(&model, weights.len())?;
+        drop(model);
+        let inputs = WeightInputs::new(&list, &weights)?;
+        let light_session = |threads| {
+            self.session(&light, threads, false, None)
+                .map_err(|e| e.to_string())
+        };
+        Ok(TwoSessions {
+            alone: light_session(self.threads)?,
+            beside: light_session(1)?,
+            inputs,
+            _weights: weights,
+            running: self.running.clone(),
+            counts: Default::default(),
+        })
     }
 }
 
@@ -179,7 +280,7 @@ impl Engine for OnnxRuntimeEngine {
     }
 
     fn load(&self, onnx_bytes: &[u8]) -> Result<Arc<dyn LoadedModel>, EngineError> {
-        let session = self.session(onnx_bytes)?;
+        let (session, scratch) = self.first_session(onnx_bytes)?;
         let signature = Signature {
             inputs: session
                 .inputs()
@@ -202,10 +303,26 @@ impl Engine for OnnxRuntimeEngine {
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
+        let sessions = match scratch.map(|s| self.two_sessions(s)) {
+            Some(Ok(two)) => {
+                // The first session's copy of the weights goes: the two share the mapping.
+                drop(session);
+                ort_weights::return_freed_memory();
+                Sessions::Two(two)
+            }
+            Some(Err(e)) => {
+                tracing::warn!(
+                    "one session of {} threads for this model: {e}",
+                    self.threads
+                );
+                Sessions::One(session)
+            }
+            None => Sessions::One(session),
+        };
         Ok(Arc::new(OnnxRuntimeModel {
             input_names: names(&signature.inputs)?,
             output_names: names(&signature.outputs)?,
-            session,
+            sessions,
             signatures: Signatures::single(signature.clone()),
             signature,
             cost: RunCost::default(),
@@ -213,9 +330,41 @@ impl Engine for OnnxRuntimeEngine {
     }
 }
 
-/// A model loaded into ONNX Runtime: one session, on which inferences run at once.
+/// A model's sessions.
+enum Sessions {
+    /// One session for every inference.
+    One(Session),
+    /// One for an inference that runs alone, one for inferences beside others.
+    Two(TwoSessions),
+}
+
+/// Two sessions of one model over one copy of its weights, passed to each `Run` as inputs.
+/// Fields drop in order: the sessions and the tensors before the mapping they read.
+struct TwoSessions {
+    /// The engine's threads per inference.
+    alone: Session,
+    /// One thread per inference.
+    beside: Session,
+    inputs: WeightInputs,
+    _weights: Weights,
+    /// The engine's count of running inferences.
+    running: Arc<AtomicUsize>,
+    /// Inferences run on `alone` and on `beside`.
+    counts: [AtomicU64; 2],
+}
+
+/// One running inference in the engine's count, while it lives.
+struct Running<'a>(&'a AtomicUsize);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A model loaded into ONNX Runtime: its session or sessions, on which inferences run at once.
 pub(super) struct OnnxRuntimeModel {
-    session: Session,
+    sessions: Sessions,
     /// The graph's input and output names, as `Run` takes them.
     input_names: Vec<CString>,
     output_names: Vec<CString>,
@@ -226,7 +375,18 @@ pub(super) struct OnnxRuntimeModel {
 
 impl std::fmt::Debug for OnnxRuntimeModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "OnnxRuntimeModel({:?})", self.signature)
+        match &self.sessions {
+            Sessions::One(_) => write!(f, "OnnxRuntimeModel(one session, {:?})", self.signature),
+            Sessions::Two(t) => write!(
+                f,
+                "OnnxRuntimeModel(two sessions over one copy of {} weights: {} inferences \
+                 alone, {} beside others, {:?})",
+                t.inputs.names.len(),
+                t.counts[0].load(Ordering::Relaxed),
+                t.counts[1].load(Ordering::Relaxed),
+                self.signature
+            ),
+        }
     }
 }
 
@@ -357,8 +517,24 @@ impl LoadedModel for OnnxRuntimeModel {
                 self.input_names.len()
             )));
         }
-        let input_names: Vec<*const c_char> = self.input_names.iter().map(|n| n.as_ptr()).collect();
-        let input_values: Vec<*const ort::sys::OrtValue> = values.iter().map(|v| v.ptr()).collect();
+        let mut input_names: Vec<*const c_char> =
+            self.input_names.iter().map(|n| n.as_ptr()).collect();
+        let mut input_values: Vec<*const ort::sys::OrtValue> =
+            values.iter().map(|v| v.ptr()).collect();
+        let (session, _running) = match &self.sessions {
+            Sessions::One(s) => (s, None),
+            Sessions::Two(two) => {
+                // Alone if nothing else runs on this engine now; beside others otherwise.
+                let before = two.running.fetch_add(1, Ordering::AcqRel);
+                let running = Running(&two.running);
+                let which = usize::from(before > 0);
+                two.counts[which].fetch_add(1, Ordering::Relaxed);
+                input_names.extend(two.inputs.names.iter().map(|n| n.as_ptr()));
+                input_values.extend(two.inputs.values.iter().map(|v| v.ptr()));
+                let session = if which == 0 { &two.alone } else { &two.beside };
+                (session, Some(running))
+            }
+        };
         let output_names: Vec<*const c_char> =
             self.output_names.iter().map(|n| n.as_ptr()).collect();
         let mut outputs: Vec<*mut ort::sys::OrtValue> =
@@ -373,11 +549,12 @@ impl LoadedModel for OnnxRuntimeModel {
         // these sessions are built with the CPU provider alone (`session` above registers none).
         // Every pointer passed lives until `Run` returns: the names are owned by `self`, the
         // input values borrow `inputs`, which outlive this call, and the counts are those of the
-        // arrays. Null output slots ask ONNX Runtime to allocate the outputs with the session's
+        // arrays; the weights' tensors (two sessions) are owned by `self` and read memory that
+        // `self` keeps mapped. Null output slots ask ONNX Runtime to allocate the outputs with the session's
         // allocator, whose ownership passes to us and is taken below.
         let status = unsafe {
             (api.Run)(
-                self.session.ptr().cast_mut(),
+                session.ptr().cast_mut(),
                 std::ptr::null(),
                 input_names.as_ptr(),
                 input_values.as_ptr(),
@@ -394,7 +571,7 @@ impl LoadedModel for OnnxRuntimeModel {
                 // SAFETY: a non-null slot is an OrtValue that `Run` made with the session's
                 // allocator and handed to us; `from_ptr` takes ownership (releases it on drop).
                 NonNull::new(*p)
-                    .map(|p| unsafe { DynValue::from_ptr(p, Some(self.session.allocator())) })
+                    .map(|p| unsafe { DynValue::from_ptr(p, Some(session.allocator())) })
             })
             .collect();
         if !status.0.is_null() {
