@@ -9,7 +9,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 bench_venv
-cargo build --release --quiet -p teeserve
-cargo build --release --quiet -p teeserve-serving --features onnxruntime --example model_bench
+build_model_bench
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 exec "$venv/bin/python" bench/concurrency.py "$@"

@@ -46,3 +46,11 @@ bench_venv() {
     "$venv/bin/pip" install --quiet tensorflow-cpu onnxruntime tf2onnx numpy
   fi
 }
+
+# build_model_bench [EXAMPLE...]: the release server and the model_bench requester (and any
+# other examples of teeserve-serving named), with the ONNX Runtime engine.
+build_model_bench() {
+  cargo build --release --quiet -p teeserve
+  cargo build --release --quiet -p teeserve-serving --features onnxruntime --example model_bench \
+    "${@/#/--example=}"
+}

@@ -12,8 +12,7 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 secs="${1:-30}"
 bench_venv
-cargo build --release --quiet -p teeserve
-cargo build --release --quiet -p teeserve-serving --features onnxruntime --example model_bench
+build_model_bench
 ort_lib="$("$venv/bin/python" -c '
 import sys; sys.path.insert(0, "bench")
 from serving import ORT_LIB, onnx_path

@@ -8,12 +8,12 @@
 # virtualenv (the package registry is the only network access).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/teeserve-bench"
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import tensorflow, onnxruntime, tf2onnx" 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet tensorflow-cpu onnxruntime tf2onnx numpy
 fi
-cargo build --release --quiet -p teeserve
-cargo build --release --quiet -p teeserve-serving --features onnxruntime --example model_bench --example serving_load
+build_model_bench serving_load
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 exec "$venv/bin/python" bench/serving.py "${1:-10}"

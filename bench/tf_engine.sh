@@ -9,12 +9,12 @@
 # package registry is the only network access). The engine loads the wheel's own library.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/teeserve-bench"
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import tensorflow, numpy" 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet tensorflow-cpu numpy
 fi
-cargo build --release --quiet -p teeserve
-cargo build --release --quiet -p teeserve-serving --features onnxruntime --example model_bench
+build_model_bench
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 exec "$venv/bin/python" bench/tf_engine.py "${1:-15}" "${2:-5}"

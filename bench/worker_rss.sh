@@ -9,8 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 bench_venv
-cargo build --release --quiet -p teeserve
-cargo build --release --quiet -p teeserve-serving --features onnxruntime --example model_bench
+build_model_bench
 for model in mobilenetv2 resnet50; do
   "$venv/bin/python" bench/worker_rss.py "$model" "${1:-4}"
 done

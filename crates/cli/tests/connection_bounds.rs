@@ -22,37 +22,27 @@ const MARGIN: Duration = Duration::from_secs(5);
 /// digits model with it and `extra` flags.
 fn serve(d: &Path, extra: &[&str]) -> Serve {
     run_in(d, &["tls", "init", "--dir", "tls"]).ok();
-    let models = repo().join("models/digits");
-    let args = [
-        &[
-            "--model_name",
-            "digits",
-            "--model_base_path",
-            s(&models),
-            "--tls-cert",
-            "tls/server.pem",
-            "--tls-key",
-            "tls/server.key",
-        ][..],
-        extra,
-    ]
-    .concat();
-    listen(|| serve_command(d, &args), None).unwrap()
+    let tls = [
+        "--tls-cert",
+        "tls/server.pem",
+        "--tls-key",
+        "tls/server.key",
+    ];
+    serve_digits(d, &[&tls[..], extra].concat())
 }
 
 /// `teeserve serve` of the bundled digits model without TLS (`--insecure`), with `extra` flags:
 /// for clients that speak plain HTTP from an address of their choice.
 fn serve_plaintext(d: &Path, extra: &[&str]) -> Serve {
+    serve_digits(d, &[&["--insecure"][..], extra].concat())
+}
+
+/// `teeserve serve` of the bundled digits model with `flags`.
+fn serve_digits(d: &Path, flags: &[&str]) -> Serve {
     let models = repo().join("models/digits");
     let args = [
-        &[
-            "--model_name",
-            "digits",
-            "--model_base_path",
-            s(&models),
-            "--insecure",
-        ][..],
-        extra,
+        &["--model_name", "digits", "--model_base_path", s(&models)][..],
+        flags,
     ]
     .concat();
     listen(|| serve_command(d, &args), None).unwrap()

@@ -203,15 +203,20 @@ async fn a_ragged_json_body_is_refused_without_reserving_its_first_rows_shape() 
             .contains("Expecting a list at dimension 1"),
         "{v}"
     );
-    let (st, v) = post_raw(
-        &addr,
-        "/v1/models/digits:predict",
-        serde_json::json!({"instances": [vec![0.0; 64]]})
-            .to_string()
-            .into_bytes(),
-    )
-    .await;
+    let (st, v) = predict_zero_row(&addr).await;
     assert_eq!(st, 200, "{v}");
+}
+
+/// A REST predict body of one row of zeros for the digits model.
+fn zero_row_body() -> Vec<u8> {
+    serde_json::json!({"instances": [vec![0.0; 64]]})
+        .to_string()
+        .into_bytes()
+}
+
+/// A REST predict of one row of zeros to the digits model at `addr`: its status and answer.
+async fn predict_zero_row(addr: &str) -> (u16, Value) {
+    post_raw(addr, "/v1/models/digits:predict", zero_row_body()).await
 }
 
 /// Opens a REST request that declares a body of `len` bytes and sends only its first bytes:
@@ -254,14 +259,7 @@ async fn the_in_flight_limit_is_taken_before_bodies_are_read() {
     // The holder's request is admitted once its header is read: wait until it is.
     let mut refused = None;
     for _ in 0..200 {
-        let (st, v) = post_raw(
-            &addr,
-            "/v1/models/digits:predict",
-            serde_json::json!({"instances": [vec![0.0; 64]]})
-                .to_string()
-                .into_bytes(),
-        )
-        .await;
+        let (st, v) = predict_zero_row(&addr).await;
         if st == 429 {
             refused = Some(v);
             break;
@@ -284,14 +282,7 @@ async fn the_in_flight_limit_is_taken_before_bodies_are_read() {
     drop(holder);
     let mut ok = false;
     for _ in 0..200 {
-        let (st, _) = post_raw(
-            &addr,
-            "/v1/models/digits:predict",
-            serde_json::json!({"instances": [vec![0.0; 64]]})
-                .to_string()
-                .into_bytes(),
-        )
-        .await;
+        let (st, _) = predict_zero_row(&addr).await;
         if st == 200 {
             ok = true;
             break;
@@ -349,14 +340,7 @@ async fn declared_bodies_that_do_not_arrive_hold_no_more_than_a_step() {
     }
     // Until their headers are read and their steps reserved.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (st, v) = post_raw(
-        &addr,
-        "/v1/models/digits:predict",
-        serde_json::json!({"instances": [vec![0.0; 64]]})
-            .to_string()
-            .into_bytes(),
-    )
-    .await;
+    let (st, v) = predict_zero_row(&addr).await;
     assert_eq!(st, 200, "{v}");
     drop(holders);
 }
@@ -374,9 +358,7 @@ async fn one_peer_holds_at_most_its_share_of_places_and_memory() {
     let s = start(o).await;
     let addr = s.rest_addr.unwrap().to_string();
     let _held = (half_sent(&addr, 1000).await, half_sent(&addr, 1000).await);
-    let body = serde_json::json!({"instances": [vec![0.0; 64]]})
-        .to_string()
-        .into_bytes();
+    let body = zero_row_body();
     let mut refused = None;
     for _ in 0..100 {
         let (st, v) = post_raw(&addr, "/v1/models/digits:predict", body.clone()).await;

@@ -15,7 +15,7 @@
 //! when the session is made, so that choice takes two sessions of the model, which share one
 //! copy of its weights (`ort_weights.rs`).
 
-use std::ffi::{c_char, CStr, CString};
+use std::ffi::{c_char, CString};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -574,18 +574,7 @@ impl LoadedModel for OnnxRuntimeModel {
                     .map(|p| unsafe { DynValue::from_ptr(p, Some(session.allocator())) })
             })
             .collect();
-        if !status.0.is_null() {
-            // SAFETY: a non-null status from `Run` is ours to read and release, once.
-            let message = unsafe {
-                let m = (api.GetErrorMessage)(status.0);
-                let m = if m.is_null() {
-                    "unknown error".to_owned()
-                } else {
-                    CStr::from_ptr(m).to_string_lossy().into_owned()
-                };
-                (api.ReleaseStatus)(status.0);
-                m
-            };
+        if let Some(message) = ort_weights::status_error(status) {
             return Err(run(message));
         }
         self.signature

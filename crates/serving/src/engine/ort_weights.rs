@@ -26,6 +26,9 @@ use std::io::Read as _;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::ptr::NonNull;
 
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::AsPointer as _;
+
 use super::onnx_light::Weight;
 use zeroize::Zeroizing;
 
@@ -100,13 +103,11 @@ unsafe impl Sync for Weights {}
 impl Weights {
     #[allow(unsafe_code)]
     fn map(fd: OwnedFd) -> Result<Self, String> {
-        let len = File::from(
-            fd.try_clone()
-                .map_err(|e| format!("the weights file: {e}"))?,
-        )
-        .metadata()
-        .map_err(|e| format!("the weights file: {e}"))?
-        .len();
+        let file = File::from(fd);
+        let len = file
+            .metadata()
+            .map_err(|e| format!("the weights file: {e}"))?
+            .len();
         let len = usize::try_from(len).map_err(|_| "the weights file is too large".to_owned())?;
         if len == 0 {
             return Ok(Self {
@@ -123,7 +124,7 @@ impl Weights {
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
-                fd.as_raw_fd(),
+                file.as_raw_fd(),
                 0,
             )
         };
@@ -227,26 +228,11 @@ impl WeightInputs {
     /// `weights` alive and unmoved for as long as they live.
     #[allow(unsafe_code)]
     pub(super) fn new(list: &[Weight], weights: &Weights) -> Result<Self, String> {
-        let api = ort::api();
-        let mut info: *mut ort::sys::OrtMemoryInfo = std::ptr::null_mut();
-        // SAFETY: the C API's `CreateCpuMemoryInfo` writes a new memory description to `info`,
-        // which is released below, after the tensors that were made with it.
-        let status = unsafe {
-            (api.CreateCpuMemoryInfo)(
-                ort::sys::OrtAllocatorType::OrtDeviceAllocator,
-                ort::sys::OrtMemType::OrtMemTypeDefault,
-                &mut info,
-            )
-        };
-        if !status.0.is_null() || info.is_null() {
-            release_status(status);
-            return Err("ONNX Runtime cannot describe CPU memory".into());
-        }
-        let made: Result<Vec<Tensor>, String> =
-            list.iter().map(|w| tensor(api, info, w, weights)).collect();
-        // SAFETY: `info` came from `CreateCpuMemoryInfo` above; tensors keep their own copy of
-        // the description (ONNX Runtime's `OrtValue` holds an `OrtMemoryInfo` by value).
-        unsafe { (api.ReleaseMemoryInfo)(info) };
+        let info = cpu_memory(AllocatorType::Device)?;
+        let values = list
+            .iter()
+            .map(|w| tensor(&info, w, weights))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             names: list
                 .iter()
@@ -254,18 +240,19 @@ impl WeightInputs {
                     CString::new(w.name.as_bytes()).map_err(|_| format!("weight {:?}", w.name))
                 })
                 .collect::<Result<_, _>>()?,
-            values: made?,
+            values,
         })
     }
 }
 
+/// A description of CPU memory of this allocator type, released when dropped.
+fn cpu_memory(kind: AllocatorType) -> Result<MemoryInfo<'static>, String> {
+    MemoryInfo::new(AllocationDevice::CPU, 0, kind, MemoryType::Default)
+        .map_err(|e| format!("ONNX Runtime cannot describe CPU memory: {e}"))
+}
+
 #[allow(unsafe_code)]
-fn tensor(
-    api: &ort::sys::OrtApi,
-    info: *mut ort::sys::OrtMemoryInfo,
-    w: &Weight,
-    weights: &Weights,
-) -> Result<Tensor, String> {
+fn tensor(info: &MemoryInfo<'_>, w: &Weight, weights: &Weights) -> Result<Tensor, String> {
     let data = weights
         .at(w.offset, w.len)
         .ok_or_else(|| format!("weight {:?} lies outside the weights file", w.name))?;
@@ -275,8 +262,8 @@ fn tensor(
     // shape's element count times the type's size (checked by `weight`); the tensor does not
     // own the memory, and the mapping outlives it (`TwoSessions` drops the tensors first).
     let status = unsafe {
-        (api.CreateTensorWithDataAsOrtValue)(
-            info,
+        (ort::api().CreateTensorWithDataAsOrtValue)(
+            info.ptr(),
             data,
             w.len,
             w.dims.as_ptr(),
@@ -285,21 +272,33 @@ fn tensor(
             &mut value,
         )
     };
-    if !status.0.is_null() {
-        release_status(status);
-        return Err(format!("ONNX Runtime refused weight {:?}", w.name));
+    if let Some(e) = status_error(status) {
+        return Err(format!("ONNX Runtime refused weight {:?}: {e}", w.name));
     }
     NonNull::new(value)
         .map(Tensor)
         .ok_or_else(|| format!("no tensor for weight {:?}", w.name))
 }
 
+/// The message of a status a C API call returned, which is released: `None` for success.
 #[allow(unsafe_code)]
-fn release_status(status: ort::sys::OrtStatusPtr) {
-    if !status.0.is_null() {
-        // SAFETY: a non-null status returned to us is ours to release, once.
-        unsafe { (ort::api().ReleaseStatus)(status.0) };
+pub(super) fn status_error(status: ort::sys::OrtStatusPtr) -> Option<String> {
+    if status.0.is_null() {
+        return None;
     }
+    let api = ort::api();
+    // SAFETY: a non-null status returned to us is ours to read and release, once; its message
+    // lives until the release.
+    Some(unsafe {
+        let m = (api.GetErrorMessage)(status.0);
+        let message = if m.is_null() {
+            "unknown error".to_owned()
+        } else {
+            std::ffi::CStr::from_ptr(m).to_string_lossy().into_owned()
+        };
+        (api.ReleaseStatus)(status.0);
+        message
+    })
 }
 
 /// Gives the memory the first session freed back to the system (glibc keeps freed heap memory
@@ -319,27 +318,15 @@ pub(super) fn return_freed_memory() {
 /// Once per environment: a second registration is refused by ONNX Runtime and ignored here.
 #[allow(unsafe_code)]
 pub(super) fn share_working_memory(env: &ort::environment::Environment) {
-    use ort::AsPointer as _;
-    let api = ort::api();
-    let mut info: *mut ort::sys::OrtMemoryInfo = std::ptr::null_mut();
-    // SAFETY: writes a new memory description to `info`, released below.
-    let status = unsafe {
-        (api.CreateCpuMemoryInfo)(
-            ort::sys::OrtAllocatorType::OrtArenaAllocator,
-            ort::sys::OrtMemType::OrtMemTypeDefault,
-            &mut info,
-        )
-    };
-    if !status.0.is_null() || info.is_null() {
-        release_status(status);
+    let Ok(info) = cpu_memory(AllocatorType::Arena) else {
         return;
-    }
+    };
     // SAFETY: the environment lives as long as the process's ONNX Runtime (`LOADED`); the
     // description is copied by the registration; a null arena configuration asks for the
     // defaults.
-    let status =
-        unsafe { (api.CreateAndRegisterAllocator)(env.ptr().cast_mut(), info, std::ptr::null()) };
-    release_status(status);
-    // SAFETY: `info` came from `CreateCpuMemoryInfo` above.
-    unsafe { (api.ReleaseMemoryInfo)(info) };
+    let status = unsafe {
+        (ort::api().CreateAndRegisterAllocator)(env.ptr().cast_mut(), info.ptr(), std::ptr::null())
+    };
+    // Refused once the environment has its arena (a second engine): that one serves.
+    let _ = status_error(status);
 }

@@ -596,6 +596,11 @@ mod tests {
     }
 
     fn core() -> ServingCore {
+        core_with(Default::default())
+    }
+
+    /// A core of no models with these options.
+    fn core_with(options: crate::api::CoreOptions) -> ServingCore {
         use crate::{ModelRepository, ModelSource};
         let engine = crate::engine::EngineChoice::default().start(1).unwrap();
         let repo = ModelRepository::new(
@@ -606,7 +611,7 @@ mod tests {
             },
             Vec::new(),
         );
-        ServingCore::new(Arc::new(repo), Default::default(), Default::default(), None)
+        ServingCore::new(Arc::new(repo), Default::default(), options, None)
     }
 
     /// A body sent in frames of 16 KiB, as an HTTP/2 peer sends it, without a length.
@@ -703,21 +708,10 @@ mod tests {
     /// budget, they took 3,000 KiB).
     #[tokio::test]
     async fn bytes_past_the_framed_length_reserve_in_steps_not_per_frame() {
-        use crate::{ModelRepository, ModelSource};
-        let engine = crate::engine::EngineChoice::default().start(1).unwrap();
-        let repo = ModelRepository::new(
-            engine,
-            ModelSource {
-                key: None,
-                admitted: None,
-            },
-            Vec::new(),
-        );
-        let options = crate::api::CoreOptions {
+        let core = core_with(crate::api::CoreOptions {
             max_in_flight_bytes: 2 << 20,
             ..Default::default()
-        };
-        let core = ServingCore::new(Arc::new(repo), Default::default(), options, None);
+        });
         let mut frames = vec![Bytes::from(framed_raw(&[7u8; 10]))];
         frames.extend((0..3000).map(|_| Bytes::from_static(&[1u8])));
         let body = Body::new(http_body_util::StreamBody::new(futures::stream::iter(
