@@ -377,7 +377,21 @@ fn onnx_runtime_gives_an_inference_its_threads_by_the_load_over_one_copy_of_the_
     let Some(ort) = onnx_runtime(0) else {
         return;
     };
+    // The model as ONNX Runtime optimised it goes to anonymous memory files: no file appears
+    // where ONNX Runtime resolves a relative path (the working directory; a model loaded from
+    // memory has no directory of its own). The temporary directory is not watched: other
+    // processes write there.
+    let listing = || -> Vec<std::path::PathBuf> {
+        let mut l: Vec<_> = std::fs::read_dir(std::env::current_dir().unwrap())
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        l.sort();
+        l
+    };
+    let before = listing();
     let model = ort.load(&slow_model_with_weights()).unwrap();
+    assert_eq!(listing(), before, "a file appeared while the model loaded");
     let d = format!("{model:?}");
     assert!(d.contains("two sessions over one copy of"), "{d}");
     assert!(
