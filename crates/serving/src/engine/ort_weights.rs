@@ -11,14 +11,16 @@
 //!    `session.optimized_model_external_initializers_file_name` and `..._min_size_in_bytes`).
 //!    Both files are anonymous memory files ([`Scratch`]: `memfd_create`), never a path of the
 //!    host's file system.
-//! 2. `onnx_light::light_model` turns each of those initializers into a graph input of the same name, type
-//!    and shape: the model left holds no weights.
+//! 2. `onnx_light::light_model` turns each of those initializers into a graph input of the
+//!    same name, type and shape: the model left holds no weights.
 //! 3. Both sessions load the light model with optimisations off (it is already optimised), and
 //!    every `Run` passes the weights as those inputs: tensors over the one mapping of the weights
 //!    file ([`Weights`]), which ONNX Runtime reads in place.
 //!
-//! The peak memory is the first load's (the weights file is written while the first session is
-//! alive, in memory the process has not mapped yet); afterwards the weights are in memory once.
+//! The process's peak RSS is the first load's: the weights file is written while the first
+//! session is alive, but into memory the process has not mapped, so for that moment the machine
+//! holds the weights once more than the process's RSS shows. Afterwards the weights are in
+//! memory once.
 
 use std::ffi::{c_void, CString};
 use std::fs::File;
@@ -76,8 +78,15 @@ impl Scratch {
 
     /// The optimised model as written, and its weights mapped.
     pub(super) fn take(self) -> Result<(Zeroizing<Vec<u8>>, Weights), String> {
-        let mut model = Zeroizing::new(Vec::new());
         let mut file = File::from(self.model);
+        // Sized once, so that no growing copy of the model is left unzeroed in freed memory.
+        let len = file
+            .metadata()
+            .map_err(|e| format!("the optimised model: {e}"))?
+            .len();
+        let len =
+            usize::try_from(len).map_err(|_| "the optimised model is too large".to_owned())?;
+        let mut model = Zeroizing::new(Vec::with_capacity(len));
         // Read from the start: ONNX Runtime wrote through another descriptor of the same file.
         std::io::Seek::rewind(&mut file).map_err(|e| format!("the optimised model: {e}"))?;
         file.read_to_end(&mut model)
