@@ -93,6 +93,23 @@ pub fn repo() -> PathBuf {
 }
 
 /// A loopback port free at the time of asking, outside the range connecting sockets get.
+/// What a running child has written so far to `log`, a file that is also its stderr. Read at
+/// offsets (`pread`), not through the file's position: that position is shared with the child's
+/// descriptor, so rewinding it would make the child's next line overwrite the start of the log.
+pub fn written_so_far(log: &std::fs::File) -> String {
+    use std::os::unix::fs::FileExt as _;
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match log.read_at(&mut buf, bytes.len() as u64) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("reading the server's log: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 pub fn free_port() -> u16 {
     teeserve_serving::free_loopback_port().unwrap()
 }

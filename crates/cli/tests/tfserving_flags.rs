@@ -4,7 +4,7 @@
 mod harness;
 use harness::*;
 
-use std::io::{BufRead, BufReader, Read, Seek};
+use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
 #[test]
@@ -12,7 +12,7 @@ fn a_tf_serving_command_line_starts_teeserve_and_says_what_each_unneeded_flag_do
     let dir = tempfile::tempdir().unwrap();
     let models = repo().join("models/digits");
     let (grpc, rest) = (free_port(), free_port());
-    let mut log = tempfile::tempfile().unwrap();
+    let log = tempfile::tempfile().unwrap();
     let mut child = serve_command(
         dir.path(),
         &[
@@ -44,9 +44,7 @@ fn a_tf_serving_command_line_starts_teeserve_and_says_what_each_unneeded_flag_do
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let mut err = String::new();
-    log.rewind().unwrap();
-    log.read_to_string(&mut err).unwrap();
+    let err = written_so_far(&log);
     let _kill = Killed(child);
     assert!(line.starts_with("listening"), "{line} {err}");
     for flag in [
@@ -85,9 +83,7 @@ fn a_tf_serving_command_line_starts_teeserve_and_says_what_each_unneeded_flag_do
     let mut err = String::new();
     for _ in 0..50 {
         std::thread::sleep(std::time::Duration::from_millis(100));
-        err.clear();
-        log.rewind().unwrap();
-        log.read_to_string(&mut err).unwrap();
+        err = written_so_far(&log);
         if err.contains(line) {
             break;
         }

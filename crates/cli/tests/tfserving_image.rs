@@ -107,10 +107,7 @@ impl Started {
     }
 
     fn log(&mut self) -> String {
-        let mut text = String::new();
-        self.log.rewind().unwrap();
-        self.log.read_to_string(&mut text).unwrap();
-        text
+        written_so_far(&self.log)
     }
 }
 
