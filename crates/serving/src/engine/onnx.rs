@@ -5,7 +5,7 @@ use teeserve_tensor::DType;
 use teeserve_tensor::{Signature, TensorSpec};
 
 /// ONNX TensorProto.DataType numbers (onnx/onnx.proto).
-fn onnx_dtype(t: i32) -> Option<DType> {
+pub(super) fn onnx_dtype(t: i32) -> Option<DType> {
     Some(match t {
         1 => DType::F32,
         2 => DType::U8,

@@ -5,6 +5,7 @@
 //! offset is checked, nothing recurses, and it has a fuzz target (`fuzz/fuzz_targets/onnx_light.rs`).
 
 use prost::Message as _;
+use teeserve_tensor::DType;
 use tract_onnx::pb;
 use zeroize::Zeroizing;
 
@@ -23,17 +24,12 @@ pub struct Weight {
     pub len: usize,
 }
 
-/// Bytes per element of the ONNX data types a weight may have (onnx.proto,
+/// Bytes per element of an ONNX data type a weight may have (every numeric type of
 /// `TensorProto.DataType`); `None` for the others (strings are never written outside the model).
 fn element_size(data_type: i32) -> Option<usize> {
-    Some(match data_type {
-        2 | 3 | 9 => 1,        // UINT8, INT8, BOOL
-        4 | 5 | 10 | 16 => 2,  // UINT16, INT16, FLOAT16, BFLOAT16
-        1 | 6 | 12 => 4,       // FLOAT, INT32, UINT32
-        7 | 11 | 13 | 14 => 8, // INT64, DOUBLE, UINT64, COMPLEX64
-        15 => 16,              // COMPLEX128
-        _ => return None,
-    })
+    super::onnx::onnx_dtype(data_type)
+        .filter(|d| *d != DType::Str)
+        .map(DType::element_bytes)
 }
 
 /// One top-level field of a message: its number, and its whole bytes (key included), and for a
