@@ -517,10 +517,16 @@ impl LoadedModel for OnnxRuntimeModel {
                 self.input_names.len()
             )));
         }
-        let mut input_names: Vec<*const c_char> =
-            self.input_names.iter().map(|n| n.as_ptr()).collect();
-        let mut input_values: Vec<*const ort::sys::OrtValue> =
-            values.iter().map(|v| v.ptr()).collect();
+        // Room for the weights' inputs too (two sessions): the lists are made once per run.
+        let all = self.input_names.len()
+            + match &self.sessions {
+                Sessions::One(_) => 0,
+                Sessions::Two(two) => two.inputs.names.len(),
+            };
+        let mut input_names: Vec<*const c_char> = Vec::with_capacity(all);
+        input_names.extend(self.input_names.iter().map(|n| n.as_ptr()));
+        let mut input_values: Vec<*const ort::sys::OrtValue> = Vec::with_capacity(all);
+        input_values.extend(values.iter().map(|v| v.ptr()));
         let (session, _running) = match &self.sessions {
             Sessions::One(s) => (s, None),
             Sessions::Two(two) => {
