@@ -26,7 +26,7 @@ done
 if [ ${#plan[@]} -eq 0 ]; then
   for t in serving_inputs predict_request rest_body v2_infer accept_header tf_example; do plan+=("$t=30"); done
   for t in quote collateral ratls_cert sealed sealed_file sealed_tamper gramine_pf gramine_pf_file \
-    saved_model_ops warmup_file receipt log_proof; do plan+=("$t=10"); done
+    saved_model_ops warmup_file receipt log_proof attestation_document onnx_light; do plan+=("$t=10"); done
 fi
 
 bin_dir="$target_dir/x86_64-unknown-linux-gnu/release"
