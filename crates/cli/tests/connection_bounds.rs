@@ -512,3 +512,168 @@ fn newcomers_cut_no_request_of_a_busy_client() {
         "requests of the busy client lost"
     );
 }
+
+/// The path of TF Serving's Predict over gRPC.
+const PREDICT: &str = "/tensorflow.serving.PredictionService/Predict";
+
+/// A Predict of `rows` digits at once (each pixel 1.0).
+fn rows_request(rows: usize) -> teeserve_wire::tensorflow::serving::PredictRequest {
+    digits_request_of(
+        teeserve_wire::tensorflow::DataType::DtFloat,
+        &[rows as i64, 64],
+        |t| t.float_val = vec![1.0; rows * 64],
+    )
+}
+
+/// Answers that a peer does not read keep their memory counted against the budget until they
+/// have been sent: a client that advertises a window of 0 and keeps asking gets
+/// RESOURCE_EXHAUSTED once the answers it holds (2,000 rows each) fill its peer's share of a
+/// 8 MiB budget, instead of piling them up outside it; once its connection is gone, the memory
+/// is given back and a new request is answered.
+#[test]
+fn answers_a_peer_does_not_read_hold_their_memory_of_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = serve(
+        d,
+        &[
+            "--max_in_flight_bytes",
+            "8388608",
+            "--idle_timeout_seconds",
+            "600",
+            "--send_timeout_seconds",
+            "600",
+        ],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let addr = &server.grpc;
+        let (send, closed) = h2_connect(d, addr, Some(0)).await;
+        let frame = grpc_frame(&rows_request(2000));
+        let (mut answered, mut refusal) = (Vec::new(), None);
+        for _ in 0..60 {
+            let mut ready = send.clone().ready().await.unwrap();
+            let (resp, mut body) = ready
+                .send_request(grpc_request(addr, PREDICT), false)
+                .unwrap();
+            body.send_data(frame.clone(), true).unwrap();
+            let resp = resp.await.unwrap();
+            assert_eq!(resp.status(), 200);
+            // An answer's head comes alone (its message waits for a window); a refusal comes
+            // as trailers only.
+            match resp.headers().get("grpc-status") {
+                None => answered.push(resp.into_body()),
+                Some(code) => {
+                    let message = resp
+                        .headers()
+                        .get("grpc-message")
+                        .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned())
+                        .unwrap_or_default();
+                    refusal = Some((code.to_str().unwrap().to_owned(), message));
+                    break;
+                }
+            }
+        }
+        let (code, message) = refusal.unwrap_or_else(|| {
+            panic!(
+                "{} answers held unread, none refused: they are not counted",
+                answered.len()
+            )
+        });
+        assert_eq!(code, "8", "RESOURCE_EXHAUSTED expected: {message}");
+        assert!(message.contains("--max_in_flight_bytes"), "{message}");
+        assert!(
+            (4..=40).contains(&answered.len()),
+            "{} answers held before the refusal: {message}",
+            answered.len()
+        );
+        drop(answered);
+        drop(send);
+        closed.abort();
+    });
+    // The connection is gone, and with it what its answers held: a new request is answered.
+    let deadline = Instant::now() + MARGIN;
+    loop {
+        let r = predict(d, &server.grpc);
+        if r.code == 0 {
+            assert!(r.stdout.contains("\"outputs\""), "{}", r.stdout);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still refused after the connection closed: {}",
+            r.stderr
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A model's outputs are bounded like its inputs: past `--max_response_tensor_bytes` (here
+/// 1,000 bytes: the digits model's answer to 21 rows or more, 48 bytes a row), an answer is refused with
+/// RESOURCE_EXHAUSTED / 429 naming the flag before its outputs are copied or encoded, and a
+/// smaller one is answered.
+#[test]
+fn outputs_past_the_response_bound_are_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = serve(d, &["--max_response_tensor_bytes", "1000"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let addr = &server.grpc;
+        for (rows, fits) in [(20, true), (21, false), (4000, false), (1, true)] {
+            let (send, _closed) = h2_connect(d, addr, None).await;
+            let mut ready = send.ready().await.unwrap();
+            let (resp, mut body) = ready
+                .send_request(grpc_request(addr, PREDICT), false)
+                .unwrap();
+            body.send_data(grpc_frame(&rows_request(rows)), true)
+                .unwrap();
+            let resp = resp.await.unwrap();
+            let status = resp
+                .headers()
+                .get("grpc-status")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let message = resp
+                .headers()
+                .get("grpc-message")
+                .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned())
+                .unwrap_or_default();
+            if fits {
+                assert_eq!(status, None, "{rows} rows: {message}");
+            } else {
+                assert_eq!(status.as_deref(), Some("8"), "{rows} rows: {message}");
+                assert!(
+                    message.contains("--max_response_tensor_bytes"),
+                    "{rows} rows: {message}"
+                );
+            }
+        }
+    });
+    // Over REST too.
+    let rows: Vec<Vec<f32>> = vec![vec![1.0; 64]; 30];
+    let body = serde_json::json!({ "instances": rows }).to_string();
+    std::fs::write(d.join("rows.json"), body).unwrap();
+    let r = run_in(
+        d,
+        &[
+            "predict",
+            "--server",
+            &server.rest,
+            "--rest",
+            "--model",
+            "digits",
+            "--input",
+            "rows.json",
+            "--ca",
+            "tls/ca.pem",
+        ],
+    );
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert!(
+        r.stderr.contains("--max_response_tensor_bytes") && r.stderr.contains("429"),
+        "{}",
+        r.stderr
+    );
+    // The server still answers.
+    predict(d, &server.grpc).ok();
+}

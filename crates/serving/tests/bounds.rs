@@ -721,3 +721,42 @@ async fn requests_of_different_connections_never_share_a_batch() {
         assert_eq!(b.1["outputs"], serde_json::json!([vec![4.0; 4]]), "{b:?}");
     }
 }
+
+/// One requester's many connections do not make another's requests wait for their batches in
+/// turn: batches of different connections form side by side, each closing at its own timeout.
+/// With a 200 ms timeout and 20 other connections each with a request waiting, a requester is
+/// answered within a few timeouts, not after 21 of them one after another (4.2 s).
+#[tokio::test]
+async fn batches_of_many_connections_form_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = batched(dir.path(), "stat", &reduce_sum_model(true), 200000).await;
+    let addr = s.rest_addr.unwrap().to_string();
+    let ask = |v: f32| {
+        let addr = addr.clone();
+        tokio::spawn(async move {
+            let t = std::time::Instant::now();
+            let r = post_raw(
+                &addr,
+                "/v1/models/stat:predict",
+                serde_json::json!({"inputs": [vec![v; 4]]})
+                    .to_string()
+                    .into_bytes(),
+            )
+            .await;
+            (r, t.elapsed())
+        })
+    };
+    let others: Vec<_> = (0..20).map(|i| ask(i as f32)).collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let ((status, out), took) = ask(100.0).await.unwrap();
+    assert_eq!(status, 200, "{out:?}");
+    assert_eq!(out["outputs"], serde_json::json!([vec![200.0; 4]]));
+    assert!(
+        took < Duration::from_millis(2000),
+        "answered after {took:?}: batches of other connections were formed first, in turn"
+    );
+    for o in others {
+        let ((status, _), _) = o.await.unwrap();
+        assert_eq!(status, 200);
+    }
+}

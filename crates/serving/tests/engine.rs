@@ -278,13 +278,14 @@ impl teeserve_serving::engine::LoadedModel for TakingTurns {
     fn engine(&self) -> &'static str {
         self.0.engine()
     }
-    fn run(
+    fn run_within(
         &self,
         signature: &str,
         inputs: Vec<tensor::Tensor>,
+        max_output_bytes: usize,
     ) -> Result<Vec<tensor::Tensor>, teeserve_serving::engine::EngineError> {
         let _turn = self.1.lock().unwrap();
-        self.0.run(signature, inputs)
+        self.0.run_within(signature, inputs, max_output_bytes)
     }
     fn cost(&self) -> &teeserve_serving::engine::RunCost {
         self.0.cost()

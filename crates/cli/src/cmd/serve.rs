@@ -358,6 +358,13 @@ pub struct ServeArgs {
     /// anything is allocated: one value may fill a whole shape. Over it: INVALID_ARGUMENT / 400.
     #[arg(long = "max_request_tensor_bytes", default_value_t = teeserve_serving::DEFAULT_MAX_TENSOR_BYTES, help_heading = "teeserve: listeners and limits")]
     pub max_request_tensor_bytes: usize,
+    /// Bytes one request's output tensors may take (elements times element size). A model's
+    /// outputs can be far larger than its inputs (an outer product, a fill shaped by an input's
+    /// value): they are checked as they leave the engine, before they are copied or encoded,
+    /// and held in the in-flight memory budget until the answer is sent. Over it:
+    /// RESOURCE_EXHAUSTED / 429.
+    #[arg(long = "max_response_tensor_bytes", default_value_t = teeserve_serving::DEFAULT_MAX_TENSOR_BYTES, help_heading = "teeserve: listeners and limits")]
+    pub max_response_tensor_bytes: usize,
     /// Bytes all requests in flight may hold together: bodies as they arrive, what decoding
     /// them takes, and their tensors. A request that does not fit: RESOURCE_EXHAUSTED / 429.
     #[arg(long = "max_in_flight_bytes", default_value_t = teeserve_serving::DEFAULT_MAX_IN_FLIGHT_BYTES, help_heading = "teeserve: listeners and limits")]
@@ -492,6 +499,7 @@ pub fn run(a: ServeArgs) -> Result<i32> {
             timeout: Duration::from_millis(a.request_timeout_ms),
             tensor_content: a.tensor_content,
             max_tensor_bytes: a.max_request_tensor_bytes,
+            max_response_tensor_bytes: a.max_response_tensor_bytes,
             max_in_flight_bytes: a.max_in_flight_bytes,
             max_in_flight_per_peer: a
                 .max_in_flight_per_peer

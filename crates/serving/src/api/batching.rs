@@ -36,6 +36,8 @@ pub struct Batcher {
     queues: Mutex<HashMap<(usize, String), mpsc::Sender<Job>>>,
     threads: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    /// The most bytes one request's outputs may take (a batch's: that, times its requests).
+    max_output_bytes: usize,
 }
 
 impl std::fmt::Debug for Batcher {
@@ -46,12 +48,15 @@ impl std::fmt::Debug for Batcher {
 
 impl Batcher {
     /// A batcher with these parameters.
-    pub fn new(params: BatchingParameters, metrics: Arc<Metrics>) -> Self {
+    /// A batcher whose requests' outputs may take `max_output_bytes` each
+    /// (`--max_response_tensor_bytes`).
+    pub fn new(params: BatchingParameters, metrics: Arc<Metrics>, max_output_bytes: usize) -> Self {
         Self {
             threads: Arc::new(Semaphore::new(params.num_batch_threads.max(1))),
             params,
             queues: Mutex::new(HashMap::new()),
             metrics,
+            max_output_bytes,
         }
     }
 
@@ -75,13 +80,7 @@ impl Batcher {
                 .is_some_and(has_batch_dimension);
         let signature: Arc<str> = signature.into();
         if !batchable || rows > self.params.max_batch_size {
-            return run_now(
-                target.model.clone(),
-                signature,
-                inputs,
-                self.threads.clone(),
-            )
-            .await;
+            return self.target(target, signature).run_now(inputs).await;
         }
         let key = (
             Arc::as_ptr(&target.model) as *const () as usize,
@@ -97,11 +96,9 @@ impl Batcher {
                     let (tx, rx) = mpsc::channel(queue_capacity(&self.params));
                     tokio::spawn(batch_loop(
                         rx,
-                        target.model.clone(),
-                        signature.clone(),
+                        self.target(target, signature.clone()),
                         target.name.clone(),
                         self.params.clone(),
-                        self.threads.clone(),
                         self.metrics.clone(),
                     ));
                     tx
@@ -132,6 +129,55 @@ impl Batcher {
         rx.await
             .map_err(|_| ApiError::new(Code::Internal, "the batch was dropped"))?
     }
+
+    fn target(&self, target: &ResolvedModel, signature: Arc<str>) -> Target {
+        Target {
+            model: target.model.clone(),
+            signature,
+            threads: self.threads.clone(),
+            max_output_bytes: self.max_output_bytes,
+        }
+    }
+}
+
+/// What a model's batches run on: the model and signature, the batch threads, and the bound
+/// on one request's outputs.
+#[derive(Clone)]
+struct Target {
+    model: Arc<dyn LoadedModel>,
+    signature: Arc<str>,
+    threads: Arc<Semaphore>,
+    max_output_bytes: usize,
+}
+
+impl Target {
+    /// Runs one request's inputs on their own, on a batch thread.
+    async fn run_now(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ApiError> {
+        let permit = self
+            .threads
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::new(Code::Unavailable, "shutting down"))?;
+        self.run(permit, inputs, self.max_output_bytes).await
+    }
+
+    /// Runs `inputs` on the batch thread `permit` holds.
+    async fn run(
+        &self,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        inputs: Vec<Tensor>,
+        max_output_bytes: usize,
+    ) -> Result<Vec<Tensor>, ApiError> {
+        let (model, signature) = (self.model.clone(), self.signature.clone());
+        tokio::task::spawn_blocking(move || {
+            let _p = permit;
+            model.run_within(&signature, inputs, max_output_bytes)
+        })
+        .await
+        .map_err(|e| ApiError::new(Code::Internal, e.to_string()))?
+        .map_err(ApiError::from)
+    }
 }
 
 /// Whether every input and output of a signature has a leading dimension of any size, the
@@ -145,25 +191,6 @@ pub(crate) fn has_batch_dimension(sig: &crate::engine::Signature) -> bool {
         .all(|s| s.shape.first() == Some(&-1))
 }
 
-async fn run_now(
-    model: Arc<dyn LoadedModel>,
-    signature: Arc<str>,
-    inputs: Vec<Tensor>,
-    threads: Arc<Semaphore>,
-) -> Result<Vec<Tensor>, ApiError> {
-    let permit = threads
-        .acquire_owned()
-        .await
-        .map_err(|_| ApiError::new(Code::Unavailable, "shutting down"))?;
-    tokio::task::spawn_blocking(move || {
-        let _p = permit;
-        model.run(&signature, inputs)
-    })
-    .await
-    .map_err(|e| ApiError::new(Code::Internal, e.to_string()))?
-    .map_err(ApiError::from)
-}
-
 /// The most requests waiting for a batch, per model: `max_enqueued_batches` full batches.
 fn queue_capacity(p: &BatchingParameters) -> usize {
     p.max_enqueued_batches
@@ -171,80 +198,150 @@ fn queue_capacity(p: &BatchingParameters) -> usize {
         .clamp(1, 1 << 20)
 }
 
+/// A batch being formed: the jobs of one group, until it is full or its time is up.
+struct Forming {
+    group: u64,
+    jobs: Vec<Job>,
+    rows: usize,
+    /// `batch_timeout_micros` after its first job.
+    deadline: Instant,
+}
+
+/// Forms and starts a model's batches. Each group's batch forms side by side with the others',
+/// and closes when it is full or when `batch_timeout_micros` have passed since its first job:
+/// one requester's many connections (many groups) do not make another's batch wait for theirs
+/// to fill in turn. At most `max_enqueued_batches` full batches of jobs wait; while that many
+/// do, no more are taken from the channel, whose senders then answer UNAVAILABLE.
 async fn batch_loop(
     mut rx: mpsc::Receiver<Job>,
-    model: Arc<dyn LoadedModel>,
-    signature: Arc<str>,
+    target: Target,
     name: String,
     p: BatchingParameters,
-    threads: Arc<Semaphore>,
     metrics: Arc<Metrics>,
 ) {
-    // Jobs of another group than the batch being formed, in arrival order, for the next ones.
-    // They count against the queue's capacity: while it is full of them, no more are taken
-    // from the channel, so that a full queue still answers UNAVAILABLE.
-    let mut held: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
     let cap = queue_capacity(&p);
+    let timeout = Duration::from_micros(p.batch_timeout_micros);
+    let start = Start {
+        target,
+        name,
+        metrics,
+    };
+    let mut open: std::collections::VecDeque<Forming> = std::collections::VecDeque::new();
+    let mut waiting = 0usize;
+    let mut ended = false;
     loop {
-        let first = match held.pop_front() {
-            Some(j) => j,
-            None => match rx.recv().await {
-                Some(j) => j,
-                None => break,
-            },
-        };
-        let group = first.group;
-        let mut jobs = vec![first];
-        let mut rows = jobs[0].rows;
-        let mut i = 0;
-        while i < held.len() && rows < p.max_batch_size {
-            if held[i].group == group && rows + held[i].rows <= p.max_batch_size {
-                if let Some(j) = held.remove(i) {
-                    rows += j.rows;
-                    jobs.push(j);
-                }
-            } else {
-                i += 1;
-            }
-        }
-        let deadline = Instant::now() + Duration::from_micros(p.batch_timeout_micros);
-        while rows < p.max_batch_size && held.len() < cap {
-            let next = if p.batch_timeout_micros == 0 {
-                rx.try_recv().ok()
-            } else {
-                tokio::time::timeout_at(deadline.into(), rx.recv())
+        // Every job already queued joins its group's batch.
+        while waiting < cap && !ended {
+            match rx.try_recv() {
+                Ok(j) => {
+                    place(
+                        j,
+                        &mut open,
+                        &mut waiting,
+                        p.max_batch_size,
+                        timeout,
+                        &start,
+                    )
                     .await
-                    .unwrap_or_default()
-            };
-            match next {
-                Some(j) if j.group != group => held.push_back(j),
-                Some(j) if rows + j.rows <= p.max_batch_size => {
-                    rows += j.rows;
-                    jobs.push(j);
                 }
-                Some(j) => {
-                    // Does not fit: run it in the next batch.
-                    let model = model.clone();
-                    let signature = signature.clone();
-                    let threads = threads.clone();
-                    tokio::spawn(async move {
-                        let r = run_now(model, signature, j.inputs, threads).await;
-                        let _ = j.reply.send(r);
-                    });
-                    break;
-                }
-                None => break,
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => ended = true,
             }
         }
-        let permit = match threads.clone().acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => return,
+        // Batches that are full or whose time is up start, the oldest first.
+        let now = Instant::now();
+        while let Some(i) = open
+            .iter()
+            .position(|b| ended || b.rows >= p.max_batch_size || b.deadline <= now)
+        {
+            if let Some(b) = open.remove(i) {
+                waiting -= b.jobs.len();
+                start.batch(b).await;
+            }
+        }
+        if ended && open.is_empty() {
+            return;
+        }
+        // Then wait for a job, or for the first batch's time to be up.
+        let first = open.iter().map(|b| b.deadline).min();
+        let next = match first {
+            Some(d) if waiting >= cap => {
+                tokio::time::sleep_until(d.into()).await;
+                continue;
+            }
+            Some(d) => match tokio::time::timeout_at(d.into(), rx.recv()).await {
+                Ok(j) => j,
+                Err(_) => continue,
+            },
+            None => rx.recv().await,
         };
-        metrics.batch(&name, rows);
-        let (model, signature) = (model.clone(), signature.clone());
-        let (threads, name) = (threads.clone(), name.clone());
+        match next {
+            Some(j) => {
+                place(
+                    j,
+                    &mut open,
+                    &mut waiting,
+                    p.max_batch_size,
+                    timeout,
+                    &start,
+                )
+                .await
+            }
+            None => ended = true,
+        }
+    }
+}
+
+/// Adds a job to its group's batch, or opens one for it; a job that does not fit in its
+/// group's batch starts that batch and opens the next.
+async fn place(
+    job: Job,
+    open: &mut std::collections::VecDeque<Forming>,
+    waiting: &mut usize,
+    max_batch_size: usize,
+    timeout: Duration,
+    start: &Start,
+) {
+    *waiting += 1;
+    if let Some(i) = open.iter().position(|b| b.group == job.group) {
+        if open[i].rows + job.rows <= max_batch_size {
+            open[i].rows += job.rows;
+            open[i].jobs.push(job);
+            return;
+        }
+        if let Some(b) = open.remove(i) {
+            *waiting -= b.jobs.len();
+            start.batch(b).await;
+        }
+    }
+    open.push_back(Forming {
+        group: job.group,
+        rows: job.rows,
+        deadline: Instant::now() + timeout,
+        jobs: vec![job],
+    });
+}
+
+/// Where a model's batches start: its target, its name and the metrics that count batches.
+struct Start {
+    target: Target,
+    name: String,
+    metrics: Arc<Metrics>,
+}
+
+impl Start {
+    /// Starts a batch once a batch thread is free.
+    async fn batch(&self, b: Forming) {
+        let Ok(permit) = self.target.threads.clone().acquire_owned().await else {
+            return;
+        };
+        self.metrics.batch(&self.name, b.rows);
         tokio::spawn(run_batch(
-            jobs, rows, model, signature, threads, name, permit,
+            b.jobs,
+            b.rows,
+            self.target.clone(),
+            self.name.clone(),
+            permit,
         ));
     }
 }
@@ -255,9 +352,7 @@ async fn batch_loop(
 async fn run_batch(
     jobs: Vec<Job>,
     rows: usize,
-    model: Arc<dyn LoadedModel>,
-    signature: Arc<str>,
-    threads: Arc<Semaphore>,
+    target: Target,
     name: String,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
@@ -270,15 +365,8 @@ async fn run_batch(
         .collect();
     let result = match merged {
         Ok(inputs) => {
-            let model = model.clone();
-            let signature = signature.clone();
-            tokio::task::spawn_blocking(move || {
-                let _p = permit;
-                model.run(&signature, inputs)
-            })
-            .await
-            .map_err(|e| ApiError::new(Code::InvalidArgument, e.to_string()))
-            .and_then(|r| r.map_err(ApiError::from))
+            let bound = target.max_output_bytes.saturating_mul(jobs.len());
+            target.run(permit, inputs, bound).await
         }
         Err(e) => Err(ApiError::from(e)),
     };
@@ -291,7 +379,7 @@ async fn run_batch(
                 jobs.len()
             );
             for j in jobs {
-                let r = run_now(model.clone(), signature.clone(), j.inputs, threads.clone()).await;
+                let r = target.run_now(j.inputs).await;
                 let _ = j.reply.send(r);
             }
             return;

@@ -80,7 +80,12 @@ impl From<ResolveError> for ApiError {
 /// as TF Serving does for a failed session run.
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
-        ApiError::new(Code::InvalidArgument, e.to_string())
+        // Outputs past the response bound: what gRPC says of a message past its size limit.
+        let code = match e {
+            EngineError::OutputTooLarge { .. } => Code::ResourceExhausted,
+            _ => Code::InvalidArgument,
+        };
+        ApiError::new(code, e.to_string())
     }
 }
 

@@ -34,6 +34,35 @@ pub struct RequestScope {
     pub malformed: Option<String>,
     /// Where the API layer says what answered, when the request asked for a receipt.
     pub receipt: Option<Arc<std::sync::OnceLock<Answered>>>,
+    /// Memory of the budget the request's answer keeps until its response body has been sent
+    /// (or dropped): the response's body, and the request's body it was made from.
+    pub held: Option<ResponseHold>,
+}
+
+/// What a response keeps until its body has been sent or dropped (the memory it holds of the
+/// in-flight budget): the connection's response body holds one clone, the request's scope
+/// another, so a response the peer does not read keeps its memory counted against the peer's
+/// share.
+#[derive(Clone, Default)]
+pub struct ResponseHold(Arc<std::sync::Mutex<Vec<Box<dyn std::any::Any + Send>>>>);
+
+impl std::fmt::Debug for ResponseHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map(|v| v.len()).unwrap_or(0);
+        write!(f, "ResponseHold({n})")
+    }
+}
+
+/// Keeps `held` until the current request's response has been sent (dropped at once outside a
+/// request, e.g. warmup replay).
+pub fn hold_until_sent<T: Send + 'static>(held: T) {
+    let _ = SCOPE.try_with(|s| {
+        if let Some(h) = &s.held {
+            if let Ok(mut v) = h.0.lock() {
+                v.push(Box::new(held));
+            }
+        }
+    });
 }
 
 /// The model version that answered a request, and the signature it ran, for its receipt.

@@ -74,6 +74,10 @@ pub struct CoreOptions {
     pub max_in_flight_per_peer: usize,
     /// The most of [`CoreOptions::max_in_flight_bytes`] one peer may hold.
     pub max_in_flight_bytes_per_peer: usize,
+    /// The most bytes one request's output tensors may take (elements times element size),
+    /// checked as they leave the engine, before they are copied: a model's outputs can be far
+    /// larger than its inputs.
+    pub max_response_tensor_bytes: usize,
 }
 
 /// Default of [`CoreOptions::max_tensor_bytes`]: twice the default largest request, so that
@@ -96,6 +100,7 @@ impl Default for CoreOptions {
             max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
             max_in_flight_per_peer: 256 / 2,
             max_in_flight_bytes_per_peer: DEFAULT_MAX_IN_FLIGHT_BYTES / 2,
+            max_response_tensor_bytes: DEFAULT_MAX_TENSOR_BYTES,
         }
     }
 }
@@ -428,6 +433,11 @@ impl ServingCore {
             named.retain(|(n, _)| output_filter.contains(n));
             named.sort_by_key(|(n, _)| output_filter.iter().position(|f| f == n));
         }
+        // The outputs and their encoding are memory of the budget like the request's: held
+        // until the response has been sent, so that answers a peer does not read count
+        // against its share.
+        let held = self.reserve(answer_bytes(&named, entry), "the answer")?;
+        crate::api::scope::hold_until_sent(held);
         Ok(named)
     }
 
@@ -445,9 +455,10 @@ impl ServingCore {
             .map(|t| t.shape.iter().product::<usize>())
             .sum();
         let signature = signature.to_owned();
+        let max_output = self.options.max_response_tensor_bytes;
         let timed = move |model: &dyn LoadedModel, metrics: &Metrics, name: &str, inputs| {
             let t = Instant::now();
-            let r = model.run(&signature, inputs);
+            let r = model.run_within(&signature, inputs, max_output);
             let took = t.elapsed();
             model.cost().record(elements, took);
             metrics.runtime(name, model.engine(), took.as_secs_f64() * 1e6);
@@ -477,6 +488,38 @@ impl ServingCore {
             };
         r.map_err(ApiError::from)
     }
+}
+
+/// The memory an answer of `outputs` takes until it is sent: the tensors, and their encoding
+/// for `entry`: about their own size as protobuf, and as JSON the longest text an element of
+/// their type is written as, with its separator (a string escaped at most six bytes per byte).
+fn answer_bytes(outputs: &[(String, Tensor)], entry: Entry) -> usize {
+    use teeserve_tensor::{DType, Data};
+    outputs
+        .iter()
+        .map(|(_, t)| {
+            let raw = match &t.data {
+                Data::Str(s) => s.iter().map(|v| v.len() + 24).sum(),
+                _ => t.len().saturating_mul(t.dtype().element_bytes()),
+            };
+            let encoded = match entry {
+                Entry::Grpc | Entry::V2Grpc => raw,
+                Entry::Rest | Entry::V2Rest => match &t.data {
+                    Data::Str(s) => s.iter().map(|v| v.len() * 6 + 4).sum(),
+                    _ => t.len().saturating_mul(match t.dtype() {
+                        DType::Bool => 7,
+                        DType::I8 | DType::U8 => 6,
+                        DType::I16 | DType::U16 => 8,
+                        DType::I32 | DType::U32 => 13,
+                        DType::F16 | DType::BF16 | DType::F32 => 17,
+                        DType::C64 | DType::C128 => 54,
+                        _ => 26,
+                    }),
+                },
+            };
+            raw.saturating_add(encoded)
+        })
+        .fold(0usize, usize::saturating_add)
 }
 
 /// Bytes in KiB, rounded up (the budget's unit).

@@ -59,6 +59,16 @@ pub enum EngineError {
         /// The engine's message.
         detail: String,
     },
+    /// The outputs of a run take more memory than a response may hold.
+    #[error("output {name:?}: the outputs take at least {bytes} bytes, more than the {limit} bytes a response's outputs may take (--max_response_tensor_bytes)")]
+    OutputTooLarge {
+        /// The output that went past the bound.
+        name: String,
+        /// The outputs' bytes up to and including it.
+        bytes: u128,
+        /// The bound.
+        limit: usize,
+    },
     /// An output could not be read back from the engine.
     #[error("output {name:?}: {detail}")]
     Output {
@@ -73,6 +83,43 @@ pub enum EngineError {
 /// handed to an inference worker thread: the two thread switches of the hand-off cost more than
 /// such a model computes, and holding an I/O thread this long delays no other request noticeably.
 pub const QUICK_RUN: Duration = Duration::from_micros(100);
+
+/// The memory a run's outputs may still take, counted down as they are copied out of an
+/// engine, so that an output no response could carry is refused before its copy is made
+/// (a model can make outputs far larger than its inputs: an outer product, a fill whose shape
+/// is an input's value).
+#[derive(Debug, Clone, Copy)]
+pub struct OutputRoom {
+    limit: usize,
+    taken: u128,
+}
+
+impl OutputRoom {
+    /// Room for `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self { limit, taken: 0 }
+    }
+
+    /// Takes room for output `name` of `elements` elements of `element_bytes` each, or refuses.
+    pub fn take(
+        &mut self,
+        name: &str,
+        elements: u128,
+        element_bytes: usize,
+    ) -> Result<(), EngineError> {
+        self.taken = self
+            .taken
+            .saturating_add(elements.saturating_mul(element_bytes as u128));
+        if self.taken > self.limit as u128 {
+            return Err(EngineError::OutputTooLarge {
+                name: name.to_owned(),
+                bytes: self.taken,
+                limit: self.limit,
+            });
+        }
+        Ok(())
+    }
+}
 
 /// How long a model's inferences have been taking, to decide where the next one runs.
 #[derive(Debug, Default)]
@@ -119,8 +166,20 @@ pub trait LoadedModel: Send + Sync + std::fmt::Debug {
     /// The engine that runs it (the `runtime` label of the latency metric).
     fn engine(&self) -> &'static str;
     /// Runs one inference of signature `signature` (one of [`LoadedModel::signatures`], the
-    /// empty name for [`DEFAULT_SIGNATURE`](teeserve_tensor::DEFAULT_SIGNATURE)); inputs and outputs are in signature order.
-    fn run(&self, signature: &str, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError>;
+    /// empty name for [`DEFAULT_SIGNATURE`](teeserve_tensor::DEFAULT_SIGNATURE)); inputs and
+    /// outputs are in signature order. Outputs that take more than `max_output_bytes` in all are
+    /// refused ([`EngineError::OutputTooLarge`]) before they are copied out of the engine.
+    fn run_within(
+        &self,
+        signature: &str,
+        inputs: Vec<Tensor>,
+        max_output_bytes: usize,
+    ) -> Result<Vec<Tensor>, EngineError>;
+    /// [`LoadedModel::run_within`] with no bound on the outputs (tools and tests; the server
+    /// always runs within `--max_response_tensor_bytes`).
+    fn run(&self, signature: &str, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
+        self.run_within(signature, inputs, usize::MAX)
+    }
     /// How long its inferences have been taking (kept by the caller of `run`).
     fn cost(&self) -> &RunCost;
 }

@@ -25,7 +25,7 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
 use ort::AsPointer as _;
 
-use super::model::{Engine, EngineError, LoadedModel, RunCost};
+use super::model::{Engine, EngineError, LoadedModel, OutputRoom, RunCost};
 use super::ort_weights::{self, Scratch, WeightInputs, Weights};
 use teeserve_tensor::{DType, Data, Tensor};
 use teeserve_tensor::{Signature, Signatures, TensorSpec};
@@ -434,12 +434,12 @@ fn input_value<'a>(t: &'a Tensor, spec: &TensorSpec) -> Result<SessionInputValue
     v.map_err(|e| input(e.to_string()))
 }
 
-fn output(v: &DynValue, name: &str) -> Result<Tensor, EngineError> {
+fn output(v: &DynValue, name: &str, room: &mut OutputRoom) -> Result<Tensor, EngineError> {
     let output = |detail: String| EngineError::Output {
         name: name.to_owned(),
         detail,
     };
-    let ValueType::Tensor { ty, .. } = v.dtype() else {
+    let ValueType::Tensor { ty, shape, .. } = v.dtype() else {
         return Err(output("not a tensor".into()));
     };
     macro_rules! get {
@@ -447,6 +447,8 @@ fn output(v: &DynValue, name: &str) -> Result<Tensor, EngineError> {
             let (shape, data) = v
                 .try_extract_tensor::<$t>()
                 .map_err(|e| output(e.to_string()))?;
+            // Read in place; the room is taken before the copy is made.
+            room.take(name, data.len() as u128, std::mem::size_of::<$t>())?;
             (shape.to_vec(), Data::$variant(data.to_vec()))
         }};
     }
@@ -466,6 +468,14 @@ fn output(v: &DynValue, name: &str) -> Result<Tensor, EngineError> {
         T::Float16 => get!(half::f16, F16),
         T::Bfloat16 => get!(half::bf16, BF16),
         T::String => {
+            // Each string is copied out with its own allocation: at least a vector's head each.
+            let count = shape
+                .iter()
+                .try_fold(1u128, |n, &d| {
+                    u128::try_from(d).ok().map(|d| n.saturating_mul(d))
+                })
+                .ok_or_else(|| output(format!("shape {shape:?}")))?;
+            room.take(name, count, std::mem::size_of::<Vec<u8>>())?;
             let (shape, s) = v.try_extract_strings().map_err(|e| output(e.to_string()))?;
             (
                 shape.to_vec(),
@@ -504,7 +514,13 @@ impl LoadedModel for OnnxRuntimeModel {
     // The C API's `Run` on the shared session: the one place this engine is unsafe, each block
     // with its argument.
     #[allow(unsafe_code)]
-    fn run(&self, _signature: &str, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
+    fn run_within(
+        &self,
+        _signature: &str,
+        inputs: Vec<Tensor>,
+        max_output_bytes: usize,
+    ) -> Result<Vec<Tensor>, EngineError> {
+        let mut room = OutputRoom::new(max_output_bytes);
         let values = inputs
             .iter()
             .zip(&self.signature.inputs)
@@ -590,7 +606,7 @@ impl LoadedModel for OnnxRuntimeModel {
             .map(|(s, v)| {
                 v.as_ref()
                     .ok_or_else(|| run(format!("ONNX Runtime gave no output {:?}", s.name)))
-                    .and_then(|v| output(v, &s.name))
+                    .and_then(|v| output(v, &s.name, &mut room))
             })
             .collect()
     }

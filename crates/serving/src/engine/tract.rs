@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::model::{Engine, EngineError, LoadedModel, RunCost};
+use super::model::{Engine, EngineError, LoadedModel, OutputRoom, RunCost};
 use super::onnx::read_onnx;
 use teeserve_tensor::{DType, Data, Tensor};
 use teeserve_tensor::{Signature, Signatures};
@@ -394,13 +394,22 @@ impl LoadedModel for TractModel {
         &self.cost
     }
 
-    fn run(&self, _signature: &str, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
+    fn run_within(
+        &self,
+        _signature: &str,
+        inputs: Vec<Tensor>,
+        max_output_bytes: usize,
+    ) -> Result<Vec<Tensor>, EngineError> {
         let plan = self.plan_for(&inputs)?;
         let inputs = inputs
             .into_iter()
             .map(to_tract)
             .collect::<Result<tract_onnx::prelude::TVec<_>, _>>()?;
         let out = plan.run(inputs).map_err(|e| run_error(format!("{e:#}")))?;
+        let mut room = OutputRoom::new(max_output_bytes);
+        for (t, spec) in out.iter().zip(&self.signature.outputs) {
+            room.take(&spec.name, t.len() as u128, t.datum_type().size_of())?;
+        }
         out.iter().map(|t| from_tract(t)).collect()
     }
 }

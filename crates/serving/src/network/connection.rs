@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::api::scope::ResponseHold;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::rt::TokioExecutor;
@@ -144,11 +145,13 @@ where
         }
         req.extensions_mut()
             .insert(Closing(self.state.closing.subscribe()));
+        let hold = ResponseHold::default();
+        req.extensions_mut().insert(hold.clone());
         let fut = self.inner.call(req);
         let state = self.state.clone();
         Box::pin(async move {
             fut.await
-                .map(|resp| resp.map(|body| Sending::new(body, state)))
+                .map(|resp| resp.map(|body| Sending::new(body, state, hold)))
         })
     }
 }
@@ -161,15 +164,20 @@ pub(crate) struct Sending {
     rest: Bytes,
     owed: bool,
     state: Arc<ConnectionState>,
+    /// The memory the answer holds of the in-flight budget, given back when this body has been
+    /// sent or dropped (pieces of at most [`SEND_PIECE`] are handed over as the peer reads, so
+    /// what is not yet handed over is still here).
+    _hold: ResponseHold,
 }
 
 impl Sending {
-    fn new(inner: axum::body::Body, state: Arc<ConnectionState>) -> Self {
+    fn new(inner: axum::body::Body, state: Arc<ConnectionState>, hold: ResponseHold) -> Self {
         let mut s = Self {
             inner,
             rest: Bytes::new(),
             owed: false,
             state,
+            _hold: hold,
         };
         s.state.open.fetch_add(1, Ordering::Relaxed);
         // The response's head is ready for the peer; its body will be as soon as asked for.
@@ -265,6 +273,8 @@ pub(crate) trait Shed {
     fn told(&self) -> &tokio::sync::Notify;
     /// Whether nothing is in progress on it: no request handled, no response being sent.
     fn quiet(&self) -> bool;
+    /// How long no request has been in progress on it (none while one is).
+    fn idle(&self) -> Option<Duration>;
 }
 
 /// The ticks at which a connection checks whether a response waits for its peer past
@@ -278,16 +288,19 @@ fn send_checks(send_timeout: Option<Duration>) -> tokio::time::Interval {
     check
 }
 
-/// Resolves once no request has been in progress (as `activity` counts them) for `idle`.
-async fn idle_for(mut activity: watch::Receiver<usize>, idle: Duration) {
+/// Resolves once no request has been in progress on the connection (as `slot` counts them)
+/// for `idle`. The count is read when the timer fires, not waited on: a request that begins or
+/// ends wakes no task and sets no timer (the connection's task would otherwise be woken twice per
+/// request, and a worker thread with it), and the timer fires at most once per `idle` while
+/// requests keep coming.
+async fn idle_for(slot: &impl Shed, idle: Duration) {
+    let mut wait = idle;
     loop {
-        if *activity.borrow_and_update() == 0 {
-            tokio::select! {
-                _ = tokio::time::sleep(idle) => return,
-                r = activity.changed() => if r.is_err() { return },
-            }
-        } else if activity.changed().await.is_err() {
-            return;
+        tokio::time::sleep(wait).await;
+        match slot.idle() {
+            Some(quiet) if quiet >= idle => return,
+            Some(quiet) => wait = idle - quiet,
+            None => wait = idle,
         }
     }
 }
@@ -316,11 +329,10 @@ enum Event {
 /// maximum age, on shutdown or when `shed` tells it to give its place to another peer, cuts it when the grace period after that is over, and cuts it
 /// at once when a response has waited for the peer to read it for the send timeout.
 ///
-/// `activity` counts the requests in progress on the connection (their handlers have not
-/// answered yet); `state` is the one its [`Watched`] service shares.
+/// `slot` counts the requests in progress on the connection (their handlers have not answered
+/// yet); `state` is the one its [`Watched`] service shares.
 pub(crate) async fn run<I, S>(
     conn: auto::Connection<'_, I, Watched<S>, TokioExecutor>,
-    activity: watch::Receiver<usize>,
     state: Arc<ConnectionState>,
     life: Lifetime,
     mut stop: watch::Receiver<bool>,
@@ -335,7 +347,7 @@ pub(crate) async fn run<I, S>(
     S::Future: Send + 'static,
 {
     let peer = state.peer;
-    let idle_for = idle_for(activity, life.idle);
+    let idle_for = idle_for(slot, life.idle);
     let age = tokio::time::sleep(life.max_age.unwrap_or(Duration::MAX));
     // Reset to the end of the grace period once the connection is asked to close.
     let cut = tokio::time::sleep(Duration::ZERO);

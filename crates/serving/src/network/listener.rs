@@ -109,13 +109,10 @@ pub(crate) async fn serve_listener(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let (activity, idle) = watch::channel(0usize);
-        let activity = Arc::new(activity);
         let state = crate::network::connection::ConnectionState::new(peer);
-        let slot = Slot::new(activity.clone(), state.clone());
+        let slot = Slot::new(state.clone());
         let svc = Tracked {
             inner: hyper_util::service::TowerToHyperService::new(router.clone()),
-            activity,
             slot: slot.clone(),
             connection: crate::api::scope::next_connection(),
             peer: key,
@@ -128,7 +125,6 @@ pub(crate) async fn serve_listener(
             builder,
             svc,
             state,
-            idle,
             life,
             stop,
             slot,
@@ -219,7 +215,6 @@ struct Connection {
     builder: auto::Builder<TokioExecutor>,
     svc: ConnectionService,
     state: Arc<crate::network::connection::ConnectionState>,
-    idle: watch::Receiver<usize>,
     life: crate::network::connection::Lifetime,
     stop: watch::Receiver<bool>,
     /// Its slot among the port's connections.
@@ -312,15 +307,7 @@ impl Connection {
     {
         self.slot.serving();
         let conn = self.builder.serve_connection(TokioIo::new(io), self.svc);
-        crate::network::connection::run(
-            conn,
-            self.idle,
-            self.state,
-            self.life,
-            self.stop,
-            &*self.slot,
-        )
-        .await;
+        crate::network::connection::run(conn, self.state, self.life, self.stop, &*self.slot).await;
     }
 }
 
@@ -329,20 +316,18 @@ impl Connection {
 #[derive(Clone)]
 pub(crate) struct Tracked<S> {
     inner: S,
-    activity: Arc<watch::Sender<usize>>,
     /// The connection's slot among the port's, told when a request begins and ends.
     slot: Arc<Slot>,
     connection: u64,
     peer: PeerKey,
 }
 
-/// Counts a request as in progress until dropped.
-pub(crate) struct InProgress(Arc<watch::Sender<usize>>, Arc<Slot>);
+/// Counts a request as in progress on its connection's slot until dropped.
+pub(crate) struct InProgress(Arc<Slot>);
 
 impl Drop for InProgress {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n -= 1);
-        self.1.touch();
+        self.0.end();
     }
 }
 
@@ -357,11 +342,14 @@ where
         std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
 
     fn call(&self, req: hyper::Request<B>) -> Self::Future {
-        self.activity.send_modify(|n| *n += 1);
-        self.slot.touch();
-        let guard = InProgress(self.activity.clone(), self.slot.clone());
+        self.slot.begin();
+        let guard = InProgress(self.slot.clone());
         let mut scope = crate::api::scope::RequestScope::of(self.connection, req.headers());
         scope.peer = self.peer;
+        scope.held = req
+            .extensions()
+            .get::<crate::api::scope::ResponseHold>()
+            .cloned();
         let fut = self.inner.call(req);
         Box::pin(crate::api::scope::scoped(scope, async move {
             let r = fut.await;

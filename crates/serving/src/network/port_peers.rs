@@ -15,10 +15,11 @@
 //! A peer is an IPv4 address or an IPv6 /64 ([`PeerKey`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 use crate::api::shares::PeerKey;
 use crate::network::connection::{ConnectionState, Shed};
@@ -26,8 +27,10 @@ use crate::network::connection::{ConnectionState, Shed};
 /// One open connection, as the port sees it.
 #[derive(Debug)]
 pub(crate) struct Slot {
-    /// Requests in progress on it (their handlers have not answered).
-    activity: Arc<watch::Sender<usize>>,
+    /// Requests in progress on it (their handlers have not answered). Read when a place is
+    /// chosen and when its idle timer fires, never waited on: a request that begins or ends
+    /// wakes nothing.
+    in_progress: AtomicUsize,
     /// Its responses.
     state: Arc<ConnectionState>,
     /// Set once its TLS handshake is done (at once without TLS).
@@ -55,13 +58,10 @@ fn clock() -> u64 {
 const RESTED_MS: u64 = 1_000;
 
 impl Slot {
-    /// The slot of a connection whose requests in progress `activity` counts.
-    pub(crate) fn new(
-        activity: Arc<watch::Sender<usize>>,
-        state: Arc<ConnectionState>,
-    ) -> Arc<Self> {
+    /// The slot of a connection, with no request in progress.
+    pub(crate) fn new(state: Arc<ConnectionState>) -> Arc<Self> {
         Arc::new(Self {
-            activity,
+            in_progress: AtomicUsize::new(0),
             state,
             serving: AtomicBool::new(false),
             shed: Notify::new(),
@@ -70,8 +70,19 @@ impl Slot {
         })
     }
 
-    /// A request begins or ends on it.
-    pub(crate) fn touch(&self) {
+    /// A request begins on it.
+    pub(crate) fn begin(&self) {
+        self.in_progress.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// A request that began on it ends (its handler has answered).
+    pub(crate) fn end(&self) {
+        self.touch();
+        self.in_progress.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn touch(&self) {
         self.last_request.store(clock(), Ordering::Relaxed);
     }
 
@@ -92,7 +103,7 @@ impl Slot {
             return Some(0);
         }
         let since = clock().saturating_sub(self.last_request.load(Ordering::Relaxed));
-        if *self.activity.borrow() > 0 || since < rested_ms {
+        if self.in_progress.load(Ordering::Relaxed) > 0 || since < rested_ms {
             return None;
         }
         Some(if self.state.responses_open() == 0 {
@@ -109,7 +120,15 @@ impl Shed for Slot {
     }
 
     fn quiet(&self) -> bool {
-        *self.activity.borrow() == 0 && self.state.responses_open() == 0
+        self.in_progress.load(Ordering::Relaxed) == 0 && self.state.responses_open() == 0
+    }
+
+    fn idle(&self) -> Option<Duration> {
+        if self.in_progress.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let since = clock().saturating_sub(self.last_request.load(Ordering::Relaxed));
+        Some(Duration::from_millis(since))
     }
 }
 
@@ -263,14 +282,13 @@ mod tests {
         })
     }
 
-    fn slot(serving: bool) -> (Arc<Slot>, Arc<watch::Sender<usize>>) {
-        let activity = Arc::new(watch::channel(0usize).0);
+    fn slot(serving: bool) -> Arc<Slot> {
         let state = ConnectionState::new("127.0.0.1:1".parse().unwrap());
-        let s = Slot::new(activity.clone(), state);
+        let s = Slot::new(state);
         if serving {
             s.serving();
         }
-        (s, activity)
+        s
     }
 
     #[test]
@@ -279,12 +297,12 @@ mod tests {
         let (hog, other) = (key("10.0.0.1"), key("10.0.0.2"));
         let mut slots = Vec::new();
         for serving in [true, false, true] {
-            let (s, a) = slot(serving);
+            let s = slot(serving);
             let counted = port.count(hog, s.clone());
-            slots.push((s, a, counted));
+            slots.push((s, counted));
         }
         // The newest handles a request; of the other two, the one in its handshake goes first.
-        slots[2].1.send_replace(1);
+        slots[2].0.begin();
         let waiting = port.shed_for(other).expect("a place is given");
         assert!(slots[1].0.chosen.load(Ordering::Relaxed));
         assert!(!slots[0].0.chosen.load(Ordering::Relaxed));
@@ -306,8 +324,8 @@ mod tests {
         let (a, b) = (key("10.0.0.1"), key("10.0.0.2"));
         let held: Vec<_> = (0..8)
             .map(|_| {
-                let (s, act) = slot(true);
-                (port.count(a, s), act)
+                let s = slot(true);
+                port.count(a, s)
             })
             .collect();
         let given: Vec<_> = (0..8).map_while(|_| port.shed_for(b)).collect();
@@ -320,13 +338,13 @@ mod tests {
         let port = rested_port();
         let mut held = Vec::new();
         for _ in 0..4 {
-            let (s, a) = slot(true);
-            a.send_replace(1);
-            held.push((port.count(key("10.0.0.1"), s), a));
+            let s = slot(true);
+            s.begin();
+            held.push(port.count(key("10.0.0.1"), s));
         }
         for _ in 0..3 {
-            let (s, a) = slot(true);
-            held.push((port.count(key("10.0.0.3"), s), a));
+            let s = slot(true);
+            held.push(port.count(key("10.0.0.3"), s));
         }
         let _w = port
             .shed_for(key("10.0.0.2"))

@@ -246,7 +246,11 @@ fn batcher(o: &ServeOptions, metrics: Arc<Metrics>) -> Result<Option<Arc<Batcher
         }
         None => Default::default(),
     };
-    Ok(Some(Arc::new(Batcher::new(params, metrics))))
+    Ok(Some(Arc::new(Batcher::new(
+        params,
+        metrics,
+        o.core.max_response_tensor_bytes,
+    ))))
 }
 
 /// The attestation document's maker, when there is a platform and a TLS key it may vouch for;

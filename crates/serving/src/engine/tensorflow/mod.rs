@@ -395,7 +395,12 @@ impl LoadedModel for TensorFlowModel {
         &self.cost
     }
 
-    fn run(&self, signature: &str, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
+    fn run_within(
+        &self,
+        signature: &str,
+        inputs: Vec<Tensor>,
+        max_output_bytes: usize,
+    ) -> Result<Vec<Tensor>, EngineError> {
         let key = if signature.is_empty() {
             teeserve_tensor::DEFAULT_SIGNATURE
         } else {
@@ -431,7 +436,7 @@ impl LoadedModel for TensorFlowModel {
         }
         let outs = self
             .session
-            .run(&feeds, &run.fetches, MAX_OUTPUT_BYTES)
+            .run(&feeds, &run.fetches, MAX_OUTPUT_BYTES.min(max_output_bytes))
             .map_err(run_error)?;
         outs.into_iter()
             .zip(&sig.outputs)
