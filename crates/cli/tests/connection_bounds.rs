@@ -677,3 +677,59 @@ fn outputs_past_the_response_bound_are_refused_naming_it() {
     // The server still answers.
     predict(d, &server.grpc).ok();
 }
+
+/// Each response is timed on its own: a peer that never reads an answer (a window of 0) but
+/// keeps sending new requests on the same connection, each of whose answers is new, still has
+/// the connection cut at the send timeout of the first, instead of keeping it (and everything
+/// its answers hold) for as long as it keeps asking.
+#[test]
+fn new_requests_do_not_hide_an_answer_the_peer_never_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let send_timeout = 2;
+    let server = serve(
+        d,
+        &[
+            "--idle_timeout_seconds",
+            "600",
+            "--send_timeout_seconds",
+            &send_timeout.to_string(),
+        ],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let addr = &server.grpc;
+        let (send, closed) = h2_connect(d, addr, Some(0)).await;
+        let frame = grpc_frame(&digits_request(1.0));
+        let opened = Instant::now();
+        let deadline = opened + Duration::from_secs(send_timeout) + MARGIN;
+        let mut held = Vec::new();
+        while !closed.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "still open {:?} after its first answer was left unread, with {} requests sent",
+                opened.elapsed(),
+                held.len()
+            );
+            let Ok(mut ready) = send.clone().ready().await else {
+                break;
+            };
+            let Ok((resp, mut body)) = ready.send_request(grpc_request(addr, PREDICT), false)
+            else {
+                break;
+            };
+            if body.send_data(frame.clone(), true).is_err() {
+                break;
+            }
+            held.push(resp);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        closed_by(
+            "a connection whose first answer is never read",
+            closed,
+            deadline,
+        )
+        .await;
+        assert!(held.len() >= 3, "only {} requests were sent", held.len());
+    });
+}

@@ -50,6 +50,9 @@ pub(crate) struct Lifetime {
     pub(crate) send_timeout: Option<Duration>,
 }
 
+/// [`Sending::since`] of a response that owes its peer nothing.
+const NOT_OWED: u64 = u64::MAX;
+
 /// Largest piece of a response body handed to the connection at once: the connection asks for
 /// the next piece only once the peer has taken enough of the last, so pieces this size show
 /// whether a slow peer is reading at all.
@@ -60,12 +63,12 @@ const SEND_PIECE: usize = 64 << 10;
 pub(crate) struct ConnectionState {
     peer: SocketAddr,
     start: Instant,
-    /// Response bodies that have something ready for the peer (a piece handed over, or the
-    /// body just made) and have not been asked for more since.
-    owed: AtomicUsize,
-    /// When, in milliseconds after `start`, a response body last handed over a piece, began or
-    /// ended.
-    last_sent: AtomicU64,
+    /// Each open response body's [`Sending::since`]: one that has something ready for the
+    /// peer (a piece handed over, or the body just made) holds when it last handed a piece
+    /// over, in milliseconds after `start`; one that owes nothing holds [`NOT_OWED`]. Each
+    /// response is timed on its own, so that new responses on a connection do not hide an old
+    /// one the peer never reads.
+    waiting: std::sync::Mutex<Vec<std::sync::Weak<AtomicU64>>>,
     /// Response bodies not yet ended (a health `Watch`, a large answer being read).
     open: AtomicUsize,
     closing: watch::Sender<bool>,
@@ -79,8 +82,7 @@ impl ConnectionState {
         Arc::new(Self {
             peer,
             start: Instant::now(),
-            owed: AtomicUsize::new(0),
-            last_sent: AtomicU64::new(0),
+            waiting: std::sync::Mutex::new(Vec::new()),
             open: AtomicUsize::new(0),
             closing: watch::channel(false).0,
             client: std::sync::OnceLock::new(),
@@ -98,18 +100,26 @@ impl ConnectionState {
         self.open.load(Ordering::Relaxed)
     }
 
-    fn sent_now(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_sent.fetch_max(ms, Ordering::Relaxed);
+    /// Milliseconds since the connection was accepted.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(NOT_OWED - 1)
     }
 
     /// Whether some response has had data ready for the peer for `limit` with none of it read.
     fn stalled(&self, limit: Duration) -> bool {
-        if self.owed.load(Ordering::Relaxed) == 0 {
+        let now = self.now_ms();
+        let limit = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        let Ok(mut waiting) = self.waiting.lock() else {
             return false;
-        }
-        let last = Duration::from_millis(self.last_sent.load(Ordering::Relaxed));
-        self.start.elapsed().saturating_sub(last) > limit
+        };
+        waiting.retain(|w| w.strong_count() > 0);
+        waiting
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .any(|since| {
+                let t = since.load(Ordering::Relaxed);
+                t != NOT_OWED && now.saturating_sub(t) > limit
+            })
     }
 }
 
@@ -162,7 +172,9 @@ pub(crate) struct Sending {
     inner: axum::body::Body,
     /// What is left of the inner body's last data frame.
     rest: Bytes,
-    owed: bool,
+    /// When it last handed a piece over while it had more ready for the peer (ms after the
+    /// connection's start), or [`NOT_OWED`]; the connection reads it ([`ConnectionState::stalled`]).
+    since: Arc<AtomicU64>,
     state: Arc<ConnectionState>,
     /// The memory the answer holds of the in-flight budget, given back when this body has been
     /// sent or dropped (pieces of at most [`SEND_PIECE`] are handed over as the peer reads, so
@@ -172,35 +184,35 @@ pub(crate) struct Sending {
 
 impl Sending {
     fn new(inner: axum::body::Body, state: Arc<ConnectionState>, hold: ResponseHold) -> Self {
-        let mut s = Self {
+        // The response's head is ready for the peer; its body will be as soon as asked for.
+        let since = Arc::new(AtomicU64::new(state.now_ms()));
+        if let Ok(mut w) = state.waiting.lock() {
+            // Ended responses are dropped from the list now and then, so it holds about as
+            // many entries as the connection has open responses.
+            if w.len() >= 32 && w.len().is_power_of_two() {
+                w.retain(|x| x.strong_count() > 0);
+            }
+            w.push(Arc::downgrade(&since));
+        }
+        state.open.fetch_add(1, Ordering::Relaxed);
+        Self {
             inner,
             rest: Bytes::new(),
-            owed: false,
+            since,
             state,
             _hold: hold,
-        };
-        s.state.open.fetch_add(1, Ordering::Relaxed);
-        // The response's head is ready for the peer; its body will be as soon as asked for.
-        s.state.sent_now();
-        s.set_owed(true);
-        s
+        }
     }
 
+    /// Something is ready for the peer as of now (`owed`), or nothing is.
     fn set_owed(&mut self, owed: bool) {
-        if owed != self.owed {
-            self.owed = owed;
-            if owed {
-                self.state.owed.fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.state.owed.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
+        let t = if owed { self.state.now_ms() } else { NOT_OWED };
+        self.since.store(t, Ordering::Relaxed);
     }
 }
 
 impl Drop for Sending {
     fn drop(&mut self) {
-        self.set_owed(false);
         self.state.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -214,7 +226,6 @@ impl Body for Sending {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let me = self.get_mut();
-        me.state.sent_now();
         if !me.rest.is_empty() {
             let piece = me.rest.split_to(me.rest.len().min(SEND_PIECE));
             me.set_owed(true);
