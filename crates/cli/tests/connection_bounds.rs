@@ -733,3 +733,50 @@ fn new_requests_do_not_hide_an_answer_the_peer_never_reads() {
         assert!(held.len() >= 3, "only {} requests were sent", held.len());
     });
 }
+
+/// A gRPC requester's `grpc-timeout` bounds its call as the server's own deadline does: a
+/// deadline already past is DEADLINE_EXCEEDED naming it before any inference, a malformed one
+/// is refused naming the header, and a generous one is answered (sent over raw HTTP/2: a gRPC
+/// client library would enforce the deadline itself).
+#[test]
+fn a_grpc_timeout_bounds_the_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = serve(d, &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let addr = &server.grpc;
+        let (send, _closed) = h2_connect(d, addr, None).await;
+        let frame = grpc_frame(&digits_request(1.0));
+        for (timeout, want) in [
+            ("1n", Some("4")),
+            ("abc", Some("3")),
+            ("123456789S", Some("3")),
+            ("5s", Some("3")),
+            ("-5S", Some("3")),
+            ("10S", None),
+            ("99999999H", None),
+        ] {
+            let mut ready = send.clone().ready().await.unwrap();
+            let mut req = grpc_request(addr, PREDICT);
+            req.headers_mut()
+                .insert("grpc-timeout", timeout.parse().unwrap());
+            let (resp, mut body) = ready.send_request(req, false).unwrap();
+            body.send_data(frame.clone(), true).unwrap();
+            let resp = resp.await.unwrap();
+            let status = resp
+                .headers()
+                .get("grpc-status")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let message = resp
+                .headers()
+                .get("grpc-message")
+                .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned())
+                .unwrap_or_default();
+            assert_eq!(status.as_deref(), want, "{timeout}: {message}");
+            if want.is_some() {
+                assert!(message.contains("grpc-timeout"), "{timeout}: {message}");
+            }
+        }
+    });
+}

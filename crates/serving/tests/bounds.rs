@@ -760,3 +760,25 @@ async fn batches_of_many_connections_form_side_by_side() {
         assert_eq!(status, 200);
     }
 }
+
+/// A chunked body whose chunk size line is not hexadecimal (or overflows) is the requester's
+/// malformed input: 400 naming it, not the 499 of a requester that went away.
+#[tokio::test]
+async fn a_malformed_chunked_body_is_a_bad_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(options(&digits(dir.path()), "digits")).await;
+    let addr = s.rest_addr.unwrap().to_string();
+    for size_line in ["zz", "ffffffffffffffffff", "1;\u{7f}"] {
+        let mut tcp = TcpStream::connect(&addr).await.unwrap();
+        let request = format!(
+            "POST /v1/models/digits:predict HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\ncontent-type: application/json\r\n\r\n{size_line}\r\n{{}}\r\n0\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let answer = read_to_close(&mut tcp).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "{size_line:?}: {answer}"
+        );
+        assert!(answer.contains("malformed"), "{size_line:?}: {answer}");
+    }
+}

@@ -34,6 +34,8 @@ pub struct RequestScope {
     pub malformed: Option<String>,
     /// Where the API layer says what answered, when the request asked for a receipt.
     pub receipt: Option<Arc<std::sync::OnceLock<Answered>>>,
+    /// When the requester stops waiting (a gRPC call's `grpc-timeout`), if it said.
+    pub deadline: Option<std::time::Instant>,
     /// Memory of the budget the request's answer keeps until its response body has been sent
     /// (or dropped): the response's body, and the request's body it was made from.
     pub held: Option<ResponseHold>,
@@ -166,6 +168,12 @@ impl RequestScope {
             Ok(a) => scope.accepted = a.map(Arc::new),
             Err(e) => scope.malformed = Some(e),
         }
+        match grpc_timeout(headers) {
+            Ok(t) => scope.deadline = t.map(|t| std::time::Instant::now() + t),
+            Err(e) => {
+                scope.malformed.get_or_insert(e);
+            }
+        }
         match receipt_asked(headers) {
             Ok(true) => scope.receipt = Some(Arc::default()),
             Ok(false) => {}
@@ -175,6 +183,33 @@ impl RequestScope {
         }
         scope
     }
+}
+
+/// How long a gRPC requester waits for its answer (`grpc-timeout`: at most 8 digits and a unit,
+/// `H`, `M`, `S`, `m`, `u` or `n`; gRPC's "HTTP/2 protocol" document), if it said.
+pub fn grpc_timeout(
+    headers: &hyper::http::HeaderMap,
+) -> Result<Option<std::time::Duration>, String> {
+    use std::time::Duration;
+    let Some(v) = headers.get("grpc-timeout") else {
+        return Ok(None);
+    };
+    let bad = || format!("grpc-timeout {v:?} is not up to 8 digits and a unit (H, M, S, m, u, n)");
+    let text = v.to_str().map_err(|_| bad())?;
+    let (digits, unit) = text.split_at(text.len().saturating_sub(1));
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    Ok(Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return Err(bad()),
+    }))
 }
 
 /// Reads [`ACCEPT_HEADER`] (every occurrence).

@@ -412,15 +412,28 @@ impl ServingCore {
                 ));
             }
         }
-        let outputs =
-            tokio::time::timeout(self.options.timeout, self.run(target, signature, ordered))
-                .await
-                .map_err(|_| {
-                    ApiError::new(
-                        Code::DeadlineExceeded,
-                        format!("the request took longer than {:?}", self.options.timeout),
-                    )
-                })??;
+        // The server's deadline, or the requester's if it is sooner (`grpc-timeout`).
+        let (limit, whose) = match crate::api::scope::current().deadline {
+            Some(d) if d < Instant::now() + self.options.timeout => (
+                d.saturating_duration_since(Instant::now()),
+                "its grpc-timeout",
+            ),
+            _ => (self.options.timeout, "--request_timeout_ms"),
+        };
+        if limit.is_zero() {
+            return Err(ApiError::new(
+                Code::DeadlineExceeded,
+                format!("the request's deadline ({whose}) passed before its inference began"),
+            ));
+        }
+        let outputs = tokio::time::timeout(limit, self.run(target, signature, ordered))
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    Code::DeadlineExceeded,
+                    format!("the request took longer than {limit:?} ({whose})"),
+                )
+            })??;
         let mut named: Vec<(String, Tensor)> = sig
             .outputs
             .iter()

@@ -25,6 +25,8 @@ pub(crate) enum BodyError {
     Refused(ApiError),
     /// The connection failed while it was read.
     Read(String),
+    /// Its framing is malformed (an HTTP/1.1 chunk size line, say).
+    Malformed(String),
     /// It did not arrive within the request deadline.
     Timeout,
 }
@@ -44,6 +46,10 @@ impl BodyError {
             BodyError::Read(e) => {
                 ApiError::new(Code::Cancelled, format!("reading the request body: {e}"))
             }
+            BodyError::Malformed(e) => ApiError::new(
+                Code::InvalidArgument,
+                format!("the request body is malformed: {e}"),
+            ),
             BodyError::Timeout => ApiError::new(
                 Code::DeadlineExceeded,
                 format!(
@@ -53,6 +59,25 @@ impl BodyError {
             ),
         }
     }
+}
+
+/// Why a body could not be read: malformed framing the peer sent (hyper reports a bad chunk
+/// size line, extension or trailer as invalid data or input), or the connection failing or
+/// closing under it.
+fn read_error(e: axum::Error) -> BodyError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+            ) {
+                return BodyError::Malformed(io.to_string());
+            }
+        }
+        source = s.source();
+    }
+    BodyError::Read(e.to_string())
 }
 
 /// A request's Content-Length, if it declares one that can be read.
@@ -103,7 +128,7 @@ pub(crate) async fn read_body(
     let mut size_known = declared.is_some();
     let read = async {
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+            let frame = frame.map_err(read_error)?;
             let Ok(data) = frame.into_data() else {
                 continue;
             };
