@@ -36,8 +36,10 @@ pub fn render_error(e: &anyhow::Error) -> String {
 /// Sets up logging to stderr, the access log in batches ([`crate::log_sink`]); `RUST_LOG`
 /// overrides the level.
 pub fn init_tracing(verbose: u8) {
+    // h2 warns of each peer that breaks its limits (resets, pings): a peer can make as many
+    // such lines as it opens connections, so they are debug lines unless `-v` or RUST_LOG.
     let level = match verbose {
-        0 => "warn,teeserve=info,teeserve_kbs=info,teeserve_serving=info",
+        0 => "warn,h2=error,teeserve=info,teeserve_kbs=info,teeserve_serving=info",
         1 => "info",
         _ => "debug",
     };
