@@ -37,7 +37,7 @@ pub fn render_error(e: &anyhow::Error) -> String {
 /// overrides the level.
 pub fn init_tracing(verbose: u8) {
     // h2 warns of each peer that breaks its limits (resets, pings): a peer can make as many
-    // such lines as it opens connections, so they are debug lines unless `-v` or RUST_LOG.
+    // such lines as it opens connections, so they are logged only with `-v` or RUST_LOG.
     let level = match verbose {
         0 => "warn,h2=error,teeserve=info,teeserve_kbs=info,teeserve_serving=info",
         1 => "info",
