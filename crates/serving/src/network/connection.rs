@@ -50,6 +50,78 @@ pub(crate) struct Lifetime {
     pub(crate) send_timeout: Option<Duration>,
 }
 
+/// A connection's byte stream, noting in its [`ConnectionState`] when a write waits for the
+/// peer to read ([`ConnectionState::stalled`]).
+pub(crate) struct Writes<I> {
+    inner: I,
+    state: Arc<ConnectionState>,
+}
+
+impl<I> Writes<I> {
+    /// `inner`, the stream of the connection whose state is `state`.
+    pub(crate) fn new(inner: I, state: Arc<ConnectionState>) -> Self {
+        Self { inner, state }
+    }
+
+    fn note<T>(&self, r: Poll<T>) -> Poll<T> {
+        let b = &self.state.write_blocked;
+        if r.is_pending() {
+            let _ = b.compare_exchange(
+                NOT_OWED,
+                self.state.now_ms(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        } else {
+            b.store(NOT_OWED, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Writes<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Writes<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.note(r)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.note(r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.note(r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// [`Sending::since`] of a response that owes its peer nothing.
 const NOT_OWED: u64 = u64::MAX;
 
@@ -69,6 +141,10 @@ pub(crate) struct ConnectionState {
     /// response is timed on its own, so that new responses on a connection do not hide an old
     /// one the peer never reads.
     waiting: std::sync::Mutex<Vec<std::sync::Weak<AtomicU64>>>,
+    /// Since when (ms after `start`) a write to the peer has waited for it to read, or
+    /// [`NOT_OWED`]: what shows a peer that reads nothing when every response is already in
+    /// the connection's buffers (small HTTP/1.1 answers it pipelines and never reads).
+    write_blocked: AtomicU64,
     /// Response bodies not yet ended (a health `Watch`, a large answer being read).
     open: AtomicUsize,
     closing: watch::Sender<bool>,
@@ -83,6 +159,7 @@ impl ConnectionState {
             peer,
             start: Instant::now(),
             waiting: std::sync::Mutex::new(Vec::new()),
+            write_blocked: AtomicU64::new(NOT_OWED),
             open: AtomicUsize::new(0),
             closing: watch::channel(false).0,
             client: std::sync::OnceLock::new(),
@@ -109,6 +186,10 @@ impl ConnectionState {
     fn stalled(&self, limit: Duration) -> bool {
         let now = self.now_ms();
         let limit = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        let blocked = self.write_blocked.load(Ordering::Relaxed);
+        if blocked != NOT_OWED && now.saturating_sub(blocked) > limit {
+            return true;
+        }
         let Ok(mut waiting) = self.waiting.lock() else {
             return false;
         };

@@ -306,6 +306,7 @@ impl Connection {
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         self.slot.serving();
+        let io = crate::network::connection::Writes::new(io, self.state.clone());
         let conn = self.builder.serve_connection(TokioIo::new(io), self.svc);
         crate::network::connection::run(conn, self.state, self.life, self.stop, &*self.slot).await;
     }
