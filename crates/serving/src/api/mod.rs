@@ -26,6 +26,7 @@ pub(crate) mod reload;
 pub mod scope;
 pub(crate) mod service;
 pub mod shares;
+pub(crate) mod turns;
 pub mod v2;
 pub(crate) mod warmup;
 

@@ -20,10 +20,10 @@ use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Semaphore;
 use tonic::Code;
 
 use super::error::ApiError;
+use super::turns::FairPlaces;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -31,8 +31,9 @@ type Job = Box<dyn FnOnce() + Send>;
 #[derive(Debug)]
 pub(crate) struct InferencePool {
     jobs: mpsc::Sender<Job>,
-    /// Two places per thread: taken before an inference is queued, given back when it has run.
-    places: Arc<Semaphore>,
+    /// Two places per thread: taken before an inference is queued, given back when it has run;
+    /// requesters waiting for one take turns by peer.
+    places: Arc<FairPlaces>,
     /// Threads that started (none: every inference goes to tokio's blocking pool).
     threads: usize,
 }
@@ -67,13 +68,13 @@ impl InferencePool {
         }
         Self {
             jobs,
-            places: Arc::new(Semaphore::new(2 * started.max(1))),
+            places: FairPlaces::new(2 * started.max(1)),
             threads: started,
         }
     }
 
-    /// Runs `f` on the next free inference thread, after those waiting before it (in turn:
-    /// tokio's semaphore is fair).
+    /// Runs `f` on the next free inference thread, in its peer's turn among the peers waiting
+    /// ([`FairPlaces`]): one requester's many waiting inferences delay another's by one per turn.
     pub(crate) async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
@@ -82,8 +83,7 @@ impl InferencePool {
         let shutting_down = || ApiError::new(Code::Unavailable, "the server is shutting down");
         let place = self
             .places
-            .clone()
-            .acquire_owned()
+            .take(crate::api::scope::current_peer())
             .await
             .map_err(|_| shutting_down())?;
         if self.threads == 0 {

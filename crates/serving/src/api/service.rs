@@ -114,8 +114,8 @@ pub struct ServingCore {
     pub metrics: Arc<Metrics>,
     /// Options.
     pub options: CoreOptions,
-    /// Places for inferences that run on the I/O threads (quick models).
-    workers: Arc<Semaphore>,
+    /// Places for inferences that run on the I/O threads (quick models), taken in turns by peer.
+    workers: Arc<super::turns::FairPlaces>,
     /// The inference threads, for the others.
     pool: super::pool::InferencePool,
     in_flight: Arc<Semaphore>,
@@ -207,7 +207,7 @@ impl ServingCore {
         batcher: Option<Arc<Batcher>>,
     ) -> Self {
         Self {
-            workers: Arc::new(Semaphore::new(options.workers.max(1))),
+            workers: super::turns::FairPlaces::new(options.workers.max(1)),
             pool: super::pool::InferencePool::new(options.workers),
             in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
             peer_places: PeerShares::new(options.max_in_flight_per_peer.max(1)),
@@ -477,28 +477,28 @@ impl ServingCore {
             metrics.runtime(name, model.engine(), took.as_secs_f64() * 1e6);
             r
         };
-        let r =
-            if target.model.cost().is_quick(elements) {
-                // A model this quick runs here, on the I/O thread: handing it to a worker thread and
-                // back would cost more than the inference (engine::QUICK_RUN). A place among the
-                // workers still counts it against the worker limit.
-                let _permit =
-                    self.workers.clone().acquire_owned().await.map_err(|_| {
-                        ApiError::new(Code::Unavailable, "the server is shutting down")
-                    })?;
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    timed(&*target.model, &self.metrics, &target.name, inputs)
-                }))
-                .map_err(|_| ApiError::new(Code::Internal, "inference task failed: it panicked"))?
-            } else {
-                let model = target.model.clone();
-                let metrics = self.metrics.clone();
-                let name = target.name.clone();
-                // On the inference threads, which take waiting inferences in turn.
-                self.pool
-                    .run(move || timed(&*model, &metrics, &name, inputs))
-                    .await?
-            };
+        let r = if target.model.cost().is_quick(elements) {
+            // A model this quick runs here, on the I/O thread: handing it to a worker thread and
+            // back would cost more than the inference (engine::QUICK_RUN). A place among the
+            // workers still counts it against the worker limit.
+            let _place = self
+                .workers
+                .take(crate::api::scope::current_peer())
+                .await
+                .map_err(|_| ApiError::new(Code::Unavailable, "the server is shutting down"))?;
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                timed(&*target.model, &self.metrics, &target.name, inputs)
+            }))
+            .map_err(|_| ApiError::new(Code::Internal, "inference task failed: it panicked"))?
+        } else {
+            let model = target.model.clone();
+            let metrics = self.metrics.clone();
+            let name = target.name.clone();
+            // On the inference threads, which take waiting inferences in turn.
+            self.pool
+                .run(move || timed(&*model, &metrics, &name, inputs))
+                .await?
+        };
         r.map_err(ApiError::from)
     }
 }
