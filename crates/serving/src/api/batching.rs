@@ -370,6 +370,19 @@ async fn run_batch(
         }
         Err(e) => Err(ApiError::from(e)),
     };
+    // Outputs past the bound of the whole batch: each request is held to its own bound, so
+    // that one request's large rows do not fail the others' (which may be other peers').
+    if jobs.len() > 1
+        && result
+            .as_ref()
+            .is_err_and(|e| e.code == Code::ResourceExhausted)
+    {
+        for j in jobs {
+            let r = target.run_now(j.inputs).await;
+            let _ = j.reply.send(r);
+        }
+        return;
+    }
     if let Ok(outs) = &result {
         if jobs.len() > 1 && outs.iter().any(|t| t.shape.first() != Some(&rows)) {
             // An output the batch cannot be split along: its value depends on every
@@ -402,6 +415,21 @@ async fn run_batch(
             Err(e) => Err(e.clone()),
         };
         offset += j.rows;
+        // Each request's rows within its own bound, as if it had run alone.
+        let r = r.and_then(|outs: Vec<Tensor>| {
+            let bytes: usize = outs
+                .iter()
+                .map(|t| t.len().saturating_mul(t.dtype().element_bytes()))
+                .sum();
+            if bytes > target.max_output_bytes {
+                return Err(ApiError::from(crate::engine::EngineError::OutputTooLarge {
+                    name: "(all)".into(),
+                    bytes: bytes as u128,
+                    limit: target.max_output_bytes,
+                }));
+            }
+            Ok(outs)
+        });
         let _ = j.reply.send(r);
     }
 }

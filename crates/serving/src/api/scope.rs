@@ -186,12 +186,16 @@ impl RequestScope {
 }
 
 /// How long a gRPC requester waits for its answer (`grpc-timeout`: at most 8 digits and a unit,
-/// `H`, `M`, `S`, `m`, `u` or `n`; gRPC's "HTTP/2 protocol" document), if it said.
+/// `H`, `M`, `S`, `m`, `u` or `n`; gRPC's "HTTP/2 protocol" document), if it said. Read on gRPC
+/// requests only (`content-type: application/grpc...`).
 pub fn grpc_timeout(
     headers: &hyper::http::HeaderMap,
 ) -> Result<Option<std::time::Duration>, String> {
     use std::time::Duration;
-    let Some(v) = headers.get("grpc-timeout") else {
+    let grpc = headers
+        .get(hyper::http::header::CONTENT_TYPE)
+        .is_some_and(|c| c.as_bytes().starts_with(b"application/grpc"));
+    let Some(v) = headers.get("grpc-timeout").filter(|_| grpc) else {
         return Ok(None);
     };
     let bad = || format!("grpc-timeout {v:?} is not up to 8 digits and a unit (H, M, S, m, u, n)");

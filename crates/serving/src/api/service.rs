@@ -291,6 +291,15 @@ impl ServingCore {
             return Err(too_large());
         }
         let peer = crate::api::scope::current_peer();
+        if peer != crate::api::shares::PeerKey::Unknown && want > self.peer_kib.cap() {
+            return Err(ApiError::new(
+                Code::ResourceExhausted,
+                format!(
+                    "{what} needs {bytes} bytes, more than the {} KiB of memory for requests in flight that one peer may hold (--max_in_flight_bytes_per_peer)",
+                    self.peer_kib.cap()
+                ),
+            ));
+        }
         let share = self.peer_kib.take(peer, want).map_err(|held| {
             ApiError::new(
                 Code::ResourceExhausted,
@@ -420,7 +429,7 @@ impl ServingCore {
             ),
             _ => (self.options.timeout, "--request_timeout_ms"),
         };
-        if limit.is_zero() {
+        if limit.is_zero() && whose != "--request_timeout_ms" {
             return Err(ApiError::new(
                 Code::DeadlineExceeded,
                 format!("the request's deadline ({whose}) passed before its inference began"),

@@ -54,7 +54,12 @@ impl FairPlaces {
             }
             let (tx, rx) = oneshot::channel();
             match w.peers.iter_mut().find(|(p, _)| *p == peer) {
-                Some((_, q)) => q.push_back(tx),
+                Some((_, q)) => {
+                    // Requests of this peer that stopped waiting leave now, not at its turn:
+                    // a peer that asks and cancels cannot grow its queue without bound.
+                    q.retain(|t| !t.is_closed());
+                    q.push_back(tx);
+                }
                 None => w.peers.push_back((peer, VecDeque::from([tx]))),
             }
             rx

@@ -477,6 +477,9 @@ fn output(v: &DynValue, name: &str, room: &mut OutputRoom) -> Result<Tensor, Eng
                 .ok_or_else(|| output(format!("shape {shape:?}")))?;
             room.take(name, count, std::mem::size_of::<Vec<u8>>())?;
             let (shape, s) = v.try_extract_strings().map_err(|e| output(e.to_string()))?;
+            // Their content too: what an answer of them carries.
+            let content: usize = s.iter().map(String::len).sum();
+            room.take(name, content as u128, 1)?;
             (
                 shape.to_vec(),
                 Data::Str(s.into_iter().map(String::into_bytes).collect()),

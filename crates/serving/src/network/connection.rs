@@ -386,6 +386,8 @@ fn send_checks(send_timeout: Option<Duration>) -> tokio::time::Interval {
 /// request, and a worker thread with it), and the timer fires at most once per `idle` while
 /// requests keep coming.
 async fn idle_for(slot: &impl Shed, idle: Duration) {
+    // At least a millisecond between looks, so that an idle timeout of 0 does not spin.
+    let idle = idle.max(Duration::from_millis(1));
     let mut wait = idle;
     loop {
         tokio::time::sleep(wait).await;

@@ -79,7 +79,8 @@ impl Slot {
     /// A request that began on it ends (its handler has answered).
     pub(crate) fn end(&self) {
         self.touch();
-        self.in_progress.fetch_sub(1, Ordering::Relaxed);
+        // Release: whoever reads the count as 0 also reads the time it ended.
+        self.in_progress.fetch_sub(1, Ordering::Release);
     }
 
     fn touch(&self) {
@@ -124,7 +125,7 @@ impl Shed for Slot {
     }
 
     fn idle(&self) -> Option<Duration> {
-        if self.in_progress.load(Ordering::Relaxed) > 0 {
+        if self.in_progress.load(Ordering::Acquire) > 0 {
             return None;
         }
         let since = clock().saturating_sub(self.last_request.load(Ordering::Relaxed));
