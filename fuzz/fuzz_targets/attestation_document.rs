@@ -11,10 +11,9 @@
 //! ```
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use teeserve_attest::policy::ServedVersion;
 use teeserve_attest::Policy;
 use teeserve_ratls::document::{bind_statements, parse_nonce, MAX_NONCE};
-use teeserve_ratls::AttestationDoc;
+use teeserve_ratls::{AttestationDoc, ModelDigest};
 
 /// The DER SubjectPublicKeyInfo the requester was presented (any bytes: only its hash is bound).
 const SPKI: &[u8] = b"the key the requester's handshake presented";
@@ -64,17 +63,7 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(unasked.is_ok(), doc.report_data.eq_ignore_ascii_case(rd));
         }
     }
-    let served: Vec<ServedVersion<'_>> = doc
-        .models
-        .iter()
-        .map(|m| ServedVersion {
-            name: &m.name,
-            version: m.version,
-            sha256: &m.sha256,
-            operators: &m.operators,
-            shared_batches: m.shared_batches,
-        })
-        .collect();
+    let served: Vec<_> = doc.models.iter().map(ModelDigest::served).collect();
     let _ = Policy::default().appraise_served(doc.key_origin, &served);
     let pinned: Policy = serde_json::from_value(serde_json::json!({
         "models": {"digits": ["11".repeat(32)]},

@@ -45,15 +45,10 @@ fn answers_a_peer_does_not_read_hold_their_memory_of_the_budget() {
             assert_eq!(resp.status(), 200);
             // An answer's head comes alone (its message waits for a window); a refusal comes
             // as trailers only.
-            match resp.headers().get("grpc-status") {
-                None => answered.push(resp.into_body()),
-                Some(code) => {
-                    let message = resp
-                        .headers()
-                        .get("grpc-message")
-                        .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned())
-                        .unwrap_or_default();
-                    refusal = Some((code.to_str().unwrap().to_owned(), message));
+            match grpc_status(&resp) {
+                (None, _) => answered.push(resp.into_body()),
+                (Some(code), message) => {
+                    refusal = Some((code, message));
                     break;
                 }
             }
@@ -113,15 +108,7 @@ fn outputs_past_the_response_bound_are_refused_naming_it() {
             body.send_data(grpc_frame(&rows_request(rows)), true)
                 .unwrap();
             let resp = resp.await.unwrap();
-            let status = resp
-                .headers()
-                .get("grpc-status")
-                .map(|v| v.to_str().unwrap().to_owned());
-            let message = resp
-                .headers()
-                .get("grpc-message")
-                .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned())
-                .unwrap_or_default();
+            let (status, message) = grpc_status(&resp);
             if fits {
                 assert_eq!(status, None, "{rows} rows: {message}");
             } else {
@@ -248,15 +235,7 @@ fn a_grpc_timeout_bounds_the_call() {
             let (resp, mut body) = ready.send_request(req, false).unwrap();
             body.send_data(frame.clone(), true).unwrap();
             let resp = resp.await.unwrap();
-            let status = resp
-                .headers()
-                .get("grpc-status")
-                .map(|v| v.to_str().unwrap().to_owned());
-            let message = resp
-                .headers()
-                .get("grpc-message")
-                .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned())
-                .unwrap_or_default();
+            let (status, message) = grpc_status(&resp);
             assert_eq!(status.as_deref(), want, "{timeout}: {message}");
             if want.is_some() {
                 assert!(message.contains("grpc-timeout"), "{timeout}: {message}");

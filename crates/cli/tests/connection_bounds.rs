@@ -227,20 +227,10 @@ fn health_checks_that_never_end_hold_no_place_beyond_their_peers_share() {
         for (send, body, resp, closed) in hog {
             match tokio::time::timeout(Duration::from_millis(1500), resp).await {
                 Ok(r) => {
-                    let r = r.unwrap();
-                    let status = r
-                        .headers()
-                        .get("grpc-status")
-                        .map(|v| v.to_str().unwrap().to_owned());
-                    let message = r
-                        .headers()
-                        .get("grpc-message")
-                        .map(|v| v.to_str().unwrap().to_owned());
+                    let (status, message) = grpc_status(&r.unwrap());
                     assert_eq!(status.as_deref(), Some("8"), "{message:?}");
                     assert!(
-                        message
-                            .unwrap_or_default()
-                            .contains("max_in_flight_per_peer"),
+                        message.contains("max_in_flight_per_peer"),
                         "the refusal names the share"
                     );
                     refused += 1;

@@ -4,7 +4,6 @@
 use crate::error::{Refusal, RequesterError};
 use std::sync::Arc;
 
-use teeserve_attest::policy::ServedVersion;
 use teeserve_attest::{Policy, Verdict};
 use teeserve_ratls::{Appraiser, AttestationDoc, ModelDigest, PinnedKeyVerifier};
 
@@ -233,17 +232,7 @@ pub fn appraise_attestation(
     policy.appraise(&v)?;
     // What the document states is appraised before its binding is checked: a statement the
     // policy refuses needs no proof, and the refusal then names the rule.
-    let served: Vec<ServedVersion<'_>> = doc
-        .models
-        .iter()
-        .map(|m| ServedVersion {
-            name: &m.name,
-            version: m.version,
-            sha256: &m.sha256,
-            operators: &m.operators,
-            shared_batches: m.shared_batches,
-        })
-        .collect();
+    let served: Vec<_> = doc.models.iter().map(ModelDigest::served).collect();
     policy.appraise_served(doc.key_origin, &served)?;
     // How the server got its secrets: with `log_key`, each grant must be in the key broker's
     // signed log, made to the key this server presented, under a listed configuration.

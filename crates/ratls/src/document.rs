@@ -82,6 +82,20 @@ pub struct ModelDigest {
     pub shared_batches: bool,
 }
 
+impl ModelDigest {
+    /// This version as a requester policy appraises what a server serves
+    /// ([`teeserve_attest::Policy::appraise_served`]).
+    pub fn served(&self) -> teeserve_attest::policy::ServedVersion<'_> {
+        teeserve_attest::policy::ServedVersion {
+            name: &self.name,
+            version: self.version,
+            sha256: &self.sha256,
+            operators: &self.operators,
+            shared_batches: self.shared_batches,
+        }
+    }
+}
+
 fn field(field: &'static str, reason: impl Into<String>) -> DocumentError {
     DocumentError::Field {
         field,

@@ -179,3 +179,17 @@ pub fn rows_request(rows: usize) -> teeserve_wire::tensorflow::serving::PredictR
         |t| t.float_val = vec![1.0; rows * 64],
     )
 }
+
+/// The gRPC status a response's head carries (a refusal comes as trailers only; an answer's
+/// head carries none) and its message, as sent (percent-encoded).
+pub fn grpc_status<B>(resp: &hyper::Response<B>) -> (Option<String>, String) {
+    let h = resp.headers();
+    let status = h
+        .get("grpc-status")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let message = h
+        .get("grpc-message")
+        .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned())
+        .unwrap_or_default();
+    (status, message)
+}

@@ -17,7 +17,7 @@ use tonic::Code;
 
 use crate::api::error::ApiError;
 use crate::api::metrics::Metrics;
-use crate::engine::LoadedModel;
+use crate::engine::{LoadedModel, OutputRoom};
 use crate::models::config::BatchingParameters;
 use crate::models::ResolvedModel;
 use teeserve_tensor::Tensor;
@@ -162,6 +162,24 @@ impl Target {
         self.run(permit, inputs, self.max_output_bytes).await
     }
 
+    /// Whether one request's outputs (its rows of a batch's) are within its bound, checked
+    /// output by output as an engine checks them ([`OutputRoom`]).
+    fn within_bound(&self, outs: &[Tensor]) -> Result<(), ApiError> {
+        let names = self
+            .model
+            .signatures()
+            .get(&self.signature)
+            .map(|s| &s.outputs);
+        let mut room = OutputRoom::new(self.max_output_bytes);
+        for (i, t) in outs.iter().enumerate() {
+            let name = names
+                .and_then(|n| n.get(i))
+                .map_or("output", |o| o.name.as_str());
+            room.take(name, t.len() as u128, t.dtype().element_bytes())?;
+        }
+        Ok(())
+    }
+
     /// Runs `inputs` on the batch thread `permit` holds.
     async fn run(
         &self,
@@ -220,52 +238,35 @@ async fn batch_loop(
     metrics: Arc<Metrics>,
 ) {
     let cap = queue_capacity(&p);
-    let timeout = Duration::from_micros(p.batch_timeout_micros);
-    let start = Start {
-        target,
-        name,
-        metrics,
+    let mut b = Batches {
+        open: std::collections::VecDeque::new(),
+        waiting: 0,
+        max_batch_size: p.max_batch_size,
+        timeout: Duration::from_micros(p.batch_timeout_micros),
+        start: Start {
+            target,
+            name,
+            metrics,
+        },
     };
-    let mut open: std::collections::VecDeque<Forming> = std::collections::VecDeque::new();
-    let mut waiting = 0usize;
     let mut ended = false;
     loop {
         // Every job already queued joins its group's batch.
-        while waiting < cap && !ended {
+        while b.waiting < cap && !ended {
             match rx.try_recv() {
-                Ok(j) => {
-                    place(
-                        j,
-                        &mut open,
-                        &mut waiting,
-                        p.max_batch_size,
-                        timeout,
-                        &start,
-                    )
-                    .await
-                }
+                Ok(j) => b.place(j).await,
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => ended = true,
             }
         }
-        // Batches that are full or whose time is up start, the oldest first.
-        let now = Instant::now();
-        while let Some(i) = open
-            .iter()
-            .position(|b| ended || b.rows >= p.max_batch_size || b.deadline <= now)
-        {
-            if let Some(b) = open.remove(i) {
-                waiting -= b.jobs.len();
-                start.batch(b).await;
-            }
-        }
-        if ended && open.is_empty() {
+        b.start_due(ended).await;
+        if ended && b.open.is_empty() {
             return;
         }
         // Then wait for a job, or for the first batch's time to be up.
-        let first = open.iter().map(|b| b.deadline).min();
+        let first = b.open.iter().map(|f| f.deadline).min();
         let next = match first {
-            Some(d) if waiting >= cap => {
+            Some(d) if b.waiting >= cap => {
                 tokio::time::sleep_until(d.into()).await;
                 continue;
             }
@@ -276,50 +277,61 @@ async fn batch_loop(
             None => rx.recv().await,
         };
         match next {
-            Some(j) => {
-                place(
-                    j,
-                    &mut open,
-                    &mut waiting,
-                    p.max_batch_size,
-                    timeout,
-                    &start,
-                )
-                .await
-            }
+            Some(j) => b.place(j).await,
             None => ended = true,
         }
     }
 }
 
-/// Adds a job to its group's batch, or opens one for it; a job that does not fit in its
-/// group's batch starts that batch and opens the next.
-async fn place(
-    job: Job,
-    open: &mut std::collections::VecDeque<Forming>,
-    waiting: &mut usize,
+/// A model's batches being formed, one per group, and the jobs they hold.
+struct Batches {
+    open: std::collections::VecDeque<Forming>,
+    waiting: usize,
     max_batch_size: usize,
     timeout: Duration,
-    start: &Start,
-) {
-    *waiting += 1;
-    if let Some(i) = open.iter().position(|b| b.group == job.group) {
-        if open[i].rows + job.rows <= max_batch_size {
-            open[i].rows += job.rows;
-            open[i].jobs.push(job);
-            return;
+    start: Start,
+}
+
+impl Batches {
+    /// Adds a job to its group's batch, or opens one for it; a job that does not fit in its
+    /// group's batch starts that batch and opens the next.
+    async fn place(&mut self, job: Job) {
+        self.waiting += 1;
+        if let Some(i) = self.open.iter().position(|b| b.group == job.group) {
+            if self.open[i].rows + job.rows <= self.max_batch_size {
+                self.open[i].rows += job.rows;
+                self.open[i].jobs.push(job);
+                return;
+            }
+            self.start_at(i).await;
         }
-        if let Some(b) = open.remove(i) {
-            *waiting -= b.jobs.len();
-            start.batch(b).await;
+        self.open.push_back(Forming {
+            group: job.group,
+            rows: job.rows,
+            deadline: Instant::now() + self.timeout,
+            jobs: vec![job],
+        });
+    }
+
+    /// Starts the batches that are full or whose time is up (all of them once the queue has
+    /// ended), the oldest first.
+    async fn start_due(&mut self, ended: bool) {
+        let now = Instant::now();
+        while let Some(i) = self
+            .open
+            .iter()
+            .position(|b| ended || b.rows >= self.max_batch_size || b.deadline <= now)
+        {
+            self.start_at(i).await;
         }
     }
-    open.push_back(Forming {
-        group: job.group,
-        rows: job.rows,
-        deadline: Instant::now() + timeout,
-        jobs: vec![job],
-    });
+
+    async fn start_at(&mut self, i: usize) {
+        if let Some(b) = self.open.remove(i) {
+            self.waiting -= b.jobs.len();
+            self.start.batch(b).await;
+        }
+    }
 }
 
 /// Where a model's batches start: its target, its name and the metrics that count batches.
@@ -416,20 +428,7 @@ async fn run_batch(
         };
         offset += j.rows;
         // Each request's rows within its own bound, as if it had run alone.
-        let r = r.and_then(|outs: Vec<Tensor>| {
-            let bytes: usize = outs
-                .iter()
-                .map(|t| t.len().saturating_mul(t.dtype().element_bytes()))
-                .sum();
-            if bytes > target.max_output_bytes {
-                return Err(ApiError::from(crate::engine::EngineError::OutputTooLarge {
-                    name: "(all)".into(),
-                    bytes: bytes as u128,
-                    limit: target.max_output_bytes,
-                }));
-            }
-            Ok(outs)
-        });
+        let r = r.and_then(|outs: Vec<Tensor>| target.within_bound(&outs).map(|()| outs));
         let _ = j.reply.send(r);
     }
 }
