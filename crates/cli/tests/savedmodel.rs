@@ -137,6 +137,47 @@ fn savedmodels_of_both_export_styles_serve_predict_and_metadata_with_only_the_li
     }
 }
 
+/// TensorFlow's outputs are held to `--max_response_tensor_bytes` like the other engines': the
+/// refusal is RESOURCE_EXHAUSTED (429) naming the output and the flag, not an argument error.
+#[test]
+fn outputs_past_the_response_bound_are_refused_naming_the_output_and_the_flag() {
+    let lib = teeserve_testkit::require_tensorflow!();
+    let models = savedmodels(&lib);
+    let server = serve(&[
+        "--tensorflow-lib",
+        s(&lib),
+        "--model_name",
+        "half",
+        "--model_base_path",
+        s(&models.join("half_tf2")),
+        "--max_response_tensor_bytes",
+        "20",
+    ]);
+    // One row: 12 bytes of y and 8 of argmax, within the bound.
+    let out = predict(
+        &server.rest,
+        "half",
+        json!({"instances": [[1.0, 2.0, 3.0]]}),
+    );
+    assert_eq!(
+        out["predictions"],
+        json!([{"argmax": 2, "y": [2.5, 3.0, 3.5]}])
+    );
+    // Two rows: 24 bytes of y alone.
+    let (code, err) = http(
+        &server.rest,
+        "POST",
+        "/v1/models/half:predict",
+        &json!({"instances": [[1.0, 2.0, 3.0], [6.0, 5.0, 4.0]]}).to_string(),
+    );
+    assert_eq!(code, 429, "{err}");
+    let message = err["error"].as_str().unwrap();
+    assert!(
+        message.contains("--max_response_tensor_bytes") && message.contains("output"),
+        "{message}"
+    );
+}
+
 #[test]
 fn string_tensors_go_in_and_out() {
     let lib = teeserve_testkit::require_tensorflow!();

@@ -449,17 +449,19 @@ impl Session {
         Ok(owned)
     }
 
-    /// Runs the graph: feeds `inputs` (output, dtype, shape, contents) and fetches `fetches`.
+    /// Runs the graph: feeds `inputs` (output, dtype, shape, contents) and fetches `fetches`,
+    /// whose copies out of TensorFlow may take `max_bytes` in all.
     pub(super) fn run(
         &self,
         inputs: &[(TfOutput, i32, &[usize], Contents<'_>)],
         fetches: &[TfOutput],
         max_bytes: usize,
-    ) -> Result<Vec<OutTensor>, String> {
+    ) -> Result<Vec<OutTensor>, RunFailure> {
         let owned = inputs
             .iter()
             .map(|(_, dtype, shape, c)| self.tensor(*dtype, shape, *c))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(RunFailure::Failed)?;
         let feeds: Vec<TfOutput> = inputs.iter().map(|i| i.0).collect();
         let values: Vec<P> = owned.iter().map(|o| o.ptr).collect();
         let mut out: Vec<P> = vec![std::ptr::null_mut(); fetches.len()];
@@ -493,15 +495,26 @@ impl Session {
                 strings: 0,
             })
             .collect();
-        s.check()?;
+        s.check().map_err(RunFailure::Failed)?;
         drop(owned);
         if outs.len() != fetches.len() {
-            return Err("TensorFlow returned fewer outputs than fetched".into());
+            return Err(RunFailure::Failed(
+                "TensorFlow returned fewer outputs than fetched".into(),
+            ));
         }
         let mut total = 0usize;
         outs.iter()
-            .map(|o| {
-                let t = self.read(o, max_bytes.saturating_sub(total))?;
+            .enumerate()
+            .map(|(output, o)| {
+                let t = self
+                    .read(o, max_bytes.saturating_sub(total))
+                    .map_err(|e| match e {
+                        ReadFailure::Other(detail) => RunFailure::Failed(detail),
+                        ReadFailure::TooLarge(bytes) => RunFailure::TooLarge {
+                            output,
+                            bytes: bytes.saturating_add(total as u128),
+                        },
+                    })?;
                 total = total
                     .saturating_add(t.bytes.len())
                     .saturating_add(t.strings.iter().map(Vec::len).sum());
@@ -510,7 +523,7 @@ impl Session {
             .collect()
     }
 
-    fn read(&self, o: &Owned, max_bytes: usize) -> Result<OutTensor, String> {
+    fn read(&self, o: &Owned, max_bytes: usize) -> Result<OutTensor, ReadFailure> {
         let api = &self.lib.api;
         // SAFETY: `o.ptr` is a live output tensor; its data is TF_TensorByteSize bytes long,
         // and for TF_STRING holds `elements` initialised TF_TStrings.
@@ -520,19 +533,17 @@ impl Session {
             let shape = (0..rank)
                 .map(|i| {
                     usize::try_from((api.TF_Dim)(o.ptr, i))
-                        .map_err(|_| "negative dimension".to_owned())
+                        .map_err(|_| ReadFailure::Other("negative dimension".to_owned()))
                 })
                 .collect::<Result<Vec<usize>, _>>()?;
             let elements = shape
                 .iter()
                 .try_fold(1usize, |a, &d| a.checked_mul(d))
-                .ok_or("output too large")?;
+                .ok_or(ReadFailure::TooLarge(u128::MAX))?;
             let data = (api.TF_TensorData)(o.ptr);
             let size = (api.TF_TensorByteSize)(o.ptr);
             if size > max_bytes {
-                return Err(format!(
-                    "an output of {size} bytes is larger than allowed ({max_bytes})"
-                ));
+                return Err(ReadFailure::TooLarge(size as u128));
             }
             let mut t = OutTensor {
                 dtype,
@@ -545,9 +556,9 @@ impl Session {
             }
             if dtype == TF_STRING {
                 if elements.checked_mul(TSTRING_BYTES) != Some(size) {
-                    return Err(format!(
+                    return Err(ReadFailure::Other(format!(
                         "string output of {size} bytes for {elements} elements"
-                    ));
+                    )));
                 }
                 let base = data.cast::<TfTString>().cast_const();
                 let mut total = 0usize;
@@ -556,9 +567,7 @@ impl Session {
                     let len = (api.TF_StringGetSize)(e);
                     total = total.saturating_add(len);
                     if total > max_bytes {
-                        return Err(format!(
-                            "string output larger than allowed ({max_bytes} bytes)"
-                        ));
+                        return Err(ReadFailure::TooLarge(total as u128));
                     }
                     let p = (api.TF_StringGetDataPointer)(e);
                     t.strings.push(if len == 0 || p.is_null() {
@@ -573,6 +582,22 @@ impl Session {
             Ok(t)
         }
     }
+}
+
+/// Why a run gave no outputs.
+pub(super) enum RunFailure {
+    /// TensorFlow's message, or an output it made that cannot be read.
+    Failed(String),
+    /// Output `output` (an index into the fetches) took the outputs to at least `bytes`, past
+    /// the bound the run was given.
+    TooLarge { output: usize, bytes: u128 },
+}
+
+/// Why one output could not be copied out.
+enum ReadFailure {
+    Other(String),
+    /// Its bytes, past the room left.
+    TooLarge(u128),
 }
 
 impl Drop for Session {

@@ -434,10 +434,21 @@ impl LoadedModel for TensorFlowModel {
             };
             feeds.push((*out, *dtype, t.shape.as_slice(), contents));
         }
+        let limit = MAX_OUTPUT_BYTES.min(max_output_bytes);
         let outs = self
             .session
-            .run(&feeds, &run.fetches, MAX_OUTPUT_BYTES.min(max_output_bytes))
-            .map_err(run_error)?;
+            .run(&feeds, &run.fetches, limit)
+            .map_err(|e| match e {
+                ffi::RunFailure::Failed(detail) => run_error(detail),
+                ffi::RunFailure::TooLarge { output, bytes } => EngineError::OutputTooLarge {
+                    name: sig
+                        .outputs
+                        .get(output)
+                        .map_or_else(|| format!("#{output}"), |s| s.name.clone()),
+                    bytes,
+                    limit,
+                },
+            })?;
         outs.into_iter()
             .zip(&sig.outputs)
             .map(|(t, s)| output(&s.name, t))
