@@ -319,6 +319,15 @@ impl Tensor {
         each_data!(&self.data, v => v.len())
     }
 
+    /// The bytes its elements take: the element size times their number, or for strings the
+    /// strings' lengths.
+    pub fn data_bytes(&self) -> usize {
+        match &self.data {
+            Data::Str(s) => s.iter().map(Vec::len).fold(0, usize::saturating_add),
+            _ => self.len().saturating_mul(self.dtype().element_bytes()),
+        }
+    }
+
     /// True when the tensor has no elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

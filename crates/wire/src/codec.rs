@@ -49,8 +49,9 @@ impl<T: Message> Encoder for ProstEncoder<T> {
     type Error = Status;
 
     fn encode(&mut self, item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        buf.reserve(item.encoded_len());
-        item.encode(buf)
+        let len = item.encoded_len();
+        buf.reserve(len);
+        crate::heavy::run(len, || item.encode(buf))
             .map_err(|e| Status::internal(format!("cannot encode the message: {e}")))
     }
 }
@@ -77,7 +78,7 @@ impl<U: Message + Default> Decoder for ProstDecoder<U> {
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         // A message that does not parse is INTERNAL, as gRPC's status code table has it
         // (grpc/doc/statuscodes.md) and TF Serving answers.
-        U::decode(buf)
+        crate::heavy::run(bytes::Buf::remaining(buf), || U::decode(buf))
             .map(Some)
             .map_err(|e| Status::internal(e.to_string()))
     }

@@ -23,6 +23,7 @@
 #![deny(missing_docs, unreachable_pub)]
 
 pub mod codec;
+pub mod heavy;
 
 use tonic::Code;
 

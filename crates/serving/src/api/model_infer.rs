@@ -13,6 +13,7 @@ use crate::api::error::ApiError;
 use crate::api::service::{lookup_signature, Entry, ServingCore};
 use crate::api::v2::{check_inputs, Accepted, Declared, DeclaresInput};
 use teeserve_tensor::{v2, DType, Data, Tensor};
+use teeserve_wire::heavy;
 use teeserve_wire::inference::{
     infer_parameter::ParameterChoice, model_infer_request::InferInputTensor,
     model_infer_response::InferOutputTensor, ModelInferRequest, ModelInferResponse,
@@ -40,47 +41,59 @@ impl ServingCore {
         };
         let sig = lookup_signature(target.model.signatures(), &sig_name, Entry::V2Grpc)?;
         let mut held = Vec::new();
-        let inputs = model_infer_inputs(&mut req, sig, self.options.max_tensor_bytes, &mut |n| {
-            held.push(self.reserve(n, "the request's input tensors")?);
-            Ok(())
+        // Decoded, and the answer encoded, aside from the I/O threads when large (heavy).
+        let inputs = heavy::run(prost::Message::encoded_len(&req), || {
+            model_infer_inputs(&mut req, sig, self.options.max_tensor_bytes, &mut |n| {
+                held.push(self.reserve(n, "the request's input tensors")?);
+                Ok(())
+            })
         })?;
         let filter: Vec<String> = req.outputs.iter().map(|o| o.name.clone()).collect();
         let outputs = self
             .infer(&target, &sig_name, inputs, &filter, Entry::V2Grpc)
             .await?;
-        let mut resp = ModelInferResponse {
+        let resp = ModelInferResponse {
             model_name: target.name.clone(),
             model_version: target.version.to_string(),
             id: req.id,
             ..Default::default()
         };
-        for (name, t) in outputs {
-            let datatype = v2::datatype(t.dtype()).ok_or_else(|| {
-                ApiError::new(
-                    Code::Unimplemented,
-                    format!(
-                        "output {name} is {}, which the protocol has no datatype for",
-                        t.dtype().tf_name()
-                    ),
-                )
-            })?;
-            let mut raw = Vec::with_capacity(v2::raw_byte_len(&t));
-            v2::write_raw(&t, &mut raw).ok_or_else(|| {
-                ApiError::new(
-                    Code::Internal,
-                    format!("output {name} has an element longer than 4 GiB"),
-                )
-            })?;
-            resp.outputs.push(InferOutputTensor {
-                name,
-                datatype: datatype.into(),
-                shape: t.shape.iter().map(|&d| d as i64).collect(),
-                ..Default::default()
-            });
-            resp.raw_output_contents.push(raw.into());
-        }
-        Ok(resp)
+        let bytes = outputs.iter().map(|(_, t)| t.data_bytes()).sum();
+        heavy::run(bytes, || encode_outputs(resp, outputs))
     }
+}
+
+/// `resp` with `outputs` in its raw contents.
+fn encode_outputs(
+    mut resp: ModelInferResponse,
+    outputs: Vec<(String, Tensor)>,
+) -> Result<ModelInferResponse, ApiError> {
+    for (name, t) in outputs {
+        let datatype = v2::datatype(t.dtype()).ok_or_else(|| {
+            ApiError::new(
+                Code::Unimplemented,
+                format!(
+                    "output {name} is {}, which the protocol has no datatype for",
+                    t.dtype().tf_name()
+                ),
+            )
+        })?;
+        let mut raw = Vec::with_capacity(v2::raw_byte_len(&t));
+        v2::write_raw(&t, &mut raw).ok_or_else(|| {
+            ApiError::new(
+                Code::Internal,
+                format!("output {name} has an element longer than 4 GiB"),
+            )
+        })?;
+        resp.outputs.push(InferOutputTensor {
+            name,
+            datatype: datatype.into(),
+            shape: t.shape.iter().map(|&d| d as i64).collect(),
+            ..Default::default()
+        });
+        resp.raw_output_contents.push(raw.into());
+    }
+    Ok(resp)
 }
 
 impl DeclaresInput for InferInputTensor {

@@ -6,6 +6,7 @@ use crate::api::inputs::{check_declared, decode_inputs};
 use crate::api::service::{lookup_signature, Entry, ServingCore};
 use crate::engine::DEFAULT_SIGNATURE;
 use crate::models::ResolvedModel;
+use teeserve_wire::heavy;
 use teeserve_wire::tensorflow::serving::{
     model_spec::VersionChoice, ModelSpec, PredictRequest, PredictResponse,
 };
@@ -26,16 +27,21 @@ impl ServingCore {
         let max = self.options.max_tensor_bytes;
         let total = check_declared(sig, &req.inputs, max)?;
         let _tensors = self.reserve(total, "the request's input tensors")?;
-        let inputs = decode_inputs(sig, &req.inputs, max)?;
+        // Decoded, and the answer encoded, aside from the I/O threads when large (heavy).
+        let inputs = heavy::run(total, || decode_inputs(sig, &req.inputs, max))?;
         let outputs = self
             .infer(&target, &sig_name, inputs, &req.output_filter, Entry::Grpc)
             .await?;
-        Ok(PredictResponse {
-            model_spec: Some(effective_spec(&target, &sig_name)),
-            outputs: outputs
+        let bytes = outputs.iter().map(|(_, t)| t.data_bytes()).sum();
+        let outputs = heavy::run(bytes, || {
+            outputs
                 .into_iter()
                 .map(|(n, t)| (n, t.to_proto(self.options.tensor_content)))
-                .collect(),
+                .collect()
+        });
+        Ok(PredictResponse {
+            model_spec: Some(effective_spec(&target, &sig_name)),
+            outputs,
         })
     }
 }

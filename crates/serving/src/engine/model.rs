@@ -121,41 +121,64 @@ impl OutputRoom {
     }
 }
 
-/// How long a model's inferences have been taking, to decide where the next one runs.
-#[derive(Debug, Default)]
+/// How long a model's inferences have been taking, by size, to decide where the next one runs.
+///
+/// The times are kept apart by the size of the run's inputs (in powers of two of their
+/// elements): one average over every run let a requester's large runs (a fill of 128 MB taking a
+/// quarter of a second) make a stranger's one-row runs look slow, which then queued behind the
+/// large ones on the inference threads instead of taking microseconds on an I/O thread.
+#[derive(Debug)]
 pub struct RunCost {
-    /// Moving average of the run time in nanoseconds (0: never run).
-    average_nanos: AtomicU64,
-    /// The most input elements of a run that took less than [`QUICK_RUN`].
-    quick_elements: AtomicU64,
+    /// Per size class (`class`): moving average of the run time in nanoseconds (0: never run).
+    average_nanos: [AtomicU64; CLASSES],
+}
+
+/// Size classes: 0 elements, then `[2^(k-1), 2^k)` for class k up to 64.
+const CLASSES: usize = 65;
+
+/// The size class of a run over `elements` input elements.
+fn class(elements: usize) -> usize {
+    (usize::BITS - elements.leading_zeros()) as usize
+}
+
+impl Default for RunCost {
+    fn default() -> Self {
+        Self {
+            average_nanos: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
 }
 
 impl RunCost {
     /// Records a run over `elements` input elements that took `took`.
     pub fn record(&self, elements: usize, took: Duration) {
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let average = &self.average_nanos[class(elements)];
         // Races between concurrent updates lose a sample at worst; this is a hint.
-        let old = self.average_nanos.load(Ordering::Relaxed);
+        let old = average.load(Ordering::Relaxed);
+        // A sample counts for at most four times the average: one run that was slow for a
+        // reason of the moment (its thread preempted on a busy machine, a plan made for a new
+        // shape) does not move its size off the quick path, which would queue it behind long
+        // inferences on the inference threads; runs that stay slow move it within a few runs.
         let new = if old == 0 {
             nanos.max(1)
         } else {
+            let nanos = nanos.min(old.saturating_mul(4));
             (old - old / 8).saturating_add(nanos / 8).max(1)
         };
-        self.average_nanos.store(new, Ordering::Relaxed);
-        if took < QUICK_RUN {
-            self.quick_elements
-                .fetch_max(elements as u64, Ordering::Relaxed);
-        }
+        average.store(new, Ordering::Relaxed);
     }
 
     /// Whether a run over `elements` input elements is expected to take less than
-    /// [`QUICK_RUN`]: runs have been that quick on average, and on inputs at least this large
-    /// (a larger input, or a shape the engine has not prepared a plan for yet, may take longer).
+    /// [`QUICK_RUN`]: runs of its size, or if none has been seen, of the next larger size that
+    /// has, have been that quick on average (a larger input, or a shape the engine has not
+    /// prepared a plan for yet, may take longer; a smaller one is taken to be no slower).
     pub fn is_quick(&self, elements: usize) -> bool {
-        let avg = self.average_nanos.load(Ordering::Relaxed);
-        avg != 0
-            && u128::from(avg) < QUICK_RUN.as_nanos()
-            && elements as u64 <= self.quick_elements.load(Ordering::Relaxed)
+        self.average_nanos[class(elements)..]
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .find(|&avg| avg != 0)
+            .is_some_and(|avg| u128::from(avg) < QUICK_RUN.as_nanos())
     }
 }
 
@@ -203,25 +226,49 @@ mod tests {
         c.record(64, Duration::from_micros(5));
         assert!(c.is_quick(64));
         assert!(c.is_quick(10));
-        assert!(!c.is_quick(65), "larger than any quick run");
+        assert!(c.is_quick(0));
+        assert!(!c.is_quick(128), "larger than any quick run");
     }
 
     #[test]
-    fn slow_runs_move_a_model_off_the_quick_path_and_back_as_they_age() {
+    fn large_runs_do_not_make_small_ones_look_slow() {
         let c = RunCost::default();
         c.record(64, Duration::from_micros(5));
-        c.record(64, Duration::from_millis(20)); // e.g. a plan made for a new shape
-        assert!(!c.is_quick(64));
+        for _ in 0..100 {
+            c.record(33_554_432, Duration::from_millis(250));
+        }
+        assert!(
+            c.is_quick(64),
+            "a stranger's large runs moved small ones off"
+        );
+        assert!(!c.is_quick(33_554_432));
+        assert!(
+            !c.is_quick(1 << 20),
+            "between them: taken as the larger size"
+        );
+        assert!(!c.is_quick(usize::MAX));
+    }
+
+    #[test]
+    fn one_slow_run_does_not_move_a_model_off_the_quick_path_but_runs_that_stay_slow_do() {
+        let c = RunCost::default();
+        for _ in 0..20 {
+            c.record(64, Duration::from_micros(5));
+        }
+        c.record(64, Duration::from_millis(20)); // preempted, or a plan made for a new shape
+        assert!(c.is_quick(64), "one slow run moved it off");
+        let mut off = 0;
+        while c.is_quick(64) {
+            c.record(64, Duration::from_millis(20));
+            off += 1;
+            assert!(off < 20, "runs that stay slow never moved it off");
+        }
         let mut back = 0;
         while !c.is_quick(64) {
             c.record(64, Duration::from_micros(5));
             back += 1;
             assert!(back < 100, "the average never came down");
         }
-        assert!(
-            back > 10,
-            "one slow run should weigh for a while, came back after {back}"
-        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use super::response::bad;
 use crate::api::error::ApiError;
 use crate::api::service::{Entry, Reservation, ServingCore};
 use teeserve_tensor::{self as tensor, Tensor};
+use teeserve_wire::heavy;
 
 /// A Predict body. When the model has one float input and the body carries it as a regular
 /// nested list of numbers (`"instances": [[...]]`, `"inputs": [[...]]` or
@@ -263,22 +264,31 @@ pub(super) async fn predict(
 ) -> Result<String, ApiError> {
     let target = core.resolve(name, version, label)?;
     let mut held = Reservation::default();
+    // Parsed, and the answer written, aside from the I/O threads when large (heavy).
     let PredictBody {
         row,
         signature_name: sig_name,
         inputs,
-    } = predict_inputs(
-        body,
-        target.model.signatures(),
-        core.options.max_tensor_bytes,
-        &mut |bytes| {
-            held.merge(core.reserve(bytes, "reading the request's JSON")?);
-            Ok(())
-        },
-    )?;
+    } = heavy::run(body.len(), || {
+        predict_inputs(
+            body,
+            target.model.signatures(),
+            core.options.max_tensor_bytes,
+            &mut |bytes| {
+                held.merge(core.reserve(bytes, "reading the request's JSON")?);
+                Ok(())
+            },
+        )
+    })?;
     let outputs = core
         .infer(&target, &sig_name, inputs, &[], Entry::Rest)
         .await?;
+    let bytes = outputs.iter().map(|(_, t)| t.data_bytes()).sum();
+    heavy::run(bytes, || write_answer(&outputs, row))
+}
+
+/// The JSON answer of Predict: rows (`predictions`) or columns (`outputs`).
+fn write_answer(outputs: &[(String, Tensor)], row: bool) -> Result<String, ApiError> {
     // Room for what the answer usually takes (a float32 is at most 15 characters, its
     // separator 2), so that it is written without growing; a longer answer (float64s, strings)
     // grows past that.
@@ -289,7 +299,7 @@ pub(super) async fn predict(
             .first()
             .and_then(|(_, t)| t.shape.first().copied())
             .unwrap_or(0);
-        for (name, t) in &outputs {
+        for (name, t) in outputs {
             if t.shape.first() != Some(&n) {
                 return Err(ApiError::new(
                     Code::InvalidArgument,
@@ -300,12 +310,12 @@ pub(super) async fn predict(
         s.push_str("{\n    \"predictions\": [");
         for i in 0..n {
             s.push_str(if i == 0 { "" } else { ", " });
-            write_outputs(&outputs, Some(i), &mut s);
+            write_outputs(outputs, Some(i), &mut s);
         }
         s.push_str("]\n}");
     } else {
         s.push_str("{\n    \"outputs\": ");
-        write_outputs(&outputs, None, &mut s);
+        write_outputs(outputs, None, &mut s);
         s.push_str("\n}");
     }
     Ok(s)

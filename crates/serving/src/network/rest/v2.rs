@@ -19,6 +19,7 @@ use crate::api::error::ApiError;
 use crate::api::service::{lookup_signature, Entry, ServingCore};
 use crate::api::v2::{self as api, check_inputs, Declared, DeclaresInput};
 use teeserve_tensor::{v2, write_json_string, Tensor};
+use teeserve_wire::heavy;
 
 /// The request header that says how long the JSON part of a body is when binary tensor data
 /// follows it; the response carries it back when its outputs do the same.
@@ -361,15 +362,18 @@ async fn infer_body(
     }
     let (head, binary) = body.split_at(split);
     let _parse = core.reserve(JsonCost::of(head).tree(), "reading the request's JSON")?;
-    let r: InferRequest =
-        serde_json::from_slice(head).map_err(|e| bad(format!("JSON Parse error: {e}")))?;
+    // Parsed and decoded, and the answer written, aside from the I/O threads when large.
+    let r: InferRequest = heavy::run(head.len(), || serde_json::from_slice(head))
+        .map_err(|e| bad(format!("JSON Parse error: {e}")))?;
     let target = core.v2_resolve(name, version)?;
     let sig_name = string_param(&r.parameters, "signature_name")?.unwrap_or_default();
     let sig = lookup_signature(target.model.signatures(), sig_name, Entry::V2Rest)?;
     let mut held = Vec::new();
-    let inputs = decode_inputs(&r, binary, sig, core.options.max_tensor_bytes, &mut |n| {
-        held.push(core.reserve(n, "the request's input tensors")?);
-        Ok(())
+    let inputs = heavy::run(body.len(), || {
+        decode_inputs(&r, binary, sig, core.options.max_tensor_bytes, &mut |n| {
+            held.push(core.reserve(n, "the request's input tensors")?);
+            Ok(())
+        })
     })?;
     let filter: Vec<String> = r.outputs.iter().map(|o| o.name.clone()).collect();
     let outputs = core
@@ -385,7 +389,10 @@ async fn infer_body(
         };
         binary_of.push(b);
     }
-    write_response(&target, r.id.as_deref(), &outputs, &binary_of)
+    let bytes = outputs.iter().map(|(_, t)| t.data_bytes()).sum();
+    heavy::run(bytes, || {
+        write_response(&target, r.id.as_deref(), &outputs, &binary_of)
+    })
 }
 
 /// The inputs of a request's JSON object `r`, with `binary` the bytes after it: what each
@@ -429,8 +436,9 @@ pub fn infer_inputs(
     max_bytes: usize,
 ) -> Result<Vec<(String, Tensor)>, ApiError> {
     let (head, binary) = body.split_at(header_len.unwrap_or(body.len()).min(body.len()));
-    let r: InferRequest =
-        serde_json::from_slice(head).map_err(|e| bad(format!("JSON Parse error: {e}")))?;
+    // Parsed and decoded, and the answer written, aside from the I/O threads when large.
+    let r: InferRequest = heavy::run(head.len(), || serde_json::from_slice(head))
+        .map_err(|e| bad(format!("JSON Parse error: {e}")))?;
     decode_inputs(&r, binary, sig, max_bytes, &mut |_| Ok(()))
 }
 
