@@ -106,19 +106,16 @@ async fn client(s: &Server) -> PredictionServiceClient<tonic::transport::Channel
     PredictionServiceClient::new(channel).max_decoding_message_size(usize::MAX)
 }
 
-/// A stranger's one-row Predicts have shown the server that they take microseconds; a peer's
-/// Predict of 131,072 rows takes far longer, and then two more are in flight (the one inference
-/// thread running one, one queued behind it). The stranger's next one-row Predict must be
-/// answered before either: its run is still known to be quick and runs at once on an I/O
-/// thread. With one average over all runs, the peer's long runs made it look slow, and it was
-/// queued on the inference thread behind them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peers_long_inferences_do_not_queue_a_strangers_quick_one_behind_them() {
+/// A stranger's Predicts of `rows` rows have shown the server how long they take; a peer's
+/// Predict of 131,072 rows takes far longer, and then two more are in flight (the one
+/// inference thread running one, one queued behind it). The stranger's next Predict must be
+/// answered before either.
+async fn a_strangers_predict_is_not_queued_behind_a_peers_long_ones(rows_of_stranger: usize) {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
     let mut stranger = client(&server).await;
     for _ in 0..60 {
-        stranger.predict(rows(1)).await.unwrap();
+        stranger.predict(rows(rows_of_stranger)).await.unwrap();
     }
     let peer = client(&server).await;
     let t = std::time::Instant::now();
@@ -136,11 +133,11 @@ async fn a_peers_long_inferences_do_not_queue_a_strangers_quick_one_behind_them(
         .collect();
     // Until the first is in its run: half of the whole time of one, whose run is the most of it.
     tokio::time::sleep(long / 2).await;
-    stranger.predict(rows(1)).await.unwrap();
+    stranger.predict(rows(rows_of_stranger)).await.unwrap();
     assert_eq!(
         done.load(Ordering::SeqCst),
         0,
-        "the stranger's one-row Predict waited for the peer's long ones (one took {long:?})"
+        "the stranger's Predict of {rows_of_stranger} rows waited for the peer's long ones (one took {long:?})"
     );
     for h in in_flight {
         tokio::time::timeout(Duration::from_secs(60), h)
@@ -148,4 +145,19 @@ async fn a_peers_long_inferences_do_not_queue_a_strangers_quick_one_behind_them(
             .unwrap()
             .unwrap();
     }
+}
+
+/// One row takes microseconds: its run is still known to be quick and runs at once on an I/O
+/// thread. With one average over all runs, the peer's long runs made it look slow, and it was
+/// queued on the inference thread behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_long_inferences_do_not_queue_a_strangers_quick_one_behind_them() {
+    a_strangers_predict_is_not_queued_behind_a_peers_long_ones(1).await;
+}
+
+/// 512 rows take about a millisecond: too long for an I/O thread, short enough for the
+/// inference pool's short lane, which runs it while the peer's long ones hold the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_long_inferences_do_not_queue_a_strangers_short_one_behind_them() {
+    a_strangers_predict_is_not_queued_behind_a_peers_long_ones(512).await;
 }

@@ -36,56 +36,95 @@ pub(crate) struct InferencePool {
     places: Arc<FairPlaces>,
     /// Threads that started (none: every inference goes to tokio's blocking pool).
     threads: usize,
+    /// One more thread, for short inferences when every place of the others is taken.
+    short: Option<Lane>,
+}
+
+/// The short lane: a thread that runs only inferences expected to be short
+/// ([`RunCost::is_short`](crate::engine::RunCost::is_short)), so that a peer's long inferences
+/// holding every inference thread (a quarter of a second to seconds each) do not make a
+/// stranger's short one wait for one of them to end. It runs only when the others are all
+/// taken, and only short inferences, so it takes from them at most a short inference's time.
+#[derive(Debug)]
+struct Lane {
+    jobs: mpsc::Sender<Job>,
+    places: Arc<FairPlaces>,
+}
+
+/// Starts `threads` threads named `name-i` taking jobs from one queue; the queue and how many
+/// started. A thread the system refuses to start is logged.
+fn start(threads: usize, name: &str) -> (mpsc::Sender<Job>, usize) {
+    let (jobs, waiting) = mpsc::channel::<Job>();
+    let waiting = Arc::new(Mutex::new(waiting));
+    let mut started = 0;
+    for i in 0..threads {
+        let waiting = waiting.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("{name}-{i}"))
+            .spawn(move || loop {
+                // The lock is held only while waiting for the next inference, not while it
+                // runs; the queue ends when the core (its only sender) is dropped.
+                let next = match waiting.lock() {
+                    Ok(w) => w.recv(),
+                    Err(_) => return,
+                };
+                match next {
+                    Ok(job) => job(),
+                    Err(_) => return,
+                }
+            });
+        match spawned {
+            Ok(_) => started += 1,
+            Err(e) => tracing::error!("inference thread {name}-{i} not started: {e}"),
+        }
+    }
+    (jobs, started)
 }
 
 impl InferencePool {
-    /// Starts `threads` inference threads (at least one). A thread the system refuses to start
-    /// is logged, and the pool runs on those that started.
+    /// Starts `threads` inference threads (at least one), and the short lane's. The pool runs
+    /// on the threads that started.
     pub(crate) fn new(threads: usize) -> Self {
-        let (jobs, waiting) = mpsc::channel::<Job>();
-        let waiting = Arc::new(Mutex::new(waiting));
-        let mut started = 0;
-        for i in 0..threads.max(1) {
-            let waiting = waiting.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("teeserve-infer-{i}"))
-                .spawn(move || loop {
-                    // The lock is held only while waiting for the next inference, not while it
-                    // runs; the queue ends when the core (its only sender) is dropped.
-                    let next = match waiting.lock() {
-                        Ok(w) => w.recv(),
-                        Err(_) => return,
-                    };
-                    match next {
-                        Ok(job) => job(),
-                        Err(_) => return,
-                    }
-                });
-            match spawned {
-                Ok(_) => started += 1,
-                Err(e) => tracing::error!("inference thread {i} not started: {e}"),
-            }
-        }
+        let (jobs, started) = start(threads.max(1), "teeserve-infer");
+        let short = match start(1, "teeserve-infer-short") {
+            (jobs, 1) if started > 0 => Some(Lane {
+                jobs,
+                places: FairPlaces::new(2),
+            }),
+            _ => None,
+        };
         Self {
             jobs,
             places: FairPlaces::new(2 * started.max(1)),
             threads: started,
+            short,
         }
     }
 
     /// Runs `f` on the next free inference thread, in its peer's turn among the peers waiting
     /// ([`FairPlaces`]): one requester's many waiting inferences delay another's by one per turn.
+    /// An inference expected to be `short` that finds every place taken runs on the short lane.
     pub(crate) async fn run<T: Send + 'static>(
         &self,
+        short: bool,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ApiError> {
         let failed = || ApiError::new(Code::Internal, "inference task failed: it panicked");
         let shutting_down = || ApiError::new(Code::Unavailable, "the server is shutting down");
-        let place = self
-            .places
-            .take(crate::api::scope::current_peer())
-            .await
-            .map_err(|_| shutting_down())?;
+        let peer = crate::api::scope::current_peer();
+        let (place, jobs) = match self.short.as_ref().filter(|_| short) {
+            Some(lane) => match self.places.try_take() {
+                Some(place) => (place, &self.jobs),
+                None => (
+                    lane.places.take(peer).await.map_err(|_| shutting_down())?,
+                    &lane.jobs,
+                ),
+            },
+            None => (
+                self.places.take(peer).await.map_err(|_| shutting_down())?,
+                &self.jobs,
+            ),
+        };
         if self.threads == 0 {
             return tokio::task::spawn_blocking(move || {
                 let _place = place;
@@ -103,7 +142,7 @@ impl InferencePool {
             }
             let _ = done.send(std::panic::catch_unwind(AssertUnwindSafe(f)));
         });
-        self.jobs.send(job).map_err(|_| shutting_down())?;
+        jobs.send(job).map_err(|_| shutting_down())?;
         match result.await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(_)) => Err(failed()),
@@ -122,7 +161,7 @@ mod tests {
         let pool = Arc::new(InferencePool::new(2));
         let t = Instant::now();
         let sleep = || std::thread::sleep(Duration::from_millis(200));
-        let (a, b) = tokio::join!(pool.run(sleep), pool.run(sleep));
+        let (a, b) = tokio::join!(pool.run(false, sleep), pool.run(false, sleep));
         a.unwrap();
         b.unwrap();
         let two = t.elapsed();
@@ -131,7 +170,11 @@ mod tests {
             "two on two threads took {two:?}"
         );
         let t = Instant::now();
-        let (a, b, c) = tokio::join!(pool.run(sleep), pool.run(sleep), pool.run(sleep));
+        let (a, b, c) = tokio::join!(
+            pool.run(false, sleep),
+            pool.run(false, sleep),
+            pool.run(false, sleep)
+        );
         a.unwrap();
         b.unwrap();
         c.unwrap();
@@ -146,11 +189,11 @@ mod tests {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let pool = InferencePool::new(1);
         let ran = Arc::new(AtomicUsize::new(0));
-        let busy = pool.run(|| std::thread::sleep(Duration::from_millis(300)));
+        let busy = pool.run(false, || std::thread::sleep(Duration::from_millis(300)));
         // One queued behind the running inference, one waiting for a place: both given up.
         let (a, b) = (ran.clone(), ran.clone());
-        let queued = pool.run(move || a.fetch_add(1, Ordering::SeqCst));
-        let waiting = pool.run(move || b.fetch_add(1, Ordering::SeqCst));
+        let queued = pool.run(false, move || a.fetch_add(1, Ordering::SeqCst));
+        let waiting = pool.run(false, move || b.fetch_add(1, Ordering::SeqCst));
         let soon = Duration::from_millis(50);
         let (busy, queued, waiting) = tokio::join!(
             busy,
@@ -159,7 +202,7 @@ mod tests {
         );
         busy.unwrap();
         assert!(queued.is_err() && waiting.is_err(), "both waited");
-        assert_eq!(pool.run(|| 7).await.unwrap(), 7);
+        assert_eq!(pool.run(false, || 7).await.unwrap(), 7);
         assert_eq!(
             ran.load(Ordering::SeqCst),
             0,
@@ -168,10 +211,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_short_inference_runs_on_the_short_lane_when_the_threads_are_taken() {
+        let pool = Arc::new(InferencePool::new(1));
+        let long = || std::thread::sleep(Duration::from_millis(500));
+        // One running and one queued: every place of the one thread is taken.
+        let (a, b) = (pool.clone(), pool.clone());
+        let held =
+            tokio::spawn(async move { tokio::join!(a.run(false, long), b.run(false, long)) });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t = Instant::now();
+        assert_eq!(pool.run(true, || 7).await.unwrap(), 7);
+        assert!(
+            t.elapsed() < Duration::from_millis(400),
+            "the short one waited for the long ones: {:?}",
+            t.elapsed()
+        );
+        // One not known to be short waits for a place of the thread.
+        let t = Instant::now();
+        pool.run(false, || ()).await.unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(400), "it did not wait");
+        let (a, b) = held.await.unwrap();
+        a.unwrap();
+        b.unwrap();
+    }
+
+    #[tokio::test]
     async fn a_panicking_inference_is_an_error_and_the_thread_goes_on() {
         let pool = InferencePool::new(1);
-        let e = pool.run(|| panic!("boom")).await.unwrap_err();
+        let e = pool.run(false, || panic!("boom")).await.unwrap_err();
         assert!(e.message.contains("panicked"), "{}", e.message);
-        assert_eq!(pool.run(|| 7).await.unwrap(), 7);
+        assert_eq!(pool.run(false, || 7).await.unwrap(), 7);
     }
 }

@@ -503,9 +503,11 @@ impl ServingCore {
             let model = target.model.clone();
             let metrics = self.metrics.clone();
             let name = target.name.clone();
-            // On the inference threads, which take waiting inferences in turn.
+            // On the inference threads, which take waiting inferences in turn; a short one
+            // runs on the short lane when they are all taken.
+            let short = target.model.cost().is_short(elements);
             self.pool
-                .run(move || timed(&*model, &metrics, &name, inputs))
+                .run(short, move || timed(&*model, &metrics, &name, inputs))
                 .await?
         };
         r.map_err(ApiError::from)

@@ -69,6 +69,16 @@ impl FairPlaces {
         rx.await.map_err(|_| Closed)
     }
 
+    /// A place if one is free and nobody waits for one, without waiting.
+    pub(crate) fn try_take(self: &Arc<Self>) -> Option<Place> {
+        let mut w = self.state.lock().ok()?;
+        if w.free > 0 && w.peers.is_empty() {
+            w.free -= 1;
+            return Some(Place(Some(self.clone())));
+        }
+        None
+    }
+
     /// A place given back: to the first waiting request of the next peer in turn that still
     /// waits, else free.
     fn give_back(self: &Arc<Self>) {

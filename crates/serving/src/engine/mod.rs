@@ -15,7 +15,7 @@ mod tract;
 
 use std::sync::Arc;
 
-pub use model::{Engine, EngineError, LoadedModel, OutputRoom, RunCost, QUICK_RUN};
+pub use model::{Engine, EngineError, LoadedModel, OutputRoom, RunCost, QUICK_RUN, SHORT_RUN};
 #[cfg(feature = "onnxruntime")]
 pub use onnxruntime::OnnxRuntimeEngine;
 pub use teeserve_tensor::{

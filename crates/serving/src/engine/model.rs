@@ -84,6 +84,11 @@ pub enum EngineError {
 /// such a model computes, and holding an I/O thread this long delays no other request noticeably.
 pub const QUICK_RUN: Duration = Duration::from_micros(100);
 
+/// Inferences shorter than this may run on the inference pool's short lane when its other
+/// threads are all taken (`api::pool`): long enough for a one-row run of most models on a busy
+/// machine, short enough that a peer filling the lane with such runs delays others little.
+pub const SHORT_RUN: Duration = Duration::from_millis(5);
+
 /// The memory a run's outputs may still take, counted down as they are copied out of an
 /// engine, so that an output no response could carry is refused before its copy is made
 /// (a model can make outputs far larger than its inputs: an outer product, a fill whose shape
@@ -174,11 +179,24 @@ impl RunCost {
     /// has, have been that quick on average (a larger input, or a shape the engine has not
     /// prepared a plan for yet, may take longer; a smaller one is taken to be no slower).
     pub fn is_quick(&self, elements: usize) -> bool {
+        self.expected(elements)
+            .is_some_and(|avg| u128::from(avg) < QUICK_RUN.as_nanos())
+    }
+
+    /// Whether a run over `elements` input elements is expected to take less than
+    /// [`SHORT_RUN`], judged as [`RunCost::is_quick`] judges.
+    pub fn is_short(&self, elements: usize) -> bool {
+        self.expected(elements)
+            .is_some_and(|avg| u128::from(avg) < SHORT_RUN.as_nanos())
+    }
+
+    /// The average time in nanoseconds of runs of the size of `elements`, or of the next larger
+    /// size seen; None if no run that large has been seen.
+    fn expected(&self, elements: usize) -> Option<u64> {
         self.average_nanos[class(elements)..]
             .iter()
             .map(|a| a.load(Ordering::Relaxed))
             .find(|&avg| avg != 0)
-            .is_some_and(|avg| u128::from(avg) < QUICK_RUN.as_nanos())
     }
 }
 
