@@ -155,9 +155,9 @@ async fn a_peers_long_inferences_do_not_queue_a_strangers_quick_one_behind_them(
     a_strangers_predict_is_not_queued_behind_a_peers_long_ones(1).await;
 }
 
-/// 512 rows take about a millisecond: too long for an I/O thread, short enough for the
-/// inference pool's short lane, which runs it while the peer's long ones hold the others.
+/// 64 rows take a tenth of a millisecond or two: too long for an I/O thread, short enough for
+/// the inference pool's short lane, which runs it while the peer's long ones hold the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peers_long_inferences_do_not_queue_a_strangers_short_one_behind_them() {
-    a_strangers_predict_is_not_queued_behind_a_peers_long_ones(512).await;
+    a_strangers_predict_is_not_queued_behind_a_peers_long_ones(64).await;
 }

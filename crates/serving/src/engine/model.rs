@@ -85,9 +85,10 @@ pub enum EngineError {
 pub const QUICK_RUN: Duration = Duration::from_micros(100);
 
 /// Inferences shorter than this may run on the inference pool's short lane when its other
-/// threads are all taken (`api::pool`): long enough for a one-row run of most models on a busy
-/// machine, short enough that a peer filling the lane with such runs delays others little.
-pub const SHORT_RUN: Duration = Duration::from_millis(5);
+/// threads are all taken (`api::pool`): long enough for a one-row run of small models on a
+/// busy machine, short enough that a peer filling the lane with such runs delays others little
+/// and that image models (MobileNetV2 takes about 5 ms here) never run beside the others there.
+pub const SHORT_RUN: Duration = Duration::from_millis(1);
 
 /// The memory a run's outputs may still take, counted down as they are copied out of an
 /// engine, so that an output no response could carry is refused before its copy is made
