@@ -43,8 +43,8 @@ pub(crate) struct InferencePool {
 /// The short lane: a thread that runs only inferences expected to be short
 /// ([`RunCost::is_short`](crate::engine::RunCost::is_short)), so that a peer's long inferences
 /// holding every inference thread (a quarter of a second to seconds each) do not make a
-/// stranger's short one wait for one of them to end. It runs only when the others are all
-/// taken, and only short inferences, so it takes from them at most a short inference's time.
+/// stranger's short one wait for one of them to end. It runs only when none of the others is
+/// idle, and only short inferences, so it takes from them at most a short inference's time.
 #[derive(Debug)]
 struct Lane {
     jobs: mpsc::Sender<Job>,
@@ -103,7 +103,7 @@ impl InferencePool {
 
     /// Runs `f` on the next free inference thread, in its peer's turn among the peers waiting
     /// ([`FairPlaces`]): one requester's many waiting inferences delay another's by one per turn.
-    /// An inference expected to be `short` that finds every place taken runs on the short lane.
+    /// An inference expected to be `short` that finds no thread idle runs on the short lane.
     pub(crate) async fn run<T: Send + 'static>(
         &self,
         short: bool,
@@ -113,7 +113,9 @@ impl InferencePool {
         let shutting_down = || ApiError::new(Code::Unavailable, "the server is shutting down");
         let peer = crate::api::scope::current_peer();
         let (place, jobs) = match self.short.as_ref().filter(|_| short) {
-            Some(lane) => match self.places.try_take() {
+            // A place of the others only if one of their threads is idle: a place is also
+            // the one queued behind a running inference, which can be long.
+            Some(lane) => match self.places.try_take_beyond(self.threads) {
                 Some(place) => (place, &self.jobs),
                 None => (
                     lane.places.take(peer).await.map_err(|_| shutting_down())?,
@@ -214,6 +216,20 @@ mod tests {
     async fn a_short_inference_runs_on_the_short_lane_when_the_threads_are_taken() {
         let pool = Arc::new(InferencePool::new(1));
         let long = || std::thread::sleep(Duration::from_millis(500));
+        // One running: a place of the thread is free, but it would be queued behind it.
+        let one = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.run(false, long).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t = Instant::now();
+        assert_eq!(pool.run(true, || 7).await.unwrap(), 7);
+        assert!(
+            t.elapsed() < Duration::from_millis(300),
+            "the short one waited for the long one: {:?}",
+            t.elapsed()
+        );
+        one.await.unwrap().unwrap();
         // One running and one queued: every place of the one thread is taken.
         let (a, b) = (pool.clone(), pool.clone());
         let held =

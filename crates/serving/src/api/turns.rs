@@ -69,10 +69,10 @@ impl FairPlaces {
         rx.await.map_err(|_| Closed)
     }
 
-    /// A place if one is free and nobody waits for one, without waiting.
-    pub(crate) fn try_take(self: &Arc<Self>) -> Option<Place> {
+    /// A place if more than `keep` are free and nobody waits for one, without waiting.
+    pub(crate) fn try_take_beyond(self: &Arc<Self>, keep: usize) -> Option<Place> {
         let mut w = self.state.lock().ok()?;
-        if w.free > 0 && w.peers.is_empty() {
+        if w.free > keep && w.peers.is_empty() {
             w.free -= 1;
             return Some(Place(Some(self.clone())));
         }
