@@ -3,16 +3,17 @@
 # digits model on tract (TLS 1.3), one peer (h2load over gRPC, one connection) keeping 3 fill
 # Predicts in flight (as many as its share of the memory budget holds) (each 42 bytes declaring [524288, 64] with one value: 128 MB of input and
 # a second or more of inference on both cores), another peer (h2load over REST, HTTP/1.1, one
-# connection, one request at a time) sending one-row Predicts. Reports the stranger's latency
-# alone and under the fills (p50, p95, max from h2load's per-request log) and the fills
-# answered; for each binary given, alternated.
-#   bash bench/strangers.sh [SECONDS] [ROUNDS]     (under the fills per round, default 12; 2)
+# connection, one request at a time) sending one-row Predicts: back to back (its runs then take
+# microseconds), and then 5 a second (runs of a model used now and then take about 0.1 ms: the
+# caches are cold). Reports the stranger's latency alone and under the fills (p50, p95, max
+# from h2load's per-request log) and the fills answered; for each binary given, alternated.
+#   bash bench/strangers.sh [SECONDS] [ROUNDS]     (under the fills per round, default 16; 2)
 #   TEESERVE_BIN_DIR=DIR TEESERVE_BEFORE_DIR=DIR2 bash bench/strangers.sh   (compare two builds)
 # Needs h2load (Debian: nghttp2-client).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
-secs="${1:-12}"
+secs="${1:-16}"
 rounds="${2:-2}"
 command -v h2load >/dev/null || { echo "needs h2load (Debian: nghttp2-client)" >&2; exit 1; }
 bin="${TEESERVE_BIN_DIR:-target/release}"
@@ -52,11 +53,14 @@ req = field(1, field(1, b"digits")) + field(2, field(1, b"pixels") + field(2, te
 open(f"{d}/fill.grpc", "wb").write(b"\0" + struct.pack(">I", len(req)) + req)
 open(f"{d}/row.json", "w").write('{"instances": [[' + ",".join(["0.5"] * 64) + "]]}")
 PY
-# The stranger's requests for SECONDS: its latencies (microseconds) in FILE.
+# The stranger's requests for SECONDS: its latencies (microseconds) in FILE; more h2load
+# flags after them (a rate).
 stranger() {
-  rm -f "$2"
-  h2load --h1 -c 1 -m 1 -D "$1" -H 'content-type: application/json' -d "$tmp/row.json" \
-    --log-file "$2" "https://127.0.0.1:$rest/v1/models/digits:predict" >/dev/null 2>&1 || true
+  local secs="$1" log="$2"
+  shift 2
+  rm -f "$log"
+  h2load --h1 -c 1 -m 1 -D "$secs" "$@" -H 'content-type: application/json' -d "$tmp/row.json" \
+    --log-file "$log" "https://127.0.0.1:$rest/v1/models/digits:predict" >/dev/null 2>&1 || true
 }
 summary() {
   python3 - "$1" <<'PY'
@@ -85,7 +89,8 @@ for round in $(seq "$rounds"); do
       >"$tmp/fills.out" 2>&1 &
     fills=$!
     sleep 2
-    stranger "$secs" "$tmp/under.log"
+    stranger "$((secs / 2))" "$tmp/under.log"
+    stranger "$((secs / 2))" "$tmp/under_5.log" --rps 5
     wait "$fills" || true
     kill "$pid"
     wait "$pid" 2>/dev/null || true
@@ -93,6 +98,7 @@ for round in $(seq "$rounds"); do
     echo "round $round, $b/teeserve:"
     echo "  the stranger alone:          $(summary "$tmp/alone.log")"
     echo "  the stranger under the fills: $(summary "$tmp/under.log")"
+    echo "  the same at 5 requests/s:     $(summary "$tmp/under_5.log")"
     echo "  the fills: $(grep -E '^requests:' "$tmp/fills.out" | sed 's/^requests: //')"
   done
 done
