@@ -327,9 +327,11 @@ pub struct ServeArgs {
         help_heading = "teeserve: listeners and limits"
     )]
     pub max_in_flight: usize,
-    /// Inferences that run at once (default: the cores). A model's weights are held once whatever
-    /// the number: tract shares one plan between the workers, TensorFlow and ONNX Runtime one
-    /// session, on which the workers' inferences run concurrently.
+    /// Inferences that run at once (default: the cores), plus one expected under a millisecond
+    /// when none of these is idle (so that long ones do not hold up short ones). A model's
+    /// weights are held once whatever the number: tract shares one plan between the workers,
+    /// TensorFlow and ONNX Runtime one session, on which the workers' inferences run
+    /// concurrently.
     #[arg(long = "workers", help_heading = "teeserve: engines")]
     pub workers: Option<usize>,
     /// Largest request (gRPC message or REST body), bytes.
