@@ -8,22 +8,61 @@
 //! thread for the length of the work, so the other connections go on, and the operating
 //! system's scheduler shares the cores between the heavy work and them.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
 /// The size of work (bytes decoded, encoded or written) from which it is moved aside. Below it
 /// the hand-over (waking a thread to take the worker's place, a few microseconds) would cost
 /// more than the work delays others.
 pub const HEAVY_BYTES: usize = 1 << 20;
 
 /// Runs `f`, which works on about `bytes` bytes: past [`HEAVY_BYTES`], aside from the I/O
-/// threads when called on one of a multi-threaded runtime's; otherwise here.
+/// threads when called on one of a multi-threaded runtime's and fewer than the cores' number
+/// of such works are aside already; otherwise here. The bound keeps one peer's many large
+/// requests from taking a thread each, and with them as many shares of the cores.
 pub fn run<R>(bytes: usize, f: impl FnOnce() -> R) -> R {
-    if bytes >= HEAVY_BYTES && on_multi_thread_worker() {
-        tokio::task::block_in_place(f)
-    } else {
-        f()
+    if bytes < HEAVY_BYTES || !on_multi_thread_worker() {
+        return f();
+    }
+    let aside = Aside::take();
+    if aside.is_none() {
+        return f();
+    }
+    let r = tokio::task::block_in_place(f);
+    drop(aside);
+    r
+}
+
+/// Works aside now.
+static ASIDE: AtomicUsize = AtomicUsize::new(0);
+
+/// One of the places aside, given back when dropped.
+struct Aside;
+
+impl Aside {
+    /// A place if fewer than the cores' number are taken.
+    fn take() -> Option<Self> {
+        static LIMIT: OnceLock<usize> = OnceLock::new();
+        let limit =
+            *LIMIT.get_or_init(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        ASIDE
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Aside)
     }
 }
 
-/// Whether `block_in_place` may be called here: it panics on a current-thread runtime.
+impl Drop for Aside {
+    fn drop(&mut self) {
+        ASIDE.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Whether `block_in_place` may be called here: it panics on a current-thread runtime. (It
+/// also panics in a multi-threaded runtime's context entered with `Handle::enter` inside a
+/// current-thread runtime's `block_on`, which nothing here does.)
 fn on_multi_thread_worker() -> bool {
     tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)

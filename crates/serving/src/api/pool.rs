@@ -17,6 +17,7 @@
 //! inferences' inputs per thread outlive their requesters, and only until a thread reaches them.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -36,15 +37,20 @@ pub(crate) struct InferencePool {
     places: Arc<FairPlaces>,
     /// Threads that started (none: every inference goes to tokio's blocking pool).
     threads: usize,
-    /// One more thread, for short inferences when every place of the others is taken.
+    /// One more thread, for short inferences while the others are taken and one of them runs
+    /// an inference not known to be short.
     short: Option<Lane>,
+    /// Inferences not known to be short running on the threads now.
+    long_running: Arc<AtomicUsize>,
 }
 
 /// The short lane: a thread that runs only inferences expected to be short
 /// ([`RunCost::is_short`](crate::engine::RunCost::is_short)), so that a peer's long inferences
 /// holding every inference thread (a quarter of a second to seconds each) do not make a
 /// stranger's short one wait for one of them to end. It runs only when none of the others is
-/// idle, and only short inferences, so it takes from them at most a short inference's time.
+/// idle and one of them runs such an inference, and only short inferences, so it takes from
+/// them at most a short inference's time; a load of short inferences alone queues for the
+/// others' places as before (the lane beside them would only add a third thread on their cores).
 #[derive(Debug)]
 struct Lane {
     jobs: mpsc::Sender<Job>,
@@ -98,6 +104,7 @@ impl InferencePool {
             places: FairPlaces::new(2 * started.max(1)),
             threads: started,
             short,
+            long_running: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -112,19 +119,28 @@ impl InferencePool {
         let failed = || ApiError::new(Code::Internal, "inference task failed: it panicked");
         let shutting_down = || ApiError::new(Code::Unavailable, "the server is shutting down");
         let peer = crate::api::scope::current_peer();
-        let (place, jobs) = match self.short.as_ref().filter(|_| short) {
-            // A place of the others only if one of their threads is idle: a place is also
-            // the one queued behind a running inference, which can be long.
-            Some(lane) => match self.places.try_take_beyond(self.threads) {
-                Some(place) => (place, &self.jobs),
-                None => (
+        // The lane when no thread of the others is idle (a free place of theirs can be the one
+        // queued behind a running inference) and one of them runs a long inference.
+        let lane = self.short.as_ref().filter(|_| short);
+        let idle = || self.places.try_take_beyond(self.threads);
+        let (place, jobs, long) = match lane {
+            Some(lane) => match idle() {
+                Some(place) => (place, &self.jobs, None),
+                None if self.long_running.load(Ordering::Acquire) > 0 => (
                     lane.places.take(peer).await.map_err(|_| shutting_down())?,
                     &lane.jobs,
+                    None,
+                ),
+                None => (
+                    self.places.take(peer).await.map_err(|_| shutting_down())?,
+                    &self.jobs,
+                    None,
                 ),
             },
             None => (
                 self.places.take(peer).await.map_err(|_| shutting_down())?,
                 &self.jobs,
+                Some(self.long_running.clone()),
             ),
         };
         if self.threads == 0 {
@@ -142,7 +158,14 @@ impl InferencePool {
             if done.is_closed() {
                 return;
             }
-            let _ = done.send(std::panic::catch_unwind(AssertUnwindSafe(f)));
+            if let Some(l) = &long {
+                l.fetch_add(1, Ordering::AcqRel);
+            }
+            let r = std::panic::catch_unwind(AssertUnwindSafe(f));
+            if let Some(l) = &long {
+                l.fetch_sub(1, Ordering::AcqRel);
+            }
+            let _ = done.send(r);
         });
         jobs.send(job).map_err(|_| shutting_down())?;
         match result.await {
@@ -246,6 +269,27 @@ mod tests {
         let t = Instant::now();
         pool.run(false, || ()).await.unwrap();
         assert!(t.elapsed() >= Duration::from_millis(400), "it did not wait");
+        let (a, b) = held.await.unwrap();
+        a.unwrap();
+        b.unwrap();
+    }
+
+    #[tokio::test]
+    async fn short_inferences_alone_queue_for_the_threads_not_the_lane() {
+        let pool = Arc::new(InferencePool::new(1));
+        // Two taken for 300 ms each by inferences known to be short (a slow moment): none runs
+        // anything long, so the next short one queues behind them instead of taking the lane.
+        let slow = || std::thread::sleep(Duration::from_millis(300));
+        let (a, b) = (pool.clone(), pool.clone());
+        let held = tokio::spawn(async move { tokio::join!(a.run(true, slow), b.run(true, slow)) });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t = Instant::now();
+        pool.run(true, || ()).await.unwrap();
+        assert!(
+            t.elapsed() >= Duration::from_millis(150),
+            "it took the lane: {:?}",
+            t.elapsed()
+        );
         let (a, b) = held.await.unwrap();
         a.unwrap();
         b.unwrap();

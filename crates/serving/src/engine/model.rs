@@ -162,14 +162,20 @@ impl RunCost {
         let average = &self.average_nanos[class(elements)];
         // Races between concurrent updates lose a sample at worst; this is a hint.
         let old = average.load(Ordering::Relaxed);
-        // A sample counts for at most four times the average: one run that was slow for a
-        // reason of the moment (its thread preempted on a busy machine, a plan made for a new
-        // shape) does not move its size off the quick path, which would queue it behind long
-        // inferences on the inference threads; runs that stay slow move it within a few runs.
+        // A sample up to twice SHORT_RUN counts for at most four times the average: one run
+        // that was slow for a reason of the moment (its thread preempted on a busy machine)
+        // does not move its size off the quick path, and runs that stay slow move it within a
+        // few runs. A longer sample counts in full: otherwise a peer could run one long run
+        // (a cost its inputs' size does not show) for every three cheap ones and keep the
+        // average where it was.
         let new = if old == 0 {
             nanos.max(1)
         } else {
-            let nanos = nanos.min(old.saturating_mul(4));
+            let nanos = if u128::from(nanos) > 2 * SHORT_RUN.as_nanos() {
+                nanos
+            } else {
+                nanos.min(old.saturating_mul(4))
+            };
             (old - old / 8).saturating_add(nanos / 8).max(1)
         };
         average.store(new, Ordering::Relaxed);
@@ -274,11 +280,11 @@ mod tests {
         for _ in 0..20 {
             c.record(64, Duration::from_micros(5));
         }
-        c.record(64, Duration::from_millis(20)); // preempted, or a plan made for a new shape
+        c.record(64, Duration::from_millis(1)); // preempted
         assert!(c.is_quick(64), "one slow run moved it off");
         let mut off = 0;
         while c.is_quick(64) {
-            c.record(64, Duration::from_millis(20));
+            c.record(64, Duration::from_millis(1));
             off += 1;
             assert!(off < 20, "runs that stay slow never moved it off");
         }
@@ -287,6 +293,22 @@ mod tests {
             c.record(64, Duration::from_micros(5));
             back += 1;
             assert!(back < 100, "the average never came down");
+        }
+    }
+
+    #[test]
+    fn long_runs_between_cheap_ones_are_not_hidden_by_them() {
+        let c = RunCost::default();
+        for _ in 0..20 {
+            c.record(64, Duration::from_micros(20));
+        }
+        // One run of a second for every three cheap ones, a thousand times.
+        for _ in 0..1000 {
+            c.record(64, Duration::from_secs(1));
+            assert!(!c.is_short(64), "a run of a second passed for short");
+            for _ in 0..3 {
+                c.record(64, Duration::from_micros(20));
+            }
         }
     }
 
