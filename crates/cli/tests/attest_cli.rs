@@ -273,22 +273,33 @@ fn a_changed_executable_changes_mrenclave_and_is_refused() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let out = std::process::Command::new(&copy)
-        .args([
-            "attest",
-            "quote",
-            "--platform",
-            "simulated",
-            "--sim-dir",
-            "p",
-            "--report-data",
-            "01",
-            "--out",
-            "q.bin",
-        ])
-        .current_dir(d)
-        .output()
-        .unwrap();
+    // Another test's child, forked while the copy was open for writing, may hold it open until
+    // its exec: running the copy then fails with "Text file busy" (ETXTBSY) for a moment.
+    let mut tries = 0;
+    let out = loop {
+        let r = std::process::Command::new(&copy)
+            .args([
+                "attest",
+                "quote",
+                "--platform",
+                "simulated",
+                "--sim-dir",
+                "p",
+                "--report-data",
+                "01",
+                "--out",
+                "q.bin",
+            ])
+            .current_dir(d)
+            .output();
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            r => break r.unwrap(),
+        }
+    };
     assert!(
         out.status.success(),
         "{}",
