@@ -148,24 +148,26 @@ fn sim(dir: &std::path::Path, extra: &[&str]) {
     run_in(dir, &args).ok();
 }
 
+/// The arguments of `attest quote` on the simulated platform in `p`, over report data `rd`, to
+/// `q.bin`.
+fn sim_quote_args(rd: &str) -> [&str; 10] {
+    [
+        "attest",
+        "quote",
+        "--platform",
+        "simulated",
+        "--sim-dir",
+        "p",
+        "--report-data",
+        rd,
+        "--out",
+        "q.bin",
+    ]
+}
+
 /// `attest quote` on the simulated platform in `d/p`, over report data `rd`, to `d/q.bin`.
 fn sim_quote(d: &std::path::Path, rd: &str) {
-    run_in(
-        d,
-        &[
-            "attest",
-            "quote",
-            "--platform",
-            "simulated",
-            "--sim-dir",
-            "p",
-            "--report-data",
-            rd,
-            "--out",
-            "q.bin",
-        ],
-    )
-    .ok();
+    run_in(d, &sim_quote_args(rd)).ok();
 }
 
 /// `attest verify` of `quote` against the simulated platform's collateral, plus `extra` flags.
@@ -278,18 +280,7 @@ fn a_changed_executable_changes_mrenclave_and_is_refused() {
     let mut tries = 0;
     let out = loop {
         let r = std::process::Command::new(&copy)
-            .args([
-                "attest",
-                "quote",
-                "--platform",
-                "simulated",
-                "--sim-dir",
-                "p",
-                "--report-data",
-                "01",
-                "--out",
-                "q.bin",
-            ])
+            .args(sim_quote_args("01"))
             .current_dir(d)
             .output();
         match r {

@@ -3,7 +3,6 @@
 //! encoding) is moved aside from the I/O threads (`teeserve_wire::heavy`).
 mod harness;
 mod peers;
-use harness::*;
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,23 +32,9 @@ fn post(addr: &str, path: &str, body: &[u8]) -> String {
 fn a_large_request_being_read_does_not_hold_up_a_strangers_small_one() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let models = repo().join("models/digits");
-    let args = [
-        "--insecure",
-        "--model_name",
-        "digits",
-        "--model_base_path",
-        s(&models),
-    ];
-    let server = listen(
-        || {
-            let mut c = serve_command(d, &args);
-            c.env("TOKIO_WORKER_THREADS", "1");
-            c
-        },
-        None,
-    )
-    .unwrap();
+    let server = peers::serve_digits_with(d, &["--insecure"], |c| {
+        c.env("TOKIO_WORKER_THREADS", "1");
+    });
     let row = |n: usize| format!("[{}]", vec!["0.5"; n].join(","));
     let wide = row(65);
     let heavy = format!(

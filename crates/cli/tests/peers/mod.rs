@@ -37,13 +37,27 @@ pub fn serve_plaintext(d: &Path, extra: &[&str]) -> Serve {
 
 /// `teeserve serve` of the bundled digits model with `flags`.
 pub fn serve_digits(d: &Path, flags: &[&str]) -> Serve {
+    serve_digits_with(d, flags, |_| {})
+}
+
+/// [`serve_digits`], its command changed by `setup` first (an environment variable).
+pub fn serve_digits_with(
+    d: &Path,
+    flags: &[&str],
+    setup: impl Fn(&mut std::process::Command),
+) -> Serve {
     let models = repo().join("models/digits");
     let args = [
         &["--model_name", "digits", "--model_base_path", s(&models)][..],
         flags,
     ]
     .concat();
-    listen(|| serve_command(d, &args), None).unwrap()
+    let command = || {
+        let mut c = serve_command(d, &args);
+        setup(&mut c);
+        c
+    };
+    listen(command, None).unwrap()
 }
 
 /// `teeserve predict` over gRPC with the test CA.

@@ -69,15 +69,7 @@ fn encode_outputs(
     outputs: Vec<(String, Tensor)>,
 ) -> Result<ModelInferResponse, ApiError> {
     for (name, t) in outputs {
-        let datatype = v2::datatype(t.dtype()).ok_or_else(|| {
-            ApiError::new(
-                Code::Unimplemented,
-                format!(
-                    "output {name} is {}, which the protocol has no datatype for",
-                    t.dtype().tf_name()
-                ),
-            )
-        })?;
+        let datatype = crate::api::v2::output_datatype(&name, &t)?;
         let mut raw = Vec::with_capacity(v2::raw_byte_len(&t));
         v2::write_raw(&t, &mut raw).ok_or_else(|| {
             ApiError::new(

@@ -121,28 +121,24 @@ impl InferencePool {
         let peer = crate::api::scope::current_peer();
         // The lane when no thread of the others is idle (a free place of theirs can be the one
         // queued behind a running inference) and one of them runs a long inference.
-        let lane = self.short.as_ref().filter(|_| short);
+        let lane = self.short.as_ref().filter(|_| short).filter(|_| {
+            // Checked before an idle thread is looked for: a place taken is not given back.
+            self.long_running.load(Ordering::Acquire) > 0
+        });
         let idle = || self.places.try_take_beyond(self.threads);
-        let (place, jobs, long) = match lane {
-            Some(lane) => match idle() {
-                Some(place) => (place, &self.jobs, None),
-                None if self.long_running.load(Ordering::Acquire) > 0 => (
-                    lane.places.take(peer).await.map_err(|_| shutting_down())?,
-                    &lane.jobs,
-                    None,
-                ),
-                None => (
-                    self.places.take(peer).await.map_err(|_| shutting_down())?,
-                    &self.jobs,
-                    None,
-                ),
-            },
+        let (place, jobs) = match lane.map(|lane| (lane, idle())) {
+            Some((_, Some(place))) => (place, &self.jobs),
+            Some((lane, None)) => (
+                lane.places.take(peer).await.map_err(|_| shutting_down())?,
+                &lane.jobs,
+            ),
             None => (
                 self.places.take(peer).await.map_err(|_| shutting_down())?,
                 &self.jobs,
-                Some(self.long_running.clone()),
             ),
         };
+        // Runs not known to be short are counted while they run, for the lane's rule.
+        let long = (!short).then(|| self.long_running.clone());
         if self.threads == 0 {
             return tokio::task::spawn_blocking(move || {
                 let _place = place;

@@ -179,6 +179,20 @@ fn platform(engine: &str) -> &'static str {
     }
 }
 
+/// The protocol's datatype of output `name`, or UNIMPLEMENTED naming it when the protocol has
+/// none for its type.
+pub fn output_datatype(name: &str, t: &teeserve_tensor::Tensor) -> Result<&'static str, ApiError> {
+    v2::datatype(t.dtype()).ok_or_else(|| {
+        ApiError::new(
+            Code::Unimplemented,
+            format!(
+                "output {name} is {}, which the protocol has no datatype for",
+                t.dtype().tf_name()
+            ),
+        )
+    })
+}
+
 /// Checks what each input declares (name, datatype, shape) against signature `sig` before any
 /// of its data is read: every input the signature's, no input twice, dtypes and fixed
 /// dimensions the signature's, and all of them together within `max_bytes` once decoded.

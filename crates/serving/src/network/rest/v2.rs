@@ -547,15 +547,7 @@ fn write_response(
     head.push_str(",\"outputs\":[");
     let mut raw: Vec<u8> = Vec::new();
     for (k, ((n, t), &b)) in outputs.iter().zip(binary).enumerate() {
-        let datatype = v2::datatype(t.dtype()).ok_or_else(|| {
-            ApiError::new(
-                Code::Unimplemented,
-                format!(
-                    "output {n} is {}, which the protocol has no datatype for",
-                    t.dtype().tf_name()
-                ),
-            )
-        })?;
+        let datatype = api::output_datatype(n, t)?;
         if k > 0 {
             head.push(',');
         }
