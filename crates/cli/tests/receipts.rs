@@ -1,9 +1,8 @@
-//! Receipts through the real binary: a requester asks for one over REST and gRPC
-//! (`predict --receipt`), verifies it offline (`receipt verify`), and each attack on it is
-//! refused naming what failed: the response changed, another request shown, a receipt of
-//! another server process, a document whose receipt key its quote does not bind. A server
-//! without a TEE refuses to sign, and neither a gRPC call of two messages nor a JSON body that
-//! repeats a key gets a receipt.
+//! Receipts through the real binary: a requester asks for one over REST and gRPC (`predict
+//! --receipt`), verifies it offline (`receipt verify`), and each attack on it is refused naming
+//! what failed: the response changed, another request shown, a receipt of another server process, a
+//! document whose receipt key its quote does not bind. A server without a TEE refuses to sign, and
+//! neither a gRPC call of two messages nor a JSON body that repeats a key gets a receipt.
 mod harness;
 use harness::*;
 
@@ -209,6 +208,17 @@ fn receipts_over_rest_and_grpc_verify_and_every_attack_is_named() {
     .unwrap();
     let e = verify(d, "other-request").fails(1).stderr;
     assert!(e.contains("receipt request"), "{e}");
+
+    // A long request (hashed frame by frame as it arrived) with one byte changed deep inside.
+    for large in ["grpc-large", "rest-large"] {
+        copy(d, large, "changed-large");
+        let mut req = std::fs::read(d.join("changed-large/request.bin")).unwrap();
+        let at = req.len() * 2 / 3;
+        req[at] ^= 1;
+        std::fs::write(d.join("changed-large/request.bin"), req).unwrap();
+        let e = verify(d, "changed-large").fails(1).stderr;
+        assert!(e.contains("receipt request"), "{large}: {e}");
+    }
 
     // A receipt signed by another server process (another receipt key), shown with this
     // server's document.

@@ -15,7 +15,9 @@
 //! milliseconds as a line.
 //! Inputs are pseudo-random values in [0, 1) shaped like an image batch (BATCH x 224 x 224 x 3
 //! unless the model says otherwise). TEESERVE_BENCH_RECEIPT=1 asks for a receipt of every answer,
-//! =alternate of every other one (and reports each half's p50 and the pairs' median ratio).
+//! =alternate of one of each pair, the first or the second in turn (and reports each half's p50
+//! and the pairs' median ratio), =control pairs the same way with no receipt asked (the method's
+//! own error).
 //! TEESERVE_BENCH_ENCODED=once (gRPC): the request is encoded once and each call sends those
 //! bytes as they are, as a load tool with a fixed body (h2load) does, so that the requester's own
 //! work on the shared cores is the transport alone; by default every call encodes its tensor, as
@@ -288,16 +290,20 @@ async fn client(args: &[String]) -> Result<(), String> {
         return Ok(());
     }
     // TEESERVE_BENCH_RECEIPT=1: every request asks for a receipt; =alternate: each connection
-    // alternates a request without one and a request with one, and the report adds the p50 of
-    // each and the median of the pairs' ratios (a pair is two requests a moment apart, so a
-    // drift in the machine's speed hits both).
+    // sends pairs of a request without one and a request with one, and the report adds the p50
+    // of each and the median of the pairs' ratios (a pair is two requests a moment apart, so a
+    // drift in the machine's speed hits both). Which of a pair goes first changes from one pair
+    // to the next, so that whatever the second request of a pair pays (or saves) for being
+    // second counts on both sides. =control: the same pairs, but neither request asks for a
+    // receipt: the ratios then show what the method itself gives for no difference.
     let receipts = std::env::var("TEESERVE_BENCH_RECEIPT").unwrap_or_default();
-    if !["", "1", "alternate"].contains(&receipts.as_str()) {
+    if !["", "1", "alternate", "control"].contains(&receipts.as_str()) {
         return Err(format!(
-            "TEESERVE_BENCH_RECEIPT={receipts:?}: give 1 or alternate (or leave it unset)"
+            "TEESERVE_BENCH_RECEIPT={receipts:?}: give 1, alternate or control (or leave it unset)"
         ));
     }
-    let alternate = receipts == "alternate";
+    let control = receipts == "control";
+    let alternate = receipts == "alternate" || control;
     let with_receipt = RequestTarget {
         receipt: true,
         ..target.clone()
@@ -346,21 +352,17 @@ async fn client(args: &[String]) -> Result<(), String> {
                 // (milliseconds, asked for a receipt)
                 let mut ms = Vec::new();
                 while Instant::now() < deadline {
-                    let receipt = alternate && ms.len() % 2 == 1;
+                    // The pair's second in even pairs, its first in odd ones.
+                    let receipt = alternate && (ms.len() % 2 == 1) != ((ms.len() / 2) % 2 == 1);
+                    // Counted as the receipt side, asked for only when not a control run.
+                    let asks = receipt && !control;
                     let t0 = Instant::now();
                     let r = match (&encoded, &mut c) {
                         (Some(framed), Connection::Grpc(_, channel)) => {
-                            let receipt = receipt || t.receipt;
-                            send_encoded(channel, &addr, framed, receipt).await
+                            send_encoded(channel, &addr, framed, asks || t.receipt).await
                         }
                         _ => {
-                            send(
-                                &mut c,
-                                rest,
-                                if receipt { &with_receipt } else { &t },
-                                &inputs,
-                            )
-                            .await
+                            send(&mut c, rest, if asks { &with_receipt } else { &t }, &inputs).await
                         }
                     };
                     if !transport_only {
@@ -376,7 +378,12 @@ async fn client(args: &[String]) -> Result<(), String> {
     for t in tasks {
         let runs = t.await.map_err(|e| e.to_string())??;
         for pair in runs.chunks_exact(2).filter(|_| alternate) {
-            ratios.push(pair[1].0 / pair[0].0);
+            let (with, without) = if pair[0].1 {
+                (pair[0].0, pair[1].0)
+            } else {
+                (pair[1].0, pair[0].0)
+            };
+            ratios.push(with / without);
         }
         for (m, r) in runs {
             ms.push(m);
