@@ -24,13 +24,11 @@ pub fn run<R>(bytes: usize, f: impl FnOnce() -> R) -> R {
     if bytes < HEAVY_BYTES || !on_multi_thread_worker() {
         return f();
     }
-    let aside = Aside::take();
-    if aside.is_none() {
-        return f();
+    match Aside::take() {
+        // The place is held until the work is done, and given back if it panics.
+        Some(_place) => tokio::task::block_in_place(f),
+        None => f(),
     }
-    let r = tokio::task::block_in_place(f);
-    drop(aside);
-    r
 }
 
 /// Works aside now.
@@ -72,6 +70,9 @@ fn on_multi_thread_worker() -> bool {
 mod tests {
     use super::*;
 
+    /// The places aside are the process's: tests that count on them run one at a time.
+    static PLACES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     #[tokio::test(flavor = "current_thread")]
     async fn a_current_thread_runtime_runs_the_work_in_place() {
         assert_eq!(run(HEAVY_BYTES, || 7), 7);
@@ -79,6 +80,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn heavy_work_leaves_the_only_worker_to_other_tasks() {
+        let _places = PLACES.lock().await;
         // The test's own body is not on a worker thread: its task is.
         tokio::spawn(async {
             use std::sync::mpsc;
@@ -103,5 +105,48 @@ mod tests {
         })
         .await
         .unwrap();
+    }
+
+    /// With every place aside taken, one more heavy work runs in place: one peer's many large
+    /// requests do not take a thread each.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn past_the_cores_number_of_works_aside_one_runs_in_place() {
+        let _places = PLACES.lock().await;
+        use std::sync::mpsc;
+        use std::time::Duration;
+        let limit = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // Works that hold every place aside until they are let go.
+        let (started, aside) = mpsc::channel();
+        let (release, holds): (Vec<_>, Vec<_>) = (0..limit).map(|_| mpsc::channel::<()>()).unzip();
+        let fills: Vec<_> = holds
+            .into_iter()
+            .map(|hold| {
+                let started = started.clone();
+                tokio::spawn(async move {
+                    run(HEAVY_BYTES, move || {
+                        started.send(()).unwrap();
+                        let _ = hold.recv_timeout(Duration::from_secs(10));
+                    })
+                })
+            })
+            .collect();
+        for _ in 0..limit {
+            aside.recv_timeout(Duration::from_secs(10)).unwrap();
+        }
+        // One more stays in place: a task spawned before it cannot run while it goes on.
+        let probe = tokio::spawn(async {
+            let (tx, rx) = mpsc::channel();
+            let other = tokio::spawn(async move { tx.send(()).unwrap() });
+            let ran = run(HEAVY_BYTES, || {
+                rx.recv_timeout(Duration::from_millis(300)).is_ok()
+            });
+            other.await.unwrap();
+            ran
+        });
+        assert!(!probe.await.unwrap(), "a work past the bound went aside");
+        drop(release);
+        for f in fills {
+            f.await.unwrap();
+        }
     }
 }
